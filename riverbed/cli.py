@@ -1,0 +1,197 @@
+"""The ``riverbed`` command line: the map of the product.
+
+Each command loads the config once, at the edge, and hands typed objects to the package that does
+the work. User errors (RiverbedError) become one red line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from riverbed.config import Project, demo_config_text, load_project
+from riverbed.errors import RiverbedError
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="riverbed.yaml to use (default: ./riverbed.yaml, else the demo defaults)."),
+]
+
+app = typer.Typer(
+    help="Riverbed: PostgreSQL changes into a governed, analytics-ready warehouse.\n\n"
+    "Start with `riverbed demo`, or step by step: `riverbed source up`, `riverbed shop seed`, "
+    "`riverbed shop run`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+source_app = typer.Typer(help="Manage the embedded source PostgreSQL.", no_args_is_help=True)
+shop_app = typer.Typer(help="The demo shop: schema, history and live traffic.", no_args_is_help=True)
+app.add_typer(source_app, name="source")
+app.add_typer(shop_app, name="shop")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _project(config: Path | None) -> Project:
+    return load_project(config)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user errors into one line and an exit code."""
+    try:
+        # click returns the exit code of typer.Exit in non-standalone mode rather than raising
+        result = app(standalone_mode=False)
+    except RiverbedError as exc:
+        for line in str(exc).splitlines():
+            err_console.print(f"[red]error:[/red] {line}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            code = getattr(exc, "code", 0)
+        sys.exit(code or 0)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+# --- init ---------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to write riverbed.yaml into.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing riverbed.yaml.")] = False,
+) -> None:
+    """Write a commented riverbed.yaml for the demo shop.
+
+    Example: `riverbed init my-pipeline`
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "riverbed.yaml"
+    if target.exists() and not force:
+        raise RiverbedError(f"{target} already exists; edit it, or pass --force to overwrite it")
+    target.write_text(demo_config_text())
+    console.print(f"wrote {target}; check it with `riverbed source status -c {target}`")
+
+
+# --- source -------------------------------------------------------------------------------
+
+
+@source_app.command("up")
+def source_up(config: ConfigOption = None) -> None:
+    """Start the embedded PostgreSQL (initialising it on first use) and print its DSN.
+
+    Example: `riverbed source up`
+    """
+    from riverbed.source.connection import inspect, source_for
+
+    source = source_for(_project(config))
+    if source.embedded is None:
+        status = inspect(source)
+        console.print(f"source.dsn is set: {status.dsn} is not managed by Riverbed (nothing to start)")
+        _warn_wal_level(status.wal_level)
+        return
+    with console.status("starting PostgreSQL ..."):
+        done = source.embedded.up()
+    status = inspect(source)
+    console.print(f"PostgreSQL {status.version} {', '.join(done)}: {status.dsn}")
+    _warn_wal_level(status.wal_level)
+
+
+def _warn_wal_level(wal_level: str) -> None:
+    if wal_level != "logical":
+        err_console.print(
+            f"[yellow]warning:[/yellow] wal_level is {wal_level}; capture needs wal_level=logical "
+            "(set it on the server and restart it)"
+        )
+
+
+@source_app.command("down")
+def source_down(config: ConfigOption = None) -> None:
+    """Stop the embedded PostgreSQL (fine when it is already stopped).
+
+    Example: `riverbed source down`
+    """
+    from riverbed.source.connection import source_for
+
+    source = source_for(_project(config))
+    if source.embedded is None:
+        console.print("source.dsn is set: that server is not managed by Riverbed (nothing to stop)")
+        return
+    stopped = source.embedded.down()
+    console.print("stopped" if stopped else "already stopped")
+
+
+@source_app.command("status")
+def source_status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Print the source DSN, version, wal_level and replication slots with retained WAL.
+
+    Example: `riverbed source status --json`
+    """
+    from riverbed.source.connection import inspect, source_for
+
+    source = source_for(_project(config))
+    if source.embedded is not None and not (
+        source.embedded.is_initialised() and source.embedded.is_running()
+    ):
+        if as_json:
+            print(json.dumps({"dsn": source.display, "running": False}))
+        else:
+            console.print(f"stopped: {source.display} (start it with `riverbed source up`)")
+        raise typer.Exit(3)
+    status = inspect(source)
+    if as_json:
+        payload = {
+            "dsn": status.dsn,
+            "running": True,
+            "version": status.version,
+            "wal_level": status.wal_level,
+            "slots": [vars(slot) for slot in status.slots],
+        }
+        print(json.dumps(payload))
+        return
+    console.print(f"dsn        {status.dsn}")
+    console.print(f"version    {status.version}")
+    console.print(f"wal_level  {status.wal_level}")
+    if not status.slots:
+        console.print("slots      none")
+        return
+    table = Table("slot", "plugin", "active", "retained WAL")
+    for slot in status.slots:
+        retained = "-" if slot.retained_wal_bytes is None else _bytes(slot.retained_wal_bytes)
+        table.add_row(slot.name, slot.plugin or "-", "yes" if slot.active else "no", retained)
+    console.print(table)
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,160 @@
+"""Loading riverbed.yaml: parse, validate, and turn every mistake into one readable line.
+
+The demo config shipped in this package is both what ``riverbed init`` writes and what commands
+use when there is no config file, so the defaults a newcomer runs on are exactly the file they
+would get to edit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from riverbed.config.models import RiverbedConfig, cross_reference_problems
+from riverbed.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "riverbed.yaml"
+
+
+def demo_config_text() -> str:
+    """The commented demo configuration, as ``riverbed init`` writes it."""
+    return resources.files("riverbed.config").joinpath("riverbed.yaml").read_text()
+
+
+@dataclass(frozen=True)
+class Project:
+    """A validated config plus the folder its relative paths are relative to."""
+
+    config: RiverbedConfig
+    root: Path
+    config_path: Path | None  # None when running on the embedded demo defaults
+
+    def path(self, relative: Path | str) -> Path:
+        """Resolve a path from the config against the project folder."""
+        candidate = Path(relative).expanduser()
+        return candidate if candidate.is_absolute() else (self.root / candidate).resolve()
+
+    @property
+    def home(self) -> Path:
+        """The folder for Riverbed's own files (.riverbed beside the config)."""
+        return self.root / ".riverbed"
+
+
+def load_project(config_path: Path | None = None) -> Project:
+    """Load the config at ``config_path``, or ./riverbed.yaml, or the demo defaults.
+
+    An explicitly named file that does not exist is an error; a missing ./riverbed.yaml is not.
+    """
+    if config_path is None:
+        candidate = Path.cwd() / DEFAULT_CONFIG_NAME
+        if not candidate.exists():
+            return Project(parse_config(demo_config_text(), "<demo defaults>"), Path.cwd(), None)
+        config_path = candidate
+    if not config_path.exists():
+        raise ConfigError(
+            [f"{config_path}: no such file; create one with `riverbed init` or drop -c"]
+        )
+    try:
+        text = config_path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{config_path}: cannot be read ({exc.strerror})"]) from exc
+    config = parse_config(text, str(config_path))
+    return Project(config, config_path.resolve().parent, config_path.resolve())
+
+
+def parse_config(text: str, origin: str) -> RiverbedConfig:
+    """Validate YAML text; raise ConfigError with one line per problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{origin}:{where}: not valid YAML: {problem}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{origin}: the top level must be a mapping of sections (source:, lake:, ...)"])
+    try:
+        config = RiverbedConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([f"{origin}: {line}" for line in _describe(exc, data)]) from None
+    problems = cross_reference_problems(config)
+    if problems:
+        raise ConfigError([f"{origin}: {line}" for line in problems])
+    return config
+
+
+def _describe(exc: ValidationError, data: Any) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"] if not _is_union_tag(part)]
+        key = ".".join(loc) or "(top level)"
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(RiverbedConfig, loc[:-1])
+            hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"{key}: unknown key{hint}")
+            continue
+        if kind == "missing":
+            lines.append(f"{key}: required but missing")
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        shown = "" if isinstance(value, (dict, list)) or value is None else f" = {value!r}"
+        lines.append(f"{key}{shown}: {message}")
+    return lines
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic adds the member type (e.g. "SecretRef", "function-before[...]") to union paths
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
+def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The keys a mapping at ``loc`` may hold, found by walking the models along the path."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, _DictOf):
+            current = current.value  # the part is a free key such as a table name
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = _field_named(current, part)
+            current = None if field is None else _inner_model(field.annotation)
+        else:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _field_named(model: type[BaseModel], key: str) -> Any:
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return field
+    return None
+
+
+class _DictOf:
+    """Marks a mapping of models, whose next path part is a free key."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The model inside an annotation such as ``X | None`` or ``dict[str, X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is dict:
+        inner = _inner_model(get_args(annotation)[1])
+        return None if inner is None else _DictOf(inner)
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,368 @@
+"""The typed shape of riverbed.yaml.
+
+Every section the product will have is here, so a user sees one file from day one; sections a
+later stage consumes are modelled as far as they can be checked today (names, enums, cross
+references). All models forbid unknown keys: a typo is an error, never a silently ignored setting.
+Secrets are never values in the file: a secret field takes ``{env: NAME}`` or ``{file: PATH}``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _no_inline_secret(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError(
+            "secrets cannot be written in the config; use {env: VARIABLE} or {file: PATH}"
+        )
+    return value
+
+
+class SecretRef(Model):
+    """Where a secret lives: an environment variable or a file. The value is read on use only."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env: VARIABLE or file: PATH")
+        return self
+
+    def reveal(self) -> str:
+        """Read the secret now. Raises ValueError naming the variable or file, never the value."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ValueError(f"environment variable {self.env} is not set")
+            return value
+        assert self.file is not None
+        try:
+            return self.file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
+
+
+Secret = Annotated[SecretRef, BeforeValidator(_no_inline_secret)]
+
+
+def _dsn_without_password(dsn: str | None) -> str | None:
+    if dsn is None:
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg raises ProgrammingError with a parser message
+        raise ValueError(f"not a valid PostgreSQL connection string ({exc})") from None
+    if parts.get("password"):
+        raise ValueError(
+            "the DSN contains a password; remove it and set password: {env: VARIABLE} instead"
+        )
+    return dsn
+
+
+Dsn = Annotated[str | None, BeforeValidator(_dsn_without_password)]
+
+
+# --- source -------------------------------------------------------------------------------
+
+
+class EmbeddedSourceConfig(Model):
+    data_dir: Path = Path(".riverbed/pg")
+    port: int = Field(54329, ge=1024, le=65535)
+    max_replication_slots: int = Field(10, ge=1)
+    max_wal_senders: int = Field(10, ge=1)
+
+
+class SourceConfig(Model):
+    dsn: Dsn = None  # set to use an external PostgreSQL instead of the embedded one
+    password: Secret | None = None
+    database: str = "postgres"
+    schema_name: str = Field("shop", alias="schema")
+    slot: str = "riverbed"
+    publication: str = "riverbed"
+    embedded: EmbeddedSourceConfig = EmbeddedSourceConfig()
+
+    @field_validator("slot", "publication", "schema_name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError("must be a plain identifier (letters, digits, underscore)")
+        return value
+
+
+# --- lake, warehouse, state ---------------------------------------------------------------
+
+
+class LakeConfig(Model):
+    path: str = ".riverbed/lake"  # a local folder or s3://bucket/prefix
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    max_rows: int = Field(100_000, ge=1)
+    max_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _s3_settings_need_s3(self) -> LakeConfig:
+        is_s3 = self.path.startswith("s3://")
+        if not is_s3 and self.endpoint_url is not None:
+            raise ValueError("endpoint_url is only used when path is s3://bucket/prefix")
+        if is_s3 and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", self.path):
+            raise ValueError("path must look like s3://bucket/prefix with a valid bucket name")
+        return self
+
+
+class WarehouseConfig(Model):
+    engine: Literal["duckdb", "postgres"] = "duckdb"
+    path: Path = Path(".riverbed/warehouse.duckdb")  # duckdb
+    dsn: Dsn = None  # postgres
+    password: Secret | None = None
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> WarehouseConfig:
+        if self.engine == "postgres" and self.dsn is None:
+            raise ValueError("engine postgres needs dsn: 'host=... dbname=...'")
+        return self
+
+
+class StateConfig(Model):
+    engine: Literal["sqlite", "postgres"] = "sqlite"
+    path: Path = Path(".riverbed/state.db")
+    dsn: Dsn = None
+    password: Secret | None = None
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> StateConfig:
+        if self.engine == "postgres" and self.dsn is None:
+            raise ValueError("engine postgres needs dsn: 'host=... dbname=...'")
+        return self
+
+
+# --- tables -------------------------------------------------------------------------------
+
+RuleType = Literal[
+    "not_null", "unique", "accepted_values", "range", "regex", "length", "valid_date",
+    "not_in_future", "references", "row_count", "freshness", "distinct_count", "mean",
+    "sum", "schema", "sql_row", "sql_dataset",
+]
+# Which settings each rule type needs; checked at load so a rule can never fail at run time
+# for want of a parameter.
+RULE_REQUIRES: dict[str, tuple[str, ...]] = {
+    "not_null": ("column",),
+    "unique": ("column",),
+    "accepted_values": ("column", "values"),
+    "range": ("column",),
+    "regex": ("column", "pattern"),
+    "length": ("column",),
+    "valid_date": ("column",),
+    "not_in_future": ("column",),
+    "references": ("column", "reference"),
+    "row_count": (),
+    "freshness": ("column", "max_age_seconds"),
+    "distinct_count": ("column",),
+    "mean": ("column",),
+    "sum": ("column",),
+    "schema": ("columns",),
+    "sql_row": ("sql",),
+    "sql_dataset": ("sql",),
+}
+
+
+class QualityRule(Model):
+    type: RuleType
+    name: str | None = None
+    action: Literal["quarantine", "warn", "fail"] = "quarantine"
+    column: str | None = None
+    values: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    reference: str | None = None  # table.column
+    threshold: float | None = Field(None, ge=0, le=1)
+    max_age_seconds: int | None = Field(None, gt=0)
+    columns: dict[str, str] | None = None
+    sql: str | None = None
+
+    @model_validator(mode="after")
+    def _required_settings(self) -> QualityRule:
+        missing = [key for key in RULE_REQUIRES[self.type] if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"rule type {self.type} needs {', '.join(missing)}")
+        if self.type == "range" and self.min is None and self.max is None:
+            raise ValueError("rule type range needs min, max or both")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        if self.reference is not None and self.reference.count(".") != 1:
+            raise ValueError("reference must be table.column")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.type}({self.column or ''})"
+
+
+PiiMethod = Literal["hash", "tokenize", "mask", "redact"]
+
+
+class TableConfig(Model):
+    kind: Literal["dimension", "fact"]
+    target: str  # warehouse table, e.g. dim_customer
+    keys: list[str] = Field(min_length=1)
+    tracked: list[str] = []  # dimension: columns whose change makes a new SCD2 version
+    type1: list[str] = []  # dimension: columns overwritten in place on the current version
+    quality: list[QualityRule] = []
+    transforms: dict[str, str] = {}  # output column: SQL expression over source + CDC columns
+    filter: str | None = None
+    pii: dict[str, PiiMethod] = {}
+    sort_key: list[str] = []
+    dist_key: str | None = None
+
+    @model_validator(mode="after")
+    def _columns_are_consistent(self) -> TableConfig:
+        if self.kind == "dimension" and not self.tracked:
+            raise ValueError("a dimension needs tracked: [columns whose change makes a version]")
+        if self.kind == "fact" and (self.tracked or self.type1):
+            raise ValueError("tracked and type1 apply to dimensions only")
+        both = set(self.tracked) & set(self.type1)
+        if both:
+            raise ValueError(f"{', '.join(sorted(both))} cannot be both tracked and type1")
+        in_keys = set(self.tracked) & set(self.keys)
+        if in_keys:
+            raise ValueError(f"key column {', '.join(sorted(in_keys))} cannot be tracked")
+        return self
+
+
+# --- orchestration, alarms, governance ------------------------------------------------------
+
+
+class RetryPolicy(Model):
+    max_attempts: int = Field(3, ge=1, le=20)
+    backoff_seconds: float = Field(2.0, ge=0)
+    backoff: Literal["constant", "linear", "exponential"] = "exponential"
+    jitter: bool = True
+
+
+class OrchestrationConfig(Model):
+    retries: RetryPolicy = RetryPolicy()
+    every_seconds: int | None = Field(None, gt=0)
+    cron: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError("cron needs five fields: minute hour day-of-month month day-of-week")
+        return value
+
+
+class NotifierConfig(Model):
+    type: Literal["log", "webhook", "command"]
+    url: str | None = None
+    command: str | None = None
+    headers: dict[str, Secret] = {}
+
+    @model_validator(mode="after")
+    def _target(self) -> NotifierConfig:
+        if self.type == "webhook" and not (self.url or "").startswith(("http://", "https://")):
+            raise ValueError("a webhook notifier needs url: http(s)://...")
+        if self.type == "command" and not self.command:
+            raise ValueError("a command notifier needs command: '...'")
+        return self
+
+
+class AlarmConfig(Model):
+    metric: str
+    statistic: Literal["average", "sum", "minimum", "maximum", "sample_count"] = "maximum"
+    period_seconds: int = Field(60, gt=0)
+    threshold: float
+    comparison: Literal[">", ">=", "<", "<="] = ">"
+    evaluation_periods: int = Field(1, ge=1)
+    datapoints_to_alarm: int | None = Field(None, ge=1)
+    treat_missing_data: Literal["missing", "ignore", "breaching", "not_breaching"] = "missing"
+    notify: list[str] = []
+
+    @model_validator(mode="after")
+    def _datapoints(self) -> AlarmConfig:
+        if self.datapoints_to_alarm is not None and self.datapoints_to_alarm > self.evaluation_periods:
+            raise ValueError("datapoints_to_alarm cannot exceed evaluation_periods")
+        return self
+
+
+class RoleConfig(Model):
+    tables: list[str] = []  # warehouse tables this role may read; "*" for all
+    row_filter: dict[str, str] = {}  # table: SQL predicate
+    unmasked: list[str] = []  # table.column PII this role sees in clear
+
+
+class PrincipalConfig(Model):
+    roles: list[str] = []
+
+
+class GovernanceConfig(Model):
+    roles: dict[str, RoleConfig] = {}
+    principals: dict[str, PrincipalConfig] = {}
+    pii_key: Secret | None = None  # HMAC key for hashing/tokenising PII
+
+
+# --- the whole file -----------------------------------------------------------------------
+
+
+class RiverbedConfig(Model):
+    version: Literal[1] = 1
+    source: SourceConfig = SourceConfig()
+    lake: LakeConfig = LakeConfig()
+    warehouse: WarehouseConfig = WarehouseConfig()
+    state: StateConfig = StateConfig()
+    tables: dict[str, TableConfig] = {}
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    notifiers: dict[str, NotifierConfig] = {}
+    alarms: dict[str, AlarmConfig] = {}
+    governance: GovernanceConfig = GovernanceConfig()
+
+
+def cross_reference_problems(config: RiverbedConfig) -> list[str]:
+    """Problems that span sections (a name used in one place and defined in another)."""
+    problems: list[str] = []
+    for name, alarm in config.alarms.items():
+        for target in alarm.notify:
+            if target not in config.notifiers:
+                problems.append(
+                    f"alarms.{name}.notify: '{target}' is not a notifier; "
+                    f"defined: {', '.join(config.notifiers) or 'none'}"
+                )
+    for name, principal in config.governance.principals.items():
+        for role in principal.roles:
+            if role not in config.governance.roles:
+                problems.append(
+                    f"governance.principals.{name}.roles: '{role}' is not a role; "
+                    f"defined: {', '.join(config.governance.roles) or 'none'}"
+                )
+    targets: dict[str, str] = {}
+    for name, table in config.tables.items():
+        if not IDENTIFIER.match(name):
+            problems.append(f"tables.{name}: table names must be plain identifiers")
+        if table.target in targets:
+            problems.append(
+                f"tables.{name}.target: '{table.target}' is already the target of "
+                f"tables.{targets[table.target]}"
+            )
+        targets[table.target] = name
+    return problems

@@ -1,0 +1,32 @@
+"""Errors a user can act on.
+
+    RiverbedError            any error with a message meant for the user (exit 1)
+    ├── ConfigError          riverbed.yaml is wrong; carries one line per problem (exit 2)
+    └── SourceError          the source PostgreSQL cannot be reached or managed (exit 1)
+
+Errors from libraries below (psycopg, subprocess, yaml) are translated into these at the
+boundary where they happen, chained with ``from exc``, so the CLI can print one clear line
+and never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RiverbedError(Exception):
+    """An error whose message tells the user what is wrong and how to fix it."""
+
+    exit_code = 1
+
+
+class ConfigError(RiverbedError):
+    """The configuration is invalid; ``problems`` holds one human line per mistake."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class SourceError(RiverbedError):
+    """The source database could not be started, reached or queried."""

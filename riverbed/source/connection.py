@@ -1,0 +1,109 @@
+"""How every command reaches the source database: the embedded server, or ``source.dsn``.
+
+Connection failures are translated here, once, into a SourceError that names the server and the
+fix. The password is added to the connection string only at connect time, so nothing that is
+printed or logged can carry it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from riverbed.config.loader import Project
+from riverbed.config.models import SecretRef
+from riverbed.errors import SourceError
+from riverbed.source.embedded import EmbeddedServer
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source PostgreSQL and the means to connect to it."""
+
+    dsn: str  # never holds a password
+    password: SecretRef | None
+    embedded: EmbeddedServer | None  # None when source.dsn points at an external server
+
+    @property
+    def display(self) -> str:
+        """The DSN as a URI, safe to print."""
+        parts = conninfo_to_dict(self.dsn)
+        user = parts.get("user", "")
+        host = parts.get("host", "localhost")
+        port = parts.get("port", "5432")
+        return f"postgresql://{user}{'@' if user else ''}{host}:{port}/{parts.get('dbname', '')}"
+
+    def conninfo(self, **overrides: Any) -> str:
+        extra = dict(overrides)
+        if self.password is not None:
+            try:
+                extra["password"] = self.password.reveal()
+            except ValueError as exc:
+                raise SourceError(f"source.password: {exc}") from None
+        return make_conninfo(self.dsn, **extra)
+
+    def connect(self, autocommit: bool = False, **overrides: Any) -> psycopg.Connection[Any]:
+        """Open a connection, or raise SourceError saying what to do."""
+        try:
+            return psycopg.connect(
+                self.conninfo(**overrides), autocommit=autocommit, connect_timeout=10
+            )
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            fix = (
+                "start it with `riverbed source up`"
+                if self.embedded is not None
+                else "check source.dsn and source.password in riverbed.yaml"
+            )
+            raise SourceError(f"cannot connect to {self.display}: {first}; {fix}") from exc
+
+    def with_database(self, database: str) -> Source:
+        """The same server, another database."""
+        return Source(make_conninfo(self.dsn, dbname=database), self.password, self.embedded)
+
+
+def source_for(project: Project) -> Source:
+    """The source the project's config points at."""
+    cfg = project.config.source
+    if cfg.dsn is not None:
+        return Source(cfg.dsn, cfg.password, None)
+    server = EmbeddedServer(project.path(cfg.embedded.data_dir), cfg.embedded)
+    return Source(server.dsn(cfg.database), None, server)
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str
+    plugin: str | None
+    active: bool
+    retained_wal_bytes: int | None
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    dsn: str
+    version: str
+    wal_level: str
+    slots: list[SlotInfo]
+
+
+def inspect(source: Source) -> SourceStatus:
+    """What ``riverbed source status`` reports."""
+    with source.connect(autocommit=True) as conn:
+        version = conn.execute("show server_version").fetchone()
+        wal_level = conn.execute("show wal_level").fetchone()
+        rows = conn.execute(
+            "select slot_name, plugin, active,"
+            " pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
+            " from pg_replication_slots order by slot_name"
+        ).fetchall()
+    assert version is not None and wal_level is not None
+    return SourceStatus(
+        dsn=source.display,
+        version=version[0],
+        wal_level=wal_level[0],
+        slots=[SlotInfo(r[0], r[1], r[2], r[3]) for r in rows],
+    )
