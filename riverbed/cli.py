@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from riverbed.config import Project, demo_config_text, load_project
@@ -48,32 +49,17 @@ def _project(config: Path | None) -> Project:
 
 
 def main() -> None:
-    """Console entry point: run the app, turning user errors into one line and an exit code."""
+    """Console entry point: user errors become red lines and an exit code, never a traceback.
+
+    Typer's standalone mode handles usage errors (exit 2) and --help; everything of ours that a
+    user can act on is a RiverbedError.
+    """
     try:
-        # click returns the exit code of typer.Exit in non-standalone mode rather than raising
-        result = app(standalone_mode=False)
+        app()
     except RiverbedError as exc:
         for line in str(exc).splitlines():
-            err_console.print(f"[red]error:[/red] {line}", highlight=False, markup=True, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-    except (typer.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", None)
-        if code is None:
-            code = getattr(exc, "code", 0)
-        sys.exit(code or 0)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-    sys.exit(result if isinstance(result, int) else 0)
 
 
 # --- init ---------------------------------------------------------------------------------
@@ -254,3 +240,80 @@ def shop_seed(
     rate = result.total_rows / result.seconds if result.seconds else 0.0
     summary = ", ".join(f"{n:,} {t}" for t, n in result.rows.items())
     console.print(f"seeded {summary} in {result.seconds:.1f} s ({rate:,.0f} rows/s)")
+
+
+@shop_app.command("run")
+def shop_run(
+    rate: Annotated[float, typer.Option(min=0, help="Target changes (rows) per second; 0 = as fast as possible.")] = 1000.0,
+    duration: Annotated[float, typer.Option(min=0, help="Seconds to run; 0 = until Ctrl-C.")] = 60.0,
+    dirty_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty (0-1).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Random seed for the sequence of actions.")] = 1,
+    large_every: Annotated[float, typer.Option(min=1, help="Seconds between bulk imports of 10,000+ rows.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress line.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Drive live OLTP traffic on the shop: orders, status changes, repricing, returns, deletes.
+
+    Example: `riverbed shop run --rate 5000 --duration 60 --dirty-ratio 0.02`
+    """
+    import signal
+
+    from riverbed.shop.workload import Workload, WorkloadSpec, WorkloadStats
+    from riverbed.source.connection import source_for
+
+    project = _project(config)
+    source = source_for(project)
+    spec = WorkloadSpec(rate, duration or None, dirty_ratio, seed, large_every)
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        stopping.append(signum)  # finish the transaction in flight, then report
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = err_console.status("starting ...")
+    if not quiet:
+        status.start()
+
+    def show(stats: WorkloadStats) -> None:
+        status.update(f"{stats.total:,} changes in {stats.transactions:,} transactions, "
+                      f"{stats.rate:,.0f}/s (Ctrl-C stops)")
+
+    try:
+        with source.connect(autocommit=True) as conn:
+            try:
+                workload = Workload(conn, spec, project.config.source.schema_name)
+            except ValueError as exc:
+                raise RiverbedError(str(exc)) from None
+            except psycopg_errors().UndefinedTable:
+                raise RiverbedError("the shop schema does not exist; run `riverbed shop seed` first") from None
+            stats = workload.run(lambda: bool(stopping), show)
+    finally:
+        status.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if as_json:
+        print(json.dumps(stats.as_dict()))
+        return
+    table = Table("change", "rows", title=f"{stats.total:,} changes in {stats.elapsed:.1f} s: "
+                                          f"{stats.rate:,.0f} changes/s (target {rate:,.0f}/s)"
+                  if rate else f"{stats.total:,} changes in {stats.elapsed:.1f} s: {stats.rate:,.0f} changes/s")
+    for change, rows in sorted(stats.changes.items()):
+        table.add_row(change, f"{rows:,}")
+    console.print(table)
+    console.print(
+        f"{stats.transactions:,} transactions, largest {stats.largest_transaction:,} rows "
+        f"({stats.large_transactions} bulk imports), {stats.toast_updates} TOAST-sized descriptions"
+    )
+    if dirty_ratio:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.dirty.items())) or "none"
+        console.print(f"dirty rows: {sum(stats.dirty.values()):,} of {stats.eligible:,} checkable "
+                      f"({stats.dirty_ratio:.1%}): {kinds}")
+    if stopping:
+        console.print("stopped by signal; every transaction was either committed or rolled back")
+
+
+def psycopg_errors() -> Any:
+    import psycopg.errors
+
+    return psycopg.errors
