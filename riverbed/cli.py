@@ -195,7 +195,7 @@ def shop_seed(
     months: Annotated[int, typer.Option(min=1, max=120, help="Months of history, ending today.")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed and end date give identical tables.")] = 42,
     end_date: Annotated[
-        str | None, typer.Option(help="Last day of history (YYYY-MM-DD, exclusive); default today (UTC).")
+        str | None, typer.Option(help="Day the history ends (YYYY-MM-DD, exclusive); default today (UTC).")
     ] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Drop an existing shop schema first.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -207,31 +207,33 @@ def shop_seed(
     """
     from datetime import date
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from riverbed.shop.history import HistorySpec
-    from riverbed.shop.seed import seed as run_seed
-    from riverbed.source.connection import source_for
 
     try:
         end = date.fromisoformat(end_date) if end_date else None
     except ValueError:
         raise RiverbedError(f"--end-date {end_date!r} is not a date; use YYYY-MM-DD") from None
-    project = _project(config)
-    source = source_for(project)
     spec = HistorySpec(customers, sellers, products, orders, months, seed, end)
+    _seed(_project(config), spec, reset, quiet)
+
+
+def _seed(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from riverbed.shop.seed import seed as run_seed
+    from riverbed.source.connection import source_for
+
     progress = Progress(
         TextColumn("seeding {task.fields[stage]:<12}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("orders"), TimeElapsedColumn(), console=err_console, disable=quiet,
     )
-
-    task = progress.add_task("seed", total=orders, stage="dimensions")
+    task = progress.add_task("seed", total=spec.orders, stage="dimensions")
 
     def advance(table: str, rows: int, orders_done: int) -> None:
         progress.start()  # shown once seeding has really begun, not before the seeded check
         progress.update(task, completed=orders_done, stage=table)
 
-    with source.connect() as conn:
+    with source_for(project).connect() as conn:
         try:
             result = run_seed(conn, spec, reset=reset,
                               schema_name=project.config.source.schema_name, on_progress=advance)
@@ -240,6 +242,7 @@ def shop_seed(
     rate = result.total_rows / result.seconds if result.seconds else 0.0
     summary = ", ".join(f"{n:,} {t}" for t, n in result.rows.items())
     console.print(f"seeded {summary} in {result.seconds:.1f} s ({rate:,.0f} rows/s)")
+    return result
 
 
 @shop_app.command("run")
@@ -257,14 +260,25 @@ def shop_run(
 
     Example: `riverbed shop run --rate 5000 --duration 60 --dirty-ratio 0.02`
     """
+    from riverbed.shop.workload import WorkloadSpec
+
+    spec = WorkloadSpec(rate, duration or None, dirty_ratio, seed, large_every)
+    stats, stopped = _drive(_project(config), spec, quiet or as_json)
+    if as_json:
+        print(json.dumps(stats.as_dict()))
+    else:
+        _report_workload(stats, spec, stopped)
+
+
+def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool]:
+    """Run the workload until its duration ends or SIGINT/SIGTERM; returns (stats, stopped)."""
     import signal
 
-    from riverbed.shop.workload import Workload, WorkloadSpec, WorkloadStats
+    import psycopg.errors
+
+    from riverbed.shop.workload import Workload, WorkloadStats
     from riverbed.source.connection import source_for
 
-    project = _project(config)
-    source = source_for(project)
-    spec = WorkloadSpec(rate, duration or None, dirty_ratio, seed, large_every)
     stopping: list[int] = []
 
     def stop(signum: int, _frame: Any) -> None:
@@ -280,24 +294,25 @@ def shop_run(
                       f"{stats.rate:,.0f}/s (Ctrl-C stops)")
 
     try:
-        with source.connect(autocommit=True) as conn:
+        with source_for(project).connect(autocommit=True) as conn:
             try:
                 workload = Workload(conn, spec, project.config.source.schema_name)
             except ValueError as exc:
                 raise RiverbedError(str(exc)) from None
-            except psycopg_errors().UndefinedTable:
+            except psycopg.errors.UndefinedTable:
                 raise RiverbedError("the shop schema does not exist; run `riverbed shop seed` first") from None
             stats = workload.run(lambda: bool(stopping), show)
     finally:
         status.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if as_json:
-        print(json.dumps(stats.as_dict()))
-        return
+    return stats, bool(stopping)
+
+
+def _report_workload(stats: Any, spec: Any, stopped: bool) -> None:
+    target = f" (target {spec.rate:,.0f}/s)" if spec.rate else ""
     table = Table("change", "rows", title=f"{stats.total:,} changes in {stats.elapsed:.1f} s: "
-                                          f"{stats.rate:,.0f} changes/s (target {rate:,.0f}/s)"
-                  if rate else f"{stats.total:,} changes in {stats.elapsed:.1f} s: {stats.rate:,.0f} changes/s")
+                                          f"{stats.rate:,.0f} changes/s{target}")
     for change, rows in sorted(stats.changes.items()):
         table.add_row(change, f"{rows:,}")
     console.print(table)
@@ -305,15 +320,75 @@ def shop_run(
         f"{stats.transactions:,} transactions, largest {stats.largest_transaction:,} rows "
         f"({stats.large_transactions} bulk imports), {stats.toast_updates} TOAST-sized descriptions"
     )
-    if dirty_ratio:
+    if spec.dirty_ratio:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.dirty.items())) or "none"
         console.print(f"dirty rows: {sum(stats.dirty.values()):,} of {stats.eligible:,} checkable "
                       f"({stats.dirty_ratio:.1%}): {kinds}")
-    if stopping:
+    if stopped:
         console.print("stopped by signal; every transaction was either committed or rolled back")
 
 
-def psycopg_errors() -> Any:
-    import psycopg.errors
+# --- demo ---------------------------------------------------------------------------------
 
-    return psycopg.errors
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(min=1, help="Seconds of live traffic.")] = 20.0,
+    rate: Annotated[float, typer.Option(min=0, help="Changes per second of live traffic.")] = 2000.0,
+    dirty_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty.")] = 0.02,
+    config: ConfigOption = None,
+) -> None:
+    """Everything end to end on the embedded defaults: source, history, live traffic, summary.
+
+    Safe to run twice: an existing shop is kept and gets more traffic.
+
+    Example: `riverbed demo --duration 30`
+    """
+    from riverbed.shop.history import HistorySpec
+    from riverbed.shop.schema import seeded_counts
+    from riverbed.shop.summary import summarize
+    from riverbed.shop.workload import WorkloadSpec
+    from riverbed.source.connection import source_for
+
+    project = _project(config)
+    source = source_for(project)
+    schema_name = project.config.source.schema_name
+    console.rule("1. source")
+    if source.embedded is not None:
+        with console.status("starting PostgreSQL ..."):
+            done = source.embedded.up()
+        console.print(f"embedded PostgreSQL {', '.join(done)}: {source.display}")
+    else:
+        console.print(f"using {source.display} (source.dsn)")
+    console.rule("2. history")
+    with source.connect() as conn:
+        counts = seeded_counts(conn, schema_name)
+    if counts and counts.get("orders"):
+        console.print(f"shop already seeded ({counts['orders']:,} orders); keeping it")
+    else:
+        _seed(project, HistorySpec(), reset=counts is not None, quiet=False)
+    console.rule("3. live traffic")
+    spec = WorkloadSpec(rate=rate, duration=duration, dirty_ratio=dirty_ratio, seed=1,
+                        large_every=max(duration / 2, 1.0))
+    stats, stopped = _drive(project, spec, quiet=False)
+    _report_workload(stats, spec, stopped)
+    console.rule("4. what is in the source")
+    with source.connect() as conn:
+        summary = summarize(conn, schema_name)
+    console.print(", ".join(f"{n:,} {t}" for t, n in summary.rows.items()))
+    if summary.categories:
+        grow, fall = summary.categories[0], summary.categories[-1]
+        console.print(
+            f"items sold {summary.first_month} -> {summary.last_month}: {grow.category} "
+            f"{grow.change:+.0%} (fastest growing), {fall.category} {fall.change:+.0%} (fastest declining)"
+        )
+    console.print("sellers by return rate: " + ", ".join(
+        f"{n} {tier}" for tier, n in summary.seller_tiers.items()))
+    if summary.revenue_by_region:
+        console.print("revenue by region: " + ", ".join(
+            f"{region} {value:,.0f}" for region, value in summary.revenue_by_region.items()))
+    console.rule("next")
+    console.print(f"psql '{source.display}'  -- browse schema {schema_name}")
+    console.print("riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)")
+    console.print("riverbed source status          -- replication slots and retained WAL")
+    console.print("riverbed source down            -- stop the embedded PostgreSQL")

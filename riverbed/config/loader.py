@@ -19,6 +19,7 @@ from riverbed.config.models import RiverbedConfig, cross_reference_problems
 from riverbed.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "riverbed.yaml"
+SENSITIVE_KEYS = {"dsn", "password", "headers", "access_key_id", "secret_access_key", "pii_key"}
 
 
 def demo_config_text() -> str:
@@ -106,9 +107,15 @@ def _describe(exc: ValidationError, data: Any) -> list[str]:
             continue
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
-        shown = "" if isinstance(value, (dict, list)) or value is None else f" = {value!r}"
+        hidden = isinstance(value, (dict, list)) or value is None or _sensitive(loc)
+        shown = "" if hidden else f" = {value!r}"
         lines.append(f"{key}{shown}: {message}")
     return lines
+
+
+def _sensitive(loc: list[str]) -> bool:
+    # a DSN may hold a password and a secret field may hold one pasted by mistake: never echo them
+    return any(part in SENSITIVE_KEYS for part in loc)
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -188,10 +188,17 @@ class EmbeddedServer:
         return self._run([str(_bin("pg_ctl")), "-D", str(self.data_dir), *args], "pg_ctl", check)
 
     def _run(self, argv: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        identity: dict[str, Any] = {}
+        if self._run_as():
+            # drop root's group too: with gid 0 left in place, group bits would decide access
+            import pwd
+
+            entry = pwd.getpwnam(SYSTEM_USER)
+            identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         try:
             result = subprocess.run(
-                argv, user=self._run_as(), capture_output=True, text=True, timeout=120,
-                stdin=subprocess.DEVNULL, cwd="/",
+                argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                cwd="/", **identity,
             )
         except subprocess.TimeoutExpired as exc:
             raise SourceError(f"{what} did not finish in 120 s; see {self.log_file}") from exc
