@@ -233,7 +233,8 @@ def _seed(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
         progress.start()  # shown once seeding has really begun, not before the seeded check
         progress.update(task, completed=orders_done, stage=table)
 
-    with source_for(project).connect() as conn:
+    # autocommit, so that seed() opens the one real transaction the whole load runs in
+    with source_for(project).connect(autocommit=True) as conn:
         try:
             result = run_seed(conn, spec, reset=reset,
                               schema_name=project.config.source.schema_name, on_progress=advance)

@@ -162,8 +162,7 @@ class Workload:
         names = list(ACTIONS)
         weights = list(ACTIONS.values())
         start = time.monotonic()
-        # the first bulk import comes early enough that every run of a few seconds has one
-        next_large = start + (min(spec.large_every, spec.duration / 2) if spec.duration else spec.large_every)
+        next_large = start + spec.large_every
         last_report = start
         while not should_stop():
             now = time.monotonic()
@@ -264,9 +263,12 @@ class Workload:
         if not pool:
             return self.place_order()
         take = min(len(pool), self.rng.randint(1, 60))
-        batch, self.open_orders[status] = pool[:take], pool[take:]
-        cancel = [o for o in batch if status != "shipped" and self.rng.random() < 0.05]
-        forward = [o for o in batch if o not in set(cancel)]
+        batch = pool[:take]
+        del pool[:take]
+        cancel, forward = [], []
+        for order_id in batch:
+            cancelled = status != "shipped" and self.rng.random() < 0.05
+            (cancel if cancelled else forward).append(order_id)
         changed: Counter[str] = Counter()
         if forward:
             target = NEXT_STATUS[status]
