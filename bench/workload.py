@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
 from _server import command_line, machine, throwaway_server
+
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed
 from riverbed.shop.workload import Workload, WorkloadSpec, WorkloadStats
@@ -101,16 +101,39 @@ def run_workload(conn: psycopg.Connection[Any], spec: WorkloadSpec) -> dict[str,
 def run_pgbench(port: int, duration: float) -> dict[str, float]:
     common = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
     env = {**os.environ, "PGOPTIONS": "-c synchronous_commit=off"}
-    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True
+    ) as conn:
         conn.execute("create database pgbench")
         conn.execute("checkpoint")
-    subprocess.run([str(pg_bin("pgbench")), *common, "-i", "-q", "-s", str(PGBENCH_SCALE), "pgbench"],
-                   check=True, capture_output=True, text=True, env=env)
-    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as conn:
+    subprocess.run(
+        [str(pg_bin("pgbench")), *common, "-i", "-q", "-s", str(PGBENCH_SCALE), "pgbench"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    with psycopg.connect(
+        f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True
+    ) as conn:
         conn.execute("checkpoint")
     done = subprocess.run(
-        [str(pg_bin("pgbench")), *common, "-c", "1", "-j", "1", "-N", "-T", str(round(duration)), "pgbench"],
-        check=True, capture_output=True, text=True, env=env,
+        [
+            str(pg_bin("pgbench")),
+            *common,
+            "-c",
+            "1",
+            "-j",
+            "1",
+            "-N",
+            "-T",
+            str(round(duration)),
+            "pgbench",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", done.stdout)
     if not match:
@@ -122,11 +145,15 @@ def run_pgbench(port: int, duration: float) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per run (default 30)")
-    parser.add_argument("--target", type=float, default=5000.0, help="changes/s to hold (default 5000)")
+    parser.add_argument(
+        "--target", type=float, default=5000.0, help="changes/s to hold (default 5000)"
+    )
     parser.add_argument("--orders", type=int, default=100_000, help="orders in the seeded shop")
     parser.add_argument("--seed", type=int, default=1, help="workload random seed")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench reference")
-    parser.add_argument("--keep", action="store_true", help="leave the server (and its folder) running")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the server (and its folder) running"
+    )
     args = parser.parse_args()
     command = command_line()
     print(f"command   {command}")
@@ -135,41 +162,62 @@ def main() -> int:
     with throwaway_server(keep=args.keep) as (server, _work):
         with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
             version = conn.execute("show server_version").fetchone()
-            print(f"postgres  {version[0] if version else '?'}, same machine, TCP 127.0.0.1, 1 connection")
+            print(
+                f"postgres  {version[0] if version else '?'}, same machine, TCP 127.0.0.1, 1 connection"
+            )
             seeded = seed(conn, HistorySpec(orders=args.orders))
-            print(f"shop      seeded {seeded.total_rows:,} rows ({args.orders:,} orders) in {seeded.seconds:.1f} s")
+            print(
+                f"shop      seeded {seeded.total_rows:,} rows ({args.orders:,} orders) in {seeded.seconds:.1f} s"
+            )
 
-            unthrottled = run_workload(conn, WorkloadSpec(rate=0, duration=args.duration, seed=args.seed))
+            unthrottled = run_workload(
+                conn, WorkloadSpec(rate=0, duration=args.duration, seed=args.seed)
+            )
             print(f"run 1     unthrottled: {unthrottled['stats'].rate:,.0f} changes/s")
-            throttled = run_workload(conn, WorkloadSpec(rate=args.target, duration=args.duration,
-                                                        seed=args.seed + 1))
+            throttled = run_workload(
+                conn, WorkloadSpec(rate=args.target, duration=args.duration, seed=args.seed + 1)
+            )
             print(f"run 2     at {args.target:,.0f}/s: {throttled['stats'].rate:,.0f} changes/s")
         bench = None if args.no_pgbench else run_pgbench(server.settings.port, args.duration)
 
     print()
-    print(f"{'':<40} {'changes':>9} {'tx':>7} {'seconds':>8} {'changes/s':>10} "
-          f"{'slowest 5s':>11} {'client CPU':>11} {'backend CPU':>12}")
-    for label, result in ((f"shop run, unthrottled (rate 0)", unthrottled),
-                          (f"shop run, rate {args.target:,.0f}", throttled)):
+    print(
+        f"{'':<40} {'changes':>9} {'tx':>7} {'seconds':>8} {'changes/s':>10} "
+        f"{'slowest 5s':>11} {'client CPU':>11} {'backend CPU':>12}"
+    )
+    for label, result in (
+        ("shop run, unthrottled (rate 0)", unthrottled),
+        (f"shop run, rate {args.target:,.0f}", throttled),
+    ):
         stats = result["stats"]
-        print(f"{label:<40} {stats.total:>9,} {stats.transactions:>7,} {stats.elapsed:>8.1f} "
-              f"{stats.rate:>10,.0f} {result['slowest']:>11,.0f} {result['client_cpu']:>11.0%} "
-              f"{result['server_cpu']:>12.0%}")
+        print(
+            f"{label:<40} {stats.total:>9,} {stats.transactions:>7,} {stats.elapsed:>8.1f} "
+            f"{stats.rate:>10,.0f} {result['slowest']:>11,.0f} {result['client_cpu']:>11.0%} "
+            f"{result['server_cpu']:>12.0%}"
+        )
     if bench:
         label = "pgbench -N, 1 client, 1 connection"
         tx = bench["tps"] * args.duration
-        print(f"{label:<40} {tx * PGBENCH_ROWS_PER_TX:>9,.0f} {tx:>7,.0f} {args.duration:>8.1f} "
-              f"{bench['changes']:>10,.0f} {'':>11} {'':>11} {'':>12}")
-        print(f"  (reference: single-client pgbench -N, scale {PGBENCH_SCALE}, same machine, "
-              f"synchronous_commit=off, {bench['tps']:,.0f} tps x {PGBENCH_ROWS_PER_TX} rows)")
+        print(
+            f"{label:<40} {tx * PGBENCH_ROWS_PER_TX:>9,.0f} {tx:>7,.0f} {args.duration:>8.1f} "
+            f"{bench['changes']:>10,.0f} {'':>11} {'':>11} {'':>12}"
+        )
+        print(
+            f"  (reference: single-client pgbench -N, scale {PGBENCH_SCALE}, same machine, "
+            f"synchronous_commit=off, {bench['tps']:,.0f} tps x {PGBENCH_ROWS_PER_TX} rows)"
+        )
     print()
     ceiling = unthrottled["stats"].rate
     achieved = throttled["stats"].rate
     held = achieved >= HELD * args.target
-    print(f"highest rate held for {args.duration:.0f} s (unthrottled): {ceiling:,.0f} changes/s"
-          + (f"  = {ceiling / bench['changes']:.1f}x single-client pgbench -N" if bench else ""))
-    print(f"target {args.target:,.0f} changes/s for {args.duration:.0f} s: achieved {achieved:,.0f}/s "
-          f"({achieved / args.target:.1%}; held if >= {HELD:.0%}): {'PASS' if held else 'FAIL'}")
+    print(
+        f"highest rate held for {args.duration:.0f} s (unthrottled): {ceiling:,.0f} changes/s"
+        + (f"  = {ceiling / bench['changes']:.1f}x single-client pgbench -N" if bench else "")
+    )
+    print(
+        f"target {args.target:,.0f} changes/s for {args.duration:.0f} s: achieved {achieved:,.0f}/s "
+        f"({achieved / args.target:.1%}; held if >= {HELD:.0%}): {'PASS' if held else 'FAIL'}"
+    )
     print()
     print(f"reproduce: {command}")
     return 0 if held else 1

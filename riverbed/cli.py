@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,7 +25,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="riverbed.yaml to use (default: ./riverbed.yaml, else the demo defaults)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="riverbed.yaml to use (default: ./riverbed.yaml, else the demo defaults).",
+    ),
 ]
 
 app = typer.Typer(
@@ -37,7 +42,9 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 source_app = typer.Typer(help="Manage the embedded source PostgreSQL.", no_args_is_help=True)
-shop_app = typer.Typer(help="The demo shop: schema, history and live traffic.", no_args_is_help=True)
+shop_app = typer.Typer(
+    help="The demo shop: schema, history and live traffic.", no_args_is_help=True
+)
 app.add_typer(source_app, name="source")
 app.add_typer(shop_app, name="shop")
 
@@ -67,8 +74,12 @@ def main() -> None:
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Folder to write riverbed.yaml into.")] = Path("."),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing riverbed.yaml.")] = False,
+    directory: Annotated[Path, typer.Argument(help="Folder to write riverbed.yaml into.")] = Path(
+        "."
+    ),
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing riverbed.yaml.")
+    ] = False,
 ) -> None:
     """Write a commented riverbed.yaml for the demo shop.
 
@@ -96,7 +107,9 @@ def source_up(config: ConfigOption = None) -> None:
     source = source_for(_project(config))
     if source.embedded is None:
         status = inspect(source)
-        console.print(f"source.dsn is set: {status.dsn} is not managed by Riverbed (nothing to start)")
+        console.print(
+            f"source.dsn is set: {status.dsn} is not managed by Riverbed (nothing to start)"
+        )
         _warn_wal_level(status.wal_level)
         return
     with console.status("starting PostgreSQL ..."):
@@ -191,13 +204,22 @@ def shop_seed(
     customers: Annotated[int, typer.Option(min=1, help="Customers to create.")] = 5_000,
     sellers: Annotated[int, typer.Option(min=1, help="Sellers to create.")] = 300,
     products: Annotated[int, typer.Option(min=1, help="Products to create.")] = 2_000,
-    orders: Annotated[int, typer.Option(min=0, help="Orders over the whole history (items and returns follow).")] = 100_000,
-    months: Annotated[int, typer.Option(min=1, max=120, help="Months of history, ending today.")] = 12,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed and end date give identical tables.")] = 42,
+    orders: Annotated[
+        int, typer.Option(min=0, help="Orders over the whole history (items and returns follow).")
+    ] = 100_000,
+    months: Annotated[
+        int, typer.Option(min=1, max=120, help="Months of history, ending today.")
+    ] = 12,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed and end date give identical tables.")
+    ] = 42,
     end_date: Annotated[
-        str | None, typer.Option(help="Day the history ends (YYYY-MM-DD, exclusive); default today (UTC).")
+        str | None,
+        typer.Option(help="Day the history ends (YYYY-MM-DD, exclusive); default today (UTC)."),
     ] = None,
-    reset: Annotated[bool, typer.Option("--reset", help="Drop an existing shop schema first.")] = False,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Drop an existing shop schema first.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -224,8 +246,13 @@ def _seed(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
     from riverbed.source.connection import source_for
 
     progress = Progress(
-        TextColumn("seeding {task.fields[stage]:<12}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("orders"), TimeElapsedColumn(), console=err_console, disable=quiet,
+        TextColumn("seeding {task.fields[stage]:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("orders"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
     )
     task = progress.add_task("seed", total=spec.orders, stage="dimensions")
 
@@ -236,8 +263,13 @@ def _seed(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
     # autocommit, so that seed() opens the one real transaction the whole load runs in
     with source_for(project).connect(autocommit=True) as conn:
         try:
-            result = run_seed(conn, spec, reset=reset,
-                              schema_name=project.config.source.schema_name, on_progress=advance)
+            result = run_seed(
+                conn,
+                spec,
+                reset=reset,
+                schema_name=project.config.source.schema_name,
+                on_progress=advance,
+            )
         finally:
             progress.stop()
     rate = result.total_rows / result.seconds if result.seconds else 0.0
@@ -248,11 +280,20 @@ def _seed(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
 
 @shop_app.command("run")
 def shop_run(
-    rate: Annotated[float, typer.Option(min=0, help="Target changes (rows) per second; 0 = as fast as possible.")] = 1000.0,
-    duration: Annotated[float, typer.Option(min=0, help="Seconds to run; 0 = until Ctrl-C.")] = 60.0,
-    dirty_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty (0-1).")] = 0.0,
+    rate: Annotated[
+        float,
+        typer.Option(min=0, help="Target changes (rows) per second; 0 = as fast as possible."),
+    ] = 1000.0,
+    duration: Annotated[
+        float, typer.Option(min=0, help="Seconds to run; 0 = until Ctrl-C.")
+    ] = 60.0,
+    dirty_ratio: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty (0-1).")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed for the sequence of actions.")] = 1,
-    large_every: Annotated[float, typer.Option(min=1, help="Seconds between bulk imports of 10,000+ rows.")] = 60.0,
+    large_every: Annotated[
+        float, typer.Option(min=1, help="Seconds between bulk imports of 10,000+ rows.")
+    ] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress line.")] = False,
     config: ConfigOption = None,
@@ -291,8 +332,10 @@ def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool]:
         status.start()
 
     def show(stats: WorkloadStats) -> None:
-        status.update(f"{stats.total:,} changes in {stats.transactions:,} transactions, "
-                      f"{stats.rate:,.0f}/s (Ctrl-C stops)")
+        status.update(
+            f"{stats.total:,} changes in {stats.transactions:,} transactions, "
+            f"{stats.rate:,.0f}/s (Ctrl-C stops)"
+        )
 
     try:
         with source_for(project).connect(autocommit=True) as conn:
@@ -301,7 +344,9 @@ def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool]:
             except ValueError as exc:
                 raise RiverbedError(str(exc)) from None
             except psycopg.errors.UndefinedTable:
-                raise RiverbedError("the shop schema does not exist; run `riverbed shop seed` first") from None
+                raise RiverbedError(
+                    "the shop schema does not exist; run `riverbed shop seed` first"
+                ) from None
             stats = workload.run(lambda: bool(stopping), show)
     finally:
         status.stop()
@@ -312,8 +357,12 @@ def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool]:
 
 def _report_workload(stats: Any, spec: Any, stopped: bool) -> None:
     target = f" (target {spec.rate:,.0f}/s)" if spec.rate else ""
-    table = Table("change", "rows", title=f"{stats.total:,} changes in {stats.elapsed:.1f} s: "
-                                          f"{stats.rate:,.0f} changes/s{target}")
+    table = Table(
+        "change",
+        "rows",
+        title=f"{stats.total:,} changes in {stats.elapsed:.1f} s: "
+        f"{stats.rate:,.0f} changes/s{target}",
+    )
     for change, rows in sorted(stats.changes.items()):
         table.add_row(change, f"{rows:,}")
     console.print(table)
@@ -323,8 +372,10 @@ def _report_workload(stats: Any, spec: Any, stopped: bool) -> None:
     )
     if spec.dirty_ratio:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.dirty.items())) or "none"
-        console.print(f"dirty rows: {sum(stats.dirty.values()):,} of {stats.eligible:,} checkable "
-                      f"({stats.dirty_ratio:.1%}): {kinds}")
+        console.print(
+            f"dirty rows: {sum(stats.dirty.values()):,} of {stats.eligible:,} checkable "
+            f"({stats.dirty_ratio:.1%}): {kinds}"
+        )
     if stopped:
         console.print("stopped by signal; every transaction was either committed or rolled back")
 
@@ -335,8 +386,12 @@ def _report_workload(stats: Any, spec: Any, stopped: bool) -> None:
 @app.command()
 def demo(
     duration: Annotated[float, typer.Option(min=1, help="Seconds of live traffic.")] = 20.0,
-    rate: Annotated[float, typer.Option(min=0, help="Changes per second of live traffic.")] = 2000.0,
-    dirty_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty.")] = 0.02,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Changes per second of live traffic.")
+    ] = 2000.0,
+    dirty_ratio: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty.")
+    ] = 0.02,
     config: ConfigOption = None,
 ) -> None:
     """Everything end to end on the embedded defaults: source, history, live traffic, summary.
@@ -369,8 +424,13 @@ def demo(
     else:
         _seed(project, HistorySpec(), reset=counts is not None, quiet=False)
     console.rule("3. live traffic")
-    spec = WorkloadSpec(rate=rate, duration=duration, dirty_ratio=dirty_ratio, seed=1,
-                        large_every=max(duration / 2, 1.0))
+    spec = WorkloadSpec(
+        rate=rate,
+        duration=duration,
+        dirty_ratio=dirty_ratio,
+        seed=1,
+        large_every=max(duration / 2, 1.0),
+    )
     stats, stopped = _drive(project, spec, quiet=False)
     _report_workload(stats, spec, stopped)
     console.rule("4. what is in the source")
@@ -383,11 +443,17 @@ def demo(
             f"items sold {summary.first_month} -> {summary.last_month}: {grow.category} "
             f"{grow.change:+.0%} (fastest growing), {fall.category} {fall.change:+.0%} (fastest declining)"
         )
-    console.print("sellers by return rate: " + ", ".join(
-        f"{n} {tier}" for tier, n in summary.seller_tiers.items()))
+    console.print(
+        "sellers by return rate: "
+        + ", ".join(f"{n} {tier}" for tier, n in summary.seller_tiers.items())
+    )
     if summary.revenue_by_region:
-        console.print("revenue by region: " + ", ".join(
-            f"{region} {value:,.0f}" for region, value in summary.revenue_by_region.items()))
+        console.print(
+            "revenue by region: "
+            + ", ".join(
+                f"{region} {value:,.0f}" for region, value in summary.revenue_by_region.items()
+            )
+        )
     console.rule("next")
     console.print(f"psql '{source.display}'  -- browse schema {schema_name}")
     console.print("riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)")

@@ -9,8 +9,13 @@ import pytest
 from conftest import free_port, run_cli, write_config
 
 COMMANDS = [
-    ("init",), ("source", "up"), ("source", "down"), ("source", "status"), ("shop", "seed"),
-    ("shop", "run"), ("demo",),
+    ("init",),
+    ("source", "up"),
+    ("source", "down"),
+    ("source", "status"),
+    ("shop", "seed"),
+    ("shop", "run"),
+    ("demo",),
 ]
 
 

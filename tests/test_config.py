@@ -6,38 +6,58 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli, write_config
 from riverbed.config import load_project, parse_config
 from riverbed.config.models import SecretRef
 from riverbed.errors import ConfigError
-
-from conftest import run_cli, write_config
 
 TABLE = "tables:\n  t: {kind: fact, target: fact_t, keys: [id]}\n"
 
 # (config text, a fragment the single error line must contain)
 MISTAKES = [
     ("lake:\n  pathh: x\n", "lake.pathh: unknown key; allowed here: path, endpoint_url"),
-    ("warehouse: {engine: redshift}\n", "warehouse.engine = 'redshift': Input should be 'duckdb' or 'postgres'"),
+    (
+        "warehouse: {engine: redshift}\n",
+        "warehouse.engine = 'redshift': Input should be 'duckdb' or 'postgres'",
+    ),
     ("lake: {max_rows: -5}\n", "lake.max_rows = -5: Input should be greater than or equal to 1"),
-    ("tables:\n  t: {kind: facts, target: x, keys: [id]}\n", "tables.t.kind = 'facts': Input should be 'dimension' or 'fact'"),
+    (
+        "tables:\n  t: {kind: facts, target: x, keys: [id]}\n",
+        "tables.t.kind = 'facts': Input should be 'dimension' or 'fact'",
+    ),
     ("tables:\n  t: {kind: fact, target: x}\n", "tables.t.keys: required but missing"),
-    ("tables:\n  t: {kind: dimension, target: x, keys: [id]}\n", "tables.t: a dimension needs tracked"),
-    ("tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: regex, column: a}]}\n",
-     "tables.t.quality.0: rule type regex needs pattern"),
-    ("tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: nonsense}]}\n",
-     "tables.t.quality.0.type = 'nonsense': Input should be 'not_null'"),
-    ("tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: not_null, column: a, action: drop}]}\n",
-     "tables.t.quality.0.action = 'drop': Input should be 'quarantine', 'warn' or 'fail'"),
-    ("tables:\n  t: {kind: fact, target: x, keys: [id], pii: {email: sha1}}\n",
-     "tables.t.pii.email = 'sha1': Input should be 'hash', 'tokenize', 'mask' or 'redact'"),
+    (
+        "tables:\n  t: {kind: dimension, target: x, keys: [id]}\n",
+        "tables.t: a dimension needs tracked",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: regex, column: a}]}\n",
+        "tables.t.quality.0: rule type regex needs pattern",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: nonsense}]}\n",
+        "tables.t.quality.0.type = 'nonsense': Input should be 'not_null'",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: not_null, column: a, action: drop}]}\n",
+        "tables.t.quality.0.action = 'drop': Input should be 'quarantine', 'warn' or 'fail'",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], pii: {email: sha1}}\n",
+        "tables.t.pii.email = 'sha1': Input should be 'hash', 'tokenize', 'mask' or 'redact'",
+    ),
     ("lake: {path: s3://Bad_Bucket}\n", "lake: path must look like s3://bucket/prefix"),
     ("source: {slot: 'my slot'}\n", "source.slot = 'my slot': must be a plain identifier"),
     ("orchestration: {cron: '* *'}\n", "orchestration.cron = '* *': cron needs five fields"),
     ("notifiers: {n: {type: webhook}}\n", "notifiers.n: a webhook notifier needs url"),
-    ("alarms: {a: {metric: m, threshold: 1, notify: [pager]}}\n",
-     "alarms.a.notify: 'pager' is not a notifier; defined: none"),
-    ("governance: {principals: {bob: {roles: [boss]}}}\n",
-     "governance.principals.bob.roles: 'boss' is not a role; defined: none"),
+    (
+        "alarms: {a: {metric: m, threshold: 1, notify: [pager]}}\n",
+        "alarms.a.notify: 'pager' is not a notifier; defined: none",
+    ),
+    (
+        "governance: {principals: {bob: {roles: [boss]}}}\n",
+        "governance.principals.bob.roles: 'boss' is not a role; defined: none",
+    ),
     ("warehouse: {engine: postgres}\n", "warehouse: engine postgres needs dsn"),
     ("source:\n  dsn: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "the top level must be a mapping"),
@@ -76,12 +96,15 @@ def test_missing_named_config_file(tmp_path: Path) -> None:
     assert "no such file" in result.err and "riverbed init" in result.err
 
 
-@pytest.mark.parametrize("text", [
-    'source: {dsn: "host=db.example password=hunter2 dbname=shop"}\n',
-    "source: {password: hunter2}\n",
-    "lake: {path: 's3://bucket/x', secret_access_key: hunter2}\n",
-    "governance: {pii_key: hunter2}\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        'source: {dsn: "host=db.example password=hunter2 dbname=shop"}\n',
+        "source: {password: hunter2}\n",
+        "lake: {path: 's3://bucket/x', secret_access_key: hunter2}\n",
+        "governance: {pii_key: hunter2}\n",
+    ],
+)
 def test_secrets_in_the_file_are_refused_without_being_echoed(tmp_path: Path, text: str) -> None:
     path = write_config(tmp_path, text)
     result = run_cli("source", "status", "-c", str(path))
@@ -90,7 +113,9 @@ def test_secrets_in_the_file_are_refused_without_being_echoed(tmp_path: Path, te
     assert "{env: VARIABLE}" in result.err
 
 
-def test_secret_references_resolve_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_references_resolve_from_env_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret_file = tmp_path / "pw"
     secret_file.write_text("from-file\n")
     monkeypatch.setenv("RB_TEST_PW", "from-env")
@@ -112,7 +137,14 @@ def test_init_writes_the_demo_config_which_is_also_the_default(
     text = written.read_text()
     assert text.count("#") > 20  # every section is explained
     project = load_project(written)
-    assert set(project.config.tables) == {"customers", "sellers", "products", "orders", "order_items", "returns"}
+    assert set(project.config.tables) == {
+        "customers",
+        "sellers",
+        "products",
+        "orders",
+        "order_items",
+        "returns",
+    }
     assert project.config.tables["customers"].kind == "dimension"
     assert project.config.tables["order_items"].kind == "fact"
     # with no riverbed.yaml in the folder, commands run on exactly these defaults
@@ -130,4 +162,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     path = write_config(tmp_path / "p", "lake: {path: data/lake}\n")
     project = load_project(path)
     assert project.path(project.config.lake.path) == (tmp_path / "p" / "data" / "lake").resolve()
-    assert project.path(project.config.source.embedded.data_dir) == (tmp_path / "p" / ".riverbed" / "pg").resolve()
+    assert (
+        project.path(project.config.source.embedded.data_dir)
+        == (tmp_path / "p" / ".riverbed" / "pg").resolve()
+    )

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from conftest import Database, external_config, run_cli
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed, table_checksums
 from riverbed.shop.summary import category_trends, seller_return_tiers
 
-from conftest import Database, external_config, run_cli
-
 END = date(2026, 6, 1)
-SMALL = HistorySpec(customers=400, sellers=40, products=150, orders=3_000, months=4, seed=7, end=END)
+SMALL = HistorySpec(
+    customers=400, sellers=40, products=150, orders=3_000, months=4, seed=7, end=END
+)
 
 
-def test_same_seed_gives_identical_tables_and_another_seed_does_not(pg_server, tmp_path: Path) -> None:
+def test_same_seed_gives_identical_tables_and_another_seed_does_not(
+    pg_server, tmp_path: Path
+) -> None:
     import uuid
 
     names = [f"seed_{uuid.uuid4().hex[:8]}" for _ in range(3)]
@@ -44,7 +47,8 @@ def test_schema_matches_the_design(database: Database) -> None:
     with database.connect() as conn:
         seed(conn, SMALL)
         columns = {
-            (t, c) for t, c in conn.execute(
+            (t, c)
+            for t, c in conn.execute(
                 "select table_name, column_name from information_schema.columns where table_schema = 'shop'"
             )
         }
@@ -59,23 +63,31 @@ def test_schema_matches_the_design(database: Database) -> None:
         for table, names in expected.items():
             for column in names.split():
                 assert (table, column) in columns, f"shop.{table}.{column} is missing"
-        types = dict(conn.execute(
-            "select table_name || '.' || column_name, format_type(a.atttypid, a.atttypmod)"
-            " from information_schema.columns c join pg_attribute a"
-            " on a.attrelid = ('shop.' || c.table_name)::regclass and a.attname = c.column_name"
-            " where c.table_schema = 'shop'"
-        ).fetchall())
+        types = dict(
+            conn.execute(
+                "select table_name || '.' || column_name, format_type(a.atttypid, a.atttypmod)"
+                " from information_schema.columns c join pg_attribute a"
+                " on a.attrelid = ('shop.' || c.table_name)::regclass and a.attname = c.column_name"
+                " where c.table_schema = 'shop'"
+            ).fetchall()
+        )
         assert types["products.price"] == "numeric(12,2)"
         assert types["order_items.unit_price"] == "numeric(12,2)"
         assert types["returns.refund_amount"] == "numeric(12,2)"
-        foreign = {r[0] for r in conn.execute(
-            "select conrelid::regclass::text || '->' || confrelid::regclass::text from pg_constraint"
-            " where contype = 'f' and connamespace = 'shop'::regnamespace"
-        )}
+        foreign = {
+            r[0]
+            for r in conn.execute(
+                "select conrelid::regclass::text || '->' || confrelid::regclass::text from pg_constraint"
+                " where contype = 'f' and connamespace = 'shop'::regnamespace"
+            )
+        }
         assert foreign == {
-            "shop.products->shop.sellers", "shop.orders->shop.customers",
-            "shop.order_items->shop.orders", "shop.order_items->shop.products",
-            "shop.order_items->shop.sellers", "shop.returns->shop.order_items",
+            "shop.products->shop.sellers",
+            "shop.orders->shop.customers",
+            "shop.order_items->shop.orders",
+            "shop.order_items->shop.products",
+            "shop.order_items->shop.sellers",
+            "shop.returns->shop.order_items",
         }
         # updated_at is maintained by the database, not by whoever writes
         before = conn.execute("select updated_at from shop.orders where order_id = 1").fetchone()
@@ -91,7 +103,9 @@ def test_schema_matches_the_design(database: Database) -> None:
 
 
 def test_history_has_a_shape_a_dashboard_can_show(database: Database) -> None:
-    spec = HistorySpec(customers=3_000, sellers=200, products=1_200, orders=40_000, months=12, seed=3, end=END)
+    spec = HistorySpec(
+        customers=3_000, sellers=200, products=1_200, orders=40_000, months=12, seed=3, end=END
+    )
     with database.connect() as conn:
         seed(conn, spec)
         _, _, trends = category_trends(conn)
@@ -109,8 +123,10 @@ def test_history_has_a_shape_a_dashboard_can_show(database: Database) -> None:
         """).fetchone()
         assert orphans == (0,)
         # history ends before the end date and no order precedes its customer
-        end = datetime(END.year, END.month, END.day, tzinfo=timezone.utc)
-        latest = conn.execute("select max(ordered_at), max(requested_at) from shop.orders, shop.returns").fetchone()
+        end = datetime(END.year, END.month, END.day, tzinfo=UTC)
+        latest = conn.execute(
+            "select max(ordered_at), max(requested_at) from shop.orders, shop.returns"
+        ).fetchone()
         assert latest[0] < end and latest[1] < end
         early = conn.execute(
             "select count(*) from shop.orders o join shop.customers c using (customer_id) where o.ordered_at < c.created_at"
@@ -123,9 +139,12 @@ def test_history_has_a_shape_a_dashboard_can_show(database: Database) -> None:
         """).fetchone()
         assert spread[0] >= 3 * spread[1], spread
         # regions differ in volume
-        regions = [r[0] for r in conn.execute(
-            "select count(*) from shop.orders o join shop.customers c using (customer_id) group by c.region order by 1"
-        )]
+        regions = [
+            r[0]
+            for r in conn.execute(
+                "select count(*) from shop.orders o join shop.customers c using (customer_id) group by c.region order by 1"
+            )
+        ]
         assert len(regions) == 5 and regions[-1] > 5 * regions[0]
         # refunds never exceed what was paid for the item, and only refunded/approved ones have one
         bad = conn.execute("""
@@ -136,10 +155,28 @@ def test_history_has_a_shape_a_dashboard_can_show(database: Database) -> None:
         assert bad == (0,)
 
 
-def test_seed_cli_refuses_to_seed_twice_and_resets_on_request(tmp_path: Path, database: Database) -> None:
+def test_seed_cli_refuses_to_seed_twice_and_resets_on_request(
+    tmp_path: Path, database: Database
+) -> None:
     config = str(external_config(tmp_path, database))
-    args = ("shop", "seed", "--orders", "2000", "--customers", "300", "--products", "100",
-            "--sellers", "20", "--months", "3", "--end-date", "2026-03-01", "-c", config)
+    args = (
+        "shop",
+        "seed",
+        "--orders",
+        "2000",
+        "--customers",
+        "300",
+        "--products",
+        "100",
+        "--sellers",
+        "20",
+        "--months",
+        "3",
+        "--end-date",
+        "2026-03-01",
+        "-c",
+        config,
+    )
     first = run_cli(*args)
     assert first.code == 0, first.text
     assert "seeded" in first.out and "2,000 orders" in first.out and "rows/s" in first.out
@@ -152,7 +189,9 @@ def test_seed_cli_refuses_to_seed_twice_and_resets_on_request(tmp_path: Path, da
     assert second.code == 1
     assert "already seeded" in second.err and "--reset" in second.err
     with database.connect() as conn:  # nothing was touched
-        assert conn.execute("select city from shop.customers where customer_id = 1").fetchone() == ("Atlantis",)
+        assert conn.execute("select city from shop.customers where customer_id = 1").fetchone() == (
+            "Atlantis",
+        )
 
     third = run_cli(*args, "--reset")
     assert third.code == 0, third.text
@@ -160,11 +199,16 @@ def test_seed_cli_refuses_to_seed_twice_and_resets_on_request(tmp_path: Path, da
         assert table_checksums(conn) == checksum
 
 
-@pytest.mark.parametrize("bad,message", [
-    (("--orders", "-1"), "--orders"),
-    (("--end-date", "yesterday"), "YYYY-MM-DD"),
-])
-def test_seed_cli_rejects_bad_options(tmp_path: Path, database: Database, bad: tuple[str, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (("--orders", "-1"), "--orders"),
+        (("--end-date", "yesterday"), "YYYY-MM-DD"),
+    ],
+)
+def test_seed_cli_rejects_bad_options(
+    tmp_path: Path, database: Database, bad: tuple[str, ...], message: str
+) -> None:
     result = run_cli("shop", "seed", *bad, "-c", str(external_config(tmp_path, database)))
     assert result.code == 2 or result.code == 1
     assert message in result.text and "Traceback" not in result.text

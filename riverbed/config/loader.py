@@ -80,7 +80,9 @@ def parse_config(text: str, origin: str) -> RiverbedConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{origin}: the top level must be a mapping of sections (source:, lake:, ...)"])
+        raise ConfigError(
+            [f"{origin}: the top level must be a mapping of sections (source:, lake:, ...)"]
+        )
     try:
         config = RiverbedConfig.model_validate(data)
     except ValidationError as exc:

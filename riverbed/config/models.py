@@ -156,9 +156,23 @@ class StateConfig(Model):
 # --- tables -------------------------------------------------------------------------------
 
 RuleType = Literal[
-    "not_null", "unique", "accepted_values", "range", "regex", "length", "valid_date",
-    "not_in_future", "references", "row_count", "freshness", "distinct_count", "mean",
-    "sum", "schema", "sql_row", "sql_dataset",
+    "not_null",
+    "unique",
+    "accepted_values",
+    "range",
+    "regex",
+    "length",
+    "valid_date",
+    "not_in_future",
+    "references",
+    "row_count",
+    "freshness",
+    "distinct_count",
+    "mean",
+    "sum",
+    "schema",
+    "sql_row",
+    "sql_dataset",
 ]
 # Which settings each rule type needs; checked at load so a rule can never fail at run time
 # for want of a parameter.
@@ -301,7 +315,10 @@ class AlarmConfig(Model):
 
     @model_validator(mode="after")
     def _datapoints(self) -> AlarmConfig:
-        if self.datapoints_to_alarm is not None and self.datapoints_to_alarm > self.evaluation_periods:
+        if (
+            self.datapoints_to_alarm is not None
+            and self.datapoints_to_alarm > self.evaluation_periods
+        ):
             raise ValueError("datapoints_to_alarm cannot exceed evaluation_periods")
         return self
 

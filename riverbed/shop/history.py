@@ -13,9 +13,9 @@ the future: only the live workload's dirty rows do.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Iterator
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -39,8 +39,8 @@ class HistorySpec:
 
     @property
     def end_at(self) -> datetime:
-        day = self.end or datetime.now(timezone.utc).date()
-        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        day = self.end or datetime.now(UTC).date()
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @dataclass
@@ -85,6 +85,12 @@ def _money(cents: np.ndarray) -> pa.Array:
     return pa.array(cents.astype(np.float64) / 100.0, type=pa.float64())
 
 
+def _normalised(weights: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Probabilities from weights; with none eligible yet (tiny shops), from ``fallback``."""
+    total = weights.sum()
+    return weights / total if total > 0 else fallback / fallback.sum()
+
+
 def _pick(rng: np.random.Generator, options: tuple[str, ...], n: int) -> np.ndarray:
     return np.asarray(options, dtype=object)[rng.integers(0, len(options), n)]
 
@@ -126,8 +132,10 @@ class HistoryGenerator:
         country = np.asarray(codes, dtype=object)[idx]
         region = np.asarray([catalog.COUNTRIES[c][0] for c in codes], dtype=object)[idx]
         city = np.array(
-            [catalog.COUNTRIES[codes[i]][1][p % len(catalog.COUNTRIES[codes[i]][1])]
-             for i, p in zip(idx, city_pick)],
+            [
+                catalog.COUNTRIES[codes[i]][1][p % len(catalog.COUNTRIES[codes[i]][1])]
+                for i, p in zip(idx, city_pick)
+            ],
             dtype=object,
         )
         return country, region, city
@@ -149,7 +157,9 @@ class HistoryGenerator:
         country, region, city = country[order], region[order], city[order]
         ids = np.arange(1, n + 1)
         changed = rng.random(n) < 0.3
-        updated = np.where(changed, created + ((self.end - created) * rng.random(n)).astype(np.int64), created)
+        updated = np.where(
+            changed, created + ((self.end - created) * rng.random(n)).astype(np.int64), created
+        )
         segment_shares = np.array([s.share for s in catalog.CUSTOMER_SEGMENTS])
         segment = rng.choice(len(catalog.CUSTOMER_SEGMENTS), n, p=segment_shares)
         frequency = np.array([s.frequency for s in catalog.CUSTOMER_SEGMENTS])[segment]
@@ -157,18 +167,20 @@ class HistoryGenerator:
         region_basket = np.array([catalog.REGION_BASKET[r] for r in region])
         activity = frequency * rng.lognormal(0.0, 0.5, n)
         phone_digits = rng.integers(1_000_000, 9_999_999, n)
-        emails = [f"{f.lower()}.{l.lower()}{i}@example.com" for f, l, i in zip(first, last, ids)]
-        table = pa.table({
-            "customer_id": pa.array(ids, pa.int64()),
-            "email": pa.array(emails, pa.string()),
-            "full_name": pa.array([f"{f} {l}" for f, l in zip(first, last)], pa.string()),
-            "phone": pa.array([f"+1-555-{d}" for d in phone_digits], pa.string()),
-            "city": pa.array(city, pa.string()),
-            "country": pa.array(country, pa.string()),
-            "region": pa.array(region, pa.string()),
-            "created_at": _ts(created),
-            "updated_at": _ts(updated),
-        })
+        emails = [f"{f.lower()}.{s.lower()}{i}@example.com" for f, s, i in zip(first, last, ids)]
+        table = pa.table(
+            {
+                "customer_id": pa.array(ids, pa.int64()),
+                "email": pa.array(emails, pa.string()),
+                "full_name": pa.array([f"{f} {s}" for f, s in zip(first, last)], pa.string()),
+                "phone": pa.array([f"+1-555-{d}" for d in phone_digits], pa.string()),
+                "city": pa.array(city, pa.string()),
+                "country": pa.array(country, pa.string()),
+                "region": pa.array(region, pa.string()),
+                "created_at": _ts(created),
+                "updated_at": _ts(updated),
+            }
+        )
         dims = {
             "customer_created": created,
             "customer_activity": activity,
@@ -186,15 +198,19 @@ class HistoryGenerator:
         tier = rng.choice(len(catalog.SELLER_TIERS), n, p=shares)
         created = start - rng.integers(30, 1500, n) * DAY
         created.sort()
-        table = pa.table({
-            "seller_id": pa.array(np.arange(1, n + 1), pa.int64()),
-            "name": pa.array([f"{a} {b} {c}" for a, b, c in zip(word, word2, suffix)], pa.string()),
-            "city": pa.array(city, pa.string()),
-            "country": pa.array(country, pa.string()),
-            "region": pa.array(region, pa.string()),
-            "created_at": _ts(created),
-            "updated_at": _ts(created),
-        })
+        table = pa.table(
+            {
+                "seller_id": pa.array(np.arange(1, n + 1), pa.int64()),
+                "name": pa.array(
+                    [f"{a} {b} {c}" for a, b, c in zip(word, word2, suffix)], pa.string()
+                ),
+                "city": pa.array(city, pa.string()),
+                "country": pa.array(country, pa.string()),
+                "region": pa.array(region, pa.string()),
+                "created_at": _ts(created),
+                "updated_at": _ts(created),
+            }
+        )
         return table, tier
 
     def _products(self, seller_tier: np.ndarray) -> tuple[pa.Table, dict[str, np.ndarray]]:
@@ -204,7 +220,9 @@ class HistoryGenerator:
         seller_weight = rng.lognormal(0.0, 0.8, len(seller_tier))
         seller = rng.choice(len(seller_tier), n, p=seller_weight / seller_weight.sum())
         median = np.array([c.median_price for c in cats])[category]
-        cents = np.maximum(100, np.round(median * rng.lognormal(0.0, 0.45, n) * 100)).astype(np.int64)
+        cents = np.maximum(100, np.round(median * rng.lognormal(0.0, 0.45, n) * 100)).astype(
+            np.int64
+        )
         adjective = _pick(rng, catalog.ADJECTIVES, n)
         noun_pick = rng.integers(0, 1 << 30, n)
         names = [
@@ -221,26 +239,33 @@ class HistoryGenerator:
         active = rng.random(n) < 0.96
         description_words = rng.integers(12, 80, n)
         descriptions = [
-            f"{name}. " + " ".join(catalog.ADJECTIVES[(i * 7 + j) % len(catalog.ADJECTIVES)].lower()
-                                   for j in range(w))
+            f"{name}. "
+            + " ".join(
+                catalog.ADJECTIVES[(i * 7 + j) % len(catalog.ADJECTIVES)].lower() for j in range(w)
+            )
             for i, (name, w) in enumerate(zip(names, description_words))
         ]
         growth = np.array([c.monthly_growth for c in cats])[category] + rng.normal(0.0, 0.02, n)
         popularity = rng.lognormal(0.0, 1.0, n)
         return_factor = np.array(
-            [{"fashion": 1.6, "electronics": 1.2, "books": 0.5, "dvds": 0.5}.get(c.name, 1.0) for c in cats]
+            [
+                {"fashion": 1.6, "electronics": 1.2, "books": 0.5, "dvds": 0.5}.get(c.name, 1.0)
+                for c in cats
+            ]
         )[category]
-        table = pa.table({
-            "product_id": pa.array(np.arange(1, n + 1), pa.int64()),
-            "seller_id": pa.array(seller + 1, pa.int64()),
-            "name": pa.array(names, pa.string()),
-            "category": pa.array([cats[c].name for c in category], pa.string()),
-            "price": _money(cents),
-            "description": pa.array(descriptions, pa.string()),
-            "is_active": pa.array(active, pa.bool_()),
-            "created_at": _ts(created),
-            "updated_at": _ts(created),
-        })
+        table = pa.table(
+            {
+                "product_id": pa.array(np.arange(1, n + 1), pa.int64()),
+                "seller_id": pa.array(seller + 1, pa.int64()),
+                "name": pa.array(names, pa.string()),
+                "category": pa.array([cats[c].name for c in category], pa.string()),
+                "price": _money(cents),
+                "description": pa.array(descriptions, pa.string()),
+                "is_active": pa.array(active, pa.bool_()),
+                "created_at": _ts(created),
+                "updated_at": _ts(created),
+            }
+        )
         dims = {
             "product_seller": seller,
             "product_cents": cents,
@@ -258,10 +283,12 @@ class HistoryGenerator:
         lengths = np.diff(np.array(self.bounds, dtype=np.float64))
         trend = 1.025 ** np.arange(months)
         middles = [(a + b) // 2 for a, b in zip(self.bounds[:-1], self.bounds[1:])]
-        season = np.array([  # the holiday peak
-            1.45 if datetime.fromtimestamp(m / US, timezone.utc).month in (11, 12) else 1.0
-            for m in middles
-        ])
+        season = np.array(
+            [  # the holiday peak
+                1.45 if datetime.fromtimestamp(m / US, UTC).month in (11, 12) else 1.0
+                for m in middles
+            ]
+        )
         weights = lengths * trend * season
         return self.rng.multinomial(self.spec.orders, weights / weights.sum())
 
@@ -271,9 +298,10 @@ class HistoryGenerator:
         months_before_end = self.spec.months - 1 - k
 
         # orders: who buys is weighted by activity among customers who exist by the month's end
-        eligible = d.customer_created < hi
-        weights = np.where(eligible, d.customer_activity, 0.0)
-        customer = rng.choice(len(weights), n, p=weights / weights.sum())
+        weights = _normalised(
+            np.where(d.customer_created < hi, d.customer_activity, 0.0), d.customer_activity
+        )
+        customer = rng.choice(len(weights), n, p=weights)
         ordered = rng.integers(lo, hi, n)
         ordered = np.maximum(ordered, d.customer_created[customer] + 3600 * US)
         ordered = np.minimum(ordered, self.end - US)
@@ -287,21 +315,31 @@ class HistoryGenerator:
         status = np.where(
             age > 14 * DAY,
             np.where(u < 0.07, 4, 3),
-            np.where(age > 4 * DAY, np.where(u < 0.05, 4, np.where(u < 0.5, 2, 3)),
-                     np.where(u < 0.3, 0, np.where(u < 0.7, 1, 2))),
+            np.where(
+                age > 4 * DAY,
+                np.where(u < 0.05, 4, np.where(u < 0.5, 2, 3)),
+                np.where(u < 0.3, 0, np.where(u < 0.7, 1, 2)),
+            ),
         )
         # the time of the last status change: paid after minutes, shipped/delivered after days
         step = np.array([0, 600 * US, 2 * DAY, 5 * DAY, DAY // 2], dtype=np.int64)[status]
         jitter = rng.integers(0, 6 * 3600 * US, n) * (status > 1)
         updated = np.minimum(ordered + step + jitter, self.end - US)
-        status_names = np.asarray(("placed", "paid", "shipped", "delivered", "cancelled"), dtype=object)
-        yield "orders", pa.table({
-            "order_id": pa.array(order_ids, pa.int64()),
-            "customer_id": pa.array(customer + 1, pa.int64()),
-            "status": pa.array(status_names[status], pa.string()),
-            "ordered_at": _ts(ordered),
-            "updated_at": _ts(updated),
-        })
+        status_names = np.asarray(
+            ("placed", "paid", "shipped", "delivered", "cancelled"), dtype=object
+        )
+        yield (
+            "orders",
+            pa.table(
+                {
+                    "order_id": pa.array(order_ids, pa.int64()),
+                    "customer_id": pa.array(customer + 1, pa.int64()),
+                    "status": pa.array(status_names[status], pa.string()),
+                    "ordered_at": _ts(ordered),
+                    "updated_at": _ts(updated),
+                }
+            ),
+        )
 
         # items: basket size follows the customer; products follow this month's popularity
         per_order = np.minimum(1 + rng.poisson(0.9 * d.customer_basket[customer]), 12)
@@ -309,23 +347,31 @@ class HistoryGenerator:
         item_order = np.repeat(np.arange(n), per_order)
         available = d.product_created < lo
         popularity = d.product_popularity * np.exp(np.log1p(d.product_growth) * k)
-        popularity = np.where(available, popularity, 0.0)
-        product = rng.choice(len(popularity), m, p=popularity / popularity.sum())
+        product = rng.choice(
+            len(popularity), m, p=_normalised(np.where(available, popularity, 0.0), popularity)
+        )
         quantity = 1 + rng.poisson(0.25, m)
         # prices drift up ~0.4% a month, so older sales were a little cheaper
-        unit_cents = np.round(d.product_cents[product] * (1 - 0.004 * months_before_end)).astype(np.int64)
+        unit_cents = np.round(d.product_cents[product] * (1 - 0.004 * months_before_end)).astype(
+            np.int64
+        )
         item_ids = np.arange(self.next_item_id, self.next_item_id + m)
         self.next_item_id += m
         seller = d.product_seller[product]
-        yield "order_items", pa.table({
-            "order_item_id": pa.array(item_ids, pa.int64()),
-            "order_id": pa.array(order_ids[item_order], pa.int64()),
-            "product_id": pa.array(product + 1, pa.int64()),
-            "seller_id": pa.array(seller + 1, pa.int64()),
-            "quantity": pa.array(quantity, pa.int32()),
-            "unit_price": _money(unit_cents),
-            "created_at": _ts(ordered[item_order]),
-        })
+        yield (
+            "order_items",
+            pa.table(
+                {
+                    "order_item_id": pa.array(item_ids, pa.int64()),
+                    "order_id": pa.array(order_ids[item_order], pa.int64()),
+                    "product_id": pa.array(product + 1, pa.int64()),
+                    "seller_id": pa.array(seller + 1, pa.int64()),
+                    "quantity": pa.array(quantity, pa.int32()),
+                    "unit_price": _money(unit_cents),
+                    "created_at": _ts(ordered[item_order]),
+                }
+            ),
+        )
 
         # returns: delivered items come back at the rate of their seller's tier
         tier_rate = np.array([t.return_rate for t in catalog.SELLER_TIERS])[d.seller_tier[seller]]
@@ -338,7 +384,9 @@ class HistoryGenerator:
         r = len(idx)
         requested = requested[idx]
         r_age = self.end - requested
-        refund_share = np.array([t.refund_share for t in catalog.SELLER_TIERS])[d.seller_tier[seller[idx]]]
+        refund_share = np.array([t.refund_share for t in catalog.SELLER_TIERS])[
+            d.seller_tier[seller[idx]]
+        ]
         v = rng.random(r)
         r_status = np.where(
             r_age > 10 * DAY,
@@ -354,16 +402,21 @@ class HistoryGenerator:
         return_ids = np.arange(self.next_return_id, self.next_return_id + r)
         self.next_return_id += r
         status_names_r = np.asarray(("requested", "approved", "refunded", "rejected"), dtype=object)
-        yield "returns", pa.table({
-            "return_id": pa.array(return_ids, pa.int64()),
-            "order_item_id": pa.array(item_ids[idx], pa.int64()),
-            "reason": pa.array(reasons, pa.string()),
-            "status": pa.array(status_names_r[r_status], pa.string()),
-            "refund_amount": pa.array(
-                np.where(has_refund, refund, 0).astype(np.float64) / 100.0,
-                mask=~has_refund, type=pa.float64(),
+        yield (
+            "returns",
+            pa.table(
+                {
+                    "return_id": pa.array(return_ids, pa.int64()),
+                    "order_item_id": pa.array(item_ids[idx], pa.int64()),
+                    "reason": pa.array(reasons, pa.string()),
+                    "status": pa.array(status_names_r[r_status], pa.string()),
+                    "refund_amount": pa.array(
+                        np.where(has_refund, refund, 0).astype(np.float64) / 100.0,
+                        mask=~has_refund,
+                        type=pa.float64(),
+                    ),
+                    "requested_at": _ts(requested),
+                    "updated_at": _ts(np.minimum(r_updated, self.end - US)),
+                }
             ),
-            "requested_at": _ts(requested),
-            "updated_at": _ts(np.minimum(r_updated, self.end - US)),
-        })
-
+        )

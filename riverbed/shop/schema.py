@@ -21,21 +21,62 @@ RETURN_STATUSES = ("requested", "approved", "refunded", "rejected")
 # Table name -> (column list in COPY order, primary key). Order is the load order.
 COLUMNS: dict[str, tuple[list[str], str]] = {
     "customers": (
-        ["customer_id", "email", "full_name", "phone", "city", "country", "region",
-         "created_at", "updated_at"], "customer_id"),
+        [
+            "customer_id",
+            "email",
+            "full_name",
+            "phone",
+            "city",
+            "country",
+            "region",
+            "created_at",
+            "updated_at",
+        ],
+        "customer_id",
+    ),
     "sellers": (
         ["seller_id", "name", "city", "country", "region", "created_at", "updated_at"],
-        "seller_id"),
+        "seller_id",
+    ),
     "products": (
-        ["product_id", "seller_id", "name", "category", "price", "description", "is_active",
-         "created_at", "updated_at"], "product_id"),
+        [
+            "product_id",
+            "seller_id",
+            "name",
+            "category",
+            "price",
+            "description",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ],
+        "product_id",
+    ),
     "orders": (["order_id", "customer_id", "status", "ordered_at", "updated_at"], "order_id"),
     "order_items": (
-        ["order_item_id", "order_id", "product_id", "seller_id", "quantity", "unit_price",
-         "created_at"], "order_item_id"),
+        [
+            "order_item_id",
+            "order_id",
+            "product_id",
+            "seller_id",
+            "quantity",
+            "unit_price",
+            "created_at",
+        ],
+        "order_item_id",
+    ),
     "returns": (
-        ["return_id", "order_item_id", "reason", "status", "refund_amount", "requested_at",
-         "updated_at"], "return_id"),
+        [
+            "return_id",
+            "order_item_id",
+            "reason",
+            "status",
+            "refund_amount",
+            "requested_at",
+            "updated_at",
+        ],
+        "return_id",
+    ),
 }
 
 TABLES = tuple(COLUMNS)

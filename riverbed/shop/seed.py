@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -56,7 +57,7 @@ def copy_csv(conn: psycopg.Connection[Any], schema_name: str, table: str, payloa
     with conn.cursor().copy(statement) as copy:
         view = memoryview(payload)
         for start in range(0, len(view), 1 << 20):
-            copy.write(view[start:start + (1 << 20)])
+            copy.write(view[start : start + (1 << 20)])
 
 
 def seed(
@@ -133,14 +134,16 @@ def _produce(generator: HistoryGenerator) -> Any:
                 thread.join(0.05)
 
 
-def table_checksums(conn: psycopg.Connection[Any], schema_name: str = schema.SCHEMA) -> dict[str, str]:
+def table_checksums(
+    conn: psycopg.Connection[Any], schema_name: str = schema.SCHEMA
+) -> dict[str, str]:
     """md5 of every row's text form in primary-key order, per table: equal iff contents equal."""
     result = {}
-    for table, (columns, key) in schema.COLUMNS.items():
+    for table, (_, key) in schema.COLUMNS.items():
         row = conn.execute(
-            sql.SQL("select md5(coalesce(string_agg(t::text, E'\\n' order by {key}), '')) from {table} t").format(
-                key=sql.Identifier(key), table=sql.Identifier(schema_name, table)
-            )
+            sql.SQL(
+                "select md5(coalesce(string_agg(t::text, E'\\n' order by {key}), '')) from {table} t"
+            ).format(key=sql.Identifier(key), table=sql.Identifier(schema_name, table))
         ).fetchone()
         result[table] = row[0] if row else ""
     return result

@@ -35,10 +35,13 @@ class ShopSummary:
     revenue_by_region: dict[str, float]
 
 
-def category_trends(conn: psycopg.Connection[Any], schema_name: str = schema.SCHEMA) -> tuple[str, str, list[CategoryTrend]]:
+def category_trends(
+    conn: psycopg.Connection[Any], schema_name: str = schema.SCHEMA
+) -> tuple[str, str, list[CategoryTrend]]:
     """Items sold per category in the first and the last complete calendar month."""
     s = sql.Identifier(schema_name)
-    rows = conn.execute(sql.SQL("""
+    rows = conn.execute(
+        sql.SQL("""
         with bounds as (
           select date_trunc('month', min(ordered_at)) + interval '1 month' as first_m,
                  date_trunc('month', max(ordered_at)) - interval '1 month' as last_m
@@ -52,7 +55,8 @@ def category_trends(conn: psycopg.Connection[Any], schema_name: str = schema.SCH
         join {s}.products p using (product_id)
         cross join bounds b
         group by 1, 2, 3
-    """).format(s=s)).fetchall()
+    """).format(s=s)
+    ).fetchall()
     if not rows:
         return "", "", []
     trends = [CategoryTrend(r[0], r[3], r[4]) for r in rows]
@@ -60,14 +64,21 @@ def category_trends(conn: psycopg.Connection[Any], schema_name: str = schema.SCH
     return rows[0][1], rows[0][2], trends
 
 
-def seller_return_tiers(conn: psycopg.Connection[Any], schema_name: str = schema.SCHEMA) -> dict[str, int]:
+def seller_return_tiers(
+    conn: psycopg.Connection[Any], schema_name: str = schema.SCHEMA
+) -> dict[str, int]:
     """Sellers per return-rate tier (returns / items sold, sellers with 50+ items sold)."""
     s = sql.Identifier(schema_name)
-    rates = [r[0] for r in conn.execute(sql.SQL("""
+    rates = [
+        r[0]
+        for r in conn.execute(
+            sql.SQL("""
         select count(r.return_id)::float / count(*)
         from {s}.order_items i left join {s}.returns r using (order_item_id)
         group by i.seller_id having count(*) >= 50
-    """).format(s=s))]
+    """).format(s=s)
+        )
+    ]
     return {name: sum(lo <= rate < hi for rate in rates) for name, lo, hi in TIER_BOUNDS}
 
 
@@ -75,10 +86,18 @@ def summarize(conn: psycopg.Connection[Any], schema_name: str = schema.SCHEMA) -
     s = sql.Identifier(schema_name)
     counts = schema.seeded_counts(conn, schema_name) or {}
     first, last, trends = category_trends(conn, schema_name)
-    regions = conn.execute(sql.SQL("""
+    regions = conn.execute(
+        sql.SQL("""
         select c.region, sum(i.quantity * i.unit_price)::float
         from {s}.order_items i join {s}.orders o using (order_id) join {s}.customers c using (customer_id)
         where c.region is not null group by 1 order by 2 desc
-    """).format(s=s)).fetchall()
-    return ShopSummary(counts, first, last, trends, seller_return_tiers(conn, schema_name),
-                       {r[0]: r[1] for r in regions})
+    """).format(s=s)
+    ).fetchall()
+    return ShopSummary(
+        counts,
+        first,
+        last,
+        trends,
+        seller_return_tiers(conn, schema_name),
+        {r[0]: r[1] for r in regions},
+    )

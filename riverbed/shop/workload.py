@@ -17,10 +17,11 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -98,7 +99,9 @@ class Workload:
 
     def __init__(self, conn: psycopg.Connection[Any], spec: WorkloadSpec, schema: str = "shop"):
         if not conn.autocommit:
-            raise ValueError("the workload needs an autocommit connection (it opens its own transactions)")
+            raise ValueError(
+                "the workload needs an autocommit connection (it opens its own transactions)"
+            )
         self.conn = conn
         self.spec = spec
         self.s = schema
@@ -121,7 +124,11 @@ class Workload:
         if not self.customers:
             raise ValueError("the shop has no customers; run `riverbed shop seed` first")
         self.sellers = [r[0] for r in self._rows("select seller_id from {s}.sellers")]
-        products = self._rows("select product_id, seller_id, price from {s}.products where is_active")
+        products = self._rows(
+            "select product_id, seller_id, price from {s}.products where is_active"
+        )
+        if not products:
+            raise ValueError("the shop has no active products; run `riverbed shop seed --reset`")
         self.products = [(p, s) for p, s, _ in products]
         self.price = {p: price for p, _, price in products}
         self.open_orders: dict[str, list[int]] = {status: [] for status in NEXT_STATUS}
@@ -131,13 +138,15 @@ class Workload:
         ):
             self.open_orders[status].append(order_id)
         self.returnable: deque[tuple[int, Decimal]] = deque(maxlen=50_000)
-        self.returnable.extend(self._rows(
-            "select i.order_item_id, i.quantity * i.unit_price from {s}.order_items i"
-            " join {s}.orders o using (order_id)"
-            " where o.status = 'delivered' and i.quantity > 0"
-            " and not exists (select 1 from {s}.returns r where r.order_item_id = i.order_item_id)"
-            " order by i.order_item_id desc limit 20000"
-        ))
+        self.returnable.extend(
+            self._rows(
+                "select i.order_item_id, i.quantity * i.unit_price from {s}.order_items i"
+                " join {s}.orders o using (order_id)"
+                " where o.status = 'delivered' and i.quantity > 0"
+                " and not exists (select 1 from {s}.returns r where r.order_item_id = i.order_item_id)"
+                " order by i.order_item_id desc limit 20000"
+            )
+        )
         self.open_returns: dict[str, list[tuple[int, Decimal]]] = {"requested": [], "approved": []}
         for return_id, status, value in self._rows(
             "select r.return_id, r.status::text, i.quantity * i.unit_price from {s}.returns r"
@@ -145,9 +154,12 @@ class Workload:
             " where r.status in ('requested','approved') order by r.return_id"
         ):
             self.open_returns[status].append((return_id, value))
-        self.cancelled = [r[0] for r in self._rows(
-            "select order_id from {s}.orders where status = 'cancelled' order by order_id desc limit 2000"
-        )]
+        self.cancelled = [
+            r[0]
+            for r in self._rows(
+                "select order_id from {s}.orders where status = 'cancelled' order by order_id desc limit 2000"
+            )
+        ]
         self.recent_signups: list[int] = []
         self.described: deque[int] = deque(maxlen=200)  # products with TOAST-sized descriptions
 
@@ -225,16 +237,21 @@ class Workload:
 
     def _insert_orders(self, n_orders: int, items_each: int | None) -> Counter[str]:
         rng = self.rng
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         future = self._dirty("ordered_at_in_future", n_orders)
         customers = [rng.choice(self.customers) for _ in range(n_orders)]
         ordered_at = [now + timedelta(days=rng.randint(1, 30)) if f else now for f in future]
-        order_ids = [r[0] for r in self.conn.execute(
-            self._q("insert into {s}.orders (customer_id, status, ordered_at, updated_at)"
+        order_ids = [
+            r[0]
+            for r in self.conn.execute(
+                self._q(
+                    "insert into {s}.orders (customer_id, status, ordered_at, updated_at)"
                     " select c, 'placed', t, t from unnest(%s::bigint[], %s::timestamptz[]) as u(c, t)"
-                    " returning order_id"),
-            (customers, ordered_at),
-        ).fetchall()]
+                    " returning order_id"
+                ),
+                (customers, ordered_at),
+            ).fetchall()
+        ]
         item_order, item_product, item_seller, quantity, price = [], [], [], [], []
         for order_id in order_ids:
             for _ in range(items_each or rng.randint(5, 6)):
@@ -248,9 +265,11 @@ class Workload:
             if bad:
                 quantity[i] = -rng.randint(1, 5)
         cur = self.conn.execute(
-            self._q("insert into {s}.order_items (order_id, product_id, seller_id, quantity, unit_price, created_at)"
-                    " select o, p, s, q, u, now() from unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
-                    " %s::int[], %s::numeric[]) as u(o, p, s, q, u)"),
+            self._q(
+                "insert into {s}.order_items (order_id, product_id, seller_id, quantity, unit_price, created_at)"
+                " select o, p, s, q, u, now() from unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
+                " %s::int[], %s::numeric[]) as u(o, p, s, q, u)"
+            ),
             (item_order, item_product, item_seller, quantity, price),
         )
         self.open_orders["placed"].extend(order_ids)
@@ -265,7 +284,8 @@ class Workload:
         take = min(len(pool), self.rng.randint(1, 60))
         batch = pool[:take]
         del pool[:take]
-        cancel, forward = [], []
+        cancel: list[int] = []
+        forward: list[int] = []
         for order_id in batch:
             cancelled = status != "shipped" and self.rng.random() < 0.05
             (cancel if cancelled else forward).append(order_id)
@@ -278,15 +298,19 @@ class Workload:
             )
             changed["order_status_changed"] += cur.rowcount
             if target == "delivered":
-                self.returnable.extend(self._rows(
-                    "select order_item_id, quantity * unit_price from {s}.order_items"
-                    " where order_id = any(%s) and quantity > 0", (forward,)
-                ))
+                self.returnable.extend(
+                    self._rows(
+                        "select order_item_id, quantity * unit_price from {s}.order_items"
+                        " where order_id = any(%s) and quantity > 0",
+                        (forward,),
+                    )
+                )
             else:
                 self.open_orders[target].extend(forward)
         if cancel:
             cur = self.conn.execute(
-                self._q("update {s}.orders set status = 'cancelled' where order_id = any(%s)"), (cancel,)
+                self._q("update {s}.orders set status = 'cancelled' where order_id = any(%s)"),
+                (cancel,),
             )
             changed["order_status_changed"] += cur.rowcount
             self.cancelled.extend(cancel)
@@ -302,10 +326,14 @@ class Workload:
         prices = {}
         for product in picks:
             factor = Decimal(str(round(self.rng.uniform(0.9, 1.1), 3)))
-            prices[product] = max(Decimal("1.00"), (self.price[product] * factor).quantize(Decimal("0.01")))
+            prices[product] = max(
+                Decimal("1.00"), (self.price[product] * factor).quantize(Decimal("0.01"))
+            )
         cur = self.conn.execute(
-            self._q("update {s}.products p set price = u.price from unnest(%s::bigint[], %s::numeric[])"
-                    " as u(id, price) where p.product_id = u.id"),
+            self._q(
+                "update {s}.products p set price = u.price from unnest(%s::bigint[], %s::numeric[])"
+                " as u(id, price) where p.product_id = u.id"
+            ),
             (list(prices), list(prices.values())),
         )
         self.price.update(prices)
@@ -320,7 +348,8 @@ class Workload:
             "".join(self.rng.choices(letters, k=self.rng.randint(3, 9))) for _ in range(words)
         )
         cur = self.conn.execute(
-            self._q("update {s}.products set description = %s where product_id = %s"), (text, product)
+            self._q("update {s}.products set description = %s where product_id = %s"),
+            (text, product),
         )
         self.described.append(product)
         self.stats.toast_updates += cur.rowcount
@@ -334,15 +363,19 @@ class Workload:
                 (bad,) = self._dirty("null_email")
                 email = None if bad else f"user{customer}.{self.rng.randint(1, 10**6)}@example.org"
                 cur = self.conn.execute(
-                    self._q("update {s}.customers set email = %s where customer_id = %s"), (email, customer)
+                    self._q("update {s}.customers set email = %s where customer_id = %s"),
+                    (email, customer),
                 )
                 changed["customer_email_changed"] += cur.rowcount
             else:
                 (bad,) = self._dirty("unknown_country")
                 country, region, city = self._country(bad)
                 cur = self.conn.execute(
-                    self._q("update {s}.customers set city = %s, country = %s, region = %s"
-                            " where customer_id = %s"), (city, country, region, customer)
+                    self._q(
+                        "update {s}.customers set city = %s, country = %s, region = %s"
+                        " where customer_id = %s"
+                    ),
+                    (city, country, region, customer),
                 )
                 changed["customer_address_changed"] += cur.rowcount
         return changed
@@ -350,17 +383,38 @@ class Workload:
     def signup(self) -> Counter[str]:
         n = self.rng.randint(1, 3)
         rows = []
-        for bad_email, bad_country in zip(self._dirty("null_email", n), self._dirty("unknown_country", n)):
+        for bad_email, bad_country in zip(
+            self._dirty("null_email", n), self._dirty("unknown_country", n)
+        ):
             first, last = self.rng.choice(catalog.FIRST_NAMES), self.rng.choice(catalog.LAST_NAMES)
             country, region, city = self._country(bad_country)
-            email = None if bad_email else f"{first.lower()}.{last.lower()}{self.rng.randint(1, 10**7)}@example.com"
-            rows.append((email, f"{first} {last}", f"+1-555-{self.rng.randint(10**6, 10**7 - 1)}", city, country, region))
+            email = (
+                None
+                if bad_email
+                else f"{first.lower()}.{last.lower()}{self.rng.randint(1, 10**7)}@example.com"
+            )
+            rows.append(
+                (
+                    email,
+                    f"{first} {last}",
+                    f"+1-555-{self.rng.randint(10**6, 10**7 - 1)}",
+                    city,
+                    country,
+                    region,
+                )
+            )
         cols = [list(column) for column in zip(*rows)]
-        ids = [r[0] for r in self.conn.execute(
-            self._q("insert into {s}.customers (email, full_name, phone, city, country, region)"
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                self._q(
+                    "insert into {s}.customers (email, full_name, phone, city, country, region)"
                     " select * from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
-                    " returning customer_id"), cols,
-        ).fetchall()]
+                    " returning customer_id"
+                ),
+                cols,
+            ).fetchall()
+        ]
         self.customers.extend(ids)
         self.recent_signups.extend(ids)
         return Counter(customer_created=len(ids))
@@ -371,8 +425,11 @@ class Workload:
         country, region, city = self._country(bad)
         name = f"{self.rng.choice(catalog.SELLER_WORDS)} {self.rng.choice(catalog.SELLER_SUFFIXES)}"
         cur = self.conn.execute(
-            self._q("update {s}.sellers set name = %s, city = %s, country = %s, region = %s"
-                    " where seller_id = %s"), (name, city, country, region, seller)
+            self._q(
+                "update {s}.sellers set name = %s, city = %s, country = %s, region = %s"
+                " where seller_id = %s"
+            ),
+            (name, city, country, region, seller),
         )
         return Counter(seller_changed=cur.rowcount)
 
@@ -382,8 +439,10 @@ class Workload:
         name = f"{self.rng.choice(catalog.ADJECTIVES)} {self.rng.choice(category.nouns)}"
         price = Decimal(str(round(category.median_price * self.rng.uniform(0.5, 2.0), 2)))
         row = self.conn.execute(
-            self._q("insert into {s}.products (seller_id, name, category, price, description)"
-                    " values (%s, %s, %s, %s, %s) returning product_id"),
+            self._q(
+                "insert into {s}.products (seller_id, name, category, price, description)"
+                " values (%s, %s, %s, %s, %s) returning product_id"
+            ),
             (seller, name, category.name, price, f"{name}, new this season."),
         ).fetchone()
         assert row is not None
@@ -398,8 +457,11 @@ class Workload:
         picks = [self.returnable.popleft() for _ in range(n)]
         reasons = [self.rng.choice(catalog.RETURN_REASONS) for _ in picks]
         ids = self.conn.execute(
-            self._q("insert into {s}.returns (order_item_id, reason) select * from unnest(%s::bigint[], %s::text[])"
-                    " returning return_id"), ([p[0] for p in picks], reasons),
+            self._q(
+                "insert into {s}.returns (order_item_id, reason) select * from unnest(%s::bigint[], %s::text[])"
+                " returning return_id"
+            ),
+            ([p[0] for p in picks], reasons),
         ).fetchall()
         self.open_returns["requested"].extend((r[0], p[1]) for r, p in zip(ids, picks))
         return Counter(return_requested=len(ids))
@@ -432,14 +494,17 @@ class Workload:
                 rejects.append(return_id)
         if refunds:
             cur = self.conn.execute(
-                self._q("update {s}.returns r set status = 'refunded', refund_amount = u.amount"
-                        " from unnest(%s::bigint[], %s::numeric[]) as u(id, amount) where r.return_id = u.id"),
+                self._q(
+                    "update {s}.returns r set status = 'refunded', refund_amount = u.amount"
+                    " from unnest(%s::bigint[], %s::numeric[]) as u(id, amount) where r.return_id = u.id"
+                ),
                 (refunds, amounts),
             )
             changed["return_refunded"] += cur.rowcount
         if rejects:
             cur = self.conn.execute(
-                self._q("update {s}.returns set status = 'rejected' where return_id = any(%s)"), (rejects,)
+                self._q("update {s}.returns set status = 'rejected' where return_id = any(%s)"),
+                (rejects,),
             )
             changed["return_rejected"] += cur.rowcount
         return changed or self.request_returns()
@@ -450,7 +515,9 @@ class Workload:
         requested = self.open_returns["requested"]
         if roll < 0.4 and requested:
             return_id, _ = requested.pop(self.rng.randrange(len(requested)))
-            cur = self.conn.execute(self._q("delete from {s}.returns where return_id = %s"), (return_id,))
+            cur = self.conn.execute(
+                self._q("delete from {s}.returns where return_id = %s"), (return_id,)
+            )
             return Counter(return_deleted=cur.rowcount)
         if roll < 0.8 and self.cancelled:
             order_id = self.cancelled.pop()
@@ -460,15 +527,22 @@ class Workload:
                 " where i.order_id = %(o)s), (select count(*) from {s}.order_items where order_id = %(o)s)",
                 {"o": order_id},
             )[0]
-            cur = self.conn.execute(self._q("delete from {s}.orders where order_id = %s"), (order_id,))
+            cur = self.conn.execute(
+                self._q("delete from {s}.orders where order_id = %s"), (order_id,)
+            )
             if not cur.rowcount:
                 return Counter()
-            return Counter(order_deleted=1, return_deleted=cascaded[0], order_item_deleted=cascaded[1])
+            return Counter(
+                order_deleted=1, return_deleted=cascaded[0], order_item_deleted=cascaded[1]
+            )
         if self.recent_signups:
             customer = self.recent_signups.pop()
             cur = self.conn.execute(
-                self._q("delete from {s}.customers c where customer_id = %s and not exists"
-                        " (select 1 from {s}.orders o where o.customer_id = c.customer_id)"), (customer,)
+                self._q(
+                    "delete from {s}.customers c where customer_id = %s and not exists"
+                    " (select 1 from {s}.orders o where o.customer_id = c.customer_id)"
+                ),
+                (customer,),
             )
             if cur.rowcount:
                 self.customers.remove(customer)

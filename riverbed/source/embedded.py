@@ -122,8 +122,16 @@ class EmbeddedServer:
     def _initdb(self) -> None:
         self.data_dir.chmod(0o700)
         self._run(
-            [str(_bin("initdb")), "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8",
-             "--locale=C", "-U", SUPERUSER],
+            [
+                str(_bin("initdb")),
+                "-D",
+                str(self.data_dir),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                SUPERUSER,
+            ],
             what="initdb",
         )
         conf = self.data_dir / "postgresql.conf"
@@ -165,7 +173,9 @@ class EmbeddedServer:
             with psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=10) as conn:
                 conn.execute("select pg_reload_conf()")
                 time.sleep(0.3)  # the postmaster re-reads its files asynchronously
-                pending = conn.execute("select count(*) from pg_settings where pending_restart").fetchone()
+                pending = conn.execute(
+                    "select count(*) from pg_settings where pending_restart"
+                ).fetchone()
                 port = conn.execute("show port").fetchone()
         except psycopg.OperationalError:
             # running but unreachable on the configured port: the port setting changed
@@ -187,7 +197,9 @@ class EmbeddedServer:
     def _pg_ctl(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         return self._run([str(_bin("pg_ctl")), "-D", str(self.data_dir), *args], "pg_ctl", check)
 
-    def _run(self, argv: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, argv: list[str], what: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         identity: dict[str, Any] = {}
         if self._run_as():
             # drop root's group too: with gid 0 left in place, group bits would decide access
@@ -197,8 +209,13 @@ class EmbeddedServer:
             identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         try:
             result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-                cwd="/", **identity,
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+                cwd="/",
+                **identity,
             )
         except subprocess.TimeoutExpired as exc:
             raise SourceError(f"{what} did not finish in 120 s; see {self.log_file}") from exc
