@@ -455,7 +455,8 @@ def demo(
             )
         )
     console.rule("next")
-    console.print(f"psql '{source.display}'  -- browse schema {schema_name}")
+    psql = source.embedded.psql if source.embedded is not None else "psql"
+    console.print(f"browse schema {schema_name}:  {psql} '{source.display}'")
     console.print("riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)")
     console.print("riverbed source status          -- replication slots and retained WAL")
     console.print("riverbed source down            -- stop the embedded PostgreSQL")

@@ -127,30 +127,27 @@ class LakeConfig(Model):
         return self
 
 
-class WarehouseConfig(Model):
+class _PostgresCapable(Model):
+    """A store that is a local file by default or a PostgreSQL database by DSN."""
+
+    dsn: Dsn = None  # engine postgres
+    password: Secret | None = None
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> _PostgresCapable:
+        if getattr(self, "engine", None) == "postgres" and self.dsn is None:
+            raise ValueError("engine postgres needs dsn: 'host=... dbname=...'")
+        return self
+
+
+class WarehouseConfig(_PostgresCapable):
     engine: Literal["duckdb", "postgres"] = "duckdb"
-    path: Path = Path(".riverbed/warehouse.duckdb")  # duckdb
-    dsn: Dsn = None  # postgres
-    password: Secret | None = None
-
-    @model_validator(mode="after")
-    def _postgres_needs_dsn(self) -> WarehouseConfig:
-        if self.engine == "postgres" and self.dsn is None:
-            raise ValueError("engine postgres needs dsn: 'host=... dbname=...'")
-        return self
+    path: Path = Path(".riverbed/warehouse.duckdb")  # engine duckdb
 
 
-class StateConfig(Model):
+class StateConfig(_PostgresCapable):
     engine: Literal["sqlite", "postgres"] = "sqlite"
-    path: Path = Path(".riverbed/state.db")
-    dsn: Dsn = None
-    password: Secret | None = None
-
-    @model_validator(mode="after")
-    def _postgres_needs_dsn(self) -> StateConfig:
-        if self.engine == "postgres" and self.dsn is None:
-            raise ValueError("engine postgres needs dsn: 'host=... dbname=...'")
-        return self
+    path: Path = Path(".riverbed/state.db")  # engine sqlite
 
 
 # --- tables -------------------------------------------------------------------------------

