@@ -380,6 +380,132 @@ def _report_workload(stats: Any, spec: Any, stopped: bool) -> None:
         console.print("stopped by signal; every transaction was either committed or rolled back")
 
 
+# --- capture ------------------------------------------------------------------------------
+
+
+@app.command()
+def capture(
+    once: Annotated[
+        bool, typer.Option("--once", help="Capture everything committed up to now, then exit.")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Stream until Ctrl-C / SIGTERM.")
+    ] = False,
+    resnapshot: Annotated[
+        bool,
+        typer.Option("--resnapshot", help="Drop the slot and the captured files; snapshot again."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Snapshot + change data capture from the source into the lake (Parquet), exactly once.
+
+    Example: `riverbed capture --once` or `riverbed capture --follow`
+    """
+    import signal
+
+    from riverbed.capture.pgoutput import format_lsn
+    from riverbed.capture.runner import run_capture
+
+    if once == follow:
+        raise RiverbedError(
+            "choose one of --once (drain up to now, then exit) or --follow (stream until stopped)"
+        )
+    project = _project(config)
+    stopping: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _f: stopping.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+
+    def say(line: str) -> None:
+        if not quiet and not as_json:
+            err_console.print(line, highlight=False)
+
+    try:
+        result = run_capture(
+            project,
+            follow=follow,
+            should_stop=lambda: bool(stopping),
+            say=say,
+            resnapshot=resnapshot,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stats = result.stream
+    payload = {
+        "snapshot_rows": result.snapshot_rows,
+        "resumed_from": format_lsn(result.resumed_from)
+        if result.resumed_from is not None
+        else None,
+        "transactions": stats.transactions if stats else 0,
+        "rows": stats.rows if stats else 0,
+        "files": stats.files if stats else 0,
+        "bytes": stats.bytes if stats else 0,
+        "rows_by_table": stats.rows_by_table if stats else {},
+        "position": format_lsn(stats.position) if stats else None,
+        "skipped_transactions": stats.skipped_transactions if stats else 0,
+        "orphans_removed": result.orphans_removed,
+    }
+    if as_json:
+        print(json.dumps(payload))
+        return
+    if not quiet:
+        if result.snapshot_rows:
+            console.print(
+                "snapshot: " + ", ".join(f"{n:,} {t}" for t, n in result.snapshot_rows.items())
+            )
+        console.print(
+            f"streamed {payload['rows']:,} changes in {payload['transactions']:,} transactions "
+            f"into {payload['files']:,} files; lake is complete up to {payload['position']}"
+        )
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Capture lag, what is in the lake, at a glance.
+
+    Example: `riverbed status`
+    """
+    from riverbed.observe.status import gather
+
+    report = gather(_project(config))
+    if as_json:
+        print(json.dumps(report))
+        return
+    cap = report["capture"]
+    console.print(f"source     {report['source']['dsn']} ({report['source']['state']})")
+    if cap["slot"] is None:
+        console.print("capture    not started (run `riverbed capture --once`)")
+    else:
+        lag = cap["lag_bytes"]
+        console.print(
+            f"capture    slot {cap['slot']} at {cap['position']}, lag "
+            f"{'-' if lag is None else _bytes(lag)}"
+            + (f" / {cap['lag_seconds']:.1f} s" if cap["lag_seconds"] is not None else "")
+            + f", {cap['files']:,} raw files, {cap['rows']:,} rows"
+        )
+    if report["lake"]:
+        table = Table("table", "raw files", "rows", "schema version", "last landed")
+        for name, info in report["lake"].items():
+            table.add_row(
+                name,
+                f"{info['files']:,}",
+                f"{info['rows']:,}",
+                str(info["schema_version"]),
+                info["landed_at"] or "-",
+            )
+        console.print(table)
+
+
 # --- demo ---------------------------------------------------------------------------------
 
 

@@ -105,6 +105,14 @@ class SourceConfig(Model):
         return value
 
 
+class CaptureConfig(Model):
+    # DMS convention: snapshot rows get _op 'I' only when asked; otherwise 'L' (full load)
+    include_op_for_full_load: bool = False
+    snapshot_workers: int = Field(2, ge=1, le=32)
+    heartbeat_seconds: float = Field(10.0, gt=0)  # idle this long: emit a WAL message, advance
+    status_interval_seconds: float = Field(5.0, gt=0)  # standby feedback / metrics cadence
+
+
 # --- lake, warehouse, state ---------------------------------------------------------------
 
 
@@ -342,6 +350,7 @@ class GovernanceConfig(Model):
 class RiverbedConfig(Model):
     version: Literal[1] = 1
     source: SourceConfig = SourceConfig()
+    capture: CaptureConfig = CaptureConfig()
     lake: LakeConfig = LakeConfig()
     warehouse: WarehouseConfig = WarehouseConfig()
     state: StateConfig = StateConfig()

@@ -1,0 +1,149 @@
+"""Buffering decoded row changes and turning them into Arrow tables for the lake.
+
+Every row in the lake carries the source columns plus the CDC columns:
+
+  _op               I insert, U update, D delete, T truncate (one row per truncated table),
+                    L snapshot (full load) row, or I for snapshot rows when
+                    capture.include_op_for_full_load is set (the DMS convention)
+  _commit_ts        commit time of the source transaction (UTC); the snapshot's time for L rows
+  _lsn              commit LSN of the transaction (the slot's consistent point for snapshot rows)
+  _seq              position of the change within its transaction (row number for snapshots)
+  _xid              source transaction id (null for snapshot rows)
+  _toast_unchanged  names of columns whose value the source did NOT send because an update left
+                    a TOASTed value untouched. Those columns are null in this row and must be
+                    read as "same as the previous version of this key", never as null. This is
+                    decided here, at capture, because only the decoder can tell an unchanged
+                    TOAST value ('u') from a real NULL ('n'); ``riverbed.lake.reader`` resolves
+                    the mark for every later stage.
+
+A primary-key change arrives as one Update carrying the old key; it is written as a D of the old
+key followed by an I of the new row (as Debezium does), so each key's history stays its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from riverbed.capture.pgoutput import UNCHANGED
+from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
+
+CDC_FIELDS = [
+    pa.field("_op", pa.string(), nullable=False),
+    pa.field("_commit_ts", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("_lsn", pa.int64(), nullable=False),
+    pa.field("_seq", pa.int64(), nullable=False),
+    pa.field("_xid", pa.int64()),
+    pa.field("_toast_unchanged", pa.list_(pa.string())),
+]
+CDC_NAMES = [f.name for f in CDC_FIELDS]
+HOUR_US = 3_600_000_000
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """One version of a captured table's columns."""
+
+    table: str  # lake table name (the source table name without schema)
+    version: int
+    columns: tuple[PgColumn, ...]
+    keys: tuple[int, ...]  # indexes of replica identity columns
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": c.name,
+                "type_oid": c.type_oid,
+                "type_modifier": c.type_modifier,
+                "type_name": c.type_name,
+                "key": i in self.keys,
+            }
+            for i, c in enumerate(self.columns)
+        ]
+
+    def same_columns(self, other: TableSchema) -> bool:
+        return self.describe() == other.describe()
+
+
+@dataclass
+class TxInfo:
+    commit_lsn: int
+    commit_ts_us: int
+    xid: int | None
+
+
+@dataclass
+class TableBuffer:
+    """Rows of one table in one schema version, in stream order."""
+
+    schema: TableSchema
+    rows: list[list[Any]] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    txs: list[int] = field(default_factory=list)  # index into the owning batch's tx list
+    unchanged: dict[int, list[str]] = field(default_factory=dict)
+
+    def add(self, op: str, values: list[Any], seq: int, tx: int) -> None:
+        index = len(self.rows)
+        if UNCHANGED in values:
+            names = []
+            for i, value in enumerate(values):
+                if value is UNCHANGED:
+                    names.append(self.schema.columns[i].name)
+                    values[i] = None
+            self.unchanged[index] = names
+        self.rows.append(values)
+        self.ops.append(op)
+        self.seqs.append(seq)
+        self.txs.append(tx)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_arrow(self, txs: list[TxInfo]) -> pa.Table:
+        """The buffered rows as an Arrow table: typed source columns, then the CDC columns."""
+        n = len(self.rows)
+        arrays: list[pa.Array] = []
+        fields: list[pa.Field] = []
+        columns = list(zip(*self.rows, strict=True)) if n else [() for _ in self.schema.columns]
+        for column, values in zip(self.schema.columns, columns, strict=True):
+            try:
+                array = to_arrow(column, list(values))
+            except UnrepresentableValue:
+                # e.g. numeric 'NaN' in a decimal column: keep the exact text rather than lose it
+                array = to_arrow(column, list(values), as_string=True)
+            arrays.append(array)
+            fields.append(pa.field(column.name, array.type))
+        tx_index = np.asarray(self.txs, dtype=np.int64)
+        commit_ts: Any = np.asarray([t.commit_ts_us for t in txs], dtype=np.int64)[tx_index] if n else []
+        lsns: Any = np.asarray([t.commit_lsn for t in txs], dtype=np.int64)[tx_index] if n else []
+        xids = [txs[i].xid for i in self.txs]
+        unchanged = [self.unchanged.get(i) for i in range(n)] if self.unchanged else [None] * n
+        cdc = [
+            pa.array(self.ops, pa.string()),
+            pa.array(commit_ts, pa.timestamp("us", tz="UTC")),
+            pa.array(lsns, pa.int64()),
+            pa.array(self.seqs, pa.int64()),
+            pa.array(xids, pa.int64()),
+            pa.array(unchanged, pa.list_(pa.string())),
+        ]
+        return pa.Table.from_arrays(arrays + cdc, schema=pa.schema(fields + CDC_FIELDS))
+
+
+def partitions(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """Split rows by commit hour: [("date=YYYY-MM-DD/hour=HH", rows)], in time order."""
+    if table.num_rows == 0:
+        return []
+    ts = table.column("_commit_ts").combine_chunks().cast(pa.int64()).to_numpy()
+    hours = ts // HOUR_US
+    result = []
+    for hour in np.unique(hours):
+        mask = hours == hour
+        rows = table if mask.all() else table.filter(pa.array(mask))
+        stamp = np.datetime64(int(hour) * 3600, "s").astype("datetime64[h]")
+        day, hh = str(stamp).split("T")
+        result.append((f"date={day}/hour={hh}", rows))
+    return result

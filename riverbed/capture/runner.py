@@ -1,0 +1,293 @@
+"""`riverbed capture`: set up the slot and publication, snapshot once, then stream.
+
+Recovery rules, decided here:
+
+* slot exists and the manifest has a position: resume streaming (the normal restart);
+* slot exists but the snapshot never completed (killed mid-copy): the exported snapshot died
+  with the process, so a consistent copy is impossible; the slot and every file captured
+  through it are dropped and the snapshot starts over;
+* the manifest has a position but the slot is gone (dropped by someone): changes since that
+  position are unrecoverable from the source; refuse, and say how to start over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+
+from riverbed.capture.changes import TableSchema
+from riverbed.capture.pgoutput import format_lsn, parse_lsn
+from riverbed.capture.pgtypes import PgColumn
+from riverbed.capture.slot import (
+    CaptureSetupError,
+    check_source,
+    drop_slot,
+    ensure_publication,
+    primary_keys,
+    slot_state,
+)
+from riverbed.capture.snapshot import SESSION_SETTINGS, SnapshotPoint, TableCopy, copy_tables
+from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamStats
+from riverbed.config.loader import Project
+from riverbed.errors import RiverbedError
+from riverbed.lake.manifest import Manifest, SchemaVersion
+from riverbed.lake.storage import LakeStorage, open_storage
+from riverbed.source.connection import Source, source_for
+
+
+@dataclass
+class CaptureResult:
+    snapshot_rows: dict[str, int] = field(default_factory=dict)
+    stream: StreamStats | None = None
+    resumed_from: int | None = None
+    orphans_removed: int = 0
+
+
+def open_manifest(project: Project) -> Manifest:
+    state = project.config.state
+    if state.engine != "sqlite":
+        raise RiverbedError("state.engine postgres is not supported yet; use state.engine: sqlite")
+    return Manifest(project.path(state.path))
+
+
+def captured_tables(project: Project, conn: Any) -> list[str]:
+    """The tables in config, or every table of the source schema when config lists none."""
+    if project.config.tables:
+        return list(project.config.tables)
+    schema = project.config.source.schema_name
+    return [
+        r[0]
+        for r in conn.execute(
+            "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = %s and c.relkind in ('r', 'p') order by 1",
+            (schema,),
+        )
+    ]
+
+
+class _Lock:
+    """One capture per slot and project: a lock file held for the process's lifetime."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise RiverbedError(
+                f"another `riverbed capture` (pid {holder}) is running for this project; "
+                "stop it first (Ctrl-C or SIGTERM)"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+
+    def release(self) -> None:
+        self.handle.close()
+
+
+def run_capture(
+    project: Project,
+    *,
+    follow: bool,
+    should_stop: Callable[[], bool] = lambda: False,
+    say: Callable[[str], None] = lambda _: None,
+    resnapshot: bool = False,
+) -> CaptureResult:
+    cfg = project.config
+    source = source_for(project)
+    slot, publication, schema = cfg.source.slot, cfg.source.publication, cfg.source.schema_name
+    storage = open_storage(cfg.lake, project.root)
+    lock = _Lock(project.home / f"capture-{slot}.lock")
+    manifest = open_manifest(project)
+    result = CaptureResult()
+    try:
+        with source.connect(autocommit=True) as conn:
+            tables = captured_tables(project, conn)
+            if not tables:
+                raise CaptureSetupError(f"schema {schema} has no tables to capture")
+            check_source(conn, schema, tables)
+            added = ensure_publication(conn, publication, schema, tables)
+            state = slot_state(conn, slot)
+            if state.active_pid:
+                raise CaptureSetupError(
+                    f"replication slot {slot!r} is in use by server process {state.active_pid}; "
+                    "is another capture running against this source?"
+                )
+            position = manifest.position(slot)
+            if resnapshot or (state.exists and position is None):
+                if state.exists:
+                    say(f"dropping slot {slot} to start a fresh snapshot")
+                    drop_slot(conn, slot)
+                removed = manifest.forget_slot(slot)
+                for path in removed:
+                    storage.delete(path)
+                state = slot_state(conn, slot)
+                position = None
+            elif not state.exists and position is not None:
+                raise CaptureSetupError(
+                    f"replication slot {slot!r} no longer exists, but the lake holds changes up to "
+                    f"{format_lsn(position)} captured through it; changes since then cannot be "
+                    "recovered from the source. Start over with `riverbed capture --once --resnapshot`"
+                )
+            target_row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
+            assert target_row is not None
+            target = parse_lsn(target_row[0])
+            if added and state.exists:
+                say(f"added to publication {publication}: {', '.join(added)} (changes from now on)")
+
+        result.orphans_removed = _remove_orphans(storage, manifest, tables)
+        if not state.exists:
+            result.snapshot_rows = _snapshot(project, source, manifest, storage, tables, say)
+        else:
+            result.resumed_from = position
+            say(f"resuming slot {slot} at {format_lsn(position or 0)}")
+
+        schemas = _current_schemas(manifest, tables)
+        heartbeat_conn = source.connect(autocommit=True)
+        stream = ChangeStream(
+            dsn=source.conninfo(options=SESSION_SETTINGS),
+            slot=slot,
+            publication=publication,
+            storage=storage,
+            manifest=manifest,
+            schemas=schemas,
+            primary_keys=lambda relid: primary_keys(heartbeat_conn, relid),
+            heartbeat=lambda: heartbeat_conn.execute(
+                "select pg_logical_emit_message(false, %s, 'heartbeat')", (HEARTBEAT_PREFIX,)
+            ),
+            server_lsn=lambda: parse_lsn(
+                heartbeat_conn.execute("select pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
+            ),
+            max_rows=cfg.lake.max_rows,
+            max_seconds=cfg.lake.max_seconds,
+            status_interval=cfg.capture.status_interval_seconds,
+            heartbeat_seconds=cfg.capture.heartbeat_seconds,
+            on_flush=lambda stats: _record(manifest, stats, heartbeat_conn, slot),
+        )
+        try:
+            result.stream = stream.run(should_stop, until_lsn=None if follow else target)
+            _record(manifest, result.stream, heartbeat_conn, slot)
+        finally:
+            stream.close()
+            heartbeat_conn.close()
+    except psycopg2.OperationalError as exc:
+        raise RiverbedError(
+            f"lost the replication connection to {source.display}: {str(exc).strip()}"
+        ) from exc
+    finally:
+        manifest.close()
+        lock.release()
+    return result
+
+
+def _snapshot(
+    project: Project,
+    source: Source,
+    manifest: Manifest,
+    storage: LakeStorage,
+    tables: list[str],
+    say: Callable[[str], None],
+) -> dict[str, int]:
+    cfg = project.config
+    slot = cfg.source.slot
+    op = "I" if cfg.capture.include_op_for_full_load else "L"
+    repl = psycopg2.connect(
+        source.conninfo(options=SESSION_SETTINGS),
+        connection_factory=psycopg2.extras.LogicalReplicationConnection,
+    )
+    try:
+        cursor = repl.cursor()
+        # the classic syntax, understood by PostgreSQL 10 and later
+        cursor.execute(f'CREATE_REPLICATION_SLOT "{slot}" LOGICAL pgoutput EXPORT_SNAPSHOT')
+        row = cursor.fetchone()
+        point = SnapshotPoint(
+            name=row[2], lsn=parse_lsn(row[1]), ts_us=int(time.time() * 1_000_000)
+        )
+        say(f"created slot {slot} at {row[1]}; copying {len(tables)} tables from its snapshot")
+
+        def done(copy: TableCopy) -> None:
+            schema = SchemaVersion(
+                copy.table, copy.schema.version, copy.schema.describe(), point.lsn
+            )
+            manifest.commit_capture(
+                slot, copy.files, None, [schema], [(copy.table, point.lsn, copy.rows)]
+            )
+            say(f"snapshot of {copy.table}: {copy.rows:,} rows in {len(copy.files)} files")
+
+        copies = copy_tables(
+            source,
+            point,
+            cfg.source.schema_name,
+            tables,
+            storage,
+            workers=cfg.capture.snapshot_workers,
+            op=op,
+            on_table_done=done,
+        )
+        # every table is in: the stream takes over exactly at the consistent point
+        manifest.commit_capture(slot, [], point.lsn)
+    finally:
+        repl.close()
+    return {c.table: c.rows for c in copies}
+
+
+def _current_schemas(manifest: Manifest, tables: list[str]) -> dict[str, TableSchema]:
+    schemas = {}
+    for table in manifest.tables("raw") + tables:
+        versions = manifest.schema_versions(table)
+        if versions:
+            latest = versions[-1]
+            columns = tuple(
+                PgColumn(c["name"], c["type_oid"], c["type_modifier"], c["type_name"])
+                for c in latest.columns
+            )
+            keys = tuple(i for i, c in enumerate(latest.columns) if c["key"])
+            schemas[table] = TableSchema(table, latest.version, columns, keys)
+    return schemas
+
+
+def _remove_orphans(storage: LakeStorage, manifest: Manifest, tables: list[str]) -> int:
+    """Delete raw files a crash left behind before their manifest commit (nobody reads them)."""
+    visible = {f.path for f in manifest.files("raw")}
+    removed = 0
+    for table in set(tables) | set(manifest.tables("raw")):
+        for path in storage.list(f"raw/{table}/"):
+            if path not in visible:
+                storage.delete(path)
+                removed += 1
+    return removed
+
+
+def _record(manifest: Manifest, stats: StreamStats, conn: Any, slot: str) -> None:
+    try:
+        current = parse_lsn(conn.execute("select pg_current_wal_lsn()::text").fetchone()[0])
+    except Exception:  # metrics must never stop capture
+        current = stats.server_wal_end
+    lag_seconds = 0.0
+    if stats.last_commit_ts_us is not None and current > stats.position:
+        lag_seconds = max(0.0, time.time() - stats.last_commit_ts_us / 1e6)
+    manifest.record_metrics(
+        {
+            "capture_lag_bytes": max(0, current - stats.position),
+            "capture_lag_seconds": lag_seconds,
+            "capture_rows_total": stats.rows,
+            "capture_files_total": stats.files,
+            "capture_bytes_total": stats.bytes,
+            "capture_transactions_total": stats.transactions,
+            "capture_position": stats.position,
+        },
+        {"slot": slot},
+    )

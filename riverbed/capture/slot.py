@@ -1,0 +1,119 @@
+"""The publication and replication slot Riverbed creates and owns on the source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from riverbed.capture.pgoutput import parse_lsn
+from riverbed.errors import RiverbedError
+
+
+class CaptureSetupError(RiverbedError):
+    """The source is not ready for capture (tables missing, wal_level, slot in use)."""
+
+
+@dataclass(frozen=True)
+class SlotState:
+    exists: bool
+    active_pid: int | None
+    confirmed_lsn: int | None
+    plugin: str | None
+
+
+def check_source(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> None:
+    """Fail early, naming the fix, when the source cannot be captured from."""
+    row = conn.execute("show wal_level").fetchone()
+    if row is None or row[0] != "logical":
+        raise CaptureSetupError(
+            f"the source has wal_level={row[0] if row else '?'}; capture needs wal_level=logical "
+            "(set it in postgresql.conf and restart the server; `riverbed source up` does this "
+            "for the embedded one)"
+        )
+    present = {
+        r[0]
+        for r in conn.execute(
+            "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = %s and c.relkind in ('r', 'p')",
+            (schema,),
+        )
+    }
+    missing = [t for t in tables if t not in present]
+    if missing:
+        raise CaptureSetupError(
+            f"tables.{missing[0]}: {schema}.{missing[0]} does not exist in the source; create it "
+            "(for the demo: `riverbed shop seed`) or remove it from riverbed.yaml"
+            + (f" ({len(missing) - 1} more missing)" if len(missing) > 1 else "")
+        )
+
+
+def ensure_publication(
+    conn: psycopg.Connection[Any], publication: str, schema: str, tables: list[str]
+) -> list[str]:
+    """Create the publication, or set its tables to exactly ``tables``. Returns tables added."""
+    wanted = sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)
+    exists = conn.execute(
+        "select 1 from pg_publication where pubname = %s", (publication,)
+    ).fetchone()
+    if not exists:
+        conn.execute(
+            sql.SQL("create publication {} for table {}").format(
+                sql.Identifier(publication), wanted
+            )
+        )
+        return list(tables)
+    current = {
+        r[0]
+        for r in conn.execute(
+            "select tablename from pg_publication_tables where pubname = %s and schemaname = %s",
+            (publication, schema),
+        )
+    }
+    if current != set(tables):
+        conn.execute(
+            sql.SQL("alter publication {} set table {}").format(sql.Identifier(publication), wanted)
+        )
+    return [t for t in tables if t not in current]
+
+
+def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState:
+    row = conn.execute(
+        "select active_pid, confirmed_flush_lsn::text, plugin, database = current_database()"
+        " from pg_replication_slots where slot_name = %s",
+        (slot,),
+    ).fetchone()
+    if row is None:
+        return SlotState(False, None, None, None)
+    if not row[3]:
+        raise CaptureSetupError(
+            f"replication slot {slot!r} belongs to another database; set source.slot to another name"
+        )
+    if row[2] != "pgoutput":
+        raise CaptureSetupError(
+            f"replication slot {slot!r} uses plugin {row[2]}, not pgoutput; drop it or set "
+            "source.slot to another name"
+        )
+    return SlotState(True, row[0], parse_lsn(row[1]) if row[1] else None, row[2])
+
+
+def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:
+    conn.execute(
+        "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = %s",
+        (slot,),
+    )
+
+
+def primary_keys(conn: psycopg.Connection[Any], relid: int) -> list[str]:
+    """Primary key column names of a table (empty when it has none)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "select a.attname from pg_index i join pg_attribute a"
+            " on a.attrelid = i.indrelid and a.attnum = any(i.indkey)"
+            " where i.indrelid = %s and i.indisprimary order by a.attnum",
+            (relid,),
+        )
+    ]

@@ -1,0 +1,225 @@
+"""The initial snapshot: every captured table copied from the snapshot the slot exported.
+
+When the slot is created it exports a snapshot that sees exactly the transactions committed
+before the slot's consistent point; the stream then delivers exactly the transactions committed
+after it. Each copy worker imports that snapshot (SET TRANSACTION SNAPSHOT) in its own REPEATABLE
+READ transaction, so snapshot and stream meet with nothing lost and nothing doubled, even while
+the source keeps writing. Tables are copied in parallel; each streams COPY's CSV through Arrow's
+incremental CSV reader into Parquet in bounded memory.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from psycopg import sql
+
+from riverbed.capture.changes import CDC_FIELDS, TableSchema
+from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
+from riverbed.lake.manifest import LakeFile
+from riverbed.lake.parquet import COMPRESSION, ROW_GROUP_ROWS, CountingSink
+from riverbed.lake.storage import LakeStorage
+from riverbed.source.connection import Source
+
+FIRST_USER_OID = 16384  # types below this are built in; pgoutput names only user types
+ROWS_PER_FILE = 1_000_000
+SESSION_SETTINGS = (
+    "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
+)
+
+
+@dataclass(frozen=True)
+class SnapshotPoint:
+    name: str  # the exported snapshot's name
+    lsn: int  # the slot's consistent point
+    ts_us: int  # when it was taken (Unix microseconds), the _commit_ts of snapshot rows
+
+
+@dataclass(frozen=True)
+class TableCopy:
+    table: str
+    rows: int
+    files: list[LakeFile]
+    schema: TableSchema
+
+
+def table_schema(conn: Any, schema: str, table: str, version: int = 1) -> TableSchema:
+    """The table's columns as the stream's Relation message will describe them."""
+    rows = conn.execute(
+        "select a.attname, a.atttypid, a.atttypmod, tn.nspname || '.' || t.typname,"
+        " coalesce(a.attnum = any(i.indkey), false)"
+        " from pg_attribute a join pg_type t on t.oid = a.atttypid"
+        " join pg_namespace tn on tn.oid = t.typnamespace"
+        " left join pg_index i on i.indrelid = a.attrelid and i.indisprimary"
+        " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
+        " order by a.attnum",
+        (f"{schema}.{table}",),
+    ).fetchall()
+    columns = tuple(
+        PgColumn(r[0], r[1], r[2], r[3] if r[1] >= FIRST_USER_OID else None) for r in rows
+    )
+    keys = tuple(i for i, r in enumerate(rows) if r[4])
+    return TableSchema(table, version, columns, keys)
+
+
+def copy_tables(
+    source: Source,
+    point: SnapshotPoint,
+    schema: str,
+    tables: list[str],
+    storage: LakeStorage,
+    *,
+    workers: int,
+    op: str,
+    on_table_done: Callable[[TableCopy], None],
+) -> list[TableCopy]:
+    """Copy ``tables`` in parallel from ``point``; ``on_table_done`` commits each to the manifest."""
+
+    def one(table: str) -> TableCopy:
+        result = copy_table(source, point, schema, table, storage, op=op)
+        on_table_done(result)
+        return result
+
+    # the biggest tables first, so the parallel copy finishes as early as it can
+    with source.connect(autocommit=True) as conn:
+        sizes = {
+            t: conn.execute("select pg_relation_size(%s::regclass)", (f"{schema}.{t}",)).fetchone()[
+                0
+            ]  # type: ignore[index]
+            for t in tables
+        }
+    ordered = sorted(tables, key=lambda t: -sizes[t])
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot") as pool:
+        return list(pool.map(one, ordered))
+
+
+def copy_table(
+    source: Source, point: SnapshotPoint, schema: str, table: str, storage: LakeStorage, *, op: str
+) -> TableCopy:
+    with source.connect(options=SESSION_SETTINGS) as conn:
+        conn.execute("begin isolation level repeatable read read only")
+        conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(point.name)))
+        layout = table_schema(conn, schema, table)
+        names = [c.name for c in layout.columns]
+        query = sql.SQL("copy (select {} from {}) to stdout with (format csv)").format(
+            sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(schema, table)
+        )
+        with conn.cursor().copy(query) as copy:
+            reader = pacsv.open_csv(
+                _CopyReader(copy),
+                read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names},
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                    null_values=[""],
+                ),
+            )
+            files = _write_files(storage, layout, point, op, reader)
+        conn.rollback()
+    total = sum(f.rows for f in files)
+    return TableCopy(table, total, files, layout)
+
+
+def _write_files(
+    storage: LakeStorage, layout: TableSchema, point: SnapshotPoint, op: str, reader: Any
+) -> list[LakeFile]:
+    """Write the table's rows into files of up to ROWS_PER_FILE rows each."""
+    stamp = np.datetime64(point.ts_us // 3_600_000_000 * 3600, "s").astype("datetime64[h]")
+    day, hour = str(stamp).split("T")
+    files: list[LakeFile] = []
+    seq = 0
+    batch = _next(reader)
+    while batch is not None:
+        path = f"raw/{layout.table}/date={day}/hour={hour}/snapshot_{point.lsn:016X}_{len(files):04d}.parquet"
+        rows = 0
+        with storage.open_atomic(path) as sink:
+            counter = CountingSink(sink)
+            typed = _typed(batch, layout, point, op, seq)
+            with pq.ParquetWriter(counter, typed.schema, compression=COMPRESSION) as writer:
+                while True:
+                    writer.write_table(typed, row_group_size=ROW_GROUP_ROWS)
+                    rows += typed.num_rows
+                    seq += typed.num_rows
+                    batch = _next(reader)
+                    if batch is None or rows >= ROWS_PER_FILE:
+                        break
+                    typed = _typed(batch, layout, point, op, seq)
+                    if typed.schema != writer.schema:  # a value forced a column to text
+                        break
+        files.append(
+            LakeFile(
+                path,
+                "raw",
+                layout.table,
+                rows,
+                counter.written,
+                point.lsn,
+                point.lsn,
+                layout.version,
+                True,
+            )
+        )
+    return files
+
+
+def _next(reader: Any) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+
+
+def _typed(
+    batch: pa.RecordBatch, layout: TableSchema, point: SnapshotPoint, op: str, first_seq: int
+) -> pa.Table:
+    arrays = []
+    fields = []
+    for column, strings in zip(layout.columns, batch.columns, strict=True):
+        try:
+            array = to_arrow(column, strings)
+        except UnrepresentableValue:
+            array = to_arrow(column, strings, as_string=True)
+        arrays.append(array)
+        fields.append(pa.field(column.name, array.type))
+    n = batch.num_rows
+    cdc = [
+        pa.array([op] * n, pa.string()),
+        pa.array(np.full(n, point.ts_us, dtype=np.int64), pa.timestamp("us", tz="UTC")),
+        pa.array(np.full(n, point.lsn, dtype=np.int64), pa.int64()),
+        pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64), pa.int64()),
+        pa.nulls(n, pa.int64()),
+        pa.nulls(n, pa.list_(pa.string())),
+    ]
+    return pa.Table.from_arrays(arrays + cdc, schema=pa.schema(fields + CDC_FIELDS))
+
+
+class _CopyReader(io.RawIOBase):
+    """COPY TO STDOUT as a readable binary stream (what Arrow's CSV reader pulls from)."""
+
+    def __init__(self, copy: Any):
+        self._copy = copy
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            chunk = self._copy.read()
+            if not chunk:
+                return 0
+            self._buffer = bytes(chunk)
+        n = min(len(target), len(self._buffer))
+        target[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n

@@ -1,0 +1,375 @@
+"""Streaming changes from the slot and landing them in the lake, exactly once.
+
+The loop reads pgoutput messages (psycopg2's LogicalReplicationConnection speaks the streaming
+replication protocol and answers the server's keepalives), decodes them, and buffers whole
+transactions. A flush happens at a transaction boundary when ``lake.max_rows`` rows or
+``lake.max_seconds`` of commits are buffered: the rows are written as Parquet files, then ONE
+manifest transaction makes the files visible and records the end LSN of the last transaction
+in them, and only then is that LSN confirmed to the slot. A crash anywhere in between leaves
+the manifest as the truth; on restart transactions whose end LSN the manifest already has are
+skipped, so nothing is doubled, and the slot never confirmed anything the lake lacks, so nothing
+is lost.
+
+A transaction larger than ``max_rows`` is spilled to files as it streams in (bounded memory);
+those files are named after the transaction's commit LSN (known from its Begin message) and
+become visible together with the rest of the flush after its Commit.
+
+When the captured tables are idle the loop still confirms the server's WAL end (nothing is
+pending, so everything before it is in the lake or was not ours), and after
+``capture.heartbeat_seconds`` of silence it emits a logical message so that the slot advances
+even when other databases on the server are the busy ones. The slot never pins WAL without bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from riverbed.capture import pgoutput
+from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
+from riverbed.capture.pgtypes import PgColumn
+from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
+from riverbed.lake.parquet import write_table
+from riverbed.lake.storage import LakeStorage
+
+HEARTBEAT_PREFIX = "riverbed"
+
+
+@dataclass
+class StreamStats:
+    transactions: int = 0
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0
+    skipped_transactions: int = 0
+    flushes: int = 0
+    last_commit_ts_us: int | None = None
+    position: int = 0
+    server_wal_end: int = 0
+    rows_by_table: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    """Complete (and at most one open) transactions not yet in the lake."""
+
+    txs: list[TxInfo] = field(default_factory=list)
+    buffers: dict[tuple[str, int], TableBuffer] = field(default_factory=dict)
+    spilled: list[LakeFile] = field(default_factory=list)
+    rows: int = 0
+    first_commit_at: float | None = None  # monotonic time of the first complete transaction
+    end_lsn: int | None = None  # end LSN of the last complete transaction
+    part: int = 0
+
+    def empty(self) -> bool:
+        return not self.rows and not self.spilled
+
+
+class ChangeStream:
+    """Decodes one replication stream into the lake. Not thread-safe; one per slot."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        slot: str,
+        publication: str,
+        storage: LakeStorage,
+        manifest: Manifest,
+        schemas: dict[str, TableSchema],
+        primary_keys: Callable[[int], list[str]],
+        heartbeat: Callable[[], object],
+        server_lsn: Callable[[], int],
+        max_rows: int,
+        max_seconds: float,
+        status_interval: float,
+        heartbeat_seconds: float,
+        on_flush: Callable[[StreamStats], None] | None = None,
+    ):
+        self.slot = slot
+        self.storage = storage
+        self.manifest = manifest
+        self.schemas = dict(schemas)  # lake table -> current schema version
+        self.primary_keys = primary_keys
+        self.heartbeat = heartbeat
+        self.server_lsn = server_lsn
+        self.max_rows = max_rows
+        self.max_seconds = max_seconds
+        self.status_interval = status_interval
+        self.heartbeat_seconds = heartbeat_seconds
+        self.on_flush = on_flush
+        self.position = manifest.position(slot) or 0
+        self.stats = StreamStats(position=self.position)
+        self.relations: dict[int, tuple[pgoutput.Relation, TableSchema]] = {}
+        self.type_names: dict[int, str] = {}
+        self.pending_schemas: list[SchemaVersion] = []
+        self.batch = _Batch()
+        self.tx: TxInfo | None = None
+        self.tx_end: int = 0
+        self.seq = 0
+        self.skipping = False
+        self.conn = psycopg2.connect(
+            dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection
+        )
+        self.cursor = self.conn.cursor()
+        self.publication = publication
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self, should_stop: Callable[[], bool], until_lsn: int | None = None) -> StreamStats:
+        """Stream until ``should_stop()``; with ``until_lsn``, stop once everything committed
+        before it is in the lake (what ``capture --once`` does)."""
+        self.cursor.start_replication(
+            slot_name=self.slot,
+            decode=False,
+            start_lsn=0,  # resume at the slot's confirmed position
+            options={
+                "proto_version": "1",
+                "publication_names": self.publication,
+                "messages": "true",
+            },
+            status_interval=self.status_interval,
+        )
+        last_message = time.monotonic()
+        last_feedback = 0.0
+        cursor = self.cursor
+        handle = self._handle
+        while True:
+            message = cursor.read_message()
+            if message is not None:
+                handle(message.payload, message.data_start)
+                last_message = time.monotonic()
+                continue
+            # drained: everything the server sent so far has been handled
+            now = time.monotonic()
+            if self.tx is None:
+                if not self.batch.empty() and self._due(now):
+                    self.flush()
+                if self.batch.empty():
+                    self._advance_idle(now - last_feedback >= self.status_interval)
+                    if now - last_feedback >= self.status_interval:
+                        last_feedback = now
+                if until_lsn is not None and self.batch.empty() and self.position >= until_lsn:
+                    break
+            if should_stop():
+                break
+            if now - last_message >= self.heartbeat_seconds or (
+                until_lsn is not None and self.tx is None
+            ):
+                if now - last_message >= self.heartbeat_seconds:
+                    self.heartbeat()
+                    last_message = now
+                # ask for a keepalive now so wal_end is fresh (psycopg2 replies to the server's)
+                cursor.send_feedback(reply=True)
+            select.select([cursor], [], [], 0.2 if until_lsn is not None else 1.0)
+        if self.tx is None and not self.batch.empty():
+            self.flush()
+        self.close()
+        return self.stats
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg2.Error):
+            self.conn.close()
+
+    def _due(self, now: float) -> bool:
+        started = self.batch.first_commit_at
+        return (
+            self.batch.rows >= self.max_rows
+            or bool(self.batch.spilled)  # a big transaction just committed: publish it now
+            or (started is not None and now - started >= self.max_seconds)
+        )
+
+    def _advance_idle(self, announce: bool) -> None:
+        """Nothing pending: the server's WAL end is safe to confirm (and record)."""
+        wal_end = self.cursor.wal_end
+        self.stats.server_wal_end = max(self.stats.server_wal_end, wal_end)
+        if wal_end > self.position:
+            self.manifest.commit_capture(self.slot, [], wal_end)
+            self.position = wal_end
+            self.stats.position = wal_end
+            announce = True
+        if announce:
+            self.cursor.send_feedback(
+                write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position
+            )
+
+    # --- messages -------------------------------------------------------------------------
+
+    def _handle(self, buf: bytes, data_start: int) -> None:
+        kind = buf[0]
+        if kind == 73:  # I
+            if self.skipping:
+                return
+            relid, values = pgoutput.parse_insert(buf)
+            self._row(relid, "I", values)
+        elif kind == 85:  # U
+            if self.skipping:
+                return
+            relid, old_kind, old, new = pgoutput.parse_update(buf)
+            self._update(relid, old_kind, old, new)
+        elif kind == 68:  # D
+            if self.skipping:
+                return
+            relid, _, old = pgoutput.parse_delete(buf)
+            self._row(relid, "D", old)
+        elif kind == 66:  # B
+            begin = pgoutput.parse_begin(buf)
+            self.tx = TxInfo(begin.final_lsn, begin.commit_ts_us, begin.xid)
+            self.seq = 0
+            # the slot can resend what the manifest already has (feedback lost in a crash)
+            self.skipping = begin.final_lsn < self.position
+        elif kind == 67:  # C
+            commit = pgoutput.parse_commit(buf)
+            self._commit(commit)
+        elif kind == 82:  # R
+            self._relation(pgoutput.parse_relation(buf))
+        elif kind == 89:  # Y
+            info = pgoutput.parse_type(buf)
+            self.type_names[info.oid] = f"{info.namespace}.{info.name}"
+        elif kind == 84:  # T
+            if self.skipping:
+                return
+            truncate = pgoutput.parse_truncate(buf)
+            for relid in truncate.relids:
+                relation, _ = self.relations[relid]
+                self._row(relid, "T", [None] * len(relation.columns))
+        elif kind == 77:  # M
+            pgoutput.parse_message(buf)  # heartbeats and foreign messages carry no rows
+        elif kind == 79:  # O
+            pgoutput.parse_origin(buf)
+        else:
+            raise pgoutput.ProtocolError(f"unknown pgoutput message {chr(kind)!r}")
+
+    def _relation(self, relation: pgoutput.Relation) -> None:
+        table = relation.name
+        keys = set(self.primary_keys(relation.relid)) or {
+            c.name for c in relation.columns if c.is_key
+        }
+        columns = tuple(
+            PgColumn(c.name, c.type_oid, c.type_modifier, self.type_names.get(c.type_oid))
+            for c in relation.columns
+        )
+        current = self.schemas.get(table)
+        candidate = TableSchema(
+            table,
+            current.version if current else 1,
+            columns,
+            tuple(i for i, c in enumerate(columns) if c.name in keys),
+        )
+        if current is None or not candidate.same_columns(current):
+            if current is not None:
+                candidate = TableSchema(
+                    table, current.version + 1, candidate.columns, candidate.keys
+                )
+            self.schemas[table] = candidate
+            first = self.tx.commit_lsn if self.tx else self.position
+            self.pending_schemas.append(
+                SchemaVersion(table, candidate.version, candidate.describe(), first)
+            )
+        self.relations[relation.relid] = (relation, self.schemas[table])
+
+    def _row(self, relid: int, op: str, values: list[Any]) -> None:
+        _, schema = self.relations[relid]
+        key = (schema.table, schema.version)
+        buffer = self.batch.buffers.get(key)
+        if buffer is None:
+            buffer = self.batch.buffers[key] = TableBuffer(schema)
+        assert self.tx is not None
+        buffer.add(op, values, self.seq, len(self.batch.txs))
+        self.seq += 1
+        self.batch.rows += 1
+        if self.batch.rows >= self.max_rows:
+            self._spill()  # only reached inside a transaction that outgrew the buffer
+
+    def _update(
+        self, relid: int, old_kind: str | None, old: list[Any] | None, new: list[Any]
+    ) -> None:
+        if old is None:
+            self._row(relid, "U", new)
+            return
+        _, schema = self.relations[relid]
+        if old_kind == "O":
+            # REPLICA IDENTITY FULL: the old row is complete, so unchanged TOAST values are known
+            for i, value in enumerate(new):
+                if value is pgoutput.UNCHANGED and old[i] is not pgoutput.UNCHANGED:
+                    new[i] = old[i]
+            if all(old[i] == new[i] for i in schema.keys):
+                self._row(relid, "U", new)
+                return
+        # the key changed: the old key ends, the new key begins
+        self._row(relid, "D", old)
+        self._row(relid, "I", new)
+
+    def _commit(self, commit: pgoutput.Commit) -> None:
+        tx = self.tx
+        self.tx = None
+        if self.skipping:
+            self.skipping = False
+            self.stats.skipped_transactions += 1
+            return
+        assert tx is not None
+        if self.seq:  # transactions without rows of ours (e.g. only other tables) leave nothing
+            self.batch.txs.append(tx)
+            self.stats.transactions += 1
+            self.stats.last_commit_ts_us = tx.commit_ts_us
+            if self.batch.first_commit_at is None:
+                self.batch.first_commit_at = time.monotonic()
+        self.batch.end_lsn = commit.end_lsn
+        if self._due(time.monotonic()):
+            self.flush()
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _spill(self) -> None:
+        """Write what is buffered, invisible until the open transaction commits."""
+        self.batch.spilled.extend(self._write(self.batch, open_tx=self.tx))
+        self.batch.buffers.clear()
+        self.batch.rows = 0
+        # txs stay: later rows of the open transaction still index it
+
+    def flush(self) -> None:
+        """Write the batch, make it visible with its end position, then confirm that position."""
+        batch = self.batch
+        files = batch.spilled + self._write(batch, open_tx=None)
+        position = batch.end_lsn if batch.end_lsn is not None else self.position
+        self.manifest.commit_capture(self.slot, files, position, self.pending_schemas)
+        self.pending_schemas = []
+        self.position = max(self.position, position)
+        self.cursor.send_feedback(
+            write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position
+        )
+        self.stats.rows += sum(f.rows for f in files if not f.full_load)
+        self.stats.files += len(files)
+        self.stats.bytes += sum(f.bytes for f in files)
+        self.stats.flushes += 1
+        self.stats.position = self.position
+        for f in files:
+            self.stats.rows_by_table[f.table] = self.stats.rows_by_table.get(f.table, 0) + f.rows
+        self.batch = _Batch()
+        if self.on_flush:
+            self.on_flush(self.stats)
+
+    def _write(self, batch: _Batch, open_tx: TxInfo | None) -> list[LakeFile]:
+        txs = batch.txs + ([open_tx] if open_tx is not None else [])
+        files = []
+        for (table, version), buffer in batch.buffers.items():
+            if not len(buffer):
+                continue
+            arrow = buffer.to_arrow(txs)
+            for partition, rows in partitions(arrow):
+                lsns = rows.column("_lsn").to_numpy()
+                low, high = int(lsns.min()), int(lsns.max())
+                name = f"{low:016X}_{high:016X}_v{version}_{batch.part:04d}.parquet"
+                batch.part += 1
+                path = f"raw/{table}/{partition}/{name}"
+                size = write_table(self.storage, path, rows)
+                files.append(LakeFile(path, "raw", table, rows.num_rows, size, low, high, version))
+        return files

@@ -1,0 +1,273 @@
+"""The manifest: which lake files exist for the stages that follow, and how far capture got.
+
+A file in the lake is invisible until its manifest row is committed. Capture commits the rows
+of every file of a flush together with the new source position in ONE SQLite transaction, and
+only then confirms that position to the replication slot. So after a crash at any point:
+
+* files written but not yet in the manifest are orphans nobody reads (their names are derived
+  from the LSNs they hold, so the re-streamed transactions overwrite them with the same bytes);
+* the manifest position says exactly which transactions are in the lake; the slot may be
+  behind it (feedback lost), never ahead, and capture skips what the manifest already has.
+
+The store is SQLite in WAL mode with synchronous=FULL: a commit is durable when it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+create table if not exists lake_files (
+  path           text primary key,
+  stage          text not null,
+  table_name     text not null,
+  rows           integer not null,
+  bytes          integer not null,
+  min_lsn        integer not null,
+  max_lsn        integer not null,
+  schema_version integer not null,
+  full_load      integer not null default 0,
+  slot           text,
+  created_at     real not null
+);
+create index if not exists lake_files_by_table on lake_files (stage, table_name, max_lsn);
+create table if not exists capture_position (
+  slot        text primary key,
+  lsn         integer not null,
+  updated_at  real not null
+);
+create table if not exists capture_snapshot (
+  slot            text not null,
+  table_name      text not null,
+  consistent_lsn  integer not null,
+  rows            integer not null,
+  done_at         real not null,
+  primary key (slot, table_name)
+);
+create table if not exists table_schemas (
+  table_name  text not null,
+  version     integer not null,
+  columns     text not null,
+  first_lsn   integer not null,
+  created_at  real not null,
+  primary key (table_name, version)
+);
+create table if not exists metrics (
+  name    text not null,
+  labels  text not null,
+  value   real not null,
+  ts      real not null
+);
+create index if not exists metrics_by_name on metrics (name, ts);
+"""
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    """One visible file of the lake and what it holds."""
+
+    path: str
+    stage: str  # raw | staged | quarantine
+    table: str
+    rows: int
+    bytes: int
+    min_lsn: int
+    max_lsn: int
+    schema_version: int
+    full_load: bool = False
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    table: str
+    version: int
+    columns: list[dict[str, Any]]  # [{name, type_oid, type_modifier, type_name, key}]
+    first_lsn: int
+
+
+class Manifest:
+    """The lake manifest and capture positions, in the state store (SQLite)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("pragma journal_mode = wal")
+        self._db.execute("pragma synchronous = full")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("begin immediate")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        self._db.execute("commit")
+
+    # --- capture ----------------------------------------------------------------------------
+
+    def commit_capture(
+        self,
+        slot: str,
+        files: Iterable[LakeFile],
+        position: int | None,
+        schemas: Iterable[SchemaVersion] = (),
+        snapshot_done: Iterable[tuple[str, int, int]] = (),
+    ) -> None:
+        """Make ``files`` visible and move the slot's position, atomically.
+
+        ``snapshot_done`` holds (table, consistent_lsn, rows) for snapshot copies finished here.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            for schema in schemas:
+                db.execute(
+                    "insert or ignore into table_schemas values (?, ?, ?, ?, ?)",
+                    (
+                        schema.table,
+                        schema.version,
+                        json.dumps(schema.columns),
+                        schema.first_lsn,
+                        now,
+                    ),
+                )
+            db.executemany(
+                "insert or replace into lake_files values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        f.path,
+                        f.stage,
+                        f.table,
+                        f.rows,
+                        f.bytes,
+                        f.min_lsn,
+                        f.max_lsn,
+                        f.schema_version,
+                        int(f.full_load),
+                        slot,
+                        now,
+                    )
+                    for f in files
+                ],
+            )
+            for table, lsn, rows in snapshot_done:
+                db.execute(
+                    "insert or replace into capture_snapshot values (?, ?, ?, ?, ?)",
+                    (slot, table, lsn, rows, now),
+                )
+            if position is not None:
+                db.execute(
+                    "insert into capture_position values (?, ?, ?) on conflict (slot) do update"
+                    " set lsn = max(lsn, excluded.lsn), updated_at = excluded.updated_at",
+                    (slot, position, now),
+                )
+
+    def position(self, slot: str) -> int | None:
+        """The end LSN up to which every committed change is in the lake, or None."""
+        row = self._db.execute(
+            "select lsn from capture_position where slot = ?", (slot,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def snapshot_tables(self, slot: str) -> dict[str, int]:
+        """Tables whose snapshot copy is complete for ``slot``: table -> consistent LSN."""
+        rows = self._db.execute(
+            "select table_name, consistent_lsn from capture_snapshot where slot = ?", (slot,)
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def forget_slot(self, slot: str) -> list[str]:
+        """Drop everything captured through ``slot`` (a snapshot that must start over).
+
+        Returns the paths whose files should be deleted from the lake.
+        """
+        with self._transaction() as db:
+            paths = [
+                r[0] for r in db.execute("select path from lake_files where slot = ?", (slot,))
+            ]
+            db.execute("delete from lake_files where slot = ?", (slot,))
+            db.execute("delete from capture_snapshot where slot = ?", (slot,))
+            db.execute("delete from capture_position where slot = ?", (slot,))
+        return paths
+
+    # --- files and schemas --------------------------------------------------------------------
+
+    def files(self, stage: str, table: str | None = None) -> list[LakeFile]:
+        """Visible files of a stage (optionally one table), in LSN order."""
+        query = (
+            "select path, stage, table_name, rows, bytes, min_lsn, max_lsn, schema_version,"
+            " full_load from lake_files where stage = ?"
+        )
+        params: tuple[Any, ...] = (stage,)
+        if table is not None:
+            query += " and table_name = ?"
+            params += (table,)
+        query += " order by min_lsn, path"
+        return [
+            LakeFile(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+            for r in self._db.execute(query, params)
+        ]
+
+    def schema_versions(self, table: str) -> list[SchemaVersion]:
+        rows = self._db.execute(
+            "select version, columns, first_lsn from table_schemas where table_name = ?"
+            " order by version",
+            (table,),
+        ).fetchall()
+        return [SchemaVersion(table, r[0], json.loads(r[1]), r[2]) for r in rows]
+
+    def summary(self, stage: str) -> dict[str, dict[str, Any]]:
+        """Per table: files, rows, newest schema version, when its newest file landed."""
+        rows = self._db.execute(
+            "select table_name, count(*), sum(rows), max(schema_version), max(created_at)"
+            " from lake_files where stage = ? group by 1 order by 1",
+            (stage,),
+        ).fetchall()
+        return {
+            r[0]: {"files": r[1], "rows": r[2], "schema_version": r[3], "landed_at": r[4]}
+            for r in rows
+        }
+
+    def slots(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self._db.execute("select slot, lsn from capture_position")}
+
+    def tables(self, stage: str) -> list[str]:
+        return [
+            r[0]
+            for r in self._db.execute(
+                "select distinct table_name from lake_files where stage = ? order by 1", (stage,)
+            )
+        ]
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def record_metrics(
+        self, values: dict[str, float], labels: dict[str, str] | None = None
+    ) -> None:
+        now = time.time()
+        encoded = json.dumps(labels or {}, sort_keys=True)
+        with self._transaction() as db:
+            db.executemany(
+                "insert into metrics values (?, ?, ?, ?)",
+                [(name, encoded, float(value), now) for name, value in values.items()],
+            )
+
+    def latest_metrics(self, prefix: str = "") -> dict[str, tuple[float, float]]:
+        """The newest value of each metric whose name starts with ``prefix``: name -> (value, ts)."""
+        rows = self._db.execute(
+            "select name, value, max(ts) from metrics where name like ? group by name",
+            (prefix + "%",),
+        ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}

@@ -1,0 +1,214 @@
+"""Where lake files live: one small protocol, a local folder and S3-compatible implementations.
+
+Every write is atomic: an object is visible complete or not at all, so a reader (or a stage
+rerun after a crash) never sees half a file. In-flight writes use names that start with ``.``
+next to their target; :meth:`LakeStorage.list` never shows such names, and
+``pyarrow.dataset`` ignores them by default, so a path component starting with ``.`` is
+reserved and refused.
+
+Errors from the libraries below (``OSError`` from the OS and from pyarrow's S3 client) are
+translated here, once, into::
+
+    RiverbedError
+    └── LakeError           a lake operation failed; ``transient`` says whether a retry may help
+        └── LakeFileMissing the file does not exist (also a FileNotFoundError)
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Protocol
+
+from riverbed.config.models import LakeConfig
+from riverbed.errors import RiverbedError
+
+
+class LakeError(RiverbedError):
+    """A lake read or write failed; ``transient`` is True when retrying later may succeed."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class LakeFileMissing(LakeError, FileNotFoundError):
+    """The file asked for does not exist in the lake."""
+
+
+class LakeStorage(Protocol):
+    """A folder of files addressed by '/'-separated paths relative to the lake root."""
+
+    url: str  # the lake root as the user wrote it, for messages
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path``, replacing any file there; visible complete or not at all."""
+        ...
+
+    def open_atomic(self, path: str) -> AbstractContextManager[BinaryIO]:
+        """A binary sink for streaming a large file (e.g. a ParquetWriter's ``where``).
+
+        The file becomes visible at ``path`` only when the with-block exits cleanly; on an
+        exception nothing is left visible and the exception propagates.
+        """
+        ...
+
+    def read(self, path: str) -> bytes:
+        """The whole file; raises LakeFileMissing when it does not exist."""
+        ...
+
+    def open_input(self, path: str) -> Any:
+        """A random-access ``pyarrow.NativeFile`` (e.g. for ``pyarrow.parquet.ParquetFile``)."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """Whether a (complete) file exists at ``path``."""
+        ...
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        """Paths of all files under the folder ``prefix``, recursively, sorted; never in-flight
+        writes. A missing folder lists as empty."""
+        ...
+
+    def delete(self, path: str) -> None:
+        """Remove the file; a missing file is not an error."""
+        ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move a file, replacing ``dst``. Local: one atomic rename. S3: copy then delete, so
+        after a crash both may exist (``dst`` is always complete)."""
+        ...
+
+    def arrow_filesystem(self) -> tuple[Any, str]:
+        """``(pyarrow.fs.FileSystem, base path)`` of the lake root, for ``pyarrow.dataset``."""
+        ...
+
+
+def open_storage(lake: LakeConfig, root: Path) -> LakeStorage:
+    """The storage ``lake.path`` names: ``s3://bucket/prefix``, or a local folder (a relative
+    one is resolved against ``root``, the project folder). Nothing is touched until first use."""
+    if lake.path.startswith("s3://"):
+        from riverbed.lake.s3 import S3Storage
+
+        return S3Storage.from_config(lake)
+    from riverbed.lake.local import LocalStorage
+
+    folder = Path(lake.path).expanduser()
+    return LocalStorage(folder if folder.is_absolute() else root / folder)
+
+
+# --- paths shared by the implementations ---------------------------------------------------
+
+
+def check_path(path: str) -> str:
+    """``path`` if it is a plain relative file path inside the lake, else ValueError."""
+    parts = path.split("/")
+    if not path or any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        raise ValueError(
+            f"lake path {path!r} must be relative, '/'-separated, without empty, '.' or '..' "
+            "parts, and no part may start with '.' (reserved for in-flight writes)"
+        )
+    return path
+
+
+def check_prefix(prefix: str) -> str:
+    """A folder prefix for listing, without its trailing '/'; '' is the lake root."""
+    prefix = prefix.rstrip("/")
+    return check_path(prefix) if prefix else ""
+
+
+def is_hidden(relative: str) -> bool:
+    """Whether a listed path is an in-flight write (or other dot-file) that callers never see."""
+    return any(part.startswith(".") for part in relative.split("/"))
+
+
+def temp_path(path: str) -> str:
+    """A unique in-flight name in the same folder as ``path``: ``dir/.name.<hex>.tmp``."""
+    target = PurePosixPath(path)
+    return str(target.with_name(f".{target.name}.{uuid.uuid4().hex[:16]}.tmp"))
+
+
+# --- error translation ---------------------------------------------------------------------
+
+# pyarrow's S3 errors are OSErrors whose message reads "AWS Error <CODE> during <Op> operation:
+# <server message>", with "UNKNOWN (HTTP status <n>)" for codes the SDK has no name for.
+_AWS_CODE = re.compile(r"AWS Error (\w+)(?: \(HTTP status (\d+)\))?")
+_AWS_DETAIL = re.compile(r"operation: (.*?)(?: \(Request ID: [^)]*\))?$", re.DOTALL)
+_AWS_TRANSIENT = {
+    "NETWORK_CONNECTION",
+    "REQUEST_TIMEOUT",
+    "SERVICE_UNAVAILABLE",
+    "SLOW_DOWN",
+    "THROTTLING",
+    "INTERNAL_FAILURE",
+}
+_AWS_CREDENTIALS = {
+    "ACCESS_DENIED",
+    "INVALID_ACCESS_KEY_ID",
+    "SIGNATURE_DOES_NOT_MATCH",
+    "INVALID_SIGNATURE",
+    "INCOMPLETE_SIGNATURE",
+    "MISSING_AUTHENTICATION_TOKEN",
+    "INVALID_CLIENT_TOKEN_ID",
+    "UNRECOGNIZED_CLIENT",
+    "REQUEST_EXPIRED",
+    "EXPIRED_TOKEN",
+}
+_OS_TRANSIENT = {errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY, errno.ECONNRESET}
+
+
+def translate(exc: OSError, url: str, path: str, doing: str) -> LakeError:
+    """The LakeError for a library ``exc`` raised while ``doing`` (e.g. "writing") ``path``."""
+    where = f"{url}: {doing} {path}" if path else f"{url}: {doing}"
+    if isinstance(exc, FileNotFoundError):
+        return LakeFileMissing(f"{url}: {path or 'the lake root'} does not exist")
+    if isinstance(exc, PermissionError):
+        return LakeError(f"{where}: permission denied; fix the folder's permissions or lake.path")
+    match = _AWS_CODE.search(str(exc))
+    if match is None:
+        if exc.errno == errno.ENOSPC:
+            return LakeError(f"{where}: no space left on the device; free space or move lake.path")
+        reason = exc.strerror or str(exc)
+        return LakeError(f"{where}: {reason}", transient=exc.errno in _OS_TRANSIENT)
+    code, status = match.group(1), int(match.group(2) or 0)
+    if code == "NO_SUCH_BUCKET":
+        return LakeError(
+            f"{url}: bucket '{bucket_of(url)}' does not exist; create it or fix lake.path"
+        )
+    if code == "NO_SUCH_KEY":
+        return LakeFileMissing(f"{url}: {path} does not exist")
+    if code in _AWS_CREDENTIALS or status in (401, 403):
+        return LakeError(
+            f"{where}: access denied ({code}); check lake.access_key_id and "
+            "lake.secret_access_key (or the AWS_* environment variables) and the bucket's policy"
+        )
+    detail = _AWS_DETAIL.search(str(exc))
+    reason = f"{code}{f' HTTP {status}' if status else ''}: {detail.group(1) if detail else exc}"
+    if code in _AWS_TRANSIENT or status >= 500 or status == 429:
+        return LakeError(
+            f"{where}: the object store did not answer ({reason}); check lake.endpoint_url and "
+            "that the server is up",
+            transient=True,
+        )
+    return LakeError(f"{where}: {reason}")
+
+
+def bucket_of(url: str) -> str:
+    """The bucket of an ``s3://bucket/prefix`` url."""
+    return url.removeprefix("s3://").split("/", 1)[0]
+
+
+@contextmanager
+def translating(url: str, path: str, doing: str) -> Iterator[None]:
+    """Raise library OSErrors inside the block as LakeErrors, chained with ``from``."""
+    try:
+        yield
+    except LakeError:
+        raise
+    except OSError as exc:
+        raise translate(exc, url, path, doing) from exc

@@ -1,0 +1,1 @@
+"""Observing the pipeline: metrics, status, logs and alarms."""

@@ -1,0 +1,71 @@
+"""What `riverbed status` reports: source, capture position and lag, the lake's contents."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from riverbed.capture.pgoutput import format_lsn, parse_lsn
+from riverbed.config.loader import Project
+from riverbed.errors import RiverbedError
+from riverbed.lake.manifest import Manifest
+from riverbed.source.connection import source_for
+
+
+def gather(project: Project) -> dict[str, Any]:
+    cfg = project.config
+    source = source_for(project)
+    slot = cfg.source.slot
+    report: dict[str, Any] = {
+        "source": {"dsn": source.display, "state": "unknown"},
+        "capture": {
+            "slot": None,
+            "position": None,
+            "lag_bytes": None,
+            "lag_seconds": None,
+            "files": 0,
+            "rows": 0,
+        },
+        "lake": {},
+    }
+    state_path = project.path(cfg.state.path)
+    manifest = Manifest(state_path) if state_path.exists() else None
+    position = manifest.position(slot) if manifest else None
+    current = None
+    try:
+        with source.connect(autocommit=True) as conn:
+            row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
+            current = parse_lsn(row[0]) if row else None
+            report["source"]["state"] = "reachable"
+    except RiverbedError:
+        report["source"]["state"] = "unreachable"
+    if manifest is None:
+        return report
+    try:
+        lake = manifest.summary("raw")
+        metrics = manifest.latest_metrics("capture_")
+        if position is not None:
+            cap = report["capture"]
+            cap["slot"] = slot
+            cap["position"] = format_lsn(position)
+            cap["lag_bytes"] = max(0, current - position) if current is not None else None
+            lag_seconds = metrics.get("capture_lag_seconds")
+            cap["lag_seconds"] = lag_seconds[0] if lag_seconds else None
+            cap["files"] = sum(t["files"] for t in lake.values())
+            cap["rows"] = sum(t["rows"] for t in lake.values())
+            cap["metrics_at"] = max((ts for _, ts in metrics.values()), default=None)
+        for table, info in lake.items():
+            landed = info["landed_at"]
+            report["lake"][table] = {
+                "files": info["files"],
+                "rows": info["rows"],
+                "schema_version": info["schema_version"],
+                "landed_at": datetime.fromtimestamp(landed, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                if landed
+                else None,
+            }
+        report["generated_at"] = time.time()
+    finally:
+        manifest.close()
+    return report
