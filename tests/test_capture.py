@@ -47,7 +47,10 @@ def capture(config: Path, *args: str) -> dict:
     return json.loads(result.out)
 
 
-def assert_lake_matches_source(config: Path, database: Database) -> None:
+def assert_lake_matches_source(config: Path, database: Database, audit: bool = True) -> None:
+    """Replaying the lake gives exactly the source tables; and (with ``audit``) every streamed
+    transaction holds exactly the changes the triggers saw, no more, no less. Transactions
+    absent from the stream are those the snapshot already contains, which the replay checks."""
     with database.connect() as conn:
         for table in TABLES:
             changes = lake_changes(config, table)
@@ -59,17 +62,12 @@ def assert_lake_matches_source(config: Path, database: Database) -> None:
             assert lake.keys() == source.keys(), f"{table}: keys differ"
             for key, row in source.items():
                 assert lake[key] == row, f"{table} {key}: lake {lake[key]} != source {row}"
-
-
-def assert_stream_matches_audit(config: Path, database: Database) -> None:
-    """Every streamed transaction holds exactly the changes the triggers saw, no more, no less;
-    transactions absent from the stream are those the snapshot already contains."""
-    with database.connect() as conn:
-        for table in TABLES:
-            lake = lake_by_xid(lake_changes(config, table), KEYS[table])
-            audit = audit_by_xid(conn, table, KEYS[table])
-            for xid, changes in lake.items():
-                assert audit.get(xid) == changes, f"{table} xid {xid}: lake differs from the source"
+            if audit:
+                seen = audit_by_xid(conn, table, KEYS[table])
+                for xid, streamed in lake_by_xid(changes, KEYS[table]).items():
+                    assert seen.get(xid) == streamed, (
+                        f"{table} xid {xid}: lake differs from the source"
+                    )
 
 
 def test_snapshot_then_stream_equals_the_source(shop: Database, tmp_path: Path) -> None:
@@ -90,7 +88,6 @@ def test_snapshot_then_stream_equals_the_source(shop: Database, tmp_path: Path) 
     second = capture(config, "--once")
     assert second["snapshot_rows"] == {} and second["rows"] > 1_000
     assert_lake_matches_source(config, shop)
-    assert_stream_matches_audit(config, shop)
 
     # nothing new: a no-op
     third = capture(config, "--once")
@@ -161,7 +158,6 @@ def test_snapshot_handoff_under_concurrent_writes(shop: Database, tmp_path: Path
         writer.join()
     capture(config, "--once")  # everything the workload committed after the first --once
     assert_lake_matches_source(config, shop)
-    assert_stream_matches_audit(config, shop)
 
 
 def test_kill_minus_9_at_random_moments_loses_and_doubles_nothing(
@@ -214,7 +210,6 @@ def test_kill_minus_9_at_random_moments_loses_and_doubles_nothing(
     assert kills == 6
     capture(config, "--once")
     assert_lake_matches_source(config, shop)
-    assert_stream_matches_audit(config, shop)
 
 
 def test_follow_streams_and_sigterm_flushes_what_it_holds(shop: Database, tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from riverbed.capture.pgoutput import UNCHANGED
 from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
+from riverbed.capture.tuples import decode_columns
 
 CDC_FIELDS = [
     pa.field("_op", pa.string(), nullable=False),
@@ -77,58 +77,59 @@ class TxInfo:
 
 @dataclass
 class TableBuffer:
-    """Rows of one table in one schema version, in stream order."""
+    """Row messages of one table in one schema version, in stream order, still undecoded.
+
+    Payloads are kept as received (TupleData at offset 6) and decoded column-at-a-time by
+    ``tuples.decode_columns`` when the buffer is written: the stream's per-row cost is an append.
+    """
 
     schema: TableSchema
-    rows: list[list[Any]] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
     ops: list[str] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     txs: list[int] = field(default_factory=list)  # index into the owning batch's tx list
-    unchanged: dict[int, list[str]] = field(default_factory=dict)
 
-    def add(self, op: str, values: list[Any], seq: int, tx: int) -> None:
-        index = len(self.rows)
-        if UNCHANGED in values:
-            names = []
-            for i, value in enumerate(values):
-                if value is UNCHANGED:
-                    names.append(self.schema.columns[i].name)
-                    values[i] = None
-            self.unchanged[index] = names
-        self.rows.append(values)
+    def add(self, op: str, payload: bytes, seq: int, tx: int) -> None:
+        self.payloads.append(payload)
         self.ops.append(op)
         self.seqs.append(seq)
         self.txs.append(tx)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.payloads)
 
     def to_arrow(self, txs: list[TxInfo]) -> pa.Table:
         """The buffered rows as an Arrow table: typed source columns, then the CDC columns."""
-        n = len(self.rows)
+        n = len(self.payloads)
+        decoded = decode_columns(self.payloads, len(self.schema.columns))
         arrays: list[pa.Array] = []
         fields: list[pa.Field] = []
-        columns = list(zip(*self.rows, strict=True)) if n else [() for _ in self.schema.columns]
-        for column, values in zip(self.schema.columns, columns, strict=True):
+        marks: dict[int, list[str]] = {}
+        for column, raw in zip(self.schema.columns, decoded, strict=True):
             try:
-                array = to_arrow(column, list(values))
+                array = to_arrow(column, raw.values)
             except UnrepresentableValue:
                 # e.g. numeric 'NaN' in a decimal column: keep the exact text rather than lose it
-                array = to_arrow(column, list(values), as_string=True)
+                array = to_arrow(column, raw.values, as_string=True)
             arrays.append(array)
             fields.append(pa.field(column.name, array.type))
+            if raw.unchanged is not None:
+                for row in np.nonzero(raw.unchanged)[0]:
+                    marks.setdefault(int(row), []).append(column.name)
         tx_index = np.asarray(self.txs, dtype=np.int64)
-        commit_ts: Any = np.asarray([t.commit_ts_us for t in txs], dtype=np.int64)[tx_index] if n else []
-        lsns: Any = np.asarray([t.commit_lsn for t in txs], dtype=np.int64)[tx_index] if n else []
-        xids = [txs[i].xid for i in self.txs]
-        unchanged = [self.unchanged.get(i) for i in range(n)] if self.unchanged else [None] * n
+        commit_ts: Any = np.asarray([t.commit_ts_us for t in txs], dtype=np.int64)[tx_index]
+        lsns: Any = np.asarray([t.commit_lsn for t in txs], dtype=np.int64)[tx_index]
+        xid_of_tx = [t.xid for t in txs]
+        unchanged = [marks.get(i) for i in range(n)] if marks else None
         cdc = [
             pa.array(self.ops, pa.string()),
             pa.array(commit_ts, pa.timestamp("us", tz="UTC")),
             pa.array(lsns, pa.int64()),
             pa.array(self.seqs, pa.int64()),
-            pa.array(xids, pa.int64()),
-            pa.array(unchanged, pa.list_(pa.string())),
+            pa.array([xid_of_tx[i] for i in self.txs], pa.int64()),
+            pa.array(unchanged, pa.list_(pa.string()))
+            if unchanged
+            else pa.nulls(n, pa.list_(pa.string())),
         ]
         return pa.Table.from_arrays(arrays + cdc, schema=pa.schema(fields + CDC_FIELDS))
 

@@ -195,6 +195,27 @@ def parse_tuple(buf: bytes, pos: int) -> tuple[list[bytes | _Unchanged | None], 
     return values, pos
 
 
+def encode_tuple(values: list[bytes | _Unchanged | None]) -> bytes:
+    """TupleData for ``values`` (the inverse of :func:`parse_tuple`), for rows the capture
+    derives itself: the halves of a key change, truncate markers, FULL-identity updates."""
+    parts = [len(values).to_bytes(2, "big")]
+    for value in values:
+        if value is None:
+            parts.append(b"n")
+        elif value is UNCHANGED:
+            parts.append(b"u")
+        else:
+            assert isinstance(value, bytes | bytearray | memoryview)
+            parts.append(b"t" + len(value).to_bytes(4, "big") + bytes(value))
+    return b"".join(parts)
+
+
+def row_message(kind: bytes, relid: int, values: list[bytes | _Unchanged | None]) -> bytes:
+    """A payload in the shape of an Insert ('I'), Update ('U') or Delete ('D') of ``values``."""
+    marker = b"K" if kind == b"D" else b"N"
+    return kind + relid.to_bytes(4, "big") + marker + encode_tuple(values)
+
+
 def parse_insert(buf: bytes) -> tuple[int, list[bytes | _Unchanged | None]]:
     relid = _U32.unpack_from(buf, 1)[0]
     if buf[5] != 78:  # 'N'

@@ -41,6 +41,7 @@ from riverbed.lake.parquet import write_table
 from riverbed.lake.storage import LakeStorage
 
 HEARTBEAT_PREFIX = "riverbed"
+_OPS = {73: "I", 68: "D", 85: "U"}
 
 
 @dataclass
@@ -138,40 +139,46 @@ class ChangeStream:
             },
             status_interval=self.status_interval,
         )
-        last_message = time.monotonic()
-        last_feedback = 0.0
+        once = until_lsn is not None
+        last_message = last_idle = last_ping = time.monotonic()
+        busy = False
         cursor = self.cursor
+        read = cursor.read_message
         handle = self._handle
         while True:
-            message = cursor.read_message()
+            message = read()
             if message is not None:
                 handle(message.payload, message.data_start)
-                last_message = time.monotonic()
+                busy = True
                 continue
-            # drained: everything the server sent so far has been handled
+            # drained: everything the server has sent so far is handled
             now = time.monotonic()
+            if busy:
+                last_message, busy = now, False
             if self.tx is None:
-                if not self.batch.empty() and self._due(now):
+                caught_up = once and cursor.wal_end >= until_lsn  # type: ignore[operator]
+                if not self.batch.empty() and (caught_up or self._due(now)):
                     self.flush()
-                if self.batch.empty():
-                    self._advance_idle(now - last_feedback >= self.status_interval)
-                    if now - last_feedback >= self.status_interval:
-                        last_feedback = now
-                if until_lsn is not None and self.batch.empty() and self.position >= until_lsn:
+                if self.batch.empty() and (caught_up or now - last_idle >= self.status_interval):
+                    self._advance_idle()
+                    last_idle = now
+                if caught_up and self.batch.empty():
                     break
             if should_stop():
                 break
-            if now - last_message >= self.heartbeat_seconds or (
-                until_lsn is not None and self.tx is None
-            ):
-                if now - last_message >= self.heartbeat_seconds:
-                    self.heartbeat()
-                    last_message = now
-                # ask for a keepalive now so wal_end is fresh (psycopg2 replies to the server's)
-                cursor.send_feedback(reply=True)
-            select.select([cursor], [], [], 0.2 if until_lsn is not None else 1.0)
+            if now - last_message >= self.heartbeat_seconds:
+                self.heartbeat()  # a WAL record of ours, so the slot can move when we are idle
+                last_message = now
+            if once and self.tx is None and now - last_ping >= 0.1:
+                cursor.send_feedback(reply=True)  # ask for a keepalive: a fresh wal_end
+                last_ping = now
+            select.select([cursor], [], [], 0.1 if once else 1.0)
         if self.tx is None and not self.batch.empty():
             self.flush()
+        # without force psycopg2 would only send this at the next status interval, i.e. never
+        self.cursor.send_feedback(
+            write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position, force=True
+        )
         self.close()
         return self.stats
 
@@ -187,39 +194,27 @@ class ChangeStream:
             or (started is not None and now - started >= self.max_seconds)
         )
 
-    def _advance_idle(self, announce: bool) -> None:
-        """Nothing pending: the server's WAL end is safe to confirm (and record)."""
+    def _advance_idle(self) -> None:
+        """Nothing pending: everything before the server's sent position is in the lake or is
+        not ours, so that position is safe to record and confirm (the slot never pins WAL)."""
         wal_end = self.cursor.wal_end
         self.stats.server_wal_end = max(self.stats.server_wal_end, wal_end)
         if wal_end > self.position:
             self.manifest.commit_capture(self.slot, [], wal_end)
             self.position = wal_end
             self.stats.position = wal_end
-            announce = True
-        if announce:
-            self.cursor.send_feedback(
-                write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position
-            )
+        self.cursor.send_feedback(
+            write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position
+        )
 
     # --- messages -------------------------------------------------------------------------
 
     def _handle(self, buf: bytes, data_start: int) -> None:
         kind = buf[0]
-        if kind == 73:  # I
-            if self.skipping:
-                return
-            relid, values = pgoutput.parse_insert(buf)
-            self._row(relid, "I", values)
-        elif kind == 85:  # U
-            if self.skipping:
-                return
-            relid, old_kind, old, new = pgoutput.parse_update(buf)
-            self._update(relid, old_kind, old, new)
-        elif kind == 68:  # D
-            if self.skipping:
-                return
-            relid, _, old = pgoutput.parse_delete(buf)
-            self._row(relid, "D", old)
+        # the hot path: Insert, Delete and Update without an old tuple are stored undecoded
+        if kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'
+            if not self.skipping:
+                self._store(int.from_bytes(buf[1:5], "big"), _OPS[kind], buf)
         elif kind == 66:  # B
             begin = pgoutput.parse_begin(buf)
             self.tx = TxInfo(begin.final_lsn, begin.commit_ts_us, begin.xid)
@@ -227,20 +222,21 @@ class ChangeStream:
             # the slot can resend what the manifest already has (feedback lost in a crash)
             self.skipping = begin.final_lsn < self.position
         elif kind == 67:  # C
-            commit = pgoutput.parse_commit(buf)
-            self._commit(commit)
+            self._commit(pgoutput.parse_commit(buf))
+        elif kind == 85:  # U with the old key or old row
+            if not self.skipping:
+                self._update(*pgoutput.parse_update(buf))
         elif kind == 82:  # R
             self._relation(pgoutput.parse_relation(buf))
         elif kind == 89:  # Y
             info = pgoutput.parse_type(buf)
             self.type_names[info.oid] = f"{info.namespace}.{info.name}"
         elif kind == 84:  # T
-            if self.skipping:
-                return
-            truncate = pgoutput.parse_truncate(buf)
-            for relid in truncate.relids:
-                relation, _ = self.relations[relid]
-                self._row(relid, "T", [None] * len(relation.columns))
+            if not self.skipping:
+                for relid in pgoutput.parse_truncate(buf).relids:
+                    relation, _ = self.relations[relid]
+                    empty: list[Any] = [None] * len(relation.columns)
+                    self._store(relid, "T", pgoutput.row_message(b"I", relid, empty))
         elif kind == 77:  # M
             pgoutput.parse_message(buf)  # heartbeats and foreign messages carry no rows
         elif kind == 79:  # O
@@ -276,14 +272,13 @@ class ChangeStream:
             )
         self.relations[relation.relid] = (relation, self.schemas[table])
 
-    def _row(self, relid: int, op: str, values: list[Any]) -> None:
+    def _store(self, relid: int, op: str, payload: bytes) -> None:
         _, schema = self.relations[relid]
         key = (schema.table, schema.version)
         buffer = self.batch.buffers.get(key)
         if buffer is None:
             buffer = self.batch.buffers[key] = TableBuffer(schema)
-        assert self.tx is not None
-        buffer.add(op, values, self.seq, len(self.batch.txs))
+        buffer.add(op, payload, self.seq, len(self.batch.txs))
         self.seq += 1
         self.batch.rows += 1
         if self.batch.rows >= self.max_rows:
@@ -292,21 +287,18 @@ class ChangeStream:
     def _update(
         self, relid: int, old_kind: str | None, old: list[Any] | None, new: list[Any]
     ) -> None:
-        if old is None:
-            self._row(relid, "U", new)
-            return
+        """An update carrying the old key (the key changed) or the old row (REPLICA IDENTITY FULL)."""
+        assert old is not None
         _, schema = self.relations[relid]
         if old_kind == "O":
-            # REPLICA IDENTITY FULL: the old row is complete, so unchanged TOAST values are known
-            for i, value in enumerate(new):
-                if value is pgoutput.UNCHANGED and old[i] is not pgoutput.UNCHANGED:
-                    new[i] = old[i]
+            # the old row is complete, so unchanged TOAST values are known: fill them in
+            new = [old[i] if v is pgoutput.UNCHANGED else v for i, v in enumerate(new)]
             if all(old[i] == new[i] for i in schema.keys):
-                self._row(relid, "U", new)
+                self._store(relid, "U", pgoutput.row_message(b"U", relid, new))
                 return
         # the key changed: the old key ends, the new key begins
-        self._row(relid, "D", old)
-        self._row(relid, "I", new)
+        self._store(relid, "D", pgoutput.row_message(b"D", relid, old))
+        self._store(relid, "I", pgoutput.row_message(b"I", relid, new))
 
     def _commit(self, commit: pgoutput.Commit) -> None:
         tx = self.tx
