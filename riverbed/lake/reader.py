@@ -46,24 +46,68 @@ def _source_order(table: pa.Table) -> pa.Array:
 
 
 def concat_versions(parts: list[pa.Table]) -> pa.Table:
-    """Concatenate tables whose schemas differ by added, dropped or re-typed columns."""
-    try:
-        return pa.concat_tables(parts, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        pass
-    # no promotion exists for some column (e.g. int -> text): read those columns as text
-    types: dict[str, set[pa.DataType]] = {}
+    """Concatenate tables whose schemas differ by added, dropped or re-typed columns.
+
+    Each column is decided on its own: widened to a common type where one exists (int32 ->
+    int64, decimal widening), read as PostgreSQL-style text where none does (int -> text).
+    """
+    types: dict[str, list[pa.DataType]] = {}
     for part in parts:
         for f in part.schema:
-            types.setdefault(f.name, set()).add(f.type)
-    conflicting = {name for name, kinds in types.items() if len(kinds) > 1}
-    cast_parts = []
-    for part in parts:
-        for name in conflicting & set(part.column_names):
-            index = part.column_names.index(name)
-            part = part.set_column(index, name, pc.cast(part.column(name), pa.string()))
-        cast_parts.append(part)
-    return pa.concat_tables(cast_parts, promote_options="permissive")
+            kinds = types.setdefault(f.name, [])
+            if f.type not in kinds:
+                kinds.append(f.type)
+    target: dict[str, pa.DataType] = {}
+    for name, kinds in types.items():
+        if len(kinds) > 1:
+            target[name] = _common_type(name, kinds)
+    if target:
+        parts = [_cast_columns(part, target) for part in parts]
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _common_type(name: str, kinds: list[pa.DataType]) -> pa.DataType:
+    try:
+        unified = pa.unify_schemas(
+            [pa.schema([pa.field(name, kind)]) for kind in kinds], promote_options="permissive"
+        )
+        return unified.field(name).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.string()
+
+
+def _cast_columns(part: pa.Table, target: dict[str, pa.DataType]) -> pa.Table:
+    for name, kind in target.items():
+        if name not in part.column_names or part.schema.field(name).type == kind:
+            continue
+        index = part.column_names.index(name)
+        column = part.column(name)
+        cast = _as_text(column) if kind == pa.string() else pc.cast(column, kind)
+        part = part.set_column(index, name, cast)
+    return part
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.Array:
+    """A column as text in PostgreSQL's notation where Arrow's differs (arrays: {1,2})."""
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return pa.array(
+            [None if v is None else _pg_array(v) for v in column.to_pylist()], pa.string()
+        )
+    return pc.cast(column, pa.string())
+
+
+def _pg_array(values: list[Any]) -> str:
+    def element(value: Any) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, list):
+            return _pg_array(value)
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if text == "" or any(c in text for c in ' ,{}"\\') or text.upper() == "NULL":
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return text
+
+    return "{" + ",".join(element(v) for v in values) + "}"
 
 
 def _key_columns(manifest: Manifest, table: str) -> list[str]:
@@ -74,22 +118,40 @@ def _key_columns(manifest: Manifest, table: str) -> list[str]:
 
 
 def resolve_unchanged_toast(table: pa.Table, keys: list[str]) -> pa.Table:
-    """Fill columns marked unchanged with the previous value of the same key (source order)."""
+    """Fill columns marked unchanged with the value the source had (source order).
+
+    That is the previous version of the same key; or, when the update also changed the key
+    (captured as a D of the old key directly followed by an I of the new key in the same
+    transaction), the previous version of the old key.
+    """
     marks = table.column("_toast_unchanged").to_pylist()
     if not any(marks) or not keys:
         return table
     marked_columns = sorted({name for names in marks if names for name in names})
     key_values = list(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
-    filled: dict[str, list[Any]] = {}
-    for name in marked_columns:
-        values = table.column(name).to_pylist()
-        last: dict[tuple[Any, ...], Any] = {}
-        for i, (key, names) in enumerate(zip(key_values, marks, strict=True)):
-            if names and name in names:
-                values[i] = last.get(key)
-            last[key] = values[i]
-        filled[name] = values
-    for name, values in filled.items():
+    ops = table.column("_op").to_pylist()
+    lsns = table.column("_lsn").to_pylist()
+    seqs = table.column("_seq").to_pylist()
+    columns = {name: table.column(name).to_pylist() for name in marked_columns}
+    last: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for i, key in enumerate(key_values):
+        if ops[i] == "D":
+            continue  # a delete carries the key only; the values it ends stay known below
+        names = marks[i]
+        if names:
+            source = last.get(key)
+            if (
+                source is None
+                and i
+                and ops[i - 1] == "D"
+                and lsns[i - 1] == lsns[i]
+                and seqs[i - 1] == seqs[i] - 1
+            ):
+                source = last.get(key_values[i - 1])  # the key changed in this very update
+            for name in names:
+                columns[name][i] = None if source is None else source.get(name)
+        last[key] = {name: columns[name][i] for name in marked_columns}
+    for name, values in columns.items():
         index = table.column_names.index(name)
         table = table.set_column(index, name, pa.array(values, table.schema.field(name).type))
     return table
