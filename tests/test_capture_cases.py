@@ -699,7 +699,8 @@ def test_table_added_to_config_between_captures(database: Database, tmp_path: Pa
     with oracle(database) as conn:
         conn.execute("insert into grow.second values (2, 'before it was captured')")
     config = project_config(tmp_path, database, "grow", {"first": "id", "second": "id"})
-    capture(config, "--once")  # adds grow.second to the publication
+    added = capture(config, "--once")  # adds grow.second to the publication and copies it
+    assert added["snapshot_rows"] == {"second": 2}
     with oracle(database) as conn, conn.transaction():
         later = xid_of(conn)
         conn.execute("insert into grow.second values (3, 'y')")
@@ -715,6 +716,48 @@ def test_table_added_to_config_between_captures(database: Database, tmp_path: Pa
     ]
     with oracle(database) as conn:
         assert_replay_equals_source(config, conn, "grow", "first", ["id"])
+        # the rows it had before it was added came from its own snapshot, exactly once
+        assert_replay_equals_source(config, conn, "grow", "second", ["id"])
+
+
+def test_table_added_while_it_is_being_written_lands_exactly_once(
+    database: Database, tmp_path: Path
+) -> None:
+    """Writes to the new table race its backfill copy: the stream drops what the copy holds."""
+    import threading
+
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema race; create table race.a (id int primary key, v int);"
+            " create table race.b (id serial primary key, v int);"
+            " insert into race.b (v) select g from generate_series(1, 5000) g"
+        )
+    capture(project_config(tmp_path, database, "race", {"a": "id"}), "--once")
+    stop = threading.Event()
+
+    def write() -> None:
+        with psycopg.connect(database.dsn, autocommit=True) as conn:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                with conn.transaction():
+                    conn.execute("insert into race.b (v) values (%s)", (n,))
+                    conn.execute("update race.b set v = v + 1 where id = %s", (n % 5000 + 1,))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        config = project_config(tmp_path, database, "race", {"a": "id", "b": "id"})
+        capture(config, "--once")
+    finally:
+        stop.set()
+        writer.join()
+    capture(config, "--once")
+    with oracle(database) as conn:
+        assert_replay_equals_source(config, conn, "race", "b", ["id"])
+    changes = lake_changes(config, "b")
+    keys = [(c["_op"], c["id"], c["_lsn"], c["_seq"]) for c in changes]
+    assert len(keys) == len(set(keys))
 
 
 # --- 5. truncate --------------------------------------------------------------------------

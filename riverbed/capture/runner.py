@@ -146,7 +146,7 @@ def run_capture(
             assert target_row is not None
             target = parse_lsn(target_row[0])
             if added and state.exists:
-                say(f"added to publication {publication}: {', '.join(added)} (changes from now on)")
+                say(f"added to publication {publication}: {', '.join(added)}")
 
         result.orphans_removed = _remove_orphans(storage, manifest, tables)
         if not state.exists:
@@ -154,6 +154,12 @@ def run_capture(
         else:
             result.resumed_from = position
             say(f"resuming slot {slot} at {format_lsn(position or 0)}")
+            # tables added since the first snapshot: copied from a snapshot of their own
+            missing = [t for t in tables if t not in manifest.snapshot_tables(slot)]
+            if missing:
+                result.snapshot_rows = _snapshot(
+                    project, source, manifest, storage, missing, say, backfill=True
+                )
 
         schemas = _current_schemas(manifest, tables)
         heartbeat_conn = source.connect(autocommit=True)
@@ -164,6 +170,7 @@ def run_capture(
             storage=storage,
             manifest=manifest,
             schemas=schemas,
+            snapshot_lsns=manifest.snapshot_tables(slot),
             primary_keys=lambda relid: primary_keys(heartbeat_conn, relid),
             heartbeat=lambda: heartbeat_conn.execute(
                 "select pg_logical_emit_message(false, %s, 'heartbeat')", (HEARTBEAT_PREFIX,)
@@ -200,7 +207,16 @@ def _snapshot(
     storage: LakeStorage,
     tables: list[str],
     say: Callable[[str], None],
+    *,
+    backfill: bool = False,
 ) -> dict[str, int]:
+    """Copy ``tables`` from a snapshot exported by a new slot.
+
+    First run: that slot is the capture slot, and the stream starts at its consistent point.
+    Backfill (tables added later, already in the publication): a TEMPORARY slot exports the
+    snapshot; its consistent point L is recorded per table, and the stream drops those tables'
+    changes committed before L, which the copy already holds. Exactly once either way.
+    """
     cfg = project.config
     slot = cfg.source.slot
     op = "I" if cfg.capture.include_op_for_full_load else "L"
@@ -210,13 +226,17 @@ def _snapshot(
     )
     try:
         cursor = repl.cursor()
+        created = f"{slot}_backfill_{os.getpid()}" if backfill else slot
+        temporary = " TEMPORARY" if backfill else ""
         # the classic syntax, understood by PostgreSQL 10 and later
-        cursor.execute(f'CREATE_REPLICATION_SLOT "{slot}" LOGICAL pgoutput EXPORT_SNAPSHOT')
+        cursor.execute(
+            f'CREATE_REPLICATION_SLOT "{created}"{temporary} LOGICAL pgoutput EXPORT_SNAPSHOT'
+        )
         row = cursor.fetchone()
         point = SnapshotPoint(
             name=row[2], lsn=parse_lsn(row[1]), ts_us=int(time.time() * 1_000_000)
         )
-        say(f"created slot {slot} at {row[1]}; copying {len(tables)} tables from its snapshot")
+        say(f"created slot {created} at {row[1]}; copying {', '.join(tables)} from its snapshot")
 
         def done(copy: TableCopy) -> None:
             schema = SchemaVersion(
@@ -237,8 +257,9 @@ def _snapshot(
             op=op,
             on_table_done=done,
         )
-        # every table is in: the stream takes over exactly at the consistent point
-        manifest.commit_capture(slot, [], point.lsn)
+        if not backfill:
+            # every table is in: the stream takes over exactly at the consistent point
+            manifest.commit_capture(slot, [], point.lsn)
     finally:
         repl.close()
     return {c.table: c.rows for c in copies}

@@ -113,18 +113,23 @@ def copy_table(
             sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(schema, table)
         )
         with conn.cursor().copy(query) as copy:
-            reader = pacsv.open_csv(
-                _CopyReader(copy),
-                read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={n: pa.string() for n in names},
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                    null_values=[""],
-                ),
-            )
-            files = _write_files(storage, layout, point, op, reader)
+            try:
+                reader = pacsv.open_csv(
+                    _CopyReader(copy),
+                    read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types={n: pa.string() for n in names},
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                        null_values=[""],
+                    ),
+                )
+                files = _write_files(storage, layout, point, op, reader)
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV" not in str(exc):
+                    raise
+                files = []  # an empty table: nothing to write
         conn.rollback()
     total = sum(f.rows for f in files)
     return TableCopy(table, total, files, layout)

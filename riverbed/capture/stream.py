@@ -86,6 +86,7 @@ class ChangeStream:
         storage: LakeStorage,
         manifest: Manifest,
         schemas: dict[str, TableSchema],
+        snapshot_lsns: dict[str, int],
         primary_keys: Callable[[int], list[str]],
         heartbeat: Callable[[], object],
         server_lsn: Callable[[], int],
@@ -99,6 +100,8 @@ class ChangeStream:
         self.storage = storage
         self.manifest = manifest
         self.schemas = dict(schemas)  # lake table -> current schema version
+        # a table's changes committed before its snapshot's consistent point are in the snapshot
+        self.snapshot_lsns = snapshot_lsns
         self.primary_keys = primary_keys
         self.heartbeat = heartbeat
         self.server_lsn = server_lsn
@@ -109,7 +112,7 @@ class ChangeStream:
         self.on_flush = on_flush
         self.position = manifest.position(slot) or 0
         self.stats = StreamStats(position=self.position)
-        self.relations: dict[int, tuple[pgoutput.Relation, TableSchema]] = {}
+        self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
         self.type_names: dict[int, str] = {}
         self.pending_schemas: list[SchemaVersion] = []
         self.batch = _Batch()
@@ -234,7 +237,7 @@ class ChangeStream:
         elif kind == 84:  # T
             if not self.skipping:
                 for relid in pgoutput.parse_truncate(buf).relids:
-                    relation, _ = self.relations[relid]
+                    relation = self.relations[relid][0]
                     empty: list[Any] = [None] * len(relation.columns)
                     self._store(relid, "T", pgoutput.row_message(b"I", relid, empty))
         elif kind == 77:  # M
@@ -270,10 +273,16 @@ class ChangeStream:
             self.pending_schemas.append(
                 SchemaVersion(table, candidate.version, candidate.describe(), first)
             )
-        self.relations[relation.relid] = (relation, self.schemas[table])
+        self.relations[relation.relid] = (
+            relation,
+            self.schemas[table],
+            self.snapshot_lsns.get(table, 0),
+        )
 
     def _store(self, relid: int, op: str, payload: bytes) -> None:
-        _, schema = self.relations[relid]
+        _, schema, snapshot_lsn = self.relations[relid]
+        if self.tx.commit_lsn < snapshot_lsn:  # type: ignore[union-attr]
+            return  # already in that table's snapshot
         key = (schema.table, schema.version)
         buffer = self.batch.buffers.get(key)
         if buffer is None:
@@ -289,7 +298,7 @@ class ChangeStream:
     ) -> None:
         """An update carrying the old key (the key changed) or the old row (REPLICA IDENTITY FULL)."""
         assert old is not None
-        _, schema = self.relations[relid]
+        schema = self.relations[relid][1]
         if old_kind == "O":
             # the old row is complete, so unchanged TOAST values are known: fill them in
             new = [old[i] if v is pgoutput.UNCHANGED else v for i, v in enumerate(new)]
