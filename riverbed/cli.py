@@ -549,7 +549,15 @@ def demo(
         console.print(f"shop already seeded ({counts['orders']:,} orders); keeping it")
     else:
         _seed(project, HistorySpec(), reset=counts is not None, quiet=False)
-    console.rule("3. live traffic")
+    console.rule("3. capture: snapshot")
+    from riverbed.capture.runner import run_capture
+
+    first = run_capture(
+        project, follow=False, say=lambda line: console.print(line, highlight=False)
+    )
+    if first.resumed_from is not None:
+        console.print("capture resumed where it stopped last time")
+    console.rule("4. live traffic, captured as it happens")
     spec = WorkloadSpec(
         rate=rate,
         duration=duration,
@@ -557,9 +565,11 @@ def demo(
         seed=1,
         large_every=max(duration / 2, 1.0),
     )
-    stats, stopped = _drive(project, spec, quiet=False)
+    stats, stopped = _drive_while_capturing(project, spec)
     _report_workload(stats, spec, stopped)
-    console.rule("4. what is in the source")
+    console.rule("5. what landed in the lake")
+    _print_lake(project)
+    console.rule("6. what is in the source")
     with source.connect() as conn:
         summary = summarize(conn, schema_name)
     console.print(", ".join(f"{n:,} {t}" for t, n in summary.rows.items()))
@@ -584,5 +594,62 @@ def demo(
     psql = source.embedded.psql if source.embedded is not None else "psql"
     console.print(f"browse schema {schema_name}:  {psql} '{source.display}'")
     console.print("riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)")
+    console.print("riverbed capture --follow       -- stream changes into the lake until Ctrl-C")
+    console.print("riverbed status                 -- capture position, lag and the lake's tables")
     console.print("riverbed source status          -- replication slots and retained WAL")
     console.print("riverbed source down            -- stop the embedded PostgreSQL")
+
+
+def _drive_while_capturing(project: Project, spec: Any) -> tuple[Any, bool]:
+    """The workload in this thread, `capture --follow` in another, then a final drain."""
+    import threading
+
+    from riverbed.capture.runner import run_capture
+
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            run_capture(project, follow=True, should_stop=stop.is_set)
+        except BaseException as exc:  # re-raised in the main thread below
+            failure.append(exc)
+
+    follower = threading.Thread(target=follow, name="capture")
+    follower.start()
+    try:
+        stats, stopped = _drive(project, spec, quiet=False)
+    finally:
+        stop.set()
+        follower.join()
+    if failure:
+        raise failure[0]
+    # whatever the follower had not flushed when it stopped: drain up to now
+    run_capture(project, follow=False)
+    return stats, stopped
+
+
+def _print_lake(project: Project) -> None:
+    from riverbed.observe.status import gather
+
+    report = gather(project)
+    cap = report["capture"]
+    table = Table("table", "snapshot rows", "changes", "files", "schema version")
+    for name, info in report["lake"].items():
+        table.add_row(
+            name,
+            f"{info['snapshot_rows']:,}",
+            f"{info['rows'] - info['snapshot_rows']:,}",
+            f"{info['files']:,}",
+            str(info["schema_version"]),
+        )
+    console.print(table)
+    lake = (
+        project.path(project.config.lake.path)
+        if not str(project.config.lake.path).startswith("s3://")
+        else project.config.lake.path
+    )
+    console.print(
+        f"lake {lake}: complete up to {cap['position']}, lag "
+        f"{_bytes(cap['lag_bytes']) if cap['lag_bytes'] is not None else '-'}"
+    )

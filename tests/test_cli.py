@@ -15,6 +15,8 @@ COMMANDS = [
     ("source", "status"),
     ("shop", "seed"),
     ("shop", "run"),
+    ("capture",),
+    ("status",),
     ("demo",),
 ]
 
@@ -48,6 +50,7 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         out = first.out
         assert "started" in out and "seeded" in out
         assert "changes/s" in out
+        assert "what landed in the lake" in out and "snapshot rows" in out
         assert "fastest growing" in out and "fastest declining" in out
         assert "sellers by return rate" in out and "revenue by region" in out
         assert "riverbed source status" in out  # where to look next
@@ -55,5 +58,6 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         second = run_cli("demo", "--duration", "2", "-c", str(config), timeout=600)
         assert second.code == 0, second.text
         assert "already running" in second.out and "already seeded" in second.out
+        assert "capture resumed" in second.out
     finally:
         run_cli("source", "down", "-c", str(config))

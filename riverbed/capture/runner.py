@@ -142,9 +142,7 @@ def run_capture(
                     f"{format_lsn(position)} captured through it; changes since then cannot be "
                     "recovered from the source. Start over with `riverbed capture --once --resnapshot`"
                 )
-            target_row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
-            assert target_row is not None
-            target = parse_lsn(target_row[0])
+            target = _drain_target(conn)
             if added and state.exists:
                 say(f"added to publication {publication}: {', '.join(added)}")
 
@@ -198,6 +196,21 @@ def run_capture(
         manifest.close()
         lock.release()
     return result
+
+
+def _drain_target(conn: Any) -> int:
+    """Where `--once` stops: a WAL position that is flushed and covers every commit so far.
+
+    pg_current_wal_lsn() is not enough: it can point into WAL not yet flushed (asynchronous
+    commits, page images), which the server does not send until something flushes it. A
+    synchronously committed message flushes everything before it.
+    """
+    with conn.transaction():
+        conn.execute("set local synchronous_commit = on")
+        conn.execute("select pg_logical_emit_message(true, %s, 'drain')", (HEARTBEAT_PREFIX,))
+    row = conn.execute("select pg_current_wal_flush_lsn()::text").fetchone()
+    assert row is not None
+    return parse_lsn(row[0])
 
 
 def _snapshot(

@@ -116,7 +116,9 @@ def copy_table(
             try:
                 reader = pacsv.open_csv(
                     _CopyReader(copy),
-                    read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
+                    read_options=pacsv.ReadOptions(
+                        column_names=names, block_size=4 << 20, use_threads=False
+                    ),
                     parse_options=pacsv.ParseOptions(newlines_in_values=True),
                     convert_options=pacsv.ConvertOptions(
                         column_types={n: pa.string() for n in names},
@@ -214,17 +216,27 @@ class _CopyReader(io.RawIOBase):
     def __init__(self, copy: Any):
         self._copy = copy
         self._buffer = b""
+        self._offset = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            chunk = self._copy.read()
-            if not chunk:
-                return 0
-            self._buffer = bytes(chunk)
-        n = min(len(target), len(self._buffer))
-        target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
+        # fill the whole buffer: psycopg hands COPY over a row at a time, and a short read
+        # would make Arrow's reader emit one-row batches
+        view = memoryview(target).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._buffer:
+                chunk = self._copy.read()
+                if not chunk:
+                    break
+                self._buffer = bytes(chunk)
+                self._offset = 0
+            n = min(len(view) - filled, len(self._buffer) - self._offset)
+            view[filled : filled + n] = self._buffer[self._offset : self._offset + n]
+            filled += n
+            self._offset += n
+            if self._offset == len(self._buffer):
+                self._buffer = b""
+        return filled

@@ -206,6 +206,8 @@ class ChangeStream:
             self.manifest.commit_capture(self.slot, [], wal_end)
             self.position = wal_end
             self.stats.position = wal_end
+        if self.on_flush:
+            self.on_flush(self.stats)  # keeps lag metrics fresh while idle
         self.cursor.send_feedback(
             write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position
         )
@@ -291,7 +293,9 @@ class ChangeStream:
         self.seq += 1
         self.batch.rows += 1
         if self.batch.rows >= self.max_rows:
-            self._spill()  # only reached inside a transaction that outgrew the buffer
+            # the buffer is full in the middle of a transaction: write what is buffered now
+            # (bounded memory whatever the transaction's size); it becomes visible at commit
+            self._spill()
 
     def _update(
         self, relid: int, old_kind: str | None, old: list[Any] | None, new: list[Any]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -102,19 +103,22 @@ class Manifest:
         self._db.execute("pragma journal_mode = wal")
         self._db.execute("pragma synchronous = full")
         self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("begin immediate")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("rollback")
-            raise
-        self._db.execute("commit")
+        # one connection, shared by the snapshot's copy threads: one transaction at a time
+        with self._lock:
+            self._db.execute("begin immediate")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+            self._db.execute("commit")
 
     # --- capture ----------------------------------------------------------------------------
 
@@ -231,12 +235,19 @@ class Manifest:
     def summary(self, stage: str) -> dict[str, dict[str, Any]]:
         """Per table: files, rows, newest schema version, when its newest file landed."""
         rows = self._db.execute(
-            "select table_name, count(*), sum(rows), max(schema_version), max(created_at)"
+            "select table_name, count(*), sum(rows), max(schema_version), max(created_at),"
+            " coalesce(sum(case when full_load then rows end), 0)"
             " from lake_files where stage = ? group by 1 order by 1",
             (stage,),
         ).fetchall()
         return {
-            r[0]: {"files": r[1], "rows": r[2], "schema_version": r[3], "landed_at": r[4]}
+            r[0]: {
+                "files": r[1],
+                "rows": r[2],
+                "schema_version": r[3],
+                "landed_at": r[4],
+                "snapshot_rows": r[5],
+            }
             for r in rows
         }
 

@@ -60,6 +60,7 @@ def gather(project: Project) -> dict[str, Any]:
             report["lake"][table] = {
                 "files": info["files"],
                 "rows": info["rows"],
+                "snapshot_rows": info["snapshot_rows"],
                 "schema_version": info["schema_version"],
                 "landed_at": datetime.fromtimestamp(landed, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
                 if landed
