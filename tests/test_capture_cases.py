@@ -13,12 +13,11 @@ import json
 import math
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from datetime import time as dtime
 from decimal import Decimal
@@ -40,7 +39,7 @@ from capture_support import (
     source_rows,
 )
 
-from conftest import Database, free_port, run_cli
+from conftest import Database, run_cli, s3_bucket
 from riverbed.config import load_project
 from riverbed.lake.manifest import Manifest
 from riverbed.lake.reader import read_changes
@@ -848,29 +847,9 @@ S3_ENV = {"RB_S3_KEY": "testing", "RB_S3_SECRET": "s3cr3t-cases"}
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server in its own process (pyarrow's calls block outside our GIL)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the moto S3 server did not start") from None
-                time.sleep(0.05)
-        s3_admin(port).create_dir(S3_BUCKET)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+def s3_endpoint(s3_server: str) -> str:
+    s3_bucket(s3_server, S3_BUCKET, S3_ENV["RB_S3_KEY"], S3_ENV["RB_S3_SECRET"])
+    return s3_server
 
 
 def s3_admin(port: int) -> pafs.S3FileSystem:

@@ -4,12 +4,9 @@ separate process so that pyarrow's blocking calls never wait on our own interpre
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import free_port
+from conftest import free_port, s3_bucket
 from riverbed.config.models import LakeConfig
 from riverbed.lake.s3 import SINGLE_PUT_MAX
 from riverbed.lake.storage import LakeError, LakeFileMissing, LakeStorage, open_storage, translate
@@ -31,38 +28,10 @@ ORDERS = "raw/orders/date=2026-11-27/hour=10/part-0001.parquet"
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free port with one empty bucket, for the whole session."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the moto S3 server did not start") from None
-                time.sleep(0.05)
-        endpoint = f"http://127.0.0.1:{port}"
-        admin = pafs.S3FileSystem(
-            access_key="testing",
-            secret_key=SECRET,
-            endpoint_override=f"127.0.0.1:{port}",
-            scheme="http",
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
-        admin.create_dir(BUCKET)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+def s3_endpoint(s3_server: str) -> str:
+    """The session's S3 server with one empty bucket."""
+    s3_bucket(s3_server, BUCKET, "testing", SECRET)
+    return s3_server
 
 
 def s3_config(endpoint: str, bucket: str = BUCKET) -> LakeConfig:

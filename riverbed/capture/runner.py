@@ -46,6 +46,7 @@ from riverbed.source.connection import Source, source_for
 @dataclass
 class CaptureResult:
     snapshot_rows: dict[str, int] = field(default_factory=dict)
+    snapshot_seconds: float = 0.0  # slot creation + copying every table + manifest commits
     stream: StreamStats | None = None
     resumed_from: int | None = None
     orphans_removed: int = 0
@@ -147,6 +148,7 @@ def run_capture(
                 say(f"added to publication {publication}: {', '.join(added)}")
 
         result.orphans_removed = _remove_orphans(storage, manifest, tables)
+        started = time.monotonic()
         if not state.exists:
             result.snapshot_rows = _snapshot(project, source, manifest, storage, tables, say)
         else:
@@ -158,6 +160,8 @@ def run_capture(
                 result.snapshot_rows = _snapshot(
                     project, source, manifest, storage, missing, say, backfill=True
                 )
+        if result.snapshot_rows:
+            result.snapshot_seconds = time.monotonic() - started
 
         schemas = _current_schemas(manifest, tables)
         heartbeat_conn = source.connect(autocommit=True)

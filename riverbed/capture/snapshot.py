@@ -10,13 +10,15 @@ incremental CSV reader into Parquet in bounded memory.
 
 from __future__ import annotations
 
-import io
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg2
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -108,14 +110,57 @@ def copy_table(
         conn.execute("begin isolation level repeatable read read only")
         conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(point.name)))
         layout = table_schema(conn, schema, table)
-        names = [c.name for c in layout.columns]
-        query = sql.SQL("copy (select {} from {}) to stdout with (format csv)").format(
-            sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(schema, table)
+        query = (
+            sql.SQL("copy (select {} from {}) to stdout with (format csv)")
+            .format(
+                sql.SQL(", ").join(map(sql.Identifier, (c.name for c in layout.columns))),
+                sql.Identifier(schema, table),
+            )
+            .as_string(conn)
         )
-        with conn.cursor().copy(query) as copy:
+        conn.rollback()
+    files = _copy_through_pipe(source, point, query, layout, storage, op)
+    return TableCopy(table, sum(f.rows for f in files), files, layout)
+
+
+def _copy_through_pipe(
+    source: Source,
+    point: SnapshotPoint,
+    query: str,
+    layout: TableSchema,
+    storage: LakeStorage,
+    op: str,
+) -> list[LakeFile]:
+    """COPY ... TO STDOUT into a pipe (psycopg2's copy loop runs in C, a row at a time is
+    cheap there), while Arrow's CSV reader parses the other end in blocks and the rows go to
+    Parquet: the table streams through in bounded memory, never as a whole."""
+    read_end, write_end = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with (
+                os.fdopen(write_end, "wb") as sink,
+                psycopg2.connect(source.conninfo(options=SESSION_SETTINGS)) as conn,
+            ):
+                conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+                with conn.cursor() as cur:
+                    cur.execute("set transaction snapshot %s", (point.name,))
+                    cur.copy_expert(query, sink, size=1 << 20)
+                conn.rollback()
+        except BrokenPipeError:
+            pass  # the reader gave up first; its error is the one to report
+        except BaseException as exc:
+            failure.append(exc)
+
+    producer = threading.Thread(target=produce, name=f"copy-{layout.table}")
+    producer.start()
+    names = [c.name for c in layout.columns]
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
             try:
                 reader = pacsv.open_csv(
-                    _CopyReader(copy),
+                    pipe,
                     read_options=pacsv.ReadOptions(
                         column_names=names, block_size=4 << 20, use_threads=False
                     ),
@@ -127,14 +172,15 @@ def copy_table(
                         null_values=[""],
                     ),
                 )
-                files = _write_files(storage, layout, point, op, reader)
             except pa.ArrowInvalid as exc:
-                if "Empty CSV" not in str(exc):
+                if "Empty CSV" not in str(exc) or failure:
                     raise
-                files = []  # an empty table: nothing to write
-        conn.rollback()
-    total = sum(f.rows for f in files)
-    return TableCopy(table, total, files, layout)
+                return []  # an empty table: nothing to write
+            return _write_files(storage, layout, point, op, reader)
+    finally:
+        producer.join()
+        if failure:
+            raise failure[0]
 
 
 def _write_files(
@@ -208,35 +254,3 @@ def _typed(
         pa.nulls(n, pa.list_(pa.string())),
     ]
     return pa.Table.from_arrays(arrays + cdc, schema=pa.schema(fields + CDC_FIELDS))
-
-
-class _CopyReader(io.RawIOBase):
-    """COPY TO STDOUT as a readable binary stream (what Arrow's CSV reader pulls from)."""
-
-    def __init__(self, copy: Any):
-        self._copy = copy
-        self._buffer = b""
-        self._offset = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        # fill the whole buffer: psycopg hands COPY over a row at a time, and a short read
-        # would make Arrow's reader emit one-row batches
-        view = memoryview(target).cast("B")
-        filled = 0
-        while filled < len(view):
-            if not self._buffer:
-                chunk = self._copy.read()
-                if not chunk:
-                    break
-                self._buffer = bytes(chunk)
-                self._offset = 0
-            n = min(len(view) - filled, len(self._buffer) - self._offset)
-            view[filled : filled + n] = self._buffer[self._offset : self._offset + n]
-            filled += n
-            self._offset += n
-            if self._offset == len(self._buffer):
-                self._buffer = b""
-        return filled
