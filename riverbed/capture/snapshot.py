@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,16 @@ def table_schema(conn: Any, schema: str, table: str, version: int = 1) -> TableS
     return TableSchema(table, version, columns, keys)
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """One unit of copy work: a table, or a key range of a big one."""
+
+    table: str
+    index: int
+    where: sql.Composable | None
+    size: int
+
+
 def copy_tables(
     source: Source,
     point: SnapshotPoint,
@@ -83,43 +93,112 @@ def copy_tables(
     op: str,
     on_table_done: Callable[[TableCopy], None],
 ) -> list[TableCopy]:
-    """Copy ``tables`` in parallel from ``point``; ``on_table_done`` commits each to the manifest."""
-
-    def one(table: str) -> TableCopy:
-        result = copy_table(source, point, schema, table, storage, op=op)
-        on_table_done(result)
-        return result
-
-    # the biggest tables first, so the parallel copy finishes as early as it can
+    """Copy ``tables`` in parallel from ``point``; ``on_table_done`` commits each table to the
+    manifest once all of its chunks are written (from this thread, one table at a time)."""
     with source.connect(autocommit=True) as conn:
-        sizes = {
-            t: conn.execute("select pg_relation_size(%s::regclass)", (f"{schema}.{t}",)).fetchone()[
-                0
-            ]  # type: ignore[index]
-            for t in tables
-        }
-    ordered = sorted(tables, key=lambda t: -sizes[t])
+        chunks = [c for t in tables for c in _plan(conn, schema, t, workers)]
+    # the biggest pieces first, so the parallel copy finishes as early as it can
+    chunks.sort(key=lambda c: -c.size)
+    pending = {t: sum(1 for c in chunks if c.table == t) for t in tables}
+    files: dict[str, list[LakeFile]] = {t: [] for t in tables}
+    layouts: dict[str, TableSchema] = {}
+    done: list[TableCopy] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot") as pool:
-        return list(pool.map(one, ordered))
+        futures = {
+            pool.submit(
+                copy_table,
+                source,
+                point,
+                schema,
+                c.table,
+                storage,
+                op=op,
+                where=c.where,
+                chunk=c.index,
+            ): c
+            for c in chunks
+        }
+        for future in as_completed(futures):
+            chunk = futures[future]
+            copy = future.result()
+            files[chunk.table].extend(copy.files)
+            layouts[chunk.table] = copy.schema
+            pending[chunk.table] -= 1
+            if not pending[chunk.table]:
+                table_files = sorted(files[chunk.table], key=lambda f: f.path)
+                result = TableCopy(
+                    chunk.table, sum(f.rows for f in table_files), table_files, layouts[chunk.table]
+                )
+                on_table_done(result)
+                done.append(result)
+    return done
+
+
+SPLIT_ROWS = 200_000  # tables bigger than this are copied as key ranges in parallel
+
+
+def _plan(conn: Any, schema: str, table: str, workers: int) -> list[_Chunk]:
+    """Split a big table with a single integer primary key into ``workers`` key ranges, so one
+    large table does not leave the other workers idle. Ranges are open at both ends: the
+    bounds come from outside the snapshot and must not miss a row."""
+    row = conn.execute(
+        "select c.reltuples::bigint, pg_relation_size(c.oid),"
+        " (select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid"
+        "   and a.attnum = i.indkey[0]"
+        "   where i.indrelid = c.oid and i.indisprimary and i.indnkeyatts = 1"
+        "   and a.atttypid in ('int2'::regtype, 'int4'::regtype, 'int8'::regtype))"
+        " from pg_class c where c.oid = %s::regclass",
+        (f"{schema}.{table}",),
+    ).fetchone()
+    estimate, size, key = row or (0, 0, None)
+    if workers < 2 or key is None or estimate < SPLIT_ROWS:
+        return [_Chunk(table, 0, None, size)]
+    column = sql.Identifier(key)
+    low, high = conn.execute(
+        sql.SQL("select min({k}), max({k}) from {t}").format(
+            k=column, t=sql.Identifier(schema, table)
+        )
+    ).fetchone()
+    if low is None or high - low < workers:
+        return [_Chunk(table, 0, None, size)]
+    bounds = [low + (high - low) * i // workers for i in range(1, workers)]
+    chunks = []
+    for i in range(workers):
+        conditions = []
+        if i > 0:
+            conditions.append(sql.SQL("{} >= {}").format(column, sql.Literal(bounds[i - 1])))
+        if i < workers - 1:
+            conditions.append(sql.SQL("{} < {}").format(column, sql.Literal(bounds[i])))
+        chunks.append(_Chunk(table, i, sql.SQL(" and ").join(conditions), size // workers))
+    return chunks
 
 
 def copy_table(
-    source: Source, point: SnapshotPoint, schema: str, table: str, storage: LakeStorage, *, op: str
+    source: Source,
+    point: SnapshotPoint,
+    schema: str,
+    table: str,
+    storage: LakeStorage,
+    *,
+    op: str,
+    where: sql.Composable | None = None,
+    chunk: int = 0,
 ) -> TableCopy:
     with source.connect(options=SESSION_SETTINGS) as conn:
         conn.execute("begin isolation level repeatable read read only")
         conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(point.name)))
         layout = table_schema(conn, schema, table)
         query = (
-            sql.SQL("copy (select {} from {}) to stdout with (format csv)")
+            sql.SQL("copy (select {} from {}{}) to stdout with (format csv)")
             .format(
                 sql.SQL(", ").join(map(sql.Identifier, (c.name for c in layout.columns))),
                 sql.Identifier(schema, table),
+                sql.SQL(" where ") + where if where is not None else sql.SQL(""),
             )
             .as_string(conn)
         )
         conn.rollback()
-    files = _copy_through_pipe(source, point, query, layout, storage, op)
+    files = _copy_through_pipe(source, point, query, layout, storage, op, chunk)
     return TableCopy(table, sum(f.rows for f in files), files, layout)
 
 
@@ -130,6 +209,7 @@ def _copy_through_pipe(
     layout: TableSchema,
     storage: LakeStorage,
     op: str,
+    chunk: int,
 ) -> list[LakeFile]:
     """COPY ... TO STDOUT into a pipe (psycopg2's copy loop runs in C, a row at a time is
     cheap there), while Arrow's CSV reader parses the other end in blocks and the rows go to
@@ -176,7 +256,7 @@ def _copy_through_pipe(
                 if "Empty CSV" not in str(exc) or failure:
                     raise
                 return []  # an empty table: nothing to write
-            return _write_files(storage, layout, point, op, reader)
+            return _write_files(storage, layout, point, op, reader, chunk)
     finally:
         producer.join()
         if failure:
@@ -184,16 +264,22 @@ def _copy_through_pipe(
 
 
 def _write_files(
-    storage: LakeStorage, layout: TableSchema, point: SnapshotPoint, op: str, reader: Any
+    storage: LakeStorage,
+    layout: TableSchema,
+    point: SnapshotPoint,
+    op: str,
+    reader: Any,
+    chunk: int,
 ) -> list[LakeFile]:
-    """Write the table's rows into files of up to ROWS_PER_FILE rows each."""
+    """Write the rows into files of up to ROWS_PER_FILE rows each. ``_seq`` numbers rows from
+    chunk << 40, unique within the table's snapshot."""
     stamp = np.datetime64(point.ts_us // 3_600_000_000 * 3600, "s").astype("datetime64[h]")
     day, hour = str(stamp).split("T")
     files: list[LakeFile] = []
-    seq = 0
+    seq = chunk << 40
     batch = _next(reader)
     while batch is not None:
-        path = f"raw/{layout.table}/date={day}/hour={hour}/snapshot_{point.lsn:016X}_{len(files):04d}.parquet"
+        path = f"raw/{layout.table}/date={day}/hour={hour}/snapshot_{point.lsn:016X}_{chunk:02d}_{len(files):04d}.parquet"
         rows = 0
         with storage.open_atomic(path) as sink:
             counter = CountingSink(sink)
