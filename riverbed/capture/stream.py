@@ -117,7 +117,6 @@ class ChangeStream:
         self.pending_schemas: list[SchemaVersion] = []
         self.batch = _Batch()
         self.tx: TxInfo | None = None
-        self.tx_end: int = 0
         self.seq = 0
         self.skipping = False
         self.conn = psycopg2.connect(
