@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +25,7 @@ from riverbed.config import load_project
 from riverbed.lake.manifest import Manifest
 from riverbed.lake.reader import read_changes
 from riverbed.lake.storage import open_storage
+from riverbed.shop.workload import Workload, WorkloadSpec
 
 ISO_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
@@ -42,6 +46,30 @@ begin
   return null;
 end $$;
 """
+
+
+@contextmanager
+def background_workload(database: Database, spec: WorkloadSpec) -> Iterator[None]:
+    """The shop workload running in a thread for the duration of the with-block."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            with psycopg.connect(database.dsn, autocommit=True) as conn:
+                Workload(conn, spec).run(stop.is_set)
+        except BaseException as exc:  # reported by the with-block
+            failure.append(exc)
+
+    writer = threading.Thread(target=drive)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()
+    if failure:
+        raise failure[0]
 
 
 def capture_config(

@@ -4,7 +4,6 @@ that does not use Riverbed's decoder (audit triggers and the source tables thems
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import psycopg
@@ -12,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from capture_support import (
     audit_by_xid,
+    background_workload,
     capture_config,
     install_audit,
     lake_by_xid,
@@ -140,22 +140,9 @@ def test_lake_layout_and_cdc_columns(shop: Database, tmp_path: Path) -> None:
 
 def test_snapshot_handoff_under_concurrent_writes(shop: Database, tmp_path: Path) -> None:
     """The workload writes during the snapshot copy: nothing lost, nothing doubled."""
-    config = capture_config(tmp_path, shop, extra="")
-    stop = threading.Event()
-
-    def drive() -> None:
-        with psycopg.connect(shop.dsn, autocommit=True) as conn:
-            Workload(conn, WorkloadSpec(rate=0, duration=None, seed=8, large_every=3)).run(
-                stop.is_set
-            )
-
-    writer = threading.Thread(target=drive)
-    writer.start()
-    try:
+    config = capture_config(tmp_path, shop)
+    with background_workload(shop, WorkloadSpec(rate=3000, duration=None, seed=8, large_every=3)):
         capture(config, "--once")
-    finally:
-        stop.set()
-        writer.join()
     capture(config, "--once")  # everything the workload committed after the first --once
     assert_lake_matches_source(config, shop)
 
@@ -170,19 +157,9 @@ def test_kill_minus_9_at_random_moments_loses_and_doubles_nothing(
     import time
 
     config = capture_config(tmp_path, shop)
-    stop = threading.Event()
-
-    def drive() -> None:
-        with psycopg.connect(shop.dsn, autocommit=True) as conn:
-            Workload(conn, WorkloadSpec(rate=3000, duration=None, seed=21, large_every=4)).run(
-                stop.is_set
-            )
-
-    writer = threading.Thread(target=drive)
-    writer.start()
     moments = random.Random(7)
     kills = 0
-    try:
+    with background_workload(shop, WorkloadSpec(rate=3000, duration=None, seed=21, large_every=4)):
         for _ in range(6):
             proc = subprocess.Popen(
                 [
@@ -204,9 +181,6 @@ def test_kill_minus_9_at_random_moments_loses_and_doubles_nothing(
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-    finally:
-        stop.set()
-        writer.join()
     assert kills == 6
     capture(config, "--once")
     assert_lake_matches_source(config, shop)
