@@ -26,6 +26,7 @@ import contextlib
 import select
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,9 @@ class ChangeStream:
         )
         self.cursor = self.conn.cursor()
         self.publication = publication
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
+        self._inflight: Future[None] | None = None
+        self._confirmed = -1
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class ChangeStream:
                 if self.batch.empty() and (caught_up or now - last_idle >= self.status_interval):
                     self._advance_idle()
                     last_idle = now
-                if caught_up and self.batch.empty():
+                if caught_up and self.batch.empty() and self._writer_idle():
                     break
             if should_stop():
                 break
@@ -177,14 +181,14 @@ class ChangeStream:
             select.select([cursor], [], [], 0.1 if once else 1.0)
         if self.tx is None and not self.batch.empty():
             self.flush()
+        self.wait_for_writer()
         # without force psycopg2 would only send this at the next status interval, i.e. never
-        self.cursor.send_feedback(
-            write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position, force=True
-        )
+        self._confirm(force=True)
         self.close()
         return self.stats
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         with contextlib.suppress(psycopg2.Error):
             self.conn.close()
 
@@ -199,6 +203,8 @@ class ChangeStream:
     def _advance_idle(self) -> None:
         """Nothing pending: everything before the server's sent position is in the lake or is
         not ours, so that position is safe to record and confirm (the slot never pins WAL)."""
+        if not self._writer_idle():
+            return  # a batch is still being written: its position is not durable yet
         wal_end = self.cursor.wal_end
         self.stats.server_wal_end = max(self.stats.server_wal_end, wal_end)
         if wal_end > self.position:
@@ -207,9 +213,7 @@ class ChangeStream:
             self.stats.position = wal_end
         if self.on_flush:
             self.on_flush(self.stats)  # keeps lag metrics fresh while idle
-        self.cursor.send_feedback(
-            write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position
-        )
+        self._confirm()
 
     # --- messages -------------------------------------------------------------------------
 
@@ -340,16 +344,43 @@ class ChangeStream:
         # txs stay: later rows of the open transaction still index it
 
     def flush(self) -> None:
-        """Write the batch, make it visible with its end position, then confirm that position."""
-        batch = self.batch
+        """Hand the batch to the writer thread, which writes its files, then makes them
+        visible with the batch's end position in one manifest commit. The loop keeps reading
+        meanwhile; it confirms to the slot only positions the writer has made durable. At most
+        one batch is being written while the next one fills (bounded memory)."""
+        batch, schemas = self.batch, self.pending_schemas
+        self.batch, self.pending_schemas = _Batch(), []
+        self.wait_for_writer()
+        self._inflight = self._writer.submit(self._write_and_commit, batch, schemas)
+
+    def wait_for_writer(self) -> None:
+        """Block until the batch being written is durable; re-raise the writer's error."""
+        if self._inflight is not None:
+            self._inflight.result()
+            self._inflight = None
+        self._confirm()
+
+    def _writer_idle(self) -> bool:
+        if self._inflight is not None and self._inflight.done():
+            self.wait_for_writer()
+        return self._inflight is None
+
+    def _confirm(self, force: bool = False) -> None:
+        """Tell the slot what is durable (psycopg2 sends it at the next status interval)."""
+        if force or self.position != self._confirmed:
+            self.cursor.send_feedback(
+                write_lsn=self.position,
+                flush_lsn=self.position,
+                apply_lsn=self.position,
+                force=force,
+            )
+            self._confirmed = self.position
+
+    def _write_and_commit(self, batch: _Batch, schemas: list[SchemaVersion]) -> None:
         files = batch.spilled + self._write(batch, open_tx=None)
         position = batch.end_lsn if batch.end_lsn is not None else self.position
-        self.manifest.commit_capture(self.slot, files, position, self.pending_schemas)
-        self.pending_schemas = []
-        self.position = max(self.position, position)
-        self.cursor.send_feedback(
-            write_lsn=self.position, flush_lsn=self.position, apply_lsn=self.position
-        )
+        self.manifest.commit_capture(self.slot, files, position, schemas)
+        self.position = max(self.position, position)  # durable from here on
         self.stats.rows += sum(f.rows for f in files if not f.full_load)
         self.stats.files += len(files)
         self.stats.bytes += sum(f.bytes for f in files)
@@ -357,7 +388,6 @@ class ChangeStream:
         self.stats.position = self.position
         for f in files:
             self.stats.rows_by_table[f.table] = self.stats.rows_by_table.get(f.table, 0) + f.rows
-        self.batch = _Batch()
         if self.on_flush:
             self.on_flush(self.stats)
 
