@@ -251,9 +251,6 @@ class Manifest:
             for r in rows
         }
 
-    def slots(self) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in self._db.execute("select slot, lsn from capture_position")}
-
     def tables(self, stage: str) -> list[str]:
         return [
             r[0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -20,20 +18,6 @@ def write_table(storage: LakeStorage, path: str, table: pa.Table) -> int:
     data = sink.getvalue().to_pybytes()
     storage.write_atomic(path, data)
     return len(data)
-
-
-def write_batches(
-    storage: LakeStorage, path: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]
-) -> tuple[int, int]:
-    """Stream record batches into one Parquet file (bounded memory). Returns (rows, bytes)."""
-    rows = 0
-    with storage.open_atomic(path) as sink:
-        counter = CountingSink(sink)
-        with pq.ParquetWriter(counter, schema, compression=COMPRESSION) as writer:
-            for batch in batches:
-                writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
-                rows += batch.num_rows
-    return rows, counter.written
 
 
 class CountingSink:
