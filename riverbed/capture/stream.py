@@ -156,6 +156,11 @@ class ChangeStream:
             if message is not None:
                 handle(message.payload, message.data_start)
                 busy = True
+                if once and self.tx is not None and self.tx.commit_lsn >= until_lsn:  # type: ignore[operator]
+                    # a transaction committed after --once started: left whole for the next run,
+                    # so --once ends even when the source writes faster than it reads
+                    self.tx = None
+                    break
                 continue
             # drained: everything the server has sent so far is handled
             now = time.monotonic()
@@ -165,6 +170,10 @@ class ChangeStream:
                 caught_up = once and cursor.wal_end >= until_lsn  # type: ignore[operator]
                 if not self.batch.empty() and (caught_up or self._due(now)):
                     self.flush()
+                    if caught_up:
+                        # --once is done once this batch is durable; not waiting here would let
+                        # steady traffic keep a new batch in flight forever
+                        self.wait_for_writer()
                 if self.batch.empty() and (caught_up or now - last_idle >= self.status_interval):
                     self._advance_idle()
                     last_idle = now
