@@ -134,6 +134,13 @@ class TableBuffer:
         return pa.Table.from_arrays(arrays + cdc, schema=pa.schema(fields + CDC_FIELDS))
 
 
+def partition_of(ts_us: int) -> str:
+    """The lake partition of a commit time: "date=YYYY-MM-DD/hour=HH" (UTC)."""
+    stamp = np.datetime64(ts_us // HOUR_US * 3600, "s").astype("datetime64[h]")
+    day, hour = str(stamp).split("T")
+    return f"date={day}/hour={hour}"
+
+
 def partitions(table: pa.Table) -> list[tuple[str, pa.Table]]:
     """Split rows by commit hour: [("date=YYYY-MM-DD/hour=HH", rows)], in time order."""
     if table.num_rows == 0:
@@ -144,7 +151,5 @@ def partitions(table: pa.Table) -> list[tuple[str, pa.Table]]:
     for hour in np.unique(hours):
         mask = hours == hour
         rows = table if mask.all() else table.filter(pa.array(mask))
-        stamp = np.datetime64(int(hour) * 3600, "s").astype("datetime64[h]")
-        day, hh = str(stamp).split("T")
-        result.append((f"date={day}/hour={hh}", rows))
+        result.append((partition_of(int(hour) * HOUR_US), rows))
     return result

@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from riverbed.capture.changes import CDC_FIELDS, TableSchema
+from riverbed.capture.changes import CDC_FIELDS, TableSchema, partition_of
 from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
 from riverbed.lake.manifest import LakeFile
 from riverbed.lake.parquet import COMPRESSION, ROW_GROUP_ROWS, CountingSink
@@ -273,13 +273,12 @@ def _write_files(
 ) -> list[LakeFile]:
     """Write the rows into files of up to ROWS_PER_FILE rows each. ``_seq`` numbers rows from
     chunk << 40, unique within the table's snapshot."""
-    stamp = np.datetime64(point.ts_us // 3_600_000_000 * 3600, "s").astype("datetime64[h]")
-    day, hour = str(stamp).split("T")
+    partition = partition_of(point.ts_us)
     files: list[LakeFile] = []
     seq = chunk << 40
     batch = _next(reader)
     while batch is not None:
-        path = f"raw/{layout.table}/date={day}/hour={hour}/snapshot_{point.lsn:016X}_{chunk:02d}_{len(files):04d}.parquet"
+        path = f"raw/{layout.table}/{partition}/snapshot_{point.lsn:016X}_{chunk:02d}_{len(files):04d}.parquet"
         rows = 0
         with storage.open_atomic(path) as sink:
             counter = CountingSink(sink)
