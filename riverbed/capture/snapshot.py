@@ -10,24 +10,24 @@ incremental CSV reader into Parquet in bounded memory.
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import adbc_driver_postgresql.dbapi as adbc
 import numpy as np
-import psycopg2
 import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg import sql
 
 from riverbed.capture.changes import CDC_FIELDS, TableSchema, partition_of
-from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
+from riverbed.capture.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
+from riverbed.errors import SourceError
 from riverbed.lake.manifest import LakeFile
-from riverbed.lake.parquet import COMPRESSION, ROW_GROUP_ROWS, CountingSink
+from riverbed.lake.parquet import ROW_GROUP_ROWS, CountingSink, writer_options
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import Source
 
@@ -134,41 +134,33 @@ def copy_tables(
     return done
 
 
-SPLIT_ROWS = 200_000  # tables bigger than this are copied as key ranges in parallel
+SPLIT_ROWS = 200_000  # tables bigger than this are copied as page ranges in parallel
 
 
 def _plan(conn: Any, schema: str, table: str, workers: int) -> list[_Chunk]:
-    """Split a big table with a single integer primary key into ``workers`` key ranges, so one
-    large table does not leave the other workers idle. Ranges are open at both ends: the
-    bounds come from outside the snapshot and must not miss a row."""
+    """Split a big table into ``workers`` ranges of its pages (ctid), so one large table does not
+    leave the other workers idle. A TID range scan (PostgreSQL 14+) reads only its own pages,
+    where a key range would have each worker scan the whole table. The first and last ranges are
+    open: the table may grow after we count its pages, and no row may be missed."""
     row = conn.execute(
         "select c.reltuples::bigint, pg_relation_size(c.oid),"
-        " (select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid"
-        "   and a.attnum = i.indkey[0]"
-        "   where i.indrelid = c.oid and i.indisprimary and i.indnkeyatts = 1"
-        "   and a.atttypid in ('int2'::regtype, 'int4'::regtype, 'int8'::regtype))"
-        " from pg_class c where c.oid = %s::regclass",
+        " current_setting('block_size')::int from pg_class c where c.oid = %s::regclass",
         (f"{schema}.{table}",),
     ).fetchone()
-    estimate, size, key = row or (0, 0, None)
-    if workers < 2 or key is None or estimate < SPLIT_ROWS:
+    estimate, size, block = row or (0, 0, 8192)
+    pages = size // block
+    if workers < 2 or estimate < SPLIT_ROWS or pages < workers:
         return [_Chunk(table, 0, None, size)]
-    column = sql.Identifier(key)
-    low, high = conn.execute(
-        sql.SQL("select min({k}), max({k}) from {t}").format(
-            k=column, t=sql.Identifier(schema, table)
-        )
-    ).fetchone()
-    if low is None or high - low < workers:
-        return [_Chunk(table, 0, None, size)]
-    bounds = [low + (high - low) * i // workers for i in range(1, workers)]
+    bounds = [pages * i // workers for i in range(1, workers)]
     chunks = []
     for i in range(workers):
         conditions = []
         if i > 0:
-            conditions.append(sql.SQL("{} >= {}").format(column, sql.Literal(bounds[i - 1])))
+            conditions.append(
+                sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({bounds[i - 1]},0)"))
+            )
         if i < workers - 1:
-            conditions.append(sql.SQL("{} < {}").format(column, sql.Literal(bounds[i])))
+            conditions.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({bounds[i]},0)")))
         chunks.append(_Chunk(table, i, sql.SQL(" and ").join(conditions), size // workers))
     return chunks
 
@@ -188,79 +180,123 @@ def copy_table(
         conn.execute("begin isolation level repeatable read read only")
         conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(point.name)))
         layout = table_schema(conn, schema, table)
-        query = (
-            sql.SQL("copy (select {} from {}{}) to stdout with (format csv)")
-            .format(
-                sql.SQL(", ").join(map(sql.Identifier, (c.name for c in layout.columns))),
-                sql.Identifier(schema, table),
-                sql.SQL(" where ") + where if where is not None else sql.SQL(""),
-            )
-            .as_string(conn)
-        )
         conn.rollback()
-    files = _copy_through_pipe(source, point, query, layout, storage, op, chunk)
-    return TableCopy(table, sum(f.rows for f in files), files, layout)
-
-
-def _copy_through_pipe(
-    source: Source,
-    point: SnapshotPoint,
-    query: str,
-    layout: TableSchema,
-    storage: LakeStorage,
-    op: str,
-    chunk: int,
-) -> list[LakeFile]:
-    """COPY ... TO STDOUT into a pipe (psycopg2's copy loop runs in C, a row at a time is
-    cheap there), while Arrow's CSV reader parses the other end in blocks and the rows go to
-    Parquet: the table streams through in bounded memory, never as a whole."""
-    read_end, write_end = os.pipe()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
+    as_text: set[str] = set()
+    while True:
+        query = _select(layout, schema, where, as_text)
+        written: list[LakeFile] = []
         try:
-            with (
-                os.fdopen(write_end, "wb") as sink,
-                psycopg2.connect(source.conninfo(options=SESSION_SETTINGS)) as conn,
-            ):
-                conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-                with conn.cursor() as cur:
-                    cur.execute("set transaction snapshot %s", (point.name,))
-                    cur.copy_expert(query, sink, size=1 << 20)
-                conn.rollback()
-        except BrokenPipeError:
-            pass  # the reader gave up first; its error is the one to report
-        except BaseException as exc:
-            failure.append(exc)
+            with _binary_copy(source, point, query) as reader:
+                _write_files(storage, layout, point, op, reader, chunk, written)
+        except _NeedsText as redo:
+            # A value outside what Arrow's native type holds (e.g. 'infinity'): copy the chunk
+            # again with that column as PostgreSQL's text, as the stream would carry it.
+            as_text.update(redo.columns)
+        except (OSError, adbc.Error) as exc:
+            if isinstance(exc, OSError) and "[libpq]" not in str(exc):
+                raise  # the lake's, not the source's
+            if "cannot convert NaN" not in str(exc):
+                raise SourceError(f"snapshot of {schema}.{table}: {_first_line(exc)}") from exc
+            # 'NaN' in a numeric column selected as a scaled integer: take those as text
+            as_text.update(c.name for c in layout.columns if _scaled(c) is not None)
+        else:
+            return TableCopy(table, sum(f.rows for f in written), written, layout)
+        for file in written:
+            storage.delete(file.path)
 
-    producer = threading.Thread(target=produce, name=f"copy-{layout.table}")
-    producer.start()
-    names = [c.name for c in layout.columns]
+
+# Columns of these types arrive in COPY's binary form and land as Arrow's native type with no
+# conversion on our side; every other column is selected as its text (::text), which is what the
+# stream carries for it too, and converted by to_arrow exactly as the stream's values are.
+_NATIVE = frozenset(
+    {
+        PgOid.BOOL,
+        PgOid.BYTEA,
+        PgOid.INT2,
+        PgOid.INT4,
+        PgOid.INT8,
+        PgOid.FLOAT4,
+        PgOid.FLOAT8,
+        PgOid.DATE,
+        PgOid.TIME,
+        PgOid.TIMESTAMP,
+        PgOid.TIMESTAMPTZ,
+    }
+)
+
+
+def _scaled(column: PgColumn) -> int | None:
+    """The scale of a numeric column whose values fit an int64 once multiplied by 10**scale.
+
+    Such a column is selected as that integer (exact: its values have at most ``scale``
+    decimals and at most 18 digits) and becomes the decimal without parsing any text.
+    """
+    target = arrow_type(column)
+    if column.type_oid != PgOid.NUMERIC or not pa.types.is_decimal128(target):
+        return None
+    return target.scale if target.precision <= 18 else None
+
+
+def _select(
+    layout: TableSchema, schema: str, where: sql.Composable | None, as_text: set[str]
+) -> str:
+    columns: list[sql.Composable] = []
+    for c in layout.columns:
+        name = sql.Identifier(c.name)
+        scale = _scaled(c)
+        if c.name in as_text:
+            columns.append(sql.SQL("{}::text").format(name))
+        elif c.type_oid in _NATIVE:
+            columns.append(name)
+        elif scale is not None:
+            columns.append(sql.SQL("({} * {})::int8").format(name, sql.Literal(10**scale)))
+        else:
+            columns.append(sql.SQL("{}::text").format(name))
+    return (
+        sql.SQL("select {} from {}{}")
+        .format(
+            sql.SQL(", ").join(columns),
+            sql.Identifier(schema, layout.table),
+            sql.SQL(" where ") + where if where is not None else sql.SQL(""),
+        )
+        .as_string(None)
+    )
+
+
+@contextmanager
+def _binary_copy(
+    source: Source, point: SnapshotPoint, query: str
+) -> Iterator[pa.RecordBatchReader]:
+    """The rows of ``query`` as of ``point``, streamed as Arrow record batches.
+
+    The ADBC PostgreSQL driver runs the query as ``COPY ... TO STDOUT (FORMAT binary)`` and
+    decodes it in C++ into batches of a few MB: no text formatting on the server, no per-row work
+    in Python, bounded memory whatever the table's size.
+    """
     try:
-        with os.fdopen(read_end, "rb") as pipe:
-            try:
-                reader = pacsv.open_csv(
-                    pipe,
-                    read_options=pacsv.ReadOptions(
-                        column_names=names, block_size=4 << 20, use_threads=False
-                    ),
-                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                    convert_options=pacsv.ConvertOptions(
-                        column_types={n: pa.string() for n in names},
-                        strings_can_be_null=True,
-                        quoted_strings_can_be_null=False,
-                        null_values=[""],
-                    ),
-                )
-            except pa.ArrowInvalid as exc:
-                if "Empty CSV" not in str(exc) or failure:
-                    raise
-                return []  # an empty table: nothing to write
-            return _write_files(storage, layout, point, op, reader, chunk)
+        conn = adbc.connect(source.conninfo(options=SESSION_SETTINGS), autocommit=True)
+    except adbc.Error as exc:
+        raise SourceError(f"snapshot: cannot connect to {source.display}: {exc}") from exc
+    try:
+        with conn.cursor() as cur:
+            cur.execute("begin isolation level repeatable read read only")
+            cur.execute(f"set transaction snapshot '{point.name}'")
+            cur.execute(query)
+            yield cur.fetch_record_batch()
+            cur.execute("rollback")
     finally:
-        producer.join()
-        if failure:
-            raise failure[0]
+        conn.close()
+
+
+class _NeedsText(Exception):
+    def __init__(self, *columns: str):
+        super().__init__(*columns)
+        self.columns = columns
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _write_files(
@@ -268,13 +304,13 @@ def _write_files(
     layout: TableSchema,
     point: SnapshotPoint,
     op: str,
-    reader: Any,
+    reader: pa.RecordBatchReader,
     chunk: int,
-) -> list[LakeFile]:
-    """Write the rows into files of up to ROWS_PER_FILE rows each. ``_seq`` numbers rows from
-    chunk << 40, unique within the table's snapshot."""
+    files: list[LakeFile],
+) -> None:
+    """Write the rows into files of up to ROWS_PER_FILE rows each, appending each to ``files``
+    once written. ``_seq`` numbers rows from chunk << 40, unique within the table's snapshot."""
     partition = partition_of(point.ts_us)
-    files: list[LakeFile] = []
     seq = chunk << 40
     batch = _next(reader)
     while batch is not None:
@@ -283,7 +319,7 @@ def _write_files(
         with storage.open_atomic(path) as sink:
             counter = CountingSink(sink)
             typed = _typed(batch, layout, point, op, seq)
-            with pq.ParquetWriter(counter, typed.schema, compression=COMPRESSION) as writer:
+            with pq.ParquetWriter(counter, typed.schema, **writer_options(typed.schema)) as writer:
                 while True:
                     writer.write_table(typed, row_group_size=ROW_GROUP_ROWS)
                     rows += typed.num_rows
@@ -307,7 +343,43 @@ def _write_files(
                 True,
             )
         )
-    return files
+
+
+# The binary form of 'infinity' and of time '24:00' has no Arrow value: the driver wraps it around
+# to something absurd. Real values never come near these bounds.
+_MIN_TIMESTAMP_US = -(1 << 62)
+_MIN_DATE_DAYS = -(1 << 30)
+_MAX_TIME_US = 86_400_000_000 - 1
+
+
+def _checked(column: PgColumn, values: pa.Array) -> pa.Array:
+    if values.null_count == len(values):
+        return values
+    if pa.types.is_timestamp(values.type):
+        bad = pc.min(values.cast(pa.int64())).as_py() < _MIN_TIMESTAMP_US
+    elif pa.types.is_date32(values.type):
+        bad = pc.min(values.cast(pa.int32())).as_py() < _MIN_DATE_DAYS
+    elif pa.types.is_time64(values.type):
+        bad = pc.max(values.cast(pa.int64())).as_py() > _MAX_TIME_US
+    else:
+        bad = False
+    if bad:
+        raise _NeedsText(column.name)
+    return values
+
+
+def _unscaled_to_decimal(values: pa.Array, target: pa.DataType) -> pa.Array:
+    """int64 unscaled values -> decimal128 of the same digits: the 16-byte little-endian integer
+    is the int64 and its sign extension."""
+    if values.offset:
+        values = pa.concat_arrays([values])
+    low = np.frombuffer(values.buffers()[1], dtype=np.int64, count=len(values))
+    wide = np.empty((len(values), 2), dtype=np.int64)
+    wide[:, 0] = low
+    wide[:, 1] = low >> 63
+    return pa.Array.from_buffers(
+        target, len(values), [values.buffers()[0], pa.py_buffer(wide)], values.null_count
+    )
 
 
 def _next(reader: Any) -> pa.RecordBatch | None:
@@ -322,16 +394,22 @@ def _typed(
 ) -> pa.Table:
     arrays = []
     fields = []
-    for column, strings in zip(layout.columns, batch.columns, strict=True):
-        try:
-            array = to_arrow(column, strings)
-        except UnrepresentableValue:
-            array = to_arrow(column, strings, as_string=True)
+    for column, values in zip(layout.columns, batch.columns, strict=True):
+        target = arrow_type(column)
+        if values.type == target:
+            array = _checked(column, values)
+        elif values.type == pa.int64() and pa.types.is_decimal128(target):
+            array = _unscaled_to_decimal(values, target)
+        else:
+            try:
+                array = to_arrow(column, values)
+            except UnrepresentableValue:
+                array = to_arrow(column, values, as_string=True)
         arrays.append(array)
         fields.append(pa.field(column.name, array.type))
     n = batch.num_rows
     cdc = [
-        pa.array([op] * n, pa.string()),
+        pa.repeat(pa.scalar(op, pa.string()), n),
         pa.array(np.full(n, point.ts_us, dtype=np.int64), pa.timestamp("us", tz="UTC")),
         pa.array(np.full(n, point.lsn, dtype=np.int64), pa.int64()),
         pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64), pa.int64()),
