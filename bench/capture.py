@@ -7,8 +7,8 @@ folder beside it whose riverbed.yaml is the demo config (six shop tables) pointe
 
 1. snapshot: the shop seeded so that its six tables hold about N rows (default 1,000,000;
    ``riverbed.shop.seed.seed``, orders = N / 3.6); then ``riverbed capture --once`` as a
-   subprocess on a fresh slot (slot + exported snapshot, COPY of every table with
-   capture.snapshot_workers = 2, Parquet, manifest). The limit: ``COPY (select * from shop.<t>)
+   subprocess on a fresh slot (slot + exported snapshot, COPY (FORMAT binary) of every table,
+   big ones split into page ranges, with capture.snapshot_workers = 2, Parquet, manifest). The limit: ``COPY (select * from shop.<t>)
    TO STDOUT (FORMAT csv)`` of the same tables by the wheel's psql into /dev/null, one table at
    a time and with 2 parallel workers (biggest first, as capture schedules them). The target
    compares capture with the 2-worker COPY: >= 50% of its rate.

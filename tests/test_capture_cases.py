@@ -384,6 +384,38 @@ def test_values_without_an_arrow_equivalent_are_kept_as_text(
     assert row["a"] in ("{1,2}", [1, 2]) or json.loads(row["a"]) == [1, 2]
 
 
+def test_snapshot_keeps_values_without_an_arrow_equivalent_as_text(
+    database: Database, tmp_path: Path
+) -> None:
+    """The snapshot's binary COPY meets the same values (NaN in a scaled numeric, infinite
+    dates and timestamps, 24:00): the chunk is copied again with those columns as PostgreSQL's
+    text, exactly as the stream would carry them, and the ordinary rows stay exact."""
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema odd2; create table odd2.v (id int primary key, n numeric(12,2),"
+            " d date, ts timestamptz, t time, a int4[])"
+        )
+        conn.execute(
+            "insert into odd2.v values"
+            " (1, 12.34, '2024-01-01', '2024-01-01 10:00:00+00', '12:34:56', '{1,2}'),"
+            " (2, 'NaN', 'infinity', '-infinity', '24:00:00', '{{1,2},{3,4}}'),"
+            " (3, -0.5, '0044-03-15 BC', '2024-06-01 00:00:00.5+00', '01:00:00', null)"
+        )
+        text = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "select id, n::text, d::text, ts::text, t::text, a::text from odd2.v"
+            )
+        }
+    config = project_config(tmp_path, database, "odd2", {"v": "id"})
+    capture(config, "--once")
+    lake = {c["id"]: c for c in lake_changes(config, "v")}
+    assert sorted(lake) == [1, 2, 3]
+    assert [lake[2][c] for c in ["n", "d", "ts", "t"]] == list(text[2][:4])
+    assert Decimal(str(lake[3]["n"])) == Decimal("-0.50")
+    assert str(lake[1]["d"]) == "2024-01-01"
+
+
 # --- 2. transaction shapes ----------------------------------------------------------------
 
 TX_DDL = """

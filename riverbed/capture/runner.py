@@ -12,12 +12,10 @@ Recovery rules, decided here:
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -38,7 +36,8 @@ from riverbed.capture.snapshot import SESSION_SETTINGS, SnapshotPoint, TableCopy
 from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamStats
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
-from riverbed.lake.manifest import Manifest, SchemaVersion
+from riverbed.lake.lock import ProcessLock
+from riverbed.lake.manifest import Manifest, SchemaVersion, open_manifest
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.source.connection import Source, source_for
 
@@ -50,13 +49,6 @@ class CaptureResult:
     stream: StreamStats | None = None
     resumed_from: int | None = None
     orphans_removed: int = 0
-
-
-def open_manifest(project: Project) -> Manifest:
-    state = project.config.state
-    if state.engine != "sqlite":
-        raise RiverbedError("state.engine postgres is not supported yet; use state.engine: sqlite")
-    return Manifest(project.path(state.path))
 
 
 def captured_tables(project: Project, conn: Any) -> list[str]:
@@ -74,31 +66,6 @@ def captured_tables(project: Project, conn: Any) -> list[str]:
     ]
 
 
-class _Lock:
-    """One capture per slot and project: a lock file held for the process's lifetime."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(path, "a+")  # noqa: SIM115 - held until release()
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "another process"
-            self.handle.close()
-            raise RiverbedError(
-                f"another `riverbed capture` (pid {holder}) is running for this project; "
-                "stop it first (Ctrl-C or SIGTERM)"
-            ) from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(str(os.getpid()))
-        self.handle.flush()
-
-    def release(self) -> None:
-        self.handle.close()
-
-
 def run_capture(
     project: Project,
     *,
@@ -111,7 +78,7 @@ def run_capture(
     source = source_for(project)
     slot, publication, schema = cfg.source.slot, cfg.source.publication, cfg.source.schema_name
     storage = open_storage(cfg.lake, project.root)
-    lock = _Lock(project.home / f"capture-{slot}.lock")
+    lock = ProcessLock(project.home / f"capture-{slot}.lock", "riverbed capture")
     manifest = open_manifest(project)
     result = CaptureResult()
     try:

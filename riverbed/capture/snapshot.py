@@ -10,6 +10,7 @@ incremental CSV reader into Parquet in bounded memory.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -95,34 +96,28 @@ def copy_tables(
 ) -> list[TableCopy]:
     """Copy ``tables`` in parallel from ``point``; ``on_table_done`` commits each table to the
     manifest once all of its chunks are written (from this thread, one table at a time)."""
-    with source.connect(autocommit=True) as conn:
+    with source.connect(options=SESSION_SETTINGS) as conn:
+        conn.execute("begin isolation level repeatable read read only")
+        conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(point.name)))
+        layouts = {t: table_schema(conn, schema, t) for t in tables}
         chunks = [c for t in tables for c in _plan(conn, schema, t, workers)]
+        conn.rollback()
     # the biggest pieces first, so the parallel copy finishes as early as it can
     chunks.sort(key=lambda c: -c.size)
     pending = {t: sum(1 for c in chunks if c.table == t) for t in tables}
     files: dict[str, list[LakeFile]] = {t: [] for t in tables}
-    layouts: dict[str, TableSchema] = {}
     done: list[TableCopy] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot") as pool:
+    with (
+        _PerThread(source) as connections,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot") as pool,
+    ):
         futures = {
-            pool.submit(
-                copy_table,
-                source,
-                point,
-                schema,
-                c.table,
-                storage,
-                op=op,
-                where=c.where,
-                chunk=c.index,
-            ): c
+            pool.submit(copy_chunk, connections, point, schema, layouts[c.table], storage, op, c): c
             for c in chunks
         }
         for future in as_completed(futures):
             chunk = futures[future]
-            copy = future.result()
-            files[chunk.table].extend(copy.files)
-            layouts[chunk.table] = copy.schema
+            files[chunk.table].extend(future.result())
             pending[chunk.table] -= 1
             if not pending[chunk.table]:
                 table_files = sorted(files[chunk.table], key=lambda f: f.path)
@@ -132,6 +127,46 @@ def copy_tables(
                 on_table_done(result)
                 done.append(result)
     return done
+
+
+class _PerThread:
+    """One source connection per copy worker, reused for all of its chunks: the driver reads
+    the server's type catalogue on connect, which costs more than copying a small table."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = adbc.connect(self.source.conninfo(options=SESSION_SETTINGS), autocommit=True)
+            except adbc.Error as exc:
+                raise SourceError(
+                    f"snapshot: cannot connect to {self.source.display}: {_first_line(exc)}"
+                ) from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def discard(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._lock:
+                self._all.remove(conn)
+            conn.close()
+
+    def __enter__(self) -> _PerThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self._all:
+            conn.close()
 
 
 SPLIT_ROWS = 200_000  # tables bigger than this are copied as page ranges in parallel
@@ -165,29 +200,23 @@ def _plan(conn: Any, schema: str, table: str, workers: int) -> list[_Chunk]:
     return chunks
 
 
-def copy_table(
-    source: Source,
+def copy_chunk(
+    connections: _PerThread,
     point: SnapshotPoint,
     schema: str,
-    table: str,
+    layout: TableSchema,
     storage: LakeStorage,
-    *,
     op: str,
-    where: sql.Composable | None = None,
-    chunk: int = 0,
-) -> TableCopy:
-    with source.connect(options=SESSION_SETTINGS) as conn:
-        conn.execute("begin isolation level repeatable read read only")
-        conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(point.name)))
-        layout = table_schema(conn, schema, table)
-        conn.rollback()
+    chunk: _Chunk,
+) -> list[LakeFile]:
+    """Copy one chunk (a table, or a page range of one) into Parquet files; returns them."""
     as_text: set[str] = set()
     while True:
-        query = _select(layout, schema, where, as_text)
+        query = _select(layout, schema, chunk.where, as_text)
         written: list[LakeFile] = []
         try:
-            with _binary_copy(source, point, query) as reader:
-                _write_files(storage, layout, point, op, reader, chunk, written)
+            with _binary_copy(connections.get(), point, query) as reader:
+                _write_files(storage, layout, point, op, reader, chunk.index, written)
         except _NeedsText as redo:
             # A value outside what Arrow's native type holds (e.g. 'infinity'): copy the chunk
             # again with that column as PostgreSQL's text, as the stream would carry it.
@@ -196,11 +225,14 @@ def copy_table(
             if isinstance(exc, OSError) and "[libpq]" not in str(exc):
                 raise  # the lake's, not the source's
             if "cannot convert NaN" not in str(exc):
-                raise SourceError(f"snapshot of {schema}.{table}: {_first_line(exc)}") from exc
+                raise SourceError(
+                    f"snapshot of {schema}.{layout.table}: {_first_line(exc)}"
+                ) from exc
             # 'NaN' in a numeric column selected as a scaled integer: take those as text
             as_text.update(c.name for c in layout.columns if _scaled(c) is not None)
         else:
-            return TableCopy(table, sum(f.rows for f in written), written, layout)
+            return written
+        connections.discard()  # mid-COPY, its transaction is in no state to reuse
         for file in written:
             storage.delete(file.path)
 
@@ -264,28 +296,19 @@ def _select(
 
 
 @contextmanager
-def _binary_copy(
-    source: Source, point: SnapshotPoint, query: str
-) -> Iterator[pa.RecordBatchReader]:
+def _binary_copy(conn: Any, point: SnapshotPoint, query: str) -> Iterator[pa.RecordBatchReader]:
     """The rows of ``query`` as of ``point``, streamed as Arrow record batches.
 
     The ADBC PostgreSQL driver runs the query as ``COPY ... TO STDOUT (FORMAT binary)`` and
     decodes it in C++ into batches of a few MB: no text formatting on the server, no per-row work
     in Python, bounded memory whatever the table's size.
     """
-    try:
-        conn = adbc.connect(source.conninfo(options=SESSION_SETTINGS), autocommit=True)
-    except adbc.Error as exc:
-        raise SourceError(f"snapshot: cannot connect to {source.display}: {exc}") from exc
-    try:
-        with conn.cursor() as cur:
-            cur.execute("begin isolation level repeatable read read only")
-            cur.execute(f"set transaction snapshot '{point.name}'")
-            cur.execute(query)
-            yield cur.fetch_record_batch()
-            cur.execute("rollback")
-    finally:
-        conn.close()
+    with conn.cursor() as cur:
+        cur.execute("begin isolation level repeatable read read only")
+        cur.execute(f"set transaction snapshot '{point.name}'")
+        cur.execute(query)
+        yield cur.fetch_record_batch()
+        cur.execute("rollback")
 
 
 class _NeedsText(Exception):

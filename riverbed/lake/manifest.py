@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from riverbed.config.loader import Project
+from riverbed.errors import RiverbedError
+
 SCHEMA = """
 create table if not exists lake_files (
   path           text primary key,
@@ -93,6 +96,31 @@ class SchemaVersion:
     first_lsn: int
 
 
+def insert_files(
+    db: sqlite3.Connection, files: Iterable[LakeFile], slot: str | None, now: float
+) -> None:
+    """Make ``files`` visible, inside the caller's transaction."""
+    db.executemany(
+        "insert or replace into lake_files values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                f.path,
+                f.stage,
+                f.table,
+                f.rows,
+                f.bytes,
+                f.min_lsn,
+                f.max_lsn,
+                f.schema_version,
+                int(f.full_load),
+                slot,
+                now,
+            )
+            for f in files
+        ],
+    )
+
+
 class Manifest:
     """The lake manifest and capture positions, in the state store (SQLite)."""
 
@@ -108,8 +136,20 @@ class Manifest:
     def close(self) -> None:
         self._db.close()
 
+    def query(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read from the state store (the stages' own tables live beside the manifest's)."""
+        with self._lock:
+            return self._db.execute(statement, params).fetchall()
+
+    def ensure_schema(self, ddl: str) -> None:
+        """Create a stage's own tables in the state store, if missing."""
+        with self._lock:
+            self._db.executescript(ddl)
+
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: everything a stage commits together (its outputs, made
+        visible here, and its bookkeeping) becomes durable at once or not at all."""
         # one connection, shared by the snapshot's copy threads: one transaction at a time
         with self._lock:
             self._db.execute("begin immediate")
@@ -135,7 +175,7 @@ class Manifest:
         ``snapshot_done`` holds (table, consistent_lsn, rows) for snapshot copies finished here.
         """
         now = time.time()
-        with self._transaction() as db:
+        with self.transaction() as db:
             for schema in schemas:
                 db.execute(
                     "insert or ignore into table_schemas values (?, ?, ?, ?, ?)",
@@ -147,25 +187,7 @@ class Manifest:
                         now,
                     ),
                 )
-            db.executemany(
-                "insert or replace into lake_files values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        f.path,
-                        f.stage,
-                        f.table,
-                        f.rows,
-                        f.bytes,
-                        f.min_lsn,
-                        f.max_lsn,
-                        f.schema_version,
-                        int(f.full_load),
-                        slot,
-                        now,
-                    )
-                    for f in files
-                ],
-            )
+            insert_files(db, files, slot, now)
             for table, lsn, rows in snapshot_done:
                 db.execute(
                     "insert or replace into capture_snapshot values (?, ?, ?, ?, ?)",
@@ -197,7 +219,7 @@ class Manifest:
 
         Returns the paths whose files should be deleted from the lake.
         """
-        with self._transaction() as db:
+        with self.transaction() as db:
             paths = [
                 r[0] for r in db.execute("select path from lake_files where slot = ?", (slot,))
             ]
@@ -266,7 +288,7 @@ class Manifest:
     ) -> None:
         now = time.time()
         encoded = json.dumps(labels or {}, sort_keys=True)
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.executemany(
                 "insert into metrics values (?, ?, ?, ?)",
                 [(name, encoded, float(value), now) for name, value in values.items()],
@@ -279,3 +301,11 @@ class Manifest:
             (prefix + "%",),
         ).fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def open_manifest(project: Project) -> Manifest:
+    """The project's state store (where the manifest lives)."""
+    state = project.config.state
+    if state.engine != "sqlite":
+        raise RiverbedError("state.engine postgres is not supported yet; use state.engine: sqlite")
+    return Manifest(project.path(state.path))

@@ -122,7 +122,9 @@ def resolve_unchanged_toast(table: pa.Table, keys: list[str]) -> pa.Table:
 
     That is the previous version of the same key; or, when the update also changed the key
     (captured as a D of the old key directly followed by an I of the new key in the same
-    transaction), the previous version of the old key.
+    transaction), the previous version of the old key. A mark is removed once its value is
+    filled; a column whose previous version is not in ``table`` stays marked (and null), so a
+    later stage can still keep the value it already has.
     """
     marks = table.column("_toast_unchanged").to_pylist()
     if not any(marks) or not keys:
@@ -134,6 +136,7 @@ def resolve_unchanged_toast(table: pa.Table, keys: list[str]) -> pa.Table:
     seqs = table.column("_seq").to_pylist()
     columns = {name: table.column(name).to_pylist() for name in marked_columns}
     last: dict[tuple[Any, ...], dict[str, Any]] = {}
+    remaining: list[list[str] | None] = list(marks)
     for i, key in enumerate(key_values):
         if ops[i] == "D":
             continue  # a delete carries the key only; the values it ends stay known below
@@ -148,10 +151,15 @@ def resolve_unchanged_toast(table: pa.Table, keys: list[str]) -> pa.Table:
                 and seqs[i - 1] == seqs[i] - 1
             ):
                 source = last.get(key_values[i - 1])  # the key changed in this very update
+            unresolved = [n for n in names if source is None or n in source["_unresolved"]]
             for name in names:
                 columns[name][i] = None if source is None else source.get(name)
+            remaining[i] = unresolved or None
         last[key] = {name: columns[name][i] for name in marked_columns}
+        last[key]["_unresolved"] = remaining[i] or ()
     for name, values in columns.items():
         index = table.column_names.index(name)
         table = table.set_column(index, name, pa.array(values, table.schema.field(name).type))
-    return table
+    index = table.column_names.index("_toast_unchanged")
+    field = table.schema.field("_toast_unchanged")
+    return table.set_column(index, field, pa.array(remaining, field.type))

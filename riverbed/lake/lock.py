@@ -1,0 +1,42 @@
+"""One process at a time for a piece of work: an advisory lock file held for its lifetime.
+
+The kernel drops the lock when the holder dies (kill -9 included), so a stale lock file never
+blocks anyone; the pid written into it only names the holder in the refusal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from riverbed.errors import RiverbedError
+
+
+class ProcessLock:
+    def __init__(self, path: Path, what: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise RiverbedError(
+                f"another `{what}` (pid {holder}) is running for this project; "
+                "wait for it, or stop it first (Ctrl-C or SIGTERM)"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+
+    def release(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> ProcessLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
