@@ -468,6 +468,83 @@ def capture(
 
 
 @app.command()
+def run(
+    once: Annotated[
+        bool, typer.Option("--once", help="One execution over everything pending (the default).")
+    ] = True,
+    engine: Annotated[
+        str | None,
+        typer.Option("--engine", help="duckdb or spark; default: transform.engine in config."),
+    ] = None,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", help="Only this table (repeatable).")
+    ] = None,
+    reprocess_table: Annotated[
+        str | None,
+        typer.Option("--reprocess", help="Rewind TABLE's bookmarks (with --from), then run."),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="With --reprocess: an LSN (0/16B3748) or a UTC time."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """One pipeline execution: transform what capture landed (quality rules, SQL transforms)
+    into staged batches, exactly once.
+
+    Example: `riverbed run --once`, `riverbed run --reprocess orders --from 2026-11-27T10:00Z`
+    """
+    from riverbed.transform.runner import reprocess, run_transform
+
+    if engine is not None and engine not in ("duckdb", "spark"):
+        raise RiverbedError(f"--engine {engine}: choose duckdb or spark")
+    if (reprocess_table is None) != (start is None):
+        raise RiverbedError("--reprocess TABLE and --from TIME|LSN go together")
+    project = _project(config)
+    rewound: list[dict[str, Any]] = []
+    if reprocess_table is not None and start is not None:
+        rewound = reprocess(project, reprocess_table, start)
+        if not quiet and not as_json:
+            rows = sum(b["rows"] for b in rewound)
+            console.print(
+                f"rewound {reprocess_table}: {len(rewound)} staged batches ({rows:,} rows) "
+                "withdrawn; their raw files are transformed again now, and the load stage "
+                "reloads the new batches in their place"
+            )
+    result = run_transform(project, engine=engine, tables=table)
+    payload = result.as_dict() | {"reprocessed": rewound}
+    if as_json:
+        print(json.dumps(payload, default=str))
+        return
+    if quiet:
+        return
+    if not result.batches:
+        console.print("nothing new to transform (every raw file is already staged)")
+    for t in result.tables:
+        if not t.batches:
+            continue
+        failing = [
+            f"{q['rule']} {q['failed']:,}"
+            for b in t.batches
+            for q in b["quality"]
+            if q["status"] != "pass"
+        ]
+        console.print(
+            f"{t.table:<12} {len(t.batches)} batch(es): {t.rows_in:,} rows in, "
+            f"{t.rows_out:,} staged, {t.rows_quarantined:,} quarantined"
+            + (f"  ({escape('; '.join(failing))})" if failing else "")
+        )
+    for bad in result.bad_files:
+        console.print(
+            f"[yellow]unreadable raw file {bad['path']} moved to {bad['moved_to']}: "
+            f"{bad['reason']}[/yellow]"
+        )
+    console.print(f"transformed on {result.engine} in {result.seconds:.1f} s")
+
+
+@app.command()
 def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -505,6 +582,28 @@ def status(
                 info["landed_at"] or "-",
             )
         console.print(table)
+    if report["quality"]:
+        quality = Table("table", "last batch", "rows in", "staged", "quarantined", "quality")
+        for batch in report["quality"]:
+            flagged = [
+                f"{r['rule']}: {r['status']} {r['failed']:,}/{r['checked']:,}"
+                for r in batch["rules"]
+                if r["status"] != "pass"
+            ]
+            quality.add_row(
+                batch["table"],
+                batch["status"],
+                f"{batch['rows_in']:,}",
+                f"{batch['rows_out']:,}",
+                f"{batch['rows_quarantined']:,}",
+                escape("; ".join(flagged)) or f"all {len(batch['rules'])} pass",
+            )
+        console.print(quality)
+    for bad in report["bad_files"]:
+        console.print(
+            f"[yellow]unreadable raw file {bad['path']} set aside as {bad['moved_to']}: "
+            f"{escape(bad['reason'])}[/yellow]"
+        )
 
 
 # --- demo ---------------------------------------------------------------------------------

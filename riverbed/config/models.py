@@ -113,6 +113,13 @@ class CaptureConfig(Model):
     status_interval_seconds: float = Field(5.0, gt=0)  # standby feedback / metrics cadence
 
 
+class TransformConfig(Model):
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[*]"  # engine spark: any Spark master URL
+    batch_rows: int = Field(1_000_000, ge=1)  # a batch takes raw files up to about this many rows
+    retries: int = Field(3, ge=0, le=10)  # transient failures (I/O, a locked file), with backoff
+
+
 # --- lake, warehouse, state ---------------------------------------------------------------
 
 
@@ -351,6 +358,7 @@ class RiverbedConfig(Model):
     version: Literal[1] = 1
     source: SourceConfig = SourceConfig()
     capture: CaptureConfig = CaptureConfig()
+    transform: TransformConfig = TransformConfig()
     lake: LakeConfig = LakeConfig()
     warehouse: WarehouseConfig = WarehouseConfig()
     state: StateConfig = StateConfig()

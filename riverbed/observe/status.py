@@ -11,6 +11,7 @@ from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
 from riverbed.source.connection import source_for
+from riverbed.transform.bookmarks import Bookmarks
 
 
 def gather(project: Project) -> dict[str, Any]:
@@ -28,6 +29,8 @@ def gather(project: Project) -> dict[str, Any]:
             "rows": 0,
         },
         "lake": {},
+        "quality": [],
+        "bad_files": [],
     }
     state_path = project.path(cfg.state.path)
     manifest = Manifest(state_path) if state_path.exists() else None
@@ -66,6 +69,9 @@ def gather(project: Project) -> dict[str, Any]:
                 if landed
                 else None,
             }
+        transform = Bookmarks(manifest)
+        report["quality"] = transform.results()
+        report["bad_files"] = transform.bad_files()
         report["generated_at"] = time.time()
     finally:
         manifest.close()

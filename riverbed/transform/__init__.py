@@ -1,0 +1,1 @@
+"""The transform stage: raw CDC files -> quality rules + SQL transforms -> staged batches."""

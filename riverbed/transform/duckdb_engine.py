@@ -1,0 +1,45 @@
+"""DuckDB: the default transform engine, in process."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from riverbed.transform.engine import DIALECT, TransformEngineError
+
+
+class DuckDBEngine:
+    name = "duckdb"
+
+    def __init__(self, threads: int | None = None, memory_limit: str | None = None):
+        self._db = duckdb.connect(":memory:")
+        self._db.execute("set TimeZone = 'UTC'")
+        if threads:
+            self._db.execute(f"set threads = {int(threads)}")
+        if memory_limit:
+            self._db.execute("set memory_limit = ?", [memory_limit])
+        self._tables: dict[str, pa.Table] = {}
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self._tables[name] = table  # keep it alive: DuckDB scans it in place
+        self._db.register(name, table)
+
+    def register_files(self, name: str, paths: list[str], schema: pa.Schema) -> None:
+        if not paths:
+            self.register(name, schema.empty_table())
+            return
+        relation = self._db.read_parquet(paths)
+        relation.create_view(name, replace=True)
+
+    def query(self, statement: exp.Expression) -> pa.Table:
+        text = statement.sql(dialect=DIALECT)
+        try:
+            return self._db.sql(text).to_arrow_table()
+        except duckdb.IOException as exc:
+            raise TransformEngineError(f"duckdb: {exc}", transient=True) from exc
+        except duckdb.Error as exc:
+            raise TransformEngineError(f"duckdb: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,61 @@
+"""The transform engine protocol: where a batch's SQL runs.
+
+Statements are sqlglot expressions in Riverbed's own dialect (DuckDB's, the one users write
+transforms and custom rules in); each engine generates them for itself. Inputs are registered
+as named relations, results come back as Arrow tables, so every engine hands the same values to
+the same Parquet writer and staged output is identical whichever engine ran it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pyarrow as pa
+from sqlglot import exp
+
+from riverbed.errors import RiverbedError
+
+DIALECT = "duckdb"  # the dialect of SQL in riverbed.yaml
+
+
+class TransformEngineError(RiverbedError):
+    """A statement failed in the engine. ``transient`` when a retry may succeed (I/O, a lock)."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class TransformEngine(Protocol):
+    name: str
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """Make ``table`` queryable as relation ``name`` (replacing any previous one)."""
+        ...
+
+    def register_files(self, name: str, paths: list[str], schema: pa.Schema) -> None:
+        """Make local Parquet ``paths`` queryable as relation ``name``. Every file must already
+        have exactly ``schema`` (the caller unifies schema versions first)."""
+        ...
+
+    def query(self, statement: exp.Expression) -> pa.Table:
+        """Run ``statement`` (Riverbed's dialect) and return its rows as Arrow."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_engine(engine: str, spark_master: str = "local[*]") -> TransformEngine:
+    """The engine ``transform.engine`` names; Spark is imported only when chosen."""
+    if engine == "spark":
+        try:
+            from riverbed.transform.spark_engine import SparkEngine
+        except ImportError as exc:
+            raise RiverbedError(
+                f"transform.engine spark needs PySpark ({exc.name} is missing): "
+                "pip install 'riverbed[spark]', or set transform.engine: duckdb"
+            ) from None
+        return SparkEngine(master=spark_master)  # type: ignore[return-value]
+    from riverbed.transform.duckdb_engine import DuckDBEngine
+
+    return DuckDBEngine()

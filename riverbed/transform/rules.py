@@ -1,0 +1,869 @@
+"""Quality rules compiled to SQL once, so every transform engine runs the same logic.
+
+A table's rules become sqlglot expressions in Riverbed's dialect (``DIALECT``): one ``flagged``
+statement that returns the batch's rows with a ``_fail_i``/``_reason_i`` pair per row-level rule,
+and one single-row statement per dataset-level rule. The DuckDB and Spark engines generate the
+same trees, so the SQL sticks to what both run: no DISTINCT window aggregates and no IN/EXISTS
+subquery in a SELECT list. Lookups (``unique``, ``references``, ``sql_row``) are LEFT JOINs to
+grouped or DISTINCT subqueries, which never multiply the batch's rows.
+
+Decisions worth knowing:
+
+* **NULL passes** every rule except ``not_null``: a missing value is ``not_null``'s business,
+  so e.g. ``range`` or ``references`` on a nullable column needs no extra guard. A ``sql_row``
+  predicate that evaluates to NULL also passes (the ``where``-style semantics of dbt and Great
+  Expectations); write ``coalesce(..., false)`` to make NULL fail.
+* **Deletes are never checked.** A ``D`` row carries only the key columns, and a ``T``
+  (truncate) row carries none, so row rules never fail them and dataset rules do not count
+  them in ``checked``. ``row_count`` counts every change, deletes included, as the batch sizes
+  in ``RuleContext.recent_counts`` do.
+* **unique is across keys, not rows.** Rows of one key in one batch are versions of one entity,
+  so a value fails only when another *key* holds it: another key in this batch, or another key
+  in the table's current rows. Current rows of keys that appear in this batch are left out of
+  that comparison, because the batch supersedes them: a customer deleted (or moved to another
+  e-mail) in this batch frees its e-mail for a new customer in the same batch. Within a batch
+  the check is not sequential: two keys that held a value one after the other both fail.
+* **Custom SQL is checked at compile time**: it must parse, its config table names are
+  rewritten to their relations (anything else is an error that says to add the table to
+  ``tables:``), and columns that certainly belong to the table must exist in the batch. In a
+  ``sql_row`` predicate, unqualified names and ``<table>.column`` are the row's columns; inside
+  a subquery an unqualified name resolves to the subquery's tables first (plain SQL scoping), so
+  correlate with ``<table>.column``, and ``<table>`` as a table there means its current rows.
+  The predicate runs in the WHERE of a subquery that collects the failing rows' (``_lsn``,
+  ``_seq``), which identifies a change within a table, so IN/EXISTS work on Spark too. In
+  ``sql_dataset``, ``<table>`` is the raw batch, deletes included (filter on ``_op``).
+* Aggregates of no values: a sum or count of nothing is 0, so an empty batch can fail a
+  ``row_count``, ``sum`` or ``distinct_count`` minimum; a mean or newest value of nothing is
+  undefined and passes, so ``mean`` and ``freshness`` pass an empty batch (pair them with
+  ``row_count``). ``row_count`` with a threshold but no recent counts has nothing to compare
+  against and passes.
+* Values written into SQL (bounds, patterns, accepted values, ``now``) are literals, never
+  text pasted into SQL, and ``now`` is fixed by the caller so a retry on another engine gives
+  the same answer. Fractional thresholds are exact decimals (0.7 of 10 rows is 7, not
+  7.000000000000001).
+* ``valid_date`` reads strings with TRY_CAST; its ``min``/``max`` are years, inclusive.
+
+Dataset statements return one row: ``checked BIGINT`` (non-delete rows), ``failed BIGINT``
+(violating rows where that means something: nulls for ``not_null`` with a threshold, returned
+rows for ``sql_dataset``; otherwise 0 or 1), ``passed BOOLEAN`` and ``observed VARCHAR``.
+Regular expressions run on the engine (RE2 in DuckDB, java.util.regex in Spark) with search
+semantics, like ``re.search``; keep patterns to the syntax all three share.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, SqlglotError
+from sqlglot.optimizer.scope import traverse_scope
+
+from riverbed.config.models import QualityRule
+from riverbed.errors import RiverbedError
+from riverbed.transform.engine import DIALECT
+
+BATCH = "b"  # alias of the batch relation in every compiled statement
+UNCHECKED_OPS = ("D", "T")  # changes without a row image: deletes and truncates
+
+_ROW_TYPES = frozenset(
+    {
+        "not_null",
+        "unique",
+        "accepted_values",
+        "range",
+        "regex",
+        "length",
+        "valid_date",
+        "not_in_future",
+        "references",
+        "sql_row",
+    }
+)
+
+
+class RuleError(RiverbedError):
+    """A quality rule cannot run against this table (unknown column or table, invalid SQL).
+
+    Terminal: the rule or the table's columns must change; a retry gives the same answer.
+    """
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a table's rules are compiled against."""
+
+    table: str  # config table name, e.g. "orders"
+    keys: list[str]  # the table's key columns
+    columns: list[str]  # the batch's columns (source + derived + CDC)
+    now: datetime  # tz-aware; a literal in the SQL so retries and engines agree
+    current: str | None  # relation: current rows of this table (one per live key), if any
+    references: Mapping[str, str]  # config table name -> relation of its current rows
+    recent_counts: Sequence[int]  # row counts of this table's previous batches, newest last
+
+
+@dataclass(frozen=True)
+class DatasetCheck:
+    rule: QualityRule
+    # one row (checked, failed, passed, observed); None for the schema rule (see check_schema)
+    query: exp.Select | None
+
+
+@dataclass(frozen=True)
+class CompiledChecks:
+    row_rules: list[QualityRule]  # rule i of this list <-> columns _fail_{i}, _reason_{i}
+    flagged: exp.Select  # the batch's rows plus _fail_i, _reason_i for every row rule
+    dataset: list[DatasetCheck]
+
+
+def compile_checks(batch: str, rules: Sequence[QualityRule], ctx: RuleContext) -> CompiledChecks:
+    """Compile ``rules`` of table ``ctx.table`` against the batch relation ``batch``.
+
+    Raises :class:`RuleError` when a rule names a column the batch lacks, a table that is not
+    configured, or holds SQL that does not parse.
+
+    >>> from datetime import UTC, datetime
+    >>> ctx = RuleContext("orders", ["id"], ["id", "qty", "_op"], datetime.now(UTC), None, {}, [])
+    >>> checks = compile_checks("batch", [QualityRule(type="not_null", column="qty")], ctx)
+    >>> print(checks.flagged.sql(dialect="duckdb", pretty=True))
+    SELECT
+      b.*,
+      COALESCE(NOT b."_op" IN ('D', 'T') AND b."qty" IS NULL, FALSE) AS _fail_0,
+      CASE WHEN NOT b."_op" IN ('D', 'T') AND b."qty" IS NULL THEN 'qty is null' END AS _reason_0
+    FROM batch AS b
+    """
+    compiler = _Compiler(batch, ctx)
+    row_rules: list[QualityRule] = []
+    selects: list[exp.Expr] = [exp.Column(this=exp.Star(), table=exp.to_identifier(BATCH))]
+    joins: list[tuple[exp.Expr, exp.Expr]] = []
+    dataset: list[DatasetCheck] = []
+    for rule in rules:
+        compiler.check_columns(rule)
+        if rule.type in _ROW_TYPES and not (rule.type == "not_null" and rule.threshold is not None):
+            index = len(row_rules)
+            row = compiler.row_check(rule, index)
+            failing = exp.and_(_live(), row.fails)
+            selects.append(exp.alias_(exp.func("COALESCE", failing, exp.false()), f"_fail_{index}"))
+            reason = exp.Case(ifs=[exp.If(this=failing.copy(), true=row.reason)])
+            selects.append(exp.alias_(reason, f"_reason_{index}"))
+            joins.extend(row.joins)
+            row_rules.append(rule)
+        else:
+            dataset.append(DatasetCheck(rule, compiler.dataset_check(rule)))
+    flagged = exp.select(*selects).from_(_relation(batch, BATCH))
+    for subquery, on in joins:
+        flagged = flagged.join(subquery, on=on, join_type="left")
+    return CompiledChecks(row_rules, flagged, dataset)
+
+
+def check_schema(rule: QualityRule, schema: pa.Schema) -> tuple[bool, str]:
+    """Run a ``schema`` rule in Python: every column of ``rule.columns`` exists in ``schema``
+    with the Arrow type Riverbed gives that SQL type. Returns (passed, observed), where
+    observed lists the mismatches. Raises RuleError for a type name it does not know."""
+    problems: list[str] = []
+    for name, sql_type in (rule.columns or {}).items():
+        expected = _parse_type(sql_type)
+        if expected is None:
+            raise RuleError(f"rule {rule.label}: {_unknown_type(sql_type)}")
+        index = schema.get_field_index(name)
+        if index < 0:
+            problems.append(f"{name}: missing (expected {sql_type})")
+        elif not _type_matches(expected, schema.field(index).type):
+            problems.append(f"{name}: expected {sql_type}, found {schema.field(index).type}")
+    if problems:
+        return False, "; ".join(problems)
+    return True, f"{len(rule.columns or {})} columns match"
+
+
+# --- compiling ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RowCheck:
+    fails: exp.Expr  # TRUE when a (live) row fails; NULL counts as pass
+    reason: exp.Expr  # the text shown when it fails
+    joins: list[tuple[exp.Expr, exp.Expr]]  # (aliased subquery, ON condition)
+
+
+class _Compiler:
+    def __init__(self, batch: str, ctx: RuleContext):
+        self.batch = batch
+        self.ctx = ctx
+
+    def fail(self, rule: QualityRule, problem: str) -> RuleError:
+        return RuleError(f"{self.ctx.table}: rule {rule.label}: {problem}")
+
+    def missing_column(self, rule: QualityRule, column: str, what: str = "column") -> RuleError:
+        close = difflib.get_close_matches(column, self.ctx.columns, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return self.fail(
+            rule,
+            f"{what} '{column}' does not exist in the batch "
+            f"(columns: {', '.join(self.ctx.columns)}){hint}",
+        )
+
+    def check_columns(self, rule: QualityRule) -> None:
+        if rule.column is not None and rule.column not in self.ctx.columns:
+            raise self.missing_column(rule, rule.column)
+        if rule.type == "unique":
+            for key in self.ctx.keys:
+                if key not in self.ctx.columns:
+                    raise self.missing_column(rule, key, "key column")
+        if rule.type == "schema":
+            for sql_type in (rule.columns or {}).values():
+                if _parse_type(sql_type) is None:
+                    raise self.fail(rule, _unknown_type(sql_type))
+
+    # --- row rules ----------------------------------------------------------------------
+
+    def row_check(self, rule: QualityRule, index: int) -> _RowCheck:
+        if rule.type == "sql_row":
+            return self._sql_row(rule, index)
+        assert rule.column is not None  # RULE_REQUIRES: every other row rule has a column
+        value = _col(rule.column)
+        name = rule.column
+        if rule.type == "not_null":
+            return _RowCheck(value.is_(exp.null()), exp.Literal.string(f"{name} is null"), [])
+        if rule.type == "unique":
+            return self._unique(rule.column, index)
+        if rule.type == "references":
+            return self._references(rule, index)
+        builder = _SIMPLE_ROW_RULES[rule.type]
+        fails, reason = builder(rule, value, self.ctx)
+        return _RowCheck(exp.and_(value.is_(exp.null()).not_(), fails), reason, [])
+
+    def _unique(self, column: str, index: int) -> _RowCheck:
+        keys = self.ctx.keys
+        # Per value: the smallest and largest of each key column among this batch's rows. A
+        # row's value is shared with another key iff some key column's min or max differs
+        # from the row's own, which holds for composite keys without concatenating them.
+        alias = f"_j{index}"
+        grouped = (
+            exp.select(
+                _col(column).as_("_value"),
+                *(exp.func("MIN", _col(k)).as_(f"_lo{i}") for i, k in enumerate(keys)),
+                *(exp.func("MAX", _col(k)).as_(f"_hi{i}") for i, k in enumerate(keys)),
+            )
+            .from_(_relation(self.batch, BATCH))
+            .where(exp.and_(_live(), _col(column).is_(exp.null()).not_()))
+            .group_by(_col(column))
+        )
+        in_batch = exp.or_(
+            *(
+                exp.or_(_col(k).neq(_col(f"_lo{i}", alias)), _col(k).neq(_col(f"_hi{i}", alias)))
+                for i, k in enumerate(keys)
+            )
+        )
+        joins: list[tuple[exp.Expr, exp.Expr]] = [
+            (grouped.subquery(alias), _col(column).eq(_col("_value", alias)))
+        ]
+        shown = _concat(f"{column} '", _text(_col(column)), "'")
+        reason_batch = _concat(shown.copy(), " is also used by another key in this batch")
+        if self.ctx.current is None:
+            return _RowCheck(in_batch, reason_batch, joins)
+        current_alias = f"_c{index}"
+        touched = "_t"
+        batch_keys = (
+            exp.select(*(_col(k) for k in keys), exp.alias_(exp.true(), "_hit"))
+            .distinct()
+            .from_(_relation(self.batch, BATCH))
+        )
+        held = (
+            exp.select(_col(column, "c").as_("_value"), exp.alias_(exp.true(), "_hit"))
+            .distinct()
+            .from_(_relation(self.ctx.current, "c"))
+            .join(
+                batch_keys.subquery(touched),
+                on=exp.and_(*(_col(k, "c").eq(_col(k, touched)) for k in keys)),
+                join_type="left",
+            )
+            .where(
+                exp.and_(
+                    _col("_hit", touched).is_(exp.null()),
+                    _col(column, "c").is_(exp.null()).not_(),
+                )
+            )
+        )
+        joins.append((held.subquery(current_alias), _col(column).eq(_col("_value", current_alias))))
+        in_current = _col("_hit", current_alias).is_(exp.null()).not_()
+        reason = exp.Case(
+            ifs=[exp.If(this=in_batch.copy(), true=reason_batch)],
+            default=_concat(shown.copy(), " is already used by another key"),
+        )
+        return _RowCheck(exp.or_(in_batch, in_current), reason, joins)
+
+    def _references(self, rule: QualityRule, index: int) -> _RowCheck:
+        assert rule.column is not None and rule.reference is not None
+        table, column = rule.reference.split(".")
+        alias = f"_j{index}"
+        source: exp.Expr
+        if table == self.ctx.table:
+            # A self-reference (e.g. manager_id -> employees.employee_id) may point at a row
+            # that arrives in this very batch.
+            arriving: exp.Query = (
+                exp.select(_col(column, "r").as_(column))
+                .from_(_relation(self.batch, "r"))
+                .where(_live("r"))
+            )
+            if self.ctx.current is not None:
+                held = exp.select(_col(column, "c")).from_(_relation(self.ctx.current, "c"))
+                arriving = exp.union(arriving, held, distinct=False)
+            source = arriving.subquery("r")
+        else:
+            source = _relation(self._relation_of(rule, table), "r")
+        values = (
+            exp.select(_col(column, "r").as_("_value"), exp.alias_(exp.true(), "_hit"))
+            .distinct()
+            .from_(source)
+            .where(_col(column, "r").is_(exp.null()).not_())
+        )
+        fails = exp.and_(
+            _col(rule.column).is_(exp.null()).not_(), _col("_hit", alias).is_(exp.null())
+        )
+        reason = _concat(
+            f"{rule.column} ", _text(_col(rule.column)), f" not found in {rule.reference}"
+        )
+        return _RowCheck(
+            fails, reason, [(values.subquery(alias), _col(rule.column).eq(_col("_value", alias)))]
+        )
+
+    def _relation_of(self, rule: QualityRule, table: str) -> str:
+        relation = self.ctx.references.get(table)
+        if relation is None:
+            configured = ", ".join(sorted(self.ctx.references)) or "none"
+            raise self.fail(
+                rule,
+                f"table '{table}' is not a configured table; add it to tables: in "
+                f"riverbed.yaml (configured: {configured})",
+            )
+        return relation
+
+    def _sql_row(self, rule: QualityRule, index: int) -> _RowCheck:
+        assert rule.sql is not None
+        try:
+            predicate = sqlglot.parse_one(rule.sql, read=DIALECT, into=exp.Condition)
+        except SqlglotError as exc:
+            raise self.fail(rule, f"invalid SQL: {_describe(exc)}") from exc
+        if isinstance(predicate, exp.Block):
+            raise self.fail(rule, "sql must be one boolean expression over the row's columns")
+        for column in list(predicate.find_all(exp.Column)):
+            if column.table:
+                # "orders.x" is the row's x, also inside a subquery (the way to correlate),
+                # unless that subquery reads the table itself under that name
+                if column.table != self.ctx.table or self._names_own_table(column):
+                    continue
+            elif column.find_ancestor(exp.Query) is not None:
+                continue  # unqualified inside a subquery: SQL resolves it there first
+            if column.name not in self.ctx.columns:
+                raise self.missing_column(rule, column.name)
+            column.set("table", exp.to_identifier(BATCH))
+        if self.ctx.current is None:
+            # First batch: the table has no current rows yet, only the batch's columns.
+            own: exp.Expr = exp.select("*").from_(_relation(self.batch, "e")).where(exp.false())
+        else:
+            own = _relation(self.ctx.current, None)
+        condition = self._rewrite_tables(rule, predicate, own=own)
+        # The predicate is evaluated in a WHERE, never in the SELECT list, because Spark
+        # accepts IN/EXISTS subqueries only in filters. (_lsn, _seq) identifies a change
+        # within a table; identical duplicates would get the same answer anyway.
+        alias = f"_j{index}"
+        ids = ("_lsn", "_seq")
+        failing = (
+            exp.select(*(_col(c) for c in ids), exp.alias_(exp.true(), "_hit"))
+            .distinct()
+            .from_(_relation(self.batch, BATCH))
+            .where(exp.and_(_live(), exp.func("COALESCE", condition, exp.true()).not_()))
+        )
+        on = exp.and_(*(_col(c).eq(_col(c, alias)) for c in ids))
+        shown = " ".join(rule.sql.split())
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        reason = exp.Literal.string(f"does not satisfy {shown}")
+        return _RowCheck(
+            _col("_hit", alias).is_(exp.null()).not_(), reason, [(failing.subquery(alias), on)]
+        )
+
+    def _names_own_table(self, column: exp.Column) -> bool:
+        select = column.find_ancestor(exp.Select)
+        while select is not None:
+            for table in select.find_all(exp.Table):
+                if table.parent_select is select and table.alias_or_name == self.ctx.table:
+                    return True
+            select = select.find_ancestor(exp.Select)
+        return False
+
+    def _rewrite_tables(self, rule: QualityRule, tree: exp.Expr, own: exp.Expr) -> exp.Expr:
+        """Point config table names at their relations; ``own`` stands for the table itself.
+        The original name stays as the alias, so ``orders.amount`` keeps working."""
+        ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+
+        def replace(node: exp.Expr) -> exp.Expr:
+            if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
+                return node  # not a table, or a table function
+            name = exp.table_name(node)  # "db.name" when qualified: never a config table
+            if name.lower() in ctes:
+                return node
+            alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
+            if name == self.ctx.table:
+                target = own.copy()
+                if isinstance(target, exp.Table):
+                    target.set("alias", alias)
+                    return target
+                return exp.Subquery(this=target, alias=alias)
+            table = exp.to_table(self._relation_of(rule, name))
+            table.set("alias", alias)
+            return table
+
+        return tree.transform(replace)
+
+    # --- dataset rules ------------------------------------------------------------------
+
+    def dataset_check(self, rule: QualityRule) -> exp.Select | None:
+        if rule.type == "schema":
+            return None
+        if rule.type == "sql_dataset":
+            return self._sql_dataset(rule)
+        if rule.type == "row_count":
+            return self._row_count(rule)
+        assert rule.column is not None
+        value = _col(rule.column)
+        count = exp.func("COUNT", exp.Star())
+        passed: exp.Expr
+        failed: exp.Expr | None = None
+        if rule.type == "not_null":
+            assert rule.threshold is not None
+            non_null = exp.func("COUNT", value)
+            # The threshold is an exact decimal literal: 0.7 * 10 must be 7, not 7.000000001.
+            passed = exp.GTE(
+                this=non_null, expression=exp.Mul(this=_decimal(rule.threshold), expression=count)
+            )
+            failed = exp.Sub(this=count.copy(), expression=non_null.copy())
+            observed = _concat(
+                _text(non_null.copy()),
+                " of ",
+                _text(count.copy()),
+                f" non-null (threshold {_format(rule.threshold)})",
+            )
+        elif rule.type == "freshness":
+            assert rule.max_age_seconds is not None
+            newest = exp.func("MAX", value)
+            cutoff = self.ctx.now - timedelta(seconds=rule.max_age_seconds)
+            # No values at all is not stale data: a quiet table is row_count's business.
+            passed = exp.func("COALESCE", newest >= _timestamp(cutoff), exp.true())
+            observed = _concat(
+                exp.func(
+                    "COALESCE",
+                    _concat("newest ", _text(newest.copy())),
+                    exp.Literal.string("no values"),
+                ),
+                f", cutoff {_iso(cutoff)}",
+            )
+        elif rule.type == "distinct_count":
+            distinct = exp.Count(this=exp.Distinct(expressions=[value]))
+            passed = _within(distinct, rule)
+            observed = _concat(_text(distinct.copy()), " distinct values")
+        elif rule.type == "mean":
+            mean = exp.func("AVG", value)
+            # The mean of no values is undefined, so it passes (NULL passes).
+            passed = exp.func("COALESCE", _within(mean, rule), exp.true())
+            observed = exp.func(
+                "COALESCE", _concat("mean ", _text(mean.copy())), exp.Literal.string("no values")
+            )
+        else:  # sum
+            total = exp.func("COALESCE", exp.func("SUM", value), exp.Literal.number(0))
+            # The sum of no values is 0, so an empty batch fails a positive min.
+            passed = _within(total, rule)
+            observed = _concat("sum ", _text(total.copy()))
+        query = exp.select().from_(_relation(self.batch, BATCH)).where(_live())
+        return _dataset_row(query, count.copy(), failed, passed, observed)
+
+    def _row_count(self, rule: QualityRule) -> exp.Select:
+        changes = exp.func("COUNT", exp.Star())
+        # COUNT of a CASE without ELSE: 0, not NULL, for an empty batch
+        checked = exp.func(
+            "COUNT", exp.Case(ifs=[exp.If(this=_live(), true=exp.Literal.number(1))])
+        )
+        conditions = _bound_checks(changes, rule)
+        note = ""
+        if rule.threshold is not None and self.ctx.recent_counts:
+            recent = self.ctx.recent_counts
+            # count >= threshold * mean  <=>  count >= ceil(threshold * mean), in exact
+            # arithmetic so a boundary count is not lost to float rounding.
+            exact = Fraction(Decimal(repr(rule.threshold))) * Fraction(sum(recent), len(recent))
+            needed = math.ceil(exact)
+            conditions.append(changes >= exp.Literal.number(needed))
+            note = f" (recent mean {sum(recent) / len(recent):g}, needs at least {needed})"
+        passed = exp.and_(*conditions) if conditions else exp.true()
+        observed = _concat(_text(changes.copy()), f" rows{note}")
+        query = exp.select().from_(_relation(self.batch, BATCH))
+        return _dataset_row(query, checked, None, passed, observed)
+
+    def _sql_dataset(self, rule: QualityRule) -> exp.Select:
+        assert rule.sql is not None
+        try:
+            statements = sqlglot.parse(rule.sql, read=DIALECT)
+        except SqlglotError as exc:
+            raise self.fail(rule, f"invalid SQL: {_describe(exc)}") from exc
+        if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+            raise self.fail(rule, "sql must be a single query (SELECT ...) returning bad rows")
+        self._check_query_columns(rule, statements[0])
+        query = self._rewrite_tables(rule, statements[0], own=_relation(self.batch, None))
+        assert isinstance(query, exp.Query)
+        checked = (
+            exp.select(exp.func("COUNT", exp.Star()).as_("n"))
+            .from_(_relation(self.batch, BATCH))
+            .where(_live())
+        )
+        returned = exp.select(exp.func("COUNT", exp.Star()).as_("n")).from_(query.subquery("q"))
+        failed = _col("n", "f")
+        return (
+            exp.select(
+                exp.cast(_col("n", "c"), "BIGINT").as_("checked"),
+                exp.cast(failed, "BIGINT").as_("failed"),
+                failed.copy().eq(exp.Literal.number(0)).as_("passed"),
+                _concat(_text(failed.copy()), " rows returned").as_("observed"),
+            )
+            .from_(checked.subquery("c"))
+            .join(returned.subquery("f"), join_type="cross")
+        )
+
+    def _check_query_columns(self, rule: QualityRule, query: exp.Query) -> None:
+        """Columns that certainly come from this table must exist in the batch: qualified by
+        an alias of it, or unqualified in a scope that reads nothing else."""
+        try:
+            scopes = traverse_scope(query)
+        except SqlglotError:
+            return  # shapes the scope walker does not follow are left to the engine
+        for scope in scopes:
+            own = {
+                alias
+                for alias, source in scope.sources.items()
+                if isinstance(source, exp.Table)
+                and not source.args.get("db")
+                and source.name == self.ctx.table
+            }
+            only_own = bool(own) and len(scope.sources) == len(own)
+            select = scope.expression
+            aliases = set(select.named_selects) if isinstance(select, exp.Select) else set()
+            for column in scope.columns:
+                if column.table:
+                    relevant = column.table in own
+                else:
+                    relevant = only_own and column.name not in aliases
+                if relevant and column.name not in self.ctx.columns:
+                    raise self.missing_column(rule, column.name)
+
+
+# --- simple row rules: (rule, value, ctx) -> (fails, reason), value already known non-null ----
+
+_Builder = Callable[[QualityRule, exp.Column, RuleContext], tuple[exp.Expr, exp.Expr]]
+
+
+def _accepted_values(
+    rule: QualityRule, value: exp.Column, ctx: RuleContext
+) -> tuple[exp.Expr, exp.Expr]:
+    # A NULL among the values would make NOT IN unknown for every row; nulls pass anyway.
+    accepted = [v for v in rule.values or [] if v is not None]
+    fails: exp.Expr = (
+        exp.In(this=value, expressions=[exp.convert(v) for v in accepted]).not_()
+        if accepted
+        else exp.true()
+    )
+    listed = ", ".join(str(v) for v in accepted[:5]) + (", ..." if len(accepted) > 5 else "")
+    reason = _concat(
+        f"{rule.column} '", _text(value.copy()), f"' not in accepted values ({listed})"
+    )
+    return fails, reason
+
+
+def _range(rule: QualityRule, value: exp.Column, ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
+    shown = _concat(f"{rule.column} = ", _text(value.copy()))
+    return _bounds(rule, value, shown, " is below min ", " is above max ")
+
+
+def _length(rule: QualityRule, value: exp.Column, ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
+    length = exp.Length(this=_text(value))
+    shown = _concat(f"{rule.column} '", _text(value.copy()), "' has length ", _text(length.copy()))
+    if rule.min is None and rule.max is None:
+        return exp.false(), shown
+    return _bounds(rule, length, shown, ", below min ", ", above max ")
+
+
+def _bounds(
+    rule: QualityRule, measure: exp.Expr, shown: exp.Expr, below: str, above: str
+) -> tuple[exp.Expr, exp.Expr]:
+    """Inclusive bounds: a measure equal to min or max passes."""
+    checks: list[tuple[exp.Expr, str]] = []
+    if rule.min is not None:
+        checks.append((measure.copy() < _number(rule.min), below + _format(rule.min)))
+    if rule.max is not None:
+        checks.append((measure.copy() > _number(rule.max), above + _format(rule.max)))
+    fails = exp.or_(*(condition for condition, _ in checks))
+    reason = exp.Case(
+        ifs=[exp.If(this=c.copy(), true=_concat(shown.copy(), text)) for c, text in checks]
+    )
+    return fails, reason
+
+
+def _regex(rule: QualityRule, value: exp.Column, ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
+    assert rule.pattern is not None
+    matches = exp.RegexpLike(this=_text(value), expression=exp.Literal.string(rule.pattern))
+    reason = _concat(
+        f"{rule.column} '", _text(value.copy()), f"' does not match pattern '{rule.pattern}'"
+    )
+    return matches.not_(), reason
+
+
+def _valid_date(
+    rule: QualityRule, value: exp.Column, ctx: RuleContext
+) -> tuple[exp.Expr, exp.Expr]:
+    """min and max of a valid_date rule are years, inclusive: min 1900 accepts 1900-01-01."""
+    as_date = exp.TryCast(this=value, to=exp.DataType.build("DATE"), safe=True)
+    checks: list[tuple[exp.Expr, exp.Expr]] = [
+        (
+            as_date.is_(exp.null()),
+            _concat(f"{rule.column} '", _text(value.copy()), "' is not a valid date"),
+        )
+    ]
+    year = exp.Year(this=as_date.copy())
+    if rule.min is not None:
+        checks.append(
+            (
+                year < _number(rule.min),
+                _concat(
+                    f"{rule.column} ", _text(as_date.copy()), f" is before year {_format(rule.min)}"
+                ),
+            )
+        )
+    if rule.max is not None:
+        checks.append(
+            (
+                year.copy() > _number(rule.max),
+                _concat(
+                    f"{rule.column} ", _text(as_date.copy()), f" is after year {_format(rule.max)}"
+                ),
+            )
+        )
+    fails = exp.or_(*(c for c, _ in checks))
+    reason = exp.Case(ifs=[exp.If(this=c.copy(), true=text) for c, text in checks])
+    return fails, reason
+
+
+def _not_in_future(
+    rule: QualityRule, value: exp.Column, ctx: RuleContext
+) -> tuple[exp.Expr, exp.Expr]:
+    # no "now" in the reason: a retry of the batch must write the same bytes
+    reason = _concat(f"{rule.column} ", _text(value.copy()), " is in the future")
+    return value > _timestamp(ctx.now), reason
+
+
+_SIMPLE_ROW_RULES: dict[str, _Builder] = {
+    "accepted_values": _accepted_values,
+    "range": _range,
+    "length": _length,
+    "regex": _regex,
+    "valid_date": _valid_date,
+    "not_in_future": _not_in_future,
+}
+
+
+# --- SQL helpers ----------------------------------------------------------------------------
+
+
+def _col(name: str, table: str | None = BATCH) -> exp.Column:
+    # Column names come from the source database and may need quoting; aliases are ours.
+    qualifier = exp.to_identifier(table) if table is not None else None
+    return exp.Column(this=exp.to_identifier(name, quoted=True), table=qualifier)
+
+
+def _relation(name: str, alias: str | None) -> exp.Table:
+    table = exp.to_table(name)
+    if alias is not None:
+        table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return table
+
+
+def _live(alias: str = BATCH) -> exp.Expr:
+    ops = [exp.Literal.string(op) for op in UNCHECKED_OPS]
+    return exp.In(this=_col("_op", alias), expressions=ops).not_()
+
+
+def _text(value: exp.Expr) -> exp.Cast:
+    return exp.cast(value, "VARCHAR")
+
+
+def _concat(*parts: exp.Expr | str) -> exp.Expr:
+    """``a || b || ...``: NULL if any part is NULL, which reasons never are (they are only
+    built for failing rows, whose values are not NULL)."""
+    nodes = [exp.Literal.string(p) if isinstance(p, str) else p for p in parts]
+    result = nodes[0]
+    for node in nodes[1:]:
+        result = exp.DPipe(this=result, expression=node)
+    return result
+
+
+def _format(number: float) -> str:
+    """1.0 -> '1', 0.25 -> '0.25', 1e-05 -> '0.00001' (never exponent notation)."""
+    if number.is_integer():
+        return str(int(number))
+    return format(Decimal(repr(number)), "f")
+
+
+def _number(number: float) -> exp.Expr:
+    # An integral bound stays an integer literal, so integer columns compare as integers;
+    # other bounds are exact decimal literals in both engines.
+    return exp.Literal.number(_format(number))
+
+
+def _decimal(number: float) -> exp.Expr:
+    text = format(Decimal(repr(number)), "f")
+    return exp.Literal.number(text if "." in text else text + ".0")
+
+
+def _within(measure: exp.Expr, rule: QualityRule) -> exp.Expr:
+    """min <= measure <= max, for the bounds the rule gives (TRUE for none)."""
+    checks = _bound_checks(measure, rule)
+    return exp.and_(*checks) if checks else exp.true()
+
+
+def _bound_checks(measure: exp.Expr, rule: QualityRule) -> list[exp.Expr]:
+    conditions: list[exp.Expr] = []
+    if rule.min is not None:
+        conditions.append(measure.copy() >= _number(rule.min))
+    if rule.max is not None:
+        conditions.append(measure.copy() <= _number(rule.max))
+    return conditions
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")
+
+
+def _timestamp(moment: datetime) -> exp.Cast:
+    # DuckDB's TIMESTAMPTZ is Spark's TIMESTAMP: an instant, compared in UTC by both.
+    return exp.cast(exp.Literal.string(_iso(moment)), "TIMESTAMPTZ")
+
+
+def _dataset_row(
+    query: exp.Select,
+    checked: exp.Expr,
+    failed: exp.Expr | None,
+    passed: exp.Expr,
+    observed: exp.Expr,
+) -> exp.Select:
+    if failed is None:
+        failed = exp.Case(
+            ifs=[exp.If(this=passed.copy(), true=exp.Literal.number(0))],
+            default=exp.Literal.number(1),
+        )
+    return query.select(
+        exp.cast(checked, "BIGINT").as_("checked"),
+        exp.cast(failed, "BIGINT").as_("failed"),
+        passed.as_("passed"),
+        exp.cast(observed, "VARCHAR").as_("observed"),
+        append=True,
+    )
+
+
+def _describe(exc: SqlglotError) -> str:
+    """sqlglot's message without its terminal underline codes."""
+    if isinstance(exc, ParseError) and exc.errors:
+        first = exc.errors[0]
+        return f"{first['description']} at line {first['line']}, column {first['col']}"
+    return str(exc)
+
+
+# --- schema rule ----------------------------------------------------------------------------
+
+_STRING_TYPES = frozenset(
+    {
+        exp.DType.TEXT,
+        exp.DType.VARCHAR,
+        exp.DType.CHAR,
+        exp.DType.BPCHAR,
+        exp.DType.NCHAR,
+        exp.DType.NVARCHAR,
+        # Riverbed's lake keeps these PostgreSQL types as their text (see capture.pgtypes).
+        exp.DType.UUID,
+        exp.DType.JSON,
+        exp.DType.JSONB,
+        exp.DType.INTERVAL,
+        exp.DType.MONEY,
+        exp.DType.INET,
+        exp.DType.XML,
+        exp.DType.TIMETZ,
+    }
+)
+
+_FIXED: dict[exp.DType, Callable[[pa.DataType], bool]] = {
+    exp.DType.BIGINT: pa.types.is_int64,
+    exp.DType.INT: pa.types.is_int32,
+    exp.DType.SMALLINT: pa.types.is_int16,
+    exp.DType.TINYINT: pa.types.is_int8,
+    exp.DType.BOOLEAN: pa.types.is_boolean,
+    exp.DType.DATE: pa.types.is_date,
+    exp.DType.TIME: pa.types.is_time,
+    exp.DType.DOUBLE: pa.types.is_float64,
+    exp.DType.FLOAT: pa.types.is_float32,
+    exp.DType.VARBINARY: lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t),
+    exp.DType.BINARY: lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t),
+    exp.DType.TIMESTAMP: lambda t: pa.types.is_timestamp(t) and t.tz is None,
+    exp.DType.TIMESTAMPTZ: lambda t: pa.types.is_timestamp(t) and t.tz is not None,
+}
+
+
+def _is_string(arrow: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(arrow)
+        or pa.types.is_large_string(arrow)
+        or pa.types.is_string_view(arrow)
+    )
+
+
+def _parse_type(sql_type: str) -> exp.DataType | None:
+    """A type as PostgreSQL spells it (bigint, numeric(12,2), timestamptz, text[] ...), or
+    None when Riverbed does not know it."""
+    try:
+        parsed = exp.DataType.build(sql_type, dialect="postgres")
+    except (SqlglotError, ValueError):
+        return None
+    return parsed if _known(parsed) else None
+
+
+def _unknown_type(sql_type: str) -> str:
+    return (
+        f"unknown column type '{sql_type}'; use a PostgreSQL type name like bigint, integer, "
+        "text, boolean, date, timestamptz, numeric(12,2), double precision or bytea"
+    )
+
+
+def _known(parsed: exp.DataType) -> bool:
+    kind = parsed.this
+    if kind == exp.DType.ARRAY:
+        inner = parsed.expressions[0] if parsed.expressions else None
+        return isinstance(inner, exp.DataType) and _known(inner)
+    return kind in _FIXED or kind in _STRING_TYPES or kind == exp.DType.DECIMAL
+
+
+def _type_matches(expected: exp.DataType, arrow: pa.DataType) -> bool:
+    kind = expected.this
+    if kind in _STRING_TYPES:
+        return _is_string(arrow)
+    if kind == exp.DType.DECIMAL:
+        params = [int(p.name) for p in expected.expressions]
+        if not params:
+            return _is_string(arrow)  # numeric without a typmod is lossless only as text
+        precision, scale = params[0], params[1] if len(params) > 1 else 0
+        return bool(
+            pa.types.is_decimal(arrow) and arrow.precision == precision and arrow.scale == scale
+        )
+    if kind == exp.DType.ARRAY:
+        is_list = pa.types.is_list(arrow) or pa.types.is_large_list(arrow)
+        return is_list and _type_matches(expected.expressions[0], arrow.value_type)
+    return bool(_FIXED[kind](arrow))

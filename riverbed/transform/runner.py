@@ -1,0 +1,710 @@
+"""One transform run: every table's pending raw files -> staged batches, exactly once.
+
+Per batch, in this order (each step sees the previous one's output):
+
+1. read the batch's raw files, unified across schema versions, in source order;
+2. resolve unchanged-TOAST marks against the previous version of the same key, looked up in
+   the batch and then in earlier raw files (capture leaves the mark; this is where it is
+   honoured, so no later stage sees a wrong or missing value);
+3. apply the table's SQL transforms and filter (deletes always pass the filter: they carry
+   only the key, and dropping one would keep a deleted row alive downstream);
+4. run the quality rules on the transformed rows; ``fail`` stops the batch before anything is
+   written, ``quarantine`` moves the failing rows aside with the rule and reason, ``warn`` only
+   records;
+5. apply the PII hook (keyed HMAC) to both outputs;
+6. write the staged and quarantined Parquet, then commit them with the bookmarks and results
+   (bookmarks.py explains why that makes a batch exactly once).
+
+Dimension sources keep every version (SCD2 needs them all, in LSN order); fact sources keep
+their events. Tables are processed so that a table referenced by another's rules comes first,
+so "exists in the dimension" includes what this very run staged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlglot
+from sqlglot import exp
+
+from riverbed.config.loader import Project
+from riverbed.config.models import QualityRule, TableConfig
+from riverbed.errors import ConfigError, RiverbedError
+from riverbed.lake.lock import ProcessLock
+from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
+from riverbed.lake.parquet import write_table
+from riverbed.lake.reader import concat_versions, resolve_unchanged_toast
+from riverbed.lake.storage import LakeError, LakeStorage, open_storage
+from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
+from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError, open_engine
+from riverbed.transform.pii import pii_key, protect
+from riverbed.transform.rules import (
+    CompiledChecks,
+    RuleContext,
+    check_schema,
+    compile_checks,
+)
+
+CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
+DATASET_RULES = frozenset(
+    {"row_count", "freshness", "distinct_count", "mean", "sum", "schema", "sql_dataset"}
+)
+ROWS_PER_FILE = 1_000_000
+SAMPLES = 5
+
+
+class QualityFailure(RiverbedError):
+    """A rule with action fail found bad data: the batch was not staged. Terminal."""
+
+
+@dataclass
+class TableRun:
+    table: str
+    batches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return sum(b["rows_in"] for b in self.batches)
+
+    @property
+    def rows_out(self) -> int:
+        return sum(b["rows_out"] for b in self.batches)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(b["rows_quarantined"] for b in self.batches)
+
+
+@dataclass
+class TransformResult:
+    engine: str
+    tables: list[TableRun] = field(default_factory=list)
+    bad_files: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def batches(self) -> int:
+        return sum(len(t.batches) for t in self.tables)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "seconds": round(self.seconds, 3),
+            "batches": self.batches,
+            "tables": {
+                t.table: {
+                    "rows_in": t.rows_in,
+                    "rows_out": t.rows_out,
+                    "rows_quarantined": t.rows_quarantined,
+                    "batches": t.batches,
+                }
+                for t in self.tables
+            },
+            "bad_files": self.bad_files,
+        }
+
+
+def table_order(tables: dict[str, TableConfig]) -> list[str]:
+    """Config order, except that a table comes after every table its rules refer to."""
+    needs = {name: referenced_tables(name, cfg, tables) for name, cfg in tables.items()}
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in ordered or name in visiting:
+            return  # a cycle is allowed: the table then checks against earlier runs only
+        visiting.add(name)
+        for other in sorted(needs[name]):
+            visit(other)
+        visiting.discard(name)
+        ordered.append(name)
+
+    for name in tables:
+        visit(name)
+    return ordered
+
+
+def referenced_tables(name: str, cfg: TableConfig, tables: dict[str, Any]) -> set[str]:
+    """Config tables a table's rules read (besides itself)."""
+    found: set[str] = set()
+    for rule in cfg.quality:
+        if rule.reference:
+            found.add(rule.reference.split(".")[0])
+        if rule.sql:
+            try:
+                tree = sqlglot.parse_one(_as_query(rule), read=DIALECT)
+            except sqlglot.errors.ParseError:
+                continue  # reported by the rule compiler, with the rule's name
+            found.update(t.name for t in tree.find_all(exp.Table) if t.name in tables)
+    found.discard(name)
+    return found
+
+
+def _rule_columns(cfg: TableConfig) -> set[str] | None:
+    """Every column name a table's rules mention (any qualifier): what reading another table's
+    current rows needs. None when a rule selects ``*``."""
+    names: set[str] = set()
+    for rule in cfg.quality:
+        if rule.reference:
+            names.add(rule.reference.split(".")[1])
+        if rule.sql:
+            try:
+                tree = sqlglot.parse_one(_as_query(rule), read=DIALECT)
+            except sqlglot.errors.ParseError:
+                continue
+            if any(isinstance(s, exp.Star) for s in tree.find_all(exp.Star)):
+                return None
+            names.update(c.name for c in tree.find_all(exp.Column))
+    return names
+
+
+def _as_query(rule: QualityRule) -> str:
+    assert rule.sql is not None
+    return rule.sql if rule.type == "sql_dataset" else f"select 1 where {rule.sql}"
+
+
+class TransformRun:
+    """Runs the transform stage of one project on one engine."""
+
+    def __init__(
+        self,
+        project: Project,
+        storage: LakeStorage,
+        manifest: Manifest,
+        engine: TransformEngine,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: Callable[[str, int, int], None] | None = None,
+    ):
+        self.project = project
+        self.config = project.config
+        self.storage = storage
+        self.manifest = manifest
+        self.bookmarks = Bookmarks(manifest)
+        self.engine = engine
+        self.now = now
+        self.progress = progress
+        self._key: bytes | None = None
+        self._context: RuleContext | None = None
+        self._current: dict[tuple[str, frozenset[str] | None], pa.Table] = {}
+
+    # --- the run --------------------------------------------------------------------------
+
+    def run(self, tables: Sequence[str] | None = None) -> TransformResult:
+        started = time.monotonic()
+        result = TransformResult(self.engine.name)
+        chosen = set(tables) if tables else set(self.config.tables)
+        for name in table_order(self.config.tables):
+            if name not in chosen:
+                continue
+            result.tables.append(self.run_table(name, result))
+        result.seconds = time.monotonic() - started
+        return result
+
+    def run_table(self, table: str, result: TransformResult) -> TableRun:
+        run = TableRun(table)
+        while True:
+            batches = self.bookmarks.plan(table, self.config.transform.batch_rows)
+            if not batches:
+                return run
+            batch = batches[0]
+            try:
+                outcome = self._with_retries(partial(self.process, batch))
+            except _BadFile as bad:
+                result.bad_files.append(self._set_aside(bad.file, bad.reason))
+                continue  # plan again without it
+            run.batches.append(
+                {
+                    "batch_id": batch.batch_id,
+                    "files": len(batch.files),
+                    "rows_in": outcome.rows_in,
+                    "rows_out": outcome.rows_out,
+                    "rows_quarantined": outcome.rows_quarantined,
+                    "quality": [r.as_dict() for r in outcome.results],
+                }
+            )
+
+    def _with_retries(self, work: Callable[[], BatchOutcome]) -> BatchOutcome:
+        attempts = self.config.transform.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return work()
+            except (LakeError, TransformEngineError) as exc:
+                if not exc.transient or attempt == attempts:
+                    raise
+                time.sleep(min(0.2 * 2**attempt, 5.0))  # the lock or the network may clear
+        raise AssertionError("unreachable")
+
+    # --- one batch ------------------------------------------------------------------------
+
+    def process(self, batch: Batch) -> BatchOutcome:
+        started = time.monotonic()
+        cfg = self.config.tables[batch.table]
+        raw = self._read(batch)
+        rows_in = raw.num_rows
+        raw = self._resolve_toast(batch, raw)
+        self.engine.register("batch", raw)
+        shaped = self._sorted(self._shape(batch, cfg, raw.schema))
+        self.engine.register("transformed", shaped)
+        checks, dataset = self._checks(batch, cfg, shaped)
+        flagged = self._sorted(self._flag(batch, checks)) if checks.row_rules else shaped
+        results = self._row_results(cfg, checks, flagged) + dataset
+        if any(r.status == "fail" for r in results):
+            outcome = BatchOutcome(
+                batch, self.engine.name, rows_in, 0, 0, [], results, time.monotonic() - started
+            )
+            self.bookmarks.record_failure(outcome, "quality rule with action fail")
+            failed = [r for r in results if r.status == "fail"]
+            names = ", ".join(f"{r.rule} ({r.failed} of {r.checked} rows)" for r in failed)
+            raise QualityFailure(
+                f"{batch.table}: batch {batch.batch_id} stopped by {names}; nothing of it was "
+                "staged. See `riverbed status` for samples; fix the source data, or change the "
+                f"rule's action under tables.{batch.table}.quality, then run again"
+            )
+        good, bad = self._split(cfg, checks, flagged)
+        key = self._pii_key() if cfg.pii else b""
+        good = protect(good, dict(cfg.pii), key)
+        bad = protect(bad, dict(cfg.pii), key)
+        outputs = self._write(batch, "staged", good) + self._write(batch, "quarantine", bad)
+        outcome = BatchOutcome(
+            batch,
+            self.engine.name,
+            rows_in,
+            good.num_rows,
+            bad.num_rows,
+            outputs,
+            results,
+            time.monotonic() - started,
+        )
+        self.bookmarks.commit(outcome)
+        for cached in [k for k in self._current if k[0] == batch.table]:
+            del self._current[cached]  # its current rows just changed
+        return outcome
+
+    def _read(self, batch: Batch) -> pa.Table:
+        parts = []
+        for file in batch.files:
+            try:
+                parts.append(pq.read_table(self.storage.open_input(file.path)))
+            except LakeError:
+                raise
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise _BadFile(file, f"{type(exc).__name__}: {exc}") from exc
+        table = concat_versions(parts)
+        order = pc.sort_indices(table, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
+        return table.take(order)
+
+    def _resolve_toast(self, batch: Batch, raw: pa.Table) -> pa.Table:
+        """Fill unchanged-TOAST values from the previous version of each key: in this batch,
+        else in the raw files before it. Marks that nothing can fill stay on the row."""
+        marked = raw.column("_toast_unchanged") if "_toast_unchanged" in raw.column_names else None
+        if marked is None or marked.null_count == raw.num_rows:
+            return raw
+        keys = self.config.tables[batch.table].keys
+        resolved = resolve_unchanged_toast(raw, keys)
+        marks = resolved.column("_toast_unchanged")
+        if marks.null_count == resolved.num_rows:
+            return resolved
+        # earlier versions of the still-marked keys, from the files before this batch
+        open_rows = pc.invert(pc.is_null(marks))
+        wanted = resolved.filter(open_rows).select(keys)
+        history = self._history(batch, keys, wanted)
+        if history.num_rows == 0:
+            return resolved
+        flag = "__from_history"
+        combined = concat_versions(
+            [
+                history.append_column(flag, pa.array(np.ones(history.num_rows, dtype=bool))),
+                raw.append_column(flag, pa.array(np.zeros(raw.num_rows, dtype=bool))),
+            ]
+        )
+        order = pc.sort_indices(combined, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
+        combined = resolve_unchanged_toast(combined.take(order), keys)
+        mine = combined.filter(pc.invert(combined.column(flag)))
+        return mine.select(raw.column_names)
+
+    def _history(self, batch: Batch, keys: list[str], wanted: pa.Table) -> pa.Table:
+        parts = []
+        key_set = wanted.group_by(keys).aggregate([])
+        for file in self.manifest.files("raw", batch.table):
+            if file.max_lsn > batch.min_lsn or file in batch.files:
+                continue
+            part = pq.read_table(self.storage.open_input(file.path))
+            # join on the keys alone (Arrow joins cannot carry list columns), then take
+            index = part.select(keys).append_column("__r", pa.array(np.arange(part.num_rows)))
+            part = part.take(index.join(key_set, keys, join_type="left semi").column("__r"))
+            if part.num_rows:
+                parts.append(part)
+        if not parts:
+            return pa.table({})
+        return concat_versions(parts)
+
+    def _checks(
+        self, batch: Batch, cfg: TableConfig, shaped: pa.Table
+    ) -> tuple[CompiledChecks, list[RuleResult]]:
+        referenced = referenced_tables(batch.table, cfg, self.config.tables)
+        references = {}
+        for other in sorted(referenced):
+            relation = f"current_{other}"
+            self.engine.register(relation, self._current_rows(other, _rule_columns(cfg)))
+            references[other] = relation
+        current = None
+        if any(r.type == "unique" for r in cfg.quality):
+            current = f"current_{batch.table}"
+            self.engine.register(current, self._current_rows(batch.table, None, shaped.schema))
+        ctx = RuleContext(
+            table=batch.table,
+            keys=list(cfg.keys),
+            columns=list(shaped.column_names),
+            now=self.now(),
+            current=current,
+            references=references,
+            recent_counts=self.bookmarks.recent_counts(batch.table),
+        )
+        checks = compile_checks("transformed", cfg.quality, ctx)
+        self._context = ctx
+        dataset = [self._dataset_result(c.rule, c.query, shaped) for c in checks.dataset]
+        return checks, dataset
+
+    def _shape(self, batch: Batch, cfg: TableConfig, schema: pa.Schema) -> pa.Table:
+        try:
+            return self.engine.query(transform_statement(batch.table, cfg, schema))
+        except TransformEngineError as exc:
+            if exc.transient:
+                raise
+            raise TransformEngineError(
+                f"{batch.table}: transforms/filter: {exc}; fix tables.{batch.table}.transforms "
+                f"or .filter (columns: {', '.join(schema.names)})"
+            ) from exc
+
+    def _flag(self, batch: Batch, checks: CompiledChecks) -> pa.Table:
+        try:
+            return self.engine.query(checks.flagged)
+        except TransformEngineError as exc:
+            if exc.transient:
+                raise
+            # one statement runs every rule: find the rule at fault, so the message names it
+            for rule in checks.row_rules:
+                assert self._context is not None
+                single = compile_checks("transformed", [rule], self._context)
+                try:
+                    self.engine.query(single.flagged.limit(0))
+                except TransformEngineError as culprit:
+                    raise TransformEngineError(
+                        f"{batch.table}: quality rule {rule.label}: {culprit}; fix it under "
+                        f"tables.{batch.table}.quality"
+                    ) from exc
+            raise
+
+    def _dataset_result(
+        self, rule: QualityRule, query: exp.Select | None, shaped: pa.Table
+    ) -> RuleResult:
+        checked = _checked_rows(shaped)
+        if query is None:  # the schema rule: decided on the Arrow schema
+            passed, observed = check_schema(rule, shaped.schema)
+            failed = 0 if passed else 1
+        else:
+            row = self.engine.query(query).to_pylist()[0]
+            checked = int(row["checked"] or 0)
+            failed = int(row["failed"] or 0)
+            passed = bool(row["passed"])
+            observed = row["observed"]
+        return RuleResult(
+            rule.label,
+            rule.type,
+            rule.action,
+            checked,
+            failed,
+            "pass" if passed else _status(rule.action),
+            observed,
+        )
+
+    def _row_results(
+        self, cfg: TableConfig, checks: CompiledChecks, flagged: pa.Table
+    ) -> list[RuleResult]:
+        checked = _checked_rows(flagged)
+        results = []
+        for i, rule in enumerate(checks.row_rules):
+            failing = flagged.column(f"_fail_{i}")
+            failed = int(pc.sum(failing.cast(pa.int64())).as_py() or 0)
+            samples: list[Any] = []
+            if failed:
+                rows = flagged.filter(failing).slice(0, SAMPLES).select(list(cfg.keys))
+                samples = [
+                    r[cfg.keys[0]] if len(cfg.keys) == 1 else list(r.values())
+                    for r in rows.to_pylist()
+                ]
+            results.append(
+                RuleResult(
+                    rule.label,
+                    rule.type,
+                    rule.action,
+                    checked,
+                    failed,
+                    "pass" if failed == 0 else _status(rule.action),
+                    None,
+                    samples,
+                )
+            )
+        return results
+
+    def _split(
+        self, cfg: TableConfig, checks: CompiledChecks, flagged: pa.Table
+    ) -> tuple[pa.Table, pa.Table]:
+        helper = [c for c in flagged.column_names if c.startswith(("_fail_", "_reason_"))]
+        quarantining = [i for i, r in enumerate(checks.row_rules) if r.action == "quarantine"]
+        if not quarantining:
+            return flagged.drop_columns(helper), _EMPTY
+        mask = flagged.column(f"_fail_{quarantining[0]}")
+        for i in quarantining[1:]:
+            mask = pc.or_(mask, flagged.column(f"_fail_{i}"))
+        bad = flagged.filter(mask)
+        good = flagged.filter(pc.invert(mask)).drop_columns(helper)
+        if bad.num_rows == 0:
+            return good, _EMPTY
+        labels = [
+            pc.if_else(bad.column(f"_fail_{i}"), checks.row_rules[i].label, None)
+            for i in quarantining
+        ]
+        reasons = [
+            pc.if_else(bad.column(f"_fail_{i}"), bad.column(f"_reason_{i}"), None)
+            for i in quarantining
+        ]
+        rule_column = pc.binary_join_element_wise(*labels, ", ", null_handling="skip")
+        reason_column = pc.binary_join_element_wise(*reasons, "; ", null_handling="skip")
+        bad = bad.drop_columns(helper).append_column("_rule", rule_column)
+        bad = bad.append_column("_reason", reason_column)
+        return good, bad
+
+    def _write(self, batch: Batch, stage: str, table: pa.Table) -> list[LakeFile]:
+        if table.num_rows == 0:
+            return []
+        version = max(f.schema_version for f in batch.files)
+        files = []
+        for index, start in enumerate(range(0, table.num_rows, ROWS_PER_FILE)):
+            part = table.slice(start, ROWS_PER_FILE)
+            path = f"{stage}/{batch.table}/batch={batch.batch_id}/part-{index:05d}.parquet"
+            size = write_table(self.storage, path, part)
+            lsns = part.column("_lsn")
+            files.append(
+                LakeFile(
+                    path,
+                    stage,
+                    batch.table,
+                    part.num_rows,
+                    size,
+                    int(pc.min(lsns).as_py()),
+                    int(pc.max(lsns).as_py()),
+                    version,
+                    False,
+                )
+            )
+        return files
+
+    def _current_rows(
+        self, table: str, columns: set[str] | None, like: pa.Schema | None = None
+    ) -> pa.Table:
+        """The latest staged version of every live key of ``table`` (what the dimension will
+        hold once loaded), with ``columns`` (None: all) besides its keys.
+
+        Kept for the rest of the run and dropped when ``table`` stages a batch, so a table
+        referenced by every batch of another is read once per run, not once per batch.
+        """
+        cache_key = (table, frozenset(columns) if columns is not None else None)
+        cached = self._current.get(cache_key)
+        if cached is not None:
+            return cached
+        files = self.manifest.files("staged", table)
+        if not files:
+            return like.empty_table() if like is not None else self._empty_like(table)
+        keys = list(self.config.tables[table].keys)
+        parts = []
+        for file in files:
+            schema = pq.read_schema(self.storage.open_input(file.path))
+            wanted = None
+            if columns is not None:
+                wanted = [
+                    n
+                    for n in schema.names
+                    if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
+                ]
+            parts.append(pq.read_table(self.storage.open_input(file.path), columns=wanted))
+        rows = concat_versions(parts)
+        order = pc.sort_indices(rows, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
+        rows = rows.take(order).append_column("__i", pa.array(np.arange(rows.num_rows)))
+        last = rows.group_by(keys, use_threads=False).aggregate([("__i", "max")])
+        latest = rows.take(last.column("__i_max")).drop_columns(["__i"])
+        latest = latest.filter(pc.not_equal(latest.column("_op"), "D"))
+        self._current[cache_key] = latest
+        return latest
+
+    def _empty_like(self, table: str) -> pa.Table:
+        """No staged rows yet: an empty relation with the table's raw columns, so rules that
+        read it still bind."""
+        raw = self.manifest.files("raw", table)
+        if raw:
+            return pq.read_schema(self.storage.open_input(raw[-1].path)).empty_table()
+        keys = self.config.tables[table].keys if table in self.config.tables else []
+        return pa.table(
+            {**{k: pa.array([], pa.string()) for k in keys}, "_op": pa.array([], pa.string())}
+        )
+
+    def _sorted(self, table: pa.Table) -> pa.Table:
+        # engines return rows in any order; the lake holds them in source order
+        if table.num_rows < 2:
+            return table
+        lsn = table.column("_lsn").to_numpy()
+        seq = table.column("_seq").to_numpy()
+        steps_lsn, steps_seq = np.diff(lsn), np.diff(seq)
+        if bool(np.all((steps_lsn > 0) | ((steps_lsn == 0) & (steps_seq > 0)))):
+            return table  # already in order: the common case for DuckDB
+        order = pc.sort_indices(table, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
+        return table.take(order)
+
+    def _pii_key(self) -> bytes:
+        if self._key is None:
+            self._key = pii_key(self.project)
+        return self._key
+
+    def _set_aside(self, file: LakeFile, reason: str) -> dict[str, Any]:
+        """Move an unreadable raw file out of the way, record it, and go on without it."""
+        target = f"bad/{file.path}"
+        try:
+            data = self.storage.read(file.path)
+            self.storage.write_atomic(target, data)
+            self.storage.delete(file.path)
+        except LakeError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                raise
+        self.bookmarks.quarantine_file(file, target, reason)
+        return {"path": file.path, "table": file.table, "moved_to": target, "reason": reason}
+
+
+class _BadFile(Exception):
+    def __init__(self, file: LakeFile, reason: str):
+        super().__init__(reason)
+        self.file = file
+        self.reason = reason
+
+
+_EMPTY = pa.table({})
+
+
+def _checked_rows(table: pa.Table) -> int:
+    return int(pc.sum(pc.not_equal(table.column("_op"), "D").cast(pa.int64())).as_py() or 0)
+
+
+def _status(action: str) -> str:
+    return {"quarantine": "quarantined", "warn": "warn", "fail": "fail"}[action]
+
+
+def transform_statement(table: str, cfg: TableConfig, schema: pa.Schema) -> exp.Select:
+    """SELECT the batch's columns with the table's transforms applied, then its filter.
+
+    A transform named like an existing column replaces it in place; a new name is added after
+    the source columns. CDC columns stay last and untouched.
+    """
+    source = [n for n in schema.names if n not in CDC_COLUMNS]
+    cdc = [n for n in schema.names if n in CDC_COLUMNS]
+    expressions: dict[str, exp.Expr] = {}
+    for name, text in cfg.transforms.items():
+        try:
+            expressions[name] = sqlglot.parse_one(text, read=DIALECT)
+        except sqlglot.errors.ParseError as exc:
+            raise ConfigError([f"tables.{table}.transforms.{name} = {text!r}: {exc}"]) from None
+    columns: list[exp.Expr] = []
+    for name in source:
+        if name in expressions:
+            columns.append(exp.alias_(expressions.pop(name), name, quoted=True))
+        else:
+            columns.append(exp.column(name, quoted=True))
+    for name, expression in expressions.items():
+        columns.append(exp.alias_(expression, name, quoted=True))
+    columns.extend(exp.column(n, quoted=True) for n in cdc)
+    select = exp.select(*columns).from_("batch")
+    if cfg.filter:
+        try:
+            condition = sqlglot.parse_one(cfg.filter, read=DIALECT)
+        except sqlglot.errors.ParseError as exc:
+            raise ConfigError([f"tables.{table}.filter = {cfg.filter!r}: {exc}"]) from None
+        is_delete = exp.EQ(this=exp.column("_op"), expression=exp.Literal.string("D"))
+        select = select.where(exp.or_(is_delete, exp.paren(condition)))
+    return select
+
+
+def run_transform(
+    project: Project,
+    *,
+    engine: str | None = None,
+    tables: Sequence[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> TransformResult:
+    """Transform every pending raw file of ``tables`` (default: all in config), exactly once."""
+    cfg = project.config
+    unknown = sorted(set(tables or ()) - set(cfg.tables))
+    if unknown:
+        raise RiverbedError(
+            f"unknown table {', '.join(unknown)}; tables in config: {', '.join(cfg.tables)}"
+        )
+    storage = open_storage(cfg.lake, project.root)
+    with ProcessLock(project.home / "transform.lock", "riverbed run"):
+        manifest = open_manifest(project)
+        chosen = open_engine(engine or cfg.transform.engine, cfg.transform.spark_master)
+        try:
+            return TransformRun(project, storage, manifest, chosen, progress=progress).run(tables)
+        finally:
+            chosen.close()
+            manifest.close()
+
+
+def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
+    """Rewind ``table``'s bookmarks to ``start`` (an LSN like 0/16B3748, or an ISO time), so
+    the next run transforms those raw files again. Returns the staged batches withdrawn."""
+    cfg = project.config
+    if table not in cfg.tables:
+        raise RiverbedError(
+            f"--reprocess {table}: not a table in config; choose one of {', '.join(cfg.tables)}"
+        )
+    with ProcessLock(project.home / "transform.lock", "riverbed run"):
+        manifest = open_manifest(project)
+        try:
+            lsn = _start_lsn(manifest, table, start)
+            return Bookmarks(manifest).rewind(table, lsn)
+        finally:
+            manifest.close()
+
+
+def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
+    text = start.strip()
+    if "/" in text and not text.startswith(("19", "20")):
+        high, _, low = text.partition("/")
+        try:
+            return (int(high, 16) << 32) | int(low, 16)
+        except ValueError:
+            pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RiverbedError(
+            f"--from {start!r}: give an LSN like 0/16B3748 or a time like 2026-11-27T10:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    hour = moment.astimezone(UTC).strftime("date=%Y-%m-%d/hour=%H")
+    # raw files are partitioned by commit hour: the first file of that hour or later
+    later = [f.min_lsn for f in manifest.files("raw", table) if _partition(f.path) >= hour]
+    return min(later) if later else 1 << 63
+
+
+def _partition(path: str) -> str:
+    parts = path.split("/")
+    return "/".join(parts[2:4]) if len(parts) > 4 else ""

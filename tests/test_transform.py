@@ -1,0 +1,393 @@
+"""The transform stage end to end: the demo config over a captured shop with dirty rows.
+
+One shop is seeded, captured, driven with dirty traffic and captured again per module; each test
+works on its own copy of that project folder (lake + state store), so they can break things.
+The quality oracle is plain Python over the raw lake, written from the workload's definition of
+dirt, not from the rules.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import Database, run_cli
+from riverbed.config import load_project
+from riverbed.config.loader import demo_config_text
+from riverbed.lake.manifest import Manifest
+from riverbed.lake.reader import read_changes
+from riverbed.lake.storage import open_storage
+from riverbed.shop import catalog
+from riverbed.shop.workload import Workload, WorkloadSpec
+from riverbed.source.embedded import EmbeddedServer
+from riverbed.transform import bookmarks as bookmarks_module
+from riverbed.transform.engine import TransformEngineError
+from riverbed.transform.runner import run_transform
+
+TABLES = ["customers", "sellers", "products", "orders", "order_items", "returns"]
+
+
+def demo_project(folder: Path, dsn: str, **overrides: Any) -> Path:
+    """The demo riverbed.yaml (its tables, rules and transforms), pointed at ``dsn``."""
+    config = yaml.safe_load(demo_config_text())
+    config["source"] = {"dsn": dsn}
+    config["lake"] = {"path": "lake", "max_rows": 5000, "max_seconds": 1}
+    config["state"] = {"path": "state.db"}
+    for section, values in overrides.items():
+        config.setdefault(section, {}).update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "riverbed.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def captured_shop(
+    pg_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A project folder whose lake holds a seeded shop plus dirty live traffic; and the
+    workload's own count of the dirty rows it wrote."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    dsn = pg_server.dsn(name)
+    folder = tmp_path_factory.mktemp("shop")
+    config = demo_project(folder, dsn)
+    try:
+        seeded = run_cli("shop", "seed", "--customers", "400", "--orders", "4000", "-q",
+                         "-c", str(config))  # fmt: skip
+        assert seeded.code == 0, seeded.text
+        assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+        spec = WorkloadSpec(rate=600, duration=6, dirty_ratio=0.08, seed=7, large_every=3600)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            stats = Workload(conn, spec).run(lambda: False)
+        assert sum(stats.dirty.values()) > 20
+        captured = run_cli("capture", "--once", "-q", "-c", str(config))
+        assert captured.code == 0, captured.text
+        # one PII key for every copy, so copies hash alike and can be compared
+        (folder / ".riverbed" / "pii.key").write_text("test-key")
+        yield folder, dict(stats.dirty)
+    finally:
+        with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f"drop database {name} with (force)")
+
+
+@pytest.fixture
+def project(captured_shop: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
+    """A private copy of the captured project; returns its riverbed.yaml."""
+    source, _ = captured_shop
+    target = tmp_path / "project"
+    shutil.copytree(source, target)
+    return target / "riverbed.yaml"
+
+
+def staged(config: Path, table: str, stage: str = "staged") -> pa.Table:
+    """Every visible file of ``stage`` for ``table``, in source order."""
+    project = load_project(config)
+    storage = open_storage(project.config.lake, project.root)
+    manifest = Manifest(project.path(project.config.state.path))
+    try:
+        parts = [pq.read_table(storage.open_input(f.path)) for f in manifest.files(stage, table)]
+    finally:
+        manifest.close()
+    if not parts:
+        return pa.table({})
+    rows = pa.concat_tables(parts, promote_options="permissive")
+    order = pc.sort_indices(rows, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
+    return rows.take(order)
+
+
+def raw(config: Path, table: str) -> list[dict[str, Any]]:
+    project = load_project(config)
+    manifest = Manifest(project.path(project.config.state.path))
+    try:
+        return read_changes(
+            open_storage(project.config.lake, project.root), manifest, table
+        ).to_pylist()
+    finally:
+        manifest.close()
+
+
+def positions(table: pa.Table) -> list[tuple[int, int]]:
+    if table.num_rows == 0:
+        return []
+    return list(
+        zip(table.column("_lsn").to_pylist(), table.column("_seq").to_pylist(), strict=True)
+    )
+
+
+def dirty_positions(config: Path) -> dict[str, set[tuple[int, int]]]:
+    """Which raw versions are dirty, by the workload's definitions (not by the rules)."""
+    countries = set(catalog.COUNTRIES)
+    items = {r["order_item_id"]: r for r in raw(config, "order_items") if r["_op"] != "D"}
+    now = datetime.now(UTC)
+    checks = {
+        "customers": lambda r: (
+            r["email"] is None or (r["country"] or "").strip().upper() not in countries
+        ),
+        "orders": lambda r: r["ordered_at"] is not None and r["ordered_at"] > now,
+        "order_items": lambda r: r["quantity"] is not None and r["quantity"] < 1,
+        "returns": lambda r: (
+            r["refund_amount"] is not None
+            and r["order_item_id"] in items
+            and r["refund_amount"]
+            > items[r["order_item_id"]]["quantity"] * items[r["order_item_id"]]["unit_price"]
+        ),
+        "sellers": lambda r: r["name"] is None,
+        "products": lambda r: r["price"] is not None and r["price"] < 0,
+    }
+    return {
+        table: {(r["_lsn"], r["_seq"]) for r in raw(config, table) if r["_op"] != "D" and check(r)}
+        for table, check in checks.items()
+    }
+
+
+def test_quarantine_holds_exactly_the_dirty_rows_with_their_reasons(
+    project: Path, captured_shop: tuple[Path, dict[str, Any]]
+) -> None:
+    result = run_cli("run", "--once", "--json", "-c", str(project))
+    assert result.code == 0, result.text
+    report = json.loads(result.out)
+    expected = dirty_positions(project)
+    _, injected = captured_shop
+    for table in TABLES:
+        bad = staged(project, table, "quarantine")
+        assert set(positions(bad)) == expected[table], table
+        good = staged(project, table)
+        assert not set(positions(good)) & expected[table]
+        raw_rows = [r for r in raw(project, table)]
+        # nothing lost: every raw version is staged or quarantined, exactly once
+        assert sorted(positions(good) + positions(bad)) == sorted(
+            (r["_lsn"], r["_seq"]) for r in raw_rows
+        ), table
+        if bad.num_rows:
+            assert all(bad.column("_rule").to_pylist()) and all(bad.column("_reason").to_pylist())
+    assert report["tables"]["returns"]["rows_quarantined"] == injected.get("refund_above_price", 0)
+    reasons = staged(project, "order_items", "quarantine").column("_reason").to_pylist()
+    assert all("quantity" in r for r in reasons)
+    # the transforms ran: derived amount, normalised country, hashed email
+    items = staged(project, "order_items").slice(0, 50).to_pylist()
+    assert all(i["amount"] == i["quantity"] * i["unit_price"] for i in items if i["_op"] != "D")
+    customers = staged(project, "customers").to_pylist()
+    assert all(c["country"] == c["country"].strip().upper() for c in customers if c["country"])
+    assert all(len(c["email"]) == 64 for c in customers if c["email"])
+
+
+def test_a_second_run_with_nothing_new_is_a_no_op(project: Path) -> None:
+    assert run_cli("run", "--once", "-q", "-c", str(project)).code == 0
+    before = {t: staged(project, t) for t in TABLES}
+    again = run_cli("run", "--once", "--json", "-c", str(project))
+    assert again.code == 0, again.text
+    assert json.loads(again.out)["batches"] == 0
+    assert all(staged(project, t).equals(before[t]) for t in TABLES)
+
+
+def test_a_crash_between_output_and_bookmark_neither_skips_nor_doubles(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = tmp_path / "reference"
+    shutil.copytree(project.parent, reference)
+    assert run_cli("run", "--once", "-q", "-c", str(reference / "riverbed.yaml")).code == 0
+
+    commit = bookmarks_module.Bookmarks.commit
+    calls = {"n": 0}
+
+    def crash_on_third(self: Any, outcome: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # its Parquet is written, its bookmark not yet committed
+            raise KeyboardInterrupt("killed")
+        commit(self, outcome)
+
+    monkeypatch.setattr(bookmarks_module.Bookmarks, "commit", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_transform(load_project(project))
+    monkeypatch.setattr(bookmarks_module.Bookmarks, "commit", commit)
+    run_transform(load_project(project))
+    for table in TABLES:
+        for stage in ("staged", "quarantine"):
+            mine, theirs = (
+                staged(project, table, stage),
+                staged(reference / "riverbed.yaml", table, stage),
+            )
+            assert mine.equals(theirs), (table, stage)
+            assert len(set(positions(mine))) == mine.num_rows
+
+
+def test_unchanged_toast_values_are_resolved_across_batches(
+    database: Database, tmp_path: Path
+) -> None:
+    """An update that leaves a TOASTed value unchanged arrives without it; its previous version
+    is in an earlier batch (one file per batch here), and the staged row carries the value."""
+    body = "".join(f"{i:06d}" for i in range(5000))  # ~30 kB of text: TOASTed, not compressed away
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema d; create table d.docs (id int primary key, title text, body text)"
+        )
+        conn.execute("insert into d.docs values (1, 'one', %s), (2, 'two', %s)", (body, body[::-1]))
+    tables = (
+        "tables:\n  docs:\n    kind: dimension\n    target: dim_docs\n    keys: [id]\n"
+        "    tracked: [title, body]\n"
+    )
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: d\n  slot: docs\nlake:\n  path: lake\n'
+        f"state:\n  path: state.db\ntransform:\n  batch_rows: 1\n{tables}"
+    )
+    steps = [
+        "update d.docs set body = body || 'x' where id = 1",
+        "update d.docs set title = 'one again' where id = 1",  # body unchanged: not sent
+        "update d.docs set title = 'two again' where id = 2",  # its value is in the snapshot
+    ]
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    for step in steps:
+        with database.connect(autocommit=True) as conn:
+            conn.execute(step)
+        assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    assert any(r["_toast_unchanged"] for r in raw_marks(config, "docs"))
+    result = run_transform(load_project(config))
+    assert len(result.tables[0].batches) == 4
+    rows = staged(config, "docs").to_pylist()
+    assert [(r["id"], r["title"], r["body"]) for r in rows[-2:]] == [
+        (1, "one again", body + "x"),
+        (2, "two again", body[::-1]),
+    ]
+    assert all(r["_toast_unchanged"] is None for r in rows)
+
+
+def raw_marks(config: Path, table: str) -> list[dict[str, Any]]:
+    project = load_project(config)
+    manifest = Manifest(project.path(project.config.state.path))
+    storage = open_storage(project.config.lake, project.root)
+    try:
+        return read_changes(storage, manifest, table, resolve_toast=False).to_pylist()
+    finally:
+        manifest.close()
+
+
+def test_an_unreadable_raw_file_is_set_aside_and_the_rest_goes_on(project: Path) -> None:
+    cfg = load_project(project)
+    manifest = Manifest(cfg.path(cfg.config.state.path))
+    victim = manifest.files("raw", "orders")[-1]
+    manifest.close()
+    path = project.parent / "lake" / victim.path
+    path.write_bytes(b"PAR1 this is not parquet" + path.read_bytes()[100:200])
+    result = run_cli("run", "--once", "--json", "-c", str(project))
+    assert result.code == 0, result.text
+    report = json.loads(result.out)
+    assert [b["path"] for b in report["bad_files"]] == [victim.path]
+    assert (project.parent / "lake" / report["bad_files"][0]["moved_to"]).exists()
+    assert not path.exists()
+    staged_rows = (
+        staged(project, "orders").num_rows + staged(project, "orders", "quarantine").num_rows
+    )
+    assert staged_rows == sum(1 for _ in raw(project, "orders"))
+    status = run_cli("status", "--json", "-c", str(project))
+    assert victim.path in status.out
+
+
+def test_transient_failures_are_retried_terminal_ones_fail_at_once(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from riverbed.transform.duckdb_engine import DuckDBEngine
+
+    real = DuckDBEngine.query
+    failures = {"n": 0}
+
+    def flaky(self: DuckDBEngine, statement: Any) -> pa.Table:
+        if failures["n"] < 2:
+            failures["n"] += 1
+            raise TransformEngineError("duckdb: IO Error: file is locked", transient=True)
+        return real(self, statement)
+
+    monkeypatch.setattr(DuckDBEngine, "query", flaky)
+    result = run_transform(load_project(project), tables=["sellers"])
+    assert failures["n"] == 2 and result.tables[0].rows_in > 0
+
+    config = yaml.safe_load(project.read_text())
+    config["tables"]["orders"]["quality"].append({"type": "not_null", "column": "shipped_on"})
+    project.write_text(yaml.safe_dump(config, sort_keys=False))
+    failed = run_cli("run", "--once", "-c", str(project))
+    assert failed.code != 0
+    assert "orders" in failed.err and "shipped_on" in failed.err and "Traceback" not in failed.err
+
+
+def test_a_fail_rule_stops_the_batch_and_nothing_of_it_is_staged(project: Path) -> None:
+    config = yaml.safe_load(project.read_text())
+    config["tables"]["order_items"]["quality"] = [
+        {"type": "range", "column": "quantity", "min": 1, "action": "fail"}
+    ]
+    project.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run_cli("run", "--once", "-c", str(project))
+    assert result.code != 0
+    assert "order_items" in result.err and "range(quantity)" in result.err
+    assert staged(project, "order_items").num_rows == 0
+    status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+    items = [q for q in status["quality"] if q["table"] == "order_items"][0]
+    assert items["status"] == "failed" and items["rules"][0]["failed"] > 0
+    assert items["rules"][0]["samples"]
+
+
+def test_reprocess_rewinds_and_stages_the_same_rows_again(project: Path) -> None:
+    assert run_cli("run", "--once", "-q", "-c", str(project)).code == 0
+    before = staged(project, "orders")
+    again = run_cli("run", "--reprocess", "orders", "--from", "0/0", "-c", str(project))
+    assert again.code == 0, again.text
+    assert "rewound orders" in again.out and "withdrawn" in again.out
+    after = staged(project, "orders")
+    assert after.equals(before)
+    bad = run_cli("run", "--reprocess", "orders", "--from", "yesterday", "-c", str(project))
+    assert bad.code != 0 and "--from" in bad.err
+
+
+def test_schema_changes_are_read_across_files(database: Database, tmp_path: Path) -> None:
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema s; create table s.people (id int primary key, name text, age int);"
+            "insert into s.people values (1, 'ann', 30), (2, 'bob', 40)"
+        )
+    tables = (
+        "tables:\n  people:\n    kind: dimension\n    target: dim_people\n    keys: [id]\n"
+        "    tracked: [name]\n    quality:\n      - {type: not_null, column: name}\n"
+    )
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: s\n  slot: people\nlake:\n  path: lake\nstate:\n'
+        f"  path: state.db\n{tables}"
+    )
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    with database.connect(autocommit=True) as conn:
+        conn.execute("alter table s.people add column city text")
+        conn.execute("insert into s.people values (3, 'cy', 50, 'Oslo')")
+        conn.execute("alter table s.people alter column age type bigint")
+        conn.execute("insert into s.people values (4, null, 5000000000, 'Rome')")
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    result = run_cli("run", "--once", "--json", "-c", str(config))
+    assert result.code == 0, result.text
+    rows = {r["id"]: r for r in staged(config, "people").to_pylist()}
+    assert rows[1]["city"] is None and rows[3]["city"] == "Oslo"
+    assert rows[3]["age"] == 50
+    bad = staged(config, "people", "quarantine").to_pylist()
+    assert [r["id"] for r in bad] == [4] and bad[0]["age"] == 5_000_000_000
+
+
+def test_refunds_are_compared_with_the_item_value(project: Path) -> None:
+    """The demo's cross-table rule reads order_items' current rows by name."""
+    assert run_cli("run", "--once", "-q", "-c", str(project)).code == 0
+    items = {r["order_item_id"]: r for r in staged(project, "order_items").to_pylist()}
+    for row in staged(project, "returns").to_pylist():
+        if row["refund_amount"] is not None and row["order_item_id"] in items:
+            item = items[row["order_item_id"]]
+            assert Decimal(row["refund_amount"]) <= item["quantity"] * item["unit_price"]
