@@ -520,6 +520,10 @@ def run(
         return
     if quiet:
         return
+    _print_transform(result)
+
+
+def _print_transform(result: Any) -> None:
     if not result.batches:
         console.print("nothing new to transform (every raw file is already staged)")
     for t in result.tables:
@@ -669,7 +673,19 @@ def demo(
     _report_workload(stats, spec, stopped)
     console.rule("5. what landed in the lake")
     _print_lake(project)
-    console.rule("6. what is in the source")
+    console.rule("6. transform: quality rules and SQL transforms into staged batches")
+    from riverbed.transform.runner import run_transform
+
+    with console.status("transforming ..."):
+        transformed = run_transform(project)
+    _print_transform(transformed)
+    quarantined = sum(t.rows_quarantined for t in transformed.tables)
+    if quarantined:
+        console.print(
+            f"{quarantined:,} dirty rows quarantined with their rule and reason under "
+            f"{project.config.lake.path}/quarantine/<table>/batch=<id>/"
+        )
+    console.rule("7. what is in the source")
     with source.connect() as conn:
         summary = summarize(conn, schema_name)
     console.print(", ".join(f"{n:,} {t}" for t, n in summary.rows.items()))
@@ -695,7 +711,8 @@ def demo(
     console.print(f"browse schema {schema_name}:  {psql} '{source.display}'")
     console.print("riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)")
     console.print("riverbed capture --follow       -- stream changes into the lake until Ctrl-C")
-    console.print("riverbed status                 -- capture position, lag and the lake's tables")
+    console.print("riverbed run --once             -- transform what capture landed since")
+    console.print("riverbed status                 -- lag, the lake's tables, quality results")
     console.print("riverbed source status          -- replication slots and retained WAL")
     console.print("riverbed source down            -- stop the embedded PostgreSQL")
 

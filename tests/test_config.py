@@ -58,6 +58,19 @@ MISTAKES = [
         "governance: {principals: {bob: {roles: [boss]}}}\n",
         "governance.principals.bob.roles: 'boss' is not a role; defined: none",
     ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: row_count, min: 1, action: quarantine}]}\n",
+        "tables.t.quality.0: rule type row_count judges the whole batch, so it cannot quarantine",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: sql_row, sql: 'a >>> b'}]}\n",
+        "tables.t.quality.0: not valid SQL",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], transforms: {amount: 'q * * p'}}\n",
+        "tables.t.transforms: amount: not valid SQL",
+    ),
+    ("transform: {engine: flink}\n", "transform.engine = 'flink': Input should be 'duckdb' or 'spark'"),
     ("warehouse: {engine: postgres}\n", "warehouse: engine postgres needs dsn"),
     ("source:\n  dsn: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "the top level must be a mapping"),

@@ -186,6 +186,22 @@ RuleType = Literal[
     "sql_row",
     "sql_dataset",
 ]
+DATASET_RULES = frozenset(
+    {"row_count", "freshness", "distinct_count", "mean", "sum", "schema", "sql_dataset"}
+)
+
+
+def _check_sql(text: str, *, statement: bool) -> None:
+    """Parse SQL from the config now, so a typo fails at load and not mid-run."""
+    import sqlglot  # the config loads fast when no SQL is configured
+
+    try:
+        sqlglot.parse_one(text if statement else f"select 1 where {text}", read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"not valid SQL: {first}") from None
+
+
 # Which settings each rule type needs; checked at load so a rule can never fail at run time
 # for want of a parameter.
 RULE_REQUIRES: dict[str, tuple[str, ...]] = {
@@ -224,11 +240,27 @@ class QualityRule(Model):
     columns: dict[str, str] | None = None
     sql: str | None = None
 
+    @property
+    def dataset_level(self) -> bool:
+        """Judges the batch as a whole (no single row to quarantine)."""
+        return self.type in DATASET_RULES or (self.type == "not_null" and self.threshold is not None)
+
     @model_validator(mode="after")
     def _required_settings(self) -> QualityRule:
         missing = [key for key in RULE_REQUIRES[self.type] if getattr(self, key) is None]
         if missing:
             raise ValueError(f"rule type {self.type} needs {', '.join(missing)}")
+        if self.dataset_level and self.action == "quarantine":
+            if "action" in self.model_fields_set:
+                raise ValueError(
+                    f"rule type {self.type} judges the whole batch, so it cannot quarantine "
+                    "rows: use action warn or fail"
+                )
+            object.__setattr__(self, "action", "warn")  # the default that fits a batch rule
+        for key in ("sql",):
+            text = getattr(self, key)
+            if text is not None:
+                _check_sql(text, statement=self.type == "sql_dataset")
         if self.type == "range" and self.min is None and self.max is None:
             raise ValueError("rule type range needs min, max or both")
         if self.pattern is not None:
@@ -260,6 +292,23 @@ class TableConfig(Model):
     pii: dict[str, PiiMethod] = {}
     sort_key: list[str] = []
     dist_key: str | None = None
+
+    @field_validator("transforms")
+    @classmethod
+    def _transforms_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            try:
+                _check_sql(text, statement=False)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_sql(value, statement=False)
+        return value
 
     @model_validator(mode="after")
     def _columns_are_consistent(self) -> TableConfig:

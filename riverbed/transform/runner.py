@@ -55,9 +55,6 @@ from riverbed.transform.rules import (
 )
 
 CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
-DATASET_RULES = frozenset(
-    {"row_count", "freshness", "distinct_count", "mean", "sum", "schema", "sql_dataset"}
-)
 ROWS_PER_FILE = 1_000_000
 SAMPLES = 5
 
