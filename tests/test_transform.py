@@ -391,3 +391,23 @@ def test_refunds_are_compared_with_the_item_value(project: Path) -> None:
         if row["refund_amount"] is not None and row["order_item_id"] in items:
             item = items[row["order_item_id"]]
             assert Decimal(row["refund_amount"]) <= item["quantity"] * item["unit_price"]
+
+
+def test_duckdb_and_spark_give_identical_staged_output_and_quality_results(
+    project: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    twin = tmp_path / "spark"
+    shutil.copytree(project.parent, twin)
+    on_duckdb = run_transform(load_project(project), engine="duckdb")
+    on_spark = run_transform(load_project(twin / "riverbed.yaml"), engine="spark")
+    assert on_duckdb.engine == "duckdb" and on_spark.engine == "spark"
+    for table in TABLES:
+        for stage in ("staged", "quarantine"):
+            mine, theirs = staged(project, table, stage), staged(twin / "riverbed.yaml", table, stage)
+            assert mine.schema.equals(theirs.schema), (table, stage, mine.schema, theirs.schema)
+            assert mine.equals(theirs), (table, stage)
+    duck = {t.table: t.batches for t in on_duckdb.tables}
+    spark = {t.table: t.batches for t in on_spark.tables}
+    assert duck == spark
+    assert sum(t.rows_quarantined for t in on_spark.tables) > 0

@@ -243,7 +243,9 @@ class QualityRule(Model):
     @property
     def dataset_level(self) -> bool:
         """Judges the batch as a whole (no single row to quarantine)."""
-        return self.type in DATASET_RULES or (self.type == "not_null" and self.threshold is not None)
+        return self.type in DATASET_RULES or (
+            self.type == "not_null" and self.threshold is not None
+        )
 
     @model_validator(mode="after")
     def _required_settings(self) -> QualityRule:

@@ -55,7 +55,7 @@ def open_engine(engine: str, spark_master: str = "local[*]") -> TransformEngine:
                 f"transform.engine spark needs PySpark ({exc.name} is missing): "
                 "pip install 'riverbed[spark]', or set transform.engine: duckdb"
             ) from None
-        return SparkEngine(master=spark_master)  # type: ignore[return-value]
+        return SparkEngine(master=spark_master)
     from riverbed.transform.duckdb_engine import DuckDBEngine
 
     return DuckDBEngine()

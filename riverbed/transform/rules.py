@@ -55,7 +55,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -107,6 +107,7 @@ class RuleContext:
     current: str | None  # relation: current rows of this table (one per live key), if any
     references: Mapping[str, str]  # config table name -> relation of its current rows
     recent_counts: Sequence[int]  # row counts of this table's previous batches, newest last
+    types: Mapping[str, pa.DataType] = field(default_factory=dict)  # the batch's column types
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,42 @@ def compile_checks(batch: str, rules: Sequence[QualityRule], ctx: RuleContext) -
     flagged = exp.select(*selects).from_(_relation(batch, BATCH))
     for subquery, on in joins:
         flagged = flagged.join(subquery, on=on, join_type="left")
+    flagged = _portable_text(flagged, ctx)
+    dataset = [
+        DatasetCheck(d.rule, None if d.query is None else _portable_text(d.query, ctx))
+        for d in dataset
+    ]
     return CompiledChecks(row_rules, flagged, dataset)
+
+
+TEXT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def _portable_text(tree: exp.Select, ctx: RuleContext) -> exp.Select:
+    """Reasons show values as text, and engines print timestamps differently (DuckDB appends
+    the offset, Spark does not): timestamps are formatted explicitly, so a quarantined row's
+    reason is the same text whichever engine found it."""
+    timestamps = {name for name, kind in ctx.types.items() if pa.types.is_timestamp(kind)}
+    if not timestamps:
+        return tree
+
+    def is_timestamp(node: exp.Expr) -> bool:
+        if isinstance(node, exp.Column):
+            return node.name in timestamps
+        if isinstance(node, exp.Max | exp.Min):
+            return is_timestamp(node.this)
+        return False
+
+    def rewrite(node: exp.Expr) -> exp.Expr:
+        if (
+            isinstance(node, exp.Cast)
+            and node.to.is_type(exp.DataType.Type.VARCHAR)
+            and is_timestamp(node.this)
+        ):
+            return exp.TimeToStr(this=node.this.copy(), format=exp.Literal.string(TEXT_TIME_FORMAT))
+        return node
+
+    return tree.transform(rewrite)  # type: ignore[return-value]
 
 
 def check_schema(rule: QualityRule, schema: pa.Schema) -> tuple[bool, str]:

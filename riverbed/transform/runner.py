@@ -45,6 +45,7 @@ from riverbed.lake.parquet import write_table
 from riverbed.lake.reader import concat_versions, resolve_unchanged_toast
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
+from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError, open_engine
 from riverbed.transform.pii import pii_key, protect
 from riverbed.transform.rules import (
@@ -366,6 +367,7 @@ class TransformRun:
             current=current,
             references=references,
             recent_counts=self.bookmarks.recent_counts(batch.table),
+            types={f.name: f.type for f in shaped.schema},
         )
         checks = compile_checks("transformed", cfg.quality, ctx)
         self._context = ctx
@@ -373,8 +375,12 @@ class TransformRun:
         return checks, dataset
 
     def _shape(self, batch: Batch, cfg: TableConfig, schema: pa.Schema) -> pa.Table:
+        statement = transform_statement(batch.table, cfg, schema)
         try:
-            return self.engine.query(transform_statement(batch.table, cfg, schema))
+            shaped = self.engine.query(statement)
+            if self.engine.name == DuckDBEngine.name:
+                return shaped
+            return shaped.cast(_reference_schema(statement, schema))
         except TransformEngineError as exc:
             if exc.transient:
                 raise
@@ -594,6 +600,21 @@ class _BadFile(Exception):
 
 
 _EMPTY = pa.table({})
+
+
+def _reference_schema(statement: exp.Select, schema: pa.Schema) -> pa.Schema:
+    """The types DuckDB gives ``statement``'s columns, found on an empty input.
+
+    The config's SQL is DuckDB's dialect, so its types are the reference: another engine's
+    result (Spark widens decimal products, counts in int32, ...) is cast to them, and the
+    staged files are the same whichever engine ran.
+    """
+    probe = DuckDBEngine()
+    try:
+        probe.register("batch", schema.empty_table())
+        return probe.query(statement).schema
+    finally:
+        probe.close()
 
 
 def _checked_rows(table: pa.Table) -> int:
