@@ -70,7 +70,10 @@ MISTAKES = [
         "tables:\n  t: {kind: fact, target: x, keys: [id], transforms: {amount: 'q * * p'}}\n",
         "tables.t.transforms: amount: not valid SQL",
     ),
-    ("transform: {engine: flink}\n", "transform.engine = 'flink': Input should be 'duckdb' or 'spark'"),
+    (
+        "transform: {engine: flink}\n",
+        "transform.engine = 'flink': Input should be 'duckdb' or 'spark'",
+    ),
     ("warehouse: {engine: postgres}\n", "warehouse: engine postgres needs dsn"),
     ("source:\n  dsn: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "the top level must be a mapping"),

@@ -404,7 +404,10 @@ def test_duckdb_and_spark_give_identical_staged_output_and_quality_results(
     assert on_duckdb.engine == "duckdb" and on_spark.engine == "spark"
     for table in TABLES:
         for stage in ("staged", "quarantine"):
-            mine, theirs = staged(project, table, stage), staged(twin / "riverbed.yaml", table, stage)
+            mine, theirs = (
+                staged(project, table, stage),
+                staged(twin / "riverbed.yaml", table, stage),
+            )
             assert mine.schema.equals(theirs.schema), (table, stage, mine.schema, theirs.schema)
             assert mine.equals(theirs), (table, stage)
     duck = {t.table: t.batches for t in on_duckdb.tables}
