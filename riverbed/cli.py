@@ -487,12 +487,15 @@ def run(
         str | None,
         typer.Option("--from", help="With --reprocess: an LSN (0/16B3748) or a UTC time."),
     ] = None,
+    stage: Annotated[
+        str, typer.Option("--stage", help="all, or only transform, or only load.")
+    ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     config: ConfigOption = None,
 ) -> None:
     """One pipeline execution: transform what capture landed (quality rules, SQL transforms)
-    into staged batches, exactly once.
+    into staged batches, then load them into the warehouse (staging, SCD2 dimensions, facts).
 
     Example: `riverbed run --once`, `riverbed run --reprocess orders --from 2026-11-27T10:00Z`
     """
@@ -500,6 +503,8 @@ def run(
 
     if engine is not None and engine not in ("duckdb", "spark"):
         raise RiverbedError(f"--engine {engine}: choose duckdb or spark")
+    if stage not in ("all", "transform", "load"):
+        raise RiverbedError(f"--stage {stage}: choose all, transform or load")
     if (reprocess_table is None) != (start is None):
         raise RiverbedError("--reprocess TABLE and --from TIME|LSN go together")
     project = _project(config)
@@ -513,14 +518,37 @@ def run(
                 "withdrawn; their raw files are transformed again now, and the load stage "
                 "reloads the new batches in their place"
             )
-    result = run_transform(project, engine=engine, tables=table)
-    payload = result.as_dict() | {"reprocessed": rewound}
+    from riverbed.load.runner import LoadResult, run_load
+    from riverbed.transform.runner import TransformResult
+
+    result = (
+        run_transform(project, engine=engine, tables=table)
+        if stage != "load"
+        else TransformResult(engine or project.config.transform.engine)
+    )
+    loaded = run_load(project, tables=table) if stage != "transform" else LoadResult()
+    payload = result.as_dict() | {"reprocessed": rewound, "load": loaded.as_dict()}
     if as_json:
         print(json.dumps(payload, default=str))
         return
     if quiet:
         return
-    _print_transform(result)
+    if stage != "load":
+        _print_transform(result)
+    if stage != "transform":
+        _print_load(loaded)
+
+
+def _print_load(result: Any) -> None:
+    if not result.batches:
+        console.print("warehouse: nothing new to load")
+        return
+    for target, info in result.tables.items():
+        if info["batches"]:
+            console.print(
+                f"{target:<18} {info['batches']} batch(es), {info['rows']:,} staged rows loaded"
+            )
+    console.print(f"loaded in {result.seconds:.1f} s")
 
 
 def _print_transform(result: Any) -> None:
@@ -546,6 +574,79 @@ def _print_transform(result: Any) -> None:
             f"{bad['reason']}[/yellow]"
         )
     console.print(f"transformed on {result.engine} in {result.seconds:.1f} s")
+
+
+@app.command()
+def ddl(
+    dialect: Annotated[
+        str, typer.Option("--dialect", help="duckdb, postgres or redshift.")
+    ] = "duckdb",
+    config: ConfigOption = None,
+) -> None:
+    """Print the warehouse DDL the config implies (Redshift: DISTKEY, SORTKEY, ENCODE ZSTD).
+
+    Example: `riverbed ddl --dialect redshift`
+    """
+    from riverbed.lake.manifest import open_manifest
+    from riverbed.lake.storage import open_storage
+    from riverbed.load.ddl import warehouse_ddl
+
+    project = _project(config)
+    manifest = open_manifest(project)
+    try:
+        statements = warehouse_ddl(
+            project, open_storage(project.config.lake, project.root), manifest, dialect
+        )
+    finally:
+        manifest.close()
+    print(";\n\n".join(statements) + ";")
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
+    principal: Annotated[
+        str, typer.Option("--as", help="Who is asking (governance decides what they see).")
+    ] = ...,  # type: ignore[assignment]
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    config: ConfigOption = None,
+) -> None:
+    """Run read-only SQL on the warehouse.
+
+    Example: `riverbed query --as admin "select count(*) from dim_customer where is_current_record"`
+    """
+    from riverbed.load.warehouse import open_warehouse
+
+    if output not in ("table", "csv", "json"):
+        raise RiverbedError(f"--format {output}: choose table, csv or json")
+    project = _project(config)
+    principals = project.config.governance.principals
+    if principal != "admin" or (principals and principal not in principals):
+        raise RiverbedError(
+            f"--as {principal}: only the admin principal can query for now "
+            "(roles, row filters and masks arrive with governance)"
+        )
+    warehouse = open_warehouse(project.config.warehouse, project.root, read_only=True)
+    try:
+        rows = warehouse.query(sql)
+    finally:
+        warehouse.close()
+    if output == "json":
+        print(json.dumps(rows.to_pylist(), default=str))
+    elif output == "csv":
+        import io
+
+        import pyarrow.csv as pacsv
+
+        sink = io.BytesIO()
+        pacsv.write_csv(rows, sink)
+        sys.stdout.write(sink.getvalue().decode())
+    else:
+        table = Table(*rows.column_names)
+        for row in rows.to_pylist():
+            table.add_row(*("" if v is None else escape(str(v)) for v in row.values()))
+        console.print(table)
+        console.print(f"{rows.num_rows:,} rows")
 
 
 @app.command()

@@ -116,6 +116,7 @@ class CaptureConfig(Model):
 class TransformConfig(Model):
     engine: Literal["duckdb", "spark"] = "duckdb"
     spark_master: str = "local[*]"  # engine spark: any Spark master URL
+    spark_conf: dict[str, str] = {}  # engine spark: extra Spark settings (spark.driver.memory ...)
     batch_rows: int = Field(1_000_000, ge=1)  # a batch takes raw files up to about this many rows
     retries: int = Field(3, ge=0, le=10)  # transient failures (I/O, a locked file), with backoff
 

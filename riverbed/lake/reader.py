@@ -82,12 +82,12 @@ def _cast_columns(part: pa.Table, target: dict[str, pa.DataType]) -> pa.Table:
             continue
         index = part.column_names.index(name)
         column = part.column(name)
-        cast = _as_text(column) if kind == pa.string() else pc.cast(column, kind)
+        cast = as_pg_text(column) if kind == pa.string() else pc.cast(column, kind)
         part = part.set_column(index, name, cast)
     return part
 
 
-def _as_text(column: pa.ChunkedArray) -> pa.Array:
+def as_pg_text(column: pa.ChunkedArray) -> pa.Array:
     """A column as text in PostgreSQL's notation where Arrow's differs (arrays: {1,2})."""
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
         return pa.array(

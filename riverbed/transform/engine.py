@@ -45,7 +45,9 @@ class TransformEngine(Protocol):
     def close(self) -> None: ...
 
 
-def open_engine(engine: str, spark_master: str = "local[*]") -> TransformEngine:
+def open_engine(
+    engine: str, spark_master: str = "local[*]", spark_conf: dict[str, str] | None = None
+) -> TransformEngine:
     """The engine ``transform.engine`` names; Spark is imported only when chosen."""
     if engine == "spark":
         try:
@@ -55,7 +57,7 @@ def open_engine(engine: str, spark_master: str = "local[*]") -> TransformEngine:
                 f"transform.engine spark needs PySpark ({exc.name} is missing): "
                 "pip install 'riverbed[spark]', or set transform.engine: duckdb"
             ) from None
-        return SparkEngine(master=spark_master)
+        return SparkEngine(master=spark_master, conf=spark_conf)
     from riverbed.transform.duckdb_engine import DuckDBEngine
 
     return DuckDBEngine()

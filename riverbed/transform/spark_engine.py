@@ -97,6 +97,9 @@ _STARTUP_CONF: dict[str, str] = {
 }
 
 _LOCAL_CONF: dict[str, str] = {
+    # local mode runs everything in the driver's JVM; Spark's 1g default runs out of heap on a
+    # batch of a million rows handed over as Arrow
+    "spark.driver.memory": "4g",
     # 200 shuffle partitions (the default) means 200 tiny tasks per join on a laptop.
     "spark.sql.shuffle.partitions": "4",
     "spark.default.parallelism": "4",

@@ -1,0 +1,142 @@
+"""The warehouse DDL the config implies, for any dialect (`riverbed ddl`).
+
+Column types come from the newest staged (else raw) Parquet schema of each table, so the DDL
+is what the load stage would create. For Redshift the same model gets its physical design:
+DISTKEY (``dist_key``), SORTKEY (``sort_key``; dimensions sort by natural key) and ENCODE ZSTD
+on every column.
+"""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+from sqlglot import exp
+
+from riverbed.capture.pgtypes import PgColumn, arrow_type  # how capture typed the lake
+from riverbed.config.loader import Project
+from riverbed.errors import RiverbedError
+from riverbed.lake.manifest import Manifest
+from riverbed.lake.storage import LakeStorage
+from riverbed.load.facts import fact_ddl
+from riverbed.load.model import CDC_COLUMNS, sql_type, warehouse_model
+from riverbed.load.scd2 import dimension_ddl, staging_ddl
+
+DIALECTS = ("duckdb", "postgres", "redshift")
+
+
+def dim_date_ddl() -> exp.Create:
+    columns = {
+        "date_key": "INT",
+        "date": "DATE",
+        "year": "INT",
+        "quarter": "INT",
+        "month": "INT",
+        "month_name": "TEXT",
+        "day": "INT",
+        "day_of_week": "INT",
+        "is_weekend": "BOOLEAN",
+    }
+    return exp.Create(
+        this=exp.Schema(
+            this=exp.to_table("dim_date"),
+            expressions=[
+                exp.ColumnDef(this=exp.to_identifier(n, quoted=True), kind=exp.DataType.build(t))
+                for n, t in columns.items()
+            ],
+        ),
+        kind="TABLE",
+        exists=True,
+    )
+
+
+def warehouse_ddl(
+    project: Project, storage: LakeStorage, manifest: Manifest, dialect: str
+) -> list[str]:
+    """Every CREATE statement of the warehouse, generated for ``dialect``."""
+    if dialect not in DIALECTS:
+        raise RiverbedError(f"--dialect {dialect}: choose one of {', '.join(DIALECTS)}")
+    model = warehouse_model(project.config)
+    generate = "postgres" if dialect == "postgres" else dialect
+    # DDL builders speak DuckDB's types; Redshift and PostgreSQL get them transpiled
+    build = "postgres" if dialect in ("postgres", "redshift") else "duckdb"
+    out: list[str] = []
+    for dim in model.dimensions:
+        columns = _columns(storage, manifest, dim.source)
+        cfg = project.config.tables[dim.source]
+        for statement in [
+            staging_ddl(dim, columns, build),
+            *dimension_ddl(dim, columns, build),
+        ]:
+            if dialect == "redshift" and _creates(statement, dim.name):
+                statement = _redshift(statement, cfg.dist_key, cfg.sort_key or list(dim.keys))
+            out.append(statement.sql(dialect=generate, pretty=True))
+    for fact in model.facts:
+        columns = _columns(storage, manifest, fact.source)
+        cfg = project.config.tables[fact.source]
+        statements = [
+            staging_ddl(fact.source, columns, build),
+            fact_ddl(fact, columns, cfg.sort_key),
+        ]
+        for statement in statements:
+            if dialect == "redshift" and _creates(statement, fact.name):
+                statement = _redshift(statement, cfg.dist_key, cfg.sort_key)
+            out.append(statement.sql(dialect=generate, pretty=True))
+    out.append(dim_date_ddl().sql(dialect=generate, pretty=True))
+    return out
+
+
+def lake_columns(
+    storage: LakeStorage, manifest: Manifest, table: str
+) -> dict[str, exp.DataType] | None:
+    """The table's columns and SQL types by its newest staged (else raw) file; None if none."""
+    files = manifest.files("staged", table) or manifest.files("raw", table)
+    if files:
+        schema = pq.read_schema(storage.open_input(files[-1].path))
+        return {f.name: sql_type(f.type) for f in schema if f.name not in CDC_COLUMNS}
+    versions = manifest.schema_versions(table)  # captured, but empty so far
+    if not versions:
+        return None
+    return {
+        c["name"]: sql_type(
+            arrow_type(PgColumn(c["name"], c["type_oid"], c["type_modifier"], c["type_name"]))
+        )
+        for c in versions[-1].columns
+    }
+
+
+def _columns(storage: LakeStorage, manifest: Manifest, table: str) -> dict[str, exp.DataType]:
+    columns = lake_columns(storage, manifest, table)
+    if columns is None:
+        raise RiverbedError(
+            f"no data for {table} in the lake yet, so its column types are unknown: run "
+            "`riverbed capture --once` (and `riverbed run --once`) first"
+        )
+    return columns
+
+
+def _creates(statement: exp.Expr, table: str) -> bool:
+    if not isinstance(statement, exp.Create) or statement.kind != "TABLE":
+        return False
+    target = statement.this.this if isinstance(statement.this, exp.Schema) else statement.this
+    return isinstance(target, exp.Table) and target.name == table
+
+
+def _redshift(statement: exp.Expr, dist_key: str | None, sort_key: list[str]) -> exp.Expr:
+    create = statement.copy()
+    assert isinstance(create, exp.Create) and isinstance(create.this, exp.Schema)
+    for column in create.this.expressions:
+        if isinstance(column, exp.ColumnDef):
+            encode = exp.ColumnConstraint(kind=exp.EncodeColumnConstraint(this=exp.var("ZSTD")))
+            column.set("constraints", [*(column.args.get("constraints") or []), encode])
+    properties: list[exp.Expr] = []
+    if dist_key:
+        properties.append(exp.DistKeyProperty(this=exp.to_identifier(dist_key, quoted=True)))
+    else:
+        properties.append(exp.DistStyleProperty(this=exp.var("AUTO")))
+    if sort_key:
+        properties.append(
+            exp.SortKeyProperty(
+                this=[exp.to_identifier(c, quoted=True) for c in sort_key], compound=False
+            )
+        )
+    create.set("properties", exp.Properties(expressions=properties))
+    return create

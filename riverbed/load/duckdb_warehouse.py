@@ -1,0 +1,127 @@
+"""DuckDB: the default warehouse, one local file, in process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from riverbed.load.warehouse import (
+    WarehouseError,
+    columns_query,
+    load_columns,
+    loadable_chunks,
+    sql_text,
+    statement_head,
+)
+
+
+class DuckDBWarehouse:
+    name = "duckdb"
+    dialect = "duckdb"
+    has_indexes = False  # ART indexes slow every MERGE/UPDATE down; scans use zone maps
+
+    def __init__(self, path: Path, *, read_only: bool = False):
+        self.path = path
+        if read_only and not path.exists():
+            raise WarehouseError(
+                f"warehouse {path} does not exist yet; load something first (`riverbed run`) "
+                "or fix warehouse.path"
+            )
+        try:
+            if not read_only:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = duckdb.connect(str(path), read_only=read_only)
+            self._db.execute("SET TimeZone = 'UTC'")
+        except OSError as exc:
+            raise WarehouseError(
+                f"warehouse {path}: cannot create its folder ({exc.strerror}); "
+                "fix warehouse.path or the folder's permissions"
+            ) from exc
+        except duckdb.Error as exc:
+            raise self._translate(exc, "opening the file") from exc
+        self._in_transaction = False
+
+    def execute(self, statement: exp.Expr | str) -> int:
+        text = sql_text(statement, self.dialect)
+        with self._translating(text):
+            result = self._db.execute(text)
+            count = result.rowcount
+            if count == -1 and result.description and result.description[0][0] == "Count":
+                row = result.fetchone()  # DML reports its row count as a one-row result
+                count = int(row[0]) if row else -1
+            return int(count)
+
+    def query(self, statement: exp.Expr | str) -> pa.Table:
+        text = sql_text(statement, self.dialect)
+        with self._translating(text):
+            relation = self._db.sql(text)  # a relation streams into Arrow without a copy
+            return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._in_transaction:
+            raise WarehouseError(f"warehouse {self.path}: a transaction is already open")
+        with self._translating("BEGIN"):
+            self._db.begin()
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            with suppress(duckdb.Error):  # the original error is the one worth reporting
+                self._db.rollback()
+            raise
+        self._in_transaction = False
+        with self._translating("COMMIT"):
+            self._db.commit()
+
+    def load_arrow(self, table: str, rows: pa.Table) -> int:
+        existing = self.columns(table)
+        names = load_columns(table, rows.schema, existing)
+        assert existing is not None
+        text = [n for n in names if existing[n].upper() == "VARCHAR"]
+        view = f"_riverbed_load_{uuid.uuid4().hex[:12]}"
+        target = exp.Schema(
+            this=exp.to_table(table), expressions=[exp.to_identifier(n, quoted=True) for n in names]
+        )
+        source = exp.select(*(exp.column(n, quoted=True) for n in names)).from_(view)
+        statement = exp.Insert(this=target, expression=source).sql(dialect=self.dialect)
+        loaded = 0
+        for chunk in loadable_chunks(rows, text):
+            with self._translating(statement):
+                self._db.register(view, chunk)
+                try:
+                    self._db.execute(statement)
+                finally:
+                    self._db.unregister(view)
+            loaded += chunk.num_rows
+        return loaded
+
+    def columns(self, table: str) -> dict[str, str] | None:
+        rows = self.query(columns_query(table)).to_pylist()
+        return {r["column_name"]: r["data_type"] for r in rows} or None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _translating(self, statement: str) -> Iterator[None]:
+        try:
+            yield
+        except duckdb.Error as exc:
+            raise self._translate(exc, f"running {statement_head(statement)}") from exc
+
+    def _translate(self, exc: duckdb.Error, doing: str) -> WarehouseError:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # IOException: the file, the disk or a lock held by another process; a transaction
+        # conflict with another writer succeeds when retried
+        transient = isinstance(exc, duckdb.IOException) or (
+            isinstance(exc, duckdb.TransactionException) and "conflict" in first.lower()
+        )
+        return WarehouseError(f"warehouse {self.path}: {first} ({doing})", transient=transient)

@@ -1,0 +1,192 @@
+"""PostgreSQL as the warehouse, by DSN, through psycopg 3.
+
+The connection runs in autocommit mode, so a statement outside :meth:`transaction` commits on
+its own; inside it, psycopg's transaction block issues BEGIN and COMMIT (ROLLBACK on error).
+The session time zone is UTC, like DuckDB's, so both warehouses return the same instants.
+Bulk loads stream CSV produced by pyarrow through ``COPY ... FROM STDIN``, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from sqlglot import exp
+
+from riverbed.load.warehouse import (
+    WarehouseError,
+    columns_query,
+    load_columns,
+    loadable_chunks,
+    sql_text,
+    statement_head,
+)
+
+# Arrow types of the PostgreSQL types a warehouse query returns (by type OID); other types
+# are inferred from the values.
+_ARROW_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    17: pa.binary(),
+    19: pa.string(),
+    20: pa.int64(),
+    21: pa.int16(),
+    23: pa.int32(),
+    25: pa.string(),
+    700: pa.float32(),
+    701: pa.float64(),
+    1042: pa.string(),
+    1043: pa.string(),
+    1082: pa.date32(),
+    1083: pa.time64("us"),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
+}
+_TEXT_TYPES = {"text", "character varying", "character"}
+# SQLSTATE classes worth a retry: connection exceptions, insufficient resources, operator
+# intervention (e.g. admin shutdown); plus serialization failure and deadlock.
+_TRANSIENT_CLASSES = ("08", "53", "57")
+_TRANSIENT_STATES = {"40001", "40P01"}
+
+
+class PostgresWarehouse:
+    name = "postgres"
+    dialect = "postgres"
+    has_indexes = True
+
+    def __init__(self, dsn: str, password: str | None = None, *, read_only: bool = False):
+        self.display = _display(dsn)
+        extra: dict[str, str] = {"password": password} if password is not None else {}
+        if read_only:
+            options = _options(dsn)
+            extra["options"] = f"{options} -c default_transaction_read_only=on".strip()
+        try:
+            self._conn = psycopg.connect(
+                make_conninfo(dsn, **extra), autocommit=True, connect_timeout=10
+            )
+            self._conn.execute("SET TimeZone TO 'UTC'")
+        except psycopg.OperationalError as exc:
+            raise WarehouseError(
+                f"cannot connect to the warehouse {self.display}: {_first_line(exc)}; "
+                "check warehouse.dsn and warehouse.password, and that the server is up",
+                transient=True,
+            ) from exc
+
+    def execute(self, statement: exp.Expr | str) -> int:
+        text = sql_text(statement, self.dialect)
+        with self._translating(text), self._conn.cursor() as cur:
+            cur.execute(text.encode())  # bytes: no client-side placeholder parsing
+            return cur.rowcount
+
+    def query(self, statement: exp.Expr | str) -> pa.Table:
+        text = sql_text(statement, self.dialect)
+        with self._translating(text), self._conn.cursor() as cur:
+            cur.execute(text.encode())
+            rows = cur.fetchall()
+            description = cur.description or []
+        names = [column.name for column in description]
+        arrays = [
+            pa.array([row[i] for row in rows], _ARROW_TYPES.get(column.type_code))
+            for i, column in enumerate(description)
+        ]
+        return pa.Table.from_arrays(arrays, names=names)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise WarehouseError(f"warehouse {self.display}: a transaction is already open")
+        with self._translating("BEGIN/COMMIT"), self._conn.transaction():
+            yield
+
+    def load_arrow(self, table: str, rows: pa.Table) -> int:
+        existing = self.columns(table)
+        names = load_columns(table, rows.schema, existing)
+        assert existing is not None
+        text = [n for n in names if existing[n] in _TEXT_TYPES]
+        copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
+        )
+        loaded = 0
+        with (
+            self._translating(f"COPY {table}"),
+            self._conn.cursor() as cur,
+            cur.copy(copy) as sink,
+        ):
+            for chunk in loadable_chunks(rows, text):
+                buffer = io.BytesIO()
+                options = pcsv.WriteOptions(include_header=False, quoting_style="needed")
+                pcsv.write_csv(_csv_ready(chunk), buffer, options)
+                sink.write(buffer.getvalue())
+                loaded += chunk.num_rows
+        return loaded
+
+    def columns(self, table: str) -> dict[str, str] | None:
+        rows = self.query(columns_query(table)).to_pylist()
+        return {r["column_name"]: r["data_type"] for r in rows} or None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _translating(self, statement: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            state = exc.sqlstate or ""
+            transient = (
+                (isinstance(exc, psycopg.OperationalError) and not state)  # connection lost
+                or state.startswith(_TRANSIENT_CLASSES)
+                or state in _TRANSIENT_STATES
+            )
+            raise WarehouseError(
+                f"warehouse {self.display}: {_first_line(exc)} "
+                f"(running {statement_head(statement)})",
+                transient=transient,
+            ) from exc
+
+
+def _csv_ready(chunk: pa.Table) -> pa.Table:
+    """Columns the CSV writer cannot render as PostgreSQL input, converted: binary to bytea's
+    hex text form (``\\x0a1b``)."""
+    for index, field in enumerate(chunk.schema):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            values: list[Any] = chunk.column(index).to_pylist()
+            hexed = pa.array([None if v is None else "\\x" + v.hex() for v in values], pa.string())
+            chunk = chunk.set_column(index, pa.field(field.name, pa.string()), hexed)
+        elif pa.types.is_dictionary(field.type):
+            chunk = chunk.set_column(
+                index, field.name, pc.cast(chunk.column(index), field.type.value_type)
+            )
+    return chunk
+
+
+def _options(dsn: str) -> str:
+    """The DSN's own ``options`` (server settings), kept when we add ours."""
+    try:
+        return str(conninfo_to_dict(dsn).get("options") or "")
+    except psycopg.ProgrammingError:
+        return ""
+
+
+def _display(dsn: str) -> str:
+    """The DSN as a URI without secrets, for messages."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(invalid warehouse.dsn)"
+    user = parts.get("user", "")
+    host = parts.get("host", "localhost")
+    port = parts.get("port", "5432")
+    return f"postgresql://{user}{'@' if user else ''}{host}:{port}/{parts.get('dbname', '')}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

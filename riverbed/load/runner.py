@@ -1,0 +1,319 @@
+"""The load stage: staged batches -> staging tables -> SCD2 dimensions -> event facts.
+
+Every dimension batch is applied before any fact batch of the same run (facts resolve their
+dimension keys as of the event, so the versions must be there first). Each batch is one
+warehouse transaction: truncate-and-load its staging table, then the MERGE statements of a
+dimension, or the preaction + insert of a fact. Both are idempotent (a dimension ignores events
+at or below its applied position; a fact deletes its batch_id before inserting), so the state
+store records a batch as loaded only after the warehouse committed it, and a crash in between
+just loads it again with the same result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlglot import exp
+
+from riverbed.config.loader import Project
+from riverbed.errors import RiverbedError
+from riverbed.lake.lock import ProcessLock
+from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
+from riverbed.lake.reader import as_pg_text, concat_versions
+from riverbed.lake.storage import LakeStorage, open_storage
+from riverbed.load.ddl import dim_date_ddl, lake_columns
+from riverbed.load.facts import append_statements, fact_ddl
+from riverbed.load.model import (
+    CDC_COLUMNS,
+    DimensionModel,
+    FactModel,
+    sql_type,
+    warehouse_model,
+)
+from riverbed.load.scd2 import (
+    dimension_ddl,
+    inferred_members_statement,
+    scd2_statements,
+    staging_ddl,
+)
+from riverbed.load.warehouse import Warehouse, open_warehouse
+
+SCHEMA = """
+create table if not exists load_batches (
+  batch_id    text not null,
+  table_name  text not null,
+  target      text not null,
+  rows        integer not null,
+  seconds     real not null,
+  loaded_at   real not null,
+  primary key (table_name, batch_id)
+);
+"""
+STAGING_CDC = ("_op", "_commit_ts", "_lsn", "_seq", "_toast_unchanged")
+
+
+@dataclass
+class LoadResult:
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def batches(self) -> int:
+        return sum(t["batches"] for t in self.tables.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 3), "batches": self.batches, "tables": self.tables}
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    table: str
+    batch_id: str
+    files: tuple[LakeFile, ...]
+
+    @property
+    def max_lsn(self) -> int:
+        return max(f.max_lsn for f in self.files)
+
+
+class Loader:
+    def __init__(
+        self, project: Project, storage: LakeStorage, manifest: Manifest, warehouse: Warehouse
+    ):
+        self.project = project
+        self.config = project.config
+        self.storage = storage
+        self.manifest = manifest
+        self.warehouse = warehouse
+        self.model = warehouse_model(project.config)
+        manifest.ensure_schema(SCHEMA)
+
+    def run(self, tables: Sequence[str] | None = None) -> LoadResult:
+        started = time.monotonic()
+        result = LoadResult()
+        chosen = set(tables) if tables else set(self.config.tables)
+        for dim in self.model.dimensions:
+            if dim.source in chosen:
+                self._each(dim.source, dim.name, result, lambda b, d=dim: self.load_dimension(d, b))
+        if self.model.facts:
+            self._ensure_dim_date()
+        for fact in self.model.facts:
+            if fact.source in chosen:
+                self._each(fact.source, fact.name, result, lambda b, f=fact: self.load_fact(f, b))
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _each(self, source: str, target: str, result: LoadResult, load: Any) -> None:
+        entry = result.tables.setdefault(target, {"source": source, "batches": 0, "rows": 0})
+        for batch in self.pending(source):
+            started = time.monotonic()
+            rows = load(batch)
+            seconds = time.monotonic() - started
+            with self.manifest.transaction() as db:
+                db.execute(
+                    "insert or replace into load_batches values (?, ?, ?, ?, ?, ?)",
+                    (batch.batch_id, source, target, rows, seconds, time.time()),
+                )
+            entry["batches"] += 1
+            entry["rows"] += rows
+
+    def pending(self, table: str) -> list[StagedBatch]:
+        """Staged batches of ``table`` not loaded yet, in source order."""
+        loaded = {
+            r[0]
+            for r in self.manifest.query(
+                "select batch_id from load_batches where table_name = ?", (table,)
+            )
+        }
+        grouped: dict[str, list[LakeFile]] = defaultdict(list)
+        for file in self.manifest.files("staged", table):
+            batch_id = _batch_of(file.path)
+            if batch_id not in loaded:
+                grouped[batch_id].append(file)
+        batches = [StagedBatch(table, b, tuple(files)) for b, files in grouped.items()]
+        return sorted(batches, key=lambda b: (b.max_lsn, b.batch_id))
+
+    # --- one batch --------------------------------------------------------------------------
+
+    def load_dimension(self, dim: DimensionModel, batch: StagedBatch) -> int:
+        rows = self._read(batch)
+        columns = _source_columns(rows)
+        dialect = self.warehouse.dialect
+        self._ensure(dim.staging, [staging_ddl(dim, columns, dialect)], columns, staging=True)
+        ddl = dimension_ddl(dim, columns, dialect, indexes=self.warehouse.has_indexes)
+        self._ensure(dim.name, ddl, columns)
+        with self.warehouse.transaction():
+            self.warehouse.execute(exp.delete(dim.staging))
+            self.warehouse.load_arrow(dim.staging, _for_staging(rows))
+            for statement in scd2_statements(dim, columns, dialect):
+                self.warehouse.execute(statement)
+        return rows.num_rows
+
+    def load_fact(self, fact: FactModel, batch: StagedBatch) -> int:
+        rows = self._read(batch)
+        columns = _source_columns(rows)
+        dialect = self.warehouse.dialect
+        cfg = self.config.tables[fact.source]
+        self._ensure(
+            fact.staging, [staging_ddl(fact.source, columns, dialect)], columns, staging=True
+        )
+        # a dimension with nothing loaded yet is created from its lake schema, so its members
+        # can be inferred; one with no data at all leaves its key NULL
+        refs = tuple(
+            (column, dim)
+            for column, dim in fact.dimensions
+            if column in columns and self._dimension_exists(dim)
+        )
+        usable = FactModel(fact.source, fact.name, fact.keys, refs)
+        self._ensure(fact.name, [fact_ddl(usable, columns, cfg.sort_key)], columns)
+        self._index(fact.name, cfg.sort_key, [cfg.dist_key] if cfg.dist_key else [])
+        with self.warehouse.transaction():
+            self.warehouse.execute(exp.delete(fact.staging))
+            self.warehouse.load_arrow(fact.staging, _for_staging(rows))
+            for column, dim in refs:
+                self.warehouse.execute(
+                    inferred_members_statement(dim, fact.staging, column, dialect)
+                )
+            for statement in append_statements(usable, list(columns), batch.batch_id, cfg.sort_key):
+                self.warehouse.execute(statement)
+        return rows.num_rows
+
+    def _dimension_exists(self, dim: DimensionModel) -> bool:
+        if self.warehouse.columns(dim.name) is not None:
+            return True
+        columns = lake_columns(self.storage, self.manifest, dim.source)
+        if columns is None or any(k not in columns for k in dim.keys):
+            return False
+        dialect = self.warehouse.dialect
+        for statement in dimension_ddl(dim, columns, dialect, indexes=self.warehouse.has_indexes):
+            self.warehouse.execute(statement)
+        return True
+
+    def _ensure_dim_date(self) -> None:
+        """dim_date, created and filled once: every day from 2000 to 2040 (facts carry its
+        date_key, yyyymmdd of the event)."""
+        if self.warehouse.columns("dim_date") is not None:
+            return
+        days = np.arange(np.datetime64("2000-01-01"), np.datetime64("2041-01-01"))
+        dates = pa.array(days, pa.date32())
+        years = pc.year(dates)
+        months = pc.month(dates)
+        weekday = pc.day_of_week(dates)  # Monday = 0
+        table = pa.table(
+            {
+                "date_key": pc.cast(pc.strftime(dates, "%Y%m%d"), pa.int32()),
+                "date": dates,
+                "year": pc.cast(years, pa.int32()),
+                "quarter": pc.cast(pc.quarter(dates), pa.int32()),
+                "month": pc.cast(months, pa.int32()),
+                "month_name": pc.strftime(dates, "%B"),
+                "day": pc.cast(pc.day(dates), pa.int32()),
+                "day_of_week": pc.cast(weekday, pa.int32()),
+                "is_weekend": pc.greater_equal(weekday, 5),
+            }
+        )
+        with self.warehouse.transaction():
+            self.warehouse.execute(dim_date_ddl())
+            self.warehouse.load_arrow("dim_date", table)
+
+    def _read(self, batch: StagedBatch) -> pa.Table:
+        parts = [pq.read_table(self.storage.open_input(f.path)) for f in batch.files]
+        return concat_versions(parts)
+
+    def _ensure(
+        self,
+        table: str,
+        ddl: Sequence[exp.Expr],
+        columns: dict[str, exp.DataType],
+        *,
+        staging: bool = False,
+    ) -> None:
+        """Create the table, or add the columns a newer schema version brought (additive
+        evolution: a column the source dropped stays, NULL from then on)."""
+        existing = self.warehouse.columns(table)
+        if existing is None:
+            for statement in ddl:
+                self.warehouse.execute(statement)
+            return
+        wanted = dict(columns)
+        if staging:
+            wanted.update(_staging_cdc_types())
+        for name, kind in wanted.items():
+            if name not in existing:
+                self.warehouse.execute(
+                    exp.Alter(
+                        this=exp.to_table(table),
+                        kind="TABLE",
+                        actions=[
+                            exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=kind)
+                        ],
+                    )
+                )
+
+    def _index(self, table: str, *column_groups: list[str]) -> None:
+        if not self.warehouse.has_indexes:
+            return  # DuckDB: the load order (by sort key) feeds its zone maps instead
+        for group in column_groups:
+            if not group:
+                continue
+            name = f"{table}_{'_'.join(group)}_idx"
+            cols = ", ".join(f'"{c}"' for c in group)
+            self.warehouse.execute(f'create index if not exists "{name}" on "{table}" ({cols})')
+
+
+def _batch_of(path: str) -> str:
+    for part in path.split("/"):
+        if part.startswith("batch="):
+            return part.removeprefix("batch=")
+    raise RiverbedError(f"staged file {path} is not under a batch=<id> folder")
+
+
+def _source_columns(rows: pa.Table) -> dict[str, exp.DataType]:
+    return {f.name: sql_type(f.type) for f in rows.schema if f.name not in CDC_COLUMNS}
+
+
+def _staging_cdc_types() -> dict[str, exp.DataType]:
+    return {
+        "_op": exp.DataType.build("TEXT"),
+        "_commit_ts": exp.DataType.build("TIMESTAMPTZ"),
+        "_lsn": exp.DataType.build("BIGINT"),
+        "_seq": exp.DataType.build("BIGINT"),
+        "_toast_unchanged": exp.DataType.build("TEXT"),
+    }
+
+
+def _for_staging(rows: pa.Table) -> pa.Table:
+    """The staged rows as the staging table holds them: lists as text, marks comma-joined."""
+    out = rows.drop_columns([c for c in ("_xid",) if c in rows.column_names])
+    for index, field_ in enumerate(out.schema):
+        if field_.name == "_toast_unchanged":
+            joined = pc.binary_join(out.column(index), ",")
+            out = out.set_column(index, pa.field("_toast_unchanged", pa.string()), joined)
+        elif pa.types.is_list(field_.type) or pa.types.is_large_list(field_.type):
+            text = as_pg_text(out.column(index))  # PostgreSQL's {a,b} notation
+            out = out.set_column(index, pa.field(field_.name, pa.string()), text)
+    if "_toast_unchanged" not in out.column_names:
+        out = out.append_column("_toast_unchanged", pa.nulls(out.num_rows, pa.string()))
+    return out
+
+
+def run_load(project: Project, *, tables: Sequence[str] | None = None) -> LoadResult:
+    """Load every staged batch not loaded yet into the warehouse."""
+    cfg = project.config
+    storage = open_storage(cfg.lake, project.root)
+    with ProcessLock(project.home / "load.lock", "riverbed run (load)"):
+        manifest = open_manifest(project)
+        warehouse = open_warehouse(cfg.warehouse, project.root)
+        try:
+            return Loader(project, storage, manifest, warehouse).run(tables)
+        finally:
+            warehouse.close()
+            manifest.close()

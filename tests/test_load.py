@@ -1,0 +1,274 @@
+"""The load stage through the whole pipeline, on both warehouses: source changes -> capture ->
+transform -> staging, SCD2 dimensions, event facts with keys as of the event time."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from conftest import Database, run_cli
+from riverbed.config import load_project
+from riverbed.load import runner as load_runner
+from riverbed.load.runner import run_load
+from riverbed.load.warehouse import open_warehouse
+from riverbed.source.embedded import EmbeddedServer
+
+TABLES = """
+tables:
+  customers:
+    kind: dimension
+    target: dim_customer
+    keys: [customer_id]
+    tracked: [name, city]
+    type1: [phone]
+  orders:
+    kind: fact
+    target: fact_orders
+    keys: [order_id]
+    transforms:
+      amount_cents: "CAST(amount * 100 AS BIGINT)"
+    sort_key: [order_id]
+    dist_key: customer_id
+"""
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse_section(request: pytest.FixtureRequest, pg_server: EmbeddedServer) -> Iterator[str]:
+    if request.param == "duckdb":
+        yield "warehouse:\n  engine: duckdb\n  path: wh.duckdb\n"
+        return
+    name = f"w_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    yield f'warehouse:\n  engine: postgres\n  dsn: "{pg_server.dsn(name)}"\n'
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"drop database {name} with (force)")
+
+
+@pytest.fixture
+def project(database: Database, tmp_path: Path, warehouse_section: str) -> Path:
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema w;"
+            "create table w.customers (customer_id int primary key, name text, city text, phone text);"
+            "create table w.orders (order_id int primary key, customer_id int, amount numeric(10,2),"
+            " status text)"
+        )
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
+        f"lake:\n  path: lake\nstate:\n  path: state.db\n{warehouse_section}{TABLES}"
+    )
+    return config
+
+
+def sql(database: Database, *statements: str) -> None:
+    """Each statement in its own transaction (its own commit time)."""
+    with database.connect(autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def pipeline(config: Path) -> dict[str, Any]:
+    captured = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert captured.code == 0, captured.text
+    ran = run_cli("run", "--once", "--json", "-c", str(config))
+    assert ran.code == 0, ran.text
+    return json.loads(ran.out)  # type: ignore[no-any-return]
+
+
+def rows(config: Path, query: str) -> list[dict[str, Any]]:
+    result = run_cli("query", "--as", "admin", "--format", "json", query, "-c", str(config))
+    assert result.code == 0, result.text
+    return json.loads(result.out)  # type: ignore[no-any-return]
+
+
+def test_dimension_versions_and_facts_keyed_as_of_the_event(
+    database: Database, project: Path
+) -> None:
+    sql(database, "insert into w.customers values (1, 'Ann', 'Oslo', '111')")
+    pipeline(project)
+    sql(
+        database,
+        "insert into w.orders values (10, 1, 5.00, 'placed')",  # Ann lives in Oslo
+        "update w.customers set city = 'Rome' where customer_id = 1",  # a tracked change
+        "update w.customers set phone = '222' where customer_id = 1",  # type 1: no version
+        "insert into w.orders values (11, 1, 7.50, 'placed')",  # Ann lives in Rome
+        "update w.customers set city = 'Lima' where customer_id = 1",
+        "update w.customers set city = 'Kyiv' where customer_id = 1",  # two versions, one batch
+        "delete from w.customers where customer_id = 1",
+        "insert into w.customers values (1, 'Ann', 'Oslo', '333')",  # a re-insert
+    )
+    report = pipeline(project)
+    assert report["load"]["tables"]["fact_orders"]["rows"] == 2
+    versions = rows(
+        project,
+        "select customer_key, city, phone, effective_date, expiry_date, is_current_record,"
+        " is_deleted from dim_customer where customer_id = 1 order by effective_date",
+    )
+    assert [v["city"] for v in versions] == ["Oslo", "Rome", "Lima", "Kyiv", "Oslo"]
+    assert [v["is_current_record"] for v in versions] == [False, False, False, False, True]
+    assert [v["is_deleted"] for v in versions] == [False, False, False, True, False]
+    assert versions[1]["phone"] == "222"  # type 1 overwrote the version it happened in
+    for older, newer in zip(versions[:3], versions[1:4], strict=True):
+        assert older["expiry_date"] == newer["effective_date"]  # no gap, no overlap
+    assert versions[-1]["expiry_date"].startswith("9999-12-31")
+    facts = rows(
+        project,
+        "select order_id, customer_key, amount_cents, date_key from fact_orders order by order_id",
+    )
+    assert [f["customer_key"] for f in facts] == [
+        versions[0]["customer_key"],
+        versions[1]["customer_key"],
+    ]
+    assert [f["amount_cents"] for f in facts] == [500, 750]
+    assert all(len(str(f["date_key"])) == 8 for f in facts)
+    # running again with nothing new changes nothing
+    again = pipeline(project)
+    assert again["load"]["batches"] == 0
+    assert len(rows(project, "select * from dim_customer")) == 5
+
+
+def test_an_event_before_its_dimension_row_gets_an_inferred_member(
+    database: Database, project: Path
+) -> None:
+    sql(database, "insert into w.orders values (20, 2, 1.00, 'placed')")  # customer 2 unknown yet
+    pipeline(project)
+    inferred = rows(
+        project, "select customer_key, name, is_inferred from dim_customer where customer_id = 2"
+    )
+    assert len(inferred) == 1 and inferred[0]["is_inferred"] and inferred[0]["name"] is None
+    sql(database, "insert into w.customers values (2, 'Bo', 'Pisa', null)")
+    pipeline(project)
+    completed = rows(
+        project,
+        "select customer_key, name, is_inferred, is_current_record from dim_customer where customer_id = 2",
+    )
+    assert completed == [
+        {
+            "customer_key": inferred[0]["customer_key"],
+            "name": "Bo",
+            "is_inferred": False,
+            "is_current_record": True,
+        }
+    ]
+    fact = rows(project, "select customer_key from fact_orders where order_id = 20")
+    assert fact == [{"customer_key": inferred[0]["customer_key"]}]
+
+
+def test_a_fact_load_that_dies_is_redone_without_duplicates(
+    database: Database, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql(database, "insert into w.customers values (3, 'Cy', 'Nice', null)")
+    sql(
+        database,
+        *(f"insert into w.orders values ({i}, 3, {i}.00, 'placed')" for i in range(30, 40)),
+    )
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(project)).code == 0
+
+    # 1. dies between the preaction and the insert: the transaction rolls back
+    real_append = load_runner.append_statements
+
+    def dying_append(*args: Any, **kwargs: Any) -> list[Any]:
+        preaction, _insert = real_append(*args, **kwargs)
+        return [preaction, "select no_such_function()"]
+
+    monkeypatch.setattr(load_runner, "append_statements", dying_append)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the warehouse raises
+        run_load(load_project(project))
+    monkeypatch.setattr(load_runner, "append_statements", real_append)
+
+    # 2. dies after the warehouse committed, before the state store recorded the batch
+    project_cfg = load_project(project)
+    real_each = load_runner.Loader._each
+
+    def forget(self: Any, source: str, target: str, result: Any, load: Any) -> None:
+        for batch in self.pending(source):
+            load(batch)  # committed in the warehouse, never recorded as loaded
+
+    monkeypatch.setattr(load_runner.Loader, "_each", forget)
+    run_load(project_cfg)
+    monkeypatch.setattr(load_runner.Loader, "_each", real_each)
+    run_load(project_cfg)
+    facts = rows(project, "select order_id, _lsn, _seq from fact_orders order by order_id")
+    assert [f["order_id"] for f in facts] == list(range(30, 40))
+    assert len({(f["_lsn"], f["_seq"]) for f in facts}) == 10
+
+
+def test_a_new_source_column_evolves_the_warehouse_tables(
+    database: Database, project: Path
+) -> None:
+    sql(database, "insert into w.customers values (4, 'Di', 'Bern', null)")
+    sql(database, "insert into w.orders values (40, 4, 2.00, 'placed')")
+    pipeline(project)
+    sql(
+        database,
+        "alter table w.orders add column channel text",
+        "alter table w.customers add column tier text",
+    )
+    sql(database, "insert into w.orders values (41, 4, 3.00, 'placed', 'web')")
+    sql(database, "update w.customers set tier = 'gold', city = 'Zug' where customer_id = 4")
+    pipeline(project)
+    facts = rows(project, "select order_id, channel from fact_orders order by order_id")
+    assert facts == [{"order_id": 40, "channel": None}, {"order_id": 41, "channel": "web"}]
+    current = rows(
+        project, "select tier, city from dim_customer where customer_id = 4 and is_current_record"
+    )
+    assert current == [{"tier": "gold", "city": "Zug"}]
+
+
+def test_query_is_read_only_and_speaks_formats(database: Database, project: Path) -> None:
+    sql(database, "insert into w.customers values (5, 'Ed', 'Graz', null)")
+    pipeline(project)
+    csv = run_cli(
+        "query",
+        "--as",
+        "admin",
+        "--format",
+        "csv",
+        "select customer_id, name from dim_customer",
+        "-c",
+        str(project),
+    )
+    assert csv.code == 0 and csv.out.splitlines()[1] == '5,"Ed"'
+    table = run_cli(
+        "query", "--as", "admin", "select count(*) as n from dim_customer", "-c", str(project)
+    )
+    assert table.code == 0 and "1 rows" in table.out
+    write = run_cli("query", "--as", "admin", "delete from dim_customer", "-c", str(project))
+    assert write.code != 0 and "Traceback" not in write.err
+    assert len(rows(project, "select * from dim_customer")) == 1
+    nobody = run_cli("query", "--as", "mallory", "select 1", "-c", str(project))
+    assert nobody.code != 0 and "mallory" in nobody.err
+
+
+def test_ddl_for_every_dialect(database: Database, project: Path) -> None:
+    sql(database, "insert into w.customers values (6, 'Fi', 'Oulu', null)")
+    sql(database, "insert into w.orders values (60, 6, 1.00, 'placed')")
+    pipeline(project)
+    redshift = run_cli("ddl", "--dialect", "redshift", "-c", str(project))
+    assert redshift.code == 0, redshift.text
+    assert "DISTKEY" in redshift.out and "SORTKEY" in redshift.out and "ENCODE ZSTD" in redshift.out
+    for dialect in ("duckdb", "postgres"):
+        out = run_cli("ddl", "--dialect", dialect, "-c", str(project))
+        assert out.code == 0 and "dim_customer" in out.out and "fact_orders" in out.out
+    bad = run_cli("ddl", "--dialect", "oracle", "-c", str(project))
+    assert bad.code != 0 and "--dialect" in bad.err
+
+
+def test_warehouse_is_reachable_from_code(project: Path, database: Database) -> None:
+    sql(database, "insert into w.customers values (7, 'Gu', 'Faro', null)")
+    pipeline(project)
+    cfg = load_project(project)
+    warehouse = open_warehouse(cfg.config.warehouse, cfg.root)
+    try:
+        assert warehouse.query("select count(*) as n from dim_date").column("n")[0].as_py() > 14_000
+    finally:
+        warehouse.close()
