@@ -539,6 +539,53 @@ def run(
         _print_load(loaded)
 
 
+def _print_warehouse(project: Project) -> None:
+    """Dimension histories and fact counts, as a newcomer would ask for them."""
+    from riverbed.load.model import warehouse_model
+    from riverbed.load.warehouse import open_warehouse
+
+    model = warehouse_model(project.config)
+    warehouse = open_warehouse(project.config.warehouse, project.root)
+    try:
+        table = Table("dimension", "versions", "current", "deleted", "keys with history")
+        for dim in model.dimensions:
+            if warehouse.columns(dim.name) is None:
+                continue
+            key = ", ".join(f'"{k}"' for k in dim.keys)
+            row = warehouse.query(
+                f"select count(*) as versions, count(*) filter (where is_current_record) as current,"
+                f" count(*) filter (where is_deleted) as deleted,"
+                f" (select count(*) from (select {key} from {dim.name} group by {key}"
+                f" having count(*) > 1) h) as changed from {dim.name}"
+            ).to_pylist()[0]
+            table.add_row(
+                dim.name,
+                f"{row['versions']:,}",
+                f"{row['current']:,}",
+                f"{row['deleted']:,}",
+                f"{row['changed']:,}",
+            )
+        console.print(table)
+        facts = Table("fact", "rows", "batches", "first event", "last event")
+        for fact in model.facts:
+            if warehouse.columns(fact.name) is None:
+                continue
+            row = warehouse.query(
+                f"select count(*) as n, count(distinct batch_id) as batches,"
+                f" min(event_ts) as first, max(event_ts) as last from {fact.name}"
+            ).to_pylist()[0]
+            facts.add_row(
+                fact.name,
+                f"{row['n']:,}",
+                f"{row['batches']:,}",
+                str(row["first"])[:19],
+                str(row["last"])[:19],
+            )
+        console.print(facts)
+    finally:
+        warehouse.close()
+
+
 def _print_load(result: Any) -> None:
     if not result.batches:
         console.print("warehouse: nothing new to load")
@@ -786,7 +833,14 @@ def demo(
             f"{quarantined:,} dirty rows quarantined with their rule and reason under "
             f"{project.config.lake.path}/quarantine/<table>/batch=<id>/"
         )
-    console.rule("7. what is in the source")
+    console.rule("7. load: staging, SCD2 dimensions, event facts")
+    from riverbed.load.runner import run_load
+
+    with console.status("loading the warehouse ..."):
+        loaded = run_load(project)
+    _print_load(loaded)
+    _print_warehouse(project)
+    console.rule("8. what is in the source")
     with source.connect() as conn:
         summary = summarize(conn, schema_name)
     console.print(", ".join(f"{n:,} {t}" for t, n in summary.rows.items()))
@@ -812,7 +866,12 @@ def demo(
     console.print(f"browse schema {schema_name}:  {psql} '{source.display}'")
     console.print("riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)")
     console.print("riverbed capture --follow       -- stream changes into the lake until Ctrl-C")
-    console.print("riverbed run --once             -- transform what capture landed since")
+    console.print("riverbed run --once             -- transform and load what capture landed since")
+    console.print(
+        'riverbed query --as admin "select city, effective_date, expiry_date, is_current_record'
+        ' from dim_customer where customer_id = 42"'
+    )
+    console.print("riverbed ddl --dialect redshift -- the same model as Redshift DDL")
     console.print("riverbed status                 -- lag, the lake's tables, quality results")
     console.print("riverbed source status          -- replication slots and retained WAL")
     console.print("riverbed source down            -- stop the embedded PostgreSQL")

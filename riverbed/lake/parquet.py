@@ -26,11 +26,12 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
 
 def write_table(storage: LakeStorage, path: str, table: pa.Table) -> int:
     """Write ``table`` to ``path`` as one Parquet file, visible only when complete. Returns bytes."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **writer_options(table.schema))
-    data = sink.getvalue().to_pybytes()
-    storage.write_atomic(path, data)
-    return len(data)
+    with storage.open_atomic(path) as sink:
+        counter = CountingSink(sink)  # streamed: no second copy of the file in memory
+        pq.write_table(
+            table, counter, row_group_size=ROW_GROUP_ROWS, **writer_options(table.schema)
+        )
+    return counter.written
 
 
 class CountingSink:

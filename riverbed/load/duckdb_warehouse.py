@@ -38,6 +38,7 @@ class DuckDBWarehouse:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._db = duckdb.connect(str(path), read_only=read_only)
             self._db.execute("SET TimeZone = 'UTC'")
+            self._db.execute("SET enable_progress_bar = false")  # stdout belongs to --json
         except OSError as exc:
             raise WarehouseError(
                 f"warehouse {path}: cannot create its folder ({exc.strerror}); "

@@ -598,15 +598,7 @@ def _new_events(dim: DimensionModel, names: list[str]) -> exp.Select:
 def _merge_versions(dim: DimensionModel, columns: dict[str, exp.DataType], work: str) -> exp.Merge:
     """Step 3: update the current rows the batch changed, insert the new versions."""
     values = [name for name in columns if name not in dim.keys]
-    updated = [
-        *values,
-        "expiry_date",
-        "is_current_record",
-        "is_deleted",
-        "is_inferred",
-        "_lsn",
-        "_seq",
-    ]
+    updated = [*values, *SCD_COLUMNS[1:]]  # all but effective_date
     inserted = [dim.surrogate, *dim.keys, "effective_date", *updated]
     seg = _col(_own("seg"), "v")
     return exp.Merge(

@@ -15,6 +15,7 @@ class DuckDBEngine:
     def __init__(self, threads: int | None = None, memory_limit: str | None = None):
         self._db = duckdb.connect(":memory:")
         self._db.execute("set TimeZone = 'UTC'")
+        self._db.execute("set enable_progress_bar = false")  # stdout belongs to --json
         if threads:
             self._db.execute(f"set threads = {int(threads)}")
         if memory_limit:

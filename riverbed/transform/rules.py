@@ -73,21 +73,6 @@ from riverbed.transform.engine import DIALECT
 BATCH = "b"  # alias of the batch relation in every compiled statement
 UNCHECKED_OPS = ("D", "T")  # changes without a row image: deletes and truncates
 
-_ROW_TYPES = frozenset(
-    {
-        "not_null",
-        "unique",
-        "accepted_values",
-        "range",
-        "regex",
-        "length",
-        "valid_date",
-        "not_in_future",
-        "references",
-        "sql_row",
-    }
-)
-
 
 class RuleError(RiverbedError):
     """A quality rule cannot run against this table (unknown column or table, invalid SQL).
@@ -147,7 +132,7 @@ def compile_checks(batch: str, rules: Sequence[QualityRule], ctx: RuleContext) -
     dataset: list[DatasetCheck] = []
     for rule in rules:
         compiler.check_columns(rule)
-        if rule.type in _ROW_TYPES and not (rule.type == "not_null" and rule.threshold is not None):
+        if not rule.dataset_level:
             index = len(row_rules)
             row = compiler.row_check(rule, index)
             failing = exp.and_(_live(), row.fails)

@@ -390,8 +390,10 @@ class TransformRun:
             ) from exc
 
     def _flag(self, batch: Batch, checks: CompiledChecks) -> pa.Table:
+        # the joins of some rules shuffle rows: the engine sorts them back, in parallel
+        ordered = checks.flagged.order_by(exp.column("_lsn"), exp.column("_seq"))
         try:
-            return self.engine.query(checks.flagged)
+            return self.engine.query(ordered)
         except TransformEngineError as exc:
             if exc.transient:
                 raise
@@ -470,6 +472,8 @@ class TransformRun:
         mask = flagged.column(f"_fail_{quarantining[0]}")
         for i in quarantining[1:]:
             mask = pc.or_(mask, flagged.column(f"_fail_{i}"))
+        if not pc.any(mask).as_py():
+            return flagged.drop_columns(helper), _EMPTY  # the usual case: no copy
         bad = flagged.filter(mask)
         good = flagged.filter(pc.invert(mask)).drop_columns(helper)
         if bad.num_rows == 0:
@@ -547,11 +551,13 @@ class TransformRun:
                     if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
                 ]
             parts.append(pq.read_table(self.storage.open_input(file.path), columns=wanted))
-        rows = concat_versions(parts)
-        order = pc.sort_indices(rows, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
-        rows = rows.take(order).append_column("__i", pa.array(np.arange(rows.num_rows)))
-        last = rows.group_by(keys, use_threads=False).aggregate([("__i", "max")])
-        latest = rows.take(last.column("__i_max")).drop_columns(["__i"])
+        # staged batches of a table hold disjoint, increasing LSN ranges and each file is in
+        # source order, so in manifest order the rows are already sorted (checked, not assumed)
+        rows = self._sorted(concat_versions(parts))
+        rows = rows.append_column("__i", pa.array(np.arange(rows.num_rows)))
+        last = rows.select([*keys, "__i"]).group_by(keys).aggregate([("__i", "max")])
+        newest = last.column("__i_max")
+        latest = rows.take(newest.take(pc.sort_indices(newest))).drop_columns(["__i"])
         latest = latest.filter(pc.not_equal(latest.column("_op"), "D"))
         self._current[cache_key] = latest
         return latest
