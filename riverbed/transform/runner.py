@@ -167,6 +167,49 @@ def _rule_columns(cfg: TableConfig) -> set[str] | None:
     return names
 
 
+def _key_lookups(
+    table: str, cfg: TableConfig, other: str, other_keys: list[str]
+) -> list[tuple[str, str]] | None:
+    """How ``table``'s rules read ``other``: [(other's key column, own column)] when every rule
+    that reads it looks rows up by key equal to a column of the checked row (a references
+    rule, or ``o.key = table.column`` in custom SQL); None when some rule reads it otherwise
+    (then all of its current rows are needed)."""
+    if len(other_keys) != 1:
+        return None
+    key = other_keys[0]
+    pairs: list[tuple[str, str]] = []
+    for rule in cfg.quality:
+        if rule.reference and rule.reference.split(".")[0] == other:
+            if rule.reference.split(".")[1] != key or rule.column is None:
+                return None
+            pairs.append((key, rule.column))
+        elif rule.sql:
+            try:
+                tree = sqlglot.parse_one(_as_query(rule), read=DIALECT)
+            except sqlglot.errors.ParseError:
+                return None
+            tables = [t for t in tree.find_all(exp.Table) if t.name == other]
+            if not tables:
+                continue
+            if rule.type == "sql_dataset":
+                return None
+            for ref in tables:
+                alias = ref.alias_or_name
+                found = None
+                for eq in tree.find_all(exp.EQ):
+                    sides = [eq.this, eq.expression]
+                    if not all(isinstance(c, exp.Column) for c in sides):
+                        continue
+                    theirs = [c for c in sides if c.table == alias and c.name == key]
+                    mine = [c for c in sides if c.table == table]
+                    if theirs and mine:
+                        found = (key, mine[0].name)
+                if found is None:
+                    return None
+                pairs.append(found)
+    return pairs or None
+
+
 def _as_query(rule: QualityRule) -> str:
     assert rule.sql is not None
     return rule.sql if rule.type == "sql_dataset" else f"select 1 where {rule.sql}"
@@ -353,7 +396,17 @@ class TransformRun:
         references = {}
         for other in sorted(referenced):
             relation = f"current_{other}"
-            self.engine.register(relation, self._current_rows(other, _rule_columns(cfg)))
+            lookups = _key_lookups(batch.table, cfg, other, self.config.tables[other].keys)
+            restrict = None
+            if lookups is not None:
+                # every rule reads `other` by its key: only the keys this batch names matter
+                restrict = [
+                    (key, pc.unique(shaped.column(own)))
+                    for key, own in lookups
+                    if own in shaped.column_names
+                ]
+            rows = self._current_rows(other, _rule_columns(cfg), restrict=restrict)
+            self.engine.register(relation, rows)
             references[other] = relation
         current = None
         if any(r.type == "unique" for r in cfg.quality):
@@ -524,7 +577,12 @@ class TransformRun:
             return list(pool.map(write, range(len(starts))))
 
     def _current_rows(
-        self, table: str, columns: set[str] | None, like: pa.Schema | None = None
+        self,
+        table: str,
+        columns: set[str] | None,
+        like: pa.Schema | None = None,
+        *,
+        restrict: list[tuple[str, pa.Array]] | None = None,
     ) -> pa.Table:
         """The latest staged version of every live key of ``table`` (what the dimension will
         hold once loaded), with ``columns`` (None: all) besides its keys.
@@ -533,7 +591,7 @@ class TransformRun:
         referenced by every batch of another is read once per run, not once per batch.
         """
         cache_key = (table, frozenset(columns) if columns is not None else None)
-        cached = self._current.get(cache_key)
+        cached = self._current.get(cache_key) if restrict is None else None
         if cached is not None:
             return cached
         files = self.manifest.files("staged", table)
@@ -550,7 +608,13 @@ class TransformRun:
                     for n in schema.names
                     if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
                 ]
-            parts.append(pq.read_table(self.storage.open_input(file.path), columns=wanted))
+            part = pq.read_table(self.storage.open_input(file.path), columns=wanted)
+            if restrict:
+                mask = pc.is_in(part.column(restrict[0][0]), value_set=restrict[0][1])
+                for column, values in restrict[1:]:
+                    mask = pc.or_(mask, pc.is_in(part.column(column), value_set=values))
+                part = part.filter(mask)
+            parts.append(part)
         # staged batches of a table hold disjoint, increasing LSN ranges and each file is in
         # source order, so in manifest order the rows are already sorted (checked, not assumed)
         rows = self._sorted(concat_versions(parts))
@@ -559,7 +623,8 @@ class TransformRun:
         newest = last.column("__i_max")
         latest = rows.take(newest.take(pc.sort_indices(newest))).drop_columns(["__i"])
         latest = latest.filter(pc.not_equal(latest.column("_op"), "D"))
-        self._current[cache_key] = latest
+        if restrict is None:
+            self._current[cache_key] = latest
         return latest
 
     def _empty_like(self, table: str) -> pa.Table:

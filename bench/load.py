@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Speed of the load stage: the SCD2 MERGE of a big dimension and the append of event facts, on
+DuckDB and PostgreSQL, next to the limits measured in the same run on the same engine.
+
+What is measured (Riverbed's own statements, as `riverbed run` issues them, through the
+``Warehouse`` protocol; data generated with numpy, so only the warehouse work is timed):
+
+1. dimension: a customer-like dimension (natural key, 3 tracked columns, 1 type1 column, 1 other
+   column) first loaded with N keys (default 1,000,000; shown, no target); then a batch where 10%
+   of the keys change: 70% of those once, 20% twice, 10% three times (each change to a tracked
+   column, a type1 column, or both), with increasing LSNs and commit times. Timed: the MERGE
+   statements of ``riverbed.load.scd2.scd2_statements`` in one transaction (the staging load is
+   shown apart). The limit: ``CREATE TABLE copy AS SELECT * FROM dim`` of the merged dimension,
+   same engine, same run. Target (DuckDB): MERGE <= 3x the copy time.
+2. facts: F new fact rows (default 1,000,000) keyed to that dimension, staged; timed: the
+   preaction + insert of ``riverbed.load.facts.append_statements`` (each row's surrogate key as
+   of its event time, ``batch_id``, source position). The limit: a plain bulk
+   ``INSERT INTO plain SELECT <the same columns> FROM stg`` into a table of the same shape
+   without the joins. Target (DuckDB): fact append >= 70% of the plain insert's rate.
+
+PostgreSQL is the embedded server in a throwaway folder; figures for it are printed next to its
+own limits, with no target. Run:
+
+    python bench/load.py                        (about 2 minutes on 2 cores)
+    python bench/load.py --keys 200000 --facts 200000 --skip-postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from _server import command_line, machine, throwaway_server
+from sqlglot import exp
+
+from riverbed.load.duckdb_warehouse import DuckDBWarehouse
+from riverbed.load.facts import append_statements, fact_ddl
+from riverbed.load.model import DimensionModel, FactModel, sql_type
+from riverbed.load.postgres_warehouse import PostgresWarehouse
+from riverbed.load.scd2 import dimension_ddl, scd2_statements, staging_ddl
+from riverbed.load.warehouse import Warehouse
+
+DIM = DimensionModel(
+    "customers", "dim_customer", ("customer_id",), ("name", "city", "tier"), ("phone",)
+)
+FACT = FactModel("orders", "fact_orders", ("order_id",), (("customer_id", DIM),))
+START_US = 1_700_000_000_000_000
+
+
+def dimension_rows(keys: np.ndarray, version: np.ndarray, lsn0: int, ts0: int) -> pa.Table:
+    """One staged change per entry: tracked values derived from (key, version)."""
+    n = len(keys)
+    lsn = np.arange(lsn0, lsn0 + n, dtype=np.int64)
+    return pa.table(
+        {
+            "customer_id": pa.array(keys, pa.int64()),
+            "name": pa.array(np.char.add("name-", keys.astype(str))),
+            "city": pa.array(np.char.add("city-", (keys * 7 + version * 3 % 97).astype(str))),
+            "tier": pa.array(np.char.add("tier-", (version % 4).astype(str))),
+            "phone": pa.array(np.char.add("+1-", (keys + version).astype(str))),
+            "signup_channel": pa.array(np.char.add("ch-", (keys % 5).astype(str))),
+            "_op": pa.array(np.where(version == 0, "L", "U")),
+            "_commit_ts": pa.array(ts0 + lsn - lsn0, pa.timestamp("us", tz="UTC")),
+            "_lsn": pa.array(lsn),
+            "_seq": pa.array(np.zeros(n, dtype=np.int64)),
+            "_toast_unchanged": pa.nulls(n, pa.string()),
+        }
+    )
+
+
+def change_batch(n_keys: int, rng: np.random.Generator) -> pa.Table:
+    changed = rng.choice(n_keys, size=n_keys // 10, replace=False).astype(np.int64)
+    times = rng.choice([1, 2, 3], size=len(changed), p=[0.7, 0.2, 0.1])
+    keys = np.repeat(changed, times)
+    version = np.concatenate([np.arange(1, t + 1) for t in times])
+    # events in source order: a key's changes at increasing LSNs, keys interleaved
+    order = np.lexsort((keys, version))
+    return dimension_rows(keys[order], version[order], 10 * n_keys, START_US + 10**9)
+
+
+def fact_rows(n: int, n_keys: int, rng: np.random.Generator) -> pa.Table:
+    lsn = np.arange(20 * n_keys, 20 * n_keys + n, dtype=np.int64)
+    return pa.table(
+        {
+            "order_id": pa.array(np.arange(n, dtype=np.int64)),
+            "customer_id": pa.array(rng.integers(0, n_keys, n, dtype=np.int64)),
+            "amount": pa.array(rng.integers(100, 100_000, n) / 100).cast(pa.decimal128(12, 2)),
+            "status": pa.array(rng.choice(["placed", "paid", "shipped"], n)),
+            "_op": pa.array(np.full(n, "I")),
+            "_commit_ts": pa.array(START_US + 2 * 10**9 + lsn, pa.timestamp("us", tz="UTC")),
+            "_lsn": pa.array(lsn),
+            "_seq": pa.array(np.zeros(n, dtype=np.int64)),
+            "_toast_unchanged": pa.nulls(n, pa.string()),
+        }
+    )
+
+
+def columns_of(rows: pa.Table) -> dict[str, exp.DataType]:
+    cdc = {"_op", "_commit_ts", "_lsn", "_seq", "_toast_unchanged"}
+    return {f.name: sql_type(f.type) for f in rows.schema if f.name not in cdc}
+
+
+def timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def merge(wh: Warehouse, rows: pa.Table, columns: dict[str, exp.DataType]) -> tuple[float, float]:
+    """Stage ``rows`` and apply them; (staging seconds, merge seconds)."""
+
+    def stage() -> None:
+        with wh.transaction():
+            wh.execute(exp.delete(DIM.staging))
+            wh.load_arrow(DIM.staging, rows)
+
+    def apply() -> None:
+        with wh.transaction():
+            for statement in scd2_statements(DIM, columns, wh.dialect):
+                wh.execute(statement)
+
+    return timed(stage), timed(apply)
+
+
+def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
+    rng = np.random.default_rng(7)
+    initial = dimension_rows(
+        np.arange(n_keys, dtype=np.int64), np.zeros(n_keys, dtype=np.int64), 1, START_US
+    )
+    columns = columns_of(initial)
+    wh.execute(staging_ddl(DIM, columns, wh.dialect))
+    for statement in dimension_ddl(DIM, columns, wh.dialect, indexes=wh.has_indexes):
+        wh.execute(statement)
+    figures: dict[str, float] = {}
+    figures["first_stage"], figures["first_merge"] = merge(wh, initial, columns)
+    changes = change_batch(n_keys, rng)
+    figures["changes"] = changes.num_rows
+    figures["stage"], figures["merge"] = merge(wh, changes, columns)
+    figures["dim_rows"] = float(
+        wh.query("select count(*) as n from dim_customer").column("n")[0].as_py()
+    )
+    wh.execute("drop table if exists dim_copy")
+    figures["copy"] = timed(
+        lambda: wh.execute("create table dim_copy as select * from dim_customer")
+    )
+
+    facts = fact_rows(n_facts, n_keys, rng)
+    fact_columns = columns_of(facts)
+    wh.execute(staging_ddl(FACT.source, fact_columns, wh.dialect))
+    wh.execute(fact_ddl(FACT, fact_columns, ["order_id"]))
+    with wh.transaction():
+        wh.execute(exp.delete(FACT.staging))
+        wh.load_arrow(FACT.staging, facts)
+    statements = append_statements(FACT, list(fact_columns), "bench-batch", ["order_id"])
+
+    def append() -> None:
+        with wh.transaction():
+            for statement in statements:
+                wh.execute(statement)
+
+    figures["append"] = timed(append)
+    figures["fact_rows"] = float(
+        wh.query("select count(*) as n from fact_orders").column("n")[0].as_py()
+    )
+    names = ", ".join(f'"{c}"' for c in fact_columns)
+    wh.execute("drop table if exists plain_orders")
+    wh.execute(
+        f"create table plain_orders as select {names}, _commit_ts, _lsn, _seq from {FACT.staging} limit 0"
+    )
+
+    def plain() -> None:
+        with wh.transaction():
+            wh.execute(
+                f"insert into plain_orders select {names}, _commit_ts, _lsn, _seq from {FACT.staging}"
+            )
+
+    figures["plain"] = timed(plain)
+    return figures
+
+
+def report(engine: str, f: dict[str, float], n_facts: int, target: bool) -> list[str]:
+    ratio = f["merge"] / f["copy"]
+    rate, plain_rate = n_facts / f["append"], n_facts / f["plain"]
+    lines = [
+        f"{engine:<9} first load of {int(f['dim_rows'] - f['changes']):,} keys: staging {f['first_stage']:.2f} s, merge {f['first_merge']:.2f} s",
+        f"{engine:<9} {int(f['changes']):,} changes to 10% of the keys: staging {f['stage']:.2f} s, MERGE {f['merge']:.2f} s; "
+        f"limit CREATE TABLE AS copy of the {int(f['dim_rows']):,}-row dimension {f['copy']:.2f} s",
+        f"{engine:<9} {n_facts:,} facts appended (preaction + as-of keys) in {f['append']:.2f} s = {rate:,.0f} rows/s; "
+        f"limit plain INSERT ... SELECT {f['plain']:.2f} s = {plain_rate:,.0f} rows/s",
+    ]
+    if target:
+        lines.append(
+            f"SCD2 merge / copy ({engine})            {ratio:5.2f}x   target <= 3x: {'PASS' if ratio <= 3 else 'FAIL'}"
+        )
+        share = rate / plain_rate
+        lines.append(
+            f"fact append / plain insert ({engine})   {share:6.1%}   target >= 70%: {'PASS' if share >= 0.7 else 'FAIL'}"
+        )
+    else:
+        lines.append(
+            f"{engine:<9} merge / copy {ratio:.2f}x, fact append / plain insert {rate / plain_rate:.1%} (no target)"
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=1_000_000, help="dimension keys")
+    parser.add_argument("--facts", type=int, default=1_000_000, help="fact rows appended")
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    print(f"command   {command_line()}")
+    print(f"machine   {machine()}")
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="riverbed-bench-") as folder:
+        duck = DuckDBWarehouse(Path(folder) / "warehouse.duckdb")
+        try:
+            figures = bench_engine(duck, args.keys, args.facts)
+        finally:
+            duck.close()
+        lines += report("duckdb", figures, args.facts, target=True)
+    if not args.skip_postgres:
+        with throwaway_server() as (server, _):
+            pg = PostgresWarehouse(server.dsn("postgres"))
+            try:
+                figures = bench_engine(pg, args.keys, args.facts)
+            finally:
+                pg.close()
+            lines += report("postgres", figures, args.facts, target=False)
+    print()
+    print("\n".join(lines))
+    print(f"\nreproduce: {command_line()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
