@@ -33,6 +33,13 @@ class DuckDBEngine:
         relation = self._db.read_parquet(paths)
         relation.create_view(name, replace=True)
 
+    def register_view(self, name: str, statement: exp.Expression) -> None:
+        text = statement.sql(dialect=DIALECT)
+        try:
+            self._db.execute(f'create or replace temp view "{name}" as {text}')
+        except duckdb.Error as exc:
+            raise TransformEngineError(f"duckdb: {exc}") from exc
+
     def query(self, statement: exp.Expression) -> pa.Table:
         text = statement.sql(dialect=DIALECT)
         try:

@@ -38,6 +38,10 @@ class TransformEngine(Protocol):
         have exactly ``schema`` (the caller unifies schema versions first)."""
         ...
 
+    def register_view(self, name: str, statement: exp.Expression) -> None:
+        """Make ``statement``'s rows queryable as relation ``name``, computed when queried."""
+        ...
+
     def query(self, statement: exp.Expression) -> pa.Table:
         """Run ``statement`` (Riverbed's dialect) and return its rows as Arrow."""
         ...

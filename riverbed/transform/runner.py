@@ -23,6 +23,7 @@ so "exists in the dimension" includes what this very run staged.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -296,13 +297,15 @@ class TransformRun:
         rows_in = raw.num_rows
         raw = self._resolve_toast(batch, raw)
         self.engine.register("batch", raw)
-        shaped = self._shape(batch, cfg, raw.schema)
-        if self.engine.name != DuckDBEngine.name:
-            shaped = self._sorted(shaped)  # DuckDB keeps a projection's input order
-        self.engine.register("transformed", shaped)
-        checks, dataset = self._checks(batch, cfg, shaped)
+        # the transforms are a view: the rule query reads through it, so the transformed rows
+        # are materialised once, with their flags
+        shape = self._shape(batch, cfg, raw.schema)
+        checks = self._checks(batch, cfg, raw, shape)
         # in source order: _flag has the engine sort whatever could have shuffled it
-        flagged = self._flag(batch, checks) if checks.row_rules else shaped
+        flagged = self._flag(batch, checks)
+        if self.engine.name != DuckDBEngine.name:
+            flagged = _conform(flagged, shape)
+        dataset = [self._dataset_result(c.rule, c.query, shape, flagged) for c in checks.dataset]
         results = self._row_results(cfg, checks, flagged) + dataset
         if any(r.status == "fail" for r in results):
             outcome = BatchOutcome(
@@ -393,8 +396,8 @@ class TransformRun:
         return concat_versions(parts)
 
     def _checks(
-        self, batch: Batch, cfg: TableConfig, shaped: pa.Table
-    ) -> tuple[CompiledChecks, list[RuleResult]]:
+        self, batch: Batch, cfg: TableConfig, raw: pa.Table, shape: pa.Schema
+    ) -> CompiledChecks:
         referenced = referenced_tables(batch.table, cfg, self.config.tables)
         references = {}
         for other in sorted(referenced):
@@ -404,9 +407,9 @@ class TransformRun:
             if lookups is not None:
                 # every rule reads `other` by its key: only the keys this batch names matter
                 restrict = [
-                    (key, pc.unique(shaped.column(own)))
+                    (key, pc.unique(raw.column(own)))
                     for key, own in lookups
-                    if own in shaped.column_names
+                    if own in raw.column_names
                 ]
             rows = self._current_rows(other, _rule_columns(cfg), restrict=restrict)
             self.engine.register(relation, rows)
@@ -414,29 +417,29 @@ class TransformRun:
         current = None
         if any(r.type == "unique" for r in cfg.quality):
             current = f"current_{batch.table}"
-            self.engine.register(current, self._current_rows(batch.table, None, shaped.schema))
+            self.engine.register(current, self._current_rows(batch.table, None, shape))
         ctx = RuleContext(
             table=batch.table,
             keys=list(cfg.keys),
-            columns=list(shaped.column_names),
+            columns=list(shape.names),
             now=self.now(),
             current=current,
             references=references,
             recent_counts=self.bookmarks.recent_counts(batch.table),
-            types={f.name: f.type for f in shaped.schema},
+            types={f.name: f.type for f in shape},
         )
         checks = compile_checks("transformed", cfg.quality, ctx)
         self._context = ctx
-        dataset = [self._dataset_result(c.rule, c.query, shaped) for c in checks.dataset]
-        return checks, dataset
+        return checks
 
-    def _shape(self, batch: Batch, cfg: TableConfig, schema: pa.Schema) -> pa.Table:
+    def _shape(self, batch: Batch, cfg: TableConfig, schema: pa.Schema) -> pa.Schema:
+        """Register the transforms as view ``transformed``; returns its columns and types
+        (DuckDB's, the dialect of the config, whichever engine runs)."""
         statement = transform_statement(batch.table, cfg, schema)
         try:
-            shaped = self.engine.query(statement)
-            if self.engine.name == DuckDBEngine.name:
-                return shaped
-            return shaped.cast(_reference_schema(statement, schema))
+            shape = _reference_schema(statement, schema)
+            self.engine.register_view("transformed", statement)
+            return shape
         except TransformEngineError as exc:
             if exc.transient:
                 raise
@@ -447,7 +450,12 @@ class TransformRun:
 
     def _flag(self, batch: Batch, checks: CompiledChecks) -> pa.Table:
         # joins and windows (some rules need them) shuffle rows: then the engine sorts them
-        # back, in parallel; plain per-row checks keep the input order on every engine we run
+        # back, in parallel; plain per-row checks keep the input order in DuckDB
+        if not checks.row_rules:
+            everything = exp.select(exp.Star()).from_("transformed")
+            if self.engine.name == DuckDBEngine.name:
+                return self.engine.query(everything)
+            return self.engine.query(everything.order_by(exp.column("_lsn"), exp.column("_seq")))
         shuffles = checks.flagged.find(exp.Join, exp.Window, exp.Subquery) is not None
         ordered = (
             checks.flagged.order_by(exp.column("_lsn"), exp.column("_seq"))
@@ -473,11 +481,11 @@ class TransformRun:
             raise
 
     def _dataset_result(
-        self, rule: QualityRule, query: exp.Select | None, shaped: pa.Table
+        self, rule: QualityRule, query: exp.Select | None, shape: pa.Schema, rows: pa.Table
     ) -> RuleResult:
-        checked = _checked_rows(shaped)
+        checked = _checked_rows(rows)
         if query is None:  # the schema rule: decided on the Arrow schema
-            passed, observed = check_schema(rule, shaped.schema)
+            passed, observed = check_schema(rule, shape)
             failed = 0 if passed else 1
         else:
             row = self.engine.query(query).to_pylist()[0]
@@ -686,6 +694,17 @@ class _BadFile(Exception):
 _EMPTY = pa.table({})
 
 
+def _conform(rows: pa.Table, shape: pa.Schema) -> pa.Table:
+    """Another engine's result in DuckDB's types (the staged files must not depend on the
+    engine): each column of ``shape`` cast to its type, the rule helper columns kept."""
+    for index, field_ in enumerate(rows.schema):
+        if field_.name in shape.names:
+            wanted = shape.field(field_.name)
+            if field_.type != wanted.type:
+                rows = rows.set_column(index, wanted, rows.column(index).cast(wanted.type))
+    return rows
+
+
 def _reference_schema(statement: exp.Select, schema: pa.Schema) -> pa.Schema:
     """The types DuckDB gives ``statement``'s columns, found on an empty input.
 
@@ -693,12 +712,22 @@ def _reference_schema(statement: exp.Select, schema: pa.Schema) -> pa.Schema:
     result (Spark widens decimal products, counts in int32, ...) is cast to them, and the
     staged files are the same whichever engine ran.
     """
-    probe = DuckDBEngine()
-    try:
-        probe.register("batch", schema.empty_table())
-        return probe.query(statement).schema
-    finally:
-        probe.close()
+    probe = _probe()
+    probe.register("batch", schema.empty_table())
+    return probe.query(statement).schema
+
+
+_PROBES = threading.local()
+
+
+def _probe() -> DuckDBEngine:
+    """One small in-memory DuckDB per thread for type probes (opening one per batch costs
+    more than the probe)."""
+    engine = getattr(_PROBES, "engine", None)
+    if engine is None:
+        engine = DuckDBEngine(threads=1)
+        _PROBES.engine = engine
+    return engine
 
 
 def _member(column: pa.ChunkedArray, values: pa.Array) -> pa.Array:

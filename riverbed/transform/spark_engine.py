@@ -157,15 +157,30 @@ class SparkEngine:
             raise _engine_error(exc, f"cannot read {name!r} from {paths[0]}{more}") from exc
         self._views.add(name)
 
-    def query(self, statement: exp.Expression) -> pa.Table:
+    def register_view(self, name: str, statement: exp.Expression) -> None:
         spark = self._session()
+        text = self._text(statement)
         try:
-            text = statement.sql(dialect=SPARK_DIALECT, unsupported_level=ErrorLevel.RAISE)
+            spark.sql(text).createOrReplaceTempView(name)
+        except (PySparkException, Py4JError) as exc:
+            error = _engine_error(exc)
+            raise TransformEngineError(
+                f"{error}\n  Spark SQL: {text}", transient=error.transient
+            ) from exc
+        self._views.add(name)
+
+    def _text(self, statement: exp.Expression) -> str:
+        try:
+            return statement.sql(dialect=SPARK_DIALECT, unsupported_level=ErrorLevel.RAISE)
         except UnsupportedError as exc:
             raise TransformEngineError(
                 f"spark: this statement has no Spark SQL form ({exc}); rewrite it with "
                 "functions both DuckDB and Spark have, or run it on duckdb"
             ) from exc
+
+    def query(self, statement: exp.Expression) -> pa.Table:
+        spark = self._session()
+        text = self._text(statement)
         try:
             return conform(spark.sql(text).toArrow())
         except (PySparkException, Py4JError) as exc:
