@@ -272,3 +272,15 @@ def test_warehouse_is_reachable_from_code(project: Path, database: Database) -> 
         assert warehouse.query("select count(*) as n from dim_date").column("n")[0].as_py() > 14_000
     finally:
         warehouse.close()
+
+
+def test_reprocessed_batches_replace_their_facts(database: Database, project: Path) -> None:
+    sql(database, "insert into w.customers values (8, 'Hu', 'Baku', null)")
+    sql(database, *(f"insert into w.orders values ({i}, 8, 1.00, 'placed')" for i in range(80, 85)))
+    pipeline(project)
+    again = run_cli("run", "--reprocess", "orders", "--from", "0/0", "--json", "-c", str(project))
+    assert again.code == 0, again.text
+    assert json.loads(again.out)["load"]["tables"]["fact_orders"]["rows"] == 5
+    facts = rows(project, "select order_id, batch_id from fact_orders order by order_id")
+    assert [f["order_id"] for f in facts] == list(range(80, 85))
+    assert len({f["batch_id"] for f in facts}) == 1

@@ -102,11 +102,13 @@ class Loader:
         chosen = set(tables) if tables else set(self.config.tables)
         for dim in self.model.dimensions:
             if dim.source in chosen:
+                self._withdraw(dim)
                 self._each(dim.source, dim.name, result, lambda b, d=dim: self.load_dimension(d, b))
         if self.model.facts:
             self._ensure_dim_date()
         for fact in self.model.facts:
             if fact.source in chosen:
+                self._withdraw(fact)
                 self._each(fact.source, fact.name, result, lambda b, f=fact: self.load_fact(f, b))
         result.seconds = time.monotonic() - started
         return result
@@ -124,6 +126,43 @@ class Loader:
                 )
             entry["batches"] += 1
             entry["rows"] += rows
+
+    def _withdraw(self, fact: FactModel | DimensionModel) -> None:
+        """Take out the rows of fact batches the transform withdrew (`run --reprocess`): their
+        events come back in the batches that replace them, and must not be there twice. (A
+        dimension keeps its versions: the merge ignores events it has applied already.)"""
+        if not self.manifest.query(
+            "select 1 from sqlite_master where name = 'transform_withdrawals'"
+        ):
+            return  # nothing was ever withdrawn
+        withdrawn = [
+            r[0]
+            for r in self.manifest.query(
+                "select batch_id from transform_withdrawals where table_name = ?", (fact.source,)
+            )
+        ]
+        if not withdrawn:
+            return
+        if isinstance(fact, FactModel) and self.warehouse.columns(fact.name) is not None:
+            with self.warehouse.transaction():
+                self.warehouse.execute(
+                    exp.delete(
+                        fact.name,
+                        where=exp.column("batch_id").isin(
+                            *(exp.Literal.string(b) for b in withdrawn)
+                        ),
+                    )
+                )
+        with self.manifest.transaction() as db:
+            for batch_id in withdrawn:
+                db.execute(
+                    "delete from load_batches where table_name = ? and batch_id = ?",
+                    (fact.source, batch_id),
+                )
+                db.execute(
+                    "delete from transform_withdrawals where table_name = ? and batch_id = ?",
+                    (fact.source, batch_id),
+                )
 
     def pending(self, table: str) -> list[StagedBatch]:
         """Staged batches of ``table`` not loaded yet, in source order."""

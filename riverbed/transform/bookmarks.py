@@ -55,6 +55,12 @@ create table if not exists quality_results (
   created_at  real not null,
   primary key (batch_id, rule)
 );
+create table if not exists transform_withdrawals (
+  batch_id    text not null,            -- a staged batch `run --reprocess` took back
+  table_name  text not null,
+  created_at  real not null,
+  primary key (table_name, batch_id)
+);
 create table if not exists bad_files (
   path        text primary key,         -- where the raw file was
   table_name  text not null,
@@ -267,7 +273,8 @@ class Bookmarks:
     def rewind(self, table: str, from_lsn: int) -> list[dict[str, Any]]:
         """Forget every batch of ``table`` that consumed a raw file holding changes at or after
         ``from_lsn``: its inputs become pending again and its staged and quarantined files leave
-        the manifest (the next run stages them anew, under new batch ids). Returns the batches
+        the manifest (the next run stages them anew; the load stage takes their fact rows out
+        first, see transform_withdrawals). Returns the batches
         forgotten, which downstream stages will reload."""
         batches = self.manifest.query(
             "select batch_id, rows_out, rows_quarantined, min_lsn, max_lsn from transform_batches"
@@ -277,6 +284,12 @@ class Bookmarks:
         ids = [r[0] for r in batches]
         with self.manifest.transaction() as db:
             for batch_id in ids:
+                # the load stage takes the batch's rows out of the warehouse before it loads
+                # what replaces them (possibly under the same id)
+                db.execute(
+                    "insert or replace into transform_withdrawals values (?, ?, ?)",
+                    (batch_id, table, time.time()),
+                )
                 db.execute("delete from transform_inputs where batch_id = ?", (batch_id,))
                 db.execute(
                     "update transform_batches set status = 'superseded' where batch_id = ?",
