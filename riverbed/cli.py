@@ -701,7 +701,7 @@ def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Capture lag, what is in the lake, at a glance.
+    """Capture lag, the lake's tables, quality results and unreadable files, at a glance.
 
     Example: `riverbed status`
     """
@@ -772,7 +772,8 @@ def demo(
     ] = 0.02,
     config: ConfigOption = None,
 ) -> None:
-    """Everything end to end on the embedded defaults: source, history, live traffic, summary.
+    """Everything end to end on the embedded defaults: source, history, capture, live traffic,
+    transform, load, summary.
 
     Safe to run twice: an existing shop is kept and gets more traffic.
 
