@@ -13,11 +13,11 @@ from sqlglot import exp
 
 from riverbed.load.warehouse import (
     WarehouseError,
-    columns_query,
     load_columns,
     loadable_chunks,
     sql_text,
     statement_head,
+    table_columns,
 )
 
 
@@ -105,8 +105,7 @@ class DuckDBWarehouse:
         return loaded
 
     def columns(self, table: str) -> dict[str, str] | None:
-        rows = self.query(columns_query(table)).to_pylist()
-        return {r["column_name"]: r["data_type"] for r in rows} or None
+        return table_columns(self, table)
 
     def close(self) -> None:
         self._db.close()

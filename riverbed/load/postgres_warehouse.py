@@ -23,11 +23,11 @@ from sqlglot import exp
 
 from riverbed.load.warehouse import (
     WarehouseError,
-    columns_query,
     load_columns,
     loadable_chunks,
     sql_text,
     statement_head,
+    table_columns,
 )
 
 # Arrow types of the PostgreSQL types a warehouse query returns (by type OID); other types
@@ -128,8 +128,7 @@ class PostgresWarehouse:
         return loaded
 
     def columns(self, table: str) -> dict[str, str] | None:
-        rows = self.query(columns_query(table)).to_pylist()
-        return {r["column_name"]: r["data_type"] for r in rows} or None
+        return table_columns(self, table)
 
     def close(self) -> None:
         self._conn.close()
