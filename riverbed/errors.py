@@ -30,3 +30,10 @@ class ConfigError(RiverbedError):
 
 class SourceError(RiverbedError):
     """The source database could not be started, reached or queried."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A library error's first line (its class name when it has no message): the part of a
+    driver's multi-line report worth putting in a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

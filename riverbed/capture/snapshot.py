@@ -26,7 +26,7 @@ from psycopg import sql
 
 from riverbed.capture.changes import CDC_FIELDS, TableSchema, partition_of
 from riverbed.capture.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
-from riverbed.errors import SourceError
+from riverbed.errors import SourceError, first_line
 from riverbed.lake.manifest import LakeFile
 from riverbed.lake.parquet import ROW_GROUP_ROWS, CountingSink, writer_options
 from riverbed.lake.storage import LakeStorage
@@ -146,7 +146,7 @@ class _PerThread:
                 conn = adbc.connect(self.source.conninfo(options=SESSION_SETTINGS), autocommit=True)
             except adbc.Error as exc:
                 raise SourceError(
-                    f"snapshot: cannot connect to {self.source.display}: {_first_line(exc)}"
+                    f"snapshot: cannot connect to {self.source.display}: {first_line(exc)}"
                 ) from exc
             self._local.conn = conn
             with self._lock:
@@ -226,7 +226,7 @@ def copy_chunk(
                 raise  # the lake's, not the source's
             if "cannot convert NaN" not in str(exc):
                 raise SourceError(
-                    f"snapshot of {schema}.{layout.table}: {_first_line(exc)}"
+                    f"snapshot of {schema}.{layout.table}: {first_line(exc)}"
                 ) from exc
             # 'NaN' in a numeric column selected as a scaled integer: take those as text
             as_text.update(c.name for c in layout.columns if _scaled(c) is not None)
@@ -315,11 +315,6 @@ class _NeedsText(Exception):
     def __init__(self, *columns: str):
         super().__init__(*columns)
         self.columns = columns
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _write_files(

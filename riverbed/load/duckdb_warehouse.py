@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
+from riverbed.errors import first_line
 from riverbed.load.warehouse import (
     WarehouseError,
     load_columns,
@@ -118,7 +119,7 @@ class DuckDBWarehouse:
             raise self._translate(exc, f"running {statement_head(statement)}") from exc
 
     def _translate(self, exc: duckdb.Error, doing: str) -> WarehouseError:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         # IOException: the file, the disk or a lock held by another process; a transaction
         # conflict with another writer succeeds when retried
         transient = isinstance(exc, duckdb.IOException) or (

@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlglot import exp
 
+from riverbed.errors import first_line
 from riverbed.load.warehouse import (
     WarehouseError,
     load_columns,
@@ -74,7 +75,7 @@ class PostgresWarehouse:
             self._conn.execute("SET TimeZone TO 'UTC'")
         except psycopg.OperationalError as exc:
             raise WarehouseError(
-                f"cannot connect to the warehouse {self.display}: {_first_line(exc)}; "
+                f"cannot connect to the warehouse {self.display}: {first_line(exc)}; "
                 "check warehouse.dsn and warehouse.password, and that the server is up",
                 transient=True,
             ) from exc
@@ -145,7 +146,7 @@ class PostgresWarehouse:
                 or state in _TRANSIENT_STATES
             )
             raise WarehouseError(
-                f"warehouse {self.display}: {_first_line(exc)} "
+                f"warehouse {self.display}: {first_line(exc)} "
                 f"(running {statement_head(statement)})",
                 transient=transient,
             ) from exc
@@ -184,8 +185,3 @@ def _display(dsn: str) -> str:
     host = parts.get("host", "localhost")
     port = parts.get("port", "5432")
     return f"postgresql://{user}{'@' if user else ''}{host}:{port}/{parts.get('dbname', '')}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

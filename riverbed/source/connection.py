@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from riverbed.config.loader import Project
 from riverbed.config.models import SecretRef
-from riverbed.errors import SourceError
+from riverbed.errors import SourceError, first_line
 from riverbed.source.embedded import EmbeddedServer
 
 
@@ -52,7 +52,7 @@ class Source:
                 self.conninfo(**overrides), autocommit=autocommit, connect_timeout=10
             )
         except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             fix = (
                 "start it with `riverbed source up`"
                 if self.embedded is not None
