@@ -154,7 +154,7 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
     facts = fact_rows(n_facts, n_keys, rng)
     fact_columns = columns_of(facts)
     wh.execute(staging_ddl(FACT.source, fact_columns, wh.dialect))
-    wh.execute(fact_ddl(FACT, fact_columns, ["order_id"]))
+    wh.execute(fact_ddl(FACT, fact_columns))
     with wh.transaction():
         wh.execute(exp.delete(FACT.staging))
         wh.load_arrow(FACT.staging, facts)

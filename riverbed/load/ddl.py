@@ -74,7 +74,7 @@ def warehouse_ddl(
         cfg = project.config.tables[fact.source]
         statements = [
             staging_ddl(fact.source, columns, build),
-            fact_ddl(fact, columns, cfg.sort_key),
+            fact_ddl(fact, columns),
         ]
         for statement in statements:
             if dialect == "redshift" and _creates(statement, fact.name):

@@ -19,7 +19,7 @@ from riverbed.load.model import FactModel
 FACT_EXTRA = ("date_key", "event_ts", "_op", "_lsn", "_seq", "batch_id")
 
 
-def fact_ddl(fact: FactModel, columns: dict[str, exp.DataType], sort_key: list[str]) -> exp.Create:
+def fact_ddl(fact: FactModel, columns: dict[str, exp.DataType]) -> exp.Create:
     """CREATE TABLE IF NOT EXISTS for the fact: source columns, surrogate keys, position."""
     defs = [_column(name, kind) for name, kind in columns.items()]
     defs += [_column(dim.surrogate, exp.DataType.build("BIGINT")) for _, dim in fact.dimensions]
@@ -77,6 +77,9 @@ def append_statements(
         exp.Literal.string(batch_id),
     )
     target_columns += list(FACT_EXTRA)
+    # load order follows the sort key: DuckDB's zone maps, a well-clustered heap in PostgreSQL
+    order = [exp.column(c, table="s", quoted=True) for c in sort_key if c in columns]
+    select = select.order_by(*order, exp.column("_lsn", table="s"), exp.column("_seq", table="s"))
     insert = exp.insert(
         select, fact.name, columns=[exp.to_identifier(c, quoted=True) for c in target_columns]
     )

@@ -39,6 +39,7 @@ from riverbed.load.model import (
     warehouse_model,
 )
 from riverbed.load.scd2 import (
+    create_index,
     dimension_ddl,
     inferred_members_statement,
     scd2_statements,
@@ -212,7 +213,7 @@ class Loader:
             if column in columns and self._dimension_exists(dim)
         )
         usable = FactModel(fact.source, fact.name, fact.keys, refs)
-        self._ensure(fact.name, [fact_ddl(usable, columns, cfg.sort_key)], columns)
+        self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
         self._index(fact.name, cfg.sort_key, [cfg.dist_key] if cfg.dist_key else [])
         with self.warehouse.transaction():
             self.warehouse.execute(exp.delete(fact.staging))
@@ -299,13 +300,11 @@ class Loader:
 
     def _index(self, table: str, *column_groups: list[str]) -> None:
         if not self.warehouse.has_indexes:
-            return  # DuckDB: the load order (by sort key) feeds its zone maps instead
+            return  # DuckDB: the load order (facts.append_statements) feeds its zone maps
         for group in column_groups:
             if not group:
                 continue
-            name = f"{table}_{'_'.join(group)}_idx"
-            cols = ", ".join(f'"{c}"' for c in group)
-            self.warehouse.execute(f'create index if not exists "{name}" on "{table}" ({cols})')
+            self.warehouse.execute(create_index(f"{table}_{'_'.join(group)}_idx", table, group))
 
 
 def _batch_of(path: str) -> str:

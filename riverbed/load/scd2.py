@@ -182,8 +182,8 @@ def dimension_ddl(
     statements: list[exp.Expr] = [_create_table(dim.name, defs), positions_ddl()]
     if indexes:
         statements += [
-            _create_index(f"{dim.name}_surrogate", dim.name, [dim.surrogate], unique=True),
-            _create_index(f"{dim.name}_natural", dim.name, [*dim.keys, "effective_date"]),
+            create_index(f"{dim.name}_surrogate", dim.name, [dim.surrogate], unique=True),
+            create_index(f"{dim.name}_natural", dim.name, [*dim.keys, "effective_date"]),
         ]
     return statements
 
@@ -834,7 +834,8 @@ def _create_table(name: str, defs: list[exp.ColumnDef]) -> exp.Create:
     )
 
 
-def _create_index(name: str, table: str, names: list[str], *, unique: bool = False) -> exp.Create:
+def create_index(name: str, table: str, names: list[str], *, unique: bool = False) -> exp.Create:
+    """CREATE [UNIQUE] INDEX IF NOT EXISTS ``name`` ON ``table`` (``names``)."""
     return exp.Create(
         this=exp.Index(
             this=exp.to_identifier(name),
