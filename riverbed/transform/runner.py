@@ -617,15 +617,15 @@ class TransformRun:
         keys = list(self.config.tables[table].keys)
         parts = []
         for file in files:
-            schema = pq.read_schema(self.storage.open_input(file.path))
+            parquet = pq.ParquetFile(self.storage.open_input(file.path))  # one open per file
             wanted = None
             if columns is not None:
                 wanted = [
                     n
-                    for n in schema.names
+                    for n in parquet.schema_arrow.names
                     if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
                 ]
-            parts.append(pq.read_table(self.storage.open_input(file.path), columns=wanted))
+            parts.append(parquet.read(columns=wanted))
         rows = concat_versions(parts)
         if restrict:  # first keep the keys asked for: what is left to order is small
             mask = _member(rows.column(restrict[0][0]), restrict[0][1])
