@@ -284,3 +284,21 @@ def test_reprocessed_batches_replace_their_facts(database: Database, project: Pa
     facts = rows(project, "select order_id, batch_id from fact_orders order by order_id")
     assert [f["order_id"] for f in facts] == list(range(80, 85))
     assert len({f["batch_id"] for f in facts}) == 1
+
+
+def test_load_order_sorts_only_batches_out_of_sort_key_order() -> None:
+    import pyarrow as pa
+
+    from riverbed.load.facts import load_order
+
+    def batch(keys: list[Any], lsns: list[int]) -> pa.Table:
+        return pa.table({"ordered_at": keys, "_lsn": lsns, "_seq": [0] * len(keys)})
+
+    full = ["ordered_at", "_lsn", "_seq"]
+    assert load_order(batch([1, 2, 2, 5], [10, 11, 12, 13]), ["ordered_at"]) == []
+    assert load_order(batch([1, 3, 2, 5], [10, 11, 12, 13]), ["ordered_at"]) == full
+    # a tie on the sort key is broken by the source position
+    assert load_order(batch([1, 2, 2, 5], [10, 12, 11, 13]), ["ordered_at"]) == full
+    assert load_order(batch([1, None, 2], [10, 11, 12]), ["ordered_at"]) == full
+    # no sort key in the batch: source order is the load order
+    assert load_order(batch([3, 1, 2], [10, 11, 12]), ["missing"]) == []

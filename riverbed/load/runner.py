@@ -30,7 +30,7 @@ from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import dim_date_ddl, lake_columns
-from riverbed.load.facts import append_statements, fact_ddl
+from riverbed.load.facts import append_statements, fact_ddl, load_order
 from riverbed.load.model import (
     CDC_COLUMNS,
     DimensionModel,
@@ -41,7 +41,6 @@ from riverbed.load.model import (
 from riverbed.load.scd2 import (
     create_index,
     dimension_ddl,
-    inferred_members_statement,
     scd2_statements,
     staging_ddl,
 )
@@ -218,11 +217,10 @@ class Loader:
         with self.warehouse.transaction():
             self.warehouse.execute(exp.delete(fact.staging))
             self.warehouse.load_arrow(fact.staging, _for_staging(rows))
-            for column, dim in refs:
-                self.warehouse.execute(
-                    inferred_members_statement(dim, fact.staging, column, dialect)
-                )
-            for statement in append_statements(usable, list(columns), batch.batch_id, cfg.sort_key):
+            order = load_order(rows, cfg.sort_key)
+            for statement in append_statements(
+                usable, list(columns), batch.batch_id, order, dialect
+            ):
                 self.warehouse.execute(statement)
         return rows.num_rows
 

@@ -231,11 +231,15 @@ def scd2_statements(
 
 
 def inferred_members_statement(
-    dim: DimensionModel, fact_staging_table: str, fact_column: str, dialect: str
+    dim: DimensionModel,
+    fact_table: str,
+    fact_column: str,
+    dialect: str,
+    where: exp.Expr | None = None,
 ) -> exp.Insert:
     """INSERT an inferred member into ``dim`` for every distinct non-NULL ``fact_column`` value
-    in ``fact_staging_table`` that has no row in the dimension at all (a deleted key keeps its
-    history and gets none). Run it before the facts resolve their surrogate keys."""
+    of the rows of ``fact_table`` (those matching ``where``, columns qualified by ``f``) that
+    has no row in the dimension at all (a deleted key keeps its history and gets none)."""
     _check_dialect(dialect)
     if len(dim.keys) != 1:
         raise ConfigError(
@@ -245,20 +249,22 @@ def inferred_members_statement(
             ]
         )
     key = dim.keys[0]
+    # an anti-join written as LEFT JOIN ... IS NULL: DuckDB plans NOT EXISTS with the whole
+    # dimension as the hash table even when no fact row is missing its key (50 ms per 1M rows)
     referenced = (
         exp.select(_col(fact_column, "f").as_(key, quoted=True))
         .distinct()
-        .from_(_table(fact_staging_table, "f"))
+        .from_(_table(fact_table, "f"))
+        .join(
+            _table(dim.name, "d"),
+            on=_col(key, "d").eq(_col(fact_column, "f")),
+            join_type="left",
+        )
         .where(
             exp.and_(
+                *([where] if where is not None else []),
                 exp.Not(this=exp.Is(this=_col(fact_column, "f"), expression=exp.Null())),
-                exp.Not(
-                    this=exp.Exists(
-                        this=exp.select(exp.Literal.number(1))
-                        .from_(_table(dim.name, "d"))
-                        .where(_col(key, "d").eq(_col(fact_column, "f")))
-                    )
-                ),
+                exp.Is(this=_col(key, "d"), expression=exp.Null()),
             )
         )
     )
