@@ -331,17 +331,132 @@ class TableConfig(Model):
 # --- orchestration, alarms, governance ------------------------------------------------------
 
 
-class RetryPolicy(Model):
-    max_attempts: int = Field(3, ge=1, le=20)
-    backoff_seconds: float = Field(2.0, ge=0)
-    backoff: Literal["constant", "linear", "exponential"] = "exponential"
-    jitter: bool = True
+ErrorClass = Literal["transient", "terminal", "quality", "all"]
+TaskResource = Literal["check", "transform", "stage", "dimension", "facts", "publish", "notify"]
+
+
+class RetryRule(Model):
+    """Step Functions' Retrier: which errors, how often, how far apart."""
+
+    errors: list[ErrorClass] = ["transient"]
+    interval_seconds: float = Field(1.0, ge=0)
+    max_attempts: int = Field(3, ge=0, le=100)  # retries after the first attempt; 0 = none
+    backoff_rate: float = Field(2.0, ge=1)
+    max_delay_seconds: float | None = Field(None, gt=0)
+    jitter: Literal["full", "none"] = "none"
+
+
+class CatchRule(Model):
+    """Step Functions' Catcher: errors of these classes (after retries) go to state ``next``."""
+
+    errors: list[ErrorClass] = ["all"]
+    next: str
+
+
+class ChoiceRule(Model):
+    """``variable`` (a number the run's tasks set, e.g. new_data) compared with ``value``."""
+
+    variable: str
+    comparison: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
+    value: float = 0
+    next: str
+
+
+class _Transition(Model):
+    next: str | None = None
+    end: bool = False
+
+    @model_validator(mode="after")
+    def _next_or_end(self) -> _Transition:
+        if (self.next is None) == (not self.end):
+            raise ValueError("give exactly one of next: STATE or end: true")
+        return self
+
+
+class TaskState(_Transition):
+    type: Literal["task"]
+    resource: TaskResource
+    table: str | None = None  # resource dimension (required), transform/facts (optional)
+    retry: list[RetryRule] | None = None  # None: orchestration.retry
+    catch: list[CatchRule] = []
+
+
+class ParallelState(_Transition):
+    type: Literal["parallel"]
+    branches: list[MachineConfig] = Field(min_length=1)
+    max_concurrency: int = Field(2, ge=1, le=64)
+    retry: list[RetryRule] | None = None
+    catch: list[CatchRule] = []
+
+
+class ChoiceState(Model):
+    type: Literal["choice"]
+    choices: list[ChoiceRule] = Field(min_length=1)
+    default: str
+
+
+class SucceedState(Model):
+    type: Literal["succeed"]
+
+
+class FailState(Model):
+    type: Literal["fail"]
+    error: str = "failed"
+    cause: str = ""
+
+
+MachineState = Annotated[
+    TaskState | ParallelState | ChoiceState | SucceedState | FailState,
+    Field(discriminator="type"),
+]
+
+
+class MachineConfig(Model):
+    """A state machine: where it starts and its states by name (Step Functions' shape)."""
+
+    start_at: str
+    states: dict[str, MachineState] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _targets_exist(self) -> MachineConfig:
+        names = set(self.states)
+        wanted = {"start_at": self.start_at}
+        for name, state in self.states.items():
+            if isinstance(state, TaskState | ParallelState):
+                if state.next is not None:
+                    wanted[f"states.{name}.next"] = state.next
+                for i, rule in enumerate(state.catch):
+                    wanted[f"states.{name}.catch[{i}].next"] = rule.next
+            if isinstance(state, ChoiceState):
+                wanted[f"states.{name}.default"] = state.default
+                for i, choice in enumerate(state.choices):
+                    wanted[f"states.{name}.choices[{i}].next"] = choice.next
+            if isinstance(state, TaskState) and state.resource == "dimension" and not state.table:
+                raise ValueError(f"states.{name}: a dimension task needs table: NAME")
+        for where, target in wanted.items():
+            if target not in names:
+                raise ValueError(
+                    f"{where}: '{target}' is not a state; defined: {', '.join(sorted(names))}"
+                )
+        return self
+
+
+class FaultConfig(Model):
+    """Test-only: make a task state fail ``times`` times with this error class."""
+
+    error: Literal["transient", "terminal"] = "transient"
+    times: int = Field(1, ge=1)
 
 
 class OrchestrationConfig(Model):
-    retries: RetryPolicy = RetryPolicy()
-    every_seconds: int | None = Field(None, gt=0)
+    retry: list[RetryRule] = [RetryRule()]  # every task state's Retry unless it sets its own
+    max_concurrency: int = Field(2, ge=1, le=64)  # the default machine's Parallel states
+    machine: MachineConfig | None = None  # None: the default (see riverbed.orchestrate.machine)
+    notify: list[str] = []  # notifiers told when a run fails (the Catch handler)
+    every_seconds: float | None = Field(None, gt=0)  # `riverbed run --every` without a value
     cron: str | None = None
+    # test-only fault injection, off by default: task state name -> failures to raise
+    fault_injection: dict[str, FaultConfig] = {}
 
     @field_validator("cron")
     @classmethod
@@ -424,6 +539,14 @@ class RiverbedConfig(Model):
 def cross_reference_problems(config: RiverbedConfig) -> list[str]:
     """Problems that span sections (a name used in one place and defined in another)."""
     problems: list[str] = []
+    for target in config.orchestration.notify:
+        if target not in config.notifiers:
+            problems.append(
+                f"orchestration.notify: '{target}' is not a notifier; "
+                f"defined: {', '.join(config.notifiers) or 'none'}"
+            )
+    if config.orchestration.machine is not None:
+        problems += _machine_problems(config, config.orchestration.machine, "orchestration.machine")
     for name, alarm in config.alarms.items():
         for target in alarm.notify:
             if target not in config.notifiers:
@@ -448,4 +571,29 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
                 f"tables.{targets[table.target]}"
             )
         targets[table.target] = name
+    return problems
+
+
+def _machine_problems(config: RiverbedConfig, machine: MachineConfig, where: str) -> list[str]:
+    """Tables a task names must be config tables of the right kind."""
+    problems: list[str] = []
+    for name, state in machine.states.items():
+        if isinstance(state, ParallelState):
+            for i, branch in enumerate(state.branches):
+                problems += _machine_problems(
+                    config, branch, f"{where}.states.{name}.branches[{i}]"
+                )
+        if not isinstance(state, TaskState) or state.table is None:
+            continue
+        table = config.tables.get(state.table)
+        if table is None:
+            problems.append(
+                f"{where}.states.{name}.table: '{state.table}' is not in tables; "
+                f"defined: {', '.join(config.tables) or 'none'}"
+            )
+        elif state.resource == "dimension" and table.kind != "dimension":
+            problems.append(
+                f"{where}.states.{name}.table: '{state.table}' is a {table.kind}, "
+                "a dimension task needs a dimension table"
+            )
     return problems

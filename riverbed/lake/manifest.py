@@ -284,9 +284,12 @@ class Manifest:
     # --- metrics ----------------------------------------------------------------------------
 
     def record_metrics(
-        self, values: dict[str, float], labels: dict[str, str] | None = None
+        self,
+        values: dict[str, float],
+        labels: dict[str, str] | None = None,
+        ts: float | None = None,
     ) -> None:
-        now = time.time()
+        now = time.time() if ts is None else ts
         encoded = json.dumps(labels or {}, sort_keys=True)
         with self.transaction() as db:
             db.executemany(
