@@ -177,7 +177,7 @@ def test_a_fact_load_that_dies_is_redone_without_duplicates(
     real_append = load_runner.append_statements
 
     def dying_append(*args: Any, **kwargs: Any) -> list[Any]:
-        preaction, _insert = real_append(*args, **kwargs)
+        preaction, *_insert = real_append(*args, **kwargs)
         return [preaction, "select no_such_function()"]
 
     monkeypatch.setattr(load_runner, "append_statements", dying_append)
@@ -187,15 +187,15 @@ def test_a_fact_load_that_dies_is_redone_without_duplicates(
 
     # 2. dies after the warehouse committed, before the state store recorded the batch
     project_cfg = load_project(project)
-    real_each = load_runner.Loader._each
+    real_loaded = load_runner.Loader._loaded
 
-    def forget(self: Any, source: str, target: str, result: Any, load: Any) -> None:
-        for batch in self.pending(source):
-            load(batch)  # committed in the warehouse, never recorded as loaded
+    def killed(self: Any, *args: Any) -> int:
+        raise RuntimeError("killed: committed in the warehouse, never recorded as loaded")
 
-    monkeypatch.setattr(load_runner.Loader, "_each", forget)
-    run_load(project_cfg)
-    monkeypatch.setattr(load_runner.Loader, "_each", real_each)
+    monkeypatch.setattr(load_runner.Loader, "_loaded", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_load(project_cfg)
+    monkeypatch.setattr(load_runner.Loader, "_loaded", real_loaded)
     run_load(project_cfg)
     facts = rows(project, "select order_id, _lsn, _seq from fact_orders order by order_id")
     assert [f["order_id"] for f in facts] == list(range(30, 40))

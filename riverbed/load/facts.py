@@ -69,13 +69,17 @@ def load_order(rows: pa.Table, sort_key: Sequence[str]) -> list[str]:
 
 
 def append_statements(
-    fact: FactModel, columns: list[str], batch_id: str, order_by: Sequence[str], dialect: str
+    fact: FactModel,
+    columns: list[str],
+    batch_ids: Sequence[str],
+    order_by: Sequence[str],
+    dialect: str,
 ) -> list[exp.Expr]:
     """The fact load of one staged batch, to run in one transaction after the staging load:
     the preaction, the insert (rows sorted by ``order_by``, see load_order) with every key
     resolved as of its event, then, per dimension, an inferred member for each key that had no
     row at all and those rows' keys filled in."""
-    preaction = exp.delete(fact.name, where=_eq(exp.column("batch_id"), _text(batch_id)))
+    preaction = exp.delete(fact.name, where=_of_batches("batch_id", None, batch_ids))
     stg = exp.to_table(fact.staging, alias="s")
     select = exp.select(*(exp.column(c, table="s", quoted=True) for c in columns)).from_(stg)
     target_columns = list(columns)
@@ -91,7 +95,7 @@ def append_statements(
         exp.column("_op", table="s"),
         exp.column("_lsn", table="s"),
         exp.column("_seq", table="s"),
-        _text(batch_id),
+        exp.column("_batch_id", table="s"),
     )
     target_columns += list(FACT_EXTRA)
     if order_by:
@@ -101,12 +105,12 @@ def append_statements(
     )
     statements: list[exp.Expr] = [preaction, insert]
     for column, dim in fact.dimensions:
-        statements += _infer_missing(fact, column, dim, batch_id, dialect)
+        statements += _infer_missing(fact, column, dim, batch_ids, dialect)
     return statements
 
 
 def _infer_missing(
-    fact: FactModel, column: str, dim: DimensionModel, batch_id: str, dialect: str
+    fact: FactModel, column: str, dim: DimensionModel, batch_ids: Sequence[str], dialect: str
 ) -> list[exp.Expr]:
     """Inferred members for the batch's keys the join found no row for, then those rows' keys.
 
@@ -115,7 +119,7 @@ def _infer_missing(
     the key join itself. A NULL key whose dimension has rows, just none valid at the event,
     stays NULL (the NOT EXISTS of the inferred insert; the update's as-of condition)."""
     missing = exp.and_(
-        _eq(exp.column("batch_id", table="f"), _text(batch_id)),
+        _of_batches("batch_id", "f", batch_ids),
         exp.Is(this=exp.column(dim.surrogate, table="f", quoted=True), expression=exp.Null()),
     )
     infer = inferred_members_statement(dim, fact.name, column, dialect, where=missing)
@@ -163,8 +167,9 @@ def _column(name: str, kind: exp.DataType) -> exp.ColumnDef:
     return exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=kind)
 
 
-def _text(value: str) -> exp.Literal:
-    return exp.Literal.string(value)
+def _of_batches(column: str, table: str | None, batch_ids: Sequence[str]) -> exp.Expr:
+    """``column IN ('b1', ...)``: the rows of these batches."""
+    return exp.column(column, table=table).isin(*(exp.Literal.string(b) for b in batch_ids))
 
 
 def _eq(left: exp.Expr, right: exp.Expr) -> exp.EQ:

@@ -66,6 +66,12 @@ class WarehouseModel:
     def dimension(self, source: str) -> DimensionModel | None:
         return next((d for d in self.dimensions if d.source == source), None)
 
+    def by_source(self, source: str) -> DimensionModel | FactModel:
+        found = self.dimension(source) or next((f for f in self.facts if f.source == source), None)
+        if found is None:
+            raise KeyError(source)
+        return found
+
 
 def warehouse_model(config: RiverbedConfig) -> WarehouseModel:
     dimensions = tuple(

@@ -1,16 +1,25 @@
 """The load stage: staged batches -> staging tables -> SCD2 dimensions -> event facts.
 
-Every dimension batch is applied before any fact batch of the same run (facts resolve their
-dimension keys as of the event, so the versions must be there first). Each batch is one
-warehouse transaction: truncate-and-load its staging table, then the MERGE statements of a
-dimension, or the preaction + insert of a fact. Both are idempotent (a dimension ignores events
-at or below its applied position; a fact deletes its batch_id before inserting), so the state
-store records a batch as loaded only after the warehouse committed it, and a crash in between
-just loads it again with the same result.
+Three steps, which the orchestrator runs as states of its machine (and ``run_load`` in a row):
+
+1. ``stage(table)``: truncate-and-load the table's staging table with its pending staged batches
+   (every batch not loaded yet, in source order, one at a time so memory stays bounded; a batch
+   with a different column set waits for the next round, so a merge never mistakes a column a
+   batch did not have for one set to NULL). The state store then records what staging holds
+   (``load_staged``).
+2. ``merge_dimension(dim)``: the SCD2 MERGE statements over what staging holds, in one warehouse
+   transaction; every dimension before any fact (facts resolve their keys as of the event).
+3. ``append_fact(fact)``: preaction (delete the staged batch ids) + insert, one transaction.
+
+Steps 2 and 3 are idempotent (a dimension ignores events at or below its applied position; a
+fact deletes its batch ids before inserting), so the state store records batches as loaded
+only after the warehouse committed them, and a crash in between just applies them again with
+the same result. Staging is a real table: a run that failed after staging resumes from it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -44,7 +53,7 @@ from riverbed.load.scd2 import (
     scd2_statements,
     staging_ddl,
 )
-from riverbed.load.warehouse import Warehouse, open_warehouse
+from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
 
 SCHEMA = """
 create table if not exists load_batches (
@@ -56,8 +65,14 @@ create table if not exists load_batches (
   loaded_at   real not null,
   primary key (table_name, batch_id)
 );
+create table if not exists load_staged (
+  table_name  text primary key,
+  batch_ids   text not null,
+  rows        integer not null,
+  staged_at   real not null
+);
 """
-STAGING_CDC = ("_op", "_commit_ts", "_lsn", "_seq", "_toast_unchanged")
+STAGING_CDC = ("_op", "_commit_ts", "_lsn", "_seq", "_toast_unchanged", "_batch_id")
 
 
 @dataclass
@@ -97,35 +112,151 @@ class Loader:
         manifest.ensure_schema(SCHEMA)
 
     def run(self, tables: Sequence[str] | None = None) -> LoadResult:
+        """Everything pending, in a row: stage and merge dimensions until none has batches
+        left, then the same for facts."""
         started = time.monotonic()
         result = LoadResult()
         chosen = set(tables) if tables else set(self.config.tables)
-        for dim in self.model.dimensions:
-            if dim.source in chosen:
-                self._withdraw(dim)
-                self._each(dim.source, dim.name, result, lambda b, d=dim: self.load_dimension(d, b))
-        if self.model.facts:
-            self._ensure_dim_date()
-        for fact in self.model.facts:
-            if fact.source in chosen:
-                self._withdraw(fact)
-                self._each(fact.source, fact.name, result, lambda b, f=fact: self.load_fact(f, b))
+        self.prepare(chosen)
+        dims = [d for d in self.model.dimensions if d.source in chosen]
+        facts = [f for f in self.model.facts if f.source in chosen]
+        for models, apply in ((dims, self.merge_dimension), (facts, self.append_fact)):
+            while True:
+                staged = [m for m in models if self.stage(m.source)]
+                if not staged:
+                    break
+                for model in staged:
+                    _add(result, model.name, model.source, apply(model))  # type: ignore[operator]
         result.seconds = time.monotonic() - started
         return result
 
-    def _each(self, source: str, target: str, result: LoadResult, load: Any) -> None:
-        entry = result.tables.setdefault(target, {"source": source, "batches": 0, "rows": 0})
-        for batch in self.pending(source):
-            started = time.monotonic()
-            rows = load(batch)
-            seconds = time.monotonic() - started
+    def prepare(self, tables: set[str]) -> None:
+        """Before anything is staged: reprocessed fact batches withdrawn, dim_date there."""
+        for model in (*self.model.dimensions, *self.model.facts):
+            if model.source in tables:
+                self._withdraw(model)
+        if self.model.facts:
+            self._ensure_dim_date()
+
+    def stage(self, table: str) -> int:
+        """Truncate-and-load ``table``'s staging table with its pending batches (those with the
+        first one's column set); the number of batches staged. A staging table that holds
+        batches not applied yet (a run that died after staging) is kept as it is."""
+        held = self._staged(table)
+        if held is not None:
+            return len(held)
+        pending = self.pending(table)
+        if not pending:
+            return 0
+        model = self.model.by_source(table)
+        dialect = self.warehouse.dialect
+        columns = _source_columns(self._schema(pending[0]))
+        taken = [pending[0]]
+        for batch in pending[1:]:
+            if _source_columns(self._schema(batch)) != columns:
+                break  # the next round stages it, with its own column set
+            taken.append(batch)
+        ddl = staging_ddl(model if isinstance(model, DimensionModel) else table, columns, dialect)
+        self._ensure(model.staging, [ddl], columns, staging=True)
+        rows = 0
+        with self.warehouse.transaction():
+            self.warehouse.execute(exp.delete(model.staging))
+            for batch in taken:
+                part = _for_staging(self._read(batch))
+                part = part.append_column(
+                    "_batch_id", pa.array([batch.batch_id] * part.num_rows, pa.string())
+                )
+                rows += self.warehouse.load_arrow(model.staging, part)
+        with self.manifest.transaction() as db:
+            db.execute(
+                "insert or replace into load_staged values (?, ?, ?, ?)",
+                (table, json.dumps([b.batch_id for b in taken]), rows, time.time()),
+            )
+        return len(taken)
+
+    def merge_dimension(self, dim: DimensionModel) -> tuple[list[str], int]:
+        """Apply what ``dim``'s staging holds (see stage); (batch ids, rows)."""
+        batches = self._staged(dim.source)
+        if not batches:
+            return [], 0
+        columns = self._staged_columns(dim.source, batches)
+        dialect = self.warehouse.dialect
+        ddl = dimension_ddl(dim, columns, dialect, indexes=self.warehouse.has_indexes)
+        self._ensure(dim.name, ddl, columns)
+        started = time.monotonic()
+        with self.warehouse.transaction():
+            for statement in scd2_statements(dim, columns, dialect):
+                self.warehouse.execute(statement)
+        return batches, self._loaded(dim.source, dim.name, batches, started)
+
+    def append_fact(self, fact: FactModel) -> tuple[list[str], int]:
+        """Append what ``fact``'s staging holds (see stage); (batch ids, rows)."""
+        batches = self._staged(fact.source)
+        if not batches:
+            return [], 0
+        columns = self._staged_columns(fact.source, batches)
+        dialect = self.warehouse.dialect
+        cfg = self.config.tables[fact.source]
+        # a dimension with nothing loaded yet is created from its lake schema, so its members
+        # can be inferred; one with no data at all leaves its key NULL
+        refs = tuple(
+            (column, dim)
+            for column, dim in fact.dimensions
+            if column in columns and self._dimension_exists(dim)
+        )
+        usable = FactModel(fact.source, fact.name, fact.keys, refs)
+        self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
+        self._index(fact.name, cfg.sort_key, [cfg.dist_key] if cfg.dist_key else [])
+        order = self._load_order(fact, cfg.sort_key)
+        started = time.monotonic()
+        with self.warehouse.transaction():
+            for statement in append_statements(usable, list(columns), batches, order, dialect):
+                self.warehouse.execute(statement)
+        return batches, self._loaded(fact.source, fact.name, batches, started)
+
+    def _staged(self, table: str) -> list[str] | None:
+        rows = self.manifest.query(
+            "select batch_ids from load_staged where table_name = ?", (table,)
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def _staged_columns(self, table: str, batch_ids: list[str]) -> dict[str, exp.DataType]:
+        by_id = {b.batch_id: b for b in self.pending(table)}
+        missing = [b for b in batch_ids if b not in by_id]
+        if missing:  # loaded meanwhile, or withdrawn: staging is stale, stage again
             with self.manifest.transaction() as db:
+                db.execute("delete from load_staged where table_name = ?", (table,))
+            raise WarehouseError(
+                f"staging of {table} holds batches that are no longer pending "
+                f"({', '.join(missing[:3])}); it is staged again on the next attempt",
+                transient=True,
+            )
+        return _source_columns(self._schema(by_id[batch_ids[0]]))
+
+    def _loaded(self, source: str, target: str, batch_ids: list[str], started: float) -> int:
+        """Record the staged batches as loaded, once the warehouse committed them."""
+        rows = self.manifest.query("select rows from load_staged where table_name = ?", (source,))
+        count = int(rows[0][0]) if rows else 0
+        seconds = time.monotonic() - started
+        with self.manifest.transaction() as db:
+            for batch_id in batch_ids:
                 db.execute(
                     "insert or replace into load_batches values (?, ?, ?, ?, ?, ?)",
-                    (batch.batch_id, source, target, rows, seconds, time.time()),
+                    (batch_id, source, target, count, seconds, time.time()),
                 )
-            entry["batches"] += 1
-            entry["rows"] += rows
+            db.execute("delete from load_staged where table_name = ?", (source,))
+        return count
+
+    def _load_order(self, fact: FactModel, sort_key: list[str]) -> list[str]:
+        """The ORDER BY of the fact insert: none when staging already holds its rows in
+        sort-key order (see facts.load_order; checked on the staging table's key columns)."""
+        wanted = [c for c in sort_key if c in (self.warehouse.columns(fact.staging) or {})]
+        keys = self.warehouse.query(
+            exp.select(*(exp.column(c, quoted=True) for c in [*wanted, "_lsn", "_seq"])).from_(
+                fact.staging
+            )
+        )
+        return load_order(keys, wanted)
 
     def _withdraw(self, fact: FactModel | DimensionModel) -> None:
         """Take out the rows of fact batches the transform withdrew (`run --reprocess`): their
@@ -180,50 +311,6 @@ class Loader:
         batches = [StagedBatch(table, b, tuple(files)) for b, files in grouped.items()]
         return sorted(batches, key=lambda b: (b.max_lsn, b.batch_id))
 
-    # --- one batch --------------------------------------------------------------------------
-
-    def load_dimension(self, dim: DimensionModel, batch: StagedBatch) -> int:
-        rows = self._read(batch)
-        columns = _source_columns(rows)
-        dialect = self.warehouse.dialect
-        self._ensure(dim.staging, [staging_ddl(dim, columns, dialect)], columns, staging=True)
-        ddl = dimension_ddl(dim, columns, dialect, indexes=self.warehouse.has_indexes)
-        self._ensure(dim.name, ddl, columns)
-        with self.warehouse.transaction():
-            self.warehouse.execute(exp.delete(dim.staging))
-            self.warehouse.load_arrow(dim.staging, _for_staging(rows))
-            for statement in scd2_statements(dim, columns, dialect):
-                self.warehouse.execute(statement)
-        return rows.num_rows
-
-    def load_fact(self, fact: FactModel, batch: StagedBatch) -> int:
-        rows = self._read(batch)
-        columns = _source_columns(rows)
-        dialect = self.warehouse.dialect
-        cfg = self.config.tables[fact.source]
-        self._ensure(
-            fact.staging, [staging_ddl(fact.source, columns, dialect)], columns, staging=True
-        )
-        # a dimension with nothing loaded yet is created from its lake schema, so its members
-        # can be inferred; one with no data at all leaves its key NULL
-        refs = tuple(
-            (column, dim)
-            for column, dim in fact.dimensions
-            if column in columns and self._dimension_exists(dim)
-        )
-        usable = FactModel(fact.source, fact.name, fact.keys, refs)
-        self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
-        self._index(fact.name, cfg.sort_key, [cfg.dist_key] if cfg.dist_key else [])
-        with self.warehouse.transaction():
-            self.warehouse.execute(exp.delete(fact.staging))
-            self.warehouse.load_arrow(fact.staging, _for_staging(rows))
-            order = load_order(rows, cfg.sort_key)
-            for statement in append_statements(
-                usable, list(columns), batch.batch_id, order, dialect
-            ):
-                self.warehouse.execute(statement)
-        return rows.num_rows
-
     def _dimension_exists(self, dim: DimensionModel) -> bool:
         if self.warehouse.columns(dim.name) is not None:
             return True
@@ -261,6 +348,9 @@ class Loader:
         with self.warehouse.transaction():
             self.warehouse.execute(dim_date_ddl())
             self.warehouse.load_arrow("dim_date", table)
+
+    def _schema(self, batch: StagedBatch) -> pa.Schema:
+        return pq.read_schema(self.storage.open_input(batch.files[0].path))
 
     def _read(self, batch: StagedBatch) -> pa.Table:
         parts = [pq.read_table(self.storage.open_input(f.path)) for f in batch.files]
@@ -305,6 +395,12 @@ class Loader:
             self.warehouse.execute(create_index(f"{table}_{'_'.join(group)}_idx", table, group))
 
 
+def _add(result: LoadResult, target: str, source: str, applied: tuple[list[str], int]) -> None:
+    entry = result.tables.setdefault(target, {"source": source, "batches": 0, "rows": 0})
+    entry["batches"] += len(applied[0])
+    entry["rows"] += applied[1]
+
+
 def _batch_of(path: str) -> str:
     for part in path.split("/"):
         if part.startswith("batch="):
@@ -312,8 +408,8 @@ def _batch_of(path: str) -> str:
     raise RiverbedError(f"staged file {path} is not under a batch=<id> folder")
 
 
-def _source_columns(rows: pa.Table) -> dict[str, exp.DataType]:
-    return {f.name: sql_type(f.type) for f in rows.schema if f.name not in CDC_COLUMNS}
+def _source_columns(schema: pa.Schema) -> dict[str, exp.DataType]:
+    return {f.name: sql_type(f.type) for f in schema if f.name not in CDC_COLUMNS}
 
 
 def _staging_cdc_types() -> dict[str, exp.DataType]:
@@ -323,6 +419,7 @@ def _staging_cdc_types() -> dict[str, exp.DataType]:
         "_lsn": exp.DataType.build("BIGINT"),
         "_seq": exp.DataType.build("BIGINT"),
         "_toast_unchanged": exp.DataType.build("TEXT"),
+        "_batch_id": exp.DataType.build("TEXT"),
     }
 
 

@@ -149,6 +149,7 @@ def staging_ddl(
         "_lsn": "BIGINT",
         "_seq": "BIGINT",
         "_toast_unchanged": "TEXT",
+        "_batch_id": "TEXT",  # the staged batch a row came from (staging holds several)
     }
     defs = [_column_def(name, kind) for name, kind in columns.items() if name not in cdc]
     defs += [_column_def(name, exp.DataType.build(kind)) for name, kind in cdc.items()]

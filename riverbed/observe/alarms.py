@@ -1,0 +1,250 @@
+"""Alarms with CloudWatch semantics over the metrics in the state store.
+
+An alarm looks at the last ``evaluation_periods`` periods of ``period_seconds`` ending at
+``now``; period i covers [now - (i+1)*p, now - i*p), so a sample stamped exactly ``now`` belongs
+to the next evaluation. Per period, the statistic over every sample of the metric (all label
+sets together) is one datapoint; a period without samples is missing. A datapoint breaches when
+``value <comparison> threshold``, and the alarm is in ALARM when at least M of them breach
+(M = datapoints_to_alarm, default evaluation_periods). Missing datapoints are treated as
+configured:
+
+    missing        not counted; all missing -> INSUFFICIENT_DATA
+    ignore         not counted; all missing -> the state does not change
+    breaching      counted as breaching
+    not_breaching  counted as not breaching
+
+The decision is the pure :func:`decide`, so every treatment is testable without a database.
+:func:`evaluate_alarms` wraps it: it reads the current state and writes the new one and any
+transition in ONE transaction (two processes evaluating at once cannot both record the same
+transition), and only after the commit tells the notifiers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from riverbed.config.models import AlarmConfig, RiverbedConfig
+from riverbed.lake.manifest import Manifest
+from riverbed.observe.metrics import Metrics
+from riverbed.observe.notify import Dispatcher
+
+State = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+INITIAL_STATE: State = "INSUFFICIENT_DATA"
+
+SCHEMA = """
+create table if not exists alarm_state (
+  alarm   text primary key,
+  state   text not null,
+  since   real not null,
+  reason  text not null,
+  value   real
+);
+create table if not exists alarm_history (
+  alarm      text not null,
+  ts         real not null,
+  old_state  text not null,
+  new_state  text not null,
+  reason     text not null,
+  value      real
+);
+create index if not exists alarm_history_by_alarm on alarm_history (alarm, ts);
+"""
+
+_COMPARE = {
+    ">": lambda value, threshold: value > threshold,
+    ">=": lambda value, threshold: value >= threshold,
+    "<": lambda value, threshold: value < threshold,
+    "<=": lambda value, threshold: value <= threshold,
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one evaluation concluded. ``value`` is the newest datapoint, None if all missing."""
+
+    state: State
+    reason: str
+    value: float | None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An alarm that changed state at ``ts``."""
+
+    alarm: str
+    old_state: State
+    new_state: State
+    reason: str
+    value: float | None
+    ts: float
+
+
+def statistic(name: str, values: Sequence[float]) -> float | None:
+    """``name`` (average, sum, minimum, maximum, sample_count) of ``values``; None when empty."""
+    if not values:
+        return None
+    if name == "average":
+        return sum(values) / len(values)
+    if name == "sum":
+        return float(sum(values))
+    if name == "minimum":
+        return min(values)
+    if name == "maximum":
+        return max(values)
+    if name == "sample_count":
+        return float(len(values))
+    raise ValueError(f"unknown statistic {name!r}")  # AlarmConfig admits only the five above
+
+
+def datapoints(
+    alarm: AlarmConfig, samples: Sequence[tuple[float, float]], now: float
+) -> list[float | None]:
+    """The alarm's datapoints from (ts, value) samples, oldest period first, None = missing."""
+    periods = alarm.evaluation_periods
+    p = alarm.period_seconds
+    buckets: list[list[float]] = [[] for _ in range(periods)]
+    for ts, value in samples:
+        age = now - ts
+        if 0 < age <= periods * p:
+            # period i holds ages in (i*p, (i+1)*p]; clamped so float rounding at a boundary
+            # cannot push a sample out of the window
+            ago = min(max(math.ceil(age / p) - 1, 0), periods - 1)
+            buckets[periods - 1 - ago].append(value)
+    return [statistic(alarm.statistic, bucket) for bucket in buckets]
+
+
+def decide(alarm: AlarmConfig, points: Sequence[float | None], current: State) -> Decision:
+    """The alarm's new state given its datapoints (oldest first, None = missing)."""
+    needed = alarm.datapoints_to_alarm or alarm.evaluation_periods
+    treatment = alarm.treat_missing_data
+    present = [v for v in points if v is not None]
+    newest = present[-1] if present else None
+    shown = ", ".join("missing" if v is None else f"{v:g}" for v in points)
+    what = (
+        f"{alarm.statistic} of {alarm.metric} over {len(points)} period(s) of "
+        f"{alarm.period_seconds} s"
+    )
+    if not present and treatment in ("missing", "ignore"):
+        if treatment == "ignore":
+            return Decision(
+                current, f"no data in the {what}; state kept (treat_missing_data: ignore)", None
+            )
+        return Decision("INSUFFICIENT_DATA", f"no data in the {what}", None)
+
+    breaching = sum(1 for v in present if _COMPARE[alarm.comparison](v, alarm.threshold))
+    missing = len(points) - len(present)
+    if treatment == "breaching":
+        breaching += missing
+    state: State = "ALARM" if breaching >= needed else "OK"
+    if treatment in ("breaching", "not_breaching"):
+        counted = len(points)
+        note = f"; missing counted as {treatment.replace('_', ' ')}" if missing else ""
+    else:
+        counted = len(present)
+        note = "; missing not counted" if missing else ""
+    reason = (
+        f"{breaching} of {counted} datapoint(s) {alarm.comparison} {alarm.threshold:g} "
+        f"({what}: [{shown}], oldest first{note}); {needed} needed for ALARM"
+    )
+    return Decision(state, reason, newest)
+
+
+def evaluate_alarms(
+    config: RiverbedConfig, manifest: Manifest, now: float, dispatcher: Dispatcher | None
+) -> list[Transition]:
+    """Evaluate every configured alarm at ``now``; persist states and transitions, and send
+    one event per transition to the alarm's notifiers. Returns the transitions."""
+    manifest.ensure_schema(SCHEMA)
+    metrics = Metrics(manifest)
+    windows: dict[str, list[float | None]] = {}
+    for name, alarm in config.alarms.items():
+        since = now - alarm.evaluation_periods * alarm.period_seconds
+        windows[name] = datapoints(alarm, metrics.series(alarm.metric, since, now), now)
+
+    transitions: list[Transition] = []
+    with manifest.transaction() as db:
+        current: dict[str, State] = dict(db.execute("select alarm, state from alarm_state"))
+        for name, points in windows.items():
+            old = current.get(name, INITIAL_STATE)
+            decision = decide(config.alarms[name], points, old)
+            # the reason and value refresh on every evaluation; since moves only on a change
+            db.execute(
+                "insert into alarm_state values (?, ?, ?, ?, ?) on conflict (alarm) do update"
+                " set state = excluded.state, reason = excluded.reason, value = excluded.value,"
+                " since = case when alarm_state.state = excluded.state then alarm_state.since"
+                " else excluded.since end",
+                (name, decision.state, now, decision.reason, decision.value),
+            )
+            if decision.state != old:
+                db.execute(
+                    "insert into alarm_history values (?, ?, ?, ?, ?, ?)",
+                    (name, now, old, decision.state, decision.reason, decision.value),
+                )
+                transitions.append(
+                    Transition(name, old, decision.state, decision.reason, decision.value, now)
+                )
+    # after the commit: never announce a transition that was rolled back
+    if dispatcher is not None:
+        for transition in transitions:
+            alarm = config.alarms[transition.alarm]
+            if alarm.notify:
+                dispatcher.send(alarm.notify, alarm_event(alarm, transition))
+    return transitions
+
+
+def alarm_event(alarm: AlarmConfig, transition: Transition) -> dict[str, Any]:
+    """The notification for ``transition``."""
+    return {
+        "kind": "alarm",
+        "alarm": transition.alarm,
+        "state": transition.new_state,
+        "previous": transition.old_state,
+        "reason": transition.reason,
+        "metric": alarm.metric,
+        "value": transition.value,
+        "threshold": alarm.threshold,
+        "at": _iso(transition.ts),
+    }
+
+
+def alarm_states(manifest: Manifest) -> list[dict[str, Any]]:
+    """Every evaluated alarm's current state, by name (for `riverbed status`)."""
+    manifest.ensure_schema(SCHEMA)
+    rows = manifest.query(
+        "select alarm, state, since, reason, value from alarm_state order by alarm"
+    )
+    return [
+        {"alarm": r[0], "state": r[1], "since": r[2], "reason": r[3], "value": r[4]} for r in rows
+    ]
+
+
+def alarm_history(
+    manifest: Manifest, alarm: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """State changes, newest first; of one alarm when ``alarm`` is given."""
+    manifest.ensure_schema(SCHEMA)
+    where, params = ("where alarm = ?", (alarm,)) if alarm is not None else ("", ())
+    rows = manifest.query(
+        "select alarm, ts, old_state, new_state, reason, value from alarm_history "
+        f"{where} order by ts desc, rowid desc limit ?",
+        (*params, limit),
+    )
+    return [
+        {
+            "alarm": r[0],
+            "ts": r[1],
+            "old_state": r[2],
+            "new_state": r[3],
+            "reason": r[4],
+            "value": r[5],
+        }
+        for r in rows
+    ]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,162 @@
+"""The webhook notifier: POST the event as JSON.
+
+Webhook URLs and headers routinely carry tokens (Slack's path, ``?key=``, ``Authorization``),
+so nothing here ever logs or raises more of the address than ``scheme://host:port``, and header
+values are read from their secrets only at delivery. Redirects are not followed: a redirect
+would replay the secret headers to another address.
+
+Retried with exponential backoff: connection errors, timeouts, 5xx and 429 (the receiver is
+down or busy, it may recover); any other 4xx or a redirect is the config's fault and retrying
+cannot help.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from riverbed.config.models import NotifierConfig
+from riverbed.observe.notify import NotifyError
+
+logger = logging.getLogger("riverbed.notify")
+
+TIMEOUT_SECONDS = 10.0  # per attempt: connect plus response
+ATTEMPTS = 4
+BACKOFF_SECONDS = 1.0  # waits 1, 2, 4 s between the attempts
+
+
+class _Failure(Exception):
+    """One failed attempt, already stripped of the URL."""
+
+    def __init__(self, problem: str, transient: bool):
+        super().__init__(problem)
+        self.transient = transient
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx then surfaces as an HTTPError
+
+
+class WebhookNotifier:
+    """POSTs each event as JSON to ``config.url`` with ``config.headers``."""
+
+    def __init__(
+        self,
+        name: str,
+        config: NotifierConfig,
+        backoff_seconds: float = BACKOFF_SECONDS,
+        timeout: float = TIMEOUT_SECONDS,
+    ):
+        assert config.url is not None  # NotifierConfig requires it for type webhook
+        self.name = name
+        self.origin = origin(config.url)
+        self.backoff_seconds = backoff_seconds
+        self.timeout = timeout
+        self._url = config.url
+        self._secret_headers = config.headers
+        self._opener = urllib.request.build_opener(_NoRedirects())
+
+    def notify(self, event: dict[str, Any]) -> None:
+        """Deliver ``event``; raises NotifyError after the last failed attempt."""
+        body = json.dumps(event, default=str).encode()
+        headers = self._headers()
+        retrying = Retrying(
+            stop=stop_after_attempt(ATTEMPTS),
+            wait=wait_exponential(multiplier=self.backoff_seconds),
+            retry=retry_if_exception(lambda exc: isinstance(exc, _Failure) and exc.transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    self._post(body, headers)
+        except _Failure as exc:
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            raise NotifyError(
+                f"webhook notifier {self.name} ({self.origin}): {exc}{tries}"
+            ) from None
+        logger.debug("webhook notifier %s delivered to %s", self.name, self.origin)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": "riverbed"}
+        for key, secret in self._secret_headers.items():
+            try:
+                headers[key] = secret.reveal()
+            except ValueError as exc:  # names the variable or file, never a value
+                raise NotifyError(
+                    f"notifiers.{self.name}.headers.{key}: {exc}; set it where riverbed runs"
+                ) from None
+        headers["Content-Type"] = "application/json"  # the body is JSON whatever else is set
+        return headers
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> None:
+        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            status = exc.code
+            if 300 <= status < 400:
+                raise _Failure(
+                    f"answered HTTP {status} (a redirect, not followed: set url to the final "
+                    "address)",
+                    transient=False,
+                ) from None
+            raise _Failure(f"answered HTTP {status}", status >= 500 or status == 429) from None
+        except urllib.error.URLError as exc:
+            raise _Failure(f"cannot connect ({_reason(exc.reason)})", transient=True) from None
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets mid-response
+            raise _Failure(f"no valid response ({_reason(exc)})", transient=True) from None
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        problem = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.info(
+            "webhook notifier %s (%s): %s; retrying in %.3g s (attempt %d of %d)",
+            self.name,
+            self.origin,
+            problem,
+            wait,
+            state.attempt_number,
+            ATTEMPTS,
+        )
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``: the part of a webhook address that is safe to log."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0  # a malformed port; the request will fail and say so
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def _reason(reason: object) -> str:
+    # a library message may quote the address; keep only the error's kind and the OS's words
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return type(reason).__name__
