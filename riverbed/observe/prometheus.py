@@ -1,0 +1,185 @@
+"""Prometheus exposition of the state store's metrics.
+
+The numbers are not kept in this process: every stage writes samples to the state store
+(SQLite, written by other processes), and each scrape reads the newest sample of every series
+from there. So every series is exposed as a gauge, even a ``*_total``: a value read from a
+store may go down (a store pruned or rebuilt), which a counter must never do. Sample
+timestamps are not exposed: Prometheus rejects samples far in the past, and a value that has
+not changed for hours is still the current one.
+
+``StateStoreCollector`` is a plain ``prometheus_client`` collector, so the same one can be
+registered in any registry (the small server here, or a web app's /metrics route).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+
+from riverbed.lake.manifest import Manifest
+from riverbed.observe.metrics import Metrics, Sample
+
+log = logging.getLogger(__name__)
+
+PREFIX = "riverbed_"
+UP = "riverbed_up"
+METRICS_PATH = "/metrics"
+
+
+def metric_name(name: str) -> str:
+    """``riverbed_<name>`` in Prometheus' metric-name charset (others become ``_``)."""
+    return PREFIX + re.sub(r"[^a-zA-Z0-9_:]", "_", name)
+
+
+def label_name(name: str) -> str:
+    """``name`` in Prometheus' label-name charset; never empty, never the reserved ``__``."""
+    cleaned = re.sub(r"[^a-zA-Z0-9_]", "_", name)
+    if not cleaned or cleaned[0].isdigit():
+        cleaned = "_" + cleaned
+    if cleaned.startswith("__"):
+        cleaned = "_" + cleaned.lstrip("_")
+    return cleaned
+
+
+class StateStoreCollector(Collector):
+    """One gauge family per metric name in the state store at ``state_path``, one sample per
+    label set (its newest value), plus ``riverbed_up 1``."""
+
+    def __init__(self, state_path: Path):
+        self.state_path = state_path
+
+    def describe(self) -> Iterable[Metric]:
+        # nothing to declare up front: registering must not open the store (the names are
+        # only known at scrape time)
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(UP, "1 while the Riverbed metrics exporter answers")
+        up.add_metric([], 1.0)
+        yield up
+        yield from families(self._read())
+
+    def _read(self) -> list[Sample]:
+        # a missing store is a pipeline that has not run yet, not an error; opening the
+        # Manifest would create it, so look first
+        if not self.state_path.exists():
+            return []
+        # opened per scrape: other processes write the store, and a connection held open
+        # across scrapes would pin the WAL and outlive a store that was replaced
+        manifest = Manifest(self.state_path)
+        try:
+            return Metrics(manifest).latest()
+        finally:
+            manifest.close()
+
+
+def families(samples: Iterable[Sample]) -> list[GaugeMetricFamily]:
+    """Gauge families for ``samples``, after sanitizing names and labels.
+
+    Two stored series that sanitize to the same name and labels would be an invalid exposition
+    (a duplicate sample); the newer one is kept.
+    """
+    newest: dict[str, dict[tuple[tuple[str, str], ...], Sample]] = {}
+    for sample in samples:
+        name = metric_name(sample.name)
+        if name == UP:
+            continue  # ours; a stored metric named "up" must not duplicate it
+        labels = tuple(sorted({label_name(k): str(v) for k, v in sample.labels.items()}.items()))
+        series = newest.setdefault(name, {})
+        kept = series.get(labels)
+        if kept is None or sample.ts >= kept.ts:
+            series[labels] = sample
+    result: list[GaugeMetricFamily] = []
+    for name in sorted(newest):
+        family = GaugeMetricFamily(
+            name, f"Riverbed metric {name[len(PREFIX) :]} (newest stored sample)"
+        )
+        for labels, sample in sorted(newest[name].items()):
+            # add_sample, not add_metric: series of one metric recorded by different stages
+            # may carry different label names, and add_metric wants one fixed set
+            family.add_sample(name, dict(labels), float(sample.value))
+        result.append(family)
+    return result
+
+
+def metrics_text(state_path: Path) -> bytes:
+    """The exposition (text format 0.0.4) of the state store at ``state_path``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateStoreCollector(state_path))
+    return generate_latest(registry)
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """Serves GET /metrics from a daemon thread; ``shutdown`` also frees the port."""
+
+    daemon_threads = True  # a hanging scraper never keeps the process alive
+
+    def __init__(self, address: tuple[str, int], registry: CollectorRegistry):
+        self.registry = registry
+        super().__init__(address, _Handler)
+        self._thread = threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.1},  # how long shutdown() may wait
+            name="riverbed-metrics",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop serving and close the listening socket."""
+        if self._thread.is_alive():
+            super().shutdown()
+            self._thread.join()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if urlsplit(self.path).path != METRICS_PATH:
+            self._reply(404, b"not found; metrics are at /metrics\n", "text/plain")
+            return
+        try:
+            body = generate_latest(self.server.registry)
+        except Exception:
+            # the scrape fails visibly (Prometheus sets up=0 for the target); the details
+            # go to our log, not to whoever scrapes
+            log.exception("metrics scrape failed")
+            self._reply(500, b"metrics unavailable; see the riverbed log\n", "text/plain")
+            return
+        self._reply(200, body, CONTENT_TYPE_PLAIN_0_0_4)
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
+        # one line per scrape on stderr would drown the console; keep it at debug level
+        log.debug("metrics http: " + format, *args)
+
+
+def serve_metrics(state_path: Path, host: str, port: int) -> MetricsServer:
+    """Serve the state store's metrics at ``http://host:port/metrics`` (port 0: any free
+    port, see ``.server_address``) until ``.shutdown()``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateStoreCollector(state_path))
+    server = MetricsServer((host, port), registry)
+    server.start()
+    return server

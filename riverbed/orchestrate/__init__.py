@@ -1,0 +1,1 @@
+"""Orchestration: the state machine that runs the stages, retries, schedules and notifies."""

@@ -1,0 +1,163 @@
+"""The /metrics endpoint: the state store's newest samples as Prometheus gauges."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from riverbed.lake.manifest import Manifest
+from riverbed.observe.metrics import Metrics
+from riverbed.observe.prometheus import MetricsServer, metrics_text, serve_metrics
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "state.db"
+
+
+@pytest.fixture
+def server(state: Path) -> Iterator[MetricsServer]:
+    server = serve_metrics(state, "127.0.0.1", 0)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+def record(state: Path, values: dict[str, float], labels: dict[str, str], ts: float) -> None:
+    manifest = Manifest(state)
+    try:
+        Metrics(manifest).record(values, labels=labels, ts=ts)
+    finally:
+        manifest.close()
+
+
+def url(server: MetricsServer, path: str = "/metrics") -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}{path}"
+
+
+def scrape(
+    server: MetricsServer,
+) -> dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]:
+    """name -> (type, {sorted labels: value})"""
+    with urllib.request.urlopen(url(server), timeout=10) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    return {
+        family.name: (
+            family.type,
+            {tuple(sorted(s.labels.items())): s.value for s in family.samples},
+        )
+        for family in text_string_to_metric_families(text)
+    }
+
+
+def test_series_are_gauges_with_their_labels(state: Path, server: MetricsServer) -> None:
+    record(state, {"rows_total": 120, "lag_seconds": 2.5}, {"table": "orders"}, ts=1000)
+    record(state, {"rows_total": 7}, {"table": "customers"}, ts=1000)
+    record(state, {"rows_total": 40}, {"stage": "capture"}, ts=1000)  # other label names
+    record(state, {"runs_total": 3}, {}, ts=1000)
+
+    families = scrape(server)
+
+    assert families["riverbed_up"] == ("gauge", {(): 1.0})
+    # a *_total read from a store is a gauge: the value may go down when the store is pruned
+    assert families["riverbed_rows_total"] == (
+        "gauge",
+        {
+            (("table", "orders"),): 120.0,
+            (("table", "customers"),): 7.0,
+            (("stage", "capture"),): 40.0,
+        },
+    )
+    assert families["riverbed_lag_seconds"] == ("gauge", {(("table", "orders"),): 2.5})
+    assert families["riverbed_runs_total"] == ("gauge", {(): 3.0})
+    assert set(families) == {
+        "riverbed_up",
+        "riverbed_rows_total",
+        "riverbed_lag_seconds",
+        "riverbed_runs_total",
+    }
+
+
+def test_newest_sample_wins_whatever_the_insert_order(state: Path, server: MetricsServer) -> None:
+    labels = {"table": "orders"}
+    record(state, {"lag_seconds": 1.0}, labels, ts=100)
+    record(state, {"lag_seconds": 2.0}, labels, ts=300)
+    record(state, {"lag_seconds": 9.0}, labels, ts=200)  # late writer, older sample
+    assert scrape(server)["riverbed_lag_seconds"][1] == {(("table", "orders"),): 2.0}
+
+    # each scrape reads the store afresh
+    record(state, {"lag_seconds": 0.5}, labels, ts=400)
+    assert scrape(server)["riverbed_lag_seconds"][1] == {(("table", "orders"),): 0.5}
+
+
+def test_names_and_labels_are_sanitized(state: Path) -> None:
+    record(state, {"lag.seconds-p95": 4.0}, {"1st-key": "v 1", "__x": "y", "ok": "é"}, ts=1)
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text(state).decode())}
+    (sample,) = families["riverbed_lag_seconds_p95"].samples
+    assert sample.labels == {"_1st_key": "v 1", "_x": "y", "ok": "é"}
+    assert sample.value == 4.0
+
+
+def test_series_that_sanitize_alike_keep_the_newest(state: Path) -> None:
+    # two stored series would print as one: a duplicate sample is an invalid exposition
+    record(state, {"lag.seconds": 5.0}, {"table": "orders"}, ts=200)
+    record(state, {"lag_seconds": 3.0}, {"table": "orders"}, ts=100)
+    record(state, {"lag-seconds": 1.0}, {"table": "items"}, ts=50)
+    families = list(text_string_to_metric_families(metrics_text(state).decode()))
+    (lag,) = [f for f in families if f.name == "riverbed_lag_seconds"]
+    assert {s.labels["table"]: s.value for s in lag.samples} == {"orders": 5.0, "items": 1.0}
+    assert len(lag.samples) == 2
+
+
+def test_stored_up_metric_does_not_duplicate_ours(state: Path) -> None:
+    record(state, {"up": 0.0}, {}, ts=1)
+    (up,) = [
+        f
+        for f in text_string_to_metric_families(metrics_text(state).decode())
+        if f.name == "riverbed_up"
+    ]
+    assert [s.value for s in up.samples] == [1.0]
+
+
+def test_missing_store_gives_only_up(state: Path, server: MetricsServer) -> None:
+    assert scrape(server) == {"riverbed_up": ("gauge", {(): 1.0})}
+    assert not state.exists()  # a scrape does not create the store
+
+
+def test_empty_store_gives_only_up(state: Path, server: MetricsServer) -> None:
+    Manifest(state).close()
+    assert scrape(server) == {"riverbed_up": ("gauge", {(): 1.0})}
+
+
+def test_other_paths_are_404(server: MetricsServer) -> None:
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(url(server, "/"), timeout=10)
+    assert error.value.code == 404
+    # a query string does not change the path
+    with urllib.request.urlopen(url(server, "/metrics?x=1"), timeout=10) as response:
+        assert response.status == 200
+
+
+def test_unreadable_store_fails_the_scrape(state: Path, server: MetricsServer) -> None:
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"this is not a sqlite database" * 100)
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(url(server), timeout=10)
+    assert error.value.code == 500
+
+
+def test_shutdown_frees_the_port(state: Path) -> None:
+    server = serve_metrics(state, "127.0.0.1", 0)
+    address = url(server)
+    server.shutdown()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(address, timeout=10)
