@@ -471,7 +471,20 @@ def capture(
 def run(
     once: Annotated[
         bool, typer.Option("--once", help="One execution over everything pending (the default).")
-    ] = True,
+    ] = False,
+    every: Annotated[
+        float | None,
+        typer.Option(
+            "--every",
+            min=0.1,
+            help="Run again every SECONDS until Ctrl-C (orchestration.cron/every_seconds in "
+            "config schedule without it).",
+        ),
+    ] = None,
+    redrive: Annotated[
+        str | None,
+        typer.Option("--redrive", help="Resume failed run RUN_ID at its failed state."),
+    ] = None,
     engine: Annotated[
         str | None,
         typer.Option("--engine", help="duckdb or spark; default: transform.engine in config."),
@@ -488,18 +501,21 @@ def run(
         typer.Option("--from", help="With --reprocess: an LSN (0/16B3748) or a UTC time."),
     ] = None,
     stage: Annotated[
-        str, typer.Option("--stage", help="all, or only transform, or only load.")
+        str,
+        typer.Option("--stage", help="all (the state machine), or only transform, or only load."),
     ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """One pipeline execution: transform what capture landed (quality rules, SQL transforms)
-    into staged batches, then load them into the warehouse (staging, SCD2 dimensions, facts).
+    """One pipeline execution: the state machine check -> transform (quality rules, SQL
+    transforms) -> stage -> dimensions -> facts -> publish, with retries, run history and
+    alarms; or a schedule of them; or the redrive of a failed run.
 
-    Example: `riverbed run --once`, `riverbed run --reprocess orders --from 2026-11-27T10:00Z`
+    Example: `riverbed run --once`, `riverbed run --every 10`, `riverbed run --redrive RUN_ID`,
+    `riverbed run --reprocess orders --from 2026-11-27T10:00Z`
     """
-    from riverbed.transform.runner import reprocess, run_transform
+    from riverbed.cli_runs import print_report, run_partial
 
     if engine is not None and engine not in ("duckdb", "spark"):
         raise RiverbedError(f"--engine {engine}: choose duckdb or spark")
@@ -507,9 +523,15 @@ def run(
         raise RiverbedError(f"--stage {stage}: choose all, transform or load")
     if (reprocess_table is None) != (start is None):
         raise RiverbedError("--reprocess TABLE and --from TIME|LSN go together")
+    if sum([once, every is not None, redrive is not None]) > 1:
+        raise RiverbedError("choose one of --once, --every SECONDS and --redrive RUN_ID")
+    if stage != "all" and (every is not None or redrive is not None):
+        raise RiverbedError("--stage transform|load runs once; it goes without --every/--redrive")
     project = _project(config)
-    rewound: list[dict[str, Any]] = []
+    _logging(project, quiet or as_json)
     if reprocess_table is not None and start is not None:
+        from riverbed.transform.runner import reprocess
+
         rewound = reprocess(project, reprocess_table, start)
         if not quiet and not as_json:
             rows = sum(b["rows"] for b in rewound)
@@ -518,25 +540,88 @@ def run(
                 "withdrawn; their raw files are transformed again now, and the load stage "
                 "reloads the new batches in their place"
             )
-    from riverbed.load.runner import LoadResult, run_load
-    from riverbed.transform.runner import TransformResult
+    if stage != "all":
+        run_partial(project, stage, engine, table, as_json, quiet)
+        return
+    from riverbed.orchestrate.runner import run_pipeline, run_scheduled
+    from riverbed.orchestrate.schedule import EverySchedule
 
-    result = (
-        run_transform(project, engine=engine, tables=table)
-        if stage != "load"
-        else TransformResult(engine or project.config.transform.engine)
+    orchestration = project.config.orchestration
+    schedule = (
+        EverySchedule(every)
+        if every is not None
+        else None
+        if once or redrive is not None
+        else _configured_schedule(orchestration.every_seconds, orchestration.cron)
     )
-    loaded = run_load(project, tables=table) if stage != "transform" else LoadResult()
-    payload = result.as_dict() | {"reprocessed": rewound, "load": loaded.as_dict()}
-    if as_json:
-        print(json.dumps(payload, default=str))
+    if schedule is None:
+        report = run_pipeline(project, redrive=redrive, engine=engine, tables=table)
+        print_report(report, as_json, quiet)
+        if report.status != "succeeded":
+            raise typer.Exit(1)
         return
-    if quiet:
-        return
-    if stage != "load":
-        _print_transform(result)
-    if stage != "transform":
-        _print_load(loaded)
+    trigger = "every" if every is not None or orchestration.cron is None else "cron"
+    if not quiet and not as_json:
+        console.print(f"running on a schedule ({_describe(schedule)}); Ctrl-C stops")
+    try:
+        run_scheduled(
+            project,
+            schedule,
+            trigger=trigger,
+            engine=engine,
+            should_stop=lambda: False,
+            on_report=lambda r: print_report(r, as_json, quiet),
+        )
+    except KeyboardInterrupt:
+        if not quiet and not as_json:
+            console.print("stopped")
+
+
+def _configured_schedule(every_seconds: float | None, cron: str | None) -> Any:
+    from riverbed.orchestrate.schedule import schedule_for
+
+    try:
+        return schedule_for(every_seconds, cron)
+    except ValueError as exc:
+        raise RiverbedError(f"orchestration.cron / every_seconds: {exc}") from exc
+
+
+def _describe(schedule: Any) -> str:
+    seconds = getattr(schedule, "seconds", None)
+    return f"every {seconds:g} s" if seconds is not None else f"cron {schedule.expr}"
+
+
+def _logging(project: Project, quiet: bool) -> None:
+    """JSON lines under .riverbed/logs/; the console shows warnings (the CLI prints the
+    progress itself), nothing but errors when --quiet/--json."""
+    from riverbed.observe.logs import setup_logging
+
+    setup_logging(project.home / "logs", console_level="ERROR" if quiet else "WARNING")
+
+
+@app.command()
+def runs(
+    action: Annotated[str | None, typer.Argument(help="show")] = None,
+    run_id: Annotated[str | None, typer.Argument(help="RUN_ID, with show")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs to list.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run history: the latest runs, or one run's timeline state by state.
+
+    Example: `riverbed runs`, `riverbed runs show 20261127T101500Z-1a2b3c`
+    """
+    from riverbed.cli_runs import print_runs, print_timeline
+
+    if action not in (None, "show"):
+        raise RiverbedError(f"riverbed runs {action}: did you mean `riverbed runs show RUN_ID`?")
+    if action == "show" and run_id is None:
+        raise RiverbedError("riverbed runs show needs a RUN_ID (see `riverbed runs`)")
+    project = _project(config)
+    if run_id is None:
+        print_runs(project, limit, as_json)
+    else:
+        print_timeline(project, run_id, as_json)
 
 
 def _print_warehouse(project: Project) -> None:
@@ -584,43 +669,6 @@ def _print_warehouse(project: Project) -> None:
         console.print(facts)
     finally:
         warehouse.close()
-
-
-def _print_load(result: Any) -> None:
-    if not result.batches:
-        console.print("warehouse: nothing new to load")
-        return
-    for target, info in result.tables.items():
-        if info["batches"]:
-            console.print(
-                f"{target:<18} {info['batches']} batch(es), {info['rows']:,} staged rows loaded"
-            )
-    console.print(f"loaded in {result.seconds:.1f} s")
-
-
-def _print_transform(result: Any) -> None:
-    if not result.batches:
-        console.print("nothing new to transform (every raw file is already staged)")
-    for t in result.tables:
-        if not t.batches:
-            continue
-        failing = [
-            f"{q['rule']} {q['failed']:,}"
-            for b in t.batches
-            for q in b["quality"]
-            if q["status"] != "pass"
-        ]
-        console.print(
-            f"{t.table:<12} {len(t.batches)} batch(es): {t.rows_in:,} rows in, "
-            f"{t.rows_out:,} staged, {t.rows_quarantined:,} quarantined"
-            + (f"  ({escape('; '.join(failing))})" if failing else "")
-        )
-    for bad in result.bad_files:
-        console.print(
-            f"[yellow]unreadable raw file {bad['path']} moved to {bad['moved_to']}: "
-            f"{bad['reason']}[/yellow]"
-        )
-    console.print(f"transformed on {result.engine} in {result.seconds:.1f} s")
 
 
 @app.command()
@@ -822,12 +870,14 @@ def demo(
     _report_workload(stats, spec, stopped)
     console.rule("5. what landed in the lake")
     _print_lake(project)
+    from riverbed.cli_runs import print_load, print_transform
+
     console.rule("6. transform: quality rules and SQL transforms into staged batches")
     from riverbed.transform.runner import run_transform
 
     with console.status("transforming ..."):
         transformed = run_transform(project)
-    _print_transform(transformed)
+    print_transform(transformed)
     quarantined = sum(t.rows_quarantined for t in transformed.tables)
     if quarantined:
         console.print(
@@ -839,7 +889,7 @@ def demo(
 
     with console.status("loading the warehouse ..."):
         loaded = run_load(project)
-    _print_load(loaded)
+    print_load(loaded)
     _print_warehouse(project)
     console.rule("8. what is in the source")
     with source.connect() as conn:

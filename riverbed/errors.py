@@ -13,9 +13,14 @@ from __future__ import annotations
 
 
 class RiverbedError(Exception):
-    """An error whose message tells the user what is wrong and how to fix it."""
+    """An error whose message tells the user what is wrong and how to fix it.
+
+    ``transient`` is decided where the error is raised: True when the same work may succeed
+    later (I/O, a lost connection, a lock), so the orchestrator's Retry applies; False for
+    errors that repeat until someone fixes something (config, SQL, data)."""
 
     exit_code = 1
+    transient = False
 
 
 class ConfigError(RiverbedError):
@@ -30,6 +35,8 @@ class ConfigError(RiverbedError):
 
 class SourceError(RiverbedError):
     """The source database could not be started, reached or queried."""
+
+    transient = True  # a server restarting or a network blip; a bad DSN fails every retry too
 
 
 def first_line(exc: BaseException) -> str:

@@ -120,19 +120,19 @@ class Loader:
         self.prepare(chosen)
         dims = [d for d in self.model.dimensions if d.source in chosen]
         facts = [f for f in self.model.facts if f.source in chosen]
-        for models, apply in ((dims, self.merge_dimension), (facts, self.append_fact)):
-            while True:
-                staged = [m for m in models if self.stage(m.source)]
-                if not staged:
-                    break
-                for model in staged:
-                    _add(result, model.name, model.source, apply(model))  # type: ignore[operator]
+        while staged_dims := [d for d in dims if self.stage(d.source)]:
+            for dim in staged_dims:
+                _add(result, dim.name, dim.source, self.merge_dimension(dim))
+        while staged_facts := [f for f in facts if self.stage(f.source)]:
+            for fact in staged_facts:
+                _add(result, fact.name, fact.source, self.append_fact(fact))
         result.seconds = time.monotonic() - started
         return result
 
     def prepare(self, tables: set[str]) -> None:
         """Before anything is staged: reprocessed fact batches withdrawn, dim_date there."""
-        for model in (*self.model.dimensions, *self.model.facts):
+        models: list[DimensionModel | FactModel] = [*self.model.dimensions, *self.model.facts]
+        for model in models:
             if model.source in tables:
                 self._withdraw(model)
         if self.model.facts:

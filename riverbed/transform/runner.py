@@ -64,7 +64,10 @@ SAMPLES = 5
 
 
 class QualityFailure(RiverbedError):
-    """A rule with action fail found bad data: the batch was not staged. Terminal."""
+    """A rule with action fail found bad data: the batch was not staged. Never retried: the
+    orchestrator's error class ``quality``."""
+
+    error_class = "quality"
 
 
 @dataclass

@@ -1,0 +1,235 @@
+"""`riverbed run`: one execution of the pipeline's state machine, a redrive, or a schedule.
+
+A run takes the project's run lock, gets a row in the run history, executes the machine
+(riverbed.orchestrate.executor) with the task resources (riverbed.orchestrate.tasks), records
+its metrics, evaluates the alarms and hands their notifications to the dispatcher, which gets a
+few seconds to deliver them before the process moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from riverbed.config.loader import Project
+from riverbed.errors import ConfigError, RiverbedError
+from riverbed.lake.manifest import Manifest, open_manifest
+from riverbed.observe.alarms import evaluate_alarms
+from riverbed.observe.logs import log_context, log_event
+from riverbed.observe.metrics import Metrics
+from riverbed.observe.notify import Dispatcher, open_notifiers
+from riverbed.orchestrate.executor import Executor, RunFailed
+from riverbed.orchestrate.history import RunHistory, RunLock
+from riverbed.orchestrate.machine import duplicate_states, machine_for
+from riverbed.orchestrate.schedule import Schedule
+from riverbed.orchestrate.tasks import Tasks
+
+log = logging.getLogger("riverbed.run")
+NOTIFY_GRACE_SECONDS = 5.0  # how long a finished run waits for its notifications to go out
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    status: str  # succeeded | failed
+    seconds: float
+    variables: dict[str, float] = field(default_factory=dict)
+    failed_state: str | None = None
+    error: str | None = None
+    error_class: str | None = None
+    redrive: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)  # per table: see Tasks.summary
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.summary | {
+            "run_id": self.run_id,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "failed_state": self.failed_state,
+            "error": self.error,
+            "error_class": self.error_class,
+            "redrive": self.redrive,
+            "variables": self.variables,
+        }
+
+
+def run_pipeline(
+    project: Project,
+    *,
+    trigger: str = "once",
+    redrive: str | None = None,
+    engine: str | None = None,
+    tables: Sequence[str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunReport:
+    """One execution of the machine (or the redrive of a failed run); never raises for a run
+    that fails: the report says how it ended. Raises RiverbedError when it cannot start."""
+    config = project.config
+    machine = machine_for(config)
+    duplicates = duplicate_states(machine)
+    if duplicates:
+        raise ConfigError(
+            [
+                f"orchestration.machine: state names must be unique, repeated: {', '.join(duplicates)}"
+            ]
+        )
+    started = time.monotonic()
+    manifest = open_manifest(project)
+    try:
+        history = RunHistory(manifest)
+        lock = RunLock(project.home / "run.lock", history)
+        try:
+            return _execute(
+                project,
+                manifest,
+                history,
+                machine,
+                trigger,
+                redrive,
+                engine,
+                tables,
+                sleep,
+                started,
+            )
+        finally:
+            lock.release()
+    finally:
+        manifest.close()
+
+
+def _execute(
+    project: Project,
+    manifest: Manifest,
+    history: RunHistory,
+    machine: Any,
+    trigger: str,
+    redrive: str | None,
+    engine: str | None,
+    tables: Sequence[str] | None,
+    sleep: Callable[[float], None],
+    started: float,
+) -> RunReport:
+    config = project.config
+    replay: dict[str, list[dict[str, Any]]] = {}
+    if redrive is not None:
+        previous = history.run(redrive)
+        if previous is None:
+            raise RiverbedError(f"no run {redrive}; `riverbed runs` lists the runs")
+        if previous["status"] not in ("failed", "aborted"):
+            raise RiverbedError(
+                f"run {redrive} {previous['status']}; only a failed or aborted run can be "
+                "redriven (start a new one with `riverbed run`)"
+            )
+        replay = history.succeeded_outputs(redrive)
+        history.reopen(redrive)
+        run_id = redrive
+        history.record(run_id, "-", "redrive", replayable=sorted(replay))
+    else:
+        run_id = history.start(trigger)
+    metrics = Metrics(manifest)
+    dispatcher = Dispatcher(open_notifiers(config))
+    tasks = Tasks(project, manifest, run_id, dispatcher, engine=engine, tables=tables)
+    executor = Executor(
+        history=history,
+        run_id=run_id,
+        tasks=tasks,
+        default_retry=list(config.orchestration.retry),
+        faults=dict(config.orchestration.fault_injection),
+        replay=replay,
+        sleep=sleep,
+        metrics=lambda values, labels: metrics.record(values, labels),
+    )
+    tasks.caught = lambda: executor.caught
+    report = RunReport(run_id, "running", 0.0, redrive=redrive is not None)
+    with log_context(run_id=run_id):
+        log_event(log, "run_started", f"run {run_id} started ({trigger})", trigger=trigger)
+        try:
+            executor.execute(machine)
+        except RunFailed as failed:
+            report.status = "failed"
+            report.failed_state = failed.failed_state
+            report.error = failed.error
+            report.error_class = failed.error_class
+        except BaseException as exc:  # Ctrl-C, SIGTERM: the run ends aborted, redrivable
+            history.finish(run_id, "aborted", None, f"interrupted: {type(exc).__name__}")
+            dispatcher.close(NOTIFY_GRACE_SECONDS)
+            raise
+        else:
+            report.status = "succeeded"
+        report.seconds = time.monotonic() - started
+        report.variables = dict(executor.variables)
+        report.summary = tasks.summary
+        history.finish(run_id, report.status, report.failed_state, report.error)
+        _record_run(metrics, report)
+        level = logging.INFO if report.status == "succeeded" else logging.ERROR
+        log_event(
+            log,
+            f"run_{report.status}",
+            f"run {run_id} {report.status} in {report.seconds:.2f} s"
+            + (f" at {report.failed_state}: {report.error}" if report.error else ""),
+            level=level,
+            seconds=round(report.seconds, 3),
+            **{k: v for k, v in report.variables.items() if isinstance(v, int | float)},
+        )
+        observe(project, manifest, history, dispatcher)
+        dispatcher.close(NOTIFY_GRACE_SECONDS)
+    return report
+
+
+def observe(
+    project: Project, manifest: Manifest, history: RunHistory, dispatcher: Dispatcher
+) -> None:
+    """After a run (and on every tick of a schedule): the derived gauges, then the alarms."""
+    now = time.time()
+    last = history.last("succeeded")
+    first = history.runs(limit=1_000_000)[-1:] if last is None else []
+    since = last["ended_at"] if last else (first[0]["started_at"] if first else None)
+    metrics = Metrics(manifest)
+    if since is not None:
+        metrics.record({"seconds_since_last_success": max(0.0, now - since)}, ts=now)
+    evaluate_alarms(project.config, manifest, now, dispatcher)
+    metrics.prune(now=now)
+
+
+def _record_run(metrics: Metrics, report: RunReport) -> None:
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    metrics.record(
+        {
+            "runs_succeeded": 1.0 if report.status == "succeeded" else 0.0,
+            "runs_failed": 1.0 if report.status == "failed" else 0.0,
+            "run_duration_seconds": report.seconds,
+            "run_peak_rss_bytes": peak_kib * 1024.0,
+        }
+    )
+
+
+def run_scheduled(
+    project: Project,
+    schedule: Schedule,
+    *,
+    trigger: str,
+    should_stop: Callable[[], bool],
+    on_report: Callable[[RunReport], None],
+    engine: str | None = None,
+    wait: Callable[[float], bool] | None = None,
+) -> None:
+    """Run at every time ``schedule`` gives until ``should_stop``; a failed run does not stop
+    the schedule (its alarm and notification tell someone), a run that cannot start does."""
+    stopped = threading.Event()
+    pause = wait or (lambda seconds: stopped.wait(seconds))
+    while not should_stop():
+        on_report(run_pipeline(project, trigger=trigger, engine=engine))
+        now = datetime.now(UTC)
+        delay = (schedule.next_after(now) - now).total_seconds()
+        # sleep in short steps, so Ctrl-C and should_stop are honoured promptly
+        while delay > 0 and not should_stop():
+            step = min(delay, 0.5)
+            if pause(step):
+                return
+            delay -= step

@@ -1,0 +1,277 @@
+"""The task resources a machine's Task states run, each over the lake and the warehouse.
+
+=========== ==================================================================================
+check       counts raw files not transformed yet and staged batches not loaded yet (new_data)
+transform   quality rules + SQL transforms of every table (or ``table``) into staged batches
+stage       prepares the warehouse and truncate-and-loads staging tables (riverbed.load.runner)
+dimension   the SCD2 merge of one dimension (``table``) from its staging table
+facts       the append of every fact (or ``table``) from its staging table
+publish     records what the run made visible (freshness) and prunes old metrics
+notify      tells orchestration.notify that the run failed (the default Catch handler)
+=========== ==================================================================================
+
+Every task returns its counts; numbers become the run's variables (Choice states read
+``new_data`` and ``pending_batches``) and per-table counts are recorded as metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from riverbed.config.loader import Project
+from riverbed.config.models import TaskState
+from riverbed.errors import RiverbedError
+from riverbed.lake.manifest import Manifest, open_manifest
+from riverbed.observe.metrics import Metrics
+from riverbed.observe.notify import Dispatcher
+
+
+def _empty_summary() -> dict[str, Any]:
+    return {
+        "engine": None,
+        "batches": 0,
+        "tables": {},
+        "bad_files": [],
+        "load": {"batches": 0, "tables": {}},
+    }
+
+
+@dataclass
+class Tasks:
+    """Runs one Task state of a run; ``caught`` tells the notify task what failed."""
+
+    project: Project
+    manifest: Manifest
+    run_id: str
+    dispatcher: Dispatcher
+    engine: str | None = None
+    tables: Sequence[str] | None = None
+    caught: Callable[[], Any] | None = None
+    # what the run did, table by table, in the shapes of TransformResult.as_dict() and
+    # LoadResult.as_dict() (`riverbed run --json` prints it)
+    summary: dict[str, Any] = field(default_factory=_empty_summary)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, name: str, state: TaskState, variables: dict[str, float]) -> dict[str, Any]:
+        run = getattr(self, f"_{state.resource}")
+        return dict(run(state))
+
+    # --- resources ----------------------------------------------------------------------------
+
+    def _check(self, state: TaskState) -> dict[str, Any]:
+        tables = self._chosen(state) or list(self.project.config.tables)
+        new_raw = len(pending_raw_files(self.manifest, tables))
+        pending = pending_batches(self.manifest, tables)
+        return {"new_raw_files": new_raw, "pending_batches": pending, "new_data": new_raw + pending}
+
+    def _transform(self, state: TaskState) -> dict[str, Any]:
+        from riverbed.transform.runner import run_transform
+
+        result = run_transform(self.project, engine=self.engine, tables=self._chosen(state))
+        self._summarise_transform(result.as_dict())
+        metrics = Metrics(self.manifest)
+        failures = 0
+        worst = 0.0
+        for table in result.tables:
+            checks = [r for b in table.batches for r in b.get("quality", [])]
+            failing = [r for r in checks if r.get("failed", 0) > 0]
+            ratio = max((float(r.get("ratio", 0)) for r in checks), default=0.0)
+            failures += len(failing)
+            worst = max(worst, ratio)
+            metrics.record(
+                {
+                    "transform_rows_in": table.rows_in,
+                    "transform_rows_out": table.rows_out,
+                    "transform_rows_quarantined": table.rows_quarantined,
+                    "transform_batches": len(table.batches),
+                    "quality_failures": len(failing),
+                    "quality_failure_ratio": ratio,
+                },
+                {"table": table.table},
+            )
+        return {
+            "rows_in": sum(t.rows_in for t in result.tables),
+            "rows_staged": sum(t.rows_out for t in result.tables),
+            "rows_quarantined": sum(t.rows_quarantined for t in result.tables),
+            "batches_staged": result.batches,
+            "quality_failures": failures,
+            "quality_failure_ratio": worst,
+            "bad_files": len(result.bad_files),
+        }
+
+    def _stage(self, state: TaskState) -> dict[str, Any]:
+        chosen = set(self._chosen(state) or self.project.config.tables)
+        with self._loader() as loader:
+            loader.prepare(chosen)
+            dims = [d for d in loader.model.dimensions if d.source in chosen]
+            facts = [f for f in loader.model.facts if f.source in chosen]
+            staged = {d.source: loader.stage(d.source) for d in dims}
+            # facts resolve their keys as of the event: they wait while a dimension still has
+            # batches staging could not take this round
+            dims_left = sum(len(loader.pending(d.source)) for d in dims) - sum(staged.values())
+            if dims_left <= 0:
+                staged |= {f.source: loader.stage(f.source) for f in facts}
+            pending = pending_batches(self.manifest, sorted(chosen))
+            if pending and not any(staged.values()):
+                raise RiverbedError(
+                    f"{pending} staged batches are pending but none could be staged; "
+                    "see `riverbed status`"
+                )
+        return {
+            "staged_batches": sum(staged.values()),
+            "staged_tables": len([n for n in staged.values() if n]),
+        }
+
+    def _dimension(self, state: TaskState) -> dict[str, Any]:
+        assert state.table is not None
+        with self._loader() as loader:
+            dim = loader.model.dimension(state.table)
+            if dim is None:
+                raise RiverbedError(f"tables.{state.table} is not a dimension")
+            batches, rows = loader.merge_dimension(dim)
+        self._summarise_load(dim.name, dim.source, len(batches), rows)
+        if batches:
+            Metrics(self.manifest).record(
+                {"load_rows": rows, "load_batches": len(batches)}, {"table": dim.name}
+            )
+        return {"loaded_rows": rows, "loaded_batches": len(batches)}
+
+    def _facts(self, state: TaskState) -> dict[str, Any]:
+        rows_total = batches_total = 0
+        chosen = self._chosen(state)
+        with self._loader() as loader:
+            for fact in loader.model.facts:
+                if chosen is not None and fact.source not in chosen:
+                    continue
+                batches, rows = loader.append_fact(fact)
+                self._summarise_load(fact.name, fact.source, len(batches), rows)
+                if batches:
+                    Metrics(self.manifest).record(
+                        {"load_rows": rows, "load_batches": len(batches)}, {"table": fact.name}
+                    )
+                rows_total += rows
+                batches_total += len(batches)
+        pending = pending_batches(self.manifest, chosen)
+        return {
+            "loaded_rows": rows_total,
+            "loaded_batches": batches_total,
+            "pending_batches": pending,
+        }
+
+    def _publish(self, state: TaskState) -> dict[str, Any]:
+        values = {"published_runs": 1.0}
+        if _has_table(self.manifest, "load_batches"):
+            (loaded_at,) = self.manifest.query("select max(loaded_at) from load_batches")[0]
+            if loaded_at is not None:
+                values["warehouse_loaded_at"] = float(loaded_at)
+        Metrics(self.manifest).record(values)
+        return {"published": 1}
+
+    def _notify(self, state: TaskState) -> dict[str, Any]:
+        err = self.caught() if self.caught else None
+        targets = self.project.config.orchestration.notify
+        event = {
+            "kind": "run",
+            "run_id": self.run_id,
+            "status": "failed",
+            "state": getattr(err, "state", None),
+            "error_class": getattr(err, "error_class", None),
+            "error": getattr(err, "message", None),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "redrive": f"riverbed run --redrive {self.run_id}",
+        }
+        if targets:
+            self.dispatcher.send(targets, event)
+        return {"notified": len(targets)}
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _summarise_transform(self, result: dict[str, Any]) -> None:
+        with self._lock:
+            self.summary["engine"] = result["engine"]
+            self.summary["batches"] += result["batches"]
+            self.summary["bad_files"] += result["bad_files"]
+            for table, counts in result["tables"].items():
+                into = self.summary["tables"].setdefault(
+                    table, {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "batches": []}
+                )
+                for key, value in counts.items():
+                    into[key] += value
+
+    def _summarise_load(self, target: str, source: str, batches: int, rows: int) -> None:
+        with self._lock:
+            load = self.summary["load"]
+            into = load["tables"].setdefault(target, {"source": source, "batches": 0, "rows": 0})
+            into["batches"] += batches
+            into["rows"] += rows
+            load["batches"] += batches
+
+    def _chosen(self, state: TaskState) -> list[str] | None:
+        if state.table is not None:
+            return [state.table]
+        return list(self.tables) if self.tables else None
+
+    @contextmanager
+    def _loader(self) -> Iterator[Any]:
+        """A Loader on its own warehouse and state-store connections (a Parallel's branches
+        each have theirs)."""
+        from riverbed.lake.storage import open_storage
+        from riverbed.load.runner import Loader
+        from riverbed.load.warehouse import open_warehouse
+
+        cfg = self.project.config
+        manifest = open_manifest(self.project)
+        warehouse = open_warehouse(cfg.warehouse, self.project.root)
+        try:
+            yield Loader(
+                self.project, open_storage(cfg.lake, self.project.root), manifest, warehouse
+            )
+        finally:
+            warehouse.close()
+            manifest.close()
+
+
+def _has_table(manifest: Manifest, name: str) -> bool:
+    return bool(manifest.query("select 1 from sqlite_master where name = ?", (name,)))
+
+
+def pending_raw_files(manifest: Manifest, tables: Sequence[str] | None) -> list[str]:
+    """Raw files the transform has not consumed (nor set aside as bad) yet."""
+    known = {r[0] for r in manifest.query("select name from sqlite_master where type = 'table'")}
+    query = "select path from lake_files f where stage = 'raw'"
+    if "transform_inputs" in known:
+        query += " and not exists (select 1 from transform_inputs i where i.path = f.path)"
+    if "bad_files" in known:
+        query += " and not exists (select 1 from bad_files b where b.path = f.path)"
+    params: tuple[Any, ...] = ()
+    if tables:
+        query += f" and table_name in ({', '.join('?' * len(tables))})"
+        params = tuple(tables)
+    return [r[0] for r in manifest.query(query, params)]
+
+
+def pending_batches(manifest: Manifest, tables: Sequence[str] | None) -> int:
+    """Staged batches not loaded into the warehouse yet."""
+    known = {r[0] for r in manifest.query("select name from sqlite_master where type = 'table'")}
+    query = "select distinct table_name, path from lake_files where stage = 'staged'"
+    params: tuple[Any, ...] = ()
+    if tables:
+        query += f" and table_name in ({', '.join('?' * len(tables))})"
+        params = tuple(tables)
+    staged = {(table, _batch_of(path)) for table, path in manifest.query(query, params)}
+    if "load_batches" in known:
+        loaded = set(manifest.query("select table_name, batch_id from load_batches"))
+        staged -= loaded
+    return len(staged)
+
+
+def _batch_of(path: str) -> str:
+    for part in path.split("/"):
+        if part.startswith("batch="):
+            return part.removeprefix("batch=")
+    return path
