@@ -10,6 +10,7 @@ from riverbed.capture.pgoutput import format_lsn, parse_lsn
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
+from riverbed.observe.alarms import alarm_states
 from riverbed.source.connection import source_for
 from riverbed.transform.bookmarks import Bookmarks
 
@@ -31,6 +32,8 @@ def gather(project: Project) -> dict[str, Any]:
         "lake": {},
         "quality": [],
         "bad_files": [],
+        "runs": [],
+        "alarms": [],
     }
     state_path = project.path(cfg.state.path)
     manifest = Manifest(state_path) if state_path.exists() else None
@@ -72,7 +75,22 @@ def gather(project: Project) -> dict[str, Any]:
         transform = Bookmarks(manifest)
         report["quality"] = transform.results()
         report["bad_files"] = transform.bad_files()
+        report["runs"] = _runs(manifest)
+        report["alarms"] = alarm_states(manifest)
         report["generated_at"] = time.time()
     finally:
         manifest.close()
     return report
+
+
+def _runs(manifest: Manifest, limit: int = 5) -> list[dict[str, Any]]:
+    """The latest runs (the orchestrator's history), newest first."""
+    if not manifest.query("select 1 from sqlite_master where name = 'runs'"):
+        return []
+    rows = manifest.query(
+        "select run_id, status, trigger, started_at, ended_at, failed_state, error from runs "
+        "order by started_at desc limit ?",
+        (limit,),
+    )
+    names = ("run_id", "status", "trigger", "started_at", "ended_at", "failed_state", "error")
+    return [dict(zip(names, row)) for row in rows]

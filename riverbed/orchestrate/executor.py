@@ -175,9 +175,9 @@ class Executor:
                     else:
                         output = self.tasks(name, state, dict(variables))
             except StateError as err:  # a Parallel's branch: already classified
-                error_class, message = err.error_class, err.message
+                error_class, message, origin = err.error_class, err.message, err.state
             except Exception as exc:
-                error_class, message = classify(exc), _message(exc)
+                error_class, message, origin = classify(exc), _message(exc), name
             else:
                 seconds = time.monotonic() - started
                 self._record(
@@ -206,7 +206,8 @@ class Executor:
             )
             if index is None or used[index] >= retriers[index].max_attempts:
                 self._metric(name, {"state_failures": 1, "state_retries": attempt - 1})
-                raise StateError(name, error_class, message)
+                # the state that failed inside a Parallel, so the report and redrive name it
+                raise StateError(origin, error_class, message)
             used[index] += 1
             delay = retry_delay(retriers[index], used[index])
             self._record(

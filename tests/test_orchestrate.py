@@ -1,0 +1,345 @@
+"""The orchestrator through the command line: the state machine, retries and their timing,
+Catch -> notification, redrive, the run lock, run history, metrics and alarms."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Database, run_cli
+from riverbed.config.models import RetryRule
+from riverbed.orchestrate.executor import retry_delay
+
+TABLES = """
+tables:
+  customers:
+    kind: dimension
+    target: dim_customer
+    keys: [customer_id]
+    tracked: [name, city]
+  sellers:
+    kind: dimension
+    target: dim_seller
+    keys: [seller_id]
+    tracked: [name]
+  orders:
+    kind: fact
+    target: fact_orders
+    keys: [order_id]
+    quality:
+      - {type: range, column: amount, min: 0, action: quarantine}
+"""
+
+
+@pytest.fixture
+def project(database: Database, tmp_path: Path) -> Path:
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema w;"
+            "create table w.customers (customer_id int primary key, name text, city text);"
+            "create table w.sellers (seller_id int primary key, name text);"
+            "create table w.orders (order_id int primary key, customer_id int, seller_id int,"
+            " amount numeric(10,2));"
+            "insert into w.customers values (1, 'Ann', 'Oslo'), (2, 'Bo', 'Rome');"
+            "insert into w.sellers values (7, 'Shop');"
+            "insert into w.orders values (10, 1, 7, 5.00), (11, 2, 7, 7.50)"
+        )
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
+        "lake:\n  path: lake\nstate:\n  path: state.db\nwarehouse:\n  path: wh.duckdb\n"
+        "notifiers:\n  console: {type: log}\n"
+        f"{TABLES}"
+    )
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    return config
+
+
+def configure(config: Path, **orchestration: Any) -> None:
+    data = yaml.safe_load(config.read_text())
+    data["orchestration"] = orchestration
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def run(config: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    result = run_cli("run", *args, "--json", "-c", str(config))
+    report = json.loads(result.out.strip().splitlines()[-1]) if result.out.strip() else {}
+    return result.code, report, result.err
+
+
+def events(config: Path, run_id: str) -> list[dict[str, Any]]:
+    shown = run_cli("runs", "show", run_id, "--json", "-c", str(config))
+    assert shown.code == 0, shown.text
+    return json.loads(shown.out)["events"]  # type: ignore[no-any-return]
+
+
+def warehouse(config: Path, query: str) -> list[dict[str, Any]]:
+    result = run_cli("query", "--as", "admin", "--format", "json", query, "-c", str(config))
+    assert result.code == 0, result.text
+    return json.loads(result.out)  # type: ignore[no-any-return]
+
+
+FAST_RETRY = {"errors": ["transient"], "interval_seconds": 0.05, "backoff_rate": 2.0}
+
+
+def test_a_run_walks_the_default_machine_and_a_second_one_skips_everything(
+    project: Path,
+) -> None:
+    code, report, err = run(project, "--once")
+    assert code == 0, err
+    assert report["status"] == "succeeded"
+    assert report["load"]["tables"]["fact_orders"]["rows"] == 2
+    states = [(e["state"], e["event"]) for e in events(project, report["run_id"])]
+    for state in ("check", "transform", "stage", "dimension_customers", "dimension_sellers"):
+        assert (state, "succeeded") in states
+    assert ("facts", "succeeded") in states and ("publish", "succeeded") in states
+    assert [e for s, e in states if s == "more_to_load"] == ["chose"]
+
+    code, again, err = run(project, "--once")
+    assert code == 0, err
+    later = [(e["state"], e["event"]) for e in events(project, again["run_id"])]
+    assert ("anything_new", "chose") in later and ("nothing_new", "succeeded") in later
+    assert not [s for s, _ in later if s in ("transform", "stage", "facts")]
+    assert again["variables"]["new_data"] == 0
+
+
+def test_transient_failures_are_retried_with_backoff_and_terminal_ones_are_not(
+    project: Path,
+) -> None:
+    configure(
+        project,
+        retry=[{**FAST_RETRY, "max_attempts": 3}],
+        fault_injection={"transform": {"error": "transient", "times": 2}},
+    )
+    code, report, err = run(project, "--once")
+    assert code == 0, err
+    timeline = events(project, report["run_id"])
+    retries = [e for e in timeline if e["state"] == "transform" and e["event"] == "retry_scheduled"]
+    assert [r["detail"]["delay_seconds"] for r in retries] == [0.05, 0.1]
+    assert all(r["error_class"] == "transient" for r in retries)
+    done = [e for e in timeline if e["state"] == "transform" and e["event"] == "succeeded"]
+    assert done[0]["attempt"] == 3
+
+    configure(
+        project,
+        retry=[{**FAST_RETRY, "max_attempts": 3}],
+        fault_injection={"stage": {"error": "terminal", "times": 1}},
+    )
+    with sqlite3.connect(project.parent / "state.db") as db:
+        db.execute("delete from transform_inputs")  # make the next run find data again
+        db.execute("delete from transform_batches")
+    code, failed, err = run(project, "--once")
+    assert code == 1
+    assert failed["status"] == "failed" and failed["failed_state"] == "stage"
+    assert failed["error_class"] == "terminal"
+    timeline = events(project, failed["run_id"])
+    assert not [e for e in timeline if e["event"] == "retry_scheduled"]
+    assert ("stage", "caught") in [(e["state"], e["event"]) for e in timeline]
+    assert ("notify_failure", "succeeded") in [(e["state"], e["event"]) for e in timeline]
+
+
+def test_retries_stop_at_max_attempts(project: Path) -> None:
+    configure(
+        project,
+        retry=[{**FAST_RETRY, "max_attempts": 2}],
+        fault_injection={"transform": {"error": "transient", "times": 5}},
+    )
+    code, report, _ = run(project, "--once")
+    assert code == 1 and report["failed_state"] == "transform"
+    attempts = [e for e in events(project, report["run_id"]) if e["event"] == "failed"]
+    assert [a["attempt"] for a in attempts if a["state"] == "transform"] == [1, 2, 3]
+
+
+def test_retry_delay_follows_step_functions() -> None:
+    rule = RetryRule(interval_seconds=2, backoff_rate=3, max_delay_seconds=10, jitter="none")
+    assert [retry_delay(rule, n) for n in (1, 2, 3, 4)] == [2, 6, 10, 10]
+    full = RetryRule(interval_seconds=2, backoff_rate=2, jitter="full")
+    assert retry_delay(full, 3, draw=lambda: 0.25) == 2.0
+    assert retry_delay(full, 3, draw=lambda: 0.0) == 0.0
+
+
+class Receiver:
+    """A real webhook endpoint on localhost."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers["Content-Length"])
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_a_caught_failure_reaches_a_webhook(project: Path, receiver: Receiver) -> None:
+    data = yaml.safe_load(project.read_text())
+    data["notifiers"]["hook"] = {"type": "webhook", "url": receiver.url}
+    data["orchestration"] = {
+        "notify": ["hook"],
+        "fault_injection": {"dimension_customers": {"error": "terminal"}},
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, report, _ = run(project, "--once")
+    assert code == 1
+    runs = [b for b in receiver.bodies if b.get("kind") == "run"]
+    assert len(runs) == 1
+    assert runs[0]["run_id"] == report["run_id"] and runs[0]["status"] == "failed"
+    assert runs[0]["state"] == "dimension_customers" and "injected" in runs[0]["error"]
+
+
+def test_redrive_resumes_at_the_failed_state(project: Path) -> None:
+    configure(
+        project,
+        max_concurrency=1,
+        fault_injection={"dimension_sellers": {"error": "terminal"}},
+    )
+    code, failed, _ = run(project, "--once")
+    assert code == 1 and failed["failed_state"] == "dimension_sellers"
+    assert warehouse(project, "select count(*) as n from dim_customer") == [{"n": 2}]
+
+    configure(project, max_concurrency=1)
+    code, report, err = run(project, "--redrive", failed["run_id"])
+    assert code == 0, err
+    assert report["run_id"] == failed["run_id"] and report["redrive"]
+    timeline = events(project, failed["run_id"])
+    redriven = timeline[[e["event"] for e in timeline].index("redrive") :]
+    skipped = {e["state"] for e in redriven if e["event"] == "skipped"}
+    ran = {e["state"] for e in redriven if e["event"] == "succeeded"}
+    assert {"check", "transform", "stage", "dimension_customers"} <= skipped
+    assert {"dimension_sellers", "facts", "publish"} <= ran
+    assert "dimension_customers" not in ran and "transform" not in ran
+    assert warehouse(project, "select count(*) as n from dim_seller") == [{"n": 1}]
+    assert warehouse(project, "select count(*) as n from fact_orders") == [{"n": 2}]
+
+    code, _, err = run(project, "--redrive", failed["run_id"])
+    assert code == 1 and "only a failed or aborted run can be redriven" in err
+    listed = json.loads(run_cli("runs", "--json", "-c", str(project)).out)
+    assert listed[0]["run_id"] == failed["run_id"] and listed[0]["status"] == "succeeded"
+    assert listed[0]["redrives"] == 1
+
+
+def test_a_blocking_quality_failure_stops_before_the_warehouse(project: Path) -> None:
+    data = yaml.safe_load(project.read_text())
+    data["tables"]["orders"]["quality"] = [
+        {"type": "range", "column": "amount", "max": 6, "action": "fail"}
+    ]
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, report, err = run(project, "--once")
+    assert code == 1
+    assert report["failed_state"] == "transform" and report["error_class"] == "quality"
+    assert "range(amount)" in err
+    timeline = events(project, report["run_id"])
+    assert not [e for e in timeline if e["event"] == "retry_scheduled"]
+    assert not [e for e in timeline if e["state"] in ("stage", "facts")]
+    assert not (project.parent / "wh.duckdb").exists()
+
+
+def test_a_second_run_is_refused_and_a_dead_runs_lock_is_taken_over(project: Path) -> None:
+    import fcntl
+
+    from riverbed.lake.manifest import Manifest
+    from riverbed.orchestrate.history import RunHistory
+
+    manifest = Manifest(project.parent / "state.db")
+    history = RunHistory(manifest)
+    active = history.start("once")
+    lock = open(project.parent / ".riverbed" / "run.lock", "a+")  # noqa: SIM115
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        refused = run_cli("run", "--once", "-c", str(project))
+        assert refused.code == 1
+        assert active in refused.err and "Traceback" not in refused.err
+    finally:
+        lock.close()  # the holder "dies": the kernel would drop its lock the same way
+    manifest.close()
+
+    code, report, err = run(project, "--once")
+    assert code == 0, err
+    listed = {r["run_id"]: r for r in json.loads(run_cli("runs", "--json", "-c", str(project)).out)}
+    assert listed[active]["status"] == "aborted"
+    assert listed[report["run_id"]]["status"] == "succeeded"
+
+
+def test_runs_show_prints_the_timeline(project: Path) -> None:
+    code, report, _ = run(project, "--once")
+    assert code == 0
+    listed = run_cli("runs", "-c", str(project))
+    assert listed.code == 0 and report["run_id"] in listed.out and "succeeded" in listed.out
+    shown = run_cli("runs", "show", report["run_id"], "-c", str(project))
+    assert shown.code == 0
+    for state in ("check", "transform", "dimension_customers", "facts", "publish"):
+        assert state in shown.out
+    missing = run_cli("runs", "show", "nope", "-c", str(project))
+    assert missing.code == 1 and "no run nope" in missing.err
+
+
+def test_metrics_and_alarms_after_runs(project: Path) -> None:
+    data = yaml.safe_load(project.read_text())
+    data["alarms"] = {
+        "run_failed": {
+            "metric": "runs_failed",
+            "statistic": "sum",
+            "period_seconds": 300,
+            "threshold": 0,
+            "comparison": ">",
+            "treat_missing_data": "not_breaching",
+            "notify": ["console"],
+        }
+    }
+    data["orchestration"] = {"fault_injection": {"facts": {"error": "terminal"}}}
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _, _ = run(project, "--once")
+    assert code == 1
+    status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+    alarms = {a["alarm"]: a for a in status["alarms"]}
+    assert alarms["run_failed"]["state"] == "ALARM"
+    assert status["runs"][0]["status"] == "failed"
+
+    from riverbed.observe.prometheus import metrics_text
+
+    text = metrics_text(project.parent / "state.db").decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["riverbed_runs_failed"].samples[0].value == 1
+    rows = {s.labels["table"]: s.value for s in families["riverbed_transform_rows_in"].samples}
+    assert rows == {"customers": 2, "sellers": 1, "orders": 2}
+    assert "riverbed_state_duration_seconds" in families
+
+
+def test_bad_orchestration_config_names_the_key(project: Path) -> None:
+    configure(project, machine={"start_at": "go", "states": {"a": {"type": "succeed"}}})
+    result = run_cli("run", "--once", "-c", str(project))
+    assert result.code == 2
+    assert "orchestration.machine" in result.err and "'go' is not a state" in result.err
+    configure(project, every_seconds=1, cron="*/5 * * * *")
+    result = run_cli("run", "-c", str(project))
+    assert result.code == 1 and "cron" in result.err
