@@ -624,53 +624,6 @@ def runs(
         print_timeline(project, run_id, as_json)
 
 
-def _print_warehouse(project: Project) -> None:
-    """Dimension histories and fact counts, as a newcomer would ask for them."""
-    from riverbed.load.model import warehouse_model
-    from riverbed.load.warehouse import open_warehouse
-
-    model = warehouse_model(project.config)
-    warehouse = open_warehouse(project.config.warehouse, project.root)
-    try:
-        table = Table("dimension", "versions", "current", "deleted", "keys with history")
-        for dim in model.dimensions:
-            if warehouse.columns(dim.name) is None:
-                continue
-            key = ", ".join(f'"{k}"' for k in dim.keys)
-            row = warehouse.query(
-                f"select count(*) as versions, count(*) filter (where is_current_record) as current,"
-                f" count(*) filter (where is_deleted) as deleted,"
-                f" (select count(*) from (select {key} from {dim.name} group by {key}"
-                f" having count(*) > 1) h) as changed from {dim.name}"
-            ).to_pylist()[0]
-            table.add_row(
-                dim.name,
-                f"{row['versions']:,}",
-                f"{row['current']:,}",
-                f"{row['deleted']:,}",
-                f"{row['changed']:,}",
-            )
-        console.print(table)
-        facts = Table("fact", "rows", "batches", "first event", "last event")
-        for fact in model.facts:
-            if warehouse.columns(fact.name) is None:
-                continue
-            row = warehouse.query(
-                f"select count(*) as n, count(distinct batch_id) as batches,"
-                f" min(event_ts) as first, max(event_ts) as last from {fact.name}"
-            ).to_pylist()[0]
-            facts.add_row(
-                fact.name,
-                f"{row['n']:,}",
-                f"{row['batches']:,}",
-                str(row["first"])[:19],
-                str(row["last"])[:19],
-            )
-        console.print(facts)
-    finally:
-        warehouse.close()
-
-
 @app.command()
 def ddl(
     dialect: Annotated[
@@ -804,6 +757,56 @@ def status(
             f"[yellow]unreadable raw file {bad['path']} set aside as {bad['moved_to']}: "
             f"{escape(bad['reason'])}[/yellow]"
         )
+    if report["runs"]:
+        last = report["runs"][0]
+        ok = next((r for r in report["runs"] if r["status"] == "succeeded"), None)
+        console.print(
+            f"runs       last {last['run_id']} {last['status']}"
+            + (f" at {last['failed_state']}" if last["failed_state"] else "")
+            + (f"; last success {ok['run_id']}" if ok and ok is not last else "")
+            + " (`riverbed runs` for more)"
+        )
+    else:
+        console.print("runs       none yet (`riverbed run --once`)")
+    for alarm in report["alarms"]:
+        color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
+        console.print(
+            f"alarm      {alarm['alarm']}: [{color}]{alarm['state']}[/{color}] "
+            f"{escape(alarm['reason'])}"
+        )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 9108,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the pipeline's metrics in Prometheus text format at /metrics until Ctrl-C
+    (dashboards and the JSON API join them here later).
+
+    Example: `riverbed serve --port 9108`, then `curl localhost:9108/metrics`
+    """
+    import time
+
+    from riverbed.observe.prometheus import serve_metrics
+
+    project = _project(config)
+    try:
+        server = serve_metrics(project.path(project.config.state.path), host, port)
+    except OSError as exc:
+        raise RiverbedError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port"
+        ) from exc
+    bound_host, bound_port = str(server.server_address[0]), server.server_address[1]
+    console.print(f"metrics at http://{bound_host}:{bound_port}/metrics (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -818,166 +821,22 @@ def demo(
     dirty_ratio: Annotated[
         float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty.")
     ] = 0.02,
+    every: Annotated[
+        float, typer.Option(min=1, help="Seconds between pipeline runs during the traffic.")
+    ] = 5.0,
     config: ConfigOption = None,
 ) -> None:
-    """Everything end to end on the embedded defaults: source, history, capture, live traffic,
-    transform, load, summary.
+    """Everything end to end on the embedded defaults: source, history, capture (snapshot,
+    then following the WAL), live traffic with dirty rows, pipeline runs on a schedule
+    (quality rules, SCD2 dimensions, facts), and a summary: what was captured, quality,
+    dimension versions, fact totals, lag, alarms, and where to look next.
 
     Safe to run twice: an existing shop is kept and gets more traffic.
 
     Example: `riverbed demo --duration 30`
     """
-    from riverbed.shop.history import HistorySpec
-    from riverbed.shop.schema import seeded_counts
-    from riverbed.shop.summary import summarize
-    from riverbed.shop.workload import WorkloadSpec
-    from riverbed.source.connection import source_for
+    from riverbed.cli_demo import run_demo
 
     project = _project(config)
-    source = source_for(project)
-    schema_name = project.config.source.schema_name
-    console.rule("1. source")
-    if source.embedded is not None:
-        with console.status("starting PostgreSQL ..."):
-            done = source.embedded.up()
-        console.print(f"embedded PostgreSQL {', '.join(done)}: {source.display}")
-    else:
-        console.print(f"using {source.display} (source.dsn)")
-    console.rule("2. history")
-    with source.connect() as conn:
-        counts = seeded_counts(conn, schema_name)
-    if counts and counts.get("orders"):
-        console.print(f"shop already seeded ({counts['orders']:,} orders); keeping it")
-    else:
-        _seed(project, HistorySpec(), reset=counts is not None, quiet=False)
-    console.rule("3. capture: snapshot")
-    from riverbed.capture.runner import run_capture
-
-    first = run_capture(
-        project, follow=False, say=lambda line: console.print(line, highlight=False)
-    )
-    if first.resumed_from is not None:
-        console.print("capture resumed where it stopped last time")
-    console.rule("4. live traffic, captured as it happens")
-    spec = WorkloadSpec(
-        rate=rate,
-        duration=duration,
-        dirty_ratio=dirty_ratio,
-        seed=1,
-        large_every=max(duration / 2, 1.0),
-    )
-    stats, stopped = _drive_while_capturing(project, spec)
-    _report_workload(stats, spec, stopped)
-    console.rule("5. what landed in the lake")
-    _print_lake(project)
-    from riverbed.cli_runs import print_load, print_transform
-
-    console.rule("6. transform: quality rules and SQL transforms into staged batches")
-    from riverbed.transform.runner import run_transform
-
-    with console.status("transforming ..."):
-        transformed = run_transform(project)
-    print_transform(transformed)
-    quarantined = sum(t.rows_quarantined for t in transformed.tables)
-    if quarantined:
-        console.print(
-            f"{quarantined:,} dirty rows quarantined with their rule and reason under "
-            f"{project.config.lake.path}/quarantine/<table>/batch=<id>/"
-        )
-    console.rule("7. load: staging, SCD2 dimensions, event facts")
-    from riverbed.load.runner import run_load
-
-    with console.status("loading the warehouse ..."):
-        loaded = run_load(project)
-    print_load(loaded)
-    _print_warehouse(project)
-    console.rule("8. what is in the source")
-    with source.connect() as conn:
-        summary = summarize(conn, schema_name)
-    console.print(", ".join(f"{n:,} {t}" for t, n in summary.rows.items()))
-    if summary.categories:
-        grow, fall = summary.categories[0], summary.categories[-1]
-        console.print(
-            f"items sold {summary.first_month} -> {summary.last_month}: {grow.category} "
-            f"{grow.change:+.0%} (fastest growing), {fall.category} {fall.change:+.0%} (fastest declining)"
-        )
-    console.print(
-        "sellers by return rate: "
-        + ", ".join(f"{n} {tier}" for tier, n in summary.seller_tiers.items())
-    )
-    if summary.revenue_by_region:
-        console.print(
-            "revenue by region: "
-            + ", ".join(
-                f"{region} {value:,.0f}" for region, value in summary.revenue_by_region.items()
-            )
-        )
-    console.rule("next")
-    psql = source.embedded.psql if source.embedded is not None else "psql"
-    console.print(f"browse schema {schema_name}:  {psql} '{source.display}'")
-    console.print("riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)")
-    console.print("riverbed capture --follow       -- stream changes into the lake until Ctrl-C")
-    console.print("riverbed run --once             -- transform and load what capture landed since")
-    console.print(
-        'riverbed query --as admin "select city, effective_date, expiry_date, is_current_record'
-        ' from dim_customer where customer_id = 42"'
-    )
-    console.print("riverbed ddl --dialect redshift -- the same model as Redshift DDL")
-    console.print("riverbed status                 -- lag, the lake's tables, quality results")
-    console.print("riverbed source status          -- replication slots and retained WAL")
-    console.print("riverbed source down            -- stop the embedded PostgreSQL")
-
-
-def _drive_while_capturing(project: Project, spec: Any) -> tuple[Any, bool]:
-    """The workload in this thread, `capture --follow` in another, then a final drain."""
-    import threading
-
-    from riverbed.capture.runner import run_capture
-
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def follow() -> None:
-        try:
-            run_capture(project, follow=True, should_stop=stop.is_set)
-        except BaseException as exc:  # re-raised in the main thread below
-            failure.append(exc)
-
-    follower = threading.Thread(target=follow, name="capture")
-    follower.start()
-    try:
-        stats, stopped = _drive(project, spec, quiet=False)
-    finally:
-        stop.set()
-        follower.join()
-    if failure:
-        raise failure[0]
-    # whatever the follower had not flushed when it stopped: drain up to now
-    run_capture(project, follow=False)
-    return stats, stopped
-
-
-def _print_lake(project: Project) -> None:
-    from riverbed.observe.status import gather
-
-    report = gather(project)
-    cap = report["capture"]
-    table = Table("table", "snapshot rows", "changes", "files", "schema version")
-    for name, info in report["lake"].items():
-        table.add_row(
-            name,
-            f"{info['snapshot_rows']:,}",
-            f"{info['rows'] - info['snapshot_rows']:,}",
-            f"{info['files']:,}",
-            str(info["schema_version"]),
-        )
-    console.print(table)
-    lake = (
-        project.path(project.config.lake.path)
-        if not str(project.config.lake.path).startswith("s3://")
-        else project.config.lake.path
-    )
-    console.print(
-        f"lake {lake}: complete up to {cap['position']}, lag "
-        f"{_bytes(cap['lag_bytes']) if cap['lag_bytes'] is not None else '-'}"
-    )
+    _logging(project, quiet=False)
+    run_demo(project, duration=duration, rate=rate, dirty_ratio=dirty_ratio, every=every)

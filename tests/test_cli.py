@@ -54,6 +54,11 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         assert "fastest growing" in out and "fastest declining" in out
         assert "sellers by return rate" in out and "revenue by region" in out
         assert "riverbed source status" in out  # where to look next
+        # the pipeline ran on a schedule during the traffic, and the summary says what it did
+        assert "a pipeline run every" in out and "changes transformed" in out
+        assert "dirty rows quarantined" in out and "dim_customer" in out
+        assert "fact_order_items" in out and "runs:" in out and "succeeded" in out
+        assert "capture_lag_high" in out  # the alarms table
 
         second = run_cli("demo", "--duration", "2", "-c", str(config), timeout=600)
         assert second.code == 0, second.text

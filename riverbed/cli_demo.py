@@ -1,0 +1,330 @@
+"""`riverbed demo`: the whole pipeline end to end on the embedded defaults, explained as it goes.
+
+1. source up  2. history (seeded once)  3. capture: the snapshot  4. live traffic, with
+`capture --follow` and pipeline runs every few seconds beside it  5. the last changes drained
+and one more run  6. what landed and what the quality rules caught  7. the warehouse  8. the
+runs, lag and alarms  9. where to look next. Safe to run twice: an existing shop is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from riverbed.cli import _drive, _report_workload, _seed, console
+from riverbed.config import Project
+
+
+def run_demo(
+    project: Project, *, duration: float, rate: float, dirty_ratio: float, every: float
+) -> None:
+    from riverbed.capture.runner import run_capture
+    from riverbed.orchestrate.runner import run_pipeline
+    from riverbed.shop.history import HistorySpec
+    from riverbed.shop.schema import seeded_counts
+    from riverbed.shop.workload import WorkloadSpec
+    from riverbed.source.connection import source_for
+
+    source = source_for(project)
+    schema_name = project.config.source.schema_name
+    console.rule("1. source")
+    if source.embedded is not None:
+        with console.status("starting PostgreSQL ..."):
+            done = source.embedded.up()
+        console.print(f"embedded PostgreSQL {', '.join(done)}: {source.display}")
+    else:
+        console.print(f"using {source.display} (source.dsn)")
+    console.rule("2. history")
+    with source.connect() as conn:
+        counts = seeded_counts(conn, schema_name)
+    if counts and counts.get("orders"):
+        console.print(f"shop already seeded ({counts['orders']:,} orders); keeping it")
+    else:
+        _seed(project, HistorySpec(), reset=counts is not None, quiet=False)
+    console.rule("3. capture: the snapshot")
+    first = run_capture(
+        project, follow=False, say=lambda line: console.print(line, highlight=False)
+    )
+    if first.resumed_from is not None:
+        console.print("capture resumed where it stopped last time")
+    with console.status("first pipeline run: quality rules, transforms, the warehouse ..."):
+        report = run_pipeline(project, trigger="demo")
+    _say_run(report)
+    console.rule(f"4. live traffic: captured as it happens, a pipeline run every {every:g} s")
+    spec = WorkloadSpec(
+        rate=rate,
+        duration=duration,
+        dirty_ratio=dirty_ratio,
+        seed=1,
+        large_every=max(duration / 2, 1.0),
+    )
+    stats, stopped = _traffic(project, spec, every)
+    _report_workload(stats, spec, stopped)
+    console.rule("5. the last changes: drained, then one more run")
+    run_capture(project, follow=False)
+    _say_run(run_pipeline(project, trigger="demo"))
+    console.rule("6. what landed in the lake, and what the quality rules caught")
+    _print_lake(project)
+    _print_quality(project)
+    console.rule("7. the warehouse: SCD2 dimensions and event facts")
+    _print_warehouse(project)
+    _print_shop(source, schema_name)
+    console.rule("8. runs, lag and alarms")
+    _print_operations(project)
+    console.rule("9. where to look next")
+    _next_steps(project, source)
+
+
+def _traffic(project: Project, spec: Any, every: float) -> tuple[Any, bool]:
+    """The workload in this thread; `capture --follow` and scheduled runs in two others."""
+    from riverbed.capture.runner import run_capture
+    from riverbed.orchestrate.runner import run_scheduled
+    from riverbed.orchestrate.schedule import EverySchedule
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            run_capture(project, follow=True, should_stop=stop.is_set)
+        except BaseException as exc:  # re-raised in the main thread below
+            failures.append(exc)
+            stop.set()
+
+    def runs() -> None:
+        try:
+            run_scheduled(
+                project,
+                EverySchedule(every),
+                trigger="demo",
+                should_stop=stop.is_set,
+                on_report=_say_run,
+                wait=stop.wait,
+            )
+        except BaseException as exc:
+            failures.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=follow, name="capture"),
+        threading.Thread(target=runs, name="runs"),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        stats, stopped = _drive(project, spec, quiet=False)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    if failures:
+        raise failures[0]
+    return stats, stopped
+
+
+def _say_run(report: Any) -> None:
+    v = report.variables
+    if report.status != "succeeded":
+        console.print(
+            f"[red]run {report.run_id} failed at {report.failed_state}[/red]: "
+            f"{escape(report.error or '')}"
+        )
+    elif not v.get("new_data", 1):
+        console.print(f"run {report.run_id}: nothing new")
+    else:
+        console.print(
+            f"run {report.run_id}: {int(v.get('rows_in', 0)):,} changes transformed, "
+            f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
+            f"{int(v.get('loaded_rows', 0)):,} rows into the warehouse in {report.seconds:.1f} s",
+            highlight=False,
+        )
+
+
+def _print_lake(project: Project) -> None:
+    from riverbed.cli import _bytes
+    from riverbed.observe.status import gather
+
+    report = gather(project)
+    cap = report["capture"]
+    table = Table("table", "snapshot rows", "changes", "files", "schema version")
+    for name, info in report["lake"].items():
+        table.add_row(
+            name,
+            f"{info['snapshot_rows']:,}",
+            f"{info['rows'] - info['snapshot_rows']:,}",
+            f"{info['files']:,}",
+            str(info["schema_version"]),
+        )
+    console.print(table)
+    lake = (
+        project.path(project.config.lake.path)
+        if not str(project.config.lake.path).startswith("s3://")
+        else project.config.lake.path
+    )
+    console.print(
+        f"lake {lake}: complete up to {cap['position']}, lag "
+        f"{_bytes(cap['lag_bytes']) if cap['lag_bytes'] is not None else '-'}"
+    )
+
+
+def _print_quality(project: Project) -> None:
+    from riverbed.lake.manifest import open_manifest
+
+    manifest = open_manifest(project)
+    try:
+        rows = manifest.query(
+            "select table_name, rule, sum(checked), sum(failed), max(status) from quality_results "
+            "group by table_name, rule having sum(failed) > 0 order by 1, 2"
+        )
+        (quarantined,) = manifest.query("select sum(rows_quarantined) from transform_batches")[0]
+    finally:
+        manifest.close()
+    if not rows:
+        console.print("every quality rule passed on every batch")
+        return
+    table = Table("table", "rule", "rows checked", "rows failed", "action taken")
+    for name, rule, checked, failed, status in rows:
+        table.add_row(name, escape(rule), f"{checked:,}", f"{failed:,}", status)
+    console.print(table)
+    console.print(
+        f"{quarantined or 0:,} dirty rows quarantined with their rule and reason under "
+        f"{project.config.lake.path}/quarantine/<table>/batch=<id>/; the clean rows went on"
+    )
+
+
+def _print_warehouse(project: Project) -> None:
+    """Dimension histories and fact counts, as a newcomer would ask for them."""
+    from riverbed.load.model import warehouse_model
+    from riverbed.load.warehouse import open_warehouse
+
+    model = warehouse_model(project.config)
+    warehouse = open_warehouse(project.config.warehouse, project.root, read_only=True)
+    try:
+        table = Table("dimension", "versions", "current", "deleted", "keys with history")
+        for dim in model.dimensions:
+            if warehouse.columns(dim.name) is None:
+                continue
+            key = ", ".join(f'"{k}"' for k in dim.keys)
+            row = warehouse.query(
+                f"select count(*) as versions, count(*) filter (where is_current_record) as current,"
+                f" count(*) filter (where is_deleted) as deleted,"
+                f" (select count(*) from (select {key} from {dim.name} group by {key}"
+                f" having count(*) > 1) h) as changed from {dim.name}"
+            ).to_pylist()[0]
+            table.add_row(
+                dim.name,
+                f"{row['versions']:,}",
+                f"{row['current']:,}",
+                f"{row['deleted']:,}",
+                f"{row['changed']:,}",
+            )
+        console.print(table)
+        facts = Table("fact", "rows", "batches", "first event", "last event")
+        for fact in model.facts:
+            if warehouse.columns(fact.name) is None:
+                continue
+            row = warehouse.query(
+                f"select count(*) as n, count(distinct batch_id) as batches,"
+                f" min(event_ts) as first, max(event_ts) as last from {fact.name}"
+            ).to_pylist()[0]
+            facts.add_row(
+                fact.name,
+                f"{row['n']:,}",
+                f"{row['batches']:,}",
+                str(row["first"])[:19],
+                str(row["last"])[:19],
+            )
+        console.print(facts)
+    finally:
+        warehouse.close()
+
+
+def _print_shop(source: Any, schema_name: str) -> None:
+    """The shape of the shop's data, which the dashboards will show."""
+    from riverbed.shop.summary import summarize
+
+    with source.connect() as conn:
+        summary = summarize(conn, schema_name)
+    console.print("in the source: " + ", ".join(f"{n:,} {t}" for t, n in summary.rows.items()))
+    if summary.categories:
+        grow, fall = summary.categories[0], summary.categories[-1]
+        console.print(
+            f"items sold {summary.first_month} -> {summary.last_month}: {grow.category} "
+            f"{grow.change:+.0%} (fastest growing), {fall.category} {fall.change:+.0%} "
+            "(fastest declining)"
+        )
+    console.print(
+        "sellers by return rate: "
+        + ", ".join(f"{n} {tier}" for tier, n in summary.seller_tiers.items())
+    )
+    if summary.revenue_by_region:
+        console.print(
+            "revenue by region: "
+            + ", ".join(
+                f"{region} {value:,.0f}" for region, value in summary.revenue_by_region.items()
+            )
+        )
+
+
+def _print_operations(project: Project) -> None:
+    from riverbed.lake.manifest import open_manifest
+    from riverbed.observe.alarms import alarm_states
+    from riverbed.observe.metrics import Metrics
+    from riverbed.orchestrate.history import RunHistory
+
+    manifest = open_manifest(project)
+    try:
+        runs = RunHistory(manifest).runs(limit=1000)
+        alarms = alarm_states(manifest)
+        latest = {s.name: s.value for s in Metrics(manifest).latest("capture_lag")}
+    finally:
+        manifest.close()
+    by_status: dict[str, int] = {}
+    for r in runs:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    durations = sorted(r["ended_at"] - r["started_at"] for r in runs if r["ended_at"])
+    median = durations[len(durations) // 2] if durations else 0.0
+    console.print(
+        f"{len(runs)} runs: "
+        + ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+        + f"; median {median:.1f} s"
+    )
+    if "capture_lag_seconds" in latest:
+        console.print(
+            f"capture lag at the end: {latest['capture_lag_seconds']:.1f} s, "
+            f"{int(latest.get('capture_lag_bytes', 0)):,} bytes of WAL"
+        )
+    if alarms:
+        table = Table("alarm", "state", "why")
+        for alarm in alarms:
+            color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
+            table.add_row(
+                alarm["alarm"], f"[{color}]{alarm['state']}[/{color}]", escape(alarm["reason"])
+            )
+        console.print(table)
+
+
+def _next_steps(project: Project, source: Any) -> None:
+    schema_name = project.config.source.schema_name
+    psql = source.embedded.psql if source.embedded is not None else "psql"
+    logs = project.home / "logs" / "riverbed.jsonl"
+    lines = [
+        f"browse schema {schema_name}:  {psql} '{source.display}'",
+        "riverbed runs                   -- run history; `riverbed runs show RUN_ID` for a timeline",
+        "riverbed status                 -- lag, the lake, quality results, runs and alarms",
+        'riverbed query --as admin "select city, effective_date, expiry_date, is_current_record'
+        ' from dim_customer where customer_id = 42"',
+        "riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)",
+        "riverbed capture --follow       -- stream changes into the lake until Ctrl-C",
+        "riverbed run --every 10         -- the pipeline every 10 s until Ctrl-C",
+        "riverbed serve                  -- /metrics for Prometheus",
+        "riverbed ddl --dialect redshift -- the same model as Redshift DDL",
+        "riverbed source status          -- replication slots and retained WAL",
+        f"logs (JSON lines): {logs}",
+        "riverbed source down            -- stop the embedded PostgreSQL",
+    ]
+    for line in lines:
+        console.print(line, highlight=False)

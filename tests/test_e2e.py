@@ -1,0 +1,417 @@
+"""Issue 6's acceptance test, end to end through the command line: after a demo-sized run with
+live workload, one kill -9 of capture and one of a run in the middle, the warehouse agrees with
+the source.
+
+Everything is driven as a user would: `riverbed init`, `shop seed`, `capture --once`, then
+`capture --follow`, `shop run` and `run --every 2` side by side; in the middle capture is
+killed with SIGKILL and restarted, and so is `run --every` while one of its runs is inside a
+warehouse-writing state. After the workload the long-running commands are stopped with Ctrl-C,
+`capture --once` and `run --once` drain what is left, and the warehouse is compared with the
+source: every dimension's live current rows with the source table, every source order item,
+return and order in the facts exactly once, and the run history tells what happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import CliResult, Database, run_cli
+
+WORKLOAD_SECONDS = 25
+SEED = ("--customers", "300", "--sellers", "30", "--products", "150", "--orders", "3000")
+# the warehouse-writing states a run is killed in (the dimension branches run in parallel)
+KILL_STATES = {"dimensions", "dimension_customers", "dimension_sellers", "dimension_products"}
+KILL_STATES |= {"stage", "facts"}
+CHILD_ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+
+
+class Child:
+    """One long-running `riverbed ...` process, its output in files (a pipe nobody reads
+    would fill and block it), in a process group of its own so nothing it starts outlives it."""
+
+    def __init__(self, name: str, args: list[str], logs: Path, cwd: Path):
+        self.name = name
+        self.out = logs / f"{name}.out"
+        self.err = logs / f"{name}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "riverbed", *args],
+                cwd=cwd,
+                env=CHILD_ENV,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        """kill -9, as a crash would: no handler runs, no file is closed cleanly."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def interrupt(self, timeout: float = 60) -> int:
+        """Ctrl-C, then wait for it to finish on its own."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGINT)
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        text = f"--- {self.name} (pid {self.pid}, exit {self.proc.poll()}) stderr:\n"
+        text += self.err.read_text()[-4000:]
+        text += f"\n--- {self.name} stdout:\n" + self.out.read_text()[-2000:]
+        return text
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float, children: list[Child]) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with the children's
+    output if it does not within ``timeout`` seconds, or if a child died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        dead = [c for c in children if not c.alive()]
+        if dead or time.monotonic() > deadline:
+            reason = f"{', '.join(c.name for c in dead)} exited" if dead else "timed out"
+            pytest.fail(f"waiting for {what}: {reason}\n" + "\n".join(c.output() for c in dead))
+        time.sleep(0.02)
+
+
+class StateStore:
+    """Read-only look into the project's SQLite state store (runs, run_events, lake_files),
+    for the conditions the test waits on; the assertions go through the CLI."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        try:
+            uri = f"file:{self.path}?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:  # a table not created yet, or a busy moment
+            return []
+
+    def stream_files(self) -> int:
+        found = self.rows("select count(*) from lake_files where stage = 'raw' and full_load = 0")
+        return int(found[0][0]) if found else 0
+
+    def open_states(self, pid: int) -> tuple[str, set[str]] | None:
+        """The running run of process ``pid`` and the states it is inside right now."""
+        running = self.rows("select run_id from runs where status = 'running' and pid = ?", (pid,))
+        if not running:
+            return None
+        run_id = running[0][0]
+        inside: set[str] = set()
+        for state, event in self.rows(
+            "select state, event from run_events where run_id = ? order by seq", (run_id,)
+        ):
+            if event == "entered":
+                inside.add(state)
+            elif event in ("succeeded", "failed", "caught"):
+                inside.discard(state)
+        return run_id, inside
+
+    def runs_of(self, pid: int, status: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.rows(
+                "select run_id from runs where pid = ? and status = ?", (pid, status)
+            )
+        ]
+
+    def idle(self) -> bool:
+        """No run is active, and the last one ended less than a second ago: a `run --every 2`
+        is in the first half of its pause, the safe moment for Ctrl-C."""
+        if self.rows("select 1 from runs where status = 'running'"):
+            return False
+        last = self.rows("select max(ended_at) from runs")
+        return bool(last and last[0][0] and time.time() - last[0][0] < 1.0)
+
+
+def cli(config: Path, *args: str, timeout: float = 300) -> CliResult:
+    result = run_cli(*args, "-c", str(config), timeout=timeout)
+    assert result.code == 0, f"riverbed {' '.join(args)} exited {result.code}:\n{result.text}"
+    return result
+
+
+def query(config: Path, sql: str) -> list[dict[str, Any]]:
+    result = cli(config, "query", "--as", "admin", "--format", "json", sql)
+    return json.loads(result.out)  # type: ignore[no-any-return]
+
+
+def text(value: Any) -> str | None:
+    """One comparable form for source values (psycopg) and warehouse values (JSON):
+    Decimal('70.88') and "70.88", True and true, 6 and 6."""
+    return None if value is None else str(value)
+
+
+@pytest.fixture
+def project(database: Database, tmp_path: Path) -> Path:
+    """The demo config from `riverbed init`, pointed at the test database, with its own slot and
+    publication, the lake, state and DuckDB warehouse under tmp_path/.riverbed (the defaults),
+    and raw files closed every 2 s instead of 60 so that runs find work while traffic flows."""
+    folder = tmp_path / "proj"
+    assert run_cli("init", str(folder)).code == 0
+    path = folder / "riverbed.yaml"
+    config = yaml.safe_load(path.read_text())
+    suffix = uuid.uuid4().hex[:8]
+    config["source"]["dsn"] = database.dsn
+    config["source"]["slot"] = f"e2e_{suffix}"
+    config["source"]["publication"] = f"e2e_{suffix}"
+    config["lake"]["max_seconds"] = 2
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """Every long-running process the test starts; whatever is still alive at the end is
+    killed, and their output is printed (pytest shows it when the test fails)."""
+    started: list[Child] = []
+    try:
+        yield started
+    finally:
+        for child in started:
+            if child.alive():
+                child.kill9()
+        for child in started:
+            print(child.output())
+
+
+def test_warehouse_agrees_with_source_after_kills_mid_flight(
+    database: Database, project: Path, tmp_path: Path, children: list[Child]
+) -> None:
+    config = str(project)
+    home = project.parent / ".riverbed"
+    state = StateStore(home / "state.db")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def start(name: str, *args: str) -> Child:
+        child = Child(name, [*args, "-c", config], logs, project.parent)
+        children.append(child)
+        return child
+
+    # 1. history and the snapshot
+    cli(project, "shop", "seed", *SEED, "--months", "2", "--seed", "7", "-q")
+    cli(project, "capture", "--once", "-q")
+
+    # 2. live traffic, captured and run as it happens
+    capture = start("capture-1", "capture", "--follow")
+    runner = start("run-every-1", "run", "--every", "2")
+    workload = start(
+        "shop-run",
+        "shop",
+        "run",
+        "--rate",
+        "300",
+        "--duration",
+        str(WORKLOAD_SECONDS),
+        "--dirty-ratio",
+        "0",
+        "--large-every",
+        "1000",
+        "--seed",
+        "3",
+        "--json",
+        "-q",
+    )
+
+    # 3a. kill -9 capture once changes have streamed into the lake, and start it again
+    wait_for("a streamed raw file", lambda: state.stream_files() >= 2, 60, [capture, workload])
+    capture.kill9()
+    capture = start("capture-2", "capture", "--follow")
+
+    # 3b. kill -9 `run --every` while one of its runs is inside a warehouse-writing state
+    def inside_a_writing_state() -> tuple[str, set[str]] | None:
+        found = state.open_states(runner.pid)
+        return found if found and found[1] & KILL_STATES else None
+
+    killed_run, killed_in = wait_for(
+        "a run inside stage/dimensions/facts",
+        inside_a_writing_state,
+        90,
+        [runner, capture, workload],
+    )
+    runner.kill9()
+    killed_pid = runner.pid
+    runner = start("run-every-2", "run", "--every", "2")
+    wait_for(
+        "a run of the restarted `run --every` to succeed",
+        lambda: state.runs_of(runner.pid, "succeeded"),
+        120,
+        [runner, capture],
+    )
+
+    # 4. the traffic ends; stop the followers as a user would, then drain everything
+    assert workload.proc.wait(timeout=WORKLOAD_SECONDS + 120) == 0, workload.output()
+    traffic = json.loads(workload.out.read_text())
+    assert traffic["total_changes"] > 1_000 and not traffic["dirty"], traffic
+    wait_for("a pause between runs", state.idle, 120, [runner])
+    assert runner.interrupt() == 0, runner.output()
+    assert capture.interrupt() == 0, capture.output()
+    cli(project, "capture", "--once", "-q")
+    drained = json.loads(cli(project, "run", "--once", "--json").out)
+    assert drained["status"] == "succeeded", drained
+    again = json.loads(cli(project, "run", "--once", "--json").out)
+    assert again["status"] == "succeeded" and again["variables"].get("new_data") == 0, again
+
+    # 5. the run history: the killed run was aborted by the lock takeover, the rest succeeded
+    runs = json.loads(cli(project, "runs", "--json", "--limit", "10000").out)
+    by_id = {r["run_id"]: r for r in runs}
+    assert by_id[killed_run]["pid"] == killed_pid
+    assert by_id[killed_run]["status"] == "aborted", by_id[killed_run]
+    assert "taken over" in (by_id[killed_run]["error"] or ""), by_id[killed_run]
+    others = {r["run_id"]: r["status"] for r in runs if r["run_id"] != killed_run}
+    assert set(others.values()) == {"succeeded"}, others
+    assert cli(project, "status").code == 0
+    quarantined = state.rows("select coalesce(sum(rows_quarantined), 0) from transform_batches")
+    assert quarantined == [(0,)], "clean traffic, yet rows were quarantined"
+
+    with database.connect() as conn:
+        conn.execute("set transaction isolation level repeatable read")
+        source = {
+            table: conn.execute(f"select * from shop.{table}").fetchall()
+            for table in ("customers", "sellers", "products", "orders", "order_items", "returns")
+        }
+        columns = {
+            table: [c.name for c in conn.execute(f"select * from shop.{table} limit 0").description]
+            for table in source
+        }
+    rows = {t: [dict(zip(columns[t], r)) for r in source[t]] for t in source}
+
+    # dimensions: the live current rows are the source's rows, key by key
+    key = (home / "pii.key").read_text().strip().encode()
+
+    def hashed(value: str | None) -> str | None:  # pii: {email: hash}, governance.pii_key unset
+        return None if value is None else hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+    def upper_trim(value: str | None) -> str | None:  # transforms: {country: upper(trim(...))}
+        return None if value is None else value.strip(" ").upper()
+
+    dimensions = {
+        # target: (source, key, compared columns, source-side transform per column)
+        "dim_customer": (
+            "customers",
+            "customer_id",
+            ["email", "full_name", "phone", "city", "country", "region"],
+            {"email": hashed, "country": upper_trim},
+        ),
+        "dim_seller": ("sellers", "seller_id", ["name", "city", "country", "region"], {}),
+        "dim_product": (
+            "products",
+            "product_id",
+            ["name", "category", "price", "seller_id", "is_active", "description"],
+            {},
+        ),
+    }
+    for target, (table, natural, compared, transform) in dimensions.items():
+        listed = ", ".join([natural, *compared])
+        current = query(
+            project,
+            f"select {listed}, is_deleted, is_inferred from {target} where is_current_record",
+        )
+        per_key = Counter(r[natural] for r in current)
+        assert not [k for k, n in per_key.items() if n > 1], f"{target}: keys with two current rows"
+        warehouse = {
+            r[natural]: tuple(text(r[c]) for c in compared) for r in current if not r["is_deleted"]
+        }
+        expected = {
+            r[natural]: tuple(text(transform.get(c, lambda v: v)(r[c])) for c in compared)
+            for r in rows[table]
+        }
+        missing = sorted(expected.keys() - warehouse.keys())
+        extra = sorted(warehouse.keys() - expected.keys())
+        assert not missing and not extra, f"{target}: missing keys {missing}, extra keys {extra}"
+        differ = {
+            k: {
+                c: (e, w)
+                for c, e, w in zip(compared, expected[k], warehouse[k], strict=True)
+                if e != w
+            }
+            for k in expected
+            if expected[k] != warehouse[k]
+        }
+        assert not differ, f"{target}: {len(differ)} keys differ (source, warehouse): " + str(
+            dict(list(differ.items())[:5])
+        )
+
+    # facts: each source row's insert (or snapshot) event exactly once, the latest event of each
+    # key the source's current row, and no source position twice
+    facts = {
+        # target: (source, key, columns the latest event must match)
+        "fact_order_items": (
+            "order_items",
+            "order_item_id",
+            ["order_id", "product_id", "seller_id", "quantity", "unit_price"],
+        ),
+        "fact_returns": ("returns", "return_id", ["order_item_id", "status", "refund_amount"]),
+        "fact_order_status": ("orders", "order_id", ["customer_id", "status"]),
+    }
+    for target, (table, natural, compared) in facts.items():
+        twice = query(
+            project,
+            f"select _lsn, _seq, count(*) as n from {target} group by _lsn, _seq having count(*) > 1",
+        )
+        assert not twice, f"{target}: source positions loaded twice: {twice[:5]}"
+        events = query(
+            project,
+            f"select {natural}, {', '.join(compared)}, _op, _lsn, _seq from {target}"
+            " order by _lsn, _seq",
+        )
+        ops = Counter(e["_op"] for e in events)
+        assert set(ops) <= {"L", "I", "U", "D"}, ops
+        inserts = Counter(e[natural] for e in events if e["_op"] in ("L", "I"))
+        deletes = {e[natural] for e in events if e["_op"] == "D"}
+        in_source = {r[natural] for r in rows[table]}
+        assert not [k for k, n in inserts.items() if n > 1], f"{target}: keys inserted twice"
+        not_loaded = sorted(in_source - inserts.keys())
+        assert not not_loaded, f"{target}: source rows without an insert event: {not_loaded[:20]}"
+        assert not (deletes & in_source), f"{target}: live source rows with a delete event"
+        gone = sorted(inserts.keys() - in_source - deletes)
+        assert not gone, f"{target}: rows gone from the source without a delete event: {gone}"
+        latest = {e[natural]: e for e in events}  # ordered by source position: the last wins
+        expected = {r[natural]: tuple(text(r[c]) for c in compared) for r in rows[table]}
+        differ = {
+            k: (want, tuple(text(latest[k][c]) for c in compared), latest[k]["_op"])
+            for k, want in expected.items()
+            if tuple(text(latest[k][c]) for c in compared) != want
+        }
+        assert not differ, (
+            f"{target}: {len(differ)} keys whose latest event is not the source's"
+            + (f" current row (source, latest event, its _op): {dict(list(differ.items())[:5])}")
+        )
+
+    print(
+        f"killed capture once; killed run {killed_run} (pid {killed_pid}) inside "
+        f"{sorted(killed_in)}; {traffic['total_changes']:,} changes of traffic; "
+        f"{len(runs)} runs: {Counter(r['status'] for r in runs)}"
+    )
