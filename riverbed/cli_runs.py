@@ -91,7 +91,10 @@ def print_runs(project: Project, limit: int, as_json: bool) -> None:
     if not runs:
         console.print("no runs yet: `riverbed run --once` starts one")
         return
-    table = Table("run", "status", "trigger", "started", "seconds", "failed state / error")
+    table = Table()
+    for name in ("run", "status", "trigger", "started", "seconds"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("failed state / error")
     for r in runs:
         seconds = (r["ended_at"] - r["started_at"]) if r["ended_at"] else None
         color = {"succeeded": "green", "failed": "red", "aborted": "yellow"}.get(r["status"], "")
@@ -126,7 +129,10 @@ def print_timeline(project: Project, run_id: str, as_json: bool) -> None:
         f"run {run_id}: {run['status']} ({run['trigger']}), started {_clock(run['started_at'])}"
         + (f", redriven {run['redrives']}x" if run["redrives"] else "")
     )
-    table = Table("time", "state", "event", "attempt", "detail")
+    table = Table()
+    for name in ("time", "state", "event", "attempt"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("detail")
     for e in events:
         detail = dict(e.detail)
         output = detail.pop("output", None)
@@ -148,7 +154,7 @@ def print_timeline(project: Project, run_id: str, as_json: bool) -> None:
 
 
 def _clock(ts: float, millis: bool = False) -> str:
-    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    text = time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
     return text + (f".{int(ts * 1000) % 1000:03d}" if millis else "")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, run_cli, write_config
+from riverbed.config import demo_config_text
 
 COMMANDS = [
     ("init",),
@@ -43,9 +44,12 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 
 def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
-    config = write_config(tmp_path, f"source:\n  embedded:\n    port: {free_port()}\n")
+    # the demo config as `riverbed init` writes it, on a port of its own
+    text = demo_config_text().replace("port: 54329", f"port: {free_port()}")
+    assert "port: 54329" not in text
+    config = write_config(tmp_path, text)
     try:
-        first = run_cli("demo", "--duration", "3", "-c", str(config), timeout=600)
+        first = run_cli("demo", "--duration", "8", "--every", "2", "-c", str(config), timeout=600)
         assert first.code == 0, first.text
         out = first.out
         assert "started" in out and "seeded" in out
