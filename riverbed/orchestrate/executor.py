@@ -20,6 +20,7 @@ States run by a Catch handler are not replayed: they run again if the redriven r
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -40,10 +41,19 @@ from riverbed.config.models import (
     TaskState,
 )
 from riverbed.errors import RiverbedError, first_line
-from riverbed.observe.logs import log_context
+from riverbed.observe.logs import log_context, log_event
 from riverbed.orchestrate.history import RunHistory
 from riverbed.orchestrate.machine import choose, classify, matches
 
+log = logging.getLogger("riverbed.run")
+# what each history event is worth in the log (the rest: DEBUG)
+_LEVELS = {
+    "succeeded": logging.INFO,
+    "skipped": logging.INFO,
+    "failed": logging.WARNING,
+    "retry_scheduled": logging.WARNING,
+    "caught": logging.ERROR,
+}
 MAX_TRANSITIONS = 10_000  # a machine that loops without end fails instead of running forever
 
 TaskRunner = Callable[[str, TaskState, dict[str, float]], dict[str, Any]]
@@ -168,7 +178,7 @@ class Executor:
             attempt += 1
             started = time.monotonic()
             try:
-                with log_context(state=name):
+                with log_context(state=name, table=getattr(state, "table", None)):
                     self._inject(name)
                     if isinstance(state, ParallelState):
                         output = self._parallel(name, state, variables, handling)
@@ -274,6 +284,13 @@ class Executor:
         if not detail.get("handling"):
             detail.pop("handling", None)
         self.history.record(self.run_id, state, event, **detail)
+        level = _LEVELS.get(event, logging.DEBUG)
+        if log.isEnabledFor(level):
+            counts = detail.get("output") or {}
+            fields = {k: v for k, v in detail.items() if k != "output"} | counts
+            error = f": {detail['error']}" if detail.get("error") else ""
+            with log_context(state=state):
+                log_event(log, f"state_{event}", f"{state} {event}{error}", level=level, **fields)
 
     def _metric(self, state: str, values: dict[str, float]) -> None:
         if self.metrics is not None:
