@@ -766,6 +766,14 @@ def status(
             + (f"; last success {ok['run_id']}" if ok and ok is not last else "")
             + " (`riverbed runs` for more)"
         )
+        hour = report["last_hour"]
+        console.print(
+            f"last hour  {int(hour['runs_succeeded'])} runs succeeded, "
+            f"{int(hour['runs_failed'])} failed (slowest {hour['slowest_run_seconds']:.1f} s); "
+            f"{int(hour['transform_rows_in']):,} rows transformed, "
+            f"{int(hour['transform_rows_quarantined']):,} quarantined, "
+            f"{int(hour['load_rows']):,} loaded"
+        )
     else:
         console.print("runs       none yet (`riverbed run --once`)")
     for alarm in report["alarms"]:

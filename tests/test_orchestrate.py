@@ -324,6 +324,10 @@ def test_metrics_and_alarms_after_runs(project: Path) -> None:
     alarms = {a["alarm"]: a for a in status["alarms"]}
     assert alarms["run_failed"]["state"] == "ALARM"
     assert status["runs"][0]["status"] == "failed"
+    assert status["last_hour"]["runs_failed"] == 1
+    assert status["last_hour"]["transform_rows_in"] == 5  # 2 customers, 1 seller, 2 orders
+    printed = run_cli("status", "-c", str(project))
+    assert printed.code == 0 and "run_failed: ALARM" in printed.out
 
     from riverbed.observe.prometheus import metrics_text
 

@@ -11,6 +11,7 @@ from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
 from riverbed.observe.alarms import alarm_states
+from riverbed.observe.metrics import Metrics
 from riverbed.source.connection import source_for
 from riverbed.transform.bookmarks import Bookmarks
 
@@ -34,6 +35,7 @@ def gather(project: Project) -> dict[str, Any]:
         "bad_files": [],
         "runs": [],
         "alarms": [],
+        "last_hour": {},
     }
     state_path = project.path(cfg.state.path)
     manifest = Manifest(state_path) if state_path.exists() else None
@@ -77,6 +79,7 @@ def gather(project: Project) -> dict[str, Any]:
         report["bad_files"] = transform.bad_files()
         report["runs"] = _runs(manifest)
         report["alarms"] = alarm_states(manifest)
+        report["last_hour"] = _last_hour(manifest, time.time())
         report["generated_at"] = time.time()
     finally:
         manifest.close()
@@ -94,3 +97,21 @@ def _runs(manifest: Manifest, limit: int = 5) -> list[dict[str, Any]]:
     )
     names = ("run_id", "status", "trigger", "started_at", "ended_at", "failed_state", "error")
     return [dict(zip(names, row)) for row in rows]
+
+
+def _last_hour(manifest: Manifest, now: float) -> dict[str, float]:
+    """Sums of the pipeline's counters over the last hour, and the slowest run."""
+    metrics = Metrics(manifest)
+    since = now - 3600
+    out: dict[str, float] = {}
+    for name in (
+        "transform_rows_in",
+        "transform_rows_quarantined",
+        "load_rows",
+        "runs_succeeded",
+        "runs_failed",
+    ):
+        out[name] = sum(v for _, v in metrics.series(name, since))
+    durations = [v for _, v in metrics.series("run_duration_seconds", since)]
+    out["slowest_run_seconds"] = max(durations, default=0.0)
+    return out
