@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from riverbed.errors import RiverbedError
 
 
 class ProcessLock:
-    def __init__(self, path: Path, what: str):
+    """``refusal(pid)``, when given, words the error for a lock someone else holds."""
+
+    def __init__(self, path: Path, what: str, refusal: Callable[[str], str] | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(path, "a+")  # noqa: SIM115 - held until release()
         try:
@@ -24,7 +27,9 @@ class ProcessLock:
             holder = self.handle.read().strip() or "another process"
             self.handle.close()
             raise RiverbedError(
-                f"another `{what}` (pid {holder}) is running for this project; "
+                refusal(holder)
+                if refusal is not None
+                else f"another `{what}` (pid {holder}) is running for this project; "
                 "wait for it, or stop it first (Ctrl-C or SIGTERM)"
             ) from None
         self.handle.seek(0)

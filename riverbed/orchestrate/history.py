@@ -13,7 +13,6 @@ lock is free belonged to a dead process: the next run takes the lock over and ma
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from riverbed.errors import RiverbedError
+from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest
 
 SCHEMA = """
@@ -184,23 +183,20 @@ class RunLock:
     """One `riverbed run` at a time per project (see the module docstring)."""
 
     def __init__(self, path: Path, history: RunHistory):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(path, "a+")  # noqa: SIM115 - held until release()
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
+        def refusal(pid: str) -> str:
             active = history.running()
             named = (
                 f"run {active[-1]['run_id']} (pid {active[-1]['pid']}, started "
                 f"{time.strftime('%H:%M:%S', time.localtime(active[-1]['started_at']))})"
                 if active
-                else "another run"
+                else f"another run (pid {pid})"
             )
-            raise RiverbedError(
+            return (
                 f"{named} is active for this project; wait for it to finish, see it with "
                 "`riverbed runs`, or stop it (Ctrl-C or SIGTERM) before starting another"
-            ) from None
+            )
+
+        self.lock = ProcessLock(path, "riverbed run", refusal)
         # the lock is ours: any run still 'running' belonged to a process that died
         self.taken_over = history.running()
         for stale in self.taken_over:
@@ -217,4 +213,4 @@ class RunLock:
             )
 
     def release(self) -> None:
-        self.handle.close()
+        self.lock.release()
