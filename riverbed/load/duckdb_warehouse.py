@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -21,6 +22,22 @@ from riverbed.load.warehouse import (
     table_columns,
 )
 
+LOCK_WAIT_SECONDS = 15.0  # how long an open waits for another process to let go of the file
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while another process has it open: DuckDB lets one process
+    write a file and none read it meanwhile, so a `riverbed query` and a run's load step each
+    wait for the other's short hold instead of failing."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
 
 class DuckDBWarehouse:
     name = "duckdb"
@@ -37,7 +54,7 @@ class DuckDBWarehouse:
         try:
             if not read_only:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = duckdb.connect(str(path), read_only=read_only)
+            self._db = _connect(path, read_only)
             self._db.execute("SET TimeZone = 'UTC'")
             self._db.execute("SET enable_progress_bar = false")  # stdout belongs to --json
         except OSError as exc:

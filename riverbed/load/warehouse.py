@@ -79,8 +79,9 @@ def open_warehouse(
     """The warehouse ``config`` names: a DuckDB file (a relative ``path`` is resolved against
     ``root``, the project folder) or PostgreSQL by ``dsn``. ``password`` overrides
     ``warehouse.password``, which is otherwise read now. ``read_only`` (queries, e.g.
-    ``riverbed query``): every statement that writes fails, and a DuckDB file is opened
-    without taking the writer's lock."""
+    ``riverbed query``): every statement that writes fails. A DuckDB file is open to one
+    process at a time (one writer, or readers): an open waits a few seconds for another
+    process to let go (see duckdb_warehouse.LOCK_WAIT_SECONDS)."""
     if config.engine == "postgres":
         from riverbed.load.postgres_warehouse import PostgresWarehouse
 

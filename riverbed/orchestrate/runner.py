@@ -224,9 +224,11 @@ def run_scheduled(
     stopped = threading.Event()
     pause = wait or (lambda seconds: stopped.wait(seconds))
     while not should_stop():
+        started = datetime.now(UTC)
         on_report(run_pipeline(project, trigger=trigger, engine=engine))
-        now = datetime.now(UTC)
-        delay = (schedule.next_after(now) - now).total_seconds()
+        # runs start on the schedule (every N s from the last start), not N s after the last
+        # end; a run longer than the interval is followed at once, missed ticks are not owed
+        delay = (schedule.next_after(started) - datetime.now(UTC)).total_seconds()
         # sleep in short steps, so Ctrl-C and should_stop are honoured promptly
         while delay > 0 and not should_stop():
             step = min(delay, 0.5)
