@@ -367,7 +367,8 @@ class TransformRun:
         # earlier versions of the still-marked keys, from the files before this batch
         open_rows = pc.invert(pc.is_null(marks))
         wanted = resolved.filter(open_rows).select(keys)
-        history = self._history(batch, keys, wanted)
+        needed = sorted({n for names in marks.to_pylist() if names for n in names})
+        history = self._history(batch, keys, wanted, needed)
         if history.num_rows == 0:
             return resolved
         flag = "__from_history"
@@ -382,13 +383,21 @@ class TransformRun:
         mine = combined.filter(pc.invert(combined.column(flag)))
         return mine.select(raw.column_names)
 
-    def _history(self, batch: Batch, keys: list[str], wanted: pa.Table) -> pa.Table:
+    def _history(
+        self, batch: Batch, keys: list[str], wanted: pa.Table, needed: list[str]
+    ) -> pa.Table:
+        """The versions of the ``wanted`` keys before this batch that can fill the ``needed``
+        columns: read projected to those columns, then cut down to what resolution uses (see
+        latest_values), so a long-lived table's history costs a scan, not a Python walk."""
         parts = []
         key_set = wanted.group_by(keys).aggregate([])
+        columns = [*keys, *needed, "_op", "_lsn", "_seq", "_toast_unchanged"]
         for file in self.manifest.files("raw", batch.table):
             if file.max_lsn > batch.min_lsn or file in batch.files:
                 continue
-            part = pq.read_table(self.storage.open_input(file.path))
+            parquet = pq.ParquetFile(self.storage.open_input(file.path))
+            present = [c for c in dict.fromkeys(columns) if c in parquet.schema_arrow.names]
+            part = parquet.read(columns=present)
             # join on the keys alone (Arrow joins cannot carry list columns), then take
             index = part.select(keys).append_column("__r", pa.array(np.arange(part.num_rows)))
             part = part.take(index.join(key_set, keys, join_type="left semi").column("__r"))
@@ -396,7 +405,7 @@ class TransformRun:
                 parts.append(part)
         if not parts:
             return pa.table({})
-        return concat_versions(parts)
+        return latest_values(concat_versions(parts), keys, needed)
 
     def _checks(
         self, batch: Batch, cfg: TableConfig, raw: pa.Table, shape: pa.Schema
@@ -792,6 +801,48 @@ def transform_statement(table: str, cfg: TableConfig, schema: pa.Schema) -> exp.
         is_delete = exp.EQ(this=exp.column("_op"), expression=exp.Literal.string("D"))
         select = select.where(exp.or_(is_delete, exp.paren(condition)))
     return select
+
+
+def latest_values(history: pa.Table, keys: list[str], needed: list[str]) -> pa.Table:
+    """The rows of ``history`` that resolving unchanged-TOAST marks after it needs, in source
+    order: per key, the latest row holding each needed column's value (not a delete, column
+    not marked), and the key's last row; plus every marked insert with the delete just before
+    it (a key-changing update, which takes its values from the old key).
+
+    Rows in between only carry marks (the value did not change), so dropping them changes no
+    result; a product repriced a thousand times keeps two rows, not a thousand."""
+    order = pc.sort_indices(history, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
+    history = history.take(order)
+    position = pa.array(np.arange(history.num_rows))
+    marks = history.column("_toast_unchanged")
+    flat = pc.list_flatten(marks)
+    parents = pc.list_parent_indices(marks)
+    not_delete = pc.not_equal(history.column("_op"), "D")
+    keep = [_last_per_key(history.select(keys), position, None)]
+    for name in needed:
+        if name not in history.column_names:
+            continue
+        marked = pc.is_in(position, pc.filter(parents, pc.equal(flat, name)))
+        holds = pc.and_(not_delete, pc.invert(marked))
+        keep.append(_last_per_key(history.select(keys), position, holds))
+    marked_insert = pc.and_(
+        pc.equal(history.column("_op"), "I"), pc.invert(pc.is_null(marks))
+    ).to_numpy(zero_copy_only=False)
+    inserts = np.flatnonzero(marked_insert)
+    keep.append(inserts)
+    keep.append(inserts[inserts > 0] - 1)  # the delete of the old key, checked by the resolver
+    rows = np.unique(np.concatenate(keep))
+    return history.take(pa.array(rows))
+
+
+def _last_per_key(keys: pa.Table, position: pa.Array, where: pa.Array | None) -> np.ndarray:
+    table = keys.append_column("__p", position)
+    if where is not None:
+        table = table.filter(where)
+    if table.num_rows == 0:
+        return np.array([], dtype=np.int64)
+    last = table.group_by(keys.column_names).aggregate([("__p", "max")])
+    return last.column("__p_max").to_numpy()
 
 
 def run_transform(
