@@ -515,6 +515,8 @@ def run(
     Example: `riverbed run --once`, `riverbed run --every 10`, `riverbed run --redrive RUN_ID`,
     `riverbed run --reprocess orders --from 2026-11-27T10:00Z`
     """
+    import signal
+
     from riverbed.cli_runs import print_report, run_partial
 
     if engine is not None and engine not in ("duckdb", "spark"):
@@ -554,27 +556,45 @@ def run(
         if once or redrive is not None
         else _configured_schedule(orchestration.every_seconds, orchestration.cron)
     )
-    if schedule is None:
-        report = run_pipeline(project, redrive=redrive, engine=engine, tables=table)
-        print_report(report, as_json, quiet)
-        if report.status != "succeeded":
-            raise typer.Exit(1)
-        return
-    trigger = "every" if every is not None or orchestration.cron is None else "cron"
-    if not quiet and not as_json:
-        console.print(f"running on a schedule ({_describe(schedule)}); Ctrl-C stops")
+    # SIGINT and SIGTERM (a supervisor's stop) end a run as `aborted`, redrivable; on a
+    # schedule the first one lets the run in flight finish, then stops, and a second aborts it
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if schedule is None or stopping:
+            raise KeyboardInterrupt
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if schedule is None:
+            report = run_pipeline(project, redrive=redrive, engine=engine, tables=table)
+            print_report(report, as_json, quiet)
+            if report.status != "succeeded":
+                raise typer.Exit(1)
+            return
+        trigger = "every" if every is not None or orchestration.cron is None else "cron"
+        if not quiet and not as_json:
+            console.print(f"running on a schedule ({_describe(schedule)}); Ctrl-C stops")
         run_scheduled(
             project,
             schedule,
             trigger=trigger,
             engine=engine,
-            should_stop=lambda: False,
+            should_stop=lambda: bool(stopping),
             on_report=lambda r: print_report(r, as_json, quiet),
         )
-    except KeyboardInterrupt:
         if not quiet and not as_json:
             console.print("stopped")
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: the run in flight is marked aborted; `riverbed runs` shows it and "
+            "`riverbed run --redrive RUN_ID` resumes it"
+        )
+        raise typer.Exit(130) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _configured_schedule(every_seconds: float | None, cron: str | None) -> Any:

@@ -138,7 +138,7 @@ def _say_run(report: Any) -> None:
         console.print(
             f"run {report.run_id}: {int(v.get('rows_in', 0)):,} changes transformed, "
             f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
-            f"{int(v.get('loaded_rows', 0)):,} rows into the warehouse in {report.seconds:.1f} s",
+            f"{report.loaded_rows:,} rows into the warehouse in {report.seconds:.1f} s",
             highlight=False,
         )
 

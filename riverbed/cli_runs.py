@@ -61,7 +61,7 @@ def print_report(report: Any, as_json: bool, quiet: bool) -> None:
             f"run {report.run_id} succeeded in {report.seconds:.1f} s: "
             f"{int(v.get('rows_in', 0)):,} rows transformed, "
             f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
-            f"{int(v.get('loaded_rows', 0)):,} loaded into the warehouse"
+            f"{report.loaded_rows:,} loaded into the warehouse"
         )
         return
     err_console.print(

@@ -4,8 +4,12 @@ Catch -> notification, redrive, the run lock, run history, metrics and alarms.""
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -347,3 +351,30 @@ def test_bad_orchestration_config_names_the_key(project: Path) -> None:
     configure(project, every_seconds=1, cron="*/5 * * * *")
     result = run_cli("run", "-c", str(project))
     assert result.code == 1 and "cron" in result.err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_scheduled_run_loop_stops_on_a_signal(project: Path, sig: signal.Signals) -> None:
+    """Even started in the background with SIGINT ignored (as a shell's `&` does)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "riverbed", "run", "--every", "1", "-c", str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            listed = run_cli("runs", "--json", "-c", str(project))
+            if listed.code == 0 and len(json.loads(listed.out)) >= 2:
+                break
+            time.sleep(0.5)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+    runs = json.loads(run_cli("runs", "--json", "-c", str(project)).out)
+    assert runs and all(r["status"] == "succeeded" for r in runs)

@@ -50,6 +50,7 @@ from riverbed.load.model import (
 from riverbed.load.scd2 import (
     create_index,
     dimension_ddl,
+    positions_ddl,
     scd2_statements,
     staging_ddl,
 )
@@ -135,6 +136,10 @@ class Loader:
         for model in models:
             if model.source in tables:
                 self._withdraw(model)
+        if any(d.source in tables for d in self.model.dimensions):
+            # before the dimensions merge in parallel: two first merges creating the shared
+            # table at once conflict in DuckDB's catalog
+            self.warehouse.execute(positions_ddl())
         if self.model.facts:
             self._ensure_dim_date()
 

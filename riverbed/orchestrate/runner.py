@@ -46,6 +46,12 @@ class RunReport:
     redrive: bool = False
     summary: dict[str, Any] = field(default_factory=dict)  # per table: see Tasks.summary
 
+    @property
+    def loaded_rows(self) -> int:
+        """Rows applied to the warehouse by every load task of the run."""
+        tables = self.summary.get("load", {}).get("tables", {})
+        return sum(int(t["rows"]) for t in tables.values())
+
     def as_dict(self) -> dict[str, Any]:
         return self.summary | {
             "run_id": self.run_id,
