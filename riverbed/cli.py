@@ -614,9 +614,15 @@ def _describe(schedule: Any) -> str:
 def _logging(project: Project, quiet: bool) -> None:
     """JSON lines under .riverbed/logs/; the console shows warnings (the CLI prints the
     progress itself), nothing but errors when --quiet/--json."""
-    from riverbed.observe.logs import setup_logging
+    import contextlib
+
+    from riverbed.config.models import secret_refs
+    from riverbed.observe.logs import redact, setup_logging
 
     setup_logging(project.home / "logs", console_level="ERROR" if quiet else "WARNING")
+    for ref in secret_refs(project.config):  # whatever a library logs, these never show
+        with contextlib.suppress(ValueError):  # not set: the command that needs it says so
+            redact(ref.reveal())
 
 
 @app.command()

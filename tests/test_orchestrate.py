@@ -378,3 +378,26 @@ def test_a_scheduled_run_loop_stops_on_a_signal(project: Path, sig: signal.Signa
     assert "stopped" in out
     runs = json.loads(run_cli("runs", "--json", "-c", str(project)).out)
     assert runs and all(r["status"] == "succeeded" for r in runs)
+
+
+def test_logs_are_json_lines_without_secrets(project: Path, receiver: Receiver) -> None:
+    data = yaml.safe_load(project.read_text())
+    data["notifiers"]["hook"] = {
+        "type": "webhook",
+        "url": receiver.url,
+        "headers": {"Authorization": {"env": "RB_HOOK_TOKEN"}},
+    }
+    data["orchestration"] = {
+        "notify": ["hook"],
+        "fault_injection": {"stage": {"error": "terminal"}},
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    token = "Bearer s3cr3t-t0ken-value"
+    result = run_cli("run", "--once", "-c", str(project), env={"RB_HOOK_TOKEN": token})
+    assert result.code == 1
+    lines = (project.parent / ".riverbed" / "logs" / "riverbed.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    failed = [r for r in records if r.get("event") == "state_caught"]
+    assert failed and failed[0]["state"] == "stage" and failed[0]["run_id"]
+    assert any(r.get("event") == "run_failed" for r in records)
+    assert token not in "\n".join(lines) + result.text

@@ -597,3 +597,24 @@ def _machine_problems(config: RiverbedConfig, machine: MachineConfig, where: str
                 "a dimension task needs a dimension table"
             )
     return problems
+
+
+def secret_refs(model: BaseModel) -> list[SecretRef]:
+    """Every secret reference anywhere in ``model`` (so the logs can mask their values)."""
+    found: list[SecretRef] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretRef):
+            found.append(value)
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(model)
+    return found
