@@ -627,8 +627,9 @@ class TransformRun:
         if not files:
             return like.empty_table() if like is not None else self._empty_like(table)
         keys = list(self.config.tables[table].keys)
-        parts = []
-        for file in files:
+        tests = [(column, _membership(values)) for column, values in restrict or []]
+
+        def read(file: LakeFile) -> pa.Table:
             parquet = pq.ParquetFile(self.storage.open_input(file.path))  # one open per file
             wanted = None
             if columns is not None:
@@ -637,13 +638,17 @@ class TransformRun:
                     for n in parquet.schema_arrow.names
                     if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
                 ]
-            parts.append(parquet.read(columns=wanted))
-        rows = concat_versions(parts)
-        if restrict:  # first keep the keys asked for: what is left to order is small
-            mask = _member(rows.column(restrict[0][0]), restrict[0][1])
-            for column, values in restrict[1:]:
-                mask = pc.or_(mask, _member(rows.column(column), values))
-            rows = rows.filter(mask)
+            part = parquet.read(columns=wanted)
+            if tests:  # keep only the keys asked for, file by file: what is left is small
+                mask = tests[0][1](part.column(tests[0][0]))
+                for column, test in tests[1:]:
+                    mask = pc.or_(mask, test(part.column(column)))
+                part = part.filter(mask)
+            return part
+
+        # files in parallel: reading and filtering release the GIL
+        with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 2)) as pool:
+            rows = concat_versions(list(pool.map(read, files)))
         rows = self._sorted(rows)
         rows = rows.append_column("__i", pa.array(np.arange(rows.num_rows)))
         last = rows.select([*keys, "__i"]).group_by(keys).aggregate([("__i", "max")])
@@ -743,22 +748,31 @@ def _probe() -> DuckDBEngine:
 
 
 def _member(column: pa.ChunkedArray, values: pa.Array) -> pa.Array:
-    """``column`` IN ``values``, one pass. Integer keys in a compact range (the usual
-    serial/identity key) use a bitmap, several times faster than hashing."""
+    """``column`` IN ``values``, one pass (see _membership)."""
+    return _membership(values)(column)
+
+
+def _membership(values: pa.Array) -> Callable[[pa.ChunkedArray], pa.Array]:
+    """A test of ``column`` IN ``values`` to apply to many columns. Integer keys in a compact
+    range (the usual serial/identity key) use a bitmap, several times faster than hashing."""
     values = values.drop_null()
-    if len(values) and pa.types.is_integer(column.type) and pa.types.is_integer(values.type):
-        low, high = pc.min_max(values).values()
-        low_, high_ = low.as_py(), high.as_py()
-        if high_ - low_ < 200_000_000:
-            bitmap = np.zeros(high_ - low_ + 1, dtype=bool)
-            bitmap[values.to_numpy() - low_] = True
-            data = column.combine_chunks()
-            keys = data.fill_null(low_ - 1).to_numpy() - low_
-            inside = (keys >= 0) & (keys <= high_ - low_)
-            found = np.zeros(len(keys), dtype=bool)
-            found[inside] = bitmap[keys[inside]]
-            return pa.array(found)
-    return pc.is_in(column, value_set=values)
+    if len(values) and pa.types.is_integer(values.type):
+        low, high = (v.as_py() for v in pc.min_max(values).values())
+        if high - low < 200_000_000:
+            bitmap = np.zeros(high - low + 1, dtype=bool)
+            bitmap[values.to_numpy() - low] = True
+
+            def by_bitmap(column: pa.ChunkedArray) -> pa.Array:
+                if not pa.types.is_integer(column.type):
+                    return pc.is_in(column, value_set=values)
+                keys = column.combine_chunks().fill_null(low - 1).to_numpy() - low
+                inside = (keys >= 0) & (keys <= high - low)
+                found = np.zeros(len(keys), dtype=bool)
+                found[inside] = bitmap[keys[inside]]
+                return pa.array(found)
+
+            return by_bitmap
+    return lambda column: pc.is_in(column, value_set=values)
 
 
 def _checked_rows(table: pa.Table) -> int:
