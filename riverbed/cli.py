@@ -382,6 +382,57 @@ def _report_workload(stats: Any, spec: Any, stopped: bool) -> None:
 
 # --- capture ------------------------------------------------------------------------------
 
+RECONNECT_MAX_SECONDS = 30.0
+
+
+def _capture_reconnecting(
+    project: Project,
+    follow: bool,
+    resnapshot: bool,
+    stopping: list[int],
+    say: Callable[[str], None],
+) -> Any:
+    """run_capture; with --follow, a transient failure (the source restarting, a dropped
+    connection) is retried with backoff until stopped, resuming exactly from the lake's
+    committed position. A capture that never got going (no position yet: a wrong DSN, a
+    missing schema) fails at once instead of retrying for ever."""
+    import logging
+    import time
+
+    from riverbed.capture.runner import CaptureResult, run_capture
+    from riverbed.lake.manifest import open_manifest
+
+    log = logging.getLogger("riverbed.capture")
+    failures = 0
+    while True:
+        started = time.monotonic()
+        try:
+            return run_capture(
+                project,
+                follow=follow,
+                should_stop=lambda: bool(stopping),
+                say=say,
+                resnapshot=resnapshot and failures == 0,
+            )
+        except RiverbedError as exc:
+            if not follow or not exc.transient or stopping:
+                raise
+            manifest = open_manifest(project)
+            try:
+                if manifest.position(project.config.source.slot) is None:
+                    raise
+            finally:
+                manifest.close()
+            failures = 1 if time.monotonic() - started > 60 else failures + 1
+            delay = min(RECONNECT_MAX_SECONDS, 2.0 ** (failures - 1))
+            log.warning("capture interrupted: %s; reconnecting in %.0f s", exc, delay)
+            say(f"capture interrupted: {exc}; reconnecting in {delay:.0f} s (Ctrl-C stops)")
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not stopping:
+                time.sleep(0.2)
+            if stopping:
+                return CaptureResult()  # stopped while waiting: everything captured is kept
+
 
 @app.command()
 def capture(
@@ -406,7 +457,6 @@ def capture(
     import signal
 
     from riverbed.capture.pgoutput import format_lsn
-    from riverbed.capture.runner import run_capture
 
     if once == follow:
         raise RiverbedError(
@@ -424,13 +474,7 @@ def capture(
             err_console.print(line, highlight=False)
 
     try:
-        result = run_capture(
-            project,
-            follow=follow,
-            should_stop=lambda: bool(stopping),
-            say=say,
-            resnapshot=resnapshot,
-        )
+        result = _capture_reconnecting(project, follow, resnapshot, stopping, say)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -35,7 +35,7 @@ from riverbed.capture.slot import (
 from riverbed.capture.snapshot import SESSION_SETTINGS, SnapshotPoint, TableCopy, copy_tables
 from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamStats
 from riverbed.config.loader import Project
-from riverbed.errors import RiverbedError
+from riverbed.errors import SourceError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest, SchemaVersion, open_manifest
 from riverbed.lake.storage import LakeStorage, open_storage
@@ -160,7 +160,7 @@ def run_capture(
             stream.close()
             heartbeat_conn.close()
     except psycopg2.OperationalError as exc:
-        raise RiverbedError(
+        raise SourceError(
             f"lost the replication connection to {source.display}: {str(exc).strip()}"
         ) from exc
     finally:
