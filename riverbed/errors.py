@@ -2,11 +2,16 @@
 
     RiverbedError            any error with a message meant for the user (exit 1)
     ├── ConfigError          riverbed.yaml is wrong; carries one line per problem (exit 2)
-    └── SourceError          the source PostgreSQL cannot be reached or managed (exit 1)
+    ├── SourceError          the source PostgreSQL cannot be reached or managed (transient)
+    ├── LakeError            riverbed.lake.storage; transient per error
+    ├── WarehouseError       riverbed.load.warehouse; transient per error
+    ├── TransformEngineError riverbed.transform.engine; transient per error
+    └── QualityFailure       riverbed.transform.runner: a rule with action fail (class quality)
 
 Errors from libraries below (psycopg, subprocess, yaml) are translated into these at the
 boundary where they happen, chained with ``from exc``, so the CLI can print one clear line
-and never a traceback.
+and never a traceback. Whether an error is worth retrying is decided there too (``transient``);
+the orchestrator's Retry rules read it (riverbed.orchestrate.machine.classify).
 """
 
 from __future__ import annotations

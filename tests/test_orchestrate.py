@@ -401,3 +401,30 @@ def test_logs_are_json_lines_without_secrets(project: Path, receiver: Receiver) 
     assert failed and failed[0]["state"] == "stage" and failed[0]["run_id"]
     assert any(r.get("event") == "run_failed" for r in records)
     assert token not in "\n".join(lines) + result.text
+
+
+def test_serve_exposes_metrics_over_http(project: Path) -> None:
+    import re
+    import urllib.request
+
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "riverbed", "serve", "--port", "0", "-c", str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"http://([\d.]+):(\d+)/metrics", line)
+        assert found, line + (proc.stderr.read() if proc.poll() is not None else "")
+        with urllib.request.urlopen(found.group(0), timeout=30) as response:
+            text = response.read().decode()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["riverbed_runs_succeeded"].samples[0].value == 1
+    assert families["riverbed_up"].samples[0].value == 1
