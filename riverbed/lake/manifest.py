@@ -87,6 +87,15 @@ class LakeFile:
     schema_version: int
     full_load: bool = False
 
+    @property
+    def batch_id(self) -> str | None:
+        """The transform batch a staged or quarantined file belongs to (its ``batch=<id>``
+        folder); None for a raw file."""
+        for part in self.path.split("/"):
+            if part.startswith("batch="):
+                return part.removeprefix("batch=")
+        return None
+
 
 @dataclass(frozen=True)
 class SchemaVersion:
@@ -140,6 +149,10 @@ class Manifest:
         """Read from the state store (the stages' own tables live beside the manifest's)."""
         with self._lock:
             return self._db.execute(statement, params).fetchall()
+
+    def has_table(self, name: str) -> bool:
+        """Whether a stage has created its table ``name`` in the state store yet."""
+        return bool(self.query("select 1 from sqlite_master where name = ?", (name,)))
 
     def ensure_schema(self, ddl: str) -> None:
         """Create a stage's own tables in the state store, if missing."""

@@ -267,9 +267,7 @@ class Loader:
         """Take out the rows of fact batches the transform withdrew (`run --reprocess`): their
         events come back in the batches that replace them, and must not be there twice. (A
         dimension keeps its versions: the merge ignores events it has applied already.)"""
-        if not self.manifest.query(
-            "select 1 from sqlite_master where name = 'transform_withdrawals'"
-        ):
+        if not self.manifest.has_table("transform_withdrawals"):
             return  # nothing was ever withdrawn
         withdrawn = [
             r[0]
@@ -310,7 +308,9 @@ class Loader:
         }
         grouped: dict[str, list[LakeFile]] = defaultdict(list)
         for file in self.manifest.files("staged", table):
-            batch_id = _batch_of(file.path)
+            batch_id = file.batch_id
+            if batch_id is None:
+                raise RiverbedError(f"staged file {file.path} is not under a batch=<id> folder")
             if batch_id not in loaded:
                 grouped[batch_id].append(file)
         batches = [StagedBatch(table, b, tuple(files)) for b, files in grouped.items()]
@@ -404,13 +404,6 @@ def _add(result: LoadResult, target: str, source: str, applied: tuple[list[str],
     entry = result.tables.setdefault(target, {"source": source, "batches": 0, "rows": 0})
     entry["batches"] += len(applied[0])
     entry["rows"] += applied[1]
-
-
-def _batch_of(path: str) -> str:
-    for part in path.split("/"):
-        if part.startswith("batch="):
-            return part.removeprefix("batch=")
-    raise RiverbedError(f"staged file {path} is not under a batch=<id> folder")
 
 
 def _source_columns(schema: pa.Schema) -> dict[str, exp.DataType]:

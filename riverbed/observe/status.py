@@ -88,7 +88,7 @@ def gather(project: Project) -> dict[str, Any]:
 
 def _runs(manifest: Manifest, limit: int = 5) -> list[dict[str, Any]]:
     """The latest runs (the orchestrator's history), newest first."""
-    if not manifest.query("select 1 from sqlite_master where name = 'runs'"):
+    if not manifest.has_table("runs"):
         return []
     rows = manifest.query(
         "select run_id, status, trigger, started_at, ended_at, failed_state, error from runs "

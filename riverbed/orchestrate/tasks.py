@@ -165,7 +165,7 @@ class Tasks:
 
     def _publish(self, state: TaskState) -> dict[str, Any]:
         values = {"published_runs": 1.0}
-        if _has_table(self.manifest, "load_batches"):
+        if self.manifest.has_table("load_batches"):
             (loaded_at,) = self.manifest.query("select max(loaded_at) from load_batches")[0]
             if loaded_at is not None:
                 values["warehouse_loaded_at"] = float(loaded_at)
@@ -236,17 +236,12 @@ class Tasks:
             manifest.close()
 
 
-def _has_table(manifest: Manifest, name: str) -> bool:
-    return bool(manifest.query("select 1 from sqlite_master where name = ?", (name,)))
-
-
 def pending_raw_files(manifest: Manifest, tables: Sequence[str] | None) -> list[str]:
     """Raw files the transform has not consumed (nor set aside as bad) yet."""
-    known = {r[0] for r in manifest.query("select name from sqlite_master where type = 'table'")}
     query = "select path from lake_files f where stage = 'raw'"
-    if "transform_inputs" in known:
+    if manifest.has_table("transform_inputs"):
         query += " and not exists (select 1 from transform_inputs i where i.path = f.path)"
-    if "bad_files" in known:
+    if manifest.has_table("bad_files"):
         query += " and not exists (select 1 from bad_files b where b.path = f.path)"
     params: tuple[Any, ...] = ()
     if tables:
@@ -257,21 +252,11 @@ def pending_raw_files(manifest: Manifest, tables: Sequence[str] | None) -> list[
 
 def pending_batches(manifest: Manifest, tables: Sequence[str] | None) -> int:
     """Staged batches not loaded into the warehouse yet."""
-    known = {r[0] for r in manifest.query("select name from sqlite_master where type = 'table'")}
-    query = "select distinct table_name, path from lake_files where stage = 'staged'"
-    params: tuple[Any, ...] = ()
-    if tables:
-        query += f" and table_name in ({', '.join('?' * len(tables))})"
-        params = tuple(tables)
-    staged = {(table, _batch_of(path)) for table, path in manifest.query(query, params)}
-    if "load_batches" in known:
-        loaded = set(manifest.query("select table_name, batch_id from load_batches"))
-        staged -= loaded
+    staged = {
+        (f.table, f.batch_id)
+        for f in manifest.files("staged")
+        if tables is None or f.table in tables
+    }
+    if manifest.has_table("load_batches"):
+        staged -= set(manifest.query("select table_name, batch_id from load_batches"))
     return len(staged)
-
-
-def _batch_of(path: str) -> str:
-    for part in path.split("/"):
-        if part.startswith("batch="):
-            return part.removeprefix("batch=")
-    return path
