@@ -70,6 +70,7 @@ create table if not exists metrics (
   ts      real not null
 );
 create index if not exists metrics_by_name on metrics (name, ts);
+create index if not exists metrics_by_ts on metrics (ts);
 """
 
 

@@ -150,6 +150,11 @@ class RunHistory:
         rows = self._runs("where status = ? order by started_at desc limit 1", (status,))
         return rows[0] if rows else None
 
+    def first_started(self) -> float | None:
+        """When the oldest run in the history started."""
+        (started,) = self.db.query("select min(started_at) from runs")[0]
+        return float(started) if started is not None else None
+
     def events(self, run_id: str) -> list[Event]:
         rows = self.db.query(
             "select run_id, seq, ts, state, event, attempt, error_class, error, detail "

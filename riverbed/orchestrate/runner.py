@@ -194,8 +194,7 @@ def observe(
     """After a run (and on every tick of a schedule): the derived gauges, then the alarms."""
     now = time.time()
     last = history.last("succeeded")
-    first = history.runs(limit=1_000_000)[-1:] if last is None else []
-    since = last["ended_at"] if last else (first[0]["started_at"] if first else None)
+    since = last["ended_at"] if last else history.first_started()
     metrics = Metrics(manifest)
     if since is not None:
         metrics.record({"seconds_since_last_success": max(0.0, now - since)}, ts=now)
