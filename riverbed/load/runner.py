@@ -113,20 +113,19 @@ class Loader:
         manifest.ensure_schema(SCHEMA)
 
     def run(self, tables: Sequence[str] | None = None) -> LoadResult:
-        """Everything pending, in a row: stage and merge dimensions until none has batches
-        left, then the same for facts."""
+        """Everything pending, in rounds (see stage_round): what a round staged is merged,
+        dimensions first, then appended."""
         started = time.monotonic()
         result = LoadResult()
         chosen = set(tables) if tables else set(self.config.tables)
         self.prepare(chosen)
-        dims = [d for d in self.model.dimensions if d.source in chosen]
-        facts = [f for f in self.model.facts if f.source in chosen]
-        while staged_dims := [d for d in dims if self.stage(d.source)]:
-            for dim in staged_dims:
-                _add(result, dim.name, dim.source, self.merge_dimension(dim))
-        while staged_facts := [f for f in facts if self.stage(f.source)]:
-            for fact in staged_facts:
-                _add(result, fact.name, fact.source, self.append_fact(fact))
+        while staged := self.stage_round(chosen):
+            for dim in self.model.dimensions:
+                if staged.get(dim.source):
+                    _add(result, dim.name, dim.source, self.merge_dimension(dim))
+            for fact in self.model.facts:
+                if staged.get(fact.source):
+                    _add(result, fact.name, fact.source, self.append_fact(fact))
         result.seconds = time.monotonic() - started
         return result
 
@@ -142,6 +141,20 @@ class Loader:
             self.warehouse.execute(positions_ddl())
         if self.model.facts:
             self._ensure_dim_date()
+
+    def stage_round(self, tables: set[str]) -> dict[str, int]:
+        """Stage every chosen dimension with pending batches, and the facts too unless a
+        dimension still has batches this round could not take (facts resolve their keys as of
+        the event, so every earlier version must be merged first). Table -> batches staged;
+        empty when nothing is pending."""
+        dims = [d.source for d in self.model.dimensions if d.source in tables]
+        staged = {table: self.stage(table) for table in dims}
+        left = sum(len(self.pending(table)) for table in dims) - sum(staged.values())
+        if left <= 0:
+            staged |= {
+                f.source: self.stage(f.source) for f in self.model.facts if f.source in tables
+            }
+        return {table: n for table, n in staged.items() if n}
 
     def stage(self, table: str) -> int:
         """Truncate-and-load ``table``'s staging table with its pending batches (those with the

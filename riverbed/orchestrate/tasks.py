@@ -108,23 +108,16 @@ class Tasks:
         chosen = set(self._chosen(state) or self.project.config.tables)
         with self._loader() as loader:
             loader.prepare(chosen)
-            dims = [d for d in loader.model.dimensions if d.source in chosen]
-            facts = [f for f in loader.model.facts if f.source in chosen]
-            staged = {d.source: loader.stage(d.source) for d in dims}
-            # facts resolve their keys as of the event: they wait while a dimension still has
-            # batches staging could not take this round
-            dims_left = sum(len(loader.pending(d.source)) for d in dims) - sum(staged.values())
-            if dims_left <= 0:
-                staged |= {f.source: loader.stage(f.source) for f in facts}
+            staged = loader.stage_round(chosen)
             pending = pending_batches(self.manifest, sorted(chosen))
-            if pending and not any(staged.values()):
+            if pending and not staged:
                 raise RiverbedError(
                     f"{pending} staged batches are pending but none could be staged; "
                     "see `riverbed status`"
                 )
         return {
             "staged_batches": sum(staged.values()),
-            "staged_tables": len([n for n in staged.values() if n]),
+            "staged_tables": len(staged),
         }
 
     def _dimension(self, state: TaskState) -> dict[str, Any]:
