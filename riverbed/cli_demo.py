@@ -126,21 +126,9 @@ def _traffic(project: Project, spec: Any, every: float) -> tuple[Any, bool]:
 
 
 def _say_run(report: Any) -> None:
-    v = report.variables
-    if report.status != "succeeded":
-        console.print(
-            f"[red]run {report.run_id} failed at {report.failed_state}[/red]: "
-            f"{escape(report.error or '')}"
-        )
-    elif not v.get("new_data", 1):
-        console.print(f"run {report.run_id}: nothing new")
-    else:
-        console.print(
-            f"run {report.run_id}: {int(v.get('rows_in', 0)):,} changes transformed, "
-            f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
-            f"{report.loaded_rows:,} rows into the warehouse in {report.seconds:.1f} s",
-            highlight=False,
-        )
+    from riverbed.cli_runs import print_report
+
+    print_report(report, as_json=False, quiet=False)
 
 
 def _print_lake(project: Project) -> None:

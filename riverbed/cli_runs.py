@@ -59,9 +59,10 @@ def print_report(report: Any, as_json: bool, quiet: bool) -> None:
             return
         console.print(
             f"run {report.run_id} succeeded in {report.seconds:.1f} s: "
-            f"{int(v.get('rows_in', 0)):,} rows transformed, "
+            f"{int(v.get('rows_in', 0)):,} changes transformed, "
             f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
-            f"{report.loaded_rows:,} loaded into the warehouse"
+            f"{report.loaded_rows:,} rows loaded into the warehouse",
+            highlight=False,
         )
         return
     err_console.print(
