@@ -575,6 +575,7 @@ def run(
         raise RiverbedError("--stage transform|load runs once; it goes without --every/--redrive")
     project = _project(config)
     _logging(project, quiet or as_json)
+    rewound: list[dict[str, Any]] = []  # printed with the result, as `reprocessed`
     if reprocess_table is not None and start is not None:
         from riverbed.transform.runner import reprocess
 
@@ -587,7 +588,7 @@ def run(
                 "reloads the new batches in their place"
             )
     if stage != "all":
-        run_partial(project, stage, engine, table, as_json, quiet)
+        run_partial(project, stage, engine, table, as_json, quiet, {"reprocessed": rewound})
         return
     from riverbed.orchestrate.runner import run_pipeline, run_scheduled
     from riverbed.orchestrate.schedule import EverySchedule
@@ -613,7 +614,7 @@ def run(
     try:
         if schedule is None:
             report = run_pipeline(project, redrive=redrive, engine=engine, tables=table)
-            print_report(report, as_json, quiet)
+            print_report(report, as_json, quiet, {"reprocessed": rewound})
             if report.status != "succeeded":
                 raise typer.Exit(1)
             return

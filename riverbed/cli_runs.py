@@ -23,6 +23,7 @@ def run_partial(
     tables: Sequence[str] | None,
     as_json: bool,
     quiet: bool,
+    extra: dict[str, Any],
 ) -> None:
     """`riverbed run --stage transform|load`: one stage, outside the state machine (no run
     history), for scripts and benchmarks."""
@@ -35,7 +36,7 @@ def run_partial(
         else TransformResult(engine or project.config.transform.engine)
     )
     loaded = run_load(project, tables=tables) if stage == "load" else LoadResult()
-    payload = result.as_dict() | {"load": loaded.as_dict()}
+    payload = result.as_dict() | {"load": loaded.as_dict()} | extra
     if as_json:
         print(json.dumps(payload, default=str))
     elif quiet:
@@ -46,9 +47,12 @@ def run_partial(
         print_load(loaded)
 
 
-def print_report(report: Any, as_json: bool, quiet: bool) -> None:
+def print_report(
+    report: Any, as_json: bool, quiet: bool, extra: dict[str, Any] | None = None
+) -> None:
+    """A run's outcome: one line (or JSON, with ``extra`` beside the report's own keys)."""
     if as_json:
-        print(json.dumps(report.as_dict(), default=str), flush=True)
+        print(json.dumps(report.as_dict() | (extra or {}), default=str), flush=True)
         return
     if quiet and report.status == "succeeded":
         return

@@ -281,6 +281,7 @@ def test_reprocessed_batches_replace_their_facts(database: Database, project: Pa
     again = run_cli("run", "--reprocess", "orders", "--from", "0/0", "--json", "-c", str(project))
     assert again.code == 0, again.text
     assert json.loads(again.out)["load"]["tables"]["fact_orders"]["rows"] == 5
+    assert [b["rows"] for b in json.loads(again.out)["reprocessed"]] == [5]
     facts = rows(project, "select order_id, batch_id from fact_orders order by order_id")
     assert [f["order_id"] for f in facts] == list(range(80, 85))
     assert len({f["batch_id"] for f in facts}) == 1
