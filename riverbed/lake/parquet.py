@@ -11,6 +11,10 @@ from riverbed.lake.storage import LakeStorage
 
 COMPRESSION = "zstd"
 ROW_GROUP_ROWS = 128 * 1024
+# Pages gather here, in C++, before they reach the Python sink: unbuffered, the writer calls
+# back into Python (and waits for the GIL) about once per page, a thousand times per 512k-row
+# file, which stalls a writer thread whenever another thread is busy in Python.
+SINK_BUFFER = 16 * 1024 * 1024
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
@@ -28,9 +32,11 @@ def write_table(storage: LakeStorage, path: str, table: pa.Table) -> int:
     """Write ``table`` to ``path`` as one Parquet file, visible only when complete. Returns bytes."""
     with storage.open_atomic(path) as sink:
         counter = CountingSink(sink)  # streamed: no second copy of the file in memory
+        buffered = pa.BufferedOutputStream(pa.PythonFile(counter, mode="w"), SINK_BUFFER)
         pq.write_table(
-            table, counter, row_group_size=ROW_GROUP_ROWS, **writer_options(table.schema)
+            table, buffered, row_group_size=ROW_GROUP_ROWS, **writer_options(table.schema)
         )
+        buffered.close()  # flushes the rest
     return counter.written
 
 
