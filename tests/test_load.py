@@ -14,6 +14,7 @@ import pytest
 
 from conftest import Database, run_cli
 from riverbed.config import load_project
+from riverbed.load import facts as load_facts
 from riverbed.load import runner as load_runner
 from riverbed.load.runner import run_load
 from riverbed.load.warehouse import open_warehouse
@@ -174,16 +175,16 @@ def test_a_fact_load_that_dies_is_redone_without_duplicates(
     assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(project)).code == 0
 
     # 1. dies between the preaction and the insert: the transaction rolls back
-    real_append = load_runner.append_statements
+    real_append = load_facts.append_statements
 
     def dying_append(*args: Any, **kwargs: Any) -> list[Any]:
         preaction, *_insert = real_append(*args, **kwargs)
         return [preaction, "select no_such_function()"]
 
-    monkeypatch.setattr(load_runner, "append_statements", dying_append)
+    monkeypatch.setattr(load_facts, "append_statements", dying_append)
     with pytest.raises(Exception):  # noqa: B017 - whatever the warehouse raises
         run_load(load_project(project))
-    monkeypatch.setattr(load_runner, "append_statements", real_append)
+    monkeypatch.setattr(load_facts, "append_statements", real_append)
 
     # 2. dies after the warehouse committed, before the state store recorded the batch
     project_cfg = load_project(project)

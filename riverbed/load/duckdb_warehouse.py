@@ -100,6 +100,20 @@ class DuckDBWarehouse:
         with self._translating("COMMIT"):
             self._db.commit()
 
+    @contextmanager
+    def unordered(self) -> Iterator[None]:
+        # DuckDB keeps a SELECT's row order into the table by default, which serialises an
+        # insert fed by a join (a hash join is not order-preserving). Parallel, each thread
+        # still inserts whole scan morsels, contiguous ranges of the source, so zone maps on
+        # a source in load order stay as tight.
+        with self._translating("SET preserve_insertion_order = false"):
+            self._db.execute("SET preserve_insertion_order = false")
+        try:
+            yield
+        finally:
+            with suppress(duckdb.Error):
+                self._db.execute("RESET preserve_insertion_order")
+
     def load_arrow(self, table: str, rows: pa.Table) -> int:
         existing = self.columns(table)
         names = load_columns(table, rows.schema, existing)

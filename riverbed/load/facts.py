@@ -13,6 +13,7 @@ version completes in place, keeping the surrogate key the fact already points to
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +21,7 @@ from sqlglot import exp
 
 from riverbed.load.model import DimensionModel, FactModel
 from riverbed.load.scd2 import inferred_members_statement
+from riverbed.load.warehouse import Warehouse
 
 FACT_EXTRA = ("date_key", "event_ts", "_op", "_lsn", "_seq", "batch_id")
 
@@ -68,17 +70,39 @@ def load_order(rows: pa.Table, sort_key: Sequence[str]) -> list[str]:
     return [] if pc.all(in_order).as_py() else order
 
 
+def append(
+    warehouse: Warehouse,
+    fact: FactModel,
+    columns: list[str],
+    batch_ids: Sequence[str],
+    order_by: Sequence[str],
+    earliest: datetime | None,
+) -> None:
+    """Append the staged batches in one transaction (see append_statements). The insert need
+    not keep staging's row order: staging is in load order already, or the insert sorts."""
+    statements = append_statements(fact, columns, batch_ids, order_by, warehouse.dialect, earliest)
+    with warehouse.transaction(), warehouse.unordered():
+        for statement in statements:
+            warehouse.execute(statement)
+
+
 def append_statements(
     fact: FactModel,
     columns: list[str],
     batch_ids: Sequence[str],
     order_by: Sequence[str],
     dialect: str,
+    earliest: datetime | None = None,
 ) -> list[exp.Expr]:
     """The fact load of one staged batch, to run in one transaction after the staging load:
     the preaction, the insert (rows sorted by ``order_by``, see load_order) with every key
     resolved as of its event, then, per dimension, an inferred member for each key that had no
-    row at all and those rows' keys filled in."""
+    row at all and those rows' keys filled in.
+
+    ``earliest``, the batch's first event time, leaves out of the key join every version that
+    expired before it: none can be valid at any of the batch's events, and a dimension's
+    history grows with every change while the versions a batch of recent events can meet stay
+    about one per key."""
     preaction = exp.delete(fact.name, where=_of_batches("batch_id", None, batch_ids))
     stg = exp.to_table(fact.staging, alias="s")
     select = exp.select(*(exp.column(c, table="s", quoted=True) for c in columns)).from_(stg)
@@ -86,6 +110,9 @@ def append_statements(
     for index, (column, dim) in enumerate(fact.dimensions):
         alias = f"d{index}"
         on = _as_of(dim, alias, "s", column, exp.column("_commit_ts", table="s"))
+        if earliest is not None:
+            since = exp.cast(exp.Literal.string(earliest.isoformat()), "TIMESTAMPTZ")
+            on = exp.and_(on, exp.GT(this=exp.column("expiry_date", table=alias), expression=since))
         select = select.join(exp.to_table(dim.name, alias=alias), on=on, join_type="left")
         select = select.select(exp.column(dim.surrogate, table=alias))
         target_columns.append(dim.surrogate)
@@ -154,8 +181,9 @@ def _date_key(event: exp.Expr, dialect: str) -> exp.Expr:
     than the key join)."""
     if dialect == "duckdb":
         # EXTRACT on a TIMESTAMPTZ goes through ICU's calendar for every row; the same instant
-        # as a plain UTC TIMESTAMP is integer arithmetic (a third of the append's cost, measured)
-        event = exp.func("make_timestamp", exp.func("epoch_us", event))
+        # as a plain UTC TIMESTAMP is integer arithmetic (a third of the append's cost, measured),
+        # and its DATE a quarter cheaper again
+        event = exp.cast(exp.func("make_timestamp", exp.func("epoch_us", event)), "DATE")
 
     def part(unit: str) -> exp.Expr:
         return exp.Extract(this=exp.var(unit), expression=event.copy())

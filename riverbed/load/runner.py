@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import dim_date_ddl, lake_columns
-from riverbed.load.facts import append_statements, fact_ddl, load_order
+from riverbed.load.facts import append, fact_ddl, load_order
 from riverbed.load.model import (
     CDC_COLUMNS,
     DimensionModel,
@@ -213,7 +214,6 @@ class Loader:
         if not batches:
             return [], 0
         columns = self._staged_columns(fact.source, batches)
-        dialect = self.warehouse.dialect
         cfg = self.config.tables[fact.source]
         # a dimension with nothing loaded yet is created from its lake schema, so its members
         # can be inferred; one with no data at all leaves its key NULL
@@ -225,11 +225,9 @@ class Loader:
         usable = FactModel(fact.source, fact.name, fact.keys, refs)
         self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
         self._index(fact.name, cfg.sort_key, [cfg.dist_key] if cfg.dist_key else [])
-        order = self._load_order(fact, cfg.sort_key)
+        order, earliest = self._load_plan(fact, cfg.sort_key)
         started = time.monotonic()
-        with self.warehouse.transaction():
-            for statement in append_statements(usable, list(columns), batches, order, dialect):
-                self.warehouse.execute(statement)
+        append(self.warehouse, usable, list(columns), batches, order, earliest)
         return batches, self._loaded(fact.source, fact.name, batches, started)
 
     def _staged(self, table: str) -> list[str] | None:
@@ -265,16 +263,17 @@ class Loader:
             db.execute("delete from load_staged where table_name = ?", (source,))
         return count
 
-    def _load_order(self, fact: FactModel, sort_key: list[str]) -> list[str]:
-        """The ORDER BY of the fact insert: none when staging already holds its rows in
-        sort-key order (see facts.load_order; checked on the staging table's key columns)."""
+    def _load_plan(self, fact: FactModel, sort_key: list[str]) -> tuple[list[str], datetime | None]:
+        """The ORDER BY of the fact insert, none when staging already holds its rows in
+        sort-key order (see facts.load_order; checked on the staging table's key columns),
+        and the staged batch's first event time (see facts.append_statements)."""
         wanted = [c for c in sort_key if c in (self.warehouse.columns(fact.staging) or {})]
+        names = [*dict.fromkeys([*wanted, "_lsn", "_seq", "_commit_ts"])]
         keys = self.warehouse.query(
-            exp.select(*(exp.column(c, quoted=True) for c in [*wanted, "_lsn", "_seq"])).from_(
-                fact.staging
-            )
+            exp.select(*(exp.column(c, quoted=True) for c in names)).from_(fact.staging)
         )
-        return load_order(keys, wanted)
+        earliest = pc.min(keys.column("_commit_ts")).as_py() if keys.num_rows else None
+        return load_order(keys, wanted), earliest
 
     def _withdraw(self, fact: FactModel | DimensionModel) -> None:
         """Take out the rows of fact batches the transform withdrew (`run --reprocess`): their

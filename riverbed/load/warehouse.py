@@ -55,6 +55,12 @@ class Warehouse(Protocol):
         run inside the block belong to the transaction. Not re-entrant."""
         ...
 
+    def unordered(self) -> AbstractContextManager[None]:
+        """Inside the block, an INSERT ... SELECT without ORDER BY may store its rows in any
+        order (SQL promises none), so the engine can insert from every thread at once; one
+        with ORDER BY keeps it. A no-op where inserts do not serialise to keep order."""
+        ...
+
     def load_arrow(self, table: str, rows: pa.Table) -> int:
         """Append ``rows`` to the existing ``table``, matching columns by name (table columns
         missing from ``rows`` get NULL); the number of rows loaded. Memory beyond ``rows`` stays
