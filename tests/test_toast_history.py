@@ -3,7 +3,8 @@
 The transform resolves a batch's unchanged-TOAST marks from the raw history before it; it keeps
 only the rows resolution needs (transform.runner.latest_values). Random histories of inserts,
 updates with and without marks, deletes, re-inserts and key-changing updates: the batch's rows
-resolve to the same values and marks either way."""
+resolve to the same values and marks either way; and walking only the rows of the keys that
+marked rows read gives what walking every row gives."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riverbed.lake.reader import resolve_unchanged_toast
+from riverbed.lake.reader import _resolve_rows, resolve_unchanged_toast
 from riverbed.transform.runner import latest_values
 
 SCHEMA = pa.schema(
@@ -106,6 +107,21 @@ def test_cut_down_history_resolves_like_the_whole(rows: list[dict[str, Any]], da
     assert cut.num_rows <= history.num_rows
     resolved = resolve_unchanged_toast(pa.concat_tables([cut, batch]), ["id"])
     assert resolved.slice(cut.num_rows).to_pylist() == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(changes())
+def test_walking_only_the_keys_marks_read_resolves_like_walking_every_row(
+    rows: list[dict[str, Any]],
+) -> None:
+    table = pa.Table.from_pylist(rows, SCHEMA)
+    expected = table
+    if table.num_rows:
+        walked = _resolve_rows(table, ["id"])
+        for name in walked.column_names:
+            index = table.column_names.index(name)
+            expected = expected.set_column(index, table.schema.field(name), walked.column(name))
+    assert resolve_unchanged_toast(table, ["id"]).to_pylist() == expected.to_pylist()
 
 
 def test_a_long_history_of_marked_updates_keeps_two_rows_per_key() -> None:

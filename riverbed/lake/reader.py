@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -125,10 +126,49 @@ def resolve_unchanged_toast(table: pa.Table, keys: list[str]) -> pa.Table:
     transaction), the previous version of the old key. A mark is removed once its value is
     filled; a column whose previous version is not in ``table`` stays marked (and null), so a
     later stage can still keep the value it already has.
+
+    Only the rows of keys that a marked row reads are walked (in Python, row by row); the
+    rest are left as they are, so a million-row batch with a few marks costs a few scans.
     """
-    marks = table.column("_toast_unchanged").to_pylist()
-    if not any(marks) or not keys:
+    marks = table.column("_toast_unchanged")
+    if marks.null_count == table.num_rows or not keys or table.num_rows == 0:
         return table
+    lengths = pc.fill_null(pc.list_value_length(marks), 0).to_numpy()
+    marked = np.flatnonzero(lengths > 0)
+    if len(marked) == 0:
+        return table
+    # a marked row right after a D in the same transaction may read the D's (old) key
+    ops = table.column("_op")
+    lsn, seq = table.column("_lsn").to_numpy(), table.column("_seq").to_numpy()
+    before = marked[marked > 0] - 1
+    rekeyed = before[
+        pc.equal(ops.take(before), "D").to_numpy(zero_copy_only=False)
+        & (lsn[before] == lsn[before + 1])
+        & (seq[before] == seq[before + 1] - 1)
+    ]
+    read = table.select(keys).take(np.concatenate([marked, rekeyed])).group_by(keys).aggregate([])
+    index = table.select(keys).append_column("__i", pa.array(np.arange(table.num_rows)))
+    rows = np.sort(index.join(read, keys, join_type="left semi").column("__i").to_numpy())
+    resolved = _resolve_rows(table.take(rows), keys)
+    # put the walked rows back in their places
+    at = np.arange(table.num_rows)
+    at[rows] = table.num_rows + np.arange(len(rows))
+    positions = pa.array(at)
+    for name in resolved.column_names:
+        index_of = table.column_names.index(name)
+        merged = pa.concat_arrays(
+            [table.column(name).combine_chunks(), resolved.column(name).combine_chunks()]
+        )
+        table = table.set_column(index_of, table.schema.field(name), merged.take(positions))
+    return table
+
+
+def _resolve_rows(table: pa.Table, keys: list[str]) -> pa.Table:
+    """resolve_unchanged_toast over ``table``, every version of its keys in source order
+    (the D of a key-changing update has the next ``_seq`` of the same ``_lsn``, so it is the
+    row right before the new key's however many rows were left out). Returns the marked
+    columns and the marks."""
+    marks = table.column("_toast_unchanged").to_pylist()
     marked_columns = sorted({name for names in marks if names for name in names})
     key_values = list(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
     ops = table.column("_op").to_pylist()
@@ -157,9 +197,8 @@ def resolve_unchanged_toast(table: pa.Table, keys: list[str]) -> pa.Table:
             remaining[i] = unresolved or None
         last[key] = {name: columns[name][i] for name in marked_columns}
         last[key]["_unresolved"] = remaining[i] or ()
-    for name, values in columns.items():
-        index = table.column_names.index(name)
-        table = table.set_column(index, name, pa.array(values, table.schema.field(name).type))
-    index = table.column_names.index("_toast_unchanged")
-    field = table.schema.field("_toast_unchanged")
-    return table.set_column(index, field, pa.array(remaining, field.type))
+    arrays = {
+        name: pa.array(values, table.schema.field(name).type) for name, values in columns.items()
+    }
+    arrays["_toast_unchanged"] = pa.array(remaining, table.schema.field("_toast_unchanged").type)
+    return pa.table(arrays)

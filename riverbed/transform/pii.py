@@ -18,6 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -49,17 +50,44 @@ def protect(table: pa.Table, methods: dict[str, str], key: bytes) -> pa.Table:
         if method not in TRANSFORM_METHODS or name not in table.column_names:
             continue
         index = table.column_names.index(name)
-        column = table.column(name)
         # digest each distinct value once: emails and names repeat across versions of a row
-        encoded = pc.dictionary_encode(column.combine_chunks())
-        keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per value: no key setup each
-        digests = [
-            None if value is None else _digest(keyed, str(value), method)
-            for value in encoded.dictionary.to_pylist()
-        ]
-        values = pa.array(digests, pa.string()).take(encoded.indices)
+        encoded = pc.dictionary_encode(table.column(name).combine_chunks())
+        values = digests(encoded.dictionary, method, key).take(encoded.indices)
         table = table.set_column(index, pa.field(name, pa.string()), values)
     return table
+
+
+def digests(values: pa.Array, method: str, key: bytes) -> pa.Array:
+    """The keyed digest of each value's text: HMAC-SHA256 in hex (``hash``), or ``tok_`` and
+    its first 16 hex digits (``tokenize``); NULL stays NULL.
+
+    Text is hashed by DuckDB, on every core and outside the GIL, written out as HMAC is
+    defined (RFC 2104): sha256(key ^ opad || sha256(key ^ ipad || value)). Python's hmac
+    module gives the same (tested) but one value at a time, a third of a second per 100,000
+    values. Other types are digested from Python's str() of the value, as before."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per value: no key setup each
+        texts = [None if v is None else _digest(keyed, str(v), method) for v in values.to_pylist()]
+        return pa.array(texts, pa.string())
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    digest = "sha256($outer || unhex(sha256($inner || encode(v))))"
+    if method == "tokenize":
+        digest = f"'tok_' || left({digest}, 16)"
+    # record batches of a few thousand values: DuckDB scans them on all threads
+    rows = pa.table({"v": values}).to_batches(max_chunksize=_CHUNK)
+    with duckdb.connect() as db:
+        db.register("digest_input", pa.Table.from_batches(rows, pa.schema([("v", values.type)])))
+        result = db.sql(
+            f"select {digest} as d from digest_input",
+            params={"inner": bytes(b ^ 0x36 for b in key), "outer": bytes(b ^ 0x5C for b in key)},
+        ).to_arrow_table()
+    return result.column("d").combine_chunks().cast(pa.string())
+
+
+_BLOCK = 64  # SHA-256's block size in bytes: HMAC pads (or first hashes) its key to it
+_CHUNK = 8192
 
 
 def _digest(keyed: hmac.HMAC, value: str, method: str) -> str:

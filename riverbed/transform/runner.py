@@ -52,6 +52,7 @@ from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError, open_engine
 from riverbed.transform.pii import pii_key, protect
 from riverbed.transform.rules import (
+    BATCH,
     CompiledChecks,
     RuleContext,
     check_schema,
@@ -516,6 +517,8 @@ class TransformRun:
             else checks.flagged
         )
         try:
+            if shuffles and self.engine.name == DuckDBEngine.name:
+                return self._flag_in_order(checks, ordered)
             return self.engine.query(ordered)
         except TransformEngineError as exc:
             if exc.transient:
@@ -532,6 +535,31 @@ class TransformRun:
                         f"tables.{batch.table}.quality"
                     ) from exc
             raise
+
+    def _flag_in_order(self, checks: CompiledChecks, ordered: exp.Select) -> pa.Table:
+        """The flagged rows in source order when the rules shuffle them (DuckDB).
+
+        Sorting the whole result costs twice the query that computes it: every column of
+        every row goes through the sort. So only the positions and flags are sorted, and the
+        rows are read a second time, without the rules' joins, which keeps their order; the
+        two are put side by side once their positions are seen to match row for row."""
+        head = checks.flagged.expressions[0]
+        if not (isinstance(head, exp.Column) and isinstance(head.this, exp.Star)):
+            return self.engine.query(ordered)  # not the shape compile_checks builds
+        narrow = checks.flagged.copy()
+        position = [exp.column(c, table=BATCH) for c in ("_lsn", "_seq")]
+        narrow.set("expressions", [*position, *narrow.expressions[1:]])
+        flags = self.engine.query(narrow.order_by(exp.column("_lsn"), exp.column("_seq")))
+        rows = self.engine.query(exp.select(exp.Star()).from_("transformed"))
+        aligned = rows.num_rows == flags.num_rows and all(
+            pc.all(pc.equal(rows.column(c), flags.column(c))).as_py() is not False
+            for c in ("_lsn", "_seq")
+        )
+        if not aligned:
+            return self.engine.query(ordered)
+        for name in flags.column_names[2:]:
+            rows = rows.append_column(name, flags.column(name))
+        return rows
 
     def _dataset_result(
         self, rule: QualityRule, query: exp.Select | None, shape: pa.Schema, rows: pa.Table
