@@ -14,20 +14,22 @@ transforms and PII hook; ``transform.batch_rows`` 1,000,000) pointed at that ser
    import, dirty_ratio 0.02, as fast as it goes), landed by a second ``capture --once``: the
    stream's inserts, updates (some with unchanged-TOAST marks to resolve) and deletes, and some
    rows the demo rules quarantine. The project folder (lake, state.db with the manifest and no
-   bookmarks, .riverbed) is then copied once per engine, so each starts from the same untouched
-   raw files.
+   bookmarks, .riverbed) is then copied once per measured run, so each starts from the same
+   untouched raw files.
 2. the limit: DuckDB (the ``duckdb`` module, default threads, in a process of its own) reads
    every raw Parquet file of each table (the manifest: state.db ``lake_files`` with stage 'raw')
    and writes it back as one ZSTD Parquet file, no rules, no ordering:
    ``COPY (SELECT * FROM read_parquet([...], union_by_name = true)) TO '...' (FORMAT parquet,
-   COMPRESSION zstd)``, table after table. It runs once before and once after the DuckDB
-   transform: the two show the run-to-run noise, the faster one is the limit.
-3. DuckDB: ``riverbed run --once --stage transform --json`` (engine duckdb, the config's default) on the first
-   copy: per batch of about 1,000,000 raw rows, read + order, TOAST resolution, transforms,
-   every quality rule, quarantine split, PII hash, staged + quarantine Parquet, bookmarks.
-   rows/s = raw rows in / seconds. Target: >= 50% of the limit's rate. (``--stage transform``
-   leaves the warehouse load out: bench/load.py measures that.)
-4. Spark: the same with ``--engine spark`` (``local[*]``) on the second copy; no target. Its
+   COMPRESSION zstd)``, table after table. It runs twice, each time before one of the two
+   DuckDB transforms: the two show the run-to-run noise, the faster one is the limit.
+3. DuckDB: ``riverbed run --once --stage transform --json`` (engine duckdb, the config's
+   default), twice, each on its own copy, each after a limit run: per batch of about 1,000,000
+   raw rows, read + order, TOAST resolution, transforms, every quality rule, quarantine split,
+   PII hash, staged + quarantine Parquet, bookmarks. rows/s = raw rows in / seconds, of the
+   faster of the two (the same rule as the limit's: on a shared machine a single run moves by a
+   fifth). Target: >= 50% of the limit's rate. (``--stage transform`` leaves the warehouse load
+   out: bench/load.py measures that.)
+4. Spark: the same with ``--engine spark`` (``local[*]``) on a copy of its own; no target. Its
    time includes starting Spark (a JVM), shown separately by a second ``run --once`` with
    nothing left to do (the engine is opened, and Spark started, before the bookmarks are read).
    Skipped with --skip-spark or when pyspark is not importable; a failure is reported, and the
@@ -388,26 +390,38 @@ def main() -> int:
             + ", ".join(f"{t} {n:,}" for t, (_, n) in sorted(raw.items(), key=lambda x: -x[1][1]))
         )
         copies = {}
-        for engine in ("duckdb",) if args.skip_spark else ("duckdb", "spark"):
+        for engine in (
+            ("duckdb", "duckdb-2") if args.skip_spark else ("duckdb", "duckdb-2", "spark")
+        ):
             copies[engine] = work / f"project-{engine}"
             shutil.copytree(project, copies[engine])
 
         # 2. + 3. the limit around the DuckDB transform
         limit = measure_limit("  limit    DuckDB Parquet -> Parquet, before", raw, postmaster, work)
         print(f"limit     {limit.seconds:.2f} s")
-        duck = measure(
+        duck_1 = measure(
             "transform  riverbed run --once, duckdb",
             raw_rows,
             run_command(copies["duckdb"] / "riverbed.yaml", "duckdb"),
             postmaster,
             work,
         )
-        check_rows(duck, raw)
-        print(f"duckdb    run --once: {duck.m.seconds:.2f} s" + loaded(duck))
+        check_rows(duck_1, raw)
+        print(f"duckdb    run --once: {duck_1.m.seconds:.2f} s" + loaded(duck_1))
         limit_2 = measure_limit(
             "  limit    DuckDB Parquet -> Parquet, after", raw, postmaster, work
         )
         print(f"limit     again: {limit_2.seconds:.2f} s")
+        duck_2 = measure(
+            "transform  riverbed run --once, duckdb, again",
+            raw_rows,
+            run_command(copies["duckdb-2"] / "riverbed.yaml", "duckdb"),
+            postmaster,
+            work,
+        )
+        check_rows(duck_2, raw)
+        print(f"duckdb    again: {duck_2.m.seconds:.2f} s" + loaded(duck_2))
+        duck = min(duck_1, duck_2, key=lambda r: r.seconds)  # as for the limit: the faster
         duck_idle = measure(
             "(fixed cost: run --once, nothing to do, duckdb)",
             0,
@@ -445,7 +459,7 @@ def main() -> int:
             f"{run.tree_mb:>6,.0f} MB {run.cpu:>6.1f} {run.other_cpu:>11.1f}"
         )
 
-    for run in (duck, limit, limit_2, spark, duck_idle, spark_idle):
+    for run in (duck_1, duck_2, limit, limit_2, spark, duck_idle, spark_idle):
         if run is not None:
             print(line(run))
     best = min(limit.seconds, limit_2.seconds)
@@ -483,7 +497,7 @@ def main() -> int:
             )
             + "): left out of seconds and rows/s above; peak RSS and CPU include it"
         )
-    for run in (duck, limit, limit_2, spark, duck_idle, spark_idle):
+    for run in (duck_1, duck_2, limit, limit_2, spark, duck_idle, spark_idle):
         if run is not None and run.noise:
             print(
                 f"  note: {run.label.strip()} printed {run.noise:,} bytes to stdout besides its "
@@ -495,9 +509,9 @@ def main() -> int:
     ok = ratio >= TARGET
     print(
         f"transform rate / limit (DuckDB)   {ratio:6.1%}   target >= {TARGET:.0%}: "
-        f"{'PASS' if ok else 'FAIL'}   (duckdb {raw_rows / duck.seconds:,.0f} rows/s, limit "
-        f"{raw_rows / best:,.0f} rows/s, the faster of {limit.seconds:.2f} / "
-        f"{limit_2.seconds:.2f} s)"
+        f"{'PASS' if ok else 'FAIL'}   (duckdb {raw_rows / duck.seconds:,.0f} rows/s, the faster "
+        f"of {duck_1.seconds:.2f} / {duck_2.seconds:.2f} s; limit {raw_rows / best:,.0f} rows/s, "
+        f"the faster of {limit.seconds:.2f} / {limit_2.seconds:.2f} s)"
     )
     print(
         f"peak RSS, DuckDB transform        {duck.m.rss_mb:>6,.0f} MB   (tree {duck.tree_mb:,.0f} "
