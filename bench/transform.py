@@ -396,31 +396,27 @@ def main() -> int:
             copies[engine] = work / f"project-{engine}"
             shutil.copytree(project, copies[engine])
 
-        # 2. + 3. the limit around the DuckDB transform
-        limit = measure_limit("  limit    DuckDB Parquet -> Parquet, before", raw, postmaster, work)
-        print(f"limit     {limit.seconds:.2f} s")
-        duck_1 = measure(
-            "transform  riverbed run --once, duckdb",
-            raw_rows,
-            run_command(copies["duckdb"] / "riverbed.yaml", "duckdb"),
-            postmaster,
-            work,
-        )
-        check_rows(duck_1, raw)
-        print(f"duckdb    run --once: {duck_1.m.seconds:.2f} s" + loaded(duck_1))
-        limit_2 = measure_limit(
-            "  limit    DuckDB Parquet -> Parquet, after", raw, postmaster, work
-        )
-        print(f"limit     again: {limit_2.seconds:.2f} s")
-        duck_2 = measure(
-            "transform  riverbed run --once, duckdb, again",
-            raw_rows,
-            run_command(copies["duckdb-2"] / "riverbed.yaml", "duckdb"),
-            postmaster,
-            work,
-        )
-        check_rows(duck_2, raw)
-        print(f"duckdb    again: {duck_2.m.seconds:.2f} s" + loaded(duck_2))
+        # 2. + 3. the limit and the DuckDB transform, in turn, twice
+        limits, ducks = [], []
+        for turn, copy in enumerate(("duckdb", "duckdb-2")):
+            again = ", again" if turn else ""
+            limits.append(
+                measure_limit(f"  limit    DuckDB Parquet -> Parquet{again}", raw, postmaster, work)
+            )
+            print(f"limit     {limits[-1].seconds:.2f} s")
+            ducks.append(
+                measure(
+                    f"transform  riverbed run --once, duckdb{again}",
+                    raw_rows,
+                    run_command(copies[copy] / "riverbed.yaml", "duckdb"),
+                    postmaster,
+                    work,
+                )
+            )
+            check_rows(ducks[-1], raw)
+            print(f"duckdb    run --once: {ducks[-1].m.seconds:.2f} s" + loaded(ducks[-1]))
+        limit, limit_2 = limits
+        duck_1, duck_2 = ducks
         duck = min(duck_1, duck_2, key=lambda r: r.seconds)  # as for the limit: the faster
         duck_idle = measure(
             "(fixed cost: run --once, nothing to do, duckdb)",

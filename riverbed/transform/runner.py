@@ -542,13 +542,13 @@ class TransformRun:
         self, cfg: TableConfig, raw: pa.Table, shape: pa.Schema, checks: CompiledChecks
     ) -> pa.Table | None:
         """The flagged rows, each column the transforms leave alone taken from ``raw`` as it
-        is, when DuckDB keeps the batch's rows and their order (no filter, no rule joins);
-        None otherwise. The engine then computes only the transformed columns and the flags:
-        copying every column in and out of it cost as much as all the rules."""
+        is, when DuckDB keeps every row of the batch (no filter); None otherwise. The engine
+        computes only the transformed columns and the flags: copying every column in and
+        out of it cost as much as all the rules. Rules that shuffle rows (joins, windows)
+        have just those columns sorted back into source order, not whole rows."""
         if self.engine.name != DuckDBEngine.name or cfg.filter:
             return None
-        if checks.flagged.find(exp.Join, exp.Window, exp.Subquery) is not None:
-            return None
+        shuffles = checks.flagged.find(exp.Join, exp.Window, exp.Subquery) is not None
         head = checks.flagged.expressions[0]
         if not (isinstance(head, exp.Column) and isinstance(head.this, exp.Star)):
             return None  # not the shape compile_checks builds
@@ -562,6 +562,8 @@ class TransformRun:
                 *narrow.expressions[1:],
             ],
         )
+        if shuffles:
+            narrow = narrow.order_by(*(exp.column(c) for c in position))
         try:
             result = self.engine.query(narrow)
         except TransformEngineError as exc:
@@ -569,8 +571,7 @@ class TransformRun:
                 raise
             return None  # _flag runs it again and finds the rule at fault
         aligned = result.num_rows == raw.num_rows and all(
-            pc.all(pc.equal(result.column(c), raw.column(c))).as_py() is not False
-            for c in position
+            pc.all(pc.equal(result.column(c), raw.column(c))).as_py() is not False for c in position
         )
         if not aligned:
             return None
@@ -589,7 +590,8 @@ class TransformRun:
         )
 
     def _flag_in_order(self, checks: CompiledChecks, ordered: exp.Select) -> pa.Table:
-        """The flagged rows in source order when the rules shuffle them (DuckDB).
+        """The flagged rows in source order when the rules shuffle them (DuckDB) and a filter
+        drops rows (else _flag_beside does it).
 
         Sorting the whole result costs twice the query that computes it: every column of
         every row goes through the sort. So only the positions and flags are sorted, and the
