@@ -415,6 +415,37 @@ def test_schema_changes_are_read_across_files(database: Database, tmp_path: Path
     assert [r["id"] for r in bad] == [4] and bad[0]["age"] == 5_000_000_000
 
 
+def test_a_reference_to_its_own_table_sees_what_earlier_runs_staged(
+    database: Database, tmp_path: Path
+) -> None:
+    """A manager staged by an earlier run exists for the reference rule of a later batch;
+    a manager nobody ever had does not."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema e; create table e.staff (id int primary key, name text, boss int);"
+            "insert into e.staff values (1, 'ann', null)"
+        )
+    tables = (
+        "tables:\n  staff:\n    kind: dimension\n    target: dim_staff\n    keys: [id]\n"
+        "    tracked: [name, boss]\n    quality:\n"
+        "      - {type: references, column: boss, reference: staff.id, action: quarantine}\n"
+    )
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: e\n  slot: staff\nlake:\n  path: lake\n'
+        f"state:\n  path: state.db\n{tables}"
+    )
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config)).code == 0
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into e.staff values (2, 'bo', 1), (3, 'cy', 99)")
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config)).code == 0
+    assert [r["id"] for r in staged(config, "staff").to_pylist()] == [1, 2]
+    bad = staged(config, "staff", "quarantine").to_pylist()
+    assert [r["id"] for r in bad] == [3] and "99" in bad[0]["_reason"]
+
+
 def test_refunds_are_compared_with_the_item_value(project: Path) -> None:
     """The demo's cross-table rule reads order_items' current rows by name."""
     assert run_cli("run", "--once", "-q", "-c", str(project)).code == 0

@@ -471,7 +471,7 @@ class TransformRun:
             self.engine.register(relation, rows)
             references[other] = relation
         current = None
-        if any(r.type == "unique" for r in cfg.quality):
+        if _reads_own_rows(batch.table, cfg):
             current = f"current_{batch.table}"
             self.engine.register(current, self._current_rows(batch.table, None, shape))
         ctx = RuleContext(
@@ -844,9 +844,15 @@ class _Written:
 
 def _reads_own_batches(table: str, cfg: TableConfig) -> bool:
     """Whether checking a batch reads what this table's earlier batches staged or recorded:
-    its current rows (unique, a rule naming the table), its recent row counts (row_count)."""
+    its current rows (see _reads_own_rows), its recent row counts (row_count)."""
+    return _reads_own_rows(table, cfg) or any(r.type == "row_count" for r in cfg.quality)
+
+
+def _reads_own_rows(table: str, cfg: TableConfig) -> bool:
+    """Whether a rule reads the table's current rows: unique (against the warehouse), a
+    reference to the table itself, SQL naming it."""
     for rule in cfg.quality:
-        if rule.type in ("unique", "row_count"):
+        if rule.type == "unique":
             return True
         if rule.reference and rule.reference.split(".")[0] == table:
             return True
