@@ -568,7 +568,7 @@ def run(
     """
     import signal
 
-    from riverbed.cli_runs import print_report, run_partial
+    from riverbed.cli_runs import live_progress, print_report, run_partial
 
     if engine is not None and engine not in ("duckdb", "spark"):
         raise RiverbedError(f"--engine {engine}: choose duckdb or spark")
@@ -620,7 +620,8 @@ def run(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if schedule is None:
-            report = run_pipeline(project, redrive=redrive, engine=engine, tables=table)
+            with live_progress(not (quiet or as_json)):
+                report = run_pipeline(project, redrive=redrive, engine=engine, tables=table)
             print_report(report, as_json, quiet, {"reprocessed": rewound})
             if report.status != "succeeded":
                 raise typer.Exit(1)

@@ -4,8 +4,10 @@ and the results of the transform and load stages."""
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.markup import escape
@@ -14,6 +16,33 @@ from rich.table import Table
 from riverbed.cli import console, err_console
 from riverbed.config import Project
 from riverbed.errors import RiverbedError
+from riverbed.observe.logs import RedactFilter
+
+
+@contextmanager
+def live_progress(enabled: bool) -> Iterator[None]:
+    """While a run works: the last thing it logged (a state entered, a batch staged, a
+    retry), on one line of stderr that rewrites itself. Only on a terminal: elsewhere rich
+    draws nothing, and the JSON log keeps every line anyway."""
+    if not enabled or not err_console.is_terminal:
+        yield
+        return
+    status = err_console.status("starting ...")
+
+    class ToStatus(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            status.update(escape(record.getMessage()))
+
+    handler = ToStatus(logging.INFO)
+    handler.addFilter(RedactFilter())  # as on every other way out: no secret on the screen
+    logger = logging.getLogger("riverbed")
+    logger.addHandler(handler)
+    status.start()
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        status.stop()
 
 
 def run_partial(
@@ -30,12 +59,13 @@ def run_partial(
     from riverbed.load.runner import LoadResult, run_load
     from riverbed.transform.runner import TransformResult, run_transform
 
-    result = (
-        run_transform(project, engine=engine, tables=tables)
-        if stage == "transform"
-        else TransformResult(engine or project.config.transform.engine)
-    )
-    loaded = run_load(project, tables=tables) if stage == "load" else LoadResult()
+    with live_progress(not (quiet or as_json)):
+        result = (
+            run_transform(project, engine=engine, tables=tables)
+            if stage == "transform"
+            else TransformResult(engine or project.config.transform.engine)
+        )
+        loaded = run_load(project, tables=tables) if stage == "load" else LoadResult()
     payload = result.as_dict() | {"load": loaded.as_dict()} | extra
     if as_json:
         print(json.dumps(payload, default=str))

@@ -8,8 +8,14 @@ dirt, not from the rules.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import re
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -370,6 +376,36 @@ def test_batches_before_a_failing_one_stay_staged_and_the_rerun_stages_the_rest_
         mine = staged(project, "order_items", stage)
         assert mine.equals(staged(reference / "riverbed.yaml", "order_items", stage)), stage
         assert len(set(positions(mine))) == mine.num_rows
+
+
+def test_a_run_shows_each_batch_as_it_is_staged(project: Path) -> None:
+    """On a terminal, `riverbed run` keeps a line of stderr up to date with what it does; the
+    JSON log keeps a line per staged batch, with its counts."""
+    config = yaml.safe_load(project.read_text())
+    config["transform"] = {"batch_rows": 2000}
+    project.write_text(yaml.safe_dump(config, sort_keys=False))
+    screen, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "riverbed", "run", "--once", "--stage", "transform",
+         "-c", str(project)],
+        stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
+        env={**os.environ, "COLUMNS": "200", "TERM": "xterm"},
+    )  # fmt: skip
+    os.close(terminal)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO: the command closed the terminal
+        while chunk := os.read(screen, 65536):
+            shown += chunk
+    os.close(screen)
+    assert proc.wait(timeout=300) == 0, shown.decode(errors="replace")
+    assert re.search(r"order_items: batch \d+ of \d+ staged", shown.decode(errors="replace"))
+    lines = (project.parent / ".riverbed" / "logs" / "riverbed.jsonl").read_text().splitlines()
+    staged_events = [e for e in map(json.loads, lines) if e.get("event") == "batch_staged"]
+    by_table: dict[str, int] = {}
+    for event in staged_events:
+        by_table[event["table"]] = by_table.get(event["table"], 0) + event["rows_in"]
+    assert by_table["order_items"] == len(raw(project, "order_items"))
+    assert len([e for e in staged_events if e["table"] == "order_items"]) > 1
 
 
 def test_reprocess_rewinds_and_stages_the_same_rows_again(project: Path) -> None:

@@ -48,6 +48,7 @@ from riverbed.orchestrate.machine import choose, classify, matches
 log = logging.getLogger("riverbed.run")
 # what each history event is worth in the log (the rest: DEBUG)
 _LEVELS = {
+    "entered": logging.INFO,  # what a run is doing now (the live line of `riverbed run`)
     "succeeded": logging.INFO,
     "skipped": logging.INFO,
     "failed": logging.WARNING,

@@ -22,6 +22,7 @@ so "exists in the dimension" includes what this very run staged.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -47,6 +48,7 @@ from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
 from riverbed.lake.reader import concat_versions, resolve_unchanged_toast
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
+from riverbed.observe.logs import log_context, log_event
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError, open_engine
@@ -62,6 +64,7 @@ from riverbed.transform.rules import (
 CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
 PART_ROWS = 512 * 1024  # two parts of a default batch: one per core, few fsyncs
 SAMPLES = 5
+log = logging.getLogger("riverbed.transform")
 _T = TypeVar("_T")
 
 
@@ -232,7 +235,6 @@ class TransformRun:
         engine: TransformEngine,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        progress: Callable[[str, int, int], None] | None = None,
     ):
         self.project = project
         self.config = project.config
@@ -241,7 +243,6 @@ class TransformRun:
         self.bookmarks = Bookmarks(manifest)
         self.engine = engine
         self.now = now
-        self.progress = progress
         self._key: bytes | None = None
         self._context: RuleContext | None = None
         self._current: dict[tuple[str, frozenset[str] | None], pa.Table] = {}
@@ -281,6 +282,7 @@ class TransformRun:
                     batches = self.bookmarks.plan(table, self.config.transform.batch_rows)
                     if not batches:
                         return run
+                    planned = len(run.batches) + len(batches)
                     for batch in batches:
                         if not overlap:
                             land()
@@ -292,7 +294,7 @@ class TransformRun:
                             break  # plan again without it
                         land()
                         write = partial(self._with_retries, partial(self._write_outputs, checked))
-                        writing.append(_Written(checked, writer.submit(write)))
+                        writing.append(_Written(checked, writer.submit(write), planned))
                     else:
                         land()
             except Exception:
@@ -326,6 +328,18 @@ class TransformRun:
                 "quality": [r.as_dict() for r in outcome.results],
             }
         )
+        with log_context(table=run.table):
+            log_event(
+                log,
+                "batch_staged",
+                f"{run.table}: batch {len(run.batches)} of {writing.planned} staged, "
+                f"{outcome.rows_in:,} rows in, {outcome.rows_quarantined:,} quarantined",
+                batch_id=checked.batch.batch_id,
+                rows_in=outcome.rows_in,
+                rows_out=outcome.rows_out,
+                rows_quarantined=outcome.rows_quarantined,
+                seconds=round(outcome.seconds, 3),
+            )
 
     def _with_retries(self, work: Callable[[], _T]) -> _T:
         attempts = self.config.transform.retries + 1
@@ -840,6 +854,7 @@ class _Checked:
 class _Written:
     checked: _Checked
     outputs: Future[list[LakeFile]]
+    planned: int  # batches of the table this run means to stage, for progress
 
 
 def _reads_own_batches(table: str, cfg: TableConfig) -> bool:
@@ -1029,7 +1044,6 @@ def run_transform(
     *,
     engine: str | None = None,
     tables: Sequence[str] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
 ) -> TransformResult:
     """Transform every pending raw file of ``tables`` (default: all in config), exactly once."""
     cfg = project.config
@@ -1045,7 +1059,7 @@ def run_transform(
             engine or cfg.transform.engine, cfg.transform.spark_master, cfg.transform.spark_conf
         )
         try:
-            return TransformRun(project, storage, manifest, chosen, progress=progress).run(tables)
+            return TransformRun(project, storage, manifest, chosen).run(tables)
         finally:
             chosen.close()
             manifest.close()
