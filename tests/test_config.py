@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +183,55 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         project.path(project.config.source.embedded.data_dir)
         == (tmp_path / "p" / ".riverbed" / "pg").resolve()
     )
+
+
+DSNS = [
+    "host=db.example dbname=shop",
+    "host=db.example password=hunter2 dbname=shop",
+    "host = db.example  password = 'hunter 2' dbname=shop",
+    "password='it\\'s' host=x",
+    "password=a\\ b host=x",
+    "PASSWORD=x host=y",
+    "host=x password= dbname=y",
+    "host=x password=''",
+    "dbname=shop user=riverbed port=5432 sslmode=require",
+    "postgresql://riverbed@db.example:5432/shop",
+    "postgresql://riverbed:hunter2@db.example/shop",
+    "postgres://u:p%40ss@h1,h2/db?sslmode=require",
+    "postgresql:///shop?host=/tmp&password=hunter2",
+    "postgresql://db.example/shop?application_name=x",
+    "host=x dbname",
+    "host='unclosed",
+    "host=x foo=bar",
+    "postgresql://h:notaport/db",
+    "postgresql://h/db?foo=bar",
+    "=x",
+    "",
+]
+
+
+@pytest.mark.parametrize("dsn", DSNS)
+def test_dsn_passwords_are_found_as_libpq_finds_them(dsn: str) -> None:
+    """The DSN check reads the plain forms itself (no psycopg import); wherever it reads one,
+    it finds a password exactly when libpq does, and anything else goes to libpq."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from riverbed.config.models import _conninfo_keys, _dsn_without_password
+
+    try:
+        libpq: dict[str, Any] | None = conninfo_to_dict(dsn)
+    except Exception:
+        libpq = None
+    mine = _conninfo_keys(dsn)
+    if libpq is None:
+        assert mine is None
+        with pytest.raises(ValueError, match="not a valid PostgreSQL connection string"):
+            _dsn_without_password(dsn)
+        return
+    if mine is not None:
+        assert bool(mine.get("password")) == bool(libpq.get("password")), (mine, libpq)
+    if libpq.get("password"):
+        with pytest.raises(ValueError, match="contains a password"):
+            _dsn_without_password(dsn)
+    else:
+        assert _dsn_without_password(dsn) == dsn

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -62,17 +63,85 @@ Secret = Annotated[SecretRef, BeforeValidator(_no_inline_secret)]
 def _dsn_without_password(dsn: str | None) -> str | None:
     if dsn is None:
         return None
-    from psycopg.conninfo import conninfo_to_dict
+    parts: dict[str, Any] | None = _conninfo_keys(dsn)
+    if parts is None:  # not in the plain forms read below: libpq decides, and says why
+        from psycopg.conninfo import conninfo_to_dict
 
-    try:
-        parts = conninfo_to_dict(dsn)
-    except Exception as exc:  # psycopg raises ProgrammingError with a parser message
-        raise ValueError(f"not a valid PostgreSQL connection string ({exc})") from None
+        try:
+            parts = conninfo_to_dict(dsn)
+        except Exception as exc:  # psycopg raises ProgrammingError with a parser message
+            raise ValueError(f"not a valid PostgreSQL connection string ({exc})") from None
     if parts.get("password"):
         raise ValueError(
             "the DSN contains a password; remove it and set password: {env: VARIABLE} instead"
         )
     return dsn
+
+
+_KEYWORD_VALUE = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)+)\s*")
+# libpq keywords read here; a string with any other goes to libpq, which knows its own list
+_COMMON_KEYWORDS = frozenset(
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "options",
+        "application_name",
+        "connect_timeout",
+        "client_encoding",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "service",
+        "target_session_attrs",
+    ]
+)
+
+
+def _conninfo_keys(dsn: str) -> dict[str, str] | None:
+    """The keywords of a libpq connection string in its two plain forms, a URI or
+    ``key=value`` pairs (quoted values unquoted), read without importing psycopg (a tenth of
+    a second on every command); None when the string is anything else, or names a keyword
+    besides the common ones."""
+    keys: dict[str, str] = {}
+    if dsn.startswith(("postgresql://", "postgres://")):
+        url = urlsplit(dsn)
+        try:
+            url.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            return None
+        keys = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if url.password:
+            keys["password"] = url.password
+    else:
+        at = 0
+        while dsn[at:].strip():
+            match = _KEYWORD_VALUE.match(dsn, at)
+            if match is None:
+                return None
+            value = match.group(2)
+            if value.startswith("'"):
+                value = value[1:-1]
+            keys[match.group(1)] = re.sub(r"\\(.)", r"\1", value)
+            at = match.end()
+    return keys if set(keys) <= _COMMON_KEYWORDS else None
+    keys = {}
+    at = 0
+    while at < len(dsn):
+        match = _KEYWORD_VALUE.match(dsn, at)
+        if match is None:
+            return None if dsn[at:].strip() else keys
+        value = match.group(2)
+        if value.startswith("'"):
+            value = value[1:-1]
+        keys[match.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
+        at = match.end()
+    return keys
 
 
 Dsn = Annotated[str | None, BeforeValidator(_dsn_without_password)]
