@@ -60,6 +60,17 @@ def demo_project(folder: Path, dsn: str, **overrides: Any) -> Path:
     return path
 
 
+def small_project(folder: Path, dsn: str, schema: str, rest: str) -> Path:
+    """A riverbed.yaml for one test schema of ``dsn`` (its own slot), lake and state in
+    ``folder``; ``rest`` is the YAML of its tables (and any other section)."""
+    config = folder / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{dsn}"\n  schema: {schema}\n  slot: slot_{schema}\n'
+        f"lake:\n  path: lake\nstate:\n  path: state.db\n{rest}"
+    )
+    return config
+
+
 @pytest.fixture(scope="module")
 def captured_shop(
     pg_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
@@ -247,11 +258,7 @@ def test_unchanged_toast_values_are_resolved_across_batches(
         "tables:\n  docs:\n    kind: dimension\n    target: dim_docs\n    keys: [id]\n"
         "    tracked: [title, body]\n"
     )
-    config = tmp_path / "riverbed.yaml"
-    config.write_text(
-        f'source:\n  dsn: "{database.dsn}"\n  schema: d\n  slot: docs\nlake:\n  path: lake\n'
-        f"state:\n  path: state.db\ntransform:\n  batch_rows: 1\n{tables}"
-    )
+    config = small_project(tmp_path, database.dsn, "d", f"transform:\n  batch_rows: 1\n{tables}")
     steps = [
         "update d.docs set body = body || 'x' where id = 1",
         "update d.docs set title = 'one again' where id = 1",  # body unchanged: not sent
@@ -430,11 +437,7 @@ def test_schema_changes_are_read_across_files(database: Database, tmp_path: Path
         "tables:\n  people:\n    kind: dimension\n    target: dim_people\n    keys: [id]\n"
         "    tracked: [name]\n    quality:\n      - {type: not_null, column: name}\n"
     )
-    config = tmp_path / "riverbed.yaml"
-    config.write_text(
-        f'source:\n  dsn: "{database.dsn}"\n  schema: s\n  slot: people\nlake:\n  path: lake\nstate:\n'
-        f"  path: state.db\n{tables}"
-    )
+    config = small_project(tmp_path, database.dsn, "s", tables)
     assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
     with database.connect(autocommit=True) as conn:
         conn.execute("alter table s.people add column city text")
@@ -466,11 +469,7 @@ def test_a_reference_to_its_own_table_sees_what_earlier_runs_staged(
         "    tracked: [name, boss]\n    quality:\n"
         "      - {type: references, column: boss, reference: staff.id, action: quarantine}\n"
     )
-    config = tmp_path / "riverbed.yaml"
-    config.write_text(
-        f'source:\n  dsn: "{database.dsn}"\n  schema: e\n  slot: staff\nlake:\n  path: lake\n'
-        f"state:\n  path: state.db\n{tables}"
-    )
+    config = small_project(tmp_path, database.dsn, "e", tables)
     assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
     assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config)).code == 0
     with database.connect(autocommit=True) as conn:
