@@ -27,22 +27,27 @@ def live_progress(enabled: bool) -> Iterator[None]:
     if not enabled or not err_console.is_terminal:
         yield
         return
-    status = err_console.status("starting ...")
+    from rich.live import Live
+    from rich.spinner import Spinner
 
-    class ToStatus(logging.Handler):
+    spinner = Spinner("dots", text="starting ...", style="status.spinner")
+    live = Live(spinner, console=err_console, transient=True, refresh_per_second=12.5)
+
+    class ToLine(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            status.update(escape(record.getMessage()))
+            spinner.update(text=escape(record.getMessage()))
+            live.refresh()  # at once: a fast step must not slip between two redraws
 
-    handler = ToStatus(logging.INFO)
+    handler = ToLine(logging.INFO)
     handler.addFilter(RedactFilter())  # as on every other way out: no secret on the screen
     logger = logging.getLogger("riverbed")
     logger.addHandler(handler)
-    status.start()
+    live.start()
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        status.stop()
+        live.stop()
 
 
 def run_partial(
