@@ -22,6 +22,7 @@ so "exists in the dimension" includes what this very run staged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -62,6 +63,7 @@ from riverbed.transform.rules import (
 )
 
 CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
+POSITION = ("_lsn", "_seq")  # a change's place in the source: unique within a table
 PART_ROWS = 512 * 1024  # two parts of a default batch: one per core, few fsyncs
 SAMPLES = 5
 log = logging.getLogger("riverbed.transform")
@@ -149,11 +151,9 @@ def referenced_tables(name: str, cfg: TableConfig, tables: dict[str, Any]) -> se
         if rule.reference:
             found.add(rule.reference.split(".")[0])
         if rule.sql:
-            try:
-                tree = sqlglot.parse_one(_as_query(rule), read=DIALECT)
-            except sqlglot.errors.ParseError:
-                continue  # reported by the rule compiler, with the rule's name
-            found.update(t.name for t in tree.find_all(exp.Table) if t.name in tables)
+            tree = _rule_tree(rule)
+            if tree is not None:  # else reported by the rule compiler, with the rule's name
+                found.update(t.name for t in tree.find_all(exp.Table) if t.name in tables)
     found.discard(name)
     return found
 
@@ -166,9 +166,8 @@ def _rule_columns(cfg: TableConfig) -> set[str] | None:
         if rule.reference:
             names.add(rule.reference.split(".")[1])
         if rule.sql:
-            try:
-                tree = sqlglot.parse_one(_as_query(rule), read=DIALECT)
-            except sqlglot.errors.ParseError:
+            tree = _rule_tree(rule)
+            if tree is None:
                 continue
             if any(isinstance(s, exp.Star) for s in tree.find_all(exp.Star)):
                 return None
@@ -193,9 +192,8 @@ def _key_lookups(
                 return None
             pairs.append((key, rule.column))
         elif rule.sql:
-            try:
-                tree = sqlglot.parse_one(_as_query(rule), read=DIALECT)
-            except sqlglot.errors.ParseError:
+            tree = _rule_tree(rule)
+            if tree is None:
                 return None
             tables = [t for t in tree.find_all(exp.Table) if t.name == other]
             if not tables:
@@ -219,9 +217,20 @@ def _key_lookups(
     return pairs or None
 
 
-def _as_query(rule: QualityRule) -> str:
+def _rule_tree(rule: QualityRule) -> exp.Expr | None:
+    """A custom rule's SQL as a query tree (a row-level predicate in a WHERE), or None when it
+    does not parse: the rule compiler then says why, naming the rule. Read-only: shared."""
     assert rule.sql is not None
-    return rule.sql if rule.type == "sql_dataset" else f"select 1 where {rule.sql}"
+    return _parsed(rule.sql if rule.type == "sql_dataset" else f"select 1 where {rule.sql}")
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str) -> exp.Expr | None:
+    # each batch asks several questions of the same rules: parse each text once per process
+    try:
+        return sqlglot.parse_one(text, read=DIALECT)
+    except sqlglot.errors.ParseError:
+        return None
 
 
 class TransformRun:
@@ -526,7 +535,7 @@ class TransformRun:
             if self.engine.name == DuckDBEngine.name:
                 return self.engine.query(everything)
             return self.engine.query(everything.order_by(exp.column("_lsn"), exp.column("_seq")))
-        shuffles = checks.flagged.find(exp.Join, exp.Window, exp.Subquery) is not None
+        shuffles = _shuffles(checks)
         ordered = (
             checks.flagged.order_by(exp.column("_lsn"), exp.column("_seq"))
             if shuffles or self.engine.name != DuckDBEngine.name
@@ -562,42 +571,27 @@ class TransformRun:
         have just those columns sorted back into source order, not whole rows."""
         if self.engine.name != DuckDBEngine.name or cfg.filter:
             return None
-        shuffles = checks.flagged.find(exp.Join, exp.Window, exp.Subquery) is not None
-        head = checks.flagged.expressions[0]
-        if not (isinstance(head, exp.Column) and isinstance(head.this, exp.Star)):
-            return None  # not the shape compile_checks builds
         computed = [n for n in shape.names if n in cfg.transforms]
-        position = ["_lsn", "_seq"]
-        narrow = checks.flagged.copy()
-        narrow.set(
-            "expressions",
-            [
-                *(exp.column(n, table=BATCH, quoted=True) for n in [*position, *computed]),
-                *narrow.expressions[1:],
-            ],
-        )
-        if shuffles:
-            narrow = narrow.order_by(*(exp.column(c) for c in position))
+        narrow = _positions_and_flags(checks, computed)
+        if narrow is None:
+            return None
+        if _shuffles(checks):
+            narrow = narrow.order_by(*(exp.column(c) for c in POSITION))
         try:
             result = self.engine.query(narrow)
         except TransformEngineError as exc:
             if exc.transient:
                 raise
             return None  # _flag runs it again and finds the rule at fault
-        aligned = result.num_rows == raw.num_rows and all(
-            pc.all(pc.equal(result.column(c), raw.column(c))).as_py() is not False for c in position
-        )
-        if not aligned:
+        if not _aligned(result, raw):
             return None
         columns = []
         for field_ in shape:
-            column = result.column(field_.name) if field_.name in cfg.transforms else None
-            if column is None:
-                column = raw.column(field_.name)
+            column = (result if field_.name in cfg.transforms else raw).column(field_.name)
             if column.type != field_.type:
                 column = column.cast(field_.type)
             columns.append(column)
-        helpers = result.schema.names[len(position) + len(computed) :]
+        helpers = result.schema.names[len(POSITION) + len(computed) :]
         fields = [*shape, *(result.schema.field(n) for n in helpers)]
         return pa.Table.from_arrays(
             [*columns, *(result.column(n) for n in helpers)], schema=pa.schema(fields)
@@ -611,21 +605,14 @@ class TransformRun:
         every row goes through the sort. So only the positions and flags are sorted, and the
         rows are read a second time, without the rules' joins, which keeps their order; the
         two are put side by side once their positions are seen to match row for row."""
-        head = checks.flagged.expressions[0]
-        if not (isinstance(head, exp.Column) and isinstance(head.this, exp.Star)):
-            return self.engine.query(ordered)  # not the shape compile_checks builds
-        narrow = checks.flagged.copy()
-        position = [exp.column(c, table=BATCH) for c in ("_lsn", "_seq")]
-        narrow.set("expressions", [*position, *narrow.expressions[1:]])
-        flags = self.engine.query(narrow.order_by(exp.column("_lsn"), exp.column("_seq")))
-        rows = self.engine.query(exp.select(exp.Star()).from_("transformed"))
-        aligned = rows.num_rows == flags.num_rows and all(
-            pc.all(pc.equal(rows.column(c), flags.column(c))).as_py() is not False
-            for c in ("_lsn", "_seq")
-        )
-        if not aligned:
+        narrow = _positions_and_flags(checks, [])
+        if narrow is None:
             return self.engine.query(ordered)
-        for name in flags.column_names[2:]:
+        flags = self.engine.query(narrow.order_by(*(exp.column(c) for c in POSITION)))
+        rows = self.engine.query(exp.select(exp.Star()).from_("transformed"))
+        if not _aligned(flags, rows):
+            return self.engine.query(ordered)
+        for name in flags.column_names[len(POSITION) :]:
             rows = rows.append_column(name, flags.column(name))
         return rows
 
@@ -838,6 +825,30 @@ class TransformRun:
         return {"path": file.path, "table": file.table, "moved_to": target, "reason": reason}
 
 
+def _shuffles(checks: CompiledChecks) -> bool:
+    """Whether the rules' query may return rows out of source order (joins, windows)."""
+    return checks.flagged.find(exp.Join, exp.Window, exp.Subquery) is not None
+
+
+def _positions_and_flags(checks: CompiledChecks, columns: list[str]) -> exp.Select | None:
+    """The rules' query with the batch's POSITION and ``columns`` in place of all its
+    columns (and the flags after them); None if it is not the shape compile_checks builds."""
+    head = checks.flagged.expressions[0]
+    if not (isinstance(head, exp.Column) and isinstance(head.this, exp.Star)):
+        return None
+    narrow = checks.flagged.copy()
+    kept = (exp.column(n, table=BATCH, quoted=True) for n in [*POSITION, *columns])
+    narrow.set("expressions", [*kept, *narrow.expressions[1:]])
+    return narrow
+
+
+def _aligned(one: pa.Table, other: pa.Table) -> bool:
+    """Whether two results hold the same changes in the same order, row for row."""
+    return one.num_rows == other.num_rows and all(
+        pc.all(pc.equal(one.column(c), other.column(c))).as_py() is not False for c in POSITION
+    )
+
+
 @dataclass(frozen=True)
 class _Checked:
     """A batch that passed its checks, its outputs not yet written."""
@@ -872,9 +883,8 @@ def _reads_own_rows(table: str, cfg: TableConfig) -> bool:
         if rule.reference and rule.reference.split(".")[0] == table:
             return True
         if rule.sql:
-            try:
-                tree = sqlglot.parse_one(_as_query(rule), read=DIALECT)
-            except sqlglot.errors.ParseError:
+            tree = _rule_tree(rule)
+            if tree is None:
                 return True  # the rule compiler reports it; assume the worst meanwhile
             if any(t.name == table for t in tree.find_all(exp.Table)):
                 return True
