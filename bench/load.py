@@ -40,13 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from _server import command_line, machine, throwaway_server
 from sqlglot import exp
 
 from riverbed.load.duckdb_warehouse import DuckDBWarehouse
 from riverbed.load.facts import append as append_batch
-from riverbed.load.facts import fact_ddl, load_order
+from riverbed.load.facts import fact_ddl, load_plan
 from riverbed.load.model import DimensionModel, FactModel, sql_type
 from riverbed.load.postgres_warehouse import PostgresWarehouse
 from riverbed.load.scd2 import dimension_ddl, scd2_statements, staging_ddl
@@ -171,8 +170,7 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
     def append() -> None:
         # as the loader does it: the load order and first event checked on the batch's rows,
         # then the statements in one transaction
-        order = load_order(facts, ["order_id"])
-        earliest = pc.min(facts.column("_commit_ts")).as_py()
+        order, earliest = load_plan(facts, ["order_id"])
         append_batch(wh, FACT, list(fact_columns), ["bench-batch"], order, earliest)
 
     # the same fact rows, exactly as stored (keys, positions, batch_id), bulk-inserted into an

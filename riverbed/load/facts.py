@@ -70,6 +70,13 @@ def load_order(rows: pa.Table, sort_key: Sequence[str]) -> list[str]:
     return [] if pc.all(in_order).as_py() else order
 
 
+def load_plan(rows: pa.Table, sort_key: Sequence[str]) -> tuple[list[str], datetime | None]:
+    """What ``append`` needs to know of a staged batch's rows (its sort-key columns, position
+    and ``_commit_ts``): their load order (see load_order), and the first event's time."""
+    earliest = pc.min(rows.column("_commit_ts")).as_py() if rows.num_rows else None
+    return load_order(rows, sort_key), earliest
+
+
 def append(
     warehouse: Warehouse,
     fact: FactModel,

@@ -40,7 +40,7 @@ from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import dim_date_ddl, lake_columns
-from riverbed.load.facts import append, fact_ddl, load_order
+from riverbed.load.facts import append, fact_ddl, load_plan
 from riverbed.load.model import (
     CDC_COLUMNS,
     DimensionModel,
@@ -272,8 +272,7 @@ class Loader:
         keys = self.warehouse.query(
             exp.select(*(exp.column(c, quoted=True) for c in names)).from_(fact.staging)
         )
-        earliest = pc.min(keys.column("_commit_ts")).as_py() if keys.num_rows else None
-        return load_order(keys, wanted), earliest
+        return load_plan(keys, wanted)
 
     def _withdraw(self, fact: FactModel | DimensionModel) -> None:
         """Take out the rows of fact batches the transform withdrew (`run --reprocess`): their
