@@ -64,7 +64,7 @@ def digests(values: pa.Array, method: str, key: bytes) -> pa.Array:
     Text is hashed by DuckDB, on every core and outside the GIL, written out as HMAC is
     defined (RFC 2104): sha256(key ^ opad || sha256(key ^ ipad || value)). Python's hmac
     module gives the same (tested) but one value at a time, a third of a second per 100,000
-    values. Other types are digested from Python's str() of the value, as before."""
+    values. Other types are digested from Python's str() of the value."""
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per value: no key setup each
         texts = [None if v is None else _digest(keyed, str(v), method) for v in values.to_pylist()]
