@@ -170,8 +170,8 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
     def append() -> None:
         # as the loader does it: the load order and first event checked on the batch's rows,
         # then the statements in one transaction
-        order, earliest = load_plan(facts, ["order_id"])
-        append_batch(wh, FACT, list(fact_columns), ["bench-batch"], order, earliest)
+        order, window = load_plan(facts, ["order_id"])
+        append_batch(wh, FACT, list(fact_columns), ["bench-batch"], order, window)
 
     # the same fact rows, exactly as stored (keys, positions, batch_id), bulk-inserted into an
     # empty table of the same shape: what appending them costs without resolving anything

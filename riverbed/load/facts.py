@@ -13,7 +13,7 @@ version completes in place, keeping the surrogate key the fact already points to
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +24,13 @@ from riverbed.load.scd2 import inferred_members_statement
 from riverbed.load.warehouse import Warehouse
 
 FACT_EXTRA = ("date_key", "event_ts", "_op", "_lsn", "_seq", "batch_id")
+DAY_US = 86_400_000_000
+EPOCH = date(1970, 1, 1)
+# a batch spanning more months than this keys its dates by the general expression (the
+# per-month CASE of _date_key grows with them)
+WINDOW_MONTHS = 24
+
+Window = tuple[datetime, datetime]  # a staged batch's first and last event (commit) time
 
 
 def fact_ddl(fact: FactModel, columns: dict[str, exp.DataType]) -> exp.Create:
@@ -70,11 +77,13 @@ def load_order(rows: pa.Table, sort_key: Sequence[str]) -> list[str]:
     return [] if pc.all(in_order).as_py() else order
 
 
-def load_plan(rows: pa.Table, sort_key: Sequence[str]) -> tuple[list[str], datetime | None]:
+def load_plan(rows: pa.Table, sort_key: Sequence[str]) -> tuple[list[str], Window | None]:
     """What ``append`` needs to know of a staged batch's rows (its sort-key columns, position
-    and ``_commit_ts``): their load order (see load_order), and the first event's time."""
-    earliest = pc.min(rows.column("_commit_ts")).as_py() if rows.num_rows else None
-    return load_order(rows, sort_key), earliest
+    and ``_commit_ts``): their load order (see load_order), and their window, the first and
+    last event time (None for no rows)."""
+    bounds = pc.min_max(rows.column("_commit_ts")).as_py() if rows.num_rows else {}
+    first, last = bounds.get("min"), bounds.get("max")
+    return load_order(rows, sort_key), (first, last) if first and last else None
 
 
 def append(
@@ -83,11 +92,11 @@ def append(
     columns: list[str],
     batch_ids: Sequence[str],
     order_by: Sequence[str],
-    earliest: datetime | None,
+    window: Window | None,
 ) -> None:
     """Append the staged batches in one transaction (see append_statements). The insert need
     not keep staging's row order: staging is in load order already, or the insert sorts."""
-    statements = append_statements(fact, columns, batch_ids, order_by, warehouse.dialect, earliest)
+    statements = append_statements(fact, columns, batch_ids, order_by, warehouse.dialect, window)
     with warehouse.transaction(), warehouse.unordered():
         for statement in statements:
             warehouse.execute(statement)
@@ -99,17 +108,18 @@ def append_statements(
     batch_ids: Sequence[str],
     order_by: Sequence[str],
     dialect: str,
-    earliest: datetime | None = None,
+    window: Window | None = None,
 ) -> list[exp.Expr]:
     """The fact load of one staged batch, to run in one transaction after the staging load:
     the preaction, the insert (rows sorted by ``order_by``, see load_order) with every key
     resolved as of its event, then, per dimension, an inferred member for each key that had no
     row at all and those rows' keys filled in.
 
-    ``earliest``, the batch's first event time, leaves out of the key join every version that
-    expired before it: none can be valid at any of the batch's events, and a dimension's
-    history grows with every change while the versions a batch of recent events can meet stay
-    about one per key."""
+    ``window``, the batch's first and last event time (see load_plan), leaves out of the key
+    join every version that expired before the first event (none can be valid at any of the
+    batch's events, and a dimension's history grows with every change while the versions a
+    batch of recent events can meet stay about one per key), and lets DuckDB compute date keys
+    by month (see _date_key_by_month)."""
     preaction = exp.delete(fact.name, where=_of_batches("batch_id", None, batch_ids))
     stg = exp.to_table(fact.staging, alias="s")
     select = exp.select(*(exp.column(c, table="s", quoted=True) for c in columns)).from_(stg)
@@ -117,14 +127,14 @@ def append_statements(
     for index, (column, dim) in enumerate(fact.dimensions):
         alias = f"d{index}"
         on = _as_of(dim, alias, "s", column, exp.column("_commit_ts", table="s"))
-        if earliest is not None:
-            since = exp.cast(exp.Literal.string(earliest.isoformat()), "TIMESTAMPTZ")
+        if window is not None:
+            since = _timestamp(window[0])
             on = exp.and_(on, exp.GT(this=exp.column("expiry_date", table=alias), expression=since))
         select = select.join(exp.to_table(dim.name, alias=alias), on=on, join_type="left")
         select = select.select(exp.column(dim.surrogate, table=alias))
         target_columns.append(dim.surrogate)
     select = select.select(
-        _date_key(exp.column("_commit_ts", table="s"), dialect),
+        _date_key(exp.column("_commit_ts", table="s"), dialect, window),
         exp.column("_commit_ts", table="s"),
         exp.column("_op", table="s"),
         exp.column("_lsn", table="s"),
@@ -183,9 +193,13 @@ def _as_of(
     )
 
 
-def _date_key(event: exp.Expr, dialect: str) -> exp.Expr:
+def _date_key(event: exp.Expr, dialect: str, window: Window | None = None) -> exp.Expr:
     """yyyymmdd of the event's UTC day, as an INT, by arithmetic (a string per row costs more
     than the key join)."""
+    if dialect == "duckdb" and window is not None:
+        by_month = _date_key_by_month(event, window)
+        if by_month is not None:
+            return by_month
     if dialect == "duckdb":
         # EXTRACT on a TIMESTAMPTZ goes through ICU's calendar for every row; the same instant
         # as a plain UTC TIMESTAMP is integer arithmetic (a third of the append's cost, measured),
@@ -196,6 +210,47 @@ def _date_key(event: exp.Expr, dialect: str) -> exp.Expr:
         return exp.Extract(this=exp.var(unit), expression=event.copy())
 
     return exp.cast(part("YEAR") * 10000 + part("MONTH") * 100 + part("DAY"), "INT")
+
+
+def _date_key_by_month(event: exp.Expr, window: Window) -> exp.Expr | None:
+    """The date key of an event in ``window`` (DuckDB) as its day number plus a constant per
+    calendar month the window touches: ``day + (yyyymm01 - first day of the month)``. A
+    division and an addition per row, where three calendar conversions cost three times the
+    rest of the date work (measured on 1M rows). None before 1970 (integer division truncates
+    towards zero there) or when the window spans more than WINDOW_MONTHS months."""
+    first, last = (t.astimezone(UTC).date() for t in window)
+    if first < EPOCH:
+        return None
+    starts: list[date] = []
+    month = first.replace(day=1)
+    while month <= last:
+        starts.append(month)
+        if len(starts) > WINDOW_MONTHS:
+            return None
+        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    day = exp.IntDiv(this=exp.func("epoch_us", event), expression=exp.Literal.number(DAY_US))
+
+    def offset(start: date) -> exp.Expr:
+        key = start.year * 10000 + start.month * 100 + 1
+        return exp.Literal.number(key - (start - EPOCH).days)
+
+    shift: exp.Expr = offset(starts[-1])
+    if len(starts) > 1:
+        shift = exp.Case(
+            ifs=[
+                exp.If(
+                    this=exp.LT(this=day.copy(), expression=exp.Literal.number((nxt - EPOCH).days)),
+                    true=offset(start),
+                )
+                for start, nxt in zip(starts, starts[1:])
+            ],
+            default=shift,
+        )
+    return exp.cast(exp.Add(this=day, expression=exp.Paren(this=shift)), "INT")
+
+
+def _timestamp(at: datetime) -> exp.Expr:
+    return exp.cast(exp.Literal.string(at.isoformat()), "TIMESTAMPTZ")
 
 
 def _column(name: str, kind: exp.DataType) -> exp.ColumnDef:

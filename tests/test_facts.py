@@ -1,0 +1,154 @@
+"""Event facts on DuckDB and PostgreSQL: every surrogate key is the dimension version valid at
+the event (against a plain as-of lookup over the dimension the SCD2 reference model of
+test_scd2 builds), every date key is the event's UTC day, and a rerun adds nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pyarrow as pa
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlglot import exp
+from test_scd2 import BASE, DIM, Reference, Scenario, apply, infer, reset, scenarios, warehouse
+
+from riverbed.load.facts import append, fact_ddl, load_plan
+from riverbed.load.model import FactModel
+from riverbed.load.scd2 import staging_ddl
+from riverbed.load.warehouse import Warehouse
+
+__all__ = ["warehouse"]  # the fixture, both engines
+
+FACT = FactModel("item_events", "fact_item_events", ("event_id",), (("item_id", DIM),))
+FACT_COLUMNS = {"event_id": exp.DataType.build("BIGINT"), "item_id": exp.DataType.build("BIGINT")}
+SETTINGS = settings(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None, max_examples=30
+)
+
+
+def reset_facts(wh: Warehouse) -> None:
+    for table in (FACT.name, FACT.staging):
+        wh.execute(f"DROP TABLE IF EXISTS {table}")
+    wh.execute(staging_ddl(FACT.source, FACT_COLUMNS, wh.dialect))
+    wh.execute(fact_ddl(FACT, FACT_COLUMNS))
+
+
+def load_facts(wh: Warehouse, events: list[tuple[int | None, dt.datetime]]) -> list[dict[str, Any]]:
+    """Stage one batch of events (item, commit time) in commit order and append it as the
+    loader does; the fact rows, in event order."""
+    n = len(events)
+    rows = pa.table(
+        {
+            "event_id": pa.array(range(n), pa.int64()),
+            "item_id": pa.array([item for item, _ in events], pa.int64()),
+            "_op": pa.array(["I"] * n),
+            "_commit_ts": pa.array([at for _, at in events], pa.timestamp("us", tz="UTC")),
+            "_lsn": pa.array(range(1000, 1000 + n), pa.int64()),
+            "_seq": pa.array([0] * n, pa.int64()),
+            "_toast_unchanged": pa.nulls(n, pa.string()),
+        }
+    )
+    wh.execute(exp.delete(FACT.staging))
+    wh.load_arrow(FACT.staging, rows.append_column("_batch_id", pa.array(["b1"] * n)))
+    order, window = load_plan(rows, ["event_id"])
+    append(wh, FACT, list(FACT_COLUMNS), ["b1"], order, window)
+    return wh.query(
+        f"SELECT event_id, item_key, date_key FROM {FACT.name} ORDER BY event_id"
+    ).to_pylist()
+
+
+def valid_at(reference: Reference, item: int | None, at: dt.datetime) -> int | None:
+    """The surrogate key of the one version of ``item`` valid at ``at``, if any."""
+    found = [
+        r["item_key"]
+        for r in reference.rows
+        if r["item_id"] == item and r["effective_date"] <= at < r["expiry_date"]
+    ]
+    assert len(found) <= 1, f"item {item}: versions overlap at {at}"
+    return found[0] if found else None
+
+
+def test_fact_keys_are_the_versions_valid_at_each_event(warehouse: Warehouse) -> None:
+    """Random dimension histories (changes, deletes, re-inserts, inferred members), then a fact
+    batch whose events fall before, between, at and after the dimension's changes, on known,
+    deleted and unknown items."""
+
+    @SETTINGS
+    @given(scenarios(), st.data())
+    def check(scenario: Scenario, data: st.DataObject) -> None:
+        reset(warehouse)
+        reset_facts(warehouse)
+        reference = Reference()
+        for batch, referenced in zip(scenario.batches, scenario.inferred, strict=True):
+            if referenced:
+                infer(warehouse, referenced)
+                reference.infer(referenced)
+            apply(warehouse, batch)
+            reference.apply(batch)
+        events = [e for batch in scenario.batches for e in batch]
+        items = max(e.key for e in events) + 1  # the last one the dimension never saw
+        last = max(e.second for e in events)
+        seconds = sorted(data.draw(st.lists(st.integers(-1, last + 1), min_size=1, max_size=8)))
+        facts = [
+            (data.draw(st.one_of(st.integers(1, items), st.none())), BASE + dt.timedelta(seconds=s))
+            for s in seconds
+        ]
+        got = load_facts(warehouse, facts)
+        # an event whose item has no row at all gets an inferred member, valid at any time
+        reference.infer([item for item, _ in facts if item is not None])
+        expected = [valid_at(reference, item, at) for item, at in facts]
+        assert [row["item_key"] for row in got] == expected
+        # a rerun of the same batch replaces it: nothing twice, nothing else inferred
+        assert load_facts(warehouse, facts) == got
+        assert len(warehouse.query(f"SELECT * FROM {DIM.name}")) == len(reference.rows)
+
+    check()
+
+
+ANY_INSTANT = st.datetimes(
+    min_value=dt.datetime(1960, 1, 1),
+    max_value=dt.datetime(2045, 12, 31),
+    timezones=st.just(dt.UTC),
+)
+EDGES = st.sampled_from(
+    [
+        dt.datetime(year, month, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=step)
+        for year in (1969, 1970, 2024, 2025)
+        for month in (1, 2, 3, 12)
+        for step in (-1, 0, 1)  # the last and first microsecond of a month
+    ]
+)
+# a batch: events spread over decades, or over a few weeks around some instant (the common
+# case), often around a month's first microsecond or before 1970
+BATCHES = st.one_of(
+    st.lists(ANY_INSTANT, min_size=1, max_size=12),
+    st.builds(
+        lambda centre, offsets: [centre + dt.timedelta(seconds=s) for s in offsets],
+        st.one_of(ANY_INSTANT, EDGES),
+        st.lists(st.integers(-40 * 86_400, 40 * 86_400), min_size=1, max_size=12),
+    ),
+)
+
+
+def test_date_keys_are_the_utc_day_of_each_event(warehouse: Warehouse) -> None:
+    """Batches spanning a day, months, years (more months than the per-month shortcut takes)
+    or reaching before 1970: the date key is always yyyymmdd of the event's UTC day."""
+    reset(warehouse)
+
+    @SETTINGS
+    @given(BATCHES)
+    @example([dt.datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC)])
+    @example(
+        [
+            dt.datetime(2024, 2, 29, 23, 59, 59, tzinfo=dt.UTC),
+            dt.datetime(2024, 3, 1, tzinfo=dt.UTC),
+        ]
+    )
+    def check(instants: list[dt.datetime]) -> None:
+        reset_facts(warehouse)
+        events = [(1, at) for at in sorted(instants)]
+        got = [row["date_key"] for row in load_facts(warehouse, events)]
+        assert got == [int(at.strftime("%Y%m%d")) for _, at in events]
+
+    check()
