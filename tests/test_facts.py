@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlglot import exp
 from test_scd2 import BASE, DIM, Reference, Scenario, apply, infer, reset, scenarios, warehouse
 
-from riverbed.load.facts import append, fact_ddl, load_plan
+from riverbed.load.facts import append, fact_ddl
 from riverbed.load.model import FactModel
 from riverbed.load.scd2 import staging_ddl
 from riverbed.load.warehouse import Warehouse
@@ -51,8 +51,7 @@ def load_facts(wh: Warehouse, events: list[tuple[int | None, dt.datetime]]) -> l
     )
     wh.execute(exp.delete(FACT.staging))
     wh.load_arrow(FACT.staging, rows.append_column("_batch_id", pa.array(["b1"] * n)))
-    order, window = load_plan(rows, ["event_id"])
-    append(wh, FACT, list(FACT_COLUMNS), ["b1"], order, window)
+    append(wh, FACT, list(FACT_COLUMNS), ["b1"], ["event_id"])
     return wh.query(
         f"SELECT event_id, item_key, date_key FROM {FACT.name} ORDER BY event_id"
     ).to_pylist()

@@ -91,15 +91,30 @@ def append(
     fact: FactModel,
     columns: list[str],
     batch_ids: Sequence[str],
-    order_by: Sequence[str],
-    window: Window | None,
+    sort_key: Sequence[str],
 ) -> None:
-    """Append the staged batches in one transaction (see append_statements). The insert need
-    not keep staging's row order: staging is in load order already, or the insert sorts."""
-    statements = append_statements(fact, columns, batch_ids, order_by, warehouse.dialect, window)
+    """Append what ``fact``'s staging table holds (the rows of ``batch_ids``) in one
+    transaction (see append_statements), in ``sort_key`` order. The insert need not keep
+    staging's row order: staging is in load order already, or the insert sorts."""
+    order, window = staging_plan(warehouse, fact, sort_key)
+    statements = append_statements(fact, columns, batch_ids, order, warehouse.dialect, window)
     with warehouse.transaction(), warehouse.unordered():
         for statement in statements:
             warehouse.execute(statement)
+
+
+def staging_plan(
+    warehouse: Warehouse, fact: FactModel, sort_key: Sequence[str]
+) -> tuple[list[str], Window | None]:
+    """load_plan of the rows ``fact``'s staging table holds, read from it: the sort-key
+    columns it has, the source position and the commit time."""
+    present = warehouse.columns(fact.staging) or {}
+    wanted = [c for c in sort_key if c in present]
+    names = [*dict.fromkeys([*wanted, "_lsn", "_seq", "_commit_ts"])]
+    rows = warehouse.query(
+        exp.select(*(exp.column(c, quoted=True) for c in names)).from_(fact.staging)
+    )
+    return load_plan(rows, wanted)
 
 
 def append_statements(

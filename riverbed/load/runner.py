@@ -39,7 +39,7 @@ from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import dim_date_ddl, lake_columns
-from riverbed.load.facts import Window, append, fact_ddl, load_plan
+from riverbed.load.facts import append, fact_ddl
 from riverbed.load.model import (
     CDC_COLUMNS,
     DimensionModel,
@@ -224,9 +224,8 @@ class Loader:
         usable = FactModel(fact.source, fact.name, fact.keys, refs)
         self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
         self._index(fact.name, cfg.sort_key, [cfg.dist_key] if cfg.dist_key else [])
-        order, window = self._load_plan(fact, cfg.sort_key)
         started = time.monotonic()
-        append(self.warehouse, usable, list(columns), batches, order, window)
+        append(self.warehouse, usable, list(columns), batches, cfg.sort_key)
         return batches, self._loaded(fact.source, fact.name, batches, started)
 
     def _staged(self, table: str) -> list[str] | None:
@@ -261,17 +260,6 @@ class Loader:
                 )
             db.execute("delete from load_staged where table_name = ?", (source,))
         return count
-
-    def _load_plan(self, fact: FactModel, sort_key: list[str]) -> tuple[list[str], Window | None]:
-        """The ORDER BY of the fact insert, none when staging already holds its rows in
-        sort-key order (see facts.load_order; checked on the staging table's key columns),
-        and the staged batch's first and last event time (see facts.append_statements)."""
-        wanted = [c for c in sort_key if c in (self.warehouse.columns(fact.staging) or {})]
-        names = [*dict.fromkeys([*wanted, "_lsn", "_seq", "_commit_ts"])]
-        keys = self.warehouse.query(
-            exp.select(*(exp.column(c, quoted=True) for c in names)).from_(fact.staging)
-        )
-        return load_plan(keys, wanted)
 
     def _withdraw(self, fact: FactModel | DimensionModel) -> None:
         """Take out the rows of fact batches the transform withdrew (`run --reprocess`): their
