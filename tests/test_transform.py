@@ -512,3 +512,29 @@ def test_duckdb_and_spark_give_identical_staged_output_and_quality_results(
     spark = {t.table: t.batches for t in on_spark.tables}
     assert duck == spark
     assert sum(t.rows_quarantined for t in on_spark.tables) > 0
+
+
+def test_a_reference_from_a_transformed_column_reads_the_transformed_values(
+    database: Database, tmp_path: Path
+) -> None:
+    """The referenced table's rows are read for the values the rule checks, the transformed
+    ones, not the raw column's (here a NULL replaced from a legacy column)."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema t; create table t.clients (id int primary key, name text);"
+            "create table t.sales (id int primary key, client int, legacy_client int);"
+            "insert into t.clients values (1, 'ann'), (2, 'bo');"
+            "insert into t.sales values (10, 1, null), (11, null, 2), (12, null, 3)"
+        )
+    tables = (
+        "tables:\n  clients:\n    kind: dimension\n    target: dim_client\n    keys: [id]\n"
+        "    tracked: [name]\n"
+        "  sales:\n    kind: fact\n    target: fact_sale\n    keys: [id]\n"
+        "    transforms:\n      client: COALESCE(client, legacy_client)\n    quality:\n"
+        "      - {type: references, column: client, reference: clients.id, action: quarantine}\n"
+    )
+    config = small_project(tmp_path, database.dsn, "t", tables)
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config)).code == 0
+    assert [r["id"] for r in staged(config, "sales").to_pylist()] == [10, 11]
+    assert [r["id"] for r in staged(config, "sales", "quarantine").to_pylist()] == [12]

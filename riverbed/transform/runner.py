@@ -180,8 +180,9 @@ def _key_lookups(
 ) -> list[tuple[str, str]] | None:
     """How ``table``'s rules read ``other``: [(other's key column, own column)] when every rule
     that reads it looks rows up by key equal to a column of the checked row (a references
-    rule, or ``o.key = table.column`` in custom SQL); None when some rule reads it otherwise
-    (then all of its current rows are needed)."""
+    rule, or ``o.key = table.column`` in custom SQL); None when some rule reads it otherwise,
+    or by a column a transform computes (the rows are chosen by the raw batch's values before
+    any transform runs), so all of its current rows are needed."""
     if len(other_keys) != 1:
         return None
     key = other_keys[0]
@@ -214,6 +215,8 @@ def _key_lookups(
                 if found is None:
                     return None
                 pairs.append(found)
+    if any(own in cfg.transforms for _, own in pairs):
+        return None
     return pairs or None
 
 
