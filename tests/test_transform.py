@@ -538,3 +538,43 @@ def test_a_reference_from_a_transformed_column_reads_the_transformed_values(
     assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config)).code == 0
     assert [r["id"] for r in staged(config, "sales").to_pylist()] == [10, 11]
     assert [r["id"] for r in staged(config, "sales", "quarantine").to_pylist()] == [12]
+
+
+def test_unique_compares_with_the_values_keys_hold_now(database: Database, tmp_path: Path) -> None:
+    """A value is taken only by a key whose current row holds it: one a key held before a
+    later change is free again; a value a transform produces is compared as transformed."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema u; create table u.people (id int primary key, email text);"
+            "create table u.members (id int primary key, email text);"
+            "insert into u.people values (1, 'a@x'), (2, 'b@x');"
+            "insert into u.members values (1, 'a@x')"
+        )
+    tables = (
+        "tables:\n  people:\n    kind: dimension\n    target: dim_people\n    keys: [id]\n"
+        "    tracked: [email]\n    quality:\n"
+        "      - {type: unique, column: email, action: quarantine}\n"
+        "  members:\n    kind: dimension\n    target: dim_member\n    keys: [id]\n"
+        "    tracked: [email]\n    transforms:\n      email: lower(email)\n    quality:\n"
+        "      - {type: unique, column: email, action: quarantine}\n"
+    )
+    config = small_project(tmp_path, database.dsn, "u", tables)
+
+    def transform(*statements: str) -> None:
+        with database.connect(autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+        ran = run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config))
+        assert ran.code == 0, ran.text
+
+    transform()
+    transform("update u.people set email = 'z@x' where id = 1")
+    transform(
+        "insert into u.people values (3, 'a@x'), (4, 'b@x')",
+        "insert into u.members values (2, 'A@X')",
+    )
+    assert [r["id"] for r in staged(config, "people").to_pylist()] == [1, 2, 1, 3]
+    bad = staged(config, "people", "quarantine").to_pylist()
+    assert [r["id"] for r in bad] == [4] and "already used" in bad[0]["_reason"]
+    assert [r["id"] for r in staged(config, "members", "quarantine").to_pylist()] == [2]

@@ -499,7 +499,26 @@ class TransformRun:
         current = None
         if _reads_own_rows(batch.table, cfg):
             current = f"current_{batch.table}"
-            self.engine.register(current, self._current_rows(batch.table, None, shape))
+            lookups = _own_lookups(batch.table, cfg)
+            if lookups is None:
+                rows = self._current_rows(batch.table, None, shape)
+            else:
+                # only the columns the rules compare and the rows holding the batch's values:
+                # read for every batch, all of it would be everything the table ever staged
+                restrict = [
+                    (theirs, pc.unique(raw.column(own)))
+                    for theirs, own in lookups
+                    if own in raw.column_names
+                ]
+                columns = {theirs for theirs, _ in lookups}
+                if {theirs for theirs, _ in lookups} == {*cfg.keys}:
+                    # by key: every version of a wanted key passes, file by file
+                    rows = self._current_rows(batch.table, columns, shape, restrict=restrict)
+                else:
+                    # by another column, only once each key's current version is known: an
+                    # older version may hold a value the key no longer does
+                    rows = _holding(self._current_rows(batch.table, columns, shape), restrict)
+            self.engine.register(current, rows)
         ctx = RuleContext(
             table=batch.table,
             keys=list(cfg.keys),
@@ -869,6 +888,40 @@ class _Written:
     checked: _Checked
     outputs: Future[list[LakeFile]]
     planned: int  # batches of the table this run means to stage, for progress
+
+
+def _holding(rows: pa.Table, restrict: list[tuple[str, pa.Array]]) -> pa.Table:
+    """The rows whose value in some column of ``restrict`` is among its values."""
+    if not restrict:
+        return rows
+    mask = None
+    for column, values in restrict:
+        found = _membership(values)(rows.column(column))
+        mask = found if mask is None else pc.or_(mask, found)
+    return rows.filter(mask)
+
+
+def _own_lookups(table: str, cfg: TableConfig) -> list[tuple[str, str]] | None:
+    """How ``table``'s rules read its own current rows: [(current rows' column, batch column)]
+    when each looks rows up by a value the checked batch holds (unique: rows holding one of
+    the batch's values; a reference to the table itself: rows the batch's values point to);
+    None when a rule reads them otherwise (SQL naming the table), or by a column a transform
+    computes (the rows are chosen by the raw batch's values, before any transform)."""
+    pairs: list[tuple[str, str]] = []
+    for rule in cfg.quality:
+        if rule.type == "unique" and rule.column is not None:
+            pairs.append((rule.column, rule.column))
+        elif rule.reference and rule.column is not None:
+            other, column = rule.reference.split(".")
+            if other == table:
+                pairs.append((column, rule.column))
+        elif rule.sql:
+            tree = _rule_tree(rule)
+            if tree is None or any(t.name == table for t in tree.find_all(exp.Table)):
+                return None
+    if any(own in cfg.transforms for _, own in pairs):
+        return None
+    return pairs or None
 
 
 def _reads_own_batches(table: str, cfg: TableConfig) -> bool:
