@@ -71,6 +71,17 @@ def small_project(folder: Path, dsn: str, schema: str, rest: str) -> Path:
     return config
 
 
+def transform_after(database: Database, config: Path, *statements: str) -> None:
+    """Run ``statements`` on the source, each in its own transaction, then capture and
+    transform what they changed."""
+    with database.connect(autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    ran = run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config))
+    assert ran.code == 0, ran.text
+
+
 @pytest.fixture(scope="module")
 def captured_shop(
     pg_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
@@ -470,12 +481,8 @@ def test_a_reference_to_its_own_table_sees_what_earlier_runs_staged(
         "      - {type: references, column: boss, reference: staff.id, action: quarantine}\n"
     )
     config = small_project(tmp_path, database.dsn, "e", tables)
-    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
-    assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config)).code == 0
-    with database.connect(autocommit=True) as conn:
-        conn.execute("insert into e.staff values (2, 'bo', 1), (3, 'cy', 99)")
-    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
-    assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config)).code == 0
+    transform_after(database, config)
+    transform_after(database, config, "insert into e.staff values (2, 'bo', 1), (3, 'cy', 99)")
     assert [r["id"] for r in staged(config, "staff").to_pylist()] == [1, 2]
     bad = staged(config, "staff", "quarantine").to_pylist()
     assert [r["id"] for r in bad] == [3] and "99" in bad[0]["_reason"]
@@ -534,8 +541,7 @@ def test_a_reference_from_a_transformed_column_reads_the_transformed_values(
         "      - {type: references, column: client, reference: clients.id, action: quarantine}\n"
     )
     config = small_project(tmp_path, database.dsn, "t", tables)
-    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
-    assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config)).code == 0
+    transform_after(database, config)
     assert [r["id"] for r in staged(config, "sales").to_pylist()] == [10, 11]
     assert [r["id"] for r in staged(config, "sales", "quarantine").to_pylist()] == [12]
 
@@ -559,18 +565,11 @@ def test_unique_compares_with_the_values_keys_hold_now(database: Database, tmp_p
         "      - {type: unique, column: email, action: quarantine}\n"
     )
     config = small_project(tmp_path, database.dsn, "u", tables)
-
-    def transform(*statements: str) -> None:
-        with database.connect(autocommit=True) as conn:
-            for statement in statements:
-                conn.execute(statement)
-        assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
-        ran = run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(config))
-        assert ran.code == 0, ran.text
-
-    transform()
-    transform("update u.people set email = 'z@x' where id = 1")
-    transform(
+    transform_after(database, config)
+    transform_after(database, config, "update u.people set email = 'z@x' where id = 1")
+    transform_after(
+        database,
+        config,
         "insert into u.people values (3, 'a@x'), (4, 'b@x')",
         "insert into u.members values (2, 'A@X')",
     )
