@@ -44,6 +44,7 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.statuses: list[int] = []  # answered in order; 200 once used up
+        self.retry_after: str | None = None  # sent with every answer that is not a 200
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +53,8 @@ class Receiver:
                 receiver.requests.append((self.path, dict(self.headers), body))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
+                if status != 200 and receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -126,6 +129,28 @@ def test_webhook_retries_5xx_and_429(receiver: Receiver, statuses: list[int], po
     fast_hook(receiver.url()).notify(ALARM_EVENT)
     assert len(receiver.requests) == posts
     assert all(json.loads(body) == ALARM_EVENT for _, _, body in receiver.requests)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waits"),
+    [
+        ("1", "1 s"),  # seconds, longer than the backoff: waited for
+        ("Wed, 21 Oct 2015 07:28:00 GMT", "0.001 s"),  # a date gone by: the backoff
+        ("3600", "1.5 s"),  # an hour: no longer than max_wait
+        ("soon", "0.001 s"),  # neither: the backoff
+    ],
+)
+def test_webhook_waits_as_long_as_the_receiver_asks(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, retry_after: str, waits: str
+) -> None:
+    receiver.statuses = [429]
+    receiver.retry_after = retry_after
+    config = hook_config(receiver.url()).notifiers["hook"]
+    hook = WebhookNotifier("hook", config, backoff_seconds=0.001, max_wait=1.5)
+    with caplog.at_level(logging.INFO, logger="riverbed.notify"):
+        hook.notify(ALARM_EVENT)
+    assert len(receiver.requests) == 2
+    assert f"answered HTTP 429; retrying in {waits} " in caplog.text
 
 
 def test_webhook_gives_up_after_four_attempts(receiver: Receiver) -> None:

@@ -7,7 +7,9 @@ would replay the secret headers to another address.
 
 Retried with exponential backoff: connection errors, timeouts, 5xx and 429 (the receiver is
 down or busy, it may recover); any other 4xx or a redirect is the config's fault and retrying
-cannot help.
+cannot help. A receiver that says how long to wait (``Retry-After``, in seconds or as a date,
+usually with 429 or 503) is waited for, up to MAX_WAIT_SECONDS: asking again sooner is what
+rate limiters punish.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,14 +40,17 @@ logger = logging.getLogger("riverbed.notify")
 TIMEOUT_SECONDS = 10.0  # per attempt: connect plus response
 ATTEMPTS = 4
 BACKOFF_SECONDS = 1.0  # waits 1, 2, 4 s between the attempts
+MAX_WAIT_SECONDS = 30.0  # the most a Retry-After is waited for, per attempt
 
 
 class _Failure(Exception):
-    """One failed attempt, already stripped of the URL."""
+    """One failed attempt, already stripped of the URL; ``retry_after``: the seconds the
+    receiver asked to wait before the next one, if it said."""
 
-    def __init__(self, problem: str, transient: bool):
+    def __init__(self, problem: str, transient: bool, retry_after: float | None = None):
         super().__init__(problem)
         self.transient = transient
+        self.retry_after = retry_after
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -60,12 +67,14 @@ class WebhookNotifier:
         config: NotifierConfig,
         backoff_seconds: float = BACKOFF_SECONDS,
         timeout: float = TIMEOUT_SECONDS,
+        max_wait: float = MAX_WAIT_SECONDS,
     ):
         assert config.url is not None  # NotifierConfig requires it for type webhook
         self.name = name
         self.origin = origin(config.url)
         self.backoff_seconds = backoff_seconds
         self.timeout = timeout
+        self.max_wait = max_wait
         self._url = config.url
         self._secret_headers = config.headers
         self._opener = urllib.request.build_opener(_NoRedirects())
@@ -76,7 +85,7 @@ class WebhookNotifier:
         headers = self._headers()
         retrying = Retrying(
             stop=stop_after_attempt(ATTEMPTS),
-            wait=wait_exponential(multiplier=self.backoff_seconds),
+            wait=self._wait,
             retry=retry_if_exception(lambda exc: isinstance(exc, _Failure) and exc.transient),
             before_sleep=self._log_retry,
             reraise=True,
@@ -120,11 +129,22 @@ class WebhookNotifier:
                     "address)",
                     transient=False,
                 ) from None
-            raise _Failure(f"answered HTTP {status}", status >= 500 or status == 429) from None
+            raise _Failure(
+                f"answered HTTP {status}",
+                transient=status >= 500 or status == 429,
+                retry_after=_retry_after(exc.headers.get("Retry-After")),
+            ) from None
         except urllib.error.URLError as exc:
             raise _Failure(f"cannot connect ({_reason(exc.reason)})", transient=True) from None
         except (OSError, http.client.HTTPException) as exc:  # timeouts, resets mid-response
             raise _Failure(f"no valid response ({_reason(exc)})", transient=True) from None
+
+    def _wait(self, state: RetryCallState) -> float:
+        """The exponential backoff, or longer if the receiver asked for it (up to max_wait)."""
+        backoff = float(wait_exponential(multiplier=self.backoff_seconds)(state))
+        failure = state.outcome.exception() if state.outcome else None
+        asked = failure.retry_after if isinstance(failure, _Failure) else None
+        return backoff if asked is None else min(max(backoff, asked), self.max_wait)
 
     def _log_retry(self, state: RetryCallState) -> None:
         problem = state.outcome.exception() if state.outcome else None
@@ -151,6 +171,23 @@ def origin(url: str) -> str:
     except ValueError:
         port = 0  # a malformed port; the request will fail and say so
     return f"{parts.scheme}://{host}:{port}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from now that a ``Retry-After`` value asks for (RFC 9110: a number of seconds
+    or an HTTP date); None for no header or one that is neither."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _reason(reason: object) -> str:
