@@ -870,15 +870,19 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Serve the pipeline's metrics in Prometheus text format at /metrics until Ctrl-C
-    (dashboards and the JSON API join them here later).
+    (dashboards and the JSON API join them here later), and evaluate the alarms between runs,
+    so that one on time since the last success fires even when nothing runs.
 
     Example: `riverbed serve --port 9108`, then `curl localhost:9108/metrics`
     """
+    import logging
     import time
 
     from riverbed.observe.prometheus import serve_metrics
+    from riverbed.orchestrate.runner import alarm_interval, observe_between_runs
 
     project = _project(config)
+    _logging(project, quiet=False)
     try:
         server = serve_metrics(project.path(project.config.state.path), host, port)
     except OSError as exc:
@@ -887,9 +891,14 @@ def serve(
         ) from exc
     bound_host, bound_port = str(server.server_address[0]), server.server_address[1]
     console.print(f"metrics at http://{bound_host}:{bound_port}/metrics (Ctrl-C stops)")
+    interval = alarm_interval(project.config)
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(interval)
+            try:
+                observe_between_runs(project)
+            except RiverbedError as exc:  # a busy or unreadable store: the next tick retries
+                logging.getLogger("riverbed.serve").warning("alarms not evaluated: %s", exc)
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,13 +3,16 @@ Catch -> notification, redrive, the run lock, run history, metrics and alarms.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -403,12 +406,9 @@ def test_logs_are_json_lines_without_secrets(project: Path, receiver: Receiver) 
     assert token not in "\n".join(lines) + result.text
 
 
-def test_serve_exposes_metrics_over_http(project: Path) -> None:
-    import re
-    import urllib.request
-
-    code, _, err = run(project, "--once")
-    assert code == 0, err
+@contextlib.contextmanager
+def serving(project: Path) -> Iterator[str]:
+    """`riverbed serve` on a free port until the block ends (then Ctrl-C); the /metrics URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "riverbed", "serve", "--port", "0", "-c", str(project)],
         stdout=subprocess.PIPE,
@@ -420,11 +420,48 @@ def test_serve_exposes_metrics_over_http(project: Path) -> None:
         line = proc.stdout.readline()
         found = re.search(r"http://([\d.]+):(\d+)/metrics", line)
         assert found, line + (proc.stderr.read() if proc.poll() is not None else "")
-        with urllib.request.urlopen(found.group(0), timeout=30) as response:
-            text = response.read().decode()
+        yield found.group(0)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_serve_exposes_metrics_over_http(project: Path) -> None:
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    with serving(project) as url, urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["riverbed_runs_succeeded"].samples[0].value == 1
     assert families["riverbed_up"].samples[0].value == 1
+
+
+def test_serve_raises_an_alarm_when_nothing_runs(project: Path, tmp_path: Path) -> None:
+    """After one run, nothing runs again (a scheduler that died): `riverbed serve` evaluates
+    the alarms meanwhile, and the one on time since the last success notifies."""
+    received = tmp_path / "alarm.json"
+    data = yaml.safe_load(project.read_text())
+    data["notifiers"]["pager"] = {"type": "command", "command": f"(cat; echo) >> {received}"}
+    data["alarms"] = {
+        "stale": {
+            "metric": "seconds_since_last_success",
+            "period_seconds": 1,
+            "threshold": 2,
+            "notify": ["pager"],
+        }
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+
+    def events() -> list[dict[str, Any]]:
+        lines = received.read_text().splitlines() if received.exists() else []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    with serving(project):
+        deadline = time.monotonic() + 60
+        while not any(e["state"] == "ALARM" for e in events()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert [e["state"] for e in events() if e["alarm"] == "stale"][-1] == "ALARM", events()
+    status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+    assert {a["alarm"]: a["state"] for a in status["alarms"]} == {"stale": "ALARM"}

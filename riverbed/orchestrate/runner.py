@@ -9,6 +9,7 @@ few seconds to deliver them before the process moves on.
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import threading
 import time
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from riverbed.config.loader import Project
+from riverbed.config.models import RiverbedConfig
 from riverbed.errors import ConfigError, RiverbedError
 from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.observe.alarms import evaluate_alarms
@@ -32,6 +34,7 @@ from riverbed.orchestrate.tasks import Tasks
 
 log = logging.getLogger("riverbed.run")
 NOTIFY_GRACE_SECONDS = 5.0  # how long a finished run waits for its notifications to go out
+ALARM_INTERVAL_MAX = 60.0  # between runs, alarms are evaluated at least this often
 
 
 @dataclass
@@ -191,15 +194,39 @@ def _execute(
 def observe(
     project: Project, manifest: Manifest, history: RunHistory, dispatcher: Dispatcher
 ) -> None:
-    """After a run (and on every tick of a schedule): the derived gauges, then the alarms."""
+    """After a run, and between runs in `riverbed serve`: the derived gauges, then the alarms."""
     now = time.time()
     last = history.last("succeeded")
     since = last["ended_at"] if last else history.first_started()
     metrics = Metrics(manifest)
     if since is not None:
         metrics.record({"seconds_since_last_success": max(0.0, now - since)}, ts=now)
-    evaluate_alarms(project.config, manifest, now, dispatcher)
+    # evaluated just after ``now``: a period ends before its end instant, and the gauge
+    # recorded at ``now`` belongs to the period being evaluated, not to the next one
+    evaluate_alarms(project.config, manifest, math.nextafter(now, math.inf), dispatcher)
     metrics.prune(now=now)
+
+
+def observe_between_runs(project: Project) -> None:
+    """``observe`` outside any run, for a process that outlives them (``riverbed serve``): an
+    alarm on time since the last success must fire when nothing runs at all, and a dead
+    scheduler runs nothing. Safe beside runs: each evaluation is one transaction."""
+    manifest = open_manifest(project)
+    try:
+        dispatcher = Dispatcher(open_notifiers(project.config))
+        try:
+            observe(project, manifest, RunHistory(manifest), dispatcher)
+        finally:
+            dispatcher.close(NOTIFY_GRACE_SECONDS)
+    finally:
+        manifest.close()
+
+
+def alarm_interval(config: RiverbedConfig) -> float:
+    """How often to evaluate alarms between runs: every shortest period (evaluating more
+    often sees no new period), at least every ALARM_INTERVAL_MAX seconds, at most every 1 s."""
+    periods = [a.period_seconds for a in config.alarms.values()]
+    return float(min(max(min(periods, default=ALARM_INTERVAL_MAX), 1), ALARM_INTERVAL_MAX))
 
 
 def _record_run(metrics: Metrics, report: RunReport) -> None:
