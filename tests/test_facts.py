@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlglot import exp
 from test_scd2 import BASE, DIM, Reference, Scenario, apply, infer, reset, scenarios, warehouse
 
-from riverbed.load.facts import append, fact_ddl
+from riverbed.load.facts import PlanOfParts, append, fact_ddl, load_plan, staging_plan
 from riverbed.load.model import FactModel
 from riverbed.load.scd2 import staging_ddl
 from riverbed.load.warehouse import Warehouse
@@ -51,7 +51,11 @@ def load_facts(wh: Warehouse, events: list[tuple[int | None, dt.datetime]]) -> l
     )
     wh.execute(exp.delete(FACT.staging))
     wh.load_arrow(FACT.staging, rows.append_column("_batch_id", pa.array(["b1"] * n)))
-    append(wh, FACT, list(FACT_COLUMNS), ["b1"], ["event_id"])
+    plan = PlanOfParts(["event_id"])  # as the staging load sees it, in two parts
+    plan.add(rows.slice(0, n // 2))
+    plan.add(rows.slice(n // 2))
+    assert staging_plan(wh, FACT, ["event_id"]) == plan.plan()  # read back: the same
+    append(wh, FACT, list(FACT_COLUMNS), ["b1"], plan.plan())
     return wh.query(
         f"SELECT event_id, item_key, date_key FROM {FACT.name} ORDER BY event_id"
     ).to_pylist()
@@ -151,3 +155,31 @@ def test_date_keys_are_the_utc_day_of_each_event(warehouse: Warehouse) -> None:
         assert got == [int(at.strftime("%Y%m%d")) for _, at in events]
 
     check()
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 5)), max_size=12),
+    st.lists(st.integers(0, 12), max_size=4),
+)
+def test_a_plan_seen_part_by_part_is_the_plan_of_the_whole(
+    keys: list[tuple[int, int, int]], cuts: list[int]
+) -> None:
+    """The load order and window the staging load records, part by part, are those of all
+    its rows at once: sorted parts out of order with each other, equal keys at the seams."""
+    rows = pa.table(
+        {
+            "k": pa.array([k for k, _, _ in keys], pa.int64()),
+            "_lsn": pa.array([lsn for _, lsn, _ in keys], pa.int64()),
+            "_seq": pa.array([seq for _, _, seq in keys], pa.int64()),
+            "_commit_ts": pa.array(
+                [BASE + dt.timedelta(seconds=s) for _, _, s in keys], pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+    plan = PlanOfParts(["k"])
+    bounds = [0, *sorted(c for c in cuts if c < len(keys)), len(keys)]
+    for start, end in zip(bounds, bounds[1:]):
+        plan.add(rows.slice(start, end - start))
+    assert plan.plan() == load_plan(rows, ["k"])
+    assert PlanOfParts.from_json(plan.to_json()) == plan.plan()

@@ -16,7 +16,7 @@ from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
 from riverbed.lake.storage import LakeStorage
-from riverbed.load.facts import fact_ddl
+from riverbed.load.facts import fact_ddl, fact_indexes
 from riverbed.load.model import CDC_COLUMNS, sql_type, warehouse_model
 from riverbed.load.scd2 import dimension_ddl, staging_ddl
 
@@ -58,13 +58,14 @@ def warehouse_ddl(
     generate = "postgres" if dialect == "postgres" else dialect
     # DDL builders speak DuckDB's types; Redshift and PostgreSQL get them transpiled
     build = "postgres" if dialect in ("postgres", "redshift") else "duckdb"
+    indexes = dialect == "postgres"  # the loader's, where the engine has them
     out: list[str] = []
     for dim in model.dimensions:
         columns = _columns(storage, manifest, dim.source)
         cfg = project.config.tables[dim.source]
         for statement in [
             staging_ddl(dim, columns, build),
-            *dimension_ddl(dim, columns, build),
+            *dimension_ddl(dim, columns, build, indexes=indexes),
         ]:
             if dialect == "redshift" and _creates(statement, dim.name):
                 statement = _redshift(statement, cfg.dist_key, cfg.sort_key or list(dim.keys))
@@ -75,6 +76,7 @@ def warehouse_ddl(
         statements = [
             staging_ddl(fact.source, columns, build),
             fact_ddl(fact, columns),
+            *(fact_indexes(fact, cfg.sort_key, cfg.dist_key) if indexes else []),
         ]
         for statement in statements:
             if dialect == "redshift" and _creates(statement, fact.name):

@@ -139,6 +139,9 @@ class DuckDBWarehouse:
     def columns(self, table: str) -> dict[str, str] | None:
         return table_columns(self, table)
 
+    def analyze(self, table: str) -> None:
+        pass  # DuckDB's statistics follow every write
+
     def close(self) -> None:
         self._db.close()
 

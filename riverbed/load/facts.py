@@ -12,6 +12,7 @@ version completes in place, keeping the surrogate key the fact already points to
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from riverbed.load.model import DimensionModel, FactModel
-from riverbed.load.scd2 import inferred_members_statement
+from riverbed.load.scd2 import create_index, inferred_members_statement
 from riverbed.load.warehouse import Warehouse
 
 FACT_EXTRA = ("date_key", "event_ts", "_op", "_lsn", "_seq", "batch_id")
@@ -50,6 +51,21 @@ def fact_ddl(fact: FactModel, columns: dict[str, exp.DataType]) -> exp.Create:
         kind="TABLE",
         exists=True,
     )
+
+
+def fact_indexes(
+    fact: FactModel, sort_key: Sequence[str], dist_key: str | None
+) -> list[exp.Create]:
+    """For an engine with indexes (PostgreSQL): the sort key and the distribution key, which
+    queries filter and join on, and ``batch_id``, which every append's preaction and
+    inferred-member statements look rows up by; without it each append scans the whole fact
+    table three times. (DuckDB needs none: its zone maps and the load order serve.)"""
+    groups = [list(sort_key), [dist_key] if dist_key else [], ["batch_id"]]
+    return [
+        create_index(f"{fact.name}_{'_'.join(group)}_idx", fact.name, group)
+        for group in groups
+        if group
+    ]
 
 
 def load_order(rows: pa.Table, sort_key: Sequence[str]) -> list[str]:
@@ -91,16 +107,69 @@ def append(
     fact: FactModel,
     columns: list[str],
     batch_ids: Sequence[str],
-    sort_key: Sequence[str],
+    plan: tuple[list[str], Window | None],
 ) -> None:
     """Append what ``fact``'s staging table holds (the rows of ``batch_ids``) in one
-    transaction (see append_statements), in ``sort_key`` order. The insert need not keep
-    staging's row order: staging is in load order already, or the insert sorts."""
-    order, window = staging_plan(warehouse, fact, sort_key)
+    transaction (see append_statements); ``plan``: their load order and window, as the
+    staging load saw them (PlanOfParts) or read back from staging (staging_plan). The insert
+    need not keep staging's row order: staging is in load order already, or the insert
+    sorts."""
+    order, window = plan
     statements = append_statements(fact, columns, batch_ids, order, warehouse.dialect, window)
     with warehouse.transaction(), warehouse.unordered():
         for statement in statements:
             warehouse.execute(statement)
+
+
+class PlanOfParts:
+    """load_plan of a batch staged part by part, without keeping the parts: whether each part
+    is in order and follows the last row of the one before, and the earliest and latest
+    event."""
+
+    def __init__(self, sort_key: Sequence[str]):
+        self.sort_key = list(sort_key)
+        self.in_order = True
+        self.order: list[str] = []
+        self.last: pa.Table | None = None  # the previous part's last row, its order columns
+        self.first: datetime | None = None
+        self.latest: datetime | None = None
+
+    def add(self, rows: pa.Table) -> None:
+        if not rows.num_rows:
+            return
+        self.order = [c for c in self.sort_key if c in rows.column_names] + ["_lsn", "_seq"]
+        ordered = rows.select(self.order)
+        if self.in_order:
+            head = ordered.slice(0, 1)
+            seam = head if self.last is None else pa.concat_tables([self.last, head])
+            self.in_order = not load_order(seam, self.sort_key) and not load_order(
+                ordered, self.sort_key
+            )
+        self.last = ordered.slice(rows.num_rows - 1)
+        bounds = pc.min_max(rows.column("_commit_ts")).as_py()
+        if bounds["min"] is not None:
+            self.first = min(filter(None, (self.first, bounds["min"])))
+            self.latest = max(filter(None, (self.latest, bounds["max"])))
+
+    def plan(self) -> tuple[list[str], Window | None]:
+        window = (self.first, self.latest) if self.first and self.latest else None
+        return ([] if self.in_order else self.order), window
+
+    def to_json(self) -> str:
+        order, window = self.plan()
+        return json.dumps(
+            {"order": order, "window": [t.isoformat() for t in window] if window else None}
+        )
+
+    @staticmethod
+    def from_json(text: str) -> tuple[list[str], Window | None]:
+        plan = json.loads(text)
+        window = plan["window"]
+        return list(plan["order"]), (
+            (datetime.fromisoformat(window[0]), datetime.fromisoformat(window[1]))
+            if window
+            else None
+        )
 
 
 def staging_plan(

@@ -134,6 +134,12 @@ class PostgresWarehouse:
     def columns(self, table: str) -> dict[str, str] | None:
         return table_columns(self, table)
 
+    def analyze(self, table: str) -> None:
+        # a freshly truncated-and-loaded staging table otherwise looks empty or stale to the
+        # planner, which then sorts a million rows for a merge join (measured: the fact
+        # append 2.5x slower)
+        self.execute(exp.Command(this="ANALYZE", expression=exp.to_identifier(table)))
+
     def close(self) -> None:
         self._conn.close()
 

@@ -39,7 +39,14 @@ from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import dim_date_ddl, lake_columns
-from riverbed.load.facts import append, fact_ddl
+from riverbed.load.facts import (
+    PlanOfParts,
+    Window,
+    append,
+    fact_ddl,
+    fact_indexes,
+    staging_plan,
+)
 from riverbed.load.model import (
     CDC_COLUMNS,
     DimensionModel,
@@ -48,7 +55,6 @@ from riverbed.load.model import (
     warehouse_model,
 )
 from riverbed.load.scd2 import (
-    create_index,
     dimension_ddl,
     positions_ddl,
     scd2_statements,
@@ -71,6 +77,12 @@ create table if not exists load_staged (
   batch_ids   text not null,
   rows        integer not null,
   staged_at   real not null
+);
+-- a fact's staged rows as the staging load saw them: load order and window (facts.PlanOfParts)
+create table if not exists load_plans (
+  table_name  text primary key,
+  batch_ids   text not null,  -- the load_staged batches it describes
+  plan        text not null
 );
 """
 STAGING_CDC = ("_op", "_commit_ts", "_lsn", "_seq", "_toast_unchanged", "_batch_id")
@@ -177,6 +189,9 @@ class Loader:
         ddl = staging_ddl(model if isinstance(model, DimensionModel) else table, columns, dialect)
         self._ensure(model.staging, [ddl], columns, staging=True)
         rows = 0
+        # a fact's load order and window, seen on the parts as they go in: reading them back
+        # from staging costs a query of every staged row (on PostgreSQL, a second per million)
+        plan = PlanOfParts(self.config.tables[table].sort_key)
         with self.warehouse.transaction():
             self.warehouse.execute(exp.delete(model.staging))
             for batch in taken:
@@ -185,11 +200,20 @@ class Loader:
                     "_batch_id", pa.array([batch.batch_id] * part.num_rows, pa.string())
                 )
                 rows += self.warehouse.load_arrow(model.staging, part)
+                if isinstance(model, FactModel):
+                    plan.add(part)
+            self.warehouse.analyze(model.staging)
+        batch_ids = json.dumps([b.batch_id for b in taken])
         with self.manifest.transaction() as db:
             db.execute(
                 "insert or replace into load_staged values (?, ?, ?, ?)",
-                (table, json.dumps([b.batch_id for b in taken]), rows, time.time()),
+                (table, batch_ids, rows, time.time()),
             )
+            if isinstance(model, FactModel):
+                db.execute(
+                    "insert or replace into load_plans values (?, ?, ?)",
+                    (table, batch_ids, plan.to_json()),
+                )
         return len(taken)
 
     def merge_dimension(self, dim: DimensionModel) -> tuple[list[str], int]:
@@ -223,10 +247,23 @@ class Loader:
         )
         usable = FactModel(fact.source, fact.name, fact.keys, refs)
         self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
-        self._index(fact.name, cfg.sort_key, [cfg.dist_key] if cfg.dist_key else [])
+        if self.warehouse.has_indexes:  # every time: a table from an older version gets them
+            for index in fact_indexes(fact, cfg.sort_key, cfg.dist_key):
+                self.warehouse.execute(index)
         started = time.monotonic()
-        append(self.warehouse, usable, list(columns), batches, cfg.sort_key)
+        append(self.warehouse, usable, list(columns), batches, self._plan(fact, batches))
         return batches, self._loaded(fact.source, fact.name, batches, started)
+
+    def _plan(self, fact: FactModel, batch_ids: list[str]) -> tuple[list[str], Window | None]:
+        """The load order and window of what ``fact``'s staging holds: as its staging load saw
+        them, or, for staging loaded by a version that did not record them, read back."""
+        recorded = self.manifest.query(
+            "select plan from load_plans where table_name = ? and batch_ids = ?",
+            (fact.source, json.dumps(batch_ids)),
+        )
+        if recorded:
+            return PlanOfParts.from_json(recorded[0][0])
+        return staging_plan(self.warehouse, fact, self.config.tables[fact.source].sort_key)
 
     def _staged(self, table: str) -> list[str] | None:
         rows = self.manifest.query(
@@ -388,14 +425,6 @@ class Loader:
                         ],
                     )
                 )
-
-    def _index(self, table: str, *column_groups: list[str]) -> None:
-        if not self.warehouse.has_indexes:
-            return  # DuckDB: the load order (facts.append_statements) feeds its zone maps
-        for group in column_groups:
-            if not group:
-                continue
-            self.warehouse.execute(create_index(f"{table}_{'_'.join(group)}_idx", table, group))
 
 
 def _add(result: LoadResult, target: str, source: str, applied: tuple[list[str], int]) -> None:

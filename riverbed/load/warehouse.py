@@ -72,6 +72,11 @@ class Warehouse(Protocol):
         """The table's columns and their type names, in order; None if it does not exist."""
         ...
 
+    def analyze(self, table: str) -> None:
+        """Refresh the planner's statistics of ``table`` after a bulk load (inside or outside a
+        transaction). A no-op where the engine keeps them as it writes."""
+        ...
+
     def close(self) -> None: ...
 
 
