@@ -32,6 +32,7 @@ EPOCH = date(1970, 1, 1)
 WINDOW_MONTHS = 24
 
 Window = tuple[datetime, datetime]  # a staged batch's first and last event (commit) time
+Plan = tuple[list[str], Window | None]  # the insert's ORDER BY (none: in order) and the window
 
 
 def fact_ddl(fact: FactModel, columns: dict[str, exp.DataType]) -> exp.Create:
@@ -93,7 +94,7 @@ def load_order(rows: pa.Table, sort_key: Sequence[str]) -> list[str]:
     return [] if pc.all(in_order).as_py() else order
 
 
-def load_plan(rows: pa.Table, sort_key: Sequence[str]) -> tuple[list[str], Window | None]:
+def load_plan(rows: pa.Table, sort_key: Sequence[str]) -> Plan:
     """What ``append`` needs to know of a staged batch's rows (its sort-key columns, position
     and ``_commit_ts``): their load order (see load_order), and their window, the first and
     last event time (None for no rows)."""
@@ -107,7 +108,7 @@ def append(
     fact: FactModel,
     columns: list[str],
     batch_ids: Sequence[str],
-    plan: tuple[list[str], Window | None],
+    plan: Plan,
 ) -> None:
     """Append what ``fact``'s staging table holds (the rows of ``batch_ids``) in one
     transaction (see append_statements); ``plan``: their load order and window, as the
@@ -151,7 +152,7 @@ class PlanOfParts:
             self.first = min(filter(None, (self.first, bounds["min"])))
             self.latest = max(filter(None, (self.latest, bounds["max"])))
 
-    def plan(self) -> tuple[list[str], Window | None]:
+    def plan(self) -> Plan:
         window = (self.first, self.latest) if self.first and self.latest else None
         return ([] if self.in_order else self.order), window
 
@@ -162,7 +163,7 @@ class PlanOfParts:
         )
 
     @staticmethod
-    def from_json(text: str) -> tuple[list[str], Window | None]:
+    def from_json(text: str) -> Plan:
         plan = json.loads(text)
         window = plan["window"]
         return list(plan["order"]), (
@@ -172,9 +173,7 @@ class PlanOfParts:
         )
 
 
-def staging_plan(
-    warehouse: Warehouse, fact: FactModel, sort_key: Sequence[str]
-) -> tuple[list[str], Window | None]:
+def staging_plan(warehouse: Warehouse, fact: FactModel, sort_key: Sequence[str]) -> Plan:
     """load_plan of the rows ``fact``'s staging table holds, read from it: the sort-key
     columns it has, the source position and the commit time."""
     present = warehouse.columns(fact.staging) or {}

@@ -40,8 +40,8 @@ from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import dim_date_ddl, lake_columns
 from riverbed.load.facts import (
+    Plan,
     PlanOfParts,
-    Window,
     append,
     fact_ddl,
     fact_indexes,
@@ -254,7 +254,7 @@ class Loader:
         append(self.warehouse, usable, list(columns), batches, self._plan(fact, batches))
         return batches, self._loaded(fact.source, fact.name, batches, started)
 
-    def _plan(self, fact: FactModel, batch_ids: list[str]) -> tuple[list[str], Window | None]:
+    def _plan(self, fact: FactModel, batch_ids: list[str]) -> Plan:
         """The load order and window of what ``fact``'s staging holds: as its staging load saw
         them, or, for staging loaded by a version that did not record them, read back."""
         recorded = self.manifest.query(
