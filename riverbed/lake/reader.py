@@ -13,6 +13,7 @@ source had, since the update did not touch it.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import numpy as np
@@ -202,3 +203,54 @@ def _resolve_rows(table: pa.Table, keys: list[str]) -> pa.Table:
     }
     arrays["_toast_unchanged"] = pa.array(remaining, table.schema.field("_toast_unchanged").type)
     return pa.table(arrays)
+
+
+class RowGroupFilter:
+    """Which row groups of a Parquet file can hold a row whose ``column`` is one of ``values``,
+    for some (column, values): those whose min/max statistics of the column enclose one of
+    them. A group without statistics, or whose statistics do not compare with the values,
+    counts as a possible match.
+
+    Lake files are written in source order, and the keys a new batch refers to are mostly
+    recent ones, so the groups that can hold them are few (a steady batch of returns reads
+    one row group of its order items' history, not all of it)."""
+
+    def __init__(self, restrict: list[tuple[str, pa.Array]]):
+        self._sorted: list[tuple[str, Any]] = []
+        for column, values in restrict:
+            values = values.drop_null()
+            if pa.types.is_integer(values.type):
+                self._sorted.append((column, np.unique(values.to_numpy())))
+            else:
+                try:
+                    self._sorted.append((column, sorted(set(values.to_pylist()))))
+                except TypeError:  # values that do not order: no pruning by this column
+                    self._sorted.append((column, None))
+
+    def groups(self, parquet: pq.ParquetFile) -> list[int]:
+        meta = parquet.metadata
+        where = {meta.schema.column(j).path: j for j in range(meta.num_columns)}
+        return [
+            i
+            for i in range(meta.num_row_groups)
+            if any(
+                self._may_hold(meta.row_group(i), where.get(column), values)
+                for column, values in self._sorted
+            )
+        ]
+
+    @staticmethod
+    def _may_hold(group: pq.RowGroupMetaData, index: int | None, values: Any) -> bool:
+        if values is None or index is None:
+            return True  # not comparable, or not in this file (a later schema's column)
+        stats = group.column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return True
+        try:
+            if isinstance(values, np.ndarray):
+                at = int(np.searchsorted(values, stats.min, side="left"))
+            else:
+                at = bisect.bisect_left(values, stats.min)
+            return at < len(values) and bool(values[at] <= stats.max)
+        except (TypeError, ValueError, OverflowError):
+            return True

@@ -47,7 +47,7 @@ from riverbed.errors import ConfigError, RiverbedError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
-from riverbed.lake.reader import concat_versions, resolve_unchanged_toast
+from riverbed.lake.reader import RowGroupFilter, concat_versions, resolve_unchanged_toast
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
@@ -774,6 +774,7 @@ class TransformRun:
             return like.empty_table() if like is not None else self._empty_like(table)
         keys = list(self.config.tables[table].keys)
         tests = [(column, _membership(values)) for column, values in restrict or []]
+        pruning = RowGroupFilter(restrict) if restrict else None
 
         def read(file: LakeFile) -> pa.Table:
             parquet = pq.ParquetFile(self.storage.open_input(file.path))  # one open per file
@@ -784,7 +785,10 @@ class TransformRun:
                     for n in parquet.schema_arrow.names
                     if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
                 ]
-            part = parquet.read(columns=wanted)
+            if pruning is None:
+                part = parquet.read(columns=wanted)
+            else:  # only the row groups that can hold a key asked for (by their statistics)
+                part = parquet.read_row_groups(pruning.groups(parquet), columns=wanted)
             if tests:  # keep only the keys asked for, file by file: what is left is small
                 mask = tests[0][1](part.column(tests[0][0]))
                 for column, test in tests[1:]:
