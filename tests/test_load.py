@@ -262,12 +262,12 @@ def test_ddl_for_every_dialect(database: Database, project: Path) -> None:
         assert out.code == 0 and "dim_customer" in out.out and "fact_orders" in out.out
         # PostgreSQL gets the loader's indexes; batch_id's keeps each append's preaction an
         # index lookup however large the fact table grows
-        assert ("INDEX IF NOT EXISTS fact_orders_batch_id_idx" in out.out) == (
+        assert ("INDEX IF NOT EXISTS fact_orders_batch_id_brin" in out.out) == (
             dialect == "postgres"
         )
     if "engine: postgres" in project.read_text():
         indexes = rows(project, "select indexname from pg_indexes where tablename = 'fact_orders'")
-        assert {"fact_orders_batch_id_idx", "fact_orders_order_id_idx"} <= {
+        assert {"fact_orders_batch_id_brin", "fact_orders_order_id_idx"} <= {
             i["indexname"] for i in indexes
         }
     bad = run_cli("ddl", "--dialect", "oracle", "-c", str(project))
