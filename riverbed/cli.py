@@ -462,6 +462,7 @@ def capture(
     Example: `riverbed capture --once` or `riverbed capture --follow`
     """
     import signal
+    import threading
 
     from riverbed.capture.pgoutput import format_lsn
 
@@ -480,9 +481,17 @@ def capture(
         if not quiet and not as_json:
             err_console.print(line, highlight=False)
 
+    # a follower outlives runs: it evaluates the alarms meanwhile, as `serve` does, so one on
+    # the time since the last success fires when the scheduler has died
+    watching = threading.Event()
+    if follow:
+        from riverbed.orchestrate.runner import watch_alarms
+
+        watch_alarms(project, watching)
     try:
         result = _capture_reconnecting(project, follow, resnapshot, stopping, say)
     finally:
+        watching.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     stats = result.stream
@@ -875,11 +884,11 @@ def serve(
 
     Example: `riverbed serve --port 9108`, then `curl localhost:9108/metrics`
     """
-    import logging
+    import threading
     import time
 
     from riverbed.observe.prometheus import serve_metrics
-    from riverbed.orchestrate.runner import alarm_interval, observe_between_runs
+    from riverbed.orchestrate.runner import watch_alarms
 
     project = _project(config)
     _logging(project, quiet=False)
@@ -891,17 +900,15 @@ def serve(
         ) from exc
     bound_host, bound_port = str(server.server_address[0]), server.server_address[1]
     console.print(f"metrics at http://{bound_host}:{bound_port}/metrics (Ctrl-C stops)")
-    interval = alarm_interval(project.config)
+    stop = threading.Event()
+    watch_alarms(project, stop)
     try:
         while True:
-            time.sleep(interval)
-            try:
-                observe_between_runs(project)
-            except RiverbedError as exc:  # a busy or unreadable store: the next tick retries
-                logging.getLogger("riverbed.serve").warning("alarms not evaluated: %s", exc)
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         server.shutdown()
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -436,9 +436,30 @@ def test_serve_exposes_metrics_over_http(project: Path) -> None:
     assert families["riverbed_up"].samples[0].value == 1
 
 
-def test_serve_raises_an_alarm_when_nothing_runs(project: Path, tmp_path: Path) -> None:
-    """After one run, nothing runs again (a scheduler that died): `riverbed serve` evaluates
-    the alarms meanwhile, and the one on time since the last success notifies."""
+@contextlib.contextmanager
+def following(project: Path) -> Iterator[None]:
+    """`riverbed capture --follow` until the block ends (then Ctrl-C)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "riverbed", "capture", "--follow", "-q", "-c", str(project)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize("outliving", [serving, following], ids=["serve", "capture-follow"])
+def test_an_alarm_fires_when_nothing_runs(
+    project: Path, tmp_path: Path, outliving: Callable[[Path], Any]
+) -> None:
+    """After one run, nothing runs again (a scheduler that died): `riverbed serve` and
+    `capture --follow` evaluate the alarms meanwhile, and the one on the time since the last
+    success notifies."""
     received = tmp_path / "alarm.json"
     data = yaml.safe_load(project.read_text())
     data["notifiers"]["pager"] = {"type": "command", "command": f"(cat; echo) >> {received}"}
@@ -458,7 +479,7 @@ def test_serve_raises_an_alarm_when_nothing_runs(project: Path, tmp_path: Path) 
         lines = received.read_text().splitlines() if received.exists() else []
         return [json.loads(line) for line in lines if line.strip()]
 
-    with serving(project):
+    with outliving(project):
         deadline = time.monotonic() + 60
         while not any(e["state"] == "ALARM" for e in events()) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -194,7 +194,7 @@ def _execute(
 def observe(
     project: Project, manifest: Manifest, history: RunHistory, dispatcher: Dispatcher
 ) -> None:
-    """After a run, and between runs in `riverbed serve`: the derived gauges, then the alarms."""
+    """After a run, and between runs (see watch_alarms): the derived gauges, then the alarms."""
     now = time.time()
     last = history.last("succeeded")
     since = last["ended_at"] if last else history.first_started()
@@ -208,7 +208,7 @@ def observe(
 
 
 def observe_between_runs(project: Project) -> None:
-    """``observe`` outside any run, for a process that outlives them (``riverbed serve``): an
+    """``observe`` outside any run, for a process that outlives them (see watch_alarms): an
     alarm on time since the last success must fire when nothing runs at all, and a dead
     scheduler runs nothing. Safe beside runs: each evaluation is one transaction."""
     manifest = open_manifest(project)
@@ -220,6 +220,25 @@ def observe_between_runs(project: Project) -> None:
             dispatcher.close(NOTIFY_GRACE_SECONDS)
     finally:
         manifest.close()
+
+
+def watch_alarms(project: Project, stop: threading.Event) -> threading.Thread:
+    """A daemon thread that evaluates the alarms between runs (observe_between_runs) every
+    alarm_interval until ``stop`` is set: for the processes that outlive runs, `serve` and
+    `capture --follow`. An evaluation that fails (a busy state store) is logged and the next
+    tick tries again; the thread never takes its process down."""
+    interval = alarm_interval(project.config)
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                observe_between_runs(project)
+            except Exception as exc:  # noqa: BLE001 - a watchdog logs and carries on
+                log.warning("alarms not evaluated: %s", exc)
+
+    thread = threading.Thread(target=loop, name="riverbed-alarms", daemon=True)
+    thread.start()
+    return thread
 
 
 def alarm_interval(config: RiverbedConfig) -> float:
