@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -119,6 +120,19 @@ class CliResult:
     @property
     def text(self) -> str:
         return self.out + self.err
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[str]:
+    """Start ``riverbed ARGS`` in the background, as a user would in another terminal: output
+    piped as text (unless ``popen`` says otherwise), no input."""
+    options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen(
+        [sys.executable, "-m", "riverbed", *args],
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})},
+        stdin=subprocess.DEVNULL,
+        text=True,
+        **options,
+    )
 
 
 def run_cli(

@@ -22,7 +22,7 @@ from capture_support import (
     source_rows,
 )
 
-from conftest import Database, run_cli
+from conftest import Database, run_cli, start_cli
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.schema import COLUMNS, TABLES
 from riverbed.shop.seed import seed
@@ -153,7 +153,6 @@ def test_kill_minus_9_at_random_moments_loses_and_doubles_nothing(
     import random
     import signal
     import subprocess
-    import sys
     import time
 
     config = capture_config(tmp_path, shop)
@@ -161,23 +160,12 @@ def test_kill_minus_9_at_random_moments_loses_and_doubles_nothing(
     kills = 0
     with background_workload(shop, WorkloadSpec(rate=3000, duration=None, seed=21, large_every=4)):
         for _ in range(6):
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "riverbed",
-                    "capture",
-                    "--follow",
-                    "--quiet",
-                    "-c",
-                    str(config),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+            proc = start_cli(
+                "capture", "--follow", "--quiet", "-c", str(config), stdout=subprocess.DEVNULL
             )
             time.sleep(moments.uniform(0.5, 3.5))
             if proc.poll() is not None:
-                pytest.fail(f"capture exited early: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"capture exited early: {proc.stderr.read()[-2000:]}")
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
@@ -188,8 +176,6 @@ def test_kill_minus_9_at_random_moments_loses_and_doubles_nothing(
 
 def test_follow_streams_and_sigterm_flushes_what_it_holds(shop: Database, tmp_path: Path) -> None:
     import signal
-    import subprocess
-    import sys
     import time
 
     # nothing flushes by size or age during this test: only the stop can make the change visible
@@ -200,12 +186,7 @@ def test_follow_streams_and_sigterm_flushes_what_it_holds(shop: Database, tmp_pa
         .replace("max_seconds: 1", "max_seconds: 3600")
     )
     config.write_text(text)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "riverbed", "capture", "--follow", "--json", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("capture", "--follow", "--json", "-c", str(config))
     try:
         with shop.connect(autocommit=True) as conn:
             deadline = time.monotonic() + 120

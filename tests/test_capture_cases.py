@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -39,7 +37,7 @@ from capture_support import (
     source_rows,
 )
 
-from conftest import Database, run_cli, s3_bucket
+from conftest import Database, run_cli, s3_bucket, start_cli
 from riverbed.config import load_project
 from riverbed.lake.manifest import Manifest
 from riverbed.lake.reader import read_changes
@@ -124,13 +122,7 @@ def streamed(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def start_follow(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "riverbed", "capture", "--follow", "--json", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1", **(env or {})},
-    )
+    return start_cli("capture", "--follow", "--json", "-c", str(config), env=env)
 
 
 def wait_streaming(database: Database, proc: subprocess.Popen[str], deadline: float = 120) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from capture_support import capture_config
 
-from conftest import Database, run_cli
+from conftest import Database, run_cli, start_cli
 from riverbed.config import load_project
 from riverbed.lake.manifest import Manifest
 
@@ -56,12 +55,7 @@ def test_follow_reconnects_after_the_connection_is_killed(
     config = tmp_path / "riverbed.yaml"
     config.write_text(text.replace("source:\n  dsn:", "source:\n  schema: r\n  dsn:"))
     assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "riverbed", "capture", "--follow", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("capture", "--follow", "-c", str(config))
     try:
         with database.connect(autocommit=True) as conn:
             conn.execute("insert into r.items select g, 'y' from generate_series(11, 20) g")

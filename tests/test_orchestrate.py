@@ -9,7 +9,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -23,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Database, run_cli
+from conftest import Database, run_cli, start_cli
 from riverbed.config.models import RetryRule
 from riverbed.orchestrate.executor import retry_delay
 
@@ -359,11 +358,12 @@ def test_bad_orchestration_config_names_the_key(project: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_scheduled_run_loop_stops_on_a_signal(project: Path, sig: signal.Signals) -> None:
     """Even started in the background with SIGINT ignored (as a shell's `&` does)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "riverbed", "run", "--every", "1", "-c", str(project)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_cli(
+        "run",
+        "--every",
+        "1",
+        "-c",
+        str(project),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
@@ -409,12 +409,7 @@ def test_logs_are_json_lines_without_secrets(project: Path, receiver: Receiver) 
 @contextlib.contextmanager
 def serving(project: Path) -> Iterator[str]:
     """`riverbed serve` on a free port until the block ends (then Ctrl-C); the /metrics URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "riverbed", "serve", "--port", "0", "-c", str(project)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("serve", "--port", "0", "-c", str(project))
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -439,12 +434,7 @@ def test_serve_exposes_metrics_over_http(project: Path) -> None:
 @contextlib.contextmanager
 def following(project: Path) -> Iterator[None]:
     """`riverbed capture --follow` until the block ends (then Ctrl-C)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "riverbed", "capture", "--follow", "-q", "-c", str(project)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("capture", "--follow", "-q", "-c", str(project), stdout=subprocess.DEVNULL)
     try:
         yield
     finally:
