@@ -511,13 +511,15 @@ class TransformRun:
                     if own in raw.column_names
                 ]
                 columns = {theirs for theirs, _ in lookups}
-                if {theirs for theirs, _ in lookups} == {*cfg.keys}:
+                if columns == {*cfg.keys}:
                     # by key: every version of a wanted key passes, file by file
                     rows = self._current_rows(batch.table, columns, shape, restrict=restrict)
                 else:
                     # by another column, only once each key's current version is known: an
                     # older version may hold a value the key no longer does
-                    rows = _holding(self._current_rows(batch.table, columns, shape), restrict)
+                    rows = _holding(
+                        self._current_rows(batch.table, columns, shape), _tests(restrict)
+                    )
             self.engine.register(current, rows)
         ctx = RuleContext(
             table=batch.table,
@@ -773,7 +775,7 @@ class TransformRun:
         if not files:
             return like.empty_table() if like is not None else self._empty_like(table)
         keys = list(self.config.tables[table].keys)
-        tests = [(column, _membership(values)) for column, values in restrict or []]
+        tests = _tests(restrict or [])
         pruning = RowGroupFilter(restrict) if restrict else None
 
         def read(file: LakeFile) -> pa.Table:
@@ -789,12 +791,8 @@ class TransformRun:
                 part = parquet.read(columns=wanted)
             else:  # only the row groups that can hold a key asked for (by their statistics)
                 part = parquet.read_row_groups(pruning.groups(parquet), columns=wanted)
-            if tests:  # keep only the keys asked for, file by file: what is left is small
-                mask = tests[0][1](part.column(tests[0][0]))
-                for column, test in tests[1:]:
-                    mask = pc.or_(mask, test(part.column(column)))
-                part = part.filter(mask)
-            return part
+            # keep only the keys asked for, file by file: what is left is small
+            return _holding(part, tests)
 
         # files in parallel: reading and filtering release the GIL
         with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 2)) as pool:
@@ -894,13 +892,21 @@ class _Written:
     planned: int  # batches of the table this run means to stage, for progress
 
 
-def _holding(rows: pa.Table, restrict: list[tuple[str, pa.Array]]) -> pa.Table:
-    """The rows whose value in some column of ``restrict`` is among its values."""
-    if not restrict:
+_Test = tuple[str, Callable[[pa.ChunkedArray], pa.Array]]  # a column, a test of its values
+
+
+def _tests(restrict: list[tuple[str, pa.Array]]) -> list[_Test]:
+    """Membership tests for (column, values) pairs, each built once to apply to many tables."""
+    return [(column, _membership(values)) for column, values in restrict]
+
+
+def _holding(rows: pa.Table, tests: list[_Test]) -> pa.Table:
+    """The rows whose value in some column of ``tests`` passes its test (all: no tests)."""
+    if not tests:
         return rows
     mask = None
-    for column, values in restrict:
-        found = _membership(values)(rows.column(column))
+    for column, test in tests:
+        found = test(rows.column(column))
         mask = found if mask is None else pc.or_(mask, found)
     return rows.filter(mask)
 
