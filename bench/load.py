@@ -191,8 +191,6 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
         with wh.transaction():
             wh.execute("insert into plain_orders select * from fact_orders")
 
-    # best of REPEATS for both, each into an emptied table (emptying is not timed): a single
-    # sub-second figure on a shared 2-core machine moves by a fifth from run to run
     def lookup() -> None:
         # the append's key join alone, counted rather than stored: what resolving the keys
         # costs on top of any insert; plain / (plain + lookup) bounds the append's share
@@ -202,6 +200,8 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
         select.set("expressions", [exp.func("count", exp.column(DIM.surrogate, table="d0"))])
         wh.query(select)
 
+    # best of REPEATS for each, each load into an emptied table (emptying is not timed): a
+    # single sub-second figure on a shared 2-core machine moves by a fifth from run to run
     figures["append"] = figures["plain"] = figures["lookup"] = float("inf")
     for _ in range(REPEATS):
         empty(wh, "fact_orders")

@@ -108,10 +108,10 @@ def load_order(rows: pa.Table, sort_key: Sequence[str]) -> list[str]:
 def load_plan(rows: pa.Table, sort_key: Sequence[str]) -> Plan:
     """What ``append`` needs to know of a staged batch's rows (its sort-key columns, position
     and ``_commit_ts``): their load order (see load_order), and their window, the first and
-    last event time (None for no rows)."""
-    bounds = pc.min_max(rows.column("_commit_ts")).as_py() if rows.num_rows else {}
-    first, last = bounds.get("min"), bounds.get("max")
-    return load_order(rows, sort_key), (first, last) if first and last else None
+    last event time (None for no rows). PlanOfParts with one part."""
+    plan = PlanOfParts(sort_key)
+    plan.add(rows)
+    return plan.plan()
 
 
 def append(
