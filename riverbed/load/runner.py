@@ -202,7 +202,7 @@ class Loader:
                 rows += self.warehouse.load_arrow(model.staging, part)
                 if isinstance(model, FactModel):
                     plan.add(part)
-            self.warehouse.analyze(model.staging)
+        self.warehouse.analyze(model.staging)
         batch_ids = json.dumps([b.batch_id for b in taken])
         with self.manifest.transaction() as db:
             db.execute(

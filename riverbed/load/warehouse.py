@@ -73,8 +73,8 @@ class Warehouse(Protocol):
         ...
 
     def analyze(self, table: str) -> None:
-        """Refresh the planner's statistics of ``table`` after a bulk load (inside or outside a
-        transaction). A no-op where the engine keeps them as it writes."""
+        """Refresh the planner's statistics of ``table`` after a bulk load, once its
+        transaction committed."""
         ...
 
     def close(self) -> None: ...
