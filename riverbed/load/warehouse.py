@@ -64,7 +64,7 @@ class Warehouse(Protocol):
     def load_arrow(self, table: str, rows: pa.Table) -> int:
         """Append ``rows`` to the existing ``table``, matching columns by name (table columns
         missing from ``rows`` get NULL); the number of rows loaded. Memory beyond ``rows`` stays
-        bounded (chunks of LOAD_CHUNK_ROWS). A list column loaded into a text column is stored
+        bounded (what needs converting, in chunks of LOAD_CHUNK_ROWS). A list column loaded into a text column is stored
         as its items joined by ',' (e.g. ``_toast_unchanged``)."""
         ...
 
