@@ -603,11 +603,23 @@ def _new_events(dim: DimensionModel, names: list[str]) -> exp.Select:
 
 
 def _merge_versions(dim: DimensionModel, columns: dict[str, exp.DataType], work: str) -> exp.Merge:
-    """Step 3: update the current rows the batch changed, insert the new versions."""
+    """Step 3: update the current rows the batch changed, insert the new versions.
+
+    A current row's values other than type1 change only when the batch completes it, an
+    inferred member; every other current row gets its expiry, flags, position and type1
+    values alone. Rewriting unchanged text columns is most of an update's cost (DuckDB,
+    measured: 100 rows of 11 columns 21 ms, of 3 columns 5 ms)."""
     values = [name for name in columns if name not in dim.keys]
     updated = [*values, *SCD_COLUMNS[1:]]  # all but effective_date
+    in_place = [*(n for n in values if n in dim.type1), *SCD_COLUMNS[1:]]
     inserted = [dim.surrogate, *dim.keys, "effective_date", *updated]
     seg = _col(_own("seg"), "v")
+
+    def update(names: list[str]) -> exp.Update:
+        return exp.Update(
+            expressions=[exp.EQ(this=_col(n), expression=_col(n, "v")) for n in names]
+        )
+
     return exp.Merge(
         this=_table(dim.name, "d"),
         using=_table(work, "v"),
@@ -618,12 +630,8 @@ def _merge_versions(dim: DimensionModel, columns: dict[str, exp.DataType], work:
         ),
         whens=exp.Whens(
             expressions=[
-                exp.When(
-                    matched=True,
-                    then=exp.Update(
-                        expressions=[exp.EQ(this=_col(n), expression=_col(n, "v")) for n in updated]
-                    ),
-                ),
+                exp.When(matched=True, condition=_col("is_inferred", "d"), then=update(updated)),
+                exp.When(matched=True, then=update(in_place)),
                 exp.When(
                     matched=False,
                     condition=exp.GT(this=seg.copy(), expression=_zero()),
