@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -114,6 +116,14 @@ class DuckDBWarehouse:
             with suppress(duckdb.Error):
                 self._db.execute("RESET preserve_insertion_order")
 
+    def keeps_order(self, insert: exp.Expr, table: str) -> bool:
+        # DuckDB hashes the smaller side of a join, by its estimates: for a batch far smaller
+        # than its dimension, the staged rows, which then come out in the dimension's order
+        # (measured: 300,000 facts against a 4M-key dimension, every other row out of order)
+        text = f"EXPLAIN (FORMAT json) {sql_text(insert, self.dialect)}"
+        plan = json.loads(self.query(text).column("explain_value")[0].as_py())
+        return all(_streams(node, table) is not False for node in plan)
+
     def load_arrow(self, table: str, rows: pa.Table) -> int:
         existing = self.columns(table)
         names = load_columns(table, rows.schema, existing)
@@ -175,3 +185,25 @@ class DuckDBWarehouse:
             isinstance(exc, duckdb.TransactionException) and "conflict" in first.lower()
         )
         return WarehouseError(f"warehouse {self.path}: {first} ({doing})", transient=transient)
+
+
+# operators that emit their (first) input's rows in the order they come
+_STREAMING = {"INSERT", "PROJECTION", "FILTER", "HASH_JOIN"}
+
+
+def _streams(node: dict[str, Any], table: str) -> bool | None:
+    """In a DuckDB JSON plan: None if ``node`` does not read ``table``; True if it emits
+    ``table``'s rows in the order it reads them (a scan of it, or streaming operators over
+    one, joins taking it as the probe side, their first child); False otherwise."""
+    info = node.get("extra_info") or {}
+    if isinstance(info, dict) and str(info.get("Table", "")).split(".")[-1] == table:
+        return True
+    found = [
+        (index, result)
+        for index, child in enumerate(node.get("children", []))
+        if (result := _streams(child, table)) is not None
+    ]
+    if not found:
+        return None
+    index, result = found[0]
+    return bool(result) and index == 0 and node.get("name") in _STREAMING

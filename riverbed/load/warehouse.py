@@ -61,11 +61,18 @@ class Warehouse(Protocol):
         with ORDER BY keeps it. A no-op where inserts do not serialise to keep order."""
         ...
 
+    def keeps_order(self, insert: exp.Expr, table: str) -> bool:
+        """Whether the engine's plan for ``insert`` (an INSERT ... SELECT without ORDER BY)
+        reads ``table`` as the stream it emits, the probe side of every join, so the rows
+        land in ``table``'s order. Always where order within a load serves no index."""
+        ...
+
     def load_arrow(self, table: str, rows: pa.Table) -> int:
         """Append ``rows`` to the existing ``table``, matching columns by name (table columns
-        missing from ``rows`` get NULL); the number of rows loaded. Memory beyond ``rows`` stays
-        bounded (what needs converting, in chunks of LOAD_CHUNK_ROWS). A list column loaded into a text column is stored
-        as its items joined by ',' (e.g. ``_toast_unchanged``)."""
+        missing from ``rows`` get NULL); the number of rows loaded. Memory beyond ``rows``
+        stays bounded (what needs converting, in chunks of LOAD_CHUNK_ROWS). A list column
+        loaded into a text column is stored as its items joined by ',' (e.g.
+        ``_toast_unchanged``)."""
         ...
 
     def columns(self, table: str) -> dict[str, str] | None:
