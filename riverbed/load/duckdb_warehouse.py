@@ -21,9 +21,13 @@ from riverbed.load.warehouse import (
     loadable_chunks,
     sql_text,
     statement_head,
-    table_columns,
 )
 
+_COLUMNS = (
+    "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?"
+    " AND schema_name = current_schema() AND database_name = current_database()"
+    " ORDER BY column_index"
+)
 LOCK_WAIT_SECONDS = 15.0  # how long an open waits for another process to let go of the file
 
 
@@ -155,7 +159,12 @@ class DuckDBWarehouse:
         return loaded
 
     def columns(self, table: str) -> dict[str, str] | None:
-        return table_columns(self, table)
+        # duckdb_columns(), not information_schema (the same names and types, measured equal
+        # on every warehouse table): a third of the time, and the loader asks about twenty
+        # times a run
+        with self._translating(_COLUMNS):
+            rows = self._db.execute(_COLUMNS, [table]).fetchall()
+        return {name: kind for name, kind in rows} or None
 
     def analyze(self, table: str) -> None:
         # DuckDB counts a table's rows by its row groups, deleted rows included until a
