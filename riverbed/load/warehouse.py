@@ -130,30 +130,6 @@ def statement_head(statement: str, limit: int = 120) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def table_columns(warehouse: Warehouse, table: str) -> dict[str, str] | None:
-    """``Warehouse.columns`` for an engine with information_schema: name -> type, None if the
-    table does not exist."""
-    rows = warehouse.query(columns_query(table)).to_pylist()
-    return {r["column_name"]: r["data_type"] for r in rows} or None
-
-
-def columns_query(table: str) -> exp.Select:
-    """Column names and types of ``table`` in the current schema, from information_schema
-    (the same query on DuckDB and PostgreSQL)."""
-    return (
-        exp.select("column_name", "data_type")
-        .from_("information_schema.columns")
-        .where(
-            exp.and_(
-                exp.column("table_name").eq(exp.Literal.string(table)),
-                exp.column("table_schema").eq(exp.func("current_schema")),
-                exp.column("table_catalog").eq(exp.func("current_database")),
-            )
-        )
-        .order_by("ordinal_position")
-    )
-
-
 def load_columns(table: str, rows: pa.Schema, existing: dict[str, str] | None) -> list[str]:
     """The columns of ``rows`` to load into ``table``, checked against its ``existing``
     columns: every one must exist there."""
