@@ -29,6 +29,7 @@ from riverbed.load.scd2 import (
     POSITIONS,
     dimension_ddl,
     inferred_members_statement,
+    scd2_sql,
     scd2_statements,
     staging_ddl,
 )
@@ -636,3 +637,18 @@ def test_read_only_warehouse_refuses_writes(
         reader.close()
     with pytest.raises(WarehouseError, match="does not exist yet"):
         DuckDBWarehouse(tmp_path / "missing.duckdb", read_only=True)
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+def test_the_merge_text_kept_between_runs_follows_the_columns(dialect: str) -> None:
+    """The SQL a run loop reuses is the SQL of the dimension and column set at hand: a column
+    added by the source (or retyped) gets text of its own, and the first set's stays right."""
+    fresh = [s.sql(dialect=dialect) for s in scd2_statements(DIM, COLUMNS, dialect)]
+    assert scd2_sql(DIM, COLUMNS, dialect) == fresh
+    added = {**COLUMNS, "colour": exp.DataType.build("TEXT")}
+    with_colour = scd2_sql(DIM, added, dialect)
+    assert any('"colour"' in text for text in with_colour)
+    assert with_colour == [s.sql(dialect=dialect) for s in scd2_statements(DIM, added, dialect)]
+    retyped = {**COLUMNS, "price": exp.DataType.build("DECIMAL(12, 2)")}
+    assert scd2_sql(DIM, retyped, dialect) != fresh
+    assert scd2_sql(DIM, COLUMNS, dialect) == fresh

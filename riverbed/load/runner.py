@@ -57,7 +57,7 @@ from riverbed.load.model import (
 from riverbed.load.scd2 import (
     dimension_ddl,
     positions_ddl,
-    scd2_statements,
+    scd2_sql,
     staging_ddl,
 )
 from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
@@ -227,7 +227,7 @@ class Loader:
         self._ensure(dim.name, ddl, columns)
         started = time.monotonic()
         with self.warehouse.transaction():
-            for statement in scd2_statements(dim, columns, dialect):
+            for statement in scd2_sql(dim, columns, dialect):
                 self.warehouse.execute(statement)
         return batches, self._loaded(dim.source, dim.name, batches, started)
 
