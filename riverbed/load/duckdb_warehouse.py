@@ -197,7 +197,7 @@ class DuckDBWarehouse:
 
 
 # operators that emit their (first) input's rows in the order they come
-_STREAMING = {"INSERT", "PROJECTION", "FILTER", "HASH_JOIN"}
+_STREAMING = {"INSERT", "BATCH_INSERT", "PROJECTION", "FILTER", "HASH_JOIN"}
 
 
 def _streams(node: dict[str, Any], table: str) -> bool | None:

@@ -144,9 +144,9 @@ def append(
 ) -> None:
     """Append what ``fact``'s staging table holds (the rows of ``batch_ids``) in one
     transaction (see append_statements); ``plan``: their load order and window, as the
-    staging load saw them (PlanOfParts) or read back from staging (staging_plan). The insert
-    need not keep staging's row order: staging is in load order already, or the insert
-    sorts."""
+    staging load saw them (PlanOfParts) or read back from staging (staging_plan). The rows
+    land in load order: staging holds them in it and the engine's plan keeps it, or the
+    insert sorts (by the plan's columns, or by staging's row position)."""
     order, window = plan
     dialect = warehouse.dialect
     statements = append_statements(fact, columns, batch_ids, order, dialect, window)

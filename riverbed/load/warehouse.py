@@ -64,7 +64,8 @@ class Warehouse(Protocol):
     def keeps_order(self, insert: exp.Expr, table: str) -> bool:
         """Whether the engine's plan for ``insert`` (an INSERT ... SELECT without ORDER BY)
         reads ``table`` as the stream it emits, the probe side of every join, so the rows
-        land in ``table``'s order. Always where order within a load serves no index."""
+        land in ``table``'s order. Always where order within a load serves no index; an
+        engine that can answer no has ``rowid``, a table's row position, to sort by."""
         ...
 
     def load_arrow(self, table: str, rows: pa.Table) -> int:
