@@ -51,6 +51,17 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServ
 @pytest.fixture
 def database(pg_server: EmbeddedServer) -> Iterator[Database]:
     """A fresh, empty database on the session server, dropped afterwards."""
+    yield from _fresh_database(pg_server)
+
+
+@pytest.fixture
+def warehouse_database(pg_server: EmbeddedServer) -> Iterator[Database]:
+    """A second fresh database on the session server: a PostgreSQL warehouse beside the
+    source ``database``."""
+    yield from _fresh_database(pg_server)
+
+
+def _fresh_database(pg_server: EmbeddedServer) -> Iterator[Database]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f"create database {name}")

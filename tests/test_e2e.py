@@ -184,11 +184,12 @@ def text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-@pytest.fixture
-def project(database: Database, tmp_path: Path) -> Path:
+@pytest.fixture(params=["duckdb", "postgres"])
+def project(database: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """The demo config from `riverbed init`, pointed at the test database, with its own slot and
-    publication, the lake, state and DuckDB warehouse under tmp_path/.riverbed (the defaults),
-    and raw files closed every 2 s instead of 60 so that runs find work while traffic flows."""
+    publication, the lake and state under tmp_path/.riverbed (the defaults), the warehouse the
+    DuckDB default or a PostgreSQL database of its own on the same server, and raw files
+    closed every 2 s instead of 60 so that runs find work while traffic flows."""
     folder = tmp_path / "proj"
     assert run_cli("init", str(folder)).code == 0
     path = folder / "riverbed.yaml"
@@ -198,6 +199,9 @@ def project(database: Database, tmp_path: Path) -> Path:
     config["source"]["slot"] = f"e2e_{suffix}"
     config["source"]["publication"] = f"e2e_{suffix}"
     config["lake"]["max_seconds"] = 2
+    if request.param == "postgres":
+        warehouse: Database = request.getfixturevalue("warehouse_database")
+        config["warehouse"] = {"engine": "postgres", "dsn": warehouse.dsn}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
