@@ -120,7 +120,7 @@ class DuckDBWarehouse:
             with suppress(duckdb.Error):
                 self._db.execute("RESET preserve_insertion_order")
 
-    def keeps_order(self, insert: exp.Expr, table: str) -> bool:
+    def keeps_order(self, insert: exp.Expr | str, table: str) -> bool:
         # DuckDB hashes the smaller side of a join, by its estimates: for a batch far smaller
         # than its dimension, the staged rows, which then come out in the dimension's order
         # (measured: 300,000 facts against a 4M-key dimension, every other row out of order)

@@ -22,7 +22,7 @@ from sqlglot import exp
 
 from riverbed.load.model import DimensionModel, FactModel
 from riverbed.load.scd2 import create_index, inferred_members_statement
-from riverbed.load.warehouse import Warehouse
+from riverbed.load.warehouse import Warehouse, sql_text
 
 FACT_EXTRA = ("date_key", "event_ts", "_op", "_lsn", "_seq", "batch_id")
 DAY_US = 86_400_000_000
@@ -149,13 +149,19 @@ def append(
     insert sorts (by the plan's columns, or by staging's row position)."""
     order, window = plan
     dialect = warehouse.dialect
-    statements = append_statements(fact, columns, batch_ids, order, dialect, window)
+    statements = [
+        sql_text(s, dialect)
+        for s in append_statements(fact, columns, batch_ids, order, dialect, window)
+    ]
     if not order and fact.dimensions and not warehouse.keeps_order(statements[1], fact.staging):
         # staging is in load order, but the engine would emit it in a dimension's order (it
         # hashes a batch far smaller than the dimension): sort by staging's row position,
         # one integer, which costs little beside the join (measured: 151 ms against 147)
         position = ["rowid"]
-        statements = append_statements(fact, columns, batch_ids, position, dialect, window)
+        statements = [
+            sql_text(s, dialect)
+            for s in append_statements(fact, columns, batch_ids, position, dialect, window)
+        ]
     with warehouse.transaction(), warehouse.unordered():
         for statement in statements:
             warehouse.execute(statement)
@@ -169,8 +175,8 @@ def append(
         )
         for index, (column, dim) in enumerate(fact.dimensions):
             if unresolved[f"d{index}"]:
-                for statement in _infer_missing(fact, column, dim, batch_ids, dialect):
-                    warehouse.execute(statement)
+                for step in _infer_missing(fact, column, dim, batch_ids, dialect):
+                    warehouse.execute(step)
     if warehouse.has_indexes:
         warehouse.query(summarize_batches(fact))
 
@@ -305,13 +311,21 @@ def unresolved_keys_query(fact: FactModel, batch_ids: Sequence[str]) -> exp.Sele
     for index, (column, dim) in enumerate(fact.dimensions):
         unresolved = exp.select(exp.Literal.number(1)).from_(exp.to_table(fact.name), copy=False)
         unresolved = unresolved.where(
-            _of_batches("batch_id", None, batch_ids),
-            exp.Is(this=exp.column(dim.surrogate, quoted=True), expression=exp.Null()),
+            _unresolved(dim, batch_ids, None),
             exp.Not(this=exp.Is(this=exp.column(column, quoted=True), expression=exp.Null())),
             copy=False,
         )
         checks.append(exp.Exists(this=unresolved).as_(f"d{index}", copy=False))
     return exp.select(*checks)
+
+
+def _unresolved(dim: DimensionModel, batch_ids: Sequence[str], table: str | None) -> exp.Expr:
+    """The rows of ``batch_ids`` (the fact as ``table``) whose ``dim`` key came back NULL."""
+    return exp.and_(
+        _of_batches("batch_id", table, batch_ids),
+        exp.Is(this=exp.column(dim.surrogate, table=table, quoted=True), expression=exp.Null()),
+        copy=False,
+    )
 
 
 def _infer_missing(
@@ -323,10 +337,7 @@ def _infer_missing(
     the whole batch: the anti-join of every staged row against the dimension cost as much as
     the key join itself. A NULL key whose dimension has rows, just none valid at the event,
     stays NULL (the NOT EXISTS of the inferred insert; the update's as-of condition)."""
-    missing = exp.and_(
-        _of_batches("batch_id", "f", batch_ids),
-        exp.Is(this=exp.column(dim.surrogate, table="f", quoted=True), expression=exp.Null()),
-    )
+    missing = _unresolved(dim, batch_ids, "f")
     infer = inferred_members_statement(dim, fact.name, column, dialect, where=missing)
     fill = exp.update(
         exp.to_table(fact.name, alias="f"),

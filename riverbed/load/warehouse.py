@@ -61,7 +61,7 @@ class Warehouse(Protocol):
         with ORDER BY keeps it. A no-op where inserts do not serialise to keep order."""
         ...
 
-    def keeps_order(self, insert: exp.Expr, table: str) -> bool:
+    def keeps_order(self, insert: exp.Expr | str, table: str) -> bool:
         """Whether the engine's plan for ``insert`` (an INSERT ... SELECT without ORDER BY)
         reads ``table`` as the stream it emits, the probe side of every join, so the rows
         land in ``table``'s order. Always where order within a load serves no index; an
