@@ -190,9 +190,13 @@ def test_follow_streams_and_sigterm_flushes_what_it_holds(shop: Database, tmp_pa
     try:
         with shop.connect(autocommit=True) as conn:
             deadline = time.monotonic() + 120
-            while not conn.execute(
-                "select count(*) from pg_stat_replication where application_name <> 'riverbed-shop'"
-            ).fetchone()[0]:
+            # this test's capture: the walsender of a slot of this database (the server is
+            # shared; a walsender of another test's database streams the same WAL positions)
+            ours = (
+                "from pg_stat_replication r join pg_replication_slots s on s.active_pid = r.pid"
+                " where s.database = current_database() and r.application_name <> 'riverbed-shop'"
+            )
+            while not conn.execute(f"select count(*) {ours}").fetchone()[0]:
                 assert time.monotonic() < deadline and proc.poll() is None, (
                     "capture never started streaming"
                 )
@@ -201,7 +205,7 @@ def test_follow_streams_and_sigterm_flushes_what_it_holds(shop: Database, tmp_pa
             commit = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
             # wait until the server has sent it: from there the capture reads it before it stops
             while not conn.execute(
-                "select bool_or(sent_lsn >= %s) from pg_stat_replication", (commit,)
+                f"select bool_or(r.sent_lsn >= %s) {ours}", (commit,)
             ).fetchone()[0]:
                 assert time.monotonic() < deadline, "the change was never sent"
                 time.sleep(0.1)
