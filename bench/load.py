@@ -219,8 +219,7 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
 
     # a small batch, as change capture delivers them between runs, onto the loaded fact
     # table: what an append costs beyond its rows (statements, checks, commit). The tables'
-    # statistics as the engine keeps them by then (PostgreSQL's autovacuum analyzes a table
-    # within a minute of a bulk load; this run is younger)
+    # statistics refreshed, as the loader does after a load that grew a table by a tenth
     for table in (DIM.name, FACT.name):
         wh.analyze(table)
     small = stage_facts(wh, fact_rows(SMALL, n_keys, rng, after=n_facts), "small-batch")

@@ -314,3 +314,35 @@ def test_load_order_sorts_only_batches_out_of_sort_key_order() -> None:
     assert load_order(batch([1, None, 2], [10, 11, 12]), ["ordered_at"]) == full
     # no sort key in the batch: source order is the load order
     assert load_order(batch([3, 1, 2], [10, 11, 12]), ["missing"]) == []
+
+
+@pytest.mark.parametrize("warehouse_section", ["postgres"], indirect=True)
+def test_a_bulk_load_refreshes_the_planner_statistics_and_a_small_one_does_not(
+    database: Database, project: Path
+) -> None:
+    # PostgreSQL's autovacuum analyzes a table up to a minute after a bulk load; until then
+    # the planner plans each small append for the empty table it last saw
+    sql(
+        database,
+        "insert into w.customers select g, 'n' || g, 'c', null from generate_series(1, 2000) g",
+        "insert into w.orders select g, g, 1.00, 'placed' from generate_series(1, 2000) g",
+    )
+    pipeline(project)
+    stats = (
+        "select c.relname, c.reltuples, s.last_analyze from pg_class c"
+        " join pg_stat_user_tables s on s.relid = c.oid"
+        " where c.relname in ('dim_customer', 'fact_orders') order by c.relname"
+    )
+    first = rows(project, stats)
+    assert [(r["relname"], r["reltuples"]) for r in first] == [
+        ("dim_customer", 2000),
+        ("fact_orders", 2000),
+    ]
+    assert all(r["last_analyze"] for r in first)
+    sql(
+        database,
+        "update w.customers set city = 'd' where customer_id <= 10",
+        "insert into w.orders select g, g, 1.00, 'placed' from generate_series(2001, 2010) g",
+    )
+    pipeline(project)
+    assert rows(project, stats) == first  # ten rows on two thousand: left to autovacuum

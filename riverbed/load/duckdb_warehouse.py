@@ -169,7 +169,9 @@ class DuckDBWarehouse:
             rows = self._db.execute(_COLUMNS, [table]).fetchall()
         return {name: kind for name, kind in rows} or None
 
-    def analyze(self, table: str) -> None:
+    def analyze(self, table: str, *, changed: int | None = None) -> None:
+        if changed is not None:
+            return  # DuckDB keeps its statistics as rows go in; only deletes wait (below)
         # DuckDB counts a table's rows by its row groups, deleted rows included until a
         # checkpoint vacuums them: a staging table truncated after a big batch still looks
         # that big to the planner, which then hashes the whole dimension to look up the keys

@@ -229,7 +229,9 @@ class Loader:
         with self.warehouse.transaction():
             for statement in scd2_sql(dim, columns, dialect):
                 self.warehouse.execute(statement)
-        return batches, self._loaded(dim.source, dim.name, batches, started)
+        loaded = self._loaded(dim.source, dim.name, batches, started)
+        self.warehouse.analyze(dim.name, changed=loaded)
+        return batches, loaded
 
     def append_fact(self, fact: FactModel) -> tuple[list[str], int]:
         """Append what ``fact``'s staging holds (see stage); (batch ids, rows)."""
@@ -252,7 +254,9 @@ class Loader:
                 self.warehouse.execute(index)
         started = time.monotonic()
         append(self.warehouse, usable, list(columns), batches, self._plan(fact, batches))
-        return batches, self._loaded(fact.source, fact.name, batches, started)
+        loaded = self._loaded(fact.source, fact.name, batches, started)
+        self.warehouse.analyze(fact.name, changed=loaded)
+        return batches, loaded
 
     def _plan(self, fact: FactModel, batch_ids: list[str]) -> Plan:
         """The load order and window of what ``fact``'s staging holds: as its staging load saw

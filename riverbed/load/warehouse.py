@@ -80,9 +80,12 @@ class Warehouse(Protocol):
         """The table's columns and their type names, in order; None if it does not exist."""
         ...
 
-    def analyze(self, table: str) -> None:
+    def analyze(self, table: str, *, changed: int | None = None) -> None:
         """Refresh the planner's statistics of ``table`` after a bulk load, once its
-        transaction committed."""
+        transaction committed. ``changed``: the rows the load wrote into a table that held
+        others; then only when they are enough to mislead the planner (a tenth of the table
+        as it last counted it, PostgreSQL's autovacuum's rule), so a small load costs
+        nothing."""
         ...
 
     def close(self) -> None: ...
