@@ -476,3 +476,16 @@ def test_an_alarm_fires_when_nothing_runs(
     assert [e["state"] for e in events() if e["alarm"] == "stale"][-1] == "ALARM", events()
     status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
     assert {a["alarm"]: a["state"] for a in status["alarms"]} == {"stale": "ALARM"}
+
+
+def test_a_table_taken_out_of_the_config_leaves_its_batches_behind(project: Path) -> None:
+    # its batches were staged in the lake, then the user took the table out of the config:
+    # they are left where they are (the machine once looped back to stage without end)
+    assert run_cli("run", "--once", "--stage", "transform", "-q", "-c", str(project)).code == 0
+    data = yaml.safe_load(project.read_text())
+    del data["tables"]["sellers"]
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, report, err = run(project, "--once")
+    assert code == 0, err
+    assert report["load"]["tables"]["fact_orders"]["rows"] == 2
+    assert warehouse(project, "select count(*) as n from dim_customer") == [{"n": 2}]
