@@ -346,3 +346,42 @@ def test_a_bulk_load_refreshes_the_planner_statistics_and_a_small_one_does_not(
     )
     pipeline(project)
     assert rows(project, stats) == first  # ten rows on two thousand: left to autovacuum
+
+
+def test_a_truncate_of_a_dimension_source_deletes_every_live_key(
+    database: Database, project: Path
+) -> None:
+    sql(
+        database, "insert into w.customers values (1, 'Ann', 'Oslo', null), (2, 'Bo', 'Rome', null)"
+    )
+    pipeline(project)
+    sql(
+        database,
+        "insert into w.customers values (3, 'Cy', 'Nice', null)",  # live only in this batch
+        "truncate w.customers",
+        "insert into w.customers values (1, 'Ann', 'Lima', null)",  # back after the truncate
+        "insert into w.orders values (50, 1, 4.00, 'placed')",
+    )
+    report = pipeline(project)
+    assert report["status"] == "succeeded"
+    versions = rows(
+        project,
+        "select customer_id, city, is_current_record, is_deleted, effective_date, expiry_date"
+        " from dim_customer order by customer_id, effective_date",
+    )
+    assert [
+        (v["customer_id"], v["city"], v["is_current_record"], v["is_deleted"]) for v in versions
+    ] == [
+        (1, "Oslo", False, True),
+        (1, "Lima", True, False),
+        (2, "Rome", False, True),
+        (3, "Nice", False, True),
+    ]
+    truncated = {v["expiry_date"] for v in versions if v["is_deleted"]}
+    assert len(truncated) == 1  # all three closed at the truncate's commit time
+    assert versions[1]["effective_date"] > truncated.pop()
+    facts = rows(
+        project,
+        "select f.order_id, d.city from fact_orders f join dim_customer d using (customer_key)",
+    )
+    assert facts == [{"order_id": 50, "city": "Lima"}]

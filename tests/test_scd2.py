@@ -73,8 +73,8 @@ def schema(toast: str = "text") -> pa.Schema:
 
 @dataclass(frozen=True)
 class Event:
-    key: int
-    op: str  # I, U, D, L
+    key: int | None  # None: a truncate
+    op: str  # I, U, D, L, T
     second: int  # commit time, seconds after BASE
     lsn: int
     seq: int
@@ -147,12 +147,18 @@ class Reference:
         # what a TOASTed column falls back to: the last value sent in the batch, else the
         # current row's from before the batch
         sent: dict[int, dict[str, Any]] = {}
-        for key in {e.key for e in events}:
+        for key in {e.key for e in events if e.key is not None}:
             current = self._current(key)
             sent[key] = {c: current[c] for c in VALUES} if current else {}
         for e in events:
-            current = self._current(e.key)
             at = BASE + dt.timedelta(seconds=e.second)
+            if e.op == "T":  # a delete of every live key
+                for row in self.rows:
+                    if row["is_current_record"]:
+                        row.update(expiry_date=at, is_current_record=False, is_deleted=True)
+                continue
+            assert e.key is not None
+            current = self._current(e.key)
             if e.op == "D":
                 if current is not None:
                     current.update(expiry_date=at, is_current_record=False, is_deleted=True)
@@ -296,6 +302,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     for _ in range(draw(st.integers(1, 10))):
         lsn += draw(st.integers(1, 50))
         second += draw(st.sampled_from([0, 0, 1, 5]))  # equal commit times across transactions
+        if draw(st.integers(0, 7)) == 0:  # a TRUNCATE, its own transaction
+            source = dict.fromkeys(source)
+            events.append(Event(None, "T", second, lsn, 1))
+            continue
         for seq in range(1, draw(st.integers(1, 3)) + 1):
             key = draw(st.integers(1, keys))
             state = source[key]

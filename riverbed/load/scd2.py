@@ -221,6 +221,7 @@ def scd2_statements(
     work = f"{_PREFIX}{dim.name}"
     return [
         exp.Drop(tables=[exp.to_table(work)], kind="TABLE", exists=True),
+        *_truncates(dim),
         exp.Create(
             this=exp.to_table(work),
             kind="TABLE",
@@ -613,6 +614,56 @@ def _new_events(dim: DimensionModel, names: list[str]) -> exp.Select:
             )
         )
     )
+
+
+def _truncates(dim: DimensionModel) -> list[exp.Expr]:
+    """Step 1b: a TRUNCATE in the batch (``_op`` T, a row with no key) becomes what it did to
+    the dimension: a delete, at its position, of every key live then, which the plan's rules
+    close (or pass over, a key an earlier event of the batch deleted). Live then: the current
+    rows' keys and the keys of the batch's events before it. Then the T rows go. A T row at
+    or below the high-water mark makes deletes at or below it too, which step a drops."""
+    keys = list(dim.keys)
+    t, k = "t", "k"
+
+    def position(table: str) -> tuple[exp.Column, exp.Column]:
+        return _col("_lsn", table), _col("_seq", table)
+
+    current = (
+        exp.select(
+            *(_col(name) for name in keys),
+            exp.cast(exp.null(), "BIGINT").as_("_lsn", quoted=True),
+            exp.cast(exp.null(), "BIGINT").as_("_seq", quoted=True),
+        )
+        .from_(exp.to_table(dim.name))
+        .where(_col("is_current_record"))
+    )
+    events = (
+        exp.select(*(_col(name) for name in [*keys, "_lsn", "_seq"]))
+        .from_(exp.to_table(dim.staging))
+        .where(exp.NEQ(this=_col("_op"), expression=_text("T")))
+    )
+    (t_lsn, t_seq), (k_lsn, k_seq) = position(t), position(k)
+    before = exp.or_(
+        _is_null(k_lsn),
+        exp.LT(this=k_lsn.copy(), expression=t_lsn),
+        exp.and_(k_lsn.copy().eq(t_lsn.copy()), exp.LT(this=k_seq, expression=t_seq)),
+    )
+    deletes = (
+        exp.select(
+            *(_col(name, k) for name in keys),
+            _text("D"),
+            *(_col(name, t) for name in ("_commit_ts", "_lsn", "_seq", "_batch_id")),
+        )
+        .distinct()
+        .from_(_table(dim.staging, t))
+        .join(exp.union(current, events, distinct=False).subquery(k), on=before, join_type="inner")
+        .where(_col("_op", t).eq(_text("T")))
+    )
+    target = _target(dim.staging, [*keys, "_op", "_commit_ts", "_lsn", "_seq", "_batch_id"])
+    return [
+        exp.Insert(this=target, expression=deletes),
+        exp.delete(dim.staging, where=_col("_op").eq(_text("T"))),
+    ]
 
 
 # --- applying the plan (steps 3 and 4) -------------------------------------------------------
