@@ -16,6 +16,9 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
 1. ``DROP TABLE IF EXISTS`` the work table (normally there is none: step 5 drops it, and a
    failed transaction takes it with it).
 
+   Then a TRUNCATE in the batch (``_op`` T, no key) is rewritten in staging as a delete, at
+   its position, of every key live then (see _truncates).
+
 2. ``CREATE TEMPORARY TABLE _scd2_<dim> AS`` the batch's plan: one row per version the batch
    creates or changes. The query is a chain of CTEs over the batch; the dimension is read once,
    for the current rows of the keys in the batch.
