@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,26 @@ def test_secrets_in_the_file_are_refused_without_being_echoed(tmp_path: Path, te
     assert "{env: VARIABLE}" in result.err
 
 
+@pytest.mark.parametrize(
+    ("dsn", "says"),
+    [
+        ("", "is empty"),
+        ("  ", "is empty"),
+        ("host=db sslpassword=hunter2", "contains a sslpassword"),
+        ("dbname=postgresql://u:hunter2@db/shop", "contains a password"),
+        ("dbname='host=db password=hunter2'", "contains a password"),
+        ("this is not a dsn", "not a valid PostgreSQL connection string"),
+    ],
+)
+def test_a_bad_dsn_is_one_line_naming_the_key(tmp_path: Path, dsn: str, says: str) -> None:
+    path = write_config(tmp_path, f"warehouse: {{engine: postgres, dsn: {json.dumps(dsn)}}}\n")
+    result = run_cli("query", "--as", "admin", "select 1", "-c", str(path))
+    assert result.code == 2
+    assert "hunter2" not in result.text
+    [line] = result.err.strip().splitlines()
+    assert "warehouse.dsn" in line and says in line
+
+
 def test_secret_references_resolve_from_env_and_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,7 +227,6 @@ DSNS = [
     "postgresql://h:notaport/db",
     "postgresql://h/db?foo=bar",
     "=x",
-    "",
 ]
 
 

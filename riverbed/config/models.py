@@ -60,9 +60,17 @@ class SecretRef(Model):
 Secret = Annotated[SecretRef, BeforeValidator(_no_inline_secret)]
 
 
+# libpq keywords whose value is a secret, which belongs in password: {env: ...}, not the file
+_SECRET_KEYWORDS = ("password", "sslpassword")
+
+
 def _dsn_without_password(dsn: str | None) -> str | None:
     if dsn is None:
         return None
+    if not dsn.strip():
+        raise ValueError(
+            'is empty; give the server, e.g. "host=db.internal port=5432 dbname=shop user=riverbed"'
+        )
     parts: dict[str, Any] | None = _conninfo_keys(dsn)
     if parts is None:  # not in the plain forms read below: libpq decides, and says why
         from psycopg.conninfo import conninfo_to_dict
@@ -70,11 +78,17 @@ def _dsn_without_password(dsn: str | None) -> str | None:
         try:
             parts = conninfo_to_dict(dsn)
         except Exception as exc:  # psycopg raises ProgrammingError with a parser message
-            raise ValueError(f"not a valid PostgreSQL connection string ({exc})") from None
-    if parts.get("password"):
+            reason = " ".join(str(exc).split())  # libpq's message ends in a line break
+            raise ValueError(f"not a valid PostgreSQL connection string ({reason})") from None
+    secrets = [key for key in _SECRET_KEYWORDS if parts.get(key)]
+    if secrets:
         raise ValueError(
-            "the DSN contains a password; remove it and set password: {env: VARIABLE} instead"
+            f"the DSN contains a {' and a '.join(secrets)}; remove it and set "
+            "password: {env: VARIABLE} instead"
         )
+    dbname = str(parts.get("dbname") or "")
+    if "=" in dbname or "://" in dbname:
+        _dsn_without_password(dbname)  # libpq reads a dbname like this as a DSN of its own
     return dsn
 
 
