@@ -4,6 +4,7 @@ transform -> staging, SCD2 dimensions, event facts with keys as of the event tim
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ from conftest import Database, run_cli
 from riverbed.config import load_project
 from riverbed.load import facts as load_facts
 from riverbed.load import runner as load_runner
+from riverbed.load.postgres_warehouse import PostgresWarehouse
 from riverbed.load.runner import run_load
-from riverbed.load.warehouse import open_warehouse
+from riverbed.load.warehouse import WarehouseError, open_warehouse
 from riverbed.source.embedded import EmbeddedServer
 
 TABLES = """
@@ -385,3 +387,19 @@ def test_a_truncate_of_a_dimension_source_deletes_every_live_key(
         "select f.order_id, d.city from fact_orders f join dim_customer d using (customer_key)",
     )
     assert facts == [{"order_id": 50, "city": "Lima"}]
+
+
+def test_a_refused_warehouse_connection_is_terminal_and_an_unanswered_one_transient(
+    pg_server: EmbeddedServer,
+) -> None:
+    # a wrong password, role or database repeats on every retry: the run fails at once
+    with pytest.raises(WarehouseError) as refused:
+        PostgresWarehouse(pg_server.dsn("no_such_database"))
+    assert not refused.value.transient
+    assert "no_such_database" in str(refused.value)
+    with socket.socket() as probe:  # a port nothing listens on: the server may come back
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(WarehouseError) as unanswered:
+        PostgresWarehouse(f"host=127.0.0.1 port={port} dbname=w user=w")
+    assert unanswered.value.transient

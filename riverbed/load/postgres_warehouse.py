@@ -62,6 +62,10 @@ _ARROW_TYPES: dict[int, pa.DataType] = {
 _TEXT_TYPES = {"text", "character varying", "character"}
 # SQLSTATE classes worth a retry: connection exceptions, insufficient resources, operator
 # intervention (e.g. admin shutdown); plus serialization failure and deadlock.
+# a server that answered a connection with FATAL refused it for good (a wrong password, no
+# such role or database, no pg_hba.conf entry: retrying changes nothing) unless it says why
+# later would do (psycopg gives connection failures no SQLSTATE, so their text it is)
+_TRANSIENT_FATAL = ("starting up", "shutting down", "in recovery", "too many", "not yet accepting")
 _TRANSIENT_CLASSES = ("08", "53", "57")
 _TRANSIENT_STATES = {"40001", "40P01"}
 
@@ -86,7 +90,7 @@ class PostgresWarehouse:
             raise WarehouseError(
                 f"cannot connect to the warehouse {self.display}: {first_line(exc)}; "
                 "check warehouse.dsn and warehouse.password, and that the server is up",
-                transient=True,
+                transient=_transient_connect(exc),
             ) from exc
 
     def execute(self, statement: exp.Expr | str) -> int:
@@ -221,3 +225,10 @@ def _display(dsn: str) -> str:
     host = parts.get("host", "localhost")
     port = parts.get("port", "5432")
     return f"postgresql://{user}{'@' if user else ''}{host}:{port}/{parts.get('dbname', '')}"
+
+
+def _transient_connect(exc: psycopg.OperationalError) -> bool:
+    """Whether a failed connection may succeed when retried: no answer (the server down,
+    unreachable, too slow), or a refusal that names a passing state."""
+    text = str(exc)
+    return "FATAL:" not in text or any(reason in text for reason in _TRANSIENT_FATAL)
