@@ -436,6 +436,12 @@ def test_reprocess_rewinds_and_stages_the_same_rows_again(project: Path) -> None
     assert after.equals(before)
     bad = run_cli("run", "--reprocess", "orders", "--from", "yesterday", "-c", str(project))
     assert bad.code != 0 and "--from" in bad.err
+    # a start after every change rewinds nothing, and keeps what is staged
+    for later in ("2099-01-01T00:00Z", "FFFFFFFF/FFFFFFFF"):
+        nothing = run_cli("run", "--reprocess", "orders", "--from", later, "-c", str(project))
+        assert nothing.code == 0, nothing.text
+        assert "rewound orders: 0 staged batches" in nothing.out
+    assert staged(project, "orders").equals(before)
 
 
 def test_schema_changes_are_read_across_files(database: Database, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -1158,14 +1159,15 @@ def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
             manifest.close()
 
 
+# past every position: the state store's integers are signed 64-bit, an LSN unsigned
+AFTER_ALL = (1 << 63) - 1
+
+
 def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
     text = start.strip()
-    if "/" in text and not text.startswith(("19", "20")):
+    if re.fullmatch(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", text):
         high, _, low = text.partition("/")
-        try:
-            return (int(high, 16) << 32) | int(low, 16)
-        except ValueError:
-            pass
+        return min((int(high, 16) << 32) | int(low, 16), AFTER_ALL)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -1177,7 +1179,7 @@ def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
     hour = moment.astimezone(UTC).strftime("date=%Y-%m-%d/hour=%H")
     # raw files are partitioned by commit hour: the first file of that hour or later
     later = [f.min_lsn for f in manifest.files("raw", table) if _partition(f.path) >= hour]
-    return min(later) if later else 1 << 63
+    return min(later) if later else AFTER_ALL
 
 
 def _partition(path: str) -> str:
