@@ -489,3 +489,10 @@ def test_a_table_taken_out_of_the_config_leaves_its_batches_behind(project: Path
     assert code == 0, err
     assert report["load"]["tables"]["fact_orders"]["rows"] == 2
     assert warehouse(project, "select count(*) as n from dim_customer") == [{"n": 2}]
+
+
+def test_an_unknown_table_is_refused_by_name(project: Path) -> None:
+    result = run_cli("run", "--once", "--table", "ordres", "-c", str(project))
+    assert result.code == 1
+    [line] = result.err.strip().splitlines()
+    assert "--table ordres" in line and "orders" in line
