@@ -721,8 +721,9 @@ def runs(
 @app.command()
 def ddl(
     dialect: Annotated[
-        str, typer.Option("--dialect", help="duckdb, postgres or redshift.")
-    ] = "duckdb",
+        str | None,
+        typer.Option("--dialect", help="duckdb, postgres or redshift (default: the warehouse's)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Print the warehouse DDL the config implies (Redshift: DISTKEY, SORTKEY, ENCODE ZSTD).
@@ -737,7 +738,10 @@ def ddl(
     manifest = open_manifest(project)
     try:
         statements = warehouse_ddl(
-            project, open_storage(project.config.lake, project.root), manifest, dialect
+            project,
+            open_storage(project.config.lake, project.root),
+            manifest,
+            dialect or project.config.warehouse.engine,
         )
     finally:
         manifest.close()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import psycopg
 import pytest
 
@@ -403,3 +404,47 @@ def test_a_refused_warehouse_connection_is_terminal_and_an_unanswered_one_transi
     with pytest.raises(WarehouseError) as unanswered:
         PostgresWarehouse(f"host=127.0.0.1 port={port} dbname=w user=w")
     assert unanswered.value.transient
+
+
+def test_ddl_builds_the_tables_the_loader_builds(
+    database: Database, project: Path, tmp_path: Path, pg_server: EmbeddedServer
+) -> None:
+    # a second dimension the fact has no key of: the fact carries no surrogate key for it
+    sql(
+        database,
+        "create table w.sellers (seller_id int primary key, name text)",
+        "insert into w.sellers values (1, 'Shop')",
+        "insert into w.customers values (9, 'Ida', 'Riga', null)",
+        "insert into w.orders values (90, 9, 3.00, 'placed')",
+    )
+    project.write_text(
+        project.read_text()
+        + "  sellers:\n    kind: dimension\n    target: dim_seller\n    keys: [seller_id]\n"
+        "    tracked: [name]\n"
+    )
+    pipeline(project)
+    printed = run_cli("ddl", "-c", str(project))  # the warehouse's own dialect
+    assert printed.code == 0, printed.text
+    columns = (
+        "select table_name, column_name, data_type from information_schema.columns"
+        " where table_schema in ('main', 'public') order by table_name, ordinal_position"
+    )
+    loaded = [tuple(r.values()) for r in rows(project, columns)]
+    if "engine: postgres" in project.read_text():
+        name = f"w_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f"create database {name}")
+        try:
+            with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
+                conn.execute(printed.out.encode())
+                fresh = [tuple(r) for r in conn.execute(columns.encode()).fetchall()]
+        finally:
+            with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+                conn.execute(f"drop database {name} with (force)")
+    else:
+        with duckdb.connect(str(tmp_path / "fresh.duckdb")) as conn:
+            conn.execute(printed.out)
+            fresh = [tuple(r) for r in conn.execute(columns).fetchall()]
+    assert printed.out.count("CREATE TABLE IF NOT EXISTS _riverbed_scd2_positions") == 1
+    assert "seller_key" not in {c for t, c, _ in loaded if t == "fact_orders"}
+    assert fresh == loaded

@@ -69,13 +69,15 @@ def warehouse_ddl(
         ]:
             if dialect == "redshift" and _creates(statement, dim.name):
                 statement = _redshift(statement, cfg.dist_key, cfg.sort_key or list(dim.keys))
-            out.append(statement.sql(dialect=generate, pretty=True))
+            text = statement.sql(dialect=generate, pretty=True)
+            if text not in out:  # the position table every dimension's DDL creates
+                out.append(text)
     for fact in model.facts:
         columns = _columns(storage, manifest, fact.source)
         cfg = project.config.tables[fact.source]
         statements = [
             staging_ddl(fact.source, columns, build),
-            fact_ddl(fact, columns),
+            fact_ddl(fact.carrying(columns), columns),
             *(fact_indexes(fact, cfg.sort_key, cfg.dist_key) if indexes else []),
         ]
         for statement in statements:

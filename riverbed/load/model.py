@@ -18,6 +18,7 @@ Column types come from the staged Parquet schema (Arrow), mapped per dialect by 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -56,6 +57,13 @@ class FactModel:
     @property
     def staging(self) -> str:
         return f"stg_{self.source}"
+
+    def carrying(self, columns: Iterable[str]) -> FactModel:
+        """This fact with only the dimensions whose key column it has among ``columns``: a
+        fact keys into a dimension only if its source rows name that dimension's key."""
+        present = set(columns)
+        refs = tuple((column, dim) for column, dim in self.dimensions if column in present)
+        return FactModel(self.source, self.name, self.keys, refs)
 
 
 @dataclass(frozen=True)

@@ -242,10 +242,9 @@ class Loader:
         cfg = self.config.tables[fact.source]
         # a dimension with nothing loaded yet is created from its lake schema, so its members
         # can be inferred; one with no data at all leaves its key NULL
+        carried = fact.carrying(columns)
         refs = tuple(
-            (column, dim)
-            for column, dim in fact.dimensions
-            if column in columns and self._dimension_exists(dim)
+            (column, dim) for column, dim in carried.dimensions if self._dimension_exists(dim)
         )
         usable = FactModel(fact.source, fact.name, fact.keys, refs)
         self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
