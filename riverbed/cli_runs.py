@@ -180,7 +180,7 @@ def print_timeline(project: Project, run_id: str, as_json: bool) -> None:
         if output:
             parts += [f"{k}={v}" for k, v in output.items()]
         if e.error:
-            parts.insert(0, f"{e.error_class}: {e.error}")
+            parts.insert(0, f"{e.error_class}: {e.error}" if e.error_class else e.error)
         table.add_row(
             _clock(e.ts, millis=True),
             e.state,

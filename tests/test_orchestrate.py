@@ -294,6 +294,8 @@ def test_a_second_run_is_refused_and_a_dead_runs_lock_is_taken_over(project: Pat
     listed = {r["run_id"]: r for r in json.loads(run_cli("runs", "--json", "-c", str(project)).out)}
     assert listed[active]["status"] == "aborted"
     assert listed[report["run_id"]]["status"] == "succeeded"
+    shown = run_cli("runs", "show", active, "-c", str(project))
+    assert "died" in shown.out and "None" not in shown.out
 
 
 def test_runs_show_prints_the_timeline(project: Path) -> None:
