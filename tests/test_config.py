@@ -108,6 +108,14 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert "line 3" in result.err and "Traceback" not in result.text
 
 
+def test_an_empty_config_file_is_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "# nothing yet\n")
+    result = run_cli("source", "status", "-c", str(path))
+    assert result.code == 2
+    [line] = result.err.strip().splitlines()
+    assert "empty" in line and "riverbed init" in line
+
+
 def test_missing_named_config_file(tmp_path: Path) -> None:
     result = run_cli("source", "status", "-c", str(tmp_path / "nope.yaml"))
     assert result.code == 2

@@ -77,8 +77,13 @@ def parse_config(text: str, origin: str) -> RiverbedConfig:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{origin}:{where}: not valid YAML: {problem}"]) from None
-    if data is None:
-        data = {}
+    if data is None:  # an empty file is a mistake more often than a wish for every default
+        raise ConfigError(
+            [
+                f"{origin}: the file is empty; write one with `riverbed init`, or leave out -c "
+                "to run on the demo defaults"
+            ]
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             [f"{origin}: the top level must be a mapping of sections (source:, lake:, ...)"]
