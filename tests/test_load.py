@@ -228,6 +228,98 @@ def test_a_new_source_column_evolves_the_warehouse_tables(
     assert current == [{"tier": "gold", "city": "Zug"}]
 
 
+def test_a_widened_source_column_widens_the_warehouse_tables(
+    database: Database, project: Path
+) -> None:
+    sql(
+        database,
+        "alter table w.customers add column points int, add column balance numeric(10,2)",
+        "insert into w.customers values (9, 'Ida', 'Riga', null, 1, 1.50)",
+        "insert into w.orders values (90, 9, 2.00, 'placed')",
+    )
+    pipeline(project)
+    sql(
+        database,
+        "alter table w.customers alter column points type bigint,"
+        " alter column balance type numeric(14,4), alter column customer_id type bigint",
+        "alter table w.orders alter column amount type numeric(14,4),"
+        " alter column customer_id type bigint",
+    )
+    sql(
+        database,
+        "update w.customers set points = 5000000000, balance = 1.2345, city = 'Kaunas'"
+        " where customer_id = 9",
+        "insert into w.customers values (5000000001, 'Jo', 'Oslo', null, 2, 0.0001)",
+        "insert into w.orders values (91, 5000000001, 1.2345, 'placed')",
+    )
+    pipeline(project)  # failed before: integer out of range, or 1.2345 stored as 1.23
+    current = rows(
+        project,
+        "select customer_id, points, cast(balance as text) as balance from dim_customer"
+        " where is_current_record order by customer_id",
+    )
+    assert current == [
+        {"customer_id": 9, "points": 5000000000, "balance": "1.2345"},
+        {"customer_id": 5000000001, "points": 2, "balance": "0.0001"},
+    ]
+    facts = rows(
+        project,
+        "select f.order_id, cast(f.amount as text) as amount, d.customer_id from fact_orders f"
+        " join dim_customer d on d.customer_key = f.customer_key order by f.order_id",
+    )
+    assert facts == [
+        {"order_id": 90, "amount": "2.0000", "customer_id": 9},
+        {"order_id": 91, "amount": "1.2345", "customer_id": 5000000001},
+    ]
+    # narrowed again: the wider warehouse types hold the values, nothing to change
+    sql(
+        database,
+        "update w.customers set points = 3 where customer_id in (9, 5000000001)",
+        "alter table w.customers alter column points type int",
+        "update w.customers set city = 'Tartu' where customer_id = 9",
+    )
+    pipeline(project)
+    assert rows(
+        project, "select points from dim_customer where customer_id = 9 and is_current_record"
+    ) == [{"points": 3}]
+
+
+def test_a_type_change_no_type_holds_stops_the_load_and_says_how_to_go_on(
+    database: Database, project: Path
+) -> None:
+    sql(database, "insert into w.orders values (92, 9, 2.00, 'placed')")
+    pipeline(project)
+    sql(database, "alter table w.orders alter column status type int using 7")
+    sql(database, "insert into w.orders values (93, 9, 3.00, 8)")
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    failed = run_cli("run", "--once", "-c", str(project))
+    assert failed.code != 0 and "Traceback" not in failed.err
+    message = " ".join(failed.err.split())
+    assert "cannot load orders into fact_orders" in message, message
+    assert '"status" is INT in the source now' in message, message
+    assert "stg_orders: " in message and "fact_orders: " in message, message
+    assert 'ALTER TABLE fact_orders ALTER COLUMN "status" SET DATA TYPE INT USING' in message
+    # nothing already landed is lost, and the fix the message gives lets the load go on
+    assert rows(project, "select order_id, status from fact_orders") == [
+        {"order_id": 92, "status": "placed"}
+    ]
+    cfg = load_project(project)
+    warehouse = open_warehouse(cfg.config.warehouse, cfg.root)
+    try:
+        for table in ("stg_orders", "fact_orders"):
+            warehouse.execute(
+                f'alter table {table} alter column "status" type int'
+                f' using case when "status" ~ \'^[0-9]+$\' then cast("status" as int) end'
+            )
+    finally:
+        warehouse.close()
+    pipeline(project)
+    assert rows(project, "select order_id, status from fact_orders order by order_id") == [
+        {"order_id": 92, "status": None},
+        {"order_id": 93, "status": 8},
+    ]
+
+
 def test_query_is_read_only_and_speaks_formats(database: Database, project: Path) -> None:
     sql(database, "insert into w.customers values (5, 'Ed', 'Graz', null)")
     pipeline(project)
@@ -448,3 +540,36 @@ def test_ddl_builds_the_tables_the_loader_builds(
     assert printed.out.count("CREATE TABLE IF NOT EXISTS _riverbed_scd2_positions") == 1
     assert "seller_key" not in {c for t, c, _ in loaded if t == "fact_orders"}
     assert fresh == loaded
+
+
+@pytest.mark.parametrize(
+    ("current", "dialect", "incoming", "held"),
+    [
+        ("INTEGER", "duckdb", "BIGINT", "BIGINT"),
+        ("bigint", "postgres", "INT", "BIGINT"),  # narrowed again: the wider type stays
+        ("DECIMAL(12,2)", "duckdb", "DECIMAL(14, 4)", "DECIMAL(14, 4)"),
+        ("numeric(14,4)", "postgres", "DECIMAL(12, 2)", "DECIMAL(14, 4)"),
+        ("numeric(10,2)", "postgres", "DECIMAL(8, 4)", "DECIMAL(12, 4)"),
+        ("integer", "postgres", "DECIMAL(5, 2)", "DECIMAL(12, 2)"),
+        ("real", "postgres", "DOUBLE", "DOUBLE"),
+        ("INTEGER", "duckdb", "FLOAT", "DOUBLE"),
+        ("SMALLINT", "duckdb", "FLOAT", "FLOAT"),
+        ("character varying(10)", "postgres", "TEXT", "TEXT"),
+        ("DATE", "duckdb", "TIMESTAMP", "TIMESTAMP"),
+        ("TIMESTAMP WITH TIME ZONE", "duckdb", "TIMESTAMPTZ", "TIMESTAMPTZ"),
+        ("text", "postgres", "INT", None),
+        ("INTEGER", "duckdb", "TEXT", None),
+        ("BIGINT", "duckdb", "DOUBLE", None),
+        ("DECIMAL(10,2)", "duckdb", "DOUBLE", None),
+        ("TIMESTAMP", "duckdb", "TIMESTAMPTZ", None),
+    ],
+)
+def test_holding_type_widens_only_without_loss(
+    current: str, dialect: str, incoming: str, held: str | None
+) -> None:
+    from sqlglot import exp
+
+    from riverbed.load.model import holding_type
+
+    found = holding_type(exp.DataType.build(current, dialect=dialect), exp.DataType.build(incoming))
+    assert (found.sql() if found is not None else None) == held

@@ -13,7 +13,10 @@ Per source table in ``tables:``:
   ``customer_key``, resolved as of the event), ``event_ts`` (the source commit time), ``_op``,
   ``_lsn``, ``_seq`` (the source position, unique per row) and ``batch_id``.
 
-Column types come from the staged Parquet schema (Arrow), mapped per dialect by sqlglot.
+Column types come from the staged Parquet schema (Arrow), mapped per dialect by sqlglot. When
+the source changes a column's type, ``holding_type`` decides what the warehouse column becomes:
+a type that holds every value of the old and the new one, from a fixed list of widenings
+(see its docstring), or none, and the load stops rather than lose data.
 """
 
 from __future__ import annotations
@@ -123,3 +126,75 @@ def sql_type(arrow_type: pa.DataType) -> exp.DataType:
     if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
         return exp.DataType.build("VARBINARY")
     return exp.DataType.build("TEXT")  # strings, and lists kept as their text
+
+
+_T = exp.DType
+_INTEGER_DIGITS = {_T.SMALLINT: 5, _T.INT: 10, _T.BIGINT: 19}  # decimal digits of the largest
+# bits a float's mantissa holds, and a float's needed by each type held exactly (bigint: none)
+_MANTISSA_BITS = {_T.FLOAT: 24, _T.DOUBLE: 53}
+_NEEDS_BITS = {_T.SMALLINT: 16, _T.INT: 32, _T.FLOAT: 24, _T.DOUBLE: 53}
+_TEXTS = {_T.TEXT, _T.VARCHAR, _T.CHAR, _T.NCHAR, _T.NVARCHAR, _T.BPCHAR}
+
+_Shape = tuple[exp.DType, tuple[int, ...]]
+
+
+def same_type(a: exp.DataType, b: exp.DataType) -> bool:
+    """Whether ``a`` and ``b`` are one type, however each engine spells it (``INTEGER`` and
+    ``INT``, ``VARCHAR`` and ``TEXT``, ``TIMESTAMP`` and ``TIMESTAMP WITHOUT TIME ZONE``)."""
+    return _shape(a) == _shape(b)
+
+
+def holding_type(current: exp.DataType, incoming: exp.DataType) -> exp.DataType | None:
+    """The type a warehouse column of type ``current`` becomes to take values of ``incoming``
+    (the lake's type after the source changed it) without losing any: ``current`` itself when
+    it holds them already (the same type, or a source column narrowed again), a widening of it,
+    or None when no type on this list holds both (e.g. text and int, bigint and double):
+
+    * integers: smallint < int < bigint;
+    * an integer and numeric(p, s): numeric with the integer's digits (5, 10, 19) and s;
+    * numeric(p1, s1) and numeric(p2, s2): numeric(max(p1 - s1, p2 - s2) + max(s1, s2),
+      max(s1, s2)), as many integer digits and as much scale as either;
+    * real < double; smallint into real or double, int into double (exact: the mantissa holds
+      them; bigint, and numeric, into no float);
+    * varchar(n), char(n), text: text;
+    * date into timestamp (midnight; not timestamptz, whose meaning needs a time zone).
+    """
+    a, b = _shape(current), _shape(incoming)
+    if a == b:
+        return current
+    ka, kb = a[0], b[0]
+    kinds = {ka, kb}
+    if kinds <= _TEXTS:
+        return exp.DataType.build("TEXT")
+    if ka in _INTEGER_DIGITS and kb in _INTEGER_DIGITS:
+        return exp.DataType.build(max(ka, kb, key=_INTEGER_DIGITS.__getitem__).value)
+    decimals = [
+        (_INTEGER_DIGITS[k], 0) if k in _INTEGER_DIGITS else (p[0] - p[1], p[1])
+        for k, p in (a, b)
+        if k in _INTEGER_DIGITS or (k == _T.DECIMAL and len(p) == 2)
+    ]
+    if len(decimals) == 2:
+        digits = max(d for d, _ in decimals)
+        scale = max(s for _, s in decimals)
+        return exp.DataType.build(f"DECIMAL({digits + scale}, {scale})")
+    if kinds & set(_MANTISSA_BITS) and kinds <= set(_NEEDS_BITS):
+        bits = max(_NEEDS_BITS[k] for k in kinds)
+        return exp.DataType.build(next(k for k, m in _MANTISSA_BITS.items() if m >= bits).value)
+    if kinds == {_T.DATE, _T.TIMESTAMP}:
+        return exp.DataType.build("TIMESTAMP")
+    return None
+
+
+def _shape(kind: exp.DataType) -> _Shape:
+    """``kind`` as (type, integer parameters), one spelling per type."""
+    try:
+        params = tuple(int(p.name) for p in kind.expressions)
+    except ValueError:  # not a length, precision or scale: compared as written
+        return kind.this, (hash(kind.sql()),)
+    if kind.this == _T.TIMESTAMPNTZ:
+        return _T.TIMESTAMP, params
+    if kind.this in _TEXTS and (kind.this == _T.TEXT or not params):
+        return _T.TEXT, ()  # unbounded: DuckDB's VARCHAR, PostgreSQL's text
+    if kind.this == _T.DECIMAL and len(params) == 1:
+        return _T.DECIMAL, (params[0], 0)
+    return kind.this, params

@@ -35,8 +35,16 @@ _COUNTED = "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)"
 # many rows (autovacuum_analyze_scale_factor and autovacuum_analyze_threshold's defaults)
 STALE_SHARE = 0.1
 STALE_ROWS = 50
+# numeric's precision and scale and a string type's length are part of its name here, as in
+# DuckDB's: the loader widens a column whose source type outgrew them (model.holding_type)
 _COLUMNS = (
-    "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s"
+    "SELECT column_name, CASE"
+    " WHEN data_type = 'numeric' AND numeric_precision IS NOT NULL"
+    " THEN format('numeric(%%s,%%s)', numeric_precision, numeric_scale)"
+    " WHEN character_maximum_length IS NOT NULL"
+    " THEN format('%%s(%%s)', data_type, character_maximum_length)"
+    " ELSE data_type END"
+    " FROM information_schema.columns WHERE table_name = %s"
     " AND table_schema = current_schema() AND table_catalog = current_database()"
     " ORDER BY ordinal_position"
 )
@@ -131,7 +139,7 @@ class PostgresWarehouse:
         existing = self.columns(table)
         names = load_columns(table, rows.schema, existing)
         assert existing is not None
-        text = [n for n in names if existing[n] in _TEXT_TYPES]
+        text = [n for n in names if existing[n].split("(")[0] in _TEXT_TYPES]
         copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
         )

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlglot import exp
+from sqlglot.errors import ParseError
 
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
@@ -51,6 +52,8 @@ from riverbed.load.model import (
     CDC_COLUMNS,
     DimensionModel,
     FactModel,
+    holding_type,
+    same_type,
     sql_type,
     warehouse_model,
 )
@@ -187,6 +190,7 @@ class Loader:
                 break  # the next round stages it, with its own column set
             taken.append(batch)
         ddl = staging_ddl(model if isinstance(model, DimensionModel) else table, columns, dialect)
+        self._check_types(model, columns)  # before staging changes: a conflict leaves all as is
         self._ensure(model.staging, [ddl], columns, staging=True)
         rows = 0
         # a fact's load order and window, seen on the parts as they go in: reading them back
@@ -407,8 +411,10 @@ class Loader:
         *,
         staging: bool = False,
     ) -> None:
-        """Create the table, or add the columns a newer schema version brought (additive
-        evolution: a column the source dropped stays, NULL from then on)."""
+        """Create the table, or evolve it to a newer schema version: add the columns it brought
+        (a column the source dropped stays, NULL from then on) and widen those whose type it
+        changed to one that holds the old and the new values (model.holding_type; a change
+        no type holds was refused by _check_types before anything was staged)."""
         existing = self.warehouse.columns(table)
         if existing is None:
             for statement in ddl:
@@ -419,15 +425,69 @@ class Loader:
             wanted.update(_staging_cdc_types())
         for name, kind in wanted.items():
             if name not in existing:
-                self.warehouse.execute(
-                    exp.Alter(
-                        this=exp.to_table(table),
-                        kind="TABLE",
-                        actions=[
-                            exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=kind)
-                        ],
-                    )
+                action: exp.Expr = exp.ColumnDef(
+                    this=exp.to_identifier(name, quoted=True), kind=kind
                 )
+            else:
+                current = self._parsed(existing[name])
+                held = holding_type(current, kind) if current is not None else None
+                if held is None or current is None or same_type(held, current):
+                    continue
+                action = exp.AlterColumn(this=exp.to_identifier(name, quoted=True), dtype=held)
+            self.warehouse.execute(
+                exp.Alter(this=exp.to_table(table), kind="TABLE", actions=[action])
+            )
+
+    def _check_types(
+        self, model: DimensionModel | FactModel, columns: dict[str, exp.DataType]
+    ) -> None:
+        """Every column whose type the source changed can be widened on each table that carries
+        it (staging, the dimension or fact); else one error that names them, and the fix."""
+        conflicts: dict[str, list[tuple[str, str]]] = defaultdict(list)  # column -> (table, type)
+        for table in (model.staging, model.name):
+            existing = self.warehouse.columns(table) or {}
+            for name, kind in columns.items():
+                current = self._parsed(existing[name]) if name in existing else None
+                if current is not None and holding_type(current, kind) is None:
+                    conflicts[name].append((table, existing[name]))
+        if not conflicts:
+            return
+        dialect = self.warehouse.dialect
+        parts = []
+        for name, tables in conflicts.items():
+            new = columns[name].sql(dialect=dialect)
+            column = exp.to_identifier(name, quoted=True)
+            fixes = "; ".join(
+                exp.Alter(
+                    this=exp.to_table(table),
+                    kind="TABLE",
+                    actions=[
+                        exp.AlterColumn(
+                            this=column, dtype=columns[name], using=exp.cast(column, columns[name])
+                        )
+                    ],
+                ).sql(dialect=dialect)
+                for table, _ in tables
+            )
+            held = ", ".join(f"{table}: {kind}" for table, kind in tables)
+            parts.append(
+                f"column {column.sql(dialect=dialect)} is {new} in the source now, and no type "
+                f"holds both that and what the warehouse has ({held}) without losing data. If "
+                f"every value converts, convert the warehouse's columns yourself: {fixes}"
+            )
+        raise WarehouseError(
+            f"cannot load {model.source} into {model.name}: {' '.join(parts)}; or change the "
+            f"source column back. Then run again: nothing of {model.source} was loaded or "
+            "altered, its batches wait in the lake."
+        )
+
+    def _parsed(self, type_name: str) -> exp.DataType | None:
+        """A type name as the warehouse spells it, parsed; None when sqlglot cannot read it
+        (a type the loader never creates: left as it is)."""
+        try:
+            return exp.DataType.build(type_name, dialect=self.warehouse.dialect)
+        except (ParseError, ValueError):
+            return None
 
 
 def _add(result: LoadResult, target: str, source: str, applied: tuple[list[str], int]) -> None:

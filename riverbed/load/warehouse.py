@@ -77,7 +77,9 @@ class Warehouse(Protocol):
         ...
 
     def columns(self, table: str) -> dict[str, str] | None:
-        """The table's columns and their type names, in order; None if it does not exist."""
+        """The table's columns and their type names as the engine spells them (with a
+        numeric's precision and scale, a bounded string's length), in order; None if the
+        table does not exist."""
         ...
 
     def analyze(self, table: str, *, changed: int | None = None) -> None:
