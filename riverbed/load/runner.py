@@ -19,6 +19,7 @@ the same result. Staging is a real table: a run that failed after staging resume
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import defaultdict
@@ -484,10 +485,18 @@ class Loader:
     def _parsed(self, type_name: str) -> exp.DataType | None:
         """A type name as the warehouse spells it, parsed; None when sqlglot cannot read it
         (a type the loader never creates: left as it is)."""
-        try:
-            return exp.DataType.build(type_name, dialect=self.warehouse.dialect)
-        except (ParseError, ValueError):
-            return None
+        parsed = _parse_type(type_name, self.warehouse.dialect)
+        return parsed.copy() if parsed is not None else None
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_type(type_name: str, dialect: str) -> exp.DataType | None:
+    # every staged table's columns are parsed on every run, a few times each (40 to 100 us a
+    # parse): a handful of distinct names
+    try:
+        return exp.DataType.build(type_name, dialect=dialect)
+    except (ParseError, ValueError):
+        return None
 
 
 def _add(result: LoadResult, target: str, source: str, applied: tuple[list[str], int]) -> None:
