@@ -345,6 +345,109 @@ def test_query_is_read_only_and_speaks_formats(database: Database, project: Path
     assert nobody.code != 0 and "mallory" in nobody.err
 
 
+def canary(project: Path) -> None:
+    """A table ``canary`` holding the one row n = 1, with an index (PostgreSQL)."""
+    cfg = load_project(project)
+    warehouse = open_warehouse(cfg.config.warehouse, cfg.root)
+    try:
+        warehouse.execute("create table canary (n int primary key)")
+        warehouse.execute("insert into canary values (1)")
+    finally:
+        warehouse.close()
+
+
+def refused(project: Path, statement: str) -> str:
+    """Run ``statement`` through `riverbed query`, which must refuse it in one line."""
+    result = run_cli("query", "--as", "admin", statement, "-c", str(project))
+    assert result.code != 0, f"{statement!r} ran: {result.text}"
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    return result.err
+
+
+def pg_files(project: Path) -> list[dict[str, Any]]:
+    """The file nodes of canary and its index: VACUUM FULL and REINDEX give them new ones."""
+    return rows(
+        project,
+        "select relname, pg_relation_filenode(oid) as node from pg_class"
+        " where relname in ('canary', 'canary_pkey') order by relname",
+    )
+
+
+def test_query_runs_one_statement_and_keeps_nothing(
+    database: Database, project: Path, tmp_path: Path
+) -> None:
+    pipeline(project)
+    canary(project)
+    if "engine: postgres" in project.read_text():
+        postgres_attacks(project)
+    else:
+        duckdb_attacks(project, tmp_path / "outside")
+    assert rows(project, "select n from canary") == [{"n": 1}]
+    with_query = rows(project, "with c as (select n from canary) select n + 1 as m from c")
+    assert with_query == [{"m": 2}]
+
+
+def postgres_attacks(project: Path) -> None:
+    """Writes, a second statement that turns read-only off, VACUUM, REINDEX: none is kept."""
+    files = pg_files(project)
+    for attack in (
+        "set transaction read write; insert into canary values (42)",
+        "set transaction read write; drop table canary",
+        "select set_config('default_transaction_read_only','off',false); commit;"
+        " insert into canary values (7)",
+        "insert into canary values (8)",
+        "create table intruder (n int)",
+        "vacuum full canary",
+    ):
+        refused(project, attack)
+    assert rows(project, "select n from canary") == [{"n": 1}]
+    assert rows(project, "select count(*) as n from pg_tables where tablename = 'intruder'") == [
+        {"n": 0}
+    ]
+    assert "REINDEX returns no rows" in refused(project, "reindex table canary")
+    assert pg_files(project) == files
+    assert "2 statements, not one" in refused(project, "select 1; select 2")
+    assert "riverbed run" in refused(project, "delete from canary")
+    # the server's guard holds without the friendly check before it
+    cfg = load_project(project)
+    warehouse = open_warehouse(cfg.config.warehouse, cfg.root, read_only=True)
+    try:
+        warehouse._one_statement = lambda text: None  # type: ignore[attr-defined]
+        with pytest.raises(WarehouseError, match="multiple commands"):
+            warehouse.query("set transaction read write; insert into canary values (9)")
+        # one statement that turns read-only off leaves the next query read-only still
+        warehouse.query("select set_config('default_transaction_read_only', 'off', false)")
+        with pytest.raises(WarehouseError, match="read-only transaction"):
+            warehouse.query("insert into canary values (10)")
+    finally:
+        warehouse.close()
+    assert rows(project, "select n from canary") == [{"n": 1}]
+    catalog = rows(project, "select relname from pg_stat_user_tables where relname = 'canary'")
+    assert catalog == [{"relname": "canary"}]
+
+
+def duckdb_attacks(project: Path, outside: Path) -> None:
+    """A write, a second statement, files written or attached outside the warehouse, a
+    setting: none is kept."""
+    outside.mkdir()
+    for attack in (
+        f"COPY (select 1) TO '{outside}/x.csv'",
+        f"ATTACH '{outside}/other.duckdb' AS o; create table o.t as select 1",
+        f"ATTACH '{outside}/other.duckdb' AS o",
+        f"EXPORT DATABASE '{outside}/export'",
+        "SET enable_external_access = true",
+        "insert into canary values (8)",
+        f"select 1; COPY (select 1) TO '{outside}/y.csv'",
+    ):
+        refused(project, attack)
+    assert list(outside.iterdir()) == []
+    assert rows(project, "select n from canary") == [{"n": 1}]
+    assert "2 statements, not one" in refused(project, "select 42; select 43")
+    assert "riverbed run" in refused(project, "delete from canary")
+    catalog = rows(project, "select table_name from duckdb_tables() where table_name = 'canary'")
+    assert catalog == [{"table_name": "canary"}]
+
+
 def test_ddl_for_every_dialect(database: Database, project: Path) -> None:
     sql(database, "insert into w.customers values (6, 'Fi', 'Oulu', null)")
     sql(database, "insert into w.orders values (60, 6, 1.00, 'placed')")

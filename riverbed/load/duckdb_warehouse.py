@@ -1,4 +1,10 @@
-"""DuckDB: the default warehouse, one local file, in process."""
+"""DuckDB: the default warehouse, one local file, in process.
+
+Read-only (``riverbed query``), the file refuses writes, but SQL could still write other files
+(``COPY ... TO``, ``EXPORT DATABASE``), attach another database or install an extension. So a
+read-only warehouse also turns external access off and locks the configuration, which no
+statement can undo, and runs exactly one statement, as counted by DuckDB's own parser.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +22,11 @@ from sqlglot import exp
 
 from riverbed.errors import first_line
 from riverbed.load.warehouse import (
+    READ_ONLY_HINT,
     WarehouseError,
     load_columns,
     loadable_chunks,
+    not_one_statement,
     sql_text,
     statement_head,
 )
@@ -52,6 +60,7 @@ class DuckDBWarehouse:
 
     def __init__(self, path: Path, *, read_only: bool = False):
         self.path = path
+        self._read_only = read_only
         if read_only and not path.exists():
             raise WarehouseError(
                 f"warehouse {path} does not exist yet; load something first (`riverbed run`) "
@@ -63,6 +72,9 @@ class DuckDBWarehouse:
             self._db = _connect(path, read_only)
             self._db.execute("SET TimeZone = 'UTC'")
             self._db.execute("SET enable_progress_bar = false")  # stdout belongs to --json
+            if read_only:
+                self._db.execute("SET enable_external_access = false")
+                self._db.execute("SET lock_configuration = true")  # last: no SET after it
         except OSError as exc:
             raise WarehouseError(
                 f"warehouse {path}: cannot create its folder ({exc.strerror}); "
@@ -84,6 +96,8 @@ class DuckDBWarehouse:
 
     def query(self, statement: exp.Expr | str) -> pa.Table:
         text = sql_text(statement, self.dialect)
+        if self._read_only:
+            self._one_statement(text)
         with self._translating(text):
             relation = self._db.sql(text)  # a relation streams into Arrow without a copy
             return relation.to_arrow_table() if relation is not None else pa.table({})
@@ -184,6 +198,14 @@ class DuckDBWarehouse:
     def close(self) -> None:
         self._db.close()
 
+    def _one_statement(self, text: str) -> None:
+        """Refuse SQL of more than one statement: the Python API runs them all, not just the
+        last one whose rows it returns."""
+        with self._translating(text):
+            count = len(self._db.extract_statements(text))
+        if count != 1:
+            raise not_one_statement(str(self.path), count)
+
     @contextmanager
     def _translating(self, statement: str) -> Iterator[None]:
         try:
@@ -193,12 +215,25 @@ class DuckDBWarehouse:
 
     def _translate(self, exc: duckdb.Error, doing: str) -> WarehouseError:
         first = first_line(exc)
+        hint = f"; {READ_ONLY_HINT}" if self._read_only and _refused(exc) else ""
         # IOException: the file, the disk or a lock held by another process; a transaction
         # conflict with another writer succeeds when retried
         transient = isinstance(exc, duckdb.IOException) or (
             isinstance(exc, duckdb.TransactionException) and "conflict" in first.lower()
         )
-        return WarehouseError(f"warehouse {self.path}: {first} ({doing})", transient=transient)
+        return WarehouseError(
+            f"warehouse {self.path}: {first} ({doing}){hint}", transient=transient
+        )
+
+
+def _refused(exc: duckdb.Error) -> bool:
+    """Whether ``exc`` refused a statement a read-only query may not run: a write to the file,
+    a file or extension outside it, or a setting."""
+    first = first_line(exc)
+    return isinstance(exc, duckdb.PermissionException) or (
+        isinstance(exc, duckdb.InvalidInputException)
+        and ("read-only mode" in first or "configuration has been locked" in first)
+    )
 
 
 # operators that emit their (first) input's rows in the order they come

@@ -4,13 +4,18 @@ The connection runs in autocommit mode, so a statement outside :meth:`transactio
 its own; inside it, psycopg's transaction block issues BEGIN and COMMIT (ROLLBACK on error).
 The session time zone is UTC, like DuckDB's, so both warehouses return the same instants.
 Bulk loads stream CSV produced by pyarrow through ``COPY ... FROM STDIN``, chunk by chunk.
+
+A read-only warehouse (``riverbed query``) cannot trust a session default: the SQL it is given
+could switch ``default_transaction_read_only`` off itself. So each query runs alone in a
+``BEGIN READ ONLY`` transaction that is always rolled back, and is sent by the extended query
+protocol, whose Parse message the server refuses to hold more than one statement.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any
 
 import psycopg
@@ -20,12 +25,17 @@ import pyarrow.csv as pcsv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import SqlglotError
+from sqlglot.tokens import TokenType
 
 from riverbed.errors import first_line
 from riverbed.load.warehouse import (
+    READ_ONLY_HINT,
     WarehouseError,
     load_columns,
     loadable_chunks,
+    not_one_statement,
     sql_text,
     statement_head,
 )
@@ -76,6 +86,9 @@ _TEXT_TYPES = {"text", "character varying", "character"}
 _TRANSIENT_FATAL = ("starting up", "shutting down", "in recovery", "too many", "not yet accepting")
 _TRANSIENT_CLASSES = ("08", "53", "57")
 _TRANSIENT_STATES = {"40001", "40P01"}
+# SQLSTATEs of a statement a read-only query may not run: a write (read_only_sql_transaction)
+# and what cannot run inside a transaction block, e.g. VACUUM (active_sql_transaction)
+_REFUSED_STATES = {"25006", "25001"}
 
 
 class PostgresWarehouse:
@@ -85,6 +98,7 @@ class PostgresWarehouse:
 
     def __init__(self, dsn: str, password: str | None = None, *, read_only: bool = False):
         self.display = _display(dsn)
+        self._read_only = read_only
         extra: dict[str, str] = {"password": password} if password is not None else {}
         if read_only:
             options = _options(dsn)
@@ -109,8 +123,13 @@ class PostgresWarehouse:
 
     def query(self, statement: exp.Expr | str) -> pa.Table:
         text = sql_text(statement, self.dialect)
-        with self._translating(text), self._conn.cursor() as cur:
-            cur.execute(text.encode())
+        if self._read_only:
+            self._one_statement(text)
+        with self._translating(text), self._reading(), self._conn.cursor() as cur:
+            # prepare: the extended protocol, where the server refuses a second statement
+            cur.execute(text.encode(), prepare=self._read_only or None)
+            if self._read_only and cur.description is None:
+                raise self._no_rows(cur.statusmessage or "", text)
             rows = cur.fetchall()
             description = cur.description or []
         names = [column.name for column in description]
@@ -182,6 +201,42 @@ class PostgresWarehouse:
     def close(self) -> None:
         self._conn.close()
 
+    def _one_statement(self, text: str) -> None:
+        """Refuse SQL of more than one statement before sending it, with a friendlier message
+        than the server's; SQL the tokenizer cannot read is left to the server to judge."""
+        try:
+            tokens = Dialect.get_or_raise(self.dialect).tokenize(text)
+        except SqlglotError:
+            return
+        count = len(_statements(tokens))
+        if count != 1:
+            raise not_one_statement(self.display, count)
+
+    def _no_rows(self, status: str, text: str) -> WarehouseError:
+        """The error for read-only SQL that ran but is no query (e.g. REINDEX): its effect is
+        rolled back, which the user should hear rather than read "0 rows" as success."""
+        command = status.split(" ")[0] or "the statement"
+        return WarehouseError(
+            f"warehouse {self.display}: {command} returns no rows and what it did is undone "
+            f"(running {statement_head(text)}); {READ_ONLY_HINT}"
+        )
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """For a read-only warehouse, a READ ONLY transaction around the block, always rolled
+        back: whatever the statement changes (a setting, the transaction's mode) goes with it."""
+        if not self._read_only:
+            yield
+            return
+        with self._translating("BEGIN READ ONLY"):
+            self._conn.execute("BEGIN READ ONLY")
+        try:
+            yield
+        finally:
+            # a lost connection ends the transaction on the server just as well
+            with suppress(psycopg.Error):
+                self._conn.execute("ROLLBACK")
+
     @contextmanager
     def _translating(self, statement: str) -> Iterator[None]:
         try:
@@ -193,11 +248,23 @@ class PostgresWarehouse:
                 or state.startswith(_TRANSIENT_CLASSES)
                 or state in _TRANSIENT_STATES
             )
+            hint = f"; {READ_ONLY_HINT}" if self._read_only and state in _REFUSED_STATES else ""
             raise WarehouseError(
                 f"warehouse {self.display}: {first_line(exc)} "
-                f"(running {statement_head(statement)})",
+                f"(running {statement_head(statement)}){hint}",
                 transient=transient,
             ) from exc
+
+
+def _statements(tokens: list[Any]) -> list[list[Any]]:
+    """The tokens of each statement, split at semicolons; empty statements dropped."""
+    statements: list[list[Any]] = [[]]
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            statements.append([])
+        else:
+            statements[-1].append(token)
+    return [tokens for tokens in statements if tokens]
 
 
 def _csv_ready(chunk: pa.Table) -> pa.Table:

@@ -27,6 +27,11 @@ from riverbed.config.models import WarehouseConfig
 from riverbed.errors import RiverbedError
 
 LOAD_CHUNK_ROWS = 65_536  # rows converted and sent per step of a load: bounds its extra memory
+# the fix, appended to the error of a statement a read-only warehouse refused
+READ_ONLY_HINT = (
+    "a read-only query is one statement that only reads, and nothing it does is kept; "
+    "change the warehouse through the pipeline (`riverbed run`)"
+)
 
 
 class WarehouseError(RiverbedError):
@@ -103,9 +108,11 @@ def open_warehouse(
     """The warehouse ``config`` names: a DuckDB file (a relative ``path`` is resolved against
     ``root``, the project folder) or PostgreSQL by ``dsn``. ``password`` overrides
     ``warehouse.password``, which is otherwise read now. ``read_only`` (queries, e.g.
-    ``riverbed query``): every statement that writes fails. A DuckDB file is open to one
-    process at a time (one writer, or readers): an open waits a few seconds for another
-    process to let go (see duckdb_warehouse.LOCK_WAIT_SECONDS)."""
+    ``riverbed query``): a query is one statement, every statement that writes fails, and
+    nothing a query does is kept (nor, on DuckDB, any file outside the warehouse written or
+    attached). A DuckDB file is open to one process at a time (one writer, or readers): an
+    open waits a few seconds for another process to let go (see
+    duckdb_warehouse.LOCK_WAIT_SECONDS)."""
     if config.engine == "postgres":
         from riverbed.load.postgres_warehouse import PostgresWarehouse
 
@@ -134,6 +141,14 @@ def statement_head(statement: str, limit: int = 120) -> str:
     """The start of a statement, on one line, for messages."""
     flat = " ".join(statement.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def not_one_statement(where: str, count: int) -> WarehouseError:
+    """The error for read-only SQL of ``count`` statements, not one, sent to ``where``."""
+    return WarehouseError(
+        f"warehouse {where}: the query holds {count} statements, not one; "
+        "run each statement as its own query"
+    )
 
 
 def load_columns(table: str, rows: pa.Schema, existing: dict[str, str] | None) -> list[str]:
