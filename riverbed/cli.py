@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from riverbed.config import Project, demo_config_text, load_project
 from riverbed.errors import RiverbedError
@@ -748,6 +750,17 @@ def ddl(
     print(";\n\n".join(statements) + ";")
 
 
+def _json_value(value: Any) -> Any:
+    """A query result value JSON can hold as PostgreSQL writes it: a non-finite float as the
+    string "NaN", "Infinity" or "-Infinity" (bare, they break every strict JSON parser), bytes
+    as bytea's hex form; anything else as is (or its text, by json.dumps's default)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    return value
+
+
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
@@ -778,7 +791,8 @@ def query(
     finally:
         warehouse.close()
     if output == "json":
-        print(json.dumps(rows.to_pylist(), default=str))
+        records = [{k: _json_value(v) for k, v in row.items()} for row in rows.to_pylist()]
+        print(json.dumps(records, default=str, allow_nan=False))
     elif output == "csv":
         import io
 
@@ -790,7 +804,8 @@ def query(
     else:
         table = Table(*rows.column_names)
         for row in rows.to_pylist():
-            table.add_row(*("" if v is None else escape(str(v)) for v in row.values()))
+            # Text, not a markup string: values print as they are (":x:" is no emoji here)
+            table.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
         console.print(table)
         console.print(f"{rows.num_rows:,} rows")
 

@@ -343,6 +343,19 @@ def test_query_is_read_only_and_speaks_formats(database: Database, project: Path
     assert len(rows(project, "select * from dim_customer")) == 1
     nobody = run_cli("query", "--as", "mallory", "select 1", "-c", str(project))
     assert nobody.code != 0 and "mallory" in nobody.err
+    # values print as they are: no emoji codes in a table, strict JSON for non-finite floats
+    odd = "select ':x:' as a, cast('NaN' as float8) as n, cast('-Infinity' as float8) as i"
+    shown = run_cli("query", "--as", "admin", odd, "-c", str(project))
+    assert shown.code == 0 and ":x:" in shown.out, shown.text
+    as_json = run_cli("query", "--as", "admin", "--format", "json", odd, "-c", str(project))
+    assert as_json.code == 0, as_json.text
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    assert json.loads(as_json.out, parse_constant=strict) == [
+        {"a": ":x:", "n": "NaN", "i": "-Infinity"}
+    ]
 
 
 def canary(project: Path) -> None:
