@@ -263,3 +263,14 @@ def test_a_batch_far_smaller_than_its_dimension_lands_in_load_order(warehouse: W
     assert [r["item_key"] for r in rows] == [item + 1 for item in items]
     stored = warehouse.query(f"SELECT event_id FROM {FACT.name} ORDER BY rowid").column(0)
     assert stored.to_pylist() == list(range(len(items)))
+
+
+def test_a_load_that_fails_says_why(warehouse: Warehouse) -> None:
+    # DuckDB: unregistering the loaded rows in the transaction the failure aborted once hid
+    # the failure behind "the transaction is aborted"
+    warehouse.execute("DROP TABLE IF EXISTS narrow")
+    warehouse.execute("CREATE TABLE narrow (a INTEGER)")
+    with pytest.raises(Exception, match=r"(?i)out of range"), warehouse.transaction():
+        warehouse.load_arrow("narrow", pa.table({"a": pa.array([5_000_000_000], pa.int64())}))
+    warehouse.load_arrow("narrow", pa.table({"a": pa.array([5], pa.int64())}))
+    assert warehouse.query("SELECT a FROM narrow").to_pylist() == [{"a": 5}]

@@ -171,7 +171,10 @@ class DuckDBWarehouse:
                 try:
                     self._db.execute(statement)
                 finally:
-                    self._db.unregister(view)
+                    # in a transaction the failed insert aborted, unregistering fails too, and
+                    # its "transaction is aborted" would hide what the insert said
+                    with suppress(duckdb.Error):
+                        self._db.unregister(view)
             loaded += chunk.num_rows
         return loaded
 
