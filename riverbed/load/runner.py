@@ -430,11 +430,10 @@ class Loader:
                     this=exp.to_identifier(name, quoted=True), kind=kind
                 )
             else:
-                current = self._parsed(existing[name])
-                held = holding_type(current, kind) if current is not None else None
-                if held is None or current is None or same_type(held, current):
+                wider, _ = self._widening(existing[name], kind)
+                if wider is None:
                     continue
-                action = exp.AlterColumn(this=exp.to_identifier(name, quoted=True), dtype=held)
+                action = exp.AlterColumn(this=exp.to_identifier(name, quoted=True), dtype=wider)
             self.warehouse.execute(
                 exp.Alter(this=exp.to_table(table), kind="TABLE", actions=[action])
             )
@@ -448,8 +447,7 @@ class Loader:
         for table in (model.staging, model.name):
             existing = self.warehouse.columns(table) or {}
             for name, kind in columns.items():
-                current = self._parsed(existing[name]) if name in existing else None
-                if current is not None and holding_type(current, kind) is None:
+                if name in existing and not self._widening(existing[name], kind)[1]:
                     conflicts[name].append((table, existing[name]))
         if not conflicts:
             return
@@ -482,11 +480,19 @@ class Loader:
             "altered, its batches wait in the lake."
         )
 
-    def _parsed(self, type_name: str) -> exp.DataType | None:
-        """A type name as the warehouse spells it, parsed; None when sqlglot cannot read it
-        (a type the loader never creates: left as it is)."""
+    def _widening(self, type_name: str, kind: exp.DataType) -> tuple[exp.DataType | None, bool]:
+        """What a warehouse column of ``type_name`` becomes to take the lake's ``kind``: (the
+        wider type to alter it to, None to leave it as it is; whether it can take ``kind`` at
+        all, see model.holding_type). A type name sqlglot cannot read (a type the loader never
+        creates) is left as it is."""
         parsed = _parse_type(type_name, self.warehouse.dialect)
-        return parsed.copy() if parsed is not None else None
+        if parsed is None:
+            return None, True
+        current = parsed.copy()
+        held = holding_type(current, kind)
+        if held is None:
+            return None, False
+        return (None if same_type(held, current) else held), True
 
 
 @functools.lru_cache(maxsize=512)
