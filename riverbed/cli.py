@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from riverbed.config import Project, demo_config_text, load_project
-from riverbed.errors import RiverbedError
+from riverbed.errors import RiverbedError, first_line
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -356,7 +356,14 @@ def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool]:
                 raise RiverbedError(
                     "the shop schema does not exist; run `riverbed shop seed` first"
                 ) from None
-            stats = workload.run(lambda: bool(stopping), show)
+            try:
+                stats = workload.run(lambda: bool(stopping), show)
+            except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable) as exc:
+                # the workload writes the demo shop's own tables and columns
+                raise RiverbedError(
+                    f"the shop schema is not the demo's any more ({first_line(exc)}); "
+                    "`riverbed shop seed --reset` makes it again"
+                ) from None
     finally:
         status.stop()
         for sig, handler in previous.items():

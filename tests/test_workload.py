@@ -211,3 +211,14 @@ def test_workload_on_an_unseeded_database_says_what_to_do(
     )
     assert result.code == 1
     assert "riverbed shop seed" in result.err and "Traceback" not in result.text
+
+
+def test_a_shop_schema_changed_by_hand_is_one_clear_line(shop: Database, tmp_path: Path) -> None:
+    with shop.connect(autocommit=True) as conn:
+        conn.execute("alter table shop.sellers drop column region")
+    config = str(external_config(tmp_path, shop))
+    result = run_cli("shop", "run", "--rate", "2000", "--duration", "3", "-q", "-c", config)
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    [line] = result.err.strip().splitlines()
+    assert "region" in line and "shop seed --reset" in line
