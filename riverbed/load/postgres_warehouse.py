@@ -78,12 +78,12 @@ _ARROW_TYPES: dict[int, pa.DataType] = {
     1184: pa.timestamp("us", tz="UTC"),
 }
 _TEXT_TYPES = {"text", "character varying", "character"}
-# SQLSTATE classes worth a retry: connection exceptions, insufficient resources, operator
-# intervention (e.g. admin shutdown); plus serialization failure and deadlock.
 # a server that answered a connection with FATAL refused it for good (a wrong password, no
 # such role or database, no pg_hba.conf entry: retrying changes nothing) unless it says why
 # later would do (psycopg gives connection failures no SQLSTATE, so their text it is)
 _TRANSIENT_FATAL = ("starting up", "shutting down", "in recovery", "too many", "not yet accepting")
+# SQLSTATE classes worth a retry: connection exceptions, insufficient resources, operator
+# intervention (e.g. admin shutdown); plus serialization failure and deadlock.
 _TRANSIENT_CLASSES = ("08", "53", "57")
 _TRANSIENT_STATES = {"40001", "40P01"}
 # SQLSTATEs of a statement a read-only query may not run: a write (read_only_sql_transaction)
