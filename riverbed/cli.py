@@ -599,12 +599,8 @@ def run(
     if stage != "all" and (every is not None or redrive is not None):
         raise RiverbedError("--stage transform|load runs once; it goes without --every/--redrive")
     project = _project(config)
-    unknown = [name for name in table or [] if name not in project.config.tables]
-    if unknown:  # a typo would otherwise run nothing and say "nothing new"
-        raise RiverbedError(
-            f"--table {unknown[0]}: not a table in config; "
-            f"choose one of {', '.join(project.config.tables)}"
-        )
+    for name in table or []:  # a typo would otherwise run nothing and say "nothing new"
+        project.config.require_table(name, "--table")
     _logging(project, quiet or as_json)
     rewound: list[dict[str, Any]] = []  # printed with the result, as `reprocessed`
     if reprocess_table is not None and start is not None:

@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from riverbed.errors import RiverbedError
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -617,6 +619,13 @@ class RiverbedConfig(Model):
     notifiers: dict[str, NotifierConfig] = {}
     alarms: dict[str, AlarmConfig] = {}
     governance: GovernanceConfig = GovernanceConfig()
+
+    def require_table(self, name: str, option: str) -> None:
+        """Refuse ``name``, given to the command-line ``option``, unless ``tables:`` has it."""
+        if name not in self.tables:
+            raise RiverbedError(
+                f"{option} {name}: not a table in config; choose one of {', '.join(self.tables)}"
+            )
 
 
 def cross_reference_problems(config: RiverbedConfig) -> list[str]:

@@ -1145,11 +1145,7 @@ def run_transform(
 def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
     """Rewind ``table``'s bookmarks to ``start`` (an LSN like 0/16B3748, or an ISO time), so
     the next run transforms those raw files again. Returns the staged batches withdrawn."""
-    cfg = project.config
-    if table not in cfg.tables:
-        raise RiverbedError(
-            f"--reprocess {table}: not a table in config; choose one of {', '.join(cfg.tables)}"
-        )
+    project.config.require_table(table, "--reprocess")
     with ProcessLock(project.home / "transform.lock", "riverbed run"):
         manifest = open_manifest(project)
         try:
