@@ -64,7 +64,7 @@ class Tasks:
     # --- resources ----------------------------------------------------------------------------
 
     def _check(self, state: TaskState) -> dict[str, Any]:
-        tables = self._chosen(state) or list(self.project.config.tables)
+        tables = self._tables(state)
         new_raw = len(pending_raw_files(self.manifest, tables))
         pending = pending_batches(self.manifest, tables)
         return {"new_raw_files": new_raw, "pending_batches": pending, "new_data": new_raw + pending}
@@ -105,7 +105,7 @@ class Tasks:
         }
 
     def _stage(self, state: TaskState) -> dict[str, Any]:
-        chosen = set(self._chosen(state) or self.project.config.tables)
+        chosen = set(self._tables(state))
         with self._loader() as loader:
             loader.prepare(chosen)
             staged = loader.stage_round(chosen)
@@ -136,10 +136,12 @@ class Tasks:
 
     def _facts(self, state: TaskState) -> dict[str, Any]:
         rows_total = batches_total = 0
-        chosen = self._chosen(state)
+        # only the configured tables: a batch of a table since taken out of the config is
+        # never loaded, and counting it as pending sent the machine back to stage without end
+        chosen = self._tables(state)
         with self._loader() as loader:
             for fact in loader.model.facts:
-                if chosen is not None and fact.source not in chosen:
+                if fact.source not in chosen:
                     continue
                 batches, rows = loader.append_fact(fact)
                 self._summarise_load(fact.name, fact.source, len(batches), rows)
@@ -149,9 +151,7 @@ class Tasks:
                     )
                 rows_total += rows
                 batches_total += len(batches)
-        # only the configured tables': a batch of a table since taken out of the config is
-        # never loaded, and counting it sent the machine back to stage without end
-        pending = pending_batches(self.manifest, chosen or list(self.project.config.tables))
+        pending = pending_batches(self.manifest, chosen)
         return {
             "loaded_rows": rows_total,
             "loaded_batches": batches_total,
@@ -210,6 +210,10 @@ class Tasks:
         if state.table is not None:
             return [state.table]
         return list(self.tables) if self.tables else None
+
+    def _tables(self, state: TaskState) -> list[str]:
+        """The tables a state works on: those chosen, else every configured one."""
+        return self._chosen(state) or list(self.project.config.tables)
 
     @contextmanager
     def _loader(self) -> Iterator[Any]:
