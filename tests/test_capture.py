@@ -4,6 +4,7 @@ that does not use Riverbed's decoder (audit triggers and the source tables thems
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import psycopg
@@ -23,10 +24,19 @@ from capture_support import (
 )
 
 from conftest import Database, run_cli, start_cli
+from riverbed.capture import pgoutput
+from riverbed.capture.changes import TableBuffer, TxInfo, partition_of
+from riverbed.capture.pgoutput import parse_lsn
+from riverbed.capture.snapshot import SnapshotPoint, TableCopy, copy_tables
+from riverbed.config import load_project
+from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
+from riverbed.lake.parquet import write_table
+from riverbed.lake.storage import open_storage
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.schema import COLUMNS, TABLES
 from riverbed.shop.seed import seed
 from riverbed.shop.workload import Workload, WorkloadSpec
+from riverbed.source.connection import source_for
 
 SMALL_SHOP = HistorySpec(customers=300, sellers=30, products=120, orders=2_000, months=2, seed=5)
 KEYS = {table: [COLUMNS[table][1]] for table in TABLES}
@@ -237,3 +247,59 @@ def test_big_tables_are_copied_as_key_ranges_exactly_once(
     assert_lake_matches_source(config, shop, audit=False)
     items = lake_changes(config, "order_items")
     assert len({c["_seq"] for c in items}) == len(items)
+
+
+def test_a_commit_at_the_consistent_point_replays_after_the_snapshot(
+    database: Database, tmp_path: Path
+) -> None:
+    """The first streamed transaction can commit exactly at the slot's consistent point (its
+    commit record starts where the record that made the slot consistent ends), so its rows carry
+    the snapshot's ``_lsn``. The lake must still put them after the snapshot rows: it once put
+    them first, so replaying the lake gave the row as it was before that transaction (seen about
+    once in a hundred runs of the handoff test above, under load)."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema shop; create table shop.items (id int primary key, v text)")
+        conn.execute("insert into shop.items select i, 'old' from generate_series(1, 5) i")
+    project = load_project(capture_config(tmp_path, database))
+    storage = open_storage(project.config.lake, project.root)
+    manifest = Manifest(project.path(project.config.state.path))
+    with database.connect() as exporter, database.connect(autocommit=True) as writer:
+        exporter.execute("begin isolation level repeatable read")
+        name, lsn = exporter.execute(
+            "select pg_export_snapshot(), pg_current_wal_lsn()::text"
+        ).fetchone()  # type: ignore[misc]
+        point = SnapshotPoint(name, parse_lsn(lsn), int(time.time() * 1_000_000))
+        writer.execute("update shop.items set v = 'new' where id = 3")  # after the snapshot
+
+        def done(copy: TableCopy) -> None:
+            schema = SchemaVersion("items", 1, copy.schema.describe(), point.lsn)
+            manifest.commit_capture("riverbed", copy.files, None, [schema])
+
+        (copy,) = copy_tables(
+            source_for(project),
+            point,
+            "shop",
+            ["items"],
+            storage,
+            workers=1,
+            op="L",
+            on_table_done=done,
+        )
+    # the update, as the stream lands a transaction whose commit LSN is the consistent point
+    update = TableBuffer(copy.schema)
+    update.add("U", pgoutput.row_message(b"U", 1, [b"3", b"new"]), 0, 0)
+    rows = update.to_arrow([TxInfo(point.lsn, point.ts_us + 1, 1234)])
+    path = f"raw/items/{partition_of(point.ts_us)}/streamed.parquet"
+    size = write_table(storage, path, rows)
+    streamed = LakeFile(path, "raw", "items", 1, size, point.lsn, point.lsn, 1)
+    manifest.commit_capture("riverbed", [streamed], point.lsn)
+    manifest.close()
+
+    lake = replay(lake_changes(tmp_path / "riverbed.yaml", "items"), ["id"])
+    assert {key[0]: row["v"] for key, row in lake.items()} == {
+        1: "old",
+        2: "old",
+        3: "new",
+        4: "old",
+        5: "old",
+    }

@@ -7,7 +7,9 @@ Every row in the lake carries the source columns plus the CDC columns:
                     capture.include_op_for_full_load is set (the DMS convention)
   _commit_ts        commit time of the source transaction (UTC); the snapshot's time for L rows
   _lsn              commit LSN of the transaction (the slot's consistent point for snapshot rows)
-  _seq              position of the change within its transaction (row number for snapshots)
+  _seq              position of the change within its transaction, from 0; for snapshot rows a
+                    negative row number, so they sort before a transaction that committed at
+                    the consistent point itself
   _xid              source transaction id (null for snapshot rows)
   _toast_unchanged  names of columns whose value the source did NOT send because an update left
                     a TOASTed value untouched. Those columns are null in this row and must be

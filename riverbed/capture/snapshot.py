@@ -2,10 +2,16 @@
 
 When the slot is created it exports a snapshot that sees exactly the transactions committed
 before the slot's consistent point; the stream then delivers exactly the transactions committed
-after it. Each copy worker imports that snapshot (SET TRANSACTION SNAPSHOT) in its own REPEATABLE
-READ transaction, so snapshot and stream meet with nothing lost and nothing doubled, even while
-the source keeps writing. Tables are copied in parallel; each streams COPY's CSV through Arrow's
-incremental CSV reader into Parquet in bounded memory.
+at or after it. Each copy worker imports that snapshot (SET TRANSACTION SNAPSHOT) in its own
+REPEATABLE READ transaction, so snapshot and stream meet with nothing lost and nothing doubled,
+even while the source keeps writing. Tables are copied in parallel (big ones as page ranges), each
+as binary COPY decoded into Arrow batches and written to Parquet in bounded memory.
+
+Snapshot rows carry the consistent point as ``_lsn`` and a negative ``_seq``. The first streamed
+transaction can commit exactly at the consistent point (its commit record starts where the record
+that made the slot consistent ends), so its rows share that ``_lsn``; their ``_seq`` counts from
+0, and the snapshot's must sort before them in the source order (``_lsn``, ``_seq``) that every
+later stage reads.
 """
 
 from __future__ import annotations
@@ -169,6 +175,7 @@ class _PerThread:
             conn.close()
 
 
+SNAPSHOT_SEQ = -(1 << 62)  # first _seq of a snapshot; streamed rows count from 0 (module doc)
 SPLIT_ROWS = 200_000  # tables bigger than this are copied as page ranges in parallel
 
 
@@ -327,9 +334,10 @@ def _write_files(
     files: list[LakeFile],
 ) -> None:
     """Write the rows into files of up to ROWS_PER_FILE rows each, appending each to ``files``
-    once written. ``_seq`` numbers rows from chunk << 40, unique within the table's snapshot."""
+    once written. ``_seq`` numbers rows from SNAPSHOT_SEQ + chunk << 40: unique within the
+    table's snapshot, and below every streamed row's."""
     partition = partition_of(point.ts_us)
-    seq = chunk << 40
+    seq = SNAPSHOT_SEQ + (chunk << 40)
     batch = _next(reader)
     while batch is not None:
         path = f"raw/{layout.table}/{partition}/snapshot_{point.lsn:016X}_{chunk:02d}_{len(files):04d}.parquet"
