@@ -191,7 +191,15 @@ def test_ctrl_c_stops_cleanly_with_a_report(shop: Database, tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(4)
+    # interrupt once it is writing (a loaded machine can take seconds to start it), not after
+    # a fixed time: the report must count what it did
+    with shop.connect(autocommit=True) as conn:
+        before = conn.execute("select count(*) from shop.orders").fetchone()
+        until = time.monotonic() + 120
+        while conn.execute("select count(*) from shop.orders").fetchone() == before:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < until, "the workload never wrote an order"
+            time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
