@@ -328,6 +328,22 @@ def test_every_column_type_snapshot_and_stream(database: Database, tmp_path: Pat
     assert str(table.schema.field("c_texts").type.value_type) == "string"
 
 
+def test_char_n_keeps_its_padding_in_snapshot_and_stream(
+    database: Database, tmp_path: Path
+) -> None:
+    """The snapshot once read char(n) through ::text, which drops the padding the stream keeps."""
+    with oracle(database) as conn:
+        conn.execute("create schema pad; create table pad.t (id int primary key, c char(5))")
+        conn.execute("insert into pad.t values (1, 'ab'), (2, ''), (3, null)")
+    config = project_config(tmp_path, database, "pad", {"t": "id"})
+    capture(config, "--once")
+    with oracle(database) as conn:
+        conn.execute("insert into pad.t values (4, 'ab'), (5, '')")
+    capture(config, "--once")
+    lake = {key[0]: row["c"] for key, row in replay(lake_changes(config, "t"), ["id"]).items()}
+    assert lake == {1: "ab   ", 2: "     ", 3: None, 4: "ab   ", 5: "     "}
+
+
 def test_values_without_an_arrow_equivalent_are_kept_as_text(
     database: Database, tmp_path: Path
 ) -> None:

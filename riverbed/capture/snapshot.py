@@ -289,6 +289,9 @@ def _select(
             columns.append(name)
         elif scale is not None:
             columns.append(sql.SQL("({} * {})::int8").format(name, sql.Literal(10**scale)))
+        elif c.type_oid == PgOid.BPCHAR:
+            # ::text strips char(n)'s padding; the stream sends the output function's text
+            columns.append(sql.SQL("textin(bpcharout({}))").format(name))
         else:
             columns.append(sql.SQL("{}::text").format(name))
     return (
