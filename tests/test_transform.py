@@ -583,3 +583,50 @@ def test_unique_compares_with_the_values_keys_hold_now(database: Database, tmp_p
     bad = staged(config, "people", "quarantine").to_pylist()
     assert [r["id"] for r in bad] == [4] and "already used" in bad[0]["_reason"]
     assert [r["id"] for r in staged(config, "members", "quarantine").to_pylist()] == [2]
+
+
+def test_a_value_its_type_cannot_hold_is_quarantined_and_the_rest_stays_typed(
+    database: Database, tmp_path: Path
+) -> None:
+    """'infinity' has no Arrow timestamp, so capture keeps that file's column as text. The
+    pipeline once read the column as text everywhere after it, and every later run failed in
+    the quality rules ("Cannot compare VARCHAR and TIMESTAMP"), forever: the file stays in the
+    lake. Now the row is quarantined with the reason and the rest is staged typed."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema s; create table s.events (id int primary key, at timestamptz, d date);"
+            "insert into s.events values (1, '2026-01-01 10:00+00', '2026-01-01'),"
+            " (2, 'infinity', '2026-01-02'), (3, '2026-01-03 10:00+00', '-infinity')"
+        )
+    tables = (
+        "tables:\n  events:\n    kind: fact\n    target: fact_events\n    keys: [id]\n"
+        "    quality:\n      - {type: not_in_future, column: at}\n"
+    )
+    config = small_project(tmp_path, database.dsn, "s", tables)
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0  # the snapshot
+    transform_after(  # and streamed rows
+        database,
+        config,
+        "insert into s.events values (4, '-infinity', '2026-01-04')",
+        "insert into s.events values (5, '2026-01-05 10:00+00', '2026-01-05')",
+    )
+    good = staged(config, "events")
+    assert good.schema.field("at").type == pa.timestamp("us", tz="UTC")
+    assert good.schema.field("d").type == pa.date32()
+    assert sorted(good.column("id").to_pylist()) == [1, 5]
+    bad = {r["id"]: r for r in staged(config, "events", "quarantine").to_pylist()}
+    assert sorted(bad) == [2, 3, 4]
+    assert "at" in bad[2]["_reason"] and "infinity" in bad[2]["_reason"]
+    assert "d" in bad[3]["_reason"] and "-infinity" in bad[3]["_reason"]
+    # the load goes on with typed columns, and later runs are not wedged
+    ran = run_cli("run", "--once", "-q", "-c", str(config))
+    assert ran.code == 0, ran.text
+    typed = run_cli(
+        "query", "--as", "admin", "--format", "json", "-c", str(config),
+        "select column_name, data_type from information_schema.columns"
+        " where table_name = 'fact_events' and column_name in ('at', 'd') order by 1",
+    )  # fmt: skip
+    assert typed.code == 0, typed.text
+    assert [r["data_type"] for r in json.loads(typed.out)] == ["TIMESTAMP WITH TIME ZONE", "DATE"]
+    transform_after(database, config, "insert into s.events values (6, now(), current_date)")
+    assert sorted(staged(config, "events").column("id").to_pylist()) == [1, 5, 6]

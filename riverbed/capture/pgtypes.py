@@ -197,7 +197,8 @@ class UnrepresentableValue(RiverbedError, ValueError):
         self.column = column
         self.value = value
         self.arrow_type = arrow_type
-        shown = value if len(value) <= 100 else value[:100] + "..."
+        self.reason = reason
+        self.shown = shown = value if len(value) <= 100 else value[:100] + "..."
         super().__init__(
             f"column {column!r}: PostgreSQL value {shown!r} cannot be stored as Arrow "
             f"{arrow_type} ({reason}); convert the column with as_string=True to keep its text"

@@ -45,6 +45,7 @@ from sqlglot import exp
 from riverbed.config.loader import Project
 from riverbed.config.models import QualityRule, TableConfig
 from riverbed.errors import ConfigError, RiverbedError
+from riverbed.lake.declared import as_declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
@@ -64,6 +65,8 @@ from riverbed.transform.rules import (
 )
 
 CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
+LOST = "__lost"  # why a raw row lost a value to its declared type (riverbed.lake.declared)
+TYPE_RULE = "type"  # the built-in check that sets such rows aside
 POSITION = ("_lsn", "_seq")  # a change's place in the source: unique within a table
 PART_ROWS = 512 * 1024  # two parts of a default batch: one per core, few fsyncs
 SAMPLES = 5
@@ -375,6 +378,7 @@ class TransformRun:
         raw = self._read(batch)
         rows_in = raw.num_rows
         raw = self._resolve_toast(batch, raw)
+        raw, untyped = self._untyped(raw)
         self.engine.register("batch", raw)
         # the transforms are a view: the rule query reads through it, so the transformed rows
         # are materialised once, with their flags
@@ -401,10 +405,27 @@ class TransformRun:
                 f"rule's action under tables.{batch.table}.quality, then run again"
             )
         good, bad = self._split(cfg, checks, flagged)
+        if untyped.num_rows:
+            results.append(_untyped_result(cfg, rows_in, untyped))
+            bad = concat_versions([bad, untyped]) if bad.num_rows else untyped
         key = self._pii_key() if cfg.pii else b""
         good = protect(good, dict(cfg.pii), key)
         bad = protect(bad, dict(cfg.pii), key)
         return _Checked(batch, started, rows_in, good, bad, results)
+
+    @staticmethod
+    def _untyped(raw: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """The rows that kept every value in its declared type, and those that did not, set
+        aside with the reason (rule "type"), whatever the config's rules say."""
+        lost = raw.column(LOST)
+        raw = raw.drop_columns([LOST])
+        if lost.null_count == raw.num_rows:
+            return raw, _EMPTY
+        kept = pc.is_null(lost)
+        untyped = raw.filter(pc.invert(kept))
+        untyped = untyped.append_column("_rule", pa.repeat(pa.scalar(TYPE_RULE), untyped.num_rows))
+        untyped = untyped.append_column("_reason", lost.filter(pc.invert(kept)))
+        return raw.filter(kept), untyped
 
     def _write_outputs(self, checked: _Checked) -> list[LakeFile]:
         """The batch's staged and quarantined Parquet (safe on another thread: storage only)."""
@@ -414,14 +435,21 @@ class TransformRun:
         )
 
     def _read(self, batch: Batch) -> pa.Table:
+        """The batch's raw rows in source order, each column as its declared type; a row that
+        lost a value to that (see riverbed.lake.declared) says why in column LOST."""
+        declared = declared_columns(self.manifest, batch.table)
         parts = []
         for file in batch.files:
             try:
-                parts.append(pq.read_table(self.storage.open_input(file.path)))
+                part = pq.read_table(self.storage.open_input(file.path))
             except LakeError:
                 raise
             except (pa.ArrowInvalid, OSError) as exc:
                 raise _BadFile(file, f"{type(exc).__name__}: {exc}") from exc
+            part, lost = as_declared(part, declared.get(file.schema_version, {}))
+            parts.append(
+                part.append_column(LOST, pa.array(lost or [None] * part.num_rows, pa.string()))
+            )
         return self._sorted(concat_versions(parts))
 
     def _resolve_toast(self, batch: Batch, raw: pa.Table) -> pa.Table:
@@ -1030,6 +1058,14 @@ def _membership(values: pa.Array) -> Callable[[pa.ChunkedArray], pa.Array]:
 
             return by_bitmap
     return lambda column: pc.is_in(column, value_set=values)
+
+
+def _untyped_result(cfg: TableConfig, rows_in: int, untyped: pa.Table) -> RuleResult:
+    rows = untyped.slice(0, SAMPLES).select(list(cfg.keys)).to_pylist()
+    samples = [r[cfg.keys[0]] if len(cfg.keys) == 1 else list(r.values()) for r in rows]
+    return RuleResult(
+        TYPE_RULE, TYPE_RULE, "quarantine", rows_in, untyped.num_rows, "quarantined", None, samples
+    )
 
 
 def _checked_rows(table: pa.Table) -> int:
