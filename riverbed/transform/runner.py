@@ -447,9 +447,13 @@ class TransformRun:
             except (pa.ArrowInvalid, OSError) as exc:
                 raise _BadFile(file, f"{type(exc).__name__}: {exc}") from exc
             part, lost = as_declared(part, declared.get(file.schema_version, {}))
-            parts.append(
-                part.append_column(LOST, pa.array(lost or [None] * part.num_rows, pa.string()))
+            # mostly no value is lost: an all-null column costs no Python list of a million Nones
+            why = (
+                pa.nulls(part.num_rows, pa.string())
+                if lost is None
+                else pa.array(lost, pa.string())
             )
+            parts.append(part.append_column(LOST, why))
         return self._sorted(concat_versions(parts))
 
     def _resolve_toast(self, batch: Batch, raw: pa.Table) -> pa.Table:
