@@ -630,3 +630,31 @@ def test_a_value_its_type_cannot_hold_is_quarantined_and_the_rest_stays_typed(
     assert [r["data_type"] for r in json.loads(typed.out)] == ["TIMESTAMP WITH TIME ZONE", "DATE"]
     transform_after(database, config, "insert into s.events values (6, now(), current_date)")
     assert sorted(staged(config, "events").column("id").to_pylist()) == [1, 5, 6]
+
+
+def test_a_pii_column_the_table_lacks_stops_the_run_before_anything_is_staged(
+    database: Database, tmp_path: Path
+) -> None:
+    """A typo in pii: once skipped the column, and the real one's personal data went to the
+    staged files and the warehouse in clear text."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema s; create table s.people (id int primary key, email text);"
+            "insert into s.people values (1, 'ann@example.com')"
+        )
+    tables = (
+        "tables:\n  people:\n    kind: dimension\n    target: dim_people\n    keys: [id]\n"
+        "    tracked: [email]\n    pii: {emial: hash}\n"
+    )
+    config = small_project(tmp_path, database.dsn, "s", tables)
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    ran = run_cli("run", "--once", "-c", str(config))
+    assert ran.code != 0
+    assert "tables.people.pii.emial" in ran.err and "email" in ran.err, ran.err
+    assert "Traceback" not in ran.text
+    assert staged(config, "people").num_rows == 0
+    # fixed, the same batch goes through, protected
+    config.write_text(config.read_text().replace("emial", "email"))
+    assert run_cli("run", "--once", "-q", "-c", str(config)).code == 0
+    (email,) = staged(config, "people").column("email").to_pylist()
+    assert email != "ann@example.com" and len(email) == 64

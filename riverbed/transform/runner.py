@@ -383,6 +383,7 @@ class TransformRun:
         # the transforms are a view: the rule query reads through it, so the transformed rows
         # are materialised once, with their flags
         shape = self._shape(batch, cfg, raw.schema)
+        _check_pii(batch.table, cfg, shape)
         checks = self._checks(batch, cfg, raw, shape)
         # in source order: _flag has the engine sort whatever could have shuffled it
         flagged = self._flag_beside(cfg, raw, shape, checks)
@@ -1062,6 +1063,20 @@ def _membership(values: pa.Array) -> Callable[[pa.ChunkedArray], pa.Array]:
 
             return by_bitmap
     return lambda column: pc.is_in(column, value_set=values)
+
+
+def _check_pii(table: str, cfg: TableConfig, shape: pa.Schema) -> None:
+    """A PII column the rows do not have is a typo: skipping it would leave the real column's
+    personal data in clear text in every staged file and in the warehouse."""
+    missing = [name for name in cfg.pii if name not in shape.names]
+    if missing:
+        columns = ", ".join(n for n in shape.names if not n.startswith("_"))
+        raise ConfigError(
+            [
+                f"tables.{table}.pii.{missing[0]}: {table} has no column {missing[0]!r}, so "
+                f"nothing would be protected; name one of its columns ({columns})"
+            ]
+        )
 
 
 def _untyped_result(cfg: TableConfig, rows_in: int, untyped: pa.Table) -> RuleResult:
