@@ -33,6 +33,7 @@ import yaml
 from conftest import Database, run_cli
 from riverbed.config import load_project
 from riverbed.config.loader import demo_config_text
+from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest
 from riverbed.lake.reader import read_changes
 from riverbed.lake.storage import open_storage
@@ -442,6 +443,25 @@ def test_reprocess_rewinds_and_stages_the_same_rows_again(project: Path) -> None
         assert nothing.code == 0, nothing.text
         assert "rewound orders: 0 staged batches" in nothing.out
     assert staged(project, "orders").equals(before)
+
+
+def test_reprocess_while_a_run_is_active_is_refused_and_rewinds_nothing(project: Path) -> None:
+    """The rewind once happened before the refusal: between the active run's transform and
+    load, its facts were withdrawn and the run published an empty fact table."""
+    assert run_cli("run", "--once", "-q", "-c", str(project)).code == 0
+    before = staged(project, "order_items")
+    home = load_project(project).home
+    for held in ("run.lock", "load.lock"):  # a whole run, or `run --stage load`, in flight
+        lock = ProcessLock(home / held, "a test run")
+        try:
+            refused = run_cli(
+                "run", "--reprocess", "order_items", "--from", "0/0", "-c", str(project)
+            )
+        finally:
+            lock.release()
+        assert refused.code != 0 and "is running for this project" in refused.err, refused.text
+        assert "rewound" not in refused.out and "Traceback" not in refused.text
+        assert staged(project, "order_items").equals(before)
 
 
 def test_schema_changes_are_read_across_files(database: Database, tmp_path: Path) -> None:

@@ -1201,7 +1201,13 @@ def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
     """Rewind ``table``'s bookmarks to ``start`` (an LSN like 0/16B3748, or an ISO time), so
     the next run transforms those raw files again. Returns the staged batches withdrawn."""
     project.config.require_table(table, "--reprocess")
-    with ProcessLock(project.home / "transform.lock", "riverbed run"):
+    # every lock a run or a single stage holds: withdrawn between a run's transform and its
+    # load, the batches would be missing from that load, which then publishes without them
+    with (
+        ProcessLock(project.home / "run.lock", "riverbed run"),
+        ProcessLock(project.home / "transform.lock", "riverbed run"),
+        ProcessLock(project.home / "load.lock", "riverbed run (load)"),
+    ):
         manifest = open_manifest(project)
         try:
             lsn = _start_lsn(manifest, table, start)
