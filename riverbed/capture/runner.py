@@ -86,7 +86,7 @@ def run_capture(
             tables = captured_tables(project, conn)
             if not tables:
                 raise CaptureSetupError(f"schema {schema} has no tables to capture")
-            check_source(conn, schema, tables)
+            check_source(conn, schema, tables, listed=bool(cfg.tables))
             added = ensure_publication(conn, publication, schema, tables)
             state = slot_state(conn, slot)
             if state.active_pid:

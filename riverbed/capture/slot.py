@@ -24,8 +24,11 @@ class SlotState:
     plugin: str | None
 
 
-def check_source(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> None:
-    """Fail early, naming the fix, when the source cannot be captured from."""
+def check_source(
+    conn: psycopg.Connection[Any], schema: str, tables: list[str], *, listed: bool
+) -> None:
+    """Fail early, naming the fix, when the source cannot be captured from. ``listed``: the
+    tables come from the config's ``tables:`` (else they are every table of the schema)."""
     row = conn.execute("show wal_level").fetchone()
     if row is None or row[0] != "logical":
         raise CaptureSetupError(
@@ -48,6 +51,51 @@ def check_source(conn: psycopg.Connection[Any], schema: str, tables: list[str]) 
             "(for the demo: `riverbed shop seed`) or remove it from riverbed.yaml"
             + (f" ({len(missing) - 1} more missing)" if len(missing) > 1 else "")
         )
+    check_replica_identity(conn, schema, tables, listed=listed)
+
+
+def check_replica_identity(
+    conn: psycopg.Connection[Any], schema: str, tables: list[str], *, listed: bool
+) -> None:
+    """Refuse a table the publication would break: once a table without a replica identity is
+    in a publication that publishes updates and deletes, PostgreSQL fails the SOURCE
+    APPLICATION's UPDATE and DELETE on it. A primary key, REPLICA IDENTITY FULL and USING INDEX
+    (an index that still exists) are identities. A partitioned table's rows live in its leaf
+    partitions, where PostgreSQL checks the identity, so those are checked as well."""
+    rows = conn.execute(
+        "select t.relname, c.oid::regclass::text, c.relreplident,"
+        " exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary),"
+        " exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisreplident)"
+        " from pg_class t join pg_namespace n on n.oid = t.relnamespace"
+        # pg_partition_tree lists nothing for a table that is not partitioned
+        " join pg_class c on c.oid = t.oid"
+        " or c.oid in (select relid from pg_partition_tree(t.oid) where isleaf)"
+        " where n.nspname = %s and t.relname = any(%s) and c.relkind = 'r'"
+        " order by t.relname, c.oid = t.oid desc, 2",
+        (schema, tables),
+    ).fetchall()
+    for table, relation, identity, has_key, has_index in rows:
+        if identity == "f" or (identity == "d" and has_key) or (identity == "i" and has_index):
+            continue
+        what = (
+            "has no primary key"
+            if identity == "d"
+            else f"has REPLICA IDENTITY {_IDENTITY[identity]}"
+        )
+        where = "" if relation == f"{schema}.{table}" else f" (a partition of {schema}.{table})"
+        leave_out = (
+            f"remove tables.{table} from riverbed.yaml"
+            if listed
+            else "list only the tables to capture under tables: in riverbed.yaml"
+        )
+        raise CaptureSetupError(
+            f"{relation}{where} {what}, so publishing it would make the source's UPDATE and "
+            f"DELETE on it fail; add a primary key, or run `ALTER TABLE {relation} REPLICA "
+            f"IDENTITY FULL`, or leave it out of capture ({leave_out})"
+        )
+
+
+_IDENTITY = {"n": "NOTHING", "i": "USING INDEX of a dropped index", "d": "DEFAULT"}
 
 
 def ensure_publication(

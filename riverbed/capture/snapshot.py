@@ -61,13 +61,23 @@ class TableCopy:
 
 
 def table_schema(conn: Any, schema: str, table: str, version: int = 1) -> TableSchema:
-    """The table's columns as the stream's Relation message will describe them."""
+    """The table's columns as the stream's Relation message will describe them.
+
+    Its keys are those the stream takes (ChangeStream._relation): the primary key, else the
+    replica identity, which pgoutput flags: the index's columns (USING INDEX) or every column
+    (FULL). Marking them alike keeps the first streamed change from making a new schema version.
+    """
     rows = conn.execute(
         "select a.attname, a.atttypid, a.atttypmod, tn.nspname || '.' || t.typname,"
-        " coalesce(a.attnum = any(i.indkey), false)"
+        " case when pk.indkey is not null then a.attnum = any(pk.indkey)"
+        "  when c.relreplident = 'f' then true"
+        "  else coalesce(a.attnum = any(ri.indkey), false) end"
         " from pg_attribute a join pg_type t on t.oid = a.atttypid"
         " join pg_namespace tn on tn.oid = t.typnamespace"
-        " left join pg_index i on i.indrelid = a.attrelid and i.indisprimary"
+        " join pg_class c on c.oid = a.attrelid"
+        " left join pg_index pk on pk.indrelid = a.attrelid and pk.indisprimary"
+        " left join pg_index ri on ri.indrelid = a.attrelid and ri.indisreplident"
+        "  and c.relreplident = 'i'"
         " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
         " order by a.attnum",
         (f"{schema}.{table}",),

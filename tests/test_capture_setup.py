@@ -1,0 +1,152 @@
+"""`riverbed capture` setting up the source: which tables it may publish, whose slot and
+publication it may touch, partitioned tables, generated columns, and the messages it gives when
+the setup is wrong. Every case runs the command line as a user would; the source's own catalog
+and SELECT are the oracle."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from capture_support import capture_config, lake_changes, normalise, normalise_row, replay
+from capture_support import source_rows as select_rows
+
+from conftest import CliResult, Database, run_cli
+
+
+def config_for(
+    tmp_path: Path, database: Database, schema: str, tables: dict[str, list[str]] | None = None
+) -> Path:
+    """A riverbed.yaml capturing ``schema``: the listed ``tables`` (name -> keys), else all."""
+    block = None
+    if tables is not None:
+        block = "tables:\n" + "".join(
+            f"  {name}:\n    kind: fact\n    target: fact_{name}\n    keys: [{', '.join(keys)}]\n"
+            for name, keys in tables.items()
+        )
+    config = capture_config(tmp_path, database, tables=block)
+    config.write_text(config.read_text().replace("source:\n", f"source:\n  schema: {schema}\n", 1))
+    return config
+
+
+def capture(config: Path, *args: str) -> dict[str, Any]:
+    result = run_cli("capture", "--once", *args, "--json", "-c", str(config))
+    assert result.code == 0, result.text
+    assert "Traceback" not in result.text
+    return json.loads(result.out)  # type: ignore[no-any-return]
+
+
+def refused(config: Path, *args: str) -> str:
+    """Run a capture that must be refused; its one line of error."""
+    result = run_cli("capture", "--once", *args, "-c", str(config))
+    return one_line_error(result)
+
+
+def one_line_error(result: CliResult) -> str:
+    assert result.code != 0, result.text
+    assert "Traceback" not in result.text
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1, result.err
+    return lines[0]
+
+
+def oracle(database: Database) -> psycopg.Connection:
+    return psycopg.connect(database.dsn, autocommit=True, options="-c TimeZone=UTC")
+
+
+def assert_lake_equals_source(
+    config: Path, conn: psycopg.Connection, schema: str, table: str, keys: list[str]
+) -> None:
+    lake = {
+        tuple(normalise(k) for k in key): normalise_row(row)
+        for key, row in replay(lake_changes(config, table), keys).items()
+    }
+    source = select_rows(conn, schema, table, keys)
+    assert lake.keys() == source.keys(), f"{table}: keys differ"
+    for key, row in source.items():
+        assert {n: lake[key].get(n) for n in row} == row, f"{table} {key}"
+
+
+def published(conn: psycopg.Connection, publication: str = "riverbed") -> set[str]:
+    return {
+        f"{r[0]}.{r[1]}"
+        for r in conn.execute(
+            "select schemaname, tablename from pg_publication_tables where pubname = %s",
+            (publication,),
+        )
+    }
+
+
+def lake_tables(tmp_path: Path) -> set[str]:
+    raw = tmp_path / "lake" / "raw"
+    return {p.name for p in raw.iterdir()} if raw.exists() else set()
+
+
+def schema_versions(config: Path, table: str) -> list[int]:
+    with sqlite3.connect(config.parent / "state.db") as db:
+        return [
+            r[0]
+            for r in db.execute(
+                "select version from table_schemas where table_name = ? order by 1", (table,)
+            )
+        ]
+
+
+# --- 1. tables whose updates would fail once published -----------------------------------
+
+
+def test_a_table_without_replica_identity_is_refused_before_it_is_published(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema ri;"
+            " create table ri.keyed (id int primary key, v text);"
+            " create table ri.bare (id int, v text);"
+            " create table ri.full_row (id int, v text);"
+            " alter table ri.full_row replica identity full;"
+            " create table ri.by_index (id int not null, v text);"
+            " create unique index by_index_id on ri.by_index (id);"
+            " alter table ri.by_index replica identity using index by_index_id;"
+            " insert into ri.keyed values (1, 'a'); insert into ri.bare values (1, 'a');"
+            " insert into ri.full_row values (1, 'a'), (2, 'b');"
+            " insert into ri.by_index values (1, 'a'), (2, 'b')"
+        )
+    whole = config_for(tmp_path, database, "ri")
+    line = refused(whole)
+    assert "ri.bare" in line and "primary key" in line
+    assert "ALTER TABLE ri.bare REPLICA IDENTITY FULL" in line and "tables:" in line
+    with oracle(database) as conn:
+        assert not conn.execute("select 1 from pg_publication").fetchone()
+        conn.execute("update ri.bare set v = 'the application still writes'")
+        conn.execute("delete from ri.bare")
+        # REPLICA IDENTITY NOTHING on a table with a key: as bad
+        conn.execute("alter table ri.keyed replica identity nothing")
+    listed = config_for(tmp_path, database, "ri", {"keyed": ["id"], "full_row": ["id"]})
+    line = refused(listed)
+    assert "ri.keyed" in line and "REPLICA IDENTITY FULL" in line and "tables.keyed" in line
+    with oracle(database) as conn:
+        conn.execute("update ri.keyed set v = 'b'")
+
+    # FULL and USING INDEX are identities: captured, updates and deletes streamed
+    config = config_for(tmp_path, database, "ri", {"full_row": ["id"], "by_index": ["id"]})
+    capture(config)
+    with oracle(database) as conn:
+        conn.execute(
+            "update ri.full_row set v = 'b2' where id = 2; delete from ri.full_row where id = 1"
+        )
+        conn.execute(
+            "update ri.by_index set v = 'b2' where id = 2; delete from ri.by_index where id = 1"
+        )
+    capture(config)
+    with oracle(database) as conn:
+        assert published(conn) == {"ri.full_row", "ri.by_index"}
+        conn.execute("update ri.bare set v = 'x'")  # never published, never broken
+        for table in ("full_row", "by_index"):
+            assert_lake_equals_source(config, conn, "ri", table, ["id"])
+    for table in ("full_row", "by_index"):
+        assert schema_versions(config, table) == [1], table  # snapshot and stream agree on keys
+    assert lake_tables(tmp_path) == {"full_row", "by_index"}
