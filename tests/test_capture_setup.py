@@ -150,3 +150,43 @@ def test_a_table_without_replica_identity_is_refused_before_it_is_published(
     for table in ("full_row", "by_index"):
         assert schema_versions(config, table) == [1], table  # snapshot and stream agree on keys
     assert lake_tables(tmp_path) == {"full_row", "by_index"}
+
+
+# --- 4. partitioned tables ----------------------------------------------------------------
+
+
+def test_a_partitioned_table_is_captured_once_as_its_root(
+    database: Database, tmp_path: Path
+) -> None:
+    keys = ["id", "region"]
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema pt;"
+            " create table pt.parted (id int, region text, v text, primary key (id, region))"
+            " partition by list (region);"
+            " create table pt.parted_us partition of pt.parted for values in ('us');"
+            " create table pt.parted_eu partition of pt.parted for values in ('eu');"
+            " insert into pt.parted select g, case when g % 2 = 0 then 'us' else 'eu' end, 'v'"
+            " from generate_series(1, 20) g"
+        )
+    config = config_for(tmp_path, database, "pt")
+    first = capture(config)
+    assert first["snapshot_rows"] == {"parted": 20}  # the root once, not its partitions too
+    with oracle(database) as conn:
+        conn.execute("insert into pt.parted values (100, 'us', 'new'), (101, 'eu', 'new')")
+        conn.execute("update pt.parted set v = 'changed' where id in (2, 3)")
+        conn.execute("delete from pt.parted where id in (4, 5)")
+        conn.execute("update pt.parted set region = 'eu' where id = 6")  # moves partition
+    again = run_cli("capture", "--once", "-c", str(config))
+    assert again.code == 0, again.text
+    assert "added to publication" not in again.text
+    result = capture(config)
+    assert result["snapshot_rows"] == {}
+    with oracle(database) as conn:
+        assert published(conn) == {"pt.parted"}
+        assert_lake_equals_source(config, conn, "pt", "parted", keys)
+    assert lake_tables(tmp_path) == {"parted"}
+    assert schema_versions(config, "parted") == [1]
+    both = config_for(tmp_path, database, "pt", {"parted": keys, "parted_us": keys})
+    line = refused(both)
+    assert "tables.parted_us" in line and "partition of pt.parted" in line

@@ -52,7 +52,11 @@ class CaptureResult:
 
 
 def captured_tables(project: Project, conn: Any) -> list[str]:
-    """The tables in config, or every table of the source schema when config lists none."""
+    """The tables in config, or every table of the source schema when config lists none.
+
+    A partitioned table is captured as its root alone (its partitions are where its rows
+    live, not tables of their own): the snapshot copies the root, which reads every partition,
+    and the publication sends the partitions' changes as the root's."""
     if project.config.tables:
         return list(project.config.tables)
     schema = project.config.source.schema_name
@@ -60,7 +64,8 @@ def captured_tables(project: Project, conn: Any) -> list[str]:
         r[0]
         for r in conn.execute(
             "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-            " where n.nspname = %s and c.relkind in ('r', 'p') order by 1",
+            " where n.nspname = %s and c.relkind in ('r', 'p') and not c.relispartition"
+            " order by 1",
             (schema,),
         )
     ]

@@ -51,7 +51,27 @@ def check_source(
             "(for the demo: `riverbed shop seed`) or remove it from riverbed.yaml"
             + (f" ({len(missing) - 1} more missing)" if len(missing) > 1 else "")
         )
+    check_partitions(conn, schema, tables)
     check_replica_identity(conn, schema, tables, listed=listed)
+
+
+def check_partitions(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> None:
+    """Refuse a partition listed beside its partitioned table: the table's snapshot already
+    copies the partition's rows and its changes arrive as the table's, so they would land twice.
+    """
+    row = conn.execute(
+        "select c.relname, a.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " cross join lateral pg_partition_ancestors(c.oid) p join pg_class a on a.oid = p.relid"
+        " where n.nspname = %s and c.relname = any(%s) and a.oid <> c.oid"
+        " and a.relnamespace = n.oid and a.relname = any(%s) order by 1 limit 1",
+        (schema, tables, tables),
+    ).fetchone()
+    if row is not None:
+        raise CaptureSetupError(
+            f"tables.{row[0]}: {schema}.{row[0]} is a partition of {schema}.{row[1]}, which is "
+            f"captured whole (its rows and changes include the partition's); remove "
+            f"tables.{row[0]} from riverbed.yaml"
+        )
 
 
 def check_replica_identity(
@@ -101,18 +121,30 @@ _IDENTITY = {"n": "NOTHING", "i": "USING INDEX of a dropped index", "d": "DEFAUL
 def ensure_publication(
     conn: psycopg.Connection[Any], publication: str, schema: str, tables: list[str]
 ) -> list[str]:
-    """Create the publication, or set its tables to exactly ``tables``. Returns tables added."""
+    """Create the publication for ``tables``, or add those it lacks. Returns the tables added.
+
+    It publishes a partitioned table's changes as the table itself (publish_via_partition_root),
+    which is how capture names and copies it (runner.captured_tables).
+    """
+    options = _publication_options()
     wanted = sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)
     exists = conn.execute(
-        "select 1 from pg_publication where pubname = %s", (publication,)
+        "select pubviaroot from pg_publication where pubname = %s", (publication,)
     ).fetchone()
     if not exists:
         conn.execute(
-            sql.SQL("create publication {} for table {}").format(
-                sql.Identifier(publication), wanted
+            sql.SQL("create publication {} for table {} with ({})").format(
+                sql.Identifier(publication), wanted, _with(options)
             )
         )
         return list(tables)
+    if not exists[0]:
+        conn.execute(
+            sql.SQL("alter publication {} set ({})").format(
+                sql.Identifier(publication), _with(options)
+            )
+        )
+    # listed as the roots of partitioned tables, now that it publishes through them
     current = {
         r[0]
         for r in conn.execute(
@@ -125,6 +157,17 @@ def ensure_publication(
             sql.SQL("alter publication {} set table {}").format(sql.Identifier(publication), wanted)
         )
     return [t for t in tables if t not in current]
+
+
+def _publication_options() -> dict[str, str]:
+    return {"publish_via_partition_root": "true"}
+
+
+def _with(options: dict[str, str]) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.SQL(name), sql.Literal(value))
+        for name, value in options.items()
+    )
 
 
 def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState:

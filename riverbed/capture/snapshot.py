@@ -196,10 +196,18 @@ def _plan(conn: Any, schema: str, table: str, workers: int) -> list[_Chunk]:
     open: the table may grow after we count its pages, and no row may be missed."""
     row = conn.execute(
         "select c.reltuples::bigint, pg_relation_size(c.oid),"
-        " current_setting('block_size')::int from pg_class c where c.oid = %s::regclass",
+        " current_setting('block_size')::int, c.relkind = 'p',"
+        " (select coalesce(sum(pg_relation_size(p.relid)), 0)::bigint"
+        "  from pg_partition_tree(c.oid) p)"
+        " from pg_class c where c.oid = %s::regclass",
         (f"{schema}.{table}",),
     ).fetchone()
-    estimate, size, block = row or (0, 0, 8192)
+    estimate, size, block, partitioned, tree_size = row or (0, 0, 8192, False, 0)
+    if partitioned:
+        # A partitioned table has no pages of its own (its size is 0) and its ctids repeat
+        # across partitions, so a page range would mean nothing: one chunk, the whole table,
+        # which reads every partition. Its partitions' size orders it among the chunks.
+        return [_Chunk(table, 0, None, tree_size)]
     pages = size // block
     if workers < 2 or estimate < SPLIT_ROWS or pages < workers:
         return [_Chunk(table, 0, None, size)]
