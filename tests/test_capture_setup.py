@@ -190,3 +190,22 @@ def test_a_partitioned_table_is_captured_once_as_its_root(
     both = config_for(tmp_path, database, "pt", {"parted": keys, "parted_us": keys})
     line = refused(both)
     assert "tables.parted_us" in line and "partition of pt.parted" in line
+
+
+# --- 3. publications that are not only ours -----------------------------------------------
+
+
+def test_a_publication_for_all_tables_is_refused_in_one_line(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema pa; create table pa.t (id int primary key); insert into pa.t values (1);"
+            " create publication riverbed for all tables"
+        )
+    line = refused(config_for(tmp_path, database, "pa"))
+    assert "riverbed" in line and "FOR ALL TABLES" in line and "source.publication" in line
+    with oracle(database) as conn:
+        assert conn.execute("select puballtables from pg_publication").fetchall() == [(True,)]
+        assert not conn.execute("select 1 from pg_replication_slots").fetchone()
+    assert not list((tmp_path / "lake").rglob("*.parquet"))

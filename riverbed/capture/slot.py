@@ -125,12 +125,22 @@ def ensure_publication(
 
     It publishes a partitioned table's changes as the table itself (publish_via_partition_root),
     which is how capture names and copies it (runner.captured_tables).
+
+    A publication FOR ALL TABLES is refused, neither used nor altered: capture never creates
+    one, so it is someone else's, whose consumers rely on its options (capture would have to
+    change them for every table of the database), and tables cannot be added to it.
     """
     options = _publication_options()
     wanted = sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)
     exists = conn.execute(
-        "select pubviaroot from pg_publication where pubname = %s", (publication,)
+        "select pubviaroot, puballtables from pg_publication where pubname = %s", (publication,)
     ).fetchone()
+    if exists and exists[1]:
+        raise CaptureSetupError(
+            f"publication {publication!r} is FOR ALL TABLES, which capture neither uses nor "
+            "alters (another consumer may rely on it); set source.publication to a name of its "
+            "own, and capture creates that publication for the captured tables"
+        )
     if not exists:
         conn.execute(
             sql.SQL("create publication {} for table {} with ({})").format(
