@@ -130,17 +130,17 @@ def ensure_publication(
     one, so it is someone else's, whose consumers rely on its options (capture would have to
     change them for every table of the database), and tables cannot be added to it.
     """
-    options = _publication_options()
     wanted = sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)
     exists = conn.execute(
-        "select pubviaroot, puballtables from pg_publication where pubname = %s", (publication,)
+        "select puballtables from pg_publication where pubname = %s", (publication,)
     ).fetchone()
-    if exists and exists[1]:
+    if exists and exists[0]:
         raise CaptureSetupError(
             f"publication {publication!r} is FOR ALL TABLES, which capture neither uses nor "
             "alters (another consumer may rely on it); set source.publication to a name of its "
             "own, and capture creates that publication for the captured tables"
         )
+    options = _publication_options(conn)
     if not exists:
         conn.execute(
             sql.SQL("create publication {} for table {} with ({})").format(
@@ -148,7 +148,7 @@ def ensure_publication(
             )
         )
         return list(tables)
-    if not exists[0]:
+    if not _has_options(conn, publication, options):
         conn.execute(
             sql.SQL("alter publication {} set ({})").format(
                 sql.Identifier(publication), _with(options)
@@ -169,8 +169,39 @@ def ensure_publication(
     return [t for t in tables if t not in current]
 
 
-def _publication_options() -> dict[str, str]:
-    return {"publish_via_partition_root": "true"}
+# A publication option capture sets -> its pg_publication column and the value it sets there.
+_OPTION_COLUMNS = {
+    "publish_via_partition_root": ("pubviaroot", True),
+    "publish_generated_columns": ("pubgencols", "s"),
+}
+
+
+def _publication_options(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The publication options capture needs on this server."""
+    options = {"publish_via_partition_root": "true"}
+    row = conn.execute("select current_setting('server_version_num')::int").fetchone()
+    if row is not None and row[0] >= 180000:
+        # Stored generated columns are sent only when asked (PostgreSQL 18+). Older servers
+        # have no such option and never send them: there a generated column is NULL in
+        # streamed rows (the snapshot has its value) and the first streamed change of such a
+        # table records a schema version without it.
+        options["publish_generated_columns"] = "stored"
+    return options
+
+
+def _has_options(conn: psycopg.Connection[Any], publication: str, options: dict[str, str]) -> bool:
+    """Whether the publication already has ``options`` (so no ALTER is needed)."""
+    checks = [
+        sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(value))
+        for column, value in (_OPTION_COLUMNS[name] for name in options)
+    ]
+    row = conn.execute(
+        sql.SQL("select {} from pg_publication where pubname = %s").format(
+            sql.SQL(" and ").join(checks)
+        ),
+        (publication,),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _with(options: dict[str, str]) -> sql.Composable:
