@@ -240,3 +240,54 @@ def test_generated_columns_are_streamed_with_their_value(
         ]
     with oracle(database) as conn:
         assert_lake_equals_source(config, conn, "gen", "line", ["id"])
+
+
+# --- 2. a slot this project did not create --------------------------------------------------
+
+
+def test_a_slot_this_project_did_not_create_is_left_alone(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema sl; create table sl.t (id int primary key, v text);"
+            " insert into sl.t values (1, 'a'), (2, 'b')"
+        )
+        # another tool's slot, on the name capture would use
+        conn.execute("select pg_create_logical_replication_slot('riverbed', 'pgoutput')")
+    config = config_for(tmp_path, database, "sl")
+    line = refused(config)
+    assert "'riverbed'" in line and "source.slot" in line and "--resnapshot" in line
+    with oracle(database) as conn:
+        assert conn.execute("select slot_name from pg_replication_slots").fetchall() == [
+            ("riverbed",)
+        ]
+        assert not conn.execute("select 1 from pg_publication").fetchone()
+    # dropping it is the user's explicit choice
+    assert capture(config, "--resnapshot")["snapshot_rows"] == {"t": 2}
+    with oracle(database) as conn:
+        assert_lake_equals_source(config, conn, "sl", "t", ["id"])
+
+
+def test_a_first_snapshot_cut_short_still_starts_over_by_itself(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema cut; create table cut.t (id int primary key, v text);"
+            " insert into cut.t values (1, 'a'), (2, 'b')"
+        )
+    config = config_for(tmp_path, database, "cut")
+    capture(config)
+    # what a crash before the snapshot's last commit leaves: the slot, some tables, no position
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("delete from capture_position")
+    with oracle(database) as conn:
+        conn.execute("insert into cut.t values (3, 'c')")
+    again = run_cli("capture", "--once", "-c", str(config))
+    assert again.code == 0, again.text
+    assert "dropping slot riverbed to start a fresh snapshot" in again.text
+    assert "snapshot: 3 t" in again.text
+    with oracle(database) as conn:
+        assert_lake_equals_source(config, conn, "cut", "t", ["id"])
+    assert sum(1 for c in lake_changes(config, "t")) == 3  # the first copy is gone

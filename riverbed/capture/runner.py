@@ -5,7 +5,9 @@ Recovery rules, decided here:
 * slot exists and the manifest has a position: resume streaming (the normal restart);
 * slot exists but the snapshot never completed (killed mid-copy): the exported snapshot died
   with the process, so a consistent copy is impossible; the slot and every file captured
-  through it are dropped and the snapshot starts over;
+  through it are dropped and the snapshot starts over. Only when the manifest says this project
+  created that slot (recorded before creating it): a slot of that name that it did not create
+  belongs to someone else and is refused, dropped only by an explicit ``--resnapshot``;
 * the manifest has a position but the slot is gone (dropped by someone): changes since that
   position are unrecoverable from the source; refuse, and say how to start over.
 """
@@ -92,7 +94,6 @@ def run_capture(
             if not tables:
                 raise CaptureSetupError(f"schema {schema} has no tables to capture")
             check_source(conn, schema, tables, listed=bool(cfg.tables))
-            added = ensure_publication(conn, publication, schema, tables)
             state = slot_state(conn, slot)
             if state.active_pid:
                 raise CaptureSetupError(
@@ -100,6 +101,16 @@ def run_capture(
                     "is another capture running against this source?"
                 )
             position = manifest.position(slot)
+            # --resnapshot drops even a slot it did not create: the user's explicit choice
+            foreign = state.exists and position is None and not manifest.created_slot(slot)
+            if foreign and not resnapshot:
+                raise CaptureSetupError(
+                    f"replication slot {slot!r} exists, but this project did not create it "
+                    "(another tool may be reading from it); set source.slot to another name, "
+                    "or, if it is unused, drop it (`riverbed capture --once --resnapshot` drops "
+                    "it and snapshots afresh)"
+                )
+            added = ensure_publication(conn, publication, schema, tables)
             if resnapshot or (state.exists and position is None):
                 if state.exists:
                     say(f"dropping slot {slot} to start a fresh snapshot")
@@ -217,6 +228,8 @@ def _snapshot(
         cursor = repl.cursor()
         created = f"{slot}_backfill_{os.getpid()}" if backfill else slot
         temporary = " TEMPORARY" if backfill else ""
+        if not backfill:
+            manifest.creating_slot(slot)  # before it exists: a crash from here on is ours
         # the classic syntax, understood by PostgreSQL 10 and later
         cursor.execute(
             f'CREATE_REPLICATION_SLOT "{created}"{temporary} LOGICAL pgoutput EXPORT_SNAPSHOT'

@@ -55,6 +55,10 @@ create table if not exists capture_snapshot (
   done_at         real not null,
   primary key (slot, table_name)
 );
+create table if not exists capture_slot_created (
+  slot        text primary key,
+  created_at  real not null
+);
 create table if not exists table_schemas (
   table_name  text not null,
   version     integer not null,
@@ -228,6 +232,25 @@ class Manifest:
         ).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
+    def creating_slot(self, slot: str) -> None:
+        """Record, BEFORE creating it, that this project creates replication slot ``slot``.
+
+        Recorded first so that a crash while the slot is created or during the first snapshot
+        (slot there, no position) is known to be ours and is started over; a slot without the
+        record belongs to someone else and is never dropped unasked.
+        """
+        with self.transaction() as db:
+            db.execute(
+                "insert or replace into capture_slot_created values (?, ?)", (slot, time.time())
+            )
+
+    def created_slot(self, slot: str) -> bool:
+        """Whether this project created (or was creating) replication slot ``slot``."""
+        row = self._db.execute(
+            "select 1 from capture_slot_created where slot = ?", (slot,)
+        ).fetchone()
+        return row is not None
+
     def forget_slot(self, slot: str) -> list[str]:
         """Drop everything captured through ``slot`` (a snapshot that must start over).
 
@@ -240,6 +263,7 @@ class Manifest:
             db.execute("delete from lake_files where slot = ?", (slot,))
             db.execute("delete from capture_snapshot where slot = ?", (slot,))
             db.execute("delete from capture_position where slot = ?", (slot,))
+            db.execute("delete from capture_slot_created where slot = ?", (slot,))
         return paths
 
     # --- files and schemas --------------------------------------------------------------------
