@@ -211,6 +211,32 @@ def test_a_publication_for_all_tables_is_refused_in_one_line(
     assert not list((tmp_path / "lake").rglob("*.parquet"))
 
 
+def test_an_existing_publication_keeps_its_other_tables_and_they_stay_out_of_the_lake(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema other; create table other.keep (id int primary key);"
+            " create schema pb; create table pb.t (id int primary key, v text);"
+            " create table pb.extra (id int primary key);"
+            " insert into pb.t values (1, 'a');"
+            # another consumer's publication, on the name capture uses
+            " create publication riverbed for table other.keep, pb.extra"
+        )
+    config = config_for(tmp_path, database, "pb", {"t": ["id"]})
+    capture(config)
+    with oracle(database) as conn:
+        assert published(conn) == {"other.keep", "pb.extra", "pb.t"}
+        conn.execute("insert into other.keep values (1); insert into pb.extra values (1)")
+        conn.execute("update pb.t set v = 'b'; insert into pb.t values (2, 'c')")
+        conn.execute("update other.keep set id = 2; delete from pb.extra")
+    assert capture(config)["rows_by_table"] == {"t": 2}
+    with oracle(database) as conn:
+        assert published(conn) == {"other.keep", "pb.extra", "pb.t"}
+        assert_lake_equals_source(config, conn, "pb", "t", ["id"])
+    assert lake_tables(tmp_path) == {"t"}
+
+
 # --- 5. generated columns -----------------------------------------------------------------
 
 

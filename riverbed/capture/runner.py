@@ -154,6 +154,7 @@ def run_capture(
             publication=publication,
             storage=storage,
             manifest=manifest,
+            captured=frozenset(f"{schema}.{t}" for t in tables),
             schemas=schemas,
             snapshot_lsns=manifest.snapshot_tables(slot),
             primary_keys=lambda relid: primary_keys(heartbeat_conn, relid),

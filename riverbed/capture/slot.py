@@ -123,6 +123,12 @@ def ensure_publication(
 ) -> list[str]:
     """Create the publication for ``tables``, or add those it lacks. Returns the tables added.
 
+    Tables are only ever added, never removed: a table in the publication that capture does
+    not capture (another schema, one left out of ``tables:``, one captured before) may be
+    another consumer's, and removing it would silently end that consumer's feed. The stream
+    skips the changes of every table it does not capture (ChangeStream), so they never reach
+    the lake; what they cost is only their decoding on the server.
+
     It publishes a partitioned table's changes as the table itself (publish_via_partition_root),
     which is how capture names and copies it (runner.captured_tables).
 
@@ -130,7 +136,6 @@ def ensure_publication(
     one, so it is someone else's, whose consumers rely on its options (capture would have to
     change them for every table of the database), and tables cannot be added to it.
     """
-    wanted = sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)
     exists = conn.execute(
         "select puballtables from pg_publication where pubname = %s", (publication,)
     ).fetchone()
@@ -144,7 +149,9 @@ def ensure_publication(
     if not exists:
         conn.execute(
             sql.SQL("create publication {} for table {} with ({})").format(
-                sql.Identifier(publication), wanted, _with(options)
+                sql.Identifier(publication),
+                sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables),
+                _with(options),
             )
         )
         return list(tables)
@@ -162,11 +169,15 @@ def ensure_publication(
             (publication, schema),
         )
     }
-    if current != set(tables):
+    added = [t for t in tables if t not in current]
+    if added:
         conn.execute(
-            sql.SQL("alter publication {} set table {}").format(sql.Identifier(publication), wanted)
+            sql.SQL("alter publication {} add table {}").format(
+                sql.Identifier(publication),
+                sql.SQL(", ").join(sql.Identifier(schema, t) for t in added),
+            )
         )
-    return [t for t in tables if t not in current]
+    return added
 
 
 # A publication option capture sets -> its pg_publication column and the value it sets there.

@@ -86,6 +86,7 @@ class ChangeStream:
         publication: str,
         storage: LakeStorage,
         manifest: Manifest,
+        captured: frozenset[str],
         schemas: dict[str, TableSchema],
         snapshot_lsns: dict[str, int],
         primary_keys: Callable[[int], list[str]],
@@ -100,6 +101,10 @@ class ChangeStream:
         self.slot = slot
         self.storage = storage
         self.manifest = manifest
+        # "schema.table" of the captured tables: the publication may hold others (another
+        # consumer's, or tables no longer captured), whose changes are skipped
+        self.captured = captured
+        self.ignored: set[int] = set()  # relids of the tables not captured
         self.schemas = dict(schemas)  # lake table -> current schema version
         # a table's changes committed before its snapshot's consistent point are in the snapshot
         self.snapshot_lsns = snapshot_lsns
@@ -251,6 +256,8 @@ class ChangeStream:
         elif kind == 84:  # T
             if not self.skipping:
                 for relid in pgoutput.parse_truncate(buf).relids:
+                    if relid in self.ignored:
+                        continue
                     relation = self.relations[relid][0]
                     empty: list[Any] = [None] * len(relation.columns)
                     self._store(relid, "T", pgoutput.row_message(b"I", relid, empty))
@@ -262,6 +269,10 @@ class ChangeStream:
             raise pgoutput.ProtocolError(f"unknown pgoutput message {chr(kind)!r}")
 
     def _relation(self, relation: pgoutput.Relation) -> None:
+        if relation.qualified not in self.captured:
+            self.ignored.add(relation.relid)
+            return
+        self.ignored.discard(relation.relid)
         table = relation.name
         keys = set(self.primary_keys(relation.relid)) or {
             c.name for c in relation.columns if c.is_key
@@ -294,6 +305,8 @@ class ChangeStream:
         )
 
     def _store(self, relid: int, op: str, payload: bytes) -> None:
+        if relid in self.ignored:
+            return
         _, schema, snapshot_lsn = self.relations[relid]
         if self.tx.commit_lsn < snapshot_lsn:  # type: ignore[union-attr]
             return  # already in that table's snapshot
@@ -314,6 +327,8 @@ class ChangeStream:
     ) -> None:
         """An update carrying the old key (the key changed) or the old row (REPLICA IDENTITY FULL)."""
         assert old is not None
+        if relid in self.ignored:
+            return
         schema = self.relations[relid][1]
         if old_kind == "O":
             # the old row is complete, so unchanged TOAST values are known: fill them in
