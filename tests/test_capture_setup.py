@@ -317,3 +317,26 @@ def test_a_first_snapshot_cut_short_still_starts_over_by_itself(
     with oracle(database) as conn:
         assert_lake_equals_source(config, conn, "cut", "t", ["id"])
     assert sum(1 for c in lake_changes(config, "t")) == 3  # the first copy is gone
+
+
+# --- 6. messages that name the fix --------------------------------------------------------
+
+
+def test_a_lake_path_that_is_a_file_names_lake_path(database: Database, tmp_path: Path) -> None:
+    with oracle(database) as conn:
+        conn.execute("create schema lk; create table lk.t (id int primary key)")
+    config = config_for(tmp_path, database, "lk")
+    config.write_text(config.read_text().replace("path: lake\n", "path: lakefile\n"))
+    (tmp_path / "lakefile").write_text("not a folder")
+    line = refused(config)
+    assert "lake.path" in line and "lakefile" in line and "folder" in line
+    assert (tmp_path / "lakefile").read_text() == "not a folder"
+
+
+def test_a_source_schema_that_does_not_exist_names_source_schema(
+    database: Database, tmp_path: Path
+) -> None:
+    line = refused(config_for(tmp_path, database, "nosuch"))
+    assert "source.schema" in line and "nosuch" in line and "does not exist" in line
+    listed = config_for(tmp_path, database, "nosuch", {"t": ["id"]})
+    assert "source.schema" in refused(listed)

@@ -28,6 +28,7 @@ from riverbed.capture.pgoutput import format_lsn, parse_lsn
 from riverbed.capture.pgtypes import PgColumn
 from riverbed.capture.slot import (
     CaptureSetupError,
+    check_schema,
     check_source,
     drop_slot,
     ensure_publication,
@@ -90,6 +91,7 @@ def run_capture(
     result = CaptureResult()
     try:
         with source.connect(autocommit=True) as conn:
+            check_schema(conn, schema)
             tables = captured_tables(project, conn)
             if not tables:
                 raise CaptureSetupError(f"schema {schema} has no tables to capture")

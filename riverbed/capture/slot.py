@@ -24,6 +24,16 @@ class SlotState:
     plugin: str | None
 
 
+def check_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Refuse a source.schema the source does not have (before looking for its tables)."""
+    if not conn.execute("select 1 from pg_namespace where nspname = %s", (schema,)).fetchone():
+        demo = " (`riverbed shop seed` creates the demo's)" if schema == "shop" else ""
+        raise CaptureSetupError(
+            f"source.schema: schema {schema} does not exist in the source database{demo}; set "
+            "source.schema in riverbed.yaml to the schema that holds the tables to capture"
+        )
+
+
 def check_source(
     conn: psycopg.Connection[Any], schema: str, tables: list[str], *, listed: bool
 ) -> None:

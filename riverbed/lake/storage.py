@@ -91,7 +91,8 @@ class LakeStorage(Protocol):
 
 def open_storage(lake: LakeConfig, root: Path) -> LakeStorage:
     """The storage ``lake.path`` names: ``s3://bucket/prefix``, or a local folder (a relative
-    one is resolved against ``root``, the project folder). Nothing is touched until first use."""
+    one is resolved against ``root``, the project folder). Nothing is written until first use;
+    a local path that is a file is refused here, where the message can name ``lake.path``."""
     if lake.path.startswith("s3://"):
         from riverbed.lake.s3 import S3Storage
 
@@ -99,7 +100,16 @@ def open_storage(lake: LakeConfig, root: Path) -> LakeStorage:
     from riverbed.lake.local import LocalStorage
 
     folder = Path(lake.path).expanduser()
-    return LocalStorage(folder if folder.is_absolute() else root / folder)
+    folder = folder if folder.is_absolute() else root / folder
+    # the folder may not exist yet (it is created on first write), but none of it may be a file
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "it" if existing == folder else str(existing)
+        raise LakeError(
+            f"lake.path: {folder} must be a folder, but {what} is a file; set lake.path to a "
+            "folder (it is created if missing)"
+        )
+    return LocalStorage(folder)
 
 
 # --- paths shared by the implementations ---------------------------------------------------
