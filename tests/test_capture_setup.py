@@ -130,6 +130,13 @@ def test_a_table_without_replica_identity_is_refused_before_it_is_published(
     assert "ri.keyed" in line and "REPLICA IDENTITY FULL" in line and "tables.keyed" in line
     with oracle(database) as conn:
         conn.execute("update ri.keyed set v = 'b'")
+        conn.execute(
+            "create table ri.parted (id int, v text) partition by range (id);"
+            " create table ri.parted_low partition of ri.parted for values from (0) to (10)"
+        )
+    # a partitioned table's rows live in its partitions, where PostgreSQL checks the identity
+    line = refused(config_for(tmp_path, database, "ri", {"parted": ["id"]}))
+    assert "ri.parted_low (a partition of ri.parted) has no primary key" in line
 
     # FULL and USING INDEX are identities: captured, updates and deletes streamed
     config = config_for(tmp_path, database, "ri", {"full_row": ["id"], "by_index": ["id"]})

@@ -93,13 +93,14 @@ def check_replica_identity(
     (an index that still exists) are identities. A partitioned table's rows live in its leaf
     partitions, where PostgreSQL checks the identity, so those are checked as well."""
     rows = conn.execute(
-        "select t.relname, c.oid::regclass::text, c.relreplident,"
+        "select t.relname, cn.nspname || '.' || c.relname, c.relreplident,"
         " exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary),"
         " exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisreplident)"
         " from pg_class t join pg_namespace n on n.oid = t.relnamespace"
         # pg_partition_tree lists nothing for a table that is not partitioned
         " join pg_class c on c.oid = t.oid"
         " or c.oid in (select relid from pg_partition_tree(t.oid) where isleaf)"
+        " join pg_namespace cn on cn.oid = c.relnamespace"
         " where n.nspname = %s and t.relname = any(%s) and c.relkind = 'r'"
         " order by t.relname, c.oid = t.oid desc, 2",
         (schema, tables),
