@@ -35,7 +35,13 @@ from riverbed.capture.slot import (
     primary_keys,
     slot_state,
 )
-from riverbed.capture.snapshot import SESSION_SETTINGS, SnapshotPoint, TableCopy, copy_tables
+from riverbed.capture.snapshot import (
+    SESSION_SETTINGS,
+    SnapshotPoint,
+    TableCopy,
+    copy_tables,
+    truncate_file,
+)
 from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamStats
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError
@@ -139,12 +145,18 @@ def run_capture(
         else:
             result.resumed_from = position
             say(f"resuming slot {slot} at {format_lsn(position or 0)}")
-            # tables added since the first snapshot: copied from a snapshot of their own
-            missing = [t for t in tables if t not in manifest.snapshot_tables(slot)]
+            # tables added since the first snapshot: copied from a snapshot of their own. So
+            # is a table the publication had lost although the lake holds it: it was dropped
+            # and created again (`shop seed --reset`), or taken out of the publication, and
+            # its rows in the lake are not the source's any more; they end in a T row first
+            snapshotted = manifest.snapshot_tables(slot)
+            recreated = [t for t in added if t in snapshotted]
+            missing = [t for t in tables if t not in snapshotted] + recreated
             if missing:
                 result.snapshot_rows = _snapshot(
-                    project, source, manifest, storage, missing, say, backfill=True
-                )
+                    project, source, manifest, storage, missing, say, backfill=True,
+                    recreated=recreated,
+                )  # fmt: skip
         if result.snapshot_rows:
             result.snapshot_seconds = time.monotonic() - started
 
@@ -212,6 +224,7 @@ def _snapshot(
     say: Callable[[str], None],
     *,
     backfill: bool = False,
+    recreated: list[str] | None = None,
 ) -> dict[str, int]:
     """Copy ``tables`` from a snapshot exported by a new slot.
 
@@ -219,6 +232,8 @@ def _snapshot(
     Backfill (tables added later, already in the publication): a TEMPORARY slot exports the
     snapshot; its consistent point L is recorded per table, and the stream drops those tables'
     changes committed before L, which the copy already holds. Exactly once either way.
+    A ``recreated`` table (in the lake already) gets a T row before its copy, in the same
+    manifest commit, and a new schema version.
     """
     cfg = project.config
     slot = cfg.source.slot
@@ -243,12 +258,17 @@ def _snapshot(
         )
         say(f"created slot {created} at {row[1]}; copying {', '.join(tables)} from its snapshot")
 
+        versions = {t: manifest.schema_versions(t)[-1].version + 1 for t in recreated or []}
+
         def done(copy: TableCopy) -> None:
             schema = SchemaVersion(
                 copy.table, copy.schema.version, copy.schema.describe(), point.lsn
             )
+            files = copy.files
+            if copy.table in versions:
+                files = [truncate_file(storage, copy.schema, point), *files]
             manifest.commit_capture(
-                slot, copy.files, None, [schema], [(copy.table, point.lsn, copy.rows)]
+                slot, files, None, [schema], [(copy.table, point.lsn, copy.rows)]
             )
             say(f"snapshot of {copy.table}: {copy.rows:,} rows in {len(copy.files)} files")
 
@@ -261,6 +281,7 @@ def _snapshot(
             workers=cfg.capture.snapshot_workers,
             op=op,
             on_table_done=done,
+            versions=versions,
         )
         if not backfill:
             # every table is in: the stream takes over exactly at the consistent point

@@ -17,7 +17,7 @@ later stage reads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +34,7 @@ from riverbed.capture.changes import CDC_FIELDS, TableSchema, partition_of
 from riverbed.capture.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.manifest import LakeFile
-from riverbed.lake.parquet import ROW_GROUP_ROWS, CountingSink, writer_options
+from riverbed.lake.parquet import ROW_GROUP_ROWS, CountingSink, write_table, writer_options
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import Source
 
@@ -109,13 +109,15 @@ def copy_tables(
     workers: int,
     op: str,
     on_table_done: Callable[[TableCopy], None],
+    versions: Mapping[str, int] | None = None,
 ) -> list[TableCopy]:
     """Copy ``tables`` in parallel from ``point``; ``on_table_done`` commits each table to the
-    manifest once all of its chunks are written (from this thread, one table at a time)."""
+    manifest once all of its chunks are written (from this thread, one table at a time).
+    ``versions``: the schema version a table's copy gets, when it is not its first (1)."""
     with source.connect(options=SESSION_SETTINGS) as conn:
         conn.execute("begin isolation level repeatable read read only")
         conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(point.name)))
-        layouts = {t: table_schema(conn, schema, t) for t in tables}
+        layouts = {t: table_schema(conn, schema, t, (versions or {}).get(t, 1)) for t in tables}
         chunks = [c for t in tables for c in _plan(conn, schema, t, workers)]
         conn.rollback()
     # the biggest pieces first, so the parallel copy finishes as early as it can
@@ -390,6 +392,21 @@ def _write_files(
                 True,
             )
         )
+
+
+def truncate_file(storage: LakeStorage, layout: TableSchema, point: SnapshotPoint) -> LakeFile:
+    """One T row (the table emptied) just before the snapshot rows of ``point``: what the lake
+    records when a table it holds was dropped and created again, so that every later stage
+    ends the old table's rows before the new table's copy begins."""
+    empty = pa.RecordBatch.from_arrays(
+        [pa.nulls(1, arrow_type(c)) for c in layout.columns], [c.name for c in layout.columns]
+    )
+    row = _typed(empty, layout, point, "T", SNAPSHOT_SEQ - 1)
+    path = (
+        f"raw/{layout.table}/{partition_of(point.ts_us)}/snapshot_{point.lsn:016X}_truncate.parquet"
+    )
+    size = write_table(storage, path, row)
+    return LakeFile(path, "raw", layout.table, 1, size, point.lsn, point.lsn, layout.version)
 
 
 # The binary form of 'infinity' and of time '24:00' has no Arrow value: the driver wraps it around
