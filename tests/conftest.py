@@ -49,6 +49,27 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServ
 
 
 @pytest.fixture
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """A PostgreSQL of the test's own, for tests that stop and restart the source: the session
+    server is shared by every test and must keep running."""
+    root = tmp_path_factory.mktemp("own_pg")
+    server = EmbeddedServer(root / "pg", EmbeddedSourceConfig(port=free_port()))
+    server.up()
+    try:
+        yield server
+    finally:
+        server.down()
+
+
+@pytest.fixture
+def own_database(own_server: EmbeddedServer) -> Database:
+    """A database on ``own_server``."""
+    with psycopg.connect(own_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute("create database riverbed_test")
+    return Database("riverbed_test", own_server.dsn("riverbed_test"))
+
+
+@pytest.fixture
 def database(pg_server: EmbeddedServer) -> Iterator[Database]:
     """A fresh, empty database on the session server, dropped afterwards."""
     yield from _fresh_database(pg_server)

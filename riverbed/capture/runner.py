@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import psycopg2
 import psycopg2.extras
 
@@ -44,11 +45,11 @@ from riverbed.capture.snapshot import (
 )
 from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamStats
 from riverbed.config.loader import Project
-from riverbed.errors import SourceError
+from riverbed.errors import SourceError, first_line
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest, SchemaVersion, open_manifest
 from riverbed.lake.storage import LakeStorage, open_storage
-from riverbed.source.connection import Source, source_for
+from riverbed.source.connection import Source, connection_lost, source_for
 
 
 @dataclass
@@ -187,17 +188,30 @@ def run_capture(
         try:
             result.stream = stream.run(should_stop, until_lsn=None if follow else target)
             _record(manifest, result.stream, heartbeat_conn, slot)
+        except psycopg2.Error as exc:
+            reason = stream.lost(exc)  # asked before close(), which closes what it looks at
+            if reason is None:
+                raise
+            raise _lost(source, reason) from exc
         finally:
             stream.close()
             heartbeat_conn.close()
-    except psycopg2.OperationalError as exc:
-        raise SourceError(
-            f"lost the replication connection to {source.display}: {str(exc).strip()}"
-        ) from exc
+    except psycopg2.OperationalError as exc:  # opening the stream, creating the slot
+        raise _lost(source, first_line(exc)) from exc
+    except psycopg.Error as exc:  # the setup queries, the heartbeat connection
+        if not connection_lost(exc):
+            raise
+        raise _lost(source, first_line(exc)) from exc
     finally:
         manifest.close()
         lock.release()
     return result
+
+
+def _lost(source: Source, reason: str) -> SourceError:
+    """The source went away mid-capture: transient, so `--follow` reconnects with backoff and
+    resumes from the lake's position; `--once` ends with this line."""
+    return SourceError(f"lost the connection to the source {source.display}: {reason}")
 
 
 def _drain_target(conn: Any) -> int:

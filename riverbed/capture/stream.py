@@ -37,9 +37,11 @@ import psycopg2.extras
 from riverbed.capture import pgoutput
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
 from riverbed.capture.pgtypes import PgColumn
+from riverbed.errors import first_line
 from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
 from riverbed.lake.storage import LakeStorage
+from riverbed.source.connection import session_ended
 
 HEARTBEAT_PREFIX = "riverbed"
 _OPS = {73: "I", 68: "D", 85: "U"}
@@ -200,6 +202,25 @@ class ChangeStream:
         self._confirm(force=True)
         self.close()
         return self.stats
+
+    def lost(self, exc: psycopg2.Error) -> str | None:
+        """Why an error from the replication connection means the server went away (stopped,
+        restarted, the network dropped), or None when it is something else, which must surface
+        as it is: only a lost server is cured by reconnecting. Ask before :meth:`close`, which
+        closes the connection this looks at."""
+        if isinstance(exc, psycopg2.OperationalError) or session_ended(exc.pgcode):
+            return first_line(exc)  # libpq lost the server, or the server ended the session
+        if self.conn.closed == 2:
+            # psycopg2 closed it when libpq found it broken; what uses it next gets an
+            # InterfaceError "connection already closed"
+            return first_line(exc)
+        # The server ends a logical replication stream only when it shuts down: the walsender
+        # sends CommandComplete and exits. psycopg2 hands that over as "no message", then
+        # reports the next read or feedback as "no COPY in progress": a bare DatabaseError
+        # without a SQLSTATE, raised by our cursor, on a connection that still looks open.
+        if type(exc) is psycopg2.DatabaseError and exc.pgcode is None and exc.cursor is self.cursor:
+            return "the server ended the replication stream (it is shutting down or restarting)"
+        return None
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)

@@ -65,6 +65,28 @@ class Source:
         return Source(make_conninfo(self.dsn, dbname=database), self.password, self.embedded)
 
 
+# SQLSTATEs of a session the server ended or cannot start: class 08 (connection exception),
+# 57P01 admin_shutdown (a fast shutdown or restart, pg_terminate_backend), 57P02 crash_shutdown,
+# 57P03 cannot_connect_now (starting up or shutting down)
+SERVER_GONE_SQLSTATES = ("57P01", "57P02", "57P03")
+
+
+def session_ended(sqlstate: str | None) -> bool:
+    """Whether a SQLSTATE says that the server ended the session or cannot take one now."""
+    return sqlstate is not None and (sqlstate.startswith("08") or sqlstate in SERVER_GONE_SQLSTATES)
+
+
+def connection_lost(exc: psycopg.Error) -> bool:
+    """Whether a psycopg error means the connection to the server is gone (the server stopped or
+    restarted, the network dropped) rather than a statement failing; only those are worth
+    reconnecting for, everything else must surface as it is."""
+    if exc.sqlstate is not None:
+        return session_ended(exc.sqlstate)
+    # raised by psycopg itself, not by the server: it reports a connection that broke under it
+    # ("server closed the connection unexpectedly") or was closed as OperationalError
+    return isinstance(exc, psycopg.OperationalError)
+
+
 def source_for(project: Project) -> Source:
     """The source the project's config points at."""
     cfg = project.config.source
