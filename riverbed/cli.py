@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from riverbed.config import Project, demo_config_text, load_project
-from riverbed.errors import RiverbedError, first_line
+from riverbed.errors import RiverbedError, SourceError, first_line
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -314,21 +314,27 @@ def shop_run(
     from riverbed.shop.workload import WorkloadSpec
 
     spec = WorkloadSpec(rate, duration or None, dirty_ratio, seed, large_every)
-    stats, stopped = _drive(_project(config), spec, quiet or as_json)
+    stats, stopped, lost = _drive(_project(config), spec, quiet or as_json)
     if as_json:
         print(json.dumps(stats.as_dict()))
     else:
         _report_workload(stats, spec, stopped)
+    if lost is not None:
+        raise lost
 
 
-def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool]:
-    """Run the workload until its duration ends or SIGINT/SIGTERM; returns (stats, stopped)."""
+def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool, RiverbedError | None]:
+    """Run the workload until its duration ends, SIGINT/SIGTERM, or the source goes away.
+
+    Returns (stats, stopped, lost): ``lost`` is the error to end with when the source went away
+    (stopped or restarted), raised by the caller once it has reported what was committed.
+    """
     import signal
 
     import psycopg.errors
 
     from riverbed.shop.workload import Workload, WorkloadStats
-    from riverbed.source.connection import source_for
+    from riverbed.source.connection import connection_lost, source_for
 
     stopping: list[int] = []
 
@@ -346,8 +352,13 @@ def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool]:
             f"{stats.rate:,.0f}/s (Ctrl-C stops)"
         )
 
+    source = source_for(project)
+    stats = WorkloadStats()
+    lost: RiverbedError | None = None
     try:
-        with source_for(project).connect(autocommit=True) as conn:
+        # not `with conn`: on leaving it psycopg commits, which fails again on a lost connection
+        conn = source.connect(autocommit=True)
+        try:
             try:
                 workload = Workload(conn, spec, project.config.source.schema_name)
             except ValueError as exc:
@@ -356,19 +367,32 @@ def _drive(project: Project, spec: Any, quiet: bool) -> tuple[Any, bool]:
                 raise RiverbedError(
                     "the shop schema does not exist; run `riverbed shop seed` first"
                 ) from None
+            stats = workload.stats
             try:
-                stats = workload.run(lambda: bool(stopping), show)
+                workload.run(lambda: bool(stopping), show)
             except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable) as exc:
                 # the workload writes the demo shop's own tables and columns
                 raise RiverbedError(
                     f"the shop schema is not the demo's any more ({first_line(exc)}); "
                     "`riverbed shop seed --reset` makes it again"
                 ) from None
+        except psycopg.Error as exc:
+            if not connection_lost(exc):
+                raise
+            # the source stopped or restarted: the stats count the transactions whose commit
+            # the server acknowledged, the report of what was done before it went
+            lost = SourceError(
+                f"the source went away: lost the connection to {source.display} "
+                f"({first_line(exc)}); the report counts what was committed before"
+            )
+            lost.__cause__ = exc
+        finally:
+            conn.close()
     finally:
         status.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return stats, bool(stopping)
+    return stats, bool(stopping), lost
 
 
 def _report_workload(stats: Any, spec: Any, stopped: bool) -> None:

@@ -115,11 +115,13 @@ def _traffic(project: Project, spec: Any, every: float) -> tuple[Any, bool]:
     for thread in threads:
         thread.start()
     try:
-        stats, stopped = _drive(project, spec, quiet=False)
+        stats, stopped, lost = _drive(project, spec, quiet=False)
     finally:
         stop.set()
         for thread in threads:
             thread.join()
+    if lost is not None:
+        raise lost  # the source went away: the other threads' errors are its echoes
     if failures:
         raise failures[0]
     return stats, stopped

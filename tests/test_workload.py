@@ -12,10 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import Database, external_config, run_cli
+from conftest import Database, external_config, run_cli, start_cli
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed
 from riverbed.shop.workload import LARGE_TX_ROWS, Workload, WorkloadSpec
+from riverbed.source.embedded import EmbeddedServer
 
 SPEC = HistorySpec(customers=500, sellers=40, products=200, orders=4_000, months=3, seed=11)
 
@@ -230,3 +231,32 @@ def test_a_shop_schema_changed_by_hand_is_one_clear_line(shop: Database, tmp_pat
     assert "Traceback" not in result.err
     [line] = result.err.strip().splitlines()
     assert "region" in line and "shop seed --reset" in line
+
+
+def test_the_source_stopping_ends_shop_run_with_one_clear_line(
+    own_server: EmbeddedServer, own_database: Database, tmp_path: Path
+) -> None:
+    config = str(external_config(tmp_path, own_database))
+    seeded = run_cli(
+        "shop", "seed", "--customers", "200", "--sellers", "20", "--products", "100",
+        "--orders", "500", "--months", "1", "-q", "-c", config,
+    )  # fmt: skip
+    assert seeded.code == 0, seeded.text
+    proc = start_cli("shop", "run", "--rate", "100", "--duration", "0", "--json", "-c", config)
+    try:
+        with own_database.connect(autocommit=True) as conn:
+            before = conn.execute("select count(*) from shop.orders").fetchone()
+            until = time.monotonic() + 120
+            while conn.execute("select count(*) from shop.orders").fetchone() == before:
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                assert time.monotonic() < until, "the workload never wrote an order"
+                time.sleep(0.2)
+        own_server.down()  # what `riverbed source down` does: a fast shutdown
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in err, err
+    [line] = err.strip().splitlines()
+    assert "source" in line and str(own_server.settings.port) in line
+    assert json.loads(out)["total_changes"] > 0  # what it did before, as Ctrl-C reports it

@@ -176,28 +176,31 @@ class Workload:
         start = time.monotonic()
         next_large = start + spec.large_every
         last_report = start
-        while not should_stop():
-            now = time.monotonic()
-            if spec.duration is not None and now - start >= spec.duration:
-                break
-            if now >= next_large:
-                rows = self._transaction(self.bulk_import)
-                stats.large_transactions += 1
-                next_large = now + spec.large_every
-            else:
-                action = self.rng.choices(names, weights)[0]
-                rows = self._transaction(getattr(self, action))
-            stats.largest_transaction = max(stats.largest_transaction, rows)
-            if spec.rate > 0:
-                # pace on the total so far: a burst (a bulk import) is paid back by waiting
-                ahead = start + stats.total / spec.rate - time.monotonic()
-                if ahead > 0:
-                    time.sleep(min(ahead, 0.5))
-            if on_progress and now - last_report >= 1.0:
-                stats.elapsed = now - start
-                on_progress(stats)
-                last_report = now
-        stats.elapsed = time.monotonic() - start
+        try:
+            while not should_stop():
+                now = time.monotonic()
+                if spec.duration is not None and now - start >= spec.duration:
+                    break
+                if now >= next_large:
+                    rows = self._transaction(self.bulk_import)
+                    stats.large_transactions += 1
+                    next_large = now + spec.large_every
+                else:
+                    action = self.rng.choices(names, weights)[0]
+                    rows = self._transaction(getattr(self, action))
+                stats.largest_transaction = max(stats.largest_transaction, rows)
+                if spec.rate > 0:
+                    # pace on the total so far: a burst (a bulk import) is paid back by waiting
+                    ahead = start + stats.total / spec.rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(min(ahead, 0.5))
+                if on_progress and now - last_report >= 1.0:
+                    stats.elapsed = now - start
+                    on_progress(stats)
+                    last_report = now
+        finally:
+            # also when the connection is lost: ``self.stats`` then reports what was committed
+            stats.elapsed = time.monotonic() - start
         return stats
 
     def _transaction(self, action: Callable[[], Counter[str]]) -> int:
