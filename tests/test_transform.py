@@ -437,6 +437,12 @@ def test_reprocess_rewinds_and_stages_the_same_rows_again(project: Path) -> None
     assert after.equals(before)
     bad = run_cli("run", "--reprocess", "orders", "--from", "yesterday", "-c", str(project))
     assert bad.code != 0 and "--from" in bad.err
+    # a dimension's versions are not rewritten: once staged again and loaded as nothing, while
+    # the run said it loaded them
+    sellers = staged(project, "sellers")
+    dimension = run_cli("run", "--reprocess", "sellers", "--from", "0/0", "-c", str(project))
+    assert dimension.code != 0 and "sellers is a dimension" in dimension.err, dimension.text
+    assert "rewound" not in dimension.out and staged(project, "sellers").equals(sellers)
     # a start after every change rewinds nothing, and keeps what is staged
     for later in ("2099-01-01T00:00Z", "FFFFFFFF/FFFFFFFF"):
         nothing = run_cli("run", "--reprocess", "orders", "--from", later, "-c", str(project))

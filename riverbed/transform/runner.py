@@ -1201,6 +1201,15 @@ def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
     """Rewind ``table``'s bookmarks to ``start`` (an LSN like 0/16B3748, or an ISO time), so
     the next run transforms those raw files again. Returns the staged batches withdrawn."""
     project.config.require_table(table, "--reprocess")
+    cfg = project.config.tables[table]
+    if cfg.kind == "dimension":
+        # its load passes over every event at or before the dimension's high-water mark, so the
+        # batches would be staged again and change nothing, while the run said it loaded them
+        raise RiverbedError(
+            f"--reprocess {table}: {table} is a dimension ({cfg.target}), whose versions are "
+            "history the facts point at and are not rewritten; changed transforms and rules "
+            "apply to its changes from the next run on. --reprocess takes a fact table"
+        )
     # every lock a run or a single stage holds: withdrawn between a run's transform and its
     # load, the batches would be missing from that load, which then publishes without them
     with (
