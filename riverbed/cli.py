@@ -587,7 +587,7 @@ def run(
     ] = None,
     reprocess_table: Annotated[
         str | None,
-        typer.Option("--reprocess", help="Rewind TABLE's bookmarks (with --from), then run."),
+        typer.Option("--reprocess", help="Rewind fact TABLE's bookmarks (with --from), then run."),
     ] = None,
     start: Annotated[
         str | None,

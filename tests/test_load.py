@@ -689,3 +689,33 @@ def test_holding_type_widens_only_without_loss(
 
     found = holding_type(exp.DataType.build(current, dialect=dialect), exp.DataType.build(incoming))
     assert (found.sql() if found is not None else None) == held
+
+
+def test_a_sort_or_dist_key_naming_no_column_is_refused_before_the_load(
+    database: Database, project: Path
+) -> None:
+    """A typo in sort_key was passed over on DuckDB, failed mid-load on PostgreSQL (CREATE INDEX
+    on a missing column) and went into the Redshift DDL."""
+    sql(database, "insert into w.customers values (9, 'Iv', 'Oslo', null)")
+    sql(database, "insert into w.orders values (90, 9, 2.00, 'placed')")
+    project.write_text(project.read_text().replace("sort_key: [order_id]", "sort_key: [orderid]"))
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    ran = run_cli("run", "--once", "-c", str(project))
+    assert ran.code != 0 and "Traceback" not in ran.text
+    assert "tables.orders.sort_key: 'orderid' is not a column of fact_orders" in ran.err, ran.err
+    for dialect in ("duckdb", "postgres", "redshift"):
+        ddl = run_cli("ddl", "--dialect", dialect, "-c", str(project))
+        assert ddl.code != 0 and "tables.orders.sort_key" in ddl.err, ddl.text
+    project.write_text(project.read_text().replace("dist_key: customer_id", "dist_key: cust"))
+    project.write_text(project.read_text().replace("sort_key: [orderid]", "sort_key: [order_id]"))
+    ran = run_cli(
+        "run",
+        "--redrive",
+        json.loads(run_cli("runs", "--json", "-c", str(project)).out)[0]["run_id"],
+        "-c",
+        str(project),
+    )
+    assert ran.code != 0 and "tables.orders.dist_key: 'cust'" in ran.err, ran.text
+    project.write_text(project.read_text().replace("dist_key: cust", "dist_key: customer_id"))
+    assert run_cli("run", "--once", "-q", "-c", str(project)).code == 0
+    assert [r["order_id"] for r in rows(project, "select order_id from fact_orders")] == [90]

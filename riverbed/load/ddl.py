@@ -13,7 +13,8 @@ from sqlglot import exp
 
 from riverbed.capture.pgtypes import PgColumn, arrow_type  # how capture typed the lake
 from riverbed.config.loader import Project
-from riverbed.errors import RiverbedError
+from riverbed.config.models import TableConfig
+from riverbed.errors import ConfigError, RiverbedError
 from riverbed.lake.manifest import Manifest
 from riverbed.lake.storage import LakeStorage
 from riverbed.load.facts import fact_ddl, fact_indexes
@@ -63,10 +64,9 @@ def warehouse_ddl(
     for dim in model.dimensions:
         columns = _columns(storage, manifest, dim.source)
         cfg = project.config.tables[dim.source]
-        for statement in [
-            staging_ddl(dim, columns, build),
-            *dimension_ddl(dim, columns, build, indexes=indexes),
-        ]:
+        tables = dimension_ddl(dim, columns, build, indexes=indexes)
+        check_layout_keys(dim.source, cfg, tables)
+        for statement in [staging_ddl(dim, columns, build), *tables]:
             if dialect == "redshift" and _creates(statement, dim.name):
                 statement = _redshift(statement, cfg.dist_key, cfg.sort_key or list(dim.keys))
             text = statement.sql(dialect=generate, pretty=True)
@@ -75,9 +75,11 @@ def warehouse_ddl(
     for fact in model.facts:
         columns = _columns(storage, manifest, fact.source)
         cfg = project.config.tables[fact.source]
+        table = fact_ddl(fact.carrying(columns), columns)
+        check_layout_keys(fact.source, cfg, [table])
         statements = [
             staging_ddl(fact.source, columns, build),
-            fact_ddl(fact.carrying(columns), columns),
+            table,
             *(fact_indexes(fact, cfg.sort_key, cfg.dist_key) if indexes else []),
         ]
         for statement in statements:
@@ -115,6 +117,23 @@ def _columns(storage: LakeStorage, manifest: Manifest, table: str) -> dict[str, 
             "`riverbed capture --once` (and `riverbed run --once`) first"
         )
     return columns
+
+
+def check_layout_keys(table: str, cfg: TableConfig, statements: list[exp.Expr]) -> None:
+    """Refuse a ``sort_key`` or ``dist_key`` that names no column of the table ``statements``
+    create (the dimension or fact ``cfg.target``): DuckDB would pass over it, PostgreSQL fail on
+    its index mid-load, and the Redshift DDL carry it."""
+    create = next(s for s in statements if _creates(s, cfg.target))
+    names = [c.name for c in create.this.expressions if isinstance(c, exp.ColumnDef)]
+    for key, columns in (("sort_key", cfg.sort_key), ("dist_key", [cfg.dist_key or ""])):
+        for column in columns:
+            if column and column not in names:
+                raise ConfigError(
+                    [
+                        f"tables.{table}.{key}: {column!r} is not a column of {cfg.target}; "
+                        f"choose from {', '.join(names)}"
+                    ]
+                )
 
 
 def _creates(statement: exp.Expr, table: str) -> bool:

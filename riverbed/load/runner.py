@@ -40,7 +40,7 @@ from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.storage import LakeStorage, open_storage
-from riverbed.load.ddl import dim_date_ddl, lake_columns
+from riverbed.load.ddl import check_layout_keys, dim_date_ddl, lake_columns
 from riverbed.load.facts import (
     Plan,
     PlanOfParts,
@@ -229,6 +229,7 @@ class Loader:
         columns = self._staged_columns(dim.source, batches)
         dialect = self.warehouse.dialect
         ddl = dimension_ddl(dim, columns, dialect, indexes=self.warehouse.has_indexes)
+        check_layout_keys(dim.source, self.config.tables[dim.source], ddl)
         self._ensure(dim.name, ddl, columns)
         started = time.monotonic()
         with self.warehouse.transaction():
@@ -252,6 +253,8 @@ class Loader:
             (column, dim) for column, dim in carried.dimensions if self._dimension_exists(dim)
         )
         usable = FactModel(fact.source, fact.name, fact.keys, refs)
+        # against every column the fact will have, whether or not its dimensions exist yet
+        check_layout_keys(fact.source, cfg, [fact_ddl(carried, columns)])
         self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
         if self.warehouse.has_indexes:  # every time: a table from an older version gets them
             for index in fact_indexes(fact, cfg.sort_key, cfg.dist_key):
