@@ -498,3 +498,47 @@ def test_an_unknown_table_is_refused_by_name(project: Path) -> None:
     assert result.code == 1
     [line] = result.err.strip().splitlines()
     assert "--table ordres" in line and "orders" in line
+
+
+CHECK = {"type": "task", "resource": "check"}
+
+
+@pytest.mark.parametrize(
+    "states,refused",
+    [
+        ({"a": {**CHECK, "next": "a"}}, "a -> a loops"),
+        (
+            {"a": {**CHECK, "next": "b"}, "b": {**CHECK, "next": "a"}},
+            "loops with no choice state",
+        ),
+        # a loop a choice can leave, and a catch taken on failure, are fine
+        (
+            {
+                "a": {**CHECK, "next": "c"},
+                "c": {
+                    "type": "choice",
+                    "choices": [
+                        {"variable": "pending", "comparison": ">", "value": 0, "next": "a"}
+                    ],
+                    "default": "d",
+                },
+                "d": {"type": "succeed"},
+            },
+            None,
+        ),
+        ({"a": {**CHECK, "end": True, "catch": [{"errors": ["all"], "next": "a"}]}}, None),
+    ],
+)
+def test_a_machine_that_loops_with_no_way_out_is_refused_at_load(
+    tmp_path: Path, states: dict[str, Any], refused: str | None
+) -> None:
+    """Accepted, such a machine ran each run round its loop until the transition limit."""
+    config = tmp_path / "riverbed.yaml"
+    machine = {"start_at": "a", "states": states}
+    config.write_text(yaml.safe_dump({"orchestration": {"machine": machine}}))
+    result = run_cli("ddl", "-c", str(config))
+    if refused is None:
+        assert "orchestration" not in result.err, result.err
+    else:
+        assert result.code == 2 and refused in result.err and "Traceback" not in result.text
+        assert len(result.err.strip().splitlines()) == 1, result.err

@@ -523,7 +523,29 @@ class MachineConfig(Model):
                 raise ValueError(
                     f"{where}: '{target}' is not a state; defined: {', '.join(sorted(names))}"
                 )
+        self._no_endless_loop()
         return self
+
+    def _no_endless_loop(self) -> None:
+        """Refuse a loop of task and parallel states whose next leads back to itself with no
+        choice on the way: each run would go round it until the transition limit. A loop
+        through a choice (which can leave it) or a catch (taken on failure) is fine."""
+        for start in self.states:
+            path: list[str] = []
+            name: str | None = start
+            while name is not None and name not in path:
+                state = self.states[name]
+                if not isinstance(state, TaskState | ParallelState):
+                    break
+                path.append(name)
+                name = state.next
+            if name == start:
+                loop = " -> ".join([*path, start])
+                raise ValueError(
+                    f"states.{path[-1]}.next: {loop} loops with no choice state to leave it, so "
+                    "a run would never end; route it through a choice state, or end one with "
+                    "end: true"
+                )
 
 
 class FaultConfig(Model):
