@@ -835,6 +835,38 @@ def test_a_table_dropped_and_created_again_is_copied_anew(
     assert lake_changes(config, "t") == changes
 
 
+def test_a_table_left_out_of_the_config_and_back_is_copied_anew(
+    database: Database, tmp_path: Path
+) -> None:
+    """Its changes while out of tables: were never captured (the stream skips what it does not
+    capture): back in, it is copied again after a T row, not left stale."""
+    with oracle(database) as conn:
+        conn.execute("create schema back; create table back.a (id int primary key, v text)")
+        conn.execute("create table back.b (id int primary key, v text)")
+        conn.execute("insert into back.a values (1, 'a'); insert into back.b values (1, 'b')")
+    both = project_config(tmp_path, database, "back", {"a": "id", "b": "id"}).read_text()
+    config = tmp_path / "riverbed.yaml"
+    capture(config, "--once")
+    config.write_text(project_config(tmp_path, database, "back", {"a": "id"}).read_text())
+    with oracle(database) as conn:
+        conn.execute("insert into back.b values (2, 'while out')")
+        conn.execute("update back.b set v = 'changed while out' where id = 1")
+        conn.execute("insert into back.a values (2, 'a')")
+    capture(config, "--once")
+    config.write_text(both)
+    back = capture(config, "--once")
+    assert back["snapshot_rows"] == {"b": 2}
+    with oracle(database) as conn:
+        conn.execute("insert into back.b values (3, 'streamed')")
+    capture(config, "--once")
+    for table in ("a", "b"):
+        changes = lake_changes(config, table)
+        lake = {k[0]: r["v"] for k, r in replay(changes, ["id"]).items()}
+        with oracle(database) as conn:
+            assert lake == dict(conn.execute(f"select id, v from back.{table}").fetchall())
+    assert [c["_op"] for c in lake_changes(config, "b")].count("T") == 1
+
+
 def test_truncate_is_recorded_and_replayed(database: Database, tmp_path: Path) -> None:
     keys = ["id"]
     with oracle(database) as conn:

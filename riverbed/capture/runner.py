@@ -146,18 +146,20 @@ def run_capture(
         else:
             result.resumed_from = position
             say(f"resuming slot {slot} at {format_lsn(position or 0)}")
-            # tables added since the first snapshot: copied from a snapshot of their own. So
-            # is a table the publication had lost although the lake holds it: it was dropped
-            # and created again (`shop seed --reset`), or taken out of the publication, and
-            # its rows in the lake are not the source's any more; they end in a T row first
             snapshotted = manifest.snapshot_tables(slot)
-            recreated = [t for t in added if t in snapshotted]
-            missing = [t for t in tables if t not in snapshotted] + recreated
-            if missing:
+            # a table out of the capture (left out of tables:, or gone from the source) stops
+            # landing here: forget its copy, so that it is copied anew if it comes back
+            manifest.forget_snapshots(slot, [t for t in snapshotted if t not in tables])
+            # copied from a snapshot of their own: tables new to the capture, and tables the
+            # publication had lost, which were dropped and created again (`shop seed --reset`)
+            # or taken out of it, so that their changes since were never streamed
+            copies = [t for t in tables if t not in snapshotted or t in added]
+            # what the lake holds of those is not the source's any more: a T row ends it first
+            stale = [t for t in copies if manifest.files("raw", t)]
+            if copies:
                 result.snapshot_rows = _snapshot(
-                    project, source, manifest, storage, missing, say, backfill=True,
-                    recreated=recreated,
-                )  # fmt: skip
+                    project, source, manifest, storage, copies, say, backfill=True, stale=stale
+                )
         if result.snapshot_rows:
             result.snapshot_seconds = time.monotonic() - started
 
@@ -238,7 +240,7 @@ def _snapshot(
     say: Callable[[str], None],
     *,
     backfill: bool = False,
-    recreated: list[str] | None = None,
+    stale: list[str] | None = None,
 ) -> dict[str, int]:
     """Copy ``tables`` from a snapshot exported by a new slot.
 
@@ -246,8 +248,8 @@ def _snapshot(
     Backfill (tables added later, already in the publication): a TEMPORARY slot exports the
     snapshot; its consistent point L is recorded per table, and the stream drops those tables'
     changes committed before L, which the copy already holds. Exactly once either way.
-    A ``recreated`` table (in the lake already) gets a T row before its copy, in the same
-    manifest commit, and a new schema version.
+    A ``stale`` table (in the lake already) gets a T row before its copy, in the same manifest
+    commit, and a new schema version.
     """
     cfg = project.config
     slot = cfg.source.slot
@@ -272,7 +274,7 @@ def _snapshot(
         )
         say(f"created slot {created} at {row[1]}; copying {', '.join(tables)} from its snapshot")
 
-        versions = {t: manifest.schema_versions(t)[-1].version + 1 for t in recreated or []}
+        versions = {t: manifest.schema_versions(t)[-1].version + 1 for t in stale or []}
 
         def done(copy: TableCopy) -> None:
             schema = SchemaVersion(

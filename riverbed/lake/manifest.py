@@ -251,6 +251,14 @@ class Manifest:
         ).fetchone()
         return row is not None
 
+    def forget_snapshots(self, slot: str, tables: Iterable[str]) -> None:
+        """Forget that ``tables`` were copied for ``slot``: the next capture copies them anew."""
+        with self.transaction() as db:
+            db.executemany(
+                "delete from capture_snapshot where slot = ? and table_name = ?",
+                [(slot, table) for table in tables],
+            )
+
     def forget_slot(self, slot: str) -> list[str]:
         """Drop everything captured through ``slot`` (a snapshot that must start over).
 
