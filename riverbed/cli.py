@@ -94,11 +94,21 @@ def init(
 
     Example: `riverbed init my-pipeline`
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise RiverbedError(
+            f"{directory} is a file, not a folder; give `riverbed init` a folder to write "
+            "riverbed.yaml into"
+        )
     target = directory / "riverbed.yaml"
     if target.exists() and not force:
         raise RiverbedError(f"{target} already exists; edit it, or pass --force to overwrite it")
-    target.write_text(demo_config_text())
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        target.write_text(demo_config_text())
+    except OSError as exc:
+        raise RiverbedError(
+            f"cannot write {target} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from exc
     console.print(f"wrote {target}; check it with `riverbed source status -c {target}`")
 
 

@@ -263,3 +263,29 @@ def test_dsn_passwords_are_found_as_libpq_finds_them(dsn: str) -> None:
             _dsn_without_password(dsn)
     else:
         assert _dsn_without_password(dsn) == dsn
+
+
+@pytest.mark.parametrize("command", [("run", "--once"), ("capture", "--once")])
+def test_a_state_path_that_cannot_be_created_is_one_line(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # the state store's folder would have to be inside a file
+    path = write_config(tmp_path / "p", f"state: {{path: {blocker / 'sub' / 'state.db'}}}\n")
+    result = run_cli(*command, "-c", str(path))
+    assert result.code == 1, result.text
+    assert "Traceback" not in result.text
+    [line] = result.err.strip().splitlines()
+    assert "state.path" in line and "must exist" in line and "writable" in line
+
+
+def test_init_into_a_file_or_an_impossible_folder_is_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    for target, says in [(a_file, "is a file, not a folder"), (a_file / "sub", "cannot write")]:
+        result = run_cli("init", str(target))
+        assert result.code == 1, result.text
+        assert "Traceback" not in result.text
+        [line] = result.err.strip().splitlines()
+        assert says in line and str(target) in line
+    assert a_file.read_text() == "keep me"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from riverbed.config.loader import Project
-from riverbed.errors import RiverbedError
+from riverbed.errors import RiverbedError, first_line
 
 SCHEMA = """
 create table if not exists lake_files (
@@ -357,4 +357,14 @@ def open_manifest(project: Project) -> Manifest:
     state = project.config.state
     if state.engine != "sqlite":
         raise RiverbedError("state.engine postgres is not supported yet; use state.engine: sqlite")
-    return Manifest(project.path(state.path))
+    path = project.path(state.path)
+    try:
+        return Manifest(path)
+    except (OSError, sqlite3.Error) as exc:
+        # a folder that cannot be created or written is a config mistake, not a crash
+        reason = getattr(exc, "strerror", None) or first_line(exc)
+        raise RiverbedError(
+            f"state.path = {state.path}: cannot open the state store ({reason}); its folder "
+            f"{path.parent} must exist (or be creatable) and be writable: fix state.path in "
+            "riverbed.yaml"
+        ) from exc
