@@ -78,6 +78,51 @@ MISTAKES = [
     ),
     ("warehouse: {engine: postgres}\n", "warehouse: engine postgres needs dsn"),
     ("source:\n  dsn: [unclosed\n", "not valid YAML"),
+    (
+        "tables:\n  orders: {kind: fact, target: x, keys: [id], quality: "
+        "[{type: references, column: customer_id, reference: custmers.customer_id}]}\n",
+        "tables.orders.quality.0.reference = 'custmers.customer_id': table 'custmers' is not "
+        "in tables; defined: orders",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: "
+        "[{type: not_null, column: a}, {type: not_null, column: a, action: fail}]}\n",
+        "tables.t: quality.0 and quality.1 are both named 'not_null(a)'; give one of them "
+        "its own name",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: sql_row, "
+        "name: ok, sql: 'a > 0'}, {type: not_null, column: b, name: ok}]}\n",
+        "quality.0 and quality.1 are both named 'ok'",
+    ),
+    (
+        "orchestration: {cron: '61 * * * *'}\n",
+        "orchestration.cron = '61 * * * *': cron field 'minute': 61 is outside 0-59",
+    ),
+    (
+        "orchestration: {cron: '0 0 31 feb *'}\n",
+        "orchestration.cron = '0 0 31 feb *': cron expression '0 0 31 feb *' never runs",
+    ),
+    (
+        "orchestration: {cron: '*/5 * * * *', every_seconds: 60}\n",
+        "orchestration: every_seconds and cron are both set",
+    ),
+    (
+        "state: {engine: postgres, dsn: 'host=db dbname=state'}\n",
+        "state.engine = 'postgres': only sqlite is supported today",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: "
+        "[{type: range, column: q, min: 10, max: 1}]}\n",
+        "tables.t.quality.0: min 10 is greater than max 1",
+    ),
+    (
+        "tables:\n  t:\n    kind: fact\n    target: x\n    keys: [id]\n"
+        "    quality: [{type: not_null, column: a}]\n"
+        "    quality: [{type: not_null, column: b}]\n",
+        "line 7, column 5: not valid YAML: key 'quality' appears twice in one mapping "
+        "(first on line 6)",
+    ),
     ("- just\n- a list\n", "the top level must be a mapping"),
 ]
 
@@ -289,3 +334,21 @@ def test_init_into_a_file_or_an_impossible_folder_is_one_line(tmp_path: Path) ->
         [line] = result.err.strip().splitlines()
         assert says in line and str(target) in line
     assert a_file.read_text() == "keep me"
+
+
+def test_a_bad_cron_is_refused_by_every_command_not_only_run(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "orchestration: {cron: '0 25 * * *'}\n")
+    for command in [("status",), ("ddl",)]:
+        result = run_cli(*command, "-c", str(path))
+        assert result.code == 2, result.text
+        [line] = result.err.strip().splitlines()
+        assert "orchestration.cron" in line and "'hour': 25 is outside 0-23" in line
+
+
+def test_yaml_merge_keys_may_still_be_overridden() -> None:
+    config = parse_config(
+        "notifiers:\n  a: &base {type: webhook, url: 'http://x'}\n"
+        "  b: {<<: *base, url: 'http://y'}\n",
+        "riverbed.yaml",
+    )
+    assert config.notifiers["b"].url == "http://y"

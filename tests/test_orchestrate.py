@@ -354,7 +354,7 @@ def test_bad_orchestration_config_names_the_key(project: Path) -> None:
     assert "orchestration.machine" in result.err and "'go' is not a state" in result.err
     configure(project, every_seconds=1, cron="*/5 * * * *")
     result = run_cli("run", "-c", str(project))
-    assert result.code == 1 and "cron" in result.err
+    assert result.code == 2 and "every_seconds and cron are both set" in result.err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -68,10 +68,41 @@ def load_project(config_path: Path | None = None) -> Project:
     return Project(config, config_path.resolve().parent, config_path.resolve())
 
 
+class _DuplicateKeyError(yaml.MarkedYAMLError):
+    """A mapping names one key twice (PyYAML would silently keep the last)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: a second ``quality:`` would
+    otherwise silently replace the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` keys may be overridden: that is what merging is for
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if first is not None:
+                raise _DuplicateKeyError(
+                    problem=(
+                        f"key '{key}' appears twice in one mapping (first on line "
+                        f"{first.start_mark.line + 1}); the second would silently replace the "
+                        "first: merge them into one"
+                    ),
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(text: str, origin: str) -> RiverbedConfig:
     """Validate YAML text; raise ConfigError with one line per problem."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

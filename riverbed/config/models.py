@@ -250,6 +250,17 @@ class StateConfig(_PostgresCapable):
     engine: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Path(".riverbed/state.db")  # engine sqlite
 
+    @field_validator("engine")
+    @classmethod
+    def _implemented(cls, value: str) -> str:
+        # postgres is in the schema (the design's scale-out option) but no store implements
+        # it yet: refusing it here beats `status` silently reading SQLite while `run` fails
+        if value != "sqlite":
+            raise ValueError(
+                "only sqlite is supported today; set state.engine: sqlite (or leave it out)"
+            )
+        return value
+
 
 # --- tables -------------------------------------------------------------------------------
 
@@ -351,6 +362,11 @@ class QualityRule(Model):
                 _check_sql(text, statement=self.type == "sql_dataset")
         if self.type == "range" and self.min is None and self.max is None:
             raise ValueError("rule type range needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(
+                f"min {self.min:g} is greater than max {self.max:g}, so no value can pass; "
+                "swap them"
+            )
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -410,6 +426,15 @@ class TableConfig(Model):
         in_keys = set(self.tracked) & set(self.keys)
         if in_keys:
             raise ValueError(f"key column {', '.join(sorted(in_keys))} cannot be tracked")
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(self.quality):
+            # results and quarantine reasons are recorded per label: two rules cannot share one
+            if rule.label in seen:
+                raise ValueError(
+                    f"quality.{seen[rule.label]} and quality.{i} are both named "
+                    f"'{rule.label}'; give one of them its own name: NAME"
+                )
+            seen[rule.label] = i
         return self
 
 
@@ -567,10 +592,25 @@ class OrchestrationConfig(Model):
 
     @field_validator("cron")
     @classmethod
-    def _five_fields(cls, value: str | None) -> str | None:
-        if value is not None and len(value.split()) != 5:
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if len(value.split()) != 5:
             raise ValueError("cron needs five fields: minute hour day-of-month month day-of-week")
+        # the parser `riverbed run` schedules with, so every command refuses what run would
+        from riverbed.orchestrate.schedule import CronSchedule
+
+        CronSchedule(value)  # raises ValueError naming the field and what it allows
         return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> OrchestrationConfig:
+        if self.every_seconds is not None and self.cron is not None:
+            raise ValueError(
+                "every_seconds and cron are both set and only one can drive the schedule; "
+                "keep one of them"
+            )
+        return self
 
 
 class NotifierConfig(Model):
@@ -677,6 +717,15 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
                 )
     targets: dict[str, str] = {}
     for name, table in config.tables.items():
+        for i, rule in enumerate(table.quality):
+            if rule.reference is None:
+                continue
+            referenced = rule.reference.split(".")[0]
+            if referenced not in config.tables:
+                problems.append(
+                    f"tables.{name}.quality.{i}.reference = '{rule.reference}': table "
+                    f"'{referenced}' is not in tables; defined: {', '.join(config.tables)}"
+                )
         if not IDENTIFIER.match(name):
             problems.append(f"tables.{name}: table names must be plain identifiers")
         if table.target in targets:
