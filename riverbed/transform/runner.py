@@ -22,6 +22,7 @@ so "exists in the dimension" includes what this very run staged.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
@@ -126,6 +127,17 @@ class TransformResult:
             },
             "bad_files": self.bad_files,
         }
+
+
+def _not_a_column(key: str, column: str, table: str, columns: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(column, columns, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return ConfigError(
+        [
+            f"{key}: column {column} is not in {table} (columns: {', '.join(columns)}); "
+            f"{hint}fix {key} in riverbed.yaml"
+        ]
+    )
 
 
 def table_order(tables: dict[str, TableConfig]) -> list[str]:
@@ -375,6 +387,7 @@ class TransformRun:
         PII protected, ready to write. Raises QualityFailure (recorded) if a rule fails it."""
         started = time.monotonic()
         cfg = self.config.tables[batch.table]
+        self._check_columns_exist(batch, cfg)
         raw = self._read(batch)
         rows_in = raw.num_rows
         raw = self._resolve_toast(batch, raw)
@@ -413,6 +426,38 @@ class TransformRun:
         good = protect(good, dict(cfg.pii), key)
         bad = protect(bad, dict(cfg.pii), key)
         return _Checked(batch, started, rows_in, good, bad, results)
+
+    def _check_columns_exist(self, batch: Batch, cfg: TableConfig) -> None:
+        """Config keys and reference columns must be columns of their table: only the
+        captured schema can tell, so this is the first place to say so, by config key, before
+        a library error about a field or a binder deep inside the batch would."""
+        versions = {file.schema_version for file in batch.files}
+        own = self._columns_of(batch.table, versions)
+        for key in cfg.keys:
+            if own and key not in own:
+                raise _not_a_column(f"tables.{batch.table}.keys", key, batch.table, own)
+        for i, rule in enumerate(cfg.quality):
+            if rule.reference is None:
+                continue
+            table, column = rule.reference.split(".")
+            theirs = own if table == batch.table else self._columns_of(table, None)
+            if theirs and column not in theirs:
+                where = f"tables.{batch.table}.quality.{i}.reference"
+                raise _not_a_column(where, column, table, theirs)
+
+    def _columns_of(self, table: str, versions: set[int] | None) -> list[str]:
+        """The columns ``table`` has after its transforms, in the captured schema
+        ``versions`` (None: any); empty when capture has not described the table yet."""
+        declared = declared_columns(self.manifest, table)
+        names = [
+            name
+            for version, columns in declared.items()
+            if versions is None or version in versions
+            for name in columns
+        ]
+        if not names:
+            return []
+        return list(dict.fromkeys([*names, *self.config.tables[table].transforms]))
 
     @staticmethod
     def _untyped(raw: pa.Table) -> tuple[pa.Table, pa.Table]:
