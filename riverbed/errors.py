@@ -16,6 +16,8 @@ the orchestrator's Retry rules read it (riverbed.orchestrate.machine.classify).
 
 from __future__ import annotations
 
+import re
+
 
 class RiverbedError(Exception):
     """An error whose message tells the user what is wrong and how to fix it.
@@ -49,3 +51,14 @@ def first_line(exc: BaseException) -> str:
     driver's multi-line report worth putting in a one-line error."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_MISSING_DATABASE = re.compile(r'database "([^"]+)" does not exist')
+
+
+def missing_database(exc: BaseException) -> str | None:
+    """The database a PostgreSQL server said does not exist when refusing a connection, if
+    that is why: then the server is up, and the fix is to create the database or name
+    another, not to start anything. (libpq gives connection failures no SQLSTATE.)"""
+    match = _MISSING_DATABASE.search(str(exc))
+    return match.group(1) if match else None

@@ -29,7 +29,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from riverbed.errors import first_line
+from riverbed.errors import first_line, missing_database
 from riverbed.load.warehouse import (
     READ_ONLY_HINT,
     WarehouseError,
@@ -109,6 +109,13 @@ class PostgresWarehouse:
             )
             self._conn.execute("SET TimeZone TO 'UTC'")
         except psycopg.OperationalError as exc:
+            database = missing_database(exc)
+            if database is not None:  # the server is up and answered: say what is missing
+                raise WarehouseError(
+                    f'cannot connect to the warehouse {self.display}: database "{database}" '
+                    f"does not exist on the server; create it (CREATE DATABASE {database}), or "
+                    "fix the dbname in warehouse.dsn in riverbed.yaml"
+                ) from exc
             raise WarehouseError(
                 f"cannot connect to the warehouse {self.display}: {first_line(exc)}; "
                 "check warehouse.dsn and warehouse.password, and that the server is up",

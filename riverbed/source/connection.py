@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from riverbed.config.loader import Project
 from riverbed.config.models import SecretRef
-from riverbed.errors import SourceError, first_line
+from riverbed.errors import SourceError, first_line, missing_database
 from riverbed.source.embedded import EmbeddedServer
 
 
@@ -53,6 +53,16 @@ class Source:
             )
         except psycopg.OperationalError as exc:
             first = first_line(exc)
+            database = missing_database(exc)
+            if database is not None:  # the server is up and answered: starting it is no fix
+                key = "source.database" if self.embedded is not None else "the dbname in source.dsn"
+                error = SourceError(
+                    f'cannot connect to {self.display}: database "{database}" does not exist '
+                    f"on the server; create it (CREATE DATABASE {database}), or fix {key} in "
+                    "riverbed.yaml"
+                )
+                error.transient = False  # it will not appear by retrying
+                raise error from exc
             fix = (
                 "start it with `riverbed source up`"
                 if self.embedded is not None
