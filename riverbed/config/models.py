@@ -564,7 +564,7 @@ class MachineConfig(Model):
                     break
                 path.append(name)
                 name = state.next
-            if name == start:
+            if path and name == start:  # back where it began, through tasks alone
                 loop = " -> ".join([*path, start])
                 raise ValueError(
                     f"states.{path[-1]}.next: {loop} loops with no choice state to leave it, so "
