@@ -36,29 +36,26 @@ class Database:
         return psycopg.connect(self.dsn, autocommit=autocommit)
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """A real PostgreSQL 18 with wal_level=logical, shared by the whole session."""
-    root = tmp_path_factory.mktemp("pg")
-    server = EmbeddedServer(root / "pg", EmbeddedSourceConfig(port=free_port()))
+def _embedded_server(folder: Path) -> Iterator[EmbeddedServer]:
+    server = EmbeddedServer(folder / "pg", EmbeddedSourceConfig(port=free_port()))
     server.up()
     try:
         yield server
     finally:
         server.down()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """A real PostgreSQL 18 with wal_level=logical, shared by the whole session."""
+    yield from _embedded_server(tmp_path_factory.mktemp("pg"))
 
 
 @pytest.fixture
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """A PostgreSQL of the test's own, for tests that stop and restart the source: the session
     server is shared by every test and must keep running."""
-    root = tmp_path_factory.mktemp("own_pg")
-    server = EmbeddedServer(root / "pg", EmbeddedSourceConfig(port=free_port()))
-    server.up()
-    try:
-        yield server
-    finally:
-        server.down()
+    yield from _embedded_server(tmp_path_factory.mktemp("own_pg"))
 
 
 @pytest.fixture

@@ -171,6 +171,17 @@ def test_rate_is_paced_and_reported(shop: Database, tmp_path: Path) -> None:
     assert "changes/s" in human.out and "order_created" in human.out and "dirty rows" in human.out
 
 
+def wait_until_writing(database: Database, proc: subprocess.Popen[str]) -> None:
+    """Until `shop run` has written an order (a loaded machine can take seconds to start it)."""
+    with database.connect(autocommit=True) as conn:
+        before = conn.execute("select count(*) from shop.orders").fetchone()
+        until = time.monotonic() + 120
+        while conn.execute("select count(*) from shop.orders").fetchone() == before:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < until, "the workload never wrote an order"
+            time.sleep(0.2)
+
+
 def test_ctrl_c_stops_cleanly_with_a_report(shop: Database, tmp_path: Path) -> None:
     config = str(external_config(tmp_path, shop))
     proc = subprocess.Popen(
@@ -192,15 +203,8 @@ def test_ctrl_c_stops_cleanly_with_a_report(shop: Database, tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
     )
-    # interrupt once it is writing (a loaded machine can take seconds to start it), not after
-    # a fixed time: the report must count what it did
-    with shop.connect(autocommit=True) as conn:
-        before = conn.execute("select count(*) from shop.orders").fetchone()
-        until = time.monotonic() + 120
-        while conn.execute("select count(*) from shop.orders").fetchone() == before:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < until, "the workload never wrote an order"
-            time.sleep(0.2)
+    # interrupt once it is writing, not after a fixed time: the report must count what it did
+    wait_until_writing(shop, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -244,13 +248,7 @@ def test_the_source_stopping_ends_shop_run_with_one_clear_line(
     assert seeded.code == 0, seeded.text
     proc = start_cli("shop", "run", "--rate", "100", "--duration", "0", "--json", "-c", config)
     try:
-        with own_database.connect(autocommit=True) as conn:
-            before = conn.execute("select count(*) from shop.orders").fetchone()
-            until = time.monotonic() + 120
-            while conn.execute("select count(*) from shop.orders").fetchone() == before:
-                assert proc.poll() is None, proc.communicate()[1][-3000:]
-                assert time.monotonic() < until, "the workload never wrote an order"
-                time.sleep(0.2)
+        wait_until_writing(own_database, proc)
         own_server.down()  # what `riverbed source down` does: a fast shutdown
         out, err = proc.communicate(timeout=120)
     finally:
