@@ -122,6 +122,19 @@ def test_console_line_is_readable(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert re.fullmatch(r"\d\d:\d\d:\d\d INFO  no context", lines[1])
 
 
+def test_console_says_a_field_the_message_shows_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure's text was printed twice on each line: in the message and as error=..."""
+    setup_logging(tmp_path)
+    error = "tables.t.keys: column idd is not in t"
+    log_event(log, "failed", f"transform failed: {error}", error=error, attempt=1)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.count(error) == 1 and line.endswith("attempt=1")
+    logged = records(tmp_path)[-1]
+    assert logged["error"] == error  # the JSON log keeps every field
+
+
 def test_console_level_filters_the_console_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

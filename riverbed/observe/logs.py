@@ -192,8 +192,15 @@ class ConsoleFormatter(logging.Formatter):
         context = [str(getattr(record, k)) for k in CONTEXT_KEYS if getattr(record, k, None)]
         if context:
             parts.append(f"[{' '.join(context)}]")
-        parts.append(record.getMessage())
-        parts.extend(f"{k}={_console_value(v)}" for k, v in _fields(record).items())
+        message = record.getMessage()
+        parts.append(message)
+        # a field the message already shows (an error's text, an alarm's reason) is said once
+        # here; the JSON log keeps every field
+        parts.extend(
+            f"{k}={_console_value(v)}"
+            for k, v in _fields(record).items()
+            if not (isinstance(v, str) and len(v) > 12 and v in message)
+        )
         line = " ".join(parts)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
