@@ -119,6 +119,14 @@ def run_capture(
                     "or, if it is unused, drop it (`riverbed capture --once --resnapshot` drops "
                     "it and snapshots afresh)"
                 )
+            if state.exists and position is not None and not resnapshot:
+                # captured tables the publication lacks were dropped and created again (`shop
+                # seed --reset`) or taken out of it: their changes meanwhile were never
+                # streamed, so they are copied anew. Forgotten BEFORE the publication gets them
+                # back: a crash in between must not leave them looking copied
+                snapshotted = manifest.snapshot_tables(slot)
+                lost = unpublished(conn, publication, schema, tables)
+                manifest.forget_snapshots(slot, [t for t in lost if t in snapshotted])
             added = ensure_publication(conn, publication, schema, tables)
             if resnapshot or (state.exists and position is None):
                 if state.exists:
@@ -150,10 +158,8 @@ def run_capture(
             # a table out of the capture (left out of tables:, or gone from the source) stops
             # landing here: forget its copy, so that it is copied anew if it comes back
             manifest.forget_snapshots(slot, [t for t in snapshotted if t not in tables])
-            # copied from a snapshot of their own: tables new to the capture, and tables the
-            # publication had lost, which were dropped and created again (`shop seed --reset`)
-            # or taken out of it, so that their changes since were never streamed
-            copies = [t for t in tables if t not in snapshotted or t in added]
+            # copied from a snapshot of their own: tables new to the capture or back in it
+            copies = [t for t in tables if t not in snapshotted]
             # what the lake holds of those is not the source's any more: a T row ends it first
             stale = [t for t in copies if manifest.files("raw", t)]
             if copies:
@@ -186,10 +192,17 @@ def run_capture(
             status_interval=cfg.capture.status_interval_seconds,
             heartbeat_seconds=cfg.capture.heartbeat_seconds,
             on_flush=lambda stats: _record(manifest, stats, heartbeat_conn, slot),
+            published=lambda: not unpublished(heartbeat_conn, publication, schema, tables),
         )
         try:
             result.stream = stream.run(should_stop, until_lsn=None if follow else target)
             _record(manifest, result.stream, heartbeat_conn, slot)
+            if stream.unpublished:
+                # a transient failure: --follow starts over at once, and copies them anew
+                raise SourceError(
+                    f"captured tables left publication {publication} while streaming (dropped "
+                    "and created again?); starting over to copy them anew"
+                )
         except psycopg2.Error as exc:
             reason = stream.lost(exc)  # asked before close(), which closes what it looks at
             if reason is None:
@@ -214,6 +227,18 @@ def _lost(source: Source, reason: str) -> SourceError:
     """The source went away mid-capture: transient, so `--follow` reconnects with backoff and
     resumes from the lake's position; `--once` ends with this line."""
     return SourceError(f"lost the connection to the source {source.display}: {reason}")
+
+
+def unpublished(conn: Any, publication: str, schema: str, tables: list[str]) -> list[str]:
+    """The ``tables`` publication does not publish (all of them when it does not exist)."""
+    published = {
+        r[0]
+        for r in conn.execute(
+            "select tablename from pg_publication_tables where pubname = %s and schemaname = %s",
+            (publication, schema),
+        )
+    }
+    return [t for t in tables if t not in published]
 
 
 def _drain_target(conn: Any) -> int:

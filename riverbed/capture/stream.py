@@ -99,6 +99,7 @@ class ChangeStream:
         status_interval: float,
         heartbeat_seconds: float,
         on_flush: Callable[[StreamStats], None] | None = None,
+        published: Callable[[], bool] = lambda: True,
     ):
         self.slot = slot
         self.storage = storage
@@ -118,6 +119,10 @@ class ChangeStream:
         self.status_interval = status_interval
         self.heartbeat_seconds = heartbeat_seconds
         self.on_flush = on_flush
+        # asked while idle, following: whether every captured table is still published (one
+        # dropped and created again is not, and the stream would never see its rows)
+        self.published = published
+        self.unpublished = False
         self.position = manifest.position(slot) or 0
         self.stats = StreamStats(position=self.position)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
@@ -184,6 +189,9 @@ class ChangeStream:
                 if self.batch.empty() and (caught_up or now - last_idle >= self.status_interval):
                     self._advance_idle()
                     last_idle = now
+                    if not once and self._writer_idle() and not self.published():
+                        self.unpublished = True
+                        break
                 if caught_up and self.batch.empty() and self._writer_idle():
                     break
             if should_stop():

@@ -195,7 +195,8 @@ class CaptureConfig(Model):
     include_op_for_full_load: bool = False
     snapshot_workers: int = Field(2, ge=1, le=32)
     heartbeat_seconds: float = Field(10.0, gt=0)  # idle this long: emit a WAL message, advance
-    status_interval_seconds: float = Field(5.0, gt=0)  # standby feedback / metrics cadence
+    # standby feedback / metrics cadence; psycopg2 refuses under a second
+    status_interval_seconds: float = Field(5.0, ge=1)
 
 
 class TransformConfig(Model):
