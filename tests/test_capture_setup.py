@@ -244,6 +244,57 @@ def test_an_existing_publication_keeps_its_other_tables_and_they_stay_out_of_the
     assert lake_tables(tmp_path) == {"t"}
 
 
+def on_publication(config: Path, publication: str) -> Path:
+    """``config`` with source.publication set to ``publication``."""
+    text = config.read_text().replace("source:\n", f"source:\n  publication: {publication}\n", 1)
+    config.write_text(text)
+    return config
+
+
+def test_a_publication_with_a_column_list_or_row_filter_on_a_captured_table_is_refused(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema lab;"
+            " create table lab.acct (id int primary key, name text, code text, note text);"
+            " insert into lab.acct select g, 'n', 'c', 'x' from generate_series(1, 100) g;"
+            " create publication pubc for table lab.acct (id, name, code) where (id < 50);"
+            " create publication pubr for table lab.acct where (id < 50);"
+            " create publication pubk for table lab.acct (id, name, code);"
+            " create publication pubs for tables in schema lab"
+        )
+    for publication, what in (
+        ("pubc", "a column list and a row filter"),
+        ("pubr", "a row filter"),
+        ("pubk", "a column list"),
+    ):
+        line = refused(on_publication(config_for(tmp_path, database, "lab"), publication))
+        assert f"'{publication}'" in line and "lab.acct" in line and what in line, line
+        assert "source.publication" in line and "name of its own" in line
+    with oracle(database) as conn:
+        # nothing on the source changed: filters and options as they were, no slot
+        assert conn.execute(
+            "select p.pubname, r.prattrs is not null, r.prqual is not null, p.pubviaroot"
+            " from pg_publication p join pg_publication_rel r on r.prpubid = p.oid order by 1"
+        ).fetchall() == [
+            ("pubc", True, True, False),
+            ("pubk", True, False, False),
+            ("pubr", False, True, False),
+        ]
+        assert not conn.execute("select 1 from pg_replication_slots").fetchone()
+    assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+    # FOR TABLES IN SCHEMA has neither: every column and every row arrives
+    config = on_publication(config_for(tmp_path, database, "lab"), "pubs")
+    assert capture(config)["snapshot_rows"] == {"acct": 100}
+    with oracle(database) as conn:
+        conn.execute("update lab.acct set note = 'y', code = 'd' where id in (10, 60)")
+    assert capture(config)["rows_by_table"] == {"acct": 2}
+    with oracle(database) as conn:
+        assert_lake_equals_source(config, conn, "lab", "acct", ["id"])
+
+
 # --- 5. generated columns -----------------------------------------------------------------
 
 

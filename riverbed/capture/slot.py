@@ -156,6 +156,8 @@ def ensure_publication(
             "alters (another consumer may rely on it); set source.publication to a name of its "
             "own, and capture creates that publication for the captured tables"
         )
+    if exists:
+        check_publication_filters(conn, publication, schema, tables)
     options = _publication_options(conn)
     if not exists:
         conn.execute(
@@ -189,6 +191,38 @@ def ensure_publication(
             )
         )
     return added
+
+
+def check_publication_filters(
+    conn: psycopg.Connection[Any], publication: str, schema: str, tables: list[str]
+) -> None:
+    """Refuse an existing publication that publishes a captured table with a column list or a
+    row filter: the stream would lack the other columns (NULL in the lake) and every change
+    outside the filter, and nothing would say so. Such a publication is another consumer's
+    (capture never creates one), so it is refused, not altered."""
+    row = conn.execute("select current_setting('server_version_num')::int").fetchone()
+    if row is None or row[0] < 150000:
+        return  # PostgreSQL 14 has neither column lists nor row filters
+    found = conn.execute(
+        "select c.relname, r.prattrs is not null, r.prqual is not null"
+        " from pg_publication p join pg_publication_rel r on r.prpubid = p.oid"
+        " join pg_class c on c.oid = r.prrelid join pg_namespace n on n.oid = c.relnamespace"
+        " where p.pubname = %s and n.nspname = %s and c.relname = any(%s)"
+        " and (r.prattrs is not null or r.prqual is not null) order by 1 limit 1",
+        (publication, schema, tables),
+    ).fetchone()
+    if found is None:
+        return
+    table, has_columns, has_filter = found
+    what = " and ".join(
+        w for w, on in (("a column list", has_columns), ("a row filter", has_filter)) if on
+    )
+    raise CaptureSetupError(
+        f"source.publication: publication {publication!r} publishes {schema}.{table} with "
+        f"{what}, so capture would miss its changes and columns outside them; set "
+        "source.publication to a name of its own, and capture creates that publication for "
+        "the captured tables"
+    )
 
 
 # A publication option capture sets -> its pg_publication column and the value it sets there.
