@@ -227,8 +227,10 @@ def test_an_existing_publication_keeps_its_other_tables_and_they_stay_out_of_the
             " create schema pb; create table pb.t (id int primary key, v text);"
             " create table pb.extra (id int primary key);"
             " insert into pb.t values (1, 'a');"
-            # another consumer's publication, on the name capture uses
+            # another consumer's publication, on the name capture uses, with the options
+            # capture needs (else it is refused: test_a_shared_publication_...)
             " create publication riverbed for table other.keep, pb.extra"
+            " with (publish_via_partition_root = true, publish_generated_columns = stored)"
         )
     config = config_for(tmp_path, database, "pb", {"t": ["id"]})
     capture(config)
@@ -293,6 +295,69 @@ def test_a_publication_with_a_column_list_or_row_filter_on_a_captured_table_is_r
     assert capture(config)["rows_by_table"] == {"acct": 2}
     with oracle(database) as conn:
         assert_lake_equals_source(config, conn, "lab", "acct", ["id"])
+
+
+def test_a_shared_publication_without_the_options_capture_needs_is_refused_unchanged(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create table public.other (id int primary key);"
+            " create schema lab; create table lab.acct (id int primary key, v text);"
+            " create table lab.ev (id int primary key, v text) partition by range (id);"
+            " create table lab.ev_old partition of lab.ev for values from (0) to (100);"
+            " create table lab.ev_new partition of lab.ev for values from (100) to (1000);"
+            " insert into lab.ev select g, 'a' from generate_series(1, 150) g;"
+            " insert into lab.acct values (1, 'a');"
+            " create publication pubz for table public.other, lab.ev_old"
+            " with (publish_via_partition_root = false);"
+            " create publication pubp for table lab.ev_old;"
+            " create publication pubn for table lab.ev, lab.acct;"
+            " create publication pubq for tables in schema lab;"
+            " create publication pubw for tables in schema lab;"
+            " create publication pubo for table lab.ev"
+        )
+    only_ev = {"ev": ["id"]}
+    for publication, tables, other in (
+        ("pubz", None, "public.other"),  # another schema
+        ("pubp", None, "lab.ev_old"),  # a partition listed as itself, not through its root
+        ("pubn", only_ev, "lab.acct"),  # a table left out of tables:
+        ("pubq", only_ev, "lab.acct"),  # a schema with a table left out of tables:
+    ):
+        config = on_publication(config_for(tmp_path, database, "lab", tables), publication)
+        line = refused(config)
+        assert f"'{publication}'" in line and other in line and "shared" in line, line
+        assert "source.publication" in line and "name of its own" in line
+    with oracle(database) as conn:
+        # nothing on the source changed: options and tables as they were, no slot
+        assert conn.execute(
+            "select pubname, pubviaroot, pubgencols from pg_publication order by 1"
+        ).fetchall() == [
+            (name, False, "n") for name in ("pubn", "pubo", "pubp", "pubq", "pubw")
+        ] + [("pubz", False, "n")]
+        assert published(conn, "pubz") == {"public.other", "lab.ev_old"}
+        assert published(conn, "pubn") == {"lab.acct", "lab.ev_new", "lab.ev_old"}
+        assert not conn.execute("select 1 from pg_replication_slots").fetchone()
+    assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+    # every table it publishes is captured (the partitions through their root): capture's
+    # own, as an earlier release left it, so capture sets the options
+    config = on_publication(config_for(tmp_path, database, "lab"), "pubw")
+    assert capture(config)["snapshot_rows"] == {"acct": 1, "ev": 150}
+    own = on_publication(config_for(tmp_path / "own", database, "lab", only_ev), "pubo")
+    own.write_text(own.read_text().replace("source:\n", "source:\n  slot: own\n", 1))
+    assert capture(own)["snapshot_rows"] == {"ev": 150}
+    with oracle(database) as conn:
+        conn.execute("update lab.ev set v = 'b' where id in (5, 120)")
+    assert capture(config)["rows_by_table"] == {"ev": 2}
+    assert capture(own)["rows_by_table"] == {"ev": 2}
+    with oracle(database) as conn:
+        assert conn.execute(
+            "select pubname, pubviaroot, pubgencols from pg_publication"
+            " where pubname in ('pubo', 'pubw') order by 1"
+        ).fetchall() == [("pubo", True, "s"), ("pubw", True, "s")]
+        assert_lake_equals_source(config, conn, "lab", "ev", ["id"])
+        assert_lake_equals_source(own, conn, "lab", "ev", ["id"])
 
 
 # --- 5. generated columns -----------------------------------------------------------------

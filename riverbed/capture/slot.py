@@ -141,7 +141,10 @@ def ensure_publication(
     the lake; what they cost is only their decoding on the server.
 
     It publishes a partitioned table's changes as the table itself (publish_via_partition_root),
-    which is how capture names and copies it (runner.captured_tables).
+    which is how capture names and copies it (runner.captured_tables). An existing publication
+    lacking those options gets them only if it publishes nothing but captured tables; a shared
+    one is refused (_refuse_if_shared), as is one with a column list or a row filter on a
+    captured table (check_publication_filters).
 
     A publication FOR ALL TABLES is refused, neither used nor altered: capture never creates
     one, so it is someone else's, whose consumers rely on its options (capture would have to
@@ -169,6 +172,7 @@ def ensure_publication(
         )
         return list(tables)
     if not _has_options(conn, publication, options):
+        _refuse_if_shared(conn, publication, schema, tables, options)
         conn.execute(
             sql.SQL("alter publication {} set ({})").format(
                 sql.Identifier(publication), _with(options)
@@ -200,8 +204,7 @@ def check_publication_filters(
     row filter: the stream would lack the other columns (NULL in the lake) and every change
     outside the filter, and nothing would say so. Such a publication is another consumer's
     (capture never creates one), so it is refused, not altered."""
-    row = conn.execute("select current_setting('server_version_num')::int").fetchone()
-    if row is None or row[0] < 150000:
+    if _server_version(conn) < 150000:
         return  # PostgreSQL 14 has neither column lists nor row filters
     found = conn.execute(
         "select c.relname, r.prattrs is not null, r.prqual is not null"
@@ -235,14 +238,70 @@ _OPTION_COLUMNS = {
 def _publication_options(conn: psycopg.Connection[Any]) -> dict[str, str]:
     """The publication options capture needs on this server."""
     options = {"publish_via_partition_root": "true"}
-    row = conn.execute("select current_setting('server_version_num')::int").fetchone()
-    if row is not None and row[0] >= 180000:
+    if _server_version(conn) >= 180000:
         # Stored generated columns are sent only when asked (PostgreSQL 18+). Older servers
         # have no such option and never send them: there a generated column is NULL in
         # streamed rows (the snapshot has its value) and the first streamed change of such a
         # table records a schema version without it.
         options["publish_generated_columns"] = "stored"
     return options
+
+
+def _server_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("select current_setting('server_version_num')::int").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _refuse_if_shared(
+    conn: psycopg.Connection[Any],
+    publication: str,
+    schema: str,
+    tables: list[str],
+    options: dict[str, str],
+) -> None:
+    """Refuse to change the options of a publication that also publishes a table capture does
+    not capture: its other consumers rely on them (publish_via_partition_root decides whether a
+    partition's changes arrive as the partition or as its root). A publication of captured
+    tables alone (one an earlier release created) is capture's own, and may be altered.
+
+    A table listed in the publication is capture's only if it is a captured table; a table of
+    a FOR TABLES IN SCHEMA schema also if it is a partition of a captured table (capture reads
+    its rows through the root)."""
+    captured = "(n.nspname = %(schema)s and c.relname = any(%(tables)s))"
+    query = (
+        "select n.nspname || '.' || c.relname, n.nspname = %(schema)s from pg_publication p"
+        " join pg_publication_rel r on r.prpubid = p.oid join pg_class c on c.oid = r.prrelid"
+        " join pg_namespace n on n.oid = c.relnamespace"
+        f" where p.pubname = %(publication)s and not {captured}"
+    )
+    if _server_version(conn) >= 150000:  # FOR TABLES IN SCHEMA is PostgreSQL 15+
+        query += (
+            " union all select n.nspname || '.' || c.relname, n.nspname = %(schema)s"
+            " from pg_publication p"
+            " join pg_publication_namespace pn on pn.pnpubid = p.oid"
+            " join pg_class c on c.relnamespace = pn.pnnspid"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where p.pubname = %(publication)s and c.relkind in ('r', 'p')"
+            " and c.relpersistence = 'p' and not " + captured + " and not (c.relispartition"
+            " and exists (select 1 from pg_class rc join pg_namespace rn"
+            " on rn.oid = rc.relnamespace where rc.oid = pg_partition_root(c.oid)"
+            " and rn.nspname = %(schema)s and rc.relname = any(%(tables)s)))"
+        )
+    row = conn.execute(
+        # another schema's table first: the plainest sign of another consumer
+        "select * from (" + query + ") t order by 2, 1 limit 1",
+        {"publication": publication, "schema": schema, "tables": tables},
+    ).fetchone()
+    if row is None:
+        return
+    needed = ", ".join(f"{name} = {value}" for name, value in options.items())
+    raise CaptureSetupError(
+        f"source.publication: publication {publication!r} is shared (it also publishes "
+        f"{row[0]}, which capture does not capture) and lacks the options capture needs "
+        f"({needed}), which capture will not change under its other consumers; set "
+        "source.publication to a name of its own, and capture creates that publication with "
+        "the options it needs"
+    )
 
 
 def _has_options(conn: psycopg.Connection[Any], publication: str, options: dict[str, str]) -> bool:
