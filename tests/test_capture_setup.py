@@ -391,6 +391,35 @@ def test_generated_columns_are_streamed_with_their_value(
         assert_lake_equals_source(config, conn, "gen", "line", ["id"])
 
 
+def test_virtual_generated_columns_are_left_out_of_snapshot_and_stream_alike(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema virt; create table virt.t (id int primary key, a int,"
+            " v int generated always as (a * 2) virtual);"
+            " insert into virt.t (id, a) values (1, 1), (2, 2)"
+        )
+    config = config_for(tmp_path, database, "virt")
+    assert capture(config)["snapshot_rows"] == {"t": 2}
+    with oracle(database) as conn:
+        conn.execute("update virt.t set a = 10 where id = 1")
+    assert capture(config)["rows_by_table"] == {"t": 1}
+    changes = lake_changes(config, "t")
+    assert all("v" not in c for c in changes)
+    assert schema_versions(config, "t") == [1]  # snapshot and stream carry the same columns
+    with oracle(database) as conn:
+        source = {
+            key: {n: value for n, value in row.items() if n != "v"}
+            for key, row in select_rows(conn, "virt", "t", ["id"]).items()
+        }
+    lake = {
+        tuple(normalise(k) for k in key): normalise_row(row)
+        for key, row in replay(changes, ["id"]).items()
+    }
+    assert lake == source
+
+
 # --- 2. a slot this project did not create --------------------------------------------------
 
 

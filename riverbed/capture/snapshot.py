@@ -66,6 +66,11 @@ def table_schema(conn: Any, schema: str, table: str, version: int = 1) -> TableS
     Its keys are those the stream takes (ChangeStream._relation): the primary key, else the
     replica identity, which pgoutput flags: the index's columns (USING INDEX) or every column
     (FULL). Marking them alike keeps the first streamed change from making a new schema version.
+
+    VIRTUAL generated columns (PostgreSQL 18+, attgenerated 'v') are left out: they cannot be
+    published, so the stream never carries them, and a snapshot that did would make the first
+    streamed change a schema version without them (the warehouse then gets NULLs). Older
+    servers only have '' and 's' (stored, published when asked: slot._publication_options).
     """
     rows = conn.execute(
         "select a.attname, a.atttypid, a.atttypmod, tn.nspname || '.' || t.typname,"
@@ -79,7 +84,7 @@ def table_schema(conn: Any, schema: str, table: str, version: int = 1) -> TableS
         " left join pg_index ri on ri.indrelid = a.attrelid and ri.indisreplident"
         "  and c.relreplident = 'i'"
         " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
-        " order by a.attnum",
+        " and a.attgenerated <> 'v' order by a.attnum",
         (f"{schema}.{table}",),
     ).fetchall()
     columns = tuple(
