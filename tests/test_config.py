@@ -117,6 +117,21 @@ MISTAKES = [
         "tables.t.quality.0: min 10 is greater than max 1",
     ),
     (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: "
+        "[{type: range, column: q, min: .nan}]}\n",
+        "tables.t.quality.0.min = nan: must be a finite number (NaN would pass",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: "
+        "[{type: range, column: q, min: 0, max: .NaN}]}\n",
+        "tables.t.quality.0.max = nan: must be a finite number",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: "
+        "[{type: range, column: q, max: .inf}]}\n",
+        "tables.t.quality.0.max = inf: must be a finite number",
+    ),
+    (
         "tables:\n  t:\n    kind: fact\n    target: x\n    keys: [id]\n"
         "    quality: [{type: not_null, column: a}]\n"
         "    quality: [{type: not_null, column: b}]\n",

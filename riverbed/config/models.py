@@ -8,6 +8,7 @@ Secrets are never values in the file: a secret field takes ``{env: NAME}`` or ``
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -344,6 +345,18 @@ class QualityRule(Model):
         return self.type in DATASET_RULES or (
             self.type == "not_null" and self.threshold is not None
         )
+
+    @field_validator("min", "max")
+    @classmethod
+    def _finite(cls, bound: float | None) -> float | None:
+        # NaN compares false with everything, so `value < nan` never fails a row: the rule
+        # would pass every row. An infinite bound is no bound at all.
+        if bound is not None and not math.isfinite(bound):
+            raise ValueError(
+                "must be a finite number (NaN would pass every row, and an infinite bound is "
+                "no bound); give a number, or leave the key out for no bound"
+            )
+        return bound
 
     @model_validator(mode="after")
     def _required_settings(self) -> QualityRule:
