@@ -117,6 +117,18 @@ MISTAKES = [
         "tables.t.quality.0: min 10 is greater than max 1",
     ),
     (
+        "tables:\n  orders: {kind: fact, target: x, keys: [id], quality: [{type: sql_row, "
+        "sql: 'id IN (SELECT order_id FROM order_itemz)'}]}\n"
+        "  order_items: {kind: fact, target: y, keys: [id]}\n",
+        "tables.orders.quality.0.sql: table 'order_itemz' is not in tables (did you mean "
+        "order_items?); defined: orders, order_items",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: sql_dataset, "
+        "sql: 'WITH c AS (SELECT 1) SELECT * FROM t, c, shop.t'}]}\n",
+        "tables.t.quality.0.sql: table 'shop.t' is not in tables",
+    ),
+    (
         "tables:\n  t: {kind: fact, target: x, keys: [id], quality: "
         "[{type: range, column: q, min: .nan}]}\n",
         "tables.t.quality.0.min = nan: must be a finite number (NaN would pass",
@@ -149,6 +161,35 @@ def test_each_mistake_gives_its_one_line(text: str, expected: str) -> None:
     assert len(caught.value.problems) == 1, caught.value.problems
     assert caught.value.problems[0].startswith("riverbed.yaml")
     assert expected in caught.value.problems[0]
+
+
+def test_custom_rules_may_read_config_tables_ctes_their_own_table_and_table_functions() -> None:
+    config = parse_config(
+        "tables:\n"
+        "  orders:\n    kind: fact\n    target: x\n    keys: [id]\n    quality:\n"
+        "      - {type: sql_row, sql: 'id IN (SELECT i.order_id FROM order_items AS i)'}\n"
+        "      - {type: sql_dataset, sql: 'WITH Late AS (SELECT * FROM orders) SELECT * FROM"
+        " late, range(3) AS r, read_parquet(''x.parquet'') AS p'}\n"
+        "  order_items: {kind: fact, target: y, keys: [id]}\n",
+        "riverbed.yaml",
+    )
+    assert len(config.tables["orders"].quality) == 2
+
+
+def test_a_typo_in_a_custom_rules_table_is_reported_at_load_through_the_cli(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path,
+        "tables:\n  orders: {kind: fact, target: x, keys: [id], quality: [{type: sql_row, "
+        "sql: 'id IN (SELECT order_id FROM order_itemz)'}]}\n"
+        "  order_items: {kind: fact, target: y, keys: [id]}\n",
+    )
+    result = run_cli("source", "status", "-c", str(path))
+    assert result.code != 0 and "Traceback" not in result.text
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "tables.orders.quality.0.sql" in lines[0], result.err
+    assert "'order_itemz'" in lines[0] and "order_items" in lines[0]
 
 
 def test_several_mistakes_are_all_reported_through_the_cli(tmp_path: Path) -> None:

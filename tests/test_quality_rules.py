@@ -66,6 +66,7 @@ def compile_for(
     current: pa.Table | None = None,
     references: Mapping[str, pa.Table] | None = None,
     recent: Sequence[int] = (),
+    tables: Sequence[str] = (),
 ) -> CompiledChecks:
     engine.register("batch", batch)
     if current is not None:
@@ -82,6 +83,7 @@ def compile_for(
         current="current_rows" if current is not None else None,
         references=relations,
         recent_counts=list(recent),
+        tables=list(tables),
     )
     return compile_checks("batch", rules, ctx)
 
@@ -394,6 +396,7 @@ def test_references_to_an_unknown_table_says_how_to_fix_it(engine: DuckDBEngine)
             [rule(type="references", column="customer_id", reference="custmers.id")],
             batch,
             references={"customers": pa.table({"id": [1]})},
+            tables=["orders", "customers"],
         )
     message = str(caught.value)
     assert message.startswith("orders: rule references(customer_id): table 'custmers'")
@@ -473,6 +476,19 @@ def test_sql_row_problems_are_rule_errors(engine: DuckDBEngine, sql: str, expect
         compile_for(engine, [unchecked], batch)
     assert expected in str(caught.value)
     assert "\x1b" not in str(caught.value)  # no terminal codes from sqlglot's messages
+
+
+def test_an_unknown_table_in_custom_sql_lists_every_configured_table(
+    engine: DuckDBEngine,
+) -> None:
+    # only the tables a rule reads correctly are registered; the message lists all of them
+    batch = changes({"id": [1], "quantity": [1]})
+    unchecked = QualityRule.model_construct(
+        type="sql_row", sql="id IN (SELECT order_id FROM order_itemz)", action="quarantine"
+    )
+    with pytest.raises(RuleError) as caught:
+        compile_for(engine, [unchecked], batch, tables=["orders", "order_items", "customers"])
+    assert "(configured: orders, order_items, customers)" in str(caught.value)
 
 
 # --- dataset rules ----------------------------------------------------------------------------

@@ -732,13 +732,16 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
     targets: dict[str, str] = {}
     for name, table in config.tables.items():
         for i, rule in enumerate(table.quality):
-            if rule.reference is None:
-                continue
-            referenced = rule.reference.split(".")[0]
-            if referenced not in config.tables:
+            referenced = rule.reference.split(".")[0] if rule.reference else None
+            if referenced is not None and referenced not in config.tables:
                 problems.append(
                     f"tables.{name}.quality.{i}.reference = '{rule.reference}': table "
                     f"'{referenced}' is not in tables; defined: {', '.join(config.tables)}"
+                )
+            for unknown in _unknown_sql_tables(name, rule, config.tables):
+                problems.append(
+                    f"tables.{name}.quality.{i}.sql: table '{unknown}' is not in tables"
+                    f"{_did_you_mean(unknown, config.tables)}; defined: {', '.join(config.tables)}"
                 )
         if not IDENTIFIER.match(name):
             problems.append(f"tables.{name}: table names must be plain identifiers")
@@ -749,6 +752,40 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
             )
         targets[table.target] = name
     return problems
+
+
+def _unknown_sql_tables(table: str, rule: QualityRule, tables: dict[str, Any]) -> list[str]:
+    """Tables a custom rule's SQL reads that are not config tables: the rule compiler
+    (transform.rules._rewrite_tables) would refuse them at run time, which the config alone
+    decides now. A CTE, a table function and the rule's own table are not reads of a config
+    table; a qualified name (shop.orders) never is one."""
+    if rule.sql is None:
+        return []
+    import sqlglot  # the config loads fast when no SQL is configured
+    from sqlglot import exp
+
+    text = rule.sql if rule.type == "sql_dataset" else f"select 1 where {rule.sql}"
+    try:
+        tree = sqlglot.parse_one(text, read="duckdb")
+    except sqlglot.errors.ParseError:
+        return []  # reported by _check_sql
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    unknown: list[str] = []
+    for node in tree.find_all(exp.Table):
+        if not isinstance(node.this, exp.Identifier):
+            continue  # a table function
+        name = exp.table_name(node)
+        if name.lower() in ctes or name == table or name in tables or name in unknown:
+            continue
+        unknown.append(name)
+    return unknown
+
+
+def _did_you_mean(name: str, choices: dict[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _machine_problems(config: RiverbedConfig, machine: MachineConfig, where: str) -> list[str]:

@@ -93,6 +93,8 @@ class RuleContext:
     references: Mapping[str, str]  # config table name -> relation of its current rows
     recent_counts: Sequence[int]  # row counts of this table's previous batches, newest last
     types: Mapping[str, pa.DataType] = field(default_factory=dict)  # the batch's column types
+    # every config table (``references`` holds only those the rules read): named in messages
+    tables: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -358,7 +360,8 @@ class _Compiler:
     def _relation_of(self, rule: QualityRule, table: str) -> str:
         relation = self.ctx.references.get(table)
         if relation is None:
-            configured = ", ".join(sorted(self.ctx.references)) or "none"
+            # every config table: ``references`` holds only those the rules name correctly
+            configured = ", ".join(self.ctx.tables) or "none"
             raise self.fail(
                 rule,
                 f"table '{table}' is not a configured table; add it to tables: in "

@@ -609,6 +609,7 @@ class TransformRun:
             references=references,
             recent_counts=self.bookmarks.recent_counts(batch.table),
             types={f.name: f.type for f in shape},
+            tables=list(self.config.tables),
         )
         checks = compile_checks("transformed", cfg.quality, ctx)
         self._context = ctx
