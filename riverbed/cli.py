@@ -475,8 +475,10 @@ def _capture_reconnecting(
                 manifest.close()
             failures = 1 if time.monotonic() - started > 60 else failures + 1
             delay = min(RECONNECT_MAX_SECONDS, 2.0 ** (failures - 1))
-            log.warning("capture interrupted: %s; reconnecting in %.0f s", exc, delay)
-            say(f"capture interrupted: {exc}; reconnecting in {delay:.0f} s (Ctrl-C stops)")
+            # once: the console shows warnings, and the log file keeps them
+            log.warning(
+                "capture interrupted: %s; reconnecting in %.0f s (Ctrl-C stops)", exc, delay
+            )
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and not stopping:
                 time.sleep(0.2)
