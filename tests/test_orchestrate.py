@@ -511,6 +511,20 @@ CHECK = {"type": "task", "resource": "check"}
             {"a": {**CHECK, "next": "b"}, "b": {**CHECK, "next": "a"}},
             "loops with no choice state",
         ),
+        # a choice whose every branch goes back in (it passed the check above)
+        (
+            {
+                "a": {**CHECK, "next": "c"},
+                "c": {
+                    "type": "choice",
+                    "choices": [
+                        {"variable": "pending", "comparison": ">", "value": 0, "next": "a"}
+                    ],
+                    "default": "a",
+                },
+            },
+            "no path from it reaches",
+        ),
         # a loop a choice can leave, and a catch taken on failure, are fine
         (
             {

@@ -585,6 +585,41 @@ class MachineConfig(Model):
                     "a run would never end; route it through a choice state, or end one with "
                     "end: true"
                 )
+        # and a state from which no way at all leads to an end (choices whose every branch
+        # goes back in): a run that gets there goes round until the transition limit
+        ends = self._reaching_an_end()
+        for name in self.states:
+            if name not in ends:
+                raise ValueError(
+                    f"states.{name}: no path from it reaches a succeed or fail state or end: "
+                    "true, so a run there would never end; give one of its choices or its "
+                    "default a way out"
+                )
+
+    def _reaching_an_end(self) -> set[str]:
+        """The states from which some path (next, choice branches, catch) reaches an end."""
+        exits: dict[str, list[str]] = {}
+        reached: set[str] = set()
+        for name, state in self.states.items():
+            if isinstance(state, SucceedState | FailState):
+                reached.add(name)
+            elif isinstance(state, ChoiceState):
+                exits[name] = [state.default, *(c.next for c in state.choices)]
+            else:
+                if state.end:
+                    reached.add(name)
+                exits[name] = [
+                    *([state.next] if state.next else []),
+                    *(c.next for c in state.catch),
+                ]
+        grown = True
+        while grown:
+            grown = False
+            for name, targets in exits.items():
+                if name not in reached and any(t in reached for t in targets):
+                    reached.add(name)
+                    grown = True
+        return reached
 
 
 class FaultConfig(Model):
