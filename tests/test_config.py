@@ -408,3 +408,12 @@ def test_yaml_merge_keys_may_still_be_overridden() -> None:
         "riverbed.yaml",
     )
     assert config.notifiers["b"].url == "http://y"
+
+
+def test_a_sql_error_column_counts_in_the_configured_text() -> None:
+    """A rule's predicate is parsed inside `select 1 where `, whose 15 characters the column
+    of the error once counted too."""
+    text = "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: sql_row, sql: 'a >>> b'}]}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "riverbed.yaml")
+    assert "(line 1, column 5)" in caught.value.problems[0], caught.value.problems

@@ -294,11 +294,17 @@ def _check_sql(text: str, *, statement: bool) -> None:
     """Parse SQL from the config now, so a typo fails at load and not mid-run."""
     import sqlglot  # the config loads fast when no SQL is configured
 
+    prefix = "" if statement else "select 1 where "  # a predicate parses inside a query
     try:
-        sqlglot.parse_one(text if statement else f"select 1 where {text}", read="duckdb")
+        sqlglot.parse_one(prefix + text, read="duckdb")
     except sqlglot.errors.ParseError as exc:
-        first = str(exc).splitlines()[0]
-        raise ValueError(f"not valid SQL: {first}") from None
+        error = exc.errors[0] if exc.errors else {}
+        description = error.get("description") or str(exc).splitlines()[0]
+        line, column = error.get("line"), error.get("col")
+        if line == 1 and column:  # counted in the user's text, not in the prefix
+            column = max(1, column - len(prefix))
+        where = f" (line {line}, column {column})" if line else ""
+        raise ValueError(f"not valid SQL: {description}{where}") from None
 
 
 # Which settings each rule type needs; checked at load so a rule can never fail at run time
