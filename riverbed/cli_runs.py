@@ -156,9 +156,14 @@ def print_timeline(project: Project, run_id: str, as_json: bool) -> None:
     manifest = open_manifest(project)
     try:
         history = RunHistory(manifest)
-        run = history.run(run_id)
-        if run is None:
+        found = history.matching(run_id)
+        if not found:
             raise RiverbedError(f"no run {run_id}; `riverbed runs` lists the runs")
+        if len(found) > 1:
+            ids = ", ".join(r["run_id"] for r in found[:5]) + (", ..." if len(found) > 5 else "")
+            raise RiverbedError(f"{run_id} names {len(found)} runs ({ids}); give more of the id")
+        run = found[0]
+        run_id = run["run_id"]
         events = history.events(run_id)
     finally:
         manifest.close()

@@ -309,6 +309,14 @@ def test_runs_show_prints_the_timeline(project: Path) -> None:
         assert state in shown.out
     missing = run_cli("runs", "show", "nope", "-c", str(project))
     assert missing.code == 1 and "no run nope" in missing.err
+    # the id's hex tail, or its start, names the run when only one run has it
+    tail = report["run_id"].rsplit("-", 1)[1]
+    by_tail = run_cli("runs", "show", tail, "--json", "-c", str(project))
+    assert by_tail.code == 0, by_tail.text
+    assert json.loads(by_tail.out)["run"]["run_id"] == report["run_id"]
+    run(project, "--once")  # a second run: both ids start with the year
+    both = run_cli("runs", "show", report["run_id"][:4], "-c", str(project))
+    assert both.code == 1 and "names 2 runs" in both.err and "Traceback" not in both.text
 
 
 def test_metrics_and_alarms_after_runs(project: Path) -> None:

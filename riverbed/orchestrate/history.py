@@ -140,6 +140,18 @@ class RunHistory:
         rows = self._runs("where run_id = ?", (run_id,))
         return rows[0] if rows else None
 
+    def matching(self, given: str) -> list[dict[str, Any]]:
+        """The run ``given`` names: by its whole id, else every run whose id starts or ends
+        with it (the hex tail of an id is what people copy)."""
+        exact = self.run(given)
+        if exact is not None or not given:
+            return [exact] if exact else []
+        pattern = given.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return self._runs(
+            "where run_id like ? escape '\\' or run_id like ? escape '\\' order by started_at",
+            (pattern + "%", "%" + pattern),
+        )
+
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         return self._runs("order by started_at desc limit ?", (limit,))
 
