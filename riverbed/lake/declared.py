@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, arrow_type, to_arrow
 from riverbed.lake.manifest import Manifest
 
+Declared = dict[int, dict[str, PgColumn]]  # schema version -> column name -> its description
 SLICE = 1024  # rows converted at once while looking for the values that do not convert
 
 
-def declared_columns(manifest: Manifest, table: str) -> dict[int, dict[str, PgColumn]]:
+def declared_columns(manifest: Manifest, table: str) -> Declared:
     """Per schema version of ``table``: its columns by name, as capture described them."""
     return {
         version.version: {

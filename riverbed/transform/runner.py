@@ -46,7 +46,7 @@ from sqlglot import exp
 from riverbed.config.loader import Project
 from riverbed.config.models import QualityRule, TableConfig
 from riverbed.errors import ConfigError, RiverbedError
-from riverbed.lake.declared import as_declared, declared_columns
+from riverbed.lake.declared import Declared, as_declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
@@ -387,8 +387,10 @@ class TransformRun:
         PII protected, ready to write. Raises QualityFailure (recorded) if a rule fails it."""
         started = time.monotonic()
         cfg = self.config.tables[batch.table]
-        self._check_columns_exist(batch, cfg)
-        raw = self._read(batch)
+        # the captured schema versions, read once for the column check and the typed read
+        declared = declared_columns(self.manifest, batch.table)
+        self._check_columns_exist(batch, cfg, declared)
+        raw = self._read(batch, declared)
         rows_in = raw.num_rows
         raw = self._resolve_toast(batch, raw)
         raw, untyped = self._untyped(raw)
@@ -427,12 +429,12 @@ class TransformRun:
         bad = protect(bad, dict(cfg.pii), key)
         return _Checked(batch, started, rows_in, good, bad, results)
 
-    def _check_columns_exist(self, batch: Batch, cfg: TableConfig) -> None:
+    def _check_columns_exist(self, batch: Batch, cfg: TableConfig, declared: Declared) -> None:
         """Config keys and reference columns must be columns of their table: only the
         captured schema can tell, so this is the first place to say so, by config key, before
         a library error about a field or a binder deep inside the batch would."""
         versions = {file.schema_version for file in batch.files}
-        own = self._columns_of(batch.table, versions)
+        own = self._columns_of(batch.table, declared, versions)
         for key in cfg.keys:
             if own and key not in own:
                 raise _not_a_column(f"tables.{batch.table}.keys", key, batch.table, own)
@@ -440,15 +442,18 @@ class TransformRun:
             if rule.reference is None:
                 continue
             table, column = rule.reference.split(".")
-            theirs = own if table == batch.table else self._columns_of(table, None)
+            theirs = (
+                own
+                if table == batch.table
+                else self._columns_of(table, declared_columns(self.manifest, table), None)
+            )
             if theirs and column not in theirs:
                 where = f"tables.{batch.table}.quality.{i}.reference"
                 raise _not_a_column(where, column, table, theirs)
 
-    def _columns_of(self, table: str, versions: set[int] | None) -> list[str]:
-        """The columns ``table`` has after its transforms, in the captured schema
-        ``versions`` (None: any); empty when capture has not described the table yet."""
-        declared = declared_columns(self.manifest, table)
+    def _columns_of(self, table: str, declared: Declared, versions: set[int] | None) -> list[str]:
+        """The columns ``table`` has after its transforms, in its captured schema ``versions``
+        (None: any) of ``declared``; empty when capture has not described the table yet."""
         names = [
             name
             for version, columns in declared.items()
@@ -480,10 +485,9 @@ class TransformRun:
             batch, "quarantine", checked.bad
         )
 
-    def _read(self, batch: Batch) -> pa.Table:
-        """The batch's raw rows in source order, each column as its declared type; a row that
-        lost a value to that (see riverbed.lake.declared) says why in column LOST."""
-        declared = declared_columns(self.manifest, batch.table)
+    def _read(self, batch: Batch, declared: Declared) -> pa.Table:
+        """The batch's raw rows in source order, each column as its ``declared`` type; a row
+        that lost a value to that (see riverbed.lake.declared) says why in column LOST."""
         parts = []
         for file in batch.files:
             try:
