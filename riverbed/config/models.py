@@ -290,11 +290,14 @@ DATASET_RULES = frozenset(
 )
 
 
+PREDICATE_PREFIX = "select 1 where "  # a predicate (a row rule, a transform) parses inside it
+
+
 def _check_sql(text: str, *, statement: bool) -> None:
     """Parse SQL from the config now, so a typo fails at load and not mid-run."""
     import sqlglot  # the config loads fast when no SQL is configured
 
-    prefix = "" if statement else "select 1 where "  # a predicate parses inside a query
+    prefix = "" if statement else PREDICATE_PREFIX
     try:
         sqlglot.parse_one(prefix + text, read="duckdb")
     except sqlglot.errors.ParseError as exc:
@@ -344,6 +347,12 @@ class QualityRule(Model):
     max_age_seconds: int | None = Field(None, gt=0)
     columns: dict[str, str] | None = None
     sql: str | None = None
+
+    @property
+    def query_text(self) -> str:
+        """A custom rule's SQL as one query: sql_dataset's own, sql_row's predicate in a WHERE."""
+        assert self.sql is not None
+        return self.sql if self.type == "sql_dataset" else PREDICATE_PREFIX + self.sql
 
     @property
     def dataset_level(self) -> bool:
@@ -805,9 +814,8 @@ def _unknown_sql_tables(table: str, rule: QualityRule, tables: dict[str, Any]) -
     import sqlglot  # the config loads fast when no SQL is configured
     from sqlglot import exp
 
-    text = rule.sql if rule.type == "sql_dataset" else f"select 1 where {rule.sql}"
     try:
-        tree = sqlglot.parse_one(text, read="duckdb")
+        tree = sqlglot.parse_one(rule.query_text, read="duckdb")
     except sqlglot.errors.ParseError:
         return []  # reported by _check_sql
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}

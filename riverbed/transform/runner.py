@@ -239,8 +239,7 @@ def _key_lookups(
 def _rule_tree(rule: QualityRule) -> exp.Expr | None:
     """A custom rule's SQL as a query tree (a row-level predicate in a WHERE), or None when it
     does not parse: the rule compiler then says why, naming the rule. Read-only: shared."""
-    assert rule.sql is not None
-    return _parsed(rule.sql if rule.type == "sql_dataset" else f"select 1 where {rule.sql}")
+    return _parsed(rule.query_text)
 
 
 @functools.lru_cache(maxsize=256)
