@@ -35,6 +35,7 @@ from riverbed.capture.slot import (
     ensure_publication,
     primary_keys,
     slot_state,
+    unpublished,
 )
 from riverbed.capture.snapshot import (
     SESSION_SETTINGS,
@@ -227,18 +228,6 @@ def _lost(source: Source, reason: str) -> SourceError:
     """The source went away mid-capture: transient, so `--follow` reconnects with backoff and
     resumes from the lake's position; `--once` ends with this line."""
     return SourceError(f"lost the connection to the source {source.display}: {reason}")
-
-
-def unpublished(conn: Any, publication: str, schema: str, tables: list[str]) -> list[str]:
-    """The ``tables`` publication does not publish (all of them when it does not exist)."""
-    published = {
-        r[0]
-        for r in conn.execute(
-            "select tablename from pg_publication_tables where pubname = %s and schemaname = %s",
-            (publication, schema),
-        )
-    }
-    return [t for t in tables if t not in published]
 
 
 def _drain_target(conn: Any) -> int:

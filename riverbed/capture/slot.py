@@ -179,14 +179,7 @@ def ensure_publication(
             )
         )
     # listed as the roots of partitioned tables, now that it publishes through them
-    current = {
-        r[0]
-        for r in conn.execute(
-            "select tablename from pg_publication_tables where pubname = %s and schemaname = %s",
-            (publication, schema),
-        )
-    }
-    added = [t for t in tables if t not in current]
+    added = unpublished(conn, publication, schema, tables)
     if added:
         conn.execute(
             sql.SQL("alter publication {} add table {}").format(
@@ -364,3 +357,17 @@ def primary_keys(conn: psycopg.Connection[Any], relid: int) -> list[str]:
             (relid,),
         )
     ]
+
+
+def unpublished(
+    conn: psycopg.Connection[Any], publication: str, schema: str, tables: list[str]
+) -> list[str]:
+    """The ``tables`` publication does not publish (all of them when it does not exist)."""
+    published = {
+        r[0]
+        for r in conn.execute(
+            "select tablename from pg_publication_tables where pubname = %s and schemaname = %s",
+            (publication, schema),
+        )
+    }
+    return [t for t in tables if t not in published]
