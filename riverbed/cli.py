@@ -738,13 +738,20 @@ def _logging(project: Project, quiet: bool) -> None:
 def runs(
     action: Annotated[str | None, typer.Argument(help="show")] = None,
     run_id: Annotated[str | None, typer.Argument(help="RUN_ID, with show")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many runs to list.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="How many runs to list.")] = 20,
+    show_idle: Annotated[
+        bool,
+        typer.Option("--all", help="List idle runs (nothing new) too; they are hidden by default."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for scripts: every run, with its idle flag.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Run history: the latest runs, or one run's timeline state by state.
+    """Run history: the latest runs, or one run's timeline state by state. A run is named by
+    its id or the id's hex tail (the short id the list shows).
 
-    Example: `riverbed runs`, `riverbed runs show 20261127T101500Z-1a2b3c`
+    Example: `riverbed runs`, `riverbed runs show 1a2b3c`
     """
     from riverbed.cli_runs import print_runs, print_timeline
 
@@ -754,7 +761,7 @@ def runs(
         raise RiverbedError("riverbed runs show needs a RUN_ID (see `riverbed runs`)")
     project = _project(config)
     if run_id is None:
-        print_runs(project, limit, as_json)
+        print_runs(project, limit, as_json, show_idle)
     else:
         print_timeline(project, run_id, as_json)
 
