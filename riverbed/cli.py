@@ -872,19 +872,20 @@ def status(
         print(json.dumps(report))
         return
     cap = report["capture"]
-    console.print(f"source     {report['source']['dsn']} ({report['source']['state']})")
+    _labelled("source", escape(f"{report['source']['dsn']} ({report['source']['state']})"))
     if cap["slot"] is None:
-        console.print("capture    not started (run `riverbed capture --once`)")
+        _labelled("capture", "not started (run `riverbed capture --once`)")
     else:
         lag = cap["lag_bytes"]
-        console.print(
-            f"capture    slot {cap['slot']} at {cap['position']}, lag "
+        _labelled(
+            "capture",
+            f"slot {cap['slot']} at {cap['position']}, lag "
             f"{'-' if lag is None else _bytes(lag)}"
             + (f" / {cap['lag_seconds']:.1f} s" if cap["lag_seconds"] is not None else "")
-            + f", {cap['files']:,} raw files, {cap['rows']:,} rows"
+            + f", {cap['files']:,} raw files, {cap['rows']:,} rows",
         )
     if report["lake"]:
-        table = Table("table", "raw files", "rows", "schema version", "last landed")
+        table = Table("table", "raw files", "rows", "schema", "last landed")
         for name, info in report["lake"].items():
             table.add_row(
                 name,
@@ -895,12 +896,16 @@ def status(
             )
         console.print(table)
     if report["quality"]:
-        quality = Table("table", "last batch", "rows in", "staged", "quarantined", "quality")
+        # the rules that did not pass go below the table, one line each: in a cell they
+        # wrapped to a column a few characters wide
+        quality = Table("table", "last batch", "rows in", "staged", "quarantined", "rules")
+        flagged: list[str] = []
         for batch in report["quality"]:
-            flagged = [
-                f"{r['rule']}: {r['status']} {r['failed']:,}/{r['checked']:,}"
-                for r in batch["rules"]
-                if r["status"] != "pass"
+            failing = [r for r in batch["rules"] if r["status"] != "pass"]
+            flagged += [
+                f"{batch['table']} {r['rule']}: {r['status']} {r['failed']:,} of "
+                f"{r['checked']:,} rows"
+                for r in failing
             ]
             quality.add_row(
                 batch["table"],
@@ -908,9 +913,15 @@ def status(
                 f"{batch['rows_in']:,}",
                 f"{batch['rows_out']:,}",
                 f"{batch['rows_quarantined']:,}",
-                escape("; ".join(flagged)) or f"all {len(batch['rules'])} pass",
+                f"{len(failing)} of {len(batch['rules'])} flagged"
+                if failing
+                else f"all {len(batch['rules'])} pass"
+                if batch["rules"]
+                else "none",
             )
         console.print(quality)
+        for line in flagged:
+            _labelled("flagged", escape(line))
     for bad in report["bad_files"]:
         console.print(
             f"[yellow]unreadable raw file {bad['path']} set aside as {bad['moved_to']}: "
@@ -919,28 +930,41 @@ def status(
     if report["runs"]:
         last = report["runs"][0]
         ok = next((r for r in report["runs"] if r["status"] == "succeeded"), None)
-        console.print(
-            f"runs       last {last['run_id']} {last['status']}"
+        _labelled(
+            "runs",
+            f"last {last['run_id']} {last['status']}"
             + (f" at {last['failed_state']}" if last["failed_state"] else "")
             + (f"; last success {ok['run_id']}" if ok and ok is not last else "")
-            + " (`riverbed runs` for more)"
+            + " (`riverbed runs` for more)",
         )
         hour = report["last_hour"]
-        console.print(
-            f"last hour  {int(hour['runs_succeeded'])} runs succeeded, "
+        _labelled(
+            "last hour",
+            f"{int(hour['runs_succeeded'])} runs succeeded, "
             f"{int(hour['runs_failed'])} failed (slowest {hour['slowest_run_seconds']:.1f} s); "
             f"{int(hour['transform_rows_in']):,} rows transformed, "
             f"{int(hour['transform_rows_quarantined']):,} quarantined, "
-            f"{int(hour['load_rows']):,} loaded"
+            f"{int(hour['load_rows']):,} loaded",
         )
     else:
-        console.print("runs       none yet (`riverbed run --once`)")
+        _labelled("runs", "none yet (`riverbed run --once`)")
     for alarm in report["alarms"]:
         color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
-        console.print(
-            f"alarm      {alarm['alarm']}: [{color}]{alarm['state']}[/{color}] "
-            f"{escape(alarm['reason'])}"
+        _labelled(
+            "alarm",
+            f"{escape(alarm['alarm'])}: [{color}]{alarm['state']}[/{color}] "
+            f"{escape(alarm['reason'])}",
         )
+
+
+def _labelled(label: str, markup: str) -> None:
+    """``label`` in a column of its own and ``markup`` beside it, wrapped to the console's
+    width under itself (a pipe gets 80 columns): nothing cut, no line too wide."""
+    indent = 11
+    text = Text.from_markup(markup)
+    for i, line in enumerate(text.wrap(console, max(console.width - indent, 30), overflow="fold")):
+        line.rstrip()
+        console.print(Text(f"{label if i == 0 else '':<{indent}}") + line, highlight=False)
 
 
 @app.command()

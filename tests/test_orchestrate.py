@@ -630,3 +630,43 @@ def test_run_history_reads_at_80_columns_and_short_ids_name_runs(project: Path) 
     assert redriven["run_id"] == failed["run_id"] and redriven["status"] == "succeeded"
     code, _, err = run(project, "--redrive", "nope")
     assert code == 1 and "no run nope" in err
+
+
+def test_status_reads_at_80_columns(project: Path, database: Database) -> None:
+    """Quarantined rows, several rules, a failed run and alarms: `status` through a pipe keeps
+    every line within 80 columns, each flagged rule and alarm reason whole."""
+    data = yaml.safe_load(project.read_text())
+    data["tables"]["orders"]["quality"] += [
+        {"type": "not_null", "column": "customer_id", "action": "warn"},
+        {"type": "accepted_values", "column": "seller_id", "values": [7], "action": "warn"},
+    ]
+    data["alarms"] = {
+        "run_failed": {
+            "metric": "runs_failed",
+            "statistic": "sum",
+            "period_seconds": 300,
+            "threshold": 0,
+            "comparison": ">",
+            "treat_missing_data": "not_breaching",
+            "notify": ["console"],
+        }
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into w.orders values (12, null, 8, -1.00)")
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    assert run(project, "--once")[0] == 0
+    configure(project, fault_injection={"check": {"error": "terminal"}})
+    code, failed, _ = run(project, "--once")
+    assert code == 1
+
+    shown = run_cli("status", "-c", str(project), env=NARROW)
+    assert shown.code == 0, shown.text
+    _fits(shown.out)
+    report = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+    words = " ".join(shown.out.split())
+    assert failed["run_id"] in words
+    for alarm in report["alarms"]:
+        assert " ".join(alarm["reason"].split()) in words
+    for rule in ("range(amount)", "not_null(customer_id)", "accepted_values(seller_id)"):
+        assert rule in words
