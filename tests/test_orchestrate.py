@@ -504,7 +504,7 @@ def test_a_table_taken_out_of_the_config_leaves_its_batches_behind(project: Path
 
 def test_an_unknown_table_is_refused_by_name(project: Path) -> None:
     result = run_cli("run", "--once", "--table", "ordres", "-c", str(project))
-    assert result.code == 1
+    assert result.code == 2  # a usage error: the option's value
     [line] = result.err.strip().splitlines()
     assert "--table ordres" in line and "orders" in line
 
