@@ -9,6 +9,8 @@ import pytest
 from conftest import free_port, run_cli, write_config
 from riverbed.config import demo_config_text
 
+NARROW = {"COLUMNS": "80"}  # what a pipe gets
+
 COMMANDS = [
     ("init",),
     ("source", "up"),
@@ -49,9 +51,17 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
     assert "port: 54329" not in text
     config = write_config(tmp_path, text)
     try:
-        first = run_cli("demo", "--duration", "8", "--every", "2", "-c", str(config), timeout=600)
+        first = run_cli(
+            "demo", "--duration", "8", "--every", "2", "-c", str(config), timeout=600, env=NARROW
+        )
         assert first.code == 0, first.text
         out = first.out
+        # through a pipe (80 columns) no table cuts a cell ("accepted_values(c…") or runs wider
+        assert "…" not in out
+        tables = [
+            line for line in out.splitlines() if line.startswith(tuple("┏┃┡│└ ") + ("alarm",))
+        ]
+        assert tables and not [line for line in tables if len(line) > 80]
         assert "started" in out and "seeded" in out
         assert "changes/s" in out
         assert "what landed in the lake" in out and "snapshot rows" in out
@@ -72,7 +82,6 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         run_cli("source", "down", "-c", str(config))
 
 
-NARROW = {"COLUMNS": "80"}  # what a pipe gets
 PYTHON_TYPES = ("<bool>", "<str>", "<int>", "<float", "<path>", "list[")
 
 
