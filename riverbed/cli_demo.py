@@ -279,9 +279,11 @@ def _print_operations(project: Project) -> None:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
     durations = sorted(r["ended_at"] - r["started_at"] for r in runs if r["ended_at"])
     median = durations[len(durations) // 2] if durations else 0.0
+    idle = sum(1 for r in runs if r["idle"])
     console.print(
         f"{len(runs)} runs: "
         + ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+        + (f" ({idle} of them with nothing new)" if idle else "")
         + f"; median {median:.1f} s"
     )
     if "capture_lag_seconds" in latest:

@@ -134,8 +134,13 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
         ids = {r["run_id"]: history.short_id(r["run_id"]) for r in runs}
     finally:
         manifest.close()
-    if not runs and not hidden:
-        console.print("no runs yet: `riverbed run --once` starts one")
+    if not runs:
+        console.print(
+            f"no runs with anything to do yet (+ {hidden} idle; `riverbed runs --all` shows them)"
+            if hidden
+            else "no runs yet: `riverbed run --once` starts one",
+            highlight=False,
+        )
         return
     width = max([len("run"), *(len(i) for i in ids.values())])
     console.print(
