@@ -156,13 +156,13 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
             f"{_clock(r['started_at'])}  {seconds:>7}  {r['trigger']}",
             highlight=False,
         )
-        note = [f"redriven {r['redrives']}x"] if r["redrives"] else []
-        if r["failed_state"]:
-            note.append(f"at {r['failed_state']}")
-        if r["error"]:
-            note.append(r["error"])
+        where = ", ".join(
+            ([f"redriven {r['redrives']}x"] if r["redrives"] else [])
+            + ([f"at {r['failed_state']}"] if r["failed_state"] else [])
+        )
+        note = f"{where}: {r['error']}" if where and r["error"] else where or r["error"]
         if note:
-            _indented(", ".join(note[:-1]) + (": " if len(note) > 1 else "") + note[-1], 2)
+            _indented(note, 2)
     if hidden:
         console.print(
             f"+ {hidden} idle run{'s' if hidden != 1 else ''} hidden (nothing new); "
