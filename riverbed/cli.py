@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from riverbed.config import Project, demo_config_text, load_project
-from riverbed.errors import RiverbedError, SourceError, first_line
+from riverbed.errors import RiverbedError, SourceError, UsageError, first_line
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -31,6 +31,7 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="PATH",
         help="riverbed.yaml to use (default: ./riverbed.yaml, else the demo defaults).",
     ),
 ]
@@ -42,11 +43,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,  # plain help: no Python types (<bool>), wrapped, never cut
 )
-source_app = typer.Typer(help="Manage the embedded source PostgreSQL.", no_args_is_help=True)
+source_app = typer.Typer(
+    help="Manage the embedded source PostgreSQL.",
+    epilog="Example: `riverbed source up`, then `riverbed source status`",
+    no_args_is_help=True,
+)
 shop_app = typer.Typer(
-    help="The demo shop: schema, history and live traffic.", no_args_is_help=True
+    help="The demo shop: schema, history and live traffic.",
+    epilog="Example: `riverbed shop seed --orders 10000`, `riverbed shop run --rate 500`",
+    no_args_is_help=True,
 )
 app.add_typer(source_app, name="source")
 app.add_typer(shop_app, name="shop")
@@ -81,16 +88,15 @@ def main() -> None:
 # --- init ---------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help="Write a commented riverbed.yaml for the demo shop.")
 def init(
-    directory: Annotated[Path, typer.Argument(help="Folder to write riverbed.yaml into.")] = Path(
-        "."
-    ),
+    # described in the docstring: typer would list it with its Python type (<path>)
+    directory: Annotated[Path, typer.Argument(metavar="DIRECTORY", hidden=True)] = Path("."),
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing riverbed.yaml.")
     ] = False,
 ) -> None:
-    """Write a commented riverbed.yaml for the demo shop.
+    """Write a commented riverbed.yaml for the demo shop into DIRECTORY (default: here).
 
     Example: `riverbed init my-pipeline`
     """
@@ -115,7 +121,7 @@ def init(
 # --- source -------------------------------------------------------------------------------
 
 
-@source_app.command("up")
+@source_app.command("up", short_help="Start the embedded PostgreSQL and print its DSN.")
 def source_up(config: ConfigOption = None) -> None:
     """Start the embedded PostgreSQL (initialising it on first use) and print its DSN.
 
@@ -162,7 +168,9 @@ def source_down(config: ConfigOption = None) -> None:
     console.print("stopped" if stopped else "already stopped")
 
 
-@source_app.command("status")
+@source_app.command(
+    "status", short_help="The source DSN, version, wal_level and replication slots."
+)
 def source_status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -218,23 +226,34 @@ def _bytes(n: int) -> str:
 # --- shop ---------------------------------------------------------------------------------
 
 
-@shop_app.command("seed")
+@shop_app.command("seed", short_help="Create schema `shop` with months of realistic history.")
 def shop_seed(
-    customers: Annotated[int, typer.Option(min=1, help="Customers to create.")] = 5_000,
-    sellers: Annotated[int, typer.Option(min=1, help="Sellers to create.")] = 300,
-    products: Annotated[int, typer.Option(min=1, help="Products to create.")] = 2_000,
+    customers: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Customers to create.")
+    ] = 5_000,
+    sellers: Annotated[int, typer.Option(min=1, metavar="N", help="Sellers to create.")] = 300,
+    products: Annotated[int, typer.Option(min=1, metavar="N", help="Products to create.")] = 2_000,
     orders: Annotated[
-        int, typer.Option(min=0, help="Orders over the whole history (items and returns follow).")
+        int,
+        typer.Option(
+            min=0, metavar="N", help="Orders over the whole history (items and returns follow)."
+        ),
     ] = 100_000,
     months: Annotated[
-        int, typer.Option(min=1, max=120, help="Months of history, ending today.")
+        int, typer.Option(min=1, max=120, metavar="N", help="Months of history, ending today.")
     ] = 12,
     seed: Annotated[
-        int, typer.Option(help="Random seed: the same seed and end date give identical tables.")
+        int,
+        typer.Option(
+            metavar="N", help="Random seed: the same seed and end date give identical tables."
+        ),
     ] = 42,
     end_date: Annotated[
         str | None,
-        typer.Option(help="Day the history ends (YYYY-MM-DD, exclusive); default today (UTC)."),
+        typer.Option(
+            metavar="YYYY-MM-DD",
+            help="Day the history ends (YYYY-MM-DD, exclusive); default today (UTC).",
+        ),
     ] = None,
     reset: Annotated[
         bool, typer.Option("--reset", help="Drop an existing shop schema first.")
@@ -253,7 +272,7 @@ def shop_seed(
     try:
         end = date.fromisoformat(end_date) if end_date else None
     except ValueError:
-        raise RiverbedError(f"--end-date {end_date!r} is not a date; use YYYY-MM-DD") from None
+        raise UsageError(f"--end-date {end_date!r} is not a date; use YYYY-MM-DD") from None
     spec = HistorySpec(customers, sellers, products, orders, months, seed, end)
     _seed(_project(config), spec, reset, quiet)
 
@@ -297,21 +316,33 @@ def _seed(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
     return result
 
 
-@shop_app.command("run")
+@shop_app.command(
+    "run", short_help="Drive live OLTP traffic on the shop: orders, returns, deletes."
+)
 def shop_run(
     rate: Annotated[
         float,
-        typer.Option(min=0, help="Target changes (rows) per second; 0 = as fast as possible."),
+        typer.Option(
+            min=0, metavar="N", help="Target changes (rows) per second; 0 = as fast as possible."
+        ),
     ] = 1000.0,
     duration: Annotated[
-        float, typer.Option(min=0, help="Seconds to run; 0 = until Ctrl-C.")
+        float, typer.Option(min=0, metavar="SECONDS", help="Seconds to run; 0 = until Ctrl-C.")
     ] = 60.0,
     dirty_ratio: Annotated[
-        float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty (0-1).")
+        float,
+        typer.Option(
+            min=0, max=1, metavar="RATIO", help="Share of checkable rows written dirty (0-1)."
+        ),
     ] = 0.0,
-    seed: Annotated[int, typer.Option(help="Random seed for the sequence of actions.")] = 1,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Random seed for the sequence of actions.")
+    ] = 1,
     large_every: Annotated[
-        float, typer.Option(min=1, help="Seconds between bulk imports of 10,000+ rows.")
+        float,
+        typer.Option(
+            min=1, metavar="SECONDS", help="Seconds between bulk imports of 10,000+ rows."
+        ),
     ] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress line.")] = False,
@@ -486,7 +517,7 @@ def _capture_reconnecting(
                 return CaptureResult()  # stopped while waiting: everything captured is kept
 
 
-@app.command()
+@app.command(short_help="Snapshot, then stream, the source's changes into the lake.")
 def capture(
     once: Annotated[
         bool, typer.Option("--once", help="Capture everything committed up to now, then exit.")
@@ -512,7 +543,7 @@ def capture(
     from riverbed.capture.pgoutput import format_lsn
 
     if once == follow:
-        raise RiverbedError(
+        raise UsageError(
             "choose one of --once (drain up to now, then exit) or --follow (stream until stopped)"
         )
     project = _project(config)
@@ -572,7 +603,7 @@ def capture(
 # --- status -------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help="Run the pipeline once or on a schedule; redrive a failed run.")
 def run(
     once: Annotated[
         bool, typer.Option("--once", help="One execution over everything pending (the default).")
@@ -582,32 +613,50 @@ def run(
         typer.Option(
             "--every",
             min=0.1,
+            metavar="SECONDS",
             help="Run again every SECONDS until Ctrl-C (orchestration.cron/every_seconds in "
             "config schedule without it).",
         ),
     ] = None,
     redrive: Annotated[
         str | None,
-        typer.Option("--redrive", help="Resume failed run RUN_ID at its failed state."),
+        typer.Option(
+            "--redrive", metavar="RUN_ID", help="Resume failed run RUN_ID at its failed state."
+        ),
     ] = None,
     engine: Annotated[
         str | None,
-        typer.Option("--engine", help="duckdb or spark; default: transform.engine in config."),
+        typer.Option(
+            "--engine",
+            metavar="ENGINE",
+            help="duckdb or spark; default: transform.engine in config.",
+        ),
     ] = None,
     table: Annotated[
-        list[str] | None, typer.Option("--table", help="Only this table (repeatable).")
+        list[str] | None,
+        typer.Option("--table", metavar="TABLE", help="Only this table (repeatable)."),
     ] = None,
     reprocess_table: Annotated[
         str | None,
-        typer.Option("--reprocess", help="Rewind fact TABLE's bookmarks (with --from), then run."),
+        typer.Option(
+            "--reprocess",
+            metavar="TABLE",
+            help="Rewind fact TABLE's bookmarks (with --from), then run.",
+        ),
     ] = None,
     start: Annotated[
         str | None,
-        typer.Option("--from", help="With --reprocess: an LSN (0/16B3748) or a UTC time."),
+        typer.Option(
+            "--from", metavar="LSN|TIME", help="With --reprocess: an LSN (0/16B3748) or a UTC time."
+        ),
     ] = None,
     stage: Annotated[
         str,
-        typer.Option("--stage", help="all (the state machine), or only transform, or only load."),
+        typer.Option(
+            "--stage",
+            metavar="STAGE",
+            help="all (the state machine), or only transform, or only load.",
+        ),
     ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
@@ -625,15 +674,15 @@ def run(
     from riverbed.cli_runs import live_progress, print_report, run_partial
 
     if engine is not None and engine not in ("duckdb", "spark"):
-        raise RiverbedError(f"--engine {engine}: choose duckdb or spark")
+        raise UsageError(f"--engine {engine}: choose duckdb or spark")
     if stage not in ("all", "transform", "load"):
-        raise RiverbedError(f"--stage {stage}: choose all, transform or load")
+        raise UsageError(f"--stage {stage}: choose all, transform or load")
     if (reprocess_table is None) != (start is None):
-        raise RiverbedError("--reprocess TABLE and --from TIME|LSN go together")
+        raise UsageError("--reprocess TABLE and --from TIME|LSN go together")
     if sum([once, every is not None, redrive is not None]) > 1:
-        raise RiverbedError("choose one of --once, --every SECONDS and --redrive RUN_ID")
+        raise UsageError("choose one of --once, --every SECONDS and --redrive RUN_ID")
     if stage != "all" and (every is not None or redrive is not None):
-        raise RiverbedError("--stage transform|load runs once; it goes without --every/--redrive")
+        raise UsageError("--stage transform|load runs once; it goes without --every/--redrive")
     project = _project(config)
     for name in table or []:  # a typo would otherwise run nothing and say "nothing new"
         project.config.require_table(name, "--table")
@@ -734,36 +783,48 @@ def _logging(project: Project, quiet: bool) -> None:
             redact(ref.reveal())
 
 
-@app.command()
+@app.command(short_help="Run history; `riverbed runs show RUN_ID` for a run's timeline.")
 def runs(
-    action: Annotated[str | None, typer.Argument(help="show")] = None,
-    run_id: Annotated[str | None, typer.Argument(help="RUN_ID, with show")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many runs to list.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    # described in the docstring: typer would list them with their Python type (<str>)
+    action: Annotated[str | None, typer.Argument(metavar="show", hidden=True)] = None,
+    run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", hidden=True)] = None,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="How many runs to list.")] = 20,
+    show_idle: Annotated[
+        bool,
+        typer.Option("--all", help="List idle runs (nothing new) too; they are hidden by default."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for scripts: every run, with its idle flag.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Run history: the latest runs, or one run's timeline state by state.
+    """Run history: the latest runs, or with `show RUN_ID` one run's timeline state by state.
+    RUN_ID is a run's id, or the id's hex tail (the short id the list shows).
 
-    Example: `riverbed runs`, `riverbed runs show 20261127T101500Z-1a2b3c`
+    Example: `riverbed runs`, `riverbed runs show 1a2b3c`
     """
     from riverbed.cli_runs import print_runs, print_timeline
 
     if action not in (None, "show"):
-        raise RiverbedError(f"riverbed runs {action}: did you mean `riverbed runs show RUN_ID`?")
+        raise UsageError(f"riverbed runs {action}: did you mean `riverbed runs show RUN_ID`?")
     if action == "show" and run_id is None:
-        raise RiverbedError("riverbed runs show needs a RUN_ID (see `riverbed runs`)")
+        raise UsageError("riverbed runs show needs a RUN_ID (see `riverbed runs`)")
     project = _project(config)
     if run_id is None:
-        print_runs(project, limit, as_json)
+        print_runs(project, limit, as_json, show_idle)
     else:
         print_timeline(project, run_id, as_json)
 
 
-@app.command()
+@app.command(short_help="Print the warehouse DDL the config implies.")
 def ddl(
     dialect: Annotated[
         str | None,
-        typer.Option("--dialect", help="duckdb, postgres or redshift (default: the warehouse's)."),
+        typer.Option(
+            "--dialect",
+            metavar="DIALECT",
+            help="duckdb, postgres or redshift (default: the warehouse's).",
+        ),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -849,7 +910,7 @@ def query(
         console.print(f"{rows.num_rows:,} rows")
 
 
-@app.command()
+@app.command(short_help="Capture lag, the lake, quality results, runs and alarms.")
 def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -865,19 +926,20 @@ def status(
         print(json.dumps(report))
         return
     cap = report["capture"]
-    console.print(f"source     {report['source']['dsn']} ({report['source']['state']})")
+    _labelled("source", escape(f"{report['source']['dsn']} ({report['source']['state']})"))
     if cap["slot"] is None:
-        console.print("capture    not started (run `riverbed capture --once`)")
+        _labelled("capture", "not started (run `riverbed capture --once`)")
     else:
         lag = cap["lag_bytes"]
-        console.print(
-            f"capture    slot {cap['slot']} at {cap['position']}, lag "
+        _labelled(
+            "capture",
+            f"slot {cap['slot']} at {cap['position']}, lag "
             f"{'-' if lag is None else _bytes(lag)}"
             + (f" / {cap['lag_seconds']:.1f} s" if cap["lag_seconds"] is not None else "")
-            + f", {cap['files']:,} raw files, {cap['rows']:,} rows"
+            + f", {cap['files']:,} raw files, {cap['rows']:,} rows",
         )
     if report["lake"]:
-        table = Table("table", "raw files", "rows", "schema version", "last landed")
+        table = Table("table", "raw files", "rows", "schema", "last landed")
         for name, info in report["lake"].items():
             table.add_row(
                 name,
@@ -888,12 +950,16 @@ def status(
             )
         console.print(table)
     if report["quality"]:
-        quality = Table("table", "last batch", "rows in", "staged", "quarantined", "quality")
+        # the rules that did not pass go below the table, one line each: in a cell they
+        # wrapped to a column a few characters wide
+        quality = Table("table", "last batch", "rows in", "staged", "quarantined", "rules")
+        flagged: list[str] = []
         for batch in report["quality"]:
-            flagged = [
-                f"{r['rule']}: {r['status']} {r['failed']:,}/{r['checked']:,}"
-                for r in batch["rules"]
-                if r["status"] != "pass"
+            failing = [r for r in batch["rules"] if r["status"] != "pass"]
+            flagged += [
+                f"{batch['table']} {r['rule']}: {r['status']} {r['failed']:,} of "
+                f"{r['checked']:,} rows"
+                for r in failing
             ]
             quality.add_row(
                 batch["table"],
@@ -901,9 +967,15 @@ def status(
                 f"{batch['rows_in']:,}",
                 f"{batch['rows_out']:,}",
                 f"{batch['rows_quarantined']:,}",
-                escape("; ".join(flagged)) or f"all {len(batch['rules'])} pass",
+                f"{len(failing)} of {len(batch['rules'])} flagged"
+                if failing
+                else f"all {len(batch['rules'])} pass"
+                if batch["rules"]
+                else "none",
             )
         console.print(quality)
+        for line in flagged:
+            _labelled("flagged", escape(line))
     for bad in report["bad_files"]:
         console.print(
             f"[yellow]unreadable raw file {bad['path']} set aside as {bad['moved_to']}: "
@@ -912,34 +984,51 @@ def status(
     if report["runs"]:
         last = report["runs"][0]
         ok = next((r for r in report["runs"] if r["status"] == "succeeded"), None)
-        console.print(
-            f"runs       last {last['run_id']} {last['status']}"
+        _labelled(
+            "runs",
+            f"last {last['run_id']} {last['status']}"
             + (f" at {last['failed_state']}" if last["failed_state"] else "")
             + (f"; last success {ok['run_id']}" if ok and ok is not last else "")
-            + " (`riverbed runs` for more)"
+            + " (`riverbed runs` for more)",
         )
         hour = report["last_hour"]
-        console.print(
-            f"last hour  {int(hour['runs_succeeded'])} runs succeeded, "
+        _labelled(
+            "last hour",
+            f"{int(hour['runs_succeeded'])} runs succeeded, "
             f"{int(hour['runs_failed'])} failed (slowest {hour['slowest_run_seconds']:.1f} s); "
             f"{int(hour['transform_rows_in']):,} rows transformed, "
             f"{int(hour['transform_rows_quarantined']):,} quarantined, "
-            f"{int(hour['load_rows']):,} loaded"
+            f"{int(hour['load_rows']):,} loaded",
         )
     else:
-        console.print("runs       none yet (`riverbed run --once`)")
+        _labelled("runs", "none yet (`riverbed run --once`)")
     for alarm in report["alarms"]:
         color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
-        console.print(
-            f"alarm      {alarm['alarm']}: [{color}]{alarm['state']}[/{color}] "
-            f"{escape(alarm['reason'])}"
+        _labelled(
+            "alarm",
+            f"{escape(alarm['alarm'])}: [{color}]{alarm['state']}[/{color}] "
+            f"{escape(alarm['reason'])}",
         )
 
 
-@app.command()
+def _labelled(label: str, markup: str) -> None:
+    """``label`` in a column of its own and ``markup`` beside it, wrapped to the console's
+    width under itself (a pipe gets 80 columns): nothing cut, no line too wide."""
+    indent = 11
+    text = Text.from_markup(markup)
+    for i, line in enumerate(text.wrap(console, max(console.width - indent, 30), overflow="fold")):
+        line.rstrip()
+        console.print(Text(f"{label if i == 0 else '':<{indent}}") + line, highlight=False)
+
+
+@app.command(short_help="Serve /metrics for Prometheus; evaluate alarms between runs.")
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 9108,
+    host: Annotated[
+        str, typer.Option(metavar="HOST", help="Interface to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, metavar="PORT", help="Port (0: any free one).")
+    ] = 9108,
     config: ConfigOption = None,
 ) -> None:
     """Serve the pipeline's metrics in Prometheus text format at /metrics until Ctrl-C
@@ -979,17 +1068,23 @@ def serve(
 # --- demo ---------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help="Everything end to end on the embedded defaults, explained.")
 def demo(
-    duration: Annotated[float, typer.Option(min=1, help="Seconds of live traffic.")] = 20.0,
+    duration: Annotated[
+        float, typer.Option(min=1, metavar="SECONDS", help="Seconds of live traffic.")
+    ] = 20.0,
     rate: Annotated[
-        float, typer.Option(min=0, help="Changes per second of live traffic.")
+        float, typer.Option(min=0, metavar="N", help="Changes per second of live traffic.")
     ] = 2000.0,
     dirty_ratio: Annotated[
-        float, typer.Option(min=0, max=1, help="Share of checkable rows written dirty.")
+        float,
+        typer.Option(min=0, max=1, metavar="RATIO", help="Share of checkable rows written dirty."),
     ] = 0.02,
     every: Annotated[
-        float, typer.Option(min=1, help="Seconds between pipeline runs during the traffic.")
+        float,
+        typer.Option(
+            min=1, metavar="SECONDS", help="Seconds between pipeline runs during the traffic."
+        ),
     ] = 5.0,
     config: ConfigOption = None,
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from riverbed.cli import _drive, _report_workload, _seed, console
+from riverbed.cli import _drive, _labelled, _report_workload, _seed, console
 from riverbed.config import Project
 
 
@@ -175,9 +175,11 @@ def _print_quality(project: Project) -> None:
     if not rows:
         console.print("every quality rule passed on every batch")
         return
-    table = Table("table", "rule", "rows checked", "rows failed", "action taken")
+    # four columns, so that a rule's name fits whole in 80 columns (a pipe's width)
+    table = Table("table", "rule", "rows failed", "action taken")
+    table.columns[1].overflow = "fold"  # a name too long for the column wraps, never cut
     for name, rule, checked, failed, status in rows:
-        table.add_row(name, escape(rule), f"{checked:,}", f"{failed:,}", status)
+        table.add_row(name, escape(rule), f"{failed:,} of {checked:,}", status)
     console.print(table)
     console.print(
         f"{quarantined or 0:,} dirty rows quarantined with their rule and reason under "
@@ -212,7 +214,7 @@ def _print_warehouse(project: Project) -> None:
                 f"{row['changed']:,}",
             )
         console.print(table)
-        facts = Table("fact", "rows", "batches", "first event", "last event")
+        facts = Table("fact", "rows", "batches", "first day", "last event")
         for fact in model.facts:
             if warehouse.columns(fact.name) is None:
                 continue
@@ -224,8 +226,8 @@ def _print_warehouse(project: Project) -> None:
                 fact.name,
                 f"{row['n']:,}",
                 f"{row['batches']:,}",
-                str(row["first"])[:19],
-                str(row["last"])[:19],
+                str(row["first"])[:10],
+                str(row["last"])[:16],  # to the minute: the row fits in 80 columns
             )
         console.print(facts)
     finally:
@@ -277,9 +279,11 @@ def _print_operations(project: Project) -> None:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
     durations = sorted(r["ended_at"] - r["started_at"] for r in runs if r["ended_at"])
     median = durations[len(durations) // 2] if durations else 0.0
+    idle = sum(1 for r in runs if r["idle"])
     console.print(
         f"{len(runs)} runs: "
         + ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+        + (f" ({idle} of them with nothing new)" if idle else "")
         + f"; median {median:.1f} s"
     )
     if "capture_lag_seconds" in latest:
@@ -287,14 +291,13 @@ def _print_operations(project: Project) -> None:
             f"capture lag at the end: {latest['capture_lag_seconds']:.1f} s, "
             f"{int(latest.get('capture_lag_bytes', 0)):,} bytes of WAL"
         )
-    if alarms:
-        table = Table("alarm", "state", "why")
-        for alarm in alarms:
-            color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
-            table.add_row(
-                alarm["alarm"], f"[{color}]{alarm['state']}[/{color}]", escape(alarm["reason"])
-            )
-        console.print(table)
+    for alarm in alarms:  # as `riverbed status` prints them: a reason wraps under itself
+        color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
+        _labelled(
+            "alarm",
+            f"{escape(alarm['alarm'])}: [{color}]{alarm['state']}[/{color}] "
+            f"{escape(alarm['reason'])}",
+        )
 
 
 def _next_steps(project: Project, source: Any) -> None:

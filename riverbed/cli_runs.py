@@ -11,11 +11,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.markup import escape
-from rich.table import Table
 
 from riverbed.cli import console, err_console
 from riverbed.config import Project
-from riverbed.errors import RiverbedError
 from riverbed.observe.logs import RedactFilter
 
 
@@ -116,69 +114,96 @@ def print_report(
     )
 
 
-def print_runs(project: Project, limit: int, as_json: bool) -> None:
-    from riverbed.lake.manifest import open_manifest
-    from riverbed.orchestrate.history import RunHistory
-
-    manifest = open_manifest(project)
-    try:
-        runs = RunHistory(manifest).runs(limit)
-    finally:
-        manifest.close()
-    if as_json:
-        print(json.dumps(runs, default=str))
-        return
-    if not runs:
-        console.print("no runs yet: `riverbed run --once` starts one")
-        return
-    table = Table()
-    for name in ("run", "status", "trigger", "started", "seconds"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("failed state / error")
-    for r in runs:
-        seconds = (r["ended_at"] - r["started_at"]) if r["ended_at"] else None
-        color = {"succeeded": "green", "failed": "red", "aborted": "yellow"}.get(r["status"], "")
-        table.add_row(
-            r["run_id"],
-            f"[{color}]{r['status']}[/{color}]" if color else r["status"],
-            r["trigger"] + (f" (redriven {r['redrives']}x)" if r["redrives"] else ""),
-            _clock(r["started_at"]),
-            f"{seconds:.2f}" if seconds is not None else "-",
-            escape(f"{r['failed_state'] or ''} {(r['error'] or '')[:80]}".strip()),
-        )
-    console.print(table)
-
-
-def print_timeline(project: Project, run_id: str, as_json: bool) -> None:
+def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> None:
+    """The latest runs, one line each, laid out to fit the console (80 columns in a pipe):
+    a short id that `runs show` and `run --redrive` take, and a failed run's error whole on
+    the lines below it. Idle runs (nothing new: one per interval of `run --every`) are
+    counted, not listed, unless ``show_idle``; the JSON lists every run with its idle flag."""
     from riverbed.lake.manifest import open_manifest
     from riverbed.orchestrate.history import RunHistory
 
     manifest = open_manifest(project)
     try:
         history = RunHistory(manifest)
-        found = history.matching(run_id)
-        if not found:
-            raise RiverbedError(f"no run {run_id}; `riverbed runs` lists the runs")
-        if len(found) > 1:
-            ids = ", ".join(r["run_id"] for r in found[:5]) + (", ..." if len(found) > 5 else "")
-            raise RiverbedError(f"{run_id} names {len(found)} runs ({ids}); give more of the id")
-        run = found[0]
+        runs = history.runs(limit, idle=as_json or show_idle)
+        if as_json:
+            print(json.dumps(runs, default=str))
+            return
+        full = len(runs) == limit  # older runs, idle ones among them, are beyond the list
+        hidden = 0 if show_idle else history.idle_runs(runs[-1]["started_at"] if full else None)
+        ids = {r["run_id"]: history.short_id(r["run_id"]) for r in runs}
+    finally:
+        manifest.close()
+    if not runs:
+        console.print(
+            f"no runs with anything to do yet (+ {hidden} idle; `riverbed runs --all` shows them)"
+            if hidden
+            else "no runs yet: `riverbed run --once` starts one",
+            highlight=False,
+        )
+        return
+    width = max([len("run"), *(len(i) for i in ids.values())])
+    console.print(
+        f"{'run':<{width}}  {'status':<11}  {'started':<14}  {'seconds':>7}  trigger",
+        highlight=False,
+    )
+    for r in runs:
+        seconds = f"{r['ended_at'] - r['started_at']:.2f}" if r["ended_at"] else "-"
+        status = "nothing new" if r["idle"] else r["status"]
+        color = {"succeeded": "green", "failed": "red", "aborted": "yellow"}.get(status, "dim")
+        console.print(
+            f"{ids[r['run_id']]:<{width}}  [{color}]{status:<11}[/{color}]  "
+            f"{_clock(r['started_at'])}  {seconds:>7}  {r['trigger']}",
+            highlight=False,
+        )
+        where = ", ".join(
+            ([f"redriven {r['redrives']}x"] if r["redrives"] else [])
+            + ([f"at {r['failed_state']}"] if r["failed_state"] else [])
+        )
+        note = f"{where}: {r['error']}" if where and r["error"] else where or r["error"]
+        if note:
+            _indented(note, 2)
+    if hidden:
+        console.print(
+            f"+ {hidden} idle run{'s' if hidden != 1 else ''} hidden (nothing new); "
+            "`riverbed runs --all` shows them",
+            highlight=False,
+        )
+
+
+def print_timeline(project: Project, given: str, as_json: bool) -> None:
+    """One run's events, one line each (time, state, event, attempt), their details (error,
+    counts, seconds) on the lines below, wrapped to the console's width."""
+    from riverbed.lake.manifest import open_manifest
+    from riverbed.orchestrate.history import RunHistory
+
+    manifest = open_manifest(project)
+    try:
+        history = RunHistory(manifest)
+        run = history.resolve(given)
         run_id = run["run_id"]
         events = history.events(run_id)
+        short = history.short_id(run_id)
     finally:
         manifest.close()
     if as_json:
         print(json.dumps({"run": run, "events": [e.__dict__ for e in events]}, default=str))
         return
+    status = "succeeded, nothing new" if run["idle"] else run["status"]
     console.print(
-        f"run {run_id}: {run['status']} ({run['trigger']}), started {_clock(run['started_at'])}"
-        + (f", redriven {run['redrives']}x" if run["redrives"] else "")
+        f"run {run_id}: {status} ({run['trigger']}), started {_clock(run['started_at'])}"
+        + (f", redriven {run['redrives']}x" if run["redrives"] else ""),
+        highlight=False,
     )
-    table = Table()
-    for name in ("time", "state", "event", "attempt"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("detail")
+    width = min(max([len("state"), *(len(e.state) for e in events)]), 30)
+    event_width = max([0, *(len(e.event) for e in events)])
     for e in events:
+        attempt = f"attempt {e.attempt}" if e.attempt else ""
+        line = f"{_clock(e.ts, millis=True)}  {e.state:<{width}}  {e.event:<{event_width}}"
+        console.print(
+            escape(f"{line}  {attempt}").rstrip(),
+            highlight=False,
+        )
         detail = dict(e.detail)
         output = detail.pop("output", None)
         parts = [f"{k}={v}" for k, v in detail.items()]
@@ -186,16 +211,25 @@ def print_timeline(project: Project, run_id: str, as_json: bool) -> None:
             parts += [f"{k}={v}" for k, v in output.items()]
         if e.error:
             parts.insert(0, f"{e.error_class}: {e.error}" if e.error_class else e.error)
-        table.add_row(
-            _clock(e.ts, millis=True),
-            e.state,
-            e.event,
-            str(e.attempt or ""),
-            escape(", ".join(str(p) for p in parts)),
-        )
-    console.print(table)
+        if parts:
+            _indented(", ".join(str(p) for p in parts), 4)
     if run["status"] in ("failed", "aborted"):
-        console.print(f"resume with `riverbed run --redrive {run_id}`")
+        console.print(f"resume with `riverbed run --redrive {short}`", highlight=False)
+
+
+def _indented(text: str, indent: int) -> None:
+    """``text`` on lines of its own, indented, wrapped to the console's width: nothing cut."""
+    import textwrap
+
+    pad = " " * indent
+    for line in textwrap.wrap(
+        text,
+        width=max(console.width, 40),
+        initial_indent=pad,
+        subsequent_indent=pad,
+        break_on_hyphens=False,
+    ):
+        console.print(escape(line), highlight=False)
 
 
 def _clock(ts: float, millis: bool = False) -> str:

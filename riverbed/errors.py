@@ -2,6 +2,7 @@
 
     RiverbedError            any error with a message meant for the user (exit 1)
     ├── ConfigError          riverbed.yaml is wrong; carries one line per problem (exit 2)
+    ├── UsageError           a command-line option's value is wrong (exit 2)
     ├── SourceError          the source PostgreSQL cannot be reached or managed (transient)
     ├── LakeError            riverbed.lake.storage; transient per error
     ├── WarehouseError       riverbed.load.warehouse; transient per error
@@ -38,6 +39,13 @@ class ConfigError(RiverbedError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class UsageError(RiverbedError):
+    """An option or argument the command line was given is wrong (a value out of its choices,
+    two options that exclude each other): exit 2, as for the usage errors typer catches."""
+
+    exit_code = 2
 
 
 class SourceError(RiverbedError):

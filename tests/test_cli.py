@@ -9,6 +9,8 @@ import pytest
 from conftest import free_port, run_cli, write_config
 from riverbed.config import demo_config_text
 
+NARROW = {"COLUMNS": "80"}  # what a pipe gets
+
 COMMANDS = [
     ("init",),
     ("source", "up"),
@@ -49,9 +51,17 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
     assert "port: 54329" not in text
     config = write_config(tmp_path, text)
     try:
-        first = run_cli("demo", "--duration", "8", "--every", "2", "-c", str(config), timeout=600)
+        first = run_cli(
+            "demo", "--duration", "8", "--every", "2", "-c", str(config), timeout=600, env=NARROW
+        )
         assert first.code == 0, first.text
         out = first.out
+        # through a pipe (80 columns) no table cuts a cell ("accepted_values(c…") or runs wider
+        assert "…" not in out
+        tables = [
+            line for line in out.splitlines() if line.startswith(tuple("┏┃┡│└ ") + ("alarm",))
+        ]
+        assert tables and not [line for line in tables if len(line) > 80]
         assert "started" in out and "seeded" in out
         assert "changes/s" in out
         assert "what landed in the lake" in out and "snapshot rows" in out
@@ -70,3 +80,66 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         assert "capture resumed" in second.out
     finally:
         run_cli("source", "down", "-c", str(config))
+
+
+PYTHON_TYPES = ("<bool>", "<str>", "<int>", "<float", "<path>", "list[")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [*COMMANDS, ("run",), ("runs",), ("ddl",), ("serve",), ("source",), ("shop",)],
+    ids=" ".join,
+)
+def test_help_fits_80_columns_and_names_values_not_python_types(command: tuple[str, ...]) -> None:
+    result = run_cli(*command, "--help", env=NARROW)
+    assert result.code == 0, result.text
+    assert not [line for line in result.out.splitlines() if len(line) > 80]
+    assert not [t for t in PYTHON_TYPES if t in result.out], result.out
+    assert "…" not in result.out and not result.out.rstrip().endswith("...")
+    assert "Example:" in result.out and f"riverbed {command[0]}" in result.out
+
+
+def test_run_help_shows_every_option_whole() -> None:
+    out = " ".join(run_cli("run", "--help", env=NARROW).out.split())
+    for whole in (
+        "--every SECONDS Run again every SECONDS until Ctrl-C "
+        "(orchestration.cron/every_seconds in config schedule without it).",
+        "--redrive RUN_ID",
+        "--from LSN|TIME With --reprocess: an LSN (0/16B3748) or a UTC time.",
+        "-c, --config PATH riverbed.yaml to use (default: ./riverbed.yaml, else the demo defaults).",
+    ):
+        assert whole in out
+
+
+USAGE_ERRORS = [
+    ("sourse", "up"),  # typer's own
+    ("run", "--every", "0.01"),
+    ("runs", "--limit", "many"),
+    ("run", "--engine", "oracle"),
+    ("run", "--stage", "publish"),
+    ("run", "--once", "--every", "5"),
+    ("run", "--reprocess", "orders"),
+    ("run", "--stage", "load", "--every", "5"),
+    ("capture",),
+    ("shop", "seed", "--end-date", "2026-13-45"),
+    ("runs", "shwo", "1a2b3c"),
+    ("runs", "show"),
+    ("ddl", "--dialect", "oracle"),
+]
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=" ".join)
+def test_usage_errors_exit_2_in_one_line(args: tuple[str, ...], tmp_path: Path) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.code == 2, result.text
+    assert "Traceback" not in result.text and result.err.strip()
+
+
+def test_runtime_errors_exit_1(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, f'source:\n  dsn: "postgresql://riverbed@127.0.0.1:{free_port()}/nowhere"\n'
+    )
+    for args in (("capture", "--once"), ("runs", "show", "1a2b3c")):
+        result = run_cli(*args, "-c", str(config))
+        assert result.code == 1, result.text
+        assert "Traceback" not in result.text and result.err.strip()

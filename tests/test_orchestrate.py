@@ -302,7 +302,8 @@ def test_runs_show_prints_the_timeline(project: Path) -> None:
     code, report, _ = run(project, "--once")
     assert code == 0
     listed = run_cli("runs", "-c", str(project))
-    assert listed.code == 0 and report["run_id"] in listed.out and "succeeded" in listed.out
+    short = report["run_id"].rsplit("-", 1)[1]  # the list shows the short id
+    assert listed.code == 0 and short in listed.out and "succeeded" in listed.out
     shown = run_cli("runs", "show", report["run_id"], "-c", str(project))
     assert shown.code == 0
     for state in ("check", "transform", "dimension_customers", "facts", "publish"):
@@ -503,7 +504,7 @@ def test_a_table_taken_out_of_the_config_leaves_its_batches_behind(project: Path
 
 def test_an_unknown_table_is_refused_by_name(project: Path) -> None:
     result = run_cli("run", "--once", "--table", "ordres", "-c", str(project))
-    assert result.code == 1
+    assert result.code == 2  # a usage error: the option's value
     [line] = result.err.strip().splitlines()
     assert "--table ordres" in line and "orders" in line
 
@@ -579,3 +580,93 @@ def test_a_machine_that_loops_with_no_way_out_is_refused_at_load(
     else:
         assert result.code == 2 and refused in result.err and "Traceback" not in result.text
         assert len(result.err.strip().splitlines()) == 1, result.err
+
+
+NARROW = {"COLUMNS": "80"}  # what a pipe gets
+
+
+def _fits(text: str, width: int = 80) -> None:
+    too_wide = [line for line in text.splitlines() if len(line) > width]
+    assert not too_wide, "\n".join(too_wide)
+
+
+def test_run_history_reads_at_80_columns_and_short_ids_name_runs(project: Path) -> None:
+    """A real history: a run with data, idle runs (nothing new), a failed one; read through a
+    pipe (80 columns), every id and error whole, and the short id the list shows is enough
+    to show the run and to redrive it."""
+    code, loaded, err = run(project, "--once")
+    assert code == 0, err
+    for _ in range(3):
+        assert run(project, "--once")[0] == 0  # nothing new: idle
+    configure(project, fault_injection={"check": {"error": "terminal"}})
+    code, failed, _ = run(project, "--once")
+    assert code == 1 and failed["error"]
+    short = failed["run_id"].rsplit("-", 1)[1]
+
+    listed = run_cli("runs", "-c", str(project), env=NARROW)
+    assert listed.code == 0, listed.text
+    _fits(listed.out)
+    assert short in listed.out and loaded["run_id"].rsplit("-", 1)[1] in listed.out
+    assert " ".join(failed["error"].split()) in " ".join(listed.out.split())
+    assert "3 idle runs hidden" in listed.out  # nothing-new runs do not push real ones out
+    every = run_cli("runs", "--all", "-c", str(project), env=NARROW)
+    _fits(every.out)
+    assert every.out.count("nothing new") == 3
+    everything = json.loads(run_cli("runs", "--json", "-c", str(project)).out)
+    assert [r["idle"] for r in everything] == [False, True, True, True, False]
+
+    shown = run_cli("runs", "show", short, "-c", str(project), env=NARROW)
+    assert shown.code == 0, shown.text
+    _fits(shown.out)
+    assert failed["run_id"] in shown.out and f"--redrive {short}" in shown.out
+    assert " ".join(failed["error"].split()) in " ".join(shown.out.split())
+    check = run_cli("runs", "show", loaded["run_id"], "-c", str(project), env=NARROW)
+    _fits(check.out)
+    assert "new_raw_files=" in check.out and "pending_batches=" in check.out
+
+    configure(project)
+    code, redriven, err = run(project, "--redrive", short)
+    assert code == 0, err
+    assert redriven["run_id"] == failed["run_id"] and redriven["status"] == "succeeded"
+    code, _, err = run(project, "--redrive", "nope")
+    assert code == 1 and "no run nope" in err
+
+
+def test_status_reads_at_80_columns(project: Path, database: Database) -> None:
+    """Quarantined rows, several rules, a failed run and alarms: `status` through a pipe keeps
+    every line within 80 columns, each flagged rule and alarm reason whole."""
+    data = yaml.safe_load(project.read_text())
+    data["tables"]["orders"]["quality"] += [
+        {"type": "not_null", "column": "customer_id", "action": "warn"},
+        {"type": "accepted_values", "column": "seller_id", "values": [7], "action": "warn"},
+    ]
+    data["alarms"] = {
+        "run_failed": {
+            "metric": "runs_failed",
+            "statistic": "sum",
+            "period_seconds": 300,
+            "threshold": 0,
+            "comparison": ">",
+            "treat_missing_data": "not_breaching",
+            "notify": ["console"],
+        }
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into w.orders values (12, null, 8, -1.00)")
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    assert run(project, "--once")[0] == 0
+    configure(project, fault_injection={"check": {"error": "terminal"}})
+    code, failed, _ = run(project, "--once")
+    assert code == 1
+
+    shown = run_cli("status", "-c", str(project), env=NARROW)
+    assert shown.code == 0, shown.text
+    _fits(shown.out)
+    report = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+    words = " ".join(shown.out.split())
+    assert failed["run_id"] in words
+    for alarm in report["alarms"]:
+        assert " ".join(alarm["reason"].split()) in words
+    for rule in ("range(amount)", "not_null(customer_id)", "accepted_values(seller_id)"):
+        assert rule in words

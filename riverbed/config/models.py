@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from riverbed.errors import RiverbedError
+from riverbed.errors import UsageError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -749,7 +749,7 @@ class RiverbedConfig(Model):
     def require_table(self, name: str, option: str) -> None:
         """Refuse ``name``, given to the command-line ``option``, unless ``tables:`` has it."""
         if name not in self.tables:
-            raise RiverbedError(
+            raise UsageError(
                 f"{option} {name}: not a table in config; choose one of {', '.join(self.tables)}"
             )
 

@@ -14,7 +14,7 @@ from sqlglot import exp
 from riverbed.capture.pgtypes import PgColumn, arrow_type  # how capture typed the lake
 from riverbed.config.loader import Project
 from riverbed.config.models import TableConfig
-from riverbed.errors import ConfigError, RiverbedError
+from riverbed.errors import ConfigError, RiverbedError, UsageError
 from riverbed.lake.manifest import Manifest
 from riverbed.lake.storage import LakeStorage
 from riverbed.load.facts import fact_ddl, fact_indexes
@@ -54,7 +54,7 @@ def warehouse_ddl(
 ) -> list[str]:
     """Every CREATE statement of the warehouse, generated for ``dialect``."""
     if dialect not in DIALECTS:
-        raise RiverbedError(f"--dialect {dialect}: choose one of {', '.join(DIALECTS)}")
+        raise UsageError(f"--dialect {dialect}: choose one of {', '.join(DIALECTS)}")
     model = warehouse_model(project.config)
     generate = "postgres" if dialect == "postgres" else dialect
     # DDL builders speak DuckDB's types; Redshift and PostgreSQL get them transpiled

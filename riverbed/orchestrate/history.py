@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest
 
@@ -52,6 +53,15 @@ create table if not exists run_events (
 );
 create index if not exists runs_by_start on runs (started_at);
 """
+
+# A run is idle when it succeeded having found nothing to do: the last ``new_data`` a task
+# reported (the default machine's ``check``) was 0. `run --every` makes one per interval.
+IDLE = (
+    "(status = 'succeeded' and coalesce((select json_extract(e.detail, '$.output.new_data') "
+    "from run_events e where e.run_id = runs.run_id and e.event in ('succeeded', 'skipped') "
+    "and json_extract(e.detail, '$.output.new_data') is not null order by e.seq desc limit 1), "
+    "1) = 0)"
+)
 
 
 @dataclass(frozen=True)
@@ -152,8 +162,35 @@ class RunHistory:
             (pattern + "%", "%" + pattern),
         )
 
-    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        return self._runs("order by started_at desc limit ?", (limit,))
+    def resolve(self, given: str) -> dict[str, Any]:
+        """The one run ``given`` names (see ``matching``), for `runs show` and `run
+        --redrive`; none, or several, is an error that says what to give instead."""
+        found = self.matching(given)
+        if not found:
+            raise RiverbedError(f"no run {given}; `riverbed runs` lists the runs")
+        if len(found) > 1:
+            ids = ", ".join(r["run_id"] for r in found[:5]) + (", ..." if len(found) > 5 else "")
+            raise RiverbedError(f"{given} names {len(found)} runs ({ids}); give more of the id")
+        return found[0]
+
+    def short_id(self, run_id: str) -> str:
+        """The hex tail of ``run_id`` when it names that run alone, else the whole id."""
+        tail = run_id.rsplit("-", 1)[-1]
+        found = self.matching(tail)
+        return tail if len(found) == 1 and found[0]["run_id"] == run_id else run_id
+
+    def runs(self, limit: int = 20, idle: bool = True) -> list[dict[str, Any]]:
+        """The latest runs, newest first; without the idle ones when ``idle`` is False."""
+        where = "" if idle else f"where not {IDLE} "
+        return self._runs(where + "order by started_at desc limit ?", (limit,))
+
+    def idle_runs(self, since: float | None = None) -> int:
+        """How many idle runs started at or after ``since`` (all of them without it)."""
+        (count,) = self.db.query(
+            f"select count(*) from runs where {IDLE} and started_at >= ?",
+            (since if since is not None else float("-inf"),),
+        )[0]
+        return int(count)
 
     def running(self) -> list[dict[str, Any]]:
         return self._runs("where status = 'running' order by started_at", ())
@@ -191,9 +228,9 @@ class RunHistory:
             "run_id, status, trigger, started_at, ended_at, failed_state, error, redrives, "
             "pid, host"
         )
-        rows = self.db.query(f"select {columns} from runs {where}", params)
+        rows = self.db.query(f"select {columns}, {IDLE} from runs {where}", params)
         names = [c.strip() for c in columns.split(",")]
-        return [dict(zip(names, row)) for row in rows]
+        return [dict(zip(names, row[:-1])) | {"idle": bool(row[-1])} for row in rows]
 
 
 class RunLock:

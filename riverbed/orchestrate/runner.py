@@ -127,9 +127,8 @@ def _execute(
     config = project.config
     replay: dict[str, list[dict[str, Any]]] = {}
     if redrive is not None:
-        previous = history.run(redrive)
-        if previous is None:
-            raise RiverbedError(f"no run {redrive}; `riverbed runs` lists the runs")
+        previous = history.resolve(redrive)  # the id's tail or start, as `runs show` takes
+        redrive = str(previous["run_id"])
         if previous["status"] not in ("failed", "aborted"):
             raise RiverbedError(
                 f"run {redrive} {previous['status']}; only a failed or aborted run can be "

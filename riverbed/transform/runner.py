@@ -45,7 +45,7 @@ from sqlglot import exp
 
 from riverbed.config.loader import Project
 from riverbed.config.models import QualityRule, TableConfig
-from riverbed.errors import ConfigError, RiverbedError
+from riverbed.errors import ConfigError, RiverbedError, UsageError
 from riverbed.lake.declared import Declared, as_declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
@@ -1254,7 +1254,7 @@ def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
     if cfg.kind == "dimension":
         # its load passes over every event at or before the dimension's high-water mark, so the
         # batches would be staged again and change nothing, while the run said it loaded them
-        raise RiverbedError(
+        raise UsageError(
             f"--reprocess {table}: {table} is a dimension ({cfg.target}), whose versions are "
             "history the facts point at and are not rewritten; changed transforms and rules "
             "apply to its changes from the next run on. --reprocess takes a fact table"
@@ -1286,7 +1286,7 @@ def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise RiverbedError(
+        raise UsageError(
             f"--from {start!r}: give an LSN like 0/16B3748 or a time like 2026-11-27T10:00:00Z"
         ) from None
     if moment.tzinfo is None:
