@@ -22,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Database, run_cli, start_cli
+from conftest import Database, free_port, run_cli, start_cli
 from riverbed.config.models import RetryRule
 from riverbed.orchestrate.executor import retry_delay
 
@@ -579,3 +579,68 @@ def test_a_machine_that_loops_with_no_way_out_is_refused_at_load(
     else:
         assert result.code == 2 and refused in result.err and "Traceback" not in result.text
         assert len(result.err.strip().splitlines()) == 1, result.err
+
+
+def test_a_failed_runs_notification_is_retried_for_the_whole_window(project: Path) -> None:
+    """The receiver is busy for the first two attempts and asks for 4 s each time: the failed
+    run waits for the retries (the README's 30 s window) instead of dropping the event."""
+    bodies: list[dict[str, Any]] = []
+    busy = [503, 503]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = busy.pop(0) if busy else 204
+            if status == 204:
+                bodies.append(body)
+            self.send_response(status)
+            if status != 204:
+                self.send_header("Retry-After", "4")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data = yaml.safe_load(project.read_text())
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        data["notifiers"]["hook"] = {"type": "webhook", "url": url}
+        data["orchestration"] = {
+            "notify": ["hook"],
+            "fault_injection": {"stage": {"error": "terminal"}},
+        }
+        project.write_text(yaml.safe_dump(data, sort_keys=False))
+        code, report, _ = run(project, "--once")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1
+    assert [(b["kind"], b["run_id"]) for b in bodies] == [("run", report["run_id"])]
+
+
+def test_a_notification_given_up_is_an_error_and_a_metric(project: Path) -> None:
+    """Nothing listens at the webhook's port: after its retries the failed run's notification
+    is given up with an ERROR line, and the metric notifications_given_up counts it."""
+    port = free_port()  # probed and released: nothing listens there
+    data = yaml.safe_load(project.read_text())
+    data["notifiers"]["hook"] = {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook"}
+    data["orchestration"] = {
+        "notify": ["hook"],
+        "fault_injection": {"stage": {"error": "terminal"}},
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _, _ = run(project, "--once")
+    assert code == 1
+    lines = (project.parent / ".riverbed" / "logs" / "riverbed.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    given_up = [r for r in records if "notification given up" in r.get("message", "")]
+    assert len(given_up) == 1 and given_up[0]["level"] == "ERROR", given_up
+    assert f"127.0.0.1:{port}" in given_up[0]["message"]
+    with contextlib.closing(sqlite3.connect(project.parent / "state.db")) as db:
+        (count,) = db.execute(
+            "select sum(value) from metrics where name = 'notifications_given_up'"
+        ).fetchone()
+    assert count == 1

@@ -2,8 +2,9 @@
 
 A run takes the project's run lock, gets a row in the run history, executes the machine
 (riverbed.orchestrate.executor) with the task resources (riverbed.orchestrate.tasks), records
-its metrics, evaluates the alarms and hands their notifications to the dispatcher, which gets a
-few seconds to deliver them before the process moves on.
+its metrics, evaluates the alarms and hands their notifications to the dispatcher, which gets
+the notifiers' whole retry window to deliver them before the process moves on; what is still
+undelivered then is given up, logged as an ERROR and counted (metric notifications_given_up).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.observe.alarms import evaluate_alarms
 from riverbed.observe.logs import log_context, log_event
 from riverbed.observe.metrics import Metrics
-from riverbed.observe.notify import Dispatcher, open_notifiers
+from riverbed.observe.notify import RETRY_WINDOW_SECONDS, Dispatcher, open_notifiers
 from riverbed.orchestrate.executor import Executor, RunFailed
 from riverbed.orchestrate.history import RunHistory, RunLock
 from riverbed.orchestrate.machine import duplicate_states, machine_for
@@ -33,7 +34,9 @@ from riverbed.orchestrate.schedule import Schedule
 from riverbed.orchestrate.tasks import Tasks
 
 log = logging.getLogger("riverbed.run")
-NOTIFY_GRACE_SECONDS = 5.0  # how long a finished run waits for its notifications to go out
+# how long a finished run waits for its notifications to go out: every retry a notifier makes
+# (a failed run's notification is the one that matters most), and its last attempt's answer
+NOTIFY_GRACE_SECONDS = RETRY_WINDOW_SECONDS + 5.0
 ALARM_INTERVAL_MAX = 60.0  # between runs, alarms are evaluated at least this often
 
 
@@ -167,7 +170,7 @@ def _execute(
             report.error_class = failed.error_class
         except BaseException as exc:  # Ctrl-C, SIGTERM: the run ends aborted, redrivable
             history.finish(run_id, "aborted", None, f"interrupted: {type(exc).__name__}")
-            dispatcher.close(NOTIFY_GRACE_SECONDS)
+            close_dispatcher(dispatcher, metrics)
             raise
         else:
             report.status = "succeeded"
@@ -187,7 +190,7 @@ def _execute(
             **{k: v for k, v in report.variables.items() if isinstance(v, int | float)},
         )
         observe(project, manifest, history, dispatcher)
-        dispatcher.close(NOTIFY_GRACE_SECONDS)
+        close_dispatcher(dispatcher, metrics)
     return report
 
 
@@ -217,9 +220,17 @@ def observe_between_runs(project: Project) -> None:
         try:
             observe(project, manifest, RunHistory(manifest), dispatcher)
         finally:
-            dispatcher.close(NOTIFY_GRACE_SECONDS)
+            close_dispatcher(dispatcher, Metrics(manifest))
     finally:
         manifest.close()
+
+
+def close_dispatcher(dispatcher: Dispatcher, metrics: Metrics) -> None:
+    """Wait for the notifications still pending (up to NOTIFY_GRACE_SECONDS), then count the
+    ones given up (the dispatcher logged each) in the metric notifications_given_up."""
+    dispatcher.close(NOTIFY_GRACE_SECONDS)
+    if dispatcher.given_up:
+        metrics.record({"notifications_given_up": float(dispatcher.given_up)})
 
 
 def watch_alarms(project: Project, stop: threading.Event) -> threading.Thread:
