@@ -644,3 +644,29 @@ def test_a_notification_given_up_is_an_error_and_a_metric(project: Path) -> None
             "select sum(value) from metrics where name = 'notifications_given_up'"
         ).fetchone()
     assert count == 1
+
+
+def test_the_demo_quality_alarm_weighs_rows_not_batches(project: Path, database: Database) -> None:
+    """The demo's quality_failures_high alarm: one bad row in a small batch, beside a big
+    healthy one, is 1 row in 208 checked in the period (OK), not 1 in 7 (14%); a real drop
+    alarms."""
+    demo = yaml.safe_load((Path(__file__).parents[1] / "riverbed/config/riverbed.yaml").read_text())
+    data = yaml.safe_load(project.read_text())
+    data["alarms"] = {"quality_failures_high": demo["alarms"]["quality_failures_high"]}
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def insert_and_run(amounts: list[float]) -> str:
+        with database.connect(autocommit=True) as conn:
+            (start,) = conn.execute("select max(order_id) + 1 from w.orders").fetchone()
+            for i, amount in enumerate(amounts):
+                conn.execute("insert into w.orders values (%s, 1, 7, %s)", (start + i, amount))
+        assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+        code, _, err = run(project, "--once")
+        assert code == 0, err
+        status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+        [alarm] = status["alarms"]
+        return str(alarm["state"])
+
+    assert insert_and_run([5.0] * 200) == "OK"
+    assert insert_and_run([5.0] * 6 + [-1.0]) == "OK"  # its batch alone: 14% quarantined
+    assert insert_and_run([-1.0] * 20) == "ALARM"  # 21 of 229 rows in the period: 9%
