@@ -441,6 +441,44 @@ def test_serve_exposes_metrics_over_http(project: Path) -> None:
     assert families["riverbed_up"].samples[0].value == 1
 
 
+def test_serve_exposes_counters_and_a_live_time_since_success(
+    project: Path, database: Database
+) -> None:
+    """Scraping a real `riverbed serve`: counters are counters and grow across runs; the time
+    since the last success is computed at each scrape, so it grows with no run in between."""
+
+    def scrape(url: str) -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+
+    def total(family: Any) -> float:
+        return sum(s.value for s in family.samples if s.name.endswith("_total"))
+
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    with serving(project) as url:
+        first = scrape(url)
+        time.sleep(0.2)  # any gap: the clock moves between the scrapes, no run happens
+        second = scrape(url)
+        with database.connect(autocommit=True) as conn:
+            conn.execute("insert into w.orders values (12, 1, 7, 3.00)")
+        assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+        code, _, err = run(project, "--once")
+        assert code == 0, err
+        third = scrape(url)
+    for name in ("riverbed_runs_succeeded", "riverbed_transform_rows_in", "riverbed_load_rows"):
+        assert first[name].type == "counter", name
+        assert [s.name for s in first[name].samples] == [name + "_total"] * len(first[name].samples)
+    assert first["riverbed_seconds_since_last_success"].type == "gauge"
+    assert first["riverbed_run_duration_seconds"].type == "gauge"
+    assert total(first["riverbed_runs_succeeded"]) == 1
+    assert total(third["riverbed_runs_succeeded"]) == 2
+    assert total(third["riverbed_transform_rows_in"]) > total(first["riverbed_transform_rows_in"])
+    [before] = first["riverbed_seconds_since_last_success"].samples
+    [after] = second["riverbed_seconds_since_last_success"].samples
+    assert after.value > before.value
+
+
 @contextlib.contextmanager
 def following(project: Path) -> Iterator[None]:
     """`riverbed capture --follow` until the block ends (then Ctrl-C)."""

@@ -25,7 +25,7 @@ from riverbed.errors import ConfigError, RiverbedError
 from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.observe.alarms import evaluate_alarms
 from riverbed.observe.logs import log_context, log_event
-from riverbed.observe.metrics import Metrics
+from riverbed.observe.metrics import SINCE_LAST_SUCCESS, Metrics, since_last_success
 from riverbed.observe.notify import RETRY_WINDOW_SECONDS, Dispatcher, open_notifiers
 from riverbed.orchestrate.executor import Executor, RunFailed
 from riverbed.orchestrate.history import RunHistory, RunLock
@@ -189,21 +189,18 @@ def _execute(
             seconds=round(report.seconds, 3),
             **{k: v for k, v in report.variables.items() if isinstance(v, int | float)},
         )
-        observe(project, manifest, history, dispatcher)
+        observe(project, manifest, dispatcher)
         close_dispatcher(dispatcher, metrics)
     return report
 
 
-def observe(
-    project: Project, manifest: Manifest, history: RunHistory, dispatcher: Dispatcher
-) -> None:
+def observe(project: Project, manifest: Manifest, dispatcher: Dispatcher) -> None:
     """After a run, and between runs (see watch_alarms): the derived gauges, then the alarms."""
     now = time.time()
-    last = history.last("succeeded")
-    since = last["ended_at"] if last else history.first_started()
     metrics = Metrics(manifest)
+    since = since_last_success(manifest, now)
     if since is not None:
-        metrics.record({"seconds_since_last_success": max(0.0, now - since)}, ts=now)
+        metrics.record({SINCE_LAST_SUCCESS: since}, ts=now)
     # evaluated just after ``now``: a period ends before its end instant, and the gauge
     # recorded at ``now`` belongs to the period being evaluated, not to the next one
     evaluate_alarms(project.config, manifest, math.nextafter(now, math.inf), dispatcher)
@@ -218,7 +215,7 @@ def observe_between_runs(project: Project) -> None:
     try:
         dispatcher = Dispatcher(open_notifiers(project.config))
         try:
-            observe(project, manifest, RunHistory(manifest), dispatcher)
+            observe(project, manifest, dispatcher)
         finally:
             close_dispatcher(dispatcher, Metrics(manifest))
     finally:
