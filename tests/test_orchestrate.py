@@ -708,3 +708,79 @@ def test_the_demo_quality_alarm_weighs_rows_not_batches(project: Path, database:
     assert insert_and_run([5.0] * 200) == "OK"
     assert insert_and_run([5.0] * 6 + [-1.0]) == "OK"  # its batch alone: 14% quarantined
     assert insert_and_run([-1.0] * 20) == "ALARM"  # 21 of 229 rows in the period: 9%
+
+
+def test_the_lag_of_a_stopped_capture_is_measured_from_the_source(
+    project: Path, database: Database
+) -> None:
+    """No capture runs while the source commits: `status`, an alarm evaluated by a run and
+    /metrics all see the lag grow; once captured it is 0, even with WAL written since by
+    tables not captured."""
+    data = yaml.safe_load(project.read_text())
+    data["alarms"] = {
+        "lag": {"metric": "capture_lag_seconds", "period_seconds": 60, "threshold": 0}
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def lag() -> tuple[float, float]:
+        status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+        return status["capture"]["lag_bytes"], status["capture"]["lag_seconds"]
+
+    assert lag() == (0, 0)
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create table w.other (id int primary key)")  # not captured
+        conn.execute("insert into w.other select generate_series(1, 1000)")
+    assert lag() == (0, 0)  # the WAL moved, nothing captured is pending
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into w.orders values (12, 1, 7, 3.00)")
+        conn.execute("insert into w.other select generate_series(1001, 2000)")
+    pending_bytes, pending_seconds = lag()
+    assert pending_bytes > 0 and pending_seconds > 0
+
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+    assert [(a["alarm"], a["state"]) for a in status["alarms"]] == [("lag", "ALARM")]
+
+    def scraped(url: str) -> float:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        [sample] = families["riverbed_capture_lag_seconds"].samples
+        return float(sample.value)
+
+    with serving(project) as url:  # measured at each scrape: it grows with nothing running
+        first = scraped(url)
+        time.sleep(0.2)
+        second = scraped(url)
+    assert pending_seconds <= first < second
+
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    assert lag() == (0, 0)
+
+
+def test_a_running_capture_reports_the_age_of_what_it_has_not_landed(
+    project: Path, database: Database
+) -> None:
+    """A change received but held in the capture's buffer (lake.max_seconds far away) is lag:
+    the running capture reports its age, not the 0 s of "nothing flushed yet"."""
+    data = yaml.safe_load(project.read_text())
+    data["lake"]["max_seconds"] = 600
+    data["capture"] = {"status_interval_seconds": 1}
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def lag() -> tuple[float, float]:
+        status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+        return status["capture"]["lag_bytes"], status["capture"]["lag_seconds"]
+
+    with following(project):
+        deadline = time.monotonic() + 60
+        with database.connect(autocommit=True) as conn:
+            conn.execute("insert into w.orders values (12, 1, 7, 3.00)")
+            pending = (0.0, 0.0)
+            while not (pending[0] > 0 and pending[1] > 0) and time.monotonic() < deadline:
+                time.sleep(0.5)  # a commit now and then: the capture samples its lag on them
+                conn.execute("update w.customers set city = city where customer_id = 1")
+                pending = lag()
+        assert pending[0] > 0 and pending[1] > 0, pending
+    assert lag() == (0, 0)  # stopped: it flushed, and the source has nothing pending

@@ -37,6 +37,7 @@ from riverbed.capture.slot import (
     primary_keys,
     slot_state,
     unpublished,
+    wait_while_peeked,
 )
 from riverbed.capture.snapshot import (
     SESSION_SETTINGS,
@@ -105,7 +106,7 @@ def run_capture(
             if not tables:
                 raise CaptureSetupError(f"schema {schema} has no tables to capture")
             check_source(conn, schema, tables, listed=bool(cfg.tables))
-            state = slot_state(conn, slot)
+            state = wait_while_peeked(conn, slot, slot_state(conn, slot))
             if state.active_pid:
                 raise CaptureSetupError(
                     f"replication slot {slot!r} is in use by server process {state.active_pid}; "
@@ -369,13 +370,21 @@ class _Recorder:
                 current = parse_lsn(row[0])
             except Exception:  # metrics must never stop capture
                 current = stats.server_wal_end
-            lag_seconds = 0.0
-            if stats.last_commit_ts_us is not None and current > stats.position:
-                lag_seconds = max(0.0, time.time() - stats.last_commit_ts_us / 1e6)
+            # lag (as riverbed.capture.lag defines it for a stopped capture): the age of the
+            # oldest transaction received but not in the lake; none when everything sent is
+            # in it. Just after a flush with nothing received since, the next one is unknown
+            # but committed after the newest in the lake: that one's age bounds it
+            lag_bytes = max(0, current - stats.position)
+            oldest = stats.pending_commit_ts_us
+            if oldest is None and not stats.caught_up and lag_bytes:
+                oldest = stats.last_commit_ts_us
+            if oldest is None and stats.caught_up:
+                lag_bytes = 0  # WAL written since (other databases, heartbeats) is not ours
+            lag_seconds = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6)
             done = self.recorded
             self.manifest.record_metrics(
                 {
-                    "capture_lag_bytes": max(0, current - stats.position),
+                    "capture_lag_bytes": lag_bytes,
                     "capture_lag_seconds": lag_seconds,
                     "capture_rows_total": stats.rows - done.rows,
                     "capture_files_total": stats.files - done.files,

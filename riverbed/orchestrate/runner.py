@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from riverbed.capture.lag import record_source_lag
 from riverbed.config.loader import Project
 from riverbed.config.models import RiverbedConfig
 from riverbed.errors import ConfigError, RiverbedError
@@ -195,8 +196,11 @@ def _execute(
 
 
 def observe(project: Project, manifest: Manifest, dispatcher: Dispatcher) -> None:
-    """After a run, and between runs (see watch_alarms): the derived gauges, then the alarms."""
+    """After a run, and between runs (see watch_alarms): the gauges measured now (capture lag,
+    time since the last success), then the alarms."""
     now = time.time()
+    # a capture that is not running records no lag: measured from the source instead
+    record_source_lag(project, manifest, now)
     metrics = Metrics(manifest)
     since = since_last_success(manifest, now)
     if since is not None:
@@ -218,6 +222,16 @@ def observe_between_runs(project: Project) -> None:
             observe(project, manifest, dispatcher)
         finally:
             close_dispatcher(dispatcher, Metrics(manifest))
+    finally:
+        manifest.close()
+
+
+def measure_between_runs(project: Project) -> None:
+    """Record what is measured from the source rather than by a stage (the lag of a capture
+    that is not running): before each /metrics scrape, so a dead capture shows."""
+    manifest = open_manifest(project)
+    try:
+        record_source_lag(project, manifest)
     finally:
         manifest.close()
 
