@@ -38,6 +38,7 @@ log = logging.getLogger("riverbed.run")
 # how long a finished run waits for its notifications to go out: every retry a notifier makes
 # (a failed run's notification is the one that matters most), and its last attempt's answer
 NOTIFY_GRACE_SECONDS = RETRY_WINDOW_SECONDS + 5.0
+INTERRUPTED_GRACE_SECONDS = 5.0  # after Ctrl-C / SIGTERM: whoever stops a run wants it to stop
 ALARM_INTERVAL_MAX = 60.0  # between runs, alarms are evaluated at least this often
 
 
@@ -171,7 +172,7 @@ def _execute(
             report.error_class = failed.error_class
         except BaseException as exc:  # Ctrl-C, SIGTERM: the run ends aborted, redrivable
             history.finish(run_id, "aborted", None, f"interrupted: {type(exc).__name__}")
-            close_dispatcher(dispatcher, metrics)
+            close_dispatcher(dispatcher, metrics, INTERRUPTED_GRACE_SECONDS)
             raise
         else:
             report.status = "succeeded"
@@ -236,10 +237,12 @@ def measure_between_runs(project: Project) -> None:
         manifest.close()
 
 
-def close_dispatcher(dispatcher: Dispatcher, metrics: Metrics) -> None:
-    """Wait for the notifications still pending (up to NOTIFY_GRACE_SECONDS), then count the
-    ones given up (the dispatcher logged each) in the metric notifications_given_up."""
-    dispatcher.close(NOTIFY_GRACE_SECONDS)
+def close_dispatcher(
+    dispatcher: Dispatcher, metrics: Metrics, timeout: float = NOTIFY_GRACE_SECONDS
+) -> None:
+    """Wait for the notifications still pending (up to ``timeout``), then count the ones
+    given up (the dispatcher logged each) in the metric notifications_given_up."""
+    dispatcher.close(timeout)
     if dispatcher.given_up:
         metrics.record({"notifications_given_up": float(dispatcher.given_up)})
 
