@@ -1041,12 +1041,17 @@ def serve(
     import time
 
     from riverbed.observe.prometheus import serve_metrics
-    from riverbed.orchestrate.runner import watch_alarms
+    from riverbed.orchestrate.runner import measure_between_runs, watch_alarms
 
     project = _project(config)
     _logging(project, quiet=False)
     try:
-        server = serve_metrics(project.path(project.config.state.path), host, port)
+        server = serve_metrics(
+            project.path(project.config.state.path),
+            host,
+            port,
+            refresh=lambda: measure_between_runs(project),
+        )
     except OSError as exc:
         raise RiverbedError(
             f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port"

@@ -20,6 +20,7 @@ from riverbed.observe.alarms import (
     datapoints,
     decide,
     evaluate_alarms,
+    ratio_datapoints,
     statistic,
 )
 from riverbed.observe.metrics import Metrics
@@ -289,3 +290,28 @@ def test_m_of_n_over_the_state_store(manifest: Manifest) -> None:
     assert [t.new_state for t in evaluate(config, manifest, T0 + 3 * P)] == ["ALARM"]  # 2 of 3
     # the first breach leaves the window: 1 of 3
     assert [t.new_state for t in evaluate(config, manifest, T0 + 4 * P)] == ["OK"]
+
+
+def test_a_ratio_metric_divides_the_sums_of_each_period() -> None:
+    """quality_failure_ratio: rows failed / rows checked per period, every batch weighed by
+    its rows; a period without checked rows is missing."""
+    ratio = alarm(metric="quality_failure_ratio", evaluation_periods=3)
+    failed = [(T0 + 1, 1.0), (T0 + 2, 0.0), (T0 + P + 1, 3.0), (T0 + P + 2, 1.0)]
+    checked = [(T0 + 1, 7.0), (T0 + 2, 193.0), (T0 + P + 1, 10.0), (T0 + P + 2, 10.0)]
+    assert ratio_datapoints(ratio, failed, checked, T0 + 3 * P) == [0.005, 0.2, None]
+
+
+def test_a_ratio_alarm_over_the_state_store(manifest: Manifest) -> None:
+    config = config_with(q={"metric": "quality_failure_ratio", "threshold": 0.05})
+    metrics = Metrics(manifest)
+    for i in range(20):  # many small batches, one bad row each, beside a big healthy one
+        metrics.record({"quality_rows_checked": 7, "quality_rows_failed": 1}, ts=T0 + 1 + i)
+    metrics.record({"quality_rows_checked": 2000, "quality_rows_failed": 0}, ts=T0 + 30)
+    [ok] = evaluate(config, manifest, T0 + P)
+    assert (ok.new_state, ok.value) == ("OK", 20 / 2140)
+    assert "quality_failure_ratio (sum of quality_rows_failed / sum of quality_rows_checked)" in (
+        ok.reason
+    )
+    metrics.record({"quality_rows_checked": 100, "quality_rows_failed": 30}, ts=T0 + P + 1)
+    [fired] = evaluate(config, manifest, T0 + 2 * P)
+    assert (fired.new_state, fired.value) == ("ALARM", 0.3)

@@ -31,3 +31,18 @@ def test_prune_drops_old_samples_but_keeps_each_series_newest(tmp_path: Path) ->
         }
     finally:
         manifest.close()
+
+
+def test_prune_folds_a_counters_old_increments_into_one(tmp_path: Path) -> None:
+    manifest = Manifest(tmp_path / "state.db")
+    metrics = Metrics(manifest)
+    try:
+        for ts in (100.0, 200.0, 300.0, 900.0):
+            metrics.record({"load_rows": 10.0, "capture_rows_total": 2.0}, {"table": "a"}, ts=ts)
+        assert metrics.prune(older_than=500, now=1000.0) == 4  # 3 -> 1, twice
+        totals = {s.name: s.value for s in metrics.totals()}
+        assert totals == {"load_rows": 40.0, "capture_rows_total": 8.0}
+        # the folded sample is old: an alarm's recent periods see only recent increments
+        assert metrics.series("load_rows", 500.0) == [(900.0, 10.0)]
+    finally:
+        manifest.close()

@@ -192,10 +192,11 @@ def test_dead_webhook_neither_raises_nor_hangs(caplog: pytest.LogCaptureFixture)
         assert dispatcher.close(timeout=60)
     # by port: a delivery abandoned by another test may still log from its daemon thread
     failures = [
-        r for r in caplog.records if r.levelno == logging.WARNING and f":{port}" in r.getMessage()
+        r for r in caplog.records if r.levelno == logging.ERROR and f":{port}" in r.getMessage()
     ]
     assert len(failures) == 1
     message = failures[0].getMessage()
+    assert message.startswith("notification given up: ")
     assert f"http://127.0.0.1:{port}" in message and "cannot connect" in message
     assert "after 4 attempts" in message
     assert_no_secret(caplog.text)
@@ -211,6 +212,32 @@ def test_close_returns_while_a_delivery_hangs() -> None:
         dispatcher = Dispatcher(open_notifiers(config))  # production timeout: 10 s per attempt
         dispatcher.send(["hook"], ALARM_EVENT)
         assert dispatcher.close(timeout=0.2) is False
+    assert dispatcher.given_up == 1
+
+
+def test_an_abandoned_delivery_is_an_error_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    slow = Blocking()
+    dispatcher = Dispatcher({"slow": slow})
+    with caplog.at_level(logging.WARNING, logger="riverbed.notify"):
+        dispatcher.send(["slow"], {"kind": "run", "n": 1})
+        dispatcher.send(["slow"], {"kind": "run", "n": 2})
+        assert slow.started.wait(timeout=60)
+        assert dispatcher.close(timeout=0.1) is False
+    slow.release.set()
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "notification given up: 2 event(s) for slow still undelivered" in error.getMessage()
+    assert dispatcher.given_up == 2
+
+
+def test_webhook_retries_no_longer_than_its_window(receiver: Receiver) -> None:
+    """The receiver asks for 2 s more each time; with a 1 s window no second attempt starts."""
+    receiver.statuses = [503] * 10
+    receiver.retry_after = "2"
+    config = hook_config(receiver.url()).notifiers["hook"]
+    hook = WebhookNotifier("hook", config, backoff_seconds=0.001, window=1.0)
+    with pytest.raises(NotifyError, match="answered HTTP 503"):
+        hook.notify(ALARM_EVENT)
+    assert len(receiver.requests) == 1
 
 
 # --- the dispatcher ----------------------------------------------------------------------------
@@ -242,6 +269,7 @@ def test_full_queue_drops_the_event_and_warns(caplog: pytest.LogCaptureFixture) 
         assert dispatcher.close(timeout=60)
     assert [e["n"] for e in slow.events] == [1, 2]
     assert "run event for slow dropped" in caplog.text
+    assert dispatcher.given_up == 1
 
 
 def test_a_failing_notifier_is_logged_and_the_others_still_deliver(

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Database, run_cli, start_cli
+from conftest import Database, free_port, run_cli, start_cli
 from riverbed.config.models import RetryRule
 from riverbed.orchestrate.executor import retry_delay
 
@@ -442,6 +442,44 @@ def test_serve_exposes_metrics_over_http(project: Path) -> None:
     assert families["riverbed_up"].samples[0].value == 1
 
 
+def test_serve_exposes_counters_and_a_live_time_since_success(
+    project: Path, database: Database
+) -> None:
+    """Scraping a real `riverbed serve`: counters are counters and grow across runs; the time
+    since the last success is computed at each scrape, so it grows with no run in between."""
+
+    def scrape(url: str) -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+
+    def total(family: Any) -> float:
+        return sum(s.value for s in family.samples if s.name.endswith("_total"))
+
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    with serving(project) as url:
+        first = scrape(url)
+        time.sleep(0.2)  # any gap: the clock moves between the scrapes, no run happens
+        second = scrape(url)
+        with database.connect(autocommit=True) as conn:
+            conn.execute("insert into w.orders values (12, 1, 7, 3.00)")
+        assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+        code, _, err = run(project, "--once")
+        assert code == 0, err
+        third = scrape(url)
+    for name in ("riverbed_runs_succeeded", "riverbed_transform_rows_in", "riverbed_load_rows"):
+        assert first[name].type == "counter", name
+        assert [s.name for s in first[name].samples] == [name + "_total"] * len(first[name].samples)
+    assert first["riverbed_seconds_since_last_success"].type == "gauge"
+    assert first["riverbed_run_duration_seconds"].type == "gauge"
+    assert total(first["riverbed_runs_succeeded"]) == 1
+    assert total(third["riverbed_runs_succeeded"]) == 2
+    assert total(third["riverbed_transform_rows_in"]) > total(first["riverbed_transform_rows_in"])
+    [before] = first["riverbed_seconds_since_last_success"].samples
+    [after] = second["riverbed_seconds_since_last_success"].samples
+    assert after.value > before.value
+
+
 @contextlib.contextmanager
 def following(project: Path) -> Iterator[None]:
     """`riverbed capture --follow` until the block ends (then Ctrl-C)."""
@@ -670,3 +708,170 @@ def test_status_reads_at_80_columns(project: Path, database: Database) -> None:
         assert " ".join(alarm["reason"].split()) in words
     for rule in ("range(amount)", "not_null(customer_id)", "accepted_values(seller_id)"):
         assert rule in words
+
+
+def test_a_failed_runs_notification_is_retried_for_the_whole_window(project: Path) -> None:
+    """The receiver is busy for the first two attempts and asks for 4 s each time: the failed
+    run waits for the retries (the README's 30 s window) instead of dropping the event."""
+    bodies: list[dict[str, Any]] = []
+    busy = [503, 503]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = busy.pop(0) if busy else 204
+            if status == 204:
+                bodies.append(body)
+            self.send_response(status)
+            if status != 204:
+                self.send_header("Retry-After", "4")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data = yaml.safe_load(project.read_text())
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        data["notifiers"]["hook"] = {"type": "webhook", "url": url}
+        data["orchestration"] = {
+            "notify": ["hook"],
+            "fault_injection": {"stage": {"error": "terminal"}},
+        }
+        project.write_text(yaml.safe_dump(data, sort_keys=False))
+        code, report, _ = run(project, "--once")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1
+    assert [(b["kind"], b["run_id"]) for b in bodies] == [("run", report["run_id"])]
+
+
+def test_a_notification_given_up_is_an_error_and_a_metric(project: Path) -> None:
+    """Nothing listens at the webhook's port: after its retries the failed run's notification
+    is given up with an ERROR line, and the metric notifications_given_up counts it."""
+    port = free_port()  # probed and released: nothing listens there
+    data = yaml.safe_load(project.read_text())
+    data["notifiers"]["hook"] = {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook"}
+    data["orchestration"] = {
+        "notify": ["hook"],
+        "fault_injection": {"stage": {"error": "terminal"}},
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _, _ = run(project, "--once")
+    assert code == 1
+    lines = (project.parent / ".riverbed" / "logs" / "riverbed.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    given_up = [r for r in records if "notification given up" in r.get("message", "")]
+    assert len(given_up) == 1 and given_up[0]["level"] == "ERROR", given_up
+    assert f"127.0.0.1:{port}" in given_up[0]["message"]
+    with contextlib.closing(sqlite3.connect(project.parent / "state.db")) as db:
+        (count,) = db.execute(
+            "select sum(value) from metrics where name = 'notifications_given_up'"
+        ).fetchone()
+    assert count == 1
+
+
+def test_the_demo_quality_alarm_weighs_rows_not_batches(project: Path, database: Database) -> None:
+    """The demo's quality_failures_high alarm: one bad row in a small batch, beside a big
+    healthy one, is 1 row in 208 checked in the period (OK), not 1 in 7 (14%); a real drop
+    alarms."""
+    demo = yaml.safe_load((Path(__file__).parents[1] / "riverbed/config/riverbed.yaml").read_text())
+    data = yaml.safe_load(project.read_text())
+    data["alarms"] = {"quality_failures_high": demo["alarms"]["quality_failures_high"]}
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def insert_and_run(amounts: list[float]) -> str:
+        with database.connect(autocommit=True) as conn:
+            (start,) = conn.execute("select max(order_id) + 1 from w.orders").fetchone()
+            for i, amount in enumerate(amounts):
+                conn.execute("insert into w.orders values (%s, 1, 7, %s)", (start + i, amount))
+        assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+        code, _, err = run(project, "--once")
+        assert code == 0, err
+        status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+        [alarm] = status["alarms"]
+        return str(alarm["state"])
+
+    assert insert_and_run([5.0] * 200) == "OK"
+    assert insert_and_run([5.0] * 6 + [-1.0]) == "OK"  # its batch alone: 14% quarantined
+    assert insert_and_run([-1.0] * 20) == "ALARM"  # 21 of 229 rows in the period: 9%
+
+
+def test_the_lag_of_a_stopped_capture_is_measured_from_the_source(
+    project: Path, database: Database
+) -> None:
+    """No capture runs while the source commits: `status`, an alarm evaluated by a run and
+    /metrics all see the lag grow; once captured it is 0, even with WAL written since by
+    tables not captured."""
+    data = yaml.safe_load(project.read_text())
+    data["alarms"] = {
+        "lag": {"metric": "capture_lag_seconds", "period_seconds": 60, "threshold": 0}
+    }
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def lag() -> tuple[float, float]:
+        status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+        return status["capture"]["lag_bytes"], status["capture"]["lag_seconds"]
+
+    assert lag() == (0, 0)
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create table w.other (id int primary key)")  # not captured
+        conn.execute("insert into w.other select generate_series(1, 1000)")
+    assert lag() == (0, 0)  # the WAL moved, nothing captured is pending
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into w.orders values (12, 1, 7, 3.00)")
+        conn.execute("insert into w.other select generate_series(1001, 2000)")
+    pending_bytes, pending_seconds = lag()
+    assert pending_bytes > 0 and pending_seconds > 0
+
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+    assert [(a["alarm"], a["state"]) for a in status["alarms"]] == [("lag", "ALARM")]
+
+    def scraped(url: str) -> float:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        [sample] = families["riverbed_capture_lag_seconds"].samples
+        return float(sample.value)
+
+    with serving(project) as url:  # measured at each scrape: it grows with nothing running
+        first = scraped(url)
+        time.sleep(0.2)
+        second = scraped(url)
+    assert pending_seconds <= first < second
+
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    assert lag() == (0, 0)
+
+
+def test_a_running_capture_reports_the_age_of_what_it_has_not_landed(
+    project: Path, database: Database
+) -> None:
+    """A change received but held in the capture's buffer (lake.max_seconds far away) is lag:
+    the running capture reports its age, not the 0 s of "nothing flushed yet"."""
+    data = yaml.safe_load(project.read_text())
+    data["lake"]["max_seconds"] = 600
+    data["capture"] = {"status_interval_seconds": 1}
+    project.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def lag() -> tuple[float, float]:
+        status = json.loads(run_cli("status", "--json", "-c", str(project)).out)
+        return status["capture"]["lag_bytes"], status["capture"]["lag_seconds"]
+
+    with following(project):
+        deadline = time.monotonic() + 60
+        with database.connect(autocommit=True) as conn:
+            conn.execute("insert into w.orders values (12, 1, 7, 3.00)")
+            pending = (0.0, 0.0)
+            while not (pending[0] > 0 and pending[1] > 0) and time.monotonic() < deadline:
+                time.sleep(0.5)  # a commit now and then: the capture samples its lag on them
+                conn.execute("update w.customers set city = city where customer_id = 1")
+                pending = lag()
+        assert pending[0] > 0 and pending[1] > 0, pending
+    assert lag() == (0, 0)  # stopped: it flushed, and the source has nothing pending

@@ -1,4 +1,5 @@
-"""The /metrics endpoint: the state store's newest samples as Prometheus gauges."""
+"""The /metrics endpoint: the state store's counters (sums of their increments) and gauges
+(newest samples) in Prometheus' text format."""
 
 from __future__ import annotations
 
@@ -59,32 +60,51 @@ def scrape(
     }
 
 
-def test_series_are_gauges_with_their_labels(state: Path, server: MetricsServer) -> None:
+def test_counters_sum_their_increments_and_gauges_show_the_newest(
+    state: Path, server: MetricsServer
+) -> None:
     record(state, {"rows_total": 120, "lag_seconds": 2.5}, {"table": "orders"}, ts=1000)
     record(state, {"rows_total": 7}, {"table": "customers"}, ts=1000)
     record(state, {"rows_total": 40}, {"stage": "capture"}, ts=1000)  # other label names
-    record(state, {"runs_total": 3}, {}, ts=1000)
+    record(state, {"rows_total": 5, "lag_seconds": 1.5}, {"table": "orders"}, ts=1001)
+    record(state, {"runs_failed": 1}, {}, ts=1000)
+    record(state, {"runs_failed": 1}, {}, ts=1002)
 
     families = scrape(server)
 
     assert families["riverbed_up"] == ("gauge", {(): 1.0})
-    # a *_total read from a store is a gauge: the value may go down when the store is pruned
-    assert families["riverbed_rows_total"] == (
-        "gauge",
+    # a counter's family drops _total; its samples carry it
+    assert families["riverbed_rows"] == (
+        "counter",
         {
-            (("table", "orders"),): 120.0,
+            (("table", "orders"),): 125.0,
             (("table", "customers"),): 7.0,
             (("stage", "capture"),): 40.0,
         },
     )
-    assert families["riverbed_lag_seconds"] == ("gauge", {(("table", "orders"),): 2.5})
-    assert families["riverbed_runs_total"] == ("gauge", {(): 3.0})
+    assert families["riverbed_runs_failed"] == ("counter", {(): 2.0})
+    assert families["riverbed_lag_seconds"] == ("gauge", {(("table", "orders"),): 1.5})
     assert set(families) == {
         "riverbed_up",
-        "riverbed_rows_total",
+        "riverbed_rows",
         "riverbed_lag_seconds",
-        "riverbed_runs_total",
+        "riverbed_runs_failed",
     }
+    with urllib.request.urlopen(url(server), timeout=10) as response:
+        text = response.read().decode()
+    assert "\nriverbed_runs_failed_total 2.0\n" in text
+
+
+def test_a_counter_survives_pruning(state: Path, server: MetricsServer) -> None:
+    for ts in (100.0, 200.0, 300.0):
+        record(state, {"runs_succeeded": 1}, {}, ts=ts)
+    before = scrape(server)["riverbed_runs_succeeded"]
+    manifest = Manifest(state)
+    try:
+        assert Metrics(manifest).prune(older_than=50, now=1000.0) == 2
+    finally:
+        manifest.close()
+    assert scrape(server)["riverbed_runs_succeeded"] == before == ("counter", {(): 3.0})
 
 
 def test_newest_sample_wins_whatever_the_insert_order(state: Path, server: MetricsServer) -> None:

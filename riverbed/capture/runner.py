@@ -15,6 +15,7 @@ Recovery rules, decided here:
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from riverbed.capture.slot import (
     primary_keys,
     slot_state,
     unpublished,
+    wait_while_peeked,
 )
 from riverbed.capture.snapshot import (
     SESSION_SETTINGS,
@@ -104,7 +106,7 @@ def run_capture(
             if not tables:
                 raise CaptureSetupError(f"schema {schema} has no tables to capture")
             check_source(conn, schema, tables, listed=bool(cfg.tables))
-            state = slot_state(conn, slot)
+            state = wait_while_peeked(conn, slot, slot_state(conn, slot))
             if state.active_pid:
                 raise CaptureSetupError(
                     f"replication slot {slot!r} is in use by server process {state.active_pid}; "
@@ -172,6 +174,7 @@ def run_capture(
 
         schemas = _current_schemas(manifest, tables)
         heartbeat_conn = source.connect(autocommit=True)
+        record = _Recorder(manifest, heartbeat_conn, slot)
         stream = ChangeStream(
             dsn=source.conninfo(options=SESSION_SETTINGS),
             slot=slot,
@@ -192,12 +195,12 @@ def run_capture(
             max_seconds=cfg.lake.max_seconds,
             status_interval=cfg.capture.status_interval_seconds,
             heartbeat_seconds=cfg.capture.heartbeat_seconds,
-            on_flush=lambda stats: _record(manifest, stats, heartbeat_conn, slot),
+            on_flush=record,
             published=lambda: not unpublished(heartbeat_conn, publication, schema, tables),
         )
         try:
             result.stream = stream.run(should_stop, until_lsn=None if follow else target)
-            _record(manifest, result.stream, heartbeat_conn, slot)
+            record(result.stream)
             if stream.unpublished:
                 # a transient failure: --follow starts over at once, and copies them anew
                 raise SourceError(
@@ -348,23 +351,52 @@ def _remove_orphans(storage: LakeStorage, manifest: Manifest, tables: list[str])
     return removed
 
 
-def _record(manifest: Manifest, stats: StreamStats, conn: Any, slot: str) -> None:
-    try:
-        current = parse_lsn(conn.execute("select pg_current_wal_lsn()::text").fetchone()[0])
-    except Exception:  # metrics must never stop capture
-        current = stats.server_wal_end
-    lag_seconds = 0.0
-    if stats.last_commit_ts_us is not None and current > stats.position:
-        lag_seconds = max(0.0, time.time() - stats.last_commit_ts_us / 1e6)
-    manifest.record_metrics(
-        {
-            "capture_lag_bytes": max(0, current - stats.position),
-            "capture_lag_seconds": lag_seconds,
-            "capture_rows_total": stats.rows,
-            "capture_files_total": stats.files,
-            "capture_bytes_total": stats.bytes,
-            "capture_transactions_total": stats.transactions,
-            "capture_position": stats.position,
-        },
-        {"slot": slot},
-    )
+class _Recorder:
+    """Records the stream's metrics at each flush: the counters as increments since the last
+    record (a counter's value is the sum of its samples), the lag and position as gauges.
+    Called from the writer thread and the loop, hence the lock."""
+
+    def __init__(self, manifest: Manifest, conn: Any, slot: str):
+        self.manifest = manifest
+        self.conn = conn
+        self.slot = slot
+        self.recorded = StreamStats()
+        self._lock = threading.Lock()
+
+    def __call__(self, stats: StreamStats) -> None:
+        with self._lock:
+            try:
+                row = self.conn.execute("select pg_current_wal_lsn()::text").fetchone()
+                current = parse_lsn(row[0])
+            except Exception:  # metrics must never stop capture
+                current = stats.server_wal_end
+            # lag (as riverbed.capture.lag defines it for a stopped capture): the age of the
+            # oldest transaction received but not in the lake; none when everything sent is
+            # in it. Just after a flush with nothing received since, the next one is unknown
+            # but committed after the newest in the lake: that one's age bounds it
+            lag_bytes = max(0, current - stats.position)
+            oldest = stats.pending_commit_ts_us
+            if oldest is None and not stats.caught_up and lag_bytes:
+                oldest = stats.last_commit_ts_us
+            if oldest is None and stats.caught_up:
+                lag_bytes = 0  # WAL written since (other databases, heartbeats) is not ours
+            lag_seconds = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6)
+            done = self.recorded
+            self.manifest.record_metrics(
+                {
+                    "capture_lag_bytes": lag_bytes,
+                    "capture_lag_seconds": lag_seconds,
+                    "capture_rows_total": stats.rows - done.rows,
+                    "capture_files_total": stats.files - done.files,
+                    "capture_bytes_total": stats.bytes - done.bytes,
+                    "capture_transactions_total": stats.transactions - done.transactions,
+                    "capture_position": stats.position,
+                },
+                {"slot": self.slot},
+            )
+            self.recorded = StreamStats(
+                transactions=stats.transactions,
+                rows=stats.rows,
+                files=stats.files,
+                bytes=stats.bytes,
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -337,6 +338,24 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState:
             "source.slot to another name"
         )
     return SlotState(True, row[0], parse_lsn(row[1]) if row[1] else None, row[2])
+
+
+def wait_while_peeked(
+    conn: psycopg.Connection[Any], slot: str, state: SlotState, timeout: float = 30.0
+) -> SlotState:
+    """The slot's state once no SQL session holds it: measuring the lag of a stopped capture
+    (riverbed.capture.lag) peeks at the slot, which holds it for a moment. A replication
+    connection (another capture) holding it is returned at once."""
+    deadline = time.monotonic() + timeout
+    while state.active_pid and time.monotonic() < deadline:
+        row = conn.execute(
+            "select backend_type from pg_stat_activity where pid = %s", (state.active_pid,)
+        ).fetchone()
+        if row is not None and row[0] == "walsender":
+            break
+        time.sleep(0.1)
+        state = slot_state(conn, slot)
+    return state
 
 
 def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:

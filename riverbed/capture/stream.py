@@ -59,6 +59,10 @@ class StreamStats:
     position: int = 0
     server_wal_end: int = 0
     rows_by_table: dict[str, int] = field(default_factory=dict)
+    # for the lag (runner._Recorder): the commit time of the oldest transaction received but
+    # not in the lake yet, and whether everything the server sent is in the lake
+    pending_commit_ts_us: int | None = None
+    caught_up: bool = False
 
 
 @dataclass
@@ -139,6 +143,8 @@ class ChangeStream:
         self.publication = publication
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         self._inflight: Future[None] | None = None
+        self._writing: _Batch | None = None  # the batch the writer has, until it is durable
+        self._last_sample = time.monotonic()
         self._confirmed = -1
 
     # --- the loop -------------------------------------------------------------------------
@@ -250,6 +256,8 @@ class ChangeStream:
             return  # a batch is still being written: its position is not durable yet
         wal_end = self.cursor.wal_end
         self.stats.server_wal_end = max(self.stats.server_wal_end, wal_end)
+        self.stats.pending_commit_ts_us = None
+        self.stats.caught_up = True
         if wal_end > self.position:
             self.manifest.commit_capture(self.slot, [], wal_end)
             self.position = wal_end
@@ -379,13 +387,20 @@ class ChangeStream:
         assert tx is not None
         if self.seq:  # transactions without rows of ours (e.g. only other tables) leave nothing
             self.batch.txs.append(tx)
+            self.stats.caught_up = False
             self.stats.transactions += 1
             self.stats.last_commit_ts_us = tx.commit_ts_us
             if self.batch.first_commit_at is None:
                 self.batch.first_commit_at = time.monotonic()
         self.batch.end_lsn = commit.end_lsn
-        if self._due(time.monotonic()):
+        now = time.monotonic()
+        if self._due(now):
             self.flush()
+        if self.on_flush and now - self._last_sample >= self.status_interval:
+            # busy for a while without a flush (a backlog, a slow lake): the lag still shows
+            self.stats.pending_commit_ts_us = self._oldest_pending()
+            self.on_flush(self.stats)
+            self._last_sample = now
 
     # --- writing --------------------------------------------------------------------------
 
@@ -404,6 +419,7 @@ class ChangeStream:
         batch, schemas = self.batch, self.pending_schemas
         self.batch, self.pending_schemas = _Batch(), []
         self.wait_for_writer()
+        self._writing = batch
         self._inflight = self._writer.submit(self._write_and_commit, batch, schemas)
 
     def wait_for_writer(self) -> None:
@@ -441,8 +457,20 @@ class ChangeStream:
         self.stats.position = self.position
         for f in files:
             self.stats.rows_by_table[f.table] = self.stats.rows_by_table.get(f.table, 0) + f.rows
+        self._writing = None
+        # the batch filling meanwhile (the loop's) holds the oldest transaction not in the lake
+        self.stats.pending_commit_ts_us = self._oldest_pending()
+        self._last_sample = time.monotonic()
         if self.on_flush:
             self.on_flush(self.stats)
+
+    def _oldest_pending(self) -> int | None:
+        """Commit time of the oldest transaction received but not in the lake yet: the first
+        of the batch being written, else of the batch filling."""
+        for batch in (self._writing, self.batch):
+            if batch is not None and batch.txs:
+                return batch.txs[0].commit_ts_us
+        return None
 
     def _write(self, batch: _Batch, open_tx: TxInfo | None) -> list[LakeFile]:
         txs = batch.txs + ([open_tx] if open_tx is not None else [])

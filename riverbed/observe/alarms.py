@@ -13,6 +13,12 @@ configured:
     breaching      counted as breaching
     not_breaching  counted as not breaching
 
+A ratio metric (RATIOS) is metric math, as CloudWatch's ``m1 / m2`` over two Sum statistics:
+its datapoint in a period is the sum of the numerator's samples over the sum of the
+denominator's, missing when the denominator has none; the alarm's ``statistic`` does not apply.
+``quality_failure_ratio`` is one: rows failed over rows checked by the quality rules in the
+period, so one bad row in a 7-row batch counts as one row of the period, not as 14%.
+
 The decision is the pure :func:`decide`, so every treatment is testable without a database.
 :func:`evaluate_alarms` wraps it: it reads the current state and writes the new one and any
 transition in ONE transaction (two processes evaluating at once cannot both record the same
@@ -53,6 +59,11 @@ create table if not exists alarm_history (
 );
 create index if not exists alarm_history_by_alarm on alarm_history (alarm, ts);
 """
+
+# derived metric -> (numerator, denominator): both counters, summed per period
+RATIOS: dict[str, tuple[str, str]] = {
+    "quality_failure_ratio": ("quality_rows_failed", "quality_rows_checked"),
+}
 
 _COMPARE = {
     ">": lambda value, threshold: value > threshold,
@@ -104,6 +115,26 @@ def datapoints(
     alarm: AlarmConfig, samples: Sequence[tuple[float, float]], now: float
 ) -> list[float | None]:
     """The alarm's datapoints from (ts, value) samples, oldest period first, None = missing."""
+    return [statistic(alarm.statistic, bucket) for bucket in _periods(alarm, samples, now)]
+
+
+def ratio_datapoints(
+    alarm: AlarmConfig,
+    numerator: Sequence[tuple[float, float]],
+    denominator: Sequence[tuple[float, float]],
+    now: float,
+) -> list[float | None]:
+    """A ratio metric's datapoints: per period, sum(numerator) / sum(denominator); None
+    (missing) for a period whose denominator has no samples or sums to 0."""
+    tops = _periods(alarm, numerator, now)
+    bottoms = _periods(alarm, denominator, now)
+    return [sum(top) / sum(bottom) if sum(bottom) else None for top, bottom in zip(tops, bottoms)]
+
+
+def _periods(
+    alarm: AlarmConfig, samples: Sequence[tuple[float, float]], now: float
+) -> list[list[float]]:
+    """The values of ``samples`` in each of the alarm's periods, oldest first."""
     periods = alarm.evaluation_periods
     p = alarm.period_seconds
     buckets: list[list[float]] = [[] for _ in range(periods)]
@@ -114,7 +145,7 @@ def datapoints(
             # cannot push a sample out of the window
             ago = min(max(math.ceil(age / p) - 1, 0), periods - 1)
             buckets[periods - 1 - ago].append(value)
-    return [statistic(alarm.statistic, bucket) for bucket in buckets]
+    return buckets
 
 
 def decide(alarm: AlarmConfig, points: Sequence[float | None], current: State) -> Decision:
@@ -124,10 +155,13 @@ def decide(alarm: AlarmConfig, points: Sequence[float | None], current: State) -
     present = [v for v in points if v is not None]
     newest = present[-1] if present else None
     shown = ", ".join("missing" if v is None else f"{v:g}" for v in points)
-    what = (
-        f"{alarm.statistic} of {alarm.metric} over {len(points)} period(s) of "
-        f"{alarm.period_seconds} s"
+    ratio = RATIOS.get(alarm.metric)
+    of = (
+        f"{alarm.statistic} of {alarm.metric}"
+        if ratio is None
+        else (f"{alarm.metric} (sum of {ratio[0]} / sum of {ratio[1]})")
     )
+    what = f"{of} over {len(points)} period(s) of {alarm.period_seconds} s"
     if not present and treatment in ("missing", "ignore"):
         if treatment == "ignore":
             return Decision(
@@ -163,7 +197,12 @@ def evaluate_alarms(
     windows: dict[str, list[float | None]] = {}
     for name, alarm in config.alarms.items():
         since = now - alarm.evaluation_periods * alarm.period_seconds
-        windows[name] = datapoints(alarm, metrics.series(alarm.metric, since, now), now)
+        ratio = RATIOS.get(alarm.metric)
+        if ratio is None:
+            windows[name] = datapoints(alarm, metrics.series(alarm.metric, since, now), now)
+        else:
+            top, bottom = (metrics.series(m, since, now) for m in ratio)
+            windows[name] = ratio_datapoints(alarm, top, bottom, now)
 
     transitions: list[Transition] = []
     with manifest.transaction() as db:

@@ -1,11 +1,13 @@
 """Prometheus exposition of the state store's metrics.
 
 The numbers are not kept in this process: every stage writes samples to the state store
-(SQLite, written by other processes), and each scrape reads the newest sample of every series
-from there. So every series is exposed as a gauge, even a ``*_total``: a value read from a
-store may go down (a store pruned or rebuilt), which a counter must never do. Sample
-timestamps are not exposed: Prometheus rejects samples far in the past, and a value that has
-not changed for hours is still the current one.
+(SQLite, written by other processes), and each scrape reads them from there. A counter
+(``riverbed.observe.metrics.is_counter``) is exposed as a counter, ``riverbed_<name>_total``:
+the sum of its stored increments, which never goes down (pruning folds old increments, it does
+not drop them). Every other metric is a gauge: its newest sample. ``seconds_since_last_success``
+is computed at scrape time from the run history, not read from a stored sample, which is stale
+a second later. Sample timestamps are not exposed: Prometheus rejects samples far in the past,
+and a value that has not changed for hours is still the current one.
 
 ``StateStoreCollector`` is a plain ``prometheus_client`` collector, so the same one can be
 registered in any registry (the small server here, or a web app's /metrics route).
@@ -16,19 +18,26 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from riverbed.lake.manifest import Manifest
-from riverbed.observe.metrics import Metrics, Sample
+from riverbed.observe.metrics import (
+    SINCE_LAST_SUCCESS,
+    Metrics,
+    Sample,
+    is_counter,
+    since_last_success,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +62,13 @@ def label_name(name: str) -> str:
 
 
 class StateStoreCollector(Collector):
-    """One gauge family per metric name in the state store at ``state_path``, one sample per
-    label set (its newest value), plus ``riverbed_up 1``."""
+    """One family per metric name in the state store at ``state_path`` (a counter or a gauge),
+    one sample per label set, plus ``riverbed_up 1``. ``refresh``, if given, runs before each
+    read: it records what must be measured at scrape time (the capture lag, from the source)."""
 
-    def __init__(self, state_path: Path):
+    def __init__(self, state_path: Path, refresh: Callable[[], None] | None = None):
         self.state_path = state_path
+        self.refresh = refresh
 
     def describe(self) -> Iterable[Metric]:
         # nothing to declare up front: registering must not open the store (the names are
@@ -68,49 +79,83 @@ class StateStoreCollector(Collector):
         up = GaugeMetricFamily(UP, "1 while the Riverbed metrics exporter answers")
         up.add_metric([], 1.0)
         yield up
-        yield from families(self._read())
+        yield from families(*self._read())
 
-    def _read(self) -> list[Sample]:
+    def _read(self) -> tuple[list[Sample], list[Sample]]:
+        """(counters, gauges) of the store, as of now."""
         # a missing store is a pipeline that has not run yet, not an error; opening the
         # Manifest would create it, so look first
         if not self.state_path.exists():
-            return []
+            return [], []
+        if self.refresh is not None:
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - the stored values are still worth serving
+                log.warning("metrics not refreshed before the scrape: %s", exc)
         # opened per scrape: other processes write the store, and a connection held open
         # across scrapes would pin the WAL and outlive a store that was replaced
         manifest = Manifest(self.state_path)
         try:
-            return Metrics(manifest).latest()
+            metrics = Metrics(manifest)
+            now = time.time()
+            gauges = [
+                s
+                for s in metrics.latest()
+                if not is_counter(s.name) and s.name != SINCE_LAST_SUCCESS
+            ]
+            since = since_last_success(manifest, now)
+            if since is not None:
+                gauges.append(Sample(SINCE_LAST_SUCCESS, since, now))
+            return metrics.totals(), gauges
         finally:
             manifest.close()
 
 
-def families(samples: Iterable[Sample]) -> list[GaugeMetricFamily]:
-    """Gauge families for ``samples``, after sanitizing names and labels.
+def families(
+    counters: Iterable[Sample], gauges: Iterable[Sample]
+) -> list[CounterMetricFamily | GaugeMetricFamily]:
+    """Counter and gauge families for the samples, after sanitizing names and labels.
 
-    Two stored series that sanitize to the same name and labels would be an invalid exposition
-    (a duplicate sample); the newer one is kept.
+    A counter's family is its name without ``_total`` (the exposition adds it back). Two stored
+    series that sanitize to the same name and labels would be an invalid exposition (a
+    duplicate sample): a counter's are added up, of a gauge's the newer one is kept; a name
+    that is a counter's and a gauge's is the counter's.
     """
     newest: dict[str, dict[tuple[tuple[str, str], ...], Sample]] = {}
-    for sample in samples:
+    totals: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for sample in counters:
+        name = metric_name(sample.name).removesuffix("_total")
+        series = totals.setdefault(name, {})
+        labels = _labels(sample)
+        series[labels] = series.get(labels, 0.0) + float(sample.value)
+    for sample in gauges:
         name = metric_name(sample.name)
-        if name == UP:
-            continue  # ours; a stored metric named "up" must not duplicate it
-        labels = tuple(sorted({label_name(k): str(v) for k, v in sample.labels.items()}.items()))
-        series = newest.setdefault(name, {})
-        kept = series.get(labels)
+        if name == UP or name in totals:
+            continue  # ours, or a counter's; a stored metric named "up" must not duplicate it
+        labels = _labels(sample)
+        kept_series = newest.setdefault(name, {})
+        kept = kept_series.get(labels)
         if kept is None or sample.ts >= kept.ts:
-            series[labels] = sample
-    result: list[GaugeMetricFamily] = []
-    for name in sorted(newest):
-        family = GaugeMetricFamily(
-            name, f"Riverbed metric {name[len(PREFIX) :]} (newest stored sample)"
-        )
-        for labels, sample in sorted(newest[name].items()):
-            # add_sample, not add_metric: series of one metric recorded by different stages
-            # may carry different label names, and add_metric wants one fixed set
-            family.add_sample(name, dict(labels), float(sample.value))
-        result.append(family)
+            kept_series[labels] = sample
+    result: list[CounterMetricFamily | GaugeMetricFamily] = []
+    for name in sorted(set(newest) | set(totals)):
+        # add_sample, not add_metric: series of one metric recorded by different stages
+        # may carry different label names, and add_metric wants one fixed set
+        if name in totals:
+            counter = CounterMetricFamily(name, f"Riverbed counter {name[len(PREFIX) :]}")
+            for labels, total in sorted(totals[name].items()):
+                counter.add_sample(name + "_total", dict(labels), total)
+            result.append(counter)
+        else:
+            gauge = GaugeMetricFamily(name, f"Riverbed gauge {name[len(PREFIX) :]}")
+            for labels, sample in sorted(newest[name].items()):
+                gauge.add_sample(name, dict(labels), float(sample.value))
+            result.append(gauge)
     return result
+
+
+def _labels(sample: Sample) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted({label_name(k): str(v) for k, v in sample.labels.items()}.items()))
 
 
 def metrics_text(state_path: Path) -> bytes:
@@ -175,11 +220,14 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("metrics http: " + format, *args)
 
 
-def serve_metrics(state_path: Path, host: str, port: int) -> MetricsServer:
+def serve_metrics(
+    state_path: Path, host: str, port: int, refresh: Callable[[], None] | None = None
+) -> MetricsServer:
     """Serve the state store's metrics at ``http://host:port/metrics`` (port 0: any free
-    port, see ``.server_address``) until ``.shutdown()``."""
+    port, see ``.server_address``) until ``.shutdown()``; ``refresh`` runs before each scrape
+    reads the store (see StateStoreCollector)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateStoreCollector(state_path))
+    registry.register(StateStoreCollector(state_path, refresh))
     server = MetricsServer((host, port), registry)
     server.start()
     return server

@@ -6,7 +6,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from riverbed.capture.pgoutput import format_lsn, parse_lsn
+from riverbed.capture.lag import source_lag
+from riverbed.capture.pgoutput import format_lsn
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
@@ -40,11 +41,9 @@ def gather(project: Project) -> dict[str, Any]:
     state_path = project.path(cfg.state.path)
     manifest = Manifest(state_path) if state_path.exists() else None
     position = manifest.position(slot) if manifest else None
-    current = None
     try:
         with source.connect(autocommit=True) as conn:
-            row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
-            current = parse_lsn(row[0]) if row else None
+            conn.execute("select 1")
             report["source"]["state"] = "reachable"
     except RiverbedError:
         report["source"]["state"] = "unreachable"
@@ -57,9 +56,16 @@ def gather(project: Project) -> dict[str, Any]:
             cap = report["capture"]
             cap["slot"] = slot
             cap["position"] = format_lsn(position)
-            cap["lag_bytes"] = max(0, current - position) if current is not None else None
-            lag_seconds = metrics.get("capture_lag_seconds")
-            cap["lag_seconds"] = lag_seconds[0] if lag_seconds else None
+            # measured now when no capture runs; a running capture's own samples otherwise
+            lag = (
+                source_lag(project, manifest) if report["source"]["state"] == "reachable" else None
+            )
+            if lag is not None:
+                cap["lag_bytes"], cap["lag_seconds"] = lag.bytes, lag.seconds
+            else:
+                for key in ("lag_bytes", "lag_seconds"):
+                    sample = metrics.get(f"capture_{key}")
+                    cap[key] = sample[0] if sample else None
             cap["files"] = sum(t["files"] for t in lake.values())
             cap["rows"] = sum(t["rows"] for t in lake.values())
             cap["metrics_at"] = max((ts for _, ts in metrics.values()), default=None)

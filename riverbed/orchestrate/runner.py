@@ -2,8 +2,9 @@
 
 A run takes the project's run lock, gets a row in the run history, executes the machine
 (riverbed.orchestrate.executor) with the task resources (riverbed.orchestrate.tasks), records
-its metrics, evaluates the alarms and hands their notifications to the dispatcher, which gets a
-few seconds to deliver them before the process moves on.
+its metrics, evaluates the alarms and hands their notifications to the dispatcher, which gets
+the notifiers' whole retry window to deliver them before the process moves on; what is still
+undelivered then is given up, logged as an ERROR and counted (metric notifications_given_up).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from riverbed.capture.lag import record_source_lag
 from riverbed.config.loader import Project
 from riverbed.config.models import RiverbedConfig
 from riverbed.errors import ConfigError, RiverbedError
 from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.observe.alarms import evaluate_alarms
 from riverbed.observe.logs import log_context, log_event
-from riverbed.observe.metrics import Metrics
-from riverbed.observe.notify import Dispatcher, open_notifiers
+from riverbed.observe.metrics import SINCE_LAST_SUCCESS, Metrics, since_last_success
+from riverbed.observe.notify import RETRY_WINDOW_SECONDS, Dispatcher, open_notifiers
 from riverbed.orchestrate.executor import Executor, RunFailed
 from riverbed.orchestrate.history import RunHistory, RunLock
 from riverbed.orchestrate.machine import duplicate_states, machine_for
@@ -33,7 +35,10 @@ from riverbed.orchestrate.schedule import Schedule
 from riverbed.orchestrate.tasks import Tasks
 
 log = logging.getLogger("riverbed.run")
-NOTIFY_GRACE_SECONDS = 5.0  # how long a finished run waits for its notifications to go out
+# how long a finished run waits for its notifications to go out: every retry a notifier makes
+# (a failed run's notification is the one that matters most), and its last attempt's answer
+NOTIFY_GRACE_SECONDS = RETRY_WINDOW_SECONDS + 5.0
+INTERRUPTED_GRACE_SECONDS = 5.0  # after Ctrl-C / SIGTERM: whoever stops a run wants it to stop
 ALARM_INTERVAL_MAX = 60.0  # between runs, alarms are evaluated at least this often
 
 
@@ -166,7 +171,7 @@ def _execute(
             report.error_class = failed.error_class
         except BaseException as exc:  # Ctrl-C, SIGTERM: the run ends aborted, redrivable
             history.finish(run_id, "aborted", None, f"interrupted: {type(exc).__name__}")
-            dispatcher.close(NOTIFY_GRACE_SECONDS)
+            close_dispatcher(dispatcher, metrics, INTERRUPTED_GRACE_SECONDS)
             raise
         else:
             report.status = "succeeded"
@@ -185,21 +190,21 @@ def _execute(
             seconds=round(report.seconds, 3),
             **{k: v for k, v in report.variables.items() if isinstance(v, int | float)},
         )
-        observe(project, manifest, history, dispatcher)
-        dispatcher.close(NOTIFY_GRACE_SECONDS)
+        observe(project, manifest, dispatcher)
+        close_dispatcher(dispatcher, metrics)
     return report
 
 
-def observe(
-    project: Project, manifest: Manifest, history: RunHistory, dispatcher: Dispatcher
-) -> None:
-    """After a run, and between runs (see watch_alarms): the derived gauges, then the alarms."""
+def observe(project: Project, manifest: Manifest, dispatcher: Dispatcher) -> None:
+    """After a run, and between runs (see watch_alarms): the gauges measured now (capture lag,
+    time since the last success), then the alarms."""
     now = time.time()
-    last = history.last("succeeded")
-    since = last["ended_at"] if last else history.first_started()
+    # a capture that is not running records no lag: measured from the source instead
+    record_source_lag(project, manifest, now)
     metrics = Metrics(manifest)
+    since = since_last_success(manifest, now)
     if since is not None:
-        metrics.record({"seconds_since_last_success": max(0.0, now - since)}, ts=now)
+        metrics.record({SINCE_LAST_SUCCESS: since}, ts=now)
     # evaluated just after ``now``: a period ends before its end instant, and the gauge
     # recorded at ``now`` belongs to the period being evaluated, not to the next one
     evaluate_alarms(project.config, manifest, math.nextafter(now, math.inf), dispatcher)
@@ -214,11 +219,31 @@ def observe_between_runs(project: Project) -> None:
     try:
         dispatcher = Dispatcher(open_notifiers(project.config))
         try:
-            observe(project, manifest, RunHistory(manifest), dispatcher)
+            observe(project, manifest, dispatcher)
         finally:
-            dispatcher.close(NOTIFY_GRACE_SECONDS)
+            close_dispatcher(dispatcher, Metrics(manifest))
     finally:
         manifest.close()
+
+
+def measure_between_runs(project: Project) -> None:
+    """Record what is measured from the source rather than by a stage (the lag of a capture
+    that is not running): before each /metrics scrape, so a dead capture shows."""
+    manifest = open_manifest(project)
+    try:
+        record_source_lag(project, manifest)
+    finally:
+        manifest.close()
+
+
+def close_dispatcher(
+    dispatcher: Dispatcher, metrics: Metrics, timeout: float = NOTIFY_GRACE_SECONDS
+) -> None:
+    """Wait for the notifications still pending (up to ``timeout``), then count the ones
+    given up (the dispatcher logged each) in the metric notifications_given_up."""
+    dispatcher.close(timeout)
+    if dispatcher.given_up:
+        metrics.record({"notifications_given_up": float(dispatcher.given_up)})
 
 
 def watch_alarms(project: Project, stop: threading.Event) -> threading.Thread:

@@ -83,6 +83,7 @@ class Tasks:
             ratio = max((float(r.get("ratio", 0)) for r in checks), default=0.0)
             failures += len(failing)
             worst = max(worst, ratio)
+            checked, failed = quality_rows(table.batches)
             metrics.record(
                 {
                     "transform_rows_in": table.rows_in,
@@ -90,7 +91,8 @@ class Tasks:
                     "transform_rows_quarantined": table.rows_quarantined,
                     "transform_batches": len(table.batches),
                     "quality_failures": len(failing),
-                    "quality_failure_ratio": ratio,
+                    "quality_rows_checked": checked,
+                    "quality_rows_failed": failed,
                 },
                 {"table": table.table},
             )
@@ -259,3 +261,17 @@ def pending_batches(manifest: Manifest, tables: Sequence[str] | None) -> int:
     if manifest.has_table("load_batches"):
         staged -= set(manifest.query("select table_name, batch_id from load_batches"))
     return len(staged)
+
+
+def quality_rows(batches: list[dict[str, Any]]) -> tuple[int, int]:
+    """(rows checked, rows failed) by the quality rules of ``batches``: the alarm metric
+    quality_failure_ratio divides their sums over its period (observe.alarms.RATIOS), so one
+    bad row in a small batch weighs one row, not the batch's share. Every rule of a batch
+    checks the same rows; a row failing two rules counts twice, up to the rows checked."""
+    checked = failed = 0
+    for batch in batches:
+        rules = batch.get("quality", [])
+        rows = max((int(r.get("checked", 0)) for r in rules), default=0)
+        checked += rows
+        failed += min(rows, sum(int(r.get("failed", 0)) for r in rules))
+    return checked, failed

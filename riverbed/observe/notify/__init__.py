@@ -6,15 +6,20 @@ By convention an alarm event carries ``alarm``, ``state`` and ``previous``; a ru
 ``run_id`` and ``status`` ("succeeded" | "failed").
 
 Delivery goes through a :class:`Dispatcher` so the pipeline never waits on a slow webhook: one
-daemon worker thread drains a bounded queue. A full queue drops the event (with a warning)
-rather than block the caller or grow without bound while a receiver is down. A notifier that
-fails is logged on ``riverbed.notify`` and never raises into the pipeline — a broken pager
-must not break the data flow. ``close(timeout)`` lets a short CLI process wait, boundedly,
-for the notification of its own last run.
+daemon worker thread drains a bounded queue. A full queue drops the event rather than block the
+caller or grow without bound while a receiver is down. A notifier that fails never raises into
+the pipeline — a broken pager must not break the data flow. ``close(timeout)`` lets a short CLI
+process wait, boundedly, for the notification of its own last run; a caller that wants every
+retry a notifier makes waits RETRY_WINDOW_SECONDS (plus one attempt) for it.
+
+A notification given up — failed after its retries, dropped from a full queue, or still
+undelivered when ``close`` returns — is one ERROR line on ``riverbed.notify`` and counts in
+``Dispatcher.given_up``, which the caller records as a metric: nobody is told, so it must show.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -28,6 +33,7 @@ from riverbed.errors import RiverbedError, first_line
 logger = logging.getLogger("riverbed.notify")
 
 DEFAULT_MAX_PENDING = 100  # events waiting for delivery before new ones are dropped
+RETRY_WINDOW_SECONDS = 30.0  # how long a notifier keeps retrying one event (the README's promise)
 
 
 class NotifyError(RiverbedError):
@@ -66,6 +72,10 @@ class Dispatcher:
         # None is the stop mark close() queues: everything before it is delivered first
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(max_pending)
         self._closed = False
+        self._lock = threading.Lock()
+        self._undelivered: dict[str, int] = {}  # notifier -> events queued or being delivered
+        self._abandoned = False  # close() gave up on what was left: counted there, not again
+        self.given_up = 0  # notifications given up so far (see the module docstring)
         # daemon: a delivery stuck past close()'s timeout must not keep the process alive
         self._thread = threading.Thread(target=self._run, name="riverbed-notify", daemon=True)
         self._thread.start()
@@ -88,31 +98,45 @@ class Dispatcher:
             try:
                 self._queue.put_nowait((name, dict(event)))
             except queue.Full:
-                logger.warning(
+                self._give_up(
                     "%s event for %s dropped: %d notifications already pending",
                     _kind(event),
                     name,
                     self._queue.maxsize,
                 )
+                continue
+            with self._lock:
+                self._undelivered[name] = self._undelivered.get(name, 0) + 1
 
     def close(self, timeout: float) -> bool:
         """Stop accepting events and wait at most ``timeout`` seconds for pending deliveries.
 
         Returns True when everything queued was delivered (or failed and was logged), False
         when deliveries were still running at the deadline; those are abandoned with the
-        process.
+        process, each counted as given up and named in one ERROR line.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         if not self._closed:
             self._closed = True
-            try:
-                # blocking put: the worker frees space as it drains, so the stop mark gets in
-                # unless the deadline comes first
+            # blocking put: the worker frees space as it drains, so the stop mark gets in
+            # unless the deadline comes first (then what is left is given up below)
+            with contextlib.suppress(queue.Full):
                 self._queue.put(None, timeout=max(timeout, 0.0))
-            except queue.Full:
-                return False
         self._thread.join(max(deadline - time.monotonic(), 0.0))
-        return not self._thread.is_alive()
+        if not self._thread.is_alive():
+            return True
+        with self._lock:
+            left = {name: n for name, n in self._undelivered.items() if n}
+            if not self._abandoned and left:
+                self._abandoned = True
+                self.given_up += sum(left.values())
+                logger.error(
+                    "notification given up: %s still undelivered after %.3g s (the process "
+                    "moves on without it)",
+                    ", ".join(f"{n} event(s) for {name}" for name, n in sorted(left.items())),
+                    timeout,
+                )
+        return False
 
     def _run(self) -> None:
         while True:
@@ -123,15 +147,25 @@ class Dispatcher:
             try:
                 self._notifiers[name].notify(event)
             except NotifyError as exc:
-                logger.warning("notification failed: %s", exc)
+                self._give_up("notification given up: %s", exc)
             except Exception as exc:  # a notifier bug must not kill the worker
-                logger.warning(
-                    "notifier %s failed on a %s event: %s: %s",
+                self._give_up(
+                    "notification given up: notifier %s failed on a %s event: %s: %s",
                     name,
                     _kind(event),
                     type(exc).__name__,
                     first_line(exc),
                 )
+            finally:
+                with self._lock:
+                    self._undelivered[name] -= 1
+
+    def _give_up(self, message: str, *args: object) -> None:
+        with self._lock:
+            if self._abandoned:
+                return  # close() already counted and reported what was left
+            self.given_up += 1
+        logger.error(message, *args)
 
 
 def _kind(event: Mapping[str, Any]) -> str:

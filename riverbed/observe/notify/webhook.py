@@ -9,7 +9,9 @@ Retried with exponential backoff: connection errors, timeouts, 5xx and 429 (the 
 down or busy, it may recover); any other 4xx or a redirect is the config's fault and retrying
 cannot help. A receiver that says how long to wait (``Retry-After``, in seconds or as a date,
 usually with 429 or 503) is waited for, up to MAX_WAIT_SECONDS: asking again sooner is what
-rate limiters punish.
+rate limiters punish. All of it within the retry window (RETRY_WINDOW_SECONDS): no attempt
+starts after it, and none runs past it by more than a second, so whoever waits for a delivery
+knows for how long.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -29,11 +32,12 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_before_delay,
     wait_exponential,
 )
 
 from riverbed.config.models import NotifierConfig
-from riverbed.observe.notify import NotifyError
+from riverbed.observe.notify import RETRY_WINDOW_SECONDS, NotifyError
 
 logger = logging.getLogger("riverbed.notify")
 
@@ -41,6 +45,7 @@ TIMEOUT_SECONDS = 10.0  # per attempt: connect plus response
 ATTEMPTS = 4
 BACKOFF_SECONDS = 1.0  # waits 1, 2, 4 s between the attempts
 MAX_WAIT_SECONDS = 30.0  # the most a Retry-After is waited for, per attempt
+MIN_ATTEMPT_SECONDS = 1.0  # the shortest timeout an attempt near the window's end gets
 
 
 class _Failure(Exception):
@@ -68,6 +73,7 @@ class WebhookNotifier:
         backoff_seconds: float = BACKOFF_SECONDS,
         timeout: float = TIMEOUT_SECONDS,
         max_wait: float = MAX_WAIT_SECONDS,
+        window: float = RETRY_WINDOW_SECONDS,
     ):
         assert config.url is not None  # NotifierConfig requires it for type webhook
         self.name = name
@@ -75,6 +81,7 @@ class WebhookNotifier:
         self.backoff_seconds = backoff_seconds
         self.timeout = timeout
         self.max_wait = max_wait
+        self.window = window
         self._url = config.url
         self._secret_headers = config.headers
         self._opener = urllib.request.build_opener(_NoRedirects())
@@ -83,8 +90,10 @@ class WebhookNotifier:
         """Deliver ``event``; raises NotifyError after the last failed attempt."""
         body = json.dumps(event, default=str).encode()
         headers = self._headers()
+        started = time.monotonic()
         retrying = Retrying(
-            stop=stop_after_attempt(ATTEMPTS),
+            # no attempt would start after the window: a wait that ends past it ends the retries
+            stop=stop_after_attempt(ATTEMPTS) | stop_before_delay(self.window),
             wait=self._wait,
             retry=retry_if_exception(lambda exc: isinstance(exc, _Failure) and exc.transient),
             before_sleep=self._log_retry,
@@ -95,7 +104,8 @@ class WebhookNotifier:
             for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    self._post(body, headers)
+                    left = self.window - (time.monotonic() - started)
+                    self._post(body, headers, min(self.timeout, max(left, MIN_ATTEMPT_SECONDS)))
         except _Failure as exc:
             tries = f" after {attempts} attempts" if attempts > 1 else ""
             raise NotifyError(
@@ -115,10 +125,10 @@ class WebhookNotifier:
         headers["Content-Type"] = "application/json"  # the body is JSON whatever else is set
         return headers
 
-    def _post(self, body: bytes, headers: dict[str, str]) -> None:
+    def _post(self, body: bytes, headers: dict[str, str], timeout: float) -> None:
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
             exc.close()

@@ -1,0 +1,144 @@
+"""How far the lake is behind the source, measured from the source.
+
+A running capture records its own lag at each flush (riverbed.capture.runner). A capture that
+is not running records nothing, and its last sample says nothing about the changes piling up
+since; so whatever evaluates alarms or serves metrics measures it here when no process holds
+the slot:
+
+- ``lag_seconds``: now minus the commit time of the oldest transaction with changes of a
+  captured table that the server has committed and the lake does not hold yet. PostgreSQL
+  keeps commit times only with ``track_commit_timestamp`` (off by default), so it is read from
+  the slot itself: ``pg_logical_slot_peek_binary_changes`` decodes what the slot still holds
+  (from its restart position) without consuming anything, and the first such transaction's
+  Begin message carries its commit time. Whole transactions, at most PEEK_CHANGES changes of
+  them plus the rest of the last one, within PEEK_TIMEOUT; a server-side cursor reads them only
+  up to the first one that counts.
+- ``lag_bytes``: the server's current WAL position minus the position the lake made visible;
+  0 when nothing captured is pending, however far the WAL moved (other databases, heartbeats,
+  tables not captured: none of it is behind).
+
+Peeking acquires the slot for its duration; a capture starting just then finds it busy and
+waits for it (slot.wait_while_peeked). While a capture holds the slot, nothing is measured
+here (None): its own samples are fresh.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from riverbed.capture import pgoutput
+from riverbed.capture.pgoutput import parse_lsn
+from riverbed.config.loader import Project
+from riverbed.errors import RiverbedError
+from riverbed.lake.manifest import Manifest
+
+PEEK_CHANGES = 1000  # changes decoded at most (plus the rest of the transaction they end in)
+PEEK_TIMEOUT = "10s"  # a slot far behind takes long to decode; the measurement gives up then
+_CHANGES = (73, 85, 68, 84)  # I, U, D, T
+
+
+@dataclass(frozen=True)
+class Lag:
+    bytes: int
+    seconds: float
+
+
+def source_lag(project: Project, manifest: Manifest, now: float | None = None) -> Lag | None:
+    """The capture lag measured from the source, or None when it cannot be measured here: a
+    capture holds the slot (its own samples are fresh), there is no slot or no position yet,
+    or the source cannot be reached or decoded in time."""
+    from riverbed.capture.runner import captured_tables  # heavy: only when measuring
+    from riverbed.source.connection import source_for
+
+    cfg = project.config.source
+    visible = manifest.position(cfg.slot)
+    if visible is None:
+        return None
+    try:
+        with source_for(project).connect(autocommit=True) as conn:
+            row = conn.execute(
+                "select active, pg_current_wal_lsn()::text from pg_replication_slots"
+                " where slot_name = %s and database = current_database()",
+                (cfg.slot,),
+            ).fetchone()
+            if row is None or row[0]:
+                return None
+            current = parse_lsn(row[1])
+            captured = frozenset(f"{cfg.schema_name}.{t}" for t in captured_tables(project, conn))
+            oldest = first_pending_commit(conn, cfg.slot, cfg.publication, captured, visible)
+    except (RiverbedError, psycopg.Error):
+        return None  # a source that is down, or a capture that took the slot meanwhile
+    if oldest is None:
+        return Lag(0, 0.0)
+    at = time.time() if now is None else now
+    return Lag(max(0, current - visible), max(0.0, at - oldest / 1e6))
+
+
+def first_pending_commit(
+    conn: psycopg.Connection[Any],
+    slot: str,
+    publication: str,
+    captured: frozenset[str],
+    visible: int,
+) -> int | None:
+    """Commit time (Unix microseconds) of the first transaction the slot holds with a change
+    to a ``captured`` table ("schema.table") and not in the lake (its commit LSN at or after
+    ``visible``, the stream's own rule); None when there is none."""
+    ours: set[int] = set()
+    begin: pgoutput.Begin | None = None
+    first_seen: int | None = None  # the first pending transaction of any table
+    returned = 0
+    with conn.transaction():
+        conn.execute(f"set local statement_timeout = '{PEEK_TIMEOUT}'")
+        with conn.cursor(name="riverbed_lag_peek") as cursor:
+            cursor.itersize = 100
+            cursor.execute(
+                "select data from pg_logical_slot_peek_binary_changes(%s, null, %s,"
+                " 'proto_version', '1', 'publication_names', %s)",
+                (slot, PEEK_CHANGES, publication),
+            )
+            for (data,) in cursor:
+                returned += 1
+                buf = bytes(data)
+                kind = buf[0]
+                if kind == 66:  # B
+                    parsed = pgoutput.parse_begin(buf)
+                    begin = parsed if parsed.final_lsn >= visible else None
+                    if begin is not None and first_seen is None:
+                        first_seen = begin.commit_ts_us
+                elif kind == 67:  # C
+                    begin = None
+                elif kind == 82:  # R
+                    relation = pgoutput.parse_relation(buf)
+                    if relation.qualified in captured:
+                        ours.add(relation.relid)
+                elif begin is not None and kind in _CHANGES:
+                    relids = (
+                        pgoutput.parse_truncate(buf).relids
+                        if kind == 84
+                        else (int.from_bytes(buf[1:5], "big"),)
+                    )
+                    if ours.intersection(relids):
+                        return begin.commit_ts_us
+    if returned >= PEEK_CHANGES:
+        # cut off before a change of ours showed: the oldest pending one is no older than the
+        # first transaction seen (a publication shared with tables not captured)
+        return first_seen
+    return None
+
+
+def record_source_lag(project: Project, manifest: Manifest, now: float | None = None) -> None:
+    """Measure the lag from the source (source_lag) and, when it could be measured, record it
+    as the gauges capture_lag_bytes and capture_lag_seconds, as a capture would."""
+    at = time.time() if now is None else now
+    lag = source_lag(project, manifest, at)
+    if lag is not None:
+        manifest.record_metrics(
+            {"capture_lag_bytes": lag.bytes, "capture_lag_seconds": lag.seconds},
+            {"slot": project.config.source.slot},
+            at,
+        )
