@@ -1,0 +1,163 @@
+"""A lake disk that fills up, turns read-only or refuses permission while `riverbed capture`
+writes to it: one line naming the lake path and the fix, exit 1, never a traceback; and once
+the disk is fixed, the next capture takes up where the lake's manifest says, every change
+exactly once.
+
+The disk is a small tmpfs mounted for the test (root only; skipped elsewhere). Permission is
+denied by taking write permission off the lake's folders; root, which ignores permissions,
+runs the failing capture without CAP_DAC_OVERRIDE (setpriv)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from capture_support import lake_changes
+
+from conftest import Database, run_cli, start_cli
+
+ROWS = 3000
+# about 1 KB of hex per row that zstd cannot squeeze much: 3000 rows are far more than 512 KB
+INSERT = (
+    "insert into w.notes select g, (select string_agg(md5(random()::text || g || i), '')"
+    " from generate_series(1, 32) i) from generate_series({first}, {last}) g"
+)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KB tmpfs, unmounted afterwards."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def remount(disk: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
+
+
+def writable(folder: Path, yes: bool) -> None:
+    for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        path.chmod(0o755 if yes else 0o555)
+
+
+def capture(config: Path, *, unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
+    prefix = []
+    if unprivileged and os.geteuid() == 0:
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "riverbed", "capture", "--once", "-q", "-c", str(config)],
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def notes_project(database: Database, disk: Path, tmp_path: Path) -> Path:
+    """A project capturing table w.notes into a lake on ``disk``, its first 10 rows captured,
+    the rest of ROWS inserted since."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema w; create table w.notes (id int primary key, body text)")
+    lake = disk / "lake"
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
+        f"lake:\n  path: {lake}\n  max_rows: 500\nstate:\n  path: {tmp_path / 'state.db'}\n"
+        "tables:\n  notes:\n    kind: dimension\n    target: dim_note\n    keys: [id]\n"
+        "    tracked: [body]\n"
+    )
+    with database.connect(autocommit=True) as conn:
+        conn.execute(INSERT.format(first=1, last=10))
+    first = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert first.code == 0, first.text
+    with database.connect(autocommit=True) as conn:
+        conn.execute(INSERT.format(first=11, last=ROWS))
+    return config
+
+
+def captured_ids(config: Path) -> list[int]:
+    return sorted(c["id"] for c in lake_changes(config, "notes"))
+
+
+@pytest.mark.parametrize("trouble", ["full", "read-only", "denied"])
+def test_a_broken_lake_disk_is_one_line_and_the_next_capture_takes_every_change_once(
+    database: Database, disk: Path, tmp_path: Path, trouble: str
+) -> None:
+    config = notes_project(database, disk, tmp_path)
+    lake = disk / "lake"
+    if trouble != "full":
+        remount(disk, "size=64m")  # room enough: only the trouble under test stops capture
+    if trouble == "read-only":
+        remount(disk, "ro")
+    elif trouble == "denied":
+        writable(lake, False)
+    failed = capture(config, unprivileged=trouble == "denied")
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr
+    [line] = failed.stderr.strip().splitlines()
+    assert str(lake) in line
+    assert {
+        "full": "no space left",
+        "read-only": "read-only",
+        "denied": "permission denied",
+    }[trouble] in line
+    assert "lake.path" in line  # the fix names the setting
+
+    if trouble == "full":
+        remount(disk, "size=64m")
+    elif trouble == "read-only":
+        remount(disk, "rw")
+    else:
+        writable(lake, True)
+    again = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert again.code == 0, again.text
+    assert captured_ids(config) == list(range(1, ROWS + 1))
+
+
+def test_follow_waits_out_a_full_lake_disk_and_resumes_exactly_once(
+    database: Database, disk: Path, tmp_path: Path
+) -> None:
+    config = notes_project(database, disk, tmp_path)
+    log = tmp_path / "follow.err"
+    with log.open("w") as err:
+        follower = start_cli(
+            "capture", "--follow", "-c", str(config), stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "no space left" not in log.read_text():
+            assert follower.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert "Traceback" not in log.read_text()
+        remount(disk, "size=64m")
+        while captured_ids(config) != list(range(1, ROWS + 1)):
+            assert follower.poll() is None, log.read_text()
+            assert time.monotonic() < deadline + 120, captured_ids(config)[-5:]
+            time.sleep(0.5)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(60)
+    assert follower.returncode == 0, log.read_text()
+    assert captured_ids(config) == list(range(1, ROWS + 1))
