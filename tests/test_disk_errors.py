@@ -161,3 +161,58 @@ def test_follow_waits_out_a_full_lake_disk_and_resumes_exactly_once(
         follower.wait(60)
     assert follower.returncode == 0, log.read_text()
     assert captured_ids(config) == list(range(1, ROWS + 1))
+
+
+# `riverbed ARGS` whose replication stream arrives damaged: every Insert's first column kind
+# byte replaced ("column kind"), or every Begin cut short ("truncated")
+DAMAGED = """
+import sys
+from riverbed.capture.stream import ChangeStream
+
+damage = sys.argv.pop(1)
+original = ChangeStream._handle
+
+def handle(self, buf, data_start):
+    if damage == "column kind" and buf[:1] == b"I":
+        buf = buf[:8] + b"x" + buf[9:]
+    elif damage == "truncated" and buf[:1] == b"B":
+        buf = buf[:5]
+    original(self, buf, data_start)
+
+ChangeStream._handle = handle
+from riverbed.cli import main
+sys.argv[0] = "riverbed"
+main()
+"""
+
+
+@pytest.mark.parametrize("damage", ["column kind", "truncated"])
+def test_a_malformed_replication_stream_is_one_line_and_loses_nothing(
+    database: Database, tmp_path: Path, damage: str
+) -> None:
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema w; create table w.notes (id int primary key, body text)")
+        conn.execute(INSERT.format(first=1, last=10))
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
+        "lake:\n  path: lake\nstate:\n  path: state.db\n"
+    )
+    first = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert first.code == 0, first.text
+    with database.connect(autocommit=True) as conn:
+        conn.execute(INSERT.format(first=11, last=100))
+    damaged = subprocess.run(
+        [sys.executable, "-c", DAMAGED, damage, "capture", "--once", "-q", "-c", str(config)],
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert damaged.returncode == 1, damaged.stderr
+    assert "Traceback" not in damaged.stderr
+    [line] = damaged.stderr.strip().splitlines()
+    assert "replication stream" in line and "pgoutput" in line, line
+    again = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert again.code == 0, again.text
+    assert captured_ids(config) == list(range(1, 101))
