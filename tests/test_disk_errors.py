@@ -1,7 +1,7 @@
-"""A lake disk that fills up, turns read-only or refuses permission while `riverbed capture`
-writes to it: one line naming the lake path and the fix, exit 1, never a traceback; and once
-the disk is fixed, the next capture takes up where the lake's manifest says, every change
-exactly once.
+"""A lake (or state store) disk that fills up, turns read-only or refuses permission while
+`riverbed capture` writes to it, and a malformed replication stream: one line naming the
+path (or message) and the fix, exit 1, never a traceback; and once the trouble is gone, the
+next capture takes up where the manifest says, every change exactly once.
 
 The disk is a small tmpfs mounted for the test (root only; skipped elsewhere). Permission is
 denied by taking write permission off the lake's folders; root, which ignores permissions,
@@ -9,6 +9,7 @@ runs the failing capture without CAP_DAC_OVERRIDE (setpriv)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -74,16 +75,21 @@ def capture(config: Path, *, unprivileged: bool = False) -> subprocess.Completed
     )
 
 
-def notes_project(database: Database, disk: Path, tmp_path: Path) -> Path:
-    """A project capturing table w.notes into a lake on ``disk``, its first 10 rows captured,
-    the rest of ROWS inserted since."""
+def notes_project(
+    database: Database, disk: Path, tmp_path: Path, *, state_on_disk: bool = False
+) -> Path:
+    """A project capturing table w.notes into a lake on ``disk`` (with ``state_on_disk``: its
+    state store there, the lake beside the config), its first 10 rows captured, the rest of
+    ROWS inserted since."""
     with database.connect(autocommit=True) as conn:
         conn.execute("create schema w; create table w.notes (id int primary key, body text)")
-    lake = disk / "lake"
+    lake, state = disk / "lake", tmp_path / "state.db"
+    if state_on_disk:
+        lake, state = tmp_path / "lake", disk / "state.db"
     config = tmp_path / "riverbed.yaml"
     config.write_text(
         f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
-        f"lake:\n  path: {lake}\n  max_rows: 500\nstate:\n  path: {tmp_path / 'state.db'}\n"
+        f"lake:\n  path: {lake}\n  max_rows: 500\nstate:\n  path: {state}\n"
         "tables:\n  notes:\n    kind: dimension\n    target: dim_note\n    keys: [id]\n"
         "    tracked: [body]\n"
     )
@@ -130,6 +136,38 @@ def test_a_broken_lake_disk_is_one_line_and_the_next_capture_takes_every_change_
         remount(disk, "rw")
     else:
         writable(lake, True)
+    again = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert again.code == 0, again.text
+    assert captured_ids(config) == list(range(1, ROWS + 1))
+
+
+@pytest.mark.parametrize("trouble", ["full", "fills up", "read-only"])
+def test_a_broken_state_store_disk_is_one_line_and_the_next_capture_takes_every_change_once(
+    database: Database, disk: Path, tmp_path: Path, trouble: str
+) -> None:
+    config = notes_project(database, disk, tmp_path, state_on_disk=True)
+    filler = disk / "filler"
+    if trouble != "read-only":
+        with filler.open("wb", buffering=0) as sink, contextlib.suppress(OSError):
+            while True:
+                sink.write(b"\0" * 4096)
+        if trouble == "fills up":  # room to open the store, not to record what is captured
+            os.truncate(filler, filler.stat().st_size - 48 * 1024)
+    else:
+        remount(disk, "ro")
+    failed = capture(config)
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr
+    [line] = failed.stderr.strip().splitlines()
+    assert str(disk / "state.db") in line and "state.path" in line
+    assert {"full": "no space left", "fills up": "no space left", "read-only": "writable"}[
+        trouble
+    ] in line
+
+    if trouble != "read-only":
+        filler.unlink()
+    else:
+        remount(disk, "rw")
     again = run_cli("capture", "--once", "-q", "-c", str(config))
     assert again.code == 0, again.text
     assert captured_ids(config) == list(range(1, ROWS + 1))
