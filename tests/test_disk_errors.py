@@ -254,3 +254,62 @@ def test_a_malformed_replication_stream_is_one_line_and_loses_nothing(
     again = run_cli("capture", "--once", "-q", "-c", str(config))
     assert again.code == 0, again.text
     assert captured_ids(config) == list(range(1, 101))
+
+
+# `riverbed ARGS` whose replication connection the source ends (pg_terminate_backend) when the
+# first Insert of the stream arrives
+CUT_OFF = """
+import sys
+import psycopg
+from riverbed.capture.stream import ChangeStream
+
+dsn = sys.argv.pop(1)
+original = ChangeStream._handle
+done = []
+
+def handle(self, buf, data_start):
+    if buf[:1] == b"I" and not done:
+        done.append(1)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where backend_type = 'walsender' and datname = current_database()"
+            )
+    original(self, buf, data_start)
+
+ChangeStream._handle = handle
+from riverbed.cli import main
+sys.argv[0] = "riverbed"
+main()
+"""
+
+
+def test_a_lost_source_connection_during_capture_once_is_one_line_and_loses_nothing(
+    database: Database, tmp_path: Path
+) -> None:
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema w; create table w.notes (id int primary key, body text)")
+        conn.execute(INSERT.format(first=1, last=10))
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
+        "lake:\n  path: lake\nstate:\n  path: state.db\n"
+    )
+    first = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert first.code == 0, first.text
+    with database.connect(autocommit=True) as conn:
+        conn.execute(INSERT.format(first=11, last=ROWS))  # more than a socket buffer
+    cut = subprocess.run(
+        [sys.executable, "-c", CUT_OFF, database.dsn, "capture", "--once", "-q", "-c", str(config)],
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cut.returncode == 1, cut.stderr
+    assert "Traceback" not in cut.stderr
+    [line] = cut.stderr.strip().splitlines()
+    assert "source" in line or "connection" in line or "server" in line, line
+    again = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert again.code == 0, again.text
+    assert captured_ids(config) == list(range(1, ROWS + 1))
