@@ -148,11 +148,8 @@ def test_a_broken_state_store_disk_is_one_line_and_the_next_capture_takes_every_
     config = notes_project(database, disk, tmp_path, state_on_disk=True)
     filler = disk / "filler"
     if trouble != "read-only":
-        with filler.open("wb", buffering=0) as sink, contextlib.suppress(OSError):
-            while True:
-                sink.write(b"\0" * 4096)
-        if trouble == "fills up":  # room to open the store, not to record what is captured
-            os.truncate(filler, filler.stat().st_size - 48 * 1024)
+        # "fills up": room to open the store, not to record what is captured
+        fill(disk, leave=48 * 1024 if trouble == "fills up" else 0)
     else:
         remount(disk, "ro")
     failed = capture(config)
@@ -173,10 +170,23 @@ def test_a_broken_state_store_disk_is_one_line_and_the_next_capture_takes_every_
     assert captured_ids(config) == list(range(1, ROWS + 1))
 
 
-def test_follow_waits_out_a_full_lake_disk_and_resumes_exactly_once(
-    database: Database, disk: Path, tmp_path: Path
+def fill(disk: Path, leave: int = 0) -> Path:
+    """A file taking all the room left on ``disk`` but ``leave`` bytes."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as sink, contextlib.suppress(OSError):
+        while True:
+            sink.write(b"\0" * 4096)
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+@pytest.mark.parametrize("where", ["lake", "state"])
+def test_follow_waits_out_a_full_disk_and_resumes_exactly_once(
+    database: Database, disk: Path, tmp_path: Path, where: str
 ) -> None:
-    config = notes_project(database, disk, tmp_path)
+    config = notes_project(database, disk, tmp_path, state_on_disk=where == "state")
+    if where == "state":
+        filler = fill(disk, leave=48 * 1024)  # room to open the store, not to record much
     log = tmp_path / "follow.err"
     with log.open("w") as err:
         follower = start_cli(
@@ -189,7 +199,10 @@ def test_follow_waits_out_a_full_lake_disk_and_resumes_exactly_once(
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         assert "Traceback" not in log.read_text()
-        remount(disk, "size=64m")
+        if where == "state":
+            filler.unlink()
+        else:
+            remount(disk, "size=64m")
         while captured_ids(config) != list(range(1, ROWS + 1)):
             assert follower.poll() is None, log.read_text()
             assert time.monotonic() < deadline + 120, captured_ids(config)[-5:]
