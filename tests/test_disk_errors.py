@@ -60,13 +60,17 @@ def writable(folder: Path, yes: bool) -> None:
         path.chmod(0o755 if yes else 0o555)
 
 
-def capture(config: Path, *, unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
+def capture(
+    config: Path, *, unprivileged: bool = False, command: str = "capture"
+) -> subprocess.CompletedProcess[str]:
+    """`riverbed capture --once` (or another ``command`` with --once); ``unprivileged``: as a
+    user whom file permissions bind (root without CAP_DAC_OVERRIDE)."""
     prefix = []
     if unprivileged and os.geteuid() == 0:
         caps = "-dac_override,-dac_read_search"
         prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "riverbed", "capture", "--once", "-q", "-c", str(config)],
+        [*prefix, sys.executable, "-m", "riverbed", command, "--once", "-q", "-c", str(config)],
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
         capture_output=True,
         text=True,
@@ -326,3 +330,31 @@ def test_a_lost_source_connection_during_capture_once_is_one_line_and_loses_noth
     again = run_cli("capture", "--once", "-q", "-c", str(config))
     assert again.code == 0, again.text
     assert captured_ids(config) == list(range(1, ROWS + 1))
+
+
+@pytest.mark.parametrize("command", ["capture", "run"])
+def test_a_project_folder_that_cannot_be_written_is_one_line(
+    database: Database, tmp_path: Path, command: str
+) -> None:
+    """Riverbed's lock files and logs go beside riverbed.yaml: creating their folder raised a
+    PermissionError."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema w; create table w.notes (id int primary key, body text)")
+        conn.execute(INSERT.format(first=1, last=10))
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = folder / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
+        f"lake:\n  path: {tmp_path / 'lake'}\nstate:\n  path: {tmp_path / 'state.db'}\n"
+    )
+    folder.chmod(0o555)
+    failed = capture(config, unprivileged=True, command=command)
+    folder.chmod(0o755)
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr
+    [line] = failed.stderr.strip().splitlines()
+    assert str(folder / ".riverbed") in line and "writable" in line
+    again = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert again.code == 0, again.text
+    assert captured_ids(config) == list(range(1, 11))
