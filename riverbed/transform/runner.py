@@ -947,7 +947,8 @@ class TransformRun:
         for copy in copies:
             original = copy.removeprefix("bad/")
             if original in recorded:
-                if self.storage.exists(original):
+                # (a raw file in the manifest under that name is a new one: kept)
+                if original not in pending and self.storage.exists(original):
                     self.storage.delete(original)
             elif original in pending and not self.storage.exists(original):
                 self._set_aside(pending[original], "set aside by a run that stopped midway")
