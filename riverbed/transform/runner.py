@@ -943,15 +943,15 @@ class TransformRun:
         if not copies:
             return  # the usual case: one listing of an empty folder
         recorded = {b["path"] for b in self.bookmarks.bad_files() if b["table"] == table}
-        pending = {f.path: f for f in self.manifest.files("raw", table)}
+        listed = {f.path: f for f in self.manifest.files("raw", table)}
         for copy in copies:
             original = copy.removeprefix("bad/")
             if original in recorded:
                 # (a raw file in the manifest under that name is a new one: kept)
-                if original not in pending and self.storage.exists(original):
+                if original not in listed and self.storage.exists(original):
                     self.storage.delete(original)
-            elif original in pending and not self.storage.exists(original):
-                self._set_aside(pending[original], "set aside by a run that stopped midway")
+            elif original in listed and not self.storage.exists(original):
+                self._set_aside(listed[original], "set aside by a run that stopped midway")
 
 
 def _shuffles(checks: CompiledChecks) -> bool:
