@@ -223,6 +223,42 @@ def test_a_caught_failure_reaches_a_webhook(project: Path, receiver: Receiver) -
     assert runs[0]["state"] == "dimension_customers" and "injected" in runs[0]["error"]
 
 
+def test_a_fail_state_reports_its_own_error_not_one_a_branch_caught_before(
+    project: Path,
+) -> None:
+    """The caught error was one field of the executor, shared by Parallel branches and never
+    cleared: a Fail state after a Parallel whose branch had caught a failure reported that."""
+    branch = {"type": "task", "resource": "check", "end": True}
+    caught = {**branch, "catch": [{"errors": ["all"], "next": "shrug"}]}
+    machine = {
+        "start_at": "both",
+        "states": {
+            "both": {
+                "type": "parallel",
+                "max_concurrency": 1,
+                "branches": [
+                    {
+                        "start_at": "flaky",
+                        "states": {"flaky": caught, "shrug": {"type": "succeed"}},
+                    },
+                    {"start_at": "fine", "states": {"fine": branch}},
+                ],
+                "next": "gate",
+            },
+            "gate": {"type": "fail", "error": "Closed", "cause": "the gate is shut"},
+        },
+    }
+    configure(
+        project, machine=machine, fault_injection={"flaky": {"error": "terminal", "times": 1}}
+    )
+    code, report, _ = run(project, "--once")
+    assert code == 1
+    assert report["failed_state"] == "gate" and report["error_class"] == "terminal"
+    assert report["error"] == "Closed: the gate is shut"
+    states = [(e["state"], e["event"]) for e in events(project, report["run_id"])]
+    assert ("flaky", "caught") in states and ("fine", "succeeded") in states
+
+
 def test_redrive_resumes_at_the_failed_state(project: Path) -> None:
     configure(
         project,

@@ -582,6 +582,14 @@ def test_config_that_does_not_match_the_batch_is_refused() -> None:
         scd2_statements(DIM, clash, "postgres")
 
 
+@pytest.mark.parametrize("dialect", ["redshift", "duckbd"])
+def test_a_merge_for_a_warehouse_it_cannot_run_on_names_the_setting(dialect: str) -> None:
+    """A bare ValueError before: a traceback, had a command reached it (the config's
+    warehouse.engine admits only the two merge dialects, so none does today)."""
+    with pytest.raises(ConfigError, match=r"^warehouse\.engine: .*" + dialect):
+        scd2_statements(DIM, COLUMNS, dialect)
+
+
 # --- the warehouse contract -----------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from riverbed.capture.pgoutput import ProtocolError
 from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
 from riverbed.capture.tuples import decode_columns
 
@@ -103,7 +104,10 @@ class TableBuffer:
     def to_arrow(self, txs: list[TxInfo]) -> pa.Table:
         """The buffered rows as an Arrow table: typed source columns, then the CDC columns."""
         n = len(self.payloads)
-        decoded = decode_columns(self.payloads, len(self.schema.columns))
+        try:
+            decoded = decode_columns(self.payloads, len(self.schema.columns))
+        except ProtocolError as exc:
+            raise ProtocolError(f"{exc.detail} in a row of table {self.schema.table}") from exc
         arrays: list[pa.Array] = []
         fields: list[pa.Field] = []
         marks: dict[int, list[str]] = {}

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from struct import Struct
 
+from riverbed.errors import RiverbedError
+
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since the Unix epoch
 
 _I16 = Struct(">h")
@@ -43,8 +45,19 @@ class _Unchanged:
 UNCHANGED = _Unchanged()
 
 
-class ProtocolError(ValueError):
-    """A message that does not follow the pgoutput format (a bug or an incompatible server)."""
+class ProtocolError(RiverbedError, ValueError):
+    """A message that does not follow the pgoutput format (a bug or an incompatible server).
+
+    Terminal: the same message arrives again on every retry. Nothing of it reaches the lake,
+    whose manifest position still says where the next capture resumes."""
+
+    def __init__(self, detail: str):
+        self.detail = detail
+        super().__init__(
+            f"the replication stream is malformed: {detail}; Riverbed reads pgoutput protocol "
+            "version 1, so check the source server's version and report this if it is one "
+            "Riverbed supports (the lake is intact: capture resumes where it stopped)"
+        )
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +80,14 @@ class _Batch:
 
     def empty(self) -> bool:
         return not self.rows and not self.spilled
+
+
+def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolError:
+    """The ProtocolError for a message the decoder could not read (cut short, or not in the
+    pgoutput format), naming the message's kind and where in the WAL it is."""
+    detail = exc.detail if isinstance(exc, pgoutput.ProtocolError) else f"cut short ({exc})"
+    kind = chr(payload[0]) if payload else "empty"
+    return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {pgoutput.format_lsn(lsn)}")
 
 
 class ChangeStream:
@@ -172,7 +181,10 @@ class ChangeStream:
         while True:
             message = read()
             if message is not None:
-                handle(message.payload, message.data_start)
+                try:
+                    handle(message.payload, message.data_start)
+                except (pgoutput.ProtocolError, struct.error, IndexError) as exc:
+                    raise _malformed(message.payload, message.data_start, exc) from exc
                 busy = True
                 if once and self.tx is not None and self.tx.commit_lsn >= until_lsn:  # type: ignore[operator]
                     # a transaction committed after --once started: left whole for the next run,

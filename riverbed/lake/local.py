@@ -39,7 +39,8 @@ class LocalStorage:
             temp = self.root / temp_path(path)
             sink = open(temp, "xb")  # noqa: SIM115 - closed below, on both paths
         try:
-            yield sink
+            with translating(self.url, path, "writing"):  # the caller's writes: a full disk
+                yield sink
             with translating(self.url, path, "writing"):
                 # A ParquetWriter may close its sink; fsync through a fresh descriptor then.
                 if sink.closed:

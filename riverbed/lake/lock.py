@@ -18,8 +18,14 @@ class ProcessLock:
     """``refusal(pid)``, when given, words the error for a lock someone else holds."""
 
     def __init__(self, path: Path, what: str, refusal: Callable[[str], str] | None = None):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as exc:  # a project folder the user cannot write, a full disk
+            raise RiverbedError(
+                f"cannot write the lock file {path} ({exc.strerror or exc}); make its folder "
+                "(beside riverbed.yaml) writable, with space to spare"
+            ) from exc
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,7 +14,10 @@ The store is SQLite in WAL mode with synchronous=FULL: a commit is durable when 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -169,12 +172,13 @@ class Manifest:
         """One write transaction: everything a stage commits together (its outputs, made
         visible here, and its bookkeeping) becomes durable at once or not at all."""
         # one connection, shared by the snapshot's copy threads: one transaction at a time
-        with self._lock:
+        with self._lock, _translating(self.path):
             self._db.execute("begin immediate")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("rollback")
+                with contextlib.suppress(sqlite3.Error):  # a failed commit rolled back already
+                    self._db.execute("rollback")
                 raise
             self._db.execute("commit")
 
@@ -361,6 +365,9 @@ def open_manifest(project: Project) -> Manifest:
     try:
         return Manifest(path)
     except (OSError, sqlite3.Error) as exc:
+        full = _disk_full(exc, path)
+        if full is not None:
+            raise full from exc
         # a folder that cannot be created or written is a config mistake, not a crash
         reason = getattr(exc, "strerror", None) or first_line(exc)
         raise RiverbedError(
@@ -368,3 +375,51 @@ def open_manifest(project: Project) -> Manifest:
             f"{path.parent} must exist (or be creatable) and be writable: fix state.path in "
             "riverbed.yaml"
         ) from exc
+
+
+class StateStoreFull(RiverbedError):
+    """The state store's disk is full: transient, a follower waits for room."""
+
+    transient = True
+
+
+def _disk_full(exc: BaseException, path: Path) -> StateStoreFull | None:
+    """The error to raise for ``exc`` if it means the state store's disk is full, else None.
+    SQLite says "database or disk is full", or, when the WAL cannot even be created, only
+    "disk I/O error": then the free space decides."""
+    text = first_line(exc)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    full = (
+        getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        or "database or disk is full" in text
+        or ("disk I/O error" in text and free is not None and free < 1_000_000)
+    )
+    if not full:
+        return None
+    room = f" ({free / 1e6:,.1f} MB free)" if free is not None else ""
+    return StateStoreFull(
+        f"state.path {path}: no space left on the device{room}; free space there or move "
+        "state.path to a larger disk"
+    )
+
+
+@contextmanager
+def _translating(path: Path) -> Iterator[None]:
+    """A write to the state store that failed because its disk is full or read-only, or its
+    file cannot be written, as one RiverbedError naming state.path and the fix."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        full = _disk_full(exc, path)
+        if full is not None:
+            raise full from exc
+        text = first_line(exc)
+        if "readonly" in text or "unable to open" in text or "disk I/O error" in text:
+            raise RiverbedError(
+                f"state.path {path}: cannot write the state store ({text}); the file and its "
+                "folder must be writable, on a file system mounted read-write"
+            ) from exc
+        raise

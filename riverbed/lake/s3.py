@@ -89,7 +89,8 @@ class S3Storage:
         with translating(self.url, path, "writing"):
             sink = self.fs.open_output_stream(temp)
         try:
-            yield sink
+            with translating(self.url, path, "writing"):  # the caller's writes
+                yield sink
             with translating(self.url, path, "writing"):
                 sink.close()  # completes the temp object, or raises having completed nothing
                 self.fs.copy_file(temp, target)

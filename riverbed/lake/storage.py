@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import errno
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -181,8 +182,17 @@ def translate(exc: OSError, url: str, path: str, doing: str) -> LakeError:
         return LakeError(f"{where}: permission denied; fix the folder's permissions or lake.path")
     match = _AWS_CODE.search(str(exc))
     if match is None:
-        if exc.errno == errno.ENOSPC:
-            return LakeError(f"{where}: no space left on the device; free space or move lake.path")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # transient: `capture --follow` waits and resumes once there is room again
+            return LakeError(
+                f"{where}: no space left on the device{_free_space(url)}; free space there or "
+                "move lake.path to a larger disk",
+                transient=True,
+            )
+        if exc.errno == errno.EROFS:
+            return LakeError(
+                f"{where}: the file system is read-only; mount it writable or move lake.path"
+            )
         reason = exc.strerror or str(exc)
         return LakeError(f"{where}: {reason}", transient=exc.errno in _OS_TRANSIENT)
     code, status = match.group(1), int(match.group(2) or 0)
@@ -206,6 +216,20 @@ def translate(exc: OSError, url: str, path: str, doing: str) -> LakeError:
             transient=True,
         )
     return LakeError(f"{where}: {reason}")
+
+
+def _free_space(url: str) -> str:
+    """`` (N MB free)`` for a local lake, to show how far from room a write was; else ''."""
+    if url.startswith("s3://"):
+        return ""
+    folder = Path(url)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f" ({free / 1e6:,.1f} MB free)"
 
 
 def bucket_of(url: str) -> str:

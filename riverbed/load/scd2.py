@@ -96,7 +96,7 @@ from collections.abc import Sequence
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 
-from riverbed.errors import ConfigError
+from riverbed.errors import ConfigError, first_line
 from riverbed.load.model import CDC_COLUMNS, FAR_FUTURE, DimensionModel
 
 POSITIONS = "_riverbed_scd2_positions"  # dimension -> (_lsn, _seq) of the last applied event
@@ -801,10 +801,16 @@ def _check(dim: DimensionModel, columns: dict[str, exp.DataType]) -> None:
 def _check_dialect(dialect: str, *, merge: bool = True) -> None:
     """DDL is plain and generates for any dialect sqlglot knows (e.g. redshift for
     ``riverbed ddl``); the merge relies on MERGE semantics checked on DuckDB and PostgreSQL."""
-    Dialect.get_or_raise(dialect)  # "Unknown dialect 'x'. Did you mean ...?"
+    try:
+        Dialect.get_or_raise(dialect)
+    except ValueError as exc:  # "Unknown dialect 'x'. Did you mean ...?"
+        raise ConfigError([f"warehouse.engine: {first_line(exc)}"]) from exc
     if merge and dialect not in MERGE_DIALECTS:
-        raise ValueError(
-            f"the SCD2 merge runs on {' and '.join(MERGE_DIALECTS)} warehouses, not {dialect}"
+        raise ConfigError(
+            [
+                f"warehouse.engine: the SCD2 merge runs on {' and '.join(MERGE_DIALECTS)} "
+                f"warehouses, not {dialect}; set warehouse.engine to one of them"
+            ]
         )
 
 

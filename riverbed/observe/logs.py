@@ -30,6 +30,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
 
+from riverbed.errors import RiverbedError
+
 LOG_FILE = "riverbed.jsonl"
 MAX_BYTES = 20 * 1024 * 1024
 BACKUPS = 5
@@ -263,12 +265,18 @@ def setup_logging(log_dir: Path, console_level: str = "INFO", console: bool = Tr
         root.removeHandler(handler)
         handler.close()
 
-    log_dir.mkdir(parents=True, exist_ok=True)
     file_level = min(logging.INFO, level)  # the file is the record: never quieter than INFO
     filters: list[logging.Filter] = [ContextFilter(), RedactFilter()]
-    file_handler = logging.handlers.RotatingFileHandler(
-        log_dir / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
-    )
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            log_dir / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+        )
+    except OSError as exc:  # a project folder the user cannot write, a full disk
+        raise RiverbedError(
+            f"cannot write the log file in {log_dir} ({exc.strerror or exc}); make that folder "
+            "(beside riverbed.yaml) writable, with space to spare"
+        ) from exc
     file_handler.setLevel(file_level)
     file_handler.setFormatter(JsonFormatter())
     handlers: list[logging.Handler] = [file_handler]

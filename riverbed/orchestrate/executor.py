@@ -12,6 +12,11 @@ Succeed / Fail end the run.
 Variables: tasks return numbers (``new_data``, ``pending_batches``, rows ...) that later
 Choice states read; a Parallel's branches add theirs up.
 
+The error a Catch took travels with the path it routes to, as Step Functions passes it in the
+state's input: the handler's tasks (notify) and a Fail state on that path report it. It is not
+shared state: a branch's caught error stays in its branch, and a Fail state on a path no Catch
+led to reports its own error.
+
 Redrive: the run is walked again from the start with ``replay``, the outputs of the states
 that succeeded before; a visit to such a state is recorded as ``skipped`` and its output
 restored instead of running it again (a state in a loop replays as many visits as succeeded).
@@ -57,7 +62,8 @@ _LEVELS = {
 }
 MAX_TRANSITIONS = 10_000  # a machine that loops without end fails instead of running forever
 
-TaskRunner = Callable[[str, TaskState, dict[str, float]], dict[str, Any]]
+# a task state's name, the state, the run's variables and the error a Catch routed here with
+TaskRunner = Callable[[str, TaskState, dict[str, float], "StateError | None"], dict[str, Any]]
 
 
 class StateError(Exception):
@@ -99,7 +105,6 @@ class Executor:
     sleep: Callable[[float], None] = time.sleep
     metrics: Callable[[dict[str, float], dict[str, str]], None] | None = None
     variables: dict[str, float] = field(default_factory=dict)
-    caught: StateError | None = None  # the error the current Catch handler is handling
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _injected: dict[str, int] = field(default_factory=dict)
     _transitions: int = 0
@@ -107,17 +112,24 @@ class Executor:
     def execute(self, machine: MachineConfig) -> None:
         """Walk ``machine`` to its end; RunFailed when it ends failed."""
         try:
-            self._walk(machine, self.variables, handling=False)
+            self._walk(machine, self.variables, caught=None)
         except StateError as err:
             raise RunFailed(err.state, err.message, err.error_class) from err
 
     # --- walking ------------------------------------------------------------------------------
 
-    def _walk(self, machine: MachineConfig, variables: dict[str, float], handling: bool) -> None:
+    def _walk(
+        self, machine: MachineConfig, variables: dict[str, float], caught: StateError | None
+    ) -> None:
+        """Walk from ``machine.start_at``; ``caught`` is the error a Catch routed this path
+        with (None: not a handler's path)."""
         name: str | None = machine.start_at
         while name is not None:
-            self._transitions += 1
-            if self._transitions > MAX_TRANSITIONS:
+            handling = caught is not None
+            with self._lock:  # Parallel branches walk on several threads
+                self._transitions += 1
+                transitions = self._transitions
+            if transitions > MAX_TRANSITIONS:
                 raise StateError(name, "terminal", f"more than {MAX_TRANSITIONS} transitions")
             state = machine.states[name]
             if isinstance(state, SucceedState):
@@ -125,7 +137,6 @@ class Executor:
                 return
             if isinstance(state, FailState):
                 self._record(name, "entered", handling=handling)
-                caught = self.caught
                 raise StateError(
                     caught.state if caught else name,
                     caught.error_class if caught else "terminal",
@@ -138,7 +149,7 @@ class Executor:
                 continue
             assert isinstance(state, TaskState | ParallelState)
             try:
-                output = self._run_state(name, state, variables, handling)
+                output = self._run_state(name, state, variables, caught)
             except StateError as err:
                 rule = next((c for c in state.catch if matches(c.errors, err.error_class)), None)
                 if rule is None:
@@ -151,8 +162,7 @@ class Executor:
                     handling=handling,
                     next=rule.next,
                 )
-                self.caught = err
-                name, handling = rule.next, True
+                name, caught = rule.next, err
                 continue
             _assign(variables, output)
             name = None if state.end else state.next
@@ -162,8 +172,9 @@ class Executor:
         name: str,
         state: TaskState | ParallelState,
         variables: dict[str, float],
-        handling: bool,
+        caught: StateError | None,
     ) -> dict[str, Any]:
+        handling = caught is not None
         if not handling:
             with self._lock:
                 done = self.replay.get(name)
@@ -182,9 +193,9 @@ class Executor:
                 with log_context(state=name, table=getattr(state, "table", None)):
                     self._inject(name)
                     if isinstance(state, ParallelState):
-                        output = self._parallel(name, state, variables, handling)
+                        output = self._parallel(name, state, variables, caught)
                     else:
-                        output = self.tasks(name, state, dict(variables))
+                        output = self.tasks(name, state, dict(variables), caught)
             except StateError as err:  # a Parallel's branch: already classified
                 error_class, message, origin = err.error_class, err.message, err.state
             except Exception as exc:
@@ -233,7 +244,11 @@ class Executor:
             self.sleep(delay)
 
     def _parallel(
-        self, name: str, state: ParallelState, variables: dict[str, float], handling: bool
+        self,
+        name: str,
+        state: ParallelState,
+        variables: dict[str, float],
+        caught: StateError | None,
     ) -> dict[str, Any]:
         outputs: list[dict[str, float]] = []
         failures: list[StateError] = []
@@ -244,7 +259,7 @@ class Executor:
                 return  # a sibling failed before this branch started: it does not start
             own = dict(variables)
             try:
-                self._walk(machine, own, handling)
+                self._walk(machine, own, caught)
             except StateError as err:
                 stop.set()
                 failures.append(err)

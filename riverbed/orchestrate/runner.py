@@ -158,7 +158,6 @@ def _execute(
         sleep=sleep,
         metrics=lambda values, labels: metrics.record(values, labels),
     )
-    tasks.caught = lambda: executor.caught
     report = RunReport(run_id, "running", 0.0, redrive=redrive is not None)
     with log_context(run_id=run_id):
         log_event(log, "run_started", f"run {run_id} started ({trigger})", trigger=trigger)

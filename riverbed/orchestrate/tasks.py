@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,7 @@ from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.observe.metrics import Metrics
 from riverbed.observe.notify import Dispatcher
+from riverbed.orchestrate.executor import StateError
 
 
 def _empty_summary() -> dict[str, Any]:
@@ -43,7 +44,7 @@ def _empty_summary() -> dict[str, Any]:
 
 @dataclass
 class Tasks:
-    """Runs one Task state of a run; ``caught`` tells the notify task what failed."""
+    """Runs one Task state of a run; the error a Catch routed it with tells notify what failed."""
 
     project: Project
     manifest: Manifest
@@ -51,13 +52,16 @@ class Tasks:
     dispatcher: Dispatcher
     engine: str | None = None
     tables: Sequence[str] | None = None
-    caught: Callable[[], Any] | None = None
     # what the run did, table by table, in the shapes of TransformResult.as_dict() and
     # LoadResult.as_dict() (`riverbed run --json` prints it)
     summary: dict[str, Any] = field(default_factory=_empty_summary)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self, name: str, state: TaskState, variables: dict[str, float]) -> dict[str, Any]:
+    def __call__(
+        self, name: str, state: TaskState, variables: dict[str, float], caught: StateError | None
+    ) -> dict[str, Any]:
+        if state.resource == "notify":
+            return self._notify(state, caught)
         run = getattr(self, f"_{state.resource}")
         return dict(run(state))
 
@@ -169,8 +173,9 @@ class Tasks:
         Metrics(self.manifest).record(values)
         return {"published": 1}
 
-    def _notify(self, state: TaskState) -> dict[str, Any]:
-        err = self.caught() if self.caught else None
+    def _notify(self, state: TaskState, err: StateError | None) -> dict[str, Any]:
+        """Tell orchestration.notify that the run failed with ``err``, the StateError the
+        Catch that led here took (None when no Catch did)."""
         targets = self.project.config.orchestration.notify
         event = {
             "kind": "run",

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -51,7 +52,7 @@ from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
 from riverbed.lake.reader import RowGroupFilter, concat_versions, resolve_unchanged_toast
-from riverbed.lake.storage import LakeError, LakeStorage, open_storage
+from riverbed.lake.storage import LakeError, LakeFileMissing, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
 from riverbed.transform.duckdb_engine import DuckDBEngine
@@ -296,6 +297,7 @@ class TransformRun:
         read its own earlier batches (see _reads_own_batches) checks a batch only once the one
         before is committed."""
         run = TableRun(table)
+        self._finish_set_asides(table)
         overlap = not _reads_own_batches(table, self.config.tables[table])
         writing: list[_Written] = []  # at most one: the batch before
 
@@ -919,17 +921,37 @@ class TransformRun:
         return self._key
 
     def _set_aside(self, file: LakeFile, reason: str) -> dict[str, Any]:
-        """Move an unreadable raw file out of the way, record it, and go on without it."""
+        """Move an unreadable raw file out of the way, record it, and go on without it.
+
+        Three steps, each safe to be killed after: the copy in bad/ appears whole (a rerun
+        reads the original again, finds it bad and copies it again); the manifest records the
+        move in one transaction (no batch reads the original from then on); the original is
+        deleted last (a rerun deletes it, see _finish_set_asides)."""
         target = f"bad/{file.path}"
-        try:
-            data = self.storage.read(file.path)
-            self.storage.write_atomic(target, data)
-            self.storage.delete(file.path)
-        except LakeError as exc:
-            if not isinstance(exc, FileNotFoundError):
-                raise
+        with suppress(LakeFileMissing):  # already copied by a run that stopped before recording
+            self.storage.write_atomic(target, self.storage.read(file.path))
         self.bookmarks.quarantine_file(file, target, reason)
+        self.storage.delete(file.path)
         return {"path": file.path, "table": file.table, "moved_to": target, "reason": reason}
+
+    def _finish_set_asides(self, table: str) -> None:
+        """Complete what a run killed while setting raw files of ``table`` aside left undone:
+        an original still there after its move was recorded is deleted, and a move whose copy
+        is in bad/ but whose original is gone unrecorded (the order runs before this one used:
+        copy, delete, record) is recorded, so no batch waits for a file that is not there."""
+        copies = self.storage.list(f"bad/raw/{table}/")
+        if not copies:
+            return  # the usual case: one listing of an empty folder
+        recorded = {b["path"] for b in self.bookmarks.bad_files() if b["table"] == table}
+        listed = {f.path: f for f in self.manifest.files("raw", table)}
+        for copy in copies:
+            original = copy.removeprefix("bad/")
+            if original in recorded:
+                # (a raw file in the manifest under that name is a new one: kept)
+                if original not in listed and self.storage.exists(original):
+                    self.storage.delete(original)
+            elif original in listed and not self.storage.exists(original):
+                self._set_aside(listed[original], "set aside by a run that stopped midway")
 
 
 def _shuffles(checks: CompiledChecks) -> bool:
