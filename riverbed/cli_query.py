@@ -68,10 +68,9 @@ def run_query(
             sys.stdout.flush()
             watch.check()
         except QueryStopped as exc:
+            if watch.reason is None:  # stopped by someone else, e.g. the server's own timeout
+                raise
             raise watch.stopped(timeout_key) from exc
-        except KeyboardInterrupt:  # Ctrl-C before the watchdog took SIGINT over
-            watch.reason = "interrupt"
-            raise watch.stopped(timeout_key) from None
         except BrokenPipeError:
             # the reader went away (`| head`): what it read is all it wanted; the query stops
             # and stdout, whose buffer can no longer be flushed, goes nowhere
@@ -196,13 +195,10 @@ def interval_text(months: int, days: int, nanoseconds: int) -> str:
     """An interval as PostgreSQL writes it: ``1 year 2 mons 3 days 04:05:06.5``."""
     parts = []
     years, mons = divmod(abs(months), 12)
-    sign = "-" if months < 0 else ""
-    if years:
-        parts.append(f"{sign}{years} year{'s' if years != 1 else ''}")
-    if mons:
-        parts.append(f"{sign}{mons} mon{'s' if mons != 1 else ''}")
-    if days:
-        parts.append(f"{days} day{'s' if abs(days) != 1 else ''}")
+    sign = -1 if months < 0 else 1
+    for count, unit in ((sign * years, "year"), (sign * mons, "mon"), (days, "day")):
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")  # "-1 days", as PG
     if nanoseconds or not parts:
         seconds, micros = divmod(abs(nanoseconds) // 1000, 1_000_000)
         hours, rest = divmod(seconds, 3600)
@@ -252,6 +248,7 @@ def write_csv(names: list[str], batches: Iterator[pa.RecordBatch], out: IO[str])
     out.write(",".join(_csv_cell(name) for name in names) + "\n")
     for batch in batches:
         out.write("".join(",".join(map(_csv_cell, row)) + "\n" for row in zip(*_columns(batch))))
+        out.flush()  # a batch's rows reach a pipe now, not when its buffer fills
 
 
 def write_json(names: list[str], batches: Iterator[pa.RecordBatch], out: IO[str]) -> None:
@@ -263,6 +260,7 @@ def write_json(names: list[str], batches: Iterator[pa.RecordBatch], out: IO[str]
             record = {name: plain(value) for name, value in zip(names, row, strict=True)}
             out.write(separator + json.dumps(record, allow_nan=False))
             separator = ", "
+        out.flush()
     out.write("]\n")
 
 
