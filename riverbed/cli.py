@@ -802,7 +802,8 @@ def query(
         float | None,
         typer.Option(
             min=0.001,
-            help="Stop the query after this many seconds (warehouse.query.timeout_seconds).",
+            help="Seconds before the query is stopped (default: timeout_seconds in "
+            "warehouse.query, 300).",
         ),
     ] = None,
     config: ConfigOption = None,
