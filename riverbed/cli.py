@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
 from riverbed.config import Project, demo_config_text, load_project
 from riverbed.errors import RiverbedError, SourceError, UsageError, first_line
@@ -850,17 +848,6 @@ def ddl(
     print(";\n\n".join(statements) + ";")
 
 
-def _json_value(value: Any) -> Any:
-    """A query result value JSON can hold as PostgreSQL writes it: a non-finite float as the
-    string "NaN", "Infinity" or "-Infinity" (bare, they break every strict JSON parser), bytes
-    as bytea's hex form; anything else as is (or its text, by json.dumps's default)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, bytes):
-        return "\\x" + value.hex()
-    return value
-
-
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
@@ -868,13 +855,25 @@ def query(
         str, typer.Option("--as", help="Who is asking (governance decides what they see).")
     ] = ...,  # type: ignore[assignment]
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="At most this many rows (a table shows 50 unless given)."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Seconds before the query is stopped (default: timeout_seconds in "
+            "warehouse.query, 300).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run read-only SQL on the warehouse.
+    """Run read-only SQL on the warehouse; rows print as they come.
 
     Example: `riverbed query --as admin "select count(*) from dim_customer where is_current_record"`
     """
-    from riverbed.load.warehouse import open_warehouse
+    from riverbed.cli_query import run_query
 
     if output not in ("table", "csv", "json"):
         raise RiverbedError(f"--format {output}: choose table, csv or json")
@@ -885,29 +884,14 @@ def query(
             f"--as {principal}: only the admin principal can query for now "
             "(roles, row filters and masks arrive with governance)"
         )
-    warehouse = open_warehouse(project.config.warehouse, project.root, read_only=True)
-    try:
-        rows = warehouse.query(sql)
-    finally:
-        warehouse.close()
-    if output == "json":
-        records = [{k: _json_value(v) for k, v in row.items()} for row in rows.to_pylist()]
-        print(json.dumps(records, default=str, allow_nan=False))
-    elif output == "csv":
-        import io
-
-        import pyarrow.csv as pacsv
-
-        sink = io.BytesIO()
-        pacsv.write_csv(rows, sink)
-        sys.stdout.write(sink.getvalue().decode())
+    if timeout is None:
+        timeout, key = (
+            project.config.warehouse.query.timeout_seconds,
+            "warehouse.query.timeout_seconds",
+        )
     else:
-        table = Table(*rows.column_names)
-        for row in rows.to_pylist():
-            # Text, not a markup string: values print as they are (":x:" is no emoji here)
-            table.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
-        console.print(table)
-        console.print(f"{rows.num_rows:,} rows")
+        key = "--timeout"
+    run_query(project, sql, output, limit, timeout, key)
 
 
 @app.command(short_help="Capture lag, the lake, quality results, runs and alarms.")

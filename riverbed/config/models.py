@@ -243,9 +243,29 @@ class _PostgresCapable(Model):
         return self
 
 
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B)$", re.IGNORECASE)
+
+
+class QueryConfig(Model):
+    """The limits of `riverbed query` (read-only SQL on the warehouse)."""
+
+    # how long one query may run, its output included; `riverbed query --timeout` overrides it
+    timeout_seconds: float = Field(300.0, gt=0)
+    # DuckDB's memory for one query (it spills to disk beyond); PostgreSQL bounds its own
+    memory_limit: str = "2GB"
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _SIZE.match(value.strip()):
+            raise ValueError("must be a size such as 512MB or 2GB (KB, MB, GB, TB; KiB ... TiB)")
+        return value.strip()
+
+
 class WarehouseConfig(_PostgresCapable):
     engine: Literal["duckdb", "postgres"] = "duckdb"
     path: Path = Path(".riverbed/warehouse.duckdb")  # engine duckdb
+    query: QueryConfig = QueryConfig()
 
 
 class StateConfig(_PostgresCapable):

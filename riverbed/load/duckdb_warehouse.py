@@ -23,6 +23,9 @@ from sqlglot import exp
 from riverbed.errors import first_line
 from riverbed.load.warehouse import (
     READ_ONLY_HINT,
+    STREAM_BATCH_ROWS,
+    QueryStopped,
+    Rows,
     WarehouseError,
     load_columns,
     loadable_chunks,
@@ -58,7 +61,7 @@ class DuckDBWarehouse:
     dialect = "duckdb"
     has_indexes = False  # ART indexes slow every MERGE/UPDATE down; scans use zone maps
 
-    def __init__(self, path: Path, *, read_only: bool = False):
+    def __init__(self, path: Path, *, read_only: bool = False, memory_limit: str | None = None):
         self.path = path
         self._read_only = read_only
         if read_only and not path.exists():
@@ -72,6 +75,8 @@ class DuckDBWarehouse:
             self._db = _connect(path, read_only)
             self._db.execute("SET TimeZone = 'UTC'")
             self._db.execute("SET enable_progress_bar = false")  # stdout belongs to --json
+            if memory_limit is not None:  # a size checked by the config model
+                self._db.execute(f"SET memory_limit = '{memory_limit}'")
             if read_only:
                 self._db.execute("SET enable_external_access = false")
                 self._db.execute("SET lock_configuration = true")  # last: no SET after it
@@ -83,6 +88,7 @@ class DuckDBWarehouse:
         except duckdb.Error as exc:
             raise self._translate(exc, "opening the file") from exc
         self._in_transaction = False
+        self._interrupted = False
 
     def execute(self, statement: exp.Expr | str) -> int:
         text = sql_text(statement, self.dialect)
@@ -101,6 +107,47 @@ class DuckDBWarehouse:
         with self._translating(text):
             relation = self._db.sql(text)  # a relation streams into Arrow without a copy
             return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    @contextmanager
+    def stream(self, statement: exp.Expr | str) -> Iterator[Rows]:
+        text = sql_text(statement, self.dialect)
+        if self._read_only:
+            self._one_statement(text)
+        with self._streaming(text):
+            relation = self._db.sql(text)
+            # executes up to the first batch; the rest as it is read
+            reader = None if relation is None else relation.to_arrow_reader(STREAM_BATCH_ROWS)
+        if reader is None:  # a statement without a result
+            yield Rows([], iter(()))
+            return
+        try:
+            yield Rows(list(reader.schema.names), self._batches(reader, text))
+        finally:
+            reader.close()  # stops a query not read to its end
+
+    def _batches(self, reader: pa.RecordBatchReader, text: str) -> Iterator[pa.RecordBatch]:
+        with self._streaming(text):
+            yield from reader
+
+    @contextmanager
+    def _streaming(self, text: str) -> Iterator[None]:
+        """DuckDB's errors while a query streams, as ours: the reader reports them as Arrow's
+        (OSError) and an interrupted start as a RuntimeError, each with DuckDB's text."""
+        try:
+            yield
+        except (duckdb.Error, OSError, RuntimeError, pa.ArrowException) as exc:
+            first = first_line(exc)
+            if self._interrupted or "interrupt" in first.lower():
+                raise QueryStopped(f"warehouse {self.path}: {first}") from exc
+            if isinstance(exc, duckdb.Error):
+                raise self._translate(exc, f"running {statement_head(text)}") from exc
+            raise WarehouseError(
+                f"warehouse {self.path}: {first} (running {statement_head(text)})"
+            ) from exc
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        self._db.interrupt()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -218,6 +265,8 @@ class DuckDBWarehouse:
 
     def _translate(self, exc: duckdb.Error, doing: str) -> WarehouseError:
         first = first_line(exc)
+        if isinstance(exc, duckdb.InterruptException):
+            return QueryStopped(f"warehouse {self.path}: {first} ({doing})")
         hint = f"; {READ_ONLY_HINT}" if self._read_only and _refused(exc) else ""
         # IOException: the file, the disk or a lock held by another process; a transaction
         # conflict with another writer succeeds when retried

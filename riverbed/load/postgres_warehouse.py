@@ -14,11 +14,13 @@ protocol, whose Parse message the server refuses to hold more than one statement
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import itertools
+from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+import psycopg.types.string
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
@@ -32,6 +34,9 @@ from sqlglot.tokens import TokenType
 from riverbed.errors import first_line, missing_database
 from riverbed.load.warehouse import (
     READ_ONLY_HINT,
+    STREAM_BATCH_ROWS,
+    QueryStopped,
+    Rows,
     WarehouseError,
     load_columns,
     loadable_chunks,
@@ -89,6 +94,9 @@ _TRANSIENT_STATES = {"40001", "40P01"}
 # SQLSTATEs of a statement a read-only query may not run: a write (read_only_sql_transaction)
 # and what cannot run inside a transaction block, e.g. VACUUM (active_sql_transaction)
 _REFUSED_STATES = {"25006", "25001"}
+_CANCELED = "57014"  # query_canceled: by a cancel request (interrupt) or statement_timeout
+# rows fetched per network round trip when streaming: libpq 17's chunked rows mode, else one
+_CHUNK_ROWS = STREAM_BATCH_ROWS if psycopg.pq.version() >= 170000 else 1
 
 
 class PostgresWarehouse:
@@ -136,7 +144,7 @@ class PostgresWarehouse:
             # prepare: the extended protocol, where the server refuses a second statement
             cur.execute(text.encode(), prepare=self._read_only or None)
             if self._read_only and cur.description is None:
-                raise self._no_rows(cur.statusmessage or "", text)
+                raise self._no_rows((cur.statusmessage or "").split(" ")[0], text, ran=True)
             rows = cur.fetchall()
             description = cur.description or []
         names = [column.name for column in description]
@@ -145,6 +153,54 @@ class PostgresWarehouse:
             for i, column in enumerate(description)
         ]
         return pa.Table.from_arrays(arrays, names=names)
+
+    @contextmanager
+    def stream(self, statement: exp.Expr | str) -> Iterator[Rows]:
+        text = sql_text(statement, self.dialect)
+        if self._read_only:
+            self._one_statement(text)
+        with self._reading():
+            with self._translating(text):
+                columns = self._describe(text)
+            if self._read_only and not columns:
+                raise self._no_rows(text.split(None, 1)[0].upper(), text, ran=False)
+            with self._conn.cursor() as cur:
+                # intervals as the server writes them ("1 mon 2 days"): psycopg's timedelta
+                # would turn a month into 30 days
+                cur.adapters.register_loader("interval", psycopg.types.string.TextLoader)
+                # a generator (typed Iterator): closing it cancels the query's rest
+                rows = cast(Generator[Any], cur.stream(text.encode(), size=_CHUNK_ROWS))
+                try:
+                    yield Rows([name for name, _ in columns], self._batches(rows, columns, text))
+                finally:
+                    rows.close()
+
+    def _describe(self, text: str) -> list[tuple[str, int]]:
+        """The name and type OID of each column ``text`` returns, from the server's parse of
+        it (without running it); none for a statement that returns no rows."""
+        pgconn = self._conn.pgconn
+        encoding = self._conn.info.encoding
+        for result in (pgconn.prepare(b"", text.encode()), pgconn.describe_prepared(b"")):
+            if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                raise psycopg.errors.error_from_result(result, encoding=encoding)
+        return [
+            ((result.fname(i) or b"").decode(encoding), result.ftype(i))
+            for i in range(result.nfields)
+        ]
+
+    def _batches(
+        self, rows: Iterator[Any], columns: list[tuple[str, int]], text: str
+    ) -> Iterator[pa.RecordBatch]:
+        with self._translating(text):
+            while chunk := list(itertools.islice(rows, STREAM_BATCH_ROWS)):
+                arrays = [
+                    pa.array([row[i] for row in chunk], _ARROW_TYPES.get(oid))
+                    for i, (_, oid) in enumerate(columns)
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, names=[name for name, _ in columns])
+
+    def interrupt(self) -> None:
+        self._conn.cancel_safe(timeout=5)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -219,12 +275,12 @@ class PostgresWarehouse:
         if count != 1:
             raise not_one_statement(self.display, count)
 
-    def _no_rows(self, status: str, text: str) -> WarehouseError:
-        """The error for read-only SQL that ran but is no query (e.g. REINDEX): its effect is
-        rolled back, which the user should hear rather than read "0 rows" as success."""
-        command = status.split(" ")[0] or "the statement"
+    def _no_rows(self, command: str, text: str, *, ran: bool) -> WarehouseError:
+        """The error for read-only SQL that is no query (e.g. REINDEX): its effect, if it
+        ran, is rolled back, which the user should hear rather than read "0 rows" as success."""
+        done = "what it did is undone" if ran else "it is not run"
         return WarehouseError(
-            f"warehouse {self.display}: {command} returns no rows and what it did is undone "
+            f"warehouse {self.display}: {command or 'the statement'} returns no rows and {done} "
             f"(running {statement_head(text)}); {READ_ONLY_HINT}"
         )
 
@@ -250,6 +306,8 @@ class PostgresWarehouse:
             yield
         except psycopg.Error as exc:
             state = exc.sqlstate or ""
+            if state == _CANCELED:
+                raise QueryStopped(f"warehouse {self.display}: {first_line(exc)}") from exc
             transient = (
                 (isinstance(exc, psycopg.OperationalError) and not state)  # connection lost
                 or state.startswith(_TRANSIENT_CLASSES)

@@ -9,13 +9,15 @@ Errors from the drivers are translated once, in the implementation, into::
 
     RiverbedError
     └── WarehouseError   a warehouse statement, load or connection failed; ``transient`` says
-                         whether a retry may help (connection lost, I/O, serialization failure)
+        │                whether a retry may help (connection lost, I/O, serialization failure)
+        └── QueryStopped a query ended early by ``Warehouse.interrupt`` (a timeout, Ctrl-C)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +29,7 @@ from riverbed.config.models import WarehouseConfig
 from riverbed.errors import RiverbedError
 
 LOAD_CHUNK_ROWS = 65_536  # rows converted and sent per step of a load: bounds its extra memory
+STREAM_BATCH_ROWS = 10_000  # rows per batch of a streamed query: bounds the reader's memory
 # the fix, appended to the error of a statement a read-only warehouse refused
 READ_ONLY_HINT = (
     "a read-only query is one statement that only reads, and nothing it does is kept; "
@@ -42,6 +45,19 @@ class WarehouseError(RiverbedError):
         self.transient = transient
 
 
+class QueryStopped(WarehouseError):
+    """A query ended early, by ``Warehouse.interrupt``."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A query's result as it streams: its column names, known before any row, and its rows
+    in Arrow record batches of at most STREAM_BATCH_ROWS, each fetched as it is read."""
+
+    names: list[str]
+    batches: Iterator[pa.RecordBatch]
+
+
 class Warehouse(Protocol):
     name: str  # "duckdb" | "postgres"
     dialect: str  # the sqlglot dialect statements are generated in
@@ -53,6 +69,16 @@ class Warehouse(Protocol):
 
     def query(self, statement: exp.Expr | str) -> pa.Table:
         """Run one query and return its rows as Arrow."""
+        ...
+
+    def stream(self, statement: exp.Expr | str) -> AbstractContextManager[Rows]:
+        """Run one query and stream its rows: memory stays bounded however many there are, and
+        leaving the block early stops the query. Read-only as ``query``."""
+        ...
+
+    def interrupt(self) -> None:
+        """Stop the query running now, from any thread: the call running it raises
+        QueryStopped. Nothing happens when none is running."""
         ...
 
     def transaction(self) -> AbstractContextManager[None]:
@@ -110,9 +136,9 @@ def open_warehouse(
     ``warehouse.password``, which is otherwise read now. ``read_only`` (queries, e.g.
     ``riverbed query``): a query is one statement, every statement that writes fails, and
     nothing a query does is kept (nor, on DuckDB, any file outside the warehouse written or
-    attached). A DuckDB file is open to one process at a time (one writer, or readers): an
-    open waits a few seconds for another process to let go (see
-    duckdb_warehouse.LOCK_WAIT_SECONDS)."""
+    attached), and DuckDB's memory is limited to ``warehouse.query.memory_limit``. A DuckDB
+    file is open to one process at a time (one writer, or readers): an open waits a few
+    seconds for another process to let go (see duckdb_warehouse.LOCK_WAIT_SECONDS)."""
     if config.engine == "postgres":
         from riverbed.load.postgres_warehouse import PostgresWarehouse
 
@@ -126,7 +152,11 @@ def open_warehouse(
     from riverbed.load.duckdb_warehouse import DuckDBWarehouse
 
     path = config.path.expanduser()
-    return DuckDBWarehouse(path if path.is_absolute() else root / path, read_only=read_only)
+    return DuckDBWarehouse(
+        path if path.is_absolute() else root / path,
+        read_only=read_only,
+        memory_limit=config.query.memory_limit if read_only else None,
+    )
 
 
 # --- shared by the implementations ---------------------------------------------------------

@@ -1,0 +1,285 @@
+"""What `riverbed query` does between the warehouse and the terminal: rows printed as they
+stream in (CSV, a JSON array, or a table of the first screenful), a timeout, and Ctrl-C.
+
+The query runs in the main thread. A watchdog thread keeps the clock and hears Ctrl-C through
+the signal wakeup fd; either way it stops the query with Warehouse.interrupt, and the query's
+QueryStopped becomes one line here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, suppress
+from decimal import Decimal
+from types import TracebackType
+from typing import IO, Any
+
+import pyarrow as pa
+from rich.table import Table
+from rich.text import Text
+
+from riverbed.cli import console, err_console
+from riverbed.config import Project
+from riverbed.errors import RiverbedError
+from riverbed.load.warehouse import QueryStopped, Warehouse, open_warehouse
+
+TABLE_ROWS = 50  # rows a table shows unless --limit says otherwise: about a screenful
+_POLL_SECONDS = 0.1  # how often the watchdog looks at the clock
+
+
+class QueryInterrupted(RiverbedError):
+    """Ctrl-C stopped the query."""
+
+    exit_code = 130
+
+
+def run_query(
+    project: Project, sql: str, output: str, limit: int | None, timeout: float, timeout_key: str
+) -> None:
+    """Run ``sql`` read-only on the project's warehouse and print its rows in ``output``
+    format (table, csv or json) as they come: at most ``limit`` rows (a table: TABLE_ROWS
+    unless given), stopped after ``timeout`` seconds (``timeout_key`` names where that limit
+    was set, for the message)."""
+    shown = limit if limit is not None else (TABLE_ROWS if output == "table" else None)
+    with Watchdog(timeout) as watch, ExitStack() as stack:
+        try:
+            warehouse = open_warehouse(project.config.warehouse, project.root, read_only=True)
+            stack.callback(warehouse.close)
+            watch.warehouse = warehouse
+            watch.check()
+            rows = stack.enter_context(warehouse.stream(sql))
+            # a table reads one row more than it shows, to know whether there are more
+            wanted = shown + 1 if output == "table" and shown is not None else shown
+            batches = watch.fetching(rows.batches, wanted)
+            if output == "csv":
+                write_csv(rows.names, batches, sys.stdout)
+            elif output == "json":
+                write_json(rows.names, batches, sys.stdout)
+            else:
+                print_table(rows.names, batches, shown)
+            sys.stdout.flush()
+            watch.check()
+        except QueryStopped as exc:
+            if watch.reason is None:  # stopped by someone else, e.g. the server's own timeout
+                raise
+            raise watch.stopped(timeout_key) from exc
+        except BrokenPipeError:
+            # the reader went away (`| head`): what it read is all it wanted; the query stops
+            # and stdout, whose buffer can no longer be flushed, goes nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class Watchdog:
+    """Stops the query once ``timeout`` seconds passed since the block began, or on Ctrl-C."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.warehouse: Warehouse | None = None
+        self.reason: str | None = None  # "timeout" or "interrupt", once stopped
+        self._started = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="query-watchdog", daemon=True)
+        self._wakeup, self._wakeup_end = os.pipe()
+        os.set_blocking(self._wakeup_end, False)
+        self._previous: Any = None
+        self._previous_fd = -1
+
+    def __enter__(self) -> Watchdog:
+        # Python runs a signal's handler in the main thread between two bytecodes, which a
+        # main thread inside the driver's C call never reaches before the query ends. Its C
+        # handler, run in whichever thread the signal hit, also writes the signal's number to
+        # the wakeup fd, which the watchdog reads; the Python handler is left nothing to do.
+        self._previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+        self._previous_fd = signal.set_wakeup_fd(self._wakeup_end, warn_on_full_buffer=False)
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        self._thread.join()
+        signal.set_wakeup_fd(self._previous_fd)
+        signal.signal(signal.SIGINT, self._previous)
+        os.close(self._wakeup)
+        os.close(self._wakeup_end)
+
+    def fetching(
+        self, batches: Iterator[pa.RecordBatch], limit: int | None
+    ) -> Iterator[pa.RecordBatch]:
+        """``batches`` up to ``limit`` rows, stopping at the first fetch after a stop."""
+        left = limit
+        while left is None or left > 0:
+            batch = next(batches, None)
+            self.check()
+            if batch is None:
+                return
+            if left is not None:
+                batch = batch.slice(0, left)
+                left -= batch.num_rows
+            yield batch
+
+    def check(self) -> None:
+        """Raise QueryStopped when the watchdog stopped the query between two fetches."""
+        if self.reason is not None:
+            raise QueryStopped(self.reason)
+
+    def stopped(self, timeout_key: str) -> RiverbedError:
+        """The one-line error for a query the watchdog stopped."""
+        if self.reason == "timeout":
+            return RiverbedError(
+                f"query stopped after {self.timeout:g} s ({timeout_key}); "
+                "raise it with --timeout SECONDS, or narrow the query"
+            )
+        return QueryInterrupted("interrupted: the query is stopped, nothing it did is kept")
+
+    def _watch(self) -> None:
+        asked = 0.0  # when the warehouse was last asked to stop
+        while not self._done.is_set():
+            ready, _, _ = select.select([self._wakeup], [], [], _POLL_SECONDS)
+            signals = os.read(self._wakeup, 64) if ready else b""
+            if signal.SIGINT in signals:
+                if self.reason == "interrupt":  # a second Ctrl-C: the query did not stop
+                    err_console.print("interrupted", highlight=False)
+                    os._exit(130)
+                self.reason = "interrupt"
+            elif self.reason is None and time.monotonic() - self._started > self.timeout:
+                self.reason = "timeout"
+            # again each second until the query ends: a stop asked for as the statement
+            # began may have found nothing running to stop
+            now = time.monotonic()
+            if self.reason and self.warehouse is not None and now - asked >= 1.0:
+                asked = now
+                with suppress(Exception):  # a cancel request that failed: the next one
+                    self.warehouse.interrupt()
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A query result value as JSON holds it, the same in every format: a non-finite float as
+    the string "NaN", "Infinity" or "-Infinity" (bare, they break every strict JSON parser),
+    bytes as bytea's hex form, an interval as PostgreSQL writes it, lists and structs (maps)
+    as JSON arrays and objects, timestamps, dates, times and decimals as their text."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, pa.MonthDayNano):  # a named tuple: before the lists
+        return interval_text(value.months, value.days, value.nanoseconds)
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(plain(k)): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return str(value)
+
+
+def interval_text(months: int, days: int, nanoseconds: int) -> str:
+    """An interval as PostgreSQL writes it: ``1 year 2 mons 3 days 04:05:06.5``."""
+    parts = []
+    years, mons = divmod(abs(months), 12)
+    sign = -1 if months < 0 else 1
+    for count, unit in ((sign * years, "year"), (sign * mons, "mon"), (days, "day")):
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")  # "-1 days", as PG
+    if nanoseconds or not parts:
+        seconds, micros = divmod(abs(nanoseconds) // 1000, 1_000_000)
+        hours, rest = divmod(seconds, 3600)
+        clock = f"{'-' if nanoseconds < 0 else ''}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+        parts.append(clock + (f".{micros:06d}".rstrip("0") if micros else ""))
+    return " ".join(parts)
+
+
+def cell_text(value: Any) -> str | None:
+    """A value's text in a CSV cell or a table: None for NULL; nested values as JSON text."""
+    value = plain(value)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, allow_nan=False)
+    return str(value)
+
+
+def _csv_cell(value: Any) -> str:
+    # bare: numbers, booleans, NULL (empty); quoted: everything else, as pyarrow's writer did
+    if value is None:
+        return ""
+    if _number(value):
+        return str(value)
+    text = cell_text(value)
+    if isinstance(value, bool) or text is None:
+        return text or ""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, Decimal):
+        return value.is_finite()
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _columns(batch: pa.RecordBatch) -> list[list[Any]]:
+    return [column.to_pylist(maps_as_pydicts="lossy") for column in batch.columns]
+
+
+def write_csv(names: list[str], batches: Iterator[pa.RecordBatch], out: IO[str]) -> None:
+    """A header line, then each batch's rows as it comes."""
+    out.write(",".join(_csv_cell(name) for name in names) + "\n")
+    for batch in batches:
+        out.write("".join(",".join(map(_csv_cell, row)) + "\n" for row in zip(*_columns(batch))))
+        out.flush()  # a batch's rows reach a pipe now, not when its buffer fills
+
+
+def write_json(names: list[str], batches: Iterator[pa.RecordBatch], out: IO[str]) -> None:
+    """One JSON array of objects, written element by element as the batches come."""
+    out.write("[")
+    separator = ""
+    for batch in batches:
+        for row in zip(*_columns(batch)):
+            record = {name: plain(value) for name, value in zip(names, row, strict=True)}
+            out.write(separator + json.dumps(record, allow_nan=False))
+            separator = ", "
+        out.flush()
+    out.write("]\n")
+
+
+def print_table(names: list[str], batches: Iterator[pa.RecordBatch], shown: int | None) -> None:
+    """The first ``shown`` rows as a table (``batches`` holds one more when there are more),
+    then how many rows, or how to get the rest."""
+    rows: list[tuple[Any, ...]] = []
+    for batch in batches:
+        rows.extend(zip(*_columns(batch)))
+    more = shown is not None and len(rows) > shown
+    table = Table(*names)
+    for row in rows[:shown]:
+        # Text, not a markup string: values print as they are (":x:" is no emoji here)
+        table.add_row(*(Text(cell_text(v) or "") for v in row))
+    console.print(table)
+    if more:
+        console.print(
+            f"showing the first {shown:,} rows; there are more: --limit N shows more, "
+            "--format csv prints them all"
+        )
+    else:
+        console.print(f"{len(rows):,} rows")
