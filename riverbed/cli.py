@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from riverbed.config import Project, demo_config_text, load_project
 from riverbed.errors import RiverbedError, SourceError, UsageError, first_line
@@ -848,39 +849,47 @@ def ddl(
     print(";\n\n".join(statements) + ";")
 
 
-@app.command()
+@app.command(short_help="Run read-only SQL on the warehouse, as a principal.")
 def query(
-    sql: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
+    sql: Annotated[str, typer.Argument(metavar="SQL", hidden=True)],
     principal: Annotated[
-        str, typer.Option("--as", help="Who is asking (governance decides what they see).")
+        str,
+        typer.Option(
+            "--as", metavar="PRINCIPAL", help="Who is asking (governance decides what they see)."
+        ),
     ] = ...,  # type: ignore[assignment]
-    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    output: Annotated[
+        str, typer.Option("--format", metavar="table|csv|json", help="The output format.")
+    ] = "table",
     limit: Annotated[
         int | None,
-        typer.Option(min=1, help="At most this many rows (a table shows 50 unless given)."),
+        typer.Option(
+            min=1, metavar="N", help="At most this many rows (a table shows 50 unless given)."
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
             min=0.001,
+            metavar="SECONDS",
             help="Seconds before the query is stopped (default: timeout_seconds in "
             "warehouse.query, 300).",
         ),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run read-only SQL on the warehouse; rows print as they come.
+    """Run SQL, one read-only statement, on the warehouse; rows print as they come.
 
     Example: `riverbed query --as admin "select count(*) from dim_customer where is_current_record"`
     """
     from riverbed.cli_query import run_query
 
     if output not in ("table", "csv", "json"):
-        raise RiverbedError(f"--format {output}: choose table, csv or json")
+        raise UsageError(f"--format {output}: choose table, csv or json")
     project = _project(config)
     principals = project.config.governance.principals
     if principal != "admin" or (principals and principal not in principals):
-        raise RiverbedError(
+        raise UsageError(
             f"--as {principal}: only the admin principal can query for now "
             "(roles, row filters and masks arrive with governance)"
         )

@@ -125,6 +125,8 @@ USAGE_ERRORS = [
     ("runs", "shwo", "1a2b3c"),
     ("runs", "show"),
     ("ddl", "--dialect", "oracle"),
+    ("query", "--as", "admin", "--format", "xml", "select 1"),
+    ("query", "--as", "nobody", "select 1"),
 ]
 
 
