@@ -441,10 +441,74 @@ def test_a_slot_this_project_did_not_create_is_left_alone(
             ("riverbed",)
         ]
         assert not conn.execute("select 1 from pg_publication").fetchone()
+    # --resnapshot alone leaves it alone too: it may be another project's
+    line = refused(config, "--resnapshot")
+    assert "'riverbed'" in line and "source.slot" in line and "--force" in line
+    with oracle(database) as conn:
+        assert conn.execute("select slot_name from pg_replication_slots").fetchall() == [
+            ("riverbed",)
+        ]
     # dropping it is the user's explicit choice
-    assert capture(config, "--resnapshot")["snapshot_rows"] == {"t": 2}
+    assert capture(config, "--resnapshot", "--force")["snapshot_rows"] == {"t": 2}
     with oracle(database) as conn:
         assert_lake_equals_source(config, conn, "sl", "t", ["id"])
+
+
+def slot_position(conn: psycopg.Connection, slot: str) -> str | None:
+    row = conn.execute(
+        "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = %s", (slot,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_a_slot_replaced_by_another_project_stops_capture_naming_the_gap(
+    database: Database, tmp_path: Path
+) -> None:
+    """Two project folders on one source with one slot name (a copied riverbed.yaml): the
+    second must not silently take the first one's slot, and once it does (--force), the
+    first one's capture must say that changes are lost instead of reporting a complete lake."""
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema two; create table two.customers (id int primary key, v text);"
+            " insert into two.customers select g, 'a' from generate_series(1, 50) g"
+        )
+    first = config_for(tmp_path / "first", database, "two")
+    first.write_text(first.read_text().replace("source:\n", "source:\n  slot: shared\n", 1))
+    second = tmp_path / "second" / "riverbed.yaml"
+    second.parent.mkdir()
+    second.write_text(first.read_text())  # lake and state are relative: the second folder's own
+    position = capture(first)["position"]
+    with oracle(database) as conn:
+        for i in range(1, 31):  # committed after the first project's last capture
+            conn.execute("update two.customers set v = 'changed' where id = %s", (i,))
+        at = slot_position(conn, "shared")
+
+    line = refused(second)
+    assert "'shared'" in line and "did not create" in line
+    line = refused(second, "--resnapshot")
+    assert "'shared'" in line and "--force" in line
+    with oracle(database) as conn:
+        assert slot_position(conn, "shared") == at  # the first project's slot, untouched
+    assert capture(second, "--resnapshot", "--force")["snapshot_rows"] == {"customers": 50}
+
+    result = run_cli("capture", "--once", "-c", str(first))
+    line = one_line_error(result)
+    assert result.code == 1
+    assert "'shared'" in line and "lost to this lake" in line and position in line
+    assert "source.slot" in line and "--resnapshot" in line
+    assert "complete" not in result.text
+    with oracle(database) as conn:
+        assert slot_position(conn, "shared") is not None  # still the second project's
+    # the fix it names: a slot of its own, and a fresh snapshot that replaces the whole lake
+    first.write_text(first.read_text().replace("slot: shared", "slot: first_own", 1))
+    first.write_text(
+        first.read_text().replace("source:\n", "source:\n  publication: first_own\n", 1)
+    )
+    assert capture(first, "--resnapshot")["snapshot_rows"] == {"customers": 50}
+    with oracle(database) as conn:
+        assert_lake_equals_source(first, conn, "two", "customers", ["id"])
+    assert len(lake_changes(first, "customers")) == 50  # the old slot's files are gone
+    assert capture(second)["resumed_from"] is not None  # and the second goes on as it was
 
 
 def test_a_first_snapshot_cut_short_still_starts_over_by_itself(

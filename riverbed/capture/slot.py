@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from riverbed.capture.pgoutput import parse_lsn
+from riverbed.capture.pgoutput import format_lsn, parse_lsn
 from riverbed.errors import RiverbedError
 
 
@@ -337,6 +337,38 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState:
             "source.slot to another name"
         )
     return SlotState(True, row[0], parse_lsn(row[1]) if row[1] else None, row[2])
+
+
+def check_slot_is_ours(state: SlotState, slot: str, position: int) -> None:
+    """Refuse to resume through a slot that is not the one the lake was captured through.
+
+    The manifest commits a position before it is confirmed to the slot, so the slot this
+    project streams from is never past the manifest's position. One that is was dropped and
+    created again (its consistent point is where the WAL was then), or another project reads
+    from it and confirmed what it read: either way the changes committed between the two
+    positions never reach this lake, and resuming would report a complete lake that is not.
+    """
+    if not state.exists:
+        raise slot_gone(slot, position)
+    if state.confirmed_lsn is not None and state.confirmed_lsn > position:
+        raise CaptureSetupError(
+            f"replication slot {slot!r} is not the one this lake was captured through: it is at "
+            f"{format_lsn(state.confirmed_lsn)}, past the lake's position {format_lsn(position)} "
+            "(it was dropped and created again, or another project reads from it: two project "
+            "folders with the same source.slot?), so the changes committed between "
+            f"{format_lsn(position)} and {format_lsn(state.confirmed_lsn)} are lost to this "
+            "lake; give this project a slot and publication of its own (source.slot and "
+            "source.publication in riverbed.yaml) and start over with "
+            "`riverbed capture --once --resnapshot`"
+        )
+
+
+def slot_gone(slot: str, position: int) -> CaptureSetupError:
+    return CaptureSetupError(
+        f"replication slot {slot!r} no longer exists, but the lake holds changes up to "
+        f"{format_lsn(position)} captured through it; changes since then cannot be "
+        "recovered from the source. Start over with `riverbed capture --once --resnapshot`"
+    )
 
 
 def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:

@@ -100,6 +100,7 @@ class ChangeStream:
         heartbeat_seconds: float,
         on_flush: Callable[[StreamStats], None] | None = None,
         published: Callable[[], bool] = lambda: True,
+        check_slot: Callable[[int], None] = lambda _: None,
     ):
         self.slot = slot
         self.storage = storage
@@ -123,6 +124,8 @@ class ChangeStream:
         # dropped and created again is not, and the stream would never see its rows)
         self.published = published
         self.unpublished = False
+        # raises unless the slot, once held, is the one the manifest's position was confirmed to
+        self.check_slot = check_slot
         self.position = manifest.position(slot) or 0
         self.stats = StreamStats(position=self.position)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
@@ -157,6 +160,8 @@ class ChangeStream:
             },
             status_interval=self.status_interval,
         )
+        # the slot is ours alone from here on: nothing has been read or confirmed yet
+        self.check_slot(self.position)
         once = until_lsn is not None
         last_message = last_idle = last_ping = time.monotonic()
         busy = False

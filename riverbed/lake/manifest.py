@@ -59,6 +59,11 @@ create table if not exists capture_slot_created (
   slot        text primary key,
   created_at  real not null
 );
+create table if not exists capture_slot_identity (
+  slot            text primary key,
+  consistent_lsn  integer not null,
+  created_at      real not null
+);
 create table if not exists table_schemas (
   table_name  text not null,
   version     integer not null,
@@ -251,6 +256,35 @@ class Manifest:
         ).fetchone()
         return row is not None
 
+    def slot_created(self, slot: str, consistent_lsn: int) -> None:
+        """Record the consistent point of the slot this project just created: its identity.
+
+        Until this project confirms a position to it, a slot stays at its consistent point, so a
+        slot of that name elsewhere (dropped and created again by someone else) is told apart.
+        """
+        with self.transaction() as db:
+            db.execute(
+                "insert or replace into capture_slot_identity values (?, ?, ?)",
+                (slot, consistent_lsn, time.time()),
+            )
+
+    def slot_identity(self, slot: str) -> int | None:
+        """The consistent point of ``slot`` when this project created it (None: not recorded,
+        e.g. a slot created by an earlier release, or a crash right after creating it)."""
+        row = self._db.execute(
+            "select consistent_lsn from capture_slot_identity where slot = ?", (slot,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def known_slots(self) -> list[str]:
+        """Every slot this manifest holds a position, a snapshot or a creation record for."""
+        rows = self._db.execute(
+            "select slot from capture_position union select slot from capture_slot_created"
+            " union select slot from capture_snapshot union select slot from lake_files"
+            " where slot is not null order by 1"
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def forget_snapshots(self, slot: str, tables: Iterable[str]) -> None:
         """Forget that ``tables`` were copied for ``slot``: the next capture copies them anew."""
         with self.transaction() as db:
@@ -272,6 +306,7 @@ class Manifest:
             db.execute("delete from capture_snapshot where slot = ?", (slot,))
             db.execute("delete from capture_position where slot = ?", (slot,))
             db.execute("delete from capture_slot_created where slot = ?", (slot,))
+            db.execute("delete from capture_slot_identity where slot = ?", (slot,))
         return paths
 
     # --- files and schemas --------------------------------------------------------------------
