@@ -147,6 +147,54 @@ def test_follow_rides_out_the_source_server_stopping_and_starting_again(
     assert raw_rows(config) == list(range(1, 41))  # every insert exactly once: nothing doubled
 
 
+def test_follow_stops_naming_the_gap_when_its_slot_was_replaced_while_it_reconnected(
+    database: Database, tmp_path: Path
+) -> None:
+    """The slot dropped and created again while `--follow` was disconnected: reconnecting to
+    it would silently skip every change committed in between, so capture stops and says so."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema r; create table r.items (id int primary key, name text)")
+        conn.execute("insert into r.items select g, 'x' from generate_series(1, 10) g")
+    text = capture_config(tmp_path, database).read_text()
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        text.replace("source:\n  dsn:", "source:\n  schema: r\n  slot: moved\n  dsn:")
+    )
+    proc = start_cli("capture", "--follow", "-c", str(config))
+    try:
+        wait_for(lambda: len(raw_rows(config)) == 10, "the snapshot", proc)
+        with database.connect(autocommit=True) as conn:
+            conn.execute("insert into r.items select g, 'y' from generate_series(11, 20) g")
+            wait_for(lambda: len(raw_rows(config)) == 20, "the first changes", proc)
+            walsender = (
+                "select pg_terminate_backend(active_pid) from pg_replication_slots"
+                " where slot_name = 'moved' and active_pid is not null"
+            )
+            conn.execute(walsender)
+            # committed while capture is away: the replaced slot never sends them
+            conn.execute("insert into r.items select g, 'z' from generate_series(21, 30) g")
+            while True:  # replaced between two of its attempts to reconnect
+                try:
+                    conn.execute(
+                        "select pg_drop_replication_slot('moved'),"
+                        " pg_create_logical_replication_slot('moved', 'pgoutput')"
+                    )
+                    break
+                except psycopg.errors.ObjectInUse:
+                    conn.execute(walsender)
+                    time.sleep(0.05)
+            conn.execute("insert into r.items select g, 'w' from generate_series(31, 40) g")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert "error:" in last and "'moved'" in last and "--resnapshot" in last, err
+    assert "lost to this lake" in last or "no longer exists" in last, err
+    assert raw_rows(config) == list(range(1, 21))  # nothing of the new slot's stream
+
+
 @pytest.mark.parametrize(
     ("error", "lost"),
     [
