@@ -451,6 +451,7 @@ def _capture_reconnecting(
     import time
 
     from riverbed.capture.runner import CaptureResult, run_capture
+    from riverbed.capture.slot import capture_names
     from riverbed.lake.manifest import open_manifest
 
     log = logging.getLogger("riverbed.capture")
@@ -471,7 +472,8 @@ def _capture_reconnecting(
                 raise
             manifest = open_manifest(project)
             try:
-                if manifest.position(project.config.source.slot) is None:
+                slot = capture_names(project.config.source, manifest)[0]
+                if slot is None or manifest.position(slot) is None:
                     raise
             finally:
                 manifest.close()

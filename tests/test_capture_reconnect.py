@@ -158,7 +158,9 @@ def test_follow_stops_naming_the_gap_when_its_slot_was_replaced_while_it_reconne
     text = capture_config(tmp_path, database).read_text()
     config = tmp_path / "riverbed.yaml"
     config.write_text(
-        text.replace("source:\n  dsn:", "source:\n  schema: r\n  slot: moved\n  dsn:")
+        text.replace("source:\n", "source:\n  schema: r\n", 1).replace(
+            "slot: riverbed", "slot: moved"
+        )
     )
     proc = start_cli("capture", "--follow", "-c", str(config))
     try:

@@ -30,6 +30,7 @@ from riverbed.capture.pgtypes import PgColumn
 from riverbed.capture.slot import (
     CaptureSetupError,
     SlotState,
+    capture_names,
     check_schema,
     check_slot_is_ours,
     check_source,
@@ -98,10 +99,16 @@ def run_capture(
     lake does not know it (another project's or tool's)."""
     cfg = project.config
     source = source_for(project)
-    slot, publication, schema = cfg.source.slot, cfg.source.publication, cfg.source.schema_name
+    schema = cfg.source.schema_name
     storage = open_storage(cfg.lake, project.root)
-    lock = ProcessLock(project.home / f"capture-{slot}.lock", "riverbed capture")
     manifest = open_manifest(project)
+    slot, publication = capture_names(cfg.source, manifest, create=True)
+    assert slot is not None and publication is not None  # create: the project's own, if unset
+    try:
+        lock = ProcessLock(project.home / f"capture-{slot}.lock", "riverbed capture")
+    except BaseException:
+        manifest.close()
+        raise
     result = CaptureResult()
     try:
         with source.connect(autocommit=True) as conn:
@@ -171,7 +178,7 @@ def run_capture(
         result.orphans_removed = _remove_orphans(storage, manifest, tables)
         started = time.monotonic()
         if not state.exists:
-            result.snapshot_rows = _snapshot(project, source, manifest, storage, tables, say)
+            result.snapshot_rows = _snapshot(project, source, slot, manifest, storage, tables, say)
         else:
             result.resumed_from = position
             say(f"resuming slot {slot} at {format_lsn(position or 0)}")
@@ -185,7 +192,15 @@ def run_capture(
             stale = [t for t in copies if manifest.files("raw", t)]
             if copies:
                 result.snapshot_rows = _snapshot(
-                    project, source, manifest, storage, copies, say, backfill=True, stale=stale
+                    project,
+                    source,
+                    slot,
+                    manifest,
+                    storage,
+                    copies,
+                    say,
+                    backfill=True,
+                    stale=stale,
                 )
         if result.snapshot_rows:
             result.snapshot_seconds = time.monotonic() - started
@@ -288,6 +303,7 @@ def _drain_target(conn: Any) -> int:
 def _snapshot(
     project: Project,
     source: Source,
+    slot: str,
     manifest: Manifest,
     storage: LakeStorage,
     tables: list[str],
@@ -306,7 +322,6 @@ def _snapshot(
     commit, and a new schema version.
     """
     cfg = project.config
-    slot = cfg.source.slot
     op = "I" if cfg.capture.include_op_for_full_load else "L"
     repl = psycopg2.connect(
         source.conninfo(options=SESSION_SETTINGS),

@@ -18,6 +18,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ create table if not exists capture_slot_identity (
   consistent_lsn  integer not null,
   created_at      real not null
 );
+create table if not exists project_settings (
+  name   text primary key,
+  value  text not null
+);
 create table if not exists table_schemas (
   table_name  text not null,
   version     integer not null,
@@ -81,6 +86,9 @@ create table if not exists metrics (
 create index if not exists metrics_by_name on metrics (name, ts);
 create index if not exists metrics_by_ts on metrics (ts);
 """
+
+# the slot and publication name of every project before names of their own were chosen
+LEGACY_CAPTURE_NAME = "riverbed"
 
 
 @dataclass(frozen=True)
@@ -284,6 +292,32 @@ class Manifest:
             " where slot is not null order by 1"
         ).fetchall()
         return [r[0] for r in rows]
+
+    def capture_name(self, *, create: bool = False) -> str | None:
+        """The name of this project's own slot and publication, where riverbed.yaml names none.
+
+        Chosen once, at the first capture, and kept here, so that moving the folder never
+        changes it: ``riverbed_`` and 8 random hex digits, so two projects on one server (a
+        copied riverbed.yaml) never share a slot. A project captured before names were chosen
+        (its manifest knows a slot) keeps ``riverbed``, the one it has. None before the first
+        capture (``create`` chooses it)."""
+        row = self._db.execute(
+            "select value from project_settings where name = 'capture_name'"
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        legacy = LEGACY_CAPTURE_NAME if self.known_slots() else None
+        if not create:
+            return legacy
+        with self.transaction() as db:
+            db.execute(
+                "insert or ignore into project_settings values ('capture_name', ?)",
+                (legacy or f"riverbed_{uuid.uuid4().hex[:8]}",),
+            )
+            row = db.execute(
+                "select value from project_settings where name = 'capture_name'"
+            ).fetchone()
+        return str(row[0])
 
     def forget_snapshots(self, slot: str, tables: Iterable[str]) -> None:
         """Forget that ``tables`` were copied for ``slot``: the next capture copies them anew."""
