@@ -38,6 +38,7 @@ from riverbed.capture.slot import (
     ensure_publication,
     primary_keys,
     slot_gone,
+    slot_is_past,
     slot_state,
     unpublished,
 )
@@ -127,7 +128,11 @@ def run_capture(
             # a slot this manifest does not know (no position, no record of creating it, or
             # one recreated since), or the one it knows, taken over by someone else
             foreign = state.exists and position is None and not _created_here(manifest, slot, state)
-            replaced = position is not None and state.exists and _past(state, position)
+            replaced = (
+                position is not None
+                and state.exists
+                and slot_is_past(state, position, manifest.ceiling(slot))
+            )
             if (foreign or replaced) and resnapshot and not force:
                 raise CaptureSetupError(
                     f"replication slot {slot!r} is not one this project's lake knows (this "
@@ -145,7 +150,7 @@ def run_capture(
                     "--resnapshot --force` drops it and snapshots afresh)"
                 )
             if state.exists and position is not None and not resnapshot:
-                check_slot_is_ours(state, slot, position)
+                check_slot_is_ours(state, slot, position, manifest.ceiling(slot))
                 # captured tables the publication lacks were dropped and created again (`shop
                 # seed --reset`) or taken out of it: their changes meanwhile were never
                 # streamed, so they are copied anew. Forgotten BEFORE the publication gets them
@@ -231,7 +236,9 @@ def run_capture(
             published=lambda: not unpublished(heartbeat_conn, publication, schema, tables),
             # once the stream holds the slot nobody can drop it: checked again there, as the
             # slot may have been replaced since the check above
-            check_slot=lambda at: check_slot_is_ours(slot_state(heartbeat_conn, slot), slot, at),
+            check_slot=lambda at: check_slot_is_ours(
+                slot_state(heartbeat_conn, slot), slot, at, manifest.ceiling(slot)
+            ),
         )
         try:
             result.stream = stream.run(should_stop, until_lsn=None if follow else target)
@@ -272,11 +279,6 @@ def _created_here(manifest: Manifest, slot: str, state: SlotState) -> bool:
         return False
     identity = manifest.slot_identity(slot)
     return identity is None or state.confirmed_lsn in (None, identity)
-
-
-def _past(state: SlotState, position: int) -> bool:
-    """Whether the slot is past the lake's position (so not the slot the lake knows)."""
-    return state.confirmed_lsn is not None and state.confirmed_lsn > position
 
 
 def _lost(source: Source, reason: str) -> SourceError:

@@ -65,6 +65,10 @@ create table if not exists capture_slot_identity (
   consistent_lsn  integer not null,
   created_at      real not null
 );
+create table if not exists capture_ceiling (
+  slot  text primary key,
+  lsn   integer not null
+);
 create table if not exists project_settings (
   name   text primary key,
   value  text not null
@@ -275,6 +279,10 @@ class Manifest:
                 "insert or replace into capture_slot_identity values (?, ?, ?)",
                 (slot, consistent_lsn, time.time()),
             )
+            # nothing confirmed it further yet
+            db.execute(
+                "insert or replace into capture_ceiling values (?, ?)", (slot, consistent_lsn)
+            )
 
     def slot_identity(self, slot: str) -> int | None:
         """The consistent point of ``slot`` when this project created it (None: not recorded,
@@ -282,6 +290,27 @@ class Manifest:
         row = self._db.execute(
             "select consistent_lsn from capture_slot_identity where slot = ?", (slot,)
         ).fetchone()
+        return None if row is None else int(row[0])
+
+    def raise_ceiling(self, slot: str, lsn: int) -> None:
+        """Record that the slot may be confirmed up to ``lsn``, BEFORE it can be.
+
+        psycopg2 puts in its feedback, instead of the position capture confirms, the WAL end of
+        a keepalive when everything read so far was confirmed: a position that is safe (nothing
+        of ours before it is missing) but that the manifest never saw. So the slot may be past
+        the manifest's position, never past this ceiling.
+        """
+        with self.transaction() as db:
+            db.execute(
+                "insert into capture_ceiling values (?, ?) on conflict (slot) do update"
+                " set lsn = max(lsn, excluded.lsn)",
+                (slot, lsn),
+            )
+
+    def ceiling(self, slot: str) -> int | None:
+        """How far the slot may have been confirmed (None: not recorded, e.g. a slot captured
+        through by an earlier release)."""
+        row = self._db.execute("select lsn from capture_ceiling where slot = ?", (slot,)).fetchone()
         return None if row is None else int(row[0])
 
     def known_slots(self) -> list[str]:
@@ -341,6 +370,7 @@ class Manifest:
             db.execute("delete from capture_position where slot = ?", (slot,))
             db.execute("delete from capture_slot_created where slot = ?", (slot,))
             db.execute("delete from capture_slot_identity where slot = ?", (slot,))
+            db.execute("delete from capture_ceiling where slot = ?", (slot,))
         return paths
 
     # --- files and schemas --------------------------------------------------------------------
