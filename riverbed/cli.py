@@ -451,7 +451,6 @@ def _capture_reconnecting(
     import time
 
     from riverbed.capture.runner import CaptureResult, run_capture
-    from riverbed.capture.slot import capture_names
     from riverbed.lake.manifest import open_manifest
 
     log = logging.getLogger("riverbed.capture")
@@ -472,7 +471,7 @@ def _capture_reconnecting(
                 raise
             manifest = open_manifest(project)
             try:
-                slot = capture_names(project.config.source, manifest)[0]
+                slot = manifest.capture_names(project.config.source)[0]
                 if slot is None or manifest.position(slot) is None:
                     raise
             finally:

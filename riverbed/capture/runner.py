@@ -30,7 +30,6 @@ from riverbed.capture.pgtypes import PgColumn
 from riverbed.capture.slot import (
     CaptureSetupError,
     SlotState,
-    capture_names,
     check_schema,
     check_slot_is_ours,
     check_source,
@@ -103,7 +102,7 @@ def run_capture(
     schema = cfg.source.schema_name
     storage = open_storage(cfg.lake, project.root)
     manifest = open_manifest(project)
-    slot, publication = capture_names(cfg.source, manifest, create=True)
+    slot, publication = manifest.capture_names(cfg.source, create=True)
     assert slot is not None and publication is not None  # create: the project's own, if unset
     try:
         lock = ProcessLock(project.home / f"capture-{slot}.lock", "riverbed capture")

@@ -9,9 +9,7 @@ import psycopg
 from psycopg import sql
 
 from riverbed.capture.pgoutput import format_lsn, parse_lsn
-from riverbed.config.models import SourceConfig
 from riverbed.errors import RiverbedError
-from riverbed.lake.manifest import Manifest
 
 
 class CaptureSetupError(RiverbedError):
@@ -24,18 +22,6 @@ class SlotState:
     active_pid: int | None
     confirmed_lsn: int | None
     plugin: str | None
-
-
-def capture_names(
-    source: SourceConfig, manifest: Manifest, *, create: bool = False
-) -> tuple[str | None, str | None]:
-    """The slot and publication capture uses: source.slot and source.publication, else the
-    project's own name (Manifest.capture_name; None before the first capture, unless
-    ``create``)."""
-    default = None
-    if source.slot is None or source.publication is None:
-        default = manifest.capture_name(create=create)
-    return source.slot or default, source.publication or default
 
 
 def check_schema(conn: psycopg.Connection[Any], schema: str) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from riverbed.config.loader import Project
+from riverbed.config.models import SourceConfig
 from riverbed.errors import RiverbedError, first_line
 
 SCHEMA = """
@@ -321,6 +322,16 @@ class Manifest:
             " where slot is not null order by 1"
         ).fetchall()
         return [r[0] for r in rows]
+
+    def capture_names(
+        self, source: SourceConfig, *, create: bool = False
+    ) -> tuple[str | None, str | None]:
+        """The slot and publication capture uses: source.slot and source.publication, else the
+        project's own name (capture_name: None before the first capture, unless ``create``)."""
+        default = None
+        if source.slot is None or source.publication is None:
+            default = self.capture_name(create=create)
+        return source.slot or default, source.publication or default
 
     def capture_name(self, *, create: bool = False) -> str | None:
         """The name of this project's own slot and publication, where riverbed.yaml names none.

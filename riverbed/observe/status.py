@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from riverbed.capture.pgoutput import format_lsn, parse_lsn
-from riverbed.capture.slot import capture_names
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
@@ -41,7 +40,7 @@ def gather(project: Project) -> dict[str, Any]:
     state_path = project.path(cfg.state.path)
     manifest = Manifest(state_path) if state_path.exists() else None
     if manifest is not None:
-        slot = capture_names(cfg.source, manifest)[0]
+        slot = manifest.capture_names(cfg.source)[0]
     position = manifest.position(slot) if manifest and slot else None
     current = None
     try:
