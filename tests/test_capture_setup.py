@@ -448,6 +448,7 @@ def test_a_slot_this_project_did_not_create_is_left_alone(
         assert conn.execute("select slot_name from pg_replication_slots").fetchall() == [
             ("riverbed",)
         ]
+    assert "--resnapshot" in refused(config, "--force")  # --force alone drops nothing
     # dropping it is the user's explicit choice
     assert capture(config, "--resnapshot", "--force")["snapshot_rows"] == {"t": 2}
     with oracle(database) as conn:
