@@ -322,6 +322,7 @@ def write_config(folder: Path, dsn: str, max_seconds: float | None = None) -> Pa
     config = yaml.safe_load(demo_config_text())
     config["source"].pop("embedded", None)
     config["source"]["dsn"] = dsn
+    config["source"]["slot"] = config["source"]["publication"] = "riverbed"  # the bench's queries
     config["lake"]["path"] = "lake"
     config["state"]["path"] = "state.db"
     if max_seconds is not None:

@@ -471,6 +471,7 @@ def _capture_reconnecting(
     resnapshot: bool,
     stopping: list[int],
     say: Callable[[str], None],
+    force: bool = False,
 ) -> Any:
     """run_capture; with --follow, a transient failure (the source restarting, a dropped
     connection) is retried with backoff until stopped, resuming exactly from the lake's
@@ -493,13 +494,15 @@ def _capture_reconnecting(
                 should_stop=lambda: bool(stopping),
                 say=say,
                 resnapshot=resnapshot and failures == 0,
+                force=force,
             )
         except RiverbedError as exc:
             if not follow or not exc.transient or stopping:
                 raise
             manifest = open_manifest(project)
             try:
-                if manifest.position(project.config.source.slot) is None:
+                slot = manifest.capture_names(project.config.source)[0]
+                if slot is None or manifest.position(slot) is None:
                     raise
             finally:
                 manifest.close()
@@ -528,6 +531,14 @@ def capture(
         bool,
         typer.Option("--resnapshot", help="Drop the slot and the captured files; snapshot again."),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --resnapshot: drop the slot even if this project's lake does not know it "
+            "(another project's or tool's).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     config: ConfigOption = None,
@@ -545,6 +556,8 @@ def capture(
         raise UsageError(
             "choose one of --once (drain up to now, then exit) or --follow (stream until stopped)"
         )
+    if force and not resnapshot:
+        raise RiverbedError("--force only goes with --resnapshot (it lets it drop a foreign slot)")
     project = _project(config)
     stopping: list[int] = []
     previous = {
@@ -564,7 +577,7 @@ def capture(
 
         watch_alarms(project, watching)
     try:
-        result = _capture_reconnecting(project, follow, resnapshot, stopping, say)
+        result = _capture_reconnecting(project, follow, resnapshot, stopping, say, force)
     finally:
         watching.set()
         for sig, handler in previous.items():

@@ -75,8 +75,9 @@ def background_workload(database: Database, spec: WorkloadSpec) -> Iterator[None
 def capture_config(
     folder: Path, database: Database, *, tables: str | None = None, extra: str = ""
 ) -> Path:
-    """A riverbed.yaml: source = the test database, lake and state inside ``folder``."""
-    text = f'source:\n  dsn: "{database.dsn}"\n'
+    """A riverbed.yaml: source = the test database, lake and state inside ``folder``; the slot
+    and publication named ``riverbed`` (the tests' own database makes them theirs)."""
+    text = f'source:\n  dsn: "{database.dsn}"\n  slot: riverbed\n  publication: riverbed\n'
     text += "lake:\n  path: lake\n  max_rows: 5000\n  max_seconds: 1\nstate:\n  path: state.db\n"
     text += "capture:\n  heartbeat_seconds: 1\n  status_interval_seconds: 1\n"
     if tables is not None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -145,6 +148,124 @@ def test_follow_rides_out_the_source_server_stopping_and_starting_again(
     assert notices and len({n.removesuffix(" (Ctrl-C stops)") for n in notices}) == len(notices)
     assert lake_matches_source(config, own_database)
     assert raw_rows(config) == list(range(1, 41))  # every insert exactly once: nothing doubled
+
+
+def test_follow_stops_naming_the_gap_when_its_slot_was_replaced_while_it_reconnected(
+    database: Database, tmp_path: Path
+) -> None:
+    """The slot dropped and created again while `--follow` was disconnected: reconnecting to
+    it would silently skip every change committed in between, so capture stops and says so."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema r; create table r.items (id int primary key, name text)")
+        conn.execute("insert into r.items select g, 'x' from generate_series(1, 10) g")
+    text = capture_config(tmp_path, database).read_text()
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        text.replace("source:\n", "source:\n  schema: r\n", 1).replace(
+            "slot: riverbed", "slot: moved"
+        )
+    )
+    proc = start_cli("capture", "--follow", "-c", str(config))
+    try:
+        wait_for(lambda: len(raw_rows(config)) == 10, "the snapshot", proc)
+        with database.connect(autocommit=True) as conn:
+            conn.execute("insert into r.items select g, 'y' from generate_series(11, 20) g")
+            wait_for(lambda: len(raw_rows(config)) == 20, "the first changes", proc)
+            walsender = (
+                "select pg_terminate_backend(active_pid) from pg_replication_slots"
+                " where slot_name = 'moved' and active_pid is not null"
+            )
+            conn.execute(walsender)
+            # committed while capture is away: the replaced slot never sends them
+            conn.execute("insert into r.items select g, 'z' from generate_series(21, 30) g")
+            while True:  # replaced between two of its attempts to reconnect
+                try:
+                    conn.execute(
+                        "select pg_drop_replication_slot('moved'),"
+                        " pg_create_logical_replication_slot('moved', 'pgoutput')"
+                    )
+                    break
+                except psycopg.errors.ObjectInUse:
+                    conn.execute(walsender)
+                    time.sleep(0.05)
+            conn.execute("insert into r.items select g, 'w' from generate_series(31, 40) g")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert "error:" in last and "'moved'" in last and "--resnapshot" in last, err
+    assert "lost to this lake" in last or "no longer exists" in last, err
+    assert raw_rows(config) == list(range(1, 21))  # nothing of the new slot's stream
+
+
+def lake_position(config: Path) -> int:
+    project = load_project(config)
+    manifest = Manifest(project.path(project.config.state.path))
+    try:
+        return manifest.position("riverbed") or 0
+    finally:
+        manifest.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_follower_stopped_while_other_tables_are_busy_resumes_through_its_own_slot(
+    database: Database, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """While only tables capture does not capture are written, psycopg2 confirms the server's
+    WAL end itself, past the lake's position: the slot is still this project's, and the next
+    capture resumes through it (the check for a replaced slot must not fire), losing nothing."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema r; create table r.items (id int primary key, name text)")
+        conn.execute("create table public.noise (id serial primary key, v text)")
+        conn.execute("insert into r.items select g, 'x' from generate_series(1, 10) g")
+    text = capture_config(tmp_path, database).read_text()
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(text.replace("source:\n", "source:\n  schema: r\n", 1))
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    with background_workload(database, "insert into public.noise (v) values ('n')"):
+        proc = start_cli("capture", "--follow", "-c", str(config))
+        try:
+            with database.connect(autocommit=True) as conn:
+                conn.execute("insert into r.items select g, 'y' from generate_series(11, 20) g")
+                wait_for(lambda: len(raw_rows(config)) == 20, "the first changes", proc)
+                # the slot moves on with the busy other table, several times
+                for _ in range(3):
+                    row = conn.execute("select pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+                    assert row is not None
+                    at = int(row[0])
+                    wait_for(lambda at=at: lake_position(config) > at, "an idle advance", proc)
+            proc.send_signal(stop)
+            proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into r.items select g, 'z' from generate_series(21, 30) g")
+    again = run_cli("capture", "--once", "-c", str(config))
+    assert again.code == 0, again.text
+    assert "resuming slot riverbed" in again.err
+    assert raw_rows(config) == list(range(1, 31))  # nothing lost, nothing twice
+
+
+@contextmanager
+def background_workload(database: Database, statement: str) -> Iterator[None]:
+    """``statement`` run over and over in a thread for the duration of the with-block."""
+    done = threading.Event()
+
+    def drive() -> None:
+        with database.connect(autocommit=True) as conn:
+            while not done.is_set():
+                conn.execute(statement)
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=drive)
+    writer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        writer.join()
 
 
 @pytest.mark.parametrize(

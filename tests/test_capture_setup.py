@@ -248,7 +248,7 @@ def test_an_existing_publication_keeps_its_other_tables_and_they_stay_out_of_the
 
 def on_publication(config: Path, publication: str) -> Path:
     """``config`` with source.publication set to ``publication``."""
-    text = config.read_text().replace("source:\n", f"source:\n  publication: {publication}\n", 1)
+    text = config.read_text().replace("publication: riverbed", f"publication: {publication}")
     config.write_text(text)
     return config
 
@@ -345,7 +345,7 @@ def test_a_shared_publication_without_the_options_capture_needs_is_refused_uncha
     config = on_publication(config_for(tmp_path, database, "lab"), "pubw")
     assert capture(config)["snapshot_rows"] == {"acct": 1, "ev": 150}
     own = on_publication(config_for(tmp_path / "own", database, "lab", only_ev), "pubo")
-    own.write_text(own.read_text().replace("source:\n", "source:\n  slot: own\n", 1))
+    own.write_text(own.read_text().replace("slot: riverbed", "slot: own"))
     assert capture(own)["snapshot_rows"] == {"ev": 150}
     with oracle(database) as conn:
         conn.execute("update lab.ev set v = 'b' where id in (5, 120)")
@@ -441,10 +441,142 @@ def test_a_slot_this_project_did_not_create_is_left_alone(
             ("riverbed",)
         ]
         assert not conn.execute("select 1 from pg_publication").fetchone()
+    # --resnapshot alone leaves it alone too: it may be another project's
+    line = refused(config, "--resnapshot")
+    assert "'riverbed'" in line and "source.slot" in line and "--force" in line
+    with oracle(database) as conn:
+        assert conn.execute("select slot_name from pg_replication_slots").fetchall() == [
+            ("riverbed",)
+        ]
+    assert "--resnapshot" in refused(config, "--force")  # --force alone drops nothing
     # dropping it is the user's explicit choice
-    assert capture(config, "--resnapshot")["snapshot_rows"] == {"t": 2}
+    assert capture(config, "--resnapshot", "--force")["snapshot_rows"] == {"t": 2}
     with oracle(database) as conn:
         assert_lake_equals_source(config, conn, "sl", "t", ["id"])
+
+
+def slot_position(conn: psycopg.Connection, slot: str) -> str | None:
+    row = conn.execute(
+        "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = %s", (slot,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_a_slot_replaced_by_another_project_stops_capture_naming_the_gap(
+    database: Database, tmp_path: Path
+) -> None:
+    """Two project folders on one source with one slot name (a copied riverbed.yaml): the
+    second must not silently take the first one's slot, and once it does (--force), the
+    first one's capture must say that changes are lost instead of reporting a complete lake."""
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema two; create table two.customers (id int primary key, v text);"
+            " insert into two.customers select g, 'a' from generate_series(1, 50) g"
+        )
+    first = config_for(tmp_path / "first", database, "two")
+    first.write_text(first.read_text().replace("slot: riverbed", "slot: shared"))
+    second = tmp_path / "second" / "riverbed.yaml"
+    second.parent.mkdir()
+    second.write_text(first.read_text())  # lake and state are relative: the second folder's own
+    position = capture(first)["position"]
+    with oracle(database) as conn:
+        for i in range(1, 31):  # committed after the first project's last capture
+            conn.execute("update two.customers set v = 'changed' where id = %s", (i,))
+        at = slot_position(conn, "shared")
+
+    line = refused(second)
+    assert "'shared'" in line and "did not create" in line
+    line = refused(second, "--resnapshot")
+    assert "'shared'" in line and "--force" in line
+    with oracle(database) as conn:
+        assert slot_position(conn, "shared") == at  # the first project's slot, untouched
+    assert capture(second, "--resnapshot", "--force")["snapshot_rows"] == {"customers": 50}
+
+    result = run_cli("capture", "--once", "-c", str(first))
+    line = one_line_error(result)
+    assert result.code == 1
+    assert "'shared'" in line and "lost to this lake" in line and position in line
+    assert "source.slot" in line and "--resnapshot" in line
+    assert "complete" not in result.text
+    with oracle(database) as conn:
+        assert slot_position(conn, "shared") is not None  # still the second project's
+    # the fix it names: a slot of its own, and a fresh snapshot that replaces the whole lake
+    own = first.read_text().replace("slot: shared", "slot: first_own")
+    first.write_text(own.replace("publication: riverbed", "publication: first_own"))
+    assert capture(first, "--resnapshot")["snapshot_rows"] == {"customers": 50}
+    with oracle(database) as conn:
+        assert_lake_equals_source(first, conn, "two", "customers", ["id"])
+    assert len(lake_changes(first, "customers")) == 50  # the old slot's files are gone
+    assert capture(second)["resumed_from"] is not None  # and the second goes on as it was
+
+
+def without_names(config: Path) -> Path:
+    """The config with no source.slot and source.publication: the project's own names."""
+    text = config.read_text().replace("  slot: riverbed\n", "")
+    config.write_text(text.replace("  publication: riverbed\n", ""))
+    return config
+
+
+def project_slots(conn: psycopg.Connection) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute(
+            "select slot_name from pg_replication_slots where database = current_database()"
+        )
+    }
+
+
+def test_two_project_folders_without_slot_names_get_slots_of_their_own(
+    database: Database, tmp_path: Path
+) -> None:
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema own; create table own.t (id int primary key, v text);"
+            " insert into own.t values (1, 'a'), (2, 'b')"
+        )
+    configs = [without_names(config_for(tmp_path / n, database, "own")) for n in ("a", "b")]
+    # a copy of the same riverbed.yaml, in another folder
+    configs[1].write_text(configs[0].read_text())
+    for config in configs:
+        assert capture(config)["snapshot_rows"] == {"t": 2}
+    slots = []
+    for config in configs:
+        status = run_cli("status", "--json", "-c", str(config))
+        assert status.code == 0, status.text
+        slots.append(json.loads(status.out)["capture"]["slot"])
+    assert len(set(slots)) == 2 and all(s.startswith("riverbed_") for s in slots), slots
+    with oracle(database) as conn:
+        assert project_slots(conn) == set(slots)
+        assert {r[0] for r in conn.execute("select pubname from pg_publication")} == set(slots)
+        conn.execute("insert into own.t values (3, 'c'); update own.t set v = 'x' where id = 1")
+    for config in configs:
+        assert capture(config)["resumed_from"] is not None
+        with oracle(database) as conn:
+            assert_lake_equals_source(config, conn, "own", "t", ["id"])
+
+
+def test_a_project_captured_through_slot_riverbed_keeps_it_without_slot_names(
+    database: Database, tmp_path: Path
+) -> None:
+    """A project from before names of its own were chosen: its manifest knows slot riverbed,
+    and capture goes on through it rather than snapshotting afresh through a new one."""
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema old; create table old.t (id int primary key, v text);"
+            " insert into old.t values (1, 'a')"
+        )
+    config = config_for(tmp_path, database, "old")
+    capture(config)  # source.slot and source.publication named riverbed, as they were
+    without_names(config)
+    with oracle(database) as conn:
+        conn.execute("insert into old.t values (2, 'b')")
+    again = run_cli("capture", "--once", "-c", str(config))
+    assert again.code == 0, again.text
+    assert "resuming slot riverbed" in again.text
+    with oracle(database) as conn:
+        assert project_slots(conn) == {"riverbed"}
+        assert_lake_equals_source(config, conn, "old", "t", ["id"])
+    assert len(lake_changes(config, "t")) == 2
 
 
 def test_a_first_snapshot_cut_short_still_starts_over_by_itself(

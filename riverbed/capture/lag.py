@@ -55,7 +55,10 @@ def source_lag(project: Project, manifest: Manifest, now: float | None = None) -
     from riverbed.source.connection import source_for
 
     cfg = project.config.source
-    visible = manifest.position(cfg.slot)
+    slot, publication = manifest.capture_names(cfg)
+    if slot is None or publication is None:
+        return None  # never captured: nothing to be behind
+    visible = manifest.position(slot)
     if visible is None:
         return None
     try:
@@ -63,13 +66,13 @@ def source_lag(project: Project, manifest: Manifest, now: float | None = None) -
             row = conn.execute(
                 "select active, pg_current_wal_lsn()::text from pg_replication_slots"
                 " where slot_name = %s and database = current_database()",
-                (cfg.slot,),
+                (slot,),
             ).fetchone()
             if row is None or row[0]:
                 return None
             current = parse_lsn(row[1])
             captured = frozenset(f"{cfg.schema_name}.{t}" for t in captured_tables(project, conn))
-            oldest = first_pending_commit(conn, cfg.slot, cfg.publication, captured, visible)
+            oldest = first_pending_commit(conn, slot, publication, captured, visible)
     except (RiverbedError, psycopg.Error):
         return None  # a source that is down, or a capture that took the slot meanwhile
     if oldest is None:
@@ -136,9 +139,10 @@ def record_source_lag(project: Project, manifest: Manifest, now: float | None = 
     as the gauges capture_lag_bytes and capture_lag_seconds, as a capture would."""
     at = time.time() if now is None else now
     lag = source_lag(project, manifest, at)
-    if lag is not None:
+    slot = manifest.capture_names(project.config.source)[0]
+    if lag is not None and slot is not None:
         manifest.record_metrics(
             {"capture_lag_bytes": lag.bytes, "capture_lag_seconds": lag.seconds},
-            {"slot": project.config.source.slot},
+            {"slot": slot},
             at,
         )

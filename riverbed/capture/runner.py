@@ -30,11 +30,15 @@ from riverbed.capture.pgoutput import format_lsn, parse_lsn
 from riverbed.capture.pgtypes import PgColumn
 from riverbed.capture.slot import (
     CaptureSetupError,
+    SlotState,
     check_schema,
+    check_slot_is_ours,
     check_source,
     drop_slot,
     ensure_publication,
     primary_keys,
+    slot_gone,
+    slot_is_past,
     slot_state,
     unpublished,
     wait_while_peeked,
@@ -91,13 +95,22 @@ def run_capture(
     should_stop: Callable[[], bool] = lambda: False,
     say: Callable[[str], None] = lambda _: None,
     resnapshot: bool = False,
+    force: bool = False,
 ) -> CaptureResult:
+    """Capture into the lake. ``force``: --resnapshot drops the slot even when this project's
+    lake does not know it (another project's or tool's)."""
     cfg = project.config
     source = source_for(project)
-    slot, publication, schema = cfg.source.slot, cfg.source.publication, cfg.source.schema_name
+    schema = cfg.source.schema_name
     storage = open_storage(cfg.lake, project.root)
-    lock = ProcessLock(project.home / f"capture-{slot}.lock", "riverbed capture")
     manifest = open_manifest(project)
+    slot, publication = manifest.capture_names(cfg.source, create=True)
+    assert slot is not None and publication is not None  # create: the project's own, if unset
+    try:
+        lock = ProcessLock(project.home / f"capture-{slot}.lock", "riverbed capture")
+    except BaseException:
+        manifest.close()
+        raise
     result = CaptureResult()
     try:
         with source.connect(autocommit=True) as conn:
@@ -113,16 +126,32 @@ def run_capture(
                     "is another capture running against this source?"
                 )
             position = manifest.position(slot)
-            # --resnapshot drops even a slot it did not create: the user's explicit choice
-            foreign = state.exists and position is None and not manifest.created_slot(slot)
+            # a slot this manifest does not know (no position, no record of creating it, or
+            # one recreated since), or the one it knows, taken over by someone else
+            foreign = state.exists and position is None and not _created_here(manifest, slot, state)
+            replaced = (
+                position is not None
+                and state.exists
+                and slot_is_past(state, position, manifest.ceiling(slot))
+            )
+            if (foreign or replaced) and resnapshot and not force:
+                raise CaptureSetupError(
+                    f"replication slot {slot!r} is not one this project's lake knows (this "
+                    "project did not create it, or it was dropped and created again since; "
+                    "another project or tool may be reading from it: two project folders with "
+                    "the same source.slot?), so --resnapshot leaves it alone; set "
+                    "source.slot and source.publication in riverbed.yaml to names of this "
+                    "project's own, or, if nothing else uses the slot, add --force to drop it"
+                )
             if foreign and not resnapshot:
                 raise CaptureSetupError(
                     f"replication slot {slot!r} exists, but this project did not create it "
-                    "(another tool may be reading from it); set source.slot to another name, "
-                    "or, if it is unused, drop it (`riverbed capture --once --resnapshot` drops "
-                    "it and snapshots afresh)"
+                    "(another project or tool may be reading from it); set source.slot to "
+                    "another name, or, if it is unused, drop it (`riverbed capture --once "
+                    "--resnapshot --force` drops it and snapshots afresh)"
                 )
             if state.exists and position is not None and not resnapshot:
+                check_slot_is_ours(state, slot, position, manifest.ceiling(slot))
                 # captured tables the publication lacks were dropped and created again (`shop
                 # seed --reset`) or taken out of it: their changes meanwhile were never
                 # streamed, so they are copied anew. Forgotten BEFORE the publication gets them
@@ -135,17 +164,19 @@ def run_capture(
                 if state.exists:
                     say(f"dropping slot {slot} to start a fresh snapshot")
                     drop_slot(conn, slot)
-                removed = manifest.forget_slot(slot)
+                # and what earlier slots of the project captured (source.slot was changed):
+                # the fresh snapshot replaces the whole lake
+                removed = [
+                    path
+                    for known in {slot, *manifest.known_slots()}
+                    for path in manifest.forget_slot(known)
+                ]
                 for path in removed:
                     storage.delete(path)
                 state = slot_state(conn, slot)
                 position = None
             elif not state.exists and position is not None:
-                raise CaptureSetupError(
-                    f"replication slot {slot!r} no longer exists, but the lake holds changes up to "
-                    f"{format_lsn(position)} captured through it; changes since then cannot be "
-                    "recovered from the source. Start over with `riverbed capture --once --resnapshot`"
-                )
+                raise slot_gone(slot, position)
             target = _drain_target(conn)
             if added and state.exists:
                 say(f"added to publication {publication}: {', '.join(added)}")
@@ -153,7 +184,7 @@ def run_capture(
         result.orphans_removed = _remove_orphans(storage, manifest, tables)
         started = time.monotonic()
         if not state.exists:
-            result.snapshot_rows = _snapshot(project, source, manifest, storage, tables, say)
+            result.snapshot_rows = _snapshot(project, source, slot, manifest, storage, tables, say)
         else:
             result.resumed_from = position
             say(f"resuming slot {slot} at {format_lsn(position or 0)}")
@@ -167,7 +198,15 @@ def run_capture(
             stale = [t for t in copies if manifest.files("raw", t)]
             if copies:
                 result.snapshot_rows = _snapshot(
-                    project, source, manifest, storage, copies, say, backfill=True, stale=stale
+                    project,
+                    source,
+                    slot,
+                    manifest,
+                    storage,
+                    copies,
+                    say,
+                    backfill=True,
+                    stale=stale,
                 )
         if result.snapshot_rows:
             result.snapshot_seconds = time.monotonic() - started
@@ -197,6 +236,11 @@ def run_capture(
             heartbeat_seconds=cfg.capture.heartbeat_seconds,
             on_flush=record,
             published=lambda: not unpublished(heartbeat_conn, publication, schema, tables),
+            # once the stream holds the slot nobody can drop it: checked again there, as the
+            # slot may have been replaced since the check above
+            check_slot=lambda at: check_slot_is_ours(
+                slot_state(heartbeat_conn, slot), slot, at, manifest.ceiling(slot)
+            ),
         )
         try:
             result.stream = stream.run(should_stop, until_lsn=None if follow else target)
@@ -210,6 +254,8 @@ def run_capture(
         except psycopg2.Error as exc:
             reason = stream.lost(exc)  # asked before close(), which closes what it looks at
             if reason is None:
+                if not slot_state(heartbeat_conn, slot).exists:  # dropped since the check
+                    raise slot_gone(slot, stream.position) from exc
                 raise
             raise _lost(source, reason) from exc
         finally:
@@ -225,6 +271,16 @@ def run_capture(
         manifest.close()
         lock.release()
     return result
+
+
+def _created_here(manifest: Manifest, slot: str, state: SlotState) -> bool:
+    """Whether the slot (there, with no position in the manifest: a first snapshot cut short)
+    is the one this project created: recorded before creating it, and still at the consistent
+    point recorded right after (nothing confirms a position to it before the snapshot ends)."""
+    if not manifest.created_slot(slot):
+        return False
+    identity = manifest.slot_identity(slot)
+    return identity is None or state.confirmed_lsn in (None, identity)
 
 
 def _lost(source: Source, reason: str) -> SourceError:
@@ -251,6 +307,7 @@ def _drain_target(conn: Any) -> int:
 def _snapshot(
     project: Project,
     source: Source,
+    slot: str,
     manifest: Manifest,
     storage: LakeStorage,
     tables: list[str],
@@ -269,7 +326,6 @@ def _snapshot(
     commit, and a new schema version.
     """
     cfg = project.config
-    slot = cfg.source.slot
     op = "I" if cfg.capture.include_op_for_full_load else "L"
     repl = psycopg2.connect(
         source.conninfo(options=SESSION_SETTINGS),
@@ -289,6 +345,8 @@ def _snapshot(
         point = SnapshotPoint(
             name=row[2], lsn=parse_lsn(row[1]), ts_us=int(time.time() * 1_000_000)
         )
+        if not backfill:
+            manifest.slot_created(slot, point.lsn)  # its identity, until a position is confirmed
         say(f"created slot {created} at {row[1]}; copying {', '.join(tables)} from its snapshot")
 
         versions = {t: manifest.schema_versions(t)[-1].version + 1 for t in stale or []}

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from riverbed.capture.pgoutput import parse_lsn
+from riverbed.capture.pgoutput import format_lsn, parse_lsn
 from riverbed.errors import RiverbedError
 
 
@@ -356,6 +356,51 @@ def wait_while_peeked(
         time.sleep(0.1)
         state = slot_state(conn, slot)
     return state
+
+
+def check_slot_is_ours(state: SlotState, slot: str, position: int, ceiling: int | None) -> None:
+    """Refuse to resume through a slot that is not the one the lake was captured through.
+
+    The manifest commits a position before it is confirmed to the slot, and the stream records
+    a ceiling (Manifest.raise_ceiling) before each feedback, which may confirm a keepalive's
+    WAL end instead, so the slot this project streams from is never past either. One that is
+    was dropped and created again (its consistent point is where the WAL was then, past
+    anything the stream saw), or another project reads from it and confirmed what it read:
+    either way the changes committed after the lake's position never reach this lake, and
+    resuming would report a complete lake that is not. Without a ceiling (a slot captured
+    through by an earlier release, until its first feedback from this one) nothing is known.
+    """
+    if not state.exists:
+        raise slot_gone(slot, position)
+    confirmed = state.confirmed_lsn
+    if confirmed is not None and slot_is_past(state, position, ceiling):
+        raise CaptureSetupError(
+            f"replication slot {slot!r} is not the one this lake was captured through: it is at "
+            f"{format_lsn(confirmed)}, past the lake's position {format_lsn(position)} "
+            "(it was dropped and created again, or another project reads from it: two project "
+            "folders with the same source.slot?), so the changes committed between "
+            f"{format_lsn(position)} and {format_lsn(confirmed)} are lost to this "
+            "lake; give this project a slot and publication of its own (source.slot and "
+            "source.publication in riverbed.yaml) and start over with "
+            "`riverbed capture --once --resnapshot`"
+        )
+
+
+def slot_is_past(state: SlotState, position: int, ceiling: int | None) -> bool:
+    """Whether the slot was confirmed past anything this project can have confirmed to it."""
+    return (
+        ceiling is not None
+        and state.confirmed_lsn is not None
+        and state.confirmed_lsn > max(position, ceiling)
+    )
+
+
+def slot_gone(slot: str, position: int) -> CaptureSetupError:
+    return CaptureSetupError(
+        f"replication slot {slot!r} no longer exists, but the lake holds changes up to "
+        f"{format_lsn(position)} captured through it; changes since then cannot be "
+        "recovered from the source. Start over with `riverbed capture --once --resnapshot`"
+    )
 
 
 def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:

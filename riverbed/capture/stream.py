@@ -45,6 +45,7 @@ from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
 
 HEARTBEAT_PREFIX = "riverbed"
+_NEVER = 10.0**7  # seconds: a status interval psycopg2 never reaches
 _OPS = {73: "I", 68: "D", 85: "U"}
 
 
@@ -113,6 +114,7 @@ class ChangeStream:
         heartbeat_seconds: float,
         on_flush: Callable[[StreamStats], None] | None = None,
         published: Callable[[], bool] = lambda: True,
+        check_slot: Callable[[int], None] = lambda _: None,
     ):
         self.slot = slot
         self.storage = storage
@@ -136,6 +138,8 @@ class ChangeStream:
         # dropped and created again is not, and the stream would never see its rows)
         self.published = published
         self.unpublished = False
+        # raises unless the slot, once held, is the one the manifest's position was confirmed to
+        self.check_slot = check_slot
         self.position = manifest.position(slot) or 0
         self.stats = StreamStats(position=self.position)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
@@ -155,6 +159,9 @@ class ChangeStream:
         self._writing: _Batch | None = None  # the batch the writer has, until it is durable
         self._last_sample = time.monotonic()
         self._confirmed = -1
+        self._last_feedback = 0.0  # monotonic time of the last feedback sent
+        # how far the slot may be confirmed, recorded before each feedback (_send)
+        self._ceiling = manifest.ceiling(slot) or 0
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -170,8 +177,22 @@ class ChangeStream:
                 "publication_names": self.publication,
                 "messages": "true",
             },
-            status_interval=self.status_interval,
+            # psycopg2 never sends feedback by itself (it would carry positions the manifest
+            # never saw, see _send): _confirm sends it every status_interval
+            status_interval=_NEVER,
         )
+        # the slot is ours alone from here on: nothing has been read or confirmed yet
+        self.check_slot(self.position)
+        try:
+            return self._run(should_stop, until_lsn)
+        except BaseException:
+            # the server may have asked for a reply on its way out (a shutdown), which psycopg2
+            # sent at once with the WAL end it had just read
+            with contextlib.suppress(Exception):
+                self._raise_ceiling(self.cursor.wal_end)
+            raise
+
+    def _run(self, should_stop: Callable[[], bool], until_lsn: int | None) -> StreamStats:
         once = until_lsn is not None
         last_message = last_idle = last_ping = time.monotonic()
         busy = False
@@ -212,19 +233,19 @@ class ChangeStream:
                         break
                 if caught_up and self.batch.empty() and self._writer_idle():
                     break
+            self._confirm()  # when due
             if should_stop():
                 break
             if now - last_message >= self.heartbeat_seconds:
                 self.heartbeat()  # a WAL record of ours, so the slot can move when we are idle
                 last_message = now
             if once and self.tx is None and now - last_ping >= 0.1:
-                cursor.send_feedback(reply=True)  # ask for a keepalive: a fresh wal_end
+                self._send(reply=True)  # ask for a keepalive: a fresh wal_end
                 last_ping = now
             select.select([cursor], [], [], 0.1 if once else 1.0)
         if self.tx is None and not self.batch.empty():
             self.flush()
         self.wait_for_writer()
-        # without force psycopg2 would only send this at the next status interval, i.e. never
         self._confirm(force=True)
         self.close()
         return self.stats
@@ -413,6 +434,7 @@ class ChangeStream:
             self.stats.pending_commit_ts_us = self._oldest_pending()
             self.on_flush(self.stats)
             self._last_sample = now
+        self._confirm()  # when due, even while the stream never drains
 
     # --- writing --------------------------------------------------------------------------
 
@@ -421,6 +443,7 @@ class ChangeStream:
         self.batch.spilled.extend(self._write(self.batch, open_tx=self.tx))
         self.batch.buffers.clear()
         self.batch.rows = 0
+        self._confirm()  # when due: a transaction this big may stream for a while
         # txs stay: later rows of the open transaction still index it
 
     def flush(self) -> None:
@@ -447,15 +470,34 @@ class ChangeStream:
         return self._inflight is None
 
     def _confirm(self, force: bool = False) -> None:
-        """Tell the slot what is durable (psycopg2 sends it at the next status interval)."""
-        if force or self.position != self._confirmed:
-            self.cursor.send_feedback(
-                write_lsn=self.position,
-                flush_lsn=self.position,
-                apply_lsn=self.position,
-                force=force,
-            )
-            self._confirmed = self.position
+        """Tell the slot what is durable: every status_interval (the server ends a stream that
+        is silent for wal_sender_timeout), or now with ``force``."""
+        if force or time.monotonic() - self._last_feedback >= self.status_interval:
+            self._send()
+
+    def _send(self, reply: bool = False) -> None:
+        """Send feedback confirming the manifest's position; ``reply`` asks for a keepalive.
+
+        psycopg2 may confirm more than that position: when everything read so far was
+        confirmed, it replaces the flush position with the WAL end of the last keepalive, safe
+        (nothing of ours before it is missing) but never seen by the manifest. So the server's
+        WAL position, past any keepalive read so far, is first recorded as the slot's ceiling:
+        a slot past it at the next start is not this project's (runner, check_slot_is_ours).
+        """
+        self._raise_ceiling(self.server_lsn())
+        self.cursor.send_feedback(
+            write_lsn=self.position,
+            flush_lsn=self.position,
+            apply_lsn=self.position,
+            reply=reply,
+            force=not reply,
+        )
+        self._last_feedback = time.monotonic()
+
+    def _raise_ceiling(self, lsn: int) -> None:
+        if lsn > self._ceiling:
+            self.manifest.raise_ceiling(self.slot, lsn)
+            self._ceiling = lsn
 
     def _write_and_commit(self, batch: _Batch, schemas: list[SchemaVersion]) -> None:
         files = batch.spilled + self._write(batch, open_tx=None)

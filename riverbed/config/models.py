@@ -179,14 +179,15 @@ class SourceConfig(Model):
     password: Secret | None = None
     database: str = "postgres"
     schema_name: str = Field("shop", alias="schema")
-    slot: str = "riverbed"
-    publication: str = "riverbed"
+    # None: a name of this project's own, riverbed_<8 hex> (Manifest.capture_names)
+    slot: str | None = None
+    publication: str | None = None
     embedded: EmbeddedSourceConfig = EmbeddedSourceConfig()
 
     @field_validator("slot", "publication", "schema_name")
     @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not IDENTIFIER.match(value):
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not IDENTIFIER.match(value):
             raise ValueError("must be a plain identifier (letters, digits, underscore)")
         return value
 

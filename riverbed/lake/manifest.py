@@ -21,6 +21,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from riverbed.config.loader import Project
+from riverbed.config.models import SourceConfig
 from riverbed.errors import RiverbedError, first_line
 
 SCHEMA = """
@@ -62,6 +64,19 @@ create table if not exists capture_slot_created (
   slot        text primary key,
   created_at  real not null
 );
+create table if not exists capture_slot_identity (
+  slot            text primary key,
+  consistent_lsn  integer not null,
+  created_at      real not null
+);
+create table if not exists capture_ceiling (
+  slot  text primary key,
+  lsn   integer not null
+);
+create table if not exists project_settings (
+  name   text primary key,
+  value  text not null
+);
 create table if not exists table_schemas (
   table_name  text not null,
   version     integer not null,
@@ -79,6 +94,9 @@ create table if not exists metrics (
 create index if not exists metrics_by_name on metrics (name, ts);
 create index if not exists metrics_by_ts on metrics (ts);
 """
+
+# the slot and publication name of every project before names of their own were chosen
+LEGACY_CAPTURE_NAME = "riverbed"
 
 
 @dataclass(frozen=True)
@@ -255,6 +273,96 @@ class Manifest:
         ).fetchone()
         return row is not None
 
+    def slot_created(self, slot: str, consistent_lsn: int) -> None:
+        """Record the consistent point of the slot this project just created: its identity.
+
+        Until this project confirms a position to it, a slot stays at its consistent point, so a
+        slot of that name elsewhere (dropped and created again by someone else) is told apart.
+        """
+        with self.transaction() as db:
+            db.execute(
+                "insert or replace into capture_slot_identity values (?, ?, ?)",
+                (slot, consistent_lsn, time.time()),
+            )
+            # nothing confirmed it further yet
+            db.execute(
+                "insert or replace into capture_ceiling values (?, ?)", (slot, consistent_lsn)
+            )
+
+    def slot_identity(self, slot: str) -> int | None:
+        """The consistent point of ``slot`` when this project created it (None: not recorded,
+        e.g. a slot created by an earlier release, or a crash right after creating it)."""
+        row = self._db.execute(
+            "select consistent_lsn from capture_slot_identity where slot = ?", (slot,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def raise_ceiling(self, slot: str, lsn: int) -> None:
+        """Record that the slot may be confirmed up to ``lsn``, BEFORE it can be.
+
+        psycopg2 puts in its feedback, instead of the position capture confirms, the WAL end of
+        a keepalive when everything read so far was confirmed: a position that is safe (nothing
+        of ours before it is missing) but that the manifest never saw. So the slot may be past
+        the manifest's position, never past this ceiling.
+        """
+        with self.transaction() as db:
+            db.execute(
+                "insert into capture_ceiling values (?, ?) on conflict (slot) do update"
+                " set lsn = max(lsn, excluded.lsn)",
+                (slot, lsn),
+            )
+
+    def ceiling(self, slot: str) -> int | None:
+        """How far the slot may have been confirmed (None: not recorded, e.g. a slot captured
+        through by an earlier release)."""
+        row = self._db.execute("select lsn from capture_ceiling where slot = ?", (slot,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def known_slots(self) -> list[str]:
+        """Every slot this manifest holds a position, a snapshot or a creation record for."""
+        rows = self._db.execute(
+            "select slot from capture_position union select slot from capture_slot_created"
+            " union select slot from capture_snapshot union select slot from lake_files"
+            " where slot is not null order by 1"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def capture_names(
+        self, source: SourceConfig, *, create: bool = False
+    ) -> tuple[str | None, str | None]:
+        """The slot and publication capture uses: source.slot and source.publication, else the
+        project's own name (capture_name: None before the first capture, unless ``create``)."""
+        default = None
+        if source.slot is None or source.publication is None:
+            default = self.capture_name(create=create)
+        return source.slot or default, source.publication or default
+
+    def capture_name(self, *, create: bool = False) -> str | None:
+        """The name of this project's own slot and publication, where riverbed.yaml names none.
+
+        Chosen once, at the first capture, and kept here, so that moving the folder never
+        changes it: ``riverbed_`` and 8 random hex digits, so two projects on one server (a
+        copied riverbed.yaml) never share a slot. A project captured before names were chosen
+        (its manifest knows a slot) keeps ``riverbed``, the one it has. None before the first
+        capture (``create`` chooses it)."""
+        row = self._db.execute(
+            "select value from project_settings where name = 'capture_name'"
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        legacy = LEGACY_CAPTURE_NAME if self.known_slots() else None
+        if not create:
+            return legacy
+        with self.transaction() as db:
+            db.execute(
+                "insert or ignore into project_settings values ('capture_name', ?)",
+                (legacy or f"riverbed_{uuid.uuid4().hex[:8]}",),
+            )
+            row = db.execute(
+                "select value from project_settings where name = 'capture_name'"
+            ).fetchone()
+        return str(row[0])
+
     def forget_snapshots(self, slot: str, tables: Iterable[str]) -> None:
         """Forget that ``tables`` were copied for ``slot``: the next capture copies them anew."""
         with self.transaction() as db:
@@ -276,6 +384,8 @@ class Manifest:
             db.execute("delete from capture_snapshot where slot = ?", (slot,))
             db.execute("delete from capture_position where slot = ?", (slot,))
             db.execute("delete from capture_slot_created where slot = ?", (slot,))
+            db.execute("delete from capture_slot_identity where slot = ?", (slot,))
+            db.execute("delete from capture_ceiling where slot = ?", (slot,))
         return paths
 
     # --- files and schemas --------------------------------------------------------------------

@@ -40,7 +40,9 @@ def gather(project: Project) -> dict[str, Any]:
     }
     state_path = project.path(cfg.state.path)
     manifest = Manifest(state_path) if state_path.exists() else None
-    position = manifest.position(slot) if manifest else None
+    if manifest is not None:
+        slot = manifest.capture_names(cfg.source)[0]
+    position = manifest.position(slot) if manifest and slot else None
     try:
         with source.connect(autocommit=True) as conn:
             conn.execute("select 1")
