@@ -21,7 +21,8 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
 
 2. ``CREATE TEMPORARY TABLE _scd2_<dim> AS`` the batch's plan: one row per version the batch
    creates or changes. The query is a chain of CTEs over the batch; the dimension is read once,
-   for the current rows of the keys in the batch.
+   for the current rows of the keys in the batch. :mod:`riverbed.load.scd2_plan` builds it, one
+   function per CTE, named as below.
 
    a. ``events``: staged rows above the dimension's high-water mark in the position table,
       ``(_lsn, _seq) > (hwm_lsn, hwm_seq)``. What is at or below it was applied by an earlier
@@ -91,47 +92,45 @@ from INFERRED_SINCE. The key's first real event completes that row in place (``c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 
 from riverbed.errors import ConfigError, first_line
 from riverbed.load.model import CDC_COLUMNS, FAR_FUTURE, DimensionModel
+from riverbed.load.scd2_plan import (
+    _PREFIX,
+    POSITION_COLUMNS,
+    POSITIONS,
+    PlanInput,
+    _col,
+    _is_null,
+    _max_surrogate,
+    _own,
+    _table,
+    _target,
+    _text,
+    _timestamptz,
+    _window,
+    _zero,
+    plan,
+)
 
-POSITIONS = "_riverbed_scd2_positions"  # dimension -> (_lsn, _seq) of the last applied event
 MERGE_DIALECTS = ("duckdb", "postgres")
 INFERRED_SINCE = "1900-01-01 00:00:00+00"  # effective_date of an inferred member
-_SQL: dict[tuple[object, ...], list[str]] = {}  # scd2_sql's, by dimension, columns, dialect
-_SQL_ENTRIES = 256
-SCD_COLUMNS = (
+# the columns SCD2 adds to a dimension's source columns, by what they say of a version
+VERSION_COLUMNS = (
     "effective_date",
     "expiry_date",
     "is_current_record",
     "is_deleted",
     "is_inferred",
-    "_lsn",
-    "_seq",
 )
-# Fixed-width types: PostgreSQL never TOASTs them, so they never carry an unchanged mark.
-_FIXED_WIDTH = {
-    exp.DataType.Type.BOOLEAN,
-    exp.DataType.Type.TINYINT,
-    exp.DataType.Type.SMALLINT,
-    exp.DataType.Type.INT,
-    exp.DataType.Type.BIGINT,
-    exp.DataType.Type.FLOAT,
-    exp.DataType.Type.DOUBLE,
-    exp.DataType.Type.DATE,
-    exp.DataType.Type.TIME,
-    exp.DataType.Type.TIMESTAMP,
-    exp.DataType.Type.TIMESTAMPTZ,
-    exp.DataType.Type.UUID,
-}
-_PREFIX = "_scd2_"  # names of the plan's own columns; no source column may start with it
-
-# event classes (step d); CURRENT is also the _op of the pseudo-event for the current row
-CURRENT, NEW, COMPLETE, TYPE1, CLOSE, NOOP = "current", "new", "complete", "type1", "close", "noop"
+SCD_COLUMNS = (*VERSION_COLUMNS, *POSITION_COLUMNS)
+# what the MERGE writes over a current row: a version's start (effective_date) never changes
+_REWRITTEN = tuple(name for name in SCD_COLUMNS if name != "effective_date")
+_MERGE_TEXTS = 256  # scd2_sql's cache: dimensions x column sets x dialects a process keeps
 
 
 # --- DDL -------------------------------------------------------------------------------------
@@ -221,20 +220,7 @@ def scd2_statements(
     the staged batch's non-CDC columns and their SQL types."""
     _check(dim, columns)
     _check_dialect(dialect)
-    work = f"{_PREFIX}{dim.name}"
-    return [
-        exp.Drop(tables=[exp.to_table(work)], kind="TABLE", exists=True),
-        *_truncates(dim),
-        exp.Create(
-            this=exp.to_table(work),
-            kind="TABLE",
-            expression=_plan(dim, columns),
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-        ),
-        _merge_versions(dim, columns, work),
-        _merge_position(dim),
-        exp.Drop(tables=[exp.to_table(work)], kind="TABLE"),
-    ]
+    return _statements(PlanInput.of(dim, columns))
 
 
 def scd2_sql(dim: DimensionModel, columns: dict[str, exp.DataType], dialect: str) -> list[str]:
@@ -242,13 +228,37 @@ def scd2_sql(dim: DimensionModel, columns: dict[str, exp.DataType], dialect: str
     process: they read the batch from staging, so a run loop merges with the same text every
     run, and building and generating it cost 40 ms a dimension (measured), in Python, under
     the lock the dimensions merging in parallel share."""
-    key = (dim, tuple((name, kind.sql(dialect=dialect)) for name, kind in columns.items()), dialect)
-    text = _SQL.get(key)
-    if text is None:
-        if len(_SQL) >= _SQL_ENTRIES:
-            _SQL.clear()  # column sets seen long ago: a schema change, not this process's work
-        text = _SQL[key] = [s.sql(dialect=dialect) for s in scd2_statements(dim, columns, dialect)]
-    return list(text)
+    _check(dim, columns)
+    _check_dialect(dialect)
+    return list(_merge_text(PlanInput.of(dim, columns), dialect))
+
+
+# scd2_sql's cache, owned by this module alone: nothing else reads or clears it. Its key is
+# everything the text depends on: PlanInput (the dimension, its value columns in staged order
+# and which of them are TOASTable) and the dialect. A column added, dropped or retyped so that
+# the SQL changes is a new key, so no entry is ever stale; past the bound the least recently
+# used entry goes (a column set seen long ago: a schema change, not this process's work).
+@functools.lru_cache(maxsize=_MERGE_TEXTS)
+def _merge_text(p: PlanInput, dialect: str) -> tuple[str, ...]:
+    return tuple(statement.sql(dialect=dialect) for statement in _statements(p))
+
+
+def _statements(p: PlanInput) -> list[exp.Expr]:
+    """scd2_statements, of checked input (the same expressions for every dialect)."""
+    work = f"{_PREFIX}{p.dim.name}"
+    return [
+        exp.Drop(tables=[exp.to_table(work)], kind="TABLE", exists=True),
+        *_truncates(p.dim),
+        exp.Create(
+            this=exp.to_table(work),
+            kind="TABLE",
+            expression=plan(p),
+            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+        ),
+        _merge_versions(p, work),
+        _merge_position(p.dim),
+        exp.Drop(tables=[exp.to_table(work)], kind="TABLE"),
+    ]
 
 
 def inferred_members_statement(
@@ -301,322 +311,8 @@ def inferred_members_statement(
         exp.false(),
         exp.true(),
     ).from_(referenced.subquery("r"))
-    target = [dim.surrogate, key, *SCD_COLUMNS[:5]]
+    target = [dim.surrogate, key, *VERSION_COLUMNS]
     return exp.Insert(this=_target(dim.name, target), expression=select)
-
-
-# --- the plan (step 2) -----------------------------------------------------------------------
-
-
-def _plan(dim: DimensionModel, columns: dict[str, exp.DataType]) -> exp.Select:
-    """The query of the work table: one row per version the batch creates or changes."""
-    keys = list(dim.keys)
-    values = [name for name in columns if name not in dim.keys]
-    starts = [name for name in values if name not in dim.type1]  # set when a version starts
-    toastable = [name for name in values if columns[name].this not in _FIXED_WIDTH]
-    by_key = [_col(k) for k in keys]
-    by_ord = [_col(_own("ord"))]
-    carried = [_col(name) for name in (*_EVENT, _own("inferred"), _own("ord"))]
-    steps: list[tuple[str, exp.Expr]] = []
-
-    # a. events above the high-water mark
-    steps.append(("events", _new_events(dim, [*keys, *values])))
-
-    # b. the current row of every key in the batch, as the first row of its key; ranks
-    current = (
-        exp.select(
-            *(_col(name, "c") for name in [*keys, *values]),
-            _text(CURRENT).as_("_op", quoted=True),
-            _col("effective_date", "c").as_("_commit_ts", quoted=True),
-            _col("_lsn", "c"),
-            _col("_seq", "c"),
-            _text(",").as_(_own("toast"), quoted=True),
-            _col("is_inferred", "c").as_(_own("inferred"), quoted=True),
-        )
-        .from_(_table(dim.name, "c"))
-        .where(
-            exp.and_(
-                _col("is_current_record", "c"),
-                exp.Exists(
-                    this=exp.select(exp.Literal.number(1))
-                    .from_(_table("events", "e"))
-                    .where(exp.and_(*(_col(k, "e").eq(_col(k, "c")) for k in keys)))
-                ),
-            )
-        )
-    )
-    is_current = _col("_op").eq(_text(CURRENT))
-    steps.append(
-        (
-            "stream",
-            exp.select(
-                exp.Star(),
-                _window(
-                    exp.RowNumber(),
-                    by_key,
-                    [  # the current row first, then the events in source order
-                        exp.Case(ifs=[exp.If(this=is_current, true=_zero())], default=_one()),
-                        _col("_lsn"),
-                        _col("_seq"),
-                    ],
-                ).as_(_own("ord"), quoted=True),
-            ).from_(
-                exp.union(exp.select(exp.Star()).from_("events"), current, distinct=False).subquery(
-                    "u"
-                )
-            ),
-        )
-    )
-
-    # c. TOAST, only for the keys with a marked event (usually none, so this costs nothing):
-    # per column, a running count of the events that sent it groups a key's events so that
-    # each group starts with one that sent it; FIRST_VALUE over the group is the value
-    def marked(name: str) -> exp.Expr:
-        return exp.GT(
-            this=exp.StrPosition(this=_col(_own("toast")), substr=_text(f",{name},")),
-            expression=_zero(),
-        )
-
-    plain = exp.select(*by_key, *(_col(name) for name in values), *carried)
-    if toastable:
-        steps.append(
-            (
-                "toast_keys",
-                exp.select(*by_key)
-                .distinct()
-                .from_("events")
-                .where(exp.NEQ(this=_col(_own("toast")), expression=_text(",,"))),
-            )
-        )
-
-        def with_marks(select: exp.Select, has: bool) -> exp.Select:
-            match = exp.Exists(
-                this=exp.select(_one())
-                .from_(_table("toast_keys", "t"))
-                .where(exp.and_(*(_col(k, "t").eq(_col(k, "r")) for k in keys)))
-            )
-            return select.from_(_table("stream", "r")).where(match if has else exp.Not(this=match))
-
-        sent = {name: exp.and_(_not_delete(), exp.Not(this=marked(name))) for name in toastable}
-        steps.append(
-            (
-                "toast_groups",
-                with_marks(
-                    exp.select(
-                        exp.Star(),
-                        *(
-                            _window(_count_if(sent[name]), by_key, by_ord, running=True).as_(
-                                _grp(name), quoted=True
-                            )
-                            for name in toastable
-                        ),
-                    ),
-                    has=True,
-                ),
-            )
-        )
-
-        def resolved(name: str) -> exp.Expr:
-            if name not in toastable:
-                return _col(name)
-            group = [*by_key, _col(_grp(name))]
-            previous = _window(exp.FirstValue(this=_col(name)), group, by_ord)
-            # group 0: nothing before sent the column, not even a current row
-            known = exp.GT(this=_col(_grp(name)), expression=_zero())
-            return exp.Case(
-                ifs=[
-                    exp.If(
-                        this=exp.and_(_not_delete(), marked(name)),
-                        true=exp.Case(ifs=[exp.If(this=known, true=previous)]),
-                    )
-                ],
-                default=_col(name),
-            ).as_(name, quoted=True)
-
-        toast_resolved = exp.select(*by_key, *(resolved(name) for name in values), *carried).from_(
-            "toast_groups"
-        )
-        steps.append(
-            ("resolved", exp.union(toast_resolved, with_marks(plain, has=False), distinct=False))
-        )
-    else:
-        steps.append(("resolved", plain.from_("stream")))
-
-    # d. classify each event against the state just before it: the previous row of its key
-    def before(name: str) -> exp.Window:
-        return _window(exp.Lag(this=_col(name)), by_key, by_ord)
-
-    live_before = exp.Coalesce(
-        this=exp.NEQ(this=before("_op"), expression=_text("D")), expressions=[exp.false()]
-    )
-    changed = exp.or_(
-        *(exp.NullSafeNEQ(this=_col(name), expression=before(name)) for name in dim.tracked)
-    )
-    event_class = exp.Case(
-        ifs=[
-            exp.If(this=is_current.copy(), true=_text(CURRENT)),
-            exp.If(
-                this=_col("_op").eq(_text("D")),
-                true=exp.Case(
-                    ifs=[exp.If(this=live_before, true=_text(CLOSE))], default=_text(NOOP)
-                ),
-            ),
-            exp.If(this=exp.Not(this=exp.paren(live_before.copy())), true=_text(NEW)),
-            exp.If(
-                this=exp.and_(
-                    before("_op").eq(_text(CURRENT)),
-                    exp.Coalesce(this=before(_own("inferred")), expressions=[exp.false()]),
-                ),
-                true=_text(COMPLETE),
-            ),
-            exp.If(this=exp.paren(changed), true=_text(NEW)),
-        ],
-        default=_text(TYPE1),
-    )
-    steps.append(
-        (
-            "classified",
-            exp.select(exp.Star(), event_class.as_(_own("class"), quoted=True)).from_("resolved"),
-        )
-    )
-
-    # e. without the noops (they change nothing): segments, the groups that decide the values
-    # in force after each event, and what follows each event
-    klass = _col(_own("class"))
-
-    def running_count(*classes: str) -> exp.Window:
-        counted = exp.In(this=klass.copy(), expressions=[_text(c) for c in classes])
-        return _window(_count_if(counted), by_key, by_ord, running=True)
-
-    def after(name: str) -> exp.Window:
-        return _window(exp.Lead(this=_col(name)), by_key, by_ord)
-
-    steps.append(
-        (
-            "segmented",
-            exp.select(
-                exp.Star(),
-                running_count(NEW).as_(_own("seg"), quoted=True),
-                running_count(CURRENT, NEW, COMPLETE).as_(_own("starter"), quoted=True),
-                running_count(CURRENT, NEW, COMPLETE, TYPE1).as_(_own("carrier"), quoted=True),
-                after(_own("class")).as_(_own("next_class"), quoted=True),
-                after("_commit_ts").as_(_own("next_ts"), quoted=True),
-            )
-            .from_("classified")
-            .where(exp.NEQ(this=klass.copy(), expression=_text(NOOP))),
-        )
-    )
-
-    # f. the last event of each segment (the next one starts a version, or there is none),
-    # with the values in force after it
-    next_class = _col(_own("next_class"))
-    by_starter = [*by_key, _col(_own("starter"))]
-    by_carrier = [*by_key, _col(_own("carrier"))]
-    steps.append(
-        (
-            "segments",
-            exp.select(
-                *by_key,
-                *(_col(_own(n)) for n in ("seg", "class", "next_class", "next_ts")),
-                _col("_commit_ts").as_(_own("event_ts"), quoted=True),
-                *(
-                    _window(exp.FirstValue(this=_col(name)), by_starter, by_ord).as_(
-                        name, quoted=True
-                    )
-                    for name in [*starts, "_commit_ts", "_lsn", "_seq", _own("inferred")]
-                ),
-                *(
-                    _window(exp.FirstValue(this=_col(name)), by_carrier, by_ord).as_(
-                        name, quoted=True
-                    )
-                    for name in dim.type1
-                ),
-            ).from_("segmented"),
-        )
-    )
-
-    # g. versions: expiry, flags, surrogate keys for the new ones
-    seg = _col(_own("seg"))
-    new_version = exp.GT(this=seg, expression=_zero())
-    closes = klass.eq(_text(CLOSE))
-    rank_new = _window(exp.RowNumber(), [new_version.copy()], [_col("_lsn"), _col("_seq")])
-    versions = (
-        exp.select(
-            *by_key,
-            *(_col(name) for name in values),
-            seg.copy(),
-            exp.Case(
-                ifs=[
-                    exp.If(
-                        this=new_version.copy(),
-                        true=exp.Add(this=_max_surrogate(dim), expression=rank_new),
-                    )
-                ]
-            ).as_(dim.surrogate, quoted=True),
-            _col("_commit_ts").as_("effective_date", quoted=True),
-            exp.Case(
-                ifs=[
-                    exp.If(this=closes.copy(), true=_col(_own("event_ts"))),
-                    exp.If(this=_not_null(next_class.copy()), true=_col(_own("next_ts"))),
-                ],
-                default=_timestamptz(FAR_FUTURE),
-            ).as_("expiry_date", quoted=True),
-            exp.and_(_is_null(next_class.copy()), exp.Not(this=closes.copy())).as_(
-                "is_current_record", quoted=True
-            ),
-            closes.copy().as_("is_deleted", quoted=True),
-            _col(_own("inferred")).as_("is_inferred", quoted=True),
-            _col("_lsn"),
-            _col("_seq"),
-        )
-        .from_("segments")
-        .where(exp.or_(_is_null(next_class.copy()), next_class.copy().eq(_text(NEW))))
-    )
-    for name, step in steps:
-        versions = versions.with_(name, as_=step, copy=False)
-    return versions
-
-
-def _new_events(dim: DimensionModel, names: list[str]) -> exp.Select:
-    """Step a: the staged events above the dimension's high-water mark."""
-    position = (
-        exp.select(
-            _col("_lsn").as_(_own("hwm_lsn"), quoted=True),
-            _col("_seq").as_(_own("hwm_seq"), quoted=True),
-        )
-        .from_(POSITIONS)
-        .where(exp.column("dimension").eq(_text(dim.name)))
-    )
-    hwm_lsn, hwm_seq = _col(_own("hwm_lsn"), "p"), _col(_own("hwm_seq"), "p")
-    # ",a,b," however the list was written ("a,b", "[a, b]", "{a,b}"): column names never
-    # contain these characters, so STRPOS(',name,') finds exactly the listed columns
-    listed = exp.Translate(
-        this=exp.Coalesce(this=_col("_toast_unchanged", "s"), expressions=[_text("")]),
-        from_=_text('[]{}" '),
-        to=_text(""),
-    )
-    comma = _text(",")
-    return (
-        exp.select(
-            *(_col(name, "s") for name in [*names, *_EVENT]),
-            exp.DPipe(this=exp.DPipe(this=comma, expression=listed), expression=comma.copy()).as_(
-                _own("toast"), quoted=True
-            ),
-            exp.false().as_(_own("inferred"), quoted=True),
-        )
-        .from_(_table(dim.staging, "s"))
-        .join(position.subquery("p"), on=exp.true(), join_type="left")
-        .where(
-            exp.or_(
-                _is_null(hwm_lsn),
-                exp.GT(this=_col("_lsn", "s"), expression=hwm_lsn.copy()),
-                exp.and_(
-                    _col("_lsn", "s").eq(hwm_lsn.copy()),
-                    exp.GT(this=_col("_seq", "s"), expression=hwm_seq),
-                ),
-            )
-        )
-    )
 
 
 def _truncates(dim: DimensionModel) -> list[exp.Expr]:
@@ -672,16 +368,16 @@ def _truncates(dim: DimensionModel) -> list[exp.Expr]:
 # --- applying the plan (steps 3 and 4) -------------------------------------------------------
 
 
-def _merge_versions(dim: DimensionModel, columns: dict[str, exp.DataType], work: str) -> exp.Merge:
+def _merge_versions(p: PlanInput, work: str) -> exp.Merge:
     """Step 3: update the current rows the batch changed, insert the new versions.
 
     A current row's values other than type1 change only when the batch completes it, an
     inferred member; every other current row gets its expiry, flags, position and type1
     values alone. Rewriting unchanged text columns is most of an update's cost (DuckDB,
     measured: 100 rows of 11 columns 21 ms, of 3 columns 5 ms)."""
-    values = [name for name in columns if name not in dim.keys]
-    updated = [*values, *SCD_COLUMNS[1:]]  # all but effective_date
-    in_place = [*(n for n in values if n in dim.type1), *SCD_COLUMNS[1:]]
+    dim = p.dim
+    updated = [*p.values, *_REWRITTEN]
+    in_place = [*(n for n in p.values if n in dim.type1), *_REWRITTEN]
     inserted = [dim.surrogate, *dim.keys, "effective_date", *updated]
     seg = _col(_own("seg"), "v")
 
@@ -733,7 +429,7 @@ def _merge_position(dim: DimensionModel) -> exp.Merge:
             exp.GT(this=_col("_seq", "s"), expression=_col("_seq", "p")),
         ),
     )
-    names = ["dimension", "_lsn", "_seq"]
+    names = ["dimension", *POSITION_COLUMNS]
     return exp.Merge(
         this=_table(POSITIONS, "p"),
         using=last.subquery("s"),
@@ -745,7 +441,7 @@ def _merge_position(dim: DimensionModel) -> exp.Merge:
                     condition=exp.paren(later),
                     then=exp.Update(
                         expressions=[
-                            exp.EQ(this=_col(n), expression=_col(n, "s")) for n in names[1:]
+                            exp.EQ(this=_col(n), expression=_col(n, "s")) for n in POSITION_COLUMNS
                         ]
                     ),
                 ),
@@ -761,9 +457,7 @@ def _merge_position(dim: DimensionModel) -> exp.Merge:
     )
 
 
-# --- checks and small builders ---------------------------------------------------------------
-
-_EVENT = ("_op", "_commit_ts", "_lsn", "_seq")
+# --- checks and DDL builders -----------------------------------------------------------------
 
 
 def _check(dim: DimensionModel, columns: dict[str, exp.DataType]) -> None:
@@ -812,104 +506,6 @@ def _check_dialect(dialect: str, *, merge: bool = True) -> None:
                 f"warehouses, not {dialect}; set warehouse.engine to one of them"
             ]
         )
-
-
-def _own(name: str) -> str:
-    """A column of the plan's own (never a source column's name)."""
-    return f"{_PREFIX}{name}"
-
-
-def _grp(name: str) -> str:
-    return _own(f"grp_{name}")
-
-
-def _col(name: str, table: str | None = None) -> exp.Column:
-    return exp.column(name, table=table, quoted=True)
-
-
-def _text(value: str) -> exp.Expr:
-    return exp.Literal.string(value)
-
-
-def _zero() -> exp.Expr:
-    return exp.Literal.number(0)
-
-
-def _one() -> exp.Expr:
-    return exp.Literal.number(1)
-
-
-def _timestamptz(value: str) -> exp.Cast:
-    return exp.cast(_text(value), exp.DataType.build("TIMESTAMPTZ"))
-
-
-def _not_null(value: exp.Expr) -> exp.Expr:
-    return exp.Not(this=_is_null(value))
-
-
-def _is_null(value: exp.Expr) -> exp.Expr:
-    return exp.Is(this=value, expression=exp.Null())
-
-
-def _not_delete() -> exp.Expr:
-    return exp.NEQ(this=_col("_op"), expression=_text("D"))
-
-
-def _count_if(condition: exp.Expr) -> exp.Count:
-    return exp.Count(this=exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(1))]))
-
-
-def _window(
-    func: exp.Expr,
-    partition: Sequence[exp.Expr],
-    order: Sequence[exp.Expr],
-    *,
-    running: bool = False,
-) -> exp.Window:
-    """``func OVER (PARTITION BY ... ORDER BY ...)``; ``running``: rows from the partition's
-    start to the current row (a running total, not the default peers-included RANGE)."""
-    window = exp.Window(this=func, partition_by=[p.copy() for p in partition], over="OVER")
-    if order:
-        window.set(
-            "order",
-            exp.Order(
-                expressions=[
-                    o.copy() if isinstance(o, exp.Ordered) else exp.Ordered(this=o.copy())
-                    for o in order
-                ]
-            ),
-        )
-    if running:
-        window.set(
-            "spec",
-            exp.WindowSpec(
-                kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"
-            ),
-        )
-    return window
-
-
-def _max_surrogate(dim: DimensionModel) -> exp.Subquery:
-    """(SELECT COALESCE(MAX(<surrogate>), 0) FROM <dim>)"""
-    return (
-        exp.select(exp.Coalesce(this=exp.Max(this=_col(dim.surrogate)), expressions=[_zero()]))
-        .from_(dim.name)
-        .subquery()
-    )
-
-
-def _table(name: str, alias: str) -> exp.Table:
-    """``name AS alias`` (exp.to_table(alias=...) keeps the alias a bare string, which
-    some generators, e.g. PostgreSQL's MERGE, cannot handle)."""
-    table = exp.to_table(name)
-    table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
-    return table
-
-
-def _target(table: str, names: list[str]) -> exp.Schema:
-    return exp.Schema(
-        this=exp.to_table(table), expressions=[exp.to_identifier(n, quoted=True) for n in names]
-    )
 
 
 def _column_def(name: str, kind: exp.DataType, *, not_null: bool = False) -> exp.ColumnDef:

@@ -1,0 +1,518 @@
+"""The SCD2 merge's plan (step 2 of :mod:`riverbed.load.scd2`): the query of the work table,
+one function per CTE, named after the steps a-g of scd2's module docstring (the design; read it
+first). Each step is a SELECT over the CTE before it and takes what it reads as arguments;
+:func:`plan` chains them. Also the small sqlglot builders the plan and scd2's statements share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from riverbed.load.model import FAR_FUTURE, DimensionModel
+
+POSITIONS = "_riverbed_scd2_positions"  # dimension -> (_lsn, _seq) of the last applied event
+POSITION_COLUMNS = ("_lsn", "_seq")  # a source position; also a version's, in the dimension
+EVENT_COLUMNS = ("_op", "_commit_ts", *POSITION_COLUMNS)  # what a staged event adds to a row
+_PREFIX = "_scd2_"  # names of the plan's own columns; no source column may start with it
+# Fixed-width types: PostgreSQL never TOASTs them, so they never carry an unchanged mark.
+_FIXED_WIDTH = {
+    exp.DataType.Type.BOOLEAN,
+    exp.DataType.Type.TINYINT,
+    exp.DataType.Type.SMALLINT,
+    exp.DataType.Type.INT,
+    exp.DataType.Type.BIGINT,
+    exp.DataType.Type.FLOAT,
+    exp.DataType.Type.DOUBLE,
+    exp.DataType.Type.DATE,
+    exp.DataType.Type.TIME,
+    exp.DataType.Type.TIMESTAMP,
+    exp.DataType.Type.TIMESTAMPTZ,
+    exp.DataType.Type.UUID,
+}
+
+# event classes (step d); CURRENT is also the _op of the pseudo-event for the current row
+CURRENT, NEW, COMPLETE, TYPE1, CLOSE, NOOP = "current", "new", "complete", "type1", "close", "noop"
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """A dimension and its staged columns by the role each plays: everything the merge's SQL
+    depends on (with the dialect it is generated in), so it keys scd2_sql's cache. Anything
+    new the SQL comes to read from the columns (a type, say) must be a field here."""
+
+    dim: DimensionModel
+    values: tuple[str, ...]  # every staged column but the natural key's, in staged order
+    toastable: tuple[str, ...]  # the variable-length values: ones an event may leave unsent
+
+    @classmethod
+    def of(cls, dim: DimensionModel, columns: dict[str, exp.DataType]) -> PlanInput:
+        values = tuple(name for name in columns if name not in dim.keys)
+        toastable = tuple(name for name in values if columns[name].this not in _FIXED_WIDTH)
+        return cls(dim, values, toastable)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.dim.keys
+
+    @property
+    def starts(self) -> tuple[str, ...]:
+        """The values set when a version starts (every one but the type1 columns)."""
+        return tuple(name for name in self.values if name not in self.dim.type1)
+
+
+def plan(p: PlanInput) -> exp.Select:
+    """The query of the work table: one row per version the batch creates or changes."""
+    dim, keys = p.dim, p.keys
+    steps: list[tuple[str, exp.Expr]] = [
+        ("events", events(dim, [*keys, *p.values])),
+        ("stream", stream(dim, [*keys, *p.values])),
+    ]
+    if p.toastable:
+        steps += [
+            ("toast_keys", toast_keys(keys)),
+            ("toast_groups", toast_groups(keys, p.toastable)),
+            ("resolved", resolved(keys, p.values, p.toastable)),
+        ]
+    else:
+        steps.append(("resolved", _as_streamed(keys, p.values).from_("stream")))
+    steps += [
+        ("classified", classified(keys, dim.tracked)),
+        ("segmented", segmented(keys)),
+        ("segments", segments(keys, p.starts, dim.type1)),
+    ]
+    query = versions(dim, p.values)
+    for name, step in steps:
+        query = query.with_(name, as_=step, copy=False)
+    return query
+
+
+def events(dim: DimensionModel, names: list[str]) -> exp.Select:
+    """Step a, ``events``: the staged events above the dimension's high-water mark, with
+    their TOAST marks as ``,a,b,``."""
+    position = (
+        exp.select(
+            _col("_lsn").as_(_own("hwm_lsn"), quoted=True),
+            _col("_seq").as_(_own("hwm_seq"), quoted=True),
+        )
+        .from_(POSITIONS)
+        .where(exp.column("dimension").eq(_text(dim.name)))
+    )
+    hwm_lsn, hwm_seq = _col(_own("hwm_lsn"), "p"), _col(_own("hwm_seq"), "p")
+    # ",a,b," however the list was written ("a,b", "[a, b]", "{a,b}"): column names never
+    # contain these characters, so STRPOS(',name,') finds exactly the listed columns
+    listed = exp.Translate(
+        this=exp.Coalesce(this=_col("_toast_unchanged", "s"), expressions=[_text("")]),
+        from_=_text('[]{}" '),
+        to=_text(""),
+    )
+    comma = _text(",")
+    return (
+        exp.select(
+            *(_col(name, "s") for name in [*names, *EVENT_COLUMNS]),
+            exp.DPipe(this=exp.DPipe(this=comma, expression=listed), expression=comma.copy()).as_(
+                _own("toast"), quoted=True
+            ),
+            exp.false().as_(_own("inferred"), quoted=True),
+        )
+        .from_(_table(dim.staging, "s"))
+        .join(position.subquery("p"), on=exp.true(), join_type="left")
+        .where(
+            exp.or_(
+                _is_null(hwm_lsn),
+                exp.GT(this=_col("_lsn", "s"), expression=hwm_lsn.copy()),
+                exp.and_(
+                    _col("_lsn", "s").eq(hwm_lsn.copy()),
+                    exp.GT(this=_col("_seq", "s"), expression=hwm_seq),
+                ),
+            )
+        )
+    )
+
+
+def stream(dim: DimensionModel, names: list[str]) -> exp.Select:
+    """Step b, ``stream``: the current row of every key in the batch as the first row of its
+    key, then its events in source order, numbered by ``ord``."""
+    keys = dim.keys
+    current = (
+        exp.select(
+            *(_col(name, "c") for name in names),
+            _text(CURRENT).as_("_op", quoted=True),
+            _col("effective_date", "c").as_("_commit_ts", quoted=True),
+            _col("_lsn", "c"),
+            _col("_seq", "c"),
+            _text(",").as_(_own("toast"), quoted=True),
+            _col("is_inferred", "c").as_(_own("inferred"), quoted=True),
+        )
+        .from_(_table(dim.name, "c"))
+        .where(
+            exp.and_(
+                _col("is_current_record", "c"),
+                exp.Exists(
+                    this=exp.select(exp.Literal.number(1))
+                    .from_(_table("events", "e"))
+                    .where(exp.and_(*(_col(k, "e").eq(_col(k, "c")) for k in keys)))
+                ),
+            )
+        )
+    )
+    return exp.select(
+        exp.Star(),
+        _window(
+            exp.RowNumber(),
+            _by_key(keys),
+            [  # the current row first, then the events in source order
+                exp.Case(ifs=[exp.If(this=_is_current(), true=_zero())], default=_one()),
+                _col("_lsn"),
+                _col("_seq"),
+            ],
+        ).as_(_own("ord"), quoted=True),
+    ).from_(
+        exp.union(exp.select(exp.Star()).from_("events"), current, distinct=False).subquery("u")
+    )
+
+
+# Step c, TOAST, only for the keys with a marked event (usually none, so this costs nothing):
+# per column, a running count of the events that sent it groups a key's events so that each
+# group starts with one that sent it; FIRST_VALUE over the group is the value.
+
+
+def toast_keys(keys: Sequence[str]) -> exp.Select:
+    """Step c, ``toast_keys``: the keys with an event that left a column unsent."""
+    return (
+        exp.select(*_by_key(keys))
+        .distinct()
+        .from_("events")
+        .where(exp.NEQ(this=_col(_own("toast")), expression=_text(",,")))
+    )
+
+
+def toast_groups(keys: Sequence[str], toastable: Sequence[str]) -> exp.Select:
+    """Step c, ``toast_groups``: the stream of the keys in toast_keys, with a running count
+    per toastable column of the rows that sent it."""
+    by_key, by_ord = _by_key(keys), _by_ord()
+    sent = {name: exp.and_(_not_delete(), exp.Not(this=_marked(name))) for name in toastable}
+    return _of_toast_keys(
+        keys,
+        exp.select(
+            exp.Star(),
+            *(
+                _window(_count_if(sent[name]), by_key, by_ord, running=True).as_(
+                    _grp(name), quoted=True
+                )
+                for name in toastable
+            ),
+        ),
+        has=True,
+    )
+
+
+def resolved(keys: Sequence[str], values: Sequence[str], toastable: Sequence[str]) -> exp.Union:
+    """Step c, ``resolved``: the stream with every unsent value resolved (toast_groups), and
+    the rows of the keys without a marked event as they are."""
+    toast_resolved = exp.select(
+        *_by_key(keys),
+        *(_resolved(name, keys) if name in toastable else _col(name) for name in values),
+        *_carried(),
+    ).from_("toast_groups")
+    unmarked = _of_toast_keys(keys, _as_streamed(keys, values), has=False)
+    return exp.union(toast_resolved, unmarked, distinct=False)
+
+
+def classified(keys: Sequence[str], tracked: Sequence[str]) -> exp.Select:
+    """Step d, ``classified``: each event's class (CURRENT ... NOOP) against the state just
+    before it, the previous row of its key."""
+
+    live_before = exp.Coalesce(
+        this=exp.NEQ(this=_shifted(exp.Lag, "_op", keys), expression=_text("D")),
+        expressions=[exp.false()],
+    )
+    changed = exp.or_(
+        *(
+            exp.NullSafeNEQ(this=_col(name), expression=_shifted(exp.Lag, name, keys))
+            for name in tracked
+        )
+    )
+    event_class = exp.Case(
+        ifs=[
+            exp.If(this=_is_current(), true=_text(CURRENT)),
+            exp.If(
+                this=_col("_op").eq(_text("D")),
+                true=exp.Case(
+                    ifs=[exp.If(this=live_before, true=_text(CLOSE))], default=_text(NOOP)
+                ),
+            ),
+            exp.If(this=exp.Not(this=exp.paren(live_before.copy())), true=_text(NEW)),
+            exp.If(
+                this=exp.and_(
+                    _shifted(exp.Lag, "_op", keys).eq(_text(CURRENT)),
+                    exp.Coalesce(
+                        this=_shifted(exp.Lag, _own("inferred"), keys), expressions=[exp.false()]
+                    ),
+                ),
+                true=_text(COMPLETE),
+            ),
+            exp.If(this=exp.paren(changed), true=_text(NEW)),
+        ],
+        default=_text(TYPE1),
+    )
+    return exp.select(exp.Star(), event_class.as_(_own("class"), quoted=True)).from_("resolved")
+
+
+def segmented(keys: Sequence[str]) -> exp.Select:
+    """Step e, ``segmented``: without the noops (they change nothing), the running counts
+    ``seg``, ``starter`` and ``carrier`` that group a key's events, and each event's
+    successor's class and commit time."""
+
+    return (
+        exp.select(
+            exp.Star(),
+            _running_count(keys, NEW).as_(_own("seg"), quoted=True),
+            _running_count(keys, CURRENT, NEW, COMPLETE).as_(_own("starter"), quoted=True),
+            _running_count(keys, CURRENT, NEW, COMPLETE, TYPE1).as_(_own("carrier"), quoted=True),
+            _shifted(exp.Lead, _own("class"), keys).as_(_own("next_class"), quoted=True),
+            _shifted(exp.Lead, "_commit_ts", keys).as_(_own("next_ts"), quoted=True),
+        )
+        .from_("classified")
+        .where(exp.NEQ(this=_col(_own("class")), expression=_text(NOOP)))
+    )
+
+
+def segments(keys: Sequence[str], starts: Sequence[str], type1: Sequence[str]) -> exp.Select:
+    """Step f, ``segments``: every event with the values in force after it: the non-type1
+    values, start and position of the last starter, the type1 values of the last carrier."""
+    by_key, by_ord = _by_key(keys), _by_ord()
+    by_starter = [*by_key, _col(_own("starter"))]
+    by_carrier = [*by_key, _col(_own("carrier"))]
+    started = [*starts, "_commit_ts", *POSITION_COLUMNS, _own("inferred")]
+    return exp.select(
+        *by_key,
+        *(_col(_own(n)) for n in ("seg", "class", "next_class", "next_ts")),
+        _col("_commit_ts").as_(_own("event_ts"), quoted=True),
+        *(
+            _window(exp.FirstValue(this=_col(name)), by_starter, by_ord).as_(name, quoted=True)
+            for name in started
+        ),
+        *(
+            _window(exp.FirstValue(this=_col(name)), by_carrier, by_ord).as_(name, quoted=True)
+            for name in type1
+        ),
+    ).from_("segmented")
+
+
+def versions(dim: DimensionModel, values: Sequence[str]) -> exp.Select:
+    """Step g, the versions: the last event of each segment (the next one starts a version,
+    or there is none), with its expiry, flags and, for a new version, its surrogate key."""
+    klass, next_class = _col(_own("class")), _col(_own("next_class"))
+    seg = _col(_own("seg"))
+    new_version = exp.GT(this=seg, expression=_zero())
+    closes = klass.eq(_text(CLOSE))
+    rank_new = _window(exp.RowNumber(), [new_version.copy()], [_col("_lsn"), _col("_seq")])
+    return (
+        exp.select(
+            *_by_key(dim.keys),
+            *(_col(name) for name in values),
+            seg.copy(),
+            exp.Case(
+                ifs=[
+                    exp.If(
+                        this=new_version.copy(),
+                        true=exp.Add(this=_max_surrogate(dim), expression=rank_new),
+                    )
+                ]
+            ).as_(dim.surrogate, quoted=True),
+            _col("_commit_ts").as_("effective_date", quoted=True),
+            exp.Case(
+                ifs=[
+                    exp.If(this=closes.copy(), true=_col(_own("event_ts"))),
+                    exp.If(this=_not_null(next_class.copy()), true=_col(_own("next_ts"))),
+                ],
+                default=_timestamptz(FAR_FUTURE),
+            ).as_("expiry_date", quoted=True),
+            exp.and_(_is_null(next_class.copy()), exp.Not(this=closes.copy())).as_(
+                "is_current_record", quoted=True
+            ),
+            closes.copy().as_("is_deleted", quoted=True),
+            _col(_own("inferred")).as_("is_inferred", quoted=True),
+            _col("_lsn"),
+            _col("_seq"),
+        )
+        .from_("segments")
+        .where(exp.or_(_is_null(next_class.copy()), next_class.copy().eq(_text(NEW))))
+    )
+
+
+# --- pieces of the steps -----------------------------------------------------------------
+
+
+def _by_key(keys: Sequence[str]) -> list[exp.Column]:
+    return [_col(k) for k in keys]
+
+
+def _by_ord() -> list[exp.Column]:
+    return [_col(_own("ord"))]
+
+
+def _carried() -> list[exp.Column]:
+    """The columns every row of the stream carries from step b to step f as they are."""
+    return [_col(name) for name in (*EVENT_COLUMNS, _own("inferred"), _own("ord"))]
+
+
+def _as_streamed(keys: Sequence[str], values: Sequence[str]) -> exp.Select:
+    """The columns of ``resolved``, as the stream has them (FROM to add)."""
+    return exp.select(*_by_key(keys), *(_col(name) for name in values), *_carried())
+
+
+def _of_toast_keys(keys: Sequence[str], select: exp.Select, *, has: bool) -> exp.Select:
+    """``select`` from the stream's rows of the keys in toast_keys (``has``) or not in it."""
+    match = exp.Exists(
+        this=exp.select(_one())
+        .from_(_table("toast_keys", "t"))
+        .where(exp.and_(*(_col(k, "t").eq(_col(k, "r")) for k in keys)))
+    )
+    return select.from_(_table("stream", "r")).where(match if has else exp.Not(this=match))
+
+
+def _resolved(name: str, keys: Sequence[str]) -> exp.Expr:
+    """Step c: TOASTable column ``name`` in toast_groups: when the row did not send it, the
+    value of its group's first row (the last that sent it), else its own."""
+    group = [*_by_key(keys), _col(_grp(name))]
+    previous = _window(exp.FirstValue(this=_col(name)), group, _by_ord())
+    # group 0: nothing before sent the column, not even a current row
+    known = exp.GT(this=_col(_grp(name)), expression=_zero())
+    return exp.Case(
+        ifs=[
+            exp.If(
+                this=exp.and_(_not_delete(), _marked(name)),
+                true=exp.Case(ifs=[exp.If(this=known, true=previous)]),
+            )
+        ],
+        default=_col(name),
+    ).as_(name, quoted=True)
+
+
+def _running_count(keys: Sequence[str], *classes: str) -> exp.Window:
+    """Step e: how many of the key's rows up to this one are of one of ``classes``."""
+    counted = exp.In(this=_col(_own("class")), expressions=[_text(c) for c in classes])
+    return _window(_count_if(counted), _by_key(keys), _by_ord(), running=True)
+
+
+def _shifted(func: type[exp.Lag] | type[exp.Lead], name: str, keys: Sequence[str]) -> exp.Window:
+    """``name`` of the previous (LAG) or next (LEAD) row of the key, in ``ord`` order."""
+    return _window(func(this=_col(name)), _by_key(keys), _by_ord())
+
+
+def _marked(name: str) -> exp.Expr:
+    """The row's TOAST marks list ``name``: the source did not send it."""
+    return exp.GT(
+        this=exp.StrPosition(this=_col(_own("toast")), substr=_text(f",{name},")),
+        expression=_zero(),
+    )
+
+
+def _is_current() -> exp.Expr:
+    """The row is step b's pseudo-event for the current row."""
+    return _col("_op").eq(_text(CURRENT))
+
+
+# --- small builders (scd2's statements use them too) -------------------------------------
+
+
+def _own(name: str) -> str:
+    """A column of the plan's own (never a source column's name)."""
+    return f"{_PREFIX}{name}"
+
+
+def _grp(name: str) -> str:
+    return _own(f"grp_{name}")
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _text(value: str) -> exp.Expr:
+    return exp.Literal.string(value)
+
+
+def _zero() -> exp.Expr:
+    return exp.Literal.number(0)
+
+
+def _one() -> exp.Expr:
+    return exp.Literal.number(1)
+
+
+def _timestamptz(value: str) -> exp.Cast:
+    return exp.cast(_text(value), exp.DataType.build("TIMESTAMPTZ"))
+
+
+def _not_null(value: exp.Expr) -> exp.Expr:
+    return exp.Not(this=_is_null(value))
+
+
+def _is_null(value: exp.Expr) -> exp.Expr:
+    return exp.Is(this=value, expression=exp.Null())
+
+
+def _not_delete() -> exp.Expr:
+    return exp.NEQ(this=_col("_op"), expression=_text("D"))
+
+
+def _count_if(condition: exp.Expr) -> exp.Count:
+    return exp.Count(this=exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(1))]))
+
+
+def _window(
+    func: exp.Expr,
+    partition: Sequence[exp.Expr],
+    order: Sequence[exp.Expr],
+    *,
+    running: bool = False,
+) -> exp.Window:
+    """``func OVER (PARTITION BY ... ORDER BY ...)``; ``running``: rows from the partition's
+    start to the current row (a running total, not the default peers-included RANGE)."""
+    window = exp.Window(this=func, partition_by=[p.copy() for p in partition], over="OVER")
+    if order:
+        window.set(
+            "order",
+            exp.Order(
+                expressions=[
+                    o.copy() if isinstance(o, exp.Ordered) else exp.Ordered(this=o.copy())
+                    for o in order
+                ]
+            ),
+        )
+    if running:
+        window.set(
+            "spec",
+            exp.WindowSpec(
+                kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"
+            ),
+        )
+    return window
+
+
+def _max_surrogate(dim: DimensionModel) -> exp.Subquery:
+    """(SELECT COALESCE(MAX(<surrogate>), 0) FROM <dim>)"""
+    return (
+        exp.select(exp.Coalesce(this=exp.Max(this=_col(dim.surrogate)), expressions=[_zero()]))
+        .from_(dim.name)
+        .subquery()
+    )
+
+
+def _table(name: str, alias: str) -> exp.Table:
+    """``name AS alias`` (exp.to_table(alias=...) keeps the alias a bare string, which
+    some generators, e.g. PostgreSQL's MERGE, cannot handle)."""
+    table = exp.to_table(name)
+    table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return table
+
+
+def _target(table: str, names: Sequence[str]) -> exp.Schema:
+    return exp.Schema(
+        this=exp.to_table(table), expressions=[exp.to_identifier(n, quoted=True) for n in names]
+    )
