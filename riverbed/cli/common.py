@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from riverbed.config import Project, load_project
+from riverbed.errors import UsageError
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -55,6 +56,14 @@ app.add_typer(shop_app, name="shop")
 
 def open_project(config: Path | None) -> Project:
     return load_project(config)
+
+
+def check_choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
+    """A usage error naming the values ``option`` takes, unless ``value`` is one of them
+    (``allowed``: typing.get_args of the Literal that types the value)."""
+    if value not in allowed:
+        choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+        raise UsageError(f"{option} {value}: choose {choices}")
 
 
 @contextmanager

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from decimal import Decimal
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from riverbed.cli.common import ConfigOption, app, console, err_console, open_project
+from riverbed.cli.common import ConfigOption, app, check_choice, console, err_console, open_project
 from riverbed.config import Project
 from riverbed.errors import RiverbedError, UsageError
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from riverbed.load.warehouse import Warehouse
 
+OutputFormat = Literal["table", "csv", "json"]  # query --format
 TABLE_ROWS = 50  # rows a table shows unless --limit says otherwise: about a screenful
 _POLL_SECONDS = 0.1  # how often the watchdog looks at the clock
 
@@ -80,8 +81,7 @@ def query(
 
     Example: `riverbed query --as admin "select count(*) from dim_customer where is_current_record"`
     """
-    if output not in ("table", "csv", "json"):
-        raise UsageError(f"--format {output}: choose table, csv or json")
+    check_choice("--format", output, get_args(OutputFormat))
     project = open_project(config)
     principals = project.config.governance.principals
     if principal != "admin" or (principals and principal not in principals):

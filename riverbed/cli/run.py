@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import typer
 from rich.markup import escape
@@ -14,6 +14,7 @@ from rich.markup import escape
 from riverbed.cli.common import (
     ConfigOption,
     app,
+    check_choice,
     console,
     err_console,
     open_project,
@@ -21,7 +22,10 @@ from riverbed.cli.common import (
     stop_signals,
 )
 from riverbed.config import Project
+from riverbed.config.models import TransformEngine
 from riverbed.errors import RiverbedError, UsageError
+
+Stage = Literal["all", "transform", "load"]  # all: the state machine; else that stage only
 
 
 @app.command(short_help="Run the pipeline once or on a schedule; redrive a failed run.")
@@ -90,10 +94,9 @@ def run(
     Example: `riverbed run --once`, `riverbed run --every 10`, `riverbed run --redrive RUN_ID`,
     `riverbed run --reprocess orders --from 2026-11-27T10:00Z`
     """
-    if engine is not None and engine not in ("duckdb", "spark"):
-        raise UsageError(f"--engine {engine}: choose duckdb or spark")
-    if stage not in ("all", "transform", "load"):
-        raise UsageError(f"--stage {stage}: choose all, transform or load")
+    if engine is not None:
+        check_choice("--engine", engine, get_args(TransformEngine))
+    check_choice("--stage", stage, get_args(Stage))
     if (reprocess_table is None) != (start is None):
         raise UsageError("--reprocess TABLE and --from TIME|LSN go together")
     if sum([once, every is not None, redrive is not None]) > 1:
