@@ -201,8 +201,11 @@ class CaptureConfig(Model):
     status_interval_seconds: float = Field(5.0, ge=1)
 
 
+TransformEngine = Literal["duckdb", "spark"]  # transform.engine, and `riverbed run --engine`
+
+
 class TransformConfig(Model):
-    engine: Literal["duckdb", "spark"] = "duckdb"
+    engine: TransformEngine = "duckdb"
     spark_master: str = "local[*]"  # engine spark: any Spark master URL
     spark_conf: dict[str, str] = {}  # engine spark: extra Spark settings (spark.driver.memory ...)
     batch_rows: int = Field(1_000_000, ge=1)  # a batch takes raw files up to about this many rows

@@ -1,117 +1,48 @@
-"""What `riverbed run` and `riverbed runs` print: run reports, the run list, a run's timeline,
-and the results of the transform and load stages."""
+"""`riverbed runs`: the run history, and one run's timeline state by state."""
 
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from typing import Annotated
 
+import typer
 from rich.markup import escape
 
-from riverbed.cli import console, err_console
+from riverbed.cli.common import ConfigOption, app, console, open_project
 from riverbed.config import Project
-from riverbed.observe.logs import RedactFilter
+from riverbed.errors import UsageError
 
 
-@contextmanager
-def live_progress(enabled: bool) -> Iterator[None]:
-    """While a run works: the last thing it logged (a state entered, a batch staged, a
-    retry), on one line of stderr that rewrites itself. Only on a terminal: elsewhere rich
-    draws nothing, and the JSON log keeps every line anyway."""
-    if not enabled or not err_console.is_terminal:
-        yield
-        return
-    from rich.live import Live
-    from rich.spinner import Spinner
-
-    spinner = Spinner("dots", text="starting ...", style="status.spinner")
-    live = Live(spinner, console=err_console, transient=True, refresh_per_second=12.5)
-
-    class ToLine(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            spinner.update(text=escape(record.getMessage()))
-            live.refresh()  # at once: a fast step must not slip between two redraws
-
-    handler = ToLine(logging.INFO)
-    handler.addFilter(RedactFilter())  # as on every other way out: no secret on the screen
-    logger = logging.getLogger("riverbed")
-    logger.addHandler(handler)
-    live.start()
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        live.stop()
-
-
-def run_partial(
-    project: Project,
-    stage: str,
-    engine: str | None,
-    tables: Sequence[str] | None,
-    as_json: bool,
-    quiet: bool,
-    extra: dict[str, Any],
+@app.command(short_help="Run history; `riverbed runs show RUN_ID` for a run's timeline.")
+def runs(
+    # described in the docstring: typer would list them with their Python type (<str>)
+    action: Annotated[str | None, typer.Argument(metavar="show", hidden=True)] = None,
+    run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", hidden=True)] = None,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="How many runs to list.")] = 20,
+    show_idle: Annotated[
+        bool,
+        typer.Option("--all", help="List idle runs (nothing new) too; they are hidden by default."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for scripts: every run, with its idle flag.")
+    ] = False,
+    config: ConfigOption = None,
 ) -> None:
-    """`riverbed run --stage transform|load`: one stage, outside the state machine (no run
-    history), for scripts and benchmarks."""
-    from riverbed.load.runner import LoadResult, run_load
-    from riverbed.transform.runner import TransformResult, run_transform
+    """Run history: the latest runs, or with `show RUN_ID` one run's timeline state by state.
+    RUN_ID is a run's id, or the id's hex tail (the short id the list shows).
 
-    with live_progress(not (quiet or as_json)):
-        result = (
-            run_transform(project, engine=engine, tables=tables)
-            if stage == "transform"
-            else TransformResult(engine or project.config.transform.engine)
-        )
-        loaded = run_load(project, tables=tables) if stage == "load" else LoadResult()
-    payload = result.as_dict() | {"load": loaded.as_dict()} | extra
-    if as_json:
-        print(json.dumps(payload, default=str))
-    elif quiet:
-        return
-    elif stage == "transform":
-        print_transform(result)
+    Example: `riverbed runs`, `riverbed runs show 1a2b3c`
+    """
+    if action not in (None, "show"):
+        raise UsageError(f"riverbed runs {action}: did you mean `riverbed runs show RUN_ID`?")
+    if action == "show" and run_id is None:
+        raise UsageError("riverbed runs show needs a RUN_ID (see `riverbed runs`)")
+    project = open_project(config)
+    if run_id is None:
+        print_runs(project, limit, as_json, show_idle)
     else:
-        print_load(loaded)
-
-
-def print_report(
-    report: Any, as_json: bool, quiet: bool, extra: dict[str, Any] | None = None
-) -> None:
-    """A run's outcome: one line (or JSON, with ``extra`` beside the report's own keys)."""
-    if as_json:
-        print(json.dumps(report.as_dict() | (extra or {}), default=str), flush=True)
-        return
-    if quiet and report.status == "succeeded":
-        return
-    v = report.variables
-    if report.status == "succeeded":
-        if not v.get("new_data", 1):
-            console.print(f"run {report.run_id}: nothing new ({report.seconds:.2f} s)")
-            return
-        console.print(
-            f"run {report.run_id} succeeded in {report.seconds:.1f} s: "
-            f"{int(v.get('rows_in', 0)):,} changes transformed, "
-            f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
-            f"{report.loaded_rows:,} rows loaded into the warehouse",
-            highlight=False,
-        )
-        return
-    err_console.print(
-        f"[red]error:[/red] run {report.run_id} failed at {report.failed_state} "
-        f"({report.error_class}): {escape(report.error or '')}",
-        highlight=False,
-    )
-    err_console.print(
-        f"see `riverbed runs show {report.run_id}`; after fixing the cause, "
-        f"`riverbed run --redrive {report.run_id}` resumes at the failed state",
-        highlight=False,
-    )
+        print_timeline(project, run_id, as_json)
 
 
 def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> None:
@@ -235,40 +166,3 @@ def _indented(text: str, indent: int) -> None:
 def _clock(ts: float, millis: bool = False) -> str:
     text = time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
     return text + (f".{int(ts * 1000) % 1000:03d}" if millis else "")
-
-
-def print_load(result: Any) -> None:
-    if not result.batches:
-        console.print("warehouse: nothing new to load")
-        return
-    for target, info in result.tables.items():
-        if info["batches"]:
-            console.print(
-                f"{target:<18} {info['batches']} batch(es), {info['rows']:,} staged rows loaded"
-            )
-    console.print(f"loaded in {result.seconds:.1f} s")
-
-
-def print_transform(result: Any) -> None:
-    if not result.batches:
-        console.print("nothing new to transform (every raw file is already staged)")
-    for t in result.tables:
-        if not t.batches:
-            continue
-        failing = [
-            f"{q['rule']} {q['failed']:,}"
-            for b in t.batches
-            for q in b["quality"]
-            if q["status"] != "pass"
-        ]
-        console.print(
-            f"{t.table:<12} {len(t.batches)} batch(es): {t.rows_in:,} rows in, "
-            f"{t.rows_out:,} staged, {t.rows_quarantined:,} quarantined"
-            + (f"  ({escape('; '.join(failing))})" if failing else "")
-        )
-    for bad in result.bad_files:
-        console.print(
-            f"[yellow]unreadable raw file {bad['path']} moved to {bad['moved_to']}: "
-            f"{bad['reason']}[/yellow]"
-        )
-    console.print(f"transformed on {result.engine} in {result.seconds:.1f} s")

@@ -9,13 +9,58 @@ runs, lag and alarms  9. where to look next. Safe to run twice: an existing shop
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.markup import escape
 from rich.table import Table
 
-from riverbed.cli import _drive, _labelled, _report_workload, _seed, console
+from riverbed.cli.common import (
+    ConfigOption,
+    app,
+    console,
+    format_bytes,
+    labelled,
+    open_project,
+    start_logging,
+)
+from riverbed.cli.run import print_report
+from riverbed.cli.shop import drive_workload, report_workload, seed_shop
 from riverbed.config import Project
+
+
+@app.command(short_help="Everything end to end on the embedded defaults, explained.")
+def demo(
+    duration: Annotated[
+        float, typer.Option(min=1, metavar="SECONDS", help="Seconds of live traffic.")
+    ] = 20.0,
+    rate: Annotated[
+        float, typer.Option(min=0, metavar="N", help="Changes per second of live traffic.")
+    ] = 2000.0,
+    dirty_ratio: Annotated[
+        float,
+        typer.Option(min=0, max=1, metavar="RATIO", help="Share of checkable rows written dirty."),
+    ] = 0.02,
+    every: Annotated[
+        float,
+        typer.Option(
+            min=1, metavar="SECONDS", help="Seconds between pipeline runs during the traffic."
+        ),
+    ] = 5.0,
+    config: ConfigOption = None,
+) -> None:
+    """Everything end to end on the embedded defaults: source, history, capture (snapshot,
+    then following the WAL), live traffic with dirty rows, pipeline runs on a schedule
+    (quality rules, SCD2 dimensions, facts), and a summary: what was captured, quality,
+    dimension versions, fact totals, lag, alarms, and where to look next.
+
+    Safe to run twice: an existing shop is kept and gets more traffic.
+
+    Example: `riverbed demo --duration 30`
+    """
+    project = open_project(config)
+    start_logging(project, quiet=False)
+    run_demo(project, duration=duration, rate=rate, dirty_ratio=dirty_ratio, every=every)
 
 
 def run_demo(
@@ -43,7 +88,7 @@ def run_demo(
     if counts and counts.get("orders"):
         console.print(f"shop already seeded ({counts['orders']:,} orders); keeping it")
     else:
-        _seed(project, HistorySpec(), reset=counts is not None, quiet=False)
+        seed_shop(project, HistorySpec(), reset=counts is not None, quiet=False)
     console.rule("3. capture: the snapshot")
     first = run_capture(
         project, follow=False, say=lambda line: console.print(line, highlight=False)
@@ -62,7 +107,7 @@ def run_demo(
         large_every=max(duration / 2, 1.0),
     )
     stats, stopped = _traffic(project, spec, every)
-    _report_workload(stats, spec, stopped)
+    report_workload(stats, spec, stopped)
     console.rule("5. the last changes: drained, then one more run")
     run_capture(project, follow=False)
     _say_run(run_pipeline(project, trigger="demo"))
@@ -115,7 +160,7 @@ def _traffic(project: Project, spec: Any, every: float) -> tuple[Any, bool]:
     for thread in threads:
         thread.start()
     try:
-        stats, stopped, lost = _drive(project, spec, quiet=False)
+        stats, stopped, lost = drive_workload(project, spec, quiet=False)
     finally:
         stop.set()
         for thread in threads:
@@ -128,13 +173,10 @@ def _traffic(project: Project, spec: Any, every: float) -> tuple[Any, bool]:
 
 
 def _say_run(report: Any) -> None:
-    from riverbed.cli_runs import print_report
-
     print_report(report, as_json=False, quiet=False)
 
 
 def _print_lake(project: Project) -> None:
-    from riverbed.cli import _bytes
     from riverbed.observe.status import gather
 
     report = gather(project)
@@ -156,7 +198,7 @@ def _print_lake(project: Project) -> None:
     )
     console.print(
         f"lake {lake}: complete up to {cap['position']}, lag "
-        f"{_bytes(cap['lag_bytes']) if cap['lag_bytes'] is not None else '-'}"
+        f"{format_bytes(cap['lag_bytes']) if cap['lag_bytes'] is not None else '-'}"
     )
 
 
@@ -293,7 +335,7 @@ def _print_operations(project: Project) -> None:
         )
     for alarm in alarms:  # as `riverbed status` prints them: a reason wraps under itself
         color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
-        _labelled(
+        labelled(
             "alarm",
             f"{escape(alarm['alarm'])}: [{color}]{alarm['state']}[/{color}] "
             f"{escape(alarm['reason'])}",

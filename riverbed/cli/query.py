@@ -1,9 +1,11 @@
-"""What `riverbed query` does between the warehouse and the terminal: rows printed as they
+"""`riverbed query`, and what it does between the warehouse and the terminal: rows printed as they
 stream in (CSV, a JSON array, or a table of the first screenful), a timeout, and Ctrl-C.
 
 The query runs in the main thread. A watchdog thread keeps the clock and hears Ctrl-C through
 the signal wakeup fd; either way it stops the query with Warehouse.interrupt, and the query's
 QueryStopped becomes one line here.
+
+pyarrow and the warehouse load when a query runs, not with every command of the command line.
 """
 
 from __future__ import annotations
@@ -20,17 +22,22 @@ from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from decimal import Decimal
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-import pyarrow as pa
+import typer
 from rich.table import Table
 from rich.text import Text
 
-from riverbed.cli import console, err_console
+from riverbed.cli.common import ConfigOption, app, check_choice, console, err_console, open_project
 from riverbed.config import Project
-from riverbed.errors import RiverbedError
-from riverbed.load.warehouse import QueryStopped, Warehouse, open_warehouse
+from riverbed.errors import RiverbedError, UsageError
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from riverbed.load.warehouse import Warehouse
+
+OutputFormat = Literal["table", "csv", "json"]  # query --format
 TABLE_ROWS = 50  # rows a table shows unless --limit says otherwise: about a screenful
 _POLL_SECONDS = 0.1  # how often the watchdog looks at the clock
 
@@ -41,6 +48,57 @@ class QueryInterrupted(RiverbedError):
     exit_code = 130
 
 
+@app.command(short_help="Run read-only SQL on the warehouse, as a principal.")
+def query(
+    sql: Annotated[str, typer.Argument(metavar="SQL", hidden=True)],
+    principal: Annotated[
+        str,
+        typer.Option(
+            "--as", metavar="PRINCIPAL", help="Who is asking (governance decides what they see)."
+        ),
+    ] = ...,  # type: ignore[assignment]
+    output: Annotated[
+        str, typer.Option("--format", metavar="table|csv|json", help="The output format.")
+    ] = "table",
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="At most this many rows (a table shows 50 unless given)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            metavar="SECONDS",
+            help="Seconds before the query is stopped (default: timeout_seconds in "
+            "warehouse.query, 300).",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run SQL, one read-only statement, on the warehouse; rows print as they come.
+
+    Example: `riverbed query --as admin "select count(*) from dim_customer where is_current_record"`
+    """
+    check_choice("--format", output, get_args(OutputFormat))
+    project = open_project(config)
+    principals = project.config.governance.principals
+    if principal != "admin" or (principals and principal not in principals):
+        raise UsageError(
+            f"--as {principal}: only the admin principal can query for now "
+            "(roles, row filters and masks arrive with governance)"
+        )
+    if timeout is None:
+        timeout, key = (
+            project.config.warehouse.query.timeout_seconds,
+            "warehouse.query.timeout_seconds",
+        )
+    else:
+        key = "--timeout"
+    run_query(project, sql, output, limit, timeout, key)
+
+
 def run_query(
     project: Project, sql: str, output: str, limit: int | None, timeout: float, timeout_key: str
 ) -> None:
@@ -48,6 +106,8 @@ def run_query(
     format (table, csv or json) as they come: at most ``limit`` rows (a table: TABLE_ROWS
     unless given), stopped after ``timeout`` seconds (``timeout_key`` names where that limit
     was set, for the message)."""
+    from riverbed.load.warehouse import QueryStopped, open_warehouse
+
     shown = limit if limit is not None else (TABLE_ROWS if output == "table" else None)
     with Watchdog(timeout) as watch, ExitStack() as stack:
         try:
@@ -133,6 +193,8 @@ class Watchdog:
 
     def check(self) -> None:
         """Raise QueryStopped when the watchdog stopped the query between two fetches."""
+        from riverbed.load.warehouse import QueryStopped
+
         if self.reason is not None:
             raise QueryStopped(self.reason)
 
@@ -182,8 +244,11 @@ def plain(value: Any) -> Any:
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, bytes):
         return "\\x" + value.hex()
-    if isinstance(value, pa.MonthDayNano):  # a named tuple: before the lists
-        return interval_text(value.months, value.days, value.nanoseconds)
+    if isinstance(value, tuple):
+        import pyarrow as pa  # loaded already: the rows came through it
+
+        if isinstance(value, pa.MonthDayNano):  # a named tuple: before the lists
+            return interval_text(value.months, value.days, value.nanoseconds)
     if isinstance(value, dict):
         return {k if isinstance(k, str) else str(plain(k)): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

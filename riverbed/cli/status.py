@@ -1,0 +1,120 @@
+"""`riverbed status`: capture lag, the lake, quality results, runs and alarms at a glance."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from riverbed.cli.common import ConfigOption, app, console, format_bytes, labelled, open_project
+
+
+@app.command(short_help="Capture lag, the lake, quality results, runs and alarms.")
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Capture lag, the lake's tables, quality results and unreadable files, at a glance.
+
+    Example: `riverbed status`
+    """
+    from riverbed.observe.status import gather
+
+    report = gather(open_project(config))
+    if as_json:
+        print(json.dumps(report))
+        return
+    cap = report["capture"]
+    labelled("source", escape(f"{report['source']['dsn']} ({report['source']['state']})"))
+    if cap["slot"] is None:
+        labelled("capture", "not started (run `riverbed capture --once`)")
+    else:
+        lag = cap["lag_bytes"]
+        labelled(
+            "capture",
+            f"slot {cap['slot']} at {cap['position']}, lag "
+            f"{'-' if lag is None else format_bytes(lag)}"
+            + (f" / {cap['lag_seconds']:.1f} s" if cap["lag_seconds"] is not None else "")
+            + f", {cap['files']:,} raw files, {cap['rows']:,} rows",
+        )
+    if report["lake"]:
+        table = Table("table", "raw files", "rows", "schema", "last landed")
+        for name, info in report["lake"].items():
+            table.add_row(
+                name,
+                f"{info['files']:,}",
+                f"{info['rows']:,}",
+                str(info["schema_version"]),
+                info["landed_at"] or "-",
+            )
+        console.print(table)
+    if report["quality"]:
+        _print_quality(report["quality"])
+    for bad in report["bad_files"]:
+        console.print(
+            f"[yellow]unreadable raw file {bad['path']} set aside as {bad['moved_to']}: "
+            f"{escape(bad['reason'])}[/yellow]"
+        )
+    _print_runs(report)
+    for alarm in report["alarms"]:
+        color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
+        labelled(
+            "alarm",
+            f"{escape(alarm['alarm'])}: [{color}]{alarm['state']}[/{color}] "
+            f"{escape(alarm['reason'])}",
+        )
+
+
+def _print_quality(batches: list[dict[str, Any]]) -> None:
+    # the rules that did not pass go below the table, one line each: in a cell they
+    # wrapped to a column a few characters wide
+    quality = Table("table", "last batch", "rows in", "staged", "quarantined", "rules")
+    flagged: list[str] = []
+    for batch in batches:
+        failing = [r for r in batch["rules"] if r["status"] != "pass"]
+        flagged += [
+            f"{batch['table']} {r['rule']}: {r['status']} {r['failed']:,} of {r['checked']:,} rows"
+            for r in failing
+        ]
+        quality.add_row(
+            batch["table"],
+            batch["status"],
+            f"{batch['rows_in']:,}",
+            f"{batch['rows_out']:,}",
+            f"{batch['rows_quarantined']:,}",
+            f"{len(failing)} of {len(batch['rules'])} flagged"
+            if failing
+            else f"all {len(batch['rules'])} pass"
+            if batch["rules"]
+            else "none",
+        )
+    console.print(quality)
+    for line in flagged:
+        labelled("flagged", escape(line))
+
+
+def _print_runs(report: dict[str, Any]) -> None:
+    if report["runs"]:
+        last = report["runs"][0]
+        ok = next((r for r in report["runs"] if r["status"] == "succeeded"), None)
+        labelled(
+            "runs",
+            f"last {last['run_id']} {last['status']}"
+            + (f" at {last['failed_state']}" if last["failed_state"] else "")
+            + (f"; last success {ok['run_id']}" if ok and ok is not last else "")
+            + " (`riverbed runs` for more)",
+        )
+        hour = report["last_hour"]
+        labelled(
+            "last hour",
+            f"{int(hour['runs_succeeded'])} runs succeeded, "
+            f"{int(hour['runs_failed'])} failed (slowest {hour['slowest_run_seconds']:.1f} s); "
+            f"{int(hour['transform_rows_in']):,} rows transformed, "
+            f"{int(hour['transform_rows_quarantined']):,} quarantined, "
+            f"{int(hour['load_rows']):,} loaded",
+        )
+    else:
+        labelled("runs", "none yet (`riverbed run --once`)")
