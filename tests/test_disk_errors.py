@@ -106,6 +106,22 @@ def notes_project(
     return config
 
 
+def first_notes_captured(database: Database, tmp_path: Path) -> Path:
+    """A project capturing table w.notes (lake and state store beside riverbed.yaml), its
+    first 10 rows captured."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema w; create table w.notes (id int primary key, body text)")
+        conn.execute(INSERT.format(first=1, last=10))
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
+        "lake:\n  path: lake\nstate:\n  path: state.db\n"
+    )
+    first = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert first.code == 0, first.text
+    return config
+
+
 def captured_ids(config: Path) -> list[int]:
     return sorted(c["id"] for c in lake_changes(config, "notes"))
 
@@ -245,16 +261,7 @@ main()
 def test_a_malformed_replication_stream_is_one_line_and_loses_nothing(
     database: Database, tmp_path: Path, damage: str
 ) -> None:
-    with database.connect(autocommit=True) as conn:
-        conn.execute("create schema w; create table w.notes (id int primary key, body text)")
-        conn.execute(INSERT.format(first=1, last=10))
-    config = tmp_path / "riverbed.yaml"
-    config.write_text(
-        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
-        "lake:\n  path: lake\nstate:\n  path: state.db\n"
-    )
-    first = run_cli("capture", "--once", "-q", "-c", str(config))
-    assert first.code == 0, first.text
+    config = first_notes_captured(database, tmp_path)
     with database.connect(autocommit=True) as conn:
         conn.execute(INSERT.format(first=11, last=100))
     damaged = subprocess.run(
@@ -304,16 +311,7 @@ main()
 def test_a_lost_source_connection_during_capture_once_is_one_line_and_loses_nothing(
     database: Database, tmp_path: Path
 ) -> None:
-    with database.connect(autocommit=True) as conn:
-        conn.execute("create schema w; create table w.notes (id int primary key, body text)")
-        conn.execute(INSERT.format(first=1, last=10))
-    config = tmp_path / "riverbed.yaml"
-    config.write_text(
-        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: w_{uuid.uuid4().hex[:8]}\n'
-        "lake:\n  path: lake\nstate:\n  path: state.db\n"
-    )
-    first = run_cli("capture", "--once", "-q", "-c", str(config))
-    assert first.code == 0, first.text
+    config = first_notes_captured(database, tmp_path)
     with database.connect(autocommit=True) as conn:
         conn.execute(INSERT.format(first=11, last=ROWS))  # more than a socket buffer
     cut = subprocess.run(
