@@ -356,19 +356,20 @@ def test_runs_show_prints_the_timeline(project: Path) -> None:
     assert both.code == 1 and "names 2 runs" in both.err and "Traceback" not in both.text
 
 
+RUN_FAILED = {  # an alarm on any failed run in 5 minutes
+    "metric": "runs_failed",
+    "statistic": "sum",
+    "period_seconds": 300,
+    "threshold": 0,
+    "comparison": ">",
+    "treat_missing_data": "not_breaching",
+    "notify": ["console"],
+}
+
+
 def test_metrics_and_alarms_after_runs(project: Path) -> None:
     data = yaml.safe_load(project.read_text())
-    data["alarms"] = {
-        "run_failed": {
-            "metric": "runs_failed",
-            "statistic": "sum",
-            "period_seconds": 300,
-            "threshold": 0,
-            "comparison": ">",
-            "treat_missing_data": "not_breaching",
-            "notify": ["console"],
-        }
-    }
+    data["alarms"] = {"run_failed": RUN_FAILED}
     data["orchestration"] = {"fault_injection": {"facts": {"error": "terminal"}}}
     project.write_text(yaml.safe_dump(data, sort_keys=False))
     code, _, _ = run(project, "--once")
@@ -714,17 +715,7 @@ def test_status_reads_at_80_columns(project: Path, database: Database) -> None:
         {"type": "not_null", "column": "customer_id", "action": "warn"},
         {"type": "accepted_values", "column": "seller_id", "values": [7], "action": "warn"},
     ]
-    data["alarms"] = {
-        "run_failed": {
-            "metric": "runs_failed",
-            "statistic": "sum",
-            "period_seconds": 300,
-            "threshold": 0,
-            "comparison": ">",
-            "treat_missing_data": "not_breaching",
-            "notify": ["console"],
-        }
-    }
+    data["alarms"] = {"run_failed": RUN_FAILED}
     project.write_text(yaml.safe_dump(data, sort_keys=False))
     with database.connect(autocommit=True) as conn:
         conn.execute("insert into w.orders values (12, null, 8, -1.00)")
