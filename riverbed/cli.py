@@ -940,7 +940,7 @@ def status(
         _labelled(
             "capture",
             f"slot {cap['slot']} at {cap['position']}, lag "
-            f"{'-' if lag is None else _bytes(lag)}"
+            f"{_lag_unknown(report) if lag is None else _bytes(lag)}"
             + (f" / {cap['lag_seconds']:.1f} s" if cap["lag_seconds"] is not None else "")
             + f", {cap['files']:,} raw files, {cap['rows']:,} rows",
         )
@@ -1015,6 +1015,11 @@ def status(
             f"{escape(alarm['alarm'])}: [{color}]{alarm['state']}[/{color}] "
             f"{escape(alarm['reason'])}",
         )
+
+
+def _lag_unknown(report: dict[str, Any]) -> str:
+    unreachable = report["source"]["state"] == "unreachable"
+    return "unknown (source unreachable)" if unreachable else "-"
 
 
 def _labelled(label: str, markup: str) -> None:
