@@ -100,6 +100,7 @@ def print_report(
             f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
             f"{report.loaded_rows:,} rows loaded into the warehouse",
             highlight=False,
+            soft_wrap=False,  # wrapped at spaces: a terminal would break it inside a figure
         )
         return
     err_console.print(
