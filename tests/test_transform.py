@@ -314,6 +314,15 @@ def test_an_unreadable_raw_file_is_set_aside_and_the_rest_goes_on(project: Path)
     report = json.loads(result.out)
     assert [b["path"] for b in report["bad_files"]] == [victim.path]
     assert (project.parent / "lake" / report["bad_files"][0]["moved_to"]).exists()
+    # the run succeeds without the file's changes: its log says so (a WARNING, which the
+    # console shows without --json), not only status
+    logged = [
+        json.loads(line)
+        for log in project.parent.rglob("riverbed.jsonl")
+        for line in log.read_text().splitlines()
+    ]
+    set_aside = [e for e in logged if e.get("event") == "raw_file_set_aside"]
+    assert [(e["level"], e["path"]) for e in set_aside] == [("WARNING", victim.path)]
     assert not path.exists()
     staged_rows = (
         staged(project, "orders").num_rows + staged(project, "orders", "quarantine").num_rows
