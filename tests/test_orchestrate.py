@@ -911,3 +911,24 @@ def test_a_running_capture_reports_the_age_of_what_it_has_not_landed(
                 pending = lag()
         assert pending[0] > 0 and pending[1] > 0, pending
     assert lag() == (0, 0)  # stopped: it flushed, and the source has nothing pending
+
+
+def test_runs_does_not_call_a_killed_run_running(project: Path) -> None:
+    """A run killed with kill -9 stays 'running' in the history until the next run takes its
+    lock over; until then `riverbed runs` must not tell the user it is still running."""
+    code, done, err = run(project, "--once")
+    assert code == 0, err
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer exists, as a killed run's
+    with contextlib.closing(sqlite3.connect(project.parent / "state.db")) as db, db:
+        db.execute(
+            "insert into runs (run_id, status, trigger, started_at, pid, host)"
+            " select '20991231T000000Z-dead01', 'running', 'once', started_at + 1, ?, host"
+            " from runs where run_id = ?",
+            (dead.pid, done["run_id"]),
+        )
+    listed = run_cli("runs", "-c", str(project), env=NARROW)
+    assert listed.code == 0, listed.text
+    line = next(line for line in listed.out.splitlines() if line.startswith("dead01"))
+    assert "running" not in line and "died" in line
+    assert f"process {dead.pid} is gone" in " ".join(listed.out.split())
