@@ -136,7 +136,9 @@ def _say_run(report: Any) -> None:
 def _say(text: str) -> None:
     """A line of the summary, wrapped at spaces to the console's width (a pipe gets 80
     columns): a terminal would otherwise break it inside a figure or a name."""
-    console.print(text, soft_wrap=False)
+    from riverbed.cli_runs import say_wrapped
+
+    say_wrapped(text)
 
 
 def _print_lake(project: Project) -> None:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
 
 from riverbed.cli import console, err_console
 from riverbed.config import Project
@@ -82,6 +83,14 @@ def run_partial(
         print_load(loaded)
 
 
+def say_wrapped(text: str, highlight: bool = True) -> None:
+    """``text`` wrapped at spaces to the console's width (a pipe gets 80 columns), no line
+    ending in a space: a terminal would otherwise break it inside a figure or an id."""
+    for line in Text(text).wrap(console, console.width):
+        line.rstrip()
+        console.print(line, highlight=highlight)
+
+
 def print_report(
     report: Any, as_json: bool, quiet: bool, extra: dict[str, Any] | None = None
 ) -> None:
@@ -96,13 +105,12 @@ def print_report(
         if not v.get("new_data", 1):
             console.print(f"run {report.run_id}: nothing new ({report.seconds:.2f} s)")
             return
-        console.print(
+        say_wrapped(
             f"run {report.run_id} succeeded in {report.seconds:.1f} s: "
             f"{int(v.get('rows_in', 0)):,} changes transformed, "
             f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
             f"{report.loaded_rows:,} rows loaded into the warehouse",
             highlight=False,
-            soft_wrap=False,  # wrapped at spaces: a terminal would break it inside a figure
         )
         return
     err_console.print(

@@ -68,6 +68,7 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         runs = [line for line in out.splitlines() if line.startswith("run ")]
         wide = [line for line in summary.splitlines() + runs if len(line) > 80]
         assert not wide, wide
+        assert not [line for line in runs if line.endswith(" ")]
         assert "started" in out and "seeded" in out
         assert "changes/s" in out
         assert "what landed in the lake" in out and "snapshot rows" in out
