@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import sqlite3
 import subprocess
@@ -37,7 +38,7 @@ from capture_support import (
     source_rows,
 )
 
-from conftest import Database, run_cli, s3_bucket, start_cli
+from conftest import Database, free_port, run_cli, s3_bucket, start_cli
 from riverbed.config import load_project
 from riverbed.lake.manifest import Manifest
 from riverbed.lake.reader import read_changes
@@ -1293,3 +1294,29 @@ def test_a_second_capture_on_the_same_project_is_refused(
     assert code == 0, err
     again = capture(config, "--once")  # and once it is gone, capture works again
     assert again["resumed_from"] is not None
+
+
+def test_status_does_not_show_a_stale_lag_when_the_source_is_unreachable(
+    database: Database, tmp_path: Path
+) -> None:
+    # the last capture recorded a lag of 0; with the source down, the lag cannot be measured:
+    # status says so rather than showing that 0 as if the lake were caught up
+    with oracle(database) as conn:
+        conn.execute("create schema gone; create table gone.t (id int primary key)")
+    config = project_config(tmp_path, database, "gone", {"t": "id"})
+    capture(config, "--once")
+    with oracle(database) as conn:
+        conn.execute("insert into gone.t select generate_series(1, 10)")  # pending, not captured
+    text = config.read_text()
+    unreachable = re.sub(r"port=\d+", f"port={free_port()}", text)
+    assert unreachable != text
+    config.write_text(unreachable)
+
+    result = run_cli("status", "--json", "-c", str(config))
+    assert result.code == 0, result.text
+    report = json.loads(result.out)
+    assert report["source"]["state"] == "unreachable"
+    assert report["capture"]["lag_bytes"] is None and report["capture"]["lag_seconds"] is None
+    human = run_cli("status", "-c", str(config), env={"COLUMNS": "80"})
+    assert "lag unknown (source unreachable)" in " ".join(human.out.split())
+    assert "lag 0 B" not in human.out

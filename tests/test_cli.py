@@ -62,6 +62,13 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
             line for line in out.splitlines() if line.startswith(tuple("┏┃┡│└ ") + ("alarm",))
         ]
         assert tables and not [line for line in tables if len(line) > 80]
+        # so does the summary's prose, and each run's line: wrapped at spaces, where a
+        # terminal would break "253,938" or a run id in two
+        summary = out[out.index("6. what landed") : out.index("9. where to look next")]
+        runs = [line for line in out.splitlines() if line.startswith("run ")]
+        wide = [line for line in summary.splitlines() + runs if len(line) > 80]
+        assert not wide, wide
+        assert not [line for line in runs if line.endswith(" ")]
         assert "started" in out and "seeded" in out
         assert "changes/s" in out
         assert "what landed in the lake" in out and "snapshot rows" in out

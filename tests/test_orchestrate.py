@@ -902,3 +902,49 @@ def test_a_running_capture_reports_the_age_of_what_it_has_not_landed(
                 pending = lag()
         assert pending[0] > 0 and pending[1] > 0, pending
     assert lag() == (0, 0)  # stopped: it flushed, and the source has nothing pending
+
+
+def test_runs_does_not_call_a_killed_run_running(project: Path) -> None:
+    """A run killed with kill -9 stays 'running' in the history until the next run takes its
+    lock over; until then `riverbed runs` must not tell the user it is still running."""
+    code, done, err = run(project, "--once")
+    assert code == 0, err
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer exists, as a killed run's
+    with contextlib.closing(sqlite3.connect(project.parent / "state.db")) as db, db:
+        db.execute(
+            "insert into runs (run_id, status, trigger, started_at, pid, host)"
+            " select '20991231T000000Z-dead01', 'running', 'once', started_at + 1, ?, host"
+            " from runs where run_id = ?",
+            (dead.pid, done["run_id"]),
+        )
+    listed = run_cli("runs", "-c", str(project), env=NARROW)
+    assert listed.code == 0, listed.text
+    line = next(line for line in listed.out.splitlines() if line.startswith("dead01"))
+    assert "running" not in line and "died" in line
+    assert f"process {dead.pid} is gone" in " ".join(listed.out.split())
+
+
+def test_a_resnapshot_replaces_the_facts_instead_of_doubling_them(
+    project: Path, database: Database
+) -> None:
+    """`capture --once --resnapshot` replaces the whole lake (what capture's own error tells a
+    user whose slot was replaced to run): the facts loaded from the old lake must not stay
+    beside the new snapshot's rows of the same orders."""
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into w.orders values (12, 1, 7, 9.00)")
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    assert warehouse(project, "select count(*) as n from fact_orders") == [{"n": 3}]
+
+    again = run_cli("capture", "--once", "--resnapshot", "-q", "-c", str(project))
+    assert again.code == 0, again.text
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    rows = warehouse(project, "select order_id, _op from fact_orders order by order_id")
+    assert rows == [{"order_id": o, "_op": "L"} for o in (10, 11, 12)]
+    # the dimensions keep their history: the same rows again make no new version
+    assert warehouse(project, "select count(*) as n from dim_customer") == [{"n": 2}]

@@ -207,3 +207,16 @@ def test_query_limits_are_checked_and_applied(tmp_path: Path) -> None:
     result = run_cli("query", "--as", "admin", "--format", "json", setting, "-c", str(right))
     assert result.code == 0, result.text
     assert json.loads(result.out) == [{"m": "286.1 MiB"}]
+
+
+def test_a_table_too_wide_for_the_terminal_says_its_values_are_cut(project: Path) -> None:
+    # 12 columns in 80: rich cuts 1234567 to "1…"; a number read as 1 must not pass unnoticed
+    wide = "select " + ", ".join(f"1234567 as column_{n}" for n in range(12))
+    result = run_cli("query", "--as", "admin", wide, "-c", str(project), env={"COLUMNS": "80"})
+    assert result.code == 0, result.text
+    assert "…" in result.out
+    lines = result.out.splitlines()
+    assert "values cut (…) to fit 80 columns" in lines[-2] and "--format csv" in lines[-2]
+    assert lines[-1] == "1 row"
+    narrow = run_cli("query", "--as", "admin", "select 1234567 as n", "-c", str(project))
+    assert "1234567" in narrow.out and "cut" not in narrow.out

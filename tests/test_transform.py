@@ -314,6 +314,15 @@ def test_an_unreadable_raw_file_is_set_aside_and_the_rest_goes_on(project: Path)
     report = json.loads(result.out)
     assert [b["path"] for b in report["bad_files"]] == [victim.path]
     assert (project.parent / "lake" / report["bad_files"][0]["moved_to"]).exists()
+    # the run succeeds without the file's changes: its log says so (a WARNING, which the
+    # console shows without --json), not only status
+    logged = [
+        json.loads(line)
+        for log in project.parent.rglob("riverbed.jsonl")
+        for line in log.read_text().splitlines()
+    ]
+    set_aside = [e for e in logged if e.get("event") == "raw_file_set_aside"]
+    assert [(e["level"], e["path"]) for e in set_aside] == [("WARNING", victim.path)]
     assert not path.exists()
     staged_rows = (
         staged(project, "orders").num_rows + staged(project, "orders", "quarantine").num_rows
@@ -753,3 +762,21 @@ def test_a_pii_column_the_table_lacks_stops_the_run_before_anything_is_staged(
     assert run_cli("run", "--once", "-q", "-c", str(config)).code == 0
     (email,) = staged(config, "people").column("email").to_pylist()
     assert email != "ann@example.com" and len(email) == 64
+
+
+def test_a_duckdb_error_is_one_line() -> None:
+    # DuckDB adds hint lines and an echo of the statement; a run's error, its log line and
+    # `riverbed runs` print the message as it is, so it must be one line with the hint kept
+    from sqlglot import parse_one
+
+    from riverbed.transform.duckdb_engine import DuckDBEngine
+    from riverbed.transform.engine import TransformEngineError
+
+    engine = DuckDBEngine()
+    engine.register("changes", pa.table({"quantity": [1]}))
+    with pytest.raises(TransformEngineError) as caught:
+        engine.register_view("transformed", parse_one("SELECT quantiy + 1 AS x FROM changes"))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert 'Referenced column "quantiy" not found' in message
+    assert 'Candidate bindings: "quantity"' in message

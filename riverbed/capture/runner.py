@@ -173,6 +173,8 @@ def run_capture(
                 ]
                 for path in removed:
                     storage.delete(path)
+                if removed:
+                    _withdraw_facts(project, manifest)
                 state = slot_state(conn, slot)
                 position = None
             elif not state.exists and position is not None:
@@ -458,3 +460,25 @@ class _Recorder:
                 files=stats.files,
                 bytes=stats.bytes,
             )
+
+
+def _withdraw_facts(project: Project, manifest: Manifest) -> None:
+    """The lake was replaced: every fact's staged batches are withdrawn, as `run --reprocess
+    TABLE --from 0/0` does, so the next load takes the old lake's events out of the warehouse
+    before it loads the new snapshot's (which hold the same rows again). Dimensions keep their
+    versions: the merge makes none for a row it already holds."""
+    from riverbed.lake.lock import ProcessLock
+    from riverbed.transform.bookmarks import Bookmarks
+
+    facts = [name for name, table in project.config.tables.items() if table.kind == "fact"]
+    if not facts:
+        return
+    # as --reprocess: no run may be between its transform and its load meanwhile
+    with (
+        ProcessLock(project.home / "run.lock", "riverbed run"),
+        ProcessLock(project.home / "transform.lock", "riverbed run"),
+        ProcessLock(project.home / "load.lock", "riverbed run (load)"),
+    ):
+        bookmarks = Bookmarks(manifest)
+        for name in facts:
+            bookmarks.rewind(name, 0)

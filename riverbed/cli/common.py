@@ -101,6 +101,14 @@ def start_logging(project: Project, quiet: bool) -> None:
             redact(ref.reveal())
 
 
+def say_wrapped(text: str, highlight: bool = True) -> None:
+    """``text`` wrapped at spaces to the console's width (a pipe gets 80 columns), no line
+    ending in a space: a terminal would otherwise break it inside a figure or an id."""
+    for line in Text(text).wrap(console, console.width):
+        line.rstrip()
+        console.print(line, highlight=highlight)
+
+
 def format_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -22,6 +22,7 @@ from riverbed.cli.common import (
     format_bytes,
     labelled,
     open_project,
+    say_wrapped,
     start_logging,
 )
 from riverbed.cli.run import print_report
@@ -176,6 +177,12 @@ def _say_run(report: Any) -> None:
     print_report(report, as_json=False, quiet=False)
 
 
+def _say(text: str) -> None:
+    """A line of the summary, wrapped at spaces to the console's width (a pipe gets 80
+    columns): a terminal would otherwise break it inside a figure or a name."""
+    say_wrapped(text)
+
+
 def _print_lake(project: Project) -> None:
     from riverbed.observe.status import gather
 
@@ -196,7 +203,7 @@ def _print_lake(project: Project) -> None:
         if not str(project.config.lake.path).startswith("s3://")
         else project.config.lake.path
     )
-    console.print(
+    _say(
         f"lake {lake}: complete up to {cap['position']}, lag "
         f"{format_bytes(cap['lag_bytes']) if cap['lag_bytes'] is not None else '-'}"
     )
@@ -215,7 +222,7 @@ def _print_quality(project: Project) -> None:
     finally:
         manifest.close()
     if not rows:
-        console.print("every quality rule passed on every batch")
+        _say("every quality rule passed on every batch")
         return
     # four columns, so that a rule's name fits whole in 80 columns (a pipe's width)
     table = Table("table", "rule", "rows failed", "action taken")
@@ -223,7 +230,7 @@ def _print_quality(project: Project) -> None:
     for name, rule, checked, failed, status in rows:
         table.add_row(name, escape(rule), f"{failed:,} of {checked:,}", status)
     console.print(table)
-    console.print(
+    _say(
         f"{quarantined or 0:,} dirty rows quarantined with their rule and reason under "
         f"{project.config.lake.path}/quarantine/<table>/batch=<id>/; the clean rows went on"
     )
@@ -282,20 +289,20 @@ def _print_shop(source: Any, schema_name: str) -> None:
 
     with source.connect() as conn:
         summary = summarize(conn, schema_name)
-    console.print("in the source: " + ", ".join(f"{n:,} {t}" for t, n in summary.rows.items()))
+    _say("in the source: " + ", ".join(f"{n:,} {t}" for t, n in summary.rows.items()))
     if summary.categories:
         grow, fall = summary.categories[0], summary.categories[-1]
-        console.print(
+        _say(
             f"items sold {summary.first_month} -> {summary.last_month}: {grow.category} "
             f"{grow.change:+.0%} (fastest growing), {fall.category} {fall.change:+.0%} "
             "(fastest declining)"
         )
-    console.print(
+    _say(
         "sellers by return rate: "
         + ", ".join(f"{n} {tier}" for tier, n in summary.seller_tiers.items())
     )
     if summary.revenue_by_region:
-        console.print(
+        _say(
             "revenue by region: "
             + ", ".join(
                 f"{region} {value:,.0f}" for region, value in summary.revenue_by_region.items()
@@ -322,14 +329,14 @@ def _print_operations(project: Project) -> None:
     durations = sorted(r["ended_at"] - r["started_at"] for r in runs if r["ended_at"])
     median = durations[len(durations) // 2] if durations else 0.0
     idle = sum(1 for r in runs if r["idle"])
-    console.print(
+    _say(
         f"{len(runs)} runs: "
         + ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
         + (f" ({idle} of them with nothing new)" if idle else "")
         + f"; median {median:.1f} s"
     )
     if "capture_lag_seconds" in latest:
-        console.print(
+        _say(
             f"capture lag at the end: {latest['capture_lag_seconds']:.1f} s, "
             f"{int(latest.get('capture_lag_bytes', 0)):,} bytes of WAL"
         )

@@ -337,14 +337,24 @@ def print_table(names: list[str], batches: Iterator[pa.RecordBatch], shown: int 
         rows.extend(zip(*_columns(batch)))
     more = shown is not None and len(rows) > shown
     table = Table(*names)
-    for row in rows[:shown]:
+    cells = [[cell_text(v) or "" for v in row] for row in rows[:shown]]
+    for row in cells:
         # Text, not a markup string: values print as they are (":x:" is no emoji here)
-        table.add_row(*(Text(cell_text(v) or "") for v in row))
+        table.add_row(*map(Text, row))
     console.print(table)
+    # too many or too wide columns for the terminal: rich cuts values ("1…"), so say so
+    if not any("…" in c for c in [*names, *(c for row in cells for c in row)]) and any(
+        "…" in segment.text for segment in console.render(table)
+    ):
+        console.print(
+            f"values cut (…) to fit {console.width} columns; select fewer columns, or use "
+            "--format csv",
+            highlight=False,
+        )
     if more:
         console.print(
             f"showing the first {shown:,} rows; there are more: --limit N shows more, "
             "--format csv prints them all"
         )
     else:
-        console.print(f"{len(rows):,} rows")
+        console.print(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}")

@@ -18,6 +18,7 @@ from riverbed.cli.common import (
     console,
     err_console,
     open_project,
+    say_wrapped,
     start_logging,
     stop_signals,
 )
@@ -284,7 +285,7 @@ def print_report(
         if not v.get("new_data", 1):
             console.print(f"run {report.run_id}: nothing new ({report.seconds:.2f} s)")
             return
-        console.print(
+        say_wrapped(
             f"run {report.run_id} succeeded in {report.seconds:.1f} s: "
             f"{int(v.get('rows_in', 0)):,} changes transformed, "
             f"{int(v.get('rows_quarantined', 0)):,} quarantined, "

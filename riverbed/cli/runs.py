@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -81,6 +83,9 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
     for r in runs:
         seconds = f"{r['ended_at'] - r['started_at']:.2f}" if r["ended_at"] else "-"
         status = "nothing new" if r["idle"] else r["status"]
+        gone = _gone(r)
+        if gone:
+            status = "died"
         color = {"succeeded": "green", "failed": "red", "aborted": "yellow"}.get(status, "dim")
         console.print(
             f"{ids[r['run_id']]:<{width}}  [{color}]{status:<11}[/{color}]  "
@@ -92,6 +97,11 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
             + ([f"at {r['failed_state']}"] if r["failed_state"] else [])
         )
         note = f"{where}: {r['error']}" if where and r["error"] else where or r["error"]
+        if gone:
+            note = (
+                f"process {r['pid']} is gone (killed?); the next `riverbed run` marks it "
+                "aborted, `riverbed run --redrive` resumes it"
+            )
         if note:
             _indented(note, 2)
     if hidden:
@@ -100,6 +110,20 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
             "`riverbed runs --all` shows them",
             highlight=False,
         )
+
+
+def _gone(run: dict[str, Any]) -> bool:
+    """A run the history still calls running whose process, on this machine, no longer
+    exists (kill -9): it stays 'running' until the next run takes its lock over."""
+    if run["status"] != "running" or run.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(run["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, TypeError, ValueError):
+        return False  # alive under another user, or no pid to check
+    return False
 
 
 def print_timeline(project: Project, given: str, as_json: bool) -> None:

@@ -36,7 +36,7 @@ def status(
         labelled(
             "capture",
             f"slot {cap['slot']} at {cap['position']}, lag "
-            f"{'-' if lag is None else format_bytes(lag)}"
+            f"{_lag_unknown(report) if lag is None else format_bytes(lag)}"
             + (f" / {cap['lag_seconds']:.1f} s" if cap["lag_seconds"] is not None else "")
             + f", {cap['files']:,} raw files, {cap['rows']:,} rows",
         )
@@ -118,3 +118,8 @@ def _print_runs(report: dict[str, Any]) -> None:
         )
     else:
         labelled("runs", "none yet (`riverbed run --once`)")
+
+
+def _lag_unknown(report: dict[str, Any]) -> str:
+    unreachable = report["source"]["state"] == "unreachable"
+    return "unknown (source unreachable)" if unreachable else "-"

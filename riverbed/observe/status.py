@@ -64,7 +64,9 @@ def gather(project: Project) -> dict[str, Any]:
             )
             if lag is not None:
                 cap["lag_bytes"], cap["lag_seconds"] = lag.bytes, lag.seconds
-            else:
+            elif report["source"]["state"] == "reachable":
+                # a capture's own samples (it holds the slot); with the source unreachable
+                # nothing is measured, and the last sample would pass for the lag now
                 for key in ("lag_bytes", "lag_seconds"):
                     sample = metrics.get(f"capture_{key}")
                     cap[key] = sample[0] if sample else None

@@ -38,16 +38,29 @@ class DuckDBEngine:
         try:
             self._db.execute(f'create or replace temp view "{name}" as {text}')
         except duckdb.Error as exc:
-            raise TransformEngineError(f"duckdb: {exc}") from exc
+            raise TransformEngineError(f"duckdb: {_one_line(exc)}") from exc
 
     def query(self, statement: exp.Expression) -> pa.Table:
         text = statement.sql(dialect=DIALECT)
         try:
             return self._db.sql(text).to_arrow_table()
         except duckdb.IOException as exc:
-            raise TransformEngineError(f"duckdb: {exc}", transient=True) from exc
+            raise TransformEngineError(f"duckdb: {_one_line(exc)}", transient=True) from exc
         except duckdb.Error as exc:
-            raise TransformEngineError(f"duckdb: {exc}") from exc
+            raise TransformEngineError(f"duckdb: {_one_line(exc)}") from exc
 
     def close(self) -> None:
         self._db.close()
+
+
+def _one_line(exc: duckdb.Error) -> str:
+    """DuckDB's message on one line: its hint lines ("Candidate bindings: ...") joined to the
+    first, the echo of the statement ("LINE 1: ..." and its carets) left out, so a run's
+    error, its log line and `riverbed runs` stay one line each."""
+    kept: list[str] = []
+    for line in str(exc).splitlines():
+        if line.startswith("LINE "):
+            break
+        if line.strip():
+            kept.append(line.strip())
+    return " ".join(kept) or type(exc).__name__

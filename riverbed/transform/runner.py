@@ -932,6 +932,16 @@ class TransformRun:
             self.storage.write_atomic(target, self.storage.read(file.path))
         self.bookmarks.quarantine_file(file, target, reason)
         self.storage.delete(file.path)
+        # the run goes on and succeeds without the file's changes: say so where it is seen
+        log_event(
+            log,
+            "raw_file_set_aside",
+            f"{file.table}: unreadable raw file {file.path} set aside as {target}, its changes "
+            f"left out ({reason})",
+            logging.WARNING,
+            path=file.path,
+            moved_to=target,
+        )
         return {"path": file.path, "table": file.table, "moved_to": target, "reason": reason}
 
     def _finish_set_asides(self, table: str) -> None:
