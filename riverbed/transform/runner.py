@@ -405,7 +405,7 @@ class TransformRun:
         flagged = self._flag_beside(cfg, raw, shape, checks)
         if flagged is None:
             flagged = self._flag(batch, checks)
-        if self.engine.name != DuckDBEngine.name:
+        if not self.engine.returns_reference_types:
             flagged = _conform(flagged, shape)
         dataset = [self._dataset_result(c.rule, c.query, shape, flagged) for c in checks.dataset]
         results = self._row_results(cfg, checks, flagged) + dataset
@@ -638,20 +638,21 @@ class TransformRun:
 
     def _flag(self, batch: Batch, checks: CompiledChecks) -> pa.Table:
         # joins and windows (some rules need them) shuffle rows: then the engine sorts them
-        # back, in parallel; plain per-row checks keep the input order in DuckDB
+        # back, in parallel; plain per-row checks keep the input order in an engine that
+        # keeps_input_order
         if not checks.row_rules:
             everything = exp.select(exp.Star()).from_("transformed")
-            if self.engine.name == DuckDBEngine.name:
+            if self.engine.keeps_input_order:
                 return self.engine.query(everything)
             return self.engine.query(everything.order_by(exp.column("_lsn"), exp.column("_seq")))
         shuffles = _shuffles(checks)
         ordered = (
             checks.flagged.order_by(exp.column("_lsn"), exp.column("_seq"))
-            if shuffles or self.engine.name != DuckDBEngine.name
+            if shuffles or not self.engine.keeps_input_order
             else checks.flagged
         )
         try:
-            if shuffles and self.engine.name == DuckDBEngine.name:
+            if shuffles and self.engine.keeps_input_order:
                 return self._flag_in_order(checks, ordered)
             return self.engine.query(ordered)
         except TransformEngineError as exc:
@@ -674,11 +675,12 @@ class TransformRun:
         self, cfg: TableConfig, raw: pa.Table, shape: pa.Schema, checks: CompiledChecks
     ) -> pa.Table | None:
         """The flagged rows, each column the transforms leave alone taken from ``raw`` as it
-        is, when DuckDB keeps every row of the batch (no filter); None otherwise. The engine
-        computes only the transformed columns and the flags: copying every column in and
-        out of it cost as much as all the rules. Rules that shuffle rows (joins, windows)
-        have just those columns sorted back into source order, not whole rows."""
-        if self.engine.name != DuckDBEngine.name or cfg.filter:
+        is, when the engine keeps_input_order and keeps every row of the batch (no filter);
+        None otherwise. The engine computes only the transformed columns and the flags:
+        copying every column in and out of it cost as much as all the rules. Rules that
+        shuffle rows (joins, windows) have just those columns sorted back into source order,
+        not whole rows."""
+        if not self.engine.keeps_input_order or cfg.filter:
             return None
         computed = [n for n in shape.names if n in cfg.transforms]
         narrow = _positions_and_flags(checks, computed)
@@ -707,8 +709,8 @@ class TransformRun:
         )
 
     def _flag_in_order(self, checks: CompiledChecks, ordered: exp.Select) -> pa.Table:
-        """The flagged rows in source order when the rules shuffle them (DuckDB) and a filter
-        drops rows (else _flag_beside does it).
+        """The flagged rows in source order when the rules shuffle them in an engine that
+        keeps_input_order, and a filter drops rows (else _flag_beside does it).
 
         Sorting the whole result costs twice the query that computes it: every column of
         every row goes through the sort. So only the positions and flags are sorted, and the
