@@ -11,8 +11,9 @@ the one place that says what each dialect can do, and each warehouse takes its f
 Errors from the drivers are translated once, in the implementation, into::
 
     RiverbedError
-    └── WarehouseError   a warehouse statement, load or connection failed; ``transient`` says
-        │                whether a retry may help (connection lost, I/O, serialization failure)
+    └── WarehouseError   a warehouse statement, load or connection failed; its ``error_class``
+        │                says whether a retry may help (TRANSIENT: connection lost, I/O,
+        │                serialization failure)
         └── QueryStopped a query ended early by ``Warehouse.interrupt`` (a timeout, Ctrl-C)
 """
 
@@ -82,11 +83,8 @@ def capabilities(dialect: str) -> Capabilities:
 
 
 class WarehouseError(RiverbedError):
-    """A warehouse operation failed; ``transient`` is True when retrying later may succeed."""
-
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+    """A warehouse operation failed; made with ``transient=True`` when retrying later may
+    succeed (RiverbedError's ``error_class``)."""
 
 
 class QueryStopped(WarehouseError):

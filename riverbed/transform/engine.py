@@ -23,11 +23,8 @@ DIALECT = "duckdb"  # the dialect of SQL in riverbed.yaml
 
 
 class TransformEngineError(RiverbedError):
-    """A statement failed in the engine. ``transient`` when a retry may succeed (I/O, a lock)."""
-
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+    """A statement failed in the engine; made with ``transient=True`` when a retry may
+    succeed (I/O, a lock; RiverbedError's ``error_class``)."""
 
 
 class TransformEngine(Protocol):

@@ -46,7 +46,7 @@ from sqlglot import exp
 
 from riverbed.config.loader import Project
 from riverbed.config.models import QualityRule, TableConfig
-from riverbed.errors import ConfigError, RiverbedError, UsageError
+from riverbed.errors import ConfigError, ErrorClass, RiverbedError, UsageError
 from riverbed.lake.declared import Declared, as_declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
@@ -80,7 +80,7 @@ class QualityFailure(RiverbedError):
     """A rule with action fail found bad data: the batch was not staged. Never retried: the
     orchestrator's error class ``quality``."""
 
-    error_class = "quality"
+    error_class = ErrorClass.QUALITY
 
 
 @dataclass
@@ -263,9 +263,12 @@ class TransformRun:
         engine: TransformEngine,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retries: int | None = None,
     ):
         self.project = project
         self.config = project.config
+        # see _with_retries; None: transform.retries
+        self.retries = self.config.transform.retries if retries is None else retries
         self.storage = storage
         self.manifest = manifest
         self.bookmarks = Bookmarks(manifest)
@@ -371,7 +374,15 @@ class TransformRun:
             )
 
     def _with_retries(self, work: Callable[[], _T]) -> _T:
-        attempts = self.config.transform.retries + 1
+        """``work`` (one batch's check, or the writing of its output), again after a
+        transient LakeError or TransformEngineError, ``self.retries`` times with backoff.
+
+        The transform's own retries, for a step that failed on a blip: only that step is
+        redone. ``riverbed run --stage transform`` relies on them (``transform.retries``);
+        under the orchestrator they are off (``retries=0``) when the transform state's Retry
+        rules take transient errors, which then rerun the task (staged batches are kept):
+        both retrying would multiply the attempts (retries x max_attempts)."""
+        attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             try:
                 return work()
@@ -1249,8 +1260,11 @@ def run_transform(
     *,
     engine: str | None = None,
     tables: Sequence[str] | None = None,
+    retries: int | None = None,
 ) -> TransformResult:
-    """Transform every pending raw file of ``tables`` (default: all in config), exactly once."""
+    """Transform every pending raw file of ``tables`` (default: all in config), exactly once.
+    ``retries``: of a batch step after a transient error (default ``transform.retries``; 0
+    where a caller retries the whole transform itself, see TransformRun._with_retries)."""
     cfg = project.config
     unknown = sorted(set(tables or ()) - set(cfg.tables))
     if unknown:
@@ -1264,7 +1278,7 @@ def run_transform(
             engine or cfg.transform.engine, cfg.transform.spark_master, cfg.transform.spark_conf
         )
         try:
-            return TransformRun(project, storage, manifest, chosen).run(tables)
+            return TransformRun(project, storage, manifest, chosen, retries=retries).run(tables)
         finally:
             chosen.close()
             manifest.close()
