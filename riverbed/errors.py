@@ -1,34 +1,96 @@
-"""Errors a user can act on.
+"""Errors a user can act on, and how each is classified for retries.
 
-    RiverbedError            any error with a message meant for the user (exit 1)
-    ├── ConfigError          riverbed.yaml is wrong; carries one line per problem (exit 2)
-    ├── UsageError           a command-line option's value is wrong (exit 2)
-    ├── SourceError          the source PostgreSQL cannot be reached or managed (transient)
-    ├── LakeError            riverbed.lake.storage; transient per error
-    ├── WarehouseError       riverbed.load.warehouse; transient per error
-    ├── TransformEngineError riverbed.transform.engine; transient per error
-    └── QualityFailure       riverbed.transform.runner: a rule with action fail (class quality)
+Every error meant for the user is a RiverbedError (exit 1 unless said otherwise); its
+``error_class`` (an ErrorClass) says what retrying it can do::
 
-Errors from libraries below (psycopg, subprocess, yaml) are translated into these at the
-boundary where they happen, chained with ``from exc``, so the CLI can print one clear line
-and never a traceback. Whether an error is worth retrying is decided there too (``transient``);
-the orchestrator's Retry rules read it (riverbed.orchestrate.machine.classify).
+    RiverbedError                  riverbed.errors; TERMINAL unless said otherwise
+    ├── ConfigError                riverbed.yaml is wrong; one line per problem (exit 2)
+    ├── UsageError                 a command-line option's value is wrong (exit 2)
+    ├── SourceError                the source PostgreSQL cannot be started, reached or queried
+    │                              (TRANSIENT; TERMINAL when its database does not exist)
+    ├── CaptureSetupError          riverbed.capture.slot: the source is not ready for capture
+    ├── ProtocolError              riverbed.capture.pgoutput: a malformed replication message
+    │                              (also a ValueError)
+    ├── UnrepresentableValue       riverbed.capture.pgtypes: a value with no exact Arrow
+    │                              equivalent (also a ValueError)
+    ├── LakeError                  riverbed.lake.storage: a lake read or write; per error
+    │   └── LakeFileMissing        the file does not exist (also a FileNotFoundError)
+    ├── StateStoreFull             riverbed.lake.manifest: the state store's disk is full
+    │                              (TRANSIENT: a follower waits for room)
+    ├── TransformEngineError       riverbed.transform.engine: a statement failed; per error
+    ├── RuleError                  riverbed.transform.rules: a quality rule cannot run
+    ├── QualityFailure             riverbed.transform.runner: a rule with action fail (QUALITY)
+    ├── WarehouseError             riverbed.load.warehouse: a statement, load or connection;
+    │   │                          per error
+    │   └── QueryStopped           a query ended early by Warehouse.interrupt (timeout, Ctrl-C)
+    ├── NotifyError                riverbed.observe.notify: a notification was not delivered
+    ├── InjectedFault              riverbed.orchestrate.executor: fault_injection (its class)
+    ├── QueryInterrupted           riverbed.cli_query: Ctrl-C stopped `riverbed query` (exit 130)
+    └── AlreadySeeded              riverbed.shop.seed: the demo schema already holds data
+
+Errors from libraries below (psycopg, duckdb, pyarrow, subprocess, yaml) are translated into
+these at the boundary where they happen, chained with ``from exc``, so the CLI can print one
+clear line and never a traceback. Whether an error is worth retrying is decided there too:
+the class's ``error_class`` default, or ``error_class=`` (``transient=`` for a yes/no) when
+the instance is made. Nothing else classifies errors; riverbed.orchestrate.machine.classify
+reads ``error_class``, and the config's ``errors: [transient, terminal, quality]`` are its
+values.
+
+Who retries what: one layer per concern.
+
+- A task of an orchestrated run (``riverbed run``): the orchestrator's Retry rules
+  (``orchestration.retry``, a state's ``retry``; riverbed.orchestrate.executor), for the
+  classes they name.
+- The transform outside the orchestrator (``riverbed run --stage transform``): its own
+  ``transform.retries``, per batch step (riverbed.transform.runner.TransformRun._with_retries).
+  Under the orchestrator it does not retry when the transform state's Retry rules take
+  transient errors, so attempts do not multiply; it keeps its own otherwise.
+- ``riverbed capture --follow``: its reconnect loop (``_capture_reconnecting`` in the CLI),
+  on a TRANSIENT error once capture has a position, until stopped; ``--once`` does not retry.
+- A webhook delivery: the webhook notifier itself, with tenacity, within
+  RETRY_WINDOW_SECONDS (riverbed.observe.notify.webhook); a NotifyError is not retried again.
 """
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
+
+
+class ErrorClass(StrEnum):
+    """What retrying an error can do; the values are the orchestrator's error classes
+    (``errors: [transient]`` in a Retry or Catch rule)."""
+
+    TRANSIENT = "transient"  # the same work may succeed later: I/O, a lost connection, a lock
+    TERMINAL = "terminal"  # it repeats until someone fixes something: config, SQL, a column
+    QUALITY = "quality"  # a quality rule with action fail stopped a batch: fix the data
 
 
 class RiverbedError(Exception):
     """An error whose message tells the user what is wrong and how to fix it.
 
-    ``transient`` is decided where the error is raised: True when the same work may succeed
-    later (I/O, a lost connection, a lock), so the orchestrator's Retry applies; False for
-    errors that repeat until someone fixes something (config, SQL, data)."""
+    ``error_class`` is decided where the error is raised: the class says its default
+    (TERMINAL here), and an instance whose class depends on the failure is made with
+    ``error_class=`` or, for a yes/no, ``transient=`` (True: TRANSIENT, False: TERMINAL).
+    ``transient`` reads it back."""
 
     exit_code = 1
-    transient = False
+    error_class: ErrorClass = ErrorClass.TERMINAL
+
+    def __init__(
+        self, *args: object, error_class: ErrorClass | None = None, transient: bool | None = None
+    ):
+        super().__init__(*args)
+        if transient is not None:
+            assert error_class is None, "error_class= or transient=, not both"
+            error_class = ErrorClass.TRANSIENT if transient else ErrorClass.TERMINAL
+        if error_class is not None:
+            self.error_class = error_class
+
+    @property
+    def transient(self) -> bool:
+        """Whether the same work may succeed later (error_class TRANSIENT)."""
+        return self.error_class is ErrorClass.TRANSIENT
 
 
 class ConfigError(RiverbedError):
@@ -51,7 +113,8 @@ class UsageError(RiverbedError):
 class SourceError(RiverbedError):
     """The source database could not be started, reached or queried."""
 
-    transient = True  # a server restarting or a network blip; a bad DSN fails every retry too
+    # a server restarting or a network blip; a bad DSN fails every retry too
+    error_class = ErrorClass.TRANSIENT
 
 
 def first_line(exc: BaseException) -> str:

@@ -427,6 +427,42 @@ def test_transient_failures_are_retried_terminal_ones_fail_at_once(
     assert "orders" in failed.err and "shipped_on" in failed.err and "Traceback" not in failed.err
 
 
+def test_an_orchestrated_transform_leaves_transient_retries_to_the_retry_rules(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retries of a transient failure happen at one layer: under `riverbed run` the
+    orchestrator's Retry rules rerun the transform task, which does not also retry each step
+    itself (the attempts would multiply); with no Retry rule for it, the transform does."""
+    from riverbed.orchestrate.runner import run_pipeline
+    from riverbed.transform.duckdb_engine import DuckDBEngine
+
+    calls = {"n": 0}
+
+    def broken(self: DuckDBEngine, statement: Any) -> pa.Table:
+        calls["n"] += 1
+        raise TransformEngineError("duckdb: IO Error: file is locked", transient=True)
+
+    monkeypatch.setattr(DuckDBEngine, "query", broken)
+    config = yaml.safe_load(project.read_text())
+    config["transform"] = {"retries": 2}
+    config["orchestration"] = {"retry": [{"errors": ["transient"], "max_attempts": 3}]}
+    project.write_text(yaml.safe_dump(config, sort_keys=False))
+    report = run_pipeline(load_project(project), sleep=lambda _: None)
+    assert (report.status, report.failed_state, report.error_class) == (
+        "failed",
+        "transform",
+        "transient",
+    )
+    assert calls["n"] == 1 + 3  # the first attempt and the Retry rule's 3, no more
+
+    calls["n"] = 0
+    config["orchestration"] = {"retry": []}
+    project.write_text(yaml.safe_dump(config, sort_keys=False))
+    report = run_pipeline(load_project(project), sleep=lambda _: None)
+    assert report.status == "failed" and report.error_class == "transient"
+    assert calls["n"] == 1 + 2  # no Retry rule: the transform's own transform.retries
+
+
 def test_a_fail_rule_stops_the_batch_and_nothing_of_it_is_staged(project: Path) -> None:
     config = yaml.safe_load(project.read_text())
     config["tables"]["order_items"]["quality"] = [

@@ -30,7 +30,7 @@ from typing import Any
 
 from riverbed.config.loader import Project
 from riverbed.config.models import SourceConfig
-from riverbed.errors import RiverbedError, first_line
+from riverbed.errors import ErrorClass, RiverbedError, first_line
 
 SCHEMA = """
 create table if not exists lake_files (
@@ -490,7 +490,7 @@ def open_manifest(project: Project) -> Manifest:
 class StateStoreFull(RiverbedError):
     """The state store's disk is full: transient, a follower waits for room."""
 
-    transient = True
+    error_class = ErrorClass.TRANSIENT
 
 
 def _disk_full(exc: BaseException, path: Path) -> StateStoreFull | None:

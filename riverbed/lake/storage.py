@@ -10,7 +10,8 @@ Errors from the libraries below (``OSError`` from the OS and from pyarrow's S3 c
 translated here, once, into::
 
     RiverbedError
-    └── LakeError           a lake operation failed; ``transient`` says whether a retry may help
+    └── LakeError           a lake operation failed; its ``error_class`` says whether a retry
+        │                   may help (TRANSIENT: a full disk, an object store not answering)
         └── LakeFileMissing the file does not exist (also a FileNotFoundError)
 """
 
@@ -31,11 +32,8 @@ from riverbed.errors import RiverbedError
 
 
 class LakeError(RiverbedError):
-    """A lake read or write failed; ``transient`` is True when retrying later may succeed."""
-
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+    """A lake read or write failed; made with ``transient=True`` when retrying later may
+    succeed (RiverbedError's ``error_class``)."""
 
 
 class LakeFileMissing(LakeError, FileNotFoundError):

@@ -20,8 +20,7 @@ from riverbed.lake.storage import LakeStorage
 from riverbed.load.facts import fact_ddl, fact_indexes
 from riverbed.load.model import CDC_COLUMNS, sql_type, warehouse_model
 from riverbed.load.scd2 import dimension_ddl, staging_ddl
-
-DIALECTS = ("duckdb", "postgres", "redshift")
+from riverbed.load.warehouse import DIALECTS, capabilities
 
 
 def dim_date_ddl() -> exp.Create:
@@ -56,20 +55,20 @@ def warehouse_ddl(
     if dialect not in DIALECTS:
         raise UsageError(f"--dialect {dialect}: choose one of {', '.join(DIALECTS)}")
     model = warehouse_model(project.config)
-    generate = "postgres" if dialect == "postgres" else dialect
-    # DDL builders speak DuckDB's types; Redshift and PostgreSQL get them transpiled
-    build = "postgres" if dialect in ("postgres", "redshift") else "duckdb"
-    indexes = dialect == "postgres"  # the loader's, where the engine has them
+    # the builders' expressions are the same for every dialect (DuckDB's types), generated
+    # for ``dialect`` here
+    can = capabilities(dialect)
+    indexes = can.has_indexes  # the loader's, where the engine has them
     out: list[str] = []
     for dim in model.dimensions:
         columns = _columns(storage, manifest, dim.source)
         cfg = project.config.tables[dim.source]
-        tables = dimension_ddl(dim, columns, build, indexes=indexes)
+        tables = dimension_ddl(dim, columns, dialect, indexes=indexes)
         check_layout_keys(dim.source, cfg, tables)
-        for statement in [staging_ddl(dim, columns, build), *tables]:
-            if dialect == "redshift" and _creates(statement, dim.name):
+        for statement in [staging_ddl(dim, columns, dialect), *tables]:
+            if can.physical_design and _creates(statement, dim.name):
                 statement = _redshift(statement, cfg.dist_key, cfg.sort_key or list(dim.keys))
-            text = statement.sql(dialect=generate, pretty=True)
+            text = statement.sql(dialect=dialect, pretty=True)
             if text not in out:  # the position table every dimension's DDL creates
                 out.append(text)
     for fact in model.facts:
@@ -78,15 +77,15 @@ def warehouse_ddl(
         table = fact_ddl(fact.carrying(columns), columns)
         check_layout_keys(fact.source, cfg, [table])
         statements = [
-            staging_ddl(fact.source, columns, build),
+            staging_ddl(fact.source, columns, dialect),
             table,
             *(fact_indexes(fact, cfg.sort_key, cfg.dist_key) if indexes else []),
         ]
         for statement in statements:
-            if dialect == "redshift" and _creates(statement, fact.name):
+            if can.physical_design and _creates(statement, fact.name):
                 statement = _redshift(statement, cfg.dist_key, cfg.sort_key)
-            out.append(statement.sql(dialect=generate, pretty=True))
-    out.append(dim_date_ddl().sql(dialect=generate, pretty=True))
+            out.append(statement.sql(dialect=dialect, pretty=True))
+    out.append(dim_date_ddl().sql(dialect=dialect, pretty=True))
     return out
 
 
@@ -144,6 +143,8 @@ def _creates(statement: exp.Expr, table: str) -> bool:
 
 
 def _redshift(statement: exp.Expr, dist_key: str | None, sort_key: list[str]) -> exp.Expr:
+    """``statement`` (a CREATE TABLE) with its physical design, in Redshift's terms: ENCODE
+    ZSTD on every column, DISTKEY (else DISTSTYLE AUTO) and SORTKEY."""
     create = statement.copy()
     assert isinstance(create, exp.Create) and isinstance(create.this, exp.Schema)
     for column in create.this.expressions:

@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from riverbed.errors import first_line
 from riverbed.load.warehouse import (
+    DIALECTS,
     READ_ONLY_HINT,
     STREAM_BATCH_ROWS,
     QueryStopped,
@@ -59,7 +60,7 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 class DuckDBWarehouse:
     name = "duckdb"
     dialect = "duckdb"
-    has_indexes = False  # ART indexes slow every MERGE/UPDATE down; scans use zone maps
+    has_indexes = DIALECTS[dialect].has_indexes  # False: scans use zone maps
 
     def __init__(self, path: Path, *, read_only: bool = False, memory_limit: str | None = None):
         self.path = path

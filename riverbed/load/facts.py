@@ -22,7 +22,7 @@ from sqlglot import exp
 
 from riverbed.load.model import DimensionModel, FactModel
 from riverbed.load.scd2 import create_index, inferred_members_statement
-from riverbed.load.warehouse import Warehouse, sql_text
+from riverbed.load.warehouse import Warehouse, capabilities, sql_text
 
 FACT_EXTRA = ("date_key", "event_ts", "_op", "_lsn", "_seq", "batch_id")
 DAY_US = 86_400_000_000
@@ -364,11 +364,12 @@ def _as_of(
 def _date_key(event: exp.Expr, dialect: str, window: Window | None = None) -> exp.Expr:
     """yyyymmdd of the event's UTC day, as an INT, by arithmetic (a string per row costs more
     than the key join)."""
-    if dialect == "duckdb" and window is not None:
+    epoch = capabilities(dialect).epoch_functions
+    if epoch and window is not None:
         by_month = _date_key_by_month(event, window)
         if by_month is not None:
             return by_month
-    if dialect == "duckdb":
+    if epoch:
         # EXTRACT on a TIMESTAMPTZ goes through ICU's calendar for every row; the same instant
         # as a plain UTC TIMESTAMP is integer arithmetic (a third of the append's cost, measured),
         # and its DATE a quarter cheaper again
@@ -381,7 +382,7 @@ def _date_key(event: exp.Expr, dialect: str, window: Window | None = None) -> ex
 
 
 def _date_key_by_month(event: exp.Expr, window: Window) -> exp.Expr | None:
-    """The date key of an event in ``window`` (DuckDB) as its day number plus a constant per
+    """The date key of an event in ``window`` (a dialect with epoch_functions) as its day number plus a constant per
     calendar month the window touches: ``day + (yyyymm01 - first day of the month)``. A
     division and an addition per row, where three calendar conversions cost three times the
     rest of the date work (measured on 1M rows). None before 1970 (integer division truncates

@@ -33,6 +33,7 @@ from sqlglot.tokens import TokenType
 
 from riverbed.errors import first_line, missing_database
 from riverbed.load.warehouse import (
+    DIALECTS,
     READ_ONLY_HINT,
     STREAM_BATCH_ROWS,
     QueryStopped,
@@ -102,7 +103,7 @@ _CHUNK_ROWS = STREAM_BATCH_ROWS if psycopg.pq.version() >= 170000 else 1
 class PostgresWarehouse:
     name = "postgres"
     dialect = "postgres"
-    has_indexes = True
+    has_indexes = DIALECTS[dialect].has_indexes  # True
 
     def __init__(self, dsn: str, password: str | None = None, *, read_only: bool = False):
         self.display = _display(dsn)

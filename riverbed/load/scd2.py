@@ -116,8 +116,9 @@ from riverbed.load.scd2_plan import (
     _zero,
     plan,
 )
+from riverbed.load.warehouse import DIALECTS, capabilities
 
-MERGE_DIALECTS = ("duckdb", "postgres")
+MERGE_DIALECTS = tuple(name for name, can in DIALECTS.items() if can.scd2_merge)
 INFERRED_SINCE = "1900-01-01 00:00:00+00"  # effective_date of an inferred member
 # the columns SCD2 adds to a dimension's source columns, by what they say of a version
 VERSION_COLUMNS = (
@@ -499,7 +500,7 @@ def _check_dialect(dialect: str, *, merge: bool = True) -> None:
         Dialect.get_or_raise(dialect)
     except ValueError as exc:  # "Unknown dialect 'x'. Did you mean ...?"
         raise ConfigError([f"warehouse.engine: {first_line(exc)}"]) from exc
-    if merge and dialect not in MERGE_DIALECTS:
+    if merge and not capabilities(dialect).scd2_merge:
         raise ConfigError(
             [
                 f"warehouse.engine: the SCD2 merge runs on {' and '.join(MERGE_DIALECTS)} "

@@ -4,9 +4,14 @@ Task: run the resource; on an error, the first Retry rule whose ``errors`` match
 (transient, terminal, quality) retries it after ``interval * backoff_rate ** n`` seconds
 (capped by ``max_delay_seconds``; ``jitter: full`` draws uniformly below that), at most
 ``max_attempts`` times; then the first matching Catch rule routes to its state, else the run
-fails. Parallel: branches run on a pool of ``max_concurrency`` threads; a failed branch makes
-the Parallel fail with its error once the running branches end (branches not started yet are
-not started), and a Parallel has its own Retry/Catch. Choice: the first rule that holds.
+fails. The class is the error's ``error_class`` (riverbed.errors.ErrorClass, read by
+machine.classify). These rules are the layer that retries a task's failures: a task does not
+also retry them inside (the transform turns its own retries off when the state's rules take
+transient errors; riverbed.errors lists who retries what). Parallel: branches run on a pool
+of ``max_concurrency`` threads; a failed branch makes the Parallel fail with its error once
+the running branches end (branches not started yet are not started), and a Parallel has its
+own Retry/Catch (as in Step Functions, a branch's task retried by its own rules and then by
+the Parallel's is retried by both: the default ``orchestration.retry`` applies to each). Choice: the first rule that holds.
 Succeed / Fail end the run.
 
 Variables: tasks return numbers (``new_data``, ``pending_batches``, rows ...) that later
@@ -45,7 +50,7 @@ from riverbed.config.models import (
     SucceedState,
     TaskState,
 )
-from riverbed.errors import RiverbedError, first_line
+from riverbed.errors import ErrorClass, RiverbedError, first_line
 from riverbed.observe.logs import log_context, log_event
 from riverbed.orchestrate.history import RunHistory
 from riverbed.orchestrate.machine import choose, classify, matches
@@ -90,8 +95,10 @@ class InjectedFault(RiverbedError):
     """orchestration.fault_injection: a test-only failure of a chosen task state."""
 
     def __init__(self, state: str, error_class: str):
-        super().__init__(f"injected {error_class} failure of state {state} (fault_injection)")
-        self.transient = error_class == "transient"
+        super().__init__(
+            f"injected {error_class} failure of state {state} (fault_injection)",
+            error_class=ErrorClass(error_class),
+        )
 
 
 @dataclass

@@ -36,8 +36,7 @@ from riverbed.config.models import (
     SucceedState,
     TaskState,
 )
-
-ERROR_CLASSES = ("transient", "terminal", "quality")
+from riverbed.errors import ErrorClass, RiverbedError
 
 
 def default_machine(config: RiverbedConfig) -> MachineConfig:
@@ -143,18 +142,14 @@ def _holds(rule: ChoiceRule, value: float) -> bool:
 
 
 def classify(exc: BaseException) -> str:
-    """transient, terminal or quality: read from the error, classified where it was raised
-    (``RiverbedError.transient``; the transform's QualityFailure); OS-level I/O and connection
-    errors that escaped translation are transient, anything else terminal."""
-    from riverbed.errors import RiverbedError
-
-    if getattr(exc, "error_class", None) in ERROR_CLASSES:
-        return str(exc.error_class)  # type: ignore[attr-defined]
+    """transient, terminal or quality: a RiverbedError's ``error_class``, decided where it
+    was raised (riverbed.errors); OS-level I/O and connection errors that escaped translation
+    are transient, anything else terminal."""
     if isinstance(exc, RiverbedError):
-        return "transient" if exc.transient else "terminal"
+        return exc.error_class.value
     if isinstance(exc, ConnectionError | TimeoutError | BlockingIOError):
-        return "transient"
-    return "terminal"
+        return ErrorClass.TRANSIENT.value
+    return ErrorClass.TERMINAL.value
 
 
 def matches(errors: Sequence[str], error_class: str) -> bool:

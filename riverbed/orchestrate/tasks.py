@@ -25,11 +25,12 @@ from typing import Any
 
 from riverbed.config.loader import Project
 from riverbed.config.models import TaskState
-from riverbed.errors import RiverbedError
+from riverbed.errors import ErrorClass, RiverbedError
 from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.observe.metrics import Metrics
 from riverbed.observe.notify import Dispatcher
 from riverbed.orchestrate.executor import StateError
+from riverbed.orchestrate.machine import matches
 
 
 def _empty_summary() -> dict[str, Any]:
@@ -76,7 +77,21 @@ class Tasks:
     def _transform(self, state: TaskState) -> dict[str, Any]:
         from riverbed.transform.runner import run_transform
 
-        result = run_transform(self.project, engine=self.engine, tables=self._chosen(state))
+        # transient failures are retried at one layer: this state's Retry rules when they take
+        # them, the transform's own retries (transform.retries) only when they do not;
+        # both would multiply the attempts
+        retriers = (
+            state.retry if state.retry is not None else self.project.config.orchestration.retry
+        )
+        retried = any(
+            matches(r.errors, ErrorClass.TRANSIENT) and r.max_attempts > 0 for r in retriers
+        )
+        result = run_transform(
+            self.project,
+            engine=self.engine,
+            tables=self._chosen(state),
+            retries=0 if retried else None,
+        )
         self._summarise_transform(result.as_dict())
         metrics = Metrics(self.manifest)
         failures = 0

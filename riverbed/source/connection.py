@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from riverbed.config.loader import Project
 from riverbed.config.models import SecretRef
-from riverbed.errors import SourceError, first_line, missing_database
+from riverbed.errors import ErrorClass, SourceError, first_line, missing_database
 from riverbed.source.embedded import EmbeddedServer
 
 
@@ -59,9 +59,9 @@ class Source:
                 error = SourceError(
                     f'cannot connect to {self.display}: database "{database}" does not exist '
                     f"on the server; create it (CREATE DATABASE {database}), or fix {key} in "
-                    "riverbed.yaml"
+                    "riverbed.yaml",
+                    error_class=ErrorClass.TERMINAL,  # it will not appear by retrying
                 )
-                error.transient = False  # it will not appear by retrying
                 raise error from exc
             fix = (
                 "start it with `riverbed source up`"

@@ -11,6 +11,8 @@ from riverbed.transform.engine import DIALECT, TransformEngineError
 
 class DuckDBEngine:
     name = "duckdb"
+    keeps_input_order = True  # in process, insertion order preserved (DuckDB's default)
+    returns_reference_types = True  # its types are the reference
 
     def __init__(self, threads: int | None = None, memory_limit: str | None = None):
         self._db = duckdb.connect(":memory:")

@@ -4,6 +4,10 @@ Statements are sqlglot expressions in Riverbed's own dialect (DuckDB's, the one 
 transforms and custom rules in); each engine generates them for itself. Inputs are registered
 as named relations, results come back as Arrow tables, so every engine hands the same values to
 the same Parquet writer and staged output is identical whichever engine ran it.
+
+Where engines differ in what the runner may rely on, the engine says so in a capability flag
+(``keeps_input_order``, ``returns_reference_types``), never ``if engine.name == ...`` in the
+runner; ``name`` is only a label (results, logs).
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ DIALECT = "duckdb"  # the dialect of SQL in riverbed.yaml
 
 
 class TransformEngineError(RiverbedError):
-    """A statement failed in the engine. ``transient`` when a retry may succeed (I/O, a lock)."""
-
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+    """A statement failed in the engine; made with ``transient=True`` when a retry may
+    succeed (I/O, a lock; RiverbedError's ``error_class``)."""
 
 
 class TransformEngine(Protocol):
-    name: str
+    name: str  # "duckdb" | "spark": a label for results and logs, never branched on
+    # a query without ORDER BY that neither joins nor windows (a plain scan, projection and
+    # filter of one relation) returns its rows in the order of its input; when False the
+    # runner sorts every result back into source order by (_lsn, _seq)
+    keeps_input_order: bool
+    # results come back in the types of Riverbed's dialect (DuckDB's, the reference the staged
+    # files are typed by); when False the runner casts them to the reference types
+    returns_reference_types: bool
 
     def register(self, name: str, table: pa.Table) -> None:
         """Make ``table`` queryable as relation ``name`` (replacing any previous one)."""

@@ -46,7 +46,7 @@ from sqlglot import exp
 
 from riverbed.config.loader import Project
 from riverbed.config.models import QualityRule, TableConfig
-from riverbed.errors import ConfigError, RiverbedError, UsageError
+from riverbed.errors import ConfigError, ErrorClass, RiverbedError, UsageError
 from riverbed.lake.declared import Declared, as_declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
@@ -80,7 +80,7 @@ class QualityFailure(RiverbedError):
     """A rule with action fail found bad data: the batch was not staged. Never retried: the
     orchestrator's error class ``quality``."""
 
-    error_class = "quality"
+    error_class = ErrorClass.QUALITY
 
 
 @dataclass
@@ -263,9 +263,12 @@ class TransformRun:
         engine: TransformEngine,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retries: int | None = None,
     ):
         self.project = project
         self.config = project.config
+        # see _with_retries; None: transform.retries
+        self.retries = self.config.transform.retries if retries is None else retries
         self.storage = storage
         self.manifest = manifest
         self.bookmarks = Bookmarks(manifest)
@@ -371,7 +374,15 @@ class TransformRun:
             )
 
     def _with_retries(self, work: Callable[[], _T]) -> _T:
-        attempts = self.config.transform.retries + 1
+        """``work`` (one batch's check, or the writing of its output), again after a
+        transient LakeError or TransformEngineError, ``self.retries`` times with backoff.
+
+        The transform's own retries, for a step that failed on a blip: only that step is
+        redone. ``riverbed run --stage transform`` relies on them (``transform.retries``);
+        under the orchestrator they are off (``retries=0``) when the transform state's Retry
+        rules take transient errors, which then rerun the task (staged batches are kept):
+        both retrying would multiply the attempts (retries x max_attempts)."""
+        attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             try:
                 return work()
@@ -405,7 +416,7 @@ class TransformRun:
         flagged = self._flag_beside(cfg, raw, shape, checks)
         if flagged is None:
             flagged = self._flag(batch, checks)
-        if self.engine.name != DuckDBEngine.name:
+        if not self.engine.returns_reference_types:
             flagged = _conform(flagged, shape)
         dataset = [self._dataset_result(c.rule, c.query, shape, flagged) for c in checks.dataset]
         results = self._row_results(cfg, checks, flagged) + dataset
@@ -638,20 +649,21 @@ class TransformRun:
 
     def _flag(self, batch: Batch, checks: CompiledChecks) -> pa.Table:
         # joins and windows (some rules need them) shuffle rows: then the engine sorts them
-        # back, in parallel; plain per-row checks keep the input order in DuckDB
+        # back, in parallel; plain per-row checks keep the input order in an engine that
+        # keeps_input_order
         if not checks.row_rules:
             everything = exp.select(exp.Star()).from_("transformed")
-            if self.engine.name == DuckDBEngine.name:
+            if self.engine.keeps_input_order:
                 return self.engine.query(everything)
             return self.engine.query(everything.order_by(exp.column("_lsn"), exp.column("_seq")))
         shuffles = _shuffles(checks)
         ordered = (
             checks.flagged.order_by(exp.column("_lsn"), exp.column("_seq"))
-            if shuffles or self.engine.name != DuckDBEngine.name
+            if shuffles or not self.engine.keeps_input_order
             else checks.flagged
         )
         try:
-            if shuffles and self.engine.name == DuckDBEngine.name:
+            if shuffles and self.engine.keeps_input_order:
                 return self._flag_in_order(checks, ordered)
             return self.engine.query(ordered)
         except TransformEngineError as exc:
@@ -674,11 +686,12 @@ class TransformRun:
         self, cfg: TableConfig, raw: pa.Table, shape: pa.Schema, checks: CompiledChecks
     ) -> pa.Table | None:
         """The flagged rows, each column the transforms leave alone taken from ``raw`` as it
-        is, when DuckDB keeps every row of the batch (no filter); None otherwise. The engine
-        computes only the transformed columns and the flags: copying every column in and
-        out of it cost as much as all the rules. Rules that shuffle rows (joins, windows)
-        have just those columns sorted back into source order, not whole rows."""
-        if self.engine.name != DuckDBEngine.name or cfg.filter:
+        is, when the engine keeps_input_order and keeps every row of the batch (no filter);
+        None otherwise. The engine computes only the transformed columns and the flags:
+        copying every column in and out of it cost as much as all the rules. Rules that
+        shuffle rows (joins, windows) have just those columns sorted back into source order,
+        not whole rows."""
+        if not self.engine.keeps_input_order or cfg.filter:
             return None
         computed = [n for n in shape.names if n in cfg.transforms]
         narrow = _positions_and_flags(checks, computed)
@@ -707,8 +720,8 @@ class TransformRun:
         )
 
     def _flag_in_order(self, checks: CompiledChecks, ordered: exp.Select) -> pa.Table:
-        """The flagged rows in source order when the rules shuffle them (DuckDB) and a filter
-        drops rows (else _flag_beside does it).
+        """The flagged rows in source order when the rules shuffle them in an engine that
+        keeps_input_order, and a filter drops rows (else _flag_beside does it).
 
         Sorting the whole result costs twice the query that computes it: every column of
         every row goes through the sort. So only the positions and flags are sorted, and the
@@ -1257,8 +1270,11 @@ def run_transform(
     *,
     engine: str | None = None,
     tables: Sequence[str] | None = None,
+    retries: int | None = None,
 ) -> TransformResult:
-    """Transform every pending raw file of ``tables`` (default: all in config), exactly once."""
+    """Transform every pending raw file of ``tables`` (default: all in config), exactly once.
+    ``retries``: of a batch step after a transient error (default ``transform.retries``; 0
+    where a caller retries the whole transform itself, see TransformRun._with_retries)."""
     cfg = project.config
     unknown = sorted(set(tables or ()) - set(cfg.tables))
     if unknown:
@@ -1272,7 +1288,7 @@ def run_transform(
             engine or cfg.transform.engine, cfg.transform.spark_master, cfg.transform.spark_conf
         )
         try:
-            return TransformRun(project, storage, manifest, chosen).run(tables)
+            return TransformRun(project, storage, manifest, chosen, retries=retries).run(tables)
         finally:
             chosen.close()
             manifest.close()

@@ -121,6 +121,8 @@ class SparkEngine:
     """
 
     name = "spark"
+    keeps_input_order = False  # partitions come back in any order
+    returns_reference_types = False  # widens decimal products, counts in int32, ...
 
     def __init__(self, master: str = "local[*]", conf: Mapping[str, str] | None = None):
         wanted = {**(_LOCAL_CONF if master.startswith("local") else {}), **(conf or {})}

@@ -11,7 +11,8 @@ cannot help. A receiver that says how long to wait (``Retry-After``, in seconds 
 usually with 429 or 503) is waited for, up to MAX_WAIT_SECONDS: asking again sooner is what
 rate limiters punish. All of it within the retry window (RETRY_WINDOW_SECONDS): no attempt
 starts after it, and none runs past it by more than a second, so whoever waits for a delivery
-knows for how long.
+knows for how long. This is the one layer that retries a delivery (riverbed.errors lists who
+retries what): the Dispatcher does not, and the default machine's notify state has no Retry.
 """
 
 from __future__ import annotations
