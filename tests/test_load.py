@@ -337,7 +337,7 @@ def test_query_is_read_only_and_speaks_formats(database: Database, project: Path
     table = run_cli(
         "query", "--as", "admin", "select count(*) as n from dim_customer", "-c", str(project)
     )
-    assert table.code == 0 and "1 rows" in table.out
+    assert table.code == 0 and "1 row\n" in table.out
     write = run_cli("query", "--as", "admin", "delete from dim_customer", "-c", str(project))
     assert write.code != 0 and "Traceback" not in write.err
     assert len(rows(project, "select * from dim_customer")) == 1
