@@ -686,7 +686,7 @@ class OrchestrationConfig(Model):
         if len(value.split()) != 5:
             raise ValueError("cron needs five fields: minute hour day-of-month month day-of-week")
         # the parser `riverbed run` schedules with, so every command refuses what run would
-        from riverbed.orchestrate.schedule import CronSchedule
+        from riverbed.config.cron import CronSchedule
 
         CronSchedule(value)  # raises ValueError naming the field and what it allows
         return value
