@@ -88,7 +88,7 @@ def captured_tables(project: Project, conn: Any) -> list[str]:
     ]
 
 
-def run_capture(
+def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; to be split
     project: Project,
     *,
     follow: bool,
