@@ -243,12 +243,12 @@ from riverbed.capture.stream import ChangeStream
 damage = sys.argv.pop(1)
 original = ChangeStream._handle
 
-def handle(self, buf, data_start):
+def handle(self, buf):
     if damage == "column kind" and buf[:1] == b"I":
         buf = buf[:8] + b"x" + buf[9:]
     elif damage == "truncated" and buf[:1] == b"B":
         buf = buf[:5]
-    original(self, buf, data_start)
+    original(self, buf)
 
 ChangeStream._handle = handle
 from riverbed.cli import main
@@ -291,7 +291,7 @@ dsn = sys.argv.pop(1)
 original = ChangeStream._handle
 done = []
 
-def handle(self, buf, data_start):
+def handle(self, buf):
     if buf[:1] == b"I" and not done:
         done.append(1)
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -299,7 +299,7 @@ def handle(self, buf, data_start):
                 "select pg_terminate_backend(pid) from pg_stat_activity"
                 " where backend_type = 'walsender' and datname = current_database()"
             )
-    original(self, buf, data_start)
+    original(self, buf)
 
 ChangeStream._handle = handle
 from riverbed.cli import main

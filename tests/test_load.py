@@ -193,7 +193,7 @@ def test_a_fact_load_that_dies_is_redone_without_duplicates(
     project_cfg = load_project(project)
     real_loaded = load_runner.Loader._loaded
 
-    def killed(self: Any, *args: Any) -> int:
+    def killed(_self: Any, *_args: Any) -> int:
         raise RuntimeError("killed: committed in the warehouse, never recorded as loaded")
 
     monkeypatch.setattr(load_runner.Loader, "_loaded", killed)
@@ -386,9 +386,7 @@ def pg_files(project: Path) -> list[dict[str, Any]]:
     )
 
 
-def test_query_runs_one_statement_and_keeps_nothing(
-    database: Database, project: Path, tmp_path: Path
-) -> None:
+def test_query_runs_one_statement_and_keeps_nothing(project: Path, tmp_path: Path) -> None:
     pipeline(project)
     canary(project)
     if "engine: postgres" in project.read_text():
@@ -425,7 +423,7 @@ def postgres_attacks(project: Path) -> None:
     cfg = load_project(project)
     warehouse = open_warehouse(cfg.config.warehouse, cfg.root, read_only=True)
     try:
-        warehouse._one_statement = lambda text: None  # type: ignore[attr-defined]
+        warehouse._one_statement = lambda _text: None  # type: ignore[attr-defined]
         with pytest.raises(WarehouseError, match="multiple commands"):
             warehouse.query("set transaction read write; insert into canary values (9)")
         # one statement that turns read-only off leaves the next query read-only still

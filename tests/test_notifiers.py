@@ -276,7 +276,7 @@ def test_a_failing_notifier_is_logged_and_the_others_still_deliver(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Broken:
-        def notify(self, event: dict[str, Any]) -> None:
+        def notify(self, _event: dict[str, Any]) -> None:
             raise RuntimeError("boom")
 
     good = Blocking()

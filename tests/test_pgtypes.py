@@ -81,7 +81,7 @@ def equal(ours: Any, theirs: Any) -> bool:
     return bool(ours == theirs)
 
 
-def raw_text(ours: Any, theirs: Any) -> bool:
+def raw_text(_ours: Any, _theirs: Any) -> bool:
     """Marker: compared with the server's text itself (psycopg makes other objects of it)."""
     raise AssertionError("compared by _agrees")
 
@@ -718,7 +718,7 @@ HOT = {
 def _python_calls(column: PgColumn, values: list[bytes | str | None]) -> int:
     calls = 0
 
-    def count(frame: Any, event: str, arg: Any) -> None:
+    def count(_frame: Any, event: str, _arg: Any) -> None:
         nonlocal calls
         if event in ("call", "c_call"):
             calls += 1

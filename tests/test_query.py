@@ -181,7 +181,7 @@ def test_nested_and_interval_columns_are_json_text_in_csv(engine: str, project: 
     ]
 
 
-def test_timestamps_read_the_same_in_csv_and_json(engine: str, project: Path) -> None:
+def test_timestamps_read_the_same_in_csv_and_json(project: Path) -> None:
     sql = (
         "select timestamptz '2024-01-02 03:04:05.5+00' as tz, timestamp '2024-01-02 03:04:05'"
         " as ts, date '2024-01-02' as d, time '01:02:03' as t, cast(1.50 as decimal(5, 2)) as n"

@@ -19,9 +19,7 @@ SMALL = HistorySpec(
 )
 
 
-def test_same_seed_gives_identical_tables_and_another_seed_does_not(
-    pg_server, tmp_path: Path
-) -> None:
+def test_same_seed_gives_identical_tables_and_another_seed_does_not(pg_server) -> None:
     import uuid
 
     names = [f"seed_{uuid.uuid4().hex[:8]}" for _ in range(3)]

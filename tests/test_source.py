@@ -128,7 +128,7 @@ def test_unreachable_external_source_says_what_to_fix(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to a normal user needs root")
-def test_works_as_a_normal_user(tmp_path: Path) -> None:
+def test_works_as_a_normal_user() -> None:
     """As a normal user the server runs as that user (as root it runs as embedded_postgres)."""
     user = "riverbed_tester"
     if subprocess.run(["id", user], capture_output=True).returncode != 0:

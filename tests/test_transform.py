@@ -438,7 +438,7 @@ def test_an_orchestrated_transform_leaves_transient_retries_to_the_retry_rules(
 
     calls = {"n": 0}
 
-    def broken(self: DuckDBEngine, statement: Any) -> pa.Table:
+    def broken(_self: DuckDBEngine, _statement: Any) -> pa.Table:
         calls["n"] += 1
         raise TransformEngineError("duckdb: IO Error: file is locked", transient=True)
 

@@ -1,1 +1,9 @@
-"""Capture: a consistent snapshot plus logical replication (pgoutput) from PostgreSQL into the lake."""
+"""Capture: a consistent snapshot plus logical replication (pgoutput) from PostgreSQL into the lake.
+
+``runner`` (`riverbed capture`: slot and publication, the snapshot once, then the stream),
+``slot`` (the publication and replication slot Riverbed owns), ``snapshot`` (the initial copy),
+``stream`` (changes from the slot into the lake, exactly once), ``pgoutput`` and ``tuples``
+(decoding the protocol), ``pgtypes`` (PostgreSQL types and text values to Arrow), ``changes``
+(decoded changes buffered into Arrow tables), ``lag`` (how far the lake is behind, measured
+from the source).
+"""

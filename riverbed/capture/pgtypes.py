@@ -333,7 +333,7 @@ def _cast(text: pa.StringArray, target: pa.DataType) -> pa.Array:
     return pc.cast(text, target)
 
 
-def _bool(text: pa.StringArray, target: pa.DataType) -> pa.Array:
+def _bool(text: pa.StringArray, _target: pa.DataType) -> pa.Array:
     # PostgreSQL prints exactly 't' or 'f'; Arrow's own bool parser does not accept 'f'.
     true = pc.equal(text, "t")
     if pc.any(pc.and_(pc.invert(true), pc.not_equal(text, "f"))).as_py():

@@ -203,7 +203,7 @@ class ChangeStream:
             message = read()
             if message is not None:
                 try:
-                    handle(message.payload, message.data_start)
+                    handle(message.payload)
                 except (pgoutput.ProtocolError, struct.error, IndexError) as exc:
                     raise _malformed(message.payload, message.data_start, exc) from exc
                 busy = True
@@ -301,7 +301,7 @@ class ChangeStream:
 
     # --- messages -------------------------------------------------------------------------
 
-    def _handle(self, buf: bytes, data_start: int) -> None:
+    def _handle(self, buf: bytes) -> None:
         kind = buf[0]
         # the hot path: Insert, Delete and Update without an old tuple are stored undecoded
         if kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'

@@ -3,8 +3,10 @@
 Each command loads the config once, at the edge, and hands typed objects to the package that does
 the work. User errors (RiverbedError) become one red line and a non-zero exit, never a traceback.
 
-One module per command or group of commands; each registers its commands on the shared apps of
-``riverbed.cli.common``. The order of the imports below is the order of `riverbed --help`'s list.
+One module per command or group of commands (``init``, ``source``, ``shop``, ``capture``,
+``run``, ``runs``, ``ddl``, ``query``, ``status``, ``serve``, ``demo``); each registers its
+commands on the shared apps of ``riverbed.cli.common``. The order of the imports below is the
+order of `riverbed --help`'s list. Nothing imports the command line but ``riverbed.__main__``.
 """
 
 from __future__ import annotations

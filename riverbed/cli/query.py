@@ -157,7 +157,7 @@ class Watchdog:
         # main thread inside the driver's C call never reaches before the query ends. Its C
         # handler, run in whichever thread the signal hit, also writes the signal's number to
         # the wakeup fd, which the watchdog reads; the Python handler is left nothing to do.
-        self._previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+        self._previous = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
         self._previous_fd = signal.set_wakeup_fd(self._wakeup_end, warn_on_full_buffer=False)
         self._started = time.monotonic()
         self._thread.start()

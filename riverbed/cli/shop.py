@@ -89,7 +89,7 @@ def seed_shop(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
     )
     task = progress.add_task("seed", total=spec.orders, stage="dimensions")
 
-    def advance(table: str, rows: int, orders_done: int) -> None:
+    def advance(table: str, _rows: int, orders_done: int) -> None:
         progress.start()  # shown once seeding has really begun, not before the seeded check
         progress.update(task, completed=orders_done, stage=table)
 

@@ -1,4 +1,9 @@
-"""Configuration: the typed models of riverbed.yaml and how it is loaded."""
+"""Configuration: the typed models of riverbed.yaml and how it is loaded.
+
+``models`` (the typed shape of riverbed.yaml), ``loader`` (parse, validate, one readable line per
+mistake; the demo config ``riverbed.yaml``), ``cron`` (the cron expressions a schedule takes).
+A leaf: it imports no stage, so every stage can read its config.
+"""
 
 from riverbed.config.loader import Project, demo_config_text, load_project, parse_config
 from riverbed.config.models import RiverbedConfig

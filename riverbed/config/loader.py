@@ -122,14 +122,14 @@ def parse_config(text: str, origin: str) -> RiverbedConfig:
     try:
         config = RiverbedConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([f"{origin}: {line}" for line in _describe(exc, data)]) from None
+        raise ConfigError([f"{origin}: {line}" for line in _describe(exc)]) from None
     problems = cross_reference_problems(config)
     if problems:
         raise ConfigError([f"{origin}: {line}" for line in problems])
     return config
 
 
-def _describe(exc: ValidationError, data: Any) -> list[str]:
+def _describe(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False):
         loc = [str(part) for part in error["loc"] if not _is_union_tag(part)]

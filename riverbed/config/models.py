@@ -147,18 +147,6 @@ def _conninfo_keys(dsn: str) -> dict[str, str] | None:
             keys[match.group(1)] = re.sub(r"\\(.)", r"\1", value)
             at = match.end()
     return keys if set(keys) <= _COMMON_KEYWORDS else None
-    keys = {}
-    at = 0
-    while at < len(dsn):
-        match = _KEYWORD_VALUE.match(dsn, at)
-        if match is None:
-            return None if dsn[at:].strip() else keys
-        value = match.group(2)
-        if value.startswith("'"):
-            value = value[1:-1]
-        keys[match.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
-        at = match.end()
-    return keys
 
 
 Dsn = Annotated[str | None, BeforeValidator(_dsn_without_password)]
@@ -686,7 +674,7 @@ class OrchestrationConfig(Model):
         if len(value.split()) != 5:
             raise ValueError("cron needs five fields: minute hour day-of-month month day-of-week")
         # the parser `riverbed run` schedules with, so every command refuses what run would
-        from riverbed.orchestrate.schedule import CronSchedule
+        from riverbed.config.cron import CronSchedule
 
         CronSchedule(value)  # raises ValueError naming the field and what it allows
         return value

@@ -234,7 +234,7 @@ class DuckDBWarehouse:
             rows = self._db.execute(_COLUMNS, [table]).fetchall()
         return {name: kind for name, kind in rows} or None
 
-    def analyze(self, table: str, *, changed: int | None = None) -> None:
+    def analyze(self, _table: str, *, changed: int | None = None) -> None:
         if changed is not None:
             return  # DuckDB keeps its statistics as rows go in; only deletes wait (below)
         # DuckDB counts a table's rows by its row groups, deleted rows included until a

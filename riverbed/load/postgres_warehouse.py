@@ -213,7 +213,7 @@ class PostgresWarehouse:
     def unordered(self) -> AbstractContextManager[None]:
         return nullcontext()  # inserts run on one backend either way
 
-    def keeps_order(self, insert: exp.Expr | str, table: str) -> bool:
+    def keeps_order(self, _insert: exp.Expr | str, _table: str) -> bool:
         # the order of rows within one load serves none of the loader's indexes: the B-trees
         # sort for themselves, and the BRIN on batch_id needs only the batches in order
         return True

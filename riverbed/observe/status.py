@@ -10,11 +10,11 @@ from riverbed.capture.lag import source_lag
 from riverbed.capture.pgoutput import format_lsn
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
+from riverbed.lake.batches import bad_files, quality_results
 from riverbed.lake.manifest import Manifest
 from riverbed.observe.alarms import alarm_states
 from riverbed.observe.metrics import Metrics
 from riverbed.source.connection import source_for
-from riverbed.transform.bookmarks import Bookmarks
 
 
 def gather(project: Project) -> dict[str, Any]:
@@ -84,9 +84,8 @@ def gather(project: Project) -> dict[str, Any]:
                 if landed
                 else None,
             }
-        transform = Bookmarks(manifest)
-        report["quality"] = transform.results()
-        report["bad_files"] = transform.bad_files()
+        report["quality"] = quality_results(manifest)
+        report["bad_files"] = bad_files(manifest)
         report["runs"] = _runs(manifest)
         report["alarms"] = alarm_states(manifest)
         report["last_hour"] = _last_hour(manifest, time.time())

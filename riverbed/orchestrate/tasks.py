@@ -59,10 +59,10 @@ class Tasks:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(
-        self, name: str, state: TaskState, variables: dict[str, float], caught: StateError | None
+        self, _name: str, state: TaskState, _variables: dict[str, float], caught: StateError | None
     ) -> dict[str, Any]:
         if state.resource == "notify":
-            return self._notify(state, caught)
+            return self._notify(caught)
         run = getattr(self, f"_{state.resource}")
         return dict(run(state))
 
@@ -179,7 +179,7 @@ class Tasks:
             "pending_batches": pending,
         }
 
-    def _publish(self, state: TaskState) -> dict[str, Any]:
+    def _publish(self, _state: TaskState) -> dict[str, Any]:
         values = {"published_runs": 1.0}
         if self.manifest.has_table("load_batches"):
             (loaded_at,) = self.manifest.query("select max(loaded_at) from load_batches")[0]
@@ -188,7 +188,7 @@ class Tasks:
         Metrics(self.manifest).record(values)
         return {"published": 1}
 
-    def _notify(self, state: TaskState, err: StateError | None) -> dict[str, Any]:
+    def _notify(self, err: StateError | None) -> dict[str, Any]:
         """Tell orchestration.notify that the run failed with ``err``, the StateError the
         Catch that led here took (None when no Catch did)."""
         targets = self.project.config.orchestration.notify

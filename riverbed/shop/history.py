@@ -119,9 +119,6 @@ class HistoryGenerator:
         for k, n_orders in enumerate(per_month):
             yield from self._month(k, int(n_orders), dims)
 
-    def total_orders(self) -> int:
-        return self.spec.orders
-
     # --- dimensions -----------------------------------------------------------------------
 
     def _places(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

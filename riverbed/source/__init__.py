@@ -1,1 +1,4 @@
-"""The source PostgreSQL: the embedded server Riverbed manages, or an external one by DSN."""
+"""The source PostgreSQL: the embedded server Riverbed manages, or an external one by DSN.
+
+``connection`` (how every command reaches the source), ``embedded`` (the embedded PostgreSQL 18).
+"""

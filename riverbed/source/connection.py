@@ -70,10 +70,6 @@ class Source:
             )
             raise SourceError(f"cannot connect to {self.display}: {first}; {fix}") from exc
 
-    def with_database(self, database: str) -> Source:
-        """The same server, another database."""
-        return Source(make_conninfo(self.dsn, dbname=database), self.password, self.embedded)
-
 
 # SQLSTATEs of a session the server ended or cannot start: class 08 (connection exception),
 # 57P01 admin_shutdown (a fast shutdown or restart, pg_terminate_backend), 57P02 crash_shutdown,

@@ -590,7 +590,7 @@ _Builder = Callable[[QualityRule, exp.Column, RuleContext], tuple[exp.Expr, exp.
 
 
 def _accepted_values(
-    rule: QualityRule, value: exp.Column, ctx: RuleContext
+    rule: QualityRule, value: exp.Column, _ctx: RuleContext
 ) -> tuple[exp.Expr, exp.Expr]:
     # A NULL among the values would make NOT IN unknown for every row; nulls pass anyway.
     accepted = [v for v in rule.values or [] if v is not None]
@@ -606,12 +606,12 @@ def _accepted_values(
     return fails, reason
 
 
-def _range(rule: QualityRule, value: exp.Column, ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
+def _range(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
     shown = _concat(f"{rule.column} = ", _text(value.copy()))
     return _bounds(rule, value, shown, " is below min ", " is above max ")
 
 
-def _length(rule: QualityRule, value: exp.Column, ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
+def _length(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
     length = exp.Length(this=_text(value))
     shown = _concat(f"{rule.column} '", _text(value.copy()), "' has length ", _text(length.copy()))
     if rule.min is None and rule.max is None:
@@ -635,7 +635,7 @@ def _bounds(
     return fails, reason
 
 
-def _regex(rule: QualityRule, value: exp.Column, ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
+def _regex(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
     assert rule.pattern is not None
     matches = exp.RegexpLike(this=_text(value), expression=exp.Literal.string(rule.pattern))
     reason = _concat(
@@ -645,7 +645,7 @@ def _regex(rule: QualityRule, value: exp.Column, ctx: RuleContext) -> tuple[exp.
 
 
 def _valid_date(
-    rule: QualityRule, value: exp.Column, ctx: RuleContext
+    rule: QualityRule, value: exp.Column, _ctx: RuleContext
 ) -> tuple[exp.Expr, exp.Expr]:
     """min and max of a valid_date rule are years, inclusive: min 1900 accepts 1900-01-01."""
     as_date = exp.TryCast(this=value, to=exp.DataType.build("DATE"), safe=True)

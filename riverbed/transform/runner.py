@@ -791,7 +791,7 @@ class TransformRun:
         return results
 
     def _split(
-        self, cfg: TableConfig, checks: CompiledChecks, flagged: pa.Table
+        self, _cfg: TableConfig, checks: CompiledChecks, flagged: pa.Table
     ) -> tuple[pa.Table, pa.Table]:
         helper = [c for c in flagged.column_names if c.startswith(("_fail_", "_reason_"))]
         quarantining = [i for i, r in enumerate(checks.row_rules) if r.action == "quarantine"]

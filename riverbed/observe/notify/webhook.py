@@ -60,7 +60,7 @@ class _Failure(Exception):
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
         return None  # the 3xx then surfaces as an HTTPError
 
 
