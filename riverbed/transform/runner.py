@@ -23,12 +23,12 @@ so "exists in the dimension" includes what this very run staged.
 from __future__ import annotations
 
 import difflib
-import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -57,6 +57,7 @@ from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleRes
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError, open_engine
 from riverbed.transform.pii import pii_key, protect
+from riverbed.transform.plan import RulePlan, table_order
 from riverbed.transform.rules import (
     BATCH,
     CompiledChecks,
@@ -140,117 +141,6 @@ def _not_a_column(key: str, column: str, table: str, columns: list[str]) -> Conf
     )
 
 
-def table_order(tables: dict[str, TableConfig]) -> list[str]:
-    """Config order, except that a table comes after every table its rules refer to."""
-    needs = {name: referenced_tables(name, cfg, tables) for name, cfg in tables.items()}
-    ordered: list[str] = []
-    visiting: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in ordered or name in visiting:
-            return  # a cycle is allowed: the table then checks against earlier runs only
-        visiting.add(name)
-        for other in sorted(needs[name]):
-            visit(other)
-        visiting.discard(name)
-        ordered.append(name)
-
-    for name in tables:
-        visit(name)
-    return ordered
-
-
-def referenced_tables(name: str, cfg: TableConfig, tables: dict[str, Any]) -> set[str]:
-    """Config tables a table's rules read (besides itself)."""
-    found: set[str] = set()
-    for rule in cfg.quality:
-        if rule.reference:
-            found.add(rule.reference.split(".")[0])
-        if rule.sql:
-            tree = _rule_tree(rule)
-            if tree is not None:  # else reported by the rule compiler, with the rule's name
-                found.update(t.name for t in tree.find_all(exp.Table) if t.name in tables)
-    found.discard(name)
-    return found
-
-
-def _rule_columns(cfg: TableConfig) -> set[str] | None:
-    """Every column name a table's rules mention (any qualifier): what reading another table's
-    current rows needs. None when a rule selects ``*``."""
-    names: set[str] = set()
-    for rule in cfg.quality:
-        if rule.reference:
-            names.add(rule.reference.split(".")[1])
-        if rule.sql:
-            tree = _rule_tree(rule)
-            if tree is None:
-                continue
-            if any(isinstance(s, exp.Star) for s in tree.find_all(exp.Star)):
-                return None
-            names.update(c.name for c in tree.find_all(exp.Column))
-    return names
-
-
-def _key_lookups(
-    table: str, cfg: TableConfig, other: str, other_keys: list[str]
-) -> list[tuple[str, str]] | None:
-    """How ``table``'s rules read ``other``: [(other's key column, own column)] when every rule
-    that reads it looks rows up by key equal to a column of the checked row (a references
-    rule, or ``o.key = table.column`` in custom SQL); None when some rule reads it otherwise,
-    or by a column a transform computes (the rows are chosen by the raw batch's values before
-    any transform runs), so all of its current rows are needed."""
-    if len(other_keys) != 1:
-        return None
-    key = other_keys[0]
-    pairs: list[tuple[str, str]] = []
-    for rule in cfg.quality:
-        if rule.reference and rule.reference.split(".")[0] == other:
-            if rule.reference.split(".")[1] != key or rule.column is None:
-                return None
-            pairs.append((key, rule.column))
-        elif rule.sql:
-            tree = _rule_tree(rule)
-            if tree is None:
-                return None
-            tables = [t for t in tree.find_all(exp.Table) if t.name == other]
-            if not tables:
-                continue
-            if rule.type == "sql_dataset":
-                return None
-            for ref in tables:
-                alias = ref.alias_or_name
-                found = None
-                for eq in tree.find_all(exp.EQ):
-                    sides = [eq.this, eq.expression]
-                    if not all(isinstance(c, exp.Column) for c in sides):
-                        continue
-                    theirs = [c for c in sides if c.table == alias and c.name == key]
-                    mine = [c for c in sides if c.table == table]
-                    if theirs and mine:
-                        found = (key, mine[0].name)
-                if found is None:
-                    return None
-                pairs.append(found)
-    if any(own in cfg.transforms for _, own in pairs):
-        return None
-    return pairs or None
-
-
-def _rule_tree(rule: QualityRule) -> exp.Expr | None:
-    """A custom rule's SQL as a query tree (a row-level predicate in a WHERE), or None when it
-    does not parse: the rule compiler then says why, naming the rule. Read-only: shared."""
-    return _parsed(rule.query_text)
-
-
-@functools.lru_cache(maxsize=256)
-def _parsed(text: str) -> exp.Expr | None:
-    # each batch asks several questions of the same rules: parse each text once per process
-    try:
-        return sqlglot.parse_one(text, read=DIALECT)
-    except sqlglot.errors.ParseError:
-        return None
-
-
 class TransformRun:
     """Runs the transform stage of one project on one engine."""
 
@@ -296,11 +186,12 @@ class TransformRun:
         of two cores idle a third of the time (the Python between engine calls, the encoder's
         tail), together they fill each other's gaps. Bookmarks still commit on this thread and
         in batch order, each before the next batch's output is written; a table whose checks
-        read its own earlier batches (see _reads_own_batches) checks a batch only once the one
+        read its own earlier batches (RulePlan.reads_own_batches) checks a batch only once the one
         before is committed."""
         run = TableRun(table)
         self._finish_set_asides(table)
-        overlap = not _reads_own_batches(table, self.config.tables[table])
+        plan = RulePlan.of(table, self.config.tables)
+        overlap = not plan.reads_own_batches
         writing: list[_Written] = []  # at most one: the batch before
 
         def land() -> None:
@@ -318,7 +209,7 @@ class TransformRun:
                         if not overlap:
                             land()
                         try:
-                            checked = self._with_retries(partial(self._check, batch))
+                            checked = self._with_retries(partial(self._check, batch, plan))
                         except _BadFile as bad:
                             land()
                             result.bad_files.append(self._set_aside(bad.file, bad.reason))
@@ -393,7 +284,7 @@ class TransformRun:
 
     # --- one batch ------------------------------------------------------------------------
 
-    def _check(self, batch: Batch) -> _Checked:
+    def _check(self, batch: Batch, plan: RulePlan) -> _Checked:
         """Read, transform and check one batch; its rows split into staged and quarantined,
         PII protected, ready to write. Raises QualityFailure (recorded) if a rule fails it."""
         started = time.monotonic()
@@ -410,7 +301,7 @@ class TransformRun:
         # are materialised once, with their flags
         shape = self._shape(batch, cfg, raw.schema)
         _check_pii(batch.table, cfg, shape)
-        checks = self._checks(batch, cfg, raw, shape)
+        checks = self._checks(batch, plan, raw, shape)
         # in source order: _flag has the engine sort whatever could have shuffled it
         flagged = self._flag_beside(cfg, raw, shape, checks)
         if flagged is None:
@@ -572,13 +463,12 @@ class TransformRun:
         return latest_values(concat_versions(parts), keys, needed)
 
     def _checks(
-        self, batch: Batch, cfg: TableConfig, raw: pa.Table, shape: pa.Schema
+        self, batch: Batch, plan: RulePlan, raw: pa.Table, shape: pa.Schema
     ) -> CompiledChecks:
-        referenced = referenced_tables(batch.table, cfg, self.config.tables)
+        cfg = self.config.tables[batch.table]
         references = {}
-        for other in sorted(referenced):
+        for other, lookups in plan.references:
             relation = f"current_{other}"
-            lookups = _key_lookups(batch.table, cfg, other, self.config.tables[other].keys)
             restrict = None
             if lookups is not None:
                 # every rule reads `other` by its key: only the keys this batch names matter
@@ -587,13 +477,13 @@ class TransformRun:
                     for key, own in lookups
                     if own in raw.column_names
                 ]
-            rows = self._current_rows(other, _rule_columns(cfg), restrict=restrict)
+            rows = self._current_rows(other, plan.rule_columns, restrict=restrict)
             self.engine.register(relation, rows)
             references[other] = relation
         current = None
-        if _reads_own_rows(batch.table, cfg):
+        if plan.reads_own_rows:
             current = f"current_{batch.table}"
-            lookups = _own_lookups(batch.table, cfg)
+            lookups = plan.own_lookups
             if lookups is None:
                 rows = self._current_rows(batch.table, None, shape)
             else:
@@ -853,7 +743,7 @@ class TransformRun:
     def _current_rows(
         self,
         table: str,
-        columns: set[str] | None,
+        columns: AbstractSet[str] | None,
         like: pa.Schema | None = None,
         *,
         restrict: list[tuple[str, pa.Array]] | None = None,
@@ -1036,52 +926,6 @@ def _holding(rows: pa.Table, tests: list[_Test]) -> pa.Table:
         found = test(rows.column(column))
         mask = found if mask is None else pc.or_(mask, found)
     return rows.filter(mask)
-
-
-def _own_lookups(table: str, cfg: TableConfig) -> list[tuple[str, str]] | None:
-    """How ``table``'s rules read its own current rows: [(current rows' column, batch column)]
-    when each looks rows up by a value the checked batch holds (unique: rows holding one of
-    the batch's values; a reference to the table itself: rows the batch's values point to);
-    None when a rule reads them otherwise (SQL naming the table), or by a column a transform
-    computes (the rows are chosen by the raw batch's values, before any transform)."""
-    pairs: list[tuple[str, str]] = []
-    for rule in cfg.quality:
-        if rule.type == "unique" and rule.column is not None:
-            pairs.append((rule.column, rule.column))
-        elif rule.reference and rule.column is not None:
-            other, column = rule.reference.split(".")
-            if other == table:
-                pairs.append((column, rule.column))
-        elif rule.sql:
-            tree = _rule_tree(rule)
-            if tree is None or any(t.name == table for t in tree.find_all(exp.Table)):
-                return None
-    if any(own in cfg.transforms for _, own in pairs):
-        return None
-    return pairs or None
-
-
-def _reads_own_batches(table: str, cfg: TableConfig) -> bool:
-    """Whether checking a batch reads what this table's earlier batches staged or recorded:
-    its current rows (see _reads_own_rows), its recent row counts (row_count)."""
-    return _reads_own_rows(table, cfg) or any(r.type == "row_count" for r in cfg.quality)
-
-
-def _reads_own_rows(table: str, cfg: TableConfig) -> bool:
-    """Whether a rule reads the table's current rows: unique (against the warehouse), a
-    reference to the table itself, SQL naming it."""
-    for rule in cfg.quality:
-        if rule.type == "unique":
-            return True
-        if rule.reference and rule.reference.split(".")[0] == table:
-            return True
-        if rule.sql:
-            tree = _rule_tree(rule)
-            if tree is None:
-                return True  # the rule compiler reports it; assume the worst meanwhile
-            if any(t.name == table for t in tree.find_all(exp.Table)):
-                return True
-    return False
 
 
 class _BadFile(Exception):
