@@ -46,11 +46,11 @@ from sqlglot import exp
 from riverbed.config.loader import Project
 from riverbed.config.models import QualityRule, TableConfig
 from riverbed.errors import ConfigError, ErrorClass, RiverbedError
-from riverbed.lake.declared import Declared, as_declared, declared_columns
+from riverbed.lake.declared import Declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
-from riverbed.lake.reader import RowGroupFilter, concat_versions, resolve_unchanged_toast
+from riverbed.lake.reader import RowGroupFilter, concat_versions
 from riverbed.lake.storage import LakeError, LakeFileMissing, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
@@ -58,6 +58,15 @@ from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError, open_engine
 from riverbed.transform.pii import pii_key, protect
 from riverbed.transform.plan import RulePlan, table_order
+from riverbed.transform.read import (
+    EMPTY,
+    TYPE_RULE,
+    BadFile,
+    in_source_order,
+    read_batch,
+    resolve_toast,
+    split_untyped,
+)
 from riverbed.transform.rules import (
     BATCH,
     CompiledChecks,
@@ -67,8 +76,6 @@ from riverbed.transform.rules import (
 )
 
 CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
-LOST = "__lost"  # why a raw row lost a value to its declared type (riverbed.lake.declared)
-TYPE_RULE = "type"  # the built-in check that sets such rows aside
 POSITION = ("_lsn", "_seq")  # a change's place in the source: unique within a table
 PART_ROWS = 512 * 1024  # two parts of a default batch: one per core, few fsyncs
 SAMPLES = 5
@@ -210,7 +217,7 @@ class TransformRun:
                             land()
                         try:
                             checked = self._with_retries(partial(self._check, batch, plan))
-                        except _BadFile as bad:
+                        except BadFile as bad:
                             land()
                             result.bad_files.append(self._set_aside(bad.file, bad.reason))
                             break  # plan again without it
@@ -292,10 +299,10 @@ class TransformRun:
         # the captured schema versions, read once for the column check and the typed read
         declared = declared_columns(self.manifest, batch.table)
         self._check_columns_exist(batch, cfg, declared)
-        raw = self._read(batch, declared)
+        raw = read_batch(self.storage, batch, declared)
         rows_in = raw.num_rows
-        raw = self._resolve_toast(batch, raw)
-        raw, untyped = self._untyped(raw)
+        raw = resolve_toast(self.storage, self.manifest, batch, cfg.keys, raw)
+        raw, untyped = split_untyped(raw)
         self.engine.register("batch", raw)
         # the transforms are a view: the rule query reads through it, so the transformed rows
         # are materialised once, with their flags
@@ -366,101 +373,12 @@ class TransformRun:
             return []
         return list(dict.fromkeys([*names, *self.config.tables[table].transforms]))
 
-    @staticmethod
-    def _untyped(raw: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """The rows that kept every value in its declared type, and those that did not, set
-        aside with the reason (rule "type"), whatever the config's rules say."""
-        lost = raw.column(LOST)
-        raw = raw.drop_columns([LOST])
-        if lost.null_count == raw.num_rows:
-            return raw, _EMPTY
-        kept = pc.is_null(lost)
-        untyped = raw.filter(pc.invert(kept))
-        untyped = untyped.append_column("_rule", pa.repeat(pa.scalar(TYPE_RULE), untyped.num_rows))
-        untyped = untyped.append_column("_reason", lost.filter(pc.invert(kept)))
-        return raw.filter(kept), untyped
-
     def _write_outputs(self, checked: _Checked) -> list[LakeFile]:
         """The batch's staged and quarantined Parquet (safe on another thread: storage only)."""
         batch = checked.batch
         return self._write(batch, "staged", checked.good) + self._write(
             batch, "quarantine", checked.bad
         )
-
-    def _read(self, batch: Batch, declared: Declared) -> pa.Table:
-        """The batch's raw rows in source order, each column as its ``declared`` type; a row
-        that lost a value to that (see riverbed.lake.declared) says why in column LOST."""
-        parts = []
-        for file in batch.files:
-            try:
-                part = pq.read_table(self.storage.open_input(file.path))
-            except LakeError:
-                raise
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise _BadFile(file, f"{type(exc).__name__}: {exc}") from exc
-            part, lost = as_declared(part, declared.get(file.schema_version, {}))
-            # mostly no value is lost: an all-null column costs no Python list of a million Nones
-            why = (
-                pa.nulls(part.num_rows, pa.string())
-                if lost is None
-                else pa.array(lost, pa.string())
-            )
-            parts.append(part.append_column(LOST, why))
-        return self._sorted(concat_versions(parts))
-
-    def _resolve_toast(self, batch: Batch, raw: pa.Table) -> pa.Table:
-        """Fill unchanged-TOAST values from the previous version of each key: in this batch,
-        else in the raw files before it. Marks that nothing can fill stay on the row."""
-        marked = raw.column("_toast_unchanged") if "_toast_unchanged" in raw.column_names else None
-        if marked is None or marked.null_count == raw.num_rows:
-            return raw
-        keys = self.config.tables[batch.table].keys
-        resolved = resolve_unchanged_toast(raw, keys)
-        marks = resolved.column("_toast_unchanged")
-        if marks.null_count == resolved.num_rows:
-            return resolved
-        # earlier versions of the still-marked keys, from the files before this batch
-        open_rows = pc.invert(pc.is_null(marks))
-        wanted = resolved.filter(open_rows).select(keys)
-        needed = sorted({n for names in marks.to_pylist() if names for n in names})
-        history = self._history(batch, keys, wanted, needed)
-        if history.num_rows == 0:
-            return resolved
-        flag = "__from_history"
-        combined = concat_versions(
-            [
-                history.append_column(flag, pa.array(np.ones(history.num_rows, dtype=bool))),
-                raw.append_column(flag, pa.array(np.zeros(raw.num_rows, dtype=bool))),
-            ]
-        )
-        order = pc.sort_indices(combined, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
-        combined = resolve_unchanged_toast(combined.take(order), keys)
-        mine = combined.filter(pc.invert(combined.column(flag)))
-        return mine.select(raw.column_names)
-
-    def _history(
-        self, batch: Batch, keys: list[str], wanted: pa.Table, needed: list[str]
-    ) -> pa.Table:
-        """The versions of the ``wanted`` keys before this batch that can fill the ``needed``
-        columns: read projected to those columns, then cut down to what resolution uses (see
-        latest_values), so a long-lived table's history costs a scan, not a Python walk."""
-        parts = []
-        key_set = wanted.group_by(keys).aggregate([])
-        columns = [*keys, *needed, "_op", "_lsn", "_seq", "_toast_unchanged"]
-        for file in self.manifest.files("raw", batch.table):
-            if file.max_lsn > batch.min_lsn or file in batch.files:
-                continue
-            parquet = pq.ParquetFile(self.storage.open_input(file.path))
-            present = [c for c in dict.fromkeys(columns) if c in parquet.schema_arrow.names]
-            part = parquet.read(columns=present)
-            # join on the keys alone (Arrow joins cannot carry list columns), then take
-            index = part.select(keys).append_column("__r", pa.array(np.arange(part.num_rows)))
-            part = part.take(index.join(key_set, keys, join_type="left semi").column("__r"))
-            if part.num_rows:
-                parts.append(part)
-        if not parts:
-            return pa.table({})
-        return latest_values(concat_versions(parts), keys, needed)
 
     def _checks(
         self, batch: Batch, plan: RulePlan, raw: pa.Table, shape: pa.Schema
@@ -685,16 +603,16 @@ class TransformRun:
         helper = [c for c in flagged.column_names if c.startswith(("_fail_", "_reason_"))]
         quarantining = [i for i, r in enumerate(checks.row_rules) if r.action == "quarantine"]
         if not quarantining:
-            return flagged.drop_columns(helper), _EMPTY
+            return flagged.drop_columns(helper), EMPTY
         mask = flagged.column(f"_fail_{quarantining[0]}")
         for i in quarantining[1:]:
             mask = pc.or_(mask, flagged.column(f"_fail_{i}"))
         if not pc.any(mask).as_py():
-            return flagged.drop_columns(helper), _EMPTY  # the usual case: no copy
+            return flagged.drop_columns(helper), EMPTY  # the usual case: no copy
         bad = flagged.filter(mask)
         good = flagged.filter(pc.invert(mask)).drop_columns(helper)
         if bad.num_rows == 0:
-            return good, _EMPTY
+            return good, EMPTY
         labels = [
             pc.if_else(bad.column(f"_fail_{i}"), checks.row_rules[i].label, None)
             for i in quarantining
@@ -784,7 +702,7 @@ class TransformRun:
         # files in parallel: reading and filtering release the GIL
         with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 2)) as pool:
             rows = concat_versions(list(pool.map(read, files)))
-        rows = self._sorted(rows)
+        rows = in_source_order(rows)
         rows = rows.append_column("__i", pa.array(np.arange(rows.num_rows)))
         last = rows.select([*keys, "__i"]).group_by(keys).aggregate([("__i", "max")])
         newest = last.column("__i_max")
@@ -804,18 +722,6 @@ class TransformRun:
         return pa.table(
             {**{k: pa.array([], pa.string()) for k in keys}, "_op": pa.array([], pa.string())}
         )
-
-    def _sorted(self, table: pa.Table) -> pa.Table:
-        # engines return rows in any order; the lake holds them in source order
-        if table.num_rows < 2:
-            return table
-        lsn = table.column("_lsn").to_numpy()
-        seq = table.column("_seq").to_numpy()
-        steps_lsn, steps_seq = np.diff(lsn), np.diff(seq)
-        if bool(np.all((steps_lsn > 0) | ((steps_lsn == 0) & (steps_seq > 0)))):
-            return table  # already in order: the common case for DuckDB
-        order = pc.sort_indices(table, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
-        return table.take(order)
 
     def _pii_key(self) -> bytes:
         if self._key is None:
@@ -926,16 +832,6 @@ def _holding(rows: pa.Table, tests: list[_Test]) -> pa.Table:
         found = test(rows.column(column))
         mask = found if mask is None else pc.or_(mask, found)
     return rows.filter(mask)
-
-
-class _BadFile(Exception):
-    def __init__(self, file: LakeFile, reason: str):
-        super().__init__(reason)
-        self.file = file
-        self.reason = reason
-
-
-_EMPTY = pa.table({})
 
 
 def _conform(rows: pa.Table, shape: pa.Schema) -> pa.Table:
@@ -1064,48 +960,6 @@ def transform_statement(table: str, cfg: TableConfig, schema: pa.Schema) -> exp.
         is_delete = exp.EQ(this=exp.column("_op"), expression=exp.Literal.string("D"))
         select = select.where(exp.or_(is_delete, exp.paren(condition)))
     return select
-
-
-def latest_values(history: pa.Table, keys: list[str], needed: list[str]) -> pa.Table:
-    """The rows of ``history`` that resolving unchanged-TOAST marks after it needs, in source
-    order: per key, the latest row holding each needed column's value (not a delete, column
-    not marked), and the key's last row; plus every marked insert with the delete just before
-    it (a key-changing update, which takes its values from the old key).
-
-    Rows in between only carry marks (the value did not change), so dropping them changes no
-    result; a product repriced a thousand times keeps two rows, not a thousand."""
-    order = pc.sort_indices(history, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
-    history = history.take(order)
-    position = pa.array(np.arange(history.num_rows))
-    marks = history.column("_toast_unchanged")
-    flat = pc.list_flatten(marks)
-    parents = pc.list_parent_indices(marks)
-    not_delete = pc.not_equal(history.column("_op"), "D")
-    keep = [_last_per_key(history.select(keys), position, None)]
-    for name in needed:
-        if name not in history.column_names:
-            continue
-        marked = pc.is_in(position, pc.filter(parents, pc.equal(flat, name)))
-        holds = pc.and_(not_delete, pc.invert(marked))
-        keep.append(_last_per_key(history.select(keys), position, holds))
-    marked_insert = pc.and_(
-        pc.equal(history.column("_op"), "I"), pc.invert(pc.is_null(marks))
-    ).to_numpy(zero_copy_only=False)
-    inserts = np.flatnonzero(marked_insert)
-    keep.append(inserts)
-    keep.append(inserts[inserts > 0] - 1)  # the delete of the old key, checked by the resolver
-    rows = np.unique(np.concatenate(keep))
-    return history.take(pa.array(rows))
-
-
-def _last_per_key(keys: pa.Table, position: pa.Array, where: pa.Array | None) -> np.ndarray:
-    table = keys.append_column("__p", position)
-    if where is not None:
-        table = table.filter(where)
-    if table.num_rows == 0:
-        return np.array([], dtype=np.int64)
-    last = table.group_by(keys.column_names).aggregate([("__p", "max")])
-    return last.column("__p_max").to_numpy()
 
 
 def run_transform(
