@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -49,9 +48,8 @@ from riverbed.errors import ConfigError, ErrorClass, RiverbedError
 from riverbed.lake.declared import Declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
-from riverbed.lake.parquet import write_table
 from riverbed.lake.reader import RowGroupFilter, concat_versions
-from riverbed.lake.storage import LakeError, LakeFileMissing, LakeStorage, open_storage
+from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
 from riverbed.transform.duckdb_engine import DuckDBEngine
@@ -74,10 +72,10 @@ from riverbed.transform.rules import (
     check_schema,
     compile_checks,
 )
+from riverbed.transform.write import Checked, finish_set_asides, set_aside, write_outputs
 
 CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
 POSITION = ("_lsn", "_seq")  # a change's place in the source: unique within a table
-PART_ROWS = 512 * 1024  # two parts of a default batch: one per core, few fsyncs
 SAMPLES = 5
 log = logging.getLogger("riverbed.transform")
 _T = TypeVar("_T")
@@ -196,7 +194,7 @@ class TransformRun:
         read its own earlier batches (RulePlan.reads_own_batches) checks a batch only once the one
         before is committed."""
         run = TableRun(table)
-        self._finish_set_asides(table)
+        finish_set_asides(self.storage, self.manifest, self.bookmarks, table)
         plan = RulePlan.of(table, self.config.tables)
         overlap = not plan.reads_own_batches
         writing: list[_Written] = []  # at most one: the batch before
@@ -219,10 +217,14 @@ class TransformRun:
                             checked = self._with_retries(partial(self._check, batch, plan))
                         except BadFile as bad:
                             land()
-                            result.bad_files.append(self._set_aside(bad.file, bad.reason))
+                            result.bad_files.append(
+                                set_aside(self.storage, self.bookmarks, bad.file, bad.reason)
+                            )
                             break  # plan again without it
                         land()
-                        write = partial(self._with_retries, partial(self._write_outputs, checked))
+                        write = partial(
+                            self._with_retries, partial(write_outputs, self.storage, checked)
+                        )
                         writing.append(_Written(checked, writer.submit(write), planned))
                     else:
                         land()
@@ -291,7 +293,7 @@ class TransformRun:
 
     # --- one batch ------------------------------------------------------------------------
 
-    def _check(self, batch: Batch, plan: RulePlan) -> _Checked:
+    def _check(self, batch: Batch, plan: RulePlan) -> Checked:
         """Read, transform and check one batch; its rows split into staged and quarantined,
         PII protected, ready to write. Raises QualityFailure (recorded) if a rule fails it."""
         started = time.monotonic()
@@ -336,7 +338,7 @@ class TransformRun:
         key = self._pii_key() if cfg.pii else b""
         good = protect(good, dict(cfg.pii), key)
         bad = protect(bad, dict(cfg.pii), key)
-        return _Checked(batch, started, rows_in, good, bad, results)
+        return Checked(batch, started, rows_in, good, bad, results)
 
     def _check_columns_exist(self, batch: Batch, cfg: TableConfig, declared: Declared) -> None:
         """Config keys and reference columns must be columns of their table: only the
@@ -372,13 +374,6 @@ class TransformRun:
         if not names:
             return []
         return list(dict.fromkeys([*names, *self.config.tables[table].transforms]))
-
-    def _write_outputs(self, checked: _Checked) -> list[LakeFile]:
-        """The batch's staged and quarantined Parquet (safe on another thread: storage only)."""
-        batch = checked.batch
-        return self._write(batch, "staged", checked.good) + self._write(
-            batch, "quarantine", checked.bad
-        )
 
     def _checks(
         self, batch: Batch, plan: RulePlan, raw: pa.Table, shape: pa.Schema
@@ -627,37 +622,6 @@ class TransformRun:
         bad = bad.append_column("_reason", reason_column)
         return good, bad
 
-    def _write(self, batch: Batch, stage: str, table: pa.Table) -> list[LakeFile]:
-        """Write ``table`` as parts of PART_ROWS rows, in parallel: Parquet encoding and ZSTD
-        run outside the GIL, so the parts use every core. Part names follow the row order, so
-        a retry writes the same files."""
-        if table.num_rows == 0:
-            return []
-        version = max(f.schema_version for f in batch.files)
-        starts = list(range(0, table.num_rows, PART_ROWS))
-
-        def write(index: int) -> LakeFile:
-            part = table.slice(starts[index], PART_ROWS)
-            path = f"{stage}/{batch.table}/batch={batch.batch_id}/part-{index:05d}.parquet"
-            size = write_table(self.storage, path, part)
-            lsns = part.column("_lsn")
-            return LakeFile(
-                path,
-                stage,
-                batch.table,
-                part.num_rows,
-                size,
-                int(pc.min(lsns).as_py()),
-                int(pc.max(lsns).as_py()),
-                version,
-                False,
-            )
-
-        if len(starts) == 1:
-            return [write(0)]
-        with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 2)) as pool:
-            return list(pool.map(write, range(len(starts))))
-
     def _current_rows(
         self,
         table: str,
@@ -728,49 +692,6 @@ class TransformRun:
             self._key = pii_key(self.project)
         return self._key
 
-    def _set_aside(self, file: LakeFile, reason: str) -> dict[str, Any]:
-        """Move an unreadable raw file out of the way, record it, and go on without it.
-
-        Three steps, each safe to be killed after: the copy in bad/ appears whole (a rerun
-        reads the original again, finds it bad and copies it again); the manifest records the
-        move in one transaction (no batch reads the original from then on); the original is
-        deleted last (a rerun deletes it, see _finish_set_asides)."""
-        target = f"bad/{file.path}"
-        with suppress(LakeFileMissing):  # already copied by a run that stopped before recording
-            self.storage.write_atomic(target, self.storage.read(file.path))
-        self.bookmarks.quarantine_file(file, target, reason)
-        self.storage.delete(file.path)
-        # the run goes on and succeeds without the file's changes: say so where it is seen
-        log_event(
-            log,
-            "raw_file_set_aside",
-            f"{file.table}: unreadable raw file {file.path} set aside as {target}, its changes "
-            f"left out ({reason})",
-            logging.WARNING,
-            path=file.path,
-            moved_to=target,
-        )
-        return {"path": file.path, "table": file.table, "moved_to": target, "reason": reason}
-
-    def _finish_set_asides(self, table: str) -> None:
-        """Complete what a run killed while setting raw files of ``table`` aside left undone:
-        an original still there after its move was recorded is deleted, and a move whose copy
-        is in bad/ but whose original is gone unrecorded (the order runs before this one used:
-        copy, delete, record) is recorded, so no batch waits for a file that is not there."""
-        copies = self.storage.list(f"bad/raw/{table}/")
-        if not copies:
-            return  # the usual case: one listing of an empty folder
-        recorded = {b["path"] for b in self.bookmarks.bad_files() if b["table"] == table}
-        listed = {f.path: f for f in self.manifest.files("raw", table)}
-        for copy in copies:
-            original = copy.removeprefix("bad/")
-            if original in recorded:
-                # (a raw file in the manifest under that name is a new one: kept)
-                if original not in listed and self.storage.exists(original):
-                    self.storage.delete(original)
-            elif original in listed and not self.storage.exists(original):
-                self._set_aside(listed[original], "set aside by a run that stopped midway")
-
 
 def _shuffles(checks: CompiledChecks) -> bool:
     """Whether the rules' query may return rows out of source order (joins, windows)."""
@@ -797,20 +718,8 @@ def _aligned(one: pa.Table, other: pa.Table) -> bool:
 
 
 @dataclass(frozen=True)
-class _Checked:
-    """A batch that passed its checks, its outputs not yet written."""
-
-    batch: Batch
-    started: float
-    rows_in: int
-    good: pa.Table
-    bad: pa.Table
-    results: list[RuleResult]
-
-
-@dataclass(frozen=True)
 class _Written:
-    checked: _Checked
+    checked: Checked
     outputs: Future[list[LakeFile]]
     planned: int  # batches of the table this run means to stage, for progress
 
