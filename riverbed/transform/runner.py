@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from riverbed.config.loader import Project
 from riverbed.config.models import TableConfig
@@ -45,10 +41,11 @@ from riverbed.errors import ConfigError, ErrorClass, RiverbedError
 from riverbed.lake.declared import Declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
-from riverbed.lake.reader import RowGroupFilter, concat_versions
+from riverbed.lake.reader import concat_versions
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks
+from riverbed.transform.current import CurrentRows, holding, tests
 from riverbed.transform.engine import TransformEngine, TransformEngineError, open_engine
 from riverbed.transform.flag import (
     check_pii,
@@ -62,7 +59,6 @@ from riverbed.transform.pii import pii_key, protect
 from riverbed.transform.plan import RulePlan, table_order
 from riverbed.transform.read import (
     BadFile,
-    in_source_order,
     read_batch,
     resolve_toast,
     split_untyped,
@@ -166,7 +162,7 @@ class TransformRun:
         self.engine = engine
         self.now = now
         self._key: bytes | None = None
-        self._current: dict[tuple[str, frozenset[str] | None], pa.Table] = {}
+        self._current = CurrentRows(storage, manifest, self.config.tables)
 
     # --- the run --------------------------------------------------------------------------
 
@@ -243,8 +239,7 @@ class TransformRun:
             time.monotonic() - checked.started,
         )
         self.bookmarks.commit(outcome)
-        for cached in [k for k in self._current if k[0] == checked.batch.table]:
-            del self._current[cached]  # its current rows just changed
+        self._current.forget(checked.batch.table)  # its current rows just changed
         run.batches.append(
             {
                 "batch_id": checked.batch.batch_id,
@@ -382,7 +377,7 @@ class TransformRun:
                     for key, own in lookups
                     if own in raw.column_names
                 ]
-            rows = self._current_rows(other, plan.rule_columns, restrict=restrict)
+            rows = self._current.rows(other, plan.rule_columns, restrict=restrict)
             self.engine.register(relation, rows)
             references[other] = relation
         current = None
@@ -390,7 +385,7 @@ class TransformRun:
             current = f"current_{batch.table}"
             lookups = plan.own_lookups
             if lookups is None:
-                rows = self._current_rows(batch.table, None, shape)
+                rows = self._current.rows(batch.table, None, shape)
             else:
                 # only the columns the rules compare and the rows holding the batch's values:
                 # read for every batch, all of it would be everything the table ever staged
@@ -402,13 +397,11 @@ class TransformRun:
                 columns = {theirs for theirs, _ in lookups}
                 if columns == {*cfg.keys}:
                     # by key: every version of a wanted key passes, file by file
-                    rows = self._current_rows(batch.table, columns, shape, restrict=restrict)
+                    rows = self._current.rows(batch.table, columns, shape, restrict=restrict)
                 else:
                     # by another column, only once each key's current version is known: an
                     # older version may hold a value the key no longer does
-                    rows = _holding(
-                        self._current_rows(batch.table, columns, shape), _tests(restrict)
-                    )
+                    rows = holding(self._current.rows(batch.table, columns, shape), tests(restrict))
             self.engine.register(current, rows)
         ctx = RuleContext(
             table=batch.table,
@@ -423,71 +416,6 @@ class TransformRun:
         )
         return compile_checks("transformed", cfg.quality, ctx), ctx
 
-    def _current_rows(
-        self,
-        table: str,
-        columns: AbstractSet[str] | None,
-        like: pa.Schema | None = None,
-        *,
-        restrict: list[tuple[str, pa.Array]] | None = None,
-    ) -> pa.Table:
-        """The latest staged version of every live key of ``table`` (what the dimension will
-        hold once loaded), with ``columns`` (None: all) besides its keys.
-
-        Kept for the rest of the run and dropped when ``table`` stages a batch, so a table
-        referenced by every batch of another is read once per run, not once per batch.
-        """
-        cache_key = (table, frozenset(columns) if columns is not None else None)
-        cached = self._current.get(cache_key) if restrict is None else None
-        if cached is not None:
-            return cached
-        files = self.manifest.files("staged", table)
-        if not files:
-            return like.empty_table() if like is not None else self._empty_like(table)
-        keys = list(self.config.tables[table].keys)
-        tests = _tests(restrict or [])
-        pruning = RowGroupFilter(restrict) if restrict else None
-
-        def read(file: LakeFile) -> pa.Table:
-            parquet = pq.ParquetFile(self.storage.open_input(file.path))  # one open per file
-            wanted = None
-            if columns is not None:
-                wanted = [
-                    n
-                    for n in parquet.schema_arrow.names
-                    if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
-                ]
-            if pruning is None:
-                part = parquet.read(columns=wanted)
-            else:  # only the row groups that can hold a key asked for (by their statistics)
-                part = parquet.read_row_groups(pruning.groups(parquet), columns=wanted)
-            # keep only the keys asked for, file by file: what is left is small
-            return _holding(part, tests)
-
-        # files in parallel: reading and filtering release the GIL
-        with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 2)) as pool:
-            rows = concat_versions(list(pool.map(read, files)))
-        rows = in_source_order(rows)
-        rows = rows.append_column("__i", pa.array(np.arange(rows.num_rows)))
-        last = rows.select([*keys, "__i"]).group_by(keys).aggregate([("__i", "max")])
-        newest = last.column("__i_max")
-        latest = rows.take(newest.take(pc.sort_indices(newest))).drop_columns(["__i"])
-        latest = latest.filter(pc.not_equal(latest.column("_op"), "D"))
-        if restrict is None:
-            self._current[cache_key] = latest
-        return latest
-
-    def _empty_like(self, table: str) -> pa.Table:
-        """No staged rows yet: an empty relation with the table's raw columns, so rules that
-        read it still bind."""
-        raw = self.manifest.files("raw", table)
-        if raw:
-            return pq.read_schema(self.storage.open_input(raw[-1].path)).empty_table()
-        keys = self.config.tables[table].keys if table in self.config.tables else []
-        return pa.table(
-            {**{k: pa.array([], pa.string()) for k in keys}, "_op": pa.array([], pa.string())}
-        )
-
     def _pii_key(self) -> bytes:
         if self._key is None:
             self._key = pii_key(self.project)
@@ -499,53 +427,6 @@ class _Written:
     checked: Checked
     outputs: Future[list[LakeFile]]
     planned: int  # batches of the table this run means to stage, for progress
-
-
-_Test = tuple[str, Callable[[pa.ChunkedArray], pa.Array]]  # a column, a test of its values
-
-
-def _tests(restrict: list[tuple[str, pa.Array]]) -> list[_Test]:
-    """Membership tests for (column, values) pairs, each built once to apply to many tables."""
-    return [(column, _membership(values)) for column, values in restrict]
-
-
-def _holding(rows: pa.Table, tests: list[_Test]) -> pa.Table:
-    """The rows whose value in some column of ``tests`` passes its test (all: no tests)."""
-    if not tests:
-        return rows
-    mask = None
-    for column, test in tests:
-        found = test(rows.column(column))
-        mask = found if mask is None else pc.or_(mask, found)
-    return rows.filter(mask)
-
-
-def _member(column: pa.ChunkedArray, values: pa.Array) -> pa.Array:
-    """``column`` IN ``values``, one pass (see _membership)."""
-    return _membership(values)(column)
-
-
-def _membership(values: pa.Array) -> Callable[[pa.ChunkedArray], pa.Array]:
-    """A test of ``column`` IN ``values`` to apply to many columns. Integer keys in a compact
-    range (the usual serial/identity key) use a bitmap, several times faster than hashing."""
-    values = values.drop_null()
-    if len(values) and pa.types.is_integer(values.type):
-        low, high = (v.as_py() for v in pc.min_max(values).values())
-        if high - low < 200_000_000:
-            bitmap = np.zeros(high - low + 1, dtype=bool)
-            bitmap[values.to_numpy() - low] = True
-
-            def by_bitmap(column: pa.ChunkedArray) -> pa.Array:
-                if not pa.types.is_integer(column.type):
-                    return pc.is_in(column, value_set=values)
-                keys = column.combine_chunks().fill_null(low - 1).to_numpy() - low
-                inside = (keys >= 0) & (keys <= high - low)
-                found = np.zeros(len(keys), dtype=bool)
-                found[inside] = bitmap[keys[inside]]
-                return pa.array(found)
-
-            return by_bitmap
-    return lambda column: pc.is_in(column, value_set=values)
 
 
 def run_transform(
