@@ -18,6 +18,10 @@ Per batch, in this order (each step sees the previous one's output):
 Dimension sources keep every version (SCD2 needs them all, in LSN order); fact sources keep
 their events. Tables are processed so that a table referenced by another's rules comes first,
 so "exists in the dimension" includes what this very run staged.
+
+This module runs those steps in order; each lives in its own module and takes its inputs
+explicitly: read.py (1, 2), plan.py (what a table's rules read, once per table), current.py
+(the current rows rules read), flag.py (3, 4), write.py (6), bookmarks.py (the commit).
 """
 
 from __future__ import annotations
