@@ -1,7 +1,7 @@
 """Unchanged-TOAST resolution against a cut-down history gives what the whole history gives.
 
 The transform resolves a batch's unchanged-TOAST marks from the raw history before it; it keeps
-only the rows resolution needs (transform.runner.latest_values). Random histories of inserts,
+only the rows resolution needs (transform.read.latest_values). Random histories of inserts,
 updates with and without marks, deletes, re-inserts and key-changing updates: the batch's rows
 resolve to the same values and marks either way; and walking only the rows of the keys that
 marked rows read gives what walking every row gives."""
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riverbed.lake.reader import _resolve_rows, resolve_unchanged_toast
-from riverbed.transform.runner import latest_values
+from riverbed.transform.read import latest_values
 
 SCHEMA = pa.schema(
     [

@@ -119,7 +119,7 @@ def run(
 
 def _reprocess(project: Project, table: str, start: str, quiet: bool) -> list[dict[str, Any]]:
     """Rewind fact ``table``'s bookmarks to ``start``; the staged batches withdrawn."""
-    from riverbed.transform.runner import reprocess
+    from riverbed.transform.reprocess import reprocess
 
     rewound = reprocess(project, table, start)
     if not quiet:
