@@ -923,6 +923,11 @@ def test_runs_does_not_call_a_killed_run_running(project: Path) -> None:
     line = next(line for line in listed.out.splitlines() if line.startswith("dead01"))
     assert "running" not in line and "died" in line
     assert f"process {dead.pid} is gone" in " ".join(listed.out.split())
+    status = run_cli("status", "-c", str(project), env=NARROW)
+    assert status.code == 0, status.text
+    runs_line = " ".join(status.out.split("runs", 1)[1].split("last hour")[0].split())
+    assert "dead01" in runs_line or "20991231T000000Z-dead01" in runs_line, status.out
+    assert "died" in runs_line and "running" not in runs_line, runs_line
 
 
 def test_a_resnapshot_replaces_the_facts_instead_of_doubling_them(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -53,7 +51,7 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
     the lines below it. Idle runs (nothing new: one per interval of `run --every`) are
     counted, not listed, unless ``show_idle``; the JSON lists every run with its idle flag."""
     from riverbed.lake.manifest import open_manifest
-    from riverbed.orchestrate.history import RunHistory
+    from riverbed.orchestrate.history import RunHistory, process_gone
 
     manifest = open_manifest(project)
     try:
@@ -83,7 +81,7 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
     for r in runs:
         seconds = f"{r['ended_at'] - r['started_at']:.2f}" if r["ended_at"] else "-"
         status = "nothing new" if r["idle"] else r["status"]
-        gone = _gone(r)
+        gone = process_gone(r)
         if gone:
             status = "died"
         color = {"succeeded": "green", "failed": "red", "aborted": "yellow"}.get(status, "dim")
@@ -110,20 +108,6 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
             "`riverbed runs --all` shows them",
             highlight=False,
         )
-
-
-def _gone(run: dict[str, Any]) -> bool:
-    """A run the history still calls running whose process, on this machine, no longer
-    exists (kill -9): it stays 'running' until the next run takes its lock over."""
-    if run["status"] != "running" or run.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(run["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, TypeError, ValueError):
-        return False  # alive under another user, or no pid to check
-    return False
 
 
 def print_timeline(project: Project, given: str, as_json: bool) -> None:

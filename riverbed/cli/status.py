@@ -104,6 +104,11 @@ def _print_runs(report: dict[str, Any]) -> None:
             "runs",
             f"last {last['run_id']} {last['status']}"
             + (f" at {last['failed_state']}" if last["failed_state"] else "")
+            + (
+                " (its process is gone; the next run marks it aborted)"
+                if last["status"] == "died"
+                else ""
+            )
             + (f"; last success {ok['run_id']}" if ok and ok is not last else "")
             + " (`riverbed runs` for more)",
         )

@@ -13,6 +13,7 @@ from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
 from riverbed.observe.alarms import alarm_states
 from riverbed.observe.metrics import Metrics
+from riverbed.orchestrate.history import process_gone
 from riverbed.source.connection import source_for
 from riverbed.transform.bookmarks import Bookmarks
 
@@ -101,12 +102,18 @@ def _runs(manifest: Manifest, limit: int = 5) -> list[dict[str, Any]]:
     if not manifest.has_table("runs"):
         return []
     rows = manifest.query(
-        "select run_id, status, trigger, started_at, ended_at, failed_state, error from runs "
-        "order by started_at desc limit ?",
+        "select run_id, status, trigger, started_at, ended_at, failed_state, error, pid, host "
+        "from runs order by started_at desc limit ?",
         (limit,),
     )
     names = ("run_id", "status", "trigger", "started_at", "ended_at", "failed_state", "error")
-    return [dict(zip(names, row)) for row in rows]
+    runs = []
+    for row in rows:
+        run = dict(zip(names, row))
+        if process_gone({**run, "pid": row[7], "host": row[8]}):
+            run["status"] = "died"  # kill -9: running in the history until the next run
+        runs.append(run)
+    return runs
 
 
 def _last_hour(manifest: Manifest, now: float) -> dict[str, float]:
