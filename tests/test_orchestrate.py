@@ -257,6 +257,12 @@ def test_a_fail_state_reports_its_own_error_not_one_a_branch_caught_before(
     assert report["error"] == "Closed: the gate is shut"
     states = [(e["state"], e["event"]) for e in events(project, report["run_id"])]
     assert ("flaky", "caught") in states and ("fine", "succeeded") in states
+    # a Fail state ended it, not a task: no redrive hint, which would only fail again
+    again = run_cli("run", "--once", "-c", str(project))
+    assert again.code == 1
+    said = " ".join(again.err.split())
+    assert "Closed: the gate is shut" in said and "Fail state gate ended the run" in said, said
+    assert "--redrive" not in said
 
 
 def test_redrive_resumes_at_the_failed_state(project: Path) -> None:
