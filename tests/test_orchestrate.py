@@ -959,3 +959,27 @@ def test_a_resnapshot_replaces_the_facts_instead_of_doubling_them(
     assert rows == [{"order_id": o, "_op": "L"} for o in (10, 11, 12)]
     # the dimensions keep their history: the same rows again make no new version
     assert warehouse(project, "select count(*) as n from dim_customer") == [{"n": 2}]
+
+
+def test_counts_of_one_are_singular(project: Path) -> None:
+    """One run is "1 run succeeded", and one idle run hidden is "1 idle run ... shows it"."""
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    code, idle, err = run(project, "--once")  # nothing new since: an idle run
+    assert code == 0, err
+    status = run_cli("status", "-c", str(project), env=NARROW)
+    assert status.code == 0, status.text
+    said = " ".join(status.out.split())
+    assert "2 runs succeeded" in said, said
+    with contextlib.closing(sqlite3.connect(project.parent / "state.db")) as db, db:
+        db.execute("delete from runs where run_id != ?", (idle["run_id"],))
+        db.execute(
+            "delete from metrics where rowid = "
+            "(select min(rowid) from metrics where name = 'runs_succeeded')"
+        )
+    status = run_cli("status", "-c", str(project), env=NARROW)
+    assert "1 run succeeded" in " ".join(status.out.split()), status.out
+    listed = run_cli("runs", "-c", str(project), env=NARROW)
+    assert listed.code == 0, listed.text
+    said = " ".join(listed.out.split())
+    assert "+ 1 idle; `riverbed runs --all` shows it)" in said, said

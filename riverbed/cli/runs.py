@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from riverbed.cli.common import ConfigOption, app, console, open_project
+from riverbed.cli.common import ConfigOption, app, console, open_project, plural
 from riverbed.config import Project
 from riverbed.errors import UsageError
 
@@ -67,7 +67,8 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
         manifest.close()
     if not runs:
         console.print(
-            f"no runs with anything to do yet (+ {hidden} idle; `riverbed runs --all` shows them)"
+            f"no runs with anything to do yet (+ {hidden} idle; `riverbed runs --all` shows "
+            f"{'it' if hidden == 1 else 'them'})"
             if hidden
             else "no runs yet: `riverbed run --once` starts one",
             highlight=False,
@@ -104,8 +105,8 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
             _indented(note, 2)
     if hidden:
         console.print(
-            f"+ {hidden} idle run{'s' if hidden != 1 else ''} hidden (nothing new); "
-            "`riverbed runs --all` shows them",
+            f"+ {plural(hidden, 'idle run')} hidden (nothing new); "
+            f"`riverbed runs --all` shows {'it' if hidden == 1 else 'them'}",
             highlight=False,
         )
 

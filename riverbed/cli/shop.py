@@ -14,6 +14,7 @@ from riverbed.cli.common import (
     console,
     err_console,
     open_project,
+    plural,
     shop_app,
     stop_signals,
 )
@@ -180,7 +181,7 @@ def drive_workload(
 
         def show(stats: WorkloadStats) -> None:
             status.update(
-                f"{stats.total:,} changes in {stats.transactions:,} transactions, "
+                f"{plural(stats.total, 'change')} in {plural(stats.transactions, 'transaction')}, "
                 f"{stats.rate:,.0f}/s (Ctrl-C stops)"
             )
 
@@ -230,15 +231,16 @@ def report_workload(stats: Any, spec: Any, stopped: bool) -> None:
     table = Table(
         "change",
         "rows",
-        title=f"{stats.total:,} changes in {stats.elapsed:.1f} s: "
+        title=f"{plural(stats.total, 'change')} in {stats.elapsed:.1f} s: "
         f"{stats.rate:,.0f} changes/s{target}",
     )
     for change, rows in sorted(stats.changes.items()):
         table.add_row(change, f"{rows:,}")
     console.print(table)
     console.print(
-        f"{stats.transactions:,} transactions, largest {stats.largest_transaction:,} rows "
-        f"({stats.large_transactions} bulk imports), {stats.toast_updates} TOAST-sized descriptions"
+        f"{plural(stats.transactions, 'transaction')}, largest "
+        f"{plural(stats.largest_transaction, 'row')} "
+        f"({plural(stats.large_transactions, 'bulk import')}), {stats.toast_updates} TOAST-sized descriptions"
     )
     if spec.dirty_ratio:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.dirty.items())) or "none"

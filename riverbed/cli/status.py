@@ -9,7 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from riverbed.cli.common import ConfigOption, app, console, format_bytes, labelled, open_project
+from riverbed.cli.common import (
+    ConfigOption,
+    app,
+    console,
+    format_bytes,
+    labelled,
+    open_project,
+    plural,
+)
 
 
 @app.command(short_help="Capture lag, the lake, quality results, runs and alarms.")
@@ -115,7 +123,7 @@ def _print_runs(report: dict[str, Any]) -> None:
         hour = report["last_hour"]
         labelled(
             "last hour",
-            f"{int(hour['runs_succeeded'])} runs succeeded, "
+            f"{plural(int(hour['runs_succeeded']), 'run')} succeeded, "
             f"{int(hour['runs_failed'])} failed (slowest {hour['slowest_run_seconds']:.1f} s); "
             f"{int(hour['transform_rows_in']):,} rows transformed, "
             f"{int(hour['transform_rows_quarantined']):,} quarantined, "
