@@ -15,6 +15,7 @@ from riverbed.cli.common import (
     err_console,
     open_project,
     plural,
+    say_wrapped,
     shop_app,
     stop_signals,
 )
@@ -108,7 +109,7 @@ def seed_shop(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
             progress.stop()
     rate = result.total_rows / result.seconds if result.seconds else 0.0
     summary = ", ".join(f"{n:,} {t}" for t, n in result.rows.items())
-    console.print(f"seeded {summary} in {result.seconds:.1f} s ({rate:,.0f} rows/s)")
+    say_wrapped(f"seeded {summary} in {result.seconds:.1f} s ({rate:,.0f} rows/s)", highlight=False)
     return result
 
 
@@ -237,14 +238,15 @@ def report_workload(stats: Any, spec: Any, stopped: bool) -> None:
     for change, rows in sorted(stats.changes.items()):
         table.add_row(change, f"{rows:,}")
     console.print(table)
-    console.print(
+    say_wrapped(
         f"{plural(stats.transactions, 'transaction')}, largest "
         f"{plural(stats.largest_transaction, 'row')} "
-        f"({plural(stats.large_transactions, 'bulk import')}), {stats.toast_updates} TOAST-sized descriptions"
+        f"({plural(stats.large_transactions, 'bulk import')}), "
+        f"{stats.toast_updates} TOAST-sized descriptions"
     )
     if spec.dirty_ratio:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.dirty.items())) or "none"
-        console.print(
+        say_wrapped(
             f"dirty rows: {sum(stats.dirty.values()):,} of {stats.eligible:,} checkable "
             f"({stats.dirty_ratio:.1%}): {kinds}"
         )
