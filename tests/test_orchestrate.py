@@ -983,3 +983,18 @@ def test_counts_of_one_are_singular(project: Path) -> None:
     assert listed.code == 0, listed.text
     said = " ".join(listed.out.split())
     assert "+ 1 idle; `riverbed runs --all` shows it)" in said, said
+
+
+def test_metrics_leave_out_the_lag_while_the_source_is_down(project: Path) -> None:
+    """After a run the store holds a lag of 0; with the source unreachable /metrics must not
+    serve that 0 as current: the lag is absent and riverbed_source_up is 0."""
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    text = project.read_text()
+    project.write_text(re.sub(r"port=\d+", f"port={free_port()}", text))
+    assert project.read_text() != text
+    with serving(project) as url, urllib.request.urlopen(url, timeout=30) as response:
+        families = {f.name for f in text_string_to_metric_families(response.read().decode())}
+    assert "riverbed_capture_lag_seconds" not in families, families
+    assert "riverbed_capture_lag_bytes" not in families
+    assert "riverbed_source_up" in families

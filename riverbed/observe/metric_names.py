@@ -40,6 +40,7 @@ GAUGES = frozenset(
         "capture_lag_bytes",
         "capture_lag_seconds",
         "capture_position",
+        "source_up",  # 0 when the source could not be reached to measure the capture lag
         "state_duration_seconds",
         "run_duration_seconds",
         "run_peak_rss_bytes",
