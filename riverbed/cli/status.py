@@ -39,6 +39,12 @@ def status(
     labelled("source", escape(f"{report['source']['dsn']} ({report['source']['state']})"))
     if cap["slot"] is None:
         labelled("capture", "not started (run `riverbed capture --once`)")
+    elif cap["slot_replaced"]:
+        labelled(
+            "capture",
+            f"slot {cap['slot']} replaced (another project reads it; the lake is at "
+            f"{cap['position']}): `riverbed capture --once` explains",
+        )
     else:
         lag = cap["lag_bytes"]
         labelled(

@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from riverbed.capture.lag import source_lag
+from riverbed.capture.lag import SlotReplaced, measure_lag
 from riverbed.capture.pgoutput import format_lsn
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
@@ -29,6 +29,7 @@ def gather(project: Project) -> dict[str, Any]:
             "position": None,
             "lag_bytes": None,
             "lag_seconds": None,
+            "slot_replaced": False,  # another project took the slot over: no lag measured
             "files": 0,
             "rows": 0,
         },
@@ -60,12 +61,17 @@ def gather(project: Project) -> dict[str, Any]:
             cap["slot"] = slot
             cap["position"] = format_lsn(position)
             # measured now when no capture runs; a running capture's own samples otherwise
-            lag = (
-                source_lag(project, manifest) if report["source"]["state"] == "reachable" else None
-            )
+            try:
+                lag = (
+                    measure_lag(project, manifest)[0]
+                    if report["source"]["state"] == "reachable"
+                    else None
+                )
+            except SlotReplaced:  # another project's slot: its lag is not this lake's
+                lag, cap["slot_replaced"] = None, True
             if lag is not None:
                 cap["lag_bytes"], cap["lag_seconds"] = lag.bytes, lag.seconds
-            elif report["source"]["state"] == "reachable":
+            elif report["source"]["state"] == "reachable" and not cap["slot_replaced"]:
                 # a capture's own samples (it holds the slot); with the source unreachable
                 # nothing is measured, and the last sample would pass for the lag now
                 for key in ("lag_bytes", "lag_seconds"):
