@@ -31,7 +31,9 @@ T0 = 1_700_000_000.0  # a period boundary of the tests' clock
 
 
 def alarm(**settings: Any) -> AlarmConfig:
-    return AlarmConfig(**{"metric": "lag", "period_seconds": P, "threshold": 3, **settings})
+    return AlarmConfig(
+        **{"metric": "capture_lag_seconds", "period_seconds": P, "threshold": 3, **settings}
+    )
 
 
 def config_with(**alarms: dict[str, Any]) -> RiverbedConfig:
@@ -39,7 +41,12 @@ def config_with(**alarms: dict[str, Any]) -> RiverbedConfig:
         {
             "notifiers": {"rec": {"type": "log"}},
             "alarms": {
-                name: {"metric": "lag", "period_seconds": P, "threshold": 3, "notify": ["rec"]}
+                name: {
+                    "metric": "capture_lag_seconds",
+                    "period_seconds": P,
+                    "threshold": 3,
+                    "notify": ["rec"],
+                }
                 | settings
                 for name, settings in alarms.items()
             },
@@ -141,7 +148,13 @@ def test_reason_names_the_statistic_values_comparison_threshold_and_periods() ->
     decision = decide(rule, [7, None, 4.5], "OK")
     assert decision.state == "ALARM"
     assert decision.value == 4.5  # the newest datapoint
-    for part in ("maximum of lag", ">= 3", "[7, missing, 4.5]", "3 period(s) of 60 s", "2 of 2"):
+    for part in (
+        "maximum of capture_lag_seconds",
+        ">= 3",
+        "[7, missing, 4.5]",
+        "3 period(s) of 60 s",
+        "2 of 2",
+    ):
         assert part in decision.reason
 
 
@@ -179,9 +192,9 @@ def test_window_boundaries() -> None:
 )
 def test_each_statistic_over_all_label_sets(manifest: Manifest, name: str, expected: float) -> None:
     metrics = Metrics(manifest)
-    metrics.record({"lag": 2.0}, {"table": "orders"}, T0 + 1)
-    metrics.record({"lag": 6.0}, {"table": "customers"}, T0 + 2)
-    metrics.record({"lag": 1.0, "other": 500.0}, None, T0 + 3)
+    metrics.record({"capture_lag_seconds": 2.0}, {"table": "orders"}, T0 + 1)
+    metrics.record({"capture_lag_seconds": 6.0}, {"table": "customers"}, T0 + 2)
+    metrics.record({"capture_lag_seconds": 1.0, "other": 500.0}, None, T0 + 3)
     at_threshold = config_with(a={"statistic": name, "threshold": expected, "comparison": ">="})
     above = config_with(a={"statistic": name, "threshold": expected, "comparison": ">"})
 
@@ -200,9 +213,9 @@ def test_missing_ok_alarm_ok_then_insufficient_data(manifest: Manifest) -> None:
     assert evaluate_alarms(config, manifest, T0, dispatcher) == []  # no data yet: stays
     assert alarm_states(manifest)[0]["state"] == "INSUFFICIENT_DATA"
 
-    metrics.record({"lag": 1.0}, ts=T0 + 10)
-    metrics.record({"lag": 9.0}, ts=T0 + P + 10)
-    metrics.record({"lag": 2.0}, ts=T0 + 2 * P + 10)
+    metrics.record({"capture_lag_seconds": 1.0}, ts=T0 + 10)
+    metrics.record({"capture_lag_seconds": 9.0}, ts=T0 + P + 10)
+    metrics.record({"capture_lag_seconds": 2.0}, ts=T0 + 2 * P + 10)
     states = []
     for now in (T0 + P, T0 + 2 * P, T0 + 2 * P + 30, T0 + 3 * P, T0 + 10 * P):
         states += [
@@ -224,12 +237,12 @@ def test_missing_ok_alarm_ok_then_insufficient_data(manifest: Manifest) -> None:
         "state": "ALARM",
         "previous": "OK",
         "reason": fired["reason"],
-        "metric": "lag",
+        "metric": "capture_lag_seconds",
         "value": 9.0,
         "threshold": 3.0,
         "at": "2023-11-14T22:15:20+00:00",
     }
-    for part in ("1 of 1", "maximum of lag", "> 3", "[9]", "1 period(s) of 60 s"):
+    for part in ("1 of 1", "maximum of capture_lag_seconds", "> 3", "[9]", "1 period(s) of 60 s"):
         assert part in fired["reason"]
 
     history = alarm_history(manifest, "lag_high")
@@ -245,7 +258,7 @@ def test_missing_ok_alarm_ok_then_insufficient_data(manifest: Manifest) -> None:
 
 def test_each_change_is_recorded_once(manifest: Manifest) -> None:
     config = config_with(a={}, b={"threshold": 100})
-    Metrics(manifest).record({"lag": 9.0}, ts=T0 + 10)
+    Metrics(manifest).record({"capture_lag_seconds": 9.0}, ts=T0 + 10)
 
     first = evaluate(config, manifest, T0 + P)
     assert sorted((t.alarm, t.new_state) for t in first) == [("a", "ALARM"), ("b", "OK")]
@@ -262,7 +275,7 @@ def test_each_change_is_recorded_once(manifest: Manifest) -> None:
 def test_ignore_keeps_the_state_when_all_data_is_missing(manifest: Manifest) -> None:
     config = config_with(a={"treat_missing_data": "ignore"})
     assert evaluate(config, manifest, T0) == []  # nothing to keep but the initial state
-    Metrics(manifest).record({"lag": 9.0}, ts=T0 + 1)
+    Metrics(manifest).record({"capture_lag_seconds": 9.0}, ts=T0 + 1)
     assert [t.new_state for t in evaluate(config, manifest, T0 + P)] == ["ALARM"]
     assert evaluate(config, manifest, T0 + 5 * P) == []
     [state] = alarm_states(manifest)
@@ -283,10 +296,10 @@ def test_no_data_at_all_counts_as_treated(manifest: Manifest, treatment: str, st
 def test_m_of_n_over_the_state_store(manifest: Manifest) -> None:
     config = config_with(a={"evaluation_periods": 3, "datapoints_to_alarm": 2})
     metrics = Metrics(manifest)
-    metrics.record({"lag": 9.0}, ts=T0 + 1)
-    metrics.record({"lag": 1.0}, ts=T0 + P + 1)
+    metrics.record({"capture_lag_seconds": 9.0}, ts=T0 + 1)
+    metrics.record({"capture_lag_seconds": 1.0}, ts=T0 + P + 1)
     assert [t.new_state for t in evaluate(config, manifest, T0 + 2 * P)] == ["OK"]  # 1 of 2
-    metrics.record({"lag": 9.0}, ts=T0 + 2 * P + 1)
+    metrics.record({"capture_lag_seconds": 9.0}, ts=T0 + 2 * P + 1)
     assert [t.new_state for t in evaluate(config, manifest, T0 + 3 * P)] == ["ALARM"]  # 2 of 3
     # the first breach leaves the window: 1 of 3
     assert [t.new_state for t in evaluate(config, manifest, T0 + 4 * P)] == ["OK"]

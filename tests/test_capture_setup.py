@@ -500,6 +500,15 @@ def test_a_slot_replaced_by_another_project_stops_capture_naming_the_gap(
     assert "complete" not in result.text
     with oracle(database) as conn:
         assert slot_position(conn, "shared") is not None  # still the second project's
+    # status says so, and measures no lag through the other project's slot
+    status = run_cli("status", "--json", "-c", str(first))
+    assert status.code == 0, status.text
+    cap = json.loads(status.out)["capture"]
+    assert cap["lag_bytes"] is None and cap["lag_seconds"] is None, cap
+    assert cap.get("slot_replaced"), cap
+    shown = run_cli("status", "-c", str(first), env={"COLUMNS": "80"})
+    said = " ".join(shown.out.split())
+    assert "slot shared replaced" in said and "`riverbed capture --once` explains" in said, said
     # the fix it names: a slot of its own, and a fresh snapshot that replaces the whole lake
     own = first.read_text().replace("slot: shared", "slot: first_own")
     first.write_text(own.replace("publication: riverbed", "publication: first_own"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,14 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         runs = [line for line in out.splitlines() if line.startswith("run ")]
         wide = [line for line in summary.splitlines() + runs if len(line) > 80]
         assert not wide, wide
+        # and every other line, from the first section's to the last's, but for a path (or
+        # the psql command starting with one) on a line of its own, pasted whole
+        wide = [
+            line for line in out.splitlines() if len(line) > 80 and not line.strip().startswith("/")
+        ]
+        assert not wide, "\n".join(wide)
+        # wrapped between figures, never inside one ("dirty rows: 1,234 of ...")
+        assert re.search(r"dirty rows: [\d,]+ of [\d,]+ checkable", " ".join(out.split()))
         assert not [line for line in runs if line.endswith(" ")]
         assert "started" in out and "seeded" in out
         assert "changes/s" in out
@@ -95,6 +104,19 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         assert "dirty rows quarantined" in out and "dim_customer" in out
         assert "fact_order_items" in out and "runs:" in out and "succeeded" in out
         assert "capture_lag_high" in out  # the alarms table
+        # query's note under a table of its first 50 rows fits 80 columns too
+        shown = run_cli(
+            "query",
+            "--as",
+            "admin",
+            "select customer_id from dim_customer",
+            "-c",
+            str(config),
+            env=NARROW,
+        )
+        assert shown.code == 0, shown.text
+        assert "showing the first 50 rows" in " ".join(shown.out.split())
+        assert not [line for line in shown.out.splitlines() if len(line) > 80], shown.out
 
         second = run_cli("demo", "--duration", "2", "-c", str(config), timeout=600)
         assert second.code == 0, second.text

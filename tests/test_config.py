@@ -53,8 +53,17 @@ MISTAKES = [
     ("orchestration: {cron: '* *'}\n", "orchestration.cron = '* *': cron needs five fields"),
     ("notifiers: {n: {type: webhook}}\n", "notifiers.n: a webhook notifier needs url"),
     (
-        "alarms: {a: {metric: m, threshold: 1, notify: [pager]}}\n",
+        "alarms: {a: {metric: runs_failed, threshold: 1, notify: [pager]}}\n",
         "alarms.a.notify: 'pager' is not a notifier; defined: none",
+    ),
+    (
+        "alarms: {x: {metric: capture_lag_secs, threshold: 1, period_seconds: 60}}\n",
+        "alarms.x.metric: 'capture_lag_secs' is not a metric Riverbed records; did you mean "
+        "capture_lag_seconds",
+    ),
+    (
+        "alarms: {x: {metric: nosuch_metric, threshold: 1, period_seconds: 60}}\n",
+        "alarms.x.metric: 'nosuch_metric' is not a metric Riverbed records; metrics: ",
     ),
     (
         "governance: {principals: {bob: {roles: [boss]}}}\n",

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Database, free_port, run_cli, start_cli
 from riverbed.config.models import RetryRule
+from riverbed.observe.metric_names import METRIC_NAMES
 from riverbed.orchestrate.executor import retry_delay
 
 TABLES = """
@@ -257,6 +258,12 @@ def test_a_fail_state_reports_its_own_error_not_one_a_branch_caught_before(
     assert report["error"] == "Closed: the gate is shut"
     states = [(e["state"], e["event"]) for e in events(project, report["run_id"])]
     assert ("flaky", "caught") in states and ("fine", "succeeded") in states
+    # a Fail state ended it, not a task: no redrive hint, which would only fail again
+    again = run_cli("run", "--once", "-c", str(project))
+    assert again.code == 1
+    said = " ".join(again.err.split())
+    assert "Closed: the gate is shut" in said and "Fail state gate ended the run" in said, said
+    assert "--redrive" not in said
 
 
 def test_redrive_resumes_at_the_failed_state(project: Path) -> None:
@@ -923,6 +930,11 @@ def test_runs_does_not_call_a_killed_run_running(project: Path) -> None:
     line = next(line for line in listed.out.splitlines() if line.startswith("dead01"))
     assert "running" not in line and "died" in line
     assert f"process {dead.pid} is gone" in " ".join(listed.out.split())
+    status = run_cli("status", "-c", str(project), env=NARROW)
+    assert status.code == 0, status.text
+    runs_line = " ".join(status.out.split("runs", 1)[1].split("last hour")[0].split())
+    assert "dead01" in runs_line or "20991231T000000Z-dead01" in runs_line, status.out
+    assert "died" in runs_line and "running" not in runs_line, runs_line
 
 
 def test_a_resnapshot_replaces_the_facts_instead_of_doubling_them(
@@ -948,3 +960,46 @@ def test_a_resnapshot_replaces_the_facts_instead_of_doubling_them(
     assert rows == [{"order_id": o, "_op": "L"} for o in (10, 11, 12)]
     # the dimensions keep their history: the same rows again make no new version
     assert warehouse(project, "select count(*) as n from dim_customer") == [{"n": 2}]
+
+
+def test_counts_of_one_are_singular(project: Path) -> None:
+    """One run is "1 run succeeded", and one idle run hidden is "1 idle run ... shows it"."""
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    code, idle, err = run(project, "--once")  # nothing new since: an idle run
+    assert code == 0, err
+    status = run_cli("status", "-c", str(project), env=NARROW)
+    assert status.code == 0, status.text
+    said = " ".join(status.out.split())
+    assert "2 runs succeeded" in said, said
+    with contextlib.closing(sqlite3.connect(project.parent / "state.db")) as db, db:
+        db.execute("delete from runs where run_id != ?", (idle["run_id"],))
+        db.execute(
+            "delete from metrics where rowid = "
+            "(select min(rowid) from metrics where name = 'runs_succeeded')"
+        )
+    status = run_cli("status", "-c", str(project), env=NARROW)
+    assert "1 run succeeded" in " ".join(status.out.split()), status.out
+    listed = run_cli("runs", "-c", str(project), env=NARROW)
+    assert listed.code == 0, listed.text
+    said = " ".join(listed.out.split())
+    assert "+ 1 idle; `riverbed runs --all` shows it)" in said, said
+
+
+def test_metrics_leave_out_the_lag_while_the_source_is_down(project: Path) -> None:
+    """After a run the store holds a lag of 0; with the source unreachable /metrics must not
+    serve that 0 as current: the lag is absent and riverbed_source_up is 0."""
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    text = project.read_text()
+    project.write_text(re.sub(r"port=\d+", f"port={free_port()}", text))
+    assert project.read_text() != text
+    with serving(project) as url, urllib.request.urlopen(url, timeout=30) as response:
+        families = {f.name for f in text_string_to_metric_families(response.read().decode())}
+    assert "riverbed_capture_lag_seconds" not in families, families
+    assert "riverbed_capture_lag_bytes" not in families
+    assert "riverbed_source_up" in families
+    # every name recorded on the way is one an alarm may name (observe.metric_names)
+    with contextlib.closing(sqlite3.connect(project.parent / "state.db")) as db:
+        recorded = {name for (name,) in db.execute("select distinct name from metrics")}
+    assert recorded and recorded <= METRIC_NAMES, recorded - METRIC_NAMES

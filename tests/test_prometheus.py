@@ -181,3 +181,21 @@ def test_shutdown_frees_the_port(state: Path) -> None:
     server.shutdown()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(address, timeout=10)
+
+
+def test_a_lag_measured_before_the_source_went_down_is_left_out(
+    state: Path, server: MetricsServer
+) -> None:
+    """A lag of 0 stored when the source answered, then source_up 0: the 0 is no longer
+    current, so the scrape leaves the lag out (absent() alerts) and says the source is down."""
+    record(state, {"capture_lag_seconds": 0.0, "capture_lag_bytes": 0.0}, {"slot": "s"}, 100.0)
+    record(state, {"source_up": 1.0}, {}, 100.0)
+    assert "riverbed_capture_lag_seconds" in scrape(server)
+    record(state, {"source_up": 0.0}, {}, 200.0)
+    families = scrape(server)
+    assert "riverbed_capture_lag_seconds" not in families
+    assert "riverbed_capture_lag_bytes" not in families
+    assert families["riverbed_source_up"] == ("gauge", {(): 0.0})
+    # a capture that streams again records a newer lag: served again
+    record(state, {"capture_lag_seconds": 3.0}, {"slot": "s"}, 300.0)
+    assert scrape(server)["riverbed_capture_lag_seconds"][1] == {(("slot", "s"),): 3.0}

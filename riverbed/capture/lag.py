@@ -32,6 +32,7 @@ import psycopg
 
 from riverbed.capture import pgoutput
 from riverbed.capture.pgoutput import parse_lsn
+from riverbed.capture.slot import SlotState, slot_is_past
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
@@ -47,38 +48,61 @@ class Lag:
     seconds: float
 
 
+class SlotReplaced(RiverbedError):
+    """The slot was confirmed past the lake's position and ceiling: another project reads from
+    it (see slot.slot_is_past), so what it holds says nothing about this lake."""
+
+
 def source_lag(project: Project, manifest: Manifest, now: float | None = None) -> Lag | None:
     """The capture lag measured from the source, or None when it cannot be measured here: a
     capture holds the slot (its own samples are fresh), there is no slot or no position yet,
     or the source cannot be reached or decoded in time."""
+    try:
+        return measure_lag(project, manifest, now)[0]
+    except SlotReplaced:
+        return None
+
+
+def measure_lag(
+    project: Project, manifest: Manifest, now: float | None = None
+) -> tuple[Lag | None, bool | None]:
+    """(source_lag, whether the source answered): False when it could not be reached (or the
+    measurement failed), so no lag stored earlier is current; None when nothing was asked.
+    Raises SlotReplaced for a slot another project took over: no lag is measured through it."""
     from riverbed.capture.runner import captured_tables  # heavy: only when measuring
     from riverbed.source.connection import source_for
 
     cfg = project.config.source
     slot, publication = manifest.capture_names(cfg)
     if slot is None or publication is None:
-        return None  # never captured: nothing to be behind
+        return None, None  # never captured: nothing to be behind
     visible = manifest.position(slot)
     if visible is None:
-        return None
+        return None, None
     try:
         with source_for(project).connect(autocommit=True) as conn:
             row = conn.execute(
-                "select active, pg_current_wal_lsn()::text from pg_replication_slots"
+                "select active, pg_current_wal_lsn()::text, confirmed_flush_lsn::text"
+                " from pg_replication_slots"
                 " where slot_name = %s and database = current_database()",
                 (slot,),
             ).fetchone()
             if row is None or row[0]:
-                return None
+                return None, True
+            state = SlotState(True, None, parse_lsn(row[2]) if row[2] else None, None)
+            if slot_is_past(state, visible, manifest.ceiling(slot)):
+                raise SlotReplaced(f"slot {slot} was confirmed past this lake's position")
             current = parse_lsn(row[1])
             captured = frozenset(f"{cfg.schema_name}.{t}" for t in captured_tables(project, conn))
             oldest = first_pending_commit(conn, slot, publication, captured, visible)
+    except SlotReplaced:
+        raise
     except (RiverbedError, psycopg.Error):
-        return None  # a source that is down, or a capture that took the slot meanwhile
+        return None, False  # a source that is down, or a capture that took the slot meanwhile
     if oldest is None:
-        return Lag(0, 0.0)
+        return Lag(0, 0.0), True
     at = time.time() if now is None else now
-    return Lag(max(0, current - visible), max(0.0, at - oldest / 1e6))
+    return Lag(max(0, current - visible), max(0.0, at - oldest / 1e6)), True
 
 
 def first_pending_commit(
@@ -136,10 +160,17 @@ def first_pending_commit(
 
 def record_source_lag(project: Project, manifest: Manifest, now: float | None = None) -> None:
     """Measure the lag from the source (source_lag) and, when it could be measured, record it
-    as the gauges capture_lag_bytes and capture_lag_seconds, as a capture would."""
+    as the gauges capture_lag_bytes and capture_lag_seconds, as a capture would; and whether
+    the source answered, as the gauge source_up (1 or 0: with 0 newer than the lag, /metrics
+    leaves the lag out, as no longer current)."""
     at = time.time() if now is None else now
-    lag = source_lag(project, manifest, at)
+    try:
+        lag, up = measure_lag(project, manifest, at)
+    except SlotReplaced:
+        lag, up = None, True  # answered; a capture says what to do (status too)
     slot = manifest.capture_names(project.config.source)[0]
+    if up is not None:
+        manifest.record_metrics({"source_up": 1.0 if up else 0.0}, {}, at)
     if lag is not None and slot is not None:
         manifest.record_metrics(
             {"capture_lag_bytes": lag.bytes, "capture_lag_seconds": lag.seconds},

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from riverbed.cli.common import ConfigOption, app, console, err_console, open_project, stop_signals
+from riverbed.cli.common import (
+    ConfigOption,
+    app,
+    console,
+    err_console,
+    open_project,
+    plural,
+    stop_signals,
+)
 from riverbed.config import Project
 from riverbed.errors import RiverbedError, UsageError
 
@@ -133,8 +141,9 @@ def capture(
                 "snapshot: " + ", ".join(f"{n:,} {t}" for t, n in result.snapshot_rows.items())
             )
         console.print(
-            f"streamed {payload['rows']:,} changes in {payload['transactions']:,} transactions "
-            f"into {payload['files']:,} files; lake is complete up to {payload['position']}"
+            f"streamed {plural(payload['rows'], 'change')} in "
+            f"{plural(payload['transactions'], 'transaction')} "
+            f"into {plural(payload['files'], 'file')}; lake is complete up to {payload['position']}"
         )
 
 

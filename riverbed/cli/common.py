@@ -109,6 +109,12 @@ def say_wrapped(text: str, highlight: bool = True) -> None:
         console.print(line, highlight=highlight)
 
 
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """``n`` (with thousands separators) and ``word``, or ``many`` (default ``word + "s"``)
+    unless ``n`` is 1: "1 run", "2 runs", "1,000 batches"."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
 def format_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):

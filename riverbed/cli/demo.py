@@ -80,9 +80,9 @@ def run_demo(
     if source.embedded is not None:
         with console.status("starting PostgreSQL ..."):
             done = source.embedded.up()
-        console.print(f"embedded PostgreSQL {', '.join(done)}: {source.display}")
+        say_wrapped(f"embedded PostgreSQL {', '.join(done)}: {source.display}", highlight=False)
     else:
-        console.print(f"using {source.display} (source.dsn)")
+        say_wrapped(f"using {source.display} (source.dsn)", highlight=False)
     console.rule("2. history")
     with source.connect() as conn:
         counts = seeded_counts(conn, schema_name)
@@ -91,9 +91,7 @@ def run_demo(
     else:
         seed_shop(project, HistorySpec(), reset=counts is not None, quiet=False)
     console.rule("3. capture: the snapshot")
-    first = run_capture(
-        project, follow=False, say=lambda line: console.print(line, highlight=False)
-    )
+    first = run_capture(project, follow=False, say=lambda line: say_wrapped(line, highlight=False))
     if first.resumed_from is not None:
         console.print("capture resumed where it stopped last time")
     with console.status("first pipeline run: quality rules, transforms, the warehouse ..."):
@@ -354,18 +352,19 @@ def _next_steps(project: Project, source: Any) -> None:
     psql = source.embedded.psql if source.embedded is not None else "psql"
     logs = project.home / "logs" / "riverbed.jsonl"
     lines = [
-        f"browse schema {schema_name}:  {psql} '{source.display}'",
-        "riverbed runs                   -- run history; `riverbed runs show RUN_ID` for a timeline",
-        "riverbed status                 -- lag, the lake, quality results, runs and alarms",
-        'riverbed query --as admin "select city, effective_date, expiry_date, is_current_record'
-        ' from dim_customer where customer_id = 42"',
+        f"browse schema {schema_name}:",
+        f"{psql} '{source.display}'",
+        "riverbed runs                   -- run history (`runs show RUN_ID`: a timeline)",
+        "riverbed status                 -- lag, lake, quality results, runs, alarms",
+        'riverbed query --as admin "select * from dim_customer where customer_id = 42"',
         "riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)",
         "riverbed capture --follow       -- stream changes into the lake until Ctrl-C",
         "riverbed run --every 10         -- the pipeline every 10 s until Ctrl-C",
         "riverbed serve                  -- /metrics for Prometheus",
         "riverbed ddl --dialect redshift -- the same model as Redshift DDL",
         "riverbed source status          -- replication slots and retained WAL",
-        f"logs (JSON lines): {logs}",
+        "logs (JSON lines):",
+        f"{logs}",
         "riverbed source down            -- stop the embedded PostgreSQL",
     ]
     for line in lines:

@@ -28,7 +28,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from riverbed.cli.common import ConfigOption, app, check_choice, console, err_console, open_project
+from riverbed.cli.common import (
+    ConfigOption,
+    app,
+    check_choice,
+    console,
+    err_console,
+    open_project,
+    say_wrapped,
+)
 from riverbed.config import Project
 from riverbed.errors import RiverbedError, UsageError
 
@@ -352,7 +360,7 @@ def print_table(names: list[str], batches: Iterator[pa.RecordBatch], shown: int 
             highlight=False,
         )
     if more:
-        console.print(
+        say_wrapped(
             f"showing the first {shown:,} rows; there are more: --limit N shows more, "
             "--format csv prints them all"
         )

@@ -298,6 +298,13 @@ def print_report(
         f"({report.error_class}): {escape(report.error or '')}",
         highlight=False,
     )
+    if report.ended_by_fail_state:
+        err_console.print(
+            f"the machine's Fail state {report.failed_state} ended the run (no task failed, "
+            f"so a redrive would end there again); see `riverbed runs show {report.run_id}`",
+            highlight=False,
+        )
+        return
     err_console.print(
         f"see `riverbed runs show {report.run_id}`; after fixing the cause, "
         f"`riverbed run --redrive {report.run_id}` resumes at the failed state",

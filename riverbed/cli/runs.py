@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from riverbed.cli.common import ConfigOption, app, console, open_project
+from riverbed.cli.common import ConfigOption, app, console, open_project, plural
 from riverbed.config import Project
 from riverbed.errors import UsageError
 
@@ -53,7 +51,7 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
     the lines below it. Idle runs (nothing new: one per interval of `run --every`) are
     counted, not listed, unless ``show_idle``; the JSON lists every run with its idle flag."""
     from riverbed.lake.manifest import open_manifest
-    from riverbed.orchestrate.history import RunHistory
+    from riverbed.orchestrate.history import RunHistory, process_gone
 
     manifest = open_manifest(project)
     try:
@@ -69,7 +67,8 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
         manifest.close()
     if not runs:
         console.print(
-            f"no runs with anything to do yet (+ {hidden} idle; `riverbed runs --all` shows them)"
+            f"no runs with anything to do yet (+ {hidden} idle; `riverbed runs --all` shows "
+            f"{'it' if hidden == 1 else 'them'})"
             if hidden
             else "no runs yet: `riverbed run --once` starts one",
             highlight=False,
@@ -83,7 +82,7 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
     for r in runs:
         seconds = f"{r['ended_at'] - r['started_at']:.2f}" if r["ended_at"] else "-"
         status = "nothing new" if r["idle"] else r["status"]
-        gone = _gone(r)
+        gone = process_gone(r)
         if gone:
             status = "died"
         color = {"succeeded": "green", "failed": "red", "aborted": "yellow"}.get(status, "dim")
@@ -106,24 +105,10 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
             _indented(note, 2)
     if hidden:
         console.print(
-            f"+ {hidden} idle run{'s' if hidden != 1 else ''} hidden (nothing new); "
-            "`riverbed runs --all` shows them",
+            f"+ {plural(hidden, 'idle run')} hidden (nothing new); "
+            f"`riverbed runs --all` shows {'it' if hidden == 1 else 'them'}",
             highlight=False,
         )
-
-
-def _gone(run: dict[str, Any]) -> bool:
-    """A run the history still calls running whose process, on this machine, no longer
-    exists (kill -9): it stays 'running' until the next run takes its lock over."""
-    if run["status"] != "running" or run.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(run["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, TypeError, ValueError):
-        return False  # alive under another user, or no pid to check
-    return False
 
 
 def print_timeline(project: Project, given: str, as_json: bool) -> None:

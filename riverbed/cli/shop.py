@@ -14,6 +14,8 @@ from riverbed.cli.common import (
     console,
     err_console,
     open_project,
+    plural,
+    say_wrapped,
     shop_app,
     stop_signals,
 )
@@ -107,7 +109,7 @@ def seed_shop(project: Project, spec: Any, reset: bool, quiet: bool) -> Any:
             progress.stop()
     rate = result.total_rows / result.seconds if result.seconds else 0.0
     summary = ", ".join(f"{n:,} {t}" for t, n in result.rows.items())
-    console.print(f"seeded {summary} in {result.seconds:.1f} s ({rate:,.0f} rows/s)")
+    say_wrapped(f"seeded {summary} in {result.seconds:.1f} s ({rate:,.0f} rows/s)", highlight=False)
     return result
 
 
@@ -180,7 +182,7 @@ def drive_workload(
 
         def show(stats: WorkloadStats) -> None:
             status.update(
-                f"{stats.total:,} changes in {stats.transactions:,} transactions, "
+                f"{plural(stats.total, 'change')} in {plural(stats.transactions, 'transaction')}, "
                 f"{stats.rate:,.0f}/s (Ctrl-C stops)"
             )
 
@@ -230,19 +232,21 @@ def report_workload(stats: Any, spec: Any, stopped: bool) -> None:
     table = Table(
         "change",
         "rows",
-        title=f"{stats.total:,} changes in {stats.elapsed:.1f} s: "
+        title=f"{plural(stats.total, 'change')} in {stats.elapsed:.1f} s: "
         f"{stats.rate:,.0f} changes/s{target}",
     )
     for change, rows in sorted(stats.changes.items()):
         table.add_row(change, f"{rows:,}")
     console.print(table)
-    console.print(
-        f"{stats.transactions:,} transactions, largest {stats.largest_transaction:,} rows "
-        f"({stats.large_transactions} bulk imports), {stats.toast_updates} TOAST-sized descriptions"
+    say_wrapped(
+        f"{plural(stats.transactions, 'transaction')}, largest "
+        f"{plural(stats.largest_transaction, 'row')} "
+        f"({plural(stats.large_transactions, 'bulk import')}), "
+        f"{stats.toast_updates} TOAST-sized descriptions"
     )
     if spec.dirty_ratio:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.dirty.items())) or "none"
-        console.print(
+        say_wrapped(
             f"dirty rows: {sum(stats.dirty.values()):,} of {stats.eligible:,} checkable "
             f"({stats.dirty_ratio:.1%}): {kinds}"
         )

@@ -9,7 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from riverbed.cli.common import ConfigOption, app, console, format_bytes, labelled, open_project
+from riverbed.cli.common import (
+    ConfigOption,
+    app,
+    console,
+    format_bytes,
+    labelled,
+    open_project,
+    plural,
+)
 
 
 @app.command(short_help="Capture lag, the lake, quality results, runs and alarms.")
@@ -31,6 +39,12 @@ def status(
     labelled("source", escape(f"{report['source']['dsn']} ({report['source']['state']})"))
     if cap["slot"] is None:
         labelled("capture", "not started (run `riverbed capture --once`)")
+    elif cap["slot_replaced"]:
+        labelled(
+            "capture",
+            f"slot {cap['slot']} replaced (another project reads it; the lake is at "
+            f"{cap['position']}): `riverbed capture --once` explains",
+        )
     else:
         lag = cap["lag_bytes"]
         labelled(
@@ -104,13 +118,18 @@ def _print_runs(report: dict[str, Any]) -> None:
             "runs",
             f"last {last['run_id']} {last['status']}"
             + (f" at {last['failed_state']}" if last["failed_state"] else "")
+            + (
+                " (its process is gone; the next run marks it aborted)"
+                if last["status"] == "died"
+                else ""
+            )
             + (f"; last success {ok['run_id']}" if ok and ok is not last else "")
             + " (`riverbed runs` for more)",
         )
         hour = report["last_hour"]
         labelled(
             "last hour",
-            f"{int(hour['runs_succeeded'])} runs succeeded, "
+            f"{plural(int(hour['runs_succeeded']), 'run')} succeeded, "
             f"{int(hour['runs_failed'])} failed (slowest {hour['slowest_run_seconds']:.1f} s); "
             f"{int(hour['transform_rows_in']):,} rows transformed, "
             f"{int(hour['transform_rows_quarantined']):,} quarantined, "

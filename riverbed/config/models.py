@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from riverbed.errors import UsageError
+from riverbed.observe.metric_names import METRIC_NAMES
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -778,6 +779,8 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
     if config.orchestration.machine is not None:
         problems += _machine_problems(config, config.orchestration.machine, "orchestration.machine")
     for name, alarm in config.alarms.items():
+        if alarm.metric not in METRIC_NAMES:
+            problems.append(_unknown_metric(name, alarm.metric))
         for target in alarm.notify:
             if target not in config.notifiers:
                 problems.append(
@@ -840,6 +843,17 @@ def _unknown_sql_tables(table: str, rule: QualityRule, tables: dict[str, Any]) -
             continue
         unknown.append(name)
     return unknown
+
+
+def _unknown_metric(alarm: str, metric: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(metric, sorted(METRIC_NAMES), n=3)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return (
+        f"alarms.{alarm}.metric: '{metric}' is not a metric Riverbed records; "
+        f"{hint}metrics: {', '.join(sorted(METRIC_NAMES))}"
+    )
 
 
 def _did_you_mean(name: str, choices: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from riverbed.config.models import AlarmConfig, RiverbedConfig
 from riverbed.lake.manifest import Manifest
+from riverbed.observe.metric_names import RATIOS
 from riverbed.observe.metrics import Metrics
 from riverbed.observe.notify import Dispatcher
 
@@ -59,11 +60,6 @@ create table if not exists alarm_history (
 );
 create index if not exists alarm_history_by_alarm on alarm_history (alarm, ts);
 """
-
-# derived metric -> (numerator, denominator): both counters, summed per period
-RATIOS: dict[str, tuple[str, str]] = {
-    "quality_failure_ratio": ("quality_rows_failed", "quality_rows_checked"),
-}
 
 _COMPARE = {
     ">": lambda value, threshold: value > threshold,

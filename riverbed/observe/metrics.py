@@ -20,29 +20,10 @@ import time
 from dataclasses import dataclass, field
 
 from riverbed.lake.manifest import Manifest
+from riverbed.observe.metric_names import COUNTERS
+from riverbed.observe.metric_names import SINCE_LAST_SUCCESS as SINCE_LAST_SUCCESS
 
 RETENTION_SECONDS = 14 * 24 * 3600  # samples older than this are pruned after each run
-SINCE_LAST_SUCCESS = "seconds_since_last_success"  # a gauge of the clock: see since_last_success
-
-COUNTERS = frozenset(
-    {
-        "transform_rows_in",
-        "transform_rows_out",
-        "transform_rows_quarantined",
-        "transform_batches",
-        "quality_failures",
-        "quality_rows_checked",
-        "quality_rows_failed",
-        "load_rows",
-        "load_batches",
-        "state_retries",
-        "state_failures",
-        "runs_succeeded",
-        "runs_failed",
-        "published_runs",
-        "notifications_given_up",
-    }
-)
 
 
 def is_counter(name: str) -> bool:

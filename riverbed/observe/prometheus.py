@@ -103,12 +103,27 @@ class StateStoreCollector(Collector):
                 for s in metrics.latest()
                 if not is_counter(s.name) and s.name != SINCE_LAST_SUCCESS
             ]
+            gauges = _without_stale_lag(gauges)
             since = since_last_success(manifest, now)
             if since is not None:
                 gauges.append(Sample(SINCE_LAST_SUCCESS, since, now))
             return metrics.totals(), gauges
         finally:
             manifest.close()
+
+
+def _without_stale_lag(gauges: list[Sample]) -> list[Sample]:
+    """``gauges`` less the capture lag when the source was down at the last measurement
+    (source_up 0, newer than the lag): the stored lag is not current then, and serving it (a
+    0, say) would look like a caught-up lake; absent, it is what absent() alerts on."""
+    down = [s.ts for s in gauges if s.name == "source_up" and s.value == 0]
+    if not down:
+        return gauges
+    return [
+        s
+        for s in gauges
+        if not (s.name in ("capture_lag_bytes", "capture_lag_seconds") and s.ts <= max(down))
+    ]
 
 
 def families(

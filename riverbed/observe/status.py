@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from riverbed.capture.lag import source_lag
+from riverbed.capture.lag import SlotReplaced, measure_lag
 from riverbed.capture.pgoutput import format_lsn
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
@@ -14,6 +14,7 @@ from riverbed.lake.batches import bad_files, quality_results
 from riverbed.lake.manifest import Manifest
 from riverbed.observe.alarms import alarm_states
 from riverbed.observe.metrics import Metrics
+from riverbed.orchestrate.history import process_gone
 from riverbed.source.connection import source_for
 
 
@@ -28,6 +29,7 @@ def gather(project: Project) -> dict[str, Any]:
             "position": None,
             "lag_bytes": None,
             "lag_seconds": None,
+            "slot_replaced": False,  # another project took the slot over: no lag measured
             "files": 0,
             "rows": 0,
         },
@@ -59,12 +61,17 @@ def gather(project: Project) -> dict[str, Any]:
             cap["slot"] = slot
             cap["position"] = format_lsn(position)
             # measured now when no capture runs; a running capture's own samples otherwise
-            lag = (
-                source_lag(project, manifest) if report["source"]["state"] == "reachable" else None
-            )
+            try:
+                lag = (
+                    measure_lag(project, manifest)[0]
+                    if report["source"]["state"] == "reachable"
+                    else None
+                )
+            except SlotReplaced:  # another project's slot: its lag is not this lake's
+                lag, cap["slot_replaced"] = None, True
             if lag is not None:
                 cap["lag_bytes"], cap["lag_seconds"] = lag.bytes, lag.seconds
-            elif report["source"]["state"] == "reachable":
+            elif report["source"]["state"] == "reachable" and not cap["slot_replaced"]:
                 # a capture's own samples (it holds the slot); with the source unreachable
                 # nothing is measured, and the last sample would pass for the lag now
                 for key in ("lag_bytes", "lag_seconds"):
@@ -100,12 +107,18 @@ def _runs(manifest: Manifest, limit: int = 5) -> list[dict[str, Any]]:
     if not manifest.has_table("runs"):
         return []
     rows = manifest.query(
-        "select run_id, status, trigger, started_at, ended_at, failed_state, error from runs "
-        "order by started_at desc limit ?",
+        "select run_id, status, trigger, started_at, ended_at, failed_state, error, pid, host "
+        "from runs order by started_at desc limit ?",
         (limit,),
     )
     names = ("run_id", "status", "trigger", "started_at", "ended_at", "failed_state", "error")
-    return [dict(zip(names, row)) for row in rows]
+    runs = []
+    for row in rows:
+        run = dict(zip(names, row))
+        if process_gone({**run, "pid": row[7], "host": row[8]}):
+            run["status"] = "died"  # kill -9: running in the history until the next run
+        runs.append(run)
+    return runs
 
 
 def _last_hour(manifest: Manifest, now: float) -> dict[str, float]:

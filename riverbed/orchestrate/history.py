@@ -26,6 +26,22 @@ from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest
 
+
+def process_gone(run: dict[str, Any]) -> bool:
+    """A run the history still calls running whose process, on this machine, no longer
+    exists (kill -9): it stays 'running' until the next run takes its lock over, so whoever
+    shows it (`riverbed runs`, `riverbed status`) calls it died instead."""
+    if run["status"] != "running" or run.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(run["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, TypeError, ValueError):
+        return False  # alive under another user, or no pid to check
+    return False
+
+
 SCHEMA = """
 create table if not exists runs (
   run_id        text primary key,

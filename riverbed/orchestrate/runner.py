@@ -21,7 +21,7 @@ from typing import Any
 
 from riverbed.capture.lag import record_source_lag
 from riverbed.config.loader import Project
-from riverbed.config.models import RiverbedConfig
+from riverbed.config.models import FailState, MachineConfig, ParallelState, RiverbedConfig
 from riverbed.errors import ConfigError, RiverbedError
 from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.observe.alarms import evaluate_alarms
@@ -53,6 +53,8 @@ class RunReport:
     error_class: str | None = None
     redrive: bool = False
     summary: dict[str, Any] = field(default_factory=dict)  # per table: see Tasks.summary
+    # failed_state is a Fail state of the machine (not a task): a redrive would fail again
+    ended_by_fail_state: bool = False
 
     @property
     def loaded_rows(self) -> int:
@@ -168,6 +170,7 @@ def _execute(
             report.failed_state = failed.failed_state
             report.error = failed.error
             report.error_class = failed.error_class
+            report.ended_by_fail_state = _is_fail_state(machine, failed.failed_state)
         except BaseException as exc:  # Ctrl-C, SIGTERM: the run ends aborted, redrivable
             history.finish(run_id, "aborted", None, f"interrupted: {type(exc).__name__}")
             close_dispatcher(dispatcher, metrics, INTERRUPTED_GRACE_SECONDS)
@@ -269,6 +272,18 @@ def alarm_interval(config: RiverbedConfig) -> float:
     often sees no new period), at least every ALARM_INTERVAL_MAX seconds, at most every 1 s."""
     periods = [a.period_seconds for a in config.alarms.values()]
     return float(min(max(min(periods, default=ALARM_INTERVAL_MAX), 1), ALARM_INTERVAL_MAX))
+
+
+def _is_fail_state(machine: MachineConfig, name: str | None) -> bool:
+    """Whether ``name`` is a Fail state of ``machine`` or of one of its Parallel branches."""
+    for state_name, state in machine.states.items():
+        if state_name == name and isinstance(state, FailState):
+            return True
+        if isinstance(state, ParallelState) and any(
+            _is_fail_state(branch, name) for branch in state.branches
+        ):
+            return True
+    return False
 
 
 def _record_run(metrics: Metrics, report: RunReport) -> None:

@@ -5,8 +5,9 @@ so nothing here ever logs or raises more of the address than ``scheme://host:por
 values are read from their secrets only at delivery. Redirects are not followed: a redirect
 would replay the secret headers to another address.
 
-Retried with exponential backoff: connection errors, timeouts, 5xx and 429 (the receiver is
-down or busy, it may recover); any other 4xx or a redirect is the config's fault and retrying
+Retried with exponential backoff (waits of 1, 2, 4, then 8 s) until the retry window is used:
+connection errors, timeouts, 5xx and 429 (the receiver is down or busy, it may recover, and one
+down for a while still gets the notice); any other 4xx or a redirect is the config's fault and retrying
 cannot help. A receiver that says how long to wait (``Retry-After``, in seconds or as a date,
 usually with 429 or 503) is waited for, up to MAX_WAIT_SECONDS: asking again sooner is what
 rate limiters punish. All of it within the retry window (RETRY_WINDOW_SECONDS): no attempt
@@ -32,7 +33,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_attempt,
     stop_before_delay,
     wait_exponential,
 )
@@ -43,8 +43,8 @@ from riverbed.observe.notify import RETRY_WINDOW_SECONDS, NotifyError
 logger = logging.getLogger("riverbed.notify")
 
 TIMEOUT_SECONDS = 10.0  # per attempt: connect plus response
-ATTEMPTS = 4
-BACKOFF_SECONDS = 1.0  # waits 1, 2, 4 s between the attempts
+BACKOFF_SECONDS = 1.0  # waits 1, 2, 4 s between the first attempts ...
+MAX_BACKOFF_SECONDS = 8.0  # ... then 8 s between each, until the window is used
 MAX_WAIT_SECONDS = 30.0  # the most a Retry-After is waited for, per attempt
 MIN_ATTEMPT_SECONDS = 1.0  # the shortest timeout an attempt near the window's end gets
 
@@ -93,8 +93,9 @@ class WebhookNotifier:
         headers = self._headers()
         started = time.monotonic()
         retrying = Retrying(
-            # no attempt would start after the window: a wait that ends past it ends the retries
-            stop=stop_after_attempt(ATTEMPTS) | stop_before_delay(self.window),
+            # retried until the window is used (a receiver down for a while still gets the
+            # notice); no attempt would start after it: a wait that ends past it ends the retries
+            stop=stop_before_delay(self.window),
             wait=self._wait,
             retry=retry_if_exception(lambda exc: isinstance(exc, _Failure) and exc.transient),
             before_sleep=self._log_retry,
@@ -152,7 +153,9 @@ class WebhookNotifier:
 
     def _wait(self, state: RetryCallState) -> float:
         """The exponential backoff, or longer if the receiver asked for it (up to max_wait)."""
-        backoff = float(wait_exponential(multiplier=self.backoff_seconds)(state))
+        backoff = float(
+            wait_exponential(multiplier=self.backoff_seconds, max=MAX_BACKOFF_SECONDS)(state)
+        )
         failure = state.outcome.exception() if state.outcome else None
         asked = failure.retry_after if isinstance(failure, _Failure) else None
         return backoff if asked is None else min(max(backoff, asked), self.max_wait)
@@ -161,13 +164,12 @@ class WebhookNotifier:
         problem = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         logger.info(
-            "webhook notifier %s (%s): %s; retrying in %.3g s (attempt %d of %d)",
+            "webhook notifier %s (%s): %s; retrying in %.3g s (attempt %d)",
             self.name,
             self.origin,
             problem,
             wait,
             state.attempt_number,
-            ATTEMPTS,
         )
 
 

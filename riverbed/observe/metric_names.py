@@ -1,0 +1,57 @@
+"""Every metric name Riverbed records, in one place: what an alarm may name.
+
+A leaf (no imports), so the config can check ``alarms.<name>.metric`` at load without importing
+the stages. A stage that records a new metric adds its name here; tests check that every name
+recorded is listed (a misspelt alarm metric is refused at load instead of staying
+INSUFFICIENT_DATA forever). No metric name is templated: per-table and per-state series are
+told apart by labels, so a plain set is enough.
+"""
+
+SINCE_LAST_SUCCESS = "seconds_since_last_success"  # a gauge of the clock: see since_last_success
+
+# stored as increments: see observe.metrics.is_counter
+COUNTERS = frozenset(
+    {
+        "transform_rows_in",
+        "transform_rows_out",
+        "transform_rows_quarantined",
+        "transform_batches",
+        "quality_failures",
+        "quality_rows_checked",
+        "quality_rows_failed",
+        "load_rows",
+        "load_batches",
+        "state_retries",
+        "state_failures",
+        "runs_succeeded",
+        "runs_failed",
+        "published_runs",
+        "notifications_given_up",
+        "capture_rows_total",
+        "capture_files_total",
+        "capture_bytes_total",
+        "capture_transactions_total",
+    }
+)
+
+# readings: the newest sample is the value
+GAUGES = frozenset(
+    {
+        "capture_lag_bytes",
+        "capture_lag_seconds",
+        "capture_position",
+        "source_up",  # 0 when the source could not be reached to measure the capture lag
+        "state_duration_seconds",
+        "run_duration_seconds",
+        "run_peak_rss_bytes",
+        "warehouse_loaded_at",
+        SINCE_LAST_SUCCESS,
+    }
+)
+
+# derived metric -> (numerator, denominator): both counters, summed per period
+RATIOS: dict[str, tuple[str, str]] = {
+    "quality_failure_ratio": ("quality_rows_failed", "quality_rows_checked"),
+}
+
+METRIC_NAMES = frozenset(COUNTERS | GAUGES | set(RATIOS))
