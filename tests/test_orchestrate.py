@@ -23,8 +23,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Database, free_port, run_cli, start_cli
+from riverbed.config.metric_names import METRIC_NAMES
 from riverbed.config.models import RetryRule
-from riverbed.observe.metric_names import METRIC_NAMES
 from riverbed.orchestrate.executor import retry_delay
 
 TABLES = """
@@ -999,7 +999,7 @@ def test_metrics_leave_out_the_lag_while_the_source_is_down(project: Path) -> No
     assert "riverbed_capture_lag_seconds" not in families, families
     assert "riverbed_capture_lag_bytes" not in families
     assert "riverbed_source_up" in families
-    # every name recorded on the way is one an alarm may name (observe.metric_names)
+    # every name recorded on the way is one an alarm may name (config.metric_names)
     with contextlib.closing(sqlite3.connect(project.parent / "state.db")) as db:
         recorded = {name for (name,) in db.execute("select distinct name from metrics")}
     assert recorded and recorded <= METRIC_NAMES, recorded - METRIC_NAMES

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from riverbed.config.metric_names import METRIC_NAMES
 from riverbed.errors import UsageError
-from riverbed.observe.metric_names import METRIC_NAMES
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -778,15 +778,7 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
             )
     if config.orchestration.machine is not None:
         problems += _machine_problems(config, config.orchestration.machine, "orchestration.machine")
-    for name, alarm in config.alarms.items():
-        if alarm.metric not in METRIC_NAMES:
-            problems.append(_unknown_metric(name, alarm.metric))
-        for target in alarm.notify:
-            if target not in config.notifiers:
-                problems.append(
-                    f"alarms.{name}.notify: '{target}' is not a notifier; "
-                    f"defined: {', '.join(config.notifiers) or 'none'}"
-                )
+    problems += _alarm_problems(config)
     for name, principal in config.governance.principals.items():
         for role in principal.roles:
             if role not in config.governance.roles:
@@ -816,6 +808,21 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
                 f"tables.{targets[table.target]}"
             )
         targets[table.target] = name
+    return problems
+
+
+def _alarm_problems(config: RiverbedConfig) -> list[str]:
+    """Alarms naming a metric Riverbed never records, or a notifier not defined."""
+    problems: list[str] = []
+    for name, alarm in config.alarms.items():
+        if alarm.metric not in METRIC_NAMES:
+            problems.append(_unknown_metric(name, alarm.metric))
+        for target in alarm.notify:
+            if target not in config.notifiers:
+                problems.append(
+                    f"alarms.{name}.notify: '{target}' is not a notifier; "
+                    f"defined: {', '.join(config.notifiers) or 'none'}"
+                )
     return problems
 
 

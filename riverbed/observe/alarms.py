@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from riverbed.config.metric_names import RATIOS
 from riverbed.config.models import AlarmConfig, RiverbedConfig
 from riverbed.lake.manifest import Manifest
-from riverbed.observe.metric_names import RATIOS
 from riverbed.observe.metrics import Metrics
 from riverbed.observe.notify import Dispatcher
 

@@ -19,9 +19,9 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from riverbed.config.metric_names import COUNTERS
+from riverbed.config.metric_names import SINCE_LAST_SUCCESS as SINCE_LAST_SUCCESS
 from riverbed.lake.manifest import Manifest
-from riverbed.observe.metric_names import COUNTERS
-from riverbed.observe.metric_names import SINCE_LAST_SUCCESS as SINCE_LAST_SUCCESS
 
 RETENTION_SECONDS = 14 * 24 * 3600  # samples older than this are pruned after each run
 
