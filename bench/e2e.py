@@ -293,7 +293,7 @@ def state_rows(project: Path, query: str, params: tuple[Any, ...] = ()) -> list[
 
 
 def current_lsn(dsn: str) -> int:
-    from riverbed.capture.pgoutput import parse_lsn
+    from riverbed.lake.positions import parse_lsn
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("select pg_current_wal_lsn()::text").fetchone()

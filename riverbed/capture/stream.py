@@ -41,6 +41,7 @@ from riverbed.capture.pgtypes import PgColumn
 from riverbed.errors import first_line
 from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
+from riverbed.lake.positions import format_lsn
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
 
@@ -88,7 +89,7 @@ def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolErr
     pgoutput format), naming the message's kind and where in the WAL it is."""
     detail = exc.detail if isinstance(exc, pgoutput.ProtocolError) else f"cut short ({exc})"
     kind = chr(payload[0]) if payload else "empty"
-    return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {pgoutput.format_lsn(lsn)}")
+    return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {format_lsn(lsn)}")
 
 
 class ChangeStream:

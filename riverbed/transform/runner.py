@@ -51,6 +51,7 @@ from riverbed.lake.declared import Declared, as_declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
+from riverbed.lake.positions import parse_lsn
 from riverbed.lake.reader import RowGroupFilter, concat_versions, resolve_unchanged_toast
 from riverbed.lake.storage import LakeError, LakeFileMissing, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
@@ -1329,8 +1330,7 @@ AFTER_ALL = (1 << 63) - 1
 def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
     text = start.strip()
     if re.fullmatch(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", text):
-        high, _, low = text.partition("/")
-        return min((int(high, 16) << 32) | int(low, 16), AFTER_ALL)
+        return min(parse_lsn(text), AFTER_ALL)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
