@@ -33,6 +33,7 @@ import pyarrow as pa
 from riverbed.capture.pgoutput import ProtocolError
 from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
 from riverbed.capture.tuples import decode_columns
+from riverbed.lake.layout import HOUR_US
 
 CDC_FIELDS = [
     pa.field("_op", pa.string(), nullable=False),
@@ -43,7 +44,6 @@ CDC_FIELDS = [
     pa.field("_toast_unchanged", pa.list_(pa.string())),
 ]
 CDC_NAMES = [f.name for f in CDC_FIELDS]
-HOUR_US = 3_600_000_000
 
 
 @dataclass(frozen=True)
@@ -140,15 +140,9 @@ class TableBuffer:
         return pa.Table.from_arrays(arrays + cdc, schema=pa.schema(fields + CDC_FIELDS))
 
 
-def partition_of(ts_us: int) -> str:
-    """The lake partition of a commit time: "date=YYYY-MM-DD/hour=HH" (UTC)."""
-    stamp = np.datetime64(ts_us // HOUR_US * 3600, "s").astype("datetime64[h]")
-    day, hour = str(stamp).split("T")
-    return f"date={day}/hour={hour}"
-
-
-def partitions(table: pa.Table) -> list[tuple[str, pa.Table]]:
-    """Split rows by commit hour: [("date=YYYY-MM-DD/hour=HH", rows)], in time order."""
+def partitions(table: pa.Table) -> list[tuple[int, pa.Table]]:
+    """Split rows by the lake partition of their commit time: [(the hour's start in
+    microseconds, rows)], in time order."""
     if table.num_rows == 0:
         return []
     ts = table.column("_commit_ts").combine_chunks().cast(pa.int64()).to_numpy()
@@ -157,5 +151,5 @@ def partitions(table: pa.Table) -> list[tuple[str, pa.Table]]:
     for hour in np.unique(hours):
         mask = hours == hour
         rows = table if mask.all() else table.filter(pa.array(mask))
-        result.append((partition_of(int(hour) * HOUR_US), rows))
+        result.append((int(hour) * HOUR_US, rows))
     return result

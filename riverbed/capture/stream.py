@@ -39,6 +39,7 @@ from riverbed.capture import pgoutput
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
 from riverbed.capture.pgtypes import PgColumn
 from riverbed.errors import first_line
+from riverbed.lake.layout import raw_file_path
 from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
 from riverbed.lake.positions import format_lsn
@@ -534,12 +535,11 @@ class ChangeStream:
             if not len(buffer):
                 continue
             arrow = buffer.to_arrow(txs)
-            for partition, rows in partitions(arrow):
+            for hour_us, rows in partitions(arrow):
                 lsns = rows.column("_lsn").to_numpy()
                 low, high = int(lsns.min()), int(lsns.max())
-                name = f"{low:016X}_{high:016X}_v{version}_{batch.part:04d}.parquet"
+                path = raw_file_path(table, hour_us, low, high, version, batch.part)
                 batch.part += 1
-                path = f"raw/{table}/{partition}/{name}"
                 size = write_table(self.storage, path, rows)
                 files.append(LakeFile(path, "raw", table, rows.num_rows, size, low, high, version))
         return files

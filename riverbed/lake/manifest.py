@@ -31,6 +31,7 @@ from typing import Any
 from riverbed.config.loader import Project
 from riverbed.config.models import SourceConfig
 from riverbed.errors import ErrorClass, RiverbedError, first_line
+from riverbed.lake.layout import batch_of
 
 SCHEMA = """
 create table if not exists lake_files (
@@ -117,10 +118,7 @@ class LakeFile:
     def batch_id(self) -> str | None:
         """The transform batch a staged or quarantined file belongs to (its ``batch=<id>``
         folder); None for a raw file."""
-        for part in self.path.split("/"):
-            if part.startswith("batch="):
-                return part.removeprefix("batch=")
-        return None
+        return batch_of(self.path)
 
 
 @dataclass(frozen=True)

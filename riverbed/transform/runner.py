@@ -48,6 +48,13 @@ from riverbed.config.loader import Project
 from riverbed.config.models import QualityRule, TableConfig
 from riverbed.errors import ConfigError, ErrorClass, RiverbedError, UsageError
 from riverbed.lake.declared import Declared, as_declared, declared_columns
+from riverbed.lake.layout import (
+    bad_path,
+    bad_prefix,
+    batch_file_path,
+    parse_raw_path,
+    set_aside_from,
+)
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
@@ -832,7 +839,7 @@ class TransformRun:
 
         def write(index: int) -> LakeFile:
             part = table.slice(starts[index], PART_ROWS)
-            path = f"{stage}/{batch.table}/batch={batch.batch_id}/part-{index:05d}.parquet"
+            path = batch_file_path(stage, batch.table, batch.batch_id, index)
             size = write_table(self.storage, path, part)
             lsns = part.column("_lsn")
             return LakeFile(
@@ -941,7 +948,7 @@ class TransformRun:
         reads the original again, finds it bad and copies it again); the manifest records the
         move in one transaction (no batch reads the original from then on); the original is
         deleted last (a rerun deletes it, see _finish_set_asides)."""
-        target = f"bad/{file.path}"
+        target = bad_path(file.path)
         with suppress(LakeFileMissing):  # already copied by a run that stopped before recording
             self.storage.write_atomic(target, self.storage.read(file.path))
         self.bookmarks.quarantine_file(file, target, reason)
@@ -963,13 +970,13 @@ class TransformRun:
         an original still there after its move was recorded is deleted, and a move whose copy
         is in bad/ but whose original is gone unrecorded (the order runs before this one used:
         copy, delete, record) is recorded, so no batch waits for a file that is not there."""
-        copies = self.storage.list(f"bad/raw/{table}/")
+        copies = self.storage.list(bad_prefix(table))
         if not copies:
             return  # the usual case: one listing of an empty folder
         recorded = {b["path"] for b in self.bookmarks.bad_files() if b["table"] == table}
         listed = {f.path: f for f in self.manifest.files("raw", table)}
         for copy in copies:
-            original = copy.removeprefix("bad/")
+            original = set_aside_from(copy)
             if original in recorded:
                 # (a raw file in the manifest under that name is a new one: kept)
                 if original not in listed and self.storage.exists(original):
@@ -1339,12 +1346,7 @@ def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    hour = moment.astimezone(UTC).strftime("date=%Y-%m-%d/hour=%H")
+    hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     # raw files are partitioned by commit hour: the first file of that hour or later
-    later = [f.min_lsn for f in manifest.files("raw", table) if _partition(f.path) >= hour]
+    later = [f.min_lsn for f in manifest.files("raw", table) if parse_raw_path(f.path).hour >= hour]
     return min(later) if later else AFTER_ALL
-
-
-def _partition(path: str) -> str:
-    parts = path.split("/")
-    return "/".join(parts[2:4]) if len(parts) > 4 else ""
