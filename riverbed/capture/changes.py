@@ -1,22 +1,8 @@
 """Buffering decoded row changes and turning them into Arrow tables for the lake.
 
-Every row in the lake carries the source columns plus the CDC columns:
-
-  _op               I insert, U update, D delete, T truncate (one row per truncated table),
-                    L snapshot (full load) row, or I for snapshot rows when
-                    capture.include_op_for_full_load is set (the DMS convention)
-  _commit_ts        commit time of the source transaction (UTC); the snapshot's time for L rows
-  _lsn              commit LSN of the transaction (the slot's consistent point for snapshot rows)
-  _seq              position of the change within its transaction, from 0; for snapshot rows a
-                    negative row number, so they sort before a transaction that committed at
-                    the consistent point itself
-  _xid              source transaction id (null for snapshot rows)
-  _toast_unchanged  names of columns whose value the source did NOT send because an update left
-                    a TOASTed value untouched. Those columns are null in this row and must be
-                    read as "same as the previous version of this key", never as null. This is
-                    decided here, at capture, because only the decoder can tell an unchanged
-                    TOAST value ('u') from a real NULL ('n'); ``riverbed.lake.reader`` resolves
-                    the mark for every later stage.
+Every row in the lake carries the source columns plus the CDC columns of
+``riverbed.lake.schema``. ``_toast_unchanged`` is decided here, at capture, because only the
+decoder can tell an unchanged TOAST value ('u') from a real NULL ('n').
 
 A primary-key change arrives as one Update carrying the old key; it is written as a D of the old
 key followed by an I of the new row (as Debezium does), so each key's history stays its own.
@@ -31,19 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from riverbed.capture.pgoutput import ProtocolError
-from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
 from riverbed.capture.tuples import decode_columns
 from riverbed.lake.layout import HOUR_US
-
-CDC_FIELDS = [
-    pa.field("_op", pa.string(), nullable=False),
-    pa.field("_commit_ts", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("_lsn", pa.int64(), nullable=False),
-    pa.field("_seq", pa.int64(), nullable=False),
-    pa.field("_xid", pa.int64()),
-    pa.field("_toast_unchanged", pa.list_(pa.string())),
-]
-CDC_NAMES = [f.name for f in CDC_FIELDS]
+from riverbed.lake.pgtypes import PgColumn, UnrepresentableValue, to_arrow
+from riverbed.lake.schema import CDC_FIELDS
 
 
 @dataclass(frozen=True)

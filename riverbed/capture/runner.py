@@ -26,7 +26,6 @@ import psycopg2
 import psycopg2.extras
 
 from riverbed.capture.changes import TableSchema
-from riverbed.capture.pgtypes import PgColumn
 from riverbed.capture.slot import (
     CaptureSetupError,
     SlotState,
@@ -55,6 +54,7 @@ from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest, SchemaVersion, open_manifest
+from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn, parse_lsn
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.source.connection import Source, connection_lost, source_for

@@ -30,12 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from riverbed.capture.changes import CDC_FIELDS, TableSchema
-from riverbed.capture.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
+from riverbed.capture.changes import TableSchema
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import snapshot_file_path, truncate_file_path
 from riverbed.lake.manifest import LakeFile
 from riverbed.lake.parquet import ROW_GROUP_ROWS, CountingSink, write_table, writer_options
+from riverbed.lake.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
+from riverbed.lake.schema import CDC_FIELDS
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import Source
 

@@ -37,11 +37,11 @@ import psycopg2.extras
 
 from riverbed.capture import pgoutput
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
-from riverbed.capture.pgtypes import PgColumn
 from riverbed.errors import first_line
 from riverbed.lake.layout import raw_file_path
 from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
+from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended

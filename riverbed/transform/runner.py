@@ -60,6 +60,8 @@ from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.parquet import write_table
 from riverbed.lake.positions import parse_lsn
 from riverbed.lake.reader import RowGroupFilter, concat_versions, resolve_unchanged_toast
+from riverbed.lake.schema import CDC_COLUMNS, OP, TOAST_UNCHANGED
+from riverbed.lake.schema import POSITION_COLUMNS as POSITION
 from riverbed.lake.storage import LakeError, LakeFileMissing, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
@@ -74,10 +76,8 @@ from riverbed.transform.rules import (
     compile_checks,
 )
 
-CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
 LOST = "__lost"  # why a raw row lost a value to its declared type (riverbed.lake.declared)
 TYPE_RULE = "type"  # the built-in check that sets such rows aside
-POSITION = ("_lsn", "_seq")  # a change's place in the source: unique within a table
 PART_ROWS = 512 * 1024  # two parts of a default batch: one per core, few fsyncs
 SAMPLES = 5
 log = logging.getLogger("riverbed.transform")
@@ -564,7 +564,7 @@ class TransformRun:
         latest_values), so a long-lived table's history costs a scan, not a Python walk."""
         parts = []
         key_set = wanted.group_by(keys).aggregate([])
-        columns = [*keys, *needed, "_op", "_lsn", "_seq", "_toast_unchanged"]
+        columns = [*keys, *needed, OP, *POSITION, TOAST_UNCHANGED]
         for file in self.manifest.files("raw", batch.table):
             if file.max_lsn > batch.min_lsn or file in batch.files:
                 continue
@@ -891,7 +891,7 @@ class TransformRun:
                 wanted = [
                     n
                     for n in parquet.schema_arrow.names
-                    if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
+                    if n in columns or n in keys or n in (OP, *POSITION)
                 ]
             if pruning is None:
                 part = parquet.read(columns=wanted)
