@@ -396,6 +396,8 @@ def _write_files(
                 point.lsn,
                 layout.version,
                 True,
+                point.ts_us,  # snapshot rows carry the snapshot's time as their commit time
+                point.ts_us,
             )
         )
 
@@ -410,7 +412,18 @@ def truncate_file(storage: LakeStorage, layout: TableSchema, point: SnapshotPoin
     row = _typed(empty, layout, point, "T", SNAPSHOT_SEQ - 1)
     path = truncate_file_path(layout.table, point.ts_us, point.lsn)
     size = write_table(storage, path, row)
-    return LakeFile(path, "raw", layout.table, 1, size, point.lsn, point.lsn, layout.version)
+    return LakeFile(
+        path,
+        "raw",
+        layout.table,
+        1,
+        size,
+        point.lsn,
+        point.lsn,
+        layout.version,
+        min_commit_ts=point.ts_us,
+        max_commit_ts=point.ts_us,
+    )
 
 
 # The binary form of 'infinity' and of time '24:00' has no Arrow value: the driver wraps it around

@@ -34,6 +34,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from riverbed.capture import pgoutput
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
@@ -43,6 +45,7 @@ from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
 from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn
+from riverbed.lake.schema import COMMIT_TS
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
 
@@ -541,5 +544,19 @@ class ChangeStream:
                 path = raw_file_path(table, hour_us, low, high, version, batch.part)
                 batch.part += 1
                 size = write_table(self.storage, path, rows)
-                files.append(LakeFile(path, "raw", table, rows.num_rows, size, low, high, version))
+                commit = pc.min_max(rows.column(COMMIT_TS).cast(pa.int64()))
+                files.append(
+                    LakeFile(
+                        path,
+                        "raw",
+                        table,
+                        rows.num_rows,
+                        size,
+                        low,
+                        high,
+                        version,
+                        min_commit_ts=commit["min"].as_py(),
+                        max_commit_ts=commit["max"].as_py(),
+                    )
+                )
         return files

@@ -52,7 +52,6 @@ from riverbed.lake.layout import (
     bad_path,
     bad_prefix,
     batch_file_path,
-    parse_raw_path,
     set_aside_from,
 )
 from riverbed.lake.lock import ProcessLock
@@ -1348,5 +1347,5 @@ def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
         moment = moment.replace(tzinfo=UTC)
     hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     # raw files are partitioned by commit hour: the first file of that hour or later
-    later = [f.min_lsn for f in manifest.files("raw", table) if parse_raw_path(f.path).hour >= hour]
+    later = [f.min_lsn for f in manifest.files("raw", table) if f.committed_from(hour)]
     return min(later) if later else AFTER_ALL
