@@ -70,9 +70,9 @@ import pyarrow.parquet as pq
 import yaml
 from _server import command_line, machine, throwaway_server
 
-from riverbed.capture.pgoutput import format_lsn, parse_lsn
 from riverbed.capture.snapshot import SESSION_SETTINGS
 from riverbed.config.loader import demo_config_text
+from riverbed.lake.positions import format_lsn, parse_lsn
 from riverbed.shop import schema
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed

@@ -78,6 +78,7 @@ from _server import command_line, machine, throwaway_server
 from capture import group_rss_mb, launch, write_config
 
 from riverbed.config.loader import load_project
+from riverbed.lake.layout import batch_of
 from riverbed.orchestrate.runner import run_pipeline
 from riverbed.shop import schema
 from riverbed.shop.history import HistorySpec
@@ -293,7 +294,7 @@ def state_rows(project: Path, query: str, params: tuple[Any, ...] = ()) -> list[
 
 
 def current_lsn(dsn: str) -> int:
-    from riverbed.capture.pgoutput import parse_lsn
+    from riverbed.lake.positions import parse_lsn
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
@@ -489,14 +490,14 @@ def stage_times(project: Path, probes: list[Probe], since: float) -> dict[int, d
             at = found.setdefault(item, {})
             at["raw"] = min(at.get("raw", float("inf")), float(created_at))
     staged = {
-        path.split("batch=", 1)[1].split("/", 1)[0]: float(created_at)
+        batch_id: float(created_at)
         for path, created_at in state_rows(
             project,
             "select path, created_at from lake_files where stage = 'staged'"
             " and table_name = 'order_items' and created_at >= ?",
             (since,),
         )
-        if "batch=" in path
+        if (batch_id := batch_of(path)) is not None
     }
     loaded = dict(
         state_rows(

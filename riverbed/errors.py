@@ -11,7 +11,7 @@ Every error meant for the user is a RiverbedError (exit 1 unless said otherwise)
     ├── CaptureSetupError          riverbed.capture.slot: the source is not ready for capture
     ├── ProtocolError              riverbed.capture.pgoutput: a malformed replication message
     │                              (also a ValueError)
-    ├── UnrepresentableValue       riverbed.capture.pgtypes: a value with no exact Arrow
+    ├── UnrepresentableValue       riverbed.lake.pgtypes: a value with no exact Arrow
     │                              equivalent (also a ValueError)
     ├── LakeError                  riverbed.lake.storage: a lake read or write; per error
     │   └── LakeFileMissing        the file does not exist (also a FileNotFoundError)

@@ -25,12 +25,13 @@ from capture_support import (
 
 from conftest import Database, run_cli, start_cli
 from riverbed.capture import pgoutput
-from riverbed.capture.changes import TableBuffer, TxInfo, partition_of
-from riverbed.capture.pgoutput import parse_lsn
+from riverbed.capture.changes import TableBuffer, TxInfo
 from riverbed.capture.snapshot import SnapshotPoint, TableCopy, copy_tables
 from riverbed.config import load_project
+from riverbed.lake.layout import partition_of
 from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
+from riverbed.lake.positions import parse_lsn
 from riverbed.lake.storage import open_storage
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.schema import COLUMNS, TABLES

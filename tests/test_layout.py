@@ -24,12 +24,6 @@ LEAVES = {"lake", "state", "config"}
 # imports that break the rules today, each to be removed by the work named beside it; the test
 # fails on any violation not listed here, and on one listed here that is gone
 KNOWN: set[str] = {
-    # issue 16 item 1/2 removes these: the LSN, path and type helpers move into riverbed/lake/
-    # (positions.py, schema.py)
-    "riverbed/lake/declared.py imports riverbed.capture.pgtypes (lake imports no stage)",
-    "riverbed/load/ddl.py imports riverbed.capture.pgtypes (a stage never imports another stage)",
-    "riverbed/observe/status.py imports riverbed.capture.pgoutput"
-    " (a stage never imports another stage)",
     # status measures the lag itself when no capture runs, peeking the slot with capture's
     # decoder: it reads a lag the capture records in the state store once item 1/2 gives
     # observe one to read

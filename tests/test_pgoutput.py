@@ -8,6 +8,7 @@ import pytest
 from conftest import Database
 from riverbed.capture import pgoutput
 from riverbed.capture.pgoutput import UNCHANGED
+from riverbed.lake.positions import format_lsn, parse_lsn
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_replica_identity_full_sends_the_old_row(slot_db: Database) -> None:
 
 def test_lsn_text_round_trip() -> None:
     for text in ("0/0", "16/B374D848", "FFFFFFFF/FFFFFFFF"):
-        assert pgoutput.format_lsn(pgoutput.parse_lsn(text)) == text
+        assert format_lsn(parse_lsn(text)) == text
 
 
 def test_garbage_is_a_protocol_error() -> None:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import Database
-from riverbed.capture.pgtypes import (
+from riverbed.lake.pgtypes import (
     ARRAY_ELEMENT_OIDS,
     PG_OIDS,
     PgColumn,
@@ -740,7 +740,7 @@ def test_common_types_convert_without_python_per_value(kind: str) -> None:
     """The work done in Python does not grow with the number of values: Arrow does it all.
 
     A structural check instead of a timing one: count Python-level calls for 1,000 and for
-    100,000 values; ``python -m riverbed.capture.pgtypes`` prints the throughput.
+    100,000 values; ``python -m riverbed.lake.pgtypes`` prints the throughput.
     """
     oid, typmod, make = HOT[kind]
     column = PgColumn("c", oid, typmod)

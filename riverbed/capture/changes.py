@@ -1,22 +1,8 @@
 """Buffering decoded row changes and turning them into Arrow tables for the lake.
 
-Every row in the lake carries the source columns plus the CDC columns:
-
-  _op               I insert, U update, D delete, T truncate (one row per truncated table),
-                    L snapshot (full load) row, or I for snapshot rows when
-                    capture.include_op_for_full_load is set (the DMS convention)
-  _commit_ts        commit time of the source transaction (UTC); the snapshot's time for L rows
-  _lsn              commit LSN of the transaction (the slot's consistent point for snapshot rows)
-  _seq              position of the change within its transaction, from 0; for snapshot rows a
-                    negative row number, so they sort before a transaction that committed at
-                    the consistent point itself
-  _xid              source transaction id (null for snapshot rows)
-  _toast_unchanged  names of columns whose value the source did NOT send because an update left
-                    a TOASTed value untouched. Those columns are null in this row and must be
-                    read as "same as the previous version of this key", never as null. This is
-                    decided here, at capture, because only the decoder can tell an unchanged
-                    TOAST value ('u') from a real NULL ('n'); ``riverbed.lake.reader`` resolves
-                    the mark for every later stage.
+Every row in the lake carries the source columns plus the CDC columns of
+``riverbed.lake.schema``. ``_toast_unchanged`` is decided here, at capture, because only the
+decoder can tell an unchanged TOAST value ('u') from a real NULL ('n').
 
 A primary-key change arrives as one Update carrying the old key; it is written as a D of the old
 key followed by an I of the new row (as Debezium does), so each key's history stays its own.
@@ -31,19 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from riverbed.capture.pgoutput import ProtocolError
-from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, to_arrow
 from riverbed.capture.tuples import decode_columns
-
-CDC_FIELDS = [
-    pa.field("_op", pa.string(), nullable=False),
-    pa.field("_commit_ts", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("_lsn", pa.int64(), nullable=False),
-    pa.field("_seq", pa.int64(), nullable=False),
-    pa.field("_xid", pa.int64()),
-    pa.field("_toast_unchanged", pa.list_(pa.string())),
-]
-CDC_NAMES = [f.name for f in CDC_FIELDS]
-HOUR_US = 3_600_000_000
+from riverbed.lake.layout import HOUR_US
+from riverbed.lake.pgtypes import PgColumn, UnrepresentableValue, to_arrow
+from riverbed.lake.schema import CDC_FIELDS
 
 
 @dataclass(frozen=True)
@@ -140,15 +117,9 @@ class TableBuffer:
         return pa.Table.from_arrays(arrays + cdc, schema=pa.schema(fields + CDC_FIELDS))
 
 
-def partition_of(ts_us: int) -> str:
-    """The lake partition of a commit time: "date=YYYY-MM-DD/hour=HH" (UTC)."""
-    stamp = np.datetime64(ts_us // HOUR_US * 3600, "s").astype("datetime64[h]")
-    day, hour = str(stamp).split("T")
-    return f"date={day}/hour={hour}"
-
-
-def partitions(table: pa.Table) -> list[tuple[str, pa.Table]]:
-    """Split rows by commit hour: [("date=YYYY-MM-DD/hour=HH", rows)], in time order."""
+def partitions(table: pa.Table) -> list[tuple[int, pa.Table]]:
+    """Split rows by the lake partition of their commit time: [(the hour's start in
+    microseconds, rows)], in time order."""
     if table.num_rows == 0:
         return []
     ts = table.column("_commit_ts").combine_chunks().cast(pa.int64()).to_numpy()
@@ -157,5 +128,5 @@ def partitions(table: pa.Table) -> list[tuple[str, pa.Table]]:
     for hour in np.unique(hours):
         mask = hours == hour
         rows = table if mask.all() else table.filter(pa.array(mask))
-        result.append((partition_of(int(hour) * HOUR_US), rows))
+        result.append((int(hour) * HOUR_US, rows))
     return result

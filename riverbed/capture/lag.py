@@ -31,11 +31,11 @@ from typing import Any
 import psycopg
 
 from riverbed.capture import pgoutput
-from riverbed.capture.pgoutput import parse_lsn
 from riverbed.capture.slot import SlotState, slot_is_past
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.manifest import Manifest
+from riverbed.lake.positions import parse_lsn
 
 PEEK_CHANGES = 1000  # changes decoded at most (plus the rest of the transaction they end in)
 PEEK_TIMEOUT = "10s"  # a slot far behind takes long to decode; the measurement gives up then

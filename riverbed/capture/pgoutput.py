@@ -267,13 +267,3 @@ def parse_delete(buf: bytes) -> tuple[int, str, list[bytes | _Unchanged | None]]
         raise ProtocolError(f"Delete with unknown tuple kind {kind!r}")
     old, _ = parse_tuple(buf, 6)
     return relid, chr(kind), old
-
-
-def format_lsn(lsn: int) -> str:
-    """An LSN as PostgreSQL prints it: 16/B374D848."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(text: str) -> int:
-    high, low = text.split("/")
-    return (int(high, 16) << 32) | int(low, 16)

@@ -26,8 +26,6 @@ import psycopg2
 import psycopg2.extras
 
 from riverbed.capture.changes import TableSchema
-from riverbed.capture.pgoutput import format_lsn, parse_lsn
-from riverbed.capture.pgtypes import PgColumn
 from riverbed.capture.slot import (
     CaptureSetupError,
     SlotState,
@@ -53,8 +51,11 @@ from riverbed.capture.snapshot import (
 from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamStats
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
+from riverbed.lake.layout import raw_prefix
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest, SchemaVersion, open_manifest
+from riverbed.lake.pgtypes import PgColumn
+from riverbed.lake.positions import format_lsn, parse_lsn
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.source.connection import Source, connection_lost, source_for
 
@@ -404,7 +405,7 @@ def _remove_orphans(storage: LakeStorage, manifest: Manifest, tables: list[str])
     visible = {f.path for f in manifest.files("raw")}
     removed = 0
     for table in set(tables) | set(manifest.tables("raw")):
-        for path in storage.list(f"raw/{table}/"):
+        for path in storage.list(raw_prefix(table)):
             if path not in visible:
                 storage.delete(path)
                 removed += 1

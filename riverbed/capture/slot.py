@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from riverbed.capture.pgoutput import format_lsn, parse_lsn
 from riverbed.errors import RiverbedError
+from riverbed.lake.positions import format_lsn, parse_lsn
 
 
 class CaptureSetupError(RiverbedError):

@@ -30,11 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from riverbed.capture.changes import CDC_FIELDS, TableSchema, partition_of
-from riverbed.capture.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
+from riverbed.capture.changes import TableSchema
 from riverbed.errors import SourceError, first_line
+from riverbed.lake.layout import snapshot_file_path, truncate_file_path
 from riverbed.lake.manifest import LakeFile
 from riverbed.lake.parquet import ROW_GROUP_ROWS, CountingSink, write_table, writer_options
+from riverbed.lake.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
+from riverbed.lake.schema import CDC_FIELDS
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import Source
 
@@ -364,11 +366,10 @@ def _write_files(
     """Write the rows into files of up to ROWS_PER_FILE rows each, appending each to ``files``
     once written. ``_seq`` numbers rows from SNAPSHOT_SEQ + chunk << 40: unique within the
     table's snapshot, and below every streamed row's."""
-    partition = partition_of(point.ts_us)
     seq = SNAPSHOT_SEQ + (chunk << 40)
     batch = _next(reader)
     while batch is not None:
-        path = f"raw/{layout.table}/{partition}/snapshot_{point.lsn:016X}_{chunk:02d}_{len(files):04d}.parquet"
+        path = snapshot_file_path(layout.table, point.ts_us, point.lsn, chunk, len(files))
         rows = 0
         with storage.open_atomic(path) as sink:
             counter = CountingSink(sink)
@@ -395,6 +396,8 @@ def _write_files(
                 point.lsn,
                 layout.version,
                 True,
+                point.ts_us,  # snapshot rows carry the snapshot's time as their commit time
+                point.ts_us,
             )
         )
 
@@ -407,11 +410,20 @@ def truncate_file(storage: LakeStorage, layout: TableSchema, point: SnapshotPoin
         [pa.nulls(1, arrow_type(c)) for c in layout.columns], [c.name for c in layout.columns]
     )
     row = _typed(empty, layout, point, "T", SNAPSHOT_SEQ - 1)
-    path = (
-        f"raw/{layout.table}/{partition_of(point.ts_us)}/snapshot_{point.lsn:016X}_truncate.parquet"
-    )
+    path = truncate_file_path(layout.table, point.ts_us, point.lsn)
     size = write_table(storage, path, row)
-    return LakeFile(path, "raw", layout.table, 1, size, point.lsn, point.lsn, layout.version)
+    return LakeFile(
+        path,
+        "raw",
+        layout.table,
+        1,
+        size,
+        point.lsn,
+        point.lsn,
+        layout.version,
+        min_commit_ts=point.ts_us,
+        max_commit_ts=point.ts_us,
+    )
 
 
 # The binary form of 'infinity' and of time '24:00' has no Arrow value: the driver wraps it around

@@ -34,13 +34,18 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from riverbed.capture import pgoutput
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
-from riverbed.capture.pgtypes import PgColumn
 from riverbed.errors import first_line
+from riverbed.lake.layout import raw_file_path
 from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
+from riverbed.lake.pgtypes import PgColumn
+from riverbed.lake.positions import format_lsn
+from riverbed.lake.schema import COMMIT_TS
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
 
@@ -88,7 +93,7 @@ def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolErr
     pgoutput format), naming the message's kind and where in the WAL it is."""
     detail = exc.detail if isinstance(exc, pgoutput.ProtocolError) else f"cut short ({exc})"
     kind = chr(payload[0]) if payload else "empty"
-    return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {pgoutput.format_lsn(lsn)}")
+    return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {format_lsn(lsn)}")
 
 
 class ChangeStream:
@@ -533,12 +538,25 @@ class ChangeStream:
             if not len(buffer):
                 continue
             arrow = buffer.to_arrow(txs)
-            for partition, rows in partitions(arrow):
+            for hour_us, rows in partitions(arrow):
                 lsns = rows.column("_lsn").to_numpy()
                 low, high = int(lsns.min()), int(lsns.max())
-                name = f"{low:016X}_{high:016X}_v{version}_{batch.part:04d}.parquet"
+                path = raw_file_path(table, hour_us, low, high, version, batch.part)
                 batch.part += 1
-                path = f"raw/{table}/{partition}/{name}"
                 size = write_table(self.storage, path, rows)
-                files.append(LakeFile(path, "raw", table, rows.num_rows, size, low, high, version))
+                commit = pc.min_max(rows.column(COMMIT_TS).cast(pa.int64()))
+                files.append(
+                    LakeFile(
+                        path,
+                        "raw",
+                        table,
+                        rows.num_rows,
+                        size,
+                        low,
+                        high,
+                        version,
+                        min_commit_ts=commit["min"].as_py(),
+                        max_commit_ts=commit["max"].as_py(),
+                    )
+                )
         return files

@@ -149,7 +149,7 @@ def capture(
 
 def _payload(result: Any) -> dict[str, Any]:
     """What a capture did, as --json prints it."""
-    from riverbed.capture.pgoutput import format_lsn
+    from riverbed.lake.positions import format_lsn
 
     stats = result.stream
     return {

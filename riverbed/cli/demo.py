@@ -208,6 +208,7 @@ def _print_lake(project: Project) -> None:
 
 
 def _print_quality(project: Project) -> None:
+    from riverbed.lake.layout import quarantine_batch_dir
     from riverbed.lake.manifest import open_manifest
 
     manifest = open_manifest(project)
@@ -230,7 +231,8 @@ def _print_quality(project: Project) -> None:
     console.print(table)
     _say(
         f"{quarantined or 0:,} dirty rows quarantined with their rule and reason under "
-        f"{project.config.lake.path}/quarantine/<table>/batch=<id>/; the clean rows went on"
+        f"{project.config.lake.path}/{quarantine_batch_dir('<table>', '<id>')}/; the clean rows "
+        "went on"
     )
 
 

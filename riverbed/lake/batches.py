@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from riverbed.lake.layout import batch_of
 from riverbed.lake.manifest import Manifest
 
 SCHEMA = """
@@ -80,7 +81,19 @@ def withdraw_batches(manifest: Manifest, table: str, from_lsn: int) -> list[dict
         (table, from_lsn),
     )
     ids = [r[0] for r in batches]
+    forgotten = set(ids)
     with manifest.transaction() as db:
+        # the staged and quarantined files of the forgotten batches, told by their folder
+        withdrawn = [
+            (path,)
+            for (path,) in db.execute(
+                "select path from lake_files where stage in ('staged', 'quarantine')"
+                " and table_name = ?",
+                (table,),
+            )
+            if batch_of(path) in forgotten
+        ]
+        db.executemany("delete from lake_files where path = ?", withdrawn)
         for batch_id in ids:
             # the load stage takes the batch's rows out of the warehouse before it loads
             # what replaces them (possibly under the same id)
@@ -92,11 +105,6 @@ def withdraw_batches(manifest: Manifest, table: str, from_lsn: int) -> list[dict
             db.execute(
                 "update transform_batches set status = 'superseded' where batch_id = ?",
                 (batch_id,),
-            )
-            db.execute(
-                "delete from lake_files where stage in ('staged', 'quarantine')"
-                " and table_name = ? and path like ?",
-                (table, f"%/batch={batch_id}/%"),
             )
     return [
         {"batch_id": r[0], "rows": r[1], "quarantined": r[2], "min_lsn": r[3], "max_lsn": r[4]}

@@ -9,7 +9,7 @@ column back as its declared type: each value that converts gets that type, each 
 does not becomes null, and its row comes back with the reason, for the stage to set aside.
 
 Array columns are left as they are: a multi-dimensional array is kept as text on purpose
-(see ``riverbed.capture.pgtypes``), and nothing compares arrays with typed values.
+(see ``riverbed.lake.pgtypes``), and nothing compares arrays with typed values.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from riverbed.capture.pgtypes import PgColumn, UnrepresentableValue, arrow_type, to_arrow
 from riverbed.lake.manifest import Manifest
+from riverbed.lake.pgtypes import PgColumn, UnrepresentableValue, arrow_type, to_arrow
 
 Declared = dict[int, dict[str, PgColumn]]  # schema version -> column name -> its description
 SLICE = 1024  # rows converted at once while looking for the values that do not convert

@@ -25,12 +25,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from riverbed.config.loader import Project
 from riverbed.config.models import SourceConfig
 from riverbed.errors import ErrorClass, RiverbedError, first_line
+from riverbed.lake.layout import batch_of, parse_raw_path
 
 SCHEMA = """
 create table if not exists lake_files (
@@ -44,7 +46,11 @@ create table if not exists lake_files (
   schema_version integer not null,
   full_load      integer not null default 0,
   slot           text,
-  created_at     real not null
+  created_at     real not null,
+  -- a raw file's first and last commit time, microseconds since the epoch (UTC); null for
+  -- files recorded before these columns were (see LakeFile.committed_from)
+  min_commit_ts  integer,
+  max_commit_ts  integer
 );
 create index if not exists lake_files_by_table on lake_files (stage, table_name, max_lsn);
 create table if not exists capture_position (
@@ -112,15 +118,22 @@ class LakeFile:
     max_lsn: int
     schema_version: int
     full_load: bool = False
+    min_commit_ts: int | None = None  # raw files: first and last commit time, in microseconds
+    max_commit_ts: int | None = None
 
     @property
     def batch_id(self) -> str | None:
         """The transform batch a staged or quarantined file belongs to (its ``batch=<id>``
         folder); None for a raw file."""
-        for part in self.path.split("/"):
-            if part.startswith("batch="):
-                return part.removeprefix("batch=")
-        return None
+        return batch_of(self.path)
+
+    def committed_from(self, hour: datetime) -> bool:
+        """Whether this raw file holds changes committed in ``hour`` (the start of an hour,
+        UTC) or later: by its recorded commit times, or for a file recorded before they were,
+        by the partition hour its path names."""
+        if self.max_commit_ts is not None:
+            return self.max_commit_ts >= int(hour.timestamp()) * 1_000_000
+        return parse_raw_path(self.path).hour >= hour
 
 
 @dataclass(frozen=True)
@@ -136,7 +149,9 @@ def insert_files(
 ) -> None:
     """Make ``files`` visible, inside the caller's transaction."""
     db.executemany(
-        "insert or replace into lake_files values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "insert or replace into lake_files (path, stage, table_name, rows, bytes, min_lsn,"
+        " max_lsn, schema_version, full_load, slot, created_at, min_commit_ts, max_commit_ts)"
+        " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 f.path,
@@ -150,10 +165,25 @@ def insert_files(
                 int(f.full_load),
                 slot,
                 now,
+                f.min_commit_ts,
+                f.max_commit_ts,
             )
             for f in files
         ],
     )
+
+
+def _add_commit_times(db: sqlite3.Connection) -> None:
+    """Give a state store created before lake_files held commit times their columns (null
+    for the files already there)."""
+    have = {r[1] for r in db.execute("pragma table_info(lake_files)")}
+    for column in ("min_commit_ts", "max_commit_ts"):
+        if column not in have:
+            try:
+                db.execute(f"alter table lake_files add column {column} integer")
+            except sqlite3.OperationalError:
+                if column not in {r[1] for r in db.execute("pragma table_info(lake_files)")}:
+                    raise  # not a process opening the store at the same time adding it first
 
 
 class Manifest:
@@ -166,6 +196,7 @@ class Manifest:
         self._db.execute("pragma journal_mode = wal")
         self._db.execute("pragma synchronous = full")
         self._db.executescript(SCHEMA)
+        _add_commit_times(self._db)
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -394,7 +425,7 @@ class Manifest:
         """Visible files of a stage (optionally one table), in LSN order."""
         query = (
             "select path, stage, table_name, rows, bytes, min_lsn, max_lsn, schema_version,"
-            " full_load from lake_files where stage = ?"
+            " full_load, min_commit_ts, max_commit_ts from lake_files where stage = ?"
         )
         params: tuple[Any, ...] = (stage,)
         if table is not None:
@@ -402,7 +433,7 @@ class Manifest:
             params += (table,)
         query += " order by min_lsn, path"
         return [
-            LakeFile(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+            LakeFile(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), r[9], r[10])
             for r in self._db.execute(query, params)
         ]
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from riverbed.lake.manifest import Manifest
+from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage
 
 
@@ -44,7 +45,7 @@ def read_changes(
 def _source_order(table: pa.Table) -> pa.Array:
     # snapshot rows carry the consistent point as _lsn, which precedes every streamed commit,
     # so (_lsn, _seq) is the source order for both
-    return pc.sort_indices(table, sort_keys=[("_lsn", "ascending"), ("_seq", "ascending")])
+    return pc.sort_indices(table, sort_keys=[(name, "ascending") for name in POSITION_COLUMNS])
 
 
 def concat_versions(parts: list[pa.Table]) -> pa.Table:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 from sqlglot import exp
 
-from riverbed.capture.pgtypes import PgColumn, arrow_type  # how capture typed the lake
 from riverbed.config.loader import Project
 from riverbed.config.models import TableConfig
 from riverbed.errors import ConfigError, RiverbedError, UsageError
 from riverbed.lake.manifest import Manifest
+from riverbed.lake.pgtypes import PgColumn, arrow_type  # how the lake is typed
+from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.storage import LakeStorage
 from riverbed.load.facts import fact_ddl, fact_indexes
-from riverbed.load.model import CDC_COLUMNS, sql_type, warehouse_model
+from riverbed.load.model import sql_type, warehouse_model
 from riverbed.load.scd2 import dimension_ddl, staging_ddl
 from riverbed.load.warehouse import DIALECTS, capabilities
 

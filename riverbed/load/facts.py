@@ -20,11 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from riverbed.lake.schema import OP, POSITION_COLUMNS
 from riverbed.load.model import DimensionModel, FactModel
 from riverbed.load.scd2 import create_index, inferred_members_statement
 from riverbed.load.warehouse import Warehouse, capabilities, sql_text
 
-FACT_EXTRA = ("date_key", "event_ts", "_op", "_lsn", "_seq", "batch_id")
+FACT_EXTRA = ("date_key", "event_ts", OP, *POSITION_COLUMNS, "batch_id")
 DAY_US = 86_400_000_000
 EPOCH = date(1970, 1, 1)
 # a batch spanning more months than this keys its dates by the general expression (the
@@ -42,9 +43,8 @@ def fact_ddl(fact: FactModel, columns: dict[str, exp.DataType]) -> exp.Create:
     defs += [
         _column("date_key", exp.DataType.build("INT")),
         _column("event_ts", exp.DataType.build("TIMESTAMPTZ")),
-        _column("_op", exp.DataType.build("TEXT")),
-        _column("_lsn", exp.DataType.build("BIGINT")),
-        _column("_seq", exp.DataType.build("BIGINT")),
+        _column(OP, exp.DataType.build("TEXT")),
+        *(_column(name, exp.DataType.build("BIGINT")) for name in POSITION_COLUMNS),
         _column("batch_id", exp.DataType.build("TEXT")),
     ]
     return exp.Create(

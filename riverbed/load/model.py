@@ -28,9 +28,20 @@ import pyarrow as pa
 from sqlglot import exp
 
 from riverbed.config.models import RiverbedConfig
+from riverbed.lake.schema import COMMIT_TS, LSN, OP, SEQ, TOAST_UNCHANGED
 
 FAR_FUTURE = "9999-12-31 00:00:00+00"  # expiry_date of the current version
-CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
+BATCH_ID = "_batch_id"  # the staged batch a staging row came from (staging holds several)
+# what a staging table holds besides the source columns, and its SQL types: the CDC columns a
+# load reads (_toast_unchanged as the names joined by commas) and the batch
+STAGING_CDC_TYPES = {
+    OP: "TEXT",
+    COMMIT_TS: "TIMESTAMPTZ",
+    LSN: "BIGINT",
+    SEQ: "BIGINT",
+    TOAST_UNCHANGED: "TEXT",
+    BATCH_ID: "TEXT",
+}
 
 
 @dataclass(frozen=True)

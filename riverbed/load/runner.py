@@ -39,6 +39,7 @@ from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import as_pg_text, concat_versions
+from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import check_layout_keys, dim_date_ddl, lake_columns
 from riverbed.load.facts import (
@@ -50,7 +51,7 @@ from riverbed.load.facts import (
     staging_plan,
 )
 from riverbed.load.model import (
-    CDC_COLUMNS,
+    STAGING_CDC_TYPES,
     DimensionModel,
     FactModel,
     holding_type,
@@ -89,7 +90,6 @@ create table if not exists load_plans (
   plan        text not null
 );
 """
-STAGING_CDC = ("_op", "_commit_ts", "_lsn", "_seq", "_toast_unchanged", "_batch_id")
 
 
 @dataclass
@@ -519,14 +519,7 @@ def _source_columns(schema: pa.Schema) -> dict[str, exp.DataType]:
 
 
 def _staging_cdc_types() -> dict[str, exp.DataType]:
-    return {
-        "_op": exp.DataType.build("TEXT"),
-        "_commit_ts": exp.DataType.build("TIMESTAMPTZ"),
-        "_lsn": exp.DataType.build("BIGINT"),
-        "_seq": exp.DataType.build("BIGINT"),
-        "_toast_unchanged": exp.DataType.build("TEXT"),
-        "_batch_id": exp.DataType.build("TEXT"),
-    }
+    return {name: exp.DataType.build(kind) for name, kind in STAGING_CDC_TYPES.items()}
 
 
 def _for_staging(rows: pa.Table) -> pa.Table:

@@ -98,10 +98,10 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 
 from riverbed.errors import ConfigError, first_line
-from riverbed.load.model import CDC_COLUMNS, FAR_FUTURE, DimensionModel
+from riverbed.lake.schema import CDC_COLUMNS, COMMIT_TS, EVENT_COLUMNS, POSITION_COLUMNS
+from riverbed.load.model import BATCH_ID, FAR_FUTURE, STAGING_CDC_TYPES, DimensionModel
 from riverbed.load.scd2_plan import (
     _PREFIX,
-    POSITION_COLUMNS,
     POSITIONS,
     PlanInput,
     _col,
@@ -148,14 +148,7 @@ def staging_ddl(
         if isinstance(dim_or_source_name, DimensionModel)
         else f"stg_{dim_or_source_name}"
     )
-    cdc = {
-        "_op": "TEXT",
-        "_commit_ts": "TIMESTAMPTZ",
-        "_lsn": "BIGINT",
-        "_seq": "BIGINT",
-        "_toast_unchanged": "TEXT",
-        "_batch_id": "TEXT",  # the staged batch a row came from (staging holds several)
-    }
+    cdc = STAGING_CDC_TYPES
     defs = [_column_def(name, kind) for name, kind in columns.items() if name not in cdc]
     defs += [_column_def(name, exp.DataType.build(kind)) for name, kind in cdc.items()]
     return _create_table(staging, defs)
@@ -352,14 +345,14 @@ def _truncates(dim: DimensionModel) -> list[exp.Expr]:
         exp.select(
             *(_col(name, k) for name in keys),
             _text("D"),
-            *(_col(name, t) for name in ("_commit_ts", "_lsn", "_seq", "_batch_id")),
+            *(_col(name, t) for name in (COMMIT_TS, *POSITION_COLUMNS, BATCH_ID)),
         )
         .distinct()
         .from_(_table(dim.staging, t))
         .join(exp.union(current, events, distinct=False).subquery(k), on=before, join_type="inner")
         .where(_col("_op", t).eq(_text("T")))
     )
-    target = _target(dim.staging, [*keys, "_op", "_commit_ts", "_lsn", "_seq", "_batch_id"])
+    target = _target(dim.staging, [*keys, *EVENT_COLUMNS, BATCH_ID])
     return [
         exp.Insert(this=target, expression=deletes),
         exp.delete(dim.staging, where=_col("_op").eq(_text("T"))),

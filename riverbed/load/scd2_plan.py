@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from riverbed.lake.schema import EVENT_COLUMNS, POSITION_COLUMNS
 from riverbed.load.model import FAR_FUTURE, DimensionModel
 
 POSITIONS = "_riverbed_scd2_positions"  # dimension -> (_lsn, _seq) of the last applied event
-POSITION_COLUMNS = ("_lsn", "_seq")  # a source position; also a version's, in the dimension
-EVENT_COLUMNS = ("_op", "_commit_ts", *POSITION_COLUMNS)  # what a staged event adds to a row
 _PREFIX = "_scd2_"  # names of the plan's own columns; no source column may start with it
 # Fixed-width types: PostgreSQL never TOASTs them, so they never carry an unchanged mark.
 _FIXED_WIDTH = {

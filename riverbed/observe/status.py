@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from riverbed.capture.lag import SlotReplaced, measure_lag
-from riverbed.capture.pgoutput import format_lsn
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.batches import bad_files, quality_results
 from riverbed.lake.manifest import Manifest
+from riverbed.lake.positions import format_lsn
 from riverbed.observe.alarms import alarm_states
 from riverbed.observe.metrics import Metrics
 from riverbed.orchestrate.history import process_gone

@@ -200,6 +200,8 @@ class Bookmarks:
                         file.max_lsn,
                         file.schema_version,
                         file.full_load,
+                        file.min_commit_ts,
+                        file.max_commit_ts,
                     )
                 ],
                 None,

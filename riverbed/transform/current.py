@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from riverbed.config.models import TableConfig
 from riverbed.lake.manifest import LakeFile, Manifest
 from riverbed.lake.reader import RowGroupFilter, concat_versions
+from riverbed.lake.schema import OP, POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage
 from riverbed.transform.read import in_source_order
 
@@ -67,7 +68,7 @@ class CurrentRows:
                 wanted = [
                     n
                     for n in parquet.schema_arrow.names
-                    if n in columns or n in keys or n in ("_op", "_lsn", "_seq")
+                    if n in columns or n in keys or n in (OP, *POSITION_COLUMNS)
                 ]
             if pruning is None:
                 part = parquet.read(columns=wanted)

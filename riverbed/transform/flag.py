@@ -15,6 +15,8 @@ from sqlglot import exp
 
 from riverbed.config.models import QualityRule, TableConfig
 from riverbed.errors import ConfigError
+from riverbed.lake.schema import CDC_COLUMNS
+from riverbed.lake.schema import POSITION_COLUMNS as POSITION
 from riverbed.transform.bookmarks import RuleResult
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError
@@ -27,8 +29,6 @@ from riverbed.transform.rules import (
     compile_checks,
 )
 
-CDC_COLUMNS = ("_op", "_commit_ts", "_lsn", "_seq", "_xid", "_toast_unchanged")
-POSITION = ("_lsn", "_seq")  # a change's place in the source: unique within a table
 SAMPLES = 5
 
 

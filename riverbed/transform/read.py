@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from riverbed.lake.declared import Declared, as_declared
 from riverbed.lake.manifest import LakeFile, Manifest
 from riverbed.lake.reader import concat_versions, resolve_unchanged_toast
+from riverbed.lake.schema import OP, POSITION_COLUMNS, TOAST_UNCHANGED
 from riverbed.lake.storage import LakeError, LakeStorage
 from riverbed.transform.bookmarks import Batch
 
@@ -94,7 +95,7 @@ def _history(
     latest_values), so a long-lived table's history costs a scan, not a Python walk."""
     parts = []
     key_set = wanted.group_by(keys).aggregate([])
-    columns = [*keys, *needed, "_op", "_lsn", "_seq", "_toast_unchanged"]
+    columns = [*keys, *needed, OP, *POSITION_COLUMNS, TOAST_UNCHANGED]
     for file in manifest.files("raw", batch.table):
         if file.max_lsn > batch.min_lsn or file in batch.files:
             continue

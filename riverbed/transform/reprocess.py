@@ -11,6 +11,7 @@ from riverbed.config.loader import Project
 from riverbed.errors import UsageError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.manifest import Manifest, open_manifest
+from riverbed.lake.positions import parse_lsn
 from riverbed.transform.bookmarks import Bookmarks
 
 
@@ -49,8 +50,7 @@ AFTER_ALL = (1 << 63) - 1
 def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
     text = start.strip()
     if re.fullmatch(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", text):
-        high, _, low = text.partition("/")
-        return min((int(high, 16) << 32) | int(low, 16), AFTER_ALL)
+        return min(parse_lsn(text), AFTER_ALL)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -59,12 +59,7 @@ def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    hour = moment.astimezone(UTC).strftime("date=%Y-%m-%d/hour=%H")
+    hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     # raw files are partitioned by commit hour: the first file of that hour or later
-    later = [f.min_lsn for f in manifest.files("raw", table) if _partition(f.path) >= hour]
+    later = [f.min_lsn for f in manifest.files("raw", table) if f.committed_from(hour)]
     return min(later) if later else AFTER_ALL
-
-
-def _partition(path: str) -> str:
-    parts = path.split("/")
-    return "/".join(parts[2:4]) if len(parts) > 4 else ""

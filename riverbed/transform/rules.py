@@ -68,6 +68,7 @@ from sqlglot.optimizer.scope import traverse_scope
 
 from riverbed.config.models import QualityRule
 from riverbed.errors import RiverbedError
+from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.transform.engine import DIALECT
 
 BATCH = "b"  # alias of the batch relation in every compiled statement
@@ -398,7 +399,7 @@ class _Compiler:
         # accepts IN/EXISTS subqueries only in filters. (_lsn, _seq) identifies a change
         # within a table; identical duplicates would get the same answer anyway.
         alias = f"_j{index}"
-        ids = ("_lsn", "_seq")
+        ids = POSITION_COLUMNS
         failing = (
             exp.select(*(_col(c) for c in ids), exp.alias_(exp.true(), "_hit"))
             .distinct()
@@ -813,7 +814,7 @@ _STRING_TYPES = frozenset(
         exp.DType.BPCHAR,
         exp.DType.NCHAR,
         exp.DType.NVARCHAR,
-        # Riverbed's lake keeps these PostgreSQL types as their text (see capture.pgtypes).
+        # Riverbed's lake keeps these PostgreSQL types as their text (see lake.pgtypes).
         exp.DType.UUID,
         exp.DType.JSON,
         exp.DType.JSONB,

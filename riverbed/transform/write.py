@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from riverbed.lake.layout import bad_path, bad_prefix, batch_file_path, set_aside_from
 from riverbed.lake.manifest import LakeFile, Manifest
 from riverbed.lake.parquet import write_table
 from riverbed.lake.storage import LakeFileMissing, LakeStorage
@@ -54,7 +55,7 @@ def write_parts(storage: LakeStorage, batch: Batch, stage: str, table: pa.Table)
 
     def write(index: int) -> LakeFile:
         part = table.slice(starts[index], PART_ROWS)
-        path = f"{stage}/{batch.table}/batch={batch.batch_id}/part-{index:05d}.parquet"
+        path = batch_file_path(stage, batch.table, batch.batch_id, index)
         size = write_table(storage, path, part)
         lsns = part.column("_lsn")
         return LakeFile(
@@ -84,7 +85,7 @@ def set_aside(
     reads the original again, finds it bad and copies it again); the manifest records the
     move in one transaction (no batch reads the original from then on); the original is
     deleted last (a rerun deletes it, see finish_set_asides)."""
-    target = f"bad/{file.path}"
+    target = bad_path(file.path)
     with suppress(LakeFileMissing):  # already copied by a run that stopped before recording
         storage.write_atomic(target, storage.read(file.path))
     bookmarks.quarantine_file(file, target, reason)
@@ -109,13 +110,13 @@ def finish_set_asides(
     an original still there after its move was recorded is deleted, and a move whose copy
     is in bad/ but whose original is gone unrecorded (the order runs before this one used:
     copy, delete, record) is recorded, so no batch waits for a file that is not there."""
-    copies = storage.list(f"bad/raw/{table}/")
+    copies = storage.list(bad_prefix(table))
     if not copies:
         return  # the usual case: one listing of an empty folder
     recorded = {b["path"] for b in bookmarks.bad_files() if b["table"] == table}
     listed = {f.path: f for f in manifest.files("raw", table)}
     for copy in copies:
-        original = copy.removeprefix("bad/")
+        original = set_aside_from(copy)
         if original in recorded:
             # (a raw file in the manifest under that name is a new one: kept)
             if original not in listed and storage.exists(original):

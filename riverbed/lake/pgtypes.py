@@ -526,7 +526,7 @@ def _array_column(
     )
 
 
-if __name__ == "__main__":  # throughput figures: python -m riverbed.capture.pgtypes
+if __name__ == "__main__":  # throughput figures: python -m riverbed.lake.pgtypes
     import time
 
     count = 1_000_000
