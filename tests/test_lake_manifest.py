@@ -14,7 +14,7 @@ from riverbed.lake.layout import raw_file_path
 from riverbed.lake.local import LocalStorage
 from riverbed.lake.manifest import LakeFile, Manifest
 from riverbed.lake.pgtypes import PgColumn, PgOid
-from riverbed.transform.runner import AFTER_ALL, _start_lsn
+from riverbed.transform.reprocess import AFTER_ALL, _start_lsn
 
 
 def us(hour: int, minute: int = 0) -> int:
