@@ -101,12 +101,19 @@ def start_logging(project: Project, quiet: bool) -> None:
             redact(ref.reveal())
 
 
-def say_wrapped(text: str, highlight: bool = True) -> None:
-    """``text`` wrapped at spaces to the console's width (a pipe gets 80 columns), no line
-    ending in a space: a terminal would otherwise break it inside a figure or an id."""
-    for line in Text(text).wrap(console, console.width):
+def print_wrapped(text: Text, indent: int = 0, first: str = "", highlight: bool = False) -> None:
+    """``text`` wrapped at spaces to the console's width (a pipe gets 80 columns) under
+    ``indent`` columns, ``first`` in them on the first line, no line ending in a space: a
+    terminal would otherwise break a line inside a figure or an id, and rich cut it."""
+    width = max(console.width - indent, 30)
+    for i, line in enumerate(text.wrap(console, width, overflow="fold")):
         line.rstrip()
-        console.print(line, highlight=highlight)
+        console.print(Text(f"{first if i == 0 else '':<{indent}}") + line, highlight=highlight)
+
+
+def say_wrapped(text: str, highlight: bool = True) -> None:
+    """Plain ``text`` (no markup) wrapped to the console's width (print_wrapped)."""
+    print_wrapped(Text(text), highlight=highlight)
 
 
 def plural(n: float, word: str, many: str | None = None) -> str:
@@ -127,8 +134,4 @@ def format_bytes(n: int) -> str:
 def labelled(label: str, markup: str) -> None:
     """``label`` in a column of its own and ``markup`` beside it, wrapped to the console's
     width under itself (a pipe gets 80 columns): nothing cut, no line too wide."""
-    indent = 11
-    text = Text.from_markup(markup)
-    for i, line in enumerate(text.wrap(console, max(console.width - indent, 30), overflow="fold")):
-        line.rstrip()
-        console.print(Text(f"{label if i == 0 else '':<{indent}}") + line, highlight=False)
+    print_wrapped(Text.from_markup(markup), indent=11, first=label)

@@ -8,8 +8,16 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
-from riverbed.cli.common import ConfigOption, app, console, open_project, plural
+from riverbed.cli.common import (
+    ConfigOption,
+    app,
+    console,
+    open_project,
+    plural,
+    print_wrapped,
+)
 from riverbed.config import Project
 from riverbed.errors import UsageError
 
@@ -159,17 +167,7 @@ def print_timeline(project: Project, given: str, as_json: bool) -> None:
 
 def _indented(text: str, indent: int) -> None:
     """``text`` on lines of its own, indented, wrapped to the console's width: nothing cut."""
-    import textwrap
-
-    pad = " " * indent
-    for line in textwrap.wrap(
-        text,
-        width=max(console.width, 40),
-        initial_indent=pad,
-        subsequent_indent=pad,
-        break_on_hyphens=False,
-    ):
-        console.print(escape(line), highlight=False)
+    print_wrapped(Text(text), indent=indent)
 
 
 def _clock(ts: float, millis: bool = False) -> str:
