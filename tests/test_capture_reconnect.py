@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import psycopg.errors
@@ -283,3 +284,69 @@ def background_workload(database: Database, statement: str) -> Iterator[None]:
 )
 def test_only_a_lost_server_counts_as_a_lost_connection(error: psycopg.Error, lost: bool) -> None:
     assert connection_lost(error) is lost
+
+
+def test_a_capture_starting_while_a_lag_measurement_peeks_at_the_slot_waits_for_it(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --every` measures the capture lag by peeking at the slot, which holds it while it
+    decodes. A capture that checked the slot was free just before a measurement began found it
+    busy when it started streaming and stopped with "lost the connection to the source: slot is
+    active" (the demo's second run, in CI): it must wait for the measurement instead."""
+    import riverbed.capture.runner as runner
+
+    with database.connect(autocommit=True) as conn:
+        conn.execute("create schema r; create table r.items (id int primary key, name text)")
+    text = capture_config(tmp_path, database).read_text()
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(text.replace("source:\n", TABLES, 1))
+    assert run_cli("capture", "--once", "-q", "-c", str(config)).code == 0
+    with database.connect(autocommit=True) as conn:
+        # enough pending changes that decoding them holds the slot for a while
+        conn.execute("insert into r.items select g, 'x' from generate_series(1, 200000) g")
+    project = load_project(config)
+    slot = Manifest(project.path(project.config.state.path)).capture_names(project.config.source)[0]
+    peeking = threading.Event()
+    peeks: list[BaseException | int] = []
+
+    def peek() -> None:
+        try:
+            with database.connect(autocommit=True) as conn:
+                peeks.append(pid := conn.info.backend_pid)
+                peeking.set()
+                conn.execute(
+                    "select count(*) from pg_logical_slot_peek_binary_changes(%s, null, null,"
+                    " 'proto_version', '1', 'publication_names', 'riverbed')",
+                    (slot,),
+                )
+                assert pid
+        except BaseException as exc:
+            peeks.append(exc)
+            peeking.set()
+
+    checked = runner.wait_while_peeked
+
+    def measurement_begins_after_the_check(conn: Any, name: str, state: Any) -> Any:
+        state = checked(conn, name, state)
+        if peeks:  # waiting for the slot once the stream found it busy
+            return state
+        thread = threading.Thread(target=peek)
+        thread.start()
+        peeking.wait(30)
+        with database.connect(autocommit=True) as watch:
+            for _ in range(300):  # until the peek holds the slot
+                row = watch.execute(
+                    "select active_pid from pg_replication_slots where slot_name = %s", (slot,)
+                ).fetchone()
+                if row and row[0] == peeks[0]:
+                    break
+                time.sleep(0.01)
+            else:
+                raise AssertionError(f"the peek never held the slot: {peeks}")
+        return state  # as it was at the check: free
+
+    monkeypatch.setattr(runner, "wait_while_peeked", measurement_begins_after_the_check)
+    result = runner.run_capture(project, follow=False)
+    assert result.stream is not None and result.stream.rows == 200000
+    assert raw_rows(config) == list(range(1, 200001))
+    assert not [p for p in peeks if isinstance(p, BaseException)], peeks

@@ -122,10 +122,7 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
             check_source(conn, schema, tables, listed=bool(cfg.tables))
             state = wait_while_peeked(conn, slot, slot_state(conn, slot))
             if state.active_pid:
-                raise CaptureSetupError(
-                    f"replication slot {slot!r} is in use by server process {state.active_pid}; "
-                    "is another capture running against this source?"
-                )
+                raise _in_use(slot, state.active_pid)
             position = manifest.position(slot)
             # a slot this manifest does not know (no position, no record of creating it, or
             # one recreated since), or the one it knows, taken over by someone else
@@ -244,6 +241,7 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
             check_slot=lambda at: check_slot_is_ours(
                 slot_state(heartbeat_conn, slot), slot, at, manifest.ceiling(slot)
             ),
+            slot_released=lambda: _released(heartbeat_conn, slot),
         )
         try:
             result.stream = stream.run(should_stop, until_lsn=None if follow else target)
@@ -284,6 +282,22 @@ def _created_here(manifest: Manifest, slot: str, state: SlotState) -> bool:
         return False
     identity = manifest.slot_identity(slot)
     return identity is None or state.confirmed_lsn in (None, identity)
+
+
+def _in_use(slot: str, pid: int) -> CaptureSetupError:
+    return CaptureSetupError(
+        f"replication slot {slot!r} is in use by server process {pid}; "
+        "is another capture running against this source?"
+    )
+
+
+def _released(conn: psycopg.Connection[Any], slot: str) -> bool:
+    """Whether the slot, found busy when the stream started, is free again once a lag
+    measurement peeking at it let go (a measurement that began after the check above)."""
+    state = wait_while_peeked(conn, slot, slot_state(conn, slot))
+    if state.active_pid:
+        raise _in_use(slot, state.active_pid)
+    return True
 
 
 def _lost(source: Source, reason: str) -> SourceError:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 import pyarrow as pa
@@ -51,6 +52,7 @@ from riverbed.source.connection import session_ended
 
 HEARTBEAT_PREFIX = "riverbed"
 _NEVER = 10.0**7  # seconds: a status interval psycopg2 never reaches
+_START_ATTEMPTS = 5  # a slot found busy at the start, waited for (slot_released) this often
 _OPS = {73: "I", 68: "D", 85: "U"}
 
 
@@ -120,6 +122,7 @@ class ChangeStream:
         on_flush: Callable[[StreamStats], None] | None = None,
         published: Callable[[], bool] = lambda: True,
         check_slot: Callable[[int], None] = lambda _: None,
+        slot_released: Callable[[], bool] = lambda: False,
     ):
         self.slot = slot
         self.storage = storage
@@ -145,6 +148,9 @@ class ChangeStream:
         self.unpublished = False
         # raises unless the slot, once held, is the one the manifest's position was confirmed to
         self.check_slot = check_slot
+        # asked when the slot is busy at the start: whether whoever held it (a lag measurement
+        # peeking at it) has let go, after waiting for that; False when a capture holds it
+        self.slot_released = slot_released
         self.position = manifest.position(slot) or 0
         self.stats = StreamStats(position=self.position)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
@@ -173,19 +179,7 @@ class ChangeStream:
     def run(self, should_stop: Callable[[], bool], until_lsn: int | None = None) -> StreamStats:
         """Stream until ``should_stop()``; with ``until_lsn``, stop once everything committed
         before it is in the lake (what ``capture --once`` does)."""
-        self.cursor.start_replication(
-            slot_name=self.slot,
-            decode=False,
-            start_lsn=0,  # resume at the slot's confirmed position
-            options={
-                "proto_version": "1",
-                "publication_names": self.publication,
-                "messages": "true",
-            },
-            # psycopg2 never sends feedback by itself (it would carry positions the manifest
-            # never saw, see _send): _confirm sends it every status_interval
-            status_interval=_NEVER,
-        )
+        self._start_replication()
         # the slot is ours alone from here on: nothing has been read or confirmed yet
         self.check_slot(self.position)
         try:
@@ -196,6 +190,30 @@ class ChangeStream:
             with contextlib.suppress(Exception):
                 self._raise_ceiling(self.cursor.wal_end)
             raise
+
+    def _start_replication(self) -> None:
+        """Start streaming from the slot. A lag measurement (riverbed.capture.lag) peeking at
+        the slot holds it for a moment; the runner waits for that before it opens the stream,
+        but a measurement may begin in between, so a slot busy here is waited for again."""
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                self.cursor.start_replication(
+                    slot_name=self.slot,
+                    decode=False,
+                    start_lsn=0,  # resume at the slot's confirmed position
+                    options={
+                        "proto_version": "1",
+                        "publication_names": self.publication,
+                        "messages": "true",
+                    },
+                    # psycopg2 never sends feedback by itself (it would carry positions the manifest
+                    # never saw, see _send): _confirm sends it every status_interval
+                    status_interval=_NEVER,
+                )
+                return
+            except psycopg2.errors.ObjectInUse:
+                if attempt == _START_ATTEMPTS - 1 or not self.slot_released():
+                    raise
 
     def _run(self, should_stop: Callable[[], bool], until_lsn: int | None) -> StreamStats:
         once = until_lsn is not None
