@@ -45,7 +45,7 @@ Who retries what: one layer per concern.
   ``transform.retries``, per batch step (riverbed.transform.runner.TransformRun._with_retries).
   Under the orchestrator it does not retry when the transform state's Retry rules take
   transient errors, so attempts do not multiply; it keeps its own otherwise.
-- ``riverbed capture --follow``: its reconnect loop (``_capture_reconnecting`` in the CLI),
+- ``riverbed capture --follow``: its reconnect loop (``capture.reconnect.capture_reconnecting``),
   on a TRANSIENT error once capture has a position, until stopped; ``--once`` does not retry.
 - A webhook delivery: the webhook notifier itself, with tenacity, within
   RETRY_WINDOW_SECONDS (riverbed.observe.notify.webhook); a NotifyError is not retried again.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -17,64 +16,7 @@ from riverbed.cli.common import (
     plural,
     stop_signals,
 )
-from riverbed.config import Project
 from riverbed.errors import RiverbedError, UsageError
-
-RECONNECT_MAX_SECONDS = 30.0
-
-
-def _capture_reconnecting(
-    project: Project,
-    follow: bool,
-    resnapshot: bool,
-    stopping: list[int],
-    say: Callable[[str], None],
-    force: bool = False,
-) -> Any:
-    """run_capture; with --follow, a transient failure (the source restarting, a dropped
-    connection) is retried with backoff until stopped, resuming exactly from the lake's
-    committed position. A capture that never got going (no position yet: a wrong DSN, a
-    missing schema) fails at once instead of retrying for ever."""
-    import logging
-    import time
-
-    from riverbed.capture.runner import CaptureResult, run_capture
-    from riverbed.lake.manifest import open_manifest
-
-    log = logging.getLogger("riverbed.capture")
-    failures = 0
-    while True:
-        started = time.monotonic()
-        try:
-            return run_capture(
-                project,
-                follow=follow,
-                should_stop=lambda: bool(stopping),
-                say=say,
-                resnapshot=resnapshot and failures == 0,
-                force=force,
-            )
-        except RiverbedError as exc:
-            if not follow or not exc.transient or stopping:
-                raise
-            manifest = open_manifest(project)
-            try:
-                slot = manifest.capture_names(project.config.source)[0]
-                if slot is None or manifest.position(slot) is None:
-                    raise
-            finally:
-                manifest.close()
-            failures = 1 if time.monotonic() - started > 60 else failures + 1
-            delay = min(RECONNECT_MAX_SECONDS, 2.0 ** (failures - 1))
-            # once: the console shows warnings, and the log file keeps them
-            log.warning(
-                "capture interrupted: %s; reconnecting in %.0f s (Ctrl-C stops)", exc, delay
-            )
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline and not stopping:
-                time.sleep(0.2)
-            if stopping:
-                return CaptureResult()  # stopped while waiting: everything captured is kept
 
 
 @app.command(short_help="Snapshot, then stream, the source's changes into the lake.")
@@ -113,6 +55,8 @@ def capture(
         )
     if force and not resnapshot:
         raise RiverbedError("--force only goes with --resnapshot (it lets it drop a foreign slot)")
+    from riverbed.capture.reconnect import capture_reconnecting
+
     project = open_project(config)
 
     def say(line: str) -> None:
@@ -128,7 +72,14 @@ def capture(
 
             watch_alarms(project, watching)
         try:
-            result = _capture_reconnecting(project, follow, resnapshot, stopping, say, force)
+            result = capture_reconnecting(
+                project,
+                follow,
+                should_stop=lambda: bool(stopping),
+                say=say,
+                resnapshot=resnapshot,
+                force=force,
+            )
         finally:
             watching.set()
     payload = _payload(result)

@@ -124,7 +124,7 @@ def run_demo(
 
 def _traffic(project: Project, spec: Any, every: float) -> tuple[Any, bool]:
     """The workload in this thread; `capture --follow` and scheduled runs in two others."""
-    from riverbed.capture.runner import run_capture
+    from riverbed.capture.reconnect import capture_reconnecting
     from riverbed.orchestrate.runner import run_scheduled
     from riverbed.orchestrate.schedule import EverySchedule
 
@@ -133,7 +133,7 @@ def _traffic(project: Project, spec: Any, every: float) -> tuple[Any, bool]:
 
     def follow() -> None:
         try:
-            run_capture(project, follow=True, should_stop=stop.is_set)
+            capture_reconnecting(project, follow=True, should_stop=stop.is_set)
         except BaseException as exc:  # re-raised in the main thread below
             failures.append(exc)
             stop.set()

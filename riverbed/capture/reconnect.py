@@ -1,0 +1,67 @@
+"""`capture --follow` outlives its connection: a transient failure (the source restarting, a
+dropped connection, a slot busy for longer than a start waits) is retried with backoff until
+stopped, resuming exactly from the lake's committed position (riverbed.capture.stream)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from riverbed.capture.runner import CaptureResult, run_capture
+from riverbed.config.loader import Project
+from riverbed.errors import RiverbedError
+from riverbed.lake.manifest import open_manifest
+
+RECONNECT_MAX_SECONDS = 30.0
+
+log = logging.getLogger("riverbed.capture")
+
+
+def capture_reconnecting(
+    project: Project,
+    follow: bool,
+    should_stop: Callable[[], bool] = lambda: False,
+    say: Callable[[str], None] = lambda _: None,
+    resnapshot: bool = False,
+    force: bool = False,
+) -> CaptureResult:
+    """run_capture; following, transient failures are retried until ``should_stop()``. A
+    capture that never got going (no position yet: a wrong DSN, a missing schema) fails at
+    once instead of retrying for ever."""
+    failures = 0
+    while True:
+        started = time.monotonic()
+        try:
+            return run_capture(
+                project,
+                follow=follow,
+                should_stop=should_stop,
+                say=say,
+                resnapshot=resnapshot and failures == 0,
+                force=force,
+            )
+        except RiverbedError as exc:
+            if not follow or not exc.transient or should_stop() or not _under_way(project):
+                raise
+            failures = 1 if time.monotonic() - started > 60 else failures + 1
+            delay = min(RECONNECT_MAX_SECONDS, 2.0 ** (failures - 1))
+            # once: the console shows warnings, and the log file keeps them
+            log.warning(
+                "capture interrupted: %s; reconnecting in %.0f s (Ctrl-C stops)", exc, delay
+            )
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not should_stop():
+                time.sleep(0.2)
+            if should_stop():
+                return CaptureResult()  # stopped while waiting: everything captured is kept
+
+
+def _under_way(project: Project) -> bool:
+    """Whether the capture has a position to resume from."""
+    manifest = open_manifest(project)
+    try:
+        slot = manifest.capture_names(project.config.source)[0]
+        return slot is not None and manifest.position(slot) is not None
+    finally:
+        manifest.close()
