@@ -22,10 +22,10 @@ import psycopg
 
 from conftest import Database, write_config
 from riverbed.config import load_project
-from riverbed.lake.manifest import Manifest
 from riverbed.lake.reader import read_changes
 from riverbed.lake.storage import open_storage
 from riverbed.shop.workload import Workload, WorkloadSpec
+from riverbed.state import SQLiteStore
 
 ISO_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
@@ -102,7 +102,7 @@ def install_audit(conn: psycopg.Connection, schema: str, tables: list[str]) -> N
 def lake_changes(config: Path, table: str, resolve_toast: bool = True) -> list[dict[str, Any]]:
     project = load_project(config)
     storage = open_storage(project.config.lake, project.root)
-    manifest = Manifest(project.path(project.config.state.path))
+    manifest = SQLiteStore(project.path(project.config.state.path))
     try:
         return read_changes(storage, manifest, table, resolve_toast=resolve_toast).to_pylist()
     finally:

@@ -12,7 +12,6 @@ import yaml
 
 from riverbed.config.loader import parse_config
 from riverbed.config.models import AlarmConfig, RiverbedConfig
-from riverbed.lake.manifest import Manifest
 from riverbed.observe.alarms import (
     Transition,
     alarm_history,
@@ -23,8 +22,8 @@ from riverbed.observe.alarms import (
     ratio_datapoints,
     statistic,
 )
-from riverbed.observe.metrics import Metrics
 from riverbed.observe.notify import Dispatcher
+from riverbed.state import SQLiteStore, StateStore
 
 P = 60  # period_seconds in every test
 T0 = 1_700_000_000.0  # a period boundary of the tests' clock
@@ -68,11 +67,11 @@ class Recorder:
 
 
 @pytest.fixture
-def manifest(tmp_path: Path) -> Manifest:
-    return Manifest(tmp_path / "state.db")
+def manifest(tmp_path: Path) -> StateStore:
+    return SQLiteStore(tmp_path / "state.db")
 
 
-def evaluate(config: RiverbedConfig, manifest: Manifest, now: float) -> list[Transition]:
+def evaluate(config: RiverbedConfig, manifest: StateStore, now: float) -> list[Transition]:
     return evaluate_alarms(config, manifest, now, None)
 
 
@@ -190,8 +189,10 @@ def test_window_boundaries() -> None:
     ("name", "expected"),
     [("average", 3.0), ("sum", 9.0), ("minimum", 1.0), ("maximum", 6.0), ("sample_count", 3.0)],
 )
-def test_each_statistic_over_all_label_sets(manifest: Manifest, name: str, expected: float) -> None:
-    metrics = Metrics(manifest)
+def test_each_statistic_over_all_label_sets(
+    manifest: StateStore, name: str, expected: float
+) -> None:
+    metrics = manifest.metrics
     metrics.record({"capture_lag_seconds": 2.0}, {"table": "orders"}, T0 + 1)
     metrics.record({"capture_lag_seconds": 6.0}, {"table": "customers"}, T0 + 2)
     metrics.record({"capture_lag_seconds": 1.0, "other": 500.0}, None, T0 + 3)
@@ -204,9 +205,9 @@ def test_each_statistic_over_all_label_sets(manifest: Manifest, name: str, expec
     assert (cleared.old_state, cleared.new_state) == ("ALARM", "OK")
 
 
-def test_missing_ok_alarm_ok_then_insufficient_data(manifest: Manifest) -> None:
+def test_missing_ok_alarm_ok_then_insufficient_data(manifest: StateStore) -> None:
     config = config_with(lag_high={"treat_missing_data": "missing"})
-    metrics = Metrics(manifest)
+    metrics = manifest.metrics
     recorder = Recorder()
     dispatcher = Dispatcher({"rec": recorder})
 
@@ -256,9 +257,9 @@ def test_missing_ok_alarm_ok_then_insufficient_data(manifest: Manifest) -> None:
     )
 
 
-def test_each_change_is_recorded_once(manifest: Manifest) -> None:
+def test_each_change_is_recorded_once(manifest: StateStore) -> None:
     config = config_with(a={}, b={"threshold": 100})
-    Metrics(manifest).record({"capture_lag_seconds": 9.0}, ts=T0 + 10)
+    manifest.metrics.record({"capture_lag_seconds": 9.0}, ts=T0 + 10)
 
     first = evaluate(config, manifest, T0 + P)
     assert sorted((t.alarm, t.new_state) for t in first) == [("a", "ALARM"), ("b", "OK")]
@@ -272,10 +273,10 @@ def test_each_change_is_recorded_once(manifest: Manifest) -> None:
     assert since == {"a": T0 + P, "b": T0 + P}  # unchanged by the later evaluations
 
 
-def test_ignore_keeps_the_state_when_all_data_is_missing(manifest: Manifest) -> None:
+def test_ignore_keeps_the_state_when_all_data_is_missing(manifest: StateStore) -> None:
     config = config_with(a={"treat_missing_data": "ignore"})
     assert evaluate(config, manifest, T0) == []  # nothing to keep but the initial state
-    Metrics(manifest).record({"capture_lag_seconds": 9.0}, ts=T0 + 1)
+    manifest.metrics.record({"capture_lag_seconds": 9.0}, ts=T0 + 1)
     assert [t.new_state for t in evaluate(config, manifest, T0 + P)] == ["ALARM"]
     assert evaluate(config, manifest, T0 + 5 * P) == []
     [state] = alarm_states(manifest)
@@ -283,7 +284,7 @@ def test_ignore_keeps_the_state_when_all_data_is_missing(manifest: Manifest) -> 
 
 
 @pytest.mark.parametrize(("treatment", "state"), [("breaching", "ALARM"), ("not_breaching", "OK")])
-def test_no_data_at_all_counts_as_treated(manifest: Manifest, treatment: str, state: str) -> None:
+def test_no_data_at_all_counts_as_treated(manifest: StateStore, treatment: str, state: str) -> None:
     config = config_with(a={"treat_missing_data": treatment, "evaluation_periods": 2})
     [transition] = evaluate(config, manifest, T0)
     assert (transition.old_state, transition.new_state, transition.value) == (
@@ -293,9 +294,9 @@ def test_no_data_at_all_counts_as_treated(manifest: Manifest, treatment: str, st
     )
 
 
-def test_m_of_n_over_the_state_store(manifest: Manifest) -> None:
+def test_m_of_n_over_the_state_store(manifest: StateStore) -> None:
     config = config_with(a={"evaluation_periods": 3, "datapoints_to_alarm": 2})
-    metrics = Metrics(manifest)
+    metrics = manifest.metrics
     metrics.record({"capture_lag_seconds": 9.0}, ts=T0 + 1)
     metrics.record({"capture_lag_seconds": 1.0}, ts=T0 + P + 1)
     assert [t.new_state for t in evaluate(config, manifest, T0 + 2 * P)] == ["OK"]  # 1 of 2
@@ -314,9 +315,9 @@ def test_a_ratio_metric_divides_the_sums_of_each_period() -> None:
     assert ratio_datapoints(ratio, failed, checked, T0 + 3 * P) == [0.005, 0.2, None]
 
 
-def test_a_ratio_alarm_over_the_state_store(manifest: Manifest) -> None:
+def test_a_ratio_alarm_over_the_state_store(manifest: StateStore) -> None:
     config = config_with(q={"metric": "quality_failure_ratio", "threshold": 0.05})
-    metrics = Metrics(manifest)
+    metrics = manifest.metrics
     for i in range(20):  # many small batches, one bad row each, beside a big healthy one
         metrics.record({"quality_rows_checked": 7, "quality_rows_failed": 1}, ts=T0 + 1 + i)
     metrics.record({"quality_rows_checked": 2000, "quality_rows_failed": 0}, ts=T0 + 30)

@@ -29,7 +29,6 @@ from riverbed.capture.changes import TableBuffer, TxInfo
 from riverbed.capture.snapshot import SnapshotPoint, TableCopy, copy_tables
 from riverbed.config import load_project
 from riverbed.lake.layout import partition_of
-from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
 from riverbed.lake.positions import parse_lsn
 from riverbed.lake.storage import open_storage
@@ -38,6 +37,7 @@ from riverbed.shop.schema import COLUMNS, TABLES
 from riverbed.shop.seed import seed
 from riverbed.shop.workload import Workload, WorkloadSpec
 from riverbed.source.connection import source_for
+from riverbed.state import LakeFile, SchemaVersion, SQLiteStore
 
 SMALL_SHOP = HistorySpec(customers=300, sellers=30, products=120, orders=2_000, months=2, seed=5)
 KEYS = {table: [COLUMNS[table][1]] for table in TABLES}
@@ -263,7 +263,7 @@ def test_a_commit_at_the_consistent_point_replays_after_the_snapshot(
         conn.execute("insert into shop.items select i, 'old' from generate_series(1, 5) i")
     project = load_project(capture_config(tmp_path, database))
     storage = open_storage(project.config.lake, project.root)
-    manifest = Manifest(project.path(project.config.state.path))
+    manifest = SQLiteStore(project.path(project.config.state.path))
     with database.connect() as exporter, database.connect(autocommit=True) as writer:
         exporter.execute("begin isolation level repeatable read")
         name, lsn = exporter.execute(
@@ -274,7 +274,7 @@ def test_a_commit_at_the_consistent_point_replays_after_the_snapshot(
 
         def done(copy: TableCopy) -> None:
             schema = SchemaVersion("items", 1, copy.schema.describe(), point.lsn)
-            manifest.commit_capture("riverbed", copy.files, None, [schema])
+            manifest.capture.commit("riverbed", copy.files, None, [schema])
 
         (copy,) = copy_tables(
             source_for(project),
@@ -292,8 +292,17 @@ def test_a_commit_at_the_consistent_point_replays_after_the_snapshot(
     rows = update.to_arrow([TxInfo(point.lsn, point.ts_us + 1, 1234)])
     path = f"raw/items/{partition_of(point.ts_us)}/streamed.parquet"
     size = write_table(storage, path, rows)
-    streamed = LakeFile(path, "raw", "items", 1, size, point.lsn, point.lsn, 1)
-    manifest.commit_capture("riverbed", [streamed], point.lsn)
+    streamed = LakeFile(
+        path=path,
+        stage="raw",
+        table="items",
+        rows=1,
+        bytes=size,
+        min_lsn=point.lsn,
+        max_lsn=point.lsn,
+        schema_version=1,
+    )
+    manifest.capture.commit("riverbed", [streamed], point.lsn)
     manifest.close()
 
     lake = replay(lake_changes(tmp_path / "riverbed.yaml", "items"), ["id"])

@@ -40,9 +40,9 @@ from capture_support import (
 
 from conftest import Database, free_port, run_cli, s3_bucket, start_cli
 from riverbed.config import load_project
-from riverbed.lake.manifest import Manifest
 from riverbed.lake.reader import read_changes
 from riverbed.lake.storage import open_storage
+from riverbed.state import SQLiteStore, StateStore
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -87,15 +87,15 @@ def xid_of(conn: psycopg.Connection) -> int:
     return int(row[0]) & 0xFFFFFFFF
 
 
-def manifest_of(config: Path) -> Manifest:
+def manifest_of(config: Path) -> StateStore:
     project = load_project(config)
-    return Manifest(project.path(project.config.state.path))
+    return SQLiteStore(project.path(project.config.state.path))
 
 
 def schema_versions(config: Path, table: str) -> list[int]:
     manifest = manifest_of(config)
     try:
-        return [v.version for v in manifest.schema_versions(table)]
+        return [v.version for v in manifest.lake.schema_versions(table)]
     finally:
         manifest.close()
 
@@ -316,7 +316,7 @@ def test_every_column_type_snapshot_and_stream(database: Database, tmp_path: Pat
         table = read_changes(
             open_storage(project.config.lake, project.root), manifest, "everything"
         )
-        assert len(manifest.schema_versions("everything")) == 1  # the stream saw no new shape
+        assert len(manifest.lake.schema_versions("everything")) == 1  # the stream saw no new shape
     finally:
         manifest.close()
     types = {f.name: str(f.type) for f in table.schema}
@@ -685,7 +685,7 @@ def test_schema_evolution_round_by_round(database: Database, tmp_path: Path) -> 
     # the manifest's versions describe each shape, in order, from their first position
     manifest = manifest_of(config)
     try:
-        versions = manifest.schema_versions("t")
+        versions = manifest.lake.schema_versions("t")
     finally:
         manifest.close()
     names = [[col["name"] for col in v.columns] for v in versions]
@@ -1078,7 +1078,7 @@ def test_capture_into_an_s3_lake(
     }
     manifest = manifest_of(config)
     try:
-        visible = {f.path for f in manifest.files("raw")}
+        visible = {f.path for f in manifest.lake.files("raw")}
     finally:
         manifest.close()
     assert visible and visible == objects

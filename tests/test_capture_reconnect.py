@@ -26,21 +26,21 @@ from capture_support import (
 
 from conftest import Database, run_cli, start_cli
 from riverbed.config import load_project
-from riverbed.lake.manifest import Manifest
 from riverbed.source.connection import connection_lost
 from riverbed.source.embedded import EmbeddedServer
+from riverbed.state import SQLiteStore
 
 TABLES = "source:\n  schema: r\n"
 
 
 def raw_rows(config: Path) -> list[int]:
     project = load_project(config)
-    manifest = Manifest(project.path(project.config.state.path))
+    manifest = SQLiteStore(project.path(project.config.state.path))
     try:
         import pyarrow.parquet as pq
 
         ids: list[int] = []
-        for file in manifest.files("raw", "items"):
+        for file in manifest.lake.files("raw", "items"):
             table = pq.read_table(project.path("lake") / file.path, columns=["id", "_op"])
             ids += [i for i, op in zip(*table.to_pydict().values()) if op in ("I", "L")]
         return sorted(ids)
@@ -203,9 +203,9 @@ def test_follow_stops_naming_the_gap_when_its_slot_was_replaced_while_it_reconne
 
 def lake_position(config: Path) -> int:
     project = load_project(config)
-    manifest = Manifest(project.path(project.config.state.path))
+    manifest = SQLiteStore(project.path(project.config.state.path))
     try:
-        return manifest.position("riverbed") or 0
+        return manifest.capture.position("riverbed") or 0
     finally:
         manifest.close()
 
@@ -305,7 +305,9 @@ def test_a_capture_starting_while_a_lag_measurement_peeks_at_the_slot_waits_for_
         # enough pending changes that decoding them holds the slot for a while
         conn.execute("insert into r.items select g, 'x' from generate_series(1, 200000) g")
     project = load_project(config)
-    slot = Manifest(project.path(project.config.state.path)).capture_names(project.config.source)[0]
+    slot = SQLiteStore(project.path(project.config.state.path)).capture.names(
+        project.config.source
+    )[0]
     peeking = threading.Event()
     peeks: list[BaseException | int] = []
 

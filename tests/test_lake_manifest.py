@@ -12,8 +12,8 @@ from riverbed.capture.changes import TableSchema
 from riverbed.capture.snapshot import SnapshotPoint, truncate_file
 from riverbed.lake.layout import raw_file_path
 from riverbed.lake.local import LocalStorage
-from riverbed.lake.manifest import LakeFile, Manifest
 from riverbed.lake.pgtypes import PgColumn, PgOid
+from riverbed.state import LakeFile, SQLiteStore
 from riverbed.transform.reprocess import AFTER_ALL, _start_lsn
 
 
@@ -24,27 +24,34 @@ def us(hour: int, minute: int = 0) -> int:
 def test_reprocess_from_a_time_reads_the_commit_times_recorded_for_each_file(
     tmp_path: Path,
 ) -> None:
-    manifest = Manifest(tmp_path / "state.db")
+    manifest = SQLiteStore(tmp_path / "state.db")
     # recorded before commit times were: its partition hour (09) is read from its path
     old = LakeFile(
-        raw_file_path("orders", us(9, 15), 100, 100, 1, 0), "raw", "orders", 1, 1, 100, 100, 1
+        path=raw_file_path("orders", us(9, 15), 100, 100, 1, 0),
+        stage="raw",
+        table="orders",
+        rows=1,
+        bytes=1,
+        min_lsn=100,
+        max_lsn=100,
+        schema_version=1,
     )
     # recorded with its commit times: its path is not read
     new = LakeFile(
-        "raw/orders/moved/a.parquet",
-        "raw",
-        "orders",
-        1,
-        1,
-        200,
-        200,
-        1,
-        False,
-        us(10, 30),
-        us(10, 31),
+        path="raw/orders/moved/a.parquet",
+        stage="raw",
+        table="orders",
+        rows=1,
+        bytes=1,
+        min_lsn=200,
+        max_lsn=200,
+        schema_version=1,
+        full_load=False,
+        min_commit_ts=us(10, 30),
+        max_commit_ts=us(10, 31),
     )
-    manifest.commit_capture("riverbed", [old, new], 200)
-    assert [(f.min_commit_ts, f.max_commit_ts) for f in manifest.files("raw", "orders")] == [
+    manifest.capture.commit("riverbed", [old, new], 200)
+    assert [(f.min_commit_ts, f.max_commit_ts) for f in manifest.lake.files("raw", "orders")] == [
         (None, None),
         (us(10, 30), us(10, 31)),
     ]
@@ -70,8 +77,8 @@ def test_a_state_store_from_before_commit_times_opens_and_keeps_its_files(tmp_pa
     )
     db.commit()
     db.close()
-    manifest = Manifest(path)
-    (file,) = manifest.files("raw", "orders")
+    manifest = SQLiteStore(path)
+    (file,) = manifest.lake.files("raw", "orders")
     assert (file.path, file.min_commit_ts, file.max_commit_ts) == (old_path, None, None)
     assert _start_lsn(manifest, "orders", "2026-11-27T09:30:00Z") == 100
     manifest.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from riverbed.lake.manifest import Manifest
-from riverbed.observe.metrics import Metrics
+from riverbed.state import SQLiteStore
 
 
 def test_prune_drops_old_samples_but_keeps_each_series_newest(tmp_path: Path) -> None:
-    manifest = Manifest(tmp_path / "state.db")
-    metrics = Metrics(manifest)
+    manifest = SQLiteStore(tmp_path / "state.db")
+    metrics = manifest.metrics
     try:
         for ts in (100.0, 200.0, 300.0):
             metrics.record({"rows": ts}, {"table": "a"}, ts=ts)
@@ -34,8 +33,8 @@ def test_prune_drops_old_samples_but_keeps_each_series_newest(tmp_path: Path) ->
 
 
 def test_prune_folds_a_counters_old_increments_into_one(tmp_path: Path) -> None:
-    manifest = Manifest(tmp_path / "state.db")
-    metrics = Metrics(manifest)
+    manifest = SQLiteStore(tmp_path / "state.db")
+    metrics = manifest.metrics
     try:
         for ts in (100.0, 200.0, 300.0, 900.0):
             metrics.record({"load_rows": 10.0, "capture_rows_total": 2.0}, {"table": "a"}, ts=ts)

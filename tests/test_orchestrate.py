@@ -26,6 +26,7 @@ from conftest import Database, free_port, run_cli, start_cli
 from riverbed.config.metric_names import METRIC_NAMES
 from riverbed.config.models import RetryRule
 from riverbed.orchestrate.executor import retry_delay
+from riverbed.state import SQLiteStore
 
 TABLES = """
 tables:
@@ -316,10 +317,9 @@ def test_a_blocking_quality_failure_stops_before_the_warehouse(project: Path) ->
 def test_a_second_run_is_refused_and_a_dead_runs_lock_is_taken_over(project: Path) -> None:
     import fcntl
 
-    from riverbed.lake.manifest import Manifest
     from riverbed.orchestrate.history import RunHistory
 
-    manifest = Manifest(project.parent / "state.db")
+    manifest = SQLiteStore(project.parent / "state.db")
     history = RunHistory(manifest)
     active = history.start("once")
     lock = open(project.parent / ".riverbed" / "run.lock", "a+")  # noqa: SIM115

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from riverbed.lake.manifest import Manifest
-from riverbed.observe.metrics import Metrics
 from riverbed.observe.prometheus import MetricsServer, metrics_text, serve_metrics
+from riverbed.state import SQLiteStore
 
 
 @pytest.fixture
@@ -31,9 +30,9 @@ def server(state: Path) -> Iterator[MetricsServer]:
 
 
 def record(state: Path, values: dict[str, float], labels: dict[str, str], ts: float) -> None:
-    manifest = Manifest(state)
+    manifest = SQLiteStore(state)
     try:
-        Metrics(manifest).record(values, labels=labels, ts=ts)
+        manifest.metrics.record(values, labels=labels, ts=ts)
     finally:
         manifest.close()
 
@@ -99,9 +98,9 @@ def test_a_counter_survives_pruning(state: Path, server: MetricsServer) -> None:
     for ts in (100.0, 200.0, 300.0):
         record(state, {"runs_succeeded": 1}, {}, ts=ts)
     before = scrape(server)["riverbed_runs_succeeded"]
-    manifest = Manifest(state)
+    manifest = SQLiteStore(state)
     try:
-        assert Metrics(manifest).prune(older_than=50, now=1000.0) == 2
+        assert manifest.metrics.prune(older_than=50, now=1000.0) == 2
     finally:
         manifest.close()
     assert scrape(server)["riverbed_runs_succeeded"] == before == ("counter", {(): 3.0})
@@ -154,7 +153,7 @@ def test_missing_store_gives_only_up(state: Path, server: MetricsServer) -> None
 
 
 def test_empty_store_gives_only_up(state: Path, server: MetricsServer) -> None:
-    Manifest(state).close()
+    SQLiteStore(state).close()
     assert scrape(server) == {"riverbed_up": ("gauge", {(): 1.0})}
 
 

@@ -34,12 +34,12 @@ from conftest import Database, run_cli
 from riverbed.config import load_project
 from riverbed.config.loader import demo_config_text
 from riverbed.lake.lock import ProcessLock
-from riverbed.lake.manifest import Manifest
 from riverbed.lake.reader import read_changes
 from riverbed.lake.storage import open_storage
 from riverbed.shop import catalog
 from riverbed.shop.workload import Workload, WorkloadSpec
 from riverbed.source.embedded import EmbeddedServer
+from riverbed.state import SQLiteStore
 from riverbed.transform import bookmarks as bookmarks_module
 from riverbed.transform.engine import TransformEngineError
 from riverbed.transform.runner import run_transform
@@ -127,9 +127,11 @@ def staged(config: Path, table: str, stage: str = "staged") -> pa.Table:
     """Every visible file of ``stage`` for ``table``, in source order."""
     project = load_project(config)
     storage = open_storage(project.config.lake, project.root)
-    manifest = Manifest(project.path(project.config.state.path))
+    manifest = SQLiteStore(project.path(project.config.state.path))
     try:
-        parts = [pq.read_table(storage.open_input(f.path)) for f in manifest.files(stage, table)]
+        parts = [
+            pq.read_table(storage.open_input(f.path)) for f in manifest.lake.files(stage, table)
+        ]
     finally:
         manifest.close()
     if not parts:
@@ -141,7 +143,7 @@ def staged(config: Path, table: str, stage: str = "staged") -> pa.Table:
 
 def raw(config: Path, table: str) -> list[dict[str, Any]]:
     project = load_project(config)
-    manifest = Manifest(project.path(project.config.state.path))
+    manifest = SQLiteStore(project.path(project.config.state.path))
     try:
         return read_changes(
             open_storage(project.config.lake, project.root), manifest, table
@@ -294,7 +296,7 @@ def test_unchanged_toast_values_are_resolved_across_batches(
 
 def raw_marks(config: Path, table: str) -> list[dict[str, Any]]:
     project = load_project(config)
-    manifest = Manifest(project.path(project.config.state.path))
+    manifest = SQLiteStore(project.path(project.config.state.path))
     storage = open_storage(project.config.lake, project.root)
     try:
         return read_changes(storage, manifest, table, resolve_toast=False).to_pylist()
@@ -304,8 +306,8 @@ def raw_marks(config: Path, table: str) -> list[dict[str, Any]]:
 
 def test_an_unreadable_raw_file_is_set_aside_and_the_rest_goes_on(project: Path) -> None:
     cfg = load_project(project)
-    manifest = Manifest(cfg.path(cfg.config.state.path))
-    victim = manifest.files("raw", "orders")[-1]
+    manifest = SQLiteStore(cfg.path(cfg.config.state.path))
+    victim = manifest.lake.files("raw", "orders")[-1]
     manifest.close()
     path = project.parent / "lake" / victim.path
     path.write_bytes(b"PAR1 this is not parquet" + path.read_bytes()[100:200])
@@ -370,8 +372,8 @@ def test_a_kill_while_setting_a_bad_file_aside_leaves_the_next_run_whole(
     manifest naming a missing raw file, and every later run failed on it. "unrecorded" is the
     lake such a kill left (a copy in bad/, the original gone, the manifest unchanged)."""
     cfg = load_project(project)
-    manifest = Manifest(cfg.path(cfg.config.state.path))
-    victim = manifest.files("raw", "orders")[-1]
+    manifest = SQLiteStore(cfg.path(cfg.config.state.path))
+    victim = manifest.lake.files("raw", "orders")[-1]
     manifest.close()
     path = project.parent / "lake" / victim.path
     path.write_bytes(b"PAR1 this is not parquet" + path.read_bytes()[100:200])

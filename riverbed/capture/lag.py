@@ -34,8 +34,8 @@ from riverbed.capture import pgoutput
 from riverbed.capture.slot import SlotState, slot_is_past
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
-from riverbed.lake.manifest import Manifest
 from riverbed.lake.positions import parse_lsn
+from riverbed.state import StateStore
 
 PEEK_CHANGES = 1000  # changes decoded at most (plus the rest of the transaction they end in)
 PEEK_TIMEOUT = "10s"  # a slot far behind takes long to decode; the measurement gives up then
@@ -53,7 +53,7 @@ class SlotReplaced(RiverbedError):
     it (see slot.slot_is_past), so what it holds says nothing about this lake."""
 
 
-def source_lag(project: Project, manifest: Manifest, now: float | None = None) -> Lag | None:
+def source_lag(project: Project, manifest: StateStore, now: float | None = None) -> Lag | None:
     """The capture lag measured from the source, or None when it cannot be measured here: a
     capture holds the slot (its own samples are fresh), there is no slot or no position yet,
     or the source cannot be reached or decoded in time."""
@@ -64,7 +64,7 @@ def source_lag(project: Project, manifest: Manifest, now: float | None = None) -
 
 
 def measure_lag(
-    project: Project, manifest: Manifest, now: float | None = None
+    project: Project, manifest: StateStore, now: float | None = None
 ) -> tuple[Lag | None, bool | None]:
     """(source_lag, whether the source answered): False when it could not be reached (or the
     measurement failed), so no lag stored earlier is current; None when nothing was asked.
@@ -73,10 +73,10 @@ def measure_lag(
     from riverbed.source.connection import source_for
 
     cfg = project.config.source
-    slot, publication = manifest.capture_names(cfg)
+    slot, publication = manifest.capture.names(cfg)
     if slot is None or publication is None:
         return None, None  # never captured: nothing to be behind
-    visible = manifest.position(slot)
+    visible = manifest.capture.position(slot)
     if visible is None:
         return None, None
     try:
@@ -90,7 +90,7 @@ def measure_lag(
             if row is None or row[0]:
                 return None, True
             state = SlotState(True, None, parse_lsn(row[2]) if row[2] else None, None)
-            if slot_is_past(state, visible, manifest.ceiling(slot)):
+            if slot_is_past(state, visible, manifest.capture.ceiling(slot)):
                 raise SlotReplaced(f"slot {slot} was confirmed past this lake's position")
             current = parse_lsn(row[1])
             captured = frozenset(f"{cfg.schema_name}.{t}" for t in captured_tables(project, conn))
@@ -158,7 +158,7 @@ def first_pending_commit(
     return None
 
 
-def record_source_lag(project: Project, manifest: Manifest, now: float | None = None) -> None:
+def record_source_lag(project: Project, manifest: StateStore, now: float | None = None) -> None:
     """Measure the lag from the source (source_lag) and, when it could be measured, record it
     as the gauges capture_lag_bytes and capture_lag_seconds, as a capture would; and whether
     the source answered, as the gauge source_up (1 or 0: with 0 newer than the lag, /metrics
@@ -168,11 +168,11 @@ def record_source_lag(project: Project, manifest: Manifest, now: float | None = 
         lag, up = measure_lag(project, manifest, at)
     except SlotReplaced:
         lag, up = None, True  # answered; a capture says what to do (status too)
-    slot = manifest.capture_names(project.config.source)[0]
+    slot = manifest.capture.names(project.config.source)[0]
     if up is not None:
-        manifest.record_metrics({"source_up": 1.0 if up else 0.0}, {}, at)
+        manifest.metrics.record({"source_up": 1.0 if up else 0.0}, {}, at)
     if lag is not None and slot is not None:
-        manifest.record_metrics(
+        manifest.metrics.record(
             {"capture_lag_bytes": lag.bytes, "capture_lag_seconds": lag.seconds},
             {"slot": slot},
             at,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from riverbed.capture.runner import CaptureResult, run_capture
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
-from riverbed.lake.manifest import open_manifest
+from riverbed.state import open_state
 
 RECONNECT_MAX_SECONDS = 30.0
 
@@ -59,9 +59,9 @@ def capture_reconnecting(
 
 def _under_way(project: Project) -> bool:
     """Whether the capture has a position to resume from."""
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
-        slot = manifest.capture_names(project.config.source)[0]
-        return slot is not None and manifest.position(slot) is not None
+        slot = manifest.capture.names(project.config.source)[0]
+        return slot is not None and manifest.capture.position(slot) is not None
     finally:
         manifest.close()

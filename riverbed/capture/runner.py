@@ -53,11 +53,11 @@ from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
 from riverbed.lake.lock import ProcessLock
-from riverbed.lake.manifest import Manifest, SchemaVersion, open_manifest
 from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn, parse_lsn
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.source.connection import Source, connection_lost, source_for
+from riverbed.state import SchemaVersion, SnapshotDone, StateStore, open_state
 
 
 @dataclass
@@ -104,8 +104,8 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
     source = source_for(project)
     schema = cfg.source.schema_name
     storage = open_storage(cfg.lake, project.root)
-    manifest = open_manifest(project)
-    slot, publication = manifest.capture_names(cfg.source, create=True)
+    manifest = open_state(project)
+    slot, publication = manifest.capture.names(cfg.source, create=True)
     assert slot is not None and publication is not None  # create: the project's own, if unset
     try:
         lock = ProcessLock(project.home / f"capture-{slot}.lock", "riverbed capture")
@@ -123,14 +123,14 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
             state = wait_while_peeked(conn, slot, slot_state(conn, slot))
             if state.active_pid:
                 raise _in_use(slot, state.active_pid)
-            position = manifest.position(slot)
+            position = manifest.capture.position(slot)
             # a slot this manifest does not know (no position, no record of creating it, or
             # one recreated since), or the one it knows, taken over by someone else
             foreign = state.exists and position is None and not _created_here(manifest, slot, state)
             replaced = (
                 position is not None
                 and state.exists
-                and slot_is_past(state, position, manifest.ceiling(slot))
+                and slot_is_past(state, position, manifest.capture.ceiling(slot))
             )
             if (foreign or replaced) and resnapshot and not force:
                 raise CaptureSetupError(
@@ -149,14 +149,14 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
                     "--resnapshot --force` drops it and snapshots afresh)"
                 )
             if state.exists and position is not None and not resnapshot:
-                check_slot_is_ours(state, slot, position, manifest.ceiling(slot))
+                check_slot_is_ours(state, slot, position, manifest.capture.ceiling(slot))
                 # captured tables the publication lacks were dropped and created again (`shop
                 # seed --reset`) or taken out of it: their changes meanwhile were never
                 # streamed, so they are copied anew. Forgotten BEFORE the publication gets them
                 # back: a crash in between must not leave them looking copied
-                snapshotted = manifest.snapshot_tables(slot)
+                snapshotted = manifest.capture.snapshot_tables(slot)
                 lost = unpublished(conn, publication, schema, tables)
-                manifest.forget_snapshots(slot, [t for t in lost if t in snapshotted])
+                manifest.capture.forget_snapshots(slot, [t for t in lost if t in snapshotted])
             added = ensure_publication(conn, publication, schema, tables)
             if resnapshot or (state.exists and position is None):
                 if state.exists:
@@ -166,8 +166,8 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
                 # the fresh snapshot replaces the whole lake
                 removed = [
                     path
-                    for known in {slot, *manifest.known_slots()}
-                    for path in manifest.forget_slot(known)
+                    for known in {slot, *manifest.capture.known_slots()}
+                    for path in manifest.capture.forget_slot(known)
                 ]
                 for path in removed:
                     storage.delete(path)
@@ -188,14 +188,14 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
         else:
             result.resumed_from = position
             say(f"resuming slot {slot} at {format_lsn(position or 0)}")
-            snapshotted = manifest.snapshot_tables(slot)
+            snapshotted = manifest.capture.snapshot_tables(slot)
             # a table out of the capture (left out of tables:, or gone from the source) stops
             # landing here: forget its copy, so that it is copied anew if it comes back
-            manifest.forget_snapshots(slot, [t for t in snapshotted if t not in tables])
+            manifest.capture.forget_snapshots(slot, [t for t in snapshotted if t not in tables])
             # copied from a snapshot of their own: tables new to the capture or back in it
             copies = [t for t in tables if t not in snapshotted]
             # what the lake holds of those is not the source's any more: a T row ends it first
-            stale = [t for t in copies if manifest.files("raw", t)]
+            stale = [t for t in copies if manifest.lake.files("raw", t)]
             if copies:
                 result.snapshot_rows = _snapshot(
                     project,
@@ -222,7 +222,7 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
             manifest=manifest,
             captured=frozenset(f"{schema}.{t}" for t in tables),
             schemas=schemas,
-            snapshot_lsns=manifest.snapshot_tables(slot),
+            snapshot_lsns=manifest.capture.snapshot_tables(slot),
             primary_keys=lambda relid: primary_keys(heartbeat_conn, relid),
             heartbeat=lambda: heartbeat_conn.execute(
                 "select pg_logical_emit_message(false, %s, 'heartbeat')", (HEARTBEAT_PREFIX,)
@@ -239,7 +239,7 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
             # once the stream holds the slot nobody can drop it: checked again there, as the
             # slot may have been replaced since the check above
             check_slot=lambda at: check_slot_is_ours(
-                slot_state(heartbeat_conn, slot), slot, at, manifest.ceiling(slot)
+                slot_state(heartbeat_conn, slot), slot, at, manifest.capture.ceiling(slot)
             ),
             slot_released=lambda: _released(heartbeat_conn, slot),
         )
@@ -274,13 +274,13 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
     return result
 
 
-def _created_here(manifest: Manifest, slot: str, state: SlotState) -> bool:
+def _created_here(manifest: StateStore, slot: str, state: SlotState) -> bool:
     """Whether the slot (there, with no position in the manifest: a first snapshot cut short)
     is the one this project created: recorded before creating it, and still at the consistent
     point recorded right after (nothing confirms a position to it before the snapshot ends)."""
-    if not manifest.created_slot(slot):
+    if not manifest.capture.created_slot(slot):
         return False
-    identity = manifest.slot_identity(slot)
+    identity = manifest.capture.slot_identity(slot)
     return identity is None or state.confirmed_lsn in (None, identity)
 
 
@@ -325,7 +325,7 @@ def _snapshot(
     project: Project,
     source: Source,
     slot: str,
-    manifest: Manifest,
+    manifest: StateStore,
     storage: LakeStorage,
     tables: list[str],
     say: Callable[[str], None],
@@ -353,7 +353,7 @@ def _snapshot(
         created = f"{slot}_backfill_{os.getpid()}" if backfill else slot
         temporary = " TEMPORARY" if backfill else ""
         if not backfill:
-            manifest.creating_slot(slot)  # before it exists: a crash from here on is ours
+            manifest.capture.creating_slot(slot)  # before it exists: a crash from here on is ours
         # the classic syntax, understood by PostgreSQL 10 and later
         cursor.execute(
             f'CREATE_REPLICATION_SLOT "{created}"{temporary} LOGICAL pgoutput EXPORT_SNAPSHOT'
@@ -363,10 +363,12 @@ def _snapshot(
             name=row[2], lsn=parse_lsn(row[1]), ts_us=int(time.time() * 1_000_000)
         )
         if not backfill:
-            manifest.slot_created(slot, point.lsn)  # its identity, until a position is confirmed
+            manifest.capture.slot_created(
+                slot, point.lsn
+            )  # its identity, until a position is confirmed
         say(f"created slot {created} at {row[1]}; copying {', '.join(tables)} from its snapshot")
 
-        versions = {t: manifest.schema_versions(t)[-1].version + 1 for t in stale or []}
+        versions = {t: manifest.lake.schema_versions(t)[-1].version + 1 for t in stale or []}
 
         def done(copy: TableCopy) -> None:
             schema = SchemaVersion(
@@ -375,8 +377,8 @@ def _snapshot(
             files = copy.files
             if copy.table in versions:
                 files = [truncate_file(storage, copy.schema, point), *files]
-            manifest.commit_capture(
-                slot, files, None, [schema], [(copy.table, point.lsn, copy.rows)]
+            manifest.capture.commit(
+                slot, files, None, [schema], [SnapshotDone(copy.table, point.lsn, copy.rows)]
             )
             say(f"snapshot of {copy.table}: {copy.rows:,} rows in {len(copy.files)} files")
 
@@ -393,16 +395,16 @@ def _snapshot(
         )
         if not backfill:
             # every table is in: the stream takes over exactly at the consistent point
-            manifest.commit_capture(slot, [], point.lsn)
+            manifest.capture.commit(slot, [], point.lsn)
     finally:
         repl.close()
     return {c.table: c.rows for c in copies}
 
 
-def _current_schemas(manifest: Manifest, tables: list[str]) -> dict[str, TableSchema]:
+def _current_schemas(manifest: StateStore, tables: list[str]) -> dict[str, TableSchema]:
     schemas = {}
-    for table in manifest.tables("raw") + tables:
-        versions = manifest.schema_versions(table)
+    for table in manifest.lake.tables("raw") + tables:
+        versions = manifest.lake.schema_versions(table)
         if versions:
             latest = versions[-1]
             columns = tuple(
@@ -414,11 +416,11 @@ def _current_schemas(manifest: Manifest, tables: list[str]) -> dict[str, TableSc
     return schemas
 
 
-def _remove_orphans(storage: LakeStorage, manifest: Manifest, tables: list[str]) -> int:
+def _remove_orphans(storage: LakeStorage, manifest: StateStore, tables: list[str]) -> int:
     """Delete raw files a crash left behind before their manifest commit (nobody reads them)."""
-    visible = {f.path for f in manifest.files("raw")}
+    visible = {f.path for f in manifest.lake.files("raw")}
     removed = 0
-    for table in set(tables) | set(manifest.tables("raw")):
+    for table in set(tables) | set(manifest.lake.tables("raw")):
         for path in storage.list(raw_prefix(table)):
             if path not in visible:
                 storage.delete(path)
@@ -431,7 +433,7 @@ class _Recorder:
     record (a counter's value is the sum of its samples), the lag and position as gauges.
     Called from the writer thread and the loop, hence the lock."""
 
-    def __init__(self, manifest: Manifest, conn: Any, slot: str):
+    def __init__(self, manifest: StateStore, conn: Any, slot: str):
         self.manifest = manifest
         self.conn = conn
         self.slot = slot
@@ -457,7 +459,7 @@ class _Recorder:
                 lag_bytes = 0  # WAL written since (other databases, heartbeats) is not ours
             lag_seconds = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6)
             done = self.recorded
-            self.manifest.record_metrics(
+            self.manifest.metrics.record(
                 {
                     "capture_lag_bytes": lag_bytes,
                     "capture_lag_seconds": lag_seconds,
@@ -477,7 +479,7 @@ class _Recorder:
             )
 
 
-def _withdraw_facts(project: Project, manifest: Manifest) -> None:
+def _withdraw_facts(project: Project, manifest: StateStore) -> None:
     """The lake was replaced: every fact's staged batches are withdrawn, as `run --reprocess
     TABLE --from 0/0` does, so the next load takes the old lake's events out of the warehouse
     before it loads the new snapshot's (which hold the same rows again). Dimensions keep their

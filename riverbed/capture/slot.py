@@ -362,7 +362,7 @@ def check_slot_is_ours(state: SlotState, slot: str, position: int, ceiling: int 
     """Refuse to resume through a slot that is not the one the lake was captured through.
 
     The manifest commits a position before it is confirmed to the slot, and the stream records
-    a ceiling (Manifest.raise_ceiling) before each feedback, which may confirm a keepalive's
+    a ceiling (CaptureState.raise_ceiling) before each feedback, which may confirm a keepalive's
     WAL end instead, so the slot this project streams from is never past either. One that is
     was dropped and created again (its consistent point is where the WAL was then, past
     anything the stream saw), or another project reads from it and confirmed what it read:

@@ -33,12 +33,12 @@ from psycopg import sql
 from riverbed.capture.changes import TableSchema
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import snapshot_file_path, truncate_file_path
-from riverbed.lake.manifest import LakeFile
 from riverbed.lake.parquet import ROW_GROUP_ROWS, CountingSink, write_table, writer_options
 from riverbed.lake.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
 from riverbed.lake.schema import CDC_FIELDS
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import Source
+from riverbed.state import LakeFile
 
 FIRST_USER_OID = 16384  # types below this are built in; pgoutput names only user types
 ROWS_PER_FILE = 1_000_000
@@ -387,17 +387,17 @@ def _write_files(
                         break
         files.append(
             LakeFile(
-                path,
-                "raw",
-                layout.table,
-                rows,
-                counter.written,
-                point.lsn,
-                point.lsn,
-                layout.version,
-                True,
-                point.ts_us,  # snapshot rows carry the snapshot's time as their commit time
-                point.ts_us,
+                path=path,
+                stage="raw",
+                table=layout.table,
+                rows=rows,
+                bytes=counter.written,
+                min_lsn=point.lsn,
+                max_lsn=point.lsn,
+                schema_version=layout.version,
+                full_load=True,
+                min_commit_ts=point.ts_us,
+                max_commit_ts=point.ts_us,
             )
         )
 
@@ -413,14 +413,14 @@ def truncate_file(storage: LakeStorage, layout: TableSchema, point: SnapshotPoin
     path = truncate_file_path(layout.table, point.ts_us, point.lsn)
     size = write_table(storage, path, row)
     return LakeFile(
-        path,
-        "raw",
-        layout.table,
-        1,
-        size,
-        point.lsn,
-        point.lsn,
-        layout.version,
+        path=path,
+        stage="raw",
+        table=layout.table,
+        rows=1,
+        bytes=size,
+        min_lsn=point.lsn,
+        max_lsn=point.lsn,
+        schema_version=layout.version,
         min_commit_ts=point.ts_us,
         max_commit_ts=point.ts_us,
     )

@@ -42,13 +42,13 @@ from riverbed.capture import pgoutput
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
 from riverbed.errors import first_line
 from riverbed.lake.layout import raw_file_path
-from riverbed.lake.manifest import LakeFile, Manifest, SchemaVersion
 from riverbed.lake.parquet import write_table
 from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn
 from riverbed.lake.schema import COMMIT_TS
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
+from riverbed.state import LakeFile, SchemaVersion, StateStore
 
 HEARTBEAT_PREFIX = "riverbed"
 _NEVER = 10.0**7  # seconds: a status interval psycopg2 never reaches
@@ -108,7 +108,7 @@ class ChangeStream:
         slot: str,
         publication: str,
         storage: LakeStorage,
-        manifest: Manifest,
+        manifest: StateStore,
         captured: frozenset[str],
         schemas: dict[str, TableSchema],
         snapshot_lsns: dict[str, int],
@@ -151,7 +151,7 @@ class ChangeStream:
         # asked when the slot is busy at the start: whether whoever held it (a lag measurement
         # peeking at it) has let go, after waiting for that; False when a capture holds it
         self.slot_released = slot_released
-        self.position = manifest.position(slot) or 0
+        self.position = manifest.capture.position(slot) or 0
         self.stats = StreamStats(position=self.position)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
         self.type_names: dict[int, str] = {}
@@ -172,7 +172,7 @@ class ChangeStream:
         self._confirmed = -1
         self._last_feedback = 0.0  # monotonic time of the last feedback sent
         # how far the slot may be confirmed, recorded before each feedback (_send)
-        self._ceiling = manifest.ceiling(slot) or 0
+        self._ceiling = manifest.capture.ceiling(slot) or 0
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -315,7 +315,7 @@ class ChangeStream:
         self.stats.pending_commit_ts_us = None
         self.stats.caught_up = True
         if wal_end > self.position:
-            self.manifest.commit_capture(self.slot, [], wal_end)
+            self.manifest.capture.commit(self.slot, [], wal_end)
             self.position = wal_end
             self.stats.position = wal_end
         if self.on_flush:
@@ -519,13 +519,13 @@ class ChangeStream:
 
     def _raise_ceiling(self, lsn: int) -> None:
         if lsn > self._ceiling:
-            self.manifest.raise_ceiling(self.slot, lsn)
+            self.manifest.capture.raise_ceiling(self.slot, lsn)
             self._ceiling = lsn
 
     def _write_and_commit(self, batch: _Batch, schemas: list[SchemaVersion]) -> None:
         files = batch.spilled + self._write(batch, open_tx=None)
         position = batch.end_lsn if batch.end_lsn is not None else self.position
-        self.manifest.commit_capture(self.slot, files, position, schemas)
+        self.manifest.capture.commit(self.slot, files, position, schemas)
         self.position = max(self.position, position)  # durable from here on
         self.stats.rows += sum(f.rows for f in files if not f.full_load)
         self.stats.files += len(files)
@@ -565,14 +565,14 @@ class ChangeStream:
                 commit = pc.min_max(rows.column(COMMIT_TS).cast(pa.int64()))
                 files.append(
                     LakeFile(
-                        path,
-                        "raw",
-                        table,
-                        rows.num_rows,
-                        size,
-                        low,
-                        high,
-                        version,
+                        path=path,
+                        stage="raw",
+                        table=table,
+                        rows=rows.num_rows,
+                        bytes=size,
+                        min_lsn=low,
+                        max_lsn=high,
+                        schema_version=version,
                         min_commit_ts=commit["min"].as_py(),
                         max_commit_ts=commit["max"].as_py(),
                     )

@@ -25,12 +25,12 @@ def ddl(
 
     Example: `riverbed ddl --dialect redshift`
     """
-    from riverbed.lake.manifest import open_manifest
     from riverbed.lake.storage import open_storage
     from riverbed.load.ddl import warehouse_ddl
+    from riverbed.state import open_state
 
     project = open_project(config)
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
         statements = warehouse_ddl(
             project,

@@ -209,9 +209,9 @@ def _print_lake(project: Project) -> None:
 
 def _print_quality(project: Project) -> None:
     from riverbed.lake.layout import quarantine_batch_dir
-    from riverbed.lake.manifest import open_manifest
+    from riverbed.state import open_state
 
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
         rows = manifest.query(
             "select table_name, rule, sum(checked), sum(failed), max(status) from quality_results "
@@ -311,16 +311,15 @@ def _print_shop(source: Any, schema_name: str) -> None:
 
 
 def _print_operations(project: Project) -> None:
-    from riverbed.lake.manifest import open_manifest
     from riverbed.observe.alarms import alarm_states
-    from riverbed.observe.metrics import Metrics
     from riverbed.orchestrate.history import RunHistory
+    from riverbed.state import open_state
 
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
         runs = RunHistory(manifest).runs(limit=1000)
         alarms = alarm_states(manifest)
-        latest = {s.name: s.value for s in Metrics(manifest).latest("capture_lag")}
+        latest = {s.name: s.value for s in manifest.metrics.latest("capture_lag")}
     finally:
         manifest.close()
     by_status: dict[str, int] = {}

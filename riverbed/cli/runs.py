@@ -58,10 +58,10 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
     a short id that `runs show` and `run --redrive` take, and a failed run's error whole on
     the lines below it. Idle runs (nothing new: one per interval of `run --every`) are
     counted, not listed, unless ``show_idle``; the JSON lists every run with its idle flag."""
-    from riverbed.lake.manifest import open_manifest
     from riverbed.orchestrate.history import RunHistory, process_gone
+    from riverbed.state import open_state
 
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
         history = RunHistory(manifest)
         runs = history.runs(limit, idle=as_json or show_idle)
@@ -122,10 +122,10 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
 def print_timeline(project: Project, given: str, as_json: bool) -> None:
     """One run's events, one line each (time, state, event, attempt), their details (error,
     counts, seconds) on the lines below, wrapped to the console's width."""
-    from riverbed.lake.manifest import open_manifest
     from riverbed.orchestrate.history import RunHistory
+    from riverbed.state import open_state
 
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
         history = RunHistory(manifest)
         run = history.resolve(given)

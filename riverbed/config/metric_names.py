@@ -9,7 +9,7 @@ told apart by labels, so a plain set is enough.
 
 SINCE_LAST_SUCCESS = "seconds_since_last_success"  # a gauge of the clock: see since_last_success
 
-# stored as increments: see observe.metrics.is_counter
+# stored as increments: see is_counter
 COUNTERS = frozenset(
     {
         "transform_rows_in",
@@ -55,3 +55,12 @@ RATIOS: dict[str, tuple[str, str]] = {
 }
 
 METRIC_NAMES = frozenset(COUNTERS | GAUGES | set(RATIOS))
+
+
+def is_counter(name: str) -> bool:
+    """Whether samples of ``name`` are increments of a counter (else readings of a gauge).
+
+    A counter (COUNTERS, or any name ending in ``_total``) is stored as increments: each sample
+    is what one run, batch or flush added; its value is the sum of its samples, which only
+    grows. A gauge (every other name) is a reading: its value is its newest sample."""
+    return name in COUNTERS or name.endswith("_total")

@@ -168,7 +168,7 @@ class SourceConfig(Model):
     password: Secret | None = None
     database: str = "postgres"
     schema_name: str = Field("shop", alias="schema")
-    # None: a name of this project's own, riverbed_<8 hex> (Manifest.capture_names)
+    # None: a name of this project's own, riverbed_<8 hex> (CaptureState.names)
     slot: str | None = None
     publication: str | None = None
     embedded: EmbeddedSourceConfig = EmbeddedSourceConfig()

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from riverbed.lake.layout import batch_of
-from riverbed.lake.manifest import Manifest
+from riverbed.state import StateStore
 
 SCHEMA = """
 create table if not exists transform_batches (
@@ -68,7 +68,7 @@ create table if not exists bad_files (
 """
 
 
-def withdraw_batches(manifest: Manifest, table: str, from_lsn: int) -> list[dict[str, Any]]:
+def withdraw_batches(manifest: StateStore, table: str, from_lsn: int) -> list[dict[str, Any]]:
     """Forget every batch of ``table`` that consumed a raw file holding changes at or after
     ``from_lsn``: its inputs become pending again and its staged and quarantined files leave
     the manifest (the next run stages them anew; the load stage takes their fact rows out
@@ -113,7 +113,7 @@ def withdraw_batches(manifest: Manifest, table: str, from_lsn: int) -> list[dict
 
 
 def quality_results(
-    manifest: Manifest, table: str | None = None, limit_batches: int = 1
+    manifest: StateStore, table: str | None = None, limit_batches: int = 1
 ) -> list[dict[str, Any]]:
     """Quality results of each table's latest ``limit_batches`` batches."""
     manifest.ensure_schema(SCHEMA)
@@ -166,7 +166,7 @@ def quality_results(
     return out
 
 
-def bad_files(manifest: Manifest) -> list[dict[str, Any]]:
+def bad_files(manifest: StateStore) -> list[dict[str, Any]]:
     """The raw files the transform set aside as unreadable, oldest first."""
     manifest.ensure_schema(SCHEMA)
     rows = manifest.query(

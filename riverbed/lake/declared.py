@@ -17,21 +17,21 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from riverbed.lake.manifest import Manifest
 from riverbed.lake.pgtypes import PgColumn, UnrepresentableValue, arrow_type, to_arrow
+from riverbed.state import StateStore
 
 Declared = dict[int, dict[str, PgColumn]]  # schema version -> column name -> its description
 SLICE = 1024  # rows converted at once while looking for the values that do not convert
 
 
-def declared_columns(manifest: Manifest, table: str) -> Declared:
+def declared_columns(manifest: StateStore, table: str) -> Declared:
     """Per schema version of ``table``: its columns by name, as capture described them."""
     return {
         version.version: {
             c["name"]: PgColumn(c["name"], c["type_oid"], c["type_modifier"], c["type_name"])
             for c in version.columns
         }
-        for version in manifest.schema_versions(table)
+        for version in manifest.lake.schema_versions(table)
     }
 
 

@@ -21,16 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from riverbed.lake.manifest import Manifest
 from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage
+from riverbed.state import StateStore
 
 
 def read_changes(
-    storage: LakeStorage, manifest: Manifest, table: str, *, resolve_toast: bool = True
+    storage: LakeStorage, manifest: StateStore, table: str, *, resolve_toast: bool = True
 ) -> pa.Table:
     """All visible changes of ``table`` in source order (empty table when there are none)."""
-    files = manifest.files("raw", table)
+    files = manifest.lake.files("raw", table)
     parts = [pq.read_table(storage.open_input(f.path)) for f in files]
     if not parts:
         return pa.table({})
@@ -113,8 +113,8 @@ def _pg_array(values: list[Any]) -> str:
     return "{" + ",".join(element(v) for v in values) + "}"
 
 
-def _key_columns(manifest: Manifest, table: str) -> list[str]:
-    versions = manifest.schema_versions(table)
+def _key_columns(manifest: StateStore, table: str) -> list[str]:
+    versions = manifest.lake.schema_versions(table)
     if not versions:
         return []
     return [c["name"] for c in versions[-1].columns if c["key"]]

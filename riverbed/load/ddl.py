@@ -14,7 +14,6 @@ from sqlglot import exp
 from riverbed.config.loader import Project
 from riverbed.config.models import TableConfig
 from riverbed.errors import ConfigError, RiverbedError, UsageError
-from riverbed.lake.manifest import Manifest
 from riverbed.lake.pgtypes import PgColumn, arrow_type  # how the lake is typed
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.storage import LakeStorage
@@ -22,6 +21,7 @@ from riverbed.load.facts import fact_ddl, fact_indexes
 from riverbed.load.model import sql_type, warehouse_model
 from riverbed.load.scd2 import dimension_ddl, staging_ddl
 from riverbed.load.warehouse import DIALECTS, capabilities
+from riverbed.state import StateStore
 
 
 def dim_date_ddl() -> exp.Create:
@@ -50,7 +50,7 @@ def dim_date_ddl() -> exp.Create:
 
 
 def warehouse_ddl(
-    project: Project, storage: LakeStorage, manifest: Manifest, dialect: str
+    project: Project, storage: LakeStorage, manifest: StateStore, dialect: str
 ) -> list[str]:
     """Every CREATE statement of the warehouse, generated for ``dialect``."""
     if dialect not in DIALECTS:
@@ -91,14 +91,14 @@ def warehouse_ddl(
 
 
 def lake_columns(
-    storage: LakeStorage, manifest: Manifest, table: str
+    storage: LakeStorage, manifest: StateStore, table: str
 ) -> dict[str, exp.DataType] | None:
     """The table's columns and SQL types by its newest staged (else raw) file; None if none."""
-    files = manifest.files("staged", table) or manifest.files("raw", table)
+    files = manifest.lake.files("staged", table) or manifest.lake.files("raw", table)
     if files:
         schema = pq.read_schema(storage.open_input(files[-1].path))
         return {f.name: sql_type(f.type) for f in schema if f.name not in CDC_COLUMNS}
-    versions = manifest.schema_versions(table)  # captured, but empty so far
+    versions = manifest.lake.schema_versions(table)  # captured, but empty so far
     if not versions:
         return None
     return {
@@ -109,7 +109,7 @@ def lake_columns(
     }
 
 
-def _columns(storage: LakeStorage, manifest: Manifest, table: str) -> dict[str, exp.DataType]:
+def _columns(storage: LakeStorage, manifest: StateStore, table: str) -> dict[str, exp.DataType]:
     columns = lake_columns(storage, manifest, table)
     if columns is None:
         raise RiverbedError(

@@ -37,7 +37,6 @@ from sqlglot.errors import ParseError
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
-from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.storage import LakeStorage, open_storage
@@ -66,6 +65,7 @@ from riverbed.load.scd2 import (
     staging_ddl,
 )
 from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
+from riverbed.state import LakeFile, StateStore, open_state
 
 SCHEMA = """
 create table if not exists load_batches (
@@ -118,7 +118,7 @@ class StagedBatch:
 
 class Loader:
     def __init__(
-        self, project: Project, storage: LakeStorage, manifest: Manifest, warehouse: Warehouse
+        self, project: Project, storage: LakeStorage, manifest: StateStore, warehouse: Warehouse
     ):
         self.project = project
         self.config = project.config
@@ -353,7 +353,7 @@ class Loader:
             )
         }
         grouped: dict[str, list[LakeFile]] = defaultdict(list)
-        for file in self.manifest.files("staged", table):
+        for file in self.manifest.lake.files("staged", table):
             batch_id = file.batch_id
             if batch_id is None:
                 raise RiverbedError(f"staged file {file.path} is not under a batch=<id> folder")
@@ -542,7 +542,7 @@ def run_load(project: Project, *, tables: Sequence[str] | None = None) -> LoadRe
     cfg = project.config
     storage = open_storage(cfg.lake, project.root)
     with ProcessLock(project.home / "load.lock", "riverbed run (load)"):
-        manifest = open_manifest(project)
+        manifest = open_state(project)
         warehouse = open_warehouse(cfg.warehouse, project.root)
         try:
             return Loader(project, storage, manifest, warehouse).run(tables)

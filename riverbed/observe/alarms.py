@@ -35,9 +35,8 @@ from typing import Any, Literal
 
 from riverbed.config.metric_names import RATIOS
 from riverbed.config.models import AlarmConfig, RiverbedConfig
-from riverbed.lake.manifest import Manifest
-from riverbed.observe.metrics import Metrics
 from riverbed.observe.notify import Dispatcher
+from riverbed.state import StateStore
 
 State = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
 INITIAL_STATE: State = "INSUFFICIENT_DATA"
@@ -184,12 +183,12 @@ def decide(alarm: AlarmConfig, points: Sequence[float | None], current: State) -
 
 
 def evaluate_alarms(
-    config: RiverbedConfig, manifest: Manifest, now: float, dispatcher: Dispatcher | None
+    config: RiverbedConfig, manifest: StateStore, now: float, dispatcher: Dispatcher | None
 ) -> list[Transition]:
     """Evaluate every configured alarm at ``now``; persist states and transitions, and send
     one event per transition to the alarm's notifiers. Returns the transitions."""
     manifest.ensure_schema(SCHEMA)
-    metrics = Metrics(manifest)
+    metrics = manifest.metrics
     windows: dict[str, list[float | None]] = {}
     for name, alarm in config.alarms.items():
         since = now - alarm.evaluation_periods * alarm.period_seconds
@@ -246,7 +245,7 @@ def alarm_event(alarm: AlarmConfig, transition: Transition) -> dict[str, Any]:
     }
 
 
-def alarm_states(manifest: Manifest) -> list[dict[str, Any]]:
+def alarm_states(manifest: StateStore) -> list[dict[str, Any]]:
     """Every evaluated alarm's current state, by name (for `riverbed status`)."""
     manifest.ensure_schema(SCHEMA)
     rows = manifest.query(
@@ -258,7 +257,7 @@ def alarm_states(manifest: Manifest) -> list[dict[str, Any]]:
 
 
 def alarm_history(
-    manifest: Manifest, alarm: str | None = None, limit: int = 50
+    manifest: StateStore, alarm: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """State changes, newest first; of one alarm when ``alarm`` is given."""
     manifest.ensure_schema(SCHEMA)

@@ -30,14 +30,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from riverbed.lake.manifest import Manifest
-from riverbed.observe.metrics import (
-    SINCE_LAST_SUCCESS,
-    Metrics,
-    Sample,
-    is_counter,
-    since_last_success,
-)
+from riverbed.config.metric_names import SINCE_LAST_SUCCESS, is_counter
+from riverbed.observe.metrics import since_last_success
+from riverbed.state import Sample, open_store
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +79,7 @@ class StateStoreCollector(Collector):
     def _read(self) -> tuple[list[Sample], list[Sample]]:
         """(counters, gauges) of the store, as of now."""
         # a missing store is a pipeline that has not run yet, not an error; opening the
-        # Manifest would create it, so look first
+        # StateStore would create it, so look first
         if not self.state_path.exists():
             return [], []
         if self.refresh is not None:
@@ -94,9 +89,9 @@ class StateStoreCollector(Collector):
                 log.warning("metrics not refreshed before the scrape: %s", exc)
         # opened per scrape: other processes write the store, and a connection held open
         # across scrapes would pin the WAL and outlive a store that was replaced
-        manifest = Manifest(self.state_path)
+        manifest = open_store(self.state_path)
         try:
-            metrics = Metrics(manifest)
+            metrics = manifest.metrics
             now = time.time()
             gauges = [
                 s

@@ -10,12 +10,11 @@ from riverbed.capture.lag import SlotReplaced, measure_lag
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.batches import bad_files, quality_results
-from riverbed.lake.manifest import Manifest
 from riverbed.lake.positions import format_lsn
 from riverbed.observe.alarms import alarm_states
-from riverbed.observe.metrics import Metrics
 from riverbed.orchestrate.history import process_gone
 from riverbed.source.connection import source_for
+from riverbed.state import StateStore, open_state
 
 
 def gather(project: Project) -> dict[str, Any]:
@@ -41,10 +40,10 @@ def gather(project: Project) -> dict[str, Any]:
         "last_hour": {},
     }
     state_path = project.path(cfg.state.path)
-    manifest = Manifest(state_path) if state_path.exists() else None
+    manifest = open_state(project) if state_path.exists() else None
     if manifest is not None:
-        slot = manifest.capture_names(cfg.source)[0]
-    position = manifest.position(slot) if manifest and slot else None
+        slot = manifest.capture.names(cfg.source)[0]
+    position = manifest.capture.position(slot) if manifest and slot else None
     try:
         with source.connect(autocommit=True) as conn:
             conn.execute("select 1")
@@ -54,8 +53,8 @@ def gather(project: Project) -> dict[str, Any]:
     if manifest is None:
         return report
     try:
-        lake = manifest.summary("raw")
-        metrics = manifest.latest_metrics("capture_")
+        lake = manifest.lake.summary("raw")
+        metrics = manifest.metrics.newest("capture_")
         if position is not None:
             cap = report["capture"]
             cap["slot"] = slot
@@ -77,16 +76,16 @@ def gather(project: Project) -> dict[str, Any]:
                 for key in ("lag_bytes", "lag_seconds"):
                     sample = metrics.get(f"capture_{key}")
                     cap[key] = sample[0] if sample else None
-            cap["files"] = sum(t["files"] for t in lake.values())
-            cap["rows"] = sum(t["rows"] for t in lake.values())
+            cap["files"] = sum(t.files for t in lake.values())
+            cap["rows"] = sum(t.rows for t in lake.values())
             cap["metrics_at"] = max((ts for _, ts in metrics.values()), default=None)
         for table, info in lake.items():
-            landed = info["landed_at"]
+            landed = info.landed_at
             report["lake"][table] = {
-                "files": info["files"],
-                "rows": info["rows"],
-                "snapshot_rows": info["snapshot_rows"],
-                "schema_version": info["schema_version"],
+                "files": info.files,
+                "rows": info.rows,
+                "snapshot_rows": info.snapshot_rows,
+                "schema_version": info.schema_version,
                 "landed_at": datetime.fromtimestamp(landed, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
                 if landed
                 else None,
@@ -102,7 +101,7 @@ def gather(project: Project) -> dict[str, Any]:
     return report
 
 
-def _runs(manifest: Manifest, limit: int = 5) -> list[dict[str, Any]]:
+def _runs(manifest: StateStore, limit: int = 5) -> list[dict[str, Any]]:
     """The latest runs (the orchestrator's history), newest first."""
     if not manifest.has_table("runs"):
         return []
@@ -121,9 +120,9 @@ def _runs(manifest: Manifest, limit: int = 5) -> list[dict[str, Any]]:
     return runs
 
 
-def _last_hour(manifest: Manifest, now: float) -> dict[str, float]:
+def _last_hour(manifest: StateStore, now: float) -> dict[str, float]:
     """Sums of the pipeline's counters over the last hour, and the slowest run."""
-    metrics = Metrics(manifest)
+    metrics = manifest.metrics
     since = now - 3600
     out: dict[str, float] = {}
     for name in (

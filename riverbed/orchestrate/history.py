@@ -24,7 +24,7 @@ from typing import Any
 
 from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
-from riverbed.lake.manifest import Manifest
+from riverbed.state import StateStore
 
 
 def process_gone(run: dict[str, Any]) -> bool:
@@ -94,10 +94,10 @@ class Event:
 
 
 class RunHistory:
-    """The ``runs`` and ``run_events`` tables of one state store. Thread-safe: the Manifest
+    """The ``runs`` and ``run_events`` tables of one state store. Thread-safe: the StateStore
     serialises its connection, so the branches of a Parallel state record through it."""
 
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: StateStore):
         self.db = manifest
         manifest.ensure_schema(SCHEMA)
 

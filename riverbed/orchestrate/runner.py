@@ -23,16 +23,17 @@ from riverbed.capture.lag import record_source_lag
 from riverbed.config.loader import Project
 from riverbed.config.models import FailState, MachineConfig, ParallelState, RiverbedConfig
 from riverbed.errors import ConfigError, RiverbedError
-from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.observe.alarms import evaluate_alarms
 from riverbed.observe.logs import log_context, log_event
-from riverbed.observe.metrics import SINCE_LAST_SUCCESS, Metrics, since_last_success
+from riverbed.observe.metrics import RETENTION_SECONDS, SINCE_LAST_SUCCESS, since_last_success
 from riverbed.observe.notify import RETRY_WINDOW_SECONDS, Dispatcher, open_notifiers
 from riverbed.orchestrate.executor import Executor, RunFailed
 from riverbed.orchestrate.history import RunHistory, RunLock
 from riverbed.orchestrate.machine import duplicate_states, machine_for
 from riverbed.orchestrate.schedule import Schedule
 from riverbed.orchestrate.tasks import Tasks
+from riverbed.state import StateStore, open_state
+from riverbed.state.store import Metrics
 
 log = logging.getLogger("riverbed.run")
 # how long a finished run waits for its notifications to go out: every retry a notifier makes
@@ -96,7 +97,7 @@ def run_pipeline(
             ]
         )
     started = time.monotonic()
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
         history = RunHistory(manifest)
         lock = RunLock(project.home / "run.lock", history)
@@ -121,7 +122,7 @@ def run_pipeline(
 
 def _execute(
     project: Project,
-    manifest: Manifest,
+    manifest: StateStore,
     history: RunHistory,
     machine: Any,
     trigger: str,
@@ -147,7 +148,7 @@ def _execute(
         history.record(run_id, "-", "redrive", replayable=sorted(replay))
     else:
         run_id = history.start(trigger)
-    metrics = Metrics(manifest)
+    metrics = manifest.metrics
     dispatcher = Dispatcher(open_notifiers(config))
     tasks = Tasks(project, manifest, run_id, dispatcher, engine=engine, tables=tables)
     executor = Executor(
@@ -197,33 +198,33 @@ def _execute(
     return report
 
 
-def observe(project: Project, manifest: Manifest, dispatcher: Dispatcher) -> None:
+def observe(project: Project, manifest: StateStore, dispatcher: Dispatcher) -> None:
     """After a run, and between runs (see watch_alarms): the gauges measured now (capture lag,
     time since the last success), then the alarms."""
     now = time.time()
     # a capture that is not running records no lag: measured from the source instead
     record_source_lag(project, manifest, now)
-    metrics = Metrics(manifest)
+    metrics = manifest.metrics
     since = since_last_success(manifest, now)
     if since is not None:
         metrics.record({SINCE_LAST_SUCCESS: since}, ts=now)
     # evaluated just after ``now``: a period ends before its end instant, and the gauge
     # recorded at ``now`` belongs to the period being evaluated, not to the next one
     evaluate_alarms(project.config, manifest, math.nextafter(now, math.inf), dispatcher)
-    metrics.prune(now=now)
+    metrics.prune(RETENTION_SECONDS, now=now)
 
 
 def observe_between_runs(project: Project) -> None:
     """``observe`` outside any run, for a process that outlives them (see watch_alarms): an
     alarm on time since the last success must fire when nothing runs at all, and a dead
     scheduler runs nothing. Safe beside runs: each evaluation is one transaction."""
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
         dispatcher = Dispatcher(open_notifiers(project.config))
         try:
             observe(project, manifest, dispatcher)
         finally:
-            close_dispatcher(dispatcher, Metrics(manifest))
+            close_dispatcher(dispatcher, manifest.metrics)
     finally:
         manifest.close()
 
@@ -231,7 +232,7 @@ def observe_between_runs(project: Project) -> None:
 def measure_between_runs(project: Project) -> None:
     """Record what is measured from the source rather than by a stage (the lag of a capture
     that is not running): before each /metrics scrape, so a dead capture shows."""
-    manifest = open_manifest(project)
+    manifest = open_state(project)
     try:
         record_source_lag(project, manifest)
     finally:

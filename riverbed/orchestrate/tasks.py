@@ -26,11 +26,10 @@ from typing import Any
 from riverbed.config.loader import Project
 from riverbed.config.models import TaskState
 from riverbed.errors import ErrorClass, RiverbedError
-from riverbed.lake.manifest import Manifest, open_manifest
-from riverbed.observe.metrics import Metrics
 from riverbed.observe.notify import Dispatcher
 from riverbed.orchestrate.executor import StateError
 from riverbed.orchestrate.machine import matches
+from riverbed.state import StateStore, open_state
 
 
 def _empty_summary() -> dict[str, Any]:
@@ -48,7 +47,7 @@ class Tasks:
     """Runs one Task state of a run; the error a Catch routed it with tells notify what failed."""
 
     project: Project
-    manifest: Manifest
+    manifest: StateStore
     run_id: str
     dispatcher: Dispatcher
     engine: str | None = None
@@ -93,7 +92,7 @@ class Tasks:
             retries=0 if retried else None,
         )
         self._summarise_transform(result.as_dict())
-        metrics = Metrics(self.manifest)
+        metrics = self.manifest.metrics
         failures = 0
         worst = 0.0
         for table in result.tables:
@@ -150,7 +149,7 @@ class Tasks:
             batches, rows = loader.merge_dimension(dim)
         self._summarise_load(dim.name, dim.source, len(batches), rows)
         if batches:
-            Metrics(self.manifest).record(
+            self.manifest.metrics.record(
                 {"load_rows": rows, "load_batches": len(batches)}, {"table": dim.name}
             )
         return {"loaded_rows": rows, "loaded_batches": len(batches)}
@@ -167,7 +166,7 @@ class Tasks:
                 batches, rows = loader.append_fact(fact)
                 self._summarise_load(fact.name, fact.source, len(batches), rows)
                 if batches:
-                    Metrics(self.manifest).record(
+                    self.manifest.metrics.record(
                         {"load_rows": rows, "load_batches": len(batches)}, {"table": fact.name}
                     )
                 rows_total += rows
@@ -185,7 +184,7 @@ class Tasks:
             (loaded_at,) = self.manifest.query("select max(loaded_at) from load_batches")[0]
             if loaded_at is not None:
                 values["warehouse_loaded_at"] = float(loaded_at)
-        Metrics(self.manifest).record(values)
+        self.manifest.metrics.record(values)
         return {"published": 1}
 
     def _notify(self, err: StateError | None) -> dict[str, Any]:
@@ -246,7 +245,7 @@ class Tasks:
         from riverbed.load.warehouse import open_warehouse
 
         cfg = self.project.config
-        manifest = open_manifest(self.project)
+        manifest = open_state(self.project)
         warehouse = open_warehouse(cfg.warehouse, self.project.root)
         try:
             yield Loader(
@@ -257,7 +256,7 @@ class Tasks:
             manifest.close()
 
 
-def pending_raw_files(manifest: Manifest, tables: Sequence[str] | None) -> list[str]:
+def pending_raw_files(manifest: StateStore, tables: Sequence[str] | None) -> list[str]:
     """Raw files the transform has not consumed (nor set aside as bad) yet."""
     query = "select path from lake_files f where stage = 'raw'"
     if manifest.has_table("transform_inputs"):
@@ -271,11 +270,11 @@ def pending_raw_files(manifest: Manifest, tables: Sequence[str] | None) -> list[
     return [r[0] for r in manifest.query(query, params)]
 
 
-def pending_batches(manifest: Manifest, tables: Sequence[str] | None) -> int:
+def pending_batches(manifest: StateStore, tables: Sequence[str] | None) -> int:
     """Staged batches not loaded into the warehouse yet."""
     staged = {
         (f.table, f.batch_id)
-        for f in manifest.files("staged")
+        for f in manifest.lake.files("staged")
         if tables is None or f.table in tables
     }
     if manifest.has_table("load_batches"):

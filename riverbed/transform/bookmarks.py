@@ -9,6 +9,7 @@ redo. A file is never skipped and never processed twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from riverbed.lake.batches import SCHEMA, bad_files, quality_results, withdraw_batches
-from riverbed.lake.manifest import LakeFile, Manifest, insert_files
+from riverbed.state import LakeFile, StateStore
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class BatchOutcome:
 class Bookmarks:
     """The transform's state in the state store, beside the manifest it commits with."""
 
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: StateStore):
         self.manifest = manifest
         manifest.ensure_schema(SCHEMA)
 
@@ -103,7 +104,7 @@ class Bookmarks:
                 "select path from transform_inputs where table_name = ?", (table,)
             )
         }
-        return [f for f in self.manifest.files("raw", table) if f.path not in done]
+        return [f for f in self.manifest.lake.files("raw", table) if f.path not in done]
 
     def plan(self, table: str, batch_rows: int) -> list[Batch]:
         """The pending files cut into batches of about ``batch_rows`` rows (whole files)."""
@@ -125,7 +126,7 @@ class Bookmarks:
         now = time.time()
         batch = outcome.batch
         with self.manifest.transaction() as db:
-            insert_files(db, outcome.outputs, None, now)
+            self.manifest.lake.add(outcome.outputs)
             db.executemany(
                 "insert or replace into transform_inputs values (?, ?, ?)",
                 [(f.path, batch.table, batch.batch_id) for f in batch.files],
@@ -186,27 +187,8 @@ class Bookmarks:
         """A raw file that cannot be read: consumed by no batch, recorded, visible as bad."""
         now = time.time()
         with self.manifest.transaction() as db:
-            db.execute("delete from lake_files where path = ?", (file.path,))
-            insert_files(
-                db,
-                [
-                    LakeFile(
-                        moved_to,
-                        "bad",
-                        file.table,
-                        file.rows,
-                        file.bytes,
-                        file.min_lsn,
-                        file.max_lsn,
-                        file.schema_version,
-                        file.full_load,
-                        file.min_commit_ts,
-                        file.max_commit_ts,
-                    )
-                ],
-                None,
-                now,
-            )
+            self.manifest.lake.remove([file.path])
+            self.manifest.lake.add([dataclasses.replace(file, path=moved_to, stage="bad")])
             db.execute(
                 "insert or replace into bad_files values (?, ?, ?, ?, ?)",
                 (file.path, file.table, moved_to, reason, now),

@@ -15,17 +15,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from riverbed.config.models import TableConfig
-from riverbed.lake.manifest import LakeFile, Manifest
 from riverbed.lake.reader import RowGroupFilter, concat_versions
 from riverbed.lake.schema import OP, POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage
+from riverbed.state import LakeFile, StateStore
 from riverbed.transform.read import in_source_order
 
 
 class CurrentRows:
     """Current rows of the project's tables, read from ``storage`` as ``manifest`` lists them."""
 
-    def __init__(self, storage: LakeStorage, manifest: Manifest, tables: dict[str, TableConfig]):
+    def __init__(self, storage: LakeStorage, manifest: StateStore, tables: dict[str, TableConfig]):
         self.storage = storage
         self.manifest = manifest
         self.tables = tables
@@ -54,7 +54,7 @@ class CurrentRows:
         cached = self._cache.get(cache_key) if restrict is None else None
         if cached is not None:
             return cached
-        files = self.manifest.files("staged", table)
+        files = self.manifest.lake.files("staged", table)
         if not files:
             return like.empty_table() if like is not None else self._empty_like(table)
         keys = list(self.tables[table].keys)
@@ -93,7 +93,7 @@ class CurrentRows:
     def _empty_like(self, table: str) -> pa.Table:
         """No staged rows yet: an empty relation with the table's raw columns, so rules that
         read it still bind."""
-        raw = self.manifest.files("raw", table)
+        raw = self.manifest.lake.files("raw", table)
         if raw:
             return pq.read_schema(self.storage.open_input(raw[-1].path)).empty_table()
         keys = self.tables[table].keys if table in self.tables else []

@@ -10,10 +10,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from riverbed.lake.declared import Declared, as_declared
-from riverbed.lake.manifest import LakeFile, Manifest
 from riverbed.lake.reader import concat_versions, resolve_unchanged_toast
 from riverbed.lake.schema import OP, POSITION_COLUMNS, TOAST_UNCHANGED
 from riverbed.lake.storage import LakeError, LakeStorage
+from riverbed.state import LakeFile, StateStore
 from riverbed.transform.bookmarks import Batch
 
 LOST = "__lost"  # why a raw row lost a value to its declared type (riverbed.lake.declared)
@@ -51,7 +51,7 @@ def read_batch(storage: LakeStorage, batch: Batch, declared: Declared) -> pa.Tab
 
 
 def resolve_toast(
-    storage: LakeStorage, manifest: Manifest, batch: Batch, keys: list[str], raw: pa.Table
+    storage: LakeStorage, manifest: StateStore, batch: Batch, keys: list[str], raw: pa.Table
 ) -> pa.Table:
     """Fill unchanged-TOAST values from the previous version of each key: in this batch,
     else in the raw files before it. Marks that nothing can fill stay on the row."""
@@ -84,7 +84,7 @@ def resolve_toast(
 
 def _history(
     storage: LakeStorage,
-    manifest: Manifest,
+    manifest: StateStore,
     batch: Batch,
     keys: list[str],
     wanted: pa.Table,
@@ -96,7 +96,7 @@ def _history(
     parts = []
     key_set = wanted.group_by(keys).aggregate([])
     columns = [*keys, *needed, OP, *POSITION_COLUMNS, TOAST_UNCHANGED]
-    for file in manifest.files("raw", batch.table):
+    for file in manifest.lake.files("raw", batch.table):
         if file.max_lsn > batch.min_lsn or file in batch.files:
             continue
         parquet = pq.ParquetFile(storage.open_input(file.path))

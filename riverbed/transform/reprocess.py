@@ -10,8 +10,8 @@ from typing import Any
 from riverbed.config.loader import Project
 from riverbed.errors import UsageError
 from riverbed.lake.lock import ProcessLock
-from riverbed.lake.manifest import Manifest, open_manifest
 from riverbed.lake.positions import parse_lsn
+from riverbed.state import StateStore, open_state
 from riverbed.transform.bookmarks import Bookmarks
 
 
@@ -35,7 +35,7 @@ def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
         ProcessLock(project.home / "transform.lock", "riverbed run"),
         ProcessLock(project.home / "load.lock", "riverbed run (load)"),
     ):
-        manifest = open_manifest(project)
+        manifest = open_state(project)
         try:
             lsn = _start_lsn(manifest, table, start)
             return Bookmarks(manifest).rewind(table, lsn)
@@ -47,7 +47,7 @@ def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
 AFTER_ALL = (1 << 63) - 1
 
 
-def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
+def _start_lsn(manifest: StateStore, table: str, start: str) -> int:
     text = start.strip()
     if re.fullmatch(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", text):
         return min(parse_lsn(text), AFTER_ALL)
@@ -61,5 +61,5 @@ def _start_lsn(manifest: Manifest, table: str, start: str) -> int:
         moment = moment.replace(tzinfo=UTC)
     hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     # raw files are partitioned by commit hour: the first file of that hour or later
-    later = [f.min_lsn for f in manifest.files("raw", table) if f.committed_from(hour)]
+    later = [f.min_lsn for f in manifest.lake.files("raw", table) if f.committed_from(hour)]
     return min(later) if later else AFTER_ALL

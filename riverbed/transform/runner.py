@@ -44,10 +44,10 @@ from riverbed.config.models import TableConfig
 from riverbed.errors import ConfigError, ErrorClass, RiverbedError
 from riverbed.lake.declared import Declared, declared_columns
 from riverbed.lake.lock import ProcessLock
-from riverbed.lake.manifest import LakeFile, Manifest, open_manifest
 from riverbed.lake.reader import concat_versions
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
+from riverbed.state import LakeFile, StateStore, open_state
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks
 from riverbed.transform.current import CurrentRows, holding, tests
 from riverbed.transform.engine import TransformEngine, TransformEngineError, open_engine
@@ -150,7 +150,7 @@ class TransformRun:
         self,
         project: Project,
         storage: LakeStorage,
-        manifest: Manifest,
+        manifest: StateStore,
         engine: TransformEngine,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -451,7 +451,7 @@ def run_transform(
         )
     storage = open_storage(cfg.lake, project.root)
     with ProcessLock(project.home / "transform.lock", "riverbed run"):
-        manifest = open_manifest(project)
+        manifest = open_state(project)
         chosen = open_engine(
             engine or cfg.transform.engine, cfg.transform.spark_master, cfg.transform.spark_conf
         )

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riverbed.lake.layout import bad_path, bad_prefix, batch_file_path, set_aside_from
-from riverbed.lake.manifest import LakeFile, Manifest
 from riverbed.lake.parquet import write_table
 from riverbed.lake.storage import LakeFileMissing, LakeStorage
 from riverbed.observe.logs import log_event
+from riverbed.state import LakeFile, StateStore
 from riverbed.transform.bookmarks import Batch, Bookmarks, RuleResult
 
 PART_ROWS = 512 * 1024  # two parts of a default batch: one per core, few fsyncs
@@ -59,15 +59,15 @@ def write_parts(storage: LakeStorage, batch: Batch, stage: str, table: pa.Table)
         size = write_table(storage, path, part)
         lsns = part.column("_lsn")
         return LakeFile(
-            path,
-            stage,
-            batch.table,
-            part.num_rows,
-            size,
-            int(pc.min(lsns).as_py()),
-            int(pc.max(lsns).as_py()),
-            version,
-            False,
+            path=path,
+            stage=stage,
+            table=batch.table,
+            rows=part.num_rows,
+            bytes=size,
+            min_lsn=int(pc.min(lsns).as_py()),
+            max_lsn=int(pc.max(lsns).as_py()),
+            schema_version=version,
+            full_load=False,
         )
 
     if len(starts) == 1:
@@ -104,7 +104,7 @@ def set_aside(
 
 
 def finish_set_asides(
-    storage: LakeStorage, manifest: Manifest, bookmarks: Bookmarks, table: str
+    storage: LakeStorage, manifest: StateStore, bookmarks: Bookmarks, table: str
 ) -> None:
     """Complete what a run killed while setting raw files of ``table`` aside left undone:
     an original still there after its move was recorded is deleted, and a move whose copy
@@ -114,7 +114,7 @@ def finish_set_asides(
     if not copies:
         return  # the usual case: one listing of an empty folder
     recorded = {b["path"] for b in bookmarks.bad_files() if b["table"] == table}
-    listed = {f.path: f for f in manifest.files("raw", table)}
+    listed = {f.path: f for f in manifest.lake.files("raw", table)}
     for copy in copies:
         original = set_aside_from(copy)
         if original in recorded:

@@ -1,0 +1,81 @@
+"""The records the state store keeps, as the stages pass them: frozen dataclasses, built with
+keyword arguments, turned into JSON only at the command line's edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from riverbed.lake.layout import batch_of, parse_raw_path
+
+
+@dataclass(frozen=True, kw_only=True)
+class LakeFile:
+    """One visible file of the lake and what it holds."""
+
+    path: str
+    stage: str  # raw | staged | quarantine | bad
+    table: str
+    rows: int
+    bytes: int
+    min_lsn: int
+    max_lsn: int
+    schema_version: int
+    full_load: bool = False
+    min_commit_ts: int | None = None  # raw files: first and last commit time, in microseconds
+    max_commit_ts: int | None = None
+
+    @property
+    def batch_id(self) -> str | None:
+        """The transform batch a staged or quarantined file belongs to (its ``batch=<id>``
+        folder); None for a raw file."""
+        return batch_of(self.path)
+
+    def committed_from(self, hour: datetime) -> bool:
+        """Whether this raw file holds changes committed in ``hour`` (the start of an hour,
+        UTC) or later: by its recorded commit times, or for a file recorded before they were,
+        by the partition hour its path names."""
+        if self.max_commit_ts is not None:
+            return self.max_commit_ts >= int(hour.timestamp()) * 1_000_000
+        return parse_raw_path(self.path).hour >= hour
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One version of a captured table's columns, from the first LSN that has it."""
+
+    table: str
+    version: int
+    columns: list[dict[str, Any]]  # [{name, type_oid, type_modifier, type_name, key}]
+    first_lsn: int
+
+
+@dataclass(frozen=True)
+class SnapshotDone:
+    """A table's snapshot copy, finished: its rows are in the lake as of ``consistent_lsn``."""
+
+    table: str
+    consistent_lsn: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    """What the lake holds of one table at one stage."""
+
+    files: int
+    rows: int
+    schema_version: int
+    landed_at: float  # when its newest file became visible
+    snapshot_rows: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One metric sample: a counter's increment or a gauge's reading (is_counter)."""
+
+    name: str
+    value: float
+    ts: float
+    labels: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,51 @@
+"""The state store in one SQLite file (state.path): the default, for one machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from riverbed.state.sqlite import capture, lake_files, metrics
+from riverbed.state.sqlite.capture import SQLiteCaptureState
+from riverbed.state.sqlite.db import Database
+from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
+from riverbed.state.sqlite.metrics import SQLiteMetrics
+
+# every repository's tables, created when the store is opened
+SCHEMA = "".join(module.SCHEMA for module in (lake_files, capture, metrics))
+
+
+class SQLiteStore:
+    """Every repository of the state store, over one connection (riverbed.state.store)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._db = Database(path, SCHEMA)
+        for table, columns in lake_files.ADDED_COLUMNS.items():
+            self._db.add_columns(table, columns)
+        self.lake = SQLiteLakeFiles(self._db)
+        self.capture = SQLiteCaptureState(self._db, self.lake)
+        self.metrics = SQLiteMetrics(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """Everything the repositories write inside becomes durable at once, or not at all."""
+        with self._db.write() as db:
+            yield db  # LEGACY: yields the connection until every stage's SQL is in here
+
+    # LEGACY, until every stage's SQL is in a repository
+    def query(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._db.read() as db:
+            return db.execute(statement, params).fetchall()
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.query("select 1 from sqlite_master where name = ?", (name,)))
+
+    def ensure_schema(self, ddl: str) -> None:
+        with self._db.read() as db:
+            db.executescript(ddl)

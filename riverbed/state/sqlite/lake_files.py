@@ -1,0 +1,166 @@
+"""The lake's manifest: which files exist for the stages that follow, and the captured tables'
+schema versions.
+
+A file in the lake is invisible until its row here is committed. Capture commits the rows of
+every file of a flush together with the new source position in ONE transaction, and only then
+confirms that position to the replication slot (riverbed.capture.stream); the transform commits
+its outputs with its bookmarks the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from riverbed.state.records import LakeFile, SchemaVersion, TableSummary
+from riverbed.state.sqlite.db import Database
+
+SCHEMA = """
+create table if not exists lake_files (
+  path           text primary key,
+  stage          text not null,
+  table_name     text not null,
+  rows           integer not null,
+  bytes          integer not null,
+  min_lsn        integer not null,
+  max_lsn        integer not null,
+  schema_version integer not null,
+  full_load      integer not null default 0,
+  slot           text,
+  created_at     real not null,
+  -- a raw file's first and last commit time, microseconds since the epoch (UTC); null for
+  -- files recorded before these columns were (see LakeFile.committed_from)
+  min_commit_ts  integer,
+  max_commit_ts  integer
+);
+create index if not exists lake_files_by_table on lake_files (stage, table_name, max_lsn);
+create table if not exists table_schemas (
+  table_name  text not null,
+  version     integer not null,
+  columns     text not null,
+  first_lsn   integer not null,
+  created_at  real not null,
+  primary key (table_name, version)
+);
+"""
+# columns a store created by an earlier release lacks
+ADDED_COLUMNS = {"lake_files": {"min_commit_ts": "integer", "max_commit_ts": "integer"}}
+
+_FILE_COLUMNS = (
+    "path, stage, table_name, rows, bytes, min_lsn, max_lsn, schema_version, full_load,"
+    " min_commit_ts, max_commit_ts"
+)
+
+
+class SQLiteLakeFiles:
+    def __init__(self, db: Database):
+        self._db = db
+
+    def add(self, files: Iterable[LakeFile], slot: str | None = None) -> None:
+        """Make ``files`` visible (captured through ``slot``, for capture's own files)."""
+        now = time.time()
+        with self._db.write() as db:
+            db.executemany(
+                "insert or replace into lake_files (path, stage, table_name, rows, bytes,"
+                " min_lsn, max_lsn, schema_version, full_load, slot, created_at,"
+                " min_commit_ts, max_commit_ts) values (:path, :stage, :table, :rows, :bytes,"
+                " :min_lsn, :max_lsn, :schema_version, :full_load, :slot, :created_at,"
+                " :min_commit_ts, :max_commit_ts)",
+                [
+                    {
+                        "path": f.path,
+                        "stage": f.stage,
+                        "table": f.table,
+                        "rows": f.rows,
+                        "bytes": f.bytes,
+                        "min_lsn": f.min_lsn,
+                        "max_lsn": f.max_lsn,
+                        "schema_version": f.schema_version,
+                        "full_load": int(f.full_load),
+                        "slot": slot,
+                        "created_at": now,
+                        "min_commit_ts": f.min_commit_ts,
+                        "max_commit_ts": f.max_commit_ts,
+                    }
+                    for f in files
+                ],
+            )
+
+    def remove(self, paths: Iterable[str]) -> None:
+        """Make the files at ``paths`` invisible (the caller deletes them after)."""
+        with self._db.write() as db:
+            db.executemany("delete from lake_files where path = ?", [(p,) for p in paths])
+
+    def files(self, stage: str, table: str | None = None) -> list[LakeFile]:
+        """Visible files of a stage (optionally one table), in LSN order."""
+        query = f"select {_FILE_COLUMNS} from lake_files where stage = ?"
+        params: tuple[Any, ...] = (stage,)
+        if table is not None:
+            query += " and table_name = ?"
+            params += (table,)
+        query += " order by min_lsn, path"
+        with self._db.read() as db:
+            rows = db.execute(query, params).fetchall()
+        return [_lake_file(r) for r in rows]
+
+    def tables(self, stage: str) -> list[str]:
+        """The tables with visible files at ``stage``."""
+        with self._db.read() as db:
+            rows = db.execute(
+                "select distinct table_name from lake_files where stage = ? order by 1", (stage,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def summary(self, stage: str) -> dict[str, TableSummary]:
+        """Per table: files, rows, newest schema version, when its newest file landed."""
+        with self._db.read() as db:
+            rows = db.execute(
+                "select table_name, count(*), sum(rows), max(schema_version), max(created_at),"
+                " coalesce(sum(case when full_load then rows end), 0)"
+                " from lake_files where stage = ? group by 1 order by 1",
+                (stage,),
+            ).fetchall()
+        return {
+            r[0]: TableSummary(
+                files=r[1], rows=r[2], schema_version=r[3], landed_at=r[4], snapshot_rows=r[5]
+            )
+            for r in rows
+        }
+
+    def add_schemas(self, schemas: Iterable[SchemaVersion]) -> None:
+        """Record new schema versions of captured tables (a version already known stays)."""
+        now = time.time()
+        with self._db.write() as db:
+            db.executemany(
+                "insert or ignore into table_schemas (table_name, version, columns, first_lsn,"
+                " created_at) values (?, ?, ?, ?, ?)",
+                [(s.table, s.version, json.dumps(s.columns), s.first_lsn, now) for s in schemas],
+            )
+
+    def schema_versions(self, table: str) -> list[SchemaVersion]:
+        """Every schema version of a captured table, oldest first."""
+        with self._db.read() as db:
+            rows = db.execute(
+                "select version, columns, first_lsn from table_schemas where table_name = ?"
+                " order by version",
+                (table,),
+            ).fetchall()
+        return [SchemaVersion(table, r[0], json.loads(r[1]), r[2]) for r in rows]
+
+
+def _lake_file(row: Any) -> LakeFile:
+    return LakeFile(
+        path=row[0],
+        stage=row[1],
+        table=row[2],
+        rows=row[3],
+        bytes=row[4],
+        min_lsn=row[5],
+        max_lsn=row[6],
+        schema_version=row[7],
+        full_load=bool(row[8]),
+        min_commit_ts=row[9],
+        max_commit_ts=row[10],
+    )
