@@ -179,3 +179,20 @@ def run_cli(
         stdin=subprocess.DEVNULL,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# every implementation of the state store runs the contract tests (tests/test_state_contract*.py)
+STATE_STORES = ["sqlite"]
+
+
+@pytest.fixture(params=STATE_STORES)
+def state_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh, empty state store of each implementation (riverbed.state.store.StateStore)."""
+    from riverbed.state import SQLiteStore
+
+    assert request.param == "sqlite"
+    store = SQLiteStore(tmp_path / "state.db")
+    try:
+        yield store
+    finally:
+        store.close()
