@@ -168,6 +168,30 @@ def test_retries_stop_at_max_attempts(project: Path) -> None:
     assert [a["attempt"] for a in attempts if a["state"] == "transform"] == [1, 2, 3]
 
 
+def test_a_failing_dimension_is_retried_by_its_own_task_only(project: Path) -> None:
+    """The default machine's Parallel takes no Retry of its own: each dimension's task retries
+    with orchestration.retry, and the Parallel retrying too would multiply the attempts (3 x 3)
+    and load again the dimensions that had succeeded."""
+    configure(
+        project,
+        retry=[{**FAST_RETRY, "max_attempts": 2}],
+        fault_injection={"dimension_customers": {"error": "transient", "times": 5}},
+    )
+    code, report, _ = run(project, "--once")
+    assert code == 1 and report["failed_state"] == "dimension_customers"
+    timeline = events(project, report["run_id"])
+    attempts = [
+        e["attempt"]
+        for e in timeline
+        if e["state"] == "dimension_customers" and e["event"] == "failed"
+    ]
+    assert attempts == [1, 2, 3]
+    loaded = [
+        e for e in timeline if e["state"] == "dimension_sellers" and e["event"] == "succeeded"
+    ]
+    assert len(loaded) == 1
+
+
 def test_retry_delay_follows_step_functions() -> None:
     rule = RetryRule(interval_seconds=2, backoff_rate=3, max_delay_seconds=10, jitter="none")
     assert [retry_delay(rule, n) for n in (1, 2, 3, 4)] == [2, 6, 10, 10]

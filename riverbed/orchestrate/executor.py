@@ -11,7 +11,8 @@ transient errors; riverbed.errors lists who retries what). Parallel: branches ru
 of ``max_concurrency`` threads; a failed branch makes the Parallel fail with its error once
 the running branches end (branches not started yet are not started), and a Parallel has its
 own Retry/Catch (as in Step Functions, a branch's task retried by its own rules and then by
-the Parallel's is retried by both: the default ``orchestration.retry`` applies to each). Choice: the first rule that holds.
+the Parallel's is retried by both; the default machine's Parallel has none, so its dimensions
+are retried once, by their own tasks' rules). Choice: the first rule that holds.
 Succeed / Fail end the run.
 
 Variables: tasks return numbers (``new_data``, ``pending_batches``, rows ...) that later

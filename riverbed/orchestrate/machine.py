@@ -88,6 +88,9 @@ def default_machine(config: RiverbedConfig) -> MachineConfig:
             branches=branches,
             max_concurrency=config.orchestration.max_concurrency,
             next=after_dims,
+            # each branch's task retries with orchestration.retry already: the Parallel
+            # retrying too would multiply the attempts and run again the dimensions that loaded
+            retry=[],
             catch=catch,
         )
     if facts:
