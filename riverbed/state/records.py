@@ -129,6 +129,17 @@ class BatchQuality:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RuleTotals:
+    """A quality rule's results summed over every batch of a table."""
+
+    table: str
+    rule: str
+    checked: int
+    failed: int
+    status: str  # the greatest status it had (by name)
+
+
+@dataclass(frozen=True, kw_only=True)
 class BadFile:
     """A raw file the transform could not read, set aside in the lake's bad/ folder."""
 

@@ -23,6 +23,7 @@ from riverbed.state.records import (
     BatchRecord,
     LakeFile,
     QualityResult,
+    RuleTotals,
     WithdrawnBatch,
 )
 from riverbed.state.sqlite.db import Database
@@ -284,6 +285,24 @@ class SQLiteTransformState:
             )
             for r in rows
         ]
+
+    def failing_rules(self) -> list[RuleTotals]:
+        """The rules that failed rows in any batch, summed per table and rule, by name."""
+        with self._db.read() as db:
+            rows = db.execute(
+                "select table_name, rule, sum(checked), sum(failed), max(status)"
+                " from quality_results group by table_name, rule having sum(failed) > 0"
+                " order by 1, 2"
+            ).fetchall()
+        return [
+            RuleTotals(table=r[0], rule=r[1], checked=r[2], failed=r[3], status=r[4]) for r in rows
+        ]
+
+    def quarantined_rows(self) -> int:
+        """Rows quarantined by every batch ever recorded."""
+        with self._db.read() as db:
+            (total,) = db.execute("select sum(rows_quarantined) from transform_batches").fetchone()
+        return int(total or 0)
 
     def bad_files(self) -> list[BadFile]:
         """The raw files set aside as unreadable, oldest first."""
