@@ -13,7 +13,7 @@ has open, else commits on its own. Reads never see another thread's uncommitted 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -100,6 +100,7 @@ class TransformState(Protocol):
     the batches taken back, and the raw files set aside as unreadable."""
 
     def pending(self, table: str) -> list[LakeFile]: ...
+    def pending_raw_files(self, tables: Sequence[str] | None = None) -> list[str]: ...
     def commit(
         self,
         batch: BatchRecord,

@@ -5,8 +5,8 @@ A batch's outputs, the raw files it consumed and its results are committed in ON
 (commit), so a raw file is consumed exactly when its batch's output is visible. A withdrawn
 batch (withdraw) gives its raw files back and hides its staged files in the same way; the load
 reads which batches were withdrawn (withdrawn) to take their rows out of the warehouse, then
-forgets them (forget_withdrawn). Status reads the results and bad files without importing the
-transform.
+forgets them (forget_withdrawn). Status reads the results and bad files, and `run`'s check the
+raw files still pending, without importing the transform.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from riverbed.state.records import (
@@ -97,6 +97,20 @@ class SQLiteTransformState:
                 )
             }
             return [f for f in self._lake.files("raw", table) if f.path not in done]
+
+    def pending_raw_files(self, tables: Sequence[str] | None = None) -> list[str]:
+        """Raw files (of ``tables``, or all) not consumed by a batch nor set aside as bad."""
+        query = (
+            "select path from lake_files f where stage = 'raw'"
+            " and not exists (select 1 from transform_inputs i where i.path = f.path)"
+            " and not exists (select 1 from bad_files b where b.path = f.path)"
+        )
+        params: tuple[Any, ...] = ()
+        if tables:
+            query += f" and table_name in ({', '.join('?' * len(tables))})"
+            params = tuple(tables)
+        with self._db.read() as db:
+            return [r[0] for r in db.execute(query, params)]
 
     def commit(
         self,
