@@ -484,7 +484,6 @@ def _withdraw_facts(project: Project, manifest: StateStore) -> None:
     TABLE --from 0/0` does, so the next load takes the old lake's events out of the warehouse
     before it loads the new snapshot's (which hold the same rows again). Dimensions keep their
     versions: the merge makes none for a row it already holds."""
-    from riverbed.lake.batches import withdraw_batches
     from riverbed.lake.lock import ProcessLock
 
     facts = [name for name, table in project.config.tables.items() if table.kind == "fact"]
@@ -497,4 +496,4 @@ def _withdraw_facts(project: Project, manifest: StateStore) -> None:
         ProcessLock(project.home / "load.lock", "riverbed run (load)"),
     ):
         for name in facts:
-            withdraw_batches(manifest, name, 0)
+            manifest.transform.withdraw(name, 0)

@@ -213,24 +213,23 @@ def _print_quality(project: Project) -> None:
 
     manifest = open_state(project)
     try:
-        rows = manifest.query(
-            "select table_name, rule, sum(checked), sum(failed), max(status) from quality_results "
-            "group by table_name, rule having sum(failed) > 0 order by 1, 2"
-        )
-        (quarantined,) = manifest.query("select sum(rows_quarantined) from transform_batches")[0]
+        rules = manifest.transform.failing_rules()
+        quarantined = manifest.transform.quarantined_rows()
     finally:
         manifest.close()
-    if not rows:
+    if not rules:
         _say("every quality rule passed on every batch")
         return
     # four columns, so that a rule's name fits whole in 80 columns (a pipe's width)
     table = Table("table", "rule", "rows failed", "action taken")
     table.columns[1].overflow = "fold"  # a name too long for the column wraps, never cut
-    for name, rule, checked, failed, status in rows:
-        table.add_row(name, escape(rule), f"{failed:,} of {checked:,}", status)
+    for rule in rules:
+        table.add_row(
+            rule.table, escape(rule.rule), f"{rule.failed:,} of {rule.checked:,}", rule.status
+        )
     console.print(table)
     _say(
-        f"{quarantined or 0:,} dirty rows quarantined with their rule and reason under "
+        f"{quarantined:,} dirty rows quarantined with their rule and reason under "
         f"{project.config.lake.path}/{quarantine_batch_dir('<table>', '<id>')}/; the clean rows "
         "went on"
     )

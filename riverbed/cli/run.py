@@ -121,9 +121,19 @@ def _reprocess(project: Project, table: str, start: str, quiet: bool) -> list[di
     """Rewind fact ``table``'s bookmarks to ``start``; the staged batches withdrawn."""
     from riverbed.transform.reprocess import reprocess
 
-    rewound = reprocess(project, table, start)
+    withdrawn = reprocess(project, table, start)
+    rewound = [
+        {
+            "batch_id": b.batch_id,
+            "rows": b.rows,
+            "quarantined": b.rows_quarantined,
+            "min_lsn": b.min_lsn,
+            "max_lsn": b.max_lsn,
+        }
+        for b in withdrawn
+    ]
     if not quiet:
-        rows = sum(b["rows"] for b in rewound)
+        rows = sum(b.rows for b in withdrawn)
         console.print(
             f"rewound {table}: {len(rewound)} staged batches ({rows:,} rows) "
             "withdrawn; their raw files are transformed again now, and the load stage "

@@ -9,12 +9,12 @@ from typing import Any
 from riverbed.capture.lag import SlotReplaced, measure_lag
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
-from riverbed.lake.batches import bad_files, quality_results
 from riverbed.lake.positions import format_lsn
 from riverbed.observe.alarms import alarm_states
 from riverbed.orchestrate.history import process_gone
 from riverbed.source.connection import source_for
 from riverbed.state import StateStore, open_state
+from riverbed.state.records import BadFile, BatchQuality
 
 
 def gather(project: Project) -> dict[str, Any]:
@@ -90,8 +90,8 @@ def gather(project: Project) -> dict[str, Any]:
                 if landed
                 else None,
             }
-        report["quality"] = quality_results(manifest)
-        report["bad_files"] = bad_files(manifest)
+        report["quality"] = [_quality(b) for b in manifest.transform.quality()]
+        report["bad_files"] = [_bad_file(b) for b in manifest.transform.bad_files()]
         report["runs"] = _runs(manifest)
         report["alarms"] = alarm_states(manifest)
         report["last_hour"] = _last_hour(manifest, time.time())
@@ -99,6 +99,42 @@ def gather(project: Project) -> dict[str, Any]:
     finally:
         manifest.close()
     return report
+
+
+def _quality(batch: BatchQuality) -> dict[str, Any]:
+    return {
+        "table": batch.table,
+        "batch_id": batch.batch_id,
+        "status": batch.status,
+        "rows_in": batch.rows_in,
+        "rows_out": batch.rows_out,
+        "rows_quarantined": batch.rows_quarantined,
+        "at": batch.at,
+        "rules": [
+            {
+                "rule": r.rule,
+                "type": r.rule_type,
+                "action": r.action,
+                "checked": r.checked,
+                "failed": r.failed,
+                "ratio": r.ratio,
+                "status": r.status,
+                "observed": r.observed,
+                "samples": r.samples,
+            }
+            for r in batch.results
+        ],
+    }
+
+
+def _bad_file(bad: BadFile) -> dict[str, Any]:
+    return {
+        "path": bad.path,
+        "table": bad.table,
+        "moved_to": bad.moved_to,
+        "reason": bad.reason,
+        "at": bad.at,
+    }
 
 
 def _runs(manifest: StateStore, limit: int = 5) -> list[dict[str, Any]]:

@@ -69,7 +69,7 @@ class Tasks:
 
     def _check(self, state: TaskState) -> dict[str, Any]:
         tables = self._tables(state)
-        new_raw = len(pending_raw_files(self.manifest, tables))
+        new_raw = len(self.manifest.transform.pending_raw_files(tables))
         pending = pending_batches(self.manifest, tables)
         return {"new_raw_files": new_raw, "pending_batches": pending, "new_data": new_raw + pending}
 
@@ -254,20 +254,6 @@ class Tasks:
         finally:
             warehouse.close()
             manifest.close()
-
-
-def pending_raw_files(manifest: StateStore, tables: Sequence[str] | None) -> list[str]:
-    """Raw files the transform has not consumed (nor set aside as bad) yet."""
-    query = "select path from lake_files f where stage = 'raw'"
-    if manifest.has_table("transform_inputs"):
-        query += " and not exists (select 1 from transform_inputs i where i.path = f.path)"
-    if manifest.has_table("bad_files"):
-        query += " and not exists (select 1 from bad_files b where b.path = f.path)"
-    params: tuple[Any, ...] = ()
-    if tables:
-        query += f" and table_name in ({', '.join('?' * len(tables))})"
-        params = tuple(tables)
-    return [r[0] for r in manifest.query(query, params)]
 
 
 def pending_batches(manifest: StateStore, tables: Sequence[str] | None) -> int:

@@ -79,3 +79,84 @@ class Sample:
     value: float
     ts: float
     labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchRecord:
+    """One transform batch: what it read and wrote, and how it ended."""
+
+    batch_id: str
+    table: str
+    engine: str
+    status: str  # staged | failed | superseded (withdrawn)
+    input_files: int
+    rows_in: int
+    rows_out: int
+    rows_quarantined: int
+    min_lsn: int
+    max_lsn: int
+    seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityResult:
+    """One quality rule's result on one batch."""
+
+    rule: str  # the rule's label
+    rule_type: str
+    action: str
+    checked: int
+    failed: int
+    ratio: float
+    status: str  # pass | warn | fail | quarantined
+    observed: str | None = None
+    samples: list[Any] = field(default_factory=list)  # key values of failing rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchQuality:
+    """A staged or failed batch and its rules' results, in the order they were checked."""
+
+    table: str
+    batch_id: str
+    status: str
+    rows_in: int
+    rows_out: int
+    rows_quarantined: int
+    at: float  # when it was recorded
+    results: list[QualityResult]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleTotals:
+    """A quality rule's results summed over every batch of a table."""
+
+    table: str
+    rule: str
+    checked: int
+    failed: int
+    status: str  # the greatest status it had (by name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BadFile:
+    """A raw file the transform could not read, set aside in the lake's bad/ folder."""
+
+    path: str  # where the raw file was
+    table: str
+    moved_to: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class WithdrawnBatch:
+    """A staged batch taken back (`run --reprocess`, a resnapshot): its raw files are pending
+    again, and the load takes its rows out of the warehouse."""
+
+    batch_id: str
+    rows: int  # staged
+    rows_quarantined: int
+    min_lsn: int
+    max_lsn: int

@@ -13,12 +13,24 @@ has open, else commits on its own. Reads never see another thread's uncommitted 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from riverbed.config.models import SourceConfig
-from riverbed.state.records import LakeFile, Sample, SchemaVersion, SnapshotDone, TableSummary
+from riverbed.state.records import (
+    BadFile,
+    BatchQuality,
+    BatchRecord,
+    LakeFile,
+    QualityResult,
+    RuleTotals,
+    Sample,
+    SchemaVersion,
+    SnapshotDone,
+    TableSummary,
+    WithdrawnBatch,
+)
 
 
 class LakeFiles(Protocol):
@@ -83,6 +95,31 @@ class Metrics(Protocol):
     def prune(self, older_than: float, now: float | None = None) -> int: ...
 
 
+class TransformState(Protocol):
+    """Which raw files the transform consumed, in which batches, with which quality results;
+    the batches taken back, and the raw files set aside as unreadable."""
+
+    def pending(self, table: str) -> list[LakeFile]: ...
+    def pending_raw_files(self, tables: Sequence[str] | None = None) -> list[str]: ...
+    def commit(
+        self,
+        batch: BatchRecord,
+        inputs: Iterable[str],
+        results: Iterable[QualityResult],
+        outputs: Iterable[LakeFile],
+    ) -> None: ...
+    def record(self, batch: BatchRecord, results: Iterable[QualityResult]) -> None: ...
+    def set_aside(self, file: LakeFile, moved_to: str, reason: str) -> None: ...
+    def recent_counts(self, table: str, limit: int = 10) -> list[int]: ...
+    def withdraw(self, table: str, from_lsn: int) -> list[WithdrawnBatch]: ...
+    def withdrawn(self, table: str) -> list[str]: ...
+    def forget_withdrawn(self, table: str, batch_ids: Iterable[str]) -> None: ...
+    def quality(self, table: str | None = None, limit_batches: int = 1) -> list[BatchQuality]: ...
+    def failing_rules(self) -> list[RuleTotals]: ...
+    def quarantined_rows(self) -> int: ...
+    def bad_files(self) -> list[BadFile]: ...
+
+
 class StateStore(Protocol):
     @property
     def lake(self) -> LakeFiles: ...
@@ -90,6 +127,8 @@ class StateStore(Protocol):
     def capture(self) -> CaptureState: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def transform(self) -> TransformState: ...
 
     def transaction(self) -> AbstractContextManager[Any]: ...
     def close(self) -> None: ...

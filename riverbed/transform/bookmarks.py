@@ -1,4 +1,5 @@
-"""Bookmarks: which raw files each table's transform has consumed, kept in the state store.
+"""Bookmarks: which raw files each table's transform has consumed, kept in the state store
+(store.transform, riverbed.state.sqlite.transform).
 
 A batch's staged and quarantined files, its bookmarks (the raw files it consumed) and its quality
 results are committed in ONE state-store transaction, after every output file is written. So a
@@ -9,16 +10,13 @@ redo. A file is never skipped and never processed twice.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from riverbed.lake.batches import SCHEMA, bad_files, quality_results, withdraw_batches
 from riverbed.state import LakeFile, StateStore
+from riverbed.state.records import BatchRecord, QualityResult
 
 
 @dataclass(frozen=True)
@@ -90,28 +88,18 @@ class BatchOutcome:
 
 
 class Bookmarks:
-    """The transform's state in the state store, beside the manifest it commits with."""
+    """The transform's plan of batches over the raw files pending, and its batches' records
+    in the state store (store.transform)."""
 
     def __init__(self, manifest: StateStore):
         self.manifest = manifest
-        manifest.ensure_schema(SCHEMA)
-
-    def pending(self, table: str) -> list[LakeFile]:
-        """Raw files of ``table`` no batch has consumed, in source order."""
-        done = {
-            r[0]
-            for r in self.manifest.query(
-                "select path from transform_inputs where table_name = ?", (table,)
-            )
-        }
-        return [f for f in self.manifest.lake.files("raw", table) if f.path not in done]
 
     def plan(self, table: str, batch_rows: int) -> list[Batch]:
         """The pending files cut into batches of about ``batch_rows`` rows (whole files)."""
         batches: list[Batch] = []
         current: list[LakeFile] = []
         rows = 0
-        for file in self.pending(table):
+        for file in self.manifest.transform.pending(table):
             if current and rows + file.rows > batch_rows:
                 batches.append(Batch(table, tuple(current)))
                 current, rows = [], 0
@@ -123,98 +111,55 @@ class Bookmarks:
 
     def commit(self, outcome: BatchOutcome) -> None:
         """Make a batch's outputs visible and consume its inputs, atomically."""
-        now = time.time()
-        batch = outcome.batch
-        with self.manifest.transaction() as db:
-            self.manifest.lake.add(outcome.outputs)
-            db.executemany(
-                "insert or replace into transform_inputs values (?, ?, ?)",
-                [(f.path, batch.table, batch.batch_id) for f in batch.files],
-            )
-            self._record(db, outcome, "staged", None, now)
+        self.manifest.transform.commit(
+            _record(outcome, "staged", None),
+            [f.path for f in outcome.batch.files],
+            _results(outcome),
+            outcome.outputs,
+        )
 
     def record_failure(self, outcome: BatchOutcome, error: str) -> None:
         """A batch stopped by a quality rule with action fail: results kept, nothing consumed."""
-        with self.manifest.transaction() as db:
-            self._record(db, outcome, "failed", error, time.time())
-
-    def _record(
-        self, db: Any, outcome: BatchOutcome, status: str, error: str | None, now: float
-    ) -> None:
-        batch = outcome.batch
-        db.execute(
-            "insert or replace into transform_batches values"
-            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                batch.batch_id,
-                batch.table,
-                outcome.engine,
-                status,
-                len(batch.files),
-                outcome.rows_in,
-                outcome.rows_out,
-                outcome.rows_quarantined,
-                batch.min_lsn,
-                batch.max_lsn,
-                outcome.seconds,
-                error,
-                now,
-            ),
-        )
-        db.execute("delete from quality_results where batch_id = ?", (batch.batch_id,))
-        db.executemany(
-            "insert into quality_results values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    batch.batch_id,
-                    batch.table,
-                    r.rule,
-                    r.rule_type,
-                    r.action,
-                    r.checked,
-                    r.failed,
-                    r.ratio,
-                    r.status,
-                    r.observed,
-                    json.dumps(r.samples, default=str),
-                    now,
-                )
-                for r in outcome.results
-            ],
-        )
+        self.manifest.transform.record(_record(outcome, "failed", error), _results(outcome))
 
     def quarantine_file(self, file: LakeFile, moved_to: str, reason: str) -> None:
         """A raw file that cannot be read: consumed by no batch, recorded, visible as bad."""
-        now = time.time()
-        with self.manifest.transaction() as db:
-            self.manifest.lake.remove([file.path])
-            self.manifest.lake.add([dataclasses.replace(file, path=moved_to, stage="bad")])
-            db.execute(
-                "insert or replace into bad_files values (?, ?, ?, ?, ?)",
-                (file.path, file.table, moved_to, reason, now),
-            )
+        self.manifest.transform.set_aside(file, moved_to, reason)
 
-    def recent_counts(self, table: str, limit: int = 10) -> list[int]:
-        """Row counts of the table's last staged batches, oldest first."""
-        rows = self.manifest.query(
-            "select rows_in from transform_batches where table_name = ? and status = 'staged'"
-            " order by max_lsn desc, created_at desc limit ?",
-            (table, limit),
+
+def _record(outcome: BatchOutcome, status: str, error: str | None) -> BatchRecord:
+    batch = outcome.batch
+    return BatchRecord(
+        batch_id=batch.batch_id,
+        table=batch.table,
+        engine=outcome.engine,
+        status=status,
+        input_files=len(batch.files),
+        rows_in=outcome.rows_in,
+        rows_out=outcome.rows_out,
+        rows_quarantined=outcome.rows_quarantined,
+        min_lsn=batch.min_lsn,
+        max_lsn=batch.max_lsn,
+        seconds=outcome.seconds,
+        error=error,
+    )
+
+
+def _results(outcome: BatchOutcome) -> list[QualityResult]:
+    return [
+        QualityResult(
+            rule=r.rule,
+            rule_type=r.rule_type,
+            action=r.action,
+            checked=r.checked,
+            failed=r.failed,
+            ratio=r.ratio,
+            status=r.status,
+            observed=r.observed,
+            samples=r.samples,
         )
-        return [int(r[0]) for r in reversed(rows)]
-
-    def rewind(self, table: str, from_lsn: int) -> list[dict[str, Any]]:
-        """Forget every batch of ``table`` that consumed a raw file holding changes at or after
-        ``from_lsn`` (riverbed.lake.batches.withdraw_batches). Returns the batches forgotten,
-        which downstream stages will reload."""
-        return withdraw_batches(self.manifest, table, from_lsn)
-
-    def results(self, table: str | None = None, limit_batches: int = 1) -> list[dict[str, Any]]:
-        """Quality results of each table's latest ``limit_batches`` batches."""
-        return quality_results(self.manifest, table, limit_batches)
-
-    def bad_files(self) -> list[dict[str, Any]]:
-        return bad_files(self.manifest)
+        for r in outcome.results
+    ]
 
 
 def batches_total(batches: Sequence[Batch]) -> int:

@@ -1,21 +1,21 @@
 """``riverbed run --reprocess TABLE --from START``: rewind a fact table's bookmarks, so the
-next run transforms those raw files again (the bookmarks' rewind withdraws the staged batches)."""
+next run transforms those raw files again (store.transform.withdraw takes the staged batches
+back)."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from riverbed.config.loader import Project
 from riverbed.errors import UsageError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.positions import parse_lsn
 from riverbed.state import StateStore, open_state
-from riverbed.transform.bookmarks import Bookmarks
+from riverbed.state.records import WithdrawnBatch
 
 
-def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
+def reprocess(project: Project, table: str, start: str) -> list[WithdrawnBatch]:
     """Rewind ``table``'s bookmarks to ``start`` (an LSN like 0/16B3748, or an ISO time), so
     the next run transforms those raw files again. Returns the staged batches withdrawn."""
     project.config.require_table(table, "--reprocess")
@@ -38,7 +38,7 @@ def reprocess(project: Project, table: str, start: str) -> list[dict[str, Any]]:
         manifest = open_state(project)
         try:
             lsn = _start_lsn(manifest, table, start)
-            return Bookmarks(manifest).rewind(table, lsn)
+            return manifest.transform.withdraw(table, lsn)
         finally:
             manifest.close()
 

@@ -414,7 +414,7 @@ class TransformRun:
             now=self.now(),
             current=current,
             references=references,
-            recent_counts=self.bookmarks.recent_counts(batch.table),
+            recent_counts=self.manifest.transform.recent_counts(batch.table),
             types={f.name: f.type for f in shape},
             tables=list(self.config.tables),
         )

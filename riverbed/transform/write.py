@@ -113,7 +113,7 @@ def finish_set_asides(
     copies = storage.list(bad_prefix(table))
     if not copies:
         return  # the usual case: one listing of an empty folder
-    recorded = {b["path"] for b in bookmarks.bad_files() if b["table"] == table}
+    recorded = {b.path for b in manifest.transform.bad_files() if b.table == table}
     listed = {f.path: f for f in manifest.lake.files("raw", table)}
     for copy in copies:
         original = set_aside_from(copy)
