@@ -36,6 +36,8 @@ create table library.fines (
     issued_at timestamptz not null default now(),
     foreign key (book_id, member_id, loaned_at) references library.loans);
 create table library.visits (member_id int, visited_at timestamptz);
+create table library.reading_room (seat int not null, entered_at timestamptz not null, note text);
+alter table library.reading_room replica identity full;
 
 insert into library.authors values (1, 'Ursula K. Le Guin', 'US'), (2, 'Stanislaw Lem', 'PL');
 insert into library.members values (10, 'ada@example.org', 'Ada', '2026-01-02', 20),
@@ -49,6 +51,7 @@ insert into library.loans values
     (101, 11, '2026-11-03 12:00+00', '2026-11-17', null, 'open');
 insert into library.fines values (1000, 100, 10, '2026-11-01 10:00+00', 2.50, '2026-11-20 09:00+00');
 insert into library.visits values (10, '2026-11-01 09:55+00');
+insert into library.reading_room values (3, '2026-11-01 10:05+00', null), (4, '2026-11-01 10:06+00', 'x');
 """
 
 
@@ -81,7 +84,9 @@ def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path:
     assert config.source.dsn is not None and "dbname=" + library.name in config.source.dsn
 
     tables = config.tables
-    assert set(tables) == {"authors", "members", "books", "loans", "fines"}  # visits: no key
+    # visits: no key; reading_room has none either, but REPLICA IDENTITY FULL: all its columns
+    assert set(tables) == {"authors", "members", "books", "loans", "fines", "reading_room"}
+    assert tables["reading_room"].keys == ["seat", "entered_at", "note"]
     kinds = {name: t.kind for name, t in tables.items()}
     assert kinds == {
         "authors": "dimension",
@@ -89,6 +94,7 @@ def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path:
         "books": "dimension",  # referenced by loans and referencing authors: both -> dimension
         "loans": "dimension",  # referenced by fines (a composite key)
         "fines": "fact",
+        "reading_room": "fact",
     }
     assert tables["loans"].keys == ["book_id", "member_id", "loaned_at"]
     assert tables["books"].target == "dim_book" and tables["fines"].target == "fact_fines"
@@ -146,6 +152,7 @@ def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path:
         assert result.code == 0, result.text
     with library.connect(autocommit=True) as conn:
         conn.execute("update library.books set title = 'Solaris (new edition)' where book_id = 101")
+        conn.execute("update library.reading_room set note = 'y' where seat = 4")
     for args in (("capture", "--once"), ("run", "--once")):
         result = run_cli(*args, "-c", config_path, env=env)
         assert result.code == 0, result.text
@@ -157,9 +164,17 @@ def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path:
 
     counts = query(
         "select (select count(*) from dim_author) a, (select count(*) from dim_member) m,"
-        " (select count(*) from dim_loan) l, (select count(*) from fact_fines) f"
+        " (select count(*) from dim_loan) l, (select count(*) from fact_fines) f,"
+        " (select count(*) from fact_reading_room) r"
     )
-    assert counts == [{"a": 2, "m": 2, "l": 2, "f": 1}]
+    assert counts == [{"a": 2, "m": 2, "l": 2, "f": 1, "r": 4}]
+    # keyed by all its columns, an update is a new key: the old row deleted, the new inserted
+    assert query("select seat, note, _op from fact_reading_room order by _lsn, _seq") == [
+        {"seat": 3, "note": None, "_op": "L"},
+        {"seat": 4, "note": "x", "_op": "L"},
+        {"seat": 4, "note": "x", "_op": "D"},
+        {"seat": 4, "note": "y", "_op": "I"},
+    ]
     # the fine's book and member resolved to their dimensions' surrogate keys
     assert query(
         "select b.title, m.full_name from fact_fines f join dim_book b using (book_key)"
@@ -185,6 +200,7 @@ def test_tables_chooses_and_a_dsn_without_password_writes_none(
         "authors": "fact",
         "fines": "fact",
     }
+    assert "foreign key fines_book_id_member_id_loaned_at_fkey" in text
 
 
 def test_errors_are_one_line(library: Database, tmp_path: Path) -> None:
