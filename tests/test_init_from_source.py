@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import Database, free_port, run_cli
-from riverbed.config import load_project
+from riverbed.config import load_project, parse_config
+from riverbed.config.proposal import propose
+from riverbed.config.writer import config_text
+from riverbed.source.catalog import Bound, Catalog, Check, Column, ForeignKey, Table
 
 LIBRARY = """
 create schema library;
@@ -225,3 +228,40 @@ def test_errors_are_one_line(library: Database, tmp_path: Path) -> None:
     code, out = init(tmp_path, library.dsn, "--schema", "library")
     assert code == 1 and "already exists" in out and "--force" in out
     assert init(tmp_path, library.dsn, "--schema", "library", "--force")[0] == 0
+
+
+def test_the_written_file_reads_back_every_value_as_it_was() -> None:
+    """Names and values YAML would read as something else (on, yes, null, 1.5, quotes, commas)
+    come back as the catalog had them; a table whose name riverbed.yaml cannot take is left
+    out with the rename that fixes it. No database: the catalog is made by hand."""
+    labels = ("yes", "no", "null", "1.5", 'say "hi", ok', "a\\b", *(f"v{i}" for i in range(30)))
+
+    def column(name: str, kind: str = "integer", enum: tuple[str, ...] | None = None) -> Column:
+        return Column(name, kind, True, enum)
+
+    flags = Table(
+        "app", "flags",
+        (column("id"), column("on", "app.mood", labels), column("level"),
+         column("rate", "numeric(4,2)")),
+        ("id",), "d", (), (),
+        (Check("flags_level_check", "CHECK ((level > '-3'::integer))", "level",
+               bounds=(Bound(">", -3.0),)),
+         Check("flags_rate_check", "CHECK ((rate > 0.5))", "rate", bounds=(Bound(">", 0.5),))),
+        (),
+    )  # fmt: skip
+    events = Table(
+        "app", "events", (column("event_id"), column("id"), column("at", "date")), ("event_id",),
+        "d", (), (ForeignKey("events_id_fkey", ("id",), "app", "flags", ("id",)),), (), (),
+    )  # fmt: skip
+    weird = Table("app", "Weird Name", (column("id"),), ("id",), "d", (), (), (), ())
+    proposal = propose(Catalog("app", (events, flags, weird)))
+    text = config_text(proposal, "host=db dbname=app user=me", has_password=True)
+    config = parse_config(text, "<written>")
+    assert config.tables["flags"].tracked == ["on", "level", "rate"]
+    rules = {r.label: r for r in config.tables["flags"].quality}
+    assert rules["accepted_values(on)"].values == list(labels)
+    assert rules["flags_level_check"].min == -2  # level > -3 on an integer
+    assert rules["flags_rate_check"].sql == "rate > 0.5"
+    assert "Weird Name" not in config.tables
+    assert 'alter table app."Weird Name" rename to weird_name;' in text
+    assert max(len(line) for line in text.splitlines()) <= 100

@@ -14,7 +14,7 @@ import typer
 
 from riverbed.cli.common import app, console
 from riverbed.config import demo_config_text
-from riverbed.errors import RiverbedError, SourceError, first_line
+from riverbed.errors import RiverbedError, SourceError, UsageError, first_line
 
 
 @app.command(short_help="Write a commented riverbed.yaml: the demo shop's, or your database's.")
@@ -69,11 +69,17 @@ def init(
 def _init_from_source(target: Path, dsn: str, schema: str, only: list[str] | None) -> None:
     import psycopg
 
+    from riverbed.config.models import IDENTIFIER
     from riverbed.config.proposal import propose
     from riverbed.config.writer import PASSWORD_VARIABLE, config_text, public_dsn
     from riverbed.source.catalog import read_catalog
     from riverbed.source.connection import Source
 
+    if not IDENTIFIER.match(schema):  # source.schema takes plain names only
+        raise UsageError(
+            f"--schema {schema}: riverbed captures a schema with a plain name (letters, digits, "
+            "underscore); rename it, or choose another with --schema"
+        )
     written_dsn, has_password = public_dsn(dsn)
     shown = Source(written_dsn, None, None).display
     try:

@@ -35,9 +35,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from riverbed.config.models import IDENTIFIER
 from riverbed.source.catalog import Catalog, Check, Column, Table
-
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -108,6 +107,15 @@ def propose(catalog: Catalog) -> Proposal:
 
 
 def _keys(table: Table) -> tuple[tuple[str, ...], str] | LeftOut:
+    if not IDENTIFIER.match(table.name):  # tables: takes plain names (cross_reference_problems)
+        plain = re.sub(r"\W+", "_", table.name).strip("_").lower() or "t"
+        plain = plain if IDENTIFIER.match(plain) else f"t_{plain}"
+        return LeftOut(
+            table,
+            "its name is not a plain identifier (letters, digits, underscore), which riverbed.yaml "
+            "needs",
+            (f'alter table {table.schema}."{table.name}" rename to {plain};',),
+        )
     if table.primary_key:
         return table.primary_key, "the primary key"
     if table.replica_identity == "i" and table.identity_index:

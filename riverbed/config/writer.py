@@ -16,7 +16,8 @@ import json
 import textwrap
 from typing import Any
 
-from riverbed.config.proposal import IDENTIFIER, LeftOut, Proposal, TablePlan
+from riverbed.config.models import IDENTIFIER
+from riverbed.config.proposal import LeftOut, Proposal, TablePlan
 from riverbed.errors import UsageError
 
 PASSWORD_VARIABLE = "PGPASSWORD"  # libpq's own: psql and pg_dump read it too
