@@ -108,7 +108,7 @@ def propose(catalog: Catalog) -> Proposal:
 
 def _keys(table: Table) -> tuple[tuple[str, ...], str] | LeftOut:
     if not IDENTIFIER.match(table.name):  # tables: takes plain names (cross_reference_problems)
-        plain = re.sub(r"\W+", "_", table.name).strip("_").lower() or "t"
+        plain = re.sub(r"[^A-Za-z0-9_]+", "_", table.name).strip("_").lower() or "t"
         plain = plain if IDENTIFIER.match(plain) else f"t_{plain}"
         return LeftOut(
             table,
