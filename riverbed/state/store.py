@@ -18,7 +18,15 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from riverbed.config.models import SourceConfig
-from riverbed.state.records import LakeFile, Sample, SchemaVersion, SnapshotDone, TableSummary
+from riverbed.state.records import (
+    LakeFile,
+    LoadBatch,
+    Sample,
+    SchemaVersion,
+    SnapshotDone,
+    Staging,
+    TableSummary,
+)
 
 
 class LakeFiles(Protocol):
@@ -83,6 +91,20 @@ class Metrics(Protocol):
     def prune(self, older_than: float, now: float | None = None) -> int: ...
 
 
+class LoadState(Protocol):
+    """What the load stage put in the warehouse, and what its staging tables hold meanwhile:
+    a staged batch is pending until recorded as loaded, which the load does only once the
+    warehouse committed it."""
+
+    def stage(self, staging: Staging) -> None: ...
+    def staging(self, table: str) -> Staging | None: ...
+    def unstage(self, table: str) -> None: ...
+    def record_loaded(self, batches: Iterable[LoadBatch]) -> None: ...
+    def loaded(self, table: str | None = None) -> list[LoadBatch]: ...
+    def forget_loaded(self, table: str, batch_ids: Iterable[str]) -> None: ...
+    def last_loaded_at(self) -> float | None: ...
+
+
 class StateStore(Protocol):
     @property
     def lake(self) -> LakeFiles: ...
@@ -90,6 +112,8 @@ class StateStore(Protocol):
     def capture(self) -> CaptureState: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def loads(self) -> LoadState: ...
 
     def transaction(self) -> AbstractContextManager[Any]: ...
     def close(self) -> None: ...
