@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
@@ -33,7 +34,14 @@ EPOCH = date(1970, 1, 1)
 WINDOW_MONTHS = 24
 
 Window = tuple[datetime, datetime]  # a staged batch's first and last event (commit) time
-Plan = tuple[list[str], Window | None]  # the insert's ORDER BY (none: in order) and the window
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What ``append`` needs to know of a staged batch's rows to insert them in load order."""
+
+    order: tuple[str, ...] = ()  # the insert's ORDER BY (see load_order); empty: in order
+    window: Window | None = None  # the first and last event time; None for no rows
 
 
 def fact_ddl(fact: FactModel, columns: dict[str, exp.DataType]) -> exp.Create:
@@ -147,11 +155,16 @@ def append(
     staging load saw them (PlanOfParts) or read back from staging (staging_plan). The rows
     land in load order: staging holds them in it and the engine's plan keeps it, or the
     insert sorts (by the plan's columns, or by staging's row position)."""
-    order, window = plan
     dialect = warehouse.dialect
-    preaction, insert = append_statements(fact, columns, batch_ids, order, dialect, window)
+    preaction, insert = append_statements(
+        fact, columns, batch_ids, plan.order, dialect, plan.window
+    )
     statements = [sql_text(preaction, dialect), sql_text(insert, dialect)]
-    if not order and fact.dimensions and not warehouse.keeps_order(statements[1], fact.staging):
+    if (
+        not plan.order
+        and fact.dimensions
+        and not warehouse.keeps_order(statements[1], fact.staging)
+    ):
         # staging is in load order, but the engine would emit it in a dimension's order (it
         # hashes a batch far smaller than the dimension): sort by staging's row position,
         # one integer, which costs little beside the join (measured: 151 ms against 147)
@@ -208,22 +221,31 @@ class PlanOfParts:
 
     def plan(self) -> Plan:
         window = (self.first, self.latest) if self.first and self.latest else None
-        return ([] if self.in_order else self.order), window
+        return Plan(order=() if self.in_order else tuple(self.order), window=window)
 
     def to_json(self) -> str:
-        order, window = self.plan()
+        """The plan as the state store keeps it (riverbed.state.records.Staging.plan)."""
+        plan = self.plan()
+        window = plan.window
         return json.dumps(
-            {"order": order, "window": [t.isoformat() for t in window] if window else None}
+            {
+                "order": list(plan.order),
+                "window": [t.isoformat() for t in window] if window else None,
+            }
         )
 
     @staticmethod
     def from_json(text: str) -> Plan:
+        """A plan that to_json gave, of this version or an earlier one."""
         plan = json.loads(text)
         window = plan["window"]
-        return list(plan["order"]), (
-            (datetime.fromisoformat(window[0]), datetime.fromisoformat(window[1]))
-            if window
-            else None
+        return Plan(
+            order=tuple(plan["order"]),
+            window=(
+                (datetime.fromisoformat(window[0]), datetime.fromisoformat(window[1]))
+                if window
+                else None
+            ),
         )
 
 

@@ -6,7 +6,7 @@ Three steps, which the orchestrator runs as states of its machine (and ``run_loa
    (every batch not loaded yet, in source order, one at a time so memory stays bounded; a batch
    with a different column set waits for the next round, so a merge never mistakes a column a
    batch did not have for one set to NULL). The state store then records what staging holds
-   (``load_staged``).
+   (``store.loads.stage``).
 2. ``merge_dimension(dim)``: the SCD2 MERGE statements over what staging holds, in one warehouse
    transaction; every dimension before any fact (facts resolve their keys as of the event).
 3. ``append_fact(fact)``: preaction (delete the staged batch ids) + insert, one transaction.
@@ -20,7 +20,6 @@ the same result. Staging is a real table: a run that failed after staging resume
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -65,31 +64,7 @@ from riverbed.load.scd2 import (
     staging_ddl,
 )
 from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
-from riverbed.state import LakeFile, StateStore, open_state
-
-SCHEMA = """
-create table if not exists load_batches (
-  batch_id    text not null,
-  table_name  text not null,
-  target      text not null,
-  rows        integer not null,
-  seconds     real not null,
-  loaded_at   real not null,
-  primary key (table_name, batch_id)
-);
-create table if not exists load_staged (
-  table_name  text primary key,
-  batch_ids   text not null,
-  rows        integer not null,
-  staged_at   real not null
-);
--- a fact's staged rows as the staging load saw them: load order and window (facts.PlanOfParts)
-create table if not exists load_plans (
-  table_name  text primary key,
-  batch_ids   text not null,  -- the load_staged batches it describes
-  plan        text not null
-);
-"""
+from riverbed.state import LakeFile, LoadBatch, Staging, StateStore, open_state
 
 
 @dataclass
@@ -126,7 +101,6 @@ class Loader:
         self.manifest = manifest
         self.warehouse = warehouse
         self.model = warehouse_model(project.config)
-        manifest.ensure_schema(SCHEMA)
 
     def run(self, tables: Sequence[str] | None = None) -> LoadResult:
         """Everything pending, in rounds (see stage_round): what a round staged is merged,
@@ -208,17 +182,15 @@ class Loader:
                 if isinstance(model, FactModel):
                     plan.add(part)
         self.warehouse.analyze(model.staging)
-        batch_ids = json.dumps([b.batch_id for b in taken])
-        with self.manifest.transaction() as db:
-            db.execute(
-                "insert or replace into load_staged values (?, ?, ?, ?)",
-                (table, batch_ids, rows, time.time()),
+        self.manifest.loads.stage(
+            Staging(
+                table=table,
+                batch_ids=tuple(b.batch_id for b in taken),
+                rows=rows,
+                staged_at=time.time(),
+                plan=plan.to_json() if isinstance(model, FactModel) else None,
             )
-            if isinstance(model, FactModel):
-                db.execute(
-                    "insert or replace into load_plans values (?, ?, ?)",
-                    (table, batch_ids, plan.to_json()),
-                )
+        )
         return len(taken)
 
     def merge_dimension(self, dim: DimensionModel) -> tuple[list[str], int]:
@@ -241,9 +213,10 @@ class Loader:
 
     def append_fact(self, fact: FactModel) -> tuple[list[str], int]:
         """Append what ``fact``'s staging holds (see stage); (batch ids, rows)."""
-        batches = self._staged(fact.source)
-        if not batches:
+        staging = self.manifest.loads.staging(fact.source)
+        if staging is None or not staging.batch_ids:
             return [], 0
+        batches = list(staging.batch_ids)
         columns = self._staged_columns(fact.source, batches)
         cfg = self.config.tables[fact.source]
         # a dimension with nothing loaded yet is created from its lake schema, so its members
@@ -260,34 +233,27 @@ class Loader:
             for index in fact_indexes(fact, cfg.sort_key, cfg.dist_key):
                 self.warehouse.execute(index)
         started = time.monotonic()
-        append(self.warehouse, usable, list(columns), batches, self._plan(fact, batches))
+        append(self.warehouse, usable, list(columns), batches, self._plan(fact, staging))
         loaded = self._loaded(fact.source, fact.name, batches, started)
         self.warehouse.analyze(fact.name, changed=loaded)
         return batches, loaded
 
-    def _plan(self, fact: FactModel, batch_ids: list[str]) -> Plan:
+    def _plan(self, fact: FactModel, staging: Staging) -> Plan:
         """The load order and window of what ``fact``'s staging holds: as its staging load saw
         them, or, for staging loaded by a version that did not record them, read back."""
-        recorded = self.manifest.query(
-            "select plan from load_plans where table_name = ? and batch_ids = ?",
-            (fact.source, json.dumps(batch_ids)),
-        )
-        if recorded:
-            return PlanOfParts.from_json(recorded[0][0])
+        if staging.plan is not None:
+            return PlanOfParts.from_json(staging.plan)
         return staging_plan(self.warehouse, fact, self.config.tables[fact.source].sort_key)
 
     def _staged(self, table: str) -> list[str] | None:
-        rows = self.manifest.query(
-            "select batch_ids from load_staged where table_name = ?", (table,)
-        )
-        return json.loads(rows[0][0]) if rows else None
+        staging = self.manifest.loads.staging(table)
+        return list(staging.batch_ids) if staging is not None else None
 
     def _staged_columns(self, table: str, batch_ids: list[str]) -> dict[str, exp.DataType]:
         by_id = {b.batch_id: b for b in self.pending(table)}
         missing = [b for b in batch_ids if b not in by_id]
         if missing:  # loaded meanwhile, or withdrawn: staging is stale, stage again
-            with self.manifest.transaction() as db:
-                db.execute("delete from load_staged where table_name = ?", (table,))
+            self.manifest.loads.unstage(table)
             raise WarehouseError(
                 f"staging of {table} holds batches that are no longer pending "
                 f"({', '.join(missing[:3])}); it is staged again on the next attempt",
@@ -297,30 +263,28 @@ class Loader:
 
     def _loaded(self, source: str, target: str, batch_ids: list[str], started: float) -> int:
         """Record the staged batches as loaded, once the warehouse committed them."""
-        rows = self.manifest.query("select rows from load_staged where table_name = ?", (source,))
-        count = int(rows[0][0]) if rows else 0
+        staging = self.manifest.loads.staging(source)
+        count = staging.rows if staging is not None else 0
         seconds = time.monotonic() - started
-        with self.manifest.transaction() as db:
-            for batch_id in batch_ids:
-                db.execute(
-                    "insert or replace into load_batches values (?, ?, ?, ?, ?, ?)",
-                    (batch_id, source, target, count, seconds, time.time()),
-                )
-            db.execute("delete from load_staged where table_name = ?", (source,))
+        now = time.time()
+        self.manifest.loads.record_loaded(
+            LoadBatch(
+                batch_id=batch_id,
+                table=source,
+                target=target,
+                rows=count,
+                seconds=seconds,
+                loaded_at=now,
+            )
+            for batch_id in batch_ids
+        )
         return count
 
     def _withdraw(self, fact: FactModel | DimensionModel) -> None:
         """Take out the rows of fact batches the transform withdrew (`run --reprocess`): their
         events come back in the batches that replace them, and must not be there twice. (A
         dimension keeps its versions: the merge ignores events it has applied already.)"""
-        if not self.manifest.has_table("transform_withdrawals"):
-            return  # nothing was ever withdrawn
-        withdrawn = [
-            r[0]
-            for r in self.manifest.query(
-                "select batch_id from transform_withdrawals where table_name = ?", (fact.source,)
-            )
-        ]
+        withdrawn = self.manifest.transform.withdrawn(fact.source)
         if not withdrawn:
             return
         if isinstance(fact, FactModel) and self.warehouse.columns(fact.name) is not None:
@@ -333,25 +297,13 @@ class Loader:
                         ),
                     )
                 )
-        with self.manifest.transaction() as db:
-            for batch_id in withdrawn:
-                db.execute(
-                    "delete from load_batches where table_name = ? and batch_id = ?",
-                    (fact.source, batch_id),
-                )
-                db.execute(
-                    "delete from transform_withdrawals where table_name = ? and batch_id = ?",
-                    (fact.source, batch_id),
-                )
+        with self.manifest.transaction():
+            self.manifest.loads.forget_loaded(fact.source, withdrawn)
+            self.manifest.transform.forget_withdrawn(fact.source, withdrawn)
 
     def pending(self, table: str) -> list[StagedBatch]:
         """Staged batches of ``table`` not loaded yet, in source order."""
-        loaded = {
-            r[0]
-            for r in self.manifest.query(
-                "select batch_id from load_batches where table_name = ?", (table,)
-            )
-        }
+        loaded = {b.batch_id for b in self.manifest.loads.loaded(table)}
         grouped: dict[str, list[LakeFile]] = defaultdict(list)
         for file in self.manifest.lake.files("staged", table):
             batch_id = file.batch_id

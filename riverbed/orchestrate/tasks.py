@@ -180,10 +180,9 @@ class Tasks:
 
     def _publish(self, _state: TaskState) -> dict[str, Any]:
         values = {"published_runs": 1.0}
-        if self.manifest.has_table("load_batches"):
-            (loaded_at,) = self.manifest.query("select max(loaded_at) from load_batches")[0]
-            if loaded_at is not None:
-                values["warehouse_loaded_at"] = float(loaded_at)
+        loaded_at = self.manifest.loads.last_loaded_at()
+        if loaded_at is not None:
+            values["warehouse_loaded_at"] = loaded_at
         self.manifest.metrics.record(values)
         return {"published": 1}
 
@@ -263,8 +262,7 @@ def pending_batches(manifest: StateStore, tables: Sequence[str] | None) -> int:
         for f in manifest.lake.files("staged")
         if tables is None or f.table in tables
     }
-    if manifest.has_table("load_batches"):
-        staged -= set(manifest.query("select table_name, batch_id from load_batches"))
+    staged -= {(b.table, b.batch_id) for b in manifest.loads.loaded()}
     return len(staged)
 
 

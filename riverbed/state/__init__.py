@@ -9,17 +9,27 @@ from pathlib import Path
 
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError, first_line
-from riverbed.state.records import LakeFile, Sample, SchemaVersion, SnapshotDone, TableSummary
+from riverbed.state.records import (
+    LakeFile,
+    LoadBatch,
+    Sample,
+    SchemaVersion,
+    SnapshotDone,
+    Staging,
+    TableSummary,
+)
 from riverbed.state.sqlite import SQLiteStore
 from riverbed.state.sqlite.db import StateStoreFull, disk_full
 from riverbed.state.store import StateStore
 
 __all__ = [
     "LakeFile",
+    "LoadBatch",
     "SQLiteStore",
     "Sample",
     "SchemaVersion",
     "SnapshotDone",
+    "Staging",
     "StateStore",
     "StateStoreFull",
     "TableSummary",

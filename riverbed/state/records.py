@@ -71,6 +71,33 @@ class TableSummary:
     snapshot_rows: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class LoadBatch:
+    """A staged batch of ``table``, loaded into the warehouse's ``target`` table."""
+
+    batch_id: str
+    table: str
+    target: str
+    rows: int  # what the load applied with it: every row its staging table held
+    seconds: float
+    loaded_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Staging:
+    """What a table's staging table in the warehouse holds: its pending batches, staged and
+    not applied yet (a run that failed after staging resumes from them)."""
+
+    table: str
+    batch_ids: tuple[str, ...]
+    rows: int
+    staged_at: float
+    # a fact's load order and window as its staging load saw them, in the load stage's own
+    # text (riverbed.load.facts.PlanOfParts.to_json); None when none was recorded for these
+    # batches (a dimension, or staging loaded by a version that did not record it)
+    plan: str | None = None
+
+
 @dataclass(frozen=True)
 class Sample:
     """One metric sample: a counter's increment or a gauge's reading (is_counter)."""

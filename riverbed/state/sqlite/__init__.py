@@ -7,15 +7,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from riverbed.state.sqlite import capture, lake_files, metrics, transform
+from riverbed.state.sqlite import capture, lake_files, loads, metrics, transform
 from riverbed.state.sqlite.capture import SQLiteCaptureState
 from riverbed.state.sqlite.db import Database
 from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
+from riverbed.state.sqlite.loads import SQLiteLoadState
 from riverbed.state.sqlite.metrics import SQLiteMetrics
 from riverbed.state.sqlite.transform import SQLiteTransformState
 
 # every repository's tables, created when the store is opened
-SCHEMA = "".join(module.SCHEMA for module in (lake_files, capture, metrics, transform))
+SCHEMA = "".join(module.SCHEMA for module in (lake_files, capture, metrics, transform, loads))
 
 
 class SQLiteStore:
@@ -30,6 +31,7 @@ class SQLiteStore:
         self.capture = SQLiteCaptureState(self._db, self.lake)
         self.metrics = SQLiteMetrics(self._db)
         self.transform = SQLiteTransformState(self._db, self.lake)
+        self.loads = SQLiteLoadState(self._db)
 
     def close(self) -> None:
         self._db.close()
