@@ -18,7 +18,7 @@ import sqlglot
 from sqlglot import exp
 
 import riverbed.transform.rules as rules_module
-from riverbed.config.models import QualityRule
+from riverbed.config.tables import QualityRule
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.rules import (
     CompiledChecks,

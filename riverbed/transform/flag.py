@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from riverbed.config.models import QualityRule, TableConfig
+from riverbed.config.tables import QualityRule, TableConfig
 from riverbed.errors import ConfigError
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.schema import POSITION_COLUMNS as POSITION

@@ -66,7 +66,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.optimizer.scope import traverse_scope
 
-from riverbed.config.models import QualityRule
+from riverbed.config.tables import QualityRule
 from riverbed.errors import RiverbedError
 from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.transform.engine import DIALECT
