@@ -1,6 +1,7 @@
 """Configuration: the typed models of riverbed.yaml and how it is loaded.
 
-``models`` (the typed shape of riverbed.yaml), ``loader`` (parse, validate, one readable line per
+``models`` (the typed shape of riverbed.yaml: the root model, and one module per section beside
+it, named in its docstring), ``loader`` (parse, validate, one readable line per
 mistake; the demo config ``riverbed.yaml``), ``cron`` (the cron expressions a schedule takes).
 A leaf: it imports no stage, so every stage can read its config.
 """

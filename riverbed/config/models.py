@@ -1,9 +1,14 @@
-"""The typed shape of riverbed.yaml.
+"""The typed shape of riverbed.yaml: the root model ``RiverbedConfig`` and the checks that span
+its sections.
 
-Every section the product will have is here, so a user sees one file from day one; sections a
+Every section the product will have is modelled, so a user sees one file from day one; sections a
 later stage consumes are modelled as far as they can be checked today (names, enums, cross
-references). All models forbid unknown keys: a typo is an error, never a silently ignored setting.
-Secrets are never values in the file: a secret field takes ``{env: NAME}`` or ``{file: PATH}``.
+references). Each section lives in a module of its own: ``fields`` (the base model, secrets,
+DSNs), ``source`` (source, capture), ``stores`` (lake, warehouse, state), ``tables`` (transform,
+tables and their quality rules), ``orchestration``, ``alarms`` (notifiers, alarms) and
+``governance``. A section checks itself; what it names in another section (a notifier, a
+table, a role, a metric) is checked here, by ``cross_reference_problems``, once the whole file
+has loaded. ``secret_refs`` finds every secret in the file, so the logs can mask their values.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from riverbed.config.alarms import AlarmConfig, NotifierConfig
-from riverbed.config.fields import IDENTIFIER, Model, Secret, SecretRef
+from riverbed.config.fields import IDENTIFIER, Model, SecretRef
+from riverbed.config.governance import GovernanceConfig
 from riverbed.config.metric_names import METRIC_NAMES
 from riverbed.config.orchestration import (
     MachineConfig,
@@ -25,27 +31,6 @@ from riverbed.config.source import CaptureConfig, SourceConfig
 from riverbed.config.stores import LakeConfig, StateConfig, WarehouseConfig
 from riverbed.config.tables import QualityRule, TableConfig, TransformConfig
 from riverbed.errors import UsageError
-
-# --- governance ------------------------------------------------------
-
-
-class RoleConfig(Model):
-    tables: list[str] = []  # warehouse tables this role may read; "*" for all
-    row_filter: dict[str, str] = {}  # table: SQL predicate
-    unmasked: list[str] = []  # table.column PII this role sees in clear
-
-
-class PrincipalConfig(Model):
-    roles: list[str] = []
-
-
-class GovernanceConfig(Model):
-    roles: dict[str, RoleConfig] = {}
-    principals: dict[str, PrincipalConfig] = {}
-    pii_key: Secret | None = None  # HMAC key for hashing/tokenising PII
-
-
-# --- the whole file -----------------------------------------------------------------------
 
 
 class RiverbedConfig(Model):
