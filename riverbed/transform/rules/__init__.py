@@ -56,23 +56,37 @@ import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, SqlglotError
+from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import traverse_scope
 
 from riverbed.config.tables import QualityRule
 from riverbed.errors import RiverbedError
 from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.transform.engine import DIALECT
-
-BATCH = "b"  # alias of the batch relation in every compiled statement
-UNCHECKED_OPS = ("D", "T")  # changes without a row image: deletes and truncates
+from riverbed.transform.rules.sql import (
+    BATCH,
+    as_text,
+    bound_checks,
+    col,
+    concat,
+    dataset_row,
+    decimal_literal,
+    describe,
+    iso,
+    live,
+    number_literal,
+    number_text,
+    relation,
+    timestamp_literal,
+    within,
+)
 
 
 class RuleError(RiverbedError):
@@ -138,7 +152,7 @@ def compile_checks(batch: str, rules: Sequence[QualityRule], ctx: RuleContext) -
         if not rule.dataset_level:
             index = len(row_rules)
             row = compiler.row_check(rule, index)
-            failing = exp.and_(_live(), row.fails)
+            failing = exp.and_(live(), row.fails)
             selects.append(exp.alias_(exp.func("COALESCE", failing, exp.false()), f"_fail_{index}"))
             reason = exp.Case(ifs=[exp.If(this=failing.copy(), true=row.reason)])
             selects.append(exp.alias_(reason, f"_reason_{index}"))
@@ -146,7 +160,7 @@ def compile_checks(batch: str, rules: Sequence[QualityRule], ctx: RuleContext) -
             row_rules.append(rule)
         else:
             dataset.append(DatasetCheck(rule, compiler.dataset_check(rule)))
-    flagged = exp.select(*selects).from_(_relation(batch, BATCH))
+    flagged = exp.select(*selects).from_(relation(batch, BATCH))
     for subquery, on in joins:
         flagged = flagged.join(subquery, on=on, join_type="left")
     flagged = _portable_text(flagged, ctx)
@@ -251,7 +265,7 @@ class _Compiler:
         if rule.type == "sql_row":
             return self._sql_row(rule, index)
         assert rule.column is not None  # RULE_REQUIRES: every other row rule has a column
-        value = _col(rule.column)
+        value = col(rule.column)
         name = rule.column
         if rule.type == "not_null":
             return _RowCheck(value.is_(exp.null()), exp.Literal.string(f"{name} is null"), [])
@@ -271,55 +285,55 @@ class _Compiler:
         alias = f"_j{index}"
         grouped = (
             exp.select(
-                _col(column).as_("_value"),
-                *(exp.func("MIN", _col(k)).as_(f"_lo{i}") for i, k in enumerate(keys)),
-                *(exp.func("MAX", _col(k)).as_(f"_hi{i}") for i, k in enumerate(keys)),
+                col(column).as_("_value"),
+                *(exp.func("MIN", col(k)).as_(f"_lo{i}") for i, k in enumerate(keys)),
+                *(exp.func("MAX", col(k)).as_(f"_hi{i}") for i, k in enumerate(keys)),
             )
-            .from_(_relation(self.batch, BATCH))
-            .where(exp.and_(_live(), _col(column).is_(exp.null()).not_()))
-            .group_by(_col(column))
+            .from_(relation(self.batch, BATCH))
+            .where(exp.and_(live(), col(column).is_(exp.null()).not_()))
+            .group_by(col(column))
         )
         in_batch = exp.or_(
             *(
-                exp.or_(_col(k).neq(_col(f"_lo{i}", alias)), _col(k).neq(_col(f"_hi{i}", alias)))
+                exp.or_(col(k).neq(col(f"_lo{i}", alias)), col(k).neq(col(f"_hi{i}", alias)))
                 for i, k in enumerate(keys)
             )
         )
         joins: list[tuple[exp.Expr, exp.Expr]] = [
-            (grouped.subquery(alias), _col(column).eq(_col("_value", alias)))
+            (grouped.subquery(alias), col(column).eq(col("_value", alias)))
         ]
-        shown = _concat(f"{column} '", _text(_col(column)), "'")
-        reason_batch = _concat(shown.copy(), " is also used by another key in this batch")
+        shown = concat(f"{column} '", as_text(col(column)), "'")
+        reason_batch = concat(shown.copy(), " is also used by another key in this batch")
         if self.ctx.current is None:
             return _RowCheck(in_batch, reason_batch, joins)
         current_alias = f"_c{index}"
         touched = "_t"
         batch_keys = (
-            exp.select(*(_col(k) for k in keys), exp.alias_(exp.true(), "_hit"))
+            exp.select(*(col(k) for k in keys), exp.alias_(exp.true(), "_hit"))
             .distinct()
-            .from_(_relation(self.batch, BATCH))
+            .from_(relation(self.batch, BATCH))
         )
         held = (
-            exp.select(_col(column, "c").as_("_value"), exp.alias_(exp.true(), "_hit"))
+            exp.select(col(column, "c").as_("_value"), exp.alias_(exp.true(), "_hit"))
             .distinct()
-            .from_(_relation(self.ctx.current, "c"))
+            .from_(relation(self.ctx.current, "c"))
             .join(
                 batch_keys.subquery(touched),
-                on=exp.and_(*(_col(k, "c").eq(_col(k, touched)) for k in keys)),
+                on=exp.and_(*(col(k, "c").eq(col(k, touched)) for k in keys)),
                 join_type="left",
             )
             .where(
                 exp.and_(
-                    _col("_hit", touched).is_(exp.null()),
-                    _col(column, "c").is_(exp.null()).not_(),
+                    col("_hit", touched).is_(exp.null()),
+                    col(column, "c").is_(exp.null()).not_(),
                 )
             )
         )
-        joins.append((held.subquery(current_alias), _col(column).eq(_col("_value", current_alias))))
-        in_current = _col("_hit", current_alias).is_(exp.null()).not_()
+        joins.append((held.subquery(current_alias), col(column).eq(col("_value", current_alias))))
+        in_current = col("_hit", current_alias).is_(exp.null()).not_()
         reason = exp.Case(
             ifs=[exp.If(this=in_batch.copy(), true=reason_batch)],
-            default=_concat(shown.copy(), " is already used by another key"),
+            default=concat(shown.copy(), " is already used by another key"),
         )
         return _RowCheck(exp.or_(in_batch, in_current), reason, joins)
 
@@ -332,30 +346,30 @@ class _Compiler:
             # A self-reference (e.g. manager_id -> employees.employee_id) may point at a row
             # that arrives in this very batch.
             arriving: exp.Query = (
-                exp.select(_col(column, "r").as_(column))
-                .from_(_relation(self.batch, "r"))
-                .where(_live("r"))
+                exp.select(col(column, "r").as_(column))
+                .from_(relation(self.batch, "r"))
+                .where(live("r"))
             )
             if self.ctx.current is not None:
-                held = exp.select(_col(column, "c")).from_(_relation(self.ctx.current, "c"))
+                held = exp.select(col(column, "c")).from_(relation(self.ctx.current, "c"))
                 arriving = exp.union(arriving, held, distinct=False)
             source = arriving.subquery("r")
         else:
-            source = _relation(self._relation_of(rule, table), "r")
+            source = relation(self._relation_of(rule, table), "r")
         values = (
-            exp.select(_col(column, "r").as_("_value"), exp.alias_(exp.true(), "_hit"))
+            exp.select(col(column, "r").as_("_value"), exp.alias_(exp.true(), "_hit"))
             .distinct()
             .from_(source)
-            .where(_col(column, "r").is_(exp.null()).not_())
+            .where(col(column, "r").is_(exp.null()).not_())
         )
         fails = exp.and_(
-            _col(rule.column).is_(exp.null()).not_(), _col("_hit", alias).is_(exp.null())
+            col(rule.column).is_(exp.null()).not_(), col("_hit", alias).is_(exp.null())
         )
-        reason = _concat(
-            f"{rule.column} ", _text(_col(rule.column)), f" not found in {rule.reference}"
+        reason = concat(
+            f"{rule.column} ", as_text(col(rule.column)), f" not found in {rule.reference}"
         )
         return _RowCheck(
-            fails, reason, [(values.subquery(alias), _col(rule.column).eq(_col("_value", alias)))]
+            fails, reason, [(values.subquery(alias), col(rule.column).eq(col("_value", alias)))]
         )
 
     def _relation_of(self, rule: QualityRule, table: str) -> str:
@@ -375,7 +389,7 @@ class _Compiler:
         try:
             predicate = sqlglot.parse_one(rule.sql, read=DIALECT, into=exp.Condition)
         except SqlglotError as exc:
-            raise self.fail(rule, f"invalid SQL: {_describe(exc)}") from exc
+            raise self.fail(rule, f"invalid SQL: {describe(exc)}") from exc
         if isinstance(predicate, exp.Block):
             raise self.fail(rule, "sql must be one boolean expression over the row's columns")
         for column in list(predicate.find_all(exp.Column)):
@@ -391,9 +405,9 @@ class _Compiler:
             column.set("table", exp.to_identifier(BATCH))
         if self.ctx.current is None:
             # First batch: the table has no current rows yet, only the batch's columns.
-            own: exp.Expr = exp.select("*").from_(_relation(self.batch, "e")).where(exp.false())
+            own: exp.Expr = exp.select("*").from_(relation(self.batch, "e")).where(exp.false())
         else:
-            own = _relation(self.ctx.current, None)
+            own = relation(self.ctx.current, None)
         condition = self._rewrite_tables(rule, predicate, own=own)
         # The predicate is evaluated in a WHERE, never in the SELECT list, because Spark
         # accepts IN/EXISTS subqueries only in filters. (_lsn, _seq) identifies a change
@@ -401,17 +415,17 @@ class _Compiler:
         alias = f"_j{index}"
         ids = POSITION_COLUMNS
         failing = (
-            exp.select(*(_col(c) for c in ids), exp.alias_(exp.true(), "_hit"))
+            exp.select(*(col(c) for c in ids), exp.alias_(exp.true(), "_hit"))
             .distinct()
-            .from_(_relation(self.batch, BATCH))
-            .where(exp.and_(_live(), exp.func("COALESCE", condition, exp.true()).not_()))
+            .from_(relation(self.batch, BATCH))
+            .where(exp.and_(live(), exp.func("COALESCE", condition, exp.true()).not_()))
         )
-        on = exp.and_(*(_col(c).eq(_col(c, alias)) for c in ids))
+        on = exp.and_(*(col(c).eq(col(c, alias)) for c in ids))
         shown = " ".join(rule.sql.split())
         shown = shown if len(shown) <= 120 else shown[:117] + "..."
         reason = exp.Literal.string(f"does not satisfy {shown}")
         return _RowCheck(
-            _col("_hit", alias).is_(exp.null()).not_(), reason, [(failing.subquery(alias), on)]
+            col("_hit", alias).is_(exp.null()).not_(), reason, [(failing.subquery(alias), on)]
         )
 
     def _names_own_table(self, column: exp.Column) -> bool:
@@ -457,7 +471,7 @@ class _Compiler:
         if rule.type == "row_count":
             return self._row_count(rule)
         assert rule.column is not None
-        value = _col(rule.column)
+        value = col(rule.column)
         count = exp.func("COUNT", exp.Star())
         passed: exp.Expr
         failed: exp.Expr | None = None
@@ -466,55 +480,54 @@ class _Compiler:
             non_null = exp.func("COUNT", value)
             # The threshold is an exact decimal literal: 0.7 * 10 must be 7, not 7.000000001.
             passed = exp.GTE(
-                this=non_null, expression=exp.Mul(this=_decimal(rule.threshold), expression=count)
+                this=non_null,
+                expression=exp.Mul(this=decimal_literal(rule.threshold), expression=count),
             )
             failed = exp.Sub(this=count.copy(), expression=non_null.copy())
-            observed = _concat(
-                _text(non_null.copy()),
+            observed = concat(
+                as_text(non_null.copy()),
                 " of ",
-                _text(count.copy()),
-                f" non-null (threshold {_format(rule.threshold)})",
+                as_text(count.copy()),
+                f" non-null (threshold {number_text(rule.threshold)})",
             )
         elif rule.type == "freshness":
             assert rule.max_age_seconds is not None
             newest = exp.func("MAX", value)
             cutoff = self.ctx.now - timedelta(seconds=rule.max_age_seconds)
             # No values at all is not stale data: a quiet table is row_count's business.
-            passed = exp.func("COALESCE", newest >= _timestamp(cutoff), exp.true())
-            observed = _concat(
+            passed = exp.func("COALESCE", newest >= timestamp_literal(cutoff), exp.true())
+            observed = concat(
                 exp.func(
                     "COALESCE",
-                    _concat("newest ", _text(newest.copy())),
+                    concat("newest ", as_text(newest.copy())),
                     exp.Literal.string("no values"),
                 ),
-                f", cutoff {_iso(cutoff)}",
+                f", cutoff {iso(cutoff)}",
             )
         elif rule.type == "distinct_count":
             distinct = exp.Count(this=exp.Distinct(expressions=[value]))
-            passed = _within(distinct, rule)
-            observed = _concat(_text(distinct.copy()), " distinct values")
+            passed = within(distinct, rule)
+            observed = concat(as_text(distinct.copy()), " distinct values")
         elif rule.type == "mean":
             mean = exp.func("AVG", value)
             # The mean of no values is undefined, so it passes (NULL passes).
-            passed = exp.func("COALESCE", _within(mean, rule), exp.true())
+            passed = exp.func("COALESCE", within(mean, rule), exp.true())
             observed = exp.func(
-                "COALESCE", _concat("mean ", _text(mean.copy())), exp.Literal.string("no values")
+                "COALESCE", concat("mean ", as_text(mean.copy())), exp.Literal.string("no values")
             )
         else:  # sum
             total = exp.func("COALESCE", exp.func("SUM", value), exp.Literal.number(0))
             # The sum of no values is 0, so an empty batch fails a positive min.
-            passed = _within(total, rule)
-            observed = _concat("sum ", _text(total.copy()))
-        query = exp.select().from_(_relation(self.batch, BATCH)).where(_live())
-        return _dataset_row(query, count.copy(), failed, passed, observed)
+            passed = within(total, rule)
+            observed = concat("sum ", as_text(total.copy()))
+        query = exp.select().from_(relation(self.batch, BATCH)).where(live())
+        return dataset_row(query, count.copy(), failed, passed, observed)
 
     def _row_count(self, rule: QualityRule) -> exp.Select:
         changes = exp.func("COUNT", exp.Star())
         # COUNT of a CASE without ELSE: 0, not NULL, for an empty batch
-        checked = exp.func(
-            "COUNT", exp.Case(ifs=[exp.If(this=_live(), true=exp.Literal.number(1))])
-        )
-        conditions = _bound_checks(changes, rule)
+        checked = exp.func("COUNT", exp.Case(ifs=[exp.If(this=live(), true=exp.Literal.number(1))]))
+        conditions = bound_checks(changes, rule)
         note = ""
         if rule.threshold is not None and self.ctx.recent_counts:
             recent = self.ctx.recent_counts
@@ -525,34 +538,34 @@ class _Compiler:
             conditions.append(changes >= exp.Literal.number(needed))
             note = f" (recent mean {sum(recent) / len(recent):g}, needs at least {needed})"
         passed = exp.and_(*conditions) if conditions else exp.true()
-        observed = _concat(_text(changes.copy()), f" rows{note}")
-        query = exp.select().from_(_relation(self.batch, BATCH))
-        return _dataset_row(query, checked, None, passed, observed)
+        observed = concat(as_text(changes.copy()), f" rows{note}")
+        query = exp.select().from_(relation(self.batch, BATCH))
+        return dataset_row(query, checked, None, passed, observed)
 
     def _sql_dataset(self, rule: QualityRule) -> exp.Select:
         assert rule.sql is not None
         try:
             statements = sqlglot.parse(rule.sql, read=DIALECT)
         except SqlglotError as exc:
-            raise self.fail(rule, f"invalid SQL: {_describe(exc)}") from exc
+            raise self.fail(rule, f"invalid SQL: {describe(exc)}") from exc
         if len(statements) != 1 or not isinstance(statements[0], exp.Query):
             raise self.fail(rule, "sql must be a single query (SELECT ...) returning bad rows")
         self._check_query_columns(rule, statements[0])
-        query = self._rewrite_tables(rule, statements[0], own=_relation(self.batch, None))
+        query = self._rewrite_tables(rule, statements[0], own=relation(self.batch, None))
         assert isinstance(query, exp.Query)
         checked = (
             exp.select(exp.func("COUNT", exp.Star()).as_("n"))
-            .from_(_relation(self.batch, BATCH))
-            .where(_live())
+            .from_(relation(self.batch, BATCH))
+            .where(live())
         )
         returned = exp.select(exp.func("COUNT", exp.Star()).as_("n")).from_(query.subquery("q"))
-        failed = _col("n", "f")
+        failed = col("n", "f")
         return (
             exp.select(
-                exp.cast(_col("n", "c"), "BIGINT").as_("checked"),
+                exp.cast(col("n", "c"), "BIGINT").as_("checked"),
                 exp.cast(failed, "BIGINT").as_("failed"),
                 failed.copy().eq(exp.Literal.number(0)).as_("passed"),
-                _concat(_text(failed.copy()), " rows returned").as_("observed"),
+                concat(as_text(failed.copy()), " rows returned").as_("observed"),
             )
             .from_(checked.subquery("c"))
             .join(returned.subquery("f"), join_type="cross")
@@ -601,20 +614,22 @@ def _accepted_values(
         else exp.true()
     )
     listed = ", ".join(str(v) for v in accepted[:5]) + (", ..." if len(accepted) > 5 else "")
-    reason = _concat(
-        f"{rule.column} '", _text(value.copy()), f"' not in accepted values ({listed})"
+    reason = concat(
+        f"{rule.column} '", as_text(value.copy()), f"' not in accepted values ({listed})"
     )
     return fails, reason
 
 
 def _range(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
-    shown = _concat(f"{rule.column} = ", _text(value.copy()))
+    shown = concat(f"{rule.column} = ", as_text(value.copy()))
     return _bounds(rule, value, shown, " is below min ", " is above max ")
 
 
 def _length(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
-    length = exp.Length(this=_text(value))
-    shown = _concat(f"{rule.column} '", _text(value.copy()), "' has length ", _text(length.copy()))
+    length = exp.Length(this=as_text(value))
+    shown = concat(
+        f"{rule.column} '", as_text(value.copy()), "' has length ", as_text(length.copy())
+    )
     if rule.min is None and rule.max is None:
         return exp.false(), shown
     return _bounds(rule, length, shown, ", below min ", ", above max ")
@@ -626,21 +641,21 @@ def _bounds(
     """Inclusive bounds: a measure equal to min or max passes."""
     checks: list[tuple[exp.Expr, str]] = []
     if rule.min is not None:
-        checks.append((measure.copy() < _number(rule.min), below + _format(rule.min)))
+        checks.append((measure.copy() < number_literal(rule.min), below + number_text(rule.min)))
     if rule.max is not None:
-        checks.append((measure.copy() > _number(rule.max), above + _format(rule.max)))
+        checks.append((measure.copy() > number_literal(rule.max), above + number_text(rule.max)))
     fails = exp.or_(*(condition for condition, _ in checks))
     reason = exp.Case(
-        ifs=[exp.If(this=c.copy(), true=_concat(shown.copy(), text)) for c, text in checks]
+        ifs=[exp.If(this=c.copy(), true=concat(shown.copy(), text)) for c, text in checks]
     )
     return fails, reason
 
 
 def _regex(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
     assert rule.pattern is not None
-    matches = exp.RegexpLike(this=_text(value), expression=exp.Literal.string(rule.pattern))
-    reason = _concat(
-        f"{rule.column} '", _text(value.copy()), f"' does not match pattern '{rule.pattern}'"
+    matches = exp.RegexpLike(this=as_text(value), expression=exp.Literal.string(rule.pattern))
+    reason = concat(
+        f"{rule.column} '", as_text(value.copy()), f"' does not match pattern '{rule.pattern}'"
     )
     return matches.not_(), reason
 
@@ -653,25 +668,29 @@ def _valid_date(
     checks: list[tuple[exp.Expr, exp.Expr]] = [
         (
             as_date.is_(exp.null()),
-            _concat(f"{rule.column} '", _text(value.copy()), "' is not a valid date"),
+            concat(f"{rule.column} '", as_text(value.copy()), "' is not a valid date"),
         )
     ]
     year = exp.Year(this=as_date.copy())
     if rule.min is not None:
         checks.append(
             (
-                year < _number(rule.min),
-                _concat(
-                    f"{rule.column} ", _text(as_date.copy()), f" is before year {_format(rule.min)}"
+                year < number_literal(rule.min),
+                concat(
+                    f"{rule.column} ",
+                    as_text(as_date.copy()),
+                    f" is before year {number_text(rule.min)}",
                 ),
             )
         )
     if rule.max is not None:
         checks.append(
             (
-                year.copy() > _number(rule.max),
-                _concat(
-                    f"{rule.column} ", _text(as_date.copy()), f" is after year {_format(rule.max)}"
+                year.copy() > number_literal(rule.max),
+                concat(
+                    f"{rule.column} ",
+                    as_text(as_date.copy()),
+                    f" is after year {number_text(rule.max)}",
                 ),
             )
         )
@@ -684,8 +703,8 @@ def _not_in_future(
     rule: QualityRule, value: exp.Column, ctx: RuleContext
 ) -> tuple[exp.Expr, exp.Expr]:
     # no "now" in the reason: a retry of the batch must write the same bytes
-    reason = _concat(f"{rule.column} ", _text(value.copy()), " is in the future")
-    return value > _timestamp(ctx.now), reason
+    reason = concat(f"{rule.column} ", as_text(value.copy()), " is in the future")
+    return value > timestamp_literal(ctx.now), reason
 
 
 _SIMPLE_ROW_RULES: dict[str, _Builder] = {
@@ -699,109 +718,6 @@ _SIMPLE_ROW_RULES: dict[str, _Builder] = {
 
 
 # --- SQL helpers ----------------------------------------------------------------------------
-
-
-def _col(name: str, table: str | None = BATCH) -> exp.Column:
-    # Column names come from the source database and may need quoting; aliases are ours.
-    qualifier = exp.to_identifier(table) if table is not None else None
-    return exp.Column(this=exp.to_identifier(name, quoted=True), table=qualifier)
-
-
-def _relation(name: str, alias: str | None) -> exp.Table:
-    table = exp.to_table(name)
-    if alias is not None:
-        table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
-    return table
-
-
-def _live(alias: str = BATCH) -> exp.Expr:
-    ops = [exp.Literal.string(op) for op in UNCHECKED_OPS]
-    return exp.In(this=_col("_op", alias), expressions=ops).not_()
-
-
-def _text(value: exp.Expr) -> exp.Cast:
-    return exp.cast(value, "VARCHAR")
-
-
-def _concat(*parts: exp.Expr | str) -> exp.Expr:
-    """``a || b || ...``: NULL if any part is NULL, which reasons never are (they are only
-    built for failing rows, whose values are not NULL)."""
-    nodes = [exp.Literal.string(p) if isinstance(p, str) else p for p in parts]
-    result = nodes[0]
-    for node in nodes[1:]:
-        result = exp.DPipe(this=result, expression=node)
-    return result
-
-
-def _format(number: float) -> str:
-    """1.0 -> '1', 0.25 -> '0.25', 1e-05 -> '0.00001' (never exponent notation)."""
-    if number.is_integer():
-        return str(int(number))
-    return format(Decimal(repr(number)), "f")
-
-
-def _number(number: float) -> exp.Expr:
-    # An integral bound stays an integer literal, so integer columns compare as integers;
-    # other bounds are exact decimal literals in both engines.
-    return exp.Literal.number(_format(number))
-
-
-def _decimal(number: float) -> exp.Expr:
-    text = format(Decimal(repr(number)), "f")
-    return exp.Literal.number(text if "." in text else text + ".0")
-
-
-def _within(measure: exp.Expr, rule: QualityRule) -> exp.Expr:
-    """min <= measure <= max, for the bounds the rule gives (TRUE for none)."""
-    checks = _bound_checks(measure, rule)
-    return exp.and_(*checks) if checks else exp.true()
-
-
-def _bound_checks(measure: exp.Expr, rule: QualityRule) -> list[exp.Expr]:
-    conditions: list[exp.Expr] = []
-    if rule.min is not None:
-        conditions.append(measure.copy() >= _number(rule.min))
-    if rule.max is not None:
-        conditions.append(measure.copy() <= _number(rule.max))
-    return conditions
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")
-
-
-def _timestamp(moment: datetime) -> exp.Cast:
-    # DuckDB's TIMESTAMPTZ is Spark's TIMESTAMP: an instant, compared in UTC by both.
-    return exp.cast(exp.Literal.string(_iso(moment)), "TIMESTAMPTZ")
-
-
-def _dataset_row(
-    query: exp.Select,
-    checked: exp.Expr,
-    failed: exp.Expr | None,
-    passed: exp.Expr,
-    observed: exp.Expr,
-) -> exp.Select:
-    if failed is None:
-        failed = exp.Case(
-            ifs=[exp.If(this=passed.copy(), true=exp.Literal.number(0))],
-            default=exp.Literal.number(1),
-        )
-    return query.select(
-        exp.cast(checked, "BIGINT").as_("checked"),
-        exp.cast(failed, "BIGINT").as_("failed"),
-        passed.as_("passed"),
-        exp.cast(observed, "VARCHAR").as_("observed"),
-        append=True,
-    )
-
-
-def _describe(exc: SqlglotError) -> str:
-    """sqlglot's message without its terminal underline codes."""
-    if isinstance(exc, ParseError) and exc.errors:
-        first = exc.errors[0]
-        return f"{first['description']} at line {first['line']}, column {first['col']}"
-    return str(exc)
 
 
 # --- schema rule ----------------------------------------------------------------------------
