@@ -67,11 +67,8 @@ from riverbed.transform.read import (
     resolve_toast,
     split_untyped,
 )
-from riverbed.transform.rules import (
-    CompiledChecks,
-    RuleContext,
-    compile_checks,
-)
+from riverbed.transform.rules import CompiledChecks, compile_checks
+from riverbed.transform.rules.context import RuleContext
 from riverbed.transform.write import Checked, finish_set_asides, set_aside, write_outputs
 
 log = logging.getLogger("riverbed.transform")

@@ -54,9 +54,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -67,9 +67,9 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import traverse_scope
 
 from riverbed.config.tables import QualityRule
-from riverbed.errors import RiverbedError
 from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.transform.engine import DIALECT
+from riverbed.transform.rules.context import RuleContext, RuleError
 from riverbed.transform.rules.sql import (
     BATCH,
     as_text,
@@ -87,29 +87,6 @@ from riverbed.transform.rules.sql import (
     timestamp_literal,
     within,
 )
-
-
-class RuleError(RiverbedError):
-    """A quality rule cannot run against this table (unknown column or table, invalid SQL).
-
-    Terminal: the rule or the table's columns must change; a retry gives the same answer.
-    """
-
-
-@dataclass(frozen=True)
-class RuleContext:
-    """What a table's rules are compiled against."""
-
-    table: str  # config table name, e.g. "orders"
-    keys: list[str]  # the table's key columns
-    columns: list[str]  # the batch's columns (source + derived + CDC)
-    now: datetime  # tz-aware; a literal in the SQL so retries and engines agree
-    current: str | None  # relation: current rows of this table (one per live key), if any
-    references: Mapping[str, str]  # config table name -> relation of its current rows
-    recent_counts: Sequence[int]  # row counts of this table's previous batches, newest last
-    types: Mapping[str, pa.DataType] = field(default_factory=dict)  # the batch's column types
-    # every config table (``references`` holds only those the rules read): named in messages
-    tables: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -715,9 +692,6 @@ _SIMPLE_ROW_RULES: dict[str, _Builder] = {
     "valid_date": _valid_date,
     "not_in_future": _not_in_future,
 }
-
-
-# --- SQL helpers ----------------------------------------------------------------------------
 
 
 # --- schema rule ----------------------------------------------------------------------------
