@@ -21,8 +21,9 @@ from riverbed.transform.bookmarks import RuleResult
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError
 from riverbed.transform.read import EMPTY, TYPE_RULE
-from riverbed.transform.rules import CompiledChecks, check_schema, compile_checks
+from riverbed.transform.rules import CompiledChecks, compile_checks
 from riverbed.transform.rules.context import RuleContext
+from riverbed.transform.rules.schema import check_schema
 from riverbed.transform.rules.sql import BATCH
 
 SAMPLES = 5

@@ -70,6 +70,7 @@ from riverbed.config.tables import QualityRule
 from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.transform.engine import DIALECT
 from riverbed.transform.rules.context import RuleContext, RuleError
+from riverbed.transform.rules.schema import parse_type, unknown_type
 from riverbed.transform.rules.sql import (
     BATCH,
     as_text,
@@ -178,25 +179,6 @@ def _portable_text(tree: exp.Select, ctx: RuleContext) -> exp.Select:
     return tree.transform(rewrite)  # type: ignore[return-value]
 
 
-def check_schema(rule: QualityRule, schema: pa.Schema) -> tuple[bool, str]:
-    """Run a ``schema`` rule in Python: every column of ``rule.columns`` exists in ``schema``
-    with the Arrow type Riverbed gives that SQL type. Returns (passed, observed), where
-    observed lists the mismatches. Raises RuleError for a type name it does not know."""
-    problems: list[str] = []
-    for name, sql_type in (rule.columns or {}).items():
-        expected = _parse_type(sql_type)
-        if expected is None:
-            raise RuleError(f"rule {rule.label}: {_unknown_type(sql_type)}")
-        index = schema.get_field_index(name)
-        if index < 0:
-            problems.append(f"{name}: missing (expected {sql_type})")
-        elif not _type_matches(expected, schema.field(index).type):
-            problems.append(f"{name}: expected {sql_type}, found {schema.field(index).type}")
-    if problems:
-        return False, "; ".join(problems)
-    return True, f"{len(rule.columns or {})} columns match"
-
-
 # --- compiling ------------------------------------------------------------------------------
 
 
@@ -233,8 +215,8 @@ class _Compiler:
                     raise self.missing_column(rule, key, "key column")
         if rule.type == "schema":
             for sql_type in (rule.columns or {}).values():
-                if _parse_type(sql_type) is None:
-                    raise self.fail(rule, _unknown_type(sql_type))
+                if parse_type(sql_type) is None:
+                    raise self.fail(rule, unknown_type(sql_type))
 
     # --- row rules ----------------------------------------------------------------------
 
@@ -692,93 +674,3 @@ _SIMPLE_ROW_RULES: dict[str, _Builder] = {
     "valid_date": _valid_date,
     "not_in_future": _not_in_future,
 }
-
-
-# --- schema rule ----------------------------------------------------------------------------
-
-_STRING_TYPES = frozenset(
-    {
-        exp.DType.TEXT,
-        exp.DType.VARCHAR,
-        exp.DType.CHAR,
-        exp.DType.BPCHAR,
-        exp.DType.NCHAR,
-        exp.DType.NVARCHAR,
-        # Riverbed's lake keeps these PostgreSQL types as their text (see lake.pgtypes).
-        exp.DType.UUID,
-        exp.DType.JSON,
-        exp.DType.JSONB,
-        exp.DType.INTERVAL,
-        exp.DType.MONEY,
-        exp.DType.INET,
-        exp.DType.XML,
-        exp.DType.TIMETZ,
-    }
-)
-
-_FIXED: dict[exp.DType, Callable[[pa.DataType], bool]] = {
-    exp.DType.BIGINT: pa.types.is_int64,
-    exp.DType.INT: pa.types.is_int32,
-    exp.DType.SMALLINT: pa.types.is_int16,
-    exp.DType.TINYINT: pa.types.is_int8,
-    exp.DType.BOOLEAN: pa.types.is_boolean,
-    exp.DType.DATE: pa.types.is_date,
-    exp.DType.TIME: pa.types.is_time,
-    exp.DType.DOUBLE: pa.types.is_float64,
-    exp.DType.FLOAT: pa.types.is_float32,
-    exp.DType.VARBINARY: lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t),
-    exp.DType.BINARY: lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t),
-    exp.DType.TIMESTAMP: lambda t: pa.types.is_timestamp(t) and t.tz is None,
-    exp.DType.TIMESTAMPTZ: lambda t: pa.types.is_timestamp(t) and t.tz is not None,
-}
-
-
-def _is_string(arrow: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_string(arrow)
-        or pa.types.is_large_string(arrow)
-        or pa.types.is_string_view(arrow)
-    )
-
-
-def _parse_type(sql_type: str) -> exp.DataType | None:
-    """A type as PostgreSQL spells it (bigint, numeric(12,2), timestamptz, text[] ...), or
-    None when Riverbed does not know it."""
-    try:
-        parsed = exp.DataType.build(sql_type, dialect="postgres")
-    except (SqlglotError, ValueError):
-        return None
-    return parsed if _known(parsed) else None
-
-
-def _unknown_type(sql_type: str) -> str:
-    return (
-        f"unknown column type '{sql_type}'; use a PostgreSQL type name like bigint, integer, "
-        "text, boolean, date, timestamptz, numeric(12,2), double precision or bytea"
-    )
-
-
-def _known(parsed: exp.DataType) -> bool:
-    kind = parsed.this
-    if kind == exp.DType.ARRAY:
-        inner = parsed.expressions[0] if parsed.expressions else None
-        return isinstance(inner, exp.DataType) and _known(inner)
-    return kind in _FIXED or kind in _STRING_TYPES or kind == exp.DType.DECIMAL
-
-
-def _type_matches(expected: exp.DataType, arrow: pa.DataType) -> bool:
-    kind = expected.this
-    if kind in _STRING_TYPES:
-        return _is_string(arrow)
-    if kind == exp.DType.DECIMAL:
-        params = [int(p.name) for p in expected.expressions]
-        if not params:
-            return _is_string(arrow)  # numeric without a typmod is lossless only as text
-        precision, scale = params[0], params[1] if len(params) > 1 else 0
-        return bool(
-            pa.types.is_decimal(arrow) and arrow.precision == precision and arrow.scale == scale
-        )
-    if kind == exp.DType.ARRAY:
-        is_list = pa.types.is_list(arrow) or pa.types.is_large_list(arrow)
-        return is_list and _type_matches(expected.expressions[0], arrow.value_type)
-    return bool(_FIXED[kind](arrow))
