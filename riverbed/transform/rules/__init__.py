@@ -52,7 +52,6 @@ semantics, like ``re.search``; keep patterns to the syntax all three share.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ from sqlglot.optimizer.scope import traverse_scope
 from riverbed.config.tables import QualityRule
 from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.transform.engine import DIALECT
-from riverbed.transform.rules.context import RuleContext, RuleError
+from riverbed.transform.rules.context import RowCheck, RuleContext, RuleTarget
 from riverbed.transform.rules.schema import parse_type, unknown_type
 from riverbed.transform.rules.sql import (
     BATCH,
@@ -120,16 +119,16 @@ def compile_checks(batch: str, rules: Sequence[QualityRule], ctx: RuleContext) -
       CASE WHEN NOT b."_op" IN ('D', 'T') AND b."qty" IS NULL THEN 'qty is null' END AS _reason_0
     FROM batch AS b
     """
-    compiler = _Compiler(batch, ctx)
+    target = RuleTarget(batch, ctx)
     row_rules: list[QualityRule] = []
     selects: list[exp.Expr] = [exp.Column(this=exp.Star(), table=exp.to_identifier(BATCH))]
     joins: list[tuple[exp.Expr, exp.Expr]] = []
     dataset: list[DatasetCheck] = []
     for rule in rules:
-        compiler.check_columns(rule)
+        _check_columns(target, rule)
         if not rule.dataset_level:
             index = len(row_rules)
-            row = compiler.row_check(rule, index)
+            row = row_check(target, rule, index)
             failing = exp.and_(live(), row.fails)
             selects.append(exp.alias_(exp.func("COALESCE", failing, exp.false()), f"_fail_{index}"))
             reason = exp.Case(ifs=[exp.If(this=failing.copy(), true=row.reason)])
@@ -137,7 +136,7 @@ def compile_checks(batch: str, rules: Sequence[QualityRule], ctx: RuleContext) -
             joins.extend(row.joins)
             row_rules.append(rule)
         else:
-            dataset.append(DatasetCheck(rule, compiler.dataset_check(rule)))
+            dataset.append(DatasetCheck(rule, dataset_check(target, rule)))
     flagged = exp.select(*selects).from_(relation(batch, BATCH))
     for subquery, on in joins:
         flagged = flagged.join(subquery, on=on, join_type="left")
@@ -182,379 +181,353 @@ def _portable_text(tree: exp.Select, ctx: RuleContext) -> exp.Select:
 # --- compiling ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _RowCheck:
-    fails: exp.Expr  # TRUE when a (live) row fails; NULL counts as pass
-    reason: exp.Expr  # the text shown when it fails
-    joins: list[tuple[exp.Expr, exp.Expr]]  # (aliased subquery, ON condition)
+def _check_columns(target: RuleTarget, rule: QualityRule) -> None:
+    if rule.column is not None and rule.column not in target.ctx.columns:
+        raise target.missing_column(rule, rule.column)
+    if rule.type == "unique":
+        for key in target.ctx.keys:
+            if key not in target.ctx.columns:
+                raise target.missing_column(rule, key, "key column")
+    if rule.type == "schema":
+        for sql_type in (rule.columns or {}).values():
+            if parse_type(sql_type) is None:
+                raise target.fail(rule, unknown_type(sql_type))
 
 
-class _Compiler:
-    def __init__(self, batch: str, ctx: RuleContext):
-        self.batch = batch
-        self.ctx = ctx
+# --- row rules ----------------------------------------------------------------------
 
-    def fail(self, rule: QualityRule, problem: str) -> RuleError:
-        return RuleError(f"{self.ctx.table}: rule {rule.label}: {problem}")
 
-    def missing_column(self, rule: QualityRule, column: str, what: str = "column") -> RuleError:
-        close = difflib.get_close_matches(column, self.ctx.columns, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        return self.fail(
-            rule,
-            f"{what} '{column}' does not exist in the batch "
-            f"(columns: {', '.join(self.ctx.columns)}){hint}",
+def row_check(target: RuleTarget, rule: QualityRule, index: int) -> RowCheck:
+    if rule.type == "sql_row":
+        return sql_row(target, rule, index)
+    assert rule.column is not None  # RULE_REQUIRES: every other row rule has a column
+    value = col(rule.column)
+    name = rule.column
+    if rule.type == "not_null":
+        return RowCheck(value.is_(exp.null()), exp.Literal.string(f"{name} is null"), [])
+    if rule.type == "unique":
+        return _unique(target, rule.column, index)
+    if rule.type == "references":
+        return _references(target, rule, index)
+    builder = _SIMPLE_ROW_RULES[rule.type]
+    fails, reason = builder(rule, value, target.ctx)
+    return RowCheck(exp.and_(value.is_(exp.null()).not_(), fails), reason, [])
+
+
+def _unique(target: RuleTarget, column: str, index: int) -> RowCheck:
+    keys = target.ctx.keys
+    # Per value: the smallest and largest of each key column among this batch's rows. A
+    # row's value is shared with another key iff some key column's min or max differs
+    # from the row's own, which holds for composite keys without concatenating them.
+    alias = f"_j{index}"
+    grouped = (
+        exp.select(
+            col(column).as_("_value"),
+            *(exp.func("MIN", col(k)).as_(f"_lo{i}") for i, k in enumerate(keys)),
+            *(exp.func("MAX", col(k)).as_(f"_hi{i}") for i, k in enumerate(keys)),
         )
-
-    def check_columns(self, rule: QualityRule) -> None:
-        if rule.column is not None and rule.column not in self.ctx.columns:
-            raise self.missing_column(rule, rule.column)
-        if rule.type == "unique":
-            for key in self.ctx.keys:
-                if key not in self.ctx.columns:
-                    raise self.missing_column(rule, key, "key column")
-        if rule.type == "schema":
-            for sql_type in (rule.columns or {}).values():
-                if parse_type(sql_type) is None:
-                    raise self.fail(rule, unknown_type(sql_type))
-
-    # --- row rules ----------------------------------------------------------------------
-
-    def row_check(self, rule: QualityRule, index: int) -> _RowCheck:
-        if rule.type == "sql_row":
-            return self._sql_row(rule, index)
-        assert rule.column is not None  # RULE_REQUIRES: every other row rule has a column
-        value = col(rule.column)
-        name = rule.column
-        if rule.type == "not_null":
-            return _RowCheck(value.is_(exp.null()), exp.Literal.string(f"{name} is null"), [])
-        if rule.type == "unique":
-            return self._unique(rule.column, index)
-        if rule.type == "references":
-            return self._references(rule, index)
-        builder = _SIMPLE_ROW_RULES[rule.type]
-        fails, reason = builder(rule, value, self.ctx)
-        return _RowCheck(exp.and_(value.is_(exp.null()).not_(), fails), reason, [])
-
-    def _unique(self, column: str, index: int) -> _RowCheck:
-        keys = self.ctx.keys
-        # Per value: the smallest and largest of each key column among this batch's rows. A
-        # row's value is shared with another key iff some key column's min or max differs
-        # from the row's own, which holds for composite keys without concatenating them.
-        alias = f"_j{index}"
-        grouped = (
-            exp.select(
-                col(column).as_("_value"),
-                *(exp.func("MIN", col(k)).as_(f"_lo{i}") for i, k in enumerate(keys)),
-                *(exp.func("MAX", col(k)).as_(f"_hi{i}") for i, k in enumerate(keys)),
-            )
-            .from_(relation(self.batch, BATCH))
-            .where(exp.and_(live(), col(column).is_(exp.null()).not_()))
-            .group_by(col(column))
+        .from_(relation(target.batch, BATCH))
+        .where(exp.and_(live(), col(column).is_(exp.null()).not_()))
+        .group_by(col(column))
+    )
+    in_batch = exp.or_(
+        *(
+            exp.or_(col(k).neq(col(f"_lo{i}", alias)), col(k).neq(col(f"_hi{i}", alias)))
+            for i, k in enumerate(keys)
         )
-        in_batch = exp.or_(
-            *(
-                exp.or_(col(k).neq(col(f"_lo{i}", alias)), col(k).neq(col(f"_hi{i}", alias)))
-                for i, k in enumerate(keys)
-            )
+    )
+    joins: list[tuple[exp.Expr, exp.Expr]] = [
+        (grouped.subquery(alias), col(column).eq(col("_value", alias)))
+    ]
+    shown = concat(f"{column} '", as_text(col(column)), "'")
+    reason_batch = concat(shown.copy(), " is also used by another key in this batch")
+    if target.ctx.current is None:
+        return RowCheck(in_batch, reason_batch, joins)
+    current_alias = f"_c{index}"
+    touched = "_t"
+    batch_keys = (
+        exp.select(*(col(k) for k in keys), exp.alias_(exp.true(), "_hit"))
+        .distinct()
+        .from_(relation(target.batch, BATCH))
+    )
+    held = (
+        exp.select(col(column, "c").as_("_value"), exp.alias_(exp.true(), "_hit"))
+        .distinct()
+        .from_(relation(target.ctx.current, "c"))
+        .join(
+            batch_keys.subquery(touched),
+            on=exp.and_(*(col(k, "c").eq(col(k, touched)) for k in keys)),
+            join_type="left",
         )
-        joins: list[tuple[exp.Expr, exp.Expr]] = [
-            (grouped.subquery(alias), col(column).eq(col("_value", alias)))
-        ]
-        shown = concat(f"{column} '", as_text(col(column)), "'")
-        reason_batch = concat(shown.copy(), " is also used by another key in this batch")
-        if self.ctx.current is None:
-            return _RowCheck(in_batch, reason_batch, joins)
-        current_alias = f"_c{index}"
-        touched = "_t"
-        batch_keys = (
-            exp.select(*(col(k) for k in keys), exp.alias_(exp.true(), "_hit"))
-            .distinct()
-            .from_(relation(self.batch, BATCH))
-        )
-        held = (
-            exp.select(col(column, "c").as_("_value"), exp.alias_(exp.true(), "_hit"))
-            .distinct()
-            .from_(relation(self.ctx.current, "c"))
-            .join(
-                batch_keys.subquery(touched),
-                on=exp.and_(*(col(k, "c").eq(col(k, touched)) for k in keys)),
-                join_type="left",
-            )
-            .where(
-                exp.and_(
-                    col("_hit", touched).is_(exp.null()),
-                    col(column, "c").is_(exp.null()).not_(),
-                )
+        .where(
+            exp.and_(
+                col("_hit", touched).is_(exp.null()),
+                col(column, "c").is_(exp.null()).not_(),
             )
         )
-        joins.append((held.subquery(current_alias), col(column).eq(col("_value", current_alias))))
-        in_current = col("_hit", current_alias).is_(exp.null()).not_()
-        reason = exp.Case(
-            ifs=[exp.If(this=in_batch.copy(), true=reason_batch)],
-            default=concat(shown.copy(), " is already used by another key"),
-        )
-        return _RowCheck(exp.or_(in_batch, in_current), reason, joins)
+    )
+    joins.append((held.subquery(current_alias), col(column).eq(col("_value", current_alias))))
+    in_current = col("_hit", current_alias).is_(exp.null()).not_()
+    reason = exp.Case(
+        ifs=[exp.If(this=in_batch.copy(), true=reason_batch)],
+        default=concat(shown.copy(), " is already used by another key"),
+    )
+    return RowCheck(exp.or_(in_batch, in_current), reason, joins)
 
-    def _references(self, rule: QualityRule, index: int) -> _RowCheck:
-        assert rule.column is not None and rule.reference is not None
-        table, column = rule.reference.split(".")
-        alias = f"_j{index}"
-        source: exp.Expr
-        if table == self.ctx.table:
-            # A self-reference (e.g. manager_id -> employees.employee_id) may point at a row
-            # that arrives in this very batch.
-            arriving: exp.Query = (
-                exp.select(col(column, "r").as_(column))
-                .from_(relation(self.batch, "r"))
-                .where(live("r"))
-            )
-            if self.ctx.current is not None:
-                held = exp.select(col(column, "c")).from_(relation(self.ctx.current, "c"))
-                arriving = exp.union(arriving, held, distinct=False)
-            source = arriving.subquery("r")
-        else:
-            source = relation(self._relation_of(rule, table), "r")
-        values = (
-            exp.select(col(column, "r").as_("_value"), exp.alias_(exp.true(), "_hit"))
-            .distinct()
-            .from_(source)
-            .where(col(column, "r").is_(exp.null()).not_())
-        )
-        fails = exp.and_(
-            col(rule.column).is_(exp.null()).not_(), col("_hit", alias).is_(exp.null())
-        )
-        reason = concat(
-            f"{rule.column} ", as_text(col(rule.column)), f" not found in {rule.reference}"
-        )
-        return _RowCheck(
-            fails, reason, [(values.subquery(alias), col(rule.column).eq(col("_value", alias)))]
-        )
 
-    def _relation_of(self, rule: QualityRule, table: str) -> str:
-        relation = self.ctx.references.get(table)
-        if relation is None:
-            # every config table: ``references`` holds only those the rules name correctly
-            configured = ", ".join(self.ctx.tables) or "none"
-            raise self.fail(
-                rule,
-                f"table '{table}' is not a configured table; add it to tables: in "
-                f"riverbed.yaml (configured: {configured})",
-            )
-        return relation
+def _references(target: RuleTarget, rule: QualityRule, index: int) -> RowCheck:
+    assert rule.column is not None and rule.reference is not None
+    table, column = rule.reference.split(".")
+    alias = f"_j{index}"
+    source: exp.Expr
+    if table == target.ctx.table:
+        # A self-reference (e.g. manager_id -> employees.employee_id) may point at a row
+        # that arrives in this very batch.
+        arriving: exp.Query = (
+            exp.select(col(column, "r").as_(column))
+            .from_(relation(target.batch, "r"))
+            .where(live("r"))
+        )
+        if target.ctx.current is not None:
+            held = exp.select(col(column, "c")).from_(relation(target.ctx.current, "c"))
+            arriving = exp.union(arriving, held, distinct=False)
+        source = arriving.subquery("r")
+    else:
+        source = relation(target.relation_of(rule, table), "r")
+    values = (
+        exp.select(col(column, "r").as_("_value"), exp.alias_(exp.true(), "_hit"))
+        .distinct()
+        .from_(source)
+        .where(col(column, "r").is_(exp.null()).not_())
+    )
+    fails = exp.and_(col(rule.column).is_(exp.null()).not_(), col("_hit", alias).is_(exp.null()))
+    reason = concat(f"{rule.column} ", as_text(col(rule.column)), f" not found in {rule.reference}")
+    return RowCheck(
+        fails, reason, [(values.subquery(alias), col(rule.column).eq(col("_value", alias)))]
+    )
 
-    def _sql_row(self, rule: QualityRule, index: int) -> _RowCheck:
-        assert rule.sql is not None
-        try:
-            predicate = sqlglot.parse_one(rule.sql, read=DIALECT, into=exp.Condition)
-        except SqlglotError as exc:
-            raise self.fail(rule, f"invalid SQL: {describe(exc)}") from exc
-        if isinstance(predicate, exp.Block):
-            raise self.fail(rule, "sql must be one boolean expression over the row's columns")
-        for column in list(predicate.find_all(exp.Column)):
+
+def sql_row(target: RuleTarget, rule: QualityRule, index: int) -> RowCheck:
+    assert rule.sql is not None
+    try:
+        predicate = sqlglot.parse_one(rule.sql, read=DIALECT, into=exp.Condition)
+    except SqlglotError as exc:
+        raise target.fail(rule, f"invalid SQL: {describe(exc)}") from exc
+    if isinstance(predicate, exp.Block):
+        raise target.fail(rule, "sql must be one boolean expression over the row's columns")
+    for column in list(predicate.find_all(exp.Column)):
+        if column.table:
+            # "orders.x" is the row's x, also inside a subquery (the way to correlate),
+            # unless that subquery reads the table itself under that name
+            if column.table != target.ctx.table or _names_own_table(target, column):
+                continue
+        elif column.find_ancestor(exp.Query) is not None:
+            continue  # unqualified inside a subquery: SQL resolves it there first
+        if column.name not in target.ctx.columns:
+            raise target.missing_column(rule, column.name)
+        column.set("table", exp.to_identifier(BATCH))
+    if target.ctx.current is None:
+        # First batch: the table has no current rows yet, only the batch's columns.
+        own: exp.Expr = exp.select("*").from_(relation(target.batch, "e")).where(exp.false())
+    else:
+        own = relation(target.ctx.current, None)
+    condition = _rewrite_tables(target, rule, predicate, own=own)
+    # The predicate is evaluated in a WHERE, never in the SELECT list, because Spark
+    # accepts IN/EXISTS subqueries only in filters. (_lsn, _seq) identifies a change
+    # within a table; identical duplicates would get the same answer anyway.
+    alias = f"_j{index}"
+    ids = POSITION_COLUMNS
+    failing = (
+        exp.select(*(col(c) for c in ids), exp.alias_(exp.true(), "_hit"))
+        .distinct()
+        .from_(relation(target.batch, BATCH))
+        .where(exp.and_(live(), exp.func("COALESCE", condition, exp.true()).not_()))
+    )
+    on = exp.and_(*(col(c).eq(col(c, alias)) for c in ids))
+    shown = " ".join(rule.sql.split())
+    shown = shown if len(shown) <= 120 else shown[:117] + "..."
+    reason = exp.Literal.string(f"does not satisfy {shown}")
+    return RowCheck(
+        col("_hit", alias).is_(exp.null()).not_(), reason, [(failing.subquery(alias), on)]
+    )
+
+
+def _names_own_table(target: RuleTarget, column: exp.Column) -> bool:
+    select = column.find_ancestor(exp.Select)
+    while select is not None:
+        for table in select.find_all(exp.Table):
+            if table.parent_select is select and table.alias_or_name == target.ctx.table:
+                return True
+        select = select.find_ancestor(exp.Select)
+    return False
+
+
+def _rewrite_tables(
+    target: RuleTarget, rule: QualityRule, tree: exp.Expr, own: exp.Expr
+) -> exp.Expr:
+    """Point config table names at their relations; ``own`` stands for the table itself.
+    The original name stays as the alias, so ``orders.amount`` keeps working."""
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+
+    def replace(node: exp.Expr) -> exp.Expr:
+        if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
+            return node  # not a table, or a table function
+        name = exp.table_name(node)  # "db.name" when qualified: never a config table
+        if name.lower() in ctes:
+            return node
+        alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
+        if name == target.ctx.table:
+            standin = own.copy()
+            if isinstance(standin, exp.Table):
+                standin.set("alias", alias)
+                return standin
+            return exp.Subquery(this=standin, alias=alias)
+        table = exp.to_table(target.relation_of(rule, name))
+        table.set("alias", alias)
+        return table
+
+    return tree.transform(replace)
+
+
+# --- dataset rules ------------------------------------------------------------------
+
+
+def dataset_check(target: RuleTarget, rule: QualityRule) -> exp.Select | None:
+    if rule.type == "schema":
+        return None
+    if rule.type == "sql_dataset":
+        return sql_dataset(target, rule)
+    if rule.type == "row_count":
+        return _row_count(target, rule)
+    assert rule.column is not None
+    value = col(rule.column)
+    count = exp.func("COUNT", exp.Star())
+    passed: exp.Expr
+    failed: exp.Expr | None = None
+    if rule.type == "not_null":
+        assert rule.threshold is not None
+        non_null = exp.func("COUNT", value)
+        # The threshold is an exact decimal literal: 0.7 * 10 must be 7, not 7.000000001.
+        passed = exp.GTE(
+            this=non_null,
+            expression=exp.Mul(this=decimal_literal(rule.threshold), expression=count),
+        )
+        failed = exp.Sub(this=count.copy(), expression=non_null.copy())
+        observed = concat(
+            as_text(non_null.copy()),
+            " of ",
+            as_text(count.copy()),
+            f" non-null (threshold {number_text(rule.threshold)})",
+        )
+    elif rule.type == "freshness":
+        assert rule.max_age_seconds is not None
+        newest = exp.func("MAX", value)
+        cutoff = target.ctx.now - timedelta(seconds=rule.max_age_seconds)
+        # No values at all is not stale data: a quiet table is row_count's business.
+        passed = exp.func("COALESCE", newest >= timestamp_literal(cutoff), exp.true())
+        observed = concat(
+            exp.func(
+                "COALESCE",
+                concat("newest ", as_text(newest.copy())),
+                exp.Literal.string("no values"),
+            ),
+            f", cutoff {iso(cutoff)}",
+        )
+    elif rule.type == "distinct_count":
+        distinct = exp.Count(this=exp.Distinct(expressions=[value]))
+        passed = within(distinct, rule)
+        observed = concat(as_text(distinct.copy()), " distinct values")
+    elif rule.type == "mean":
+        mean = exp.func("AVG", value)
+        # The mean of no values is undefined, so it passes (NULL passes).
+        passed = exp.func("COALESCE", within(mean, rule), exp.true())
+        observed = exp.func(
+            "COALESCE", concat("mean ", as_text(mean.copy())), exp.Literal.string("no values")
+        )
+    else:  # sum
+        total = exp.func("COALESCE", exp.func("SUM", value), exp.Literal.number(0))
+        # The sum of no values is 0, so an empty batch fails a positive min.
+        passed = within(total, rule)
+        observed = concat("sum ", as_text(total.copy()))
+    query = exp.select().from_(relation(target.batch, BATCH)).where(live())
+    return dataset_row(query, count.copy(), failed, passed, observed)
+
+
+def _row_count(target: RuleTarget, rule: QualityRule) -> exp.Select:
+    changes = exp.func("COUNT", exp.Star())
+    # COUNT of a CASE without ELSE: 0, not NULL, for an empty batch
+    checked = exp.func("COUNT", exp.Case(ifs=[exp.If(this=live(), true=exp.Literal.number(1))]))
+    conditions = bound_checks(changes, rule)
+    note = ""
+    if rule.threshold is not None and target.ctx.recent_counts:
+        recent = target.ctx.recent_counts
+        # count >= threshold * mean  <=>  count >= ceil(threshold * mean), in exact
+        # arithmetic so a boundary count is not lost to float rounding.
+        exact = Fraction(Decimal(repr(rule.threshold))) * Fraction(sum(recent), len(recent))
+        needed = math.ceil(exact)
+        conditions.append(changes >= exp.Literal.number(needed))
+        note = f" (recent mean {sum(recent) / len(recent):g}, needs at least {needed})"
+    passed = exp.and_(*conditions) if conditions else exp.true()
+    observed = concat(as_text(changes.copy()), f" rows{note}")
+    query = exp.select().from_(relation(target.batch, BATCH))
+    return dataset_row(query, checked, None, passed, observed)
+
+
+def sql_dataset(target: RuleTarget, rule: QualityRule) -> exp.Select:
+    assert rule.sql is not None
+    try:
+        statements = sqlglot.parse(rule.sql, read=DIALECT)
+    except SqlglotError as exc:
+        raise target.fail(rule, f"invalid SQL: {describe(exc)}") from exc
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise target.fail(rule, "sql must be a single query (SELECT ...) returning bad rows")
+    _check_query_columns(target, rule, statements[0])
+    query = _rewrite_tables(target, rule, statements[0], own=relation(target.batch, None))
+    assert isinstance(query, exp.Query)
+    checked = (
+        exp.select(exp.func("COUNT", exp.Star()).as_("n"))
+        .from_(relation(target.batch, BATCH))
+        .where(live())
+    )
+    returned = exp.select(exp.func("COUNT", exp.Star()).as_("n")).from_(query.subquery("q"))
+    failed = col("n", "f")
+    return (
+        exp.select(
+            exp.cast(col("n", "c"), "BIGINT").as_("checked"),
+            exp.cast(failed, "BIGINT").as_("failed"),
+            failed.copy().eq(exp.Literal.number(0)).as_("passed"),
+            concat(as_text(failed.copy()), " rows returned").as_("observed"),
+        )
+        .from_(checked.subquery("c"))
+        .join(returned.subquery("f"), join_type="cross")
+    )
+
+
+def _check_query_columns(target: RuleTarget, rule: QualityRule, query: exp.Query) -> None:
+    """Columns that certainly come from this table must exist in the batch: qualified by
+    an alias of it, or unqualified in a scope that reads nothing else."""
+    try:
+        scopes = traverse_scope(query)
+    except SqlglotError:
+        return  # shapes the scope walker does not follow are left to the engine
+    for scope in scopes:
+        own = {
+            alias
+            for alias, source in scope.sources.items()
+            if isinstance(source, exp.Table)
+            and not source.args.get("db")
+            and source.name == target.ctx.table
+        }
+        only_own = bool(own) and len(scope.sources) == len(own)
+        select = scope.expression
+        aliases = set(select.named_selects) if isinstance(select, exp.Select) else set()
+        for column in scope.columns:
             if column.table:
-                # "orders.x" is the row's x, also inside a subquery (the way to correlate),
-                # unless that subquery reads the table itself under that name
-                if column.table != self.ctx.table or self._names_own_table(column):
-                    continue
-            elif column.find_ancestor(exp.Query) is not None:
-                continue  # unqualified inside a subquery: SQL resolves it there first
-            if column.name not in self.ctx.columns:
-                raise self.missing_column(rule, column.name)
-            column.set("table", exp.to_identifier(BATCH))
-        if self.ctx.current is None:
-            # First batch: the table has no current rows yet, only the batch's columns.
-            own: exp.Expr = exp.select("*").from_(relation(self.batch, "e")).where(exp.false())
-        else:
-            own = relation(self.ctx.current, None)
-        condition = self._rewrite_tables(rule, predicate, own=own)
-        # The predicate is evaluated in a WHERE, never in the SELECT list, because Spark
-        # accepts IN/EXISTS subqueries only in filters. (_lsn, _seq) identifies a change
-        # within a table; identical duplicates would get the same answer anyway.
-        alias = f"_j{index}"
-        ids = POSITION_COLUMNS
-        failing = (
-            exp.select(*(col(c) for c in ids), exp.alias_(exp.true(), "_hit"))
-            .distinct()
-            .from_(relation(self.batch, BATCH))
-            .where(exp.and_(live(), exp.func("COALESCE", condition, exp.true()).not_()))
-        )
-        on = exp.and_(*(col(c).eq(col(c, alias)) for c in ids))
-        shown = " ".join(rule.sql.split())
-        shown = shown if len(shown) <= 120 else shown[:117] + "..."
-        reason = exp.Literal.string(f"does not satisfy {shown}")
-        return _RowCheck(
-            col("_hit", alias).is_(exp.null()).not_(), reason, [(failing.subquery(alias), on)]
-        )
-
-    def _names_own_table(self, column: exp.Column) -> bool:
-        select = column.find_ancestor(exp.Select)
-        while select is not None:
-            for table in select.find_all(exp.Table):
-                if table.parent_select is select and table.alias_or_name == self.ctx.table:
-                    return True
-            select = select.find_ancestor(exp.Select)
-        return False
-
-    def _rewrite_tables(self, rule: QualityRule, tree: exp.Expr, own: exp.Expr) -> exp.Expr:
-        """Point config table names at their relations; ``own`` stands for the table itself.
-        The original name stays as the alias, so ``orders.amount`` keeps working."""
-        ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-
-        def replace(node: exp.Expr) -> exp.Expr:
-            if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
-                return node  # not a table, or a table function
-            name = exp.table_name(node)  # "db.name" when qualified: never a config table
-            if name.lower() in ctes:
-                return node
-            alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
-            if name == self.ctx.table:
-                target = own.copy()
-                if isinstance(target, exp.Table):
-                    target.set("alias", alias)
-                    return target
-                return exp.Subquery(this=target, alias=alias)
-            table = exp.to_table(self._relation_of(rule, name))
-            table.set("alias", alias)
-            return table
-
-        return tree.transform(replace)
-
-    # --- dataset rules ------------------------------------------------------------------
-
-    def dataset_check(self, rule: QualityRule) -> exp.Select | None:
-        if rule.type == "schema":
-            return None
-        if rule.type == "sql_dataset":
-            return self._sql_dataset(rule)
-        if rule.type == "row_count":
-            return self._row_count(rule)
-        assert rule.column is not None
-        value = col(rule.column)
-        count = exp.func("COUNT", exp.Star())
-        passed: exp.Expr
-        failed: exp.Expr | None = None
-        if rule.type == "not_null":
-            assert rule.threshold is not None
-            non_null = exp.func("COUNT", value)
-            # The threshold is an exact decimal literal: 0.7 * 10 must be 7, not 7.000000001.
-            passed = exp.GTE(
-                this=non_null,
-                expression=exp.Mul(this=decimal_literal(rule.threshold), expression=count),
-            )
-            failed = exp.Sub(this=count.copy(), expression=non_null.copy())
-            observed = concat(
-                as_text(non_null.copy()),
-                " of ",
-                as_text(count.copy()),
-                f" non-null (threshold {number_text(rule.threshold)})",
-            )
-        elif rule.type == "freshness":
-            assert rule.max_age_seconds is not None
-            newest = exp.func("MAX", value)
-            cutoff = self.ctx.now - timedelta(seconds=rule.max_age_seconds)
-            # No values at all is not stale data: a quiet table is row_count's business.
-            passed = exp.func("COALESCE", newest >= timestamp_literal(cutoff), exp.true())
-            observed = concat(
-                exp.func(
-                    "COALESCE",
-                    concat("newest ", as_text(newest.copy())),
-                    exp.Literal.string("no values"),
-                ),
-                f", cutoff {iso(cutoff)}",
-            )
-        elif rule.type == "distinct_count":
-            distinct = exp.Count(this=exp.Distinct(expressions=[value]))
-            passed = within(distinct, rule)
-            observed = concat(as_text(distinct.copy()), " distinct values")
-        elif rule.type == "mean":
-            mean = exp.func("AVG", value)
-            # The mean of no values is undefined, so it passes (NULL passes).
-            passed = exp.func("COALESCE", within(mean, rule), exp.true())
-            observed = exp.func(
-                "COALESCE", concat("mean ", as_text(mean.copy())), exp.Literal.string("no values")
-            )
-        else:  # sum
-            total = exp.func("COALESCE", exp.func("SUM", value), exp.Literal.number(0))
-            # The sum of no values is 0, so an empty batch fails a positive min.
-            passed = within(total, rule)
-            observed = concat("sum ", as_text(total.copy()))
-        query = exp.select().from_(relation(self.batch, BATCH)).where(live())
-        return dataset_row(query, count.copy(), failed, passed, observed)
-
-    def _row_count(self, rule: QualityRule) -> exp.Select:
-        changes = exp.func("COUNT", exp.Star())
-        # COUNT of a CASE without ELSE: 0, not NULL, for an empty batch
-        checked = exp.func("COUNT", exp.Case(ifs=[exp.If(this=live(), true=exp.Literal.number(1))]))
-        conditions = bound_checks(changes, rule)
-        note = ""
-        if rule.threshold is not None and self.ctx.recent_counts:
-            recent = self.ctx.recent_counts
-            # count >= threshold * mean  <=>  count >= ceil(threshold * mean), in exact
-            # arithmetic so a boundary count is not lost to float rounding.
-            exact = Fraction(Decimal(repr(rule.threshold))) * Fraction(sum(recent), len(recent))
-            needed = math.ceil(exact)
-            conditions.append(changes >= exp.Literal.number(needed))
-            note = f" (recent mean {sum(recent) / len(recent):g}, needs at least {needed})"
-        passed = exp.and_(*conditions) if conditions else exp.true()
-        observed = concat(as_text(changes.copy()), f" rows{note}")
-        query = exp.select().from_(relation(self.batch, BATCH))
-        return dataset_row(query, checked, None, passed, observed)
-
-    def _sql_dataset(self, rule: QualityRule) -> exp.Select:
-        assert rule.sql is not None
-        try:
-            statements = sqlglot.parse(rule.sql, read=DIALECT)
-        except SqlglotError as exc:
-            raise self.fail(rule, f"invalid SQL: {describe(exc)}") from exc
-        if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-            raise self.fail(rule, "sql must be a single query (SELECT ...) returning bad rows")
-        self._check_query_columns(rule, statements[0])
-        query = self._rewrite_tables(rule, statements[0], own=relation(self.batch, None))
-        assert isinstance(query, exp.Query)
-        checked = (
-            exp.select(exp.func("COUNT", exp.Star()).as_("n"))
-            .from_(relation(self.batch, BATCH))
-            .where(live())
-        )
-        returned = exp.select(exp.func("COUNT", exp.Star()).as_("n")).from_(query.subquery("q"))
-        failed = col("n", "f")
-        return (
-            exp.select(
-                exp.cast(col("n", "c"), "BIGINT").as_("checked"),
-                exp.cast(failed, "BIGINT").as_("failed"),
-                failed.copy().eq(exp.Literal.number(0)).as_("passed"),
-                concat(as_text(failed.copy()), " rows returned").as_("observed"),
-            )
-            .from_(checked.subquery("c"))
-            .join(returned.subquery("f"), join_type="cross")
-        )
-
-    def _check_query_columns(self, rule: QualityRule, query: exp.Query) -> None:
-        """Columns that certainly come from this table must exist in the batch: qualified by
-        an alias of it, or unqualified in a scope that reads nothing else."""
-        try:
-            scopes = traverse_scope(query)
-        except SqlglotError:
-            return  # shapes the scope walker does not follow are left to the engine
-        for scope in scopes:
-            own = {
-                alias
-                for alias, source in scope.sources.items()
-                if isinstance(source, exp.Table)
-                and not source.args.get("db")
-                and source.name == self.ctx.table
-            }
-            only_own = bool(own) and len(scope.sources) == len(own)
-            select = scope.expression
-            aliases = set(select.named_selects) if isinstance(select, exp.Select) else set()
-            for column in scope.columns:
-                if column.table:
-                    relevant = column.table in own
-                else:
-                    relevant = only_own and column.name not in aliases
-                if relevant and column.name not in self.ctx.columns:
-                    raise self.missing_column(rule, column.name)
+                relevant = column.table in own
+            else:
+                relevant = only_own and column.name not in aliases
+            if relevant and column.name not in target.ctx.columns:
+                raise target.missing_column(rule, column.name)
 
 
 # --- simple row rules: (rule, value, ctx) -> (fails, reason), value already known non-null ----
