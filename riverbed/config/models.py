@@ -116,9 +116,9 @@ def _alarm_problems(config: RiverbedConfig) -> list[str]:
 
 def _unknown_sql_tables(table: str, rule: QualityRule, tables: dict[str, Any]) -> list[str]:
     """Tables a custom rule's SQL reads that are not config tables: the rule compiler
-    (transform.rules._rewrite_tables) would refuse them at run time, which the config alone
-    decides now. A CTE, a table function and the rule's own table are not reads of a config
-    table; a qualified name (shop.orders) never is one."""
+    (transform.rules.custom._rewrite_tables) would refuse them at run time, which the config
+    alone decides now. A CTE, a table function and the rule's own table are not reads of a
+    config table; a qualified name (shop.orders) never is one."""
     if rule.sql is None:
         return []
     import sqlglot  # the config loads fast when no SQL is configured
