@@ -14,7 +14,7 @@ from riverbed.lake.positions import format_lsn
 from riverbed.observe.alarms import alarm_states
 from riverbed.orchestrate.history import process_gone
 from riverbed.source.connection import source_for
-from riverbed.state import StateStore, open_state
+from riverbed.state import StateStore, TableSummary, open_state
 
 
 def gather(project: Project) -> dict[str, Any]:
@@ -79,17 +79,7 @@ def gather(project: Project) -> dict[str, Any]:
             cap["files"] = sum(t.files for t in lake.values())
             cap["rows"] = sum(t.rows for t in lake.values())
             cap["metrics_at"] = max((ts for _, ts in metrics.values()), default=None)
-        for table, info in lake.items():
-            landed = info.landed_at
-            report["lake"][table] = {
-                "files": info.files,
-                "rows": info.rows,
-                "snapshot_rows": info.snapshot_rows,
-                "schema_version": info.schema_version,
-                "landed_at": datetime.fromtimestamp(landed, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                if landed
-                else None,
-            }
+        report["lake"] = _lake_tables(lake)
         report["quality"] = quality_results(manifest)
         report["bad_files"] = bad_files(manifest)
         report["runs"] = _runs(manifest)
@@ -99,6 +89,23 @@ def gather(project: Project) -> dict[str, Any]:
     finally:
         manifest.close()
     return report
+
+
+def _lake_tables(lake: dict[str, TableSummary]) -> dict[str, dict[str, Any]]:
+    """Each table's raw files in the lake, as the report shows them."""
+    tables: dict[str, dict[str, Any]] = {}
+    for table, info in lake.items():
+        landed = info.landed_at
+        tables[table] = {
+            "files": info.files,
+            "rows": info.rows,
+            "snapshot_rows": info.snapshot_rows,
+            "schema_version": info.schema_version,
+            "landed_at": datetime.fromtimestamp(landed, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            if landed
+            else None,
+        }
+    return tables
 
 
 def _runs(manifest: StateStore, limit: int = 5) -> list[dict[str, Any]]:
