@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from riverbed.config.models import EmbeddedSourceConfig
+from riverbed.config.source import EmbeddedSourceConfig
 from riverbed.source.embedded import EmbeddedServer
 
 

@@ -18,7 +18,8 @@ Every error meant for the user is a RiverbedError (exit 1 unless said otherwise)
     ├── StateStoreFull             riverbed.state.sqlite.db: the state store's disk is full
     │                              (TRANSIENT: a follower waits for room)
     ├── TransformEngineError       riverbed.transform.engine: a statement failed; per error
-    ├── RuleError                  riverbed.transform.rules: a quality rule cannot run
+    ├── RuleError                  riverbed.transform.rules.context: a quality rule cannot
+    │                              run
     ├── QualityFailure             riverbed.transform.runner: a rule with action fail (QUALITY)
     ├── WarehouseError             riverbed.load.warehouse: a statement, load or connection;
     │   │                          per error

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from riverbed.config.models import EmbeddedSourceConfig
+from riverbed.config.source import EmbeddedSourceConfig
 from riverbed.source.embedded import EmbeddedServer
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from riverbed.config.alarms import AlarmConfig
 from riverbed.config.loader import parse_config
-from riverbed.config.models import AlarmConfig, RiverbedConfig
+from riverbed.config.models import RiverbedConfig
 from riverbed.observe.alarms import (
     Transition,
     alarm_history,

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_cli, write_config
 from riverbed.config import load_project, parse_config
-from riverbed.config.models import SecretRef
+from riverbed.config.fields import SecretRef
 from riverbed.errors import ConfigError
 
 TABLE = "tables:\n  t: {kind: fact, target: fact_t, keys: [id]}\n"
@@ -354,7 +354,7 @@ def test_dsn_passwords_are_found_as_libpq_finds_them(dsn: str) -> None:
     it finds a password exactly when libpq does, and anything else goes to libpq."""
     from psycopg.conninfo import conninfo_to_dict
 
-    from riverbed.config.models import _conninfo_keys, _dsn_without_password
+    from riverbed.config.fields import _conninfo_keys, _dsn_without_password
 
     try:
         libpq: dict[str, Any] | None = conninfo_to_dict(dsn)

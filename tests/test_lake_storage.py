@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import free_port, s3_bucket
-from riverbed.config.models import LakeConfig
+from riverbed.config.stores import LakeConfig
 from riverbed.lake.s3 import SINGLE_PUT_MAX
 from riverbed.lake.storage import LakeError, LakeFileMissing, LakeStorage, open_storage, translate
 
@@ -182,7 +182,7 @@ def test_an_exception_inside_open_atomic_leaves_nothing(storage: LakeStorage) ->
 CRASHING_WRITER = """
 import sys
 from pathlib import Path
-from riverbed.config.models import LakeConfig
+from riverbed.config.stores import LakeConfig
 from riverbed.lake.storage import open_storage
 
 storage = open_storage(LakeConfig.model_validate_json(sys.argv[1]), Path(sys.argv[2]))

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from conftest import free_port
+from riverbed.config.alarms import NotifierConfig
 from riverbed.config.loader import parse_config
-from riverbed.config.models import NotifierConfig, RiverbedConfig
+from riverbed.config.models import RiverbedConfig
 from riverbed.observe.notify import Dispatcher, NotifyError, open_notifiers
 from riverbed.observe.notify.command import CommandNotifier
 from riverbed.observe.notify.log import LogNotifier

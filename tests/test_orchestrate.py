@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Database, free_port, run_cli, start_cli
 from riverbed.config.metric_names import METRIC_NAMES
-from riverbed.config.models import RetryRule
+from riverbed.config.orchestration import RetryRule
 from riverbed.orchestrate.executor import retry_delay
 from riverbed.state import SQLiteStore
 

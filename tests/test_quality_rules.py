@@ -18,15 +18,11 @@ import sqlglot
 from sqlglot import exp
 
 import riverbed.transform.rules as rules_module
-from riverbed.config.models import QualityRule
+from riverbed.config.tables import QualityRule
 from riverbed.transform.duckdb_engine import DuckDBEngine
-from riverbed.transform.rules import (
-    CompiledChecks,
-    RuleContext,
-    RuleError,
-    check_schema,
-    compile_checks,
-)
+from riverbed.transform.rules import CompiledChecks, compile_checks
+from riverbed.transform.rules.context import RuleContext, RuleError
+from riverbed.transform.rules.schema import check_schema
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
-from riverbed.config.models import WarehouseConfig
+from riverbed.config.stores import WarehouseConfig
 from riverbed.errors import ConfigError
 from riverbed.load.duckdb_warehouse import DuckDBWarehouse
 from riverbed.load.model import DimensionModel

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from riverbed.config.models import SourceConfig
+from riverbed.config.source import SourceConfig
 from riverbed.state import LakeFile, SchemaVersion, SnapshotDone
 
 

@@ -69,7 +69,7 @@ def init(
 def _init_from_source(target: Path, dsn: str, schema: str, only: list[str] | None) -> None:
     import psycopg
 
-    from riverbed.config.models import IDENTIFIER
+    from riverbed.config.fields import IDENTIFIER
     from riverbed.config.proposal import propose
     from riverbed.config.writer import PASSWORD_VARIABLE, config_text, public_dsn
     from riverbed.source.catalog import read_catalog

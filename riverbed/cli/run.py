@@ -23,7 +23,7 @@ from riverbed.cli.common import (
     stop_signals,
 )
 from riverbed.config import Project
-from riverbed.config.models import TransformEngine
+from riverbed.config.tables import TransformEngine
 from riverbed.errors import RiverbedError, UsageError
 
 Stage = Literal["all", "transform", "load"]  # all: the state machine; else that stage only

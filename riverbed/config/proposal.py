@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from riverbed.config.models import IDENTIFIER
+from riverbed.config.fields import IDENTIFIER
 from riverbed.source.catalog import Catalog, Check, Column, Table
 
 

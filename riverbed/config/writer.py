@@ -16,7 +16,7 @@ import json
 import textwrap
 from typing import Any
 
-from riverbed.config.models import IDENTIFIER
+from riverbed.config.fields import IDENTIFIER
 from riverbed.config.proposal import LeftOut, Proposal, TablePlan
 from riverbed.errors import UsageError
 

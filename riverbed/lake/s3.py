@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from riverbed.config.models import LakeConfig
+from riverbed.config.stores import LakeConfig
 from riverbed.lake.storage import (
     LakeError,
     bucket_of,

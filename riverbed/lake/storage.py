@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
-from riverbed.config.models import LakeConfig
+from riverbed.config.stores import LakeConfig
 from riverbed.errors import RiverbedError
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from sqlglot import exp
 
 from riverbed.config.loader import Project
-from riverbed.config.models import TableConfig
+from riverbed.config.tables import TableConfig
 from riverbed.errors import ConfigError, RiverbedError, UsageError
 from riverbed.lake.pgtypes import PgColumn, arrow_type  # how the lake is typed
 from riverbed.lake.schema import CDC_COLUMNS

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from riverbed.config.models import WarehouseConfig
+from riverbed.config.stores import WarehouseConfig
 from riverbed.errors import RiverbedError
 
 LOAD_CHUNK_ROWS = 65_536  # rows converted and sent per step of a load: bounds its extra memory

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from riverbed.config.alarms import AlarmConfig
 from riverbed.config.metric_names import RATIOS
-from riverbed.config.models import AlarmConfig, RiverbedConfig
+from riverbed.config.models import RiverbedConfig
 from riverbed.observe.notify import Dispatcher
 from riverbed.state import StateStore
 

@@ -13,7 +13,7 @@ from riverbed.lake.positions import format_lsn
 from riverbed.observe.alarms import alarm_states
 from riverbed.orchestrate.history import process_gone
 from riverbed.source.connection import source_for
-from riverbed.state import StateStore, open_state
+from riverbed.state import StateStore, TableSummary, open_state
 from riverbed.state.records import BadFile, BatchQuality
 
 
@@ -79,17 +79,7 @@ def gather(project: Project) -> dict[str, Any]:
             cap["files"] = sum(t.files for t in lake.values())
             cap["rows"] = sum(t.rows for t in lake.values())
             cap["metrics_at"] = max((ts for _, ts in metrics.values()), default=None)
-        for table, info in lake.items():
-            landed = info.landed_at
-            report["lake"][table] = {
-                "files": info.files,
-                "rows": info.rows,
-                "snapshot_rows": info.snapshot_rows,
-                "schema_version": info.schema_version,
-                "landed_at": datetime.fromtimestamp(landed, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                if landed
-                else None,
-            }
+        report["lake"] = _lake_tables(lake)
         report["quality"] = [_quality(b) for b in manifest.transform.quality()]
         report["bad_files"] = [_bad_file(b) for b in manifest.transform.bad_files()]
         report["runs"] = _runs(manifest)
@@ -135,6 +125,23 @@ def _bad_file(bad: BadFile) -> dict[str, Any]:
         "reason": bad.reason,
         "at": bad.at,
     }
+
+
+def _lake_tables(lake: dict[str, TableSummary]) -> dict[str, dict[str, Any]]:
+    """Each table's raw files in the lake, as the report shows them."""
+    tables: dict[str, dict[str, Any]] = {}
+    for table, info in lake.items():
+        landed = info.landed_at
+        tables[table] = {
+            "files": info.files,
+            "rows": info.rows,
+            "snapshot_rows": info.snapshot_rows,
+            "schema_version": info.schema_version,
+            "landed_at": datetime.fromtimestamp(landed, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            if landed
+            else None,
+        }
+    return tables
 
 
 def _runs(manifest: StateStore, limit: int = 5) -> list[dict[str, Any]]:

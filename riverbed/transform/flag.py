@@ -5,7 +5,6 @@ the rows it works on, and returns what it found."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +12,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from riverbed.config.models import QualityRule, TableConfig
+from riverbed.config.tables import QualityRule, TableConfig
 from riverbed.errors import ConfigError
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.schema import POSITION_COLUMNS as POSITION
@@ -21,13 +20,10 @@ from riverbed.transform.bookmarks import RuleResult
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError
 from riverbed.transform.read import EMPTY, TYPE_RULE
-from riverbed.transform.rules import (
-    BATCH,
-    CompiledChecks,
-    RuleContext,
-    check_schema,
-    compile_checks,
-)
+from riverbed.transform.rules import CompiledChecks, compile_checks
+from riverbed.transform.rules.context import RuleContext
+from riverbed.transform.rules.schema import check_schema
+from riverbed.transform.rules.sql import BATCH
 
 SAMPLES = 5
 
@@ -66,13 +62,14 @@ def rule_results(
 
 
 def register_transforms(
-    engine: TransformEngine, table: str, cfg: TableConfig, schema: pa.Schema
+    engine: TransformEngine, probe: DuckDBEngine, table: str, cfg: TableConfig, schema: pa.Schema
 ) -> pa.Schema:
     """Register the transforms as view ``transformed``; returns its columns and types
-    (DuckDB's, the dialect of the config, whichever engine runs)."""
+    (DuckDB's, the dialect of the config, whichever engine runs), found with ``probe``, an
+    in-memory DuckDB the caller owns (see TransformRun._type_probe)."""
     statement = transform_statement(table, cfg, schema)
     try:
-        shape = _reference_schema(statement, schema)
+        shape = _reference_schema(probe, statement, schema)
         engine.register_view("transformed", statement)
         return shape
     except TransformEngineError as exc:
@@ -302,29 +299,15 @@ def _conform(rows: pa.Table, shape: pa.Schema) -> pa.Table:
     return rows
 
 
-def _reference_schema(statement: exp.Select, schema: pa.Schema) -> pa.Schema:
-    """The types DuckDB gives ``statement``'s columns, found on an empty input.
+def _reference_schema(probe: DuckDBEngine, statement: exp.Select, schema: pa.Schema) -> pa.Schema:
+    """The types DuckDB gives ``statement``'s columns, found on an empty input in ``probe``.
 
     The config's SQL is DuckDB's dialect, so its types are the reference: another engine's
     result (Spark widens decimal products, counts in int32, ...) is cast to them, and the
     staged files are the same whichever engine ran.
     """
-    probe = _probe()
     probe.register("batch", schema.empty_table())
     return probe.query(statement).schema
-
-
-_PROBES = threading.local()
-
-
-def _probe() -> DuckDBEngine:
-    """One small in-memory DuckDB per thread for type probes (opening one per batch costs
-    more than the probe)."""
-    engine = getattr(_PROBES, "engine", None)
-    if engine is None:
-        engine = DuckDBEngine(threads=1)
-        _PROBES.engine = engine
-    return engine
 
 
 def check_pii(table: str, cfg: TableConfig, shape: pa.Schema) -> None:

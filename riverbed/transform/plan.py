@@ -12,7 +12,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from riverbed.config.models import QualityRule, TableConfig
+from riverbed.config.tables import QualityRule, TableConfig
 from riverbed.transform.engine import DIALECT
 
 Lookups = tuple[tuple[str, str], ...]  # (column of the rows read, column of the checked batch)

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riverbed.config.loader import Project
-from riverbed.config.models import TableConfig
+from riverbed.config.tables import TableConfig
 from riverbed.errors import ConfigError, ErrorClass, RiverbedError
 from riverbed.lake.declared import Declared, declared_columns
 from riverbed.lake.lock import ProcessLock
@@ -50,6 +50,7 @@ from riverbed.observe.logs import log_context, log_event
 from riverbed.state import LakeFile, StateStore, open_state
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks
 from riverbed.transform.current import CurrentRows, holding, tests
+from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import TransformEngine, TransformEngineError, open_engine
 from riverbed.transform.flag import (
     check_pii,
@@ -67,11 +68,8 @@ from riverbed.transform.read import (
     resolve_toast,
     split_untyped,
 )
-from riverbed.transform.rules import (
-    CompiledChecks,
-    RuleContext,
-    compile_checks,
-)
+from riverbed.transform.rules import CompiledChecks, compile_checks
+from riverbed.transform.rules.context import RuleContext
 from riverbed.transform.write import Checked, finish_set_asides, set_aside, write_outputs
 
 log = logging.getLogger("riverbed.transform")
@@ -167,6 +165,7 @@ class TransformRun:
         self.now = now
         self._key: bytes | None = None
         self._current = CurrentRows(storage, manifest, self.config.tables)
+        self._probe: DuckDBEngine | None = None  # see _type_probe
 
     # --- the run --------------------------------------------------------------------------
 
@@ -174,12 +173,30 @@ class TransformRun:
         started = time.monotonic()
         result = TransformResult(self.engine.name)
         chosen = set(tables) if tables else set(self.config.tables)
-        for name in table_order(self.config.tables):
-            if name not in chosen:
-                continue
-            result.tables.append(self.run_table(name, result))
+        try:
+            for name in table_order(self.config.tables):
+                if name not in chosen:
+                    continue
+                result.tables.append(self.run_table(name, result))
+        finally:
+            self._close_probe()
         result.seconds = time.monotonic() - started
         return result
+
+    def _type_probe(self) -> DuckDBEngine:
+        """The run's in-memory DuckDB that finds the types of a table's transforms
+        (flag.register_transforms). The run owns it: opened on first use, by the thread that
+        calls run() (batches are checked there; the writer thread only writes), and closed
+        when run() ends. One per run rather than per batch: a fresh one per probe measured
+        ~64 ms against ~11 ms for a reused one."""
+        if self._probe is None:
+            self._probe = DuckDBEngine(threads=1)
+        return self._probe
+
+    def _close_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     def run_table(self, table: str, result: TransformResult) -> TableRun:
         """Every pending batch of ``table``, in order, as a two-step pipeline: batch N's output
@@ -303,7 +320,7 @@ class TransformRun:
         self.engine.register("batch", raw)
         # the transforms are a view: the rule query reads through it, so the transformed rows
         # are materialised once, with their flags
-        shape = register_transforms(self.engine, batch.table, cfg, raw.schema)
+        shape = register_transforms(self.engine, self._type_probe(), batch.table, cfg, raw.schema)
         check_pii(batch.table, cfg, shape)
         checks, context = self._checks(batch, plan, raw, shape)
         flagged = flag_rows(self.engine, batch.table, cfg, raw, shape, checks, context)

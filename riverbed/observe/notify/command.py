@@ -14,7 +14,7 @@ import signal
 import subprocess
 from typing import Any
 
-from riverbed.config.models import NotifierConfig
+from riverbed.config.alarms import NotifierConfig
 from riverbed.observe.notify import NotifyError
 
 TIMEOUT_SECONDS = 30.0

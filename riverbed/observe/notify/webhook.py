@@ -37,7 +37,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from riverbed.config.models import NotifierConfig
+from riverbed.config.alarms import NotifierConfig
 from riverbed.observe.notify import RETRY_WINDOW_SECONDS, NotifyError
 
 logger = logging.getLogger("riverbed.notify")

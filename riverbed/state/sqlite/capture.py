@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from riverbed.config.models import SourceConfig
+from riverbed.config.source import SourceConfig
 from riverbed.state.records import LakeFile, SchemaVersion, SnapshotDone
 from riverbed.state.sqlite.db import Database
 from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
