@@ -18,7 +18,15 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from riverbed.config.models import SourceConfig
-from riverbed.state.records import LakeFile, Sample, SchemaVersion, SnapshotDone, TableSummary
+from riverbed.state.records import (
+    LakeFile,
+    RunEvent,
+    RunRecord,
+    Sample,
+    SchemaVersion,
+    SnapshotDone,
+    TableSummary,
+)
 
 
 class LakeFiles(Protocol):
@@ -83,6 +91,47 @@ class Metrics(Protocol):
     def prune(self, older_than: float, now: float | None = None) -> int: ...
 
 
+class RunState(Protocol):
+    """The run history: each run of the pipeline's state machine and its events in order,
+    each write durable when it returns (a killed run leaves its history up to its last
+    event). A run is idle when it succeeded and the last ``output.new_data`` one of its
+    succeeded or skipped events holds is 0: it found nothing to do."""
+
+    def start(
+        self, run_id: str, trigger: str, *, started_at: float, pid: int, host: str
+    ) -> None: ...
+    def reopen(self, run_id: str, *, pid: int, host: str) -> None: ...
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        ended_at: float,
+        failed_state: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+    def add_event(
+        self,
+        run_id: str,
+        state: str,
+        event: str,
+        *,
+        ts: float,
+        attempt: int | None = None,
+        error_class: str | None = None,
+        error: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None: ...
+    def run(self, run_id: str) -> RunRecord | None: ...
+    def with_id_part(self, part: str) -> list[RunRecord]: ...
+    def latest(self, limit: int = 20, idle: bool = True) -> list[RunRecord]: ...
+    def idle_count(self, since: float | None = None) -> int: ...
+    def running(self) -> list[RunRecord]: ...
+    def last_success(self) -> float | None: ...
+    def first_started(self) -> float | None: ...
+    def events(self, run_id: str) -> list[RunEvent]: ...
+
+
 class StateStore(Protocol):
     @property
     def lake(self) -> LakeFiles: ...
@@ -90,6 +139,8 @@ class StateStore(Protocol):
     def capture(self) -> CaptureState: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def runs(self) -> RunState: ...
 
     def transaction(self) -> AbstractContextManager[Any]: ...
     def close(self) -> None: ...

@@ -7,14 +7,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from riverbed.state.sqlite import capture, lake_files, metrics
+from riverbed.state.sqlite import capture, lake_files, metrics, runs
 from riverbed.state.sqlite.capture import SQLiteCaptureState
 from riverbed.state.sqlite.db import Database
 from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
 from riverbed.state.sqlite.metrics import SQLiteMetrics
+from riverbed.state.sqlite.runs import SQLiteRunState
 
 # every repository's tables, created when the store is opened
-SCHEMA = "".join(module.SCHEMA for module in (lake_files, capture, metrics))
+SCHEMA = "".join(module.SCHEMA for module in (lake_files, capture, metrics, runs))
 
 
 class SQLiteStore:
@@ -28,6 +29,7 @@ class SQLiteStore:
         self.lake = SQLiteLakeFiles(self._db)
         self.capture = SQLiteCaptureState(self._db, self.lake)
         self.metrics = SQLiteMetrics(self._db)
+        self.runs = SQLiteRunState(self._db)
 
     def close(self) -> None:
         self._db.close()
