@@ -1,12 +1,14 @@
-"""The state store's contract for the run history (riverbed.state.store.RunState): every
-implementation runs these, through the protocol alone."""
+"""The state store's contract for the run history and the alarms (riverbed.state.store.RunState
+and AlarmState): every implementation runs these, through the protocol alone."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
+from riverbed.state.records import AlarmStatus, AlarmTransition
 from riverbed.state.store import StateStore
 
 T0 = 1_700_000_000.0
@@ -177,6 +179,83 @@ def test_writes_in_a_failed_transaction_are_not_kept(state_store: StateStore) ->
     with pytest.raises(RuntimeError), state_store.transaction():
         start(state_store, "lost", T0 + 1)
         state_store.runs.add_event("kept", "check", "entered", ts=T0)
+        state_store.alarms.save(status("a", "ALARM", T0))
         raise RuntimeError
     assert [r.run_id for r in state_store.runs.latest()] == ["kept"]
     assert state_store.runs.events("kept") == []
+    assert state_store.alarms.states() == []
+
+
+# --- alarms ----------------------------------------------------------------------------------
+
+
+def status(alarm: str, state: Any, at: float, reason: str = "why", value: float | None = 1.0):
+    return AlarmStatus(alarm=alarm, state=state, since=at, reason=reason, value=value)
+
+
+def test_alarm_states_are_by_name_and_since_moves_only_on_a_change(
+    state_store: StateStore,
+) -> None:
+    alarms = state_store.alarms
+    assert alarms.states() == []
+    alarms.save(status("b", "OK", T0))
+    alarms.save(status("a", "ALARM", T0, value=None))
+    assert alarms.states() == [status("a", "ALARM", T0, value=None), status("b", "OK", T0)]
+
+    alarms.save(status("b", "OK", T0 + 60, reason="still fine", value=2.0))
+    [_, b] = alarms.states()
+    assert (b.state, b.since, b.reason, b.value) == ("OK", T0, "still fine", 2.0)
+    alarms.save(status("b", "ALARM", T0 + 120, reason="too high", value=9.0))
+    [_, b] = alarms.states()
+    assert (b.state, b.since, b.reason, b.value) == ("ALARM", T0 + 120, "too high", 9.0)
+
+
+def transition(alarm: str, old: Any, new: Any, ts: float) -> AlarmTransition:
+    return AlarmTransition(
+        alarm=alarm, old_state=old, new_state=new, reason=f"{old}->{new}", value=None, ts=ts
+    )
+
+
+def test_alarm_history_is_newest_first_per_alarm_and_limited(state_store: StateStore) -> None:
+    alarms = state_store.alarms
+    assert alarms.history() == []
+    changes = [
+        transition("a", "INSUFFICIENT_DATA", "OK", T0),
+        transition("b", "INSUFFICIENT_DATA", "ALARM", T0),
+        transition("a", "OK", "ALARM", T0 + 60),
+        transition("a", "ALARM", "OK", T0 + 60),  # same time: the later one is newer
+    ]
+    for change in changes:
+        alarms.add_transition(change)
+    assert alarms.history() == [changes[3], changes[2], changes[1], changes[0]]
+    assert alarms.history("a") == [changes[3], changes[2], changes[0]]
+    assert alarms.history("a", limit=1) == [changes[3]]
+    assert alarms.history("nope") == []
+
+
+def test_two_evaluations_at_once_record_one_change(state_store: StateStore) -> None:
+    """Read and write inside one transaction: the second evaluation sees the first's state."""
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def evaluate() -> None:
+        try:
+            barrier.wait()
+            with state_store.transaction():
+                current = {s.alarm: s.state for s in state_store.alarms.states()}
+                old = current.get("a", "INSUFFICIENT_DATA")
+                state_store.alarms.save(status("a", "ALARM", T0))
+                if old != "ALARM":
+                    state_store.alarms.add_transition(transition("a", old, "ALARM", T0))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=evaluate) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert [(t.old_state, t.new_state) for t in state_store.alarms.history()] == [
+        ("INSUFFICIENT_DATA", "ALARM")
+    ]

@@ -311,13 +311,12 @@ def _print_shop(source: Any, schema_name: str) -> None:
 
 
 def _print_operations(project: Project) -> None:
-    from riverbed.observe.alarms import alarm_states
     from riverbed.state import open_state
 
     manifest = open_state(project)
     try:
         runs = manifest.runs.latest(limit=1000)
-        alarms = alarm_states(manifest)
+        alarms = manifest.alarms.states()
         latest = {s.name: s.value for s in manifest.metrics.latest("capture_lag")}
     finally:
         manifest.close()
@@ -339,11 +338,10 @@ def _print_operations(project: Project) -> None:
             f"{int(latest.get('capture_lag_bytes', 0)):,} bytes of WAL"
         )
     for alarm in alarms:  # as `riverbed status` prints them: a reason wraps under itself
-        color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
+        color = {"OK": "green", "ALARM": "red"}.get(alarm.state, "yellow")
         labelled(
             "alarm",
-            f"{escape(alarm['alarm'])}: [{color}]{alarm['state']}[/{color}] "
-            f"{escape(alarm['reason'])}",
+            f"{escape(alarm.alarm)}: [{color}]{alarm.state}[/{color}] {escape(alarm.reason)}",
         )
 
 

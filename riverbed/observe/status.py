@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,6 @@ from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.batches import bad_files, quality_results
 from riverbed.lake.positions import format_lsn
-from riverbed.observe.alarms import alarm_states
 from riverbed.source.connection import source_for
 from riverbed.state import StateStore, open_state
 
@@ -92,7 +92,7 @@ def gather(project: Project) -> dict[str, Any]:
         report["quality"] = quality_results(manifest)
         report["bad_files"] = bad_files(manifest)
         report["runs"] = _runs(manifest)
-        report["alarms"] = alarm_states(manifest)
+        report["alarms"] = [asdict(s) for s in manifest.alarms.states()]
         report["last_hour"] = _last_hour(manifest, time.time())
         report["generated_at"] = time.time()
     finally:

@@ -7,7 +7,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from riverbed.lake.layout import batch_of, parse_raw_path
 
@@ -130,3 +130,29 @@ class RunEvent:
     error_class: str | None = None
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)  # counts, delay, output: JSON
+
+
+AlarmStateName = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlarmStatus:
+    """An alarm's state as of its latest evaluation (what `riverbed status` shows)."""
+
+    alarm: str
+    state: AlarmStateName
+    since: float  # when it entered this state
+    reason: str  # of the latest evaluation
+    value: float | None  # the newest datapoint, None when all were missing
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlarmTransition:
+    """An alarm that changed state at ``ts``."""
+
+    alarm: str
+    old_state: AlarmStateName
+    new_state: AlarmStateName
+    reason: str
+    value: float | None
+    ts: float

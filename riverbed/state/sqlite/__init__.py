@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from riverbed.state.sqlite import capture, lake_files, metrics, runs
+from riverbed.state.sqlite import alarms, capture, lake_files, metrics, runs
+from riverbed.state.sqlite.alarms import SQLiteAlarmState
 from riverbed.state.sqlite.capture import SQLiteCaptureState
 from riverbed.state.sqlite.db import Database
 from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
@@ -15,7 +16,7 @@ from riverbed.state.sqlite.metrics import SQLiteMetrics
 from riverbed.state.sqlite.runs import SQLiteRunState
 
 # every repository's tables, created when the store is opened
-SCHEMA = "".join(module.SCHEMA for module in (lake_files, capture, metrics, runs))
+SCHEMA = "".join(module.SCHEMA for module in (lake_files, capture, metrics, runs, alarms))
 
 
 class SQLiteStore:
@@ -30,6 +31,7 @@ class SQLiteStore:
         self.capture = SQLiteCaptureState(self._db, self.lake)
         self.metrics = SQLiteMetrics(self._db)
         self.runs = SQLiteRunState(self._db)
+        self.alarms = SQLiteAlarmState(self._db)
 
     def close(self) -> None:
         self._db.close()
