@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from riverbed.config.loader import Project
-from riverbed.config.models import TaskState
+from riverbed.config.models import TaskResource, TaskState
 from riverbed.errors import ErrorClass, RiverbedError
 from riverbed.observe.notify import Dispatcher
 from riverbed.orchestrate.executor import StateError
@@ -56,14 +56,27 @@ class Tasks:
     # LoadResult.as_dict() (`riverbed run --json` prints it)
     summary: dict[str, Any] = field(default_factory=_empty_summary)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # every resource but notify, which runs on the error a Catch took instead of the state
+    _resources: dict[TaskResource, Callable[[TaskState], dict[str, Any]]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self._resources = {
+            "check": self._check,
+            "transform": self._transform,
+            "stage": self._stage,
+            "dimension": self._dimension,
+            "facts": self._facts,
+            "publish": self._publish,
+        }
 
     def __call__(
         self, _name: str, state: TaskState, _variables: dict[str, float], caught: StateError | None
     ) -> dict[str, Any]:
         if state.resource == "notify":
             return self._notify(caught)
-        run = getattr(self, f"_{state.resource}")
-        return dict(run(state))
+        return dict(self._resources[state.resource](state))
 
     # --- resources ----------------------------------------------------------------------------
 
