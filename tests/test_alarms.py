@@ -14,9 +14,6 @@ from riverbed.config.alarms import AlarmConfig
 from riverbed.config.loader import parse_config
 from riverbed.config.models import RiverbedConfig
 from riverbed.observe.alarms import (
-    Transition,
-    alarm_history,
-    alarm_states,
     datapoints,
     decide,
     evaluate_alarms,
@@ -25,6 +22,7 @@ from riverbed.observe.alarms import (
 )
 from riverbed.observe.notify import Dispatcher
 from riverbed.state import SQLiteStore, StateStore
+from riverbed.state.records import AlarmTransition
 
 P = 60  # period_seconds in every test
 T0 = 1_700_000_000.0  # a period boundary of the tests' clock
@@ -72,7 +70,7 @@ def manifest(tmp_path: Path) -> StateStore:
     return SQLiteStore(tmp_path / "state.db")
 
 
-def evaluate(config: RiverbedConfig, manifest: StateStore, now: float) -> list[Transition]:
+def evaluate(config: RiverbedConfig, manifest: StateStore, now: float) -> list[AlarmTransition]:
     return evaluate_alarms(config, manifest, now, None)
 
 
@@ -213,7 +211,7 @@ def test_missing_ok_alarm_ok_then_insufficient_data(manifest: StateStore) -> Non
     dispatcher = Dispatcher({"rec": recorder})
 
     assert evaluate_alarms(config, manifest, T0, dispatcher) == []  # no data yet: stays
-    assert alarm_states(manifest)[0]["state"] == "INSUFFICIENT_DATA"
+    assert manifest.alarms.states()[0].state == "INSUFFICIENT_DATA"
 
     metrics.record({"capture_lag_seconds": 1.0}, ts=T0 + 10)
     metrics.record({"capture_lag_seconds": 9.0}, ts=T0 + P + 10)
@@ -247,11 +245,11 @@ def test_missing_ok_alarm_ok_then_insufficient_data(manifest: StateStore) -> Non
     for part in ("1 of 1", "maximum of capture_lag_seconds", "> 3", "[9]", "1 period(s) of 60 s"):
         assert part in fired["reason"]
 
-    history = alarm_history(manifest, "lag_high")
-    assert [(h["old_state"], h["new_state"]) for h in history] == list(reversed(states))
-    assert history[0]["ts"] == T0 + 10 * P
-    [state] = alarm_states(manifest)
-    assert (state["alarm"], state["state"], state["since"]) == (
+    history = manifest.alarms.history("lag_high")
+    assert [(h.old_state, h.new_state) for h in history] == list(reversed(states))
+    assert history[0].ts == T0 + 10 * P
+    [state] = manifest.alarms.states()
+    assert (state.alarm, state.state, state.since) == (
         "lag_high",
         "INSUFFICIENT_DATA",
         T0 + 10 * P,
@@ -267,10 +265,10 @@ def test_each_change_is_recorded_once(manifest: StateStore) -> None:
     for _ in range(3):
         assert evaluate(config, manifest, T0 + P) == []
         assert evaluate(config, manifest, T0 + P + 5) == []
-    assert len(alarm_history(manifest)) == 2
-    assert [h["alarm"] for h in alarm_history(manifest, "a")] == ["a"]
-    assert len(alarm_history(manifest, limit=1)) == 1
-    since = {s["alarm"]: s["since"] for s in alarm_states(manifest)}
+    assert len(manifest.alarms.history()) == 2
+    assert [h.alarm for h in manifest.alarms.history("a")] == ["a"]
+    assert len(manifest.alarms.history(limit=1)) == 1
+    since = {s.alarm: s.since for s in manifest.alarms.states()}
     assert since == {"a": T0 + P, "b": T0 + P}  # unchanged by the later evaluations
 
 
@@ -280,8 +278,8 @@ def test_ignore_keeps_the_state_when_all_data_is_missing(manifest: StateStore) -
     manifest.metrics.record({"capture_lag_seconds": 9.0}, ts=T0 + 1)
     assert [t.new_state for t in evaluate(config, manifest, T0 + P)] == ["ALARM"]
     assert evaluate(config, manifest, T0 + 5 * P) == []
-    [state] = alarm_states(manifest)
-    assert state["state"] == "ALARM" and "state kept" in state["reason"]
+    [state] = manifest.alarms.states()
+    assert state.state == "ALARM" and "state kept" in state.reason
 
 
 @pytest.mark.parametrize(("treatment", "state"), [("breaching", "ALARM"), ("not_breaching", "OK")])

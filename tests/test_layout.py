@@ -32,10 +32,6 @@ KNOWN: set[str] = {
     # decoder: it reads a lag the capture records in the state store once item 1/2 gives
     # observe one to read
     "riverbed/observe/status.py imports riverbed.capture.lag (a stage never imports another stage)",
-    # whether a run's process is gone is read off the run history, which moves into
-    # riverbed/state with issue 16 item 1
-    "riverbed/observe/status.py imports riverbed.orchestrate.history"
-    " (a stage never imports another stage)",
 }
 
 

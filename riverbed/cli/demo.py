@@ -310,23 +310,21 @@ def _print_shop(source: Any, schema_name: str) -> None:
 
 
 def _print_operations(project: Project) -> None:
-    from riverbed.observe.alarms import alarm_states
-    from riverbed.orchestrate.history import RunHistory
     from riverbed.state import open_state
 
     manifest = open_state(project)
     try:
-        runs = RunHistory(manifest).runs(limit=1000)
-        alarms = alarm_states(manifest)
+        runs = manifest.runs.latest(limit=1000)
+        alarms = manifest.alarms.states()
         latest = {s.name: s.value for s in manifest.metrics.latest("capture_lag")}
     finally:
         manifest.close()
     by_status: dict[str, int] = {}
     for r in runs:
-        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
-    durations = sorted(r["ended_at"] - r["started_at"] for r in runs if r["ended_at"])
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    durations = sorted(r.ended_at - r.started_at for r in runs if r.ended_at)
     median = durations[len(durations) // 2] if durations else 0.0
-    idle = sum(1 for r in runs if r["idle"])
+    idle = sum(1 for r in runs if r.idle)
     _say(
         f"{len(runs)} runs: "
         + ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
@@ -339,11 +337,10 @@ def _print_operations(project: Project) -> None:
             f"{int(latest.get('capture_lag_bytes', 0)):,} bytes of WAL"
         )
     for alarm in alarms:  # as `riverbed status` prints them: a reason wraps under itself
-        color = {"OK": "green", "ALARM": "red"}.get(alarm["state"], "yellow")
+        color = {"OK": "green", "ALARM": "red"}.get(alarm.state, "yellow")
         labelled(
             "alarm",
-            f"{escape(alarm['alarm'])}: [{color}]{alarm['state']}[/{color}] "
-            f"{escape(alarm['reason'])}",
+            f"{escape(alarm.alarm)}: [{color}]{alarm.state}[/{color}] {escape(alarm.reason)}",
         )
 
 

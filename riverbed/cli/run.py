@@ -341,10 +341,7 @@ def print_transform(result: Any) -> None:
         if not t.batches:
             continue
         failing = [
-            f"{q['rule']} {q['failed']:,}"
-            for b in t.batches
-            for q in b["quality"]
-            if q["status"] != "pass"
+            f"{q.rule} {q.failed:,}" for b in t.batches for q in b.quality if q.status != "pass"
         ]
         console.print(
             f"{t.table:<12} {len(t.batches)} batch(es): {t.rows_in:,} rows in, "

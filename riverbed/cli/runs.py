@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -58,19 +59,19 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
     a short id that `runs show` and `run --redrive` take, and a failed run's error whole on
     the lines below it. Idle runs (nothing new: one per interval of `run --every`) are
     counted, not listed, unless ``show_idle``; the JSON lists every run with its idle flag."""
-    from riverbed.orchestrate.history import RunHistory, process_gone
+    from riverbed.orchestrate.history import RunHistory
     from riverbed.state import open_state
 
     manifest = open_state(project)
     try:
         history = RunHistory(manifest)
-        runs = history.runs(limit, idle=as_json or show_idle)
+        runs = manifest.runs.latest(limit, idle=as_json or show_idle)
         if as_json:
-            print(json.dumps(runs, default=str))
+            print(json.dumps([asdict(r) for r in runs], default=str))
             return
         full = len(runs) == limit  # older runs, idle ones among them, are beyond the list
-        hidden = 0 if show_idle else history.idle_runs(runs[-1]["started_at"] if full else None)
-        ids = {r["run_id"]: history.short_id(r["run_id"]) for r in runs}
+        hidden = 0 if show_idle else manifest.runs.idle_count(runs[-1].started_at if full else None)
+        ids = {r.run_id: history.short_id(r.run_id) for r in runs}
     finally:
         manifest.close()
     if not runs:
@@ -88,25 +89,25 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
         highlight=False,
     )
     for r in runs:
-        seconds = f"{r['ended_at'] - r['started_at']:.2f}" if r["ended_at"] else "-"
-        status = "nothing new" if r["idle"] else r["status"]
-        gone = process_gone(r)
+        seconds = f"{r.ended_at - r.started_at:.2f}" if r.ended_at else "-"
+        status = "nothing new" if r.idle else r.status
+        gone = r.process_gone()
         if gone:
             status = "died"
         color = {"succeeded": "green", "failed": "red", "aborted": "yellow"}.get(status, "dim")
         console.print(
-            f"{ids[r['run_id']]:<{width}}  [{color}]{status:<11}[/{color}]  "
-            f"{_clock(r['started_at'])}  {seconds:>7}  {r['trigger']}",
+            f"{ids[r.run_id]:<{width}}  [{color}]{status:<11}[/{color}]  "
+            f"{_clock(r.started_at)}  {seconds:>7}  {r.trigger}",
             highlight=False,
         )
         where = ", ".join(
-            ([f"redriven {r['redrives']}x"] if r["redrives"] else [])
-            + ([f"at {r['failed_state']}"] if r["failed_state"] else [])
+            ([f"redriven {r.redrives}x"] if r.redrives else [])
+            + ([f"at {r.failed_state}"] if r.failed_state else [])
         )
-        note = f"{where}: {r['error']}" if where and r["error"] else where or r["error"]
+        note = f"{where}: {r.error}" if where and r.error else where or r.error
         if gone:
             note = (
-                f"process {r['pid']} is gone (killed?); the next `riverbed run` marks it "
+                f"process {r.pid} is gone (killed?); the next `riverbed run` marks it "
                 "aborted, `riverbed run --redrive` resumes it"
             )
         if note:
@@ -129,18 +130,17 @@ def print_timeline(project: Project, given: str, as_json: bool) -> None:
     try:
         history = RunHistory(manifest)
         run = history.resolve(given)
-        run_id = run["run_id"]
-        events = history.events(run_id)
-        short = history.short_id(run_id)
+        events = manifest.runs.events(run.run_id)
+        short = history.short_id(run.run_id)
     finally:
         manifest.close()
     if as_json:
-        print(json.dumps({"run": run, "events": [e.__dict__ for e in events]}, default=str))
+        print(json.dumps({"run": asdict(run), "events": [asdict(e) for e in events]}, default=str))
         return
-    status = "succeeded, nothing new" if run["idle"] else run["status"]
+    status = "succeeded, nothing new" if run.idle else run.status
     console.print(
-        f"run {run_id}: {status} ({run['trigger']}), started {_clock(run['started_at'])}"
-        + (f", redriven {run['redrives']}x" if run["redrives"] else ""),
+        f"run {run.run_id}: {status} ({run.trigger}), started {_clock(run.started_at)}"
+        + (f", redriven {run.redrives}x" if run.redrives else ""),
         highlight=False,
     )
     width = min(max([len("state"), *(len(e.state) for e in events)]), 30)
@@ -161,7 +161,7 @@ def print_timeline(project: Project, given: str, as_json: bool) -> None:
             parts.insert(0, f"{e.error_class}: {e.error}" if e.error_class else e.error)
         if parts:
             _indented(", ".join(str(p) for p in parts), 4)
-    if run["status"] in ("failed", "aborted"):
+    if run.status in ("failed", "aborted"):
         console.print(f"resume with `riverbed run --redrive {short}`", highlight=False)
 
 

@@ -29,6 +29,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
+
 # defined in sqlglot.tokenizer_core since sqlglot 30, and imported by tokens for older callers
 from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 

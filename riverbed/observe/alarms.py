@@ -21,7 +21,7 @@ period, so one bad row in a 7-row batch counts as one row of the period, not as 
 
 The decision is the pure :func:`decide`, so every treatment is testable without a database.
 :func:`evaluate_alarms` wraps it: it reads the current state and writes the new one and any
-transition in ONE transaction (two processes evaluating at once cannot both record the same
+transition (the state store's alarms: riverbed.state.store.AlarmState) in ONE transaction (two processes evaluating at once cannot both record the same
 transition), and only after the commit tells the notifiers.
 """
 
@@ -31,35 +31,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from riverbed.config.alarms import AlarmConfig
 from riverbed.config.metric_names import RATIOS
 from riverbed.config.models import RiverbedConfig
 from riverbed.observe.notify import Dispatcher
 from riverbed.state import StateStore
+from riverbed.state.records import AlarmStateName as State
+from riverbed.state.records import AlarmStatus, AlarmTransition
 
-State = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
-INITIAL_STATE: State = "INSUFFICIENT_DATA"
-
-SCHEMA = """
-create table if not exists alarm_state (
-  alarm   text primary key,
-  state   text not null,
-  since   real not null,
-  reason  text not null,
-  value   real
-);
-create table if not exists alarm_history (
-  alarm      text not null,
-  ts         real not null,
-  old_state  text not null,
-  new_state  text not null,
-  reason     text not null,
-  value      real
-);
-create index if not exists alarm_history_by_alarm on alarm_history (alarm, ts);
-"""
+INITIAL_STATE: State = "INSUFFICIENT_DATA"  # of an alarm never evaluated
 
 _COMPARE = {
     ">": lambda value, threshold: value > threshold,
@@ -76,18 +58,6 @@ class Decision:
     state: State
     reason: str
     value: float | None
-
-
-@dataclass(frozen=True)
-class Transition:
-    """An alarm that changed state at ``ts``."""
-
-    alarm: str
-    old_state: State
-    new_state: State
-    reason: str
-    value: float | None
-    ts: float
 
 
 def statistic(name: str, values: Sequence[float]) -> float | None:
@@ -185,10 +155,9 @@ def decide(alarm: AlarmConfig, points: Sequence[float | None], current: State) -
 
 def evaluate_alarms(
     config: RiverbedConfig, manifest: StateStore, now: float, dispatcher: Dispatcher | None
-) -> list[Transition]:
+) -> list[AlarmTransition]:
     """Evaluate every configured alarm at ``now``; persist states and transitions, and send
     one event per transition to the alarm's notifiers. Returns the transitions."""
-    manifest.ensure_schema(SCHEMA)
     metrics = manifest.metrics
     windows: dict[str, list[float | None]] = {}
     for name, alarm in config.alarms.items():
@@ -200,28 +169,32 @@ def evaluate_alarms(
             top, bottom = (metrics.series(m, since, now) for m in ratio)
             windows[name] = ratio_datapoints(alarm, top, bottom, now)
 
-    transitions: list[Transition] = []
-    with manifest.transaction() as db:
-        current: dict[str, State] = dict(db.execute("select alarm, state from alarm_state"))
+    transitions: list[AlarmTransition] = []
+    with manifest.transaction():
+        current = {s.alarm: s.state for s in manifest.alarms.states()}
         for name, points in windows.items():
             old = current.get(name, INITIAL_STATE)
             decision = decide(config.alarms[name], points, old)
-            # the reason and value refresh on every evaluation; since moves only on a change
-            db.execute(
-                "insert into alarm_state values (?, ?, ?, ?, ?) on conflict (alarm) do update"
-                " set state = excluded.state, reason = excluded.reason, value = excluded.value,"
-                " since = case when alarm_state.state = excluded.state then alarm_state.since"
-                " else excluded.since end",
-                (name, decision.state, now, decision.reason, decision.value),
+            manifest.alarms.save(
+                AlarmStatus(
+                    alarm=name,
+                    state=decision.state,
+                    since=now,
+                    reason=decision.reason,
+                    value=decision.value,
+                )
             )
             if decision.state != old:
-                db.execute(
-                    "insert into alarm_history values (?, ?, ?, ?, ?, ?)",
-                    (name, now, old, decision.state, decision.reason, decision.value),
+                transition = AlarmTransition(
+                    alarm=name,
+                    old_state=old,
+                    new_state=decision.state,
+                    reason=decision.reason,
+                    value=decision.value,
+                    ts=now,
                 )
-                transitions.append(
-                    Transition(name, old, decision.state, decision.reason, decision.value, now)
-                )
+                manifest.alarms.add_transition(transition)
+                transitions.append(transition)
     # after the commit: never announce a transition that was rolled back
     if dispatcher is not None:
         for transition in transitions:
@@ -231,7 +204,7 @@ def evaluate_alarms(
     return transitions
 
 
-def alarm_event(alarm: AlarmConfig, transition: Transition) -> dict[str, Any]:
+def alarm_event(alarm: AlarmConfig, transition: AlarmTransition) -> dict[str, Any]:
     """The notification for ``transition``."""
     return {
         "kind": "alarm",
@@ -244,41 +217,6 @@ def alarm_event(alarm: AlarmConfig, transition: Transition) -> dict[str, Any]:
         "threshold": alarm.threshold,
         "at": _iso(transition.ts),
     }
-
-
-def alarm_states(manifest: StateStore) -> list[dict[str, Any]]:
-    """Every evaluated alarm's current state, by name (for `riverbed status`)."""
-    manifest.ensure_schema(SCHEMA)
-    rows = manifest.query(
-        "select alarm, state, since, reason, value from alarm_state order by alarm"
-    )
-    return [
-        {"alarm": r[0], "state": r[1], "since": r[2], "reason": r[3], "value": r[4]} for r in rows
-    ]
-
-
-def alarm_history(
-    manifest: StateStore, alarm: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
-    """State changes, newest first; of one alarm when ``alarm`` is given."""
-    manifest.ensure_schema(SCHEMA)
-    where, params = ("where alarm = ?", (alarm,)) if alarm is not None else ("", ())
-    rows = manifest.query(
-        "select alarm, ts, old_state, new_state, reason, value from alarm_history "
-        f"{where} order by ts desc, rowid desc limit ?",
-        (*params, limit),
-    )
-    return [
-        {
-            "alarm": r[0],
-            "ts": r[1],
-            "old_state": r[2],
-            "new_state": r[3],
-            "reason": r[4],
-            "value": r[5],
-        }
-        for r in rows
-    ]
 
 
 def _iso(ts: float) -> str:

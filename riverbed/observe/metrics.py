@@ -17,10 +17,6 @@ def since_last_success(manifest: StateStore, now: float) -> float | None:
     """Seconds from the end of the last successful run to ``now`` (from the start of the first
     run when none succeeded yet); None before any run. Computed whenever it is needed: a value
     stored at some instant is stale the next second."""
-    if not manifest.has_table("runs"):
-        return None
-    last, first = manifest.query(
-        "select max(case when status = 'succeeded' then ended_at end), min(started_at) from runs"
-    )[0]
-    since = last if last is not None else first
-    return None if since is None else max(0.0, now - float(since))
+    last = manifest.runs.last_success()
+    since = last if last is not None else manifest.runs.first_started()
+    return None if since is None else max(0.0, now - since)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,8 +11,6 @@ from riverbed.capture.lag import SlotReplaced, measure_lag
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.positions import format_lsn
-from riverbed.observe.alarms import alarm_states
-from riverbed.orchestrate.history import process_gone
 from riverbed.source.connection import source_for
 from riverbed.state import StateStore, TableSummary, open_state
 from riverbed.state.records import BadFile, BatchQuality
@@ -83,7 +82,7 @@ def gather(project: Project) -> dict[str, Any]:
         report["quality"] = [_quality(b) for b in manifest.transform.quality()]
         report["bad_files"] = [_bad_file(b) for b in manifest.transform.bad_files()]
         report["runs"] = _runs(manifest)
-        report["alarms"] = alarm_states(manifest)
+        report["alarms"] = [asdict(s) for s in manifest.alarms.states()]
         report["last_hour"] = _last_hour(manifest, time.time())
         report["generated_at"] = time.time()
     finally:
@@ -146,21 +145,19 @@ def _lake_tables(lake: dict[str, TableSummary]) -> dict[str, dict[str, Any]]:
 
 def _runs(manifest: StateStore, limit: int = 5) -> list[dict[str, Any]]:
     """The latest runs (the orchestrator's history), newest first."""
-    if not manifest.has_table("runs"):
-        return []
-    rows = manifest.query(
-        "select run_id, status, trigger, started_at, ended_at, failed_state, error, pid, host "
-        "from runs order by started_at desc limit ?",
-        (limit,),
-    )
-    names = ("run_id", "status", "trigger", "started_at", "ended_at", "failed_state", "error")
-    runs = []
-    for row in rows:
-        run = dict(zip(names, row))
-        if process_gone({**run, "pid": row[7], "host": row[8]}):
-            run["status"] = "died"  # kill -9: running in the history until the next run
-        runs.append(run)
-    return runs
+    return [
+        {
+            "run_id": run.run_id,
+            # kill -9: running in the history until the next run
+            "status": "died" if run.process_gone() else run.status,
+            "trigger": run.trigger,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "failed_state": run.failed_state,
+            "error": run.error,
+        }
+        for run in manifest.runs.latest(limit)
+    ]
 
 
 def _last_hour(manifest: StateStore, now: float) -> dict[str, float]:

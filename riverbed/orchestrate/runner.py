@@ -137,10 +137,10 @@ def _execute(
     replay: dict[str, list[dict[str, Any]]] = {}
     if redrive is not None:
         previous = history.resolve(redrive)  # the id's tail or start, as `runs show` takes
-        redrive = str(previous["run_id"])
-        if previous["status"] not in ("failed", "aborted"):
+        redrive = previous.run_id
+        if previous.status not in ("failed", "aborted"):
             raise RiverbedError(
-                f"run {redrive} {previous['status']}; only a failed or aborted run can be "
+                f"run {redrive} {previous.status}; only a failed or aborted run can be "
                 "redriven (start a new one with `riverbed run`)"
             )
         replay = history.succeeded_outputs(redrive)

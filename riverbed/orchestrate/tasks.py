@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from riverbed.config.loader import Project
-from riverbed.config.orchestration import TaskState
+from riverbed.config.orchestration import TaskResource, TaskState
 from riverbed.errors import ErrorClass, RiverbedError
 from riverbed.observe.notify import Dispatcher
 from riverbed.orchestrate.executor import StateError
 from riverbed.orchestrate.machine import matches
 from riverbed.state import StateStore, open_state
+
+if TYPE_CHECKING:
+    from riverbed.transform.runner import StagedBatch, TransformResult
 
 
 def _empty_summary() -> dict[str, Any]:
@@ -56,14 +59,27 @@ class Tasks:
     # LoadResult.as_dict() (`riverbed run --json` prints it)
     summary: dict[str, Any] = field(default_factory=_empty_summary)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # every resource but notify, which runs on the error a Catch took instead of the state
+    _resources: dict[TaskResource, Callable[[TaskState], dict[str, Any]]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self._resources = {
+            "check": self._check,
+            "transform": self._transform,
+            "stage": self._stage,
+            "dimension": self._dimension,
+            "facts": self._facts,
+            "publish": self._publish,
+        }
 
     def __call__(
         self, _name: str, state: TaskState, _variables: dict[str, float], caught: StateError | None
     ) -> dict[str, Any]:
         if state.resource == "notify":
             return self._notify(caught)
-        run = getattr(self, f"_{state.resource}")
-        return dict(run(state))
+        return dict(self._resources[state.resource](state))
 
     # --- resources ----------------------------------------------------------------------------
 
@@ -91,14 +107,15 @@ class Tasks:
             tables=self._chosen(state),
             retries=0 if retried else None,
         )
-        self._summarise_transform(result.as_dict())
+        self._summarise_transform(result)
         metrics = self.manifest.metrics
         failures = 0
         worst = 0.0
         for table in result.tables:
-            checks = [r for b in table.batches for r in b.get("quality", [])]
-            failing = [r for r in checks if r.get("failed", 0) > 0]
-            ratio = max((float(r.get("ratio", 0)) for r in checks), default=0.0)
+            checks = [r for b in table.batches for r in b.quality]
+            failing = [r for r in checks if r.failed > 0]
+            # rounded as the batch's JSON shows it (RuleResult.as_dict)
+            ratio = max((round(r.ratio, 6) for r in checks), default=0.0)
             failures += len(failing)
             worst = max(worst, ratio)
             checked, failed = quality_rows(table.batches)
@@ -206,17 +223,22 @@ class Tasks:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _summarise_transform(self, result: dict[str, Any]) -> None:
+    def _summarise_transform(self, result: TransformResult) -> None:
+        """Add ``result`` to the run's summary, which is JSON already (`riverbed run
+        --json` prints it)."""
         with self._lock:
-            self.summary["engine"] = result["engine"]
-            self.summary["batches"] += result["batches"]
-            self.summary["bad_files"] += result["bad_files"]
-            for table, counts in result["tables"].items():
+            self.summary["engine"] = result.engine
+            self.summary["batches"] += result.batches
+            self.summary["bad_files"] += result.bad_files
+            for table in result.tables:
                 into = self.summary["tables"].setdefault(
-                    table, {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "batches": []}
+                    table.table,
+                    {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "batches": []},
                 )
-                for key, value in counts.items():
-                    into[key] += value
+                into["rows_in"] += table.rows_in
+                into["rows_out"] += table.rows_out
+                into["rows_quarantined"] += table.rows_quarantined
+                into["batches"] += [b.as_dict() for b in table.batches]
 
     def _summarise_load(self, target: str, source: str, batches: int, rows: int) -> None:
         with self._lock:
@@ -266,15 +288,14 @@ def pending_batches(manifest: StateStore, tables: Sequence[str] | None) -> int:
     return len(staged)
 
 
-def quality_rows(batches: list[dict[str, Any]]) -> tuple[int, int]:
+def quality_rows(batches: list[StagedBatch]) -> tuple[int, int]:
     """(rows checked, rows failed) by the quality rules of ``batches``: the alarm metric
     quality_failure_ratio divides their sums over its period (observe.alarms.RATIOS), so one
     bad row in a small batch weighs one row, not the batch's share. Every rule of a batch
     checks the same rows; a row failing two rules counts twice, up to the rows checked."""
     checked = failed = 0
     for batch in batches:
-        rules = batch.get("quality", [])
-        rows = max((int(r.get("checked", 0)) for r in rules), default=0)
+        rows = max((r.checked for r in batch.quality), default=0)
         checked += rows
-        failed += min(rows, sum(int(r.get("failed", 0)) for r in rules))
+        failed += min(rows, sum(r.failed for r in batch.quality))
     return checked, failed

@@ -3,9 +3,11 @@ keyword arguments, turned into JSON only at the command line's edge."""
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from riverbed.lake.layout import batch_of, parse_raw_path
 
@@ -187,3 +189,78 @@ class WithdrawnBatch:
     rows_quarantined: int
     min_lsn: int
     max_lsn: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """One run of the pipeline's state machine (fields in the order `riverbed runs --json`
+    prints them)."""
+
+    run_id: str
+    status: str  # running | succeeded | failed | aborted
+    trigger: str  # once | every | cron | demo | redrive
+    started_at: float
+    ended_at: float | None = None
+    failed_state: str | None = None
+    error: str | None = None
+    redrives: int = 0
+    pid: int
+    host: str
+    # succeeded having found nothing to do: the last new_data a task reported was 0
+    idle: bool = False
+
+    def process_gone(self) -> bool:
+        """A run still called running whose process, on this machine, no longer exists
+        (kill -9): it stays 'running' until the next run takes its lock over, so whoever
+        shows it (`riverbed runs`, `riverbed status`) calls it died instead."""
+        if self.status != "running" or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(self.pid), 0)
+        except ProcessLookupError:
+            return True
+        except (OSError, TypeError, ValueError):
+            return False  # alive under another user, or no pid to check
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEvent:
+    """Something that happened in a run: a state entered, an attempt, a retry scheduled, a
+    success, a failure, a catch, a skip on redrive (state ``-`` for the run's own)."""
+
+    run_id: str
+    seq: int  # 1, 2, ... within the run
+    ts: float
+    state: str
+    event: str
+    attempt: int | None = None
+    error_class: str | None = None
+    error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # counts, delay, output: JSON
+
+
+AlarmStateName = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlarmStatus:
+    """An alarm's state as of its latest evaluation (what `riverbed status` shows)."""
+
+    alarm: str
+    state: AlarmStateName
+    since: float  # when it entered this state
+    reason: str  # of the latest evaluation
+    value: float | None  # the newest datapoint, None when all were missing
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlarmTransition:
+    """An alarm that changed state at ``ts``."""
+
+    alarm: str
+    old_state: AlarmStateName
+    new_state: AlarmStateName
+    reason: str
+    value: float | None
+    ts: float

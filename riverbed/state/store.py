@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from riverbed.config.source import SourceConfig
 from riverbed.state.records import (
+    AlarmStatus,
+    AlarmTransition,
     BadFile,
     BatchQuality,
     BatchRecord,
@@ -26,6 +28,8 @@ from riverbed.state.records import (
     LoadBatch,
     QualityResult,
     RuleTotals,
+    RunEvent,
+    RunRecord,
     Sample,
     SchemaVersion,
     SnapshotDone,
@@ -136,6 +140,58 @@ class LoadState(Protocol):
     def last_loaded_at(self) -> float | None: ...
 
 
+class RunState(Protocol):
+    """The run history: each run of the pipeline's state machine and its events in order,
+    each write durable when it returns (a killed run leaves its history up to its last
+    event). A run is idle when it succeeded and the last ``output.new_data`` one of its
+    succeeded or skipped events holds is 0: it found nothing to do."""
+
+    def start(
+        self, run_id: str, trigger: str, *, started_at: float, pid: int, host: str
+    ) -> None: ...
+    def reopen(self, run_id: str, *, pid: int, host: str) -> None: ...
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        ended_at: float,
+        failed_state: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+    def add_event(
+        self,
+        run_id: str,
+        state: str,
+        event: str,
+        *,
+        ts: float,
+        attempt: int | None = None,
+        error_class: str | None = None,
+        error: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None: ...
+    def run(self, run_id: str) -> RunRecord | None: ...
+    def with_id_part(self, part: str) -> list[RunRecord]: ...
+    def latest(self, limit: int = 20, idle: bool = True) -> list[RunRecord]: ...
+    def idle_count(self, since: float | None = None) -> int: ...
+    def running(self) -> list[RunRecord]: ...
+    def last_success(self) -> float | None: ...
+    def first_started(self) -> float | None: ...
+    def events(self, run_id: str) -> list[RunEvent]: ...
+
+
+class AlarmState(Protocol):
+    """Each alarm's state as of its latest evaluation, and its changes. An evaluation reads
+    the states and saves the new ones with their transitions inside one
+    ``store.transaction()``: two evaluations at once cannot both record the same change."""
+
+    def states(self) -> list[AlarmStatus]: ...
+    def save(self, status: AlarmStatus) -> None: ...
+    def add_transition(self, transition: AlarmTransition) -> None: ...
+    def history(self, alarm: str | None = None, limit: int = 50) -> list[AlarmTransition]: ...
+
+
 class StateStore(Protocol):
     @property
     def lake(self) -> LakeFiles: ...
@@ -147,6 +203,10 @@ class StateStore(Protocol):
     def transform(self) -> TransformState: ...
     @property
     def loads(self) -> LoadState: ...
+    @property
+    def runs(self) -> RunState: ...
+    @property
+    def alarms(self) -> AlarmState: ...
 
     def transaction(self) -> AbstractContextManager[Any]: ...
     def close(self) -> None: ...

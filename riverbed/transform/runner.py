@@ -48,7 +48,7 @@ from riverbed.lake.reader import concat_versions
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.state import LakeFile, StateStore, open_state
-from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks
+from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
 from riverbed.transform.current import CurrentRows, holding, tests
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import TransformEngine, TransformEngineError, open_engine
@@ -83,22 +83,44 @@ class QualityFailure(RiverbedError):
     error_class = ErrorClass.QUALITY
 
 
+@dataclass(frozen=True, kw_only=True)
+class StagedBatch:
+    """A batch this run staged, and what its quality rules found."""
+
+    batch_id: str
+    files: int
+    rows_in: int
+    rows_out: int
+    rows_quarantined: int
+    quality: list[RuleResult]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "files": self.files,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rows_quarantined": self.rows_quarantined,
+            "quality": [r.as_dict() for r in self.quality],
+        }
+
+
 @dataclass
 class TableRun:
     table: str
-    batches: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[StagedBatch] = field(default_factory=list)
 
     @property
     def rows_in(self) -> int:
-        return sum(b["rows_in"] for b in self.batches)
+        return sum(b.rows_in for b in self.batches)
 
     @property
     def rows_out(self) -> int:
-        return sum(b["rows_out"] for b in self.batches)
+        return sum(b.rows_out for b in self.batches)
 
     @property
     def rows_quarantined(self) -> int:
-        return sum(b["rows_quarantined"] for b in self.batches)
+        return sum(b.rows_quarantined for b in self.batches)
 
 
 @dataclass
@@ -122,7 +144,7 @@ class TransformResult:
                     "rows_in": t.rows_in,
                     "rows_out": t.rows_out,
                     "rows_quarantined": t.rows_quarantined,
-                    "batches": t.batches,
+                    "batches": [b.as_dict() for b in t.batches],
                 }
                 for t in self.tables
             },
@@ -262,14 +284,14 @@ class TransformRun:
         self.bookmarks.commit(outcome)
         self._current.forget(checked.batch.table)  # its current rows just changed
         run.batches.append(
-            {
-                "batch_id": checked.batch.batch_id,
-                "files": len(checked.batch.files),
-                "rows_in": outcome.rows_in,
-                "rows_out": outcome.rows_out,
-                "rows_quarantined": outcome.rows_quarantined,
-                "quality": [r.as_dict() for r in outcome.results],
-            }
+            StagedBatch(
+                batch_id=checked.batch.batch_id,
+                files=len(checked.batch.files),
+                rows_in=outcome.rows_in,
+                rows_out=outcome.rows_out,
+                rows_quarantined=outcome.rows_quarantined,
+                quality=outcome.results,
+            )
         )
         with log_context(table=run.table):
             log_event(

@@ -7,16 +7,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from riverbed.state.sqlite import capture, lake_files, loads, metrics, transform
+from riverbed.state.sqlite import alarms, capture, lake_files, loads, metrics, runs, transform
+from riverbed.state.sqlite.alarms import SQLiteAlarmState
 from riverbed.state.sqlite.capture import SQLiteCaptureState
 from riverbed.state.sqlite.db import Database
 from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
 from riverbed.state.sqlite.loads import SQLiteLoadState
 from riverbed.state.sqlite.metrics import SQLiteMetrics
+from riverbed.state.sqlite.runs import SQLiteRunState
 from riverbed.state.sqlite.transform import SQLiteTransformState
 
 # every repository's tables, created when the store is opened
-SCHEMA = "".join(module.SCHEMA for module in (lake_files, capture, metrics, transform, loads))
+SCHEMA = "".join(
+    module.SCHEMA for module in (lake_files, capture, metrics, transform, loads, runs, alarms)
+)
 
 
 class SQLiteStore:
@@ -32,6 +36,8 @@ class SQLiteStore:
         self.metrics = SQLiteMetrics(self._db)
         self.transform = SQLiteTransformState(self._db, self.lake)
         self.loads = SQLiteLoadState(self._db)
+        self.runs = SQLiteRunState(self._db)
+        self.alarms = SQLiteAlarmState(self._db)
 
     def close(self) -> None:
         self._db.close()
