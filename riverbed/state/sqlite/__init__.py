@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from riverbed.state.sqlite import alarms, capture, lake_files, loads, metrics, runs, transform
 from riverbed.state.sqlite.alarms import SQLiteAlarmState
@@ -43,19 +42,7 @@ class SQLiteStore:
         self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self) -> Iterator[None]:
         """Everything the repositories write inside becomes durable at once, or not at all."""
-        with self._db.write() as db:
-            yield db  # LEGACY: yields the connection until every stage's SQL is in here
-
-    # LEGACY, until every stage's SQL is in a repository
-    def query(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._db.read() as db:
-            return db.execute(statement, params).fetchall()
-
-    def has_table(self, name: str) -> bool:
-        return bool(self.query("select 1 from sqlite_master where name = ?", (name,)))
-
-    def ensure_schema(self, ddl: str) -> None:
-        with self._db.read() as db:
-            db.executescript(ddl)
+        with self._db.write():
+            yield
