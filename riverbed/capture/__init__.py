@@ -3,7 +3,8 @@
 ``runner`` (`riverbed capture`: slot and publication, the snapshot once, then the stream),
 ``slot`` (the publication and replication slot Riverbed owns), ``snapshot`` (the initial copy),
 ``stream`` (changes from the slot into the lake, exactly once), ``pgoutput`` and ``tuples``
-(decoding the protocol), ``pgtypes`` (PostgreSQL types and text values to Arrow), ``changes``
+(decoding the protocol), ``changes``
 (decoded changes buffered into Arrow tables), ``lag`` (how far the lake is behind, measured
-from the source).
+from the source), ``reconnect`` (a follower outliving its connection). Positions and files are
+recorded in the state store (``store.capture``, ``store.lake``).
 """
