@@ -68,7 +68,6 @@ def result(rule: str, checked: int, failed: int = 0, **kw: Any) -> QualityResult
         action=kw.pop("action", "warn"),
         checked=checked,
         failed=failed,
-        ratio=failed / checked,
         status=kw.pop("status", "warn" if failed else "pass"),
         **kw,
     )

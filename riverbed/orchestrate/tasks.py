@@ -114,7 +114,7 @@ class Tasks:
         for table in result.tables:
             checks = [r for b in table.batches for r in b.quality]
             failing = [r for r in checks if r.failed > 0]
-            # rounded as the batch's JSON shows it (RuleResult.as_dict)
+            # rounded as the batch's JSON shows it (QualityResult.as_dict)
             ratio = max((round(r.ratio, 6) for r in checks), default=0.0)
             failures += len(failing)
             worst = max(worst, ratio)

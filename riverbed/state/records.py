@@ -137,10 +137,27 @@ class QualityResult:
     action: str
     checked: int
     failed: int
-    ratio: float
     status: str  # pass | warn | fail | quarantined
     observed: str | None = None
     samples: list[Any] = field(default_factory=list)  # key values of failing rows
+
+    @property
+    def ratio(self) -> float:
+        return self.failed / self.checked if self.checked else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """As `riverbed run --json` shows it (the ratio rounded to 6 places)."""
+        return {
+            "rule": self.rule,
+            "type": self.rule_type,
+            "action": self.action,
+            "checked": self.checked,
+            "failed": self.failed,
+            "ratio": round(self.ratio, 6),
+            "status": self.status,
+            "observed": self.observed,
+            "samples": self.samples,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)

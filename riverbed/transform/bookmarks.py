@@ -12,40 +12,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from riverbed.state import LakeFile, StateStore
 from riverbed.state.records import BatchRecord, QualityResult
-
-
-@dataclass(frozen=True)
-class RuleResult:
-    rule: str  # the rule's label
-    rule_type: str
-    action: str
-    checked: int
-    failed: int
-    status: str  # pass | warn | fail | quarantined
-    observed: str | None = None
-    samples: list[Any] = field(default_factory=list)
-
-    @property
-    def ratio(self) -> float:
-        return self.failed / self.checked if self.checked else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "type": self.rule_type,
-            "action": self.action,
-            "checked": self.checked,
-            "failed": self.failed,
-            "ratio": round(self.ratio, 6),
-            "status": self.status,
-            "observed": self.observed,
-            "samples": self.samples,
-        }
 
 
 @dataclass(frozen=True)
@@ -83,7 +53,7 @@ class BatchOutcome:
     rows_out: int
     rows_quarantined: int
     outputs: list[LakeFile]
-    results: list[RuleResult]
+    results: list[QualityResult]
     seconds: float
 
 
@@ -114,13 +84,13 @@ class Bookmarks:
         self.manifest.transform.commit(
             _record(outcome, "staged", None),
             [f.path for f in outcome.batch.files],
-            _results(outcome),
+            outcome.results,
             outcome.outputs,
         )
 
     def record_failure(self, outcome: BatchOutcome, error: str) -> None:
         """A batch stopped by a quality rule with action fail: results kept, nothing consumed."""
-        self.manifest.transform.record(_record(outcome, "failed", error), _results(outcome))
+        self.manifest.transform.record(_record(outcome, "failed", error), outcome.results)
 
     def quarantine_file(self, file: LakeFile, moved_to: str, reason: str) -> None:
         """A raw file that cannot be read: consumed by no batch, recorded, visible as bad."""
@@ -143,23 +113,6 @@ def _record(outcome: BatchOutcome, status: str, error: str | None) -> BatchRecor
         seconds=outcome.seconds,
         error=error,
     )
-
-
-def _results(outcome: BatchOutcome) -> list[QualityResult]:
-    return [
-        QualityResult(
-            rule=r.rule,
-            rule_type=r.rule_type,
-            action=r.action,
-            checked=r.checked,
-            failed=r.failed,
-            ratio=r.ratio,
-            status=r.status,
-            observed=r.observed,
-            samples=r.samples,
-        )
-        for r in outcome.results
-    ]
 
 
 def batches_total(batches: Sequence[Batch]) -> int:

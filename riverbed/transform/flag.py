@@ -16,7 +16,7 @@ from riverbed.config.tables import QualityRule, TableConfig
 from riverbed.errors import ConfigError
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.schema import POSITION_COLUMNS as POSITION
-from riverbed.transform.bookmarks import RuleResult
+from riverbed.state.records import QualityResult
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import DIALECT, TransformEngine, TransformEngineError
 from riverbed.transform.read import EMPTY, TYPE_RULE
@@ -55,7 +55,7 @@ def rule_results(
     shape: pa.Schema,
     checks: CompiledChecks,
     flagged: pa.Table,
-) -> list[RuleResult]:
+) -> list[QualityResult]:
     """Each rule's result on the ``flagged`` rows: the row rules', then the dataset rules'."""
     dataset = [_dataset_result(engine, c.rule, c.query, shape, flagged) for c in checks.dataset]
     return _row_results(cfg, checks, flagged) + dataset
@@ -188,7 +188,7 @@ def _dataset_result(
     query: exp.Select | None,
     shape: pa.Schema,
     rows: pa.Table,
-) -> RuleResult:
+) -> QualityResult:
     checked = _checked_rows(rows)
     if query is None:  # the schema rule: decided on the Arrow schema
         passed, observed = check_schema(rule, shape)
@@ -199,18 +199,20 @@ def _dataset_result(
         failed = int(row["failed"] or 0)
         passed = bool(row["passed"])
         observed = row["observed"]
-    return RuleResult(
-        rule.label,
-        rule.type,
-        rule.action,
-        checked,
-        failed,
-        "pass" if passed else _status(rule.action),
-        observed,
+    return QualityResult(
+        rule=rule.label,
+        rule_type=rule.type,
+        action=rule.action,
+        checked=checked,
+        failed=failed,
+        status="pass" if passed else _status(rule.action),
+        observed=observed,
     )
 
 
-def _row_results(cfg: TableConfig, checks: CompiledChecks, flagged: pa.Table) -> list[RuleResult]:
+def _row_results(
+    cfg: TableConfig, checks: CompiledChecks, flagged: pa.Table
+) -> list[QualityResult]:
     checked = _checked_rows(flagged)
     results = []
     for i, rule in enumerate(checks.row_rules):
@@ -223,15 +225,14 @@ def _row_results(cfg: TableConfig, checks: CompiledChecks, flagged: pa.Table) ->
                 r[cfg.keys[0]] if len(cfg.keys) == 1 else list(r.values()) for r in rows.to_pylist()
             ]
         results.append(
-            RuleResult(
-                rule.label,
-                rule.type,
-                rule.action,
-                checked,
-                failed,
-                "pass" if failed == 0 else _status(rule.action),
-                None,
-                samples,
+            QualityResult(
+                rule=rule.label,
+                rule_type=rule.type,
+                action=rule.action,
+                checked=checked,
+                failed=failed,
+                status="pass" if failed == 0 else _status(rule.action),
+                samples=samples,
             )
         )
     return results
@@ -324,11 +325,17 @@ def check_pii(table: str, cfg: TableConfig, shape: pa.Schema) -> None:
         )
 
 
-def untyped_result(cfg: TableConfig, rows_in: int, untyped: pa.Table) -> RuleResult:
+def untyped_result(cfg: TableConfig, rows_in: int, untyped: pa.Table) -> QualityResult:
     rows = untyped.slice(0, SAMPLES).select(list(cfg.keys)).to_pylist()
     samples = [r[cfg.keys[0]] if len(cfg.keys) == 1 else list(r.values()) for r in rows]
-    return RuleResult(
-        TYPE_RULE, TYPE_RULE, "quarantine", rows_in, untyped.num_rows, "quarantined", None, samples
+    return QualityResult(
+        rule=TYPE_RULE,
+        rule_type=TYPE_RULE,
+        action="quarantine",
+        checked=rows_in,
+        failed=untyped.num_rows,
+        status="quarantined",
+        samples=samples,
     )
 
 

@@ -48,7 +48,8 @@ from riverbed.lake.reader import concat_versions
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.state import LakeFile, StateStore, open_state
-from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks, RuleResult
+from riverbed.state.records import QualityResult
+from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks
 from riverbed.transform.current import CurrentRows, holding, tests
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import TransformEngine, TransformEngineError, open_engine
@@ -92,7 +93,7 @@ class StagedBatch:
     rows_in: int
     rows_out: int
     rows_quarantined: int
-    quality: list[RuleResult]
+    quality: list[QualityResult]
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -18,7 +18,8 @@ from riverbed.lake.parquet import write_table
 from riverbed.lake.storage import LakeFileMissing, LakeStorage
 from riverbed.observe.logs import log_event
 from riverbed.state import LakeFile, StateStore
-from riverbed.transform.bookmarks import Batch, Bookmarks, RuleResult
+from riverbed.state.records import QualityResult
+from riverbed.transform.bookmarks import Batch, Bookmarks
 
 PART_ROWS = 512 * 1024  # two parts of a default batch: one per core, few fsyncs
 log = logging.getLogger("riverbed.transform")
@@ -33,7 +34,7 @@ class Checked:
     rows_in: int
     good: pa.Table
     bad: pa.Table
-    results: list[RuleResult]
+    results: list[QualityResult]
 
 
 def write_outputs(storage: LakeStorage, checked: Checked) -> list[LakeFile]:

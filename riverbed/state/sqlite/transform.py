@@ -292,7 +292,6 @@ class SQLiteTransformState:
                 action=r[2],
                 checked=r[3],
                 failed=r[4],
-                ratio=r[5],
                 status=r[6],
                 observed=r[7],
                 samples=json.loads(r[8]),
