@@ -152,6 +152,7 @@ class SQLiteTransformState:
                 [
                     {
                         **dataclasses.asdict(r),
+                        "ratio": r.ratio,
                         "batch_id": batch.batch_id,
                         "table": batch.table,
                         "samples": json.dumps(r.samples, default=str),
