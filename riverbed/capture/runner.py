@@ -41,7 +41,7 @@ from riverbed.capture.snapshot import (
     copy_tables,
     truncate_file,
 )
-from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamStats
+from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamSettings, StreamStats
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
@@ -236,60 +236,85 @@ def _stream(
 ) -> StreamStats:
     """Stream from the slot into the lake until ``should_stop()`` or, with ``until_lsn``,
     until everything committed before it is in the lake."""
-    cfg, slot, publication, schema = run.project.config, run.slot, run.publication, run.schema
-    manifest = run.manifest
-    schemas = _current_schemas(manifest, tables)
-    heartbeat_conn = run.source.connect(autocommit=True)
-    record = _Recorder(manifest, heartbeat_conn, slot)
-    stream = ChangeStream(
-        dsn=run.source.conninfo(options=SESSION_SETTINGS),
-        slot=slot,
-        publication=publication,
-        storage=run.storage,
-        manifest=manifest,
-        captured=frozenset(f"{schema}.{t}" for t in tables),
-        schemas=schemas,
-        snapshot_lsns=manifest.capture.snapshot_tables(slot),
-        primary_keys=lambda relid: primary_keys(heartbeat_conn, relid),
-        heartbeat=lambda: heartbeat_conn.execute(
-            "select pg_logical_emit_message(false, %s, 'heartbeat')", (HEARTBEAT_PREFIX,)
-        ),
-        server_lsn=lambda: parse_lsn(
-            heartbeat_conn.execute("select pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
-        ),
+    cfg, manifest = run.project.config, run.manifest
+    settings = StreamSettings(
+        slot=run.slot,
+        publication=run.publication,
+        captured=frozenset(f"{run.schema}.{t}" for t in tables),
         max_rows=cfg.lake.max_rows,
         max_seconds=cfg.lake.max_seconds,
         status_interval=cfg.capture.status_interval_seconds,
         heartbeat_seconds=cfg.capture.heartbeat_seconds,
-        on_flush=record,
-        published=lambda: not unpublished(heartbeat_conn, publication, schema, tables),
-        # once the stream holds the slot nobody can drop it: checked again there, as the
-        # slot may have been replaced since the check in _prepare
-        check_slot=lambda at: check_slot_is_ours(
-            slot_state(heartbeat_conn, slot), slot, at, manifest.capture.ceiling(slot)
-        ),
-        slot_released=lambda: _released(heartbeat_conn, slot),
     )
+    heartbeat_conn = run.source.connect(autocommit=True)
     try:
-        stats = stream.run(should_stop, until_lsn=until_lsn)
-        record(stats)
-        if stream.unpublished:
-            # a transient failure: --follow starts over at once, and copies them anew
-            raise SourceError(
-                f"captured tables left publication {publication} while streaming (dropped "
-                "and created again?); starting over to copy them anew"
-            )
-        return stats
-    except psycopg2.Error as exc:
-        reason = stream.lost(exc)  # asked before close(), which closes what it looks at
-        if reason is None:
-            if not slot_state(heartbeat_conn, slot).exists:  # dropped since the check
-                raise slot_gone(slot, stream.position) from exc
-            raise
-        raise _lost(run.source, reason) from exc
+        record = _Recorder(manifest, heartbeat_conn, run.slot)
+        stream = ChangeStream(
+            settings,
+            _HeartbeatProbe(heartbeat_conn, run, tables),
+            dsn=run.source.conninfo(options=SESSION_SETTINGS),
+            storage=run.storage,
+            manifest=manifest,
+            schemas=_current_schemas(manifest, tables),
+            on_flush=record,
+        )
+        try:
+            stats = stream.run(should_stop, until_lsn=until_lsn)
+            record(stats)
+        except psycopg2.Error as exc:
+            reason = stream.lost(exc)  # asked before close(), which closes what it looks at
+            if reason is None:
+                if not slot_state(heartbeat_conn, run.slot).exists:  # dropped since the check
+                    raise slot_gone(run.slot, stream.position) from exc
+                raise
+            raise _lost(run.source, reason) from exc
+        finally:
+            stream.close()
     finally:
-        stream.close()
         heartbeat_conn.close()
+    if stream.unpublished:
+        # a transient failure: --follow starts over at once, and copies them anew
+        raise SourceError(
+            f"captured tables left publication {run.publication} while streaming (dropped "
+            "and created again?); starting over to copy them anew"
+        )
+    return stats
+
+
+class _HeartbeatProbe:
+    """The stream's SourceProbe, over the heartbeat connection (an ordinary connection beside
+    the replication one, which carries nothing but the stream)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], run: _Run, tables: list[str]):
+        self.conn = conn
+        self.run = run
+        self.tables = tables
+
+    def primary_keys(self, relid: int) -> list[str]:
+        return primary_keys(self.conn, relid)
+
+    def heartbeat(self) -> None:
+        self.conn.execute(
+            "select pg_logical_emit_message(false, %s, 'heartbeat')", (HEARTBEAT_PREFIX,)
+        )
+
+    def server_lsn(self) -> int:
+        row = self.conn.execute("select pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        return parse_lsn(row[0])
+
+    def published(self) -> bool:
+        return not unpublished(self.conn, self.run.publication, self.run.schema, self.tables)
+
+    def check_slot(self, position: int) -> None:
+        # once the stream holds the slot nobody can drop it: checked again there, as the slot
+        # may have been replaced since the check in _prepare
+        slot = self.run.slot
+        ceiling = self.run.manifest.capture.ceiling(slot)
+        check_slot_is_ours(slot_state(self.conn, slot), slot, position, ceiling)
+
+    def slot_released(self) -> bool:
+        return _released(self.conn, self.run.slot)
 
 
 def _released(conn: psycopg.Connection[Any], slot: str) -> bool:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.errors
@@ -98,60 +98,84 @@ def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolErr
     return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {format_lsn(lsn)}")
 
 
+@dataclass(frozen=True)
+class StreamSettings:
+    """The names and numbers a stream runs by."""
+
+    slot: str
+    publication: str
+    # "schema.table" of the captured tables: the publication may hold others (another
+    # consumer's, or tables no longer captured), whose changes are skipped
+    captured: frozenset[str]
+    max_rows: int  # lake.max_rows: a flush once this many rows are buffered
+    max_seconds: float  # lake.max_seconds: ... or once the oldest buffered commit is this old
+    status_interval: float  # seconds between feedbacks to the slot (and lag samples)
+    heartbeat_seconds: float  # silence after which a heartbeat message is emitted
+
+
+class SourceProbe(Protocol):
+    """What the stream asks of the source besides the replication stream: the runner answers
+    over an ordinary connection beside it (runner._HeartbeatProbe)."""
+
+    def primary_keys(self, relid: int) -> list[str]:
+        """The primary key columns of a table (empty when it has none)."""
+        ...
+
+    def heartbeat(self) -> None:
+        """Emit a logical message: a WAL record of ours, so the slot can move while idle."""
+        ...
+
+    def server_lsn(self) -> int:
+        """The server's current WAL position."""
+        ...
+
+    def published(self) -> bool:
+        """Whether every captured table is still published (asked while idle, following: one
+        dropped and created again is not, and the stream would never see its rows)."""
+        ...
+
+    def check_slot(self, position: int) -> None:
+        """Raise unless the slot, once held, is the one the lake's ``position`` was confirmed
+        to."""
+        ...
+
+    def slot_released(self) -> bool:
+        """Asked when the slot is busy at the start: whether whoever held it (a lag
+        measurement peeking at it) has let go, after waiting for that; False when a capture
+        holds it."""
+        ...
+
+
 class ChangeStream:
-    """Decodes one replication stream into the lake. Not thread-safe; one per slot."""
+    """Decodes one replication stream into the lake. Not thread-safe; one per slot.
+
+    Opens its replication connection in :meth:`run`, and closes it (and its writer thread)
+    in :meth:`close`, which may be called whether or not it ran."""
 
     def __init__(
         self,
+        settings: StreamSettings,
+        probe: SourceProbe,
         *,
         dsn: str,
-        slot: str,
-        publication: str,
         storage: LakeStorage,
         manifest: StateStore,
-        captured: frozenset[str],
         schemas: dict[str, TableSchema],
-        snapshot_lsns: dict[str, int],
-        primary_keys: Callable[[int], list[str]],
-        heartbeat: Callable[[], object],
-        server_lsn: Callable[[], int],
-        max_rows: int,
-        max_seconds: float,
-        status_interval: float,
-        heartbeat_seconds: float,
         on_flush: Callable[[StreamStats], None] | None = None,
-        published: Callable[[], bool] = lambda: True,
-        check_slot: Callable[[int], None] = lambda _: None,
-        slot_released: Callable[[], bool] = lambda: False,
     ):
-        self.slot = slot
+        self.settings = settings
+        self.slot = settings.slot
+        self.probe = probe
+        self.dsn = dsn
         self.storage = storage
         self.manifest = manifest
-        # "schema.table" of the captured tables: the publication may hold others (another
-        # consumer's, or tables no longer captured), whose changes are skipped
-        self.captured = captured
         self.ignored: set[int] = set()  # relids of the tables not captured
         self.schemas = dict(schemas)  # lake table -> current schema version
         # a table's changes committed before its snapshot's consistent point are in the snapshot
-        self.snapshot_lsns = snapshot_lsns
-        self.primary_keys = primary_keys
-        self.heartbeat = heartbeat
-        self.server_lsn = server_lsn
-        self.max_rows = max_rows
-        self.max_seconds = max_seconds
-        self.status_interval = status_interval
-        self.heartbeat_seconds = heartbeat_seconds
+        self.snapshot_lsns = manifest.capture.snapshot_tables(self.slot)
         self.on_flush = on_flush
-        # asked while idle, following: whether every captured table is still published (one
-        # dropped and created again is not, and the stream would never see its rows)
-        self.published = published
-        self.unpublished = False
-        # raises unless the slot, once held, is the one the manifest's position was confirmed to
-        self.check_slot = check_slot
-        # asked when the slot is busy at the start: whether whoever held it (a lag measurement
-        # peeking at it) has let go, after waiting for that; False when a capture holds it
-        self.slot_released = slot_released
-        self.position = manifest.capture.position(slot) or 0
+        self.unpublished = False  # the stream ended because a captured table left the publication
+        self.position = manifest.capture.position(self.slot) or 0
         self.stats = StreamStats(position=self.position)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
         self.type_names: dict[int, str] = {}
@@ -160,28 +184,29 @@ class ChangeStream:
         self.tx: TxInfo | None = None
         self.seq = 0
         self.skipping = False
-        self.conn = psycopg2.connect(
-            dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection
-        )
-        self.cursor = self.conn.cursor()
-        self.publication = publication
+        # the replication connection and its cursor: opened by run()
+        self.conn: Any = None
+        self.cursor: Any = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         self._inflight: Future[None] | None = None
         self._writing: _Batch | None = None  # the batch the writer has, until it is durable
         self._last_sample = time.monotonic()
-        self._confirmed = -1
         self._last_feedback = 0.0  # monotonic time of the last feedback sent
         # how far the slot may be confirmed, recorded before each feedback (_send)
-        self._ceiling = manifest.capture.ceiling(slot) or 0
+        self._ceiling = manifest.capture.ceiling(self.slot) or 0
 
     # --- the loop -------------------------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool], until_lsn: int | None = None) -> StreamStats:
         """Stream until ``should_stop()``; with ``until_lsn``, stop once everything committed
         before it is in the lake (what ``capture --once`` does)."""
+        self.conn = psycopg2.connect(
+            self.dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection
+        )
+        self.cursor = self.conn.cursor()
         self._start_replication()
         # the slot is ours alone from here on: nothing has been read or confirmed yet
-        self.check_slot(self.position)
+        self.probe.check_slot(self.position)
         try:
             return self._run(should_stop, until_lsn)
         except BaseException:
@@ -203,7 +228,7 @@ class ChangeStream:
                     start_lsn=0,  # resume at the slot's confirmed position
                     options={
                         "proto_version": "1",
-                        "publication_names": self.publication,
+                        "publication_names": self.settings.publication,
                         "messages": "true",
                     },
                     # psycopg2 never sends feedback by itself (it would carry positions the manifest
@@ -212,7 +237,7 @@ class ChangeStream:
                 )
                 return
             except psycopg2.errors.ObjectInUse:
-                if attempt == _START_ATTEMPTS - 1 or not self.slot_released():
+                if attempt == _START_ATTEMPTS - 1 or not self.probe.slot_released():
                     raise
 
     def _run(self, should_stop: Callable[[], bool], until_lsn: int | None) -> StreamStats:
@@ -248,10 +273,12 @@ class ChangeStream:
                         # --once is done once this batch is durable; not waiting here would let
                         # steady traffic keep a new batch in flight forever
                         self.wait_for_writer()
-                if self.batch.empty() and (caught_up or now - last_idle >= self.status_interval):
+                if self.batch.empty() and (
+                    caught_up or now - last_idle >= self.settings.status_interval
+                ):
                     self._advance_idle()
                     last_idle = now
-                    if not once and self._writer_idle() and not self.published():
+                    if not once and self._writer_idle() and not self.probe.published():
                         self.unpublished = True
                         break
                 if caught_up and self.batch.empty() and self._writer_idle():
@@ -259,8 +286,8 @@ class ChangeStream:
             self._confirm()  # when due
             if should_stop():
                 break
-            if now - last_message >= self.heartbeat_seconds:
-                self.heartbeat()  # a WAL record of ours, so the slot can move when we are idle
+            if now - last_message >= self.settings.heartbeat_seconds:
+                self.probe.heartbeat()  # a WAL record of ours, so the slot can move when we are idle
                 last_message = now
             if once and self.tx is None and now - last_ping >= 0.1:
                 self._send(reply=True)  # ask for a keepalive: a fresh wal_end
@@ -280,7 +307,7 @@ class ChangeStream:
         closes the connection this looks at."""
         if isinstance(exc, psycopg2.OperationalError) or session_ended(exc.pgcode):
             return first_line(exc)  # libpq lost the server, or the server ended the session
-        if self.conn.closed == 2:
+        if self.conn is not None and self.conn.closed == 2:
             # psycopg2 closed it when libpq found it broken; what uses it next gets an
             # InterfaceError "connection already closed"
             return first_line(exc)
@@ -288,21 +315,27 @@ class ChangeStream:
         # sends CommandComplete and exits. psycopg2 hands that over as "no message", then
         # reports the next read or feedback as "no COPY in progress": a bare DatabaseError
         # without a SQLSTATE, raised by our cursor, on a connection that still looks open.
-        if type(exc) is psycopg2.DatabaseError and exc.pgcode is None and exc.cursor is self.cursor:
+        if (
+            type(exc) is psycopg2.DatabaseError
+            and exc.pgcode is None
+            and self.cursor is not None
+            and exc.cursor is self.cursor
+        ):
             return "the server ended the replication stream (it is shutting down or restarting)"
         return None
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
-        with contextlib.suppress(psycopg2.Error):
-            self.conn.close()
+        if self.conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self.conn.close()
 
     def _due(self, now: float) -> bool:
         started = self.batch.first_commit_at
         return (
-            self.batch.rows >= self.max_rows
+            self.batch.rows >= self.settings.max_rows
             or bool(self.batch.spilled)  # a big transaction just committed: publish it now
-            or (started is not None and now - started >= self.max_seconds)
+            or (started is not None and now - started >= self.settings.max_seconds)
         )
 
     def _advance_idle(self) -> None:
@@ -362,12 +395,12 @@ class ChangeStream:
             raise pgoutput.ProtocolError(f"unknown pgoutput message {chr(kind)!r}")
 
     def _relation(self, relation: pgoutput.Relation) -> None:
-        if relation.qualified not in self.captured:
+        if relation.qualified not in self.settings.captured:
             self.ignored.add(relation.relid)
             return
         self.ignored.discard(relation.relid)
         table = relation.name
-        keys = set(self.primary_keys(relation.relid)) or {
+        keys = set(self.probe.primary_keys(relation.relid)) or {
             c.name for c in relation.columns if c.is_key
         }
         columns = tuple(
@@ -410,7 +443,7 @@ class ChangeStream:
         buffer.add(op, payload, self.seq, len(self.batch.txs))
         self.seq += 1
         self.batch.rows += 1
-        if self.batch.rows >= self.max_rows:
+        if self.batch.rows >= self.settings.max_rows:
             # the buffer is full in the middle of a transaction: write what is buffered now
             # (bounded memory whatever the transaction's size); it becomes visible at commit
             self._spill()
@@ -452,7 +485,7 @@ class ChangeStream:
         now = time.monotonic()
         if self._due(now):
             self.flush()
-        if self.on_flush and now - self._last_sample >= self.status_interval:
+        if self.on_flush and now - self._last_sample >= self.settings.status_interval:
             # busy for a while without a flush (a backlog, a slow lake): the lag still shows
             self.stats.pending_commit_ts_us = self._oldest_pending()
             self.on_flush(self.stats)
@@ -495,7 +528,7 @@ class ChangeStream:
     def _confirm(self, force: bool = False) -> None:
         """Tell the slot what is durable: every status_interval (the server ends a stream that
         is silent for wal_sender_timeout), or now with ``force``."""
-        if force or time.monotonic() - self._last_feedback >= self.status_interval:
+        if force or time.monotonic() - self._last_feedback >= self.settings.status_interval:
             self._send()
 
     def _send(self, reply: bool = False) -> None:
@@ -507,7 +540,7 @@ class ChangeStream:
         WAL position, past any keepalive read so far, is first recorded as the slot's ceiling:
         a slot past it at the next start is not this project's (runner, check_slot_is_ours).
         """
-        self._raise_ceiling(self.server_lsn())
+        self._raise_ceiling(self.probe.server_lsn())
         self.cursor.send_feedback(
             write_lsn=self.position,
             flush_lsn=self.position,
