@@ -35,20 +35,16 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from riverbed.capture import pgoutput
-from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
+from riverbed.capture.batch import Batch, write_batch
+from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo
 from riverbed.errors import first_line
-from riverbed.lake.layout import raw_file_path
-from riverbed.lake.parquet import write_table
 from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn
-from riverbed.lake.schema import COMMIT_TS
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
-from riverbed.state import LakeFile, SchemaVersion, StateStore
+from riverbed.state import SchemaVersion, StateStore
 
 HEARTBEAT_PREFIX = "riverbed"
 _NEVER = 10.0**7  # seconds: a status interval psycopg2 never reaches
@@ -72,22 +68,6 @@ class StreamStats:
     # not in the lake yet, and whether everything the server sent is in the lake
     pending_commit_ts_us: int | None = None
     caught_up: bool = False
-
-
-@dataclass
-class _Batch:
-    """Complete (and at most one open) transactions not yet in the lake."""
-
-    txs: list[TxInfo] = field(default_factory=list)
-    buffers: dict[tuple[str, int], TableBuffer] = field(default_factory=dict)
-    spilled: list[LakeFile] = field(default_factory=list)
-    rows: int = 0
-    first_commit_at: float | None = None  # monotonic time of the first complete transaction
-    end_lsn: int | None = None  # end LSN of the last complete transaction
-    part: int = 0
-
-    def empty(self) -> bool:
-        return not self.rows and not self.spilled
 
 
 def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolError:
@@ -180,7 +160,7 @@ class ChangeStream:
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
         self.type_names: dict[int, str] = {}
         self.pending_schemas: list[SchemaVersion] = []
-        self.batch = _Batch()
+        self.batch = Batch()
         self.tx: TxInfo | None = None
         self.seq = 0
         self.skipping = False
@@ -189,7 +169,7 @@ class ChangeStream:
         self.cursor: Any = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         self._inflight: Future[None] | None = None
-        self._writing: _Batch | None = None  # the batch the writer has, until it is durable
+        self._writing: Batch | None = None  # the batch the writer has, until it is durable
         self._last_sample = time.monotonic()
         self._last_feedback = 0.0  # monotonic time of the last feedback sent
         # how far the slot may be confirmed, recorded before each feedback (_send)
@@ -496,7 +476,7 @@ class ChangeStream:
 
     def _spill(self) -> None:
         """Write what is buffered, invisible until the open transaction commits."""
-        self.batch.spilled.extend(self._write(self.batch, open_tx=self.tx))
+        self.batch.spilled.extend(write_batch(self.storage, self.batch, open_tx=self.tx))
         self.batch.buffers.clear()
         self.batch.rows = 0
         self._confirm()  # when due: a transaction this big may stream for a while
@@ -508,7 +488,7 @@ class ChangeStream:
         meanwhile; it confirms to the slot only positions the writer has made durable. At most
         one batch is being written while the next one fills (bounded memory)."""
         batch, schemas = self.batch, self.pending_schemas
-        self.batch, self.pending_schemas = _Batch(), []
+        self.batch, self.pending_schemas = Batch(), []
         self.wait_for_writer()
         self._writing = batch
         self._inflight = self._writer.submit(self._write_and_commit, batch, schemas)
@@ -555,8 +535,8 @@ class ChangeStream:
             self.manifest.capture.raise_ceiling(self.slot, lsn)
             self._ceiling = lsn
 
-    def _write_and_commit(self, batch: _Batch, schemas: list[SchemaVersion]) -> None:
-        files = batch.spilled + self._write(batch, open_tx=None)
+    def _write_and_commit(self, batch: Batch, schemas: list[SchemaVersion]) -> None:
+        files = batch.spilled + write_batch(self.storage, batch, open_tx=None)
         position = batch.end_lsn if batch.end_lsn is not None else self.position
         self.manifest.capture.commit(self.slot, files, position, schemas)
         self.position = max(self.position, position)  # durable from here on
@@ -581,33 +561,3 @@ class ChangeStream:
             if batch is not None and batch.txs:
                 return batch.txs[0].commit_ts_us
         return None
-
-    def _write(self, batch: _Batch, open_tx: TxInfo | None) -> list[LakeFile]:
-        txs = batch.txs + ([open_tx] if open_tx is not None else [])
-        files = []
-        for (table, version), buffer in batch.buffers.items():
-            if not len(buffer):
-                continue
-            arrow = buffer.to_arrow(txs)
-            for hour_us, rows in partitions(arrow):
-                lsns = rows.column("_lsn").to_numpy()
-                low, high = int(lsns.min()), int(lsns.max())
-                path = raw_file_path(table, hour_us, low, high, version, batch.part)
-                batch.part += 1
-                size = write_table(self.storage, path, rows)
-                commit = pc.min_max(rows.column(COMMIT_TS).cast(pa.int64()))
-                files.append(
-                    LakeFile(
-                        path=path,
-                        stage="raw",
-                        table=table,
-                        rows=rows.num_rows,
-                        bytes=size,
-                        min_lsn=low,
-                        max_lsn=high,
-                        schema_version=version,
-                        min_commit_ts=commit["min"].as_py(),
-                        max_commit_ts=commit["max"].as_py(),
-                    )
-                )
-        return files
