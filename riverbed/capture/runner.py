@@ -8,7 +8,6 @@ here; this module does the I/O: it gathers the facts, carries the plan out, and 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -457,52 +456,51 @@ def _remove_orphans(storage: LakeStorage, manifest: StateStore, tables: list[str
 class _Recorder:
     """Records the stream's metrics at each flush: the counters as increments since the last
     record (a counter's value is the sum of its samples), the lag and position as gauges.
-    Called from the writer thread and the loop, hence the lock."""
+    Called on the stream loop's thread only (ChangeStream calls on_flush there), then once
+    more by _stream on the same thread: no lock."""
 
     def __init__(self, manifest: StateStore, conn: Any, slot: str):
         self.manifest = manifest
         self.conn = conn
         self.slot = slot
         self.recorded = StreamStats()
-        self._lock = threading.Lock()
 
     def __call__(self, stats: StreamStats) -> None:
-        with self._lock:
-            try:
-                row = self.conn.execute("select pg_current_wal_lsn()::text").fetchone()
-                current = parse_lsn(row[0])
-            except Exception:  # metrics must never stop capture
-                current = stats.server_wal_end
-            # lag (as riverbed.capture.lag defines it for a stopped capture): the age of the
-            # oldest transaction received but not in the lake; none when everything sent is
-            # in it. Just after a flush with nothing received since, the next one is unknown
-            # but committed after the newest in the lake: that one's age bounds it
-            lag_bytes = max(0, current - stats.position)
-            oldest = stats.pending_commit_ts_us
-            if oldest is None and not stats.caught_up and lag_bytes:
-                oldest = stats.last_commit_ts_us
-            if oldest is None and stats.caught_up:
-                lag_bytes = 0  # WAL written since (other databases, heartbeats) is not ours
-            lag_seconds = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6)
-            done = self.recorded
-            self.manifest.metrics.record(
-                {
-                    "capture_lag_bytes": lag_bytes,
-                    "capture_lag_seconds": lag_seconds,
-                    "capture_rows_total": stats.rows - done.rows,
-                    "capture_files_total": stats.files - done.files,
-                    "capture_bytes_total": stats.bytes - done.bytes,
-                    "capture_transactions_total": stats.transactions - done.transactions,
-                    "capture_position": stats.position,
-                },
-                {"slot": self.slot},
-            )
-            self.recorded = StreamStats(
-                transactions=stats.transactions,
-                rows=stats.rows,
-                files=stats.files,
-                bytes=stats.bytes,
-            )
+        try:
+            row = self.conn.execute("select pg_current_wal_lsn()::text").fetchone()
+            current = parse_lsn(row[0])
+        except Exception:  # metrics must never stop capture
+            current = stats.server_wal_end
+        # lag (as riverbed.capture.lag defines it for a stopped capture): the age of the
+        # oldest transaction received but not in the lake; none when everything sent is
+        # in it. Just after a flush with nothing received since, the next one is unknown
+        # but committed after the newest in the lake: that one's age bounds it
+        lag_bytes = max(0, current - stats.position)
+        oldest = stats.pending_commit_ts_us
+        if oldest is None and not stats.caught_up and lag_bytes:
+            oldest = stats.last_commit_ts_us
+        if oldest is None and stats.caught_up:
+            lag_bytes = 0  # WAL written since (other databases, heartbeats) is not ours
+        lag_seconds = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6)
+        done = self.recorded
+        self.manifest.metrics.record(
+            {
+                "capture_lag_bytes": lag_bytes,
+                "capture_lag_seconds": lag_seconds,
+                "capture_rows_total": stats.rows - done.rows,
+                "capture_files_total": stats.files - done.files,
+                "capture_bytes_total": stats.bytes - done.bytes,
+                "capture_transactions_total": stats.transactions - done.transactions,
+                "capture_position": stats.position,
+            },
+            {"slot": self.slot},
+        )
+        self.recorded = StreamStats(
+            transactions=stats.transactions,
+            rows=stats.rows,
+            files=stats.files,
+            bytes=stats.bytes,
+        )
 
 
 def _withdraw_facts(project: Project, manifest: StateStore) -> None:

@@ -44,7 +44,7 @@ from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
-from riverbed.state import SchemaVersion, StateStore
+from riverbed.state import LakeFile, SchemaVersion, StateStore
 
 HEARTBEAT_PREFIX = "riverbed"
 _NEVER = 10.0**7  # seconds: a status interval psycopg2 never reaches
@@ -54,6 +54,9 @@ _OPS = {73: "I", 68: "D", 85: "U"}
 
 @dataclass
 class StreamStats:
+    """What a stream did, kept by its loop's thread (ChangeStream), handed to ``on_flush``
+    there."""
+
     transactions: int = 0
     rows: int = 0
     files: int = 0
@@ -126,11 +129,26 @@ class SourceProbe(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class _Durable:
+    """What the writer thread made durable, handed back to the loop's thread."""
+
+    files: list[LakeFile]
+    position: int  # the end LSN every change before which is in the lake now
+
+
 class ChangeStream:
     """Decodes one replication stream into the lake. Not thread-safe; one per slot.
 
     Opens its replication connection in :meth:`run`, and closes it (and its writer thread)
-    in :meth:`close`, which may be called whether or not it ran."""
+    in :meth:`close`, which may be called whether or not it ran.
+
+    Two threads. The loop's (the caller of :meth:`run`) owns everything here: the replication
+    connection, the batch filling, ``position`` (what the slot is confirmed to), ``stats``,
+    and it alone calls ``on_flush``. The lake-writer thread is handed one batch at a time
+    (:meth:`flush`) and hands back what it made durable (``_Durable``), which the loop takes
+    over (``_collect``) before it moves ``position`` and ``stats``: a value the loop reads is
+    never half written, and a position it confirms was committed to the state store first."""
 
     def __init__(
         self,
@@ -168,7 +186,7 @@ class ChangeStream:
         self.conn: Any = None
         self.cursor: Any = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
-        self._inflight: Future[None] | None = None
+        self._inflight: Future[_Durable] | None = None
         self._writing: Batch | None = None  # the batch the writer has, until it is durable
         self._last_sample = time.monotonic()
         self._last_feedback = 0.0  # monotonic time of the last feedback sent
@@ -487,27 +505,55 @@ class ChangeStream:
         visible with the batch's end position in one manifest commit. The loop keeps reading
         meanwhile; it confirms to the slot only positions the writer has made durable. At most
         one batch is being written while the next one fills (bounded memory)."""
+        # the batch written before is taken over while this one is still the loop's: it is
+        # what the lag sample taken then sees pending
+        self.wait_for_writer()
         batch, schemas = self.batch, self.pending_schemas
         self.batch, self.pending_schemas = Batch(), []
-        self.wait_for_writer()
+        # handed over, not read by the writer: the position is the loop's (end_lsn is None
+        # only when no transaction completed in the batch)
+        position = batch.end_lsn if batch.end_lsn is not None else self.position
         self._writing = batch
-        self._inflight = self._writer.submit(self._write_and_commit, batch, schemas)
+        self._inflight = self._writer.submit(self._write_and_commit, batch, schemas, position)
 
     def wait_for_writer(self) -> None:
         """Block until the batch being written is durable; re-raise the writer's error."""
-        if self._inflight is not None:
-            self._inflight.result()
-            self._inflight = None
+        self._collect(wait=True)
         self._confirm()
 
     def _writer_idle(self) -> bool:
-        if self._inflight is not None and self._inflight.done():
-            self.wait_for_writer()
+        self._collect(wait=False)
         return self._inflight is None
+
+    def _collect(self, *, wait: bool) -> None:
+        """Take over what the writer made durable (once it has, or, with ``wait``, waiting
+        for it): only here, on the loop's thread, do the position and the stats move."""
+        inflight = self._inflight
+        if inflight is None or not (wait or inflight.done()):
+            return
+        durable = inflight.result()  # re-raises the writer's error
+        self._inflight = self._writing = None
+        self.position = max(self.position, durable.position)  # durable from here on
+        stats = self.stats
+        stats.rows += sum(f.rows for f in durable.files if not f.full_load)
+        stats.files += len(durable.files)
+        stats.bytes += sum(f.bytes for f in durable.files)
+        stats.flushes += 1
+        stats.position = self.position
+        for f in durable.files:
+            stats.rows_by_table[f.table] = stats.rows_by_table.get(f.table, 0) + f.rows
+        # the batch filling meanwhile holds the oldest transaction not in the lake
+        stats.pending_commit_ts_us = self._oldest_pending()
+        self._last_sample = time.monotonic()
+        if self.on_flush:
+            self.on_flush(stats)
 
     def _confirm(self, force: bool = False) -> None:
         """Tell the slot what is durable: every status_interval (the server ends a stream that
-        is silent for wal_sender_timeout), or now with ``force``."""
+        is silent for wal_sender_timeout), or now with ``force``. What the writer finished
+        since the last call is taken over first, so a durable position is confirmed at the
+        next feedback however busy the loop is."""
+        self._collect(wait=False)
         if force or time.monotonic() - self._last_feedback >= self.settings.status_interval:
             self._send()
 
@@ -535,24 +581,16 @@ class ChangeStream:
             self.manifest.capture.raise_ceiling(self.slot, lsn)
             self._ceiling = lsn
 
-    def _write_and_commit(self, batch: Batch, schemas: list[SchemaVersion]) -> None:
+    def _write_and_commit(
+        self, batch: Batch, schemas: list[SchemaVersion], position: int
+    ) -> _Durable:
+        """The writer thread: writes ``batch`` (handed over by flush, the loop's no more) and
+        makes it visible at ``position`` in one manifest commit. It touches nothing else of
+        the stream's but the storage and the state store (both safe across threads); the loop
+        takes what it returns over (_collect)."""
         files = batch.spilled + write_batch(self.storage, batch, open_tx=None)
-        position = batch.end_lsn if batch.end_lsn is not None else self.position
         self.manifest.capture.commit(self.slot, files, position, schemas)
-        self.position = max(self.position, position)  # durable from here on
-        self.stats.rows += sum(f.rows for f in files if not f.full_load)
-        self.stats.files += len(files)
-        self.stats.bytes += sum(f.bytes for f in files)
-        self.stats.flushes += 1
-        self.stats.position = self.position
-        for f in files:
-            self.stats.rows_by_table[f.table] = self.stats.rows_by_table.get(f.table, 0) + f.rows
-        self._writing = None
-        # the batch filling meanwhile (the loop's) holds the oldest transaction not in the lake
-        self.stats.pending_commit_ts_us = self._oldest_pending()
-        self._last_sample = time.monotonic()
-        if self.on_flush:
-            self.on_flush(self.stats)
+        return _Durable(files, position)
 
     def _oldest_pending(self) -> int | None:
         """Commit time of the oldest transaction received but not in the lake yet: the first
