@@ -1,8 +1,10 @@
 """Capture: a consistent snapshot plus logical replication (pgoutput) from PostgreSQL into the lake.
 
 ``runner`` (`riverbed capture`: slot and publication, the snapshot once, then the stream),
-``slot`` (the publication and replication slot Riverbed owns), ``snapshot`` (the initial copy),
-``stream`` (changes from the slot into the lake, exactly once), ``pgoutput`` and ``tuples``
+``plan`` (how a capture starts: resume, snapshot afresh, or refuse), ``slot`` (the publication
+and replication slot Riverbed owns), ``snapshot`` (the initial copy), ``stream`` (changes from
+the slot into the lake, exactly once), ``batch`` (the stream's batch not in the lake yet, and
+writing it as raw files), ``pgoutput`` and ``tuples``
 (decoding the protocol), ``changes``
 (decoded changes buffered into Arrow tables), ``lag`` (how far the lake is behind, measured
 from the source), ``reconnect`` (a follower outliving its connection). Positions and files are

@@ -1,21 +1,13 @@
 """`riverbed capture`: set up the slot and publication, snapshot once, then stream.
 
-Recovery rules, decided here:
-
-* slot exists and the manifest has a position: resume streaming (the normal restart);
-* slot exists but the snapshot never completed (killed mid-copy): the exported snapshot died
-  with the process, so a consistent copy is impossible; the slot and every file captured
-  through it are dropped and the snapshot starts over. Only when the manifest says this project
-  created that slot (recorded before creating it): a slot of that name that it did not create
-  belongs to someone else and is refused, dropped only by an explicit ``--resnapshot``;
-* the manifest has a position but the slot is gone (dropped by someone): changes since that
-  position are unrecoverable from the source; refuse, and say how to start over.
+How to start (resume, snapshot afresh, start over after a first snapshot cut short, or refuse
+a foreign, replaced or vanished slot) is decided by riverbed.capture.plan from facts gathered
+here; this module does the I/O: it gathers the facts, carries the plan out, and streams.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +18,9 @@ import psycopg2
 import psycopg2.extras
 
 from riverbed.capture.changes import TableSchema
+from riverbed.capture.plan import StartFacts, StartPlan, plan_start, refusal
 from riverbed.capture.slot import (
     CaptureSetupError,
-    SlotState,
     check_schema,
     check_slot_is_ours,
     check_source,
@@ -36,7 +28,7 @@ from riverbed.capture.slot import (
     ensure_publication,
     primary_keys,
     slot_gone,
-    slot_is_past,
+    slot_in_use,
     slot_state,
     unpublished,
     wait_while_peeked,
@@ -48,7 +40,7 @@ from riverbed.capture.snapshot import (
     copy_tables,
     truncate_file,
 )
-from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamStats
+from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamSettings, StreamStats
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
@@ -89,7 +81,7 @@ def captured_tables(project: Project, conn: Any) -> list[str]:
     ]
 
 
-def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; to be split
+def run_capture(
     project: Project,
     *,
     follow: bool,
@@ -102,7 +94,6 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
     lake does not know it (another project's or tool's)."""
     cfg = project.config
     source = source_for(project)
-    schema = cfg.source.schema_name
     storage = open_storage(cfg.lake, project.root)
     manifest = open_state(project)
     slot, publication = manifest.capture.names(cfg.source, create=True)
@@ -112,156 +103,12 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
     except BaseException:
         manifest.close()
         raise
-    result = CaptureResult()
+    run = _Run(project, source, storage, manifest, slot, publication, say)
     try:
         with source.connect(autocommit=True) as conn:
-            check_schema(conn, schema)
-            tables = captured_tables(project, conn)
-            if not tables:
-                raise CaptureSetupError(f"schema {schema} has no tables to capture")
-            check_source(conn, schema, tables, listed=bool(cfg.tables))
-            state = wait_while_peeked(conn, slot, slot_state(conn, slot))
-            if state.active_pid:
-                raise _in_use(slot, state.active_pid)
-            position = manifest.capture.position(slot)
-            # a slot this manifest does not know (no position, no record of creating it, or
-            # one recreated since), or the one it knows, taken over by someone else
-            foreign = state.exists and position is None and not _created_here(manifest, slot, state)
-            replaced = (
-                position is not None
-                and state.exists
-                and slot_is_past(state, position, manifest.capture.ceiling(slot))
-            )
-            if (foreign or replaced) and resnapshot and not force:
-                raise CaptureSetupError(
-                    f"replication slot {slot!r} is not one this project's lake knows (this "
-                    "project did not create it, or it was dropped and created again since; "
-                    "another project or tool may be reading from it: two project folders with "
-                    "the same source.slot?), so --resnapshot leaves it alone; set "
-                    "source.slot and source.publication in riverbed.yaml to names of this "
-                    "project's own, or, if nothing else uses the slot, add --force to drop it"
-                )
-            if foreign and not resnapshot:
-                raise CaptureSetupError(
-                    f"replication slot {slot!r} exists, but this project did not create it "
-                    "(another project or tool may be reading from it); set source.slot to "
-                    "another name, or, if it is unused, drop it (`riverbed capture --once "
-                    "--resnapshot --force` drops it and snapshots afresh)"
-                )
-            if state.exists and position is not None and not resnapshot:
-                check_slot_is_ours(state, slot, position, manifest.capture.ceiling(slot))
-                # captured tables the publication lacks were dropped and created again (`shop
-                # seed --reset`) or taken out of it: their changes meanwhile were never
-                # streamed, so they are copied anew. Forgotten BEFORE the publication gets them
-                # back: a crash in between must not leave them looking copied
-                snapshotted = manifest.capture.snapshot_tables(slot)
-                lost = unpublished(conn, publication, schema, tables)
-                manifest.capture.forget_snapshots(slot, [t for t in lost if t in snapshotted])
-            added = ensure_publication(conn, publication, schema, tables)
-            if resnapshot or (state.exists and position is None):
-                if state.exists:
-                    say(f"dropping slot {slot} to start a fresh snapshot")
-                    drop_slot(conn, slot)
-                # and what earlier slots of the project captured (source.slot was changed):
-                # the fresh snapshot replaces the whole lake
-                removed = [
-                    path
-                    for known in {slot, *manifest.capture.known_slots()}
-                    for path in manifest.capture.forget_slot(known)
-                ]
-                for path in removed:
-                    storage.delete(path)
-                if removed:
-                    _withdraw_facts(project, manifest)
-                state = slot_state(conn, slot)
-                position = None
-            elif not state.exists and position is not None:
-                raise slot_gone(slot, position)
-            target = _drain_target(conn)
-            if added and state.exists:
-                say(f"added to publication {publication}: {', '.join(added)}")
-
-        result.orphans_removed = _remove_orphans(storage, manifest, tables)
-        started = time.monotonic()
-        if not state.exists:
-            result.snapshot_rows = _snapshot(project, source, slot, manifest, storage, tables, say)
-        else:
-            result.resumed_from = position
-            say(f"resuming slot {slot} at {format_lsn(position or 0)}")
-            snapshotted = manifest.capture.snapshot_tables(slot)
-            # a table out of the capture (left out of tables:, or gone from the source) stops
-            # landing here: forget its copy, so that it is copied anew if it comes back
-            manifest.capture.forget_snapshots(slot, [t for t in snapshotted if t not in tables])
-            # copied from a snapshot of their own: tables new to the capture or back in it
-            copies = [t for t in tables if t not in snapshotted]
-            # what the lake holds of those is not the source's any more: a T row ends it first
-            stale = [t for t in copies if manifest.lake.files("raw", t)]
-            if copies:
-                result.snapshot_rows = _snapshot(
-                    project,
-                    source,
-                    slot,
-                    manifest,
-                    storage,
-                    copies,
-                    say,
-                    backfill=True,
-                    stale=stale,
-                )
-        if result.snapshot_rows:
-            result.snapshot_seconds = time.monotonic() - started
-
-        schemas = _current_schemas(manifest, tables)
-        heartbeat_conn = source.connect(autocommit=True)
-        record = _Recorder(manifest, heartbeat_conn, slot)
-        stream = ChangeStream(
-            dsn=source.conninfo(options=SESSION_SETTINGS),
-            slot=slot,
-            publication=publication,
-            storage=storage,
-            manifest=manifest,
-            captured=frozenset(f"{schema}.{t}" for t in tables),
-            schemas=schemas,
-            snapshot_lsns=manifest.capture.snapshot_tables(slot),
-            primary_keys=lambda relid: primary_keys(heartbeat_conn, relid),
-            heartbeat=lambda: heartbeat_conn.execute(
-                "select pg_logical_emit_message(false, %s, 'heartbeat')", (HEARTBEAT_PREFIX,)
-            ),
-            server_lsn=lambda: parse_lsn(
-                heartbeat_conn.execute("select pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
-            ),
-            max_rows=cfg.lake.max_rows,
-            max_seconds=cfg.lake.max_seconds,
-            status_interval=cfg.capture.status_interval_seconds,
-            heartbeat_seconds=cfg.capture.heartbeat_seconds,
-            on_flush=record,
-            published=lambda: not unpublished(heartbeat_conn, publication, schema, tables),
-            # once the stream holds the slot nobody can drop it: checked again there, as the
-            # slot may have been replaced since the check above
-            check_slot=lambda at: check_slot_is_ours(
-                slot_state(heartbeat_conn, slot), slot, at, manifest.capture.ceiling(slot)
-            ),
-            slot_released=lambda: _released(heartbeat_conn, slot),
-        )
-        try:
-            result.stream = stream.run(should_stop, until_lsn=None if follow else target)
-            record(result.stream)
-            if stream.unpublished:
-                # a transient failure: --follow starts over at once, and copies them anew
-                raise SourceError(
-                    f"captured tables left publication {publication} while streaming (dropped "
-                    "and created again?); starting over to copy them anew"
-                )
-        except psycopg2.Error as exc:
-            reason = stream.lost(exc)  # asked before close(), which closes what it looks at
-            if reason is None:
-                if not slot_state(heartbeat_conn, slot).exists:  # dropped since the check
-                    raise slot_gone(slot, stream.position) from exc
-                raise
-            raise _lost(source, reason) from exc
-        finally:
-            stream.close()
-            heartbeat_conn.close()
+            tables, plan, target = _prepare(run, conn, resnapshot=resnapshot, force=force)
+        result = _catch_up(run, tables, plan)
+        result.stream = _stream(run, tables, should_stop, until_lsn=None if follow else target)
     except psycopg2.OperationalError as exc:  # opening the stream, creating the slot
         raise _lost(source, first_line(exc)) from exc
     except psycopg.Error as exc:  # the setup queries, the heartbeat connection
@@ -274,29 +121,207 @@ def run_capture(  # noqa: C901 -- setup, resnapshot and the stream loop in one; 
     return result
 
 
-def _created_here(manifest: StateStore, slot: str, state: SlotState) -> bool:
-    """Whether the slot (there, with no position in the manifest: a first snapshot cut short)
-    is the one this project created: recorded before creating it, and still at the consistent
-    point recorded right after (nothing confirms a position to it before the snapshot ends)."""
-    if not manifest.capture.created_slot(slot):
-        return False
-    identity = manifest.capture.slot_identity(slot)
-    return identity is None or state.confirmed_lsn in (None, identity)
+@dataclass(frozen=True)
+class _Run:
+    """What one capture works with, opened (and closed) by run_capture."""
+
+    project: Project
+    source: Source
+    storage: LakeStorage
+    manifest: StateStore
+    slot: str
+    publication: str
+    say: Callable[[str], None]
+
+    @property
+    def schema(self) -> str:
+        return self.project.config.source.schema_name
 
 
-def _in_use(slot: str, pid: int) -> CaptureSetupError:
-    return CaptureSetupError(
-        f"replication slot {slot!r} is in use by server process {pid}; "
-        "is another capture running against this source?"
+def _prepare(
+    run: _Run, conn: psycopg.Connection[Any], *, resnapshot: bool, force: bool
+) -> tuple[list[str], StartPlan, int]:
+    """Check the source, decide how to start (plan_start), and set the source up for it: the
+    publication, the slot dropped or the lake forgotten when starting over. Returns the
+    captured tables, the plan, and where `--once` stops."""
+    check_schema(conn, run.schema)
+    tables = captured_tables(run.project, conn)
+    if not tables:
+        raise CaptureSetupError(f"schema {run.schema} has no tables to capture")
+    check_source(conn, run.schema, tables, listed=bool(run.project.config.tables))
+    facts = _facts(run, conn, tables, resnapshot=resnapshot, force=force)
+    plan = plan_start(facts)
+    if plan.refuse is not None:
+        raise refusal(plan, facts)
+    if plan.forget_unpublished:
+        run.manifest.capture.forget_snapshots(run.slot, plan.forget_unpublished)
+    added = ensure_publication(conn, run.publication, run.schema, tables)
+    if plan.drop_slot:
+        run.say(f"dropping slot {run.slot} to start a fresh snapshot")
+        drop_slot(conn, run.slot)
+    if plan.forget_lake:
+        _forget_lake(run)
+    target = _drain_target(conn)
+    if added and plan.resumes:
+        run.say(f"added to publication {run.publication}: {', '.join(added)}")
+    return tables, plan, target
+
+
+def _facts(
+    run: _Run, conn: psycopg.Connection[Any], tables: list[str], *, resnapshot: bool, force: bool
+) -> StartFacts:
+    """What plan_start decides from: the slot as the source shows it, and the state store's
+    records of it."""
+    capture, slot = run.manifest.capture, run.slot
+    return StartFacts(
+        slot=slot,
+        state=wait_while_peeked(conn, slot, slot_state(conn, slot)),
+        position=capture.position(slot),
+        ceiling=capture.ceiling(slot),
+        created=capture.created_slot(slot),
+        identity=capture.slot_identity(slot),
+        tables=tuple(tables),
+        snapshotted=frozenset(capture.snapshot_tables(slot)),
+        unpublished=frozenset(unpublished(conn, run.publication, run.schema, tables)),
+        in_lake=frozenset(run.manifest.lake.tables("raw")),
+        resnapshot=resnapshot,
+        force=force,
     )
+
+
+def _forget_lake(run: _Run) -> None:
+    """Forget and delete what the slot captured, and what earlier slots of the project
+    captured (source.slot was changed): the fresh snapshot replaces the whole lake."""
+    capture = run.manifest.capture
+    removed = [
+        path for known in {run.slot, *capture.known_slots()} for path in capture.forget_slot(known)
+    ]
+    for path in removed:
+        run.storage.delete(path)
+    if removed:
+        _withdraw_facts(run.project, run.manifest)
+
+
+def _catch_up(run: _Run, tables: list[str], plan: StartPlan) -> CaptureResult:
+    """Copy what the plan copies: every table through a new slot, or, resuming, the tables
+    new to the capture or back in it through a temporary one."""
+    result = CaptureResult(orphans_removed=_remove_orphans(run.storage, run.manifest, tables))
+    started = time.monotonic()
+    if plan.resume_at is not None:
+        result.resumed_from = plan.resume_at
+        run.say(f"resuming slot {run.slot} at {format_lsn(plan.resume_at)}")
+        # a table out of the capture (left out of tables:, or gone from the source) stops
+        # landing here: its copy is forgotten, so that it is copied anew if it comes back
+        run.manifest.capture.forget_snapshots(run.slot, plan.forget_uncaptured)
+    if plan.copy:
+        result.snapshot_rows = _snapshot(
+            run.project,
+            run.source,
+            run.slot,
+            run.manifest,
+            run.storage,
+            list(plan.copy),
+            run.say,
+            backfill=plan.resumes,
+            stale=list(plan.stale),
+        )
+    if result.snapshot_rows:
+        result.snapshot_seconds = time.monotonic() - started
+    return result
+
+
+def _stream(
+    run: _Run, tables: list[str], should_stop: Callable[[], bool], until_lsn: int | None
+) -> StreamStats:
+    """Stream from the slot into the lake until ``should_stop()`` or, with ``until_lsn``,
+    until everything committed before it is in the lake."""
+    cfg, manifest = run.project.config, run.manifest
+    settings = StreamSettings(
+        slot=run.slot,
+        publication=run.publication,
+        captured=frozenset(f"{run.schema}.{t}" for t in tables),
+        max_rows=cfg.lake.max_rows,
+        max_seconds=cfg.lake.max_seconds,
+        status_interval=cfg.capture.status_interval_seconds,
+        heartbeat_seconds=cfg.capture.heartbeat_seconds,
+    )
+    heartbeat_conn = run.source.connect(autocommit=True)
+    try:
+        record = _Recorder(manifest, heartbeat_conn, run.slot)
+        stream = ChangeStream(
+            settings,
+            _HeartbeatProbe(heartbeat_conn, run, tables),
+            dsn=run.source.conninfo(options=SESSION_SETTINGS),
+            storage=run.storage,
+            manifest=manifest,
+            schemas=_current_schemas(manifest, tables),
+            on_flush=record,
+        )
+        try:
+            stats = stream.run(should_stop, until_lsn=until_lsn)
+            record(stats)
+        except psycopg2.Error as exc:
+            reason = stream.lost(exc)  # asked before close(), which closes what it looks at
+            if reason is None:
+                if not slot_state(heartbeat_conn, run.slot).exists:  # dropped since the check
+                    raise slot_gone(run.slot, stream.position) from exc
+                raise
+            raise _lost(run.source, reason) from exc
+        finally:
+            stream.close()
+    finally:
+        heartbeat_conn.close()
+    if stream.unpublished:
+        # a transient failure: --follow starts over at once, and copies them anew
+        raise SourceError(
+            f"captured tables left publication {run.publication} while streaming (dropped "
+            "and created again?); starting over to copy them anew"
+        )
+    return stats
+
+
+class _HeartbeatProbe:
+    """The stream's SourceProbe, over the heartbeat connection (an ordinary connection beside
+    the replication one, which carries nothing but the stream)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], run: _Run, tables: list[str]):
+        self.conn = conn
+        self.run = run
+        self.tables = tables
+
+    def primary_keys(self, relid: int) -> list[str]:
+        return primary_keys(self.conn, relid)
+
+    def heartbeat(self) -> None:
+        self.conn.execute(
+            "select pg_logical_emit_message(false, %s, 'heartbeat')", (HEARTBEAT_PREFIX,)
+        )
+
+    def server_lsn(self) -> int:
+        row = self.conn.execute("select pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        return parse_lsn(row[0])
+
+    def published(self) -> bool:
+        return not unpublished(self.conn, self.run.publication, self.run.schema, self.tables)
+
+    def check_slot(self, position: int) -> None:
+        # once the stream holds the slot nobody can drop it: checked again there, as the slot
+        # may have been replaced since the check in _prepare
+        slot = self.run.slot
+        ceiling = self.run.manifest.capture.ceiling(slot)
+        check_slot_is_ours(slot_state(self.conn, slot), slot, position, ceiling)
+
+    def slot_released(self) -> bool:
+        return _released(self.conn, self.run.slot)
 
 
 def _released(conn: psycopg.Connection[Any], slot: str) -> bool:
     """Whether the slot, found busy when the stream started, is free again once a lag
-    measurement peeking at it let go (a measurement that began after the check above)."""
+    measurement peeking at it let go (a measurement that began after the check in _prepare)."""
     state = wait_while_peeked(conn, slot, slot_state(conn, slot))
     if state.active_pid:
-        raise _in_use(slot, state.active_pid)
+        raise slot_in_use(slot, state.active_pid)
     return True
 
 
@@ -431,52 +456,51 @@ def _remove_orphans(storage: LakeStorage, manifest: StateStore, tables: list[str
 class _Recorder:
     """Records the stream's metrics at each flush: the counters as increments since the last
     record (a counter's value is the sum of its samples), the lag and position as gauges.
-    Called from the writer thread and the loop, hence the lock."""
+    Called on the stream loop's thread only (ChangeStream calls on_flush there), then once
+    more by _stream on the same thread: no lock."""
 
     def __init__(self, manifest: StateStore, conn: Any, slot: str):
         self.manifest = manifest
         self.conn = conn
         self.slot = slot
         self.recorded = StreamStats()
-        self._lock = threading.Lock()
 
     def __call__(self, stats: StreamStats) -> None:
-        with self._lock:
-            try:
-                row = self.conn.execute("select pg_current_wal_lsn()::text").fetchone()
-                current = parse_lsn(row[0])
-            except Exception:  # metrics must never stop capture
-                current = stats.server_wal_end
-            # lag (as riverbed.capture.lag defines it for a stopped capture): the age of the
-            # oldest transaction received but not in the lake; none when everything sent is
-            # in it. Just after a flush with nothing received since, the next one is unknown
-            # but committed after the newest in the lake: that one's age bounds it
-            lag_bytes = max(0, current - stats.position)
-            oldest = stats.pending_commit_ts_us
-            if oldest is None and not stats.caught_up and lag_bytes:
-                oldest = stats.last_commit_ts_us
-            if oldest is None and stats.caught_up:
-                lag_bytes = 0  # WAL written since (other databases, heartbeats) is not ours
-            lag_seconds = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6)
-            done = self.recorded
-            self.manifest.metrics.record(
-                {
-                    "capture_lag_bytes": lag_bytes,
-                    "capture_lag_seconds": lag_seconds,
-                    "capture_rows_total": stats.rows - done.rows,
-                    "capture_files_total": stats.files - done.files,
-                    "capture_bytes_total": stats.bytes - done.bytes,
-                    "capture_transactions_total": stats.transactions - done.transactions,
-                    "capture_position": stats.position,
-                },
-                {"slot": self.slot},
-            )
-            self.recorded = StreamStats(
-                transactions=stats.transactions,
-                rows=stats.rows,
-                files=stats.files,
-                bytes=stats.bytes,
-            )
+        try:
+            row = self.conn.execute("select pg_current_wal_lsn()::text").fetchone()
+            current = parse_lsn(row[0])
+        except Exception:  # metrics must never stop capture
+            current = stats.server_wal_end
+        # lag (as riverbed.capture.lag defines it for a stopped capture): the age of the
+        # oldest transaction received but not in the lake; none when everything sent is
+        # in it. Just after a flush with nothing received since, the next one is unknown
+        # but committed after the newest in the lake: that one's age bounds it
+        lag_bytes = max(0, current - stats.position)
+        oldest = stats.pending_commit_ts_us
+        if oldest is None and not stats.caught_up and lag_bytes:
+            oldest = stats.last_commit_ts_us
+        if oldest is None and stats.caught_up:
+            lag_bytes = 0  # WAL written since (other databases, heartbeats) is not ours
+        lag_seconds = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6)
+        done = self.recorded
+        self.manifest.metrics.record(
+            {
+                "capture_lag_bytes": lag_bytes,
+                "capture_lag_seconds": lag_seconds,
+                "capture_rows_total": stats.rows - done.rows,
+                "capture_files_total": stats.files - done.files,
+                "capture_bytes_total": stats.bytes - done.bytes,
+                "capture_transactions_total": stats.transactions - done.transactions,
+                "capture_position": stats.position,
+            },
+            {"slot": self.slot},
+        )
+        self.recorded = StreamStats(
+            transactions=stats.transactions,
+            rows=stats.rows,
+            files=stats.files,
+            bytes=stats.bytes,
+        )
 
 
 def _withdraw_facts(project: Project, manifest: StateStore) -> None:

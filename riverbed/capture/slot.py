@@ -372,18 +372,29 @@ def check_slot_is_ours(state: SlotState, slot: str, position: int, ceiling: int 
     """
     if not state.exists:
         raise slot_gone(slot, position)
-    confirmed = state.confirmed_lsn
-    if confirmed is not None and slot_is_past(state, position, ceiling):
-        raise CaptureSetupError(
-            f"replication slot {slot!r} is not the one this lake was captured through: it is at "
-            f"{format_lsn(confirmed)}, past the lake's position {format_lsn(position)} "
-            "(it was dropped and created again, or another project reads from it: two project "
-            "folders with the same source.slot?), so the changes committed between "
-            f"{format_lsn(position)} and {format_lsn(confirmed)} are lost to this "
-            "lake; give this project a slot and publication of its own (source.slot and "
-            "source.publication in riverbed.yaml) and start over with "
-            "`riverbed capture --once --resnapshot`"
-        )
+    if state.confirmed_lsn is not None and slot_is_past(state, position, ceiling):
+        raise slot_replaced(slot, position, state.confirmed_lsn)
+
+
+def slot_replaced(slot: str, position: int, confirmed: int) -> CaptureSetupError:
+    """The error for a slot confirmed to ``confirmed``, past the lake's ``position``."""
+    return CaptureSetupError(
+        f"replication slot {slot!r} is not the one this lake was captured through: it is at "
+        f"{format_lsn(confirmed)}, past the lake's position {format_lsn(position)} "
+        "(it was dropped and created again, or another project reads from it: two project "
+        "folders with the same source.slot?), so the changes committed between "
+        f"{format_lsn(position)} and {format_lsn(confirmed)} are lost to this "
+        "lake; give this project a slot and publication of its own (source.slot and "
+        "source.publication in riverbed.yaml) and start over with "
+        "`riverbed capture --once --resnapshot`"
+    )
+
+
+def slot_in_use(slot: str, pid: int) -> CaptureSetupError:
+    return CaptureSetupError(
+        f"replication slot {slot!r} is in use by server process {pid}; "
+        "is another capture running against this source?"
+    )
 
 
 def slot_is_past(state: SlotState, position: int, ceiling: int | None) -> bool:

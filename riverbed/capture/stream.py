@@ -29,23 +29,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from riverbed.capture import pgoutput
-from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo, partitions
+from riverbed.capture.batch import Batch, write_batch
+from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo
 from riverbed.errors import first_line
-from riverbed.lake.layout import raw_file_path
-from riverbed.lake.parquet import write_table
 from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn
-from riverbed.lake.schema import COMMIT_TS
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
 from riverbed.state import LakeFile, SchemaVersion, StateStore
@@ -58,6 +54,9 @@ _OPS = {73: "I", 68: "D", 85: "U"}
 
 @dataclass
 class StreamStats:
+    """What a stream did, kept by its loop's thread (ChangeStream), handed to ``on_flush``
+    there."""
+
     transactions: int = 0
     rows: int = 0
     files: int = 0
@@ -74,22 +73,6 @@ class StreamStats:
     caught_up: bool = False
 
 
-@dataclass
-class _Batch:
-    """Complete (and at most one open) transactions not yet in the lake."""
-
-    txs: list[TxInfo] = field(default_factory=list)
-    buffers: dict[tuple[str, int], TableBuffer] = field(default_factory=dict)
-    spilled: list[LakeFile] = field(default_factory=list)
-    rows: int = 0
-    first_commit_at: float | None = None  # monotonic time of the first complete transaction
-    end_lsn: int | None = None  # end LSN of the last complete transaction
-    part: int = 0
-
-    def empty(self) -> bool:
-        return not self.rows and not self.spilled
-
-
 def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolError:
     """The ProtocolError for a message the decoder could not read (cut short, or not in the
     pgoutput format), naming the message's kind and where in the WAL it is."""
@@ -98,90 +81,130 @@ def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolErr
     return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {format_lsn(lsn)}")
 
 
+@dataclass(frozen=True)
+class StreamSettings:
+    """The names and numbers a stream runs by."""
+
+    slot: str
+    publication: str
+    # "schema.table" of the captured tables: the publication may hold others (another
+    # consumer's, or tables no longer captured), whose changes are skipped
+    captured: frozenset[str]
+    max_rows: int  # lake.max_rows: a flush once this many rows are buffered
+    max_seconds: float  # lake.max_seconds: ... or once the oldest buffered commit is this old
+    status_interval: float  # seconds between feedbacks to the slot (and lag samples)
+    heartbeat_seconds: float  # silence after which a heartbeat message is emitted
+
+
+class SourceProbe(Protocol):
+    """What the stream asks of the source besides the replication stream: the runner answers
+    over an ordinary connection beside it (runner._HeartbeatProbe)."""
+
+    def primary_keys(self, relid: int) -> list[str]:
+        """The primary key columns of a table (empty when it has none)."""
+        ...
+
+    def heartbeat(self) -> None:
+        """Emit a logical message: a WAL record of ours, so the slot can move while idle."""
+        ...
+
+    def server_lsn(self) -> int:
+        """The server's current WAL position."""
+        ...
+
+    def published(self) -> bool:
+        """Whether every captured table is still published (asked while idle, following: one
+        dropped and created again is not, and the stream would never see its rows)."""
+        ...
+
+    def check_slot(self, position: int) -> None:
+        """Raise unless the slot, once held, is the one the lake's ``position`` was confirmed
+        to."""
+        ...
+
+    def slot_released(self) -> bool:
+        """Asked when the slot is busy at the start: whether whoever held it (a lag
+        measurement peeking at it) has let go, after waiting for that; False when a capture
+        holds it."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Durable:
+    """What the writer thread made durable, handed back to the loop's thread."""
+
+    files: list[LakeFile]
+    position: int  # the end LSN every change before which is in the lake now
+
+
 class ChangeStream:
-    """Decodes one replication stream into the lake. Not thread-safe; one per slot."""
+    """Decodes one replication stream into the lake. Not thread-safe; one per slot.
+
+    Opens its replication connection in :meth:`run`, and closes it (and its writer thread)
+    in :meth:`close`, which may be called whether or not it ran.
+
+    Two threads. The loop's (the caller of :meth:`run`) owns everything here: the replication
+    connection, the batch filling, ``position`` (what the slot is confirmed to), ``stats``,
+    and it alone calls ``on_flush``. The lake-writer thread is handed one batch at a time
+    (:meth:`flush`) and hands back what it made durable (``_Durable``), which the loop takes
+    over (``_collect``) before it moves ``position`` and ``stats``: a value the loop reads is
+    never half written, and a position it confirms was committed to the state store first."""
 
     def __init__(
         self,
+        settings: StreamSettings,
+        probe: SourceProbe,
         *,
         dsn: str,
-        slot: str,
-        publication: str,
         storage: LakeStorage,
         manifest: StateStore,
-        captured: frozenset[str],
         schemas: dict[str, TableSchema],
-        snapshot_lsns: dict[str, int],
-        primary_keys: Callable[[int], list[str]],
-        heartbeat: Callable[[], object],
-        server_lsn: Callable[[], int],
-        max_rows: int,
-        max_seconds: float,
-        status_interval: float,
-        heartbeat_seconds: float,
         on_flush: Callable[[StreamStats], None] | None = None,
-        published: Callable[[], bool] = lambda: True,
-        check_slot: Callable[[int], None] = lambda _: None,
-        slot_released: Callable[[], bool] = lambda: False,
     ):
-        self.slot = slot
+        self.settings = settings
+        self.slot = settings.slot
+        self.probe = probe
+        self.dsn = dsn
         self.storage = storage
         self.manifest = manifest
-        # "schema.table" of the captured tables: the publication may hold others (another
-        # consumer's, or tables no longer captured), whose changes are skipped
-        self.captured = captured
         self.ignored: set[int] = set()  # relids of the tables not captured
         self.schemas = dict(schemas)  # lake table -> current schema version
         # a table's changes committed before its snapshot's consistent point are in the snapshot
-        self.snapshot_lsns = snapshot_lsns
-        self.primary_keys = primary_keys
-        self.heartbeat = heartbeat
-        self.server_lsn = server_lsn
-        self.max_rows = max_rows
-        self.max_seconds = max_seconds
-        self.status_interval = status_interval
-        self.heartbeat_seconds = heartbeat_seconds
+        self.snapshot_lsns = manifest.capture.snapshot_tables(self.slot)
         self.on_flush = on_flush
-        # asked while idle, following: whether every captured table is still published (one
-        # dropped and created again is not, and the stream would never see its rows)
-        self.published = published
-        self.unpublished = False
-        # raises unless the slot, once held, is the one the manifest's position was confirmed to
-        self.check_slot = check_slot
-        # asked when the slot is busy at the start: whether whoever held it (a lag measurement
-        # peeking at it) has let go, after waiting for that; False when a capture holds it
-        self.slot_released = slot_released
-        self.position = manifest.capture.position(slot) or 0
+        self.unpublished = False  # the stream ended because a captured table left the publication
+        self.position = manifest.capture.position(self.slot) or 0
         self.stats = StreamStats(position=self.position)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
         self.type_names: dict[int, str] = {}
         self.pending_schemas: list[SchemaVersion] = []
-        self.batch = _Batch()
+        self.batch = Batch()
         self.tx: TxInfo | None = None
         self.seq = 0
         self.skipping = False
-        self.conn = psycopg2.connect(
-            dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection
-        )
-        self.cursor = self.conn.cursor()
-        self.publication = publication
+        # the replication connection and its cursor: opened by run()
+        self.conn: Any = None
+        self.cursor: Any = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
-        self._inflight: Future[None] | None = None
-        self._writing: _Batch | None = None  # the batch the writer has, until it is durable
+        self._inflight: Future[_Durable] | None = None
+        self._writing: Batch | None = None  # the batch the writer has, until it is durable
         self._last_sample = time.monotonic()
-        self._confirmed = -1
         self._last_feedback = 0.0  # monotonic time of the last feedback sent
         # how far the slot may be confirmed, recorded before each feedback (_send)
-        self._ceiling = manifest.capture.ceiling(slot) or 0
+        self._ceiling = manifest.capture.ceiling(self.slot) or 0
 
     # --- the loop -------------------------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool], until_lsn: int | None = None) -> StreamStats:
         """Stream until ``should_stop()``; with ``until_lsn``, stop once everything committed
         before it is in the lake (what ``capture --once`` does)."""
+        self.conn = psycopg2.connect(
+            self.dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection
+        )
+        self.cursor = self.conn.cursor()
         self._start_replication()
         # the slot is ours alone from here on: nothing has been read or confirmed yet
-        self.check_slot(self.position)
+        self.probe.check_slot(self.position)
         try:
             return self._run(should_stop, until_lsn)
         except BaseException:
@@ -203,7 +226,7 @@ class ChangeStream:
                     start_lsn=0,  # resume at the slot's confirmed position
                     options={
                         "proto_version": "1",
-                        "publication_names": self.publication,
+                        "publication_names": self.settings.publication,
                         "messages": "true",
                     },
                     # psycopg2 never sends feedback by itself (it would carry positions the manifest
@@ -212,7 +235,7 @@ class ChangeStream:
                 )
                 return
             except psycopg2.errors.ObjectInUse:
-                if attempt == _START_ATTEMPTS - 1 or not self.slot_released():
+                if attempt == _START_ATTEMPTS - 1 or not self.probe.slot_released():
                     raise
 
     def _run(self, should_stop: Callable[[], bool], until_lsn: int | None) -> StreamStats:
@@ -248,10 +271,12 @@ class ChangeStream:
                         # --once is done once this batch is durable; not waiting here would let
                         # steady traffic keep a new batch in flight forever
                         self.wait_for_writer()
-                if self.batch.empty() and (caught_up or now - last_idle >= self.status_interval):
+                if self.batch.empty() and (
+                    caught_up or now - last_idle >= self.settings.status_interval
+                ):
                     self._advance_idle()
                     last_idle = now
-                    if not once and self._writer_idle() and not self.published():
+                    if not once and self._writer_idle() and not self.probe.published():
                         self.unpublished = True
                         break
                 if caught_up and self.batch.empty() and self._writer_idle():
@@ -259,8 +284,8 @@ class ChangeStream:
             self._confirm()  # when due
             if should_stop():
                 break
-            if now - last_message >= self.heartbeat_seconds:
-                self.heartbeat()  # a WAL record of ours, so the slot can move when we are idle
+            if now - last_message >= self.settings.heartbeat_seconds:
+                self.probe.heartbeat()  # a WAL record of ours, so the slot can move when we are idle
                 last_message = now
             if once and self.tx is None and now - last_ping >= 0.1:
                 self._send(reply=True)  # ask for a keepalive: a fresh wal_end
@@ -280,7 +305,7 @@ class ChangeStream:
         closes the connection this looks at."""
         if isinstance(exc, psycopg2.OperationalError) or session_ended(exc.pgcode):
             return first_line(exc)  # libpq lost the server, or the server ended the session
-        if self.conn.closed == 2:
+        if self.conn is not None and self.conn.closed == 2:
             # psycopg2 closed it when libpq found it broken; what uses it next gets an
             # InterfaceError "connection already closed"
             return first_line(exc)
@@ -288,21 +313,27 @@ class ChangeStream:
         # sends CommandComplete and exits. psycopg2 hands that over as "no message", then
         # reports the next read or feedback as "no COPY in progress": a bare DatabaseError
         # without a SQLSTATE, raised by our cursor, on a connection that still looks open.
-        if type(exc) is psycopg2.DatabaseError and exc.pgcode is None and exc.cursor is self.cursor:
+        if (
+            type(exc) is psycopg2.DatabaseError
+            and exc.pgcode is None
+            and self.cursor is not None
+            and exc.cursor is self.cursor
+        ):
             return "the server ended the replication stream (it is shutting down or restarting)"
         return None
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
-        with contextlib.suppress(psycopg2.Error):
-            self.conn.close()
+        if self.conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self.conn.close()
 
     def _due(self, now: float) -> bool:
         started = self.batch.first_commit_at
         return (
-            self.batch.rows >= self.max_rows
+            self.batch.rows >= self.settings.max_rows
             or bool(self.batch.spilled)  # a big transaction just committed: publish it now
-            or (started is not None and now - started >= self.max_seconds)
+            or (started is not None and now - started >= self.settings.max_seconds)
         )
 
     def _advance_idle(self) -> None:
@@ -362,12 +393,12 @@ class ChangeStream:
             raise pgoutput.ProtocolError(f"unknown pgoutput message {chr(kind)!r}")
 
     def _relation(self, relation: pgoutput.Relation) -> None:
-        if relation.qualified not in self.captured:
+        if relation.qualified not in self.settings.captured:
             self.ignored.add(relation.relid)
             return
         self.ignored.discard(relation.relid)
         table = relation.name
-        keys = set(self.primary_keys(relation.relid)) or {
+        keys = set(self.probe.primary_keys(relation.relid)) or {
             c.name for c in relation.columns if c.is_key
         }
         columns = tuple(
@@ -410,7 +441,7 @@ class ChangeStream:
         buffer.add(op, payload, self.seq, len(self.batch.txs))
         self.seq += 1
         self.batch.rows += 1
-        if self.batch.rows >= self.max_rows:
+        if self.batch.rows >= self.settings.max_rows:
             # the buffer is full in the middle of a transaction: write what is buffered now
             # (bounded memory whatever the transaction's size); it becomes visible at commit
             self._spill()
@@ -452,7 +483,7 @@ class ChangeStream:
         now = time.monotonic()
         if self._due(now):
             self.flush()
-        if self.on_flush and now - self._last_sample >= self.status_interval:
+        if self.on_flush and now - self._last_sample >= self.settings.status_interval:
             # busy for a while without a flush (a backlog, a slow lake): the lag still shows
             self.stats.pending_commit_ts_us = self._oldest_pending()
             self.on_flush(self.stats)
@@ -463,7 +494,7 @@ class ChangeStream:
 
     def _spill(self) -> None:
         """Write what is buffered, invisible until the open transaction commits."""
-        self.batch.spilled.extend(self._write(self.batch, open_tx=self.tx))
+        self.batch.spilled.extend(write_batch(self.storage, self.batch, open_tx=self.tx))
         self.batch.buffers.clear()
         self.batch.rows = 0
         self._confirm()  # when due: a transaction this big may stream for a while
@@ -474,28 +505,56 @@ class ChangeStream:
         visible with the batch's end position in one manifest commit. The loop keeps reading
         meanwhile; it confirms to the slot only positions the writer has made durable. At most
         one batch is being written while the next one fills (bounded memory)."""
-        batch, schemas = self.batch, self.pending_schemas
-        self.batch, self.pending_schemas = _Batch(), []
+        # the batch written before is taken over while this one is still the loop's: it is
+        # what the lag sample taken then sees pending
         self.wait_for_writer()
+        batch, schemas = self.batch, self.pending_schemas
+        self.batch, self.pending_schemas = Batch(), []
+        # handed over, not read by the writer: the position is the loop's (end_lsn is None
+        # only when no transaction completed in the batch)
+        position = batch.end_lsn if batch.end_lsn is not None else self.position
         self._writing = batch
-        self._inflight = self._writer.submit(self._write_and_commit, batch, schemas)
+        self._inflight = self._writer.submit(self._write_and_commit, batch, schemas, position)
 
     def wait_for_writer(self) -> None:
         """Block until the batch being written is durable; re-raise the writer's error."""
-        if self._inflight is not None:
-            self._inflight.result()
-            self._inflight = None
+        self._collect(wait=True)
         self._confirm()
 
     def _writer_idle(self) -> bool:
-        if self._inflight is not None and self._inflight.done():
-            self.wait_for_writer()
+        self._collect(wait=False)
         return self._inflight is None
+
+    def _collect(self, *, wait: bool) -> None:
+        """Take over what the writer made durable (once it has, or, with ``wait``, waiting
+        for it): only here, on the loop's thread, do the position and the stats move."""
+        inflight = self._inflight
+        if inflight is None or not (wait or inflight.done()):
+            return
+        durable = inflight.result()  # re-raises the writer's error
+        self._inflight = self._writing = None
+        self.position = max(self.position, durable.position)  # durable from here on
+        stats = self.stats
+        stats.rows += sum(f.rows for f in durable.files if not f.full_load)
+        stats.files += len(durable.files)
+        stats.bytes += sum(f.bytes for f in durable.files)
+        stats.flushes += 1
+        stats.position = self.position
+        for f in durable.files:
+            stats.rows_by_table[f.table] = stats.rows_by_table.get(f.table, 0) + f.rows
+        # the batch filling meanwhile holds the oldest transaction not in the lake
+        stats.pending_commit_ts_us = self._oldest_pending()
+        self._last_sample = time.monotonic()
+        if self.on_flush:
+            self.on_flush(stats)
 
     def _confirm(self, force: bool = False) -> None:
         """Tell the slot what is durable: every status_interval (the server ends a stream that
-        is silent for wal_sender_timeout), or now with ``force``."""
-        if force or time.monotonic() - self._last_feedback >= self.status_interval:
+        is silent for wal_sender_timeout), or now with ``force``. What the writer finished
+        since the last call is taken over first, so a durable position is confirmed at the
+        next feedback however busy the loop is."""
+        self._collect(wait=False)
+        if force or time.monotonic() - self._last_feedback >= self.settings.status_interval:
             self._send()
 
     def _send(self, reply: bool = False) -> None:
@@ -507,7 +566,7 @@ class ChangeStream:
         WAL position, past any keepalive read so far, is first recorded as the slot's ceiling:
         a slot past it at the next start is not this project's (runner, check_slot_is_ours).
         """
-        self._raise_ceiling(self.server_lsn())
+        self._raise_ceiling(self.probe.server_lsn())
         self.cursor.send_feedback(
             write_lsn=self.position,
             flush_lsn=self.position,
@@ -522,24 +581,16 @@ class ChangeStream:
             self.manifest.capture.raise_ceiling(self.slot, lsn)
             self._ceiling = lsn
 
-    def _write_and_commit(self, batch: _Batch, schemas: list[SchemaVersion]) -> None:
-        files = batch.spilled + self._write(batch, open_tx=None)
-        position = batch.end_lsn if batch.end_lsn is not None else self.position
+    def _write_and_commit(
+        self, batch: Batch, schemas: list[SchemaVersion], position: int
+    ) -> _Durable:
+        """The writer thread: writes ``batch`` (handed over by flush, the loop's no more) and
+        makes it visible at ``position`` in one manifest commit. It touches nothing else of
+        the stream's but the storage and the state store (both safe across threads); the loop
+        takes what it returns over (_collect)."""
+        files = batch.spilled + write_batch(self.storage, batch, open_tx=None)
         self.manifest.capture.commit(self.slot, files, position, schemas)
-        self.position = max(self.position, position)  # durable from here on
-        self.stats.rows += sum(f.rows for f in files if not f.full_load)
-        self.stats.files += len(files)
-        self.stats.bytes += sum(f.bytes for f in files)
-        self.stats.flushes += 1
-        self.stats.position = self.position
-        for f in files:
-            self.stats.rows_by_table[f.table] = self.stats.rows_by_table.get(f.table, 0) + f.rows
-        self._writing = None
-        # the batch filling meanwhile (the loop's) holds the oldest transaction not in the lake
-        self.stats.pending_commit_ts_us = self._oldest_pending()
-        self._last_sample = time.monotonic()
-        if self.on_flush:
-            self.on_flush(self.stats)
+        return _Durable(files, position)
 
     def _oldest_pending(self) -> int | None:
         """Commit time of the oldest transaction received but not in the lake yet: the first
@@ -548,33 +599,3 @@ class ChangeStream:
             if batch is not None and batch.txs:
                 return batch.txs[0].commit_ts_us
         return None
-
-    def _write(self, batch: _Batch, open_tx: TxInfo | None) -> list[LakeFile]:
-        txs = batch.txs + ([open_tx] if open_tx is not None else [])
-        files = []
-        for (table, version), buffer in batch.buffers.items():
-            if not len(buffer):
-                continue
-            arrow = buffer.to_arrow(txs)
-            for hour_us, rows in partitions(arrow):
-                lsns = rows.column("_lsn").to_numpy()
-                low, high = int(lsns.min()), int(lsns.max())
-                path = raw_file_path(table, hour_us, low, high, version, batch.part)
-                batch.part += 1
-                size = write_table(self.storage, path, rows)
-                commit = pc.min_max(rows.column(COMMIT_TS).cast(pa.int64()))
-                files.append(
-                    LakeFile(
-                        path=path,
-                        stage="raw",
-                        table=table,
-                        rows=rows.num_rows,
-                        bytes=size,
-                        min_lsn=low,
-                        max_lsn=high,
-                        schema_version=version,
-                        min_commit_ts=commit["min"].as_py(),
-                        max_commit_ts=commit["max"].as_py(),
-                    )
-                )
-        return files
