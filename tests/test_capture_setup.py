@@ -612,6 +612,30 @@ def test_a_first_snapshot_cut_short_still_starts_over_by_itself(
     assert sum(1 for c in lake_changes(config, "t")) == 3  # the first copy is gone
 
 
+def test_a_first_snapshot_cut_short_whose_slot_was_dropped_starts_over_without_doubles(
+    database: Database, tmp_path: Path
+) -> None:
+    """A first snapshot cut short (some tables copied, no position), and its slot dropped
+    since (by an operator, or a server restored): the next capture starts afresh, and the rows
+    copied the first time must not stay in the lake beside the new copy."""
+    with oracle(database) as conn:
+        conn.execute(
+            "create schema cut; create table cut.t (id int primary key, v text);"
+            " insert into cut.t values (1, 'a'), (2, 'b')"
+        )
+    config = config_for(tmp_path, database, "cut")
+    capture(config)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("delete from capture_position")
+    with oracle(database) as conn:
+        conn.execute("select pg_drop_replication_slot('riverbed')")
+        conn.execute("insert into cut.t values (3, 'c')")
+    assert capture(config)["snapshot_rows"] == {"t": 3}
+    with oracle(database) as conn:
+        assert_lake_equals_source(config, conn, "cut", "t", ["id"])
+    assert sum(1 for c in lake_changes(config, "t")) == 3  # the first copy is gone
+
+
 # --- 6. messages that name the fix --------------------------------------------------------
 
 

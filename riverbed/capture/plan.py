@@ -13,7 +13,9 @@ The rules:
 * ``--resnapshot`` drops the slot and forgets everything the project's slots captured (the
   fresh snapshot replaces the whole lake), but leaves a slot this lake does not know alone
   (foreign or replaced, below) unless ``--force`` is given;
-* no slot and no position: a fresh start, the first snapshot through a new slot;
+* no slot and no position: a fresh start, the first snapshot through a new slot; whatever the
+  lake holds already (a first snapshot cut short whose slot was dropped since, or files of an
+  earlier slot: source.slot changed) is forgotten first, as the snapshot replaces it;
 * no slot but a position: the slot was dropped by someone, and the changes since the position
   are unrecoverable from the source: refused, naming how to start over;
 * a slot but no position: a first snapshot cut short (killed mid-copy; its exported snapshot
@@ -99,7 +101,11 @@ def plan_start(facts: StartFacts) -> StartPlan:
             return StartPlan(refuse=Refusal.NOT_OURS_TO_DROP)
         return StartPlan(drop_slot=state.exists, forget_lake=True, copy=facts.tables)
     if not state.exists:
-        return StartPlan(copy=facts.tables) if position is None else StartPlan(refuse=Refusal.GONE)
+        if position is not None:
+            return StartPlan(refuse=Refusal.GONE)
+        # a first snapshot cut short whose slot is gone since, or files of an earlier slot
+        # (source.slot changed): the new snapshot replaces them, or its rows would be doubled
+        return StartPlan(forget_lake=bool(facts.in_lake or facts.snapshotted), copy=facts.tables)
     if position is None:
         if foreign:
             return StartPlan(refuse=Refusal.FOREIGN)
