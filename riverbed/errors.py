@@ -9,6 +9,8 @@ Every error meant for the user is a RiverbedError (exit 1 unless said otherwise)
     ├── SourceError                the source PostgreSQL cannot be started, reached or queried
     │                              (TRANSIENT; TERMINAL when its database does not exist)
     ├── CaptureSetupError          riverbed.capture.slot: the source is not ready for capture
+    ├── SlotReplaced               riverbed.errors: the slot was confirmed past the lake (another
+    │                              project reads it); raised by riverbed.capture.lag
     ├── ProtocolError              riverbed.capture.pgoutput: a malformed replication message
     │                              (also a ValueError)
     ├── UnrepresentableValue       riverbed.lake.pgtypes: a value with no exact Arrow
@@ -26,7 +28,7 @@ Every error meant for the user is a RiverbedError (exit 1 unless said otherwise)
     │   └── QueryStopped           a query ended early by Warehouse.interrupt (timeout, Ctrl-C)
     ├── NotifyError                riverbed.observe.notify: a notification was not delivered
     ├── InjectedFault              riverbed.orchestrate.executor: fault_injection (its class)
-    ├── QueryInterrupted           riverbed.cli_query: Ctrl-C stopped `riverbed query` (exit 130)
+    ├── QueryInterrupted           riverbed.cli.query: Ctrl-C stopped `riverbed query` (exit 130)
     └── AlreadySeeded              riverbed.shop.seed: the demo schema already holds data
 
 Errors from libraries below (psycopg, duckdb, pyarrow, subprocess, yaml) are translated into
@@ -102,6 +104,12 @@ class ConfigError(RiverbedError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class SlotReplaced(RiverbedError):
+    """The slot was confirmed past the lake's position and ceiling: another project reads from
+    it (riverbed.capture.slot.slot_is_past), so what it holds says nothing about this lake.
+    Here, not in capture, because observe (status) tells it apart without importing capture."""
 
 
 class UsageError(RiverbedError):

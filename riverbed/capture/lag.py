@@ -25,7 +25,6 @@ here (None): its own samples are fresh.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -33,24 +32,14 @@ import psycopg
 from riverbed.capture import pgoutput
 from riverbed.capture.slot import SlotState, slot_is_past
 from riverbed.config.loader import Project
-from riverbed.errors import RiverbedError
+from riverbed.errors import RiverbedError, SlotReplaced
 from riverbed.lake.positions import parse_lsn
 from riverbed.state import StateStore
+from riverbed.state.records import Lag
 
 PEEK_CHANGES = 1000  # changes decoded at most (plus the rest of the transaction they end in)
 PEEK_TIMEOUT = "10s"  # a slot far behind takes long to decode; the measurement gives up then
 _CHANGES = (73, 85, 68, 84)  # I, U, D, T
-
-
-@dataclass(frozen=True)
-class Lag:
-    bytes: int
-    seconds: float
-
-
-class SlotReplaced(RiverbedError):
-    """The slot was confirmed past the lake's position and ceiling: another project reads from
-    it (see slot.slot_is_past), so what it holds says nothing about this lake."""
 
 
 def source_lag(project: Project, manifest: StateStore, now: float | None = None) -> Lag | None:

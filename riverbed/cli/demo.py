@@ -182,9 +182,10 @@ def _say(text: str) -> None:
 
 
 def _print_lake(project: Project) -> None:
+    from riverbed.capture.lag import measure_lag
     from riverbed.observe.status import gather
 
-    report = gather(project)
+    report = gather(project, lambda store: measure_lag(project, store)[0])
     cap = report["capture"]
     table = Table("table", "snapshot rows", "changes", "files", "schema version")
     for name, info in report["lake"].items():

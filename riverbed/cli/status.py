@@ -29,9 +29,11 @@ def status(
 
     Example: `riverbed status`
     """
+    from riverbed.capture.lag import measure_lag
     from riverbed.observe.status import gather
 
-    report = gather(open_project(config))
+    project = open_project(config)
+    report = gather(project, lambda store: measure_lag(project, store)[0])
     if as_json:
         print(json.dumps(report))
         return

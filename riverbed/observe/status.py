@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from riverbed.capture.lag import SlotReplaced, measure_lag
 from riverbed.config.loader import Project
-from riverbed.errors import RiverbedError
+from riverbed.errors import RiverbedError, SlotReplaced
 from riverbed.lake.positions import format_lsn
 from riverbed.source.connection import source_for
 from riverbed.state import StateStore, TableSummary, open_state
-from riverbed.state.records import BadFile, BatchQuality
+from riverbed.state.records import BadFile, BatchQuality, Lag
 
 
-def gather(project: Project) -> dict[str, Any]:
+def gather(
+    project: Project, measure_lag: Callable[[StateStore], Lag | None] = lambda _: None
+) -> dict[str, Any]:
+    """The report; ``measure_lag`` measures the capture lag from the source when no capture
+    runs (riverbed.capture.lag, which the command line hands in: observe imports no stage),
+    raising SlotReplaced when the slot is another project's."""
     cfg = project.config
     source = source_for(project)
     slot = cfg.source.slot
@@ -60,11 +65,7 @@ def gather(project: Project) -> dict[str, Any]:
             cap["position"] = format_lsn(position)
             # measured now when no capture runs; a running capture's own samples otherwise
             try:
-                lag = (
-                    measure_lag(project, manifest)[0]
-                    if report["source"]["state"] == "reachable"
-                    else None
-                )
+                lag = measure_lag(manifest) if report["source"]["state"] == "reachable" else None
             except SlotReplaced:  # another project's slot: its lag is not this lake's
                 lag, cap["slot_replaced"] = None, True
             if lag is not None:

@@ -281,3 +281,12 @@ class AlarmTransition:
     reason: str
     value: float | None
     ts: float
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far the lake is behind the source: the WAL bytes not yet visible in it, and the age
+    of the oldest change not in it (riverbed.capture.lag measures it; status shows it)."""
+
+    bytes: int
+    seconds: float
