@@ -405,7 +405,11 @@ def _snapshot(
             manifest.capture.commit(
                 slot, files, None, [schema], [SnapshotDone(copy.table, point.lsn, copy.rows)]
             )
-            say(f"snapshot of {copy.table}: {copy.rows:,} rows in {len(copy.files)} files")
+            rows, written = copy.rows, len(copy.files)
+            say(
+                f"snapshot of {copy.table}: {rows:,} row{'' if rows == 1 else 's'} in "
+                f"{written} file{'' if written == 1 else 's'}"
+            )
 
         copies = copy_tables(
             source,
