@@ -68,6 +68,6 @@ def _from_source(project: Project, tables: list[str]) -> dict[str, Columns]:
         return source_columns(source_for(project), project.config.source.schema_name, tables)
     except SourceError as exc:
         raise SourceError(
-            f"nothing captured yet of {', '.join(tables)}, so their column types must come from "
-            f"the source, and it is out of reach: {exc}"
+            f"nothing captured yet of {', '.join(tables)}, so their column types come from the "
+            f"source's catalog, which cannot be read: {exc}"
         ) from exc

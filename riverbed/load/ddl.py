@@ -3,10 +3,11 @@
 Column types come from the newest staged (else raw) Parquet schema of each table, so the DDL
 is what the load stage would create; for a table captured but still empty, from its newest
 schema version. Before a table's first capture they come from the source's catalog
-(``source_columns``), through the same mapping capture applies (riverbed.lake.pgtypes), so the
-DDL printed before the first capture is the one printed after it. For Redshift the same model gets its physical design:
-DISTKEY (``dist_key``), SORTKEY (``sort_key``; dimensions sort by natural key) and ENCODE ZSTD
-on every column.
+(``source_columns``), through the mapping capture applies (riverbed.lake.pgtypes), so the DDL
+printed before the first capture is the one printed after it.
+
+For Redshift the same model gets its physical design: DISTKEY (``dist_key``), SORTKEY
+(``sort_key``; dimensions sort by natural key) and ENCODE ZSTD on every column.
 """
 
 from __future__ import annotations
