@@ -1,19 +1,26 @@
 """The warehouse DDL the config implies, for any dialect (`riverbed ddl`).
 
 Column types come from the newest staged (else raw) Parquet schema of each table, so the DDL
-is what the load stage would create. For Redshift the same model gets its physical design:
-DISTKEY (``dist_key``), SORTKEY (``sort_key``; dimensions sort by natural key) and ENCODE ZSTD
-on every column.
+is what the load stage would create; for a table captured but still empty, from its newest
+schema version. Before a table's first capture they come from the source's catalog
+(``source_columns``), through the mapping capture applies (riverbed.lake.pgtypes), so the DDL
+printed before the first capture is the one printed after it.
+
+For Redshift the same model gets its physical design: DISTKEY (``dist_key``), SORTKEY
+(``sort_key``; dimensions sort by natural key) and ENCODE ZSTD on every column.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
+import psycopg
 import pyarrow.parquet as pq
 from sqlglot import exp
 
 from riverbed.config.loader import Project
 from riverbed.config.tables import TableConfig
-from riverbed.errors import ConfigError, RiverbedError, UsageError
+from riverbed.errors import ConfigError, RiverbedError, SourceError, UsageError, first_line
 from riverbed.lake.pgtypes import PgColumn, arrow_type  # how the lake is typed
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.storage import LakeStorage
@@ -21,7 +28,11 @@ from riverbed.load.facts import fact_ddl, fact_indexes
 from riverbed.load.model import sql_type, warehouse_model
 from riverbed.load.scd2 import dimension_ddl, staging_ddl
 from riverbed.load.warehouse import DIALECTS, capabilities
+from riverbed.source.catalog import read_columns
+from riverbed.source.connection import Source
 from riverbed.state import StateStore
+
+Columns = dict[str, exp.DataType]  # a table's columns and their SQL types, in column order
 
 
 def dim_date_ddl() -> exp.Create:
@@ -49,12 +60,15 @@ def dim_date_ddl() -> exp.Create:
     )
 
 
-def warehouse_ddl(
-    project: Project, storage: LakeStorage, manifest: StateStore, dialect: str
-) -> list[str]:
-    """Every CREATE statement of the warehouse, generated for ``dialect``."""
+def check_dialect(dialect: str) -> None:
     if dialect not in DIALECTS:
         raise UsageError(f"--dialect {dialect}: choose one of {', '.join(DIALECTS)}")
+
+
+def warehouse_ddl(project: Project, columns: Mapping[str, Columns], dialect: str) -> list[str]:
+    """Every CREATE statement of the warehouse, generated for ``dialect``, given the columns
+    of every table in ``tables:`` (``lake_columns``, else ``source_columns``)."""
+    check_dialect(dialect)
     model = warehouse_model(project.config)
     # the builders' expressions are the same for every dialect (DuckDB's types), generated
     # for ``dialect`` here
@@ -62,23 +76,22 @@ def warehouse_ddl(
     indexes = can.has_indexes  # the loader's, where the engine has them
     out: list[str] = []
     for dim in model.dimensions:
-        columns = _columns(storage, manifest, dim.source)
         cfg = project.config.tables[dim.source]
-        tables = dimension_ddl(dim, columns, dialect, indexes=indexes)
+        tables = dimension_ddl(dim, columns[dim.source], dialect, indexes=indexes)
         check_layout_keys(dim.source, cfg, tables)
-        for statement in [staging_ddl(dim, columns, dialect), *tables]:
+        for statement in [staging_ddl(dim, columns[dim.source], dialect), *tables]:
             if can.physical_design and _creates(statement, dim.name):
                 statement = _redshift(statement, cfg.dist_key, cfg.sort_key or list(dim.keys))
             text = statement.sql(dialect=dialect, pretty=True)
             if text not in out:  # the position table every dimension's DDL creates
                 out.append(text)
     for fact in model.facts:
-        columns = _columns(storage, manifest, fact.source)
         cfg = project.config.tables[fact.source]
-        table = fact_ddl(fact.carrying(columns), columns)
+        own = columns[fact.source]
+        table = fact_ddl(fact.carrying(own), own)
         check_layout_keys(fact.source, cfg, [table])
         statements = [
-            staging_ddl(fact.source, columns, dialect),
+            staging_ddl(fact.source, own, dialect),
             table,
             *(fact_indexes(fact, cfg.sort_key, cfg.dist_key) if indexes else []),
         ]
@@ -90,33 +103,50 @@ def warehouse_ddl(
     return out
 
 
-def lake_columns(
-    storage: LakeStorage, manifest: StateStore, table: str
-) -> dict[str, exp.DataType] | None:
-    """The table's columns and SQL types by its newest staged (else raw) file; None if none."""
+def lake_columns(storage: LakeStorage, manifest: StateStore, table: str) -> Columns | None:
+    """The table's columns and SQL types by its newest staged (else raw) file, else by its
+    newest schema version (captured, but empty so far); None if it was never captured."""
     files = manifest.lake.files("staged", table) or manifest.lake.files("raw", table)
     if files:
         schema = pq.read_schema(storage.open_input(files[-1].path))
         return {f.name: sql_type(f.type) for f in schema if f.name not in CDC_COLUMNS}
-    versions = manifest.lake.schema_versions(table)  # captured, but empty so far
+    versions = manifest.lake.schema_versions(table)
     if not versions:
         return None
-    return {
-        c["name"]: sql_type(
-            arrow_type(PgColumn(c["name"], c["type_oid"], c["type_modifier"], c["type_name"]))
-        )
+    return declared_types(
+        PgColumn(c["name"], c["type_oid"], c["type_modifier"], c["type_name"])
         for c in versions[-1].columns
+    )
+
+
+def source_columns(source: Source, schema: str, tables: list[str]) -> dict[str, Columns]:
+    """The columns and SQL types of ``tables`` as the source's catalog declares them: the types
+    their first capture will record, so what ``lake_columns`` will say once it has run.
+
+    Raises SourceError when the source cannot be reached or read, RiverbedError for a table
+    the schema does not have."""
+    with source.connect(autocommit=True) as conn:
+        try:
+            found = read_columns(conn, schema, tables)
+        except psycopg.Error as exc:
+            raise SourceError(
+                f"cannot read the catalog of {source.display}: {first_line(exc)}"
+            ) from exc
+    absent = [table for table in tables if table not in found]
+    if absent:
+        raise RiverbedError(
+            f"tables: {', '.join(absent)}: no such table in schema {schema} of {source.display} "
+            "(source.schema in riverbed.yaml); create it, or take it out of tables:"
+        )
+    return {
+        table: declared_types(PgColumn(c.name, c.type_oid, c.type_modifier) for c in found[table])
+        for table in tables
     }
 
 
-def _columns(storage: LakeStorage, manifest: StateStore, table: str) -> dict[str, exp.DataType]:
-    columns = lake_columns(storage, manifest, table)
-    if columns is None:
-        raise RiverbedError(
-            f"no data for {table} in the lake yet, so its column types are unknown: run "
-            "`riverbed capture --once` (and `riverbed run --once`) first"
-        )
-    return columns
+def declared_types(columns: Iterable[PgColumn]) -> Columns:
+    """SQL types of columns as capture describes them: those of the files it writes for them."""
+    return {c.name: sql_type(arrow_type(c)) for c in columns}
 
 
 def check_layout_keys(table: str, cfg: TableConfig, statements: list[exp.Expr]) -> None:

@@ -3,7 +3,9 @@ keys, replica identity, foreign keys, enum types, UNIQUE and simple CHECK constr
 
 Pure reading: ``read_catalog`` runs a few catalog queries on a connection the caller opened and
 returns frozen dataclasses; deciding what a riverbed.yaml makes of them is
-riverbed.config.proposal's business. Ordinary and partitioned tables are read (a partition is
+riverbed.config.proposal's business. ``read_columns`` reads only the columns, with their types
+as capture will record them: ``riverbed ddl`` takes a table's column types from there until the
+table's first capture. Ordinary and partitioned tables are read (a partition is
 captured through its parent, so partitions are not listed); views, foreign tables and
 materialized views are not tables capture can publish.
 
@@ -29,6 +31,11 @@ class Column:
     type: str  # as format_type prints it: integer, numeric(12,2), timestamp with time zone ...
     not_null: bool
     enum_values: tuple[str, ...] | None  # the labels, in order, when the type is an enum
+    # the type as capture records it (pg_attribute's atttypid, atttypmod, which pgoutput's
+    # Relation message carries): what riverbed.lake.pgtypes maps to the lake's type; a Column
+    # made by hand has none (0 maps to text)
+    type_oid: int = 0
+    type_modifier: int = -1
 
     @property
     def is_temporal(self) -> bool:
@@ -136,13 +143,13 @@ def read_catalog(conn: Any, schema: str, only: list[str] | None = None) -> Catal
                 f"its tables: {', '.join(names)}"
             )
         names = [name for name in names if name in only]
-    columns = _by_table(conn.execute(_COLUMNS, (schema, names)).fetchall())
+    columns = read_columns(conn, schema, names)
     constraints = _by_table(conn.execute(_CONSTRAINTS, (schema, names)).fetchall())
     indexes = _by_table(conn.execute(_UNIQUE_INDEXES, (schema, names)).fetchall())
     identities = {r[0]: r[1:] for r in conn.execute(_IDENTITY, (schema, names)).fetchall()}
     tables = []
     for name in names:
-        cols = tuple(Column(r[0], r[1], r[2], tuple(r[3]) if r[3] else None) for r in columns[name])
+        cols = columns[name]
         cons = constraints.get(name, [])
         replident, identity_index = identities[name]
         not_null = {c.name for c in cols if c.not_null}
@@ -169,6 +176,17 @@ def read_catalog(conn: Any, schema: str, only: list[str] | None = None) -> Catal
     return Catalog(schema, tuple(tables))
 
 
+def read_columns(conn: Any, schema: str, tables: list[str]) -> dict[str, tuple[Column, ...]]:
+    """The columns of each of ``tables`` in ``schema``, in column order; a name that is no
+    relation of the schema is left out (``riverbed ddl`` says so for the tables it needs)."""
+    return {
+        table: tuple(
+            Column(r[0], r[1], r[2], tuple(r[3]) if r[3] else None, r[4], r[5]) for r in rows
+        )
+        for table, rows in _by_table(conn.execute(_COLUMNS, (schema, tables)).fetchall()).items()
+    }
+
+
 def _by_table(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
     """Rows whose first value is a table name, grouped by it (the rest of each row kept)."""
     grouped: dict[str, list[tuple[Any, ...]]] = {}
@@ -181,12 +199,14 @@ _TABLES = (
     "select c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace"
     " where n.nspname = %s and c.relkind in ('r', 'p') and not c.relispartition order by 1"
 )
-# VIRTUAL generated columns (PostgreSQL 18) are left out, as capture leaves them out
+# VIRTUAL generated columns (PostgreSQL 18) are left out, as capture leaves them out; the
+# columns and types are those of capture.snapshot.table_schema, so a table's types read here
+# before its first capture are the ones capture will record
 _COLUMNS = (
     "select c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),"
     " a.attnotnull,"
     " case when t.typtype = 'e' then array(select e.enumlabel::text from pg_enum e"
-    "  where e.enumtypid = t.oid order by e.enumsortorder) end"
+    "  where e.enumtypid = t.oid order by e.enumsortorder) end, a.atttypid, a.atttypmod"
     " from pg_attribute a join pg_class c on c.oid = a.attrelid"
     " join pg_namespace n on n.oid = c.relnamespace join pg_type t on t.oid = a.atttypid"
     " where n.nspname = %s and c.relname = any(%s) and a.attnum > 0 and not a.attisdropped"
