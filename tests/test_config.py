@@ -210,6 +210,9 @@ MISTAKES = [
         "sql: 'id IN (SELECT id FROM tt)'}]}\n",
         "tables.t.quality.0.sql: table 'tt' is not in tables",
     ),
+    ("logs: {level: loud}\n", "logs.level = 'loud': Input should be 'debug', 'info', 'warning'"),
+    ("logs: {path: logs/}\n", "logs.path = 'logs/': must name a file, not a folder"),
+    ("logs: {file: x.jsonl}\n", "logs.file: unknown key; allowed here: path, level"),
 ]
 
 
@@ -477,3 +480,22 @@ def test_a_sql_error_column_counts_in_the_configured_text() -> None:
         parse_config(text, "riverbed.yaml")
     assert "(line 1, column 5)" in caught.value.problems[0], caught.value.problems
 
+
+def test_value_and_expression_rules_and_the_logs_section_load() -> None:
+    config = parse_config(
+        "tables:\n  t:\n    kind: fact\n    target: x\n    keys: [id]\n    quality:\n"
+        "      - {type: not_accepted_values, column: c, values: [void, 0]}\n"
+        "      - {type: not_equal, column: q, value: 0}\n"
+        "      - {type: range, column: q, min: 0, max: 9, exclusive_min: true}\n"
+        "      - {type: expression, sql: 'q * 2 > 0'}\n"
+        "logs: {path: ../shared/logs/pipeline.jsonl, level: DEBUG}\n",
+        "riverbed.yaml",
+    )
+    rules = config.tables["t"].quality
+    assert [r.type for r in rules] == ["not_accepted_values", "not_equal", "range", "expression"]
+    assert (rules[2].exclusive_min, rules[2].exclusive_max) == (True, False)
+    assert rules[1].value == 0 and rules[3].label == "expression()"
+    assert config.logs.level == "debug"
+    assert str(config.logs.path) == "../shared/logs/pipeline.jsonl"
+    defaults = parse_config("version: 1\n", "riverbed.yaml").logs
+    assert (str(defaults.path), defaults.level) == (".riverbed/logs/riverbed.jsonl", "info")
