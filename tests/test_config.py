@@ -160,6 +160,59 @@ MISTAKES = [
         "(first on line 6)",
     ),
     ("- just\n- a list\n", "the top level must be a mapping"),
+    *(
+        (
+            f"tables:\n  t: {{kind: fact, target: x, keys: [id], quality: [{rule}]}}\n",
+            f"tables.t.quality.0{problem}",
+        )
+        for rule, problem in [
+            (
+                "{type: not_accepted_values, column: c}",
+                ": rule type not_accepted_values needs values",
+            ),
+            (
+                "{type: not_accepted_values, column: c, values: []}",
+                ": rule type not_accepted_values needs at least one value in values",
+            ),
+            (
+                "{type: not_accepted_values, column: c, values: [x, null]}",
+                ": values: null cannot be refused here, NULL passes every rule but not_null",
+            ),
+            ("{type: not_equal, column: q}", ": rule type not_equal needs value"),
+            ("{type: not_equal, column: q, value: [0, 1]}", ": value must be one number"),
+            (
+                "{type: range, column: q, min: 1, value: 0}",
+                ": value applies to rule type not_equal",
+            ),
+            (
+                "{type: range, column: q, max: 1, exclusive_min: true}",
+                ": exclusive_min needs min: the bound it makes strict",
+            ),
+            (
+                "{type: length, column: q, max: 1, exclusive_max: true}",
+                ": exclusive_max applies to rule type range only",
+            ),
+            (
+                "{type: range, column: q, min: 1, max: 1, exclusive_max: true}",
+                ": min and max are both 1 and one is exclusive, so no value can pass",
+            ),
+            (
+                "{type: range, column: q, min: 1, exclusive_min: maybe}",
+                ".exclusive_min = 'maybe': Input should be a valid boolean",
+            ),
+            ("{type: expression}", ": rule type expression needs sql"),
+            ("{type: expression, sql: 'q >>> 0'}", ": not valid SQL"),
+            ("{type: expression, sql: 'q >'}", ": not valid SQL"),
+        ]
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], quality: [{type: expression, "
+        "sql: 'id IN (SELECT id FROM tt)'}]}\n",
+        "tables.t.quality.0.sql: table 'tt' is not in tables",
+    ),
+    ("logs: {level: loud}\n", "logs.level = 'loud': Input should be 'debug', 'info', 'warning'"),
+    ("logs: {path: logs/}\n", "logs.path = 'logs/': must name a file, not a folder"),
+    ("logs: {file: x.jsonl}\n", "logs.file: unknown key; allowed here: path, level"),
 ]
 
 
@@ -426,3 +479,23 @@ def test_a_sql_error_column_counts_in_the_configured_text() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "riverbed.yaml")
     assert "(line 1, column 5)" in caught.value.problems[0], caught.value.problems
+
+
+def test_value_and_expression_rules_and_the_logs_section_load() -> None:
+    config = parse_config(
+        "tables:\n  t:\n    kind: fact\n    target: x\n    keys: [id]\n    quality:\n"
+        "      - {type: not_accepted_values, column: c, values: [void, 0]}\n"
+        "      - {type: not_equal, column: q, value: 0}\n"
+        "      - {type: range, column: q, min: 0, max: 9, exclusive_min: true}\n"
+        "      - {type: expression, sql: 'q * 2 > 0'}\n"
+        "logs: {path: ../shared/logs/pipeline.jsonl, level: DEBUG}\n",
+        "riverbed.yaml",
+    )
+    rules = config.tables["t"].quality
+    assert [r.type for r in rules] == ["not_accepted_values", "not_equal", "range", "expression"]
+    assert (rules[2].exclusive_min, rules[2].exclusive_max) == (True, False)
+    assert rules[1].value == 0 and rules[3].label == "expression()"
+    assert config.logs.level == "debug"
+    assert str(config.logs.path) == "../shared/logs/pipeline.jsonl"
+    defaults = parse_config("version: 1\n", "riverbed.yaml").logs
+    assert (str(defaults.path), defaults.level) == (".riverbed/logs/riverbed.jsonl", "info")

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from conftest import run_cli, write_config
+from riverbed.errors import RiverbedError
 from riverbed.observe.logs import LOG_FILE, log_context, log_event, redact, setup_logging
 
 log = logging.getLogger("riverbed.test_logs")
@@ -237,3 +239,59 @@ def test_dsn_passwords_in_messages(
     log.info(raw)
     assert records(tmp_path)[0]["message"] == masked
     assert capsys.readouterr().err.rstrip("\n").endswith(masked)
+
+
+# --- the logs: section of riverbed.yaml ------------------------------------------------------
+
+
+def test_file_level_decides_what_the_file_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging(tmp_path, console_level="warning", file_level="error", file_name="quiet.jsonl")
+    log.info("dropped")
+    log.warning("console only")
+    log.error("both")
+    kept = (tmp_path / "quiet.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["message"] for line in kept] == ["both"]
+    err = capsys.readouterr().err
+    assert "console only" in err and "both" in err  # the console keeps its own level
+    assert not (tmp_path / LOG_FILE).exists()
+
+    setup_logging(tmp_path, console_level="warning", file_level="debug")
+    log.debug("details")
+    assert [r["level"] for r in records(tmp_path)] == ["DEBUG"]
+    assert "details" not in capsys.readouterr().err  # debug in the file is not on the console
+
+
+def test_the_config_places_the_file_and_sets_its_level(tmp_path: Path) -> None:
+    from riverbed.cli.common import start_logging
+    from riverbed.config import load_project
+
+    config = write_config(
+        tmp_path / "project",
+        "logs:\n  path: ../shared/pipeline.jsonl\n  level: warning\n",
+    )
+    start_logging(load_project(config), quiet=True)
+    log.info("below the level")
+    log.warning("kept")
+    written = tmp_path / "shared" / "pipeline.jsonl"  # relative to the config's folder
+    messages = [json.loads(line)["message"] for line in written.read_text().splitlines()]
+    assert messages == ["kept"]
+    assert not (tmp_path / "project" / ".riverbed" / "logs").exists()
+
+
+def test_an_unwritable_log_path_is_one_line_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log's folder should be")
+    with pytest.raises(RiverbedError, match="cannot write the log file .*not-a-folder/x.jsonl"):
+        setup_logging(blocker, console=False, file_name="x.jsonl")
+    (tmp_path / "logs").mkdir()
+    with pytest.raises(RiverbedError, match=r"/logs \(it is a folder: name the file itself\)"):
+        setup_logging(tmp_path, console=False, file_name="logs")
+
+    config = write_config(tmp_path / "project", "logs: {path: ../not-a-folder/run.jsonl}\n")
+    result = run_cli("run", "--once", "-c", str(config))
+    assert result.code == 1 and "Traceback" not in result.text
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "not-a-folder/run.jsonl" in lines[0] and "logs.path" in lines[0]

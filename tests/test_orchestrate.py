@@ -387,6 +387,40 @@ def test_runs_show_prints_the_timeline(project: Path) -> None:
     assert both.code == 1 and "names 2 runs" in both.err and "Traceback" not in both.text
 
 
+def test_runs_json_adds_the_row_counts_runs_show_prints(project: Path, database: Database) -> None:
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into w.orders values (12, 1, 7, -1.00)")  # fails range(amount)
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    code, report, err = run(project, "--once")
+    assert code == 0, err
+    code, idle, err = run(project, "--once")  # nothing new
+    assert code == 0, err
+    listed = {r["run_id"]: r for r in json.loads(run_cli("runs", "--json", "-c", str(project)).out)}
+    moved = listed[report["run_id"]]
+    # the record's keys stay as they were, in their order; the counts come after them
+    assert list(moved) == [
+        *("run_id", "status", "trigger", "started_at", "ended_at", "failed_state", "error"),
+        *("redrives", "pid", "host", "idle"),
+        *("rows_in", "rows_staged", "rows_quarantined", "loaded_rows"),
+    ]
+    # 2 customers, 1 seller, 3 orders read; the negative order set aside; the rest loaded
+    counts = {k: moved[k] for k in ("rows_in", "rows_staged", "rows_quarantined", "loaded_rows")}
+    assert counts == {"rows_in": 6, "rows_staged": 5, "rows_quarantined": 1, "loaded_rows": 5}
+    # the sums of what `runs show` prints per task; the dimensions Parallel's own output (the
+    # sum of its branches') is not counted again
+    loaded = {
+        e["state"]: e["detail"]["output"].get("loaded_rows")
+        for e in events(project, report["run_id"])
+        if e["event"] == "succeeded"
+    }
+    assert (loaded["dimension_customers"], loaded["dimension_sellers"]) == (2, 1)
+    assert (loaded["facts"], loaded["dimensions"]) == (2, 3)
+    shown = run_cli("runs", "show", report["run_id"], "-c", str(project)).out
+    assert "rows_in=6, rows_staged=5, rows_quarantined=1" in " ".join(shown.split())
+    quiet = listed[idle["run_id"]]
+    assert quiet["idle"] and quiet["rows_in"] == quiet["loaded_rows"] == 0
+
+
 RUN_FAILED = {  # an alarm on any failed run in 5 minutes
     "metric": "runs_failed",
     "statistic": "sum",

@@ -246,6 +246,57 @@ def test_range_bounds_are_inclusive(engine: DuckDBEngine) -> None:
     ]
 
 
+def test_not_accepted_values_fails_listed_values_and_passes_null(engine: DuckDBEngine) -> None:
+    batch = changes({"id": [1, 2, 3, 4], "country": ["US", "XX", None, "XX"]}, ops="IIID")
+    checked = rule(type="not_accepted_values", column="country", values=["XX", "ZZ"])
+    assert row_results(engine, checked, batch) == [
+        (False, None),
+        (True, "country 'XX' is one of the values not accepted (XX, ZZ)"),
+        (False, None),  # NULL passes, as accepted_values lets it
+        (False, None),  # deletes are never checked
+    ]
+
+
+def test_not_accepted_values_of_numbers(engine: DuckDBEngine) -> None:
+    batch = changes({"id": [1, 2, 3], "status": [1, 3, None]})
+    checked = rule(type="not_accepted_values", column="status", values=[3, 4])
+    assert fails(row_results(engine, checked, batch)) == [False, True, False]
+
+
+def test_not_equal(engine: DuckDBEngine) -> None:
+    batch = changes({"id": [1, 2, 3, 4], "quantity": [0, 1, None, 0]}, ops="IIID")
+    checked = rule(type="not_equal", column="quantity", value=0)
+    assert row_results(engine, checked, batch) == [
+        (True, "quantity = 0 must not equal 0"),
+        (False, None),
+        (False, None),
+        (False, None),
+    ]
+    words = changes({"id": [1, 2], "status": ["void", "paid"]})
+    checked = rule(type="not_equal", column="status", value="void")
+    assert fails(row_results(engine, checked, words)) == [True, False]
+
+
+def test_range_exclusive_bounds_fail_the_bound_itself(engine: DuckDBEngine) -> None:
+    batch = changes({"id": [1, 2, 3, 4, 5], "quantity": [0, 1, 9, 10, None]})
+    strict = rule(
+        type="range", column="quantity", min=0, max=10, exclusive_min=True, exclusive_max=True
+    )
+    assert row_results(engine, strict, batch) == [
+        (True, "quantity = 0 is at or below exclusive min 0"),
+        (False, None),
+        (False, None),
+        (True, "quantity = 10 is at or above exclusive max 10"),
+        (False, None),
+    ]
+    # one side strict, the other inclusive
+    half = rule(type="range", column="quantity", min=0, max=10, exclusive_min=True)
+    assert fails(row_results(engine, half, batch)) == [True, False, False, False, False]
+    weights = changes({"id": [1, 2], "weight": [0.5, 0.5000001]})
+    above = rule(type="range", column="weight", min=0.5, exclusive_min=True)
+    assert fails(row_results(engine, above, weights)) == [True, False]
+
+
 def test_range_with_fractional_bound_on_decimals_and_doubles(engine: DuckDBEngine) -> None:
     prices = pa.array([Decimal("0.01"), Decimal("0.00")], pa.decimal128(12, 2))
     batch = changes({"id": [1, 2], "price": prices, "weight": [0.5, 0.49]})
@@ -415,6 +466,32 @@ def test_sql_row_null_result_passes(engine: DuckDBEngine) -> None:
     ]
 
 
+def test_expression_fails_a_null_result_as_dbt_expression_is_true(engine: DuckDBEngine) -> None:
+    batch = changes(
+        {"id": [1, 2, 3, 4], "quantity": [2, 1, None, 0], "price": [5, 9, 5, 0]}, ops="IIID"
+    )
+    checked = rule(type="expression", sql="quantity * price >= 10")
+    assert row_results(engine, checked, batch) == [
+        (False, None),
+        (True, "not true: quantity * price >= 10"),
+        (True, "not true: quantity * price >= 10"),  # NULL is not true: the row fails
+        (False, None),  # deletes are never checked
+    ]
+    # the expression decides what NULL means when the author wants it to pass
+    lenient = rule(type="expression", sql="quantity IS NULL OR quantity * price >= 10")
+    assert fails(row_results(engine, lenient, batch)) == [False, True, False, False]
+
+
+def test_expression_reads_other_config_tables_as_sql_row_does(engine: DuckDBEngine) -> None:
+    customers = pa.table({"customer_id": [10]})
+    batch = changes({"id": [1, 2, 3], "customer_id": [10, 11, None]})
+    known = "customer_id IN (SELECT c.customer_id FROM customers AS c)"
+    results = row_results(
+        engine, rule(type="expression", sql=known), batch, references={"customers": customers}
+    )
+    assert fails(results) == [False, True, True]
+
+
 def test_sql_row_subquery_on_a_config_table(engine: DuckDBEngine) -> None:
     customers = pa.table({"customer_id": [10, 11], "active": [True, False]})
     batch = changes({"id": [1, 2, 3], "customer_id": [10, 11, 12]})
@@ -461,13 +538,16 @@ def test_sql_row_own_table_means_current_rows(engine: DuckDBEngine) -> None:
         ("quantity IN (SELECT q FROM suppliers)", "table 'suppliers' is not a configured table"),
     ],
 )
-def test_sql_row_problems_are_rule_errors(engine: DuckDBEngine, sql: str, expected: str) -> None:
+@pytest.mark.parametrize("kind", ["sql_row", "expression"])
+def test_sql_row_problems_are_rule_errors(
+    engine: DuckDBEngine, sql: str, expected: str, kind: str
+) -> None:
     batch = changes({"id": [1], "quantity": [1], "price": [1]})
     with pytest.raises(RuleError, match="^orders: rule positive") as caught:
         # built past validation: config load rejects unparsable SQL already, the compiler
         # must still say what is wrong with whatever it is given
         unchecked = QualityRule.model_construct(
-            type="sql_row", sql=sql, name="positive", action="quarantine"
+            type=kind, sql=sql, name="positive", action="quarantine"
         )
         compile_for(engine, [unchecked], batch)
     assert expected in str(caught.value)
@@ -729,6 +809,10 @@ def every_rule() -> list[QualityRule]:
             sql="EXISTS (SELECT 1 FROM customers c WHERE c.customer_id = orders.customer_id) "
             "OR quantity > 0",
         ),
+        rule(type="not_accepted_values", column="country", values=["XX"]),
+        rule(type="not_equal", column="quantity", value=0),
+        rule(type="range", column="quantity", min=0, exclusive_min=True, name="positive"),
+        rule(type="expression", sql="quantity > 0 AND country <> 'XX'"),
         rule(type="row_count", min=1, max=1000, threshold=0.5),
         rule(type="freshness", column="placed_at", max_age_seconds=3600),
         rule(type="distinct_count", column="country", min=1),
@@ -761,7 +845,7 @@ def test_flagged_returns_exactly_the_batch(engine: DuckDBEngine) -> None:
     checks = compile_for(
         engine, every_rule(), batch, current=current, references={"customers": customers}
     )
-    assert len(checks.row_rules) == 10 and len(checks.dataset) == 8
+    assert len(checks.row_rules) == 14 and len(checks.dataset) == 8
     out = engine.query(checks.flagged).sort_by("_seq")
     assert out.select(batch.column_names).equals(batch)
     for i in range(len(checks.row_rules)):
@@ -773,7 +857,7 @@ def test_flagged_returns_exactly_the_batch(engine: DuckDBEngine) -> None:
         ):
             assert (reason is not None) == failed
     third = [out.column(f"_fail_{i}")[2].as_py() for i in range(len(checks.row_rules))]
-    assert third == [False, False, True, True, True, False, True, True, True, True]
+    assert third == [False, False, True, True, True, False, True, True, True, True] + [True] * 4
     for check in checks.dataset:
         if check.query is not None:
             assert engine.query(check.query).num_rows == 1

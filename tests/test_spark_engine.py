@@ -666,3 +666,58 @@ def test_engines_share_the_session_not_their_views(spark_engine: SparkEngine) ->
         SparkEngine(master="local[1]")
     with pytest.raises(TransformEngineError, match="spark.driver.memory='3g' can only be set"):
         SparkEngine(conf={"spark.driver.memory": "3g"})
+
+
+def test_the_value_and_expression_rules_flag_the_same_rows_on_both_engines(
+    engines: tuple[DuckDBEngine, SparkEngine],
+) -> None:
+    """not_accepted_values, not_equal, range with exclusive bounds and expression (NULL
+    fails) compile to one statement that both engines answer alike, reasons included."""
+    from riverbed.config.tables import QualityRule
+    from riverbed.transform.rules import compile_checks
+    from riverbed.transform.rules.context import RuleContext
+
+    batch = pa.table(
+        {
+            "id": pa.array([1, 2, 3, 4, 5, 6], pa.int64()),
+            "status": ["paid", "void", None, "open", "void", "paid"],
+            "qty": pa.array([0, 1, 10, None, 5, 0], pa.int32()),
+            "weight": [0.5, 0.75, 2.0, None, 1.0, 0.5],
+            "_op": ["I", "U", "I", "I", "D", "I"],
+            "_lsn": pa.array([100, 101, 102, 103, 104, 105], pa.int64()),
+            "_seq": pa.array([0, 1, 2, 3, 4, 5], pa.int64()),
+        }
+    )
+    rules = [
+        QualityRule.model_validate(settings)
+        for settings in (
+            {"type": "not_accepted_values", "column": "status", "values": ["void", "lost"]},
+            {"type": "not_equal", "column": "qty", "value": 0},
+            {"type": "not_equal", "column": "status", "value": "open"},
+            {
+                "type": "range",
+                "column": "qty",
+                "min": 0,
+                "max": 10,
+                "exclusive_min": True,
+                "exclusive_max": True,
+            },
+            {"type": "range", "column": "weight", "min": 0.5, "exclusive_min": True},
+            {"type": "expression", "sql": "qty * weight >= 1 AND status <> 'void'"},
+        )
+    ]
+    ctx = RuleContext(
+        "batch_rules", ["id"], batch.column_names, datetime(2024, 5, 1, tzinfo=UTC), None, {}, []
+    )
+    checks = compile_checks("batch_rules", rules, ctx)
+    for engine in engines:
+        engine.register("batch_rules", batch)
+    duck, spark = (engine.query(checks.flagged).sort_by("_seq") for engine in engines)
+    flags = [f"{kind}_{i}" for i in range(len(rules)) for kind in ("_fail", "_reason")]
+    assert spark.select(flags).to_pylist() == duck.select(flags).to_pylist()
+    failing = {
+        i: [row for row, failed in enumerate(duck.column(f"_fail_{i}").to_pylist()) if failed]
+        for i in range(len(rules))
+    }
+    # rows: 0 paid/0/0.5, 1 void/1/0.75, 2 NULL/10/2.0, 3 open/NULL/NULL, 4 a delete, 5 paid/0
+    assert failing == {0: [1], 1: [0, 5], 2: [3], 3: [0, 2, 5], 4: [0, 5], 5: [0, 1, 2, 3, 5]}

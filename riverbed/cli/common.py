@@ -88,14 +88,21 @@ def stop_signals(interrupt_after: int | None = None) -> Iterator[list[int]]:
 
 
 def start_logging(project: Project, quiet: bool) -> None:
-    """JSON lines under .riverbed/logs/; the console shows warnings (the CLI prints the
-    progress itself), nothing but errors when --quiet/--json."""
+    """JSON lines at logs.path (.riverbed/logs/riverbed.jsonl) from logs.level up; the console
+    shows warnings (the CLI prints the progress itself), nothing but errors when --quiet/--json."""
     import contextlib
 
     from riverbed.config.models import secret_refs
     from riverbed.observe.logs import redact, setup_logging
 
-    setup_logging(project.home / "logs", console_level="ERROR" if quiet else "WARNING")
+    logs = project.config.logs
+    path = project.path(logs.path)
+    setup_logging(
+        path.parent,
+        console_level="ERROR" if quiet else "WARNING",
+        file_level=logs.level,
+        file_name=path.name,
+    )
     for ref in secret_refs(project.config):  # whatever a library logs, these never show
         with contextlib.suppress(ValueError):  # not set: the command that needs it says so
             redact(ref.reveal())

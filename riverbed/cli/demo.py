@@ -348,7 +348,7 @@ def _print_operations(project: Project) -> None:
 def _next_steps(project: Project, source: Any) -> None:
     schema_name = project.config.source.schema_name
     psql = source.embedded.psql if source.embedded is not None else "psql"
-    logs = project.home / "logs" / "riverbed.jsonl"
+    logs = project.path(project.config.logs.path)
     lines = [
         f"browse schema {schema_name}:",
         f"{psql} '{source.display}'",

@@ -34,7 +34,11 @@ def runs(
         typer.Option("--all", help="List idle runs (nothing new) too; they are hidden by default."),
     ] = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON for scripts: every run, with its idle flag.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON for scripts: every run, with its idle flag and row counts.",
+        ),
     ] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -60,6 +64,7 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
     the lines below it. Idle runs (nothing new: one per interval of `run --every`) are
     counted, not listed, unless ``show_idle``; the JSON lists every run with its idle flag."""
     from riverbed.orchestrate.history import RunHistory
+    from riverbed.orchestrate.machine import machine_for, task_states
     from riverbed.state import open_state
 
     manifest = open_state(project)
@@ -67,7 +72,10 @@ def print_runs(project: Project, limit: int, as_json: bool, show_idle: bool) -> 
         history = RunHistory(manifest)
         runs = manifest.runs.latest(limit, idle=as_json or show_idle)
         if as_json:
-            print(json.dumps([asdict(r) for r in runs], default=str))
+            # the record's keys, then the rows the run moved (see RunHistory.row_counts)
+            tasks = task_states(machine_for(project.config))
+            listed = [asdict(r) | history.row_counts(r.run_id, tasks) for r in runs]
+            print(json.dumps(listed, default=str))
             return
         full = len(runs) == limit  # older runs, idle ones among them, are beyond the list
         hidden = 0 if show_idle else manifest.runs.idle_count(runs[-1].started_at if full else None)

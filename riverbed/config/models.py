@@ -5,8 +5,8 @@ Every section the product will have is modelled, so a user sees one file from da
 later stage consumes are modelled as far as they can be checked today (names, enums, cross
 references). Each section lives in a module of its own: ``fields`` (the base model, secrets,
 DSNs), ``source`` (source, capture), ``stores`` (lake, warehouse, state), ``tables`` (transform,
-tables and their quality rules), ``orchestration``, ``alarms`` (notifiers, alarms) and
-``governance``. A section checks itself; what it names in another section (a notifier, a
+tables and their quality rules), ``orchestration``, ``alarms`` (notifiers, alarms),
+``governance`` and ``logs``. A section checks itself; what it names in another section (a notifier, a
 table, a role, a metric) is checked here, by ``cross_reference_problems``, once the whole file
 has loaded. ``secret_refs`` finds every secret in the file, so the logs can mask their values.
 """
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from riverbed.config.alarms import AlarmConfig, NotifierConfig
 from riverbed.config.fields import IDENTIFIER, Model, SecretRef
 from riverbed.config.governance import GovernanceConfig
+from riverbed.config.logs import LogsConfig
 from riverbed.config.metric_names import METRIC_NAMES
 from riverbed.config.orchestration import (
     MachineConfig,
@@ -46,6 +47,7 @@ class RiverbedConfig(Model):
     notifiers: dict[str, NotifierConfig] = {}
     alarms: dict[str, AlarmConfig] = {}
     governance: GovernanceConfig = GovernanceConfig()
+    logs: LogsConfig = LogsConfig()
 
     def require_table(self, name: str, option: str) -> None:
         """Refuse ``name``, given to the command-line ``option``, unless ``tables:`` has it."""

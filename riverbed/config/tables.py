@@ -33,7 +33,9 @@ RuleType = Literal[
     "not_null",
     "unique",
     "accepted_values",
+    "not_accepted_values",
     "range",
+    "not_equal",
     "regex",
     "length",
     "valid_date",
@@ -46,6 +48,7 @@ RuleType = Literal[
     "sum",
     "schema",
     "sql_row",
+    "expression",
     "sql_dataset",
 ]
 DATASET_RULES = frozenset(
@@ -79,7 +82,9 @@ RULE_REQUIRES: dict[str, tuple[str, ...]] = {
     "not_null": ("column",),
     "unique": ("column",),
     "accepted_values": ("column", "values"),
+    "not_accepted_values": ("column", "values"),
     "range": ("column",),
+    "not_equal": ("column", "value"),
     "regex": ("column", "pattern"),
     "length": ("column",),
     "valid_date": ("column",),
@@ -92,6 +97,7 @@ RULE_REQUIRES: dict[str, tuple[str, ...]] = {
     "sum": ("column",),
     "schema": ("columns",),
     "sql_row": ("sql",),
+    "expression": ("sql",),
     "sql_dataset": ("sql",),
 }
 
@@ -104,6 +110,9 @@ class QualityRule(Model):
     values: list[Any] | None = None
     min: float | None = None
     max: float | None = None
+    exclusive_min: bool = False  # range: min itself fails
+    exclusive_max: bool = False  # range: max itself fails
+    value: Any = None  # not_equal: the one value a row may not hold
     pattern: str | None = None
     reference: str | None = None  # table.column
     threshold: float | None = Field(None, ge=0, le=1)
@@ -152,13 +161,8 @@ class QualityRule(Model):
             text = getattr(self, key)
             if text is not None:
                 _check_sql(text, statement=self.type == "sql_dataset")
-        if self.type == "range" and self.min is None and self.max is None:
-            raise ValueError("rule type range needs min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(
-                f"min {self.min:g} is greater than max {self.max:g}, so no value can pass; "
-                "swap them"
-            )
+        self._check_bounds()
+        self._check_values()
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -167,6 +171,49 @@ class QualityRule(Model):
         if self.reference is not None and self.reference.count(".") != 1:
             raise ValueError("reference must be table.column")
         return self
+
+    def _check_bounds(self) -> None:
+        if self.type == "range" and self.min is None and self.max is None:
+            raise ValueError("rule type range needs min, max or both")
+        for key, bound in (("exclusive_min", self.min), ("exclusive_max", self.max)):
+            if key not in self.model_fields_set:
+                continue
+            if self.type != "range":
+                raise ValueError(f"{key} applies to rule type range only")
+            if getattr(self, key) and bound is None:
+                raise ValueError(
+                    f"{key} needs {key.removeprefix('exclusive_')}: the bound it makes strict"
+                )
+        if self.min is not None and self.max is not None:
+            if self.min > self.max:
+                raise ValueError(
+                    f"min {self.min:g} is greater than max {self.max:g}, so no value can pass; "
+                    "swap them"
+                )
+            if self.min == self.max and (self.exclusive_min or self.exclusive_max):
+                raise ValueError(
+                    f"min and max are both {self.min:g} and one is exclusive, so no value can "
+                    "pass; for that one value alone, use accepted_values"
+                )
+
+    def _check_values(self) -> None:
+        if self.type == "not_accepted_values":
+            if any(v is None for v in self.values or []):
+                raise ValueError(
+                    "values: null cannot be refused here, NULL passes every rule but not_null; "
+                    "take null out and add a not_null rule"
+                )
+            if not self.values:
+                raise ValueError("rule type not_accepted_values needs at least one value in values")
+        if "value" in self.model_fields_set and self.type != "not_equal":
+            raise ValueError(
+                "value applies to rule type not_equal only (accepted_values takes values)"
+            )
+        if self.value is not None and (
+            isinstance(self.value, list | dict)
+            or (isinstance(self.value, float) and not math.isfinite(self.value))
+        ):
+            raise ValueError("value must be one number, string or boolean")
 
     @property
     def label(self) -> str:

@@ -248,41 +248,53 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
 _OURS = "_riverbed_handler"
 
 
-def setup_logging(log_dir: Path, console_level: str = "INFO", console: bool = True) -> None:
-    """Send every logger's records to ``log_dir/riverbed.jsonl`` (JSON lines, rotated at
-    20 MB, 5 backups) and, when ``console``, to stderr at ``console_level``.
+def setup_logging(
+    log_dir: Path,
+    console_level: str = "INFO",
+    console: bool = True,
+    *,
+    file_level: str | None = None,
+    file_name: str = LOG_FILE,
+) -> None:
+    """Send every logger's records to ``log_dir/file_name`` (JSON lines, rotated at 20 MB, 5
+    backups) at ``file_level`` (default: INFO, or ``console_level`` when that says more: the
+    file is the record) and, when ``console``, to stderr at ``console_level``.
 
     Idempotent: a second call replaces the handlers of the first (so it may change the
     directory or level) instead of adding more.
     """
-    level = logging.getLevelNamesMapping().get(console_level.upper())
-    if level is None:
-        raise ValueError(
-            f"log level '{console_level}' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
-        )
+    console_no = _level(console_level)
+    file_no = min(logging.INFO, console_no) if file_level is None else _level(file_level)
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(handler)
         handler.close()
 
-    file_level = min(logging.INFO, level)  # the file is the record: never quieter than INFO
     filters: list[logging.Filter] = [ContextFilter(), RedactFilter()]
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         file_handler = logging.handlers.RotatingFileHandler(
-            log_dir / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+            log_dir / file_name, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
         )
     except OSError as exc:  # a project folder the user cannot write, a full disk
+        # mkdir says "File exists" when a file stands where a folder of the path should be
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            why = "a file stands where a folder of its path should be"
+        elif isinstance(exc, IsADirectoryError):
+            why = "it is a folder: name the file itself"
+        else:
+            why = exc.strerror or str(exc)
         raise RiverbedError(
-            f"cannot write the log file in {log_dir} ({exc.strerror or exc}); make that folder "
-            "(beside riverbed.yaml) writable, with space to spare"
+            f"cannot write the log file {log_dir / file_name} ({why}); make its folder "
+            "writable, with space to spare, or set logs.path in riverbed.yaml to a file that "
+            "can be written"
         ) from exc
-    file_handler.setLevel(file_level)
+    file_handler.setLevel(file_no)
     file_handler.setFormatter(JsonFormatter())
     handlers: list[logging.Handler] = [file_handler]
     if console:
         console_handler = _StderrHandler()
-        console_handler.setLevel(level)
+        console_handler.setLevel(console_no)
         console_handler.setFormatter(ConsoleFormatter())
         handlers.append(console_handler)
     for handler in handlers:
@@ -290,7 +302,14 @@ def setup_logging(log_dir: Path, console_level: str = "INFO", console: bool = Tr
             handler.addFilter(f)
         setattr(handler, _OURS, True)
         root.addHandler(handler)
-    root.setLevel(min(file_level, level))
+    root.setLevel(min(file_no, console_no))
+
+
+def _level(name: str) -> int:
+    level = logging.getLevelNamesMapping().get(name.upper())
+    if level is None:
+        raise ValueError(f"log level '{name}' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
 
 
 def log_event(

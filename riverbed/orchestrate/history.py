@@ -19,6 +19,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
 from riverbed.state import StateStore
 from riverbed.state.records import RunRecord
+
+# the row counts the orchestrator's tasks report (orchestrate.tasks), summed per run
+ROW_COUNTS = ("rows_in", "rows_staged", "rows_quarantined", "loaded_rows")
 
 
 class RunHistory:
@@ -111,6 +115,21 @@ class RunHistory:
             if e.event == "succeeded" and "output" in e.detail and not e.detail.get("handling"):
                 outputs.setdefault(e.state, []).append(e.detail.get("output", {}))
         return outputs
+
+    def row_counts(self, run_id: str, tasks: Collection[str]) -> dict[str, int]:
+        """The rows ``run_id`` moved, summed over the successes of its ``tasks`` (the Task
+        states, machine.task_states: a Parallel's output sums its branches', which would
+        count them twice), under the names their outputs give them (what `riverbed runs show`
+        prints): rows_in and rows_staged read and written by transform, rows_quarantined set
+        aside by its rules, loaded_rows applied to the warehouse. 0 for a stage not reached."""
+        counts = dict.fromkeys(ROW_COUNTS, 0)
+        for state, outputs in self.succeeded_outputs(run_id).items():
+            if state not in tasks:
+                continue
+            for output in outputs:
+                for key in ROW_COUNTS:
+                    counts[key] += int(output.get(key) or 0)
+        return counts
 
 
 class RunLock:

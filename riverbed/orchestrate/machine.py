@@ -114,6 +114,19 @@ def state_names(machine: MachineConfig) -> list[str]:
     return names
 
 
+def task_states(machine: MachineConfig) -> set[str]:
+    """The Task states of the machine and of its Parallel branches: the ones whose outputs are
+    their own work (a Parallel's output sums its branches')."""
+    tasks: set[str] = set()
+    for name, state in machine.states.items():
+        if isinstance(state, TaskState):
+            tasks.add(name)
+        elif isinstance(state, ParallelState):
+            for branch in state.branches:
+                tasks |= task_states(branch)
+    return tasks
+
+
 def duplicate_states(machine: MachineConfig) -> list[str]:
     names = state_names(machine)
     return sorted({n for n in names if names.count(n) > 1})

@@ -4,13 +4,13 @@ A table's rules become sqlglot expressions in Riverbed's dialect (``DIALECT``): 
 statement that returns the batch's rows with a ``_fail_i``/``_reason_i`` pair per row-level rule,
 and one single-row statement per dataset-level rule. The DuckDB and Spark engines generate the
 same trees, so the SQL sticks to what both run: no DISTINCT window aggregates and no IN/EXISTS
-subquery in a SELECT list. Lookups (``unique``, ``references``, ``sql_row``) are LEFT JOINs to
-grouped or DISTINCT subqueries, which never multiply the batch's rows.
+subquery in a SELECT list. Lookups (``unique``, ``references``, ``sql_row``, ``expression``)
+are LEFT JOINs to grouped or DISTINCT subqueries, which never multiply the batch's rows.
 
 This module assembles a table's checks (``compile_checks``); each rule family compiles in a
 module of its own: ``rows`` (row rules on the row's values, ``unique``, ``references``),
-``custom`` (``sql_row``, ``sql_dataset``), ``dataset`` (aggregates over the batch) and
-``schema`` (the ``schema`` rule, run in Python on the Arrow schema). They build with ``sql``
+``custom`` (``sql_row``, ``expression``, ``sql_dataset``), ``dataset`` (aggregates over the
+batch) and ``schema`` (the ``schema`` rule, run in Python on the Arrow schema). They build with ``sql``
 (column, relation and literal helpers) against ``context`` (``RuleContext``, ``RuleError``).
 
 Decisions worth knowing:
@@ -18,7 +18,9 @@ Decisions worth knowing:
 * **NULL passes** every rule except ``not_null``: a missing value is ``not_null``'s business,
   so e.g. ``range`` or ``references`` on a nullable column needs no extra guard. A ``sql_row``
   predicate that evaluates to NULL also passes (the ``where``-style semantics of dbt and Great
-  Expectations); write ``coalesce(..., false)`` to make NULL fail.
+  Expectations); write ``coalesce(..., false)`` to make NULL fail. ``expression`` is that
+  other reading, dbt's ``expression_is_true``: a row passes only when its expression is TRUE,
+  so a NULL result fails (the value a NULL column gives it is the expression's business).
 * **Deletes are never checked.** A ``D`` row carries only the key columns, and a ``T``
   (truncate) row carries none, so row rules never fail them and dataset rules do not count
   them in ``checked``. ``row_count`` counts every change, deletes included, as the batch sizes

@@ -1,5 +1,10 @@
-"""Custom SQL rules: ``sql_row`` (a predicate each row must satisfy) and ``sql_dataset`` (a
-query that returns the batch's bad rows).
+"""Custom SQL rules: ``sql_row`` (a predicate each row must satisfy), ``expression`` (a
+boolean each row must make true) and ``sql_dataset`` (a query that returns the batch's bad rows).
+
+``sql_row`` and ``expression`` compile alike and differ only when the SQL is NULL: ``sql_row``
+passes the row (a WHERE's reading: nothing says it is bad), ``expression`` fails it, as dbt's
+``expression_is_true`` does (it fails every row where the expression is not true), so
+``quantity > 0`` fails a row without a quantity.
 
 Both are checked at compile time (see the package's docstring for the scoping rules): the SQL
 must parse, names of config tables are rewritten to their relations (``_rewrite_tables``; any
@@ -53,16 +58,19 @@ def sql_row(target: RuleTarget, rule: QualityRule, index: int) -> RowCheck:
     # within a table; identical duplicates would get the same answer anyway.
     alias = f"_j{index}"
     ids = POSITION_COLUMNS
+    null_passes = rule.type == "sql_row"  # see the module's docstring
     failing = (
         exp.select(*(col(c) for c in ids), exp.alias_(exp.true(), "_hit"))
         .distinct()
         .from_(relation(target.batch, BATCH))
-        .where(exp.and_(live(), exp.func("COALESCE", condition, exp.true()).not_()))
+        .where(exp.and_(live(), exp.func("COALESCE", condition, exp.convert(null_passes)).not_()))
     )
     on = exp.and_(*(col(c).eq(col(c, alias)) for c in ids))
     shown = " ".join(rule.sql.split())
     shown = shown if len(shown) <= 120 else shown[:117] + "..."
-    reason = exp.Literal.string(f"does not satisfy {shown}")
+    reason = exp.Literal.string(
+        f"does not satisfy {shown}" if null_passes else f"not true: {shown}"
+    )
     return RowCheck(
         col("_hit", alias).is_(exp.null()).not_(), reason, [(failing.subquery(alias), on)]
     )

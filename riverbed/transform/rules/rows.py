@@ -1,11 +1,11 @@
 """Row rules: each compiles to a ``RowCheck``, the condition a row fails (NULL passes) and the
 reason shown, plus any lookup it LEFT JOINs to the batch.
 
-``not_null`` and the simple rules on one value (``accepted_values``, ``range``, ``length``,
-``regex``, ``valid_date``, ``not_in_future``) read the row alone; the simple ones never fail a
-NULL. ``unique`` and ``references`` join grouped or DISTINCT subqueries, which never multiply
-the batch's rows; ``unique`` compares keys, not rows (see the package's docstring). ``sql_row``
-is compiled by ``custom``.
+``not_null`` and the simple rules on one value (``accepted_values``, ``not_accepted_values``,
+``range``, ``not_equal``, ``length``, ``regex``, ``valid_date``, ``not_in_future``) read the row
+alone; the simple ones never fail a NULL. ``unique`` and ``references`` join grouped or DISTINCT
+subqueries, which never multiply the batch's rows; ``unique`` compares keys, not rows (see the
+package's docstring). ``sql_row`` and ``expression`` are compiled by ``custom``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from riverbed.transform.rules.sql import (
 
 
 def row_check(target: RuleTarget, rule: QualityRule, index: int) -> RowCheck:
-    if rule.type == "sql_row":
+    if rule.type in ("sql_row", "expression"):
         return sql_row(target, rule, index)
     assert rule.column is not None  # RULE_REQUIRES: every other row rule has a column
     value = col(rule.column)
@@ -162,9 +162,30 @@ def _accepted_values(
     return fails, reason
 
 
+def _not_accepted_values(
+    rule: QualityRule, value: exp.Column, _ctx: RuleContext
+) -> tuple[exp.Expr, exp.Expr]:
+    refused = rule.values or []  # at least one, and no NULL: checked at load
+    fails = exp.In(this=value, expressions=[exp.convert(v) for v in refused])
+    listed = ", ".join(str(v) for v in refused[:5]) + (", ..." if len(refused) > 5 else "")
+    reason = concat(
+        f"{rule.column} '", as_text(value.copy()), f"' is one of the values not accepted ({listed})"
+    )
+    return fails, reason
+
+
+def _not_equal(
+    rule: QualityRule, value: exp.Column, _ctx: RuleContext
+) -> tuple[exp.Expr, exp.Expr]:
+    reason = concat(f"{rule.column} = ", as_text(value.copy()), f" must not equal {rule.value}")
+    return value.copy().eq(exp.convert(rule.value)), reason
+
+
 def _range(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
     shown = concat(f"{rule.column} = ", as_text(value.copy()))
-    return _bounds(rule, value, shown, " is below min ", " is above max ")
+    below = " is at or below exclusive min " if rule.exclusive_min else " is below min "
+    above = " is at or above exclusive max " if rule.exclusive_max else " is above max "
+    return _bounds(rule, value, shown, below, above)
 
 
 def _length(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[exp.Expr, exp.Expr]:
@@ -180,12 +201,17 @@ def _length(rule: QualityRule, value: exp.Column, _ctx: RuleContext) -> tuple[ex
 def _bounds(
     rule: QualityRule, measure: exp.Expr, shown: exp.Expr, below: str, above: str
 ) -> tuple[exp.Expr, exp.Expr]:
-    """Inclusive bounds: a measure equal to min or max passes."""
+    """Inclusive bounds, unless the rule makes one exclusive: a measure equal to min or max
+    passes, or with ``exclusive_min`` / ``exclusive_max`` fails."""
     checks: list[tuple[exp.Expr, str]] = []
     if rule.min is not None:
-        checks.append((measure.copy() < number_literal(rule.min), below + number_text(rule.min)))
+        low = number_literal(rule.min)
+        failing: exp.Expr = measure.copy() <= low if rule.exclusive_min else measure.copy() < low
+        checks.append((failing, below + number_text(rule.min)))
     if rule.max is not None:
-        checks.append((measure.copy() > number_literal(rule.max), above + number_text(rule.max)))
+        high = number_literal(rule.max)
+        failing = measure.copy() >= high if rule.exclusive_max else measure.copy() > high
+        checks.append((failing, above + number_text(rule.max)))
     fails = exp.or_(*(condition for condition, _ in checks))
     reason = exp.Case(
         ifs=[exp.If(this=c.copy(), true=concat(shown.copy(), text)) for c, text in checks]
@@ -251,7 +277,9 @@ def _not_in_future(
 
 _SIMPLE_ROW_RULES: dict[str, _Builder] = {
     "accepted_values": _accepted_values,
+    "not_accepted_values": _not_accepted_values,
     "range": _range,
+    "not_equal": _not_equal,
     "length": _length,
     "regex": _regex,
     "valid_date": _valid_date,
