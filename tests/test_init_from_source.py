@@ -120,7 +120,8 @@ def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path:
     assert books["references(author_id)"]["reference"] == "authors.author_id"
     assert books["references(author_id)"]["action"] == "warn"
     assert books["accepted_values(format)"]["values"] == ["hardcover", "paperback", "ebook"]
-    assert books["books_pages_check"]["min"] == 1  # pages > 0 on an integer: pages >= 1
+    # pages > 0: a strict bound
+    assert books["books_pages_check"]["min"] == 0 and books["books_pages_check"]["exclusive_min"]
     assert books["books_rating_check"] | {"name": ""} == {
         "type": "range",
         "name": "",
@@ -131,8 +132,8 @@ def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path:
     assert rules("loans")["loans_status_check"]["values"] == ["open", "returned", "lost"]
     members = rules("members")
     assert members["unique(email)"]["action"] == "warn"
-    # a strict bound on a numeric: range is inclusive, so the predicate itself
-    assert members["members_deposit_check"]["sql"] == "deposit > 0"
+    deposit = members["members_deposit_check"]  # deposit > 0 on a numeric
+    assert (deposit["type"], deposit["min"], deposit["exclusive_min"]) == ("range", 0, True)
     assert "CHECK loans_check: ((due_date >= (loaned_at)::date)): not translated" in prose
     fines = rules("fines")
     assert fines["fines_amount_check"] == {
@@ -260,8 +261,9 @@ def test_the_written_file_reads_back_every_value_as_it_was() -> None:
     assert config.tables["flags"].tracked == ["on", "level", "rate"]
     rules = {r.label: r for r in config.tables["flags"].quality}
     assert rules["accepted_values(on)"].values == list(labels)
-    assert rules["flags_level_check"].min == -2  # level > -3 on an integer
-    assert rules["flags_rate_check"].sql == "rate > 0.5"
+    level, rate = rules["flags_level_check"], rules["flags_rate_check"]
+    assert (level.min, level.exclusive_min) == (-3, True)  # level > -3
+    assert (rate.min, rate.exclusive_min) == (0.5, True)  # rate > 0.5
     assert "Weird Name" not in config.tables
     assert 'alter table app."Weird Name" rename to weird_name;' in text
     assert max(len(line) for line in text.splitlines()) <= 100

@@ -19,8 +19,8 @@ The decisions, from the catalog (riverbed.source.catalog) alone:
   single-column foreign key to a captured table -> ``references`` (warn: a child may arrive
   before its parent's batch); an enum -> ``accepted_values`` (warn: ALTER TYPE ... ADD VALUE
   adds labels legitimately); a simple CHECK -> ``range`` / ``accepted_values`` (quarantine:
-  what the source refused once, the warehouse should not take), a strict comparison the
-  inclusive ``range`` cannot say -> ``sql_row``; a UNIQUE constraint on one column ->
+  what the source refused once, the warehouse should not take; a strict comparison makes its
+  bound ``exclusive_min`` / ``exclusive_max``); a UNIQUE constraint on one column ->
   ``unique`` (warn). NOT NULL is already the source's promise, so it is checked again only
   where a null would hurt downstream: a fact's foreign key columns (its dimension keys) and its
   business-time column; the other NOT NULL columns are listed in a comment.
@@ -351,25 +351,8 @@ def _check_rule(plan: TablePlan, check: Check) -> None:
         for bound in check.bounds:
             side = "min" if bound.op.startswith(">") else "max"
             value = bound.value
-            if len(bound.op) == 1:  # strict: range is inclusive, so only integers translate
-                if not column.is_integer or not value.is_integer():
-                    _strict_rule(plan, check, origin)
-                    return
-                value += 1 if side == "min" else -1
             settings[side] = int(value) if value.is_integer() else value
+            if len(bound.op) == 1:  # a strict bound
+                settings[f"exclusive_{side}"] = True
     settings |= {"name": check.name, "action": "quarantine"}
     plan.rules.append(Rule(settings, origin))
-
-
-def _strict_rule(plan: TablePlan, check: Check, origin: str) -> None:
-    assert check.column is not None
-    if not IDENTIFIER.match(check.column):
-        plan.notes.append(f"{origin}: not translated (a column name sql_row would need quoted)")
-        return
-    predicate = " and ".join(f"{check.column} {b.op} {b.value:g}" for b in check.bounds)
-    plan.rules.append(
-        Rule(
-            {"type": "sql_row", "name": check.name, "sql": predicate, "action": "quarantine"},
-            f"{origin} (a strict bound: range is inclusive)",
-        )
-    )
