@@ -85,6 +85,14 @@ MISTAKES = [
         "transform: {engine: flink}\n",
         "transform.engine = 'flink': Input should be 'duckdb' or 'spark'",
     ),
+    (
+        "tables:\n  t: {kind: dimension, target: x, keys: [id], tracked: [a], versions: each}\n",
+        "tables.t.versions = 'each': Input should be 'per_transaction' or 'per_change'",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], versions: per_change}\n",
+        "tables.t: versions applies to dimensions only",
+    ),
     ("warehouse: {engine: postgres}\n", "warehouse: engine postgres needs dsn"),
     ("source:\n  dsn: [unclosed\n", "not valid YAML"),
     (
@@ -426,3 +434,16 @@ def test_a_sql_error_column_counts_in_the_configured_text() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "riverbed.yaml")
     assert "(line 1, column 5)" in caught.value.problems[0], caught.value.problems
+
+
+def test_a_dimension_versions_per_transaction_unless_set_per_change() -> None:
+    from riverbed.load.model import warehouse_model
+
+    config = parse_config(
+        "tables:\n"
+        "  a: {kind: dimension, target: dim_a, keys: [id], tracked: [x]}\n"
+        "  b: {kind: dimension, target: dim_b, keys: [id], tracked: [x], versions: per_change}\n",
+        "riverbed.yaml",
+    )
+    model = warehouse_model(config)
+    assert [d.versions for d in model.dimensions] == ["per_transaction", "per_change"]
