@@ -198,7 +198,7 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
     def lookup() -> None:
         # the append's key join alone, counted rather than stored: what resolving the keys
         # costs on top of any insert; plain / (plain + lookup) bounds the append's share
-        _, window = plan
+        window = plan.window
         insert = append_statements(FACT, list(fact_columns), ["-"], [], wh.dialect, window)[1]
         select = insert.expression.copy()
         select.set("expressions", [exp.func("count", exp.column(DIM.surrogate, table="d0"))])

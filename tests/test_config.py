@@ -85,6 +85,14 @@ MISTAKES = [
         "transform: {engine: flink}\n",
         "transform.engine = 'flink': Input should be 'duckdb' or 'spark'",
     ),
+    (
+        "tables:\n  t: {kind: dimension, target: x, keys: [id], tracked: [a], versions: each}\n",
+        "tables.t.versions = 'each': Input should be 'per_transaction' or 'per_change'",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], versions: per_change}\n",
+        "tables.t: versions applies to dimensions only",
+    ),
     ("warehouse: {engine: postgres}\n", "warehouse: engine postgres needs dsn"),
     ("source:\n  dsn: [unclosed\n", "not valid YAML"),
     (
@@ -499,3 +507,16 @@ def test_value_and_expression_rules_and_the_logs_section_load() -> None:
     assert str(config.logs.path) == "../shared/logs/pipeline.jsonl"
     defaults = parse_config("version: 1\n", "riverbed.yaml").logs
     assert (str(defaults.path), defaults.level) == (".riverbed/logs/riverbed.jsonl", "info")
+
+
+def test_a_dimension_versions_per_transaction_unless_set_per_change() -> None:
+    from riverbed.load.model import warehouse_model
+
+    config = parse_config(
+        "tables:\n"
+        "  a: {kind: dimension, target: dim_a, keys: [id], tracked: [x]}\n"
+        "  b: {kind: dimension, target: dim_b, keys: [id], tracked: [x], versions: per_change}\n",
+        "riverbed.yaml",
+    )
+    model = warehouse_model(config)
+    assert [d.versions for d in model.dimensions] == ["per_transaction", "per_change"]

@@ -17,6 +17,11 @@ from pydantic import Field, field_validator, model_validator
 from riverbed.config.fields import Model
 
 TransformEngine = Literal["duckdb", "spark"]  # transform.engine, and `riverbed run --engine`
+# tables.<t>.versions: what a dimension versions. per_transaction: the state each source
+# transaction leaves (several changes of a key in one transaction share its commit time, so
+# versions per change would be zero-length ones no as-of lookup ever finds); per_change: every
+# statement's row, those zero-length versions included, for audits that want them.
+Versions = Literal["per_transaction", "per_change"]
 
 
 class TransformConfig(Model):
@@ -229,6 +234,7 @@ class TableConfig(Model):
     keys: list[str] = Field(min_length=1)
     tracked: list[str] = []  # dimension: columns whose change makes a new SCD2 version
     type1: list[str] = []  # dimension: columns overwritten in place on the current version
+    versions: Versions = "per_transaction"  # dimension: see Versions
     quality: list[QualityRule] = []
     transforms: dict[str, str] = {}  # output column: SQL expression over source + CDC columns
     filter: str | None = None
@@ -259,6 +265,8 @@ class TableConfig(Model):
             raise ValueError("a dimension needs tracked: [columns whose change makes a version]")
         if self.kind == "fact" and (self.tracked or self.type1):
             raise ValueError("tracked and type1 apply to dimensions only")
+        if self.kind == "fact" and "versions" in self.model_fields_set:
+            raise ValueError("versions applies to dimensions only (a fact keeps every event)")
         both = set(self.tracked) & set(self.type1)
         if both:
             raise ValueError(f"{', '.join(sorted(both))} cannot be both tracked and type1")

@@ -28,6 +28,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from riverbed.config.models import RiverbedConfig
+from riverbed.config.tables import Versions
 from riverbed.lake.schema import COMMIT_TS, LSN, OP, SEQ, TOAST_UNCHANGED
 
 FAR_FUTURE = "9999-12-31 00:00:00+00"  # expiry_date of the current version
@@ -51,6 +52,7 @@ class DimensionModel:
     keys: tuple[str, ...]  # natural key columns
     tracked: tuple[str, ...]  # a change here makes a new version
     type1: tuple[str, ...]  # overwritten in place on the current version
+    versions: Versions = "per_transaction"  # one version per source transaction, or per change
 
     @property
     def surrogate(self) -> str:
@@ -97,7 +99,14 @@ class WarehouseModel:
 
 def warehouse_model(config: RiverbedConfig) -> WarehouseModel:
     dimensions = tuple(
-        DimensionModel(name, cfg.target, tuple(cfg.keys), tuple(cfg.tracked), tuple(cfg.type1))
+        DimensionModel(
+            name,
+            cfg.target,
+            tuple(cfg.keys),
+            tuple(cfg.tracked),
+            tuple(cfg.type1),
+            cfg.versions,
+        )
         for name, cfg in config.tables.items()
         if cfg.kind == "dimension"
     )

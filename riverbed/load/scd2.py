@@ -37,7 +37,15 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
       it groups a key's rows so that each group starts with a sending row; FIRST_VALUE over the
       group is the value. Only keys with a marked event go through these windows (usually
       none), and only variable-length columns: PostgreSQL never TOASTs fixed-width types.
-   d. ``classified``: every event against the previous row of its key:
+   d. ``collapsed`` (``versions: per_transaction``, the default; left out for ``per_change``):
+      of a key's events in one source transaction (one ``_lsn``; they share its commit time)
+      the last by ``_seq``, which holds the state the transaction left (TOAST is resolved by
+      now, so an unsent value still comes from a row this drops), and the last delete before
+      it, so that a delete then an insert still closes the version before and starts a new
+      one. So updated then deleted is a close, inserted then deleted a noop, several updates
+      one version with the last values. The dropped rows were states no reader could see:
+      every version they made would be zero-length (``[t, t)``).
+   e. ``classified``: every event against the previous row of its key:
 
       ============ ============================================================================
       ``close``    a delete of a live key: ends the version, marked deleted
@@ -52,15 +60,15 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
 
       The previous row's tracked values are the state's: a ``type1`` event has the same ones,
       and after a delete nothing is compared.
-   e. ``segmented``: running counts per key, in ``ord`` order: ``seg`` counts ``new`` events, so
+   f. ``segmented``: running counts per key, in ``ord`` order: ``seg`` counts ``new`` events, so
       segment 0 is the current row with what the batch does to it and each ``new`` event starts
       segment ``seg`` > 0, a version to insert; ``starter`` counts the rows whose values start a
       version's non-type1 columns (``current``, ``new``, ``complete``); ``carrier`` also counts
       ``type1`` events, which set the type1 columns. LEAD gives each event's successor.
-   f. ``segments``: the values in force after every event: FIRST_VALUE over (key, starter) for
+   g. ``segments``: the values in force after every event: FIRST_VALUE over (key, starter) for
       the non-type1 columns, the version's start and position; over (key, carrier) for the
       type1 columns.
-   g. the versions: the last event of each segment (its successor is ``new``, or there is
+   h. the versions: the last event of each segment (its successor is ``new``, or there is
       none). ``expiry_date`` = the close's commit time if the segment ends with a delete, else
       the next version's effective_date, else FAR_FUTURE; current = neither; deleted = closed.
       New versions get surrogate keys max(existing) + ROW_NUMBER() in source order.
@@ -77,9 +85,13 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
 
 Invariants after every run: at most one current row per key and none for a deleted key;
 consecutive versions of a key meet (expiry = next effective) except across a delete (the
-deleted version expires at the delete, the re-insert starts later). Several changes to one key
-in one transaction share a commit time, so all but the last of them are versions of zero length
-(``[t, t)``), which never match an as-of lookup.
+deleted version expires at the delete, the re-insert starts later). With ``per_change`` several
+changes to one key in one transaction share a commit time, so all but the last of them are
+versions of zero length (``[t, t)``), which never match an as-of lookup; either way a fact at
+``t`` resolves to the state the transaction left, so the as-of lookup is the same in both.
+
+A transaction the lake split over two staged loads (one larger than a transform batch) is
+collapsed per load: the first part's last state stays a zero-length version.
 
 Not resolved here: a TOAST mark on the new key of a key-changing update (captured as D of the
 old key, then I of the new one) has no previous row of its key; the transform stage fills those

@@ -1,5 +1,5 @@
 """The SCD2 merge's plan (step 2 of :mod:`riverbed.load.scd2`): the query of the work table,
-one function per CTE, named after the steps a-g of scd2's module docstring (the design; read it
+one function per CTE, named after the steps a-h of scd2's module docstring (the design; read it
 first). Each step is a SELECT over the CTE before it and takes what it reads as arguments;
 :func:`plan` chains them. Also the small sqlglot builders the plan and scd2's statements share.
 """
@@ -32,7 +32,7 @@ _FIXED_WIDTH = {
     exp.DataType.Type.UUID,
 }
 
-# event classes (step d); CURRENT is also the _op of the pseudo-event for the current row
+# event classes (step e); CURRENT is also the _op of the pseudo-event for the current row
 CURRENT, NEW, COMPLETE, TYPE1, CLOSE, NOOP = "current", "new", "complete", "type1", "close", "noop"
 
 
@@ -77,8 +77,11 @@ def plan(p: PlanInput) -> exp.Select:
         ]
     else:
         steps.append(("resolved", _as_streamed(keys, p.values).from_("stream")))
+    collapses = dim.versions == "per_transaction"
+    if collapses:
+        steps.append(("collapsed", collapsed(keys, p.values)))
     steps += [
-        ("classified", classified(keys, dim.tracked)),
+        ("classified", classified(keys, dim.tracked, "collapsed" if collapses else "resolved")),
         ("segmented", segmented(keys)),
         ("segments", segments(keys, p.starts, dim.type1)),
     ]
@@ -220,8 +223,34 @@ def resolved(keys: Sequence[str], values: Sequence[str], toastable: Sequence[str
     return exp.union(toast_resolved, unmarked, distinct=False)
 
 
-def classified(keys: Sequence[str], tracked: Sequence[str]) -> exp.Select:
-    """Step d, ``classified``: each event's class (CURRENT ... NOOP) against the state just
+def collapsed(keys: Sequence[str], values: Sequence[str]) -> exp.Select:
+    """Step d, ``collapsed``: of each key's events in one source transaction (one ``_lsn``),
+    the last, which carries the state the transaction left (TOAST resolved already), and the
+    last delete before it, if any, so that a delete then an insert still ends the version
+    before and starts a new one; the current row stays. The rows in between were states no
+    reader could see."""
+    by_transaction = [*_by_key(keys), _col("_lsn")]
+
+    def last(condition: exp.Expr | None = None) -> exp.Window:
+        seq = _col("_seq")
+        value = seq if condition is None else exp.Case(ifs=[exp.If(this=condition, true=seq)])
+        return _window(exp.Max(this=value), by_transaction, [])
+
+    marked = exp.select(
+        exp.Star(),
+        last().as_(_own("last_seq"), quoted=True),
+        last(_col("_op").eq(_text("D"))).as_(_own("last_delete"), quoted=True),
+    ).from_("resolved")
+    kept = exp.or_(
+        _is_current(),
+        _col("_seq").eq(_col(_own("last_seq"))),
+        _col("_seq").eq(_col(_own("last_delete"))),
+    )
+    return _as_streamed(keys, values).from_(marked.subquery("m")).where(kept)
+
+
+def classified(keys: Sequence[str], tracked: Sequence[str], source: str) -> exp.Select:
+    """Step e, ``classified``: each event's class (CURRENT ... NOOP) against the state just
     before it, the previous row of its key."""
 
     live_before = exp.Coalesce(
@@ -257,11 +286,11 @@ def classified(keys: Sequence[str], tracked: Sequence[str]) -> exp.Select:
         ],
         default=_text(TYPE1),
     )
-    return exp.select(exp.Star(), event_class.as_(_own("class"), quoted=True)).from_("resolved")
+    return exp.select(exp.Star(), event_class.as_(_own("class"), quoted=True)).from_(source)
 
 
 def segmented(keys: Sequence[str]) -> exp.Select:
-    """Step e, ``segmented``: without the noops (they change nothing), the running counts
+    """Step f, ``segmented``: without the noops (they change nothing), the running counts
     ``seg``, ``starter`` and ``carrier`` that group a key's events, and each event's
     successor's class and commit time."""
 
@@ -280,7 +309,7 @@ def segmented(keys: Sequence[str]) -> exp.Select:
 
 
 def segments(keys: Sequence[str], starts: Sequence[str], type1: Sequence[str]) -> exp.Select:
-    """Step f, ``segments``: every event with the values in force after it: the non-type1
+    """Step g, ``segments``: every event with the values in force after it: the non-type1
     values, start and position of the last starter, the type1 values of the last carrier."""
     by_key, by_ord = _by_key(keys), _by_ord()
     by_starter = [*by_key, _col(_own("starter"))]
@@ -302,7 +331,7 @@ def segments(keys: Sequence[str], starts: Sequence[str], type1: Sequence[str]) -
 
 
 def versions(dim: DimensionModel, values: Sequence[str]) -> exp.Select:
-    """Step g, the versions: the last event of each segment (the next one starts a version,
+    """Step h, the versions: the last event of each segment (the next one starts a version,
     or there is none), with its expiry, flags and, for a new version, its surrogate key."""
     klass, next_class = _col(_own("class")), _col(_own("next_class"))
     seg = _col(_own("seg"))
@@ -355,7 +384,7 @@ def _by_ord() -> list[exp.Column]:
 
 
 def _carried() -> list[exp.Column]:
-    """The columns every row of the stream carries from step b to step f as they are."""
+    """The columns every row of the stream carries from step b to step g as they are."""
     return [_col(name) for name in (*EVENT_COLUMNS, _own("inferred"), _own("ord"))]
 
 
@@ -393,7 +422,7 @@ def _resolved(name: str, keys: Sequence[str]) -> exp.Expr:
 
 
 def _running_count(keys: Sequence[str], *classes: str) -> exp.Window:
-    """Step e: how many of the key's rows up to this one are of one of ``classes``."""
+    """Step f: how many of the key's rows up to this one are of one of ``classes``."""
     counted = exp.In(this=_col(_own("class")), expressions=[_text(c) for c in classes])
     return _window(_count_if(counted), _by_key(keys), _by_ord(), running=True)
 
