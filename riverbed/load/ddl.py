@@ -1,7 +1,7 @@
 """The warehouse DDL the config implies, for any dialect (`riverbed ddl`).
 
 Column types come from the newest staged (else raw) Parquet schema of each table, so the DDL
-is what the load stage would create. For Redshift the same model gets its physical design:
+is what the load stage would create, each fact's current-state view included. For Redshift the same model gets its physical design:
 DISTKEY (``dist_key``), SORTKEY (``sort_key``; dimensions sort by natural key) and ENCODE ZSTD
 on every column.
 """
@@ -17,6 +17,7 @@ from riverbed.errors import ConfigError, RiverbedError, UsageError
 from riverbed.lake.pgtypes import PgColumn, arrow_type  # how the lake is typed
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.storage import LakeStorage
+from riverbed.load.fact_current import current_view_ddl
 from riverbed.load.facts import fact_ddl, fact_indexes
 from riverbed.load.model import sql_type, warehouse_model
 from riverbed.load.scd2 import dimension_ddl, staging_ddl
@@ -77,10 +78,12 @@ def warehouse_ddl(
         cfg = project.config.tables[fact.source]
         table = fact_ddl(fact.carrying(columns), columns)
         check_layout_keys(fact.source, cfg, [table])
+        names = [c.name for c in table.this.expressions if isinstance(c, exp.ColumnDef)]
         statements = [
             staging_ddl(fact.source, columns, dialect),
             table,
             *(fact_indexes(fact, cfg.sort_key, cfg.dist_key) if indexes else []),
+            current_view_ddl(fact, names),
         ]
         for statement in statements:
             if can.physical_design and _creates(statement, fact.name):
