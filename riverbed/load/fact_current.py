@@ -76,7 +76,7 @@ def current_view_ddl(fact: FactModel, table_columns: Sequence[str]) -> exp.Creat
 def drop_current_view(fact: FactModel) -> exp.Drop:
     """DROP VIEW IF EXISTS: before a column of the fact table changes type, which PostgreSQL
     refuses while a view reads it."""
-    return exp.Drop(this=exp.to_table(fact.view), kind="VIEW", exists=True)
+    return exp.Drop(tables=[exp.to_table(fact.view)], kind="VIEW", exists=True)
 
 
 def current_rows(

@@ -426,17 +426,29 @@ class Loader:
         for name, tables in conflicts.items():
             new = columns[name].sql(dialect=dialect)
             column = exp.to_identifier(name, quoted=True)
+            # the load recreates the fact's view, which PostgreSQL will not let the ALTER
+            # change under it
+            drop = (
+                [drop_current_view(model).sql(dialect=dialect)]
+                if isinstance(model, FactModel) and any(t == model.name for t, _ in tables)
+                else []
+            )
             fixes = "; ".join(
-                exp.Alter(
-                    this=exp.to_table(table),
-                    kind="TABLE",
-                    actions=[
-                        exp.AlterColumn(
-                            this=column, dtype=columns[name], using=exp.cast(column, columns[name])
-                        )
-                    ],
-                ).sql(dialect=dialect)
-                for table, _ in tables
+                drop
+                + [
+                    exp.Alter(
+                        this=exp.to_table(table),
+                        kind="TABLE",
+                        actions=[
+                            exp.AlterColumn(
+                                this=column,
+                                dtype=columns[name],
+                                using=exp.cast(column, columns[name]),
+                            )
+                        ],
+                    ).sql(dialect=dialect)
+                    for table, _ in tables
+                ]
             )
             held = ", ".join(f"{table}: {kind}" for table, kind in tables)
             parts.append(
