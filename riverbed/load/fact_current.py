@@ -141,10 +141,14 @@ def dropped_changes(fact: FactModel, columns: Sequence[str]) -> exp.Select:
         keys_in=fact.staging,
     )
     lags = "".join(f", LAG({v}) OVER w AS _p{i}" for i, v in enumerate(values))
-    same = "".join(f" AND {v} IS NOT DISTINCT FROM _p{i}" for i, v in enumerate(values))
+    # qualified: a name the subquery lacked would bind to the insert's staged row instead
+    same = "".join(
+        f" AND compared.{v} IS NOT DISTINCT FROM compared._p{i}" for i, v in enumerate(values)
+    )
     text = (
         f"SELECT {lsn}, {seq}, {op} FROM ("
-        f" SELECT {lsn}, {seq}, {op}, _staged, _epoch, LAG({op}) OVER w AS _prev_op,"
+        f" SELECT {lsn}, {seq}, {op}, {', '.join(values) or 'NULL AS _none'}, _staged, _epoch,"
+        f" LAG({op}) OVER w AS _prev_op,"
         f" LAG(_epoch) OVER w AS _prev_epoch{lags}"
         f" FROM ("
         f"  SELECT u.*, SUM(CASE WHEN {op} = 'T' THEN 1 ELSE 0 END) OVER (ORDER BY {lsn}, {seq}"
