@@ -471,6 +471,7 @@ def test_ddl_for_every_dialect(database: Database, project: Path) -> None:
     for dialect in ("duckdb", "postgres"):
         out = run_cli("ddl", "--dialect", dialect, "-c", str(project))
         assert out.code == 0 and "dim_customer" in out.out and "fact_orders" in out.out
+        assert 'CREATE OR REPLACE VIEW "fact_orders_current"' in out.out
         # PostgreSQL gets the loader's indexes; batch_id's keeps each append's preaction an
         # index lookup however large the fact table grows
         assert ("INDEX IF NOT EXISTS fact_orders_batch_id_brin" in out.out) == (

@@ -37,7 +37,7 @@ from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.reader import as_pg_text, concat_versions
-from riverbed.lake.schema import CDC_COLUMNS
+from riverbed.lake.schema import CDC_COLUMNS, OP
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import check_layout_keys, dim_date_ddl, lake_columns
 from riverbed.load.fact_current import LeftOut, current_view_ddl, drop_current_view
@@ -236,8 +236,7 @@ class Loader:
         self._ensure(
             fact.name, [fact_ddl(usable, columns)], columns, before_alter=[drop_current_view(fact)]
         )
-        table_columns = self.warehouse.columns(fact.name) or {}
-        self.warehouse.execute(current_view_ddl(fact, list(table_columns)))
+        self._ensure_current_view(fact)
         if self.warehouse.has_indexes:  # every time: a table from an older version gets them
             for index in fact_indexes(fact, cfg.sort_key, cfg.dist_key):
                 self.warehouse.execute(index)
@@ -246,6 +245,14 @@ class Loader:
         loaded = self._loaded(fact.source, fact.name, batches, started)
         self.warehouse.analyze(fact.name, changed=loaded)
         return batches, loaded, left
+
+    def _ensure_current_view(self, fact: FactModel) -> None:
+        """Create ``fact``'s current-state view, or replace it when the table's columns are
+        no longer the view's (a column added, or the view dropped for a widening). Not on
+        every append: on PostgreSQL, replacing a view waits for every query reading it."""
+        table = [c for c in self.warehouse.columns(fact.name) or {} if c != OP]
+        if list(self.warehouse.columns(fact.view) or {}) != table:
+            self.warehouse.execute(current_view_ddl(fact, table))
 
     def _plan(self, fact: FactModel, staging: Staging) -> Plan:
         """The load order and window of what ``fact``'s staging holds: as its staging load saw
