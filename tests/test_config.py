@@ -160,6 +160,19 @@ MISTAKES = [
         "(first on line 6)",
     ),
     ("- just\n- a list\n", "the top level must be a mapping"),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], current_view: 'x now'}\n",
+        "tables.t.current_view: 'x now' must be a plain identifier",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id]}\n"
+        "  u: {kind: fact, target: x_current, keys: [id], current_view: u_now}\n",
+        "tables.t.current_view: 'x_current' is the target of tables.u",
+    ),
+    (
+        "tables:\n  t: {kind: dimension, target: x, keys: [id], tracked: [a], current_view: v}\n",
+        "tables.t: current_view applies to facts only",
+    ),
 ]
 
 

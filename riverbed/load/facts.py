@@ -8,6 +8,10 @@ Each dimension surrogate key is the version valid at the event's source commit t
 (``effective_date <= event_ts < expiry_date``). An event whose dimension row has not arrived yet
 gets an inferred member (see scd2.inferred_members_statement), which the dimension's first real
 version completes in place, keeping the surrogate key the fact already points to.
+
+An append leaves out the updates that change no source column and the deletes of keys that
+are not live, and returns their counts; riverbed.load.fact_current says why and how, and holds
+the view of the fact's current state, one row per live key, which the loader keeps beside it.
 """
 
 from __future__ import annotations

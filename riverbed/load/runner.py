@@ -9,7 +9,9 @@ Three steps, which the orchestrator runs as states of its machine (and ``run_loa
    (``store.loads.stage``).
 2. ``merge_dimension(dim)``: the SCD2 MERGE statements over what staging holds, in one warehouse
    transaction; every dimension before any fact (facts resolve their keys as of the event).
-3. ``append_fact(fact)``: preaction (delete the staged batch ids) + insert, one transaction.
+3. ``append_fact(fact)``: preaction (delete the staged batch ids) + insert, one transaction,
+   leaving out the changes that say nothing (riverbed.load.fact_current); the fact's
+   current-state view is created first, or replaced when the table's columns changed.
 
 Steps 2 and 3 are idempotent (a dimension ignores events at or below its applied position; a
 fact deletes its batch ids before inserting), so the state store records batches as loaded
