@@ -221,6 +221,19 @@ MISTAKES = [
     ("logs: {level: loud}\n", "logs.level = 'loud': Input should be 'debug', 'info', 'warning'"),
     ("logs: {path: logs/}\n", "logs.path = 'logs/': must name a file, not a folder"),
     ("logs: {file: x.jsonl}\n", "logs.file: unknown key; allowed here: path, level"),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], current_view: 'x now'}\n",
+        "tables.t.current_view: 'x now' must be a plain identifier",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id]}\n"
+        "  u: {kind: fact, target: x_current, keys: [id], current_view: u_now}\n",
+        "tables.t.current_view: 'x_current' is the target of tables.u",
+    ),
+    (
+        "tables:\n  t: {kind: dimension, target: x, keys: [id], tracked: [a], current_view: v}\n",
+        "tables.t: current_view applies to facts only",
+    ),
 ]
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sqlglot import exp
 from test_scd2 import BASE, DIM, Reference, Scenario, apply, infer, reset, scenarios, warehouse
 
+from riverbed.load.fact_current import LeftOut, current_view_ddl
 from riverbed.load.facts import (
     PlanOfParts,
     append,
@@ -274,3 +275,183 @@ def test_a_load_that_fails_says_why(warehouse: Warehouse) -> None:
         warehouse.load_arrow("narrow", pa.table({"a": pa.array([5_000_000_000], pa.int64())}))
     warehouse.load_arrow("narrow", pa.table({"a": pa.array([5], pa.int64())}))
     assert warehouse.query("SELECT a FROM narrow").to_pylist() == [{"a": 5}]
+
+
+# --- the current-state view and the changes an append leaves out -------------------------
+
+ORDERS = FactModel("orders", "fact_orders", ("order_id",), ())
+ORDER_COLUMNS = {
+    "order_id": exp.DataType.build("BIGINT"),
+    "amount": exp.DataType.build("BIGINT"),
+    "note": exp.DataType.build("TEXT"),
+}
+Change = tuple[str, int | None, int | None, str | None]  # _op, order_id, amount, note
+
+
+def reset_orders(wh: Warehouse) -> None:
+    wh.execute(f"DROP VIEW IF EXISTS {ORDERS.view}")
+    for table in (ORDERS.name, ORDERS.staging):
+        wh.execute(f"DROP TABLE IF EXISTS {table}")
+    wh.execute(staging_ddl(ORDERS.source, ORDER_COLUMNS, wh.dialect))
+    wh.execute(fact_ddl(ORDERS, ORDER_COLUMNS))
+    for index in fact_indexes(ORDERS, [], None) if wh.has_indexes else []:
+        wh.execute(index)
+    wh.execute(current_view_ddl(ORDERS, list(wh.columns(ORDERS.name) or {})))
+
+
+def append_orders(wh: Warehouse, batch_id: str, changes: list[tuple[int, Change]]) -> LeftOut:
+    """Stage one batch of (position, change) and append it as the loader does."""
+    n = len(changes)
+    rows = pa.table(
+        {
+            "order_id": pa.array([c[1] for _, c in changes], pa.int64()),
+            "amount": pa.array([c[2] for _, c in changes], pa.int64()),
+            "note": pa.array([c[3] for _, c in changes], pa.string()),
+            "_op": pa.array([c[0] for _, c in changes]),
+            "_commit_ts": pa.array([BASE] * n, pa.timestamp("us", tz="UTC")),
+            "_lsn": pa.array([lsn for lsn, _ in changes], pa.int64()),
+            "_seq": pa.array([0] * n, pa.int64()),
+            "_toast_unchanged": pa.nulls(n, pa.string()),
+        }
+    )
+    wh.execute(exp.delete(ORDERS.staging))
+    wh.load_arrow(ORDERS.staging, rows.append_column("_batch_id", pa.array([batch_id] * n)))
+    return append(wh, ORDERS, list(ORDER_COLUMNS), [batch_id], load_plan(rows, []))
+
+
+def current(wh: Warehouse) -> dict[int, tuple[int | None, str | None]]:
+    got = wh.query(f"SELECT order_id, amount, note FROM {ORDERS.view}").to_pylist()
+    assert len(got) == len({r["order_id"] for r in got}), "a key twice in the view"
+    return {r["order_id"]: (r["amount"], r["note"]) for r in got}
+
+
+def view_sum(wh: Warehouse) -> int:
+    return int(wh.query(f"SELECT COALESCE(SUM(amount), 0) AS s FROM {ORDERS.view}")[0][0].as_py())
+
+
+class Source:
+    """The source table the changes come from, and what the append should leave out."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, tuple[int | None, str | None]] = {}
+        self.left = {"unchanged_updates": 0, "deletes_without_key": 0}
+
+    def apply(self, change: Change) -> None:
+        op, key, amount, note = change
+        if op == "T":
+            self.rows.clear()
+        elif op == "D":
+            if self.rows.pop(key, None) is None:  # type: ignore[arg-type]
+                self.left["deletes_without_key"] += 1
+        else:
+            assert key is not None
+            if op == "U" and self.rows.get(key) == (amount, note):
+                self.left["unchanged_updates"] += 1
+            self.rows[key] = (amount, note)
+
+
+VALUES = st.tuples(st.one_of(st.none(), st.integers(0, 3)), st.sampled_from([None, "a", "b"]))
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[list[Change]]:
+    """Batches of source changes: inserts of new keys, updates (often to the same values) and
+    deletes of live keys, truncates, snapshot rows, and deletes of keys the warehouse never
+    saw (an insert quarantined)."""
+    live: set[int] = set()
+    batches: list[list[Change]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        batch: list[Change] = []
+        for _ in range(draw(st.integers(1, 8))):
+            kind = draw(st.sampled_from(["I", "U", "U", "D", "T", "L", "lone D"]))
+            if kind in ("U", "D") and not live:
+                kind = "I"
+            if kind == "T":
+                batch.append(("T", None, None, None))
+                live.clear()
+            elif kind == "lone D":
+                batch.append(("D", 100 + draw(st.integers(0, 3)), None, None))
+            elif kind in ("U", "D"):
+                key = draw(st.sampled_from(sorted(live)))
+                if kind == "D":
+                    live.discard(key)
+                batch.append((kind, key, *draw(VALUES)) if kind == "U" else ("D", key, None, None))
+            else:
+                key = draw(st.integers(0, 5).filter(lambda k: k not in live))
+                live.add(key)
+                batch.append((kind, key, *draw(VALUES)))
+        batches.append(batch)
+    return batches
+
+
+def test_the_current_view_reads_like_the_source(warehouse: Warehouse) -> None:
+    """Inserts, updates (many changing nothing), deletes, truncates, deletes of keys never
+    loaded: after every batch the view holds the source's rows, one per key, and its sum is
+    the source's; the append left out exactly the updates that changed nothing and the deletes
+    without a key. A rerun of a batch and a reprocess (the last batches withdrawn, appended
+    again) leave the view as it was."""
+
+    @SETTINGS
+    @given(histories(), st.integers(0, 3))
+    def check(batches: list[list[Change]], withdraw: int) -> None:
+        reset_orders(warehouse)
+        source = Source()
+        left = {"unchanged_updates": 0, "deletes_without_key": 0}
+        positioned: list[list[tuple[int, Change]]] = []
+        lsn = 1000
+        for index, batch in enumerate(batches):
+            changes = []
+            for change in batch:
+                lsn += 1
+                changes.append((lsn, change))
+                source.apply(change)
+            positioned.append(changes)
+            for name, count in append_orders(warehouse, f"b{index}", changes).as_dict().items():
+                left[name] += count
+            assert current(warehouse) == source.rows
+        assert left == source.left
+        assert view_sum(warehouse) == sum(a or 0 for a, _ in source.rows.values())
+        # a rerun of the last batch: its rows replaced, compared with what came before them
+        append_orders(warehouse, f"b{len(batches) - 1}", positioned[-1])
+        assert current(warehouse) == source.rows
+        # reprocess: the last batches withdrawn as the loader does, then appended again
+        withdrawn = [f"b{i}" for i in range(max(0, len(batches) - withdraw), len(batches))]
+        if withdrawn:
+            ids = ", ".join(f"'{b}'" for b in withdrawn)
+            warehouse.execute(f"DELETE FROM {ORDERS.name} WHERE batch_id IN ({ids})")
+            for batch_id in withdrawn:
+                append_orders(warehouse, f"r{batch_id}", positioned[int(batch_id[1:])])
+        assert current(warehouse) == source.rows
+
+    check()
+
+
+def test_a_bulk_update_that_changes_nothing_appends_nothing(warehouse: Warehouse) -> None:
+    """``UPDATE orders SET note = note``: every key's first update, its previous version in the
+    warehouse (a NULL equal to NULL), and again in the same batch."""
+    reset_orders(warehouse)
+    keys = range(2_000)
+    inserts = [(1 + k, ("I", k, k, None if k % 2 else "x")) for k in keys]
+    append_orders(warehouse, "b1", inserts)
+    noop = [(10_000 + k, ("U", k, k, None if k % 2 else "x")) for k in keys]
+    again = [(20_000 + k, ("U", k, k, None if k % 2 else "x")) for k in keys]
+    left = append_orders(warehouse, "b2", [*noop, *again])
+    assert left == LeftOut(unchanged_updates=4_000)
+    count = warehouse.query(f"SELECT COUNT(*) AS n FROM {ORDERS.name}")[0][0].as_py()
+    assert count == len(keys)
+    assert view_sum(warehouse) == sum(keys)
+    # one real change among them is appended, and counted once in the sum
+    left = append_orders(warehouse, "b3", [(30_000, ("U", 7, 70, "x")), (30_001, ("U", 8, 8, "x"))])
+    assert left == LeftOut(unchanged_updates=1)
+    assert view_sum(warehouse) == sum(keys) - 7 + 70
+
+
+def test_a_lone_delete_is_counted_and_not_appended(warehouse: Warehouse) -> None:
+    """A delete of a key whose insert never loaded (quarantined, or before the snapshot)."""
+    reset_orders(warehouse)
+    append_orders(warehouse, "b1", [(1, ("I", 1, 5, None))])
+    left = append_orders(warehouse, "b2", [(2, ("D", 99, None, None)), (3, ("D", 1, None, None))])
+    assert left == LeftOut(deletes_without_key=1)
+    ops = warehouse.query(f"SELECT _op, order_id FROM {ORDERS.name} ORDER BY _lsn").to_pylist()
+    assert ops == [{"_op": "I", "order_id": 1}, {"_op": "D", "order_id": 1}]
+    assert current(warehouse) == {}

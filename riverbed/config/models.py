@@ -98,6 +98,34 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
                 f"tables.{targets[table.target]}"
             )
         targets[table.target] = name
+    problems += _view_problems(config, targets)
+    return problems
+
+
+def _view_problems(config: RiverbedConfig, targets: dict[str, str]) -> list[str]:
+    """Each fact's current-state view (``current_view``, else ``<target>_current``): a plain
+    identifier, named like no table's target and no other fact's view."""
+    problems: list[str] = []
+    views: dict[str, str] = {}  # view -> the table whose it is
+    for name, table in config.tables.items():
+        if table.kind != "fact":
+            continue
+        view = table.current_view or f"{table.target}_current"
+        if not IDENTIFIER.match(view):
+            problems.append(
+                f"tables.{name}.current_view: '{view}' must be a plain identifier "
+                "(letters, digits, underscore)"
+            )
+        if view in views:
+            problems.append(
+                f"tables.{name}.current_view: '{view}' is already the view of tables.{views[view]}"
+            )
+        views[view] = name
+        if view in targets:
+            problems.append(
+                f"tables.{name}.current_view: '{view}' is the target of tables.{targets[view]}; "
+                "name the view otherwise (current_view: NAME)"
+            )
     return problems
 
 

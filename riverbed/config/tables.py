@@ -241,6 +241,8 @@ class TableConfig(Model):
     pii: dict[str, PiiMethod] = {}
     sort_key: list[str] = []
     dist_key: str | None = None
+    # fact: the view of its current state, one row per live key (<target>_current by default)
+    current_view: str | None = None
 
     @field_validator("transforms")
     @classmethod
@@ -267,6 +269,8 @@ class TableConfig(Model):
             raise ValueError("tracked and type1 apply to dimensions only")
         if self.kind == "fact" and "versions" in self.model_fields_set:
             raise ValueError("versions applies to dimensions only (a fact keeps every event)")
+        if self.kind == "dimension" and self.current_view is not None:
+            raise ValueError("current_view applies to facts only")
         both = set(self.tracked) & set(self.type1)
         if both:
             raise ValueError(f"{', '.join(sorted(both))} cannot be both tracked and type1")

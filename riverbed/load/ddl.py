@@ -1,10 +1,11 @@
 """The warehouse DDL the config implies, for any dialect (`riverbed ddl`).
 
 Column types come from the newest staged (else raw) Parquet schema of each table, so the DDL
-is what the load stage would create; for a table captured but still empty, from its newest
-schema version. Before a table's first capture they come from the source's catalog
-(``source_columns``), through the mapping capture applies (riverbed.lake.pgtypes), so the DDL
-printed before the first capture is the one printed after it.
+is what the load stage would create, each fact's current-state view included; for a table
+captured but still empty, from its newest schema version. Before a table's first capture they
+come from the source's catalog (``source_columns``), through the mapping capture applies
+(riverbed.lake.pgtypes), so the DDL printed before the first capture is the one printed after
+it.
 
 For Redshift the same model gets its physical design: DISTKEY (``dist_key``), SORTKEY
 (``sort_key``; dimensions sort by natural key) and ENCODE ZSTD on every column.
@@ -24,6 +25,7 @@ from riverbed.errors import ConfigError, RiverbedError, SourceError, UsageError,
 from riverbed.lake.pgtypes import PgColumn, arrow_type  # how the lake is typed
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.storage import LakeStorage
+from riverbed.load.fact_current import current_view_ddl
 from riverbed.load.facts import fact_ddl, fact_indexes
 from riverbed.load.model import sql_type, warehouse_model
 from riverbed.load.scd2 import dimension_ddl, staging_ddl
@@ -90,10 +92,12 @@ def warehouse_ddl(project: Project, columns: Mapping[str, Columns], dialect: str
         own = columns[fact.source]
         table = fact_ddl(fact.carrying(own), own)
         check_layout_keys(fact.source, cfg, [table])
+        names = [c.name for c in table.this.expressions if isinstance(c, exp.ColumnDef)]
         statements = [
             staging_ddl(fact.source, own, dialect),
             table,
             *(fact_indexes(fact, cfg.sort_key, cfg.dist_key) if indexes else []),
+            current_view_ddl(fact, names),
         ]
         for statement in statements:
             if can.physical_design and _creates(statement, fact.name):

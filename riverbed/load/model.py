@@ -11,7 +11,9 @@ Per source table in ``tables:``:
 * ``kind: fact`` -> an append-only event table named by ``target``: every source column, the
   surrogate key of each dimension whose natural key it carries (``customer_id`` ->
   ``customer_key``, resolved as of the event), ``event_ts`` (the source commit time), ``_op``,
-  ``_lsn``, ``_seq`` (the source position, unique per row) and ``batch_id``.
+  ``_lsn``, ``_seq`` (the source position, unique per row) and ``batch_id``; and a view of its
+  current state, one row per live source key, named by ``current_view`` (``<target>_current``
+  by default; see riverbed.load.fact_current).
 
 Column types come from the staged Parquet schema (Arrow), mapped per dialect by sqlglot. When
 the source changes a column's type, ``holding_type`` decides what the warehouse column becomes:
@@ -22,7 +24,7 @@ a type that holds every value of the old and the new one, from a fixed list of w
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 from sqlglot import exp
@@ -69,17 +71,23 @@ class FactModel:
     name: str
     keys: tuple[str, ...]
     dimensions: tuple[tuple[str, DimensionModel], ...]  # (fact column, dimension it keys into)
+    current_view: str | None = None  # the config's name for the view; None: the default
 
     @property
     def staging(self) -> str:
         return f"stg_{self.source}"
+
+    @property
+    def view(self) -> str:
+        """The view of the fact's current state (riverbed.load.fact_current)."""
+        return self.current_view or f"{self.name}_current"
 
     def carrying(self, columns: Iterable[str]) -> FactModel:
         """This fact with only the dimensions whose key column it has among ``columns``: a
         fact keys into a dimension only if its source rows name that dimension's key."""
         present = set(columns)
         refs = tuple((column, dim) for column, dim in self.dimensions if column in present)
-        return FactModel(self.source, self.name, self.keys, refs)
+        return replace(self, dimensions=refs)
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,7 @@ def warehouse_model(config: RiverbedConfig) -> WarehouseModel:
             continue
         # a fact column named like a dimension's (single) natural key keys into it
         refs = tuple((dim.keys[0], dim) for keys, dim in by_key.items() if keys[0] not in cfg.keys)
-        facts.append(FactModel(name, cfg.target, tuple(cfg.keys), refs))
+        facts.append(FactModel(name, cfg.target, tuple(cfg.keys), refs, cfg.current_view))
     return WarehouseModel(dimensions, tuple(facts))
 
 

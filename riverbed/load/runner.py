@@ -9,7 +9,9 @@ Three steps, which the orchestrator runs as states of its machine (and ``run_loa
    (``store.loads.stage``).
 2. ``merge_dimension(dim)``: the SCD2 MERGE statements over what staging holds, in one warehouse
    transaction; every dimension before any fact (facts resolve their keys as of the event).
-3. ``append_fact(fact)``: preaction (delete the staged batch ids) + insert, one transaction.
+3. ``append_fact(fact)``: preaction (delete the staged batch ids) + insert, one transaction,
+   leaving out the changes that say nothing (riverbed.load.fact_current); the fact's
+   current-state view is created first, or replaced when the table's columns changed.
 
 Steps 2 and 3 are idempotent (a dimension ignores events at or below its applied position; a
 fact deletes its batch ids before inserting), so the state store records batches as loaded
@@ -23,7 +25,7 @@ import functools
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,9 +39,10 @@ from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.reader import as_pg_text, concat_versions
-from riverbed.lake.schema import CDC_COLUMNS
+from riverbed.lake.schema import CDC_COLUMNS, OP
 from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.load.ddl import check_layout_keys, dim_date_ddl, lake_columns
+from riverbed.load.fact_current import LeftOut, current_view_ddl, drop_current_view
 from riverbed.load.facts import (
     Plan,
     PlanOfParts,
@@ -115,7 +118,8 @@ class Loader:
                     _add(result, dim.name, dim.source, self.merge_dimension(dim))
             for fact in self.model.facts:
                 if staged.get(fact.source):
-                    _add(result, fact.name, fact.source, self.append_fact(fact))
+                    batches, rows, left = self.append_fact(fact)
+                    _add(result, fact.name, fact.source, (batches, rows), left)
         result.seconds = time.monotonic() - started
         return result
 
@@ -211,11 +215,12 @@ class Loader:
         self.warehouse.analyze(dim.name, changed=loaded)
         return batches, loaded
 
-    def append_fact(self, fact: FactModel) -> tuple[list[str], int]:
-        """Append what ``fact``'s staging holds (see stage); (batch ids, rows)."""
+    def append_fact(self, fact: FactModel) -> tuple[list[str], int, LeftOut]:
+        """Append what ``fact``'s staging holds (see stage) and (re)create its current-state
+        view; (batch ids, rows staged, what the append left out)."""
         staging = self.manifest.loads.staging(fact.source)
         if staging is None or not staging.batch_ids:
-            return [], 0
+            return [], 0, LeftOut()
         batches = list(staging.batch_ids)
         columns = self._staged_columns(fact.source, batches)
         cfg = self.config.tables[fact.source]
@@ -225,18 +230,31 @@ class Loader:
         refs = tuple(
             (column, dim) for column, dim in carried.dimensions if self._dimension_exists(dim)
         )
-        usable = FactModel(fact.source, fact.name, fact.keys, refs)
+        usable = replace(fact, dimensions=refs)
         # against every column the fact will have, whether or not its dimensions exist yet
         check_layout_keys(fact.source, cfg, [fact_ddl(carried, columns)])
-        self._ensure(fact.name, [fact_ddl(usable, columns)], columns)
+        # PostgreSQL refuses to change the type of a column a view reads: the view goes first,
+        # and comes back with the table's columns as they are now
+        self._ensure(
+            fact.name, [fact_ddl(usable, columns)], columns, before_alter=[drop_current_view(fact)]
+        )
+        self._ensure_current_view(fact)
         if self.warehouse.has_indexes:  # every time: a table from an older version gets them
             for index in fact_indexes(fact, cfg.sort_key, cfg.dist_key):
                 self.warehouse.execute(index)
         started = time.monotonic()
-        append(self.warehouse, usable, list(columns), batches, self._plan(fact, staging))
+        left = append(self.warehouse, usable, list(columns), batches, self._plan(fact, staging))
         loaded = self._loaded(fact.source, fact.name, batches, started)
         self.warehouse.analyze(fact.name, changed=loaded)
-        return batches, loaded
+        return batches, loaded, left
+
+    def _ensure_current_view(self, fact: FactModel) -> None:
+        """Create ``fact``'s current-state view, or replace it when the table's columns are
+        no longer the view's (a column added, or the view dropped for a widening). Not on
+        every append: on PostgreSQL, replacing a view waits for every query reading it."""
+        table = [c for c in self.warehouse.columns(fact.name) or {} if c != OP]
+        if list(self.warehouse.columns(fact.view) or {}) != table:
+            self.warehouse.execute(current_view_ddl(fact, table))
 
     def _plan(self, fact: FactModel, staging: Staging) -> Plan:
         """The load order and window of what ``fact``'s staging holds: as its staging load saw
@@ -366,11 +384,14 @@ class Loader:
         columns: dict[str, exp.DataType],
         *,
         staging: bool = False,
+        before_alter: Sequence[exp.Expr] = (),
     ) -> None:
         """Create the table, or evolve it to a newer schema version: add the columns it brought
         (a column the source dropped stays, NULL from then on) and widen those whose type it
         changed to one that holds the old and the new values (model.holding_type; a change
-        no type holds was refused by _check_types before anything was staged)."""
+        no type holds was refused by _check_types before anything was staged).
+        ``before_alter``: run once before the first widening (dropping a view that reads the
+        table)."""
         existing = self.warehouse.columns(table)
         if existing is None:
             for statement in ddl:
@@ -389,6 +410,9 @@ class Loader:
                 if wider is None:
                     continue
                 action = exp.AlterColumn(this=exp.to_identifier(name, quoted=True), dtype=wider)
+                for statement in before_alter:
+                    self.warehouse.execute(statement)
+                before_alter = ()
             self.warehouse.execute(
                 exp.Alter(this=exp.to_table(table), kind="TABLE", actions=[action])
             )
@@ -411,17 +435,29 @@ class Loader:
         for name, tables in conflicts.items():
             new = columns[name].sql(dialect=dialect)
             column = exp.to_identifier(name, quoted=True)
+            # the load recreates the fact's view, which PostgreSQL will not let the ALTER
+            # change under it
+            drop = (
+                [drop_current_view(model).sql(dialect=dialect)]
+                if isinstance(model, FactModel) and any(t == model.name for t, _ in tables)
+                else []
+            )
             fixes = "; ".join(
-                exp.Alter(
-                    this=exp.to_table(table),
-                    kind="TABLE",
-                    actions=[
-                        exp.AlterColumn(
-                            this=column, dtype=columns[name], using=exp.cast(column, columns[name])
-                        )
-                    ],
-                ).sql(dialect=dialect)
-                for table, _ in tables
+                drop
+                + [
+                    exp.Alter(
+                        this=exp.to_table(table),
+                        kind="TABLE",
+                        actions=[
+                            exp.AlterColumn(
+                                this=column,
+                                dtype=columns[name],
+                                using=exp.cast(column, columns[name]),
+                            )
+                        ],
+                    ).sql(dialect=dialect)
+                    for table, _ in tables
+                ]
             )
             held = ", ".join(f"{table}: {kind}" for table, kind in tables)
             parts.append(
@@ -460,10 +496,18 @@ def _parse_type(type_name: str, dialect: str) -> exp.DataType | None:
         return None
 
 
-def _add(result: LoadResult, target: str, source: str, applied: tuple[list[str], int]) -> None:
+def _add(
+    result: LoadResult,
+    target: str,
+    source: str,
+    applied: tuple[list[str], int],
+    left: LeftOut | None = None,
+) -> None:
     entry = result.tables.setdefault(target, {"source": source, "batches": 0, "rows": 0})
     entry["batches"] += len(applied[0])
     entry["rows"] += applied[1]
+    for name, count in (left.as_dict() if left is not None else {}).items():
+        entry[name] = entry.get(name, 0) + count
 
 
 def _source_columns(schema: pa.Schema) -> dict[str, exp.DataType]:

@@ -180,8 +180,8 @@ class Tasks:
             for fact in loader.model.facts:
                 if fact.source not in chosen:
                     continue
-                batches, rows = loader.append_fact(fact)
-                self._summarise_load(fact.name, fact.source, len(batches), rows)
+                batches, rows, left = loader.append_fact(fact)
+                self._summarise_load(fact.name, fact.source, len(batches), rows, left.as_dict())
                 if batches:
                     self.manifest.metrics.record(
                         {"load_rows": rows, "load_batches": len(batches)}, {"table": fact.name}
@@ -240,12 +240,22 @@ class Tasks:
                 into["rows_quarantined"] += table.rows_quarantined
                 into["batches"] += [b.as_dict() for b in table.batches]
 
-    def _summarise_load(self, target: str, source: str, batches: int, rows: int) -> None:
+    def _summarise_load(
+        self,
+        target: str,
+        source: str,
+        batches: int,
+        rows: int,
+        left_out: dict[str, int] | None = None,
+    ) -> None:
+        """``left_out``: a fact's counts of the changes its append left out (LeftOut)."""
         with self._lock:
             load = self.summary["load"]
             into = load["tables"].setdefault(target, {"source": source, "batches": 0, "rows": 0})
             into["batches"] += batches
             into["rows"] += rows
+            for name, count in (left_out or {}).items():
+                into[name] = into.get(name, 0) + count
             load["batches"] += batches
 
     def _chosen(self, state: TaskState) -> list[str] | None:
