@@ -155,9 +155,8 @@ def _accepted_values(
         if accepted
         else exp.true()
     )
-    listed = ", ".join(str(v) for v in accepted[:5]) + (", ..." if len(accepted) > 5 else "")
     reason = concat(
-        f"{rule.column} '", as_text(value.copy()), f"' not in accepted values ({listed})"
+        f"{rule.column} '", as_text(value.copy()), f"' not in accepted values ({_listed(accepted)})"
     )
     return fails, reason
 
@@ -167,11 +166,17 @@ def _not_accepted_values(
 ) -> tuple[exp.Expr, exp.Expr]:
     refused = rule.values or []  # at least one, and no NULL: checked at load
     fails = exp.In(this=value, expressions=[exp.convert(v) for v in refused])
-    listed = ", ".join(str(v) for v in refused[:5]) + (", ..." if len(refused) > 5 else "")
     reason = concat(
-        f"{rule.column} '", as_text(value.copy()), f"' is one of the values not accepted ({listed})"
+        f"{rule.column} '",
+        as_text(value.copy()),
+        f"' is one of the values not accepted ({_listed(refused)})",
     )
     return fails, reason
+
+
+def _listed(values: list[object]) -> str:
+    """The first five of ``values``, as a rule's failure reason names them."""
+    return ", ".join(str(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
 
 
 def _not_equal(
