@@ -32,10 +32,9 @@ class SQLiteAlarmState:
 
     def states(self) -> list[AlarmStatus]:
         """Every evaluated alarm's state, by name."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select alarm, state, since, reason, value from alarm_state order by alarm"
-            ).fetchall()
+        rows = self._db.rows(
+            "select alarm, state, since, reason, value from alarm_state order by alarm"
+        )
         return [
             AlarmStatus(alarm=r[0], state=r[1], since=r[2], reason=r[3], value=r[4]) for r in rows
         ]
@@ -65,12 +64,11 @@ class SQLiteAlarmState:
     def history(self, alarm: str | None = None, limit: int = 50) -> list[AlarmTransition]:
         """State changes, newest first; of one alarm when ``alarm`` is given."""
         where, params = ("where alarm = ?", (alarm,)) if alarm is not None else ("", ())
-        with self._db.read() as db:
-            rows = db.execute(
-                "select alarm, ts, old_state, new_state, reason, value from alarm_history"
-                f" {where} order by ts desc, rowid desc limit ?",
-                (*params, limit),
-            ).fetchall()
+        rows = self._db.rows(
+            "select alarm, ts, old_state, new_state, reason, value from alarm_history"
+            f" {where} order by ts desc, rowid desc limit ?",
+            (*params, limit),
+        )
         return [
             AlarmTransition(
                 alarm=r[0], ts=r[1], old_state=r[2], new_state=r[3], reason=r[4], value=r[5]

@@ -92,10 +92,9 @@ class SQLiteCaptureState:
 
     def snapshot_tables(self, slot: str) -> dict[str, int]:
         """Tables whose snapshot copy is complete for ``slot``: table -> consistent LSN."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select table_name, consistent_lsn from capture_snapshot where slot = ?", (slot,)
-            ).fetchall()
+        rows = self._db.rows(
+            "select table_name, consistent_lsn from capture_snapshot where slot = ?", (slot,)
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     def creating_slot(self, slot: str) -> None:
@@ -113,10 +112,7 @@ class SQLiteCaptureState:
 
     def created_slot(self, slot: str) -> bool:
         """Whether this project created (or was creating) replication slot ``slot``."""
-        with self._db.read() as db:
-            row = db.execute(
-                "select 1 from capture_slot_created where slot = ?", (slot,)
-            ).fetchone()
+        row = self._db.row("select 1 from capture_slot_created where slot = ?", (slot,))
         return row is not None
 
     def slot_created(self, slot: str, consistent_lsn: int) -> None:
@@ -167,12 +163,11 @@ class SQLiteCaptureState:
     def known_slots(self) -> list[str]:
         """Every slot this project holds a position, a snapshot, a creation record or files
         for."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select slot from capture_position union select slot from capture_slot_created"
-                " union select slot from capture_snapshot union select slot from lake_files"
-                " where slot is not null order by 1"
-            ).fetchall()
+        rows = self._db.rows(
+            "select slot from capture_position union select slot from capture_slot_created"
+            " union select slot from capture_snapshot union select slot from lake_files"
+            " where slot is not null order by 1"
+        )
         return [r[0] for r in rows]
 
     def names(self, source: SourceConfig, *, create: bool = False) -> tuple[str | None, str | None]:
@@ -192,8 +187,7 @@ class SQLiteCaptureState:
         (its manifest knows a slot) keeps ``riverbed``, the one it has. None before the first
         capture (``create`` chooses it)."""
         query = "select value from project_settings where name = 'capture_name'"
-        with self._db.read() as db:
-            row = db.execute(query).fetchone()
+        row = self._db.row(query)
         if row is not None:
             return str(row[0])
         legacy = LEGACY_CAPTURE_NAME if self.known_slots() else None
@@ -236,6 +230,5 @@ class SQLiteCaptureState:
         return paths
 
     def _one_int(self, query: str, slot: str) -> int | None:
-        with self._db.read() as db:
-            row = db.execute(query, (slot,)).fetchone()
+        row = self._db.row(query, (slot,))
         return None if row is None else int(row[0])

@@ -17,9 +17,10 @@ import errno
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from riverbed.errors import ErrorClass, RiverbedError, first_line
 
@@ -54,6 +55,16 @@ class Database:
         """The connection, for reads, while no other thread is inside a transaction."""
         with self._lock:
             yield self._conn
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row ``query`` reads, under the lock (read)."""
+        with self.read() as db:
+            return db.execute(query, params).fetchall()
+
+    def row(self, query: str, params: Sequence[Any] = ()) -> Any:
+        """The first row ``query`` reads (None when there is none), under the lock (read)."""
+        with self.read() as db:
+            return db.execute(query, params).fetchone()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

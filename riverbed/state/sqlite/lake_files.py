@@ -101,27 +101,24 @@ class SQLiteLakeFiles:
             query += " and table_name = ?"
             params += (table,)
         query += " order by min_lsn, path"
-        with self._db.read() as db:
-            rows = db.execute(query, params).fetchall()
+        rows = self._db.rows(query, params)
         return [_lake_file(r) for r in rows]
 
     def tables(self, stage: str) -> list[str]:
         """The tables with visible files at ``stage``."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select distinct table_name from lake_files where stage = ? order by 1", (stage,)
-            ).fetchall()
+        rows = self._db.rows(
+            "select distinct table_name from lake_files where stage = ? order by 1", (stage,)
+        )
         return [r[0] for r in rows]
 
     def summary(self, stage: str) -> dict[str, TableSummary]:
         """Per table: files, rows, newest schema version, when its newest file landed."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select table_name, count(*), sum(rows), max(schema_version), max(created_at),"
-                " coalesce(sum(case when full_load then rows end), 0)"
-                " from lake_files where stage = ? group by 1 order by 1",
-                (stage,),
-            ).fetchall()
+        rows = self._db.rows(
+            "select table_name, count(*), sum(rows), max(schema_version), max(created_at),"
+            " coalesce(sum(case when full_load then rows end), 0)"
+            " from lake_files where stage = ? group by 1 order by 1",
+            (stage,),
+        )
         return {
             r[0]: TableSummary(
                 files=r[1], rows=r[2], schema_version=r[3], landed_at=r[4], snapshot_rows=r[5]
@@ -141,12 +138,11 @@ class SQLiteLakeFiles:
 
     def schema_versions(self, table: str) -> list[SchemaVersion]:
         """Every schema version of a captured table, oldest first."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select version, columns, first_lsn from table_schemas where table_name = ?"
-                " order by version",
-                (table,),
-            ).fetchall()
+        rows = self._db.rows(
+            "select version, columns, first_lsn from table_schemas where table_name = ?"
+            " order by version",
+            (table,),
+        )
         return [SchemaVersion(table, r[0], json.loads(r[1]), r[2]) for r in rows]
 
 

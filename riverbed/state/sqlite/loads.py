@@ -67,14 +67,13 @@ class SQLiteLoadState:
 
     def staging(self, table: str) -> Staging | None:
         """What ``table``'s staging table holds, not applied yet; None when nothing."""
-        with self._db.read() as db:
-            row = db.execute(
-                "select s.batch_ids, s.rows, s.staged_at, p.plan from load_staged s"
-                " left join load_plans p"
-                " on p.table_name = s.table_name and p.batch_ids = s.batch_ids"
-                " where s.table_name = ?",
-                (table,),
-            ).fetchone()
+        row = self._db.row(
+            "select s.batch_ids, s.rows, s.staged_at, p.plan from load_staged s"
+            " left join load_plans p"
+            " on p.table_name = s.table_name and p.batch_ids = s.batch_ids"
+            " where s.table_name = ?",
+            (table,),
+        )
         if row is None:
             return None
         return Staging(
@@ -113,8 +112,7 @@ class SQLiteLoadState:
             query += " where table_name = ?"
             params = (table,)
         query += " order by loaded_at, table_name, batch_id"
-        with self._db.read() as db:
-            rows = db.execute(query, params).fetchall()
+        rows = self._db.rows(query, params)
         return [
             LoadBatch(
                 batch_id=r[0], table=r[1], target=r[2], rows=r[3], seconds=r[4], loaded_at=r[5]
@@ -132,8 +130,7 @@ class SQLiteLoadState:
 
     def last_loaded_at(self) -> float | None:
         """When the newest batch was recorded as loaded; None before the first."""
-        with self._db.read() as db:
-            (loaded_at,) = db.execute("select max(loaded_at) from load_batches").fetchone()
+        (loaded_at,) = self._db.row("select max(loaded_at) from load_batches")
         return None if loaded_at is None else float(loaded_at)
 
 

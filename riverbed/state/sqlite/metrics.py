@@ -54,12 +54,11 @@ class SQLiteMetrics:
     ) -> list[tuple[float, float]]:
         """(ts, value) of ``name`` in [since, until), oldest first; only samples whose labels
         include every given label."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select ts, value, labels from metrics where name = ? and ts >= ? and ts < ?"
-                " order by ts",
-                (name, since, until if until is not None else float("inf")),
-            ).fetchall()
+        rows = self._db.rows(
+            "select ts, value, labels from metrics where name = ? and ts >= ? and ts < ?"
+            " order by ts",
+            (name, since, until if until is not None else float("inf")),
+        )
         wanted = labels or {}
         return [
             (ts, value)
@@ -69,33 +68,29 @@ class SQLiteMetrics:
 
     def latest(self, prefix: str = "") -> list[Sample]:
         """The newest sample of every (name, labels) whose name starts with ``prefix``."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select name, labels, value, max(ts) from metrics where name like ? escape '\\'"
-                " group by name, labels order by name, labels",
-                (_like_prefix(prefix),),
-            ).fetchall()
+        rows = self._db.rows(
+            "select name, labels, value, max(ts) from metrics where name like ? escape '\\'"
+            " group by name, labels order by name, labels",
+            (_like_prefix(prefix),),
+        )
         return [Sample(name, value, ts, json.loads(labels)) for name, labels, value, ts in rows]
 
     def newest(self, prefix: str = "") -> dict[str, tuple[float, float]]:
         """The newest value of each metric whose name starts with ``prefix``, whatever its
         labels: name -> (value, ts)."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select name, value, max(ts) from metrics where name like ? escape '\\'"
-                " group by name",
-                (_like_prefix(prefix),),
-            ).fetchall()
+        rows = self._db.rows(
+            "select name, value, max(ts) from metrics where name like ? escape '\\' group by name",
+            (_like_prefix(prefix),),
+        )
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def totals(self) -> list[Sample]:
         """Every counter's value by (name, labels): the sum of its increments, stamped with
         the newest one's time."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select name, labels, sum(value), max(ts) from metrics"
-                " group by name, labels order by name, labels"
-            ).fetchall()
+        rows = self._db.rows(
+            "select name, labels, sum(value), max(ts) from metrics"
+            " group by name, labels order by name, labels"
+        )
         return [
             Sample(name, value, ts, json.loads(labels))
             for name, labels, value, ts in rows

@@ -145,11 +145,10 @@ class SQLiteRunState:
 
     def idle_count(self, since: float | None = None) -> int:
         """How many idle runs started at or after ``since`` (all of them without it)."""
-        with self._db.read() as db:
-            (count,) = db.execute(
-                f"select count(*) from runs where {_IDLE} and started_at >= ?",
-                (since if since is not None else float("-inf"),),
-            ).fetchone()
+        (count,) = self._db.row(
+            f"select count(*) from runs where {_IDLE} and started_at >= ?",
+            (since if since is not None else float("-inf"),),
+        )
         return int(count)
 
     def running(self) -> list[RunRecord]:
@@ -166,12 +165,11 @@ class SQLiteRunState:
 
     def events(self, run_id: str) -> list[RunEvent]:
         """The run's events, in order."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select run_id, seq, ts, state, event, attempt, error_class, error, detail"
-                " from run_events where run_id = ? order by seq",
-                (run_id,),
-            ).fetchall()
+        rows = self._db.rows(
+            "select run_id, seq, ts, state, event, attempt, error_class, error, detail"
+            " from run_events where run_id = ? order by seq",
+            (run_id,),
+        )
         return [
             RunEvent(
                 run_id=r[0],
@@ -188,10 +186,7 @@ class SQLiteRunState:
         ]
 
     def _runs(self, where: str, params: tuple[Any, ...]) -> list[RunRecord]:
-        with self._db.read() as db:
-            rows = db.execute(
-                f"select {_RUN_COLUMNS}, {_IDLE} from runs {where}", params
-            ).fetchall()
+        rows = self._db.rows(f"select {_RUN_COLUMNS}, {_IDLE} from runs {where}", params)
         return [
             RunRecord(
                 run_id=r[0],
@@ -210,6 +205,5 @@ class SQLiteRunState:
         ]
 
     def _one_float(self, query: str) -> float | None:
-        with self._db.read() as db:
-            (value,) = db.execute(query).fetchone()
+        (value,) = self._db.row(query)
         return None if value is None else float(value)

@@ -176,12 +176,11 @@ class SQLiteTransformState:
 
     def recent_counts(self, table: str, limit: int = 10) -> list[int]:
         """Rows in of the table's last ``limit`` staged batches, oldest first."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select rows_in from transform_batches where table_name = ?"
-                " and status = 'staged' order by max_lsn desc, created_at desc limit ?",
-                (table, limit),
-            ).fetchall()
+        rows = self._db.rows(
+            "select rows_in from transform_batches where table_name = ?"
+            " and status = 'staged' order by max_lsn desc, created_at desc limit ?",
+            (table, limit),
+        )
         return [int(r[0]) for r in reversed(rows)]
 
     def withdraw(self, table: str, from_lsn: int) -> list[WithdrawnBatch]:
@@ -230,12 +229,11 @@ class SQLiteTransformState:
     def withdrawn(self, table: str) -> list[str]:
         """The ids of ``table``'s batches withdrawn whose rows the load has not taken out of
         the warehouse yet (forget_withdrawn)."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select batch_id from transform_withdrawals where table_name = ?"
-                " order by created_at, batch_id",
-                (table,),
-            ).fetchall()
+        rows = self._db.rows(
+            "select batch_id from transform_withdrawals where table_name = ?"
+            " order by created_at, batch_id",
+            (table,),
+        )
         return [r[0] for r in rows]
 
     def forget_withdrawn(self, table: str, batch_ids: Iterable[str]) -> None:
@@ -302,27 +300,24 @@ class SQLiteTransformState:
 
     def failing_rules(self) -> list[RuleTotals]:
         """The rules that failed rows in any batch, summed per table and rule, by name."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select table_name, rule, sum(checked), sum(failed), max(status)"
-                " from quality_results group by table_name, rule having sum(failed) > 0"
-                " order by 1, 2"
-            ).fetchall()
+        rows = self._db.rows(
+            "select table_name, rule, sum(checked), sum(failed), max(status)"
+            " from quality_results group by table_name, rule having sum(failed) > 0"
+            " order by 1, 2"
+        )
         return [
             RuleTotals(table=r[0], rule=r[1], checked=r[2], failed=r[3], status=r[4]) for r in rows
         ]
 
     def quarantined_rows(self) -> int:
         """Rows quarantined by every batch ever recorded."""
-        with self._db.read() as db:
-            (total,) = db.execute("select sum(rows_quarantined) from transform_batches").fetchone()
+        (total,) = self._db.row("select sum(rows_quarantined) from transform_batches")
         return int(total or 0)
 
     def bad_files(self) -> list[BadFile]:
         """The raw files set aside as unreadable, oldest first."""
-        with self._db.read() as db:
-            rows = db.execute(
-                "select path, table_name, moved_to, reason, created_at from bad_files"
-                " order by created_at"
-            ).fetchall()
+        rows = self._db.rows(
+            "select path, table_name, moved_to, reason, created_at from bad_files"
+            " order by created_at"
+        )
         return [BadFile(path=r[0], table=r[1], moved_to=r[2], reason=r[3], at=r[4]) for r in rows]
