@@ -13,7 +13,7 @@ from riverbed.errors import RiverbedError, SlotReplaced
 from riverbed.lake.positions import format_lsn
 from riverbed.source.connection import source_for
 from riverbed.state import StateStore, TableSummary, open_state
-from riverbed.state.records import BadFile, BatchQuality, Lag
+from riverbed.state.records import BatchQuality, Lag
 
 
 def gather(
@@ -81,7 +81,7 @@ def gather(
             cap["metrics_at"] = max((ts for _, ts in metrics.values()), default=None)
         report["lake"] = _lake_tables(lake)
         report["quality"] = [_quality(b) for b in manifest.transform.quality()]
-        report["bad_files"] = [_bad_file(b) for b in manifest.transform.bad_files()]
+        report["bad_files"] = [asdict(b) for b in manifest.transform.bad_files()]
         report["runs"] = _runs(manifest)
         report["alarms"] = [asdict(s) for s in manifest.alarms.states()]
         report["last_hour"] = _last_hour(manifest, time.time())
@@ -100,30 +100,8 @@ def _quality(batch: BatchQuality) -> dict[str, Any]:
         "rows_out": batch.rows_out,
         "rows_quarantined": batch.rows_quarantined,
         "at": batch.at,
-        "rules": [
-            {
-                "rule": r.rule,
-                "type": r.rule_type,
-                "action": r.action,
-                "checked": r.checked,
-                "failed": r.failed,
-                "ratio": r.ratio,
-                "status": r.status,
-                "observed": r.observed,
-                "samples": r.samples,
-            }
-            for r in batch.results
-        ],
-    }
-
-
-def _bad_file(bad: BadFile) -> dict[str, Any]:
-    return {
-        "path": bad.path,
-        "table": bad.table,
-        "moved_to": bad.moved_to,
-        "reason": bad.reason,
-        "at": bad.at,
+        # as `run --json` shows a rule's result, with the ratio unrounded
+        "rules": [{**r.as_dict(), "ratio": r.ratio} for r in batch.results],
     }
 
 
