@@ -42,21 +42,14 @@ PEEK_TIMEOUT = "10s"  # a slot far behind takes long to decode; the measurement 
 _CHANGES = (73, 85, 68, 84)  # I, U, D, T
 
 
-def source_lag(project: Project, manifest: StateStore, now: float | None = None) -> Lag | None:
-    """The capture lag measured from the source, or None when it cannot be measured here: a
-    capture holds the slot (its own samples are fresh), there is no slot or no position yet,
-    or the source cannot be reached or decoded in time."""
-    try:
-        return measure_lag(project, manifest, now)[0]
-    except SlotReplaced:
-        return None
-
-
 def measure_lag(
     project: Project, manifest: StateStore, now: float | None = None
 ) -> tuple[Lag | None, bool | None]:
-    """(source_lag, whether the source answered): False when it could not be reached (or the
-    measurement failed), so no lag stored earlier is current; None when nothing was asked.
+    """(the capture lag measured from the source, whether the source answered). The lag is None
+    when it cannot be measured here: a capture holds the slot (its own samples are fresh), there
+    is no slot or no position yet, or the source cannot be reached or decoded in time. Whether
+    it answered is False when it could not be reached (or the measurement failed), so no lag
+    stored earlier is current; None when nothing was asked.
     Raises SlotReplaced for a slot another project took over: no lag is measured through it."""
     from riverbed.capture.runner import captured_tables  # heavy: only when measuring
     from riverbed.source.connection import source_for
@@ -148,7 +141,7 @@ def first_pending_commit(
 
 
 def record_source_lag(project: Project, manifest: StateStore, now: float | None = None) -> None:
-    """Measure the lag from the source (source_lag) and, when it could be measured, record it
+    """Measure the lag from the source (measure_lag) and, when it could be measured, record it
     as the gauges capture_lag_bytes and capture_lag_seconds, as a capture would; and whether
     the source answered, as the gauge source_up (1 or 0: with 0 newer than the lag, /metrics
     leaves the lag out, as no longer current)."""
