@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from riverbed.config.fields import Model
+from riverbed.config.fields import IDENTIFIER, Model
 
 TransformEngine = Literal["duckdb", "spark"]  # transform.engine, and `riverbed run --engine`
 # tables.<t>.versions: what a dimension versions. per_transaction: the state each source
@@ -243,6 +243,12 @@ class TableConfig(Model):
     dist_key: str | None = None
     # fact: the view of its current state, one row per live key (<target>_current by default)
     current_view: str | None = None
+    # fact: the column (date or timestamp) that dates an event: its event_ts, date_key and the
+    # dimension versions it keys into; absent, the source commit time does
+    event_time: str | None = None
+    # dimension: the column (date or timestamp) a version is valid from, e.g. updated_at;
+    # absent, the source commit time (see riverbed.load.scd2 for out-of-order times)
+    effective_from: str | None = None
 
     @field_validator("transforms")
     @classmethod
@@ -271,6 +277,23 @@ class TableConfig(Model):
             raise ValueError("versions applies to dimensions only (a fact keeps every event)")
         if self.kind == "dimension" and self.current_view is not None:
             raise ValueError("current_view applies to facts only")
+        if self.kind == "dimension" and self.event_time is not None:
+            raise ValueError(
+                "event_time applies to facts only; a dimension's versions take their time "
+                "from effective_from"
+            )
+        if self.kind == "fact" and self.effective_from is not None:
+            raise ValueError(
+                "effective_from applies to dimensions only; a fact's events take their time "
+                "from event_time"
+            )
+        for setting in ("event_time", "effective_from"):
+            name = getattr(self, setting)
+            if name is not None and not IDENTIFIER.match(name):
+                raise ValueError(
+                    f"{setting} must name one column (letters, digits, _), not {name!r}; "
+                    "compute an expression in transforms and name its output column"
+                )
         both = set(self.tracked) & set(self.type1)
         if both:
             raise ValueError(f"{', '.join(sorted(both))} cannot be both tracked and type1")

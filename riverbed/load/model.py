@@ -10,7 +10,8 @@ Per source table in ``tables:``:
   (``_lsn``, ``_seq``);
 * ``kind: fact`` -> an append-only event table named by ``target``: every source column, the
   surrogate key of each dimension whose natural key it carries (``customer_id`` ->
-  ``customer_key``, resolved as of the event), ``event_ts`` (the source commit time), ``_op``,
+  ``customer_key``, resolved as of the event), ``event_ts`` (the ``event_time`` column, else the
+  source commit time), ``_op``,
   ``_lsn``, ``_seq`` (the source position, unique per row) and ``batch_id``; and a view of its
   current state, one row per live source key, named by ``current_view`` (``<target>_current``
   by default; see riverbed.load.fact_current).
@@ -55,6 +56,7 @@ class DimensionModel:
     tracked: tuple[str, ...]  # a change here makes a new version
     type1: tuple[str, ...]  # overwritten in place on the current version
     versions: Versions = "per_transaction"  # one version per source transaction, or per change
+    effective_from: str | None = None  # the column versions are valid from; None: commit time
 
     @property
     def surrogate(self) -> str:
@@ -72,6 +74,7 @@ class FactModel:
     keys: tuple[str, ...]
     dimensions: tuple[tuple[str, DimensionModel], ...]  # (fact column, dimension it keys into)
     current_view: str | None = None  # the config's name for the view; None: the default
+    event_time: str | None = None  # the column that dates an event; None: its commit time
 
     @property
     def staging(self) -> str:
@@ -114,6 +117,7 @@ def warehouse_model(config: RiverbedConfig) -> WarehouseModel:
             tuple(cfg.tracked),
             tuple(cfg.type1),
             cfg.versions,
+            cfg.effective_from,
         )
         for name, cfg in config.tables.items()
         if cfg.kind == "dimension"
@@ -125,7 +129,9 @@ def warehouse_model(config: RiverbedConfig) -> WarehouseModel:
             continue
         # a fact column named like a dimension's (single) natural key keys into it
         refs = tuple((dim.keys[0], dim) for keys, dim in by_key.items() if keys[0] not in cfg.keys)
-        facts.append(FactModel(name, cfg.target, tuple(cfg.keys), refs, cfg.current_view))
+        facts.append(
+            FactModel(name, cfg.target, tuple(cfg.keys), refs, cfg.current_view, cfg.event_time)
+        )
     return WarehouseModel(dimensions, tuple(facts))
 
 
