@@ -275,6 +275,8 @@ def test_the_written_file_reads_back_every_value_as_it_was() -> None:
     assert "Weird Name" not in config.tables
     assert 'alter table app."Weird Name" rename to weird_name;' in text
     assert max(len(line) for line in text.splitlines()) <= 100
+    # the log file, where a user looks for it, and where to change it
+    assert str(config.logs.path) == ".riverbed/logs/riverbed.jsonl" and "\nlogs:\n" in text
 
 
 def test_each_table_gets_the_column_that_dates_its_rows() -> None:
