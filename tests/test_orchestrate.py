@@ -494,6 +494,16 @@ def test_a_scheduled_run_loop_stops_on_a_signal(project: Path, sig: signal.Signa
     assert "stopped" in out
     runs = json.loads(run_cli("runs", "--json", "-c", str(project)).out)
     assert runs and all(r["status"] == "succeeded" for r in runs)
+    # one run per interval, and only the first found anything new: the list shows that one
+    # and counts the idle ones, which would otherwise push real runs out of it
+    assert [r["idle"] for r in runs] == [True] * (len(runs) - 1) + [False]
+    listed = run_cli("runs", "-c", str(project))
+    assert listed.code == 0, listed.text
+    idle = len(runs) - 1
+    assert runs[-1]["run_id"].rsplit("-", 1)[1] in listed.out
+    # no idle run's line ("nothing new" as its status): only the count below the list says it
+    assert listed.out.count("succeeded") == 1 and listed.out.count("nothing new") == 1
+    assert f"+ {idle} idle run{'' if idle == 1 else 's'} hidden" in listed.out, listed.out
 
 
 def test_logs_are_json_lines_without_secrets(project: Path, receiver: Receiver) -> None:
