@@ -736,8 +736,12 @@ NARROW = {"COLUMNS": "80"}  # what a pipe gets
 
 
 def _fits(text: str, width: int = 80) -> None:
+    """Every line within ``width`` columns, and no cell cut to fit them: rich marks a value it
+    cuts with "…" (an id or a figure a user would copy or read wrong)."""
     too_wide = [line for line in text.splitlines() if len(line) > width]
     assert not too_wide, "\n".join(too_wide)
+    cut = [line for line in text.splitlines() if "…" in line]
+    assert not cut, "\n".join(cut)
 
 
 def test_run_history_reads_at_80_columns_and_short_ids_name_runs(project: Path) -> None:
