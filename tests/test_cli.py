@@ -104,6 +104,9 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         assert "dirty rows quarantined" in out and "dim_customer" in out
         assert "fact_order_items" in out and "runs:" in out and "succeeded" in out
         assert "capture_lag_high" in out  # the alarms table
+        # a healthy demo trips none of its own alarms (issue 15: quality_failures_high did)
+        states = dict(re.findall(r"^alarm\s+(\w+): (\w+)", out, re.MULTILINE))
+        assert len(states) >= 4 and set(states.values()) == {"OK"}, states
         # query's note under a table of its first 50 rows fits 80 columns too
         shown = run_cli(
             "query",
