@@ -289,9 +289,11 @@ class Loader:
             before_alter=[drop_current_view(fact)],
         )
         self._ensure_current_view(fact)
-        for column, dim in usable.dimensions if before is not None else ():
-            if dim.surrogate not in before:
-                backfill_keys(self.warehouse, usable, column, dim)
+        gained = (
+            [] if before is None else [d for d in usable.dimensions if d[1].surrogate not in before]
+        )
+        for column, dim in gained:
+            backfill_keys(self.warehouse, usable, column, dim)
         if self.warehouse.has_indexes:  # every time: a table from an older version gets them
             for index in fact_indexes(fact, cfg.sort_key, cfg.dist_key):
                 self.warehouse.execute(index)
