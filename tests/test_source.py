@@ -22,6 +22,12 @@ def project(tmp_path: Path, port: int, extra: str = "") -> Path:
     return write_config(tmp_path, f"source:\n  embedded:\n    port: {port}\n{extra}")
 
 
+def superuser_dsn(folder: Path, port: int) -> str:
+    """The project's embedded server as its superuser, the password read from its pgpass file."""
+    passfile = folder / ".riverbed" / "pg.pgpass"
+    return f"host=127.0.0.1 port={port} user=postgres dbname=postgres passfile={passfile}"
+
+
 def status_json(config: Path) -> tuple[int, dict]:
     result = run_cli("source", "status", "--json", "-c", str(config))
     return result.code, json.loads(result.out)
@@ -47,9 +53,7 @@ def test_up_down_status_are_idempotent(tmp_path: Path) -> None:
         assert status["slots"] == []
 
         # a slot shows up with the WAL it retains
-        with psycopg.connect(
-            f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True
-        ) as conn:
+        with psycopg.connect(superuser_dsn(tmp_path, port), autocommit=True) as conn:
             conn.execute("select pg_create_logical_replication_slot('probe', 'pgoutput')")
             conn.execute(
                 "create table filler as select g, repeat('x', 200) as pad from generate_series(1, 20000) g"
@@ -69,7 +73,7 @@ def test_up_down_status_are_idempotent(tmp_path: Path) -> None:
 
         # data survives a restart
         assert run_cli("source", "up", "-c", str(config)).code == 0
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres") as conn:
+        with psycopg.connect(superuser_dsn(tmp_path, port)) as conn:
             assert conn.execute("select count(*) from filler").fetchone() == (20000,)
             conn.execute("select pg_drop_replication_slot('probe')")
     finally:
@@ -84,7 +88,7 @@ def test_a_setting_that_needs_a_restart_restarts_once(tmp_path: Path) -> None:
         project(tmp_path, port, "    max_replication_slots: 17\n")
         changed = run_cli("source", "up", "-c", str(config))
         assert changed.code == 0 and "restarted" in changed.out
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres") as conn:
+        with psycopg.connect(superuser_dsn(tmp_path, port)) as conn:
             assert conn.execute("show max_replication_slots").fetchone() == ("17",)
         settled = run_cli("source", "up", "-c", str(config))
         assert "already running" in settled.out and "restarted" not in settled.out
