@@ -94,6 +94,7 @@ class EmbeddedServer:
         """Initialise if needed, write settings, start or restart as needed. Returns what it did."""
         done: list[str] = []
         private_folders(self.data_dir)
+        private_file(self.log_file)
         if self._run_as():
             self._prepare_for_system_user()
         if not self.is_initialised():
@@ -144,7 +145,6 @@ class EmbeddedServer:
         ensure_folder_permissions(_bin("postgres").parent, read | stat.S_IXGRP | stat.S_IXOTH)
         ensure_folder_permissions(_bin("postgres").parent.parent / "lib", read)
         entry = pwd.getpwnam(SYSTEM_USER)
-        private_file(self.log_file)
         for path in (self.data_dir, self.log_file):
             os.chown(path, entry.pw_uid, entry.pw_gid)
         if was_private:
