@@ -20,7 +20,7 @@ from riverbed.cli.common import (
 from riverbed.config import Project
 
 if TYPE_CHECKING:
-    from riverbed.source.grants import CaptureGrants
+    from riverbed.capture.grants import CaptureGrants
 
 
 @source_app.command("up", short_help="Start the embedded PostgreSQL and print its DSN.")
@@ -137,11 +137,11 @@ def source_grants(
     tables' owner makes (PostgreSQL lets only a table's owner publish it). Then point
     source.dsn at that role (user=NAME) and source.password at the variable.
 
-    Example: `riverbed source grants > grants.sql`
+    Example: `riverbed.capture.grants > grants.sql`
     """
+    from riverbed.capture.grants import grants_script
     from riverbed.config.fields import IDENTIFIER
     from riverbed.errors import UsageError
-    from riverbed.source.grants import grants_script
 
     if not IDENTIFIER.match(role):
         raise UsageError(f"--role {role!r}: must be a plain identifier (letters, digits, _)")
@@ -161,9 +161,9 @@ def _capture_grants(project: Project, role: str, password_env: str) -> CaptureGr
     asked for the tables only when riverbed.yaml lists none), and the publication's name."""
     from psycopg.conninfo import conninfo_to_dict
 
+    from riverbed.capture.grants import CaptureGrants
     from riverbed.capture.runner import captured_tables
     from riverbed.source.connection import source_for
-    from riverbed.source.grants import CaptureGrants
     from riverbed.state import open_state
 
     source = source_for(project)

@@ -2,5 +2,5 @@
 
 ``connection`` (how every command reaches the source), ``embedded`` (the embedded PostgreSQL 18),
 ``catalog`` (what a source schema declares: keys, foreign keys, enums, constraints), ``secret``
-(the embedded server's password and pg_hba.conf), ``grants`` (a capture role's minimal SQL).
+(the embedded server's password and pg_hba.conf).
 """
