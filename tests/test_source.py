@@ -191,3 +191,34 @@ def _grant_traverse(targets: list[Path]) -> list[tuple[Path, int]]:
                 changed.append((folder, stat.S_IMODE(mode)))
                 folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
     return changed
+
+
+def test_a_cluster_that_trusted_local_connections_gets_a_password_and_a_lost_file_is_named(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = project(tmp_path, port)
+    home = tmp_path / ".riverbed"
+    try:
+        assert run_cli("source", "up", "-c", str(config)).code == 0
+        assert run_cli("source", "down", "-c", str(config)).code == 0
+        # as an earlier release left it: pg_hba trusts every local connection, no password file
+        (home / "pg" / "pg_hba.conf").write_text(
+            "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
+        )
+        (home / "pg.pgpass").unlink()
+        up = run_cli("source", "up", "-c", str(config))
+        assert up.code == 0, up.text
+        assert "set a password on a cluster that trusted local connections" in up.out
+        assert stat.S_IMODE((home / "pg.pgpass").stat().st_mode) == 0o600
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres")
+        with psycopg.connect(superuser_dsn(tmp_path, port)) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+
+        (home / "pg.pgpass").unlink()
+        lost = run_cli("source", "up", "-c", str(config))
+        assert lost.code == 1 and "Traceback" not in lost.text
+        assert f"{home / 'pg.pgpass'}, is missing" in lost.err
+    finally:
+        run_cli("source", "down", "-c", str(config))

@@ -216,7 +216,8 @@ class EmbeddedServer:
     def _protect_trusting_cluster(self) -> None:
         """Give the superuser of a cluster made before passwords (its pg_hba.conf trusts local
         connections) a password, over a connection its trust still lets in."""
-        if "trust" not in (self.data_dir / "pg_hba.conf").read_text():
+        rules = (self.data_dir / "pg_hba.conf").read_text().splitlines()
+        if not any(r.split()[-1:] == ["trust"] for r in rules if not r.lstrip().startswith("#")):
             raise SourceError(
                 f"the password file of the embedded PostgreSQL, {self.password_file}, is "
                 "missing; restore it, or remove the server's data folder "
