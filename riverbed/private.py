@@ -15,8 +15,8 @@ Two layers, because neither covers everything alone:
 - **A umask of 077 for the command line's process** (``restrict_umask``, called once at its
   start): it covers the files an engine creates on its own, which no argument reaches: DuckDB
   creates ``warehouse.duckdb`` (it refuses an empty file made for it, so the file is tightened
-  right after it opens) and its ``.wal`` with the umask's mode, Spark's writers likewise, and
-  the child processes the command line starts inherit it.
+  right after it opens) and its ``.wal`` with the umask's mode; the child processes the
+  command line starts (Spark's JVM, a notifier's command) inherit it.
 
 For a library user the DuckDB ``.wal`` is the one file left to the process's umask; it lives in
 a folder this module made 0700, which no other account can enter.

@@ -42,6 +42,10 @@ def test_up_down_status_are_idempotent(tmp_path: Path) -> None:
         assert "initialised" in first.out and "started" in first.out
         assert f"postgresql://postgres@127.0.0.1:{port}/postgres" in first.out
         assert (tmp_path / ".riverbed" / "pg" / "PG_VERSION").exists()
+        # where the password is, never what it is
+        passfile = tmp_path / ".riverbed" / "pg.pgpass"
+        assert f"its password: in {passfile}" in first.out
+        assert passfile.read_text().split(":")[-1].strip() not in first.text
 
         second = run_cli("source", "up", "-c", str(config))
         assert second.code == 0 and "already running" in second.out

@@ -43,6 +43,11 @@ def source_up(config: ConfigOption = None) -> None:
         done = source.embedded.up()
     status = inspect(source)
     console.print(f"PostgreSQL {status.version} {', '.join(done)}: {status.dsn}")
+    console.print(
+        f"its password: in {source.embedded.password_file} (0600; libpq and psql read it "
+        "with PGPASSFILE or passfile=)",
+        highlight=False,
+    )
     _warn_wal_level(status.wal_level)
 
 
