@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from riverbed.cli.common import app, err_console
 from riverbed.errors import RiverbedError
+from riverbed.private import restrict_umask
 
 # isort: off
 from riverbed.cli import init as init
@@ -43,6 +44,9 @@ def main() -> None:
     Typer's standalone mode handles usage errors (exit 2) and --help; everything of ours that a
     user can act on is a RiverbedError.
     """
+    # everything the command writes, and what the engines and child processes it starts write,
+    # is for the user alone (riverbed.private)
+    restrict_umask()
     try:
         app()
     except RiverbedError as exc:

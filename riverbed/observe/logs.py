@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any, TextIO
 
 from riverbed.errors import RiverbedError
+from riverbed.private import open_private, private_folders
 
 LOG_FILE = "riverbed.jsonl"
 MAX_BYTES = 20 * 1024 * 1024
@@ -231,6 +232,14 @@ def _console_value(value: Any) -> str:
 # --- setup -----------------------------------------------------------------------------------
 
 
+class _PrivateFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file created 0600, the file after each rollover too: a log names tables,
+    keys and the SQL that ran (riverbed.private)."""
+
+    def _open(self) -> Any:
+        return open_private(Path(self.baseFilename), self.mode, encoding=self.encoding)
+
+
 class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is at emit time, like logging's last resort: test
     runners and the CLI's test harness swap (and close) stderr between invocations."""
@@ -274,8 +283,8 @@ def setup_logging(
 
     filters: list[logging.Filter] = [ContextFilter(), RedactFilter()]
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
+        private_folders(log_dir)
+        file_handler = _PrivateFileHandler(
             log_dir / file_name, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
         )
     except OSError as exc:  # a project folder the user cannot write, a full disk

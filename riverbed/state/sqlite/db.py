@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from riverbed.errors import ErrorClass, RiverbedError, first_line
+from riverbed.private import private_file
 
 
 class StateStoreFull(RiverbedError):
@@ -35,7 +36,7 @@ class Database:
     """The connection, its lock, and the depth of the transaction the lock's owner has open."""
 
     def __init__(self, path: Path, schema: str):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # SQLite gives its -wal and -shm the database file's mode
         self.path = path
         self._conn = sqlite3.connect(
             path, timeout=30, isolation_level=None, check_same_thread=False
