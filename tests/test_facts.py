@@ -73,20 +73,25 @@ def load_facts(wh: Warehouse, events: list[tuple[int | None, dt.datetime]]) -> l
 
 
 def valid_at(reference: Reference, item: int | None, at: dt.datetime) -> int | None:
-    """The surrogate key of the one version of ``item`` valid at ``at``, if any."""
-    found = [
-        r["item_key"]
-        for r in reference.rows
-        if r["item_id"] == item and r["effective_date"] <= at < r["expiry_date"]
-    ]
+    """The surrogate key of the one version of ``item`` valid at ``at``; for an instant
+    before every version of the item, its first version (the earliest of non-zero length);
+    else (a gap after a delete, no row at all) none."""
+    versions = [r for r in reference.rows if r["item_id"] == item]
+    found = [r["item_key"] for r in versions if r["effective_date"] <= at < r["expiry_date"]]
     assert len(found) <= 1, f"item {item}: versions overlap at {at}"
-    return found[0] if found else None
+    if found:
+        return found[0]
+    lasting = [r for r in versions if r["effective_date"] < r["expiry_date"]]
+    first = min(lasting, key=lambda r: r["effective_date"], default=None)
+    if first is not None and at < first["effective_date"]:
+        return int(first["item_key"])
+    return None
 
 
 def test_fact_keys_are_the_versions_valid_at_each_event(warehouse: Warehouse) -> None:
     """Random dimension histories (changes, deletes, re-inserts, inferred members), then a fact
     batch whose events fall before, between, at and after the dimension's changes, on known,
-    deleted and unknown items."""
+    deleted and unknown items: an event before an item's first version takes that version."""
 
     @SETTINGS
     @given(scenarios(), st.data())

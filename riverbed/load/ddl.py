@@ -81,6 +81,7 @@ def warehouse_ddl(project: Project, columns: Mapping[str, Columns], dialect: str
         cfg = project.config.tables[dim.source]
         tables = dimension_ddl(dim, columns[dim.source], dialect, indexes=indexes)
         check_layout_keys(dim.source, cfg, tables)
+        check_business_time(dim.source, cfg, columns[dim.source])
         for statement in [staging_ddl(dim, columns[dim.source], dialect), *tables]:
             if can.physical_design and _creates(statement, dim.name):
                 statement = _redshift(statement, cfg.dist_key, cfg.sort_key or list(dim.keys))
@@ -92,6 +93,7 @@ def warehouse_ddl(project: Project, columns: Mapping[str, Columns], dialect: str
         own = columns[fact.source]
         table = fact_ddl(fact.carrying(own), own)
         check_layout_keys(fact.source, cfg, [table])
+        check_business_time(fact.source, cfg, own)
         names = [c.name for c in table.this.expressions if isinstance(c, exp.ColumnDef)]
         statements = [
             staging_ddl(fact.source, own, dialect),
@@ -168,6 +170,44 @@ def check_layout_keys(table: str, cfg: TableConfig, statements: list[exp.Expr]) 
                         f"choose from {', '.join(names)}"
                     ]
                 )
+
+
+# what a business time (tables.<t>.event_time, effective_from) may be: a day or an instant
+_TIMES = {
+    exp.DType.DATE,
+    exp.DType.TIMESTAMP,
+    exp.DType.TIMESTAMPTZ,
+    exp.DType.TIMESTAMP_S,
+    exp.DType.TIMESTAMP_MS,
+    exp.DType.TIMESTAMP_NS,
+}
+
+
+def check_business_time(table: str, cfg: TableConfig, columns: Mapping[str, exp.DataType]) -> None:
+    """Refuse an ``event_time`` or ``effective_from`` that names no staged column of the table,
+    or one that is not a date or timestamp: every event would fall back to its commit time,
+    or the load fail on a cast mid-run."""
+    for key in ("event_time", "effective_from"):
+        name = getattr(cfg, key)
+        if name is None:
+            continue
+        kind = columns.get(name)
+        if kind is None:
+            raise ConfigError(
+                [
+                    f"tables.{table}.{key}: {name!r} is not a column of {table} as staged; "
+                    f"choose a date or timestamp column from {', '.join(columns)}, or add one "
+                    "in transforms"
+                ]
+            )
+        if kind.this not in _TIMES:
+            raise ConfigError(
+                [
+                    f"tables.{table}.{key}: {name} is {kind.sql()}, not a date or timestamp; "
+                    f"name one, or convert it in transforms (e.g. {name}_ts: "
+                    f"CAST({name} AS TIMESTAMPTZ)) and name that"
+                ]
+            )
 
 
 def _creates(statement: exp.Expr, table: str) -> bool:

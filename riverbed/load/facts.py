@@ -4,10 +4,14 @@ A fact batch is appended in one warehouse transaction that first deletes every r
 ``batch_id`` (the preaction), so a load that died half-way, or a rerun of a loaded batch, never
 leaves duplicates; ``(_lsn, _seq)``, the source position on every row, proves it.
 
-Each dimension surrogate key is the version valid at the event's source commit time
-(``effective_date <= event_ts < expiry_date``). An event whose dimension row has not arrived yet
-gets an inferred member (see scd2.inferred_members_statement), which the dimension's first real
-version completes in place, keeping the surrogate key the fact already points to.
+An event's time (``event_ts``, and its ``date_key``) is its business time where the table
+names an ``event_time`` column, else its source commit time (event_time_of). Each dimension
+surrogate key is the version valid at that time (``effective_date <= event_ts < expiry_date``).
+An event earlier than every version of its key (facts backfilled from before the dimension's
+first version) takes the key's first version: the dimension knows nothing older, and this is
+the "beginning of time" row of Kimball's designs. An event whose dimension row has not arrived
+yet gets an inferred member (see scd2.inferred_members_statement), which the dimension's first
+real version completes in place, keeping the surrogate key the fact already points to.
 
 An append leaves out the updates that change no source column and the deletes of keys that
 are not live, and returns their counts; riverbed.load.fact_current says why and how, and holds
@@ -16,6 +20,7 @@ the view of the fact's current state, one row per live key, which the loader kee
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from riverbed.lake.schema import OP, POSITION_COLUMNS
+from riverbed.lake.schema import COMMIT_TS, OP, POSITION_COLUMNS
 from riverbed.load.fact_current import (
     LeftOut,
     appended_changes_query,
@@ -44,7 +49,7 @@ EPOCH = date(1970, 1, 1)
 # per-month CASE of _date_key grows with them)
 WINDOW_MONTHS = 24
 
-Window = tuple[datetime, datetime]  # a staged batch's first and last event (commit) time
+Window = tuple[datetime, datetime]  # a staged batch's first and last event time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +58,7 @@ class Plan:
 
     order: tuple[str, ...] = ()  # the insert's ORDER BY (see load_order); empty: in order
     window: Window | None = None  # the first and last event time; None for no rows
+    event_time: str | None = None  # the column the window's times came from; None: commit time
 
 
 def fact_ddl(fact: FactModel, columns: dict[str, exp.DataType]) -> exp.Create:
@@ -147,11 +153,12 @@ def load_order(rows: pa.Table, sort_key: Sequence[str]) -> list[str]:
     return [] if pc.all(in_order).as_py() else order
 
 
-def load_plan(rows: pa.Table, sort_key: Sequence[str]) -> Plan:
-    """What ``append`` needs to know of a staged batch's rows (its sort-key columns, position
-    and ``_commit_ts``): their load order (see load_order), and their window, the first and
-    last event time (None for no rows). PlanOfParts with one part."""
-    plan = PlanOfParts(sort_key)
+def load_plan(rows: pa.Table, sort_key: Sequence[str], event_time: str | None = None) -> Plan:
+    """What ``append`` needs to know of a staged batch's rows (its sort-key columns, position,
+    ``_op``, ``_commit_ts`` and ``event_time`` column): their load order (see load_order), and
+    their window, the first and last event time (None for no rows). PlanOfParts with one
+    part."""
+    plan = PlanOfParts(sort_key, event_time)
     plan.add(rows)
     return plan.plan()
 
@@ -221,8 +228,9 @@ class PlanOfParts:
     is in order and follows the last row of the one before, and the earliest and latest
     event."""
 
-    def __init__(self, sort_key: Sequence[str]):
+    def __init__(self, sort_key: Sequence[str], event_time: str | None = None):
         self.sort_key = list(sort_key)
+        self.event_time = event_time
         self.in_order = True
         self.order: list[str] = []
         self.last: pa.Table | None = None  # the previous part's last row, its order columns
@@ -241,14 +249,18 @@ class PlanOfParts:
                 ordered, self.sort_key
             )
         self.last = ordered.slice(rows.num_rows - 1)
-        bounds = pc.min_max(rows.column("_commit_ts")).as_py()
+        bounds = pc.min_max(event_times(rows, self.event_time)).as_py()
         if bounds["min"] is not None:
             self.first = min(filter(None, (self.first, bounds["min"])))
             self.latest = max(filter(None, (self.latest, bounds["max"])))
 
     def plan(self) -> Plan:
         window = (self.first, self.latest) if self.first and self.latest else None
-        return Plan(order=() if self.in_order else tuple(self.order), window=window)
+        return Plan(
+            order=() if self.in_order else tuple(self.order),
+            window=window,
+            event_time=self.event_time,
+        )
 
     def to_json(self) -> str:
         """The plan as the state store keeps it (riverbed.state.records.Staging.plan)."""
@@ -258,6 +270,7 @@ class PlanOfParts:
             {
                 "order": list(plan.order),
                 "window": [t.isoformat() for t in window] if window else None,
+                "event_time": plan.event_time,
             }
         )
 
@@ -273,19 +286,21 @@ class PlanOfParts:
                 if window
                 else None
             ),
+            event_time=plan.get("event_time"),  # recorded since business time
         )
 
 
 def staging_plan(warehouse: Warehouse, fact: FactModel, sort_key: Sequence[str]) -> Plan:
     """load_plan of the rows ``fact``'s staging table holds, read from it: the sort-key
-    columns it has, the source position and the commit time."""
+    columns it has, the source position and the event time's columns."""
     present = warehouse.columns(fact.staging) or {}
     wanted = [c for c in sort_key if c in present]
-    names = [*dict.fromkeys([*wanted, "_lsn", "_seq", "_commit_ts"])]
+    timed = [fact.event_time] if fact.event_time in present else []
+    names = [*dict.fromkeys([*wanted, "_lsn", "_seq", OP, COMMIT_TS, *timed])]
     rows = warehouse.query(
         exp.select(*(exp.column(c, quoted=True) for c in names)).from_(fact.staging)
     )
-    return load_plan(rows, wanted)
+    return load_plan(rows, wanted, fact.event_time)
 
 
 def append_statements(
@@ -321,9 +336,10 @@ def append_statements(
         stg, copy=False
     )
     target_columns = list(columns)
+    event = event_time_of(fact, "s")
     for index, (column, dim) in enumerate(fact.dimensions):
         alias = f"d{index}"
-        on = _as_of(dim, alias, "s", column, exp.column("_commit_ts", table="s"))
+        on = _as_of(dim, alias, "s", column, event.copy())
         if window is not None:
             since = _timestamp(window[0])
             expired = exp.GT(this=exp.column("expiry_date", table=alias), expression=since)
@@ -333,8 +349,8 @@ def append_statements(
         select = select.select(exp.column(dim.surrogate, table=alias), copy=False)
         target_columns.append(dim.surrogate)
     select = select.select(
-        _date_key(exp.column("_commit_ts", table="s"), dialect, window),
-        exp.column("_commit_ts", table="s"),
+        _date_key(event.copy(), dialect, window),
+        event,
         exp.column("_op", table="s"),
         exp.column("_lsn", table="s"),
         exp.column("_seq", table="s"),
@@ -353,6 +369,36 @@ def append_statements(
         expressions=[exp.to_identifier(c, quoted=True) for c in target_columns],
     )
     return [preaction, exp.Insert(this=target, expression=select)]
+
+
+def event_time_of(fact: FactModel, table: str) -> exp.Expr:
+    """The time of the staged row ``table``: its ``event_time`` column as TIMESTAMPTZ (a date
+    is its midnight, a timestamp without a zone is UTC: the warehouses' sessions run in UTC),
+    the commit time where that is NULL, and the commit time for a delete, which carries no
+    business time of its own (only its key). Without event_time, the commit time."""
+    commit = exp.column(COMMIT_TS, table=table, quoted=True)
+    if fact.event_time is None:
+        return commit
+    business = exp.cast(exp.column(fact.event_time, table=table, quoted=True), "TIMESTAMPTZ")
+    return exp.Case(
+        ifs=[exp.If(this=exp.column(OP, table=table).eq(exp.Literal.string("D")), true=commit)],
+        default=exp.Coalesce(this=business, expressions=[commit.copy()]),
+    )
+
+
+def event_times(rows: pa.Table, event_time: str | None) -> pa.ChunkedArray:
+    """event_time_of for staged rows in Arrow, as UTC instants: what a batch's window is."""
+    commit = rows.column(COMMIT_TS)
+    if event_time is None or event_time not in rows.column_names:
+        return commit
+    business = rows.column(event_time)
+    if pa.types.is_date(business.type):
+        business = business.cast(pa.timestamp("us"))
+    # a timestamp without a zone takes UTC's, as the warehouse reads it; one with a zone is
+    # the same instant in UTC
+    business = business.cast(pa.timestamp("us", tz="UTC"))
+    deleted = pc.equal(rows.column(OP), "D")
+    return pc.if_else(deleted, commit, pc.coalesce(business, commit))
 
 
 def unresolved_keys_query(fact: FactModel, batch_ids: Sequence[str]) -> exp.Select:
@@ -395,10 +441,48 @@ def _infer_missing(
         {dim.surrogate: exp.column(dim.surrogate, table="d", quoted=True)},
         from_=exp.From(this=exp.to_table(dim.name, alias="d")),
         where=exp.and_(
-            missing.copy(), _as_of(dim, "d", "f", column, exp.column("event_ts", table="f"))
+            missing.copy(),
+            _as_of_or_first(dim, "d", "f", column, exp.column("event_ts", table="f")),
         ),
     )
     return [infer, fill]
+
+
+def _as_of_or_first(
+    dim: DimensionModel, alias: str, fact_alias: str, column: str, event: exp.Expr
+) -> exp.Expr:
+    """_as_of, or for an event earlier than every version of the key, the key's first version
+    (the earliest one of non-zero length). The key's equality is the one condition outside
+    the OR, so the engine still joins on it."""
+    d = functools.partial(exp.column, table=alias, quoted=True)
+    valid = exp.and_(
+        exp.LTE(this=d("effective_date"), expression=event),
+        exp.GT(this=d("expiry_date"), expression=event.copy()),
+    )
+    earlier = (
+        exp.select(exp.Literal.number(1))
+        .from_(exp.to_table(dim.name, alias="e"))
+        .where(
+            _eq(exp.column(dim.keys[0], table="e", quoted=True), d(dim.keys[0])),
+            exp.LT(
+                this=exp.column("effective_date", table="e", quoted=True),
+                expression=d("effective_date"),
+            ),
+            exp.GT(
+                this=exp.column("expiry_date", table="e", quoted=True),
+                expression=exp.column("effective_date", table="e", quoted=True),
+            ),
+        )
+    )
+    first = exp.and_(
+        exp.LT(this=event.copy(), expression=d("effective_date")),
+        exp.GT(this=d("expiry_date"), expression=d("effective_date")),
+        exp.Not(this=exp.Exists(this=earlier)),
+    )
+    return exp.and_(
+        _eq(d(dim.keys[0]), exp.column(column, table=fact_alias, quoted=True)),
+        exp.paren(exp.or_(exp.paren(valid), exp.paren(first))),
+    )
 
 
 def _as_of(

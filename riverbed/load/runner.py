@@ -41,7 +41,12 @@ from riverbed.lake.lock import ProcessLock
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.schema import CDC_COLUMNS, OP
 from riverbed.lake.storage import LakeStorage, open_storage
-from riverbed.load.ddl import check_layout_keys, dim_date_ddl, lake_columns
+from riverbed.load.ddl import (
+    check_business_time,
+    check_layout_keys,
+    dim_date_ddl,
+    lake_columns,
+)
 from riverbed.load.fact_current import LeftOut, current_view_ddl, drop_current_view
 from riverbed.load.facts import (
     Plan,
@@ -169,12 +174,15 @@ class Loader:
                 break  # the next round stages it, with its own column set
             taken.append(batch)
         ddl = staging_ddl(model if isinstance(model, DimensionModel) else table, columns, dialect)
-        self._check_types(model, columns)  # before staging changes: a conflict leaves all as is
+        # before staging changes: a conflict leaves all as is
+        check_business_time(table, self.config.tables[table], columns)
+        self._check_types(model, columns)
         self._ensure(model.staging, [ddl], columns, staging=True)
         rows = 0
         # a fact's load order and window, seen on the parts as they go in: reading them back
         # from staging costs a query of every staged row (on PostgreSQL, a second per million)
-        plan = PlanOfParts(self.config.tables[table].sort_key)
+        cfg = self.config.tables[table]
+        plan = PlanOfParts(cfg.sort_key, cfg.event_time)
         with self.warehouse.transaction():
             self.warehouse.execute(exp.delete(model.staging))
             for batch in taken:
@@ -260,7 +268,11 @@ class Loader:
         """The load order and window of what ``fact``'s staging holds: as its staging load saw
         them, or, for staging loaded by a version that did not record them, read back."""
         if staging.plan is not None:
-            return PlanOfParts.from_json(staging.plan)
+            plan = PlanOfParts.from_json(staging.plan)
+            # a window of other times (event_time changed since the staging load) would key
+            # dates by the wrong months
+            if plan.event_time == fact.event_time:
+                return plan
         return staging_plan(self.warehouse, fact, self.config.tables[fact.source].sort_key)
 
     def _staged(self, table: str) -> list[str] | None:

@@ -28,7 +28,7 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
       ``(_lsn, _seq) > (hwm_lsn, hwm_seq)``. What is at or below it was applied by an earlier
       run, so rerunning a batch (or an older one) changes nothing.
    b. ``stream``: per key, its current dimension row as a pseudo-event ``current`` (values,
-      effective_date as commit time, position, is_inferred), followed by the key's events in
+      effective_date as its time, position, is_inferred), followed by the key's events in
       source order; ``ord`` numbers them. With the state before the batch as the first row of
       each key, every rule below compares an event with simply the previous row (LAG).
    c. ``toast_keys`` / ``toast_groups`` / ``resolved`` (TOAST): a column listed in
@@ -60,6 +60,17 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
 
       The previous row's tracked values are the state's: a ``type1`` event has the same ones,
       and after a delete nothing is compared.
+
+      With ``effective_from`` (business time) two more steps follow. An event's time is then
+      the column's value (the commit time where it is NULL, and always for a delete, which
+      carries only its key). ``floors``: per key, the last version boundary before the batch
+      (the current version's start, or the end of a version a delete closed). ``timed``: a
+      ``new`` or ``close`` event places its boundary at the latest of its own time, the floor
+      and the boundaries before it. Source order still decides the versions; business time
+      only when each is valid. So a change later in source order whose time is earlier than
+      (or equal to) the version it follows starts where that version started, which is left
+      zero-length; the later change wins, validity stays gap-free and non-overlapping, and
+      the current row is always the source's current row.
    f. ``segmented``: running counts per key, in ``ord`` order: ``seg`` counts ``new`` events, so
       segment 0 is the current row with what the batch does to it and each ``new`` event starts
       segment ``seg`` > 0, a version to insert; ``starter`` counts the rows whose values start a
@@ -69,7 +80,7 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
       the non-type1 columns, the version's start and position; over (key, carrier) for the
       type1 columns.
    h. the versions: the last event of each segment (its successor is ``new``, or there is
-      none). ``expiry_date`` = the close's commit time if the segment ends with a delete, else
+      none). ``expiry_date`` = the close's time if the segment ends with a delete, else
       the next version's effective_date, else FAR_FUTURE; current = neither; deleted = closed.
       New versions get surrogate keys max(existing) + ROW_NUMBER() in source order.
 

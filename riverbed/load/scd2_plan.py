@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from riverbed.lake.schema import EVENT_COLUMNS, POSITION_COLUMNS
+from riverbed.lake.schema import COMMIT_TS, EVENT_COLUMNS, POSITION_COLUMNS
 from riverbed.load.model import FAR_FUTURE, DimensionModel
 
 POSITIONS = "_riverbed_scd2_positions"  # dimension -> (_lsn, _seq) of the last applied event
@@ -80,9 +80,13 @@ def plan(p: PlanInput) -> exp.Select:
     collapses = dim.versions == "per_transaction"
     if collapses:
         steps.append(("collapsed", collapsed(keys, p.values)))
+    steps.append(
+        ("classified", classified(keys, dim.tracked, "collapsed" if collapses else "resolved"))
+    )
+    if dim.effective_from is not None:
+        steps += [("floors", floors(dim)), ("timed", timed(keys, p.values))]
     steps += [
-        ("classified", classified(keys, dim.tracked, "collapsed" if collapses else "resolved")),
-        ("segmented", segmented(keys)),
+        ("segmented", segmented(keys, "timed" if dim.effective_from else "classified")),
         ("segments", segments(keys, p.starts, dim.type1)),
     ]
     query = versions(dim, p.values)
@@ -113,7 +117,8 @@ def events(dim: DimensionModel, names: list[str]) -> exp.Select:
     comma = _text(",")
     return (
         exp.select(
-            *(_col(name, "s") for name in [*names, *EVENT_COLUMNS]),
+            *(_col(name, "s") for name in names),
+            *(_event_column(dim, name) for name in EVENT_COLUMNS),
             exp.DPipe(this=exp.DPipe(this=comma, expression=listed), expression=comma.copy()).as_(
                 _own("toast"), quoted=True
             ),
@@ -132,6 +137,21 @@ def events(dim: DimensionModel, names: list[str]) -> exp.Select:
             )
         )
     )
+
+
+def _event_column(dim: DimensionModel, name: str) -> exp.Expr:
+    """Step a: a CDC column of a staged event as the plan reads it. With ``effective_from``
+    the time (``_commit_ts``) is the business time: the column as TIMESTAMPTZ, the commit
+    time where it is NULL, and always for a delete, which carries no business time (its
+    key alone); ``timed`` orders these times."""
+    if name != COMMIT_TS or dim.effective_from is None:
+        return _col(name, "s")
+    commit = _col(COMMIT_TS, "s")
+    business = exp.cast(_col(dim.effective_from, "s"), exp.DataType.build("TIMESTAMPTZ"))
+    return exp.Case(
+        ifs=[exp.If(this=_col("_op", "s").eq(_text("D")), true=commit)],
+        default=exp.Coalesce(this=business, expressions=[commit.copy()]),
+    ).as_(COMMIT_TS, quoted=True)
 
 
 def stream(dim: DimensionModel, names: list[str]) -> exp.Select:
@@ -289,10 +309,69 @@ def classified(keys: Sequence[str], tracked: Sequence[str], source: str) -> exp.
     return exp.select(exp.Star(), event_class.as_(_own("class"), quoted=True)).from_(source)
 
 
-def segmented(keys: Sequence[str]) -> exp.Select:
+def floors(dim: DimensionModel) -> exp.Select:
+    """Step e2 (``effective_from`` only), ``floors``: per key of the batch that the dimension
+    holds, the last version boundary before the batch, which no version the batch starts or
+    ends may precede: the current version's start, or, for a key whose last version a delete
+    closed, that version's end (a re-insert must not start inside it)."""
+    boundary = exp.Case(
+        ifs=[exp.If(this=_col("is_current_record", "c"), true=_col("effective_date", "c"))],
+        default=_col("expiry_date", "c"),
+    )
+    in_batch = exp.Exists(
+        this=exp.select(_one())
+        .from_(_table("events", "e"))
+        .where(exp.and_(*(_col(k, "e").eq(_col(k, "c")) for k in dim.keys)))
+    )
+    return (
+        exp.select(
+            *(_col(k, "c") for k in dim.keys),
+            exp.Max(this=boundary).as_(_own("floor"), quoted=True),
+        )
+        .from_(_table(dim.name, "c"))
+        .where(in_batch)
+        .group_by(*(_col(k, "c") for k in dim.keys))
+    )
+
+
+def timed(keys: Sequence[str], values: Sequence[str]) -> exp.Select:
+    """Step e3 (``effective_from`` only), ``timed``: the classified events with the time of
+    every boundary they place (a ``new`` starts a version, a ``close`` ends one) made no
+    earlier than any boundary before it: the key's floor, and the times of the key's earlier
+    new and close events. Source order decides what the versions are, as without business
+    time; the times only say when each is valid. A change that comes later in source order
+    with an earlier (or equal) business time therefore starts where the version it follows
+    started, leaving that one zero-length (``[t, t)``, found by no as-of lookup), and
+    validity stays gap-free and non-overlapping. Other events' times place nothing."""
+    boundary = exp.In(this=_col(_own("class")), expressions=[_text(NEW), _text(CLOSE)])
+    running = _window(
+        exp.Max(this=exp.Case(ifs=[exp.If(this=boundary, true=_col(COMMIT_TS))])),
+        _by_key(keys),
+        _by_ord(),
+        running=True,
+    )
+    floor = _col(_own("floor"))
+    # GREATEST's NULL handling differs by engine: give it none (the running time is never
+    # NULL on a boundary, whose own time it counts)
+    clamped = exp.Greatest(
+        this=running, expressions=[exp.Coalesce(this=floor, expressions=[running.copy()])]
+    )
+    at = exp.Case(ifs=[exp.If(this=boundary.copy(), true=clamped)], default=_col(COMMIT_TS))
+    carried = [
+        at.as_(COMMIT_TS, quoted=True) if name == COMMIT_TS else _col(name)
+        for name in (*EVENT_COLUMNS, _own("inferred"), _own("ord"), _own("class"))
+    ]
+    return (
+        exp.select(*_by_key(keys), *(_col(name) for name in values), *carried)
+        .from_("classified")
+        .join("floors", using=list(keys), join_type="left")
+    )
+
+
+def segmented(keys: Sequence[str], source: str = "classified") -> exp.Select:
     """Step f, ``segmented``: without the noops (they change nothing), the running counts
     ``seg``, ``starter`` and ``carrier`` that group a key's events, and each event's
-    successor's class and commit time."""
+    successor's class and time."""
 
     return (
         exp.select(
@@ -303,7 +382,7 @@ def segmented(keys: Sequence[str]) -> exp.Select:
             _shifted(exp.Lead, _own("class"), keys).as_(_own("next_class"), quoted=True),
             _shifted(exp.Lead, "_commit_ts", keys).as_(_own("next_ts"), quoted=True),
         )
-        .from_("classified")
+        .from_(source)
         .where(exp.NEQ(this=_col(_own("class")), expression=_text(NOOP)))
     )
 
