@@ -11,6 +11,7 @@ equal) time wins and leaves the version it supersedes zero-length, ``[t, t)``.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +27,7 @@ from test_scd2 import (
     DIM,
     FAR_FUTURE,
     INFERRED_SINCE,
+    UPDATED,
     Event,
     Reference,
     Scenario,
@@ -40,7 +42,9 @@ from test_scd2 import (
     warehouse,
 )
 
+from riverbed.config.tables import TableConfig
 from riverbed.errors import ConfigError
+from riverbed.load.ddl import check_business_time
 from riverbed.load.model import DimensionModel
 from riverbed.load.scd2 import dimension_ddl, scd2_statements, staging_ddl
 from riverbed.load.warehouse import Warehouse
@@ -361,11 +365,29 @@ def test_a_date_or_naive_timestamp_is_read_as_utc(
     assert got["effective_date"].astimezone(dt.UTC) == start
 
 
-def test_an_effective_from_not_staged_is_refused_naming_the_key() -> None:
-    """As a tracked column not staged is (an expectation beyond BUSINESS_TIME.md)."""
-    with pytest.raises(ConfigError, match=r"tables\.items\.effective_from: .*updated"):
-        scd2_statements(BUSINESS, COLUMNS, "duckdb")
-    assert DIM.effective_from is None
+@pytest.mark.parametrize(
+    "staged,says",
+    [
+        ({}, r"'updated' is not a column of items as staged"),
+        ({UPDATED: exp.DataType.build("TEXT")}, r"updated is TEXT, not a date or timestamp"),
+    ],
+)
+def test_an_effective_from_not_staged_or_not_a_time_is_refused_naming_the_key(
+    staged: dict[str, exp.DataType], says: str
+) -> None:
+    cfg = TableConfig(
+        kind="dimension",
+        target=DIM.name,
+        keys=["item_id"],
+        tracked=["name"],
+        effective_from=UPDATED,
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_business_time("items", cfg, {**COLUMNS, **staged})
+    (problem,) = caught.value.problems
+    assert re.match(r"tables\.items\.effective_from: " + says, problem), problem
+    for kind in ("DATE", "TIMESTAMP", "TIMESTAMPTZ"):
+        check_business_time("items", cfg, {**COLUMNS, UPDATED: exp.DataType.build(kind)})
 
 
 @settings(max_examples=200, deadline=None, database=None)
