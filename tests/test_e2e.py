@@ -25,6 +25,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from datetime import UTC
+from decimal import Decimal
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -321,6 +323,7 @@ def test_warehouse_agrees_with_source_after_kills_mid_flight(
     rows = source_rows(database)
     check_dimensions(project, rows, pii_key=(home / "pii.key").read_text().strip().encode())
     check_facts(project, rows)
+    check_revenue_by_month(project, rows)
 
     print(
         f"killed capture once; killed run {killed_run} (pid {killed_pid}) inside "
@@ -447,3 +450,27 @@ def check_facts(project: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
             f"{target}: {len(stale)} keys whose latest event is not the source's current row, "
             f"(source, latest event, its _op): {dict(list(stale.items())[:5])}"
         )
+
+
+REVENUE_BY_MONTH = """
+select d.year, d.month, sum(f.amount) as revenue
+from fact_order_items_current f join dim_date d using (date_key)
+group by d.year, d.month order by d.year, d.month
+"""
+
+
+def check_revenue_by_month(project: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Revenue by month of ordered_at, as a dashboard asks for it: one plain query over the
+    current view and dim_date (event_time dates each item by its order's time), equal to the
+    source's items summed by their order's UTC month."""
+    ordered_at = {r["order_id"]: r["ordered_at"] for r in rows["orders"]}
+    expected: Counter[tuple[int, int]] = Counter()
+    for item in rows["order_items"]:
+        at = ordered_at[item["order_id"]].astimezone(UTC)
+        expected[at.year, at.month] += item["quantity"] * item["unit_price"]
+    got = {
+        (r["year"], r["month"]): Decimal(str(r["revenue"]))
+        for r in query(project, REVENUE_BY_MONTH)
+    }
+    assert len(expected) > 1, "the seeded history spans months"
+    assert got == dict(expected), f"revenue by month: source {expected}, warehouse {got}"

@@ -142,9 +142,17 @@ def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path:
         "column": "amount",
         "min": 0,
     }
-    assert "not_null(issued_at)" in fines  # the business time a fact needs
+    # NOT NULL in the source: the source enforces it, and a null would only date by commit time
+    assert "not_null(issued_at)" not in fines
     assert not any(label.startswith("not_null") for label in books)  # the source enforces it
-    assert "business time candidates: loaned_at, issued_at; by its name, issued_at" in prose
+    # business time: the fine's own time, not its loan's (a column of its foreign key)
+    assert tables["fines"].event_time == "issued_at"
+    assert "event_time: issued_at dates each event" in prose
+    assert "Other date and timestamp columns: loaned_at." in prose
+    assert tables["reading_room"].event_time == "entered_at"
+    # no updated_at-like column: versions keep the commit time, and the comment says so
+    assert all(t.effective_from is None for t in tables.values())
+    assert "versions are valid from the source commit time of their change" in prose
     assert "fines_book_id_member_id_loaned_at_fkey (book_id, member_id, loaned_at)" in prose
     assert "a table that is both is a dimension" in prose
     assert "keyed into dim_book by book_id, dim_member by member_id" in prose  # fines
@@ -267,3 +275,83 @@ def test_the_written_file_reads_back_every_value_as_it_was() -> None:
     assert "Weird Name" not in config.tables
     assert 'alter table app."Weird Name" rename to weird_name;' in text
     assert max(len(line) for line in text.splitlines()) <= 100
+    # the log file, where a user looks for it, and where to change it
+    assert str(config.logs.path) == ".riverbed/logs/riverbed.jsonl" and "\nlogs:\n" in text
+
+
+def test_each_table_gets_the_column_that_dates_its_rows() -> None:
+    """A fact's event_time is the column that says when the event happened (never one that
+    moves later, unless the table is named after that event); a dimension's effective_from is
+    its updated_at-like column; without one, no key, and the comment says the commit time dates
+    the rows. A nullable pick gets a not_null warn rule. No database: the catalog is by hand."""
+
+    def column(name: str, kind: str = "integer", not_null: bool = True) -> Column:
+        return Column(name, kind, not_null, None)
+
+    def table(name: str, *columns: Column, refs: tuple[str, ...] = ()) -> Table:
+        fks = tuple(ForeignKey(f"{name}_{r}_fkey", (r,), "app", "customers", (r,)) for r in refs)
+        key = columns[0].name
+        return Table("app", name, columns, (key,), "d", (), fks, (), ())
+
+    stamp, day = "timestamp with time zone", "date"
+    catalog = Catalog(
+        "app",
+        (
+            table(
+                "customers",
+                column("customer_id"),
+                column("joined_on", day),
+                column("last_modified", "timestamp without time zone", not_null=False),
+            ),
+            table(
+                "orders",
+                column("order_id"),
+                column("customer_id"),
+                column("updated_at", stamp),
+                column("due_on", day),
+                column("ordered_at", stamp),
+                refs=("customer_id",),
+            ),
+            table(
+                "returns",
+                column("return_id"),
+                column("customer_id"),
+                column("updated_at", stamp),
+                column("returned_at", stamp, not_null=False),
+                refs=("customer_id",),
+            ),
+            table("audits", column("audit_id"), column("modified_at", stamp)),
+            table("pings", column("ping_id"), column("note", "text")),
+        ),
+    )
+    text = config_text(propose(catalog), "host=db dbname=app", has_password=False)
+    prose = " ".join(line.strip().lstrip("#").strip() for line in text.splitlines())
+    tables = parse_config(text, "<written>").tables
+    assert {name: (t.event_time, t.effective_from) for name, t in tables.items()} == {
+        "customers": (None, "last_modified"),
+        "orders": ("ordered_at", None),
+        "returns": ("returned_at", None),  # the table is named after the event
+        "audits": (None, None),  # modified_at moves with each change
+        "pings": (None, None),
+    }
+    assert (
+        "event_time: ordered_at dates each event (its event_ts, date_key, and the dimension "
+        "versions it keys into): its name says when the event happened. Other date and timestamp "
+        "columns: updated_at, due_on (named like a later time or a change)." in prose
+    )
+    assert "effective_from: a version is valid from its row's last_modified" in prose
+    assert "remove the line to date versions by the source commit time" in prose
+    assert (
+        "event_time: not set, its date and timestamp columns (modified_at) are named like a "
+        "later time or a change" in prose
+    )
+    assert "event_time: not set, it has no date or timestamp column" in prose
+    assert "To date events by a column: event_time: COLUMN" in prose
+
+    def not_null(name: str) -> dict[str, str]:
+        return {r.column: r.action for r in tables[name].quality if r.type == "not_null"}
+
+    # nullable picks warn (a null falls back to the commit time); NOT NULL ones the source keeps
+    assert not_null("customers") == {"last_modified": "warn"}
+    assert not_null("returns") == {"customer_id": "quarantine", "returned_at": "warn"}
+    assert not_null("orders") == {"customer_id": "quarantine"}

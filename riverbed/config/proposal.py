@@ -22,11 +22,12 @@ The decisions, from the catalog (riverbed.source.catalog) alone:
   what the source refused once, the warehouse should not take; a strict comparison makes its
   bound ``exclusive_min`` / ``exclusive_max``); a UNIQUE constraint on one column ->
   ``unique`` (warn). NOT NULL is already the source's promise, so it is checked again only
-  where a null would hurt downstream: a fact's foreign key columns (its dimension keys) and its
-  business-time column; the other NOT NULL columns are listed in a comment.
-* **Business time** of a fact: its date and timestamp columns, one picked by name (created,
-  ordered, placed, occurred ... beat updated, due, returned ...). Written as a comment only:
-  the config has no key for it yet, so facts keep the commit time.
+  where a null would hurt downstream: a fact's foreign key columns (its dimension keys); the
+  other NOT NULL columns are listed in a comment. A *nullable* business-time column gets a
+  ``not_null`` rule (warn): a null there dates its row by the commit time.
+* **Business time**: a fact's ``event_time`` (the column saying when the event happened) and a
+  dimension's ``effective_from`` (its updated_at-like column), picked by name as
+  riverbed.config.business_time says; a table with no such column keeps the commit time.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from riverbed.config.business_time import TimePick, effective_from, event_time
 from riverbed.config.fields import IDENTIFIER
-from riverbed.source.catalog import Catalog, Check, Column, Table
+from riverbed.source.catalog import Catalog, Check, Table
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,11 @@ class TablePlan:
     tracked_reason: str = ""
     rules: list[Rule] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the schema says that no rule checks
-    time_candidates: tuple[str, ...] = ()
-    business_time: str | None = None
+    time: TimePick | None = None  # the column that dates its rows (riverbed.config.business_time)
+
+    @property
+    def business_time(self) -> str | None:
+        return self.time.column if self.time else None
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,7 @@ def propose(catalog: Catalog) -> Proposal:
         plan = _kind(table, keys, sorted(set(referenced_by.get(table.name, []))), targets)
         plan.key_reason = key_reason
         targets.add(plan.target)
-        if plan.kind == "fact":
-            _business_time(plan)
+        plan.time = event_time(table) if plan.kind == "fact" else effective_from(table)
         _rules(plan, set(keyed), catalog.schema)
         plans.append(plan)
     _dimension_keys(plans)
@@ -218,40 +222,6 @@ def _target(prefix: str, name: str, taken: set[str]) -> str:
     return target if target not in taken else f"{prefix}_{name}"
 
 
-# in a time column's name: when the event happened, or something that happened to it later
-_EVENT_WORDS = (
-    "created", "ordered", "placed", "occurred", "event", "issued", "booked", "loaned",
-    "requested", "started", "opened", "submitted", "paid", "sent", "recorded",
-)  # fmt: skip
-_LATER_WORDS = (
-    "updated", "modified", "changed", "deleted", "due", "returned", "expire", "ended",
-    "closed", "cancel", "finished", "completed", "synced",
-)  # fmt: skip
-
-
-def _business_time(plan: TablePlan) -> None:
-    candidates = [c for c in plan.table.columns if c.is_temporal]
-    plan.time_candidates = tuple(c.name for c in candidates)
-    # a column of a foreign key is the parent's time (a fine's loaned_at), not this event's
-    inherited = {c for fk in plan.table.foreign_keys for c in fk.columns}
-    if candidates:
-        best = max(
-            candidates,
-            key=lambda c: (_time_score(c) - (c.name in inherited), -candidates.index(c)),
-        )
-        plan.business_time = best.name
-
-
-def _time_score(column: Column) -> int:
-    name = column.name.lower()
-    score = 1 if name.endswith(("_at", "_date", "_time", "_ts", "_on")) else 0
-    if any(word in name for word in _EVENT_WORDS):
-        score += 2
-    if any(word in name for word in _LATER_WORDS):
-        score -= 2
-    return score + (1 if column.not_null else 0)
-
-
 def _rules(plan: TablePlan, captured: set[str], schema: str) -> None:
     table = plan.table
     fk_columns: set[str] = set()
@@ -313,20 +283,26 @@ def _rules(plan: TablePlan, captured: set[str], schema: str) -> None:
 
 def _not_null_rules(plan: TablePlan, fk_columns: set[str]) -> None:
     table = plan.table
-    wanted: list[tuple[str, str]] = []
-    if plan.kind == "fact":
-        wanted += [(c, "a fact's dimension key") for c in sorted(fk_columns)]
-        if plan.business_time and plan.business_time not in fk_columns:
-            wanted.append((plan.business_time, "the business time"))
     checked = set()
-    for name, why in wanted:
-        if name in plan.keys or not table.column(name).not_null:
-            continue
-        checked.add(name)
+    if plan.kind == "fact":
+        for name in sorted(fk_columns):
+            if name in plan.keys or not table.column(name).not_null:
+                continue
+            checked.add(name)
+            plan.rules.append(
+                Rule(
+                    {"type": "not_null", "column": name, "action": "quarantine"},
+                    "NOT NULL in the source, and a fact's dimension key: a null would lose the "
+                    "link",
+                )
+            )
+    pick = plan.time
+    if pick and pick.column and not table.column(pick.column).not_null:
         plan.rules.append(
             Rule(
-                {"type": "not_null", "column": name, "action": "quarantine"},
-                f"NOT NULL in the source, and {why}: a null would lose the link",
+                {"type": "not_null", "column": pick.column, "action": "warn"},
+                f"nullable, and the {pick.setting} column: a null dates its row by the commit "
+                "time instead",
             )
         )
     rest = [c.name for c in table.columns if c.not_null and c.name not in plan.keys]

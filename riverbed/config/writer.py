@@ -125,8 +125,7 @@ def _table(plan: TablePlan) -> list[str]:
     if plan.tracked:
         lines += _comment(plan.tracked_reason, "    ")
         lines += _wrapped_flow(f"    tracked: {_flow(list(plan.tracked))}", "      ")
-    if plan.kind == "fact":
-        lines += _business_time(plan)
+    lines += _business_time(plan)
     for note in plan.notes:
         lines += _comment(note, "    ")
     if plan.rules:
@@ -174,13 +173,13 @@ def _comment(text: str, indent: str) -> list[str]:
 
 
 def _business_time(plan: TablePlan) -> list[str]:
-    if not plan.time_candidates:
-        return ["    # business time: no date or timestamp column; events take the commit time"]
-    return [
-        f"    # business time candidates: {', '.join(plan.time_candidates)}; by its name, "
-        f"{plan.business_time}.",
-        "    # Not a setting yet: facts take the source commit time as their event time.",
-    ]
+    """The column that dates the table's rows, or only the comment saying the commit time does."""
+    if plan.time is None:
+        return []
+    lines = _comment(plan.time.comment, "    ")
+    if plan.time.column is not None:
+        lines.append(f"    {plan.time.setting}: {_scalar(plan.time.column)}")
+    return lines
 
 
 def _left_out(left: tuple[LeftOut, ...]) -> list[str]:
@@ -204,6 +203,12 @@ orchestration:
 
 notifiers:
   console: {type: log}
+
+# The JSON-lines log (relative to this file's folder) and the least level it records:
+# debug | info | warning | error. The console shows warnings whatever the file keeps.
+logs:
+  path: .riverbed/logs/riverbed.jsonl
+  level: info
 
 # Alarms with CloudWatch semantics (see the demo config, `riverbed init`, for more).
 alarms:

@@ -22,6 +22,7 @@ the same result. Staging is a real table: a run that failed after staging resume
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -67,12 +68,17 @@ from riverbed.load.model import (
 )
 from riverbed.load.scd2 import (
     dimension_ddl,
+    late_versions_query,
+    position_query,
     positions_ddl,
     scd2_sql,
     staging_ddl,
 )
 from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
+from riverbed.observe.logs import log_event
 from riverbed.state import LakeFile, LoadBatch, Staging, StateStore, open_state
+
+log = logging.getLogger("riverbed.load")
 
 
 @dataclass
@@ -216,12 +222,40 @@ class Loader:
         check_layout_keys(dim.source, self.config.tables[dim.source], ddl)
         self._ensure(dim.name, ddl, columns)
         started = time.monotonic()
+        since = self._position(dim) if dim.effective_from else None
         with self.warehouse.transaction():
             for statement in scd2_sql(dim, columns, dialect):
                 self.warehouse.execute(statement)
+        if dim.effective_from:
+            self._say_late_versions(dim, since)
         loaded = self._loaded(dim.source, dim.name, batches, started)
         self.warehouse.analyze(dim.name, changed=loaded)
         return batches, loaded
+
+    def _position(self, dim: DimensionModel) -> tuple[int, int] | None:
+        rows = self.warehouse.query(position_query(dim)).to_pylist()
+        return (int(rows[0]["_lsn"]), int(rows[0]["_seq"])) if rows else None
+
+    def _say_late_versions(self, dim: DimensionModel, since: tuple[int, int] | None) -> None:
+        """Warn when versions the merge started begin after their business time: their
+        effective_from was not after the version before them, so that one was left
+        zero-length. The merge is right by the rules (README, Business time); the warning is
+        for an application that does not set the column on every change."""
+        late = int(self.warehouse.query(late_versions_query(dim, since)).to_pylist()[0]["n"])
+        if late:
+            column = f"{dim.source}.{dim.effective_from}"
+            log_event(
+                log,
+                "versions_after_business_time",
+                f"{dim.name}: {late} new version{'s' if late != 1 else ''} had a {column} no "
+                "later than the version before, so each starts where that one started and "
+                "leaves it zero-length; if the application does not set "
+                f"{dim.effective_from} on every change, remove tables.{dim.source}."
+                "effective_from to date versions by commit time",
+                logging.WARNING,
+                table=dim.source,
+                versions=late,
+            )
 
     def append_fact(self, fact: FactModel) -> tuple[list[str], int, LeftOut]:
         """Append what ``fact``'s staging holds (see stage) and (re)create its current-state

@@ -474,6 +474,38 @@ def _merge_position(dim: DimensionModel) -> exp.Merge:
     )
 
 
+def position_query(dim: DimensionModel) -> exp.Select:
+    """The dimension's high-water mark (``_lsn``, ``_seq``): no row before its first merge."""
+    return (
+        exp.select(_col("_lsn"), _col("_seq"))
+        .from_(POSITIONS)
+        .where(_col("dimension").eq(_text(dim.name)))
+    )
+
+
+def late_versions_query(dim: DimensionModel, since: tuple[int, int] | None) -> exp.Select:
+    """With ``effective_from``: how many versions started by events after ``since`` (the
+    high-water mark before the merge) begin later than their own business time, moved up to
+    the boundary before them (scd2_plan.timed). A few are back-dated corrections; many mean
+    the application does not set the column on every change."""
+    assert dim.effective_from is not None
+    business = exp.cast(_col(dim.effective_from), exp.DataType.build("TIMESTAMPTZ"))
+    late = exp.and_(
+        exp.GT(this=_col("effective_date"), expression=business),
+        exp.Not(this=_col("is_inferred")),
+    )
+    if since is not None:
+        lsn, seq = (exp.Literal.number(n) for n in since)
+        late = exp.and_(
+            late,
+            exp.or_(
+                exp.GT(this=_col("_lsn"), expression=lsn),
+                exp.and_(_col("_lsn").eq(lsn.copy()), exp.GT(this=_col("_seq"), expression=seq)),
+            ),
+        )
+    return exp.select(exp.Count(this=exp.Star()).as_("n")).from_(dim.name).where(late)
+
+
 # --- checks and DDL builders -----------------------------------------------------------------
 
 

@@ -244,22 +244,22 @@ class Workload:
         future = self._dirty("ordered_at_in_future", n_orders)
         customers = [rng.choice(self.customers) for _ in range(n_orders)]
         ordered_at = [now + timedelta(days=rng.randint(1, 30)) if f else now for f in future]
-        order_ids = [
-            r[0]
-            for r in self.conn.execute(
-                self._q(
-                    "insert into {s}.orders (customer_id, status, ordered_at, updated_at)"
-                    " select c, 'placed', t, t from unnest(%s::bigint[], %s::timestamptz[]) as u(c, t)"
-                    " returning order_id"
-                ),
-                (customers, ordered_at),
-            ).fetchall()
-        ]
+        placed = self.conn.execute(
+            self._q(
+                "insert into {s}.orders (customer_id, status, ordered_at, updated_at)"
+                " select c, 'placed', t, t from unnest(%s::bigint[], %s::timestamptz[]) as u(c, t)"
+                " returning order_id, ordered_at"
+            ),
+            (customers, ordered_at),
+        ).fetchall()
+        order_ids = [order_id for order_id, _ in placed]
         item_order, item_product, item_seller, quantity, price = [], [], [], [], []
-        for order_id in order_ids:
+        item_time = []  # an item is created with its order, as the seeded history has it
+        for order_id, at in placed:
             for _ in range(items_each or rng.randint(5, 6)):
                 product, seller = rng.choice(self.products)
                 item_order.append(order_id)
+                item_time.append(at)
                 item_product.append(product)
                 item_seller.append(seller)
                 quantity.append(1 if rng.random() < 0.8 else rng.randint(2, 4))
@@ -270,10 +270,10 @@ class Workload:
         cur = self.conn.execute(
             self._q(
                 "insert into {s}.order_items (order_id, product_id, seller_id, quantity, unit_price, created_at)"
-                " select o, p, s, q, u, now() from unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
-                " %s::int[], %s::numeric[]) as u(o, p, s, q, u)"
+                " select o, p, s, q, u, t from unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
+                " %s::int[], %s::numeric[], %s::timestamptz[]) as u(o, p, s, q, u, t)"
             ),
-            (item_order, item_product, item_seller, quantity, price),
+            (item_order, item_product, item_seller, quantity, price, item_time),
         )
         self.open_orders["placed"].extend(order_ids)
         return Counter(order_created=len(order_ids), order_item_created=cur.rowcount)
