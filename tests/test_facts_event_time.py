@@ -179,19 +179,23 @@ def test_without_event_time_every_event_is_dated_by_its_commit_time(warehouse: W
 
 def test_dimension_keys_resolve_as_of_the_business_time(warehouse: Warehouse) -> None:
     """Item 1: a [10, 100), b [100, ...). Item 2: c [10, 50), deleted, d from 200. Item 4: a
-    zero-length first version [10, 10), then f. Item 5: g [10, 20), deleted. Item 3: no row.
-    Every fact is committed long after, at 1000."""
+    zero-length first version [10, 10), then f. Item 5: g [10, 20), deleted. Item 6: inserted
+    and deleted in one transaction, [10, 10) deleted, then h from 30. Item 3: no row. Every
+    fact is committed long after, at 1000."""
     reset(warehouse)
     batches = [
         [Event(k, "I", 10, 100, k, values(name=n)) for k, n in ((1, "a"), (2, "c"), (5, "g"))],
         [
             Event(4, "I", 10, 110, 1, values(name="e")),
             Event(4, "U", 10, 110, 2, values(name="f")),  # per_change: e is [10, 10)
+            Event(6, "I", 10, 110, 3, values(name="x")),
+            Event(6, "D", 10, 110, 4),  # per_change: x is [10, 10), deleted
         ],
         [Event(5, "D", 20, 150, 1)],
         [Event(2, "D", 50, 200, 1)],
         [Event(1, "U", 100, 300, 1, values(name="b"))],
         [Event(2, "I", 200, 400, 1, values(name="d"))],
+        [Event(6, "I", 30, 500, 1, values(name="h"))],
     ]
     for batch in batches:
         apply(warehouse, batch, dim=PER_CHANGE)
@@ -215,6 +219,10 @@ def test_dimension_keys_resolve_as_of_the_business_time(warehouse: Warehouse) ->
         (4, 10, "f"),
         (5, 30, None),  # after its only version, deleted: no inferred member either
         (5, 1, "g"),
+        (6, 5, "h"),  # before every version of the item: its first of non-zero length
+        (6, 10, None),  # from its delete to its re-insert: a gap after a delete
+        (6, 29, None),
+        (6, 30, "h"),
     ]
     rows: list[Row] = [
         ("I", i, item, None if s is None else at(s), 1000) for i, (item, s, _) in enumerate(cases)
@@ -229,21 +237,21 @@ def test_dimension_keys_resolve_as_of_the_business_time(warehouse: Warehouse) ->
     ).to_pylist()
     assert inferred["is_inferred"] and inferred["effective_date"].year == 1900
     assert got[-1]["item_key"] == inferred["item_key"]
-    assert warehouse.query(f"SELECT count(*) AS n FROM {DIM.name}")[0][0].as_py() == 8
+    assert warehouse.query(f"SELECT count(*) AS n FROM {DIM.name}")[0][0].as_py() == 10
 
 
 def expected_key(reference: Reference, item: int | None, instant: dt.datetime) -> int | None:
-    """The version of ``item`` valid at ``instant``; before every version of the item, its
-    first version of non-zero length; else (a gap after a delete, no row) none."""
-    lasting = [
-        r for r in reference.rows if r["item_id"] == item and r["effective_date"] < r["expiry_date"]
-    ]
+    """The version of ``item`` valid at ``instant``; earlier than every version of the item
+    (zero-length ones too: each is a version), its first version of non-zero length; else (a
+    gap after a delete, no row) none."""
+    versions = [r for r in reference.rows if r["item_id"] == item]
+    lasting = [r for r in versions if r["effective_date"] < r["expiry_date"]]
     valid = [r for r in lasting if r["effective_date"] <= instant < r["expiry_date"]]
     assert len(valid) <= 1, f"item {item}: versions overlap at {instant}"
     if valid:
         return int(valid[0]["item_key"])
     first = min(lasting, key=lambda r: r["effective_date"], default=None)
-    if first is not None and instant < first["effective_date"]:
+    if first is not None and all(instant < r["effective_date"] for r in versions):
         return int(first["item_key"])
     return None
 
