@@ -39,7 +39,7 @@ from test_scd2_business_time import business_scenarios
 from riverbed.config.tables import TableConfig
 from riverbed.errors import ConfigError
 from riverbed.load.ddl import check_business_time
-from riverbed.load.facts import append, fact_ddl, load_plan, staging_plan
+from riverbed.load.facts import PlanOfParts, append, fact_ddl, load_plan, staging_plan
 from riverbed.load.model import FactModel
 from riverbed.load.scd2 import staging_ddl
 from riverbed.load.warehouse import Warehouse
@@ -56,6 +56,14 @@ ARROW = {  # the staged happened column, by its SQL type
     "DATE": pa.date32(),
 }
 Row = tuple[str, int, int | None, Any, int]  # _op, event_id, item_id, happened, commit second
+
+
+def staged_as(kind: str, instant: dt.datetime | None) -> Any:
+    """``instant`` as a column of SQL type ``kind`` stages it (a date: its UTC day)."""
+    if instant is None or kind == "TIMESTAMPTZ":
+        return instant
+    naive = instant.astimezone(dt.UTC).replace(tzinfo=None)
+    return naive.date() if kind == "DATE" else naive
 
 
 def columns(kind: str) -> dict[str, exp.DataType]:
@@ -123,10 +131,6 @@ def test_event_ts_and_date_key_come_from_the_business_column(
     times would key dates by the wrong months); a NULL one, a delete's (which carries one
     here, ignored) and an update's; snapshot rows dated like inserts."""
 
-    def business(instant: dt.datetime) -> Any:
-        naive = instant.replace(tzinfo=None)
-        return {"TIMESTAMPTZ": instant, "TIMESTAMP": naive, "DATE": instant.date()}[kind]
-
     def read(instant: dt.datetime) -> dt.datetime:  # what the warehouse makes of it
         return instant if kind != "DATE" else instant.replace(hour=0, minute=0, second=0)
 
@@ -139,10 +143,10 @@ def test_event_ts_and_date_key_come_from_the_business_column(
     reset(warehouse)
     reset_facts(warehouse, FACT, kind)
     first = [
-        ("I", 1, None, business(times[1]), 10),
-        ("I", 2, None, business(times[2]), 10),
+        ("I", 1, None, staged_as(kind, times[1]), 10),
+        ("I", 2, None, staged_as(kind, times[2]), 10),
         ("I", 3, None, None, 11),  # NULL: its commit time
-        ("L", 4, None, business(times[4]), 12),  # a snapshot row, backfilled before 1970
+        ("L", 4, None, staged_as(kind, times[4]), 12),  # a snapshot row, backfilled before 1970
     ]
     got = load(warehouse, FACT, "b1", first, kind)
     expected = [
@@ -153,8 +157,8 @@ def test_event_ts_and_date_key_come_from_the_business_column(
     ]
     assert dated(got) == expected
     second = [
-        ("U", 1, None, business(times[5]), 20),  # an update: its own business time
-        ("D", 2, None, business(times[1]), 86_400 * 40),  # a delete: its commit time
+        ("U", 1, None, staged_as(kind, times[5]), 20),  # an update: its own business time
+        ("D", 2, None, staged_as(kind, times[1]), 86_400 * 40),  # a delete: its commit time
     ]
     got = load(warehouse, FACT, "b2", second, kind)
     assert dated(got) == [
@@ -358,3 +362,40 @@ def test_each_date_key_is_the_utc_day_of_its_business_time(
     assert [r["date_key"] for r in got] == [day(t) for t in instants]
     assert [r["event_ts"] for r in got] == instants
     assert BASE.year == 2024
+
+
+@pytest.mark.parametrize("kind", list(ARROW))
+def test_a_batch_window_spans_its_event_times_part_by_part(kind: str) -> None:
+    """The window a batch's date keys and key join are planned by is its first and last event
+    time (business time, NULL and deletes at their commit time), seen part by part as the
+    staging load sees it, and kept with the column it came from."""
+    business = [
+        dt.datetime(2019, 6, 30, 12, tzinfo=dt.UTC),
+        None,
+        dt.datetime(2001, 1, 1, tzinfo=dt.UTC),
+        None,
+    ]
+    ops = ["I", "I", "D", "L"]
+    if kind == "DATE":
+        business[0] = dt.datetime(2019, 6, 30, tzinfo=dt.UTC)  # read as its midnight
+    staged = pa.table(
+        {
+            "happened": pa.array([staged_as(kind, b) for b in business], ARROW[kind]),
+            "_op": pa.array(ops),
+            "_commit_ts": pa.array([at(s) for s in (10, 20, 30, 5)], pa.timestamp("us", tz="UTC")),
+            "_lsn": pa.array(range(4), pa.int64()),
+            "_seq": pa.array([0] * 4, pa.int64()),
+        }
+    )
+    plan = PlanOfParts([], "happened")
+    plan.add(staged.slice(0, 1))
+    plan.add(staged.slice(1))
+    got = plan.plan()
+    # the delete's business time (2001) is not its time; the NULL falls back to 20
+    assert got.window == (business[0], at(30))
+    assert got.event_time == "happened"
+    assert got == load_plan(staged, [], "happened")
+    assert PlanOfParts.from_json(plan.to_json()) == got
+    assert load_plan(staged, []).window == (at(5), at(30))  # without event_time: commit times
+    old = '{"order": [], "window": null}'  # a plan recorded before business time
+    assert PlanOfParts.from_json(old).event_time is None

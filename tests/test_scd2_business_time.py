@@ -51,6 +51,8 @@ from riverbed.load.warehouse import Warehouse
 
 __all__ = ["warehouse"]  # the fixture, both engines
 
+BEFORE_1900 = -4_000_000_000  # seconds after BASE: in 1897
+
 
 def check_business_invariants(rows: list[dict[str, Any]]) -> None:
     """check_invariants (rows sorted per key by effective_date, then surrogate: consecutive
@@ -76,10 +78,10 @@ def business_scenarios(draw: st.DrawFn) -> Scenario:
     """test_scd2's random histories, each event with a random business time: NULL, or a
     second near the commit times (so often out of order, equal to another, before the key's
     current version or before a delete). A delete's (and a truncate's) is there too, for it
-    must be ignored."""
+    must be ignored. Now and then a time before 1900, before an inferred member's start."""
     scenario = draw(scenarios())
     last = max(e.second for batch in scenario.batches for e in batch)
-    times = st.one_of(st.none(), st.integers(-3, last + 3))
+    times = st.one_of(st.none(), st.integers(-3, last + 3), st.just(BEFORE_1900))
     batches = [[replace(e, business=draw(times)) for e in batch] for batch in scenario.batches]
     return Scenario(batches, scenario.inferred)
 
