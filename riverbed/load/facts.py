@@ -416,19 +416,37 @@ def unresolved_keys_query(fact: FactModel, batch_ids: Sequence[str]) -> exp.Sele
     return exp.select(*checks)
 
 
-def _unresolved(dim: DimensionModel, batch_ids: Sequence[str], table: str | None) -> exp.Expr:
-    """The rows of ``batch_ids`` (the fact as ``table``) whose ``dim`` key came back NULL."""
-    return exp.and_(
-        _of_batches("batch_id", table, batch_ids),
-        exp.Is(this=exp.column(dim.surrogate, table=table, quoted=True), expression=exp.Null()),
-        copy=False,
+def _unresolved(
+    dim: DimensionModel, batch_ids: Sequence[str] | None, table: str | None
+) -> exp.Expr:
+    """The rows of ``batch_ids`` (of every batch: None; the fact as ``table``) whose ``dim``
+    key is NULL."""
+    missing = exp.Is(
+        this=exp.column(dim.surrogate, table=table, quoted=True), expression=exp.Null()
     )
+    if batch_ids is None:
+        return missing
+    return exp.and_(_of_batches("batch_id", table, batch_ids), missing, copy=False)
+
+
+def backfill_keys(warehouse: Warehouse, fact: FactModel, column: str, dim: DimensionModel) -> None:
+    """Key every row of ``fact`` whose ``dim`` key is NULL as an append would have: the fact
+    table gained the key's column (a dimension added to the config later), so the rows
+    loaded before have none. In one transaction; rows a key cannot resolve stay NULL."""
+    with warehouse.transaction():
+        for step in _infer_missing(fact, column, dim, None, warehouse.dialect):
+            warehouse.execute(step)
 
 
 def _infer_missing(
-    fact: FactModel, column: str, dim: DimensionModel, batch_ids: Sequence[str], dialect: str
+    fact: FactModel,
+    column: str,
+    dim: DimensionModel,
+    batch_ids: Sequence[str] | None,
+    dialect: str,
 ) -> list[exp.Expr]:
-    """Inferred members for the batch's keys the join found no row for, then those rows' keys.
+    """Inferred members for the batch's keys (every batch's: None) the join found no row
+    for, then those rows' keys.
 
     Done after the insert, on the few rows whose key came back NULL, rather than before it on
     the whole batch: the anti-join of every staged row against the dimension cost as much as

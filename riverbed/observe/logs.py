@@ -97,13 +97,15 @@ def redact_text(text: str) -> str:
     return _KV_PASSWORD.sub(rf"\g<head>{MASK}", text)
 
 
-def _redact_value(value: Any) -> Any:
+def redact_value(value: Any) -> Any:
+    """``value`` with ``redact_text`` applied to every text in it, at any depth (mappings and
+    sequences become dicts and lists; anything else but numbers its masked text)."""
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
-        return {k: _redact_value(v) for k, v in value.items()}
+        return {k: redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_redact_value(v) for v in value]
+        return [redact_value(v) for v in value]
     if isinstance(value, int | float | bool) or value is None:
         return value
     # anything else is printed through str() by the formatters: mask that text
@@ -144,7 +146,7 @@ class RedactFilter(logging.Filter):
         record.args = None
         for key in ("event", "fields", *CONTEXT_KEYS):
             if getattr(record, key, None) is not None:
-                setattr(record, key, _redact_value(getattr(record, key)))
+                setattr(record, key, redact_value(getattr(record, key)))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

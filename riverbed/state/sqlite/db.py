@@ -56,6 +56,21 @@ class Database:
         with self._lock:
             yield self._conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for several reads that see the file as of one moment (a read
+        transaction: another process's commits in between stay out), under the lock. Inside
+        this thread's write transaction, that transaction is the moment."""
+        with self._lock:
+            if self._depth:
+                yield self._conn
+                return
+            self._conn.execute("begin")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("commit")
+
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         """Every row ``query`` reads, under the lock (read)."""
         with self.read() as db:
