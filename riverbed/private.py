@@ -24,6 +24,7 @@ a folder this module made 0700, which no other account can enter.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,15 @@ def open_private(path: Path, mode: str, **kwargs: Any) -> Any:
 
 def private_file(path: Path) -> None:
     """Create ``path`` empty and 0600 if it does not exist, or tighten it to 0600 if it does:
-    for a database file an engine is about to open."""
+    for a database file an engine is about to open.
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX
+    lock the process holds on it, so opening and closing a SQLite database that another
+    connection of this process has open releases that connection's locks, and a writer in
+    another process then corrupts the file ("database disk image is malformed")."""
     private_folders(path.parent)
-    os.close(create_private(path, os.O_WRONLY | os.O_CREAT))
+    try:
+        os.close(create_private(path))  # O_EXCL: only a file that did not exist
+    except FileExistsError:
+        with contextlib.suppress(PermissionError):  # another account's file: left as it is
+            path.chmod(FILE_MODE)

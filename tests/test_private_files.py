@@ -166,3 +166,37 @@ def _another_user_gets_nothing(home: Path, port: int) -> None:
             "no password supplied" in attempt.stderr
             or "password authentication failed" in attempt.stderr
         ), attempt.stderr
+
+
+def test_making_an_open_state_store_private_keeps_its_connections_locks(tmp_path: Path) -> None:
+    """Opening the state store again in a process that has it open (a lag measurement, a
+    /metrics scrape) must not open and close the database file: closing any descriptor drops
+    the process's POSIX locks on it, and another process then wrote under a transaction that
+    was still open ("database disk image is malformed", as `run --every` met it)."""
+    import sqlite3
+    import sys
+
+    from riverbed.private import private_file
+
+    path = tmp_path / "state.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("create table t (a)")
+    holder.execute("begin immediate")  # this process holds the write lock
+    try:
+        private_file(path)  # what every SQLiteStore(path) does first
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0.2);"
+                " c.execute('begin immediate')",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert other.returncode != 0 and "locked" in other.stderr, other.stderr
+    finally:
+        holder.execute("rollback")
+        holder.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
