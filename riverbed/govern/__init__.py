@@ -1,0 +1,8 @@
+"""Governance: the one gate every read of the warehouse by a principal goes through.
+
+``policy`` resolves riverbed.yaml's ``governance:`` into what a principal may read of a table;
+``gateway`` checks a principal's SQL and rewrites it to read governed derived tables only;
+``masks`` builds the column masks' SQL per dialect; ``credentials`` keeps principals'
+passwords and tokens as salted scrypt hashes. Running a governed query on the warehouse, which
+this stage does not open, is riverbed.serve.queries' ``query_as``.
+"""
