@@ -34,10 +34,12 @@ joins compare masked values, so a query cannot filter on a clear value it cannot
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -75,6 +77,7 @@ _NOT_READING: dict[type[exp.Expr], str] = {
     exp.Cache: "CACHE",
     exp.Uncache: "UNCACHE",
 }
+_NOT_READING_KINDS = tuple(_NOT_READING)
 # functions sqlglot knows by class that read outside the governed tables
 _DENIED_CLASSES: tuple[type[exp.Expr], ...] = (
     exp.ReadCSV,
@@ -139,6 +142,13 @@ class Governed:
     hashes: bool = False
 
 
+# per policy: (principal, attributes, table, dialect, schema, columns) -> the governed
+# SELECT's SQL and whether it hashes, or None when the table is not granted
+_DERIVED: weakref.WeakKeyDictionary[Policy, dict[tuple[Any, ...], tuple[str, bool] | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class Refused(GovernError):
     """A query the gateway does not let through."""
 
@@ -196,9 +206,9 @@ def _quiet_sqlglot() -> Iterator[None]:
 
 def _check_nodes(root: exp.Expr) -> None:
     for node in root.walk():
-        for kind, what in _NOT_READING.items():
-            if isinstance(node, kind):
-                raise Refused(f"a query may not {what}; only reading is allowed")
+        if isinstance(node, _NOT_READING_KINDS):
+            what = next(w for kind, w in _NOT_READING.items() if isinstance(node, kind))
+            raise Refused(f"a query may not {what}; only reading is allowed")
         if isinstance(node, (exp.Cast, exp.TryCast)) and node.to.sql().lower().startswith("reg"):
             raise Refused(f"casts to {node.to.sql()} read the system catalog; {_SYSTEM_HINT}")
         if isinstance(node, exp.Func):
@@ -263,15 +273,41 @@ class _Rewriter:
         name = self._resolve(table, written)
         if name is None:
             return self._listing(alias)
-        access = self.policy.access(self.principal, name, list(self.catalog.tables[name]))
-        if access is None or not access.columns:
+        derived_sql = self._derived_sql(name)
+        if derived_sql is None:
             raise Refused(f"table {written} does not exist")
         if name not in self.read:
             self.read.append(name)
-        derived = exp.Subquery(this=self._select(access), alias=alias)
+        # the derived table's SQL, generated from its tree once per principal and table
+        derived = exp.Subquery(this=exp.Var(this=derived_sql), alias=alias)
         if table.args.get("pivots"):
             derived.set("pivots", table.args["pivots"])
         return derived
+
+    def _derived_sql(self, name: str) -> str | None:
+        """The governed SELECT of table ``name`` as SQL text; None when not granted. Kept per
+        policy (a server holds one policy for many queries), keyed by all it depends on."""
+        types = self.catalog.tables[name]
+        key = (
+            self.principal.name,
+            tuple(sorted(self.principal.attributes.items())),
+            name,
+            self.dialect,
+            self.catalog.schema,
+            tuple(types.items()),
+        )
+        known = _DERIVED.setdefault(self.policy, {})
+        if key not in known:
+            access = self.policy.access(self.principal, name, list(types))
+            if access is None or not access.columns:
+                known[key] = None
+            else:
+                known[key] = (self._select(access).sql(dialect=self.dialect), _hashes(access))
+        found = known[key]
+        if found is None:
+            return None
+        self.hashes = self.hashes or found[1]
+        return found[0]
 
     def _resolve(self, table: exp.Table, written: str) -> str | None:
         """The catalog's name of the table ``table`` refers to; None for the listing."""
@@ -297,18 +333,17 @@ class _Rewriter:
             mask = access.masks.get(column)
             if mask is None:
                 columns.append(exp.column(column, quoted=True))
-                continue
-            self.hashes = self.hashes or mask == "hash"
-            masked = mask_expression(column, mask, types[column], self.dialect)
-            columns.append(exp.alias_(masked, column, quoted=True))
+            else:
+                masked = mask_expression(column, mask, types[column], self.dialect)
+                columns.append(exp.alias_(masked, column, quoted=True, copy=False))
         source = exp.table_(access.table, db=self.catalog.schema, quoted=True)
-        select = exp.select(*columns).from_(source)
+        select = exp.Select(expressions=columns, from_=exp.From(this=source))
         if access.row_filter is not None:
             where = f"the row filter on {access.table} of principal {self.principal.name}"
             predicate = bind_attributes(
                 _parsed(access.row_filter, self.dialect).copy(), self.principal, where
             )
-            select = select.where(predicate)
+            select.set("where", exp.Where(this=predicate))
         return select
 
     def _listing(self, alias: exp.TableAlias) -> exp.Expr:
@@ -332,6 +367,10 @@ class _Rewriter:
             exp.alias_(exp.cast(exp.Null(), text), "column_name"),
         ).where(exp.false())
         return exp.Subquery(this=empty, alias=alias)
+
+
+def _hashes(access: TableAccess) -> bool:
+    return any(mask == "hash" for mask in access.masks.values())
 
 
 def _is_cte_reference(table: exp.Table) -> bool:
