@@ -148,3 +148,18 @@ def test_secrets_are_kept_as_scrypt_hashes_only(
     )
     with pytest.raises(GovernError, match="governance.principals.p.token: environment variable"):
         Credentials.from_config(unset.governance)
+
+
+def test_the_demo_policy_filters_and_masks_the_eu_analyst() -> None:
+    from riverbed.config.loader import demo_config_text
+
+    demo = Policy.from_config(parse_config(demo_config_text(), "riverbed.yaml"))
+    columns = ["customer_key", "customer_id", "email", "full_name", "phone", "region"]
+    admin = demo.access(demo.principal("admin"), "dim_customer", columns)
+    assert admin is not None and admin.masks == {} and admin.row_filter is None
+    analyst = demo.principal("eu_analyst")
+    customers = demo.access(analyst, "dim_customer", columns)
+    assert customers is not None and customers.row_filter == "region = principal.region"
+    assert customers.masks == {"email": "redact", "full_name": "show_last_4", "phone": "redact"}
+    orders = demo.access(analyst, "fact_orders", ["order_id", "amount_cents"])
+    assert orders is not None and orders.row_filter is None and orders.masks == {}
