@@ -73,6 +73,12 @@ COLUMNS = ["id", "full_name", "email", "phone", "region", "born"]
         ),
         ("roles: {a: {grants: [{tables: []}]}}", 'name at least one table, or "*"'),
         ("tags: {email: [pii]}", "'email' is not table.column"),
+        (
+            "roles: {a: {grants: [{tables: [t], row_filter: 'region = principal.region'}]},"
+            " b: {inherits: [a]}}\n  principals: {p: {roles: [b], attributes: {team: x}}}",
+            "governance.principals.p.attributes: role a's row filter on t uses "
+            "principal.region; give p a region",
+        ),
         ("principals: {p: {password: hunter2}}", "use {env: VARIABLE} or {file: PATH}"),
     ],
 )

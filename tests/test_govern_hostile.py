@@ -112,6 +112,7 @@ REFUSED = [
     ("select * from orders where customer_id in (select id from payroll)", "payroll"),
     ("select id from orders union select salary from payroll", "payroll"),
     ("select * from other.main.orders", "does not exist"),
+    ("select * from orders tablesample bernoulli (50)", "SAMPLE on a table is not supported"),
 ]
 
 

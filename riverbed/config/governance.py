@@ -169,12 +169,49 @@ def governance_problems(governance: GovernanceConfig) -> list[str]:
                     f"governance.roles.{name}.inherits: '{parent}' is not a role; "
                     f"defined: {defined}"
                 )
+    problems += _attribute_problems(governance)
     for cycle in _cycles(governance.roles):
         problems.append(
             f"governance.roles.{cycle[0]}.inherits: roles inherit in a circle "
             f"({' -> '.join(cycle)}); remove one of these inherits"
         )
     return problems
+
+
+def _attribute_problems(governance: GovernanceConfig) -> list[str]:
+    """A principal lacking an attribute that a row filter of one of its roles reads."""
+    problems: list[str] = []
+    for name, principal in governance.principals.items():
+        pending, seen = list(principal.roles), set()
+        while pending:
+            role = pending.pop()
+            if role in seen or role not in governance.roles:
+                continue
+            seen.add(role)
+            pending += governance.roles[role].inherits
+            for grant in governance.roles[role].all_grants():
+                for attribute in _principal_attributes(grant.row_filter):
+                    if attribute not in principal.attributes:
+                        problems.append(
+                            f"governance.principals.{name}.attributes: role {role}'s row "
+                            f"filter on {', '.join(grant.tables)} uses principal.{attribute}; "
+                            f"give {name} a {attribute}"
+                        )
+    return sorted(set(problems))
+
+
+def _principal_attributes(row_filter: str | None) -> set[str]:
+    """The attributes a row filter reads as ``principal.<name>``."""
+    if row_filter is None or "principal" not in row_filter.lower():
+        return set()
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(row_filter)
+    except sqlglot.errors.SqlglotError:
+        return set()  # reported by the grant's own check
+    return {c.name for c in tree.find_all(exp.Column) if c.table.lower() == "principal"}
 
 
 def _cycles(roles: dict[str, RoleConfig]) -> list[list[str]]:

@@ -108,6 +108,9 @@ _ALLOWED_FUNCTIONS = frozenset({"pg_sleep", "pg_typeof"})
 # table functions that only generate rows
 _GENERATORS: tuple[type[exp.Expr], ...] = (exp.GenerateSeries, exp.Unnest)
 _GENERATOR_NAMES = frozenset({"range", "generate_series", "unnest", "generate_subscripts"})
+# what a table reference may carry besides its name: the governed table keeps its alias and
+# pivots; ONLY (no inheritance children) has no children to leave out in a warehouse
+_TABLE_PARTS = frozenset({"this", "db", "catalog", "alias", "pivots", "only"})
 _SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog", "pg_toast", "system", "temp"})
 _SYSTEM_PREFIXES = ("duckdb_", "pg_", "sqlite_", "pragma_", "information_schema")
 _SYSTEM_HINT = (
@@ -270,6 +273,12 @@ class _Rewriter:
         alias = table.args.get("alias") or exp.TableAlias(
             this=exp.to_identifier(table.name, quoted=table.this.quoted)
         )
+        extra = [k for k, v in table.args.items() if v and k not in _TABLE_PARTS]
+        if extra:
+            raise Refused(
+                f"table {written}: {extra[0].upper()} on a table is not supported through the "
+                "gateway; query the table plainly (e.g. ORDER BY random() LIMIT n for a sample)"
+            )
         name = self._resolve(table, written)
         if name is None:
             return self._listing(alias)
