@@ -1,17 +1,20 @@
 """The gateway's answer equals a plain reference: for random small policies (a column subset,
 a row filter, masks) and random queries from a small grammar, the rows a principal gets
-through the gateway are the rows the same query returns, ungoverned, over the table filtered
-and masked beforehand in Python."""
+through the gateway, on DuckDB and on PostgreSQL, are the rows the same query returns,
+ungoverned, over the table filtered and masked beforehand in Python."""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
 import hmac
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +29,7 @@ from riverbed.config.models import RiverbedConfig
 from riverbed.govern.gateway import Catalog, govern
 from riverbed.govern.masks import key_statements
 from riverbed.govern.policy import Policy
+from riverbed.source.embedded import EmbeddedServer
 
 KEY = b"property-key"
 TYPES = {
@@ -113,17 +117,58 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
     return pa.table({c: [r[c] for r in rows] for c in columns})
 
 
-def answer(db: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
-    return sorted(map(repr, db.execute(sql).fetchall()))
+# the column types as each warehouse's catalog names them
+CATALOG_TYPES = {
+    "duckdb": TYPES,
+    "postgres": {"INTEGER": "integer", "VARCHAR": "character varying", "DATE": "date"},
+}
 
 
+@pytest.fixture(scope="module")
+def warehouses(pg_server: EmbeddedServer) -> Iterator[dict[str, Callable[[str], list[str]]]]:
+    """Table t with ROWS on each warehouse, the PII key's pads in its session: a function per
+    warehouse that runs SQL there and returns its rows, comparable."""
+    columns = ", ".join(f"{name} {kind}" for name, kind in TYPES.items())
+    duck = duckdb.connect()
+    duck.execute(f"CREATE TABLE t ({columns})")
+    source = table(ROWS, list(TYPES))  # noqa: F841 - read by DuckDB below, by name
+    duck.execute("INSERT INTO t SELECT * FROM source")
+    for statement in key_statements(KEY, "duckdb"):
+        duck.execute(statement)
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE property_wh")
+    pg = psycopg.connect(pg_server.dsn("property_wh"), autocommit=True)
+    pg.execute(f"CREATE TABLE t ({columns})")
+    with pg.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO t VALUES ({', '.join(['%s'] * len(TYPES))})",
+            [tuple(row[c] for c in TYPES) for row in ROWS],
+        )
+    for statement in key_statements(KEY, "postgres"):
+        pg.execute(statement)
+    yield {
+        "duckdb": lambda sql: sorted(map(repr, duck.execute(sql).fetchall())),
+        "postgres": lambda sql: sorted(map(repr, pg.execute(sql).fetchall())),
+    }
+    pg.close()
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as admin:
+        admin.execute("DROP DATABASE property_wh WITH (FORCE)")
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
 @settings(
-    max_examples=120,
+    max_examples=100,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
-@given(st.data())
-def test_the_gateway_equals_filtering_and_masking_first(data: st.DataObject) -> None:
+@given(data=st.data())
+def test_the_gateway_equals_filtering_and_masking_first(
+    dialect: str, warehouses: dict[str, Callable[[str], list[str]]], data: st.DataObject
+) -> None:
     granted, masks, filtered, region = data.draw(policies())
     sql = data.draw(queries(granted))
     row_filter, keeps = FILTERS[filtered]
@@ -140,17 +185,11 @@ def test_the_gateway_equals_filtering_and_masking_first(data: st.DataObject) -> 
         )
     )
     policy = Policy.from_config(config)
-    catalog = Catalog("duckdb", "memory", "main", {"t": dict(TYPES)})
+    types = {name: CATALOG_TYPES[dialect].get(kind, kind) for name, kind in TYPES.items()}
+    schema = "main" if dialect == "duckdb" else "public"
+    catalog = Catalog(dialect, "wh", schema, {"t": types})
     governed = govern(policy, policy.principal("p"), sql, catalog)
     assert governed.allowed, governed.reason
-
-    warehouse = duckdb.connect()
-    columns = ", ".join(f"{name} {kind}" for name, kind in TYPES.items())
-    warehouse.execute(f"CREATE TABLE t ({columns})")
-    source = table(ROWS, list(TYPES))  # noqa: F841 - read by DuckDB below, by name
-    warehouse.execute("INSERT INTO t SELECT * FROM source")
-    for statement in key_statements(KEY, "duckdb"):
-        warehouse.execute(statement)
 
     reference = duckdb.connect()
     prepared = [
@@ -168,7 +207,8 @@ def test_the_gateway_equals_filtering_and_masking_first(data: st.DataObject) -> 
                 pa.array([None] * len(prepared), _arrow(kind)),
             )
     reference.register("t", shaped)
-    assert answer(warehouse, governed.sql) == answer(reference, sql), (sql, masks, filtered)
+    expected = sorted(map(repr, reference.execute(sql).fetchall()))
+    assert warehouses[dialect](governed.sql) == expected, (sql, masks, filtered)
 
 
 def _arrow(kind: str) -> pa.DataType:
