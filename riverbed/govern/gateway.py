@@ -20,7 +20,8 @@ UNION / INTERSECT / EXCEPT) that:
        FROM "main"."dim_customer" WHERE region = 'EU') AS dim_customer
 
   with only the granted columns, the masks applied (riverbed.govern.masks) and the row filter,
-  its ``principal.<attribute>`` bound as literals in the syntax tree. ``SELECT *`` yields the
+  its ``principal.<attribute>`` bound as literals in the syntax tree (on PostgreSQL with
+  ``OFFSET 0``, so no predicate of the query runs on a row before the filter, see _FENCED). ``SELECT *`` yields the
   granted columns; a column left out is missing for the engine, which says so. A table the
   principal is not granted gets the message of one that does not exist: default deny does not
   tell what exists. System catalogs (information_schema, pg_catalog, duckdb_*, sqlite_master)
@@ -108,6 +109,12 @@ _ALLOWED_FUNCTIONS = frozenset({"pg_sleep", "pg_typeof"})
 # table functions that only generate rows
 _GENERATORS: tuple[type[exp.Expr], ...] = (exp.GenerateSeries, exp.Unnest)
 _GENERATOR_NAMES = frozenset({"range", "generate_series", "unnest", "generate_subscripts"})
+# dialects whose planner may run a query's own predicates before the row filter of a table it
+# reads, once it flattens the derived table into the query: on PostgreSQL, a cheaper predicate
+# goes first, and a cast failing on a withheld row names its value in the error. OFFSET 0
+# keeps the derived table whole (the planner neither pulls it up nor pushes predicates into
+# it), as a security_barrier view would. DuckDB filters the derived table first (tested).
+_FENCED = frozenset({"postgres"})
 # what a table reference may carry besides its name: the governed table keeps its alias and
 # pivots; ONLY (no inheritance children) has no children to leave out in a warehouse
 _TABLE_PARTS = frozenset({"this", "db", "catalog", "alias", "pivots", "only"})
@@ -353,6 +360,8 @@ class _Rewriter:
                 _parsed(access.row_filter, self.dialect).copy(), self.principal, where
             )
             select.set("where", exp.Where(this=predicate))
+            if self.dialect in _FENCED:
+                select.set("offset", exp.Offset(expression=exp.Literal.number(0)))
         return select
 
     def _listing(self, alias: exp.TableAlias) -> exp.Expr:
