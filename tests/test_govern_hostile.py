@@ -274,6 +274,16 @@ def test_errors_tell_nothing_of_withheld_rows(project: Project) -> None:
     assert "Boston" in str(failed.value)  # admin's error shows it: the query would fail
 
 
+def test_a_huge_result_is_capped_and_streamed(project: Project) -> None:
+    huge = (
+        "select o.id from orders o, range(1000000) r"
+        if (project.config.warehouse.engine == "duckdb")
+        else "select o.id from orders o, generate_series(1, 1000000) r"
+    )
+    batches = list(query_as(project, "eva", huge, limit=25_000, timeout=60))
+    assert sum(batch.num_rows for batch in batches) == 25_000
+
+
 def test_a_governed_query_past_its_time_limit_stops(project: Project) -> None:
     endless = {
         "duckdb": "select sum(range) as n from range(1000000000000) where range % 7 = 3",

@@ -72,19 +72,32 @@ def governed_rows(
 
 
 def query_as(
-    project: Project, principal: str, sql: str, *, timeout: float | None = None
+    project: Project,
+    principal: str,
+    sql: str,
+    *,
+    timeout: float | None = None,
+    limit: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """``sql`` run as ``principal`` on the project's warehouse, opened read-only for it: its
-    rows as Arrow record batches, as they stream. Raises GovernError (refused), WarehouseError
-    (failed) or QueryStopped (past ``timeout`` seconds). Closing the iterator early stops the
-    query. For the web app, the API and exports."""
+    rows as Arrow record batches, as they stream, at most ``limit`` rows (the query stops
+    there). Raises GovernError (refused), WarehouseError (failed) or QueryStopped (past
+    ``timeout`` seconds). Closing the iterator early stops the query. For the web app, the
+    API and exports."""
     warehouse = open_warehouse(project.config.warehouse, project.root, read_only=True)
     timer = threading.Timer(timeout, warehouse.interrupt) if timeout is not None else None
     try:
         if timer is not None:
             timer.start()
         with governed_rows(project, warehouse, principal, sql) as rows:
-            yield from rows.batches
+            left = limit
+            for batch in rows.batches:
+                if left is not None:
+                    batch = batch.slice(0, left)
+                    left -= batch.num_rows
+                yield batch
+                if left == 0:
+                    return
     finally:
         if timer is not None:
             timer.cancel()
