@@ -107,6 +107,12 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         # a healthy demo trips none of its own alarms (issue 15: quality_failures_high did)
         states = dict(re.findall(r"^alarm\s+(\w+): (\w+)", out, re.MULTILINE))
         assert len(states) >= 4 and set(states.values()) == {"OK"}, states
+        # governance: the same customers as admin and as the EU analyst, fewer and masked
+        admin_sees = re.search(r"admin sees ([\d,]+) current customers", out)
+        analyst_sees = re.search(r"eu_analyst sees ([\d,]+) current customers", out)
+        assert admin_sees and analyst_sees, out
+        assert 0 < int(analyst_sees[1].replace(",", "")) < int(admin_sees[1].replace(",", ""))
+        assert "--as eu_analyst" in out and "***" in out
         # query's note under a table of its first 50 rows fits 80 columns too
         shown = run_cli(
             "query",

@@ -2,7 +2,8 @@
 
 1. source up  2. history (seeded once)  3. capture: the snapshot  4. live traffic, with
 `capture --follow` and pipeline runs every few seconds beside it  5. the last changes drained
-and one more run  6. what landed and what the quality rules caught  7. the warehouse  8. the
+and one more run  6. what landed and what the quality rules caught  7. the warehouse (and the
+same customers as admin and as an EU analyst: governance)  8. the
 runs, lag and alarms  9. where to look next. Safe to run twice: an existing shop is kept.
 """
 
@@ -116,6 +117,7 @@ def run_demo(
     _print_quality(project)
     console.rule("7. the warehouse: SCD2 dimensions and event facts")
     _print_warehouse(project)
+    _print_governed(project)
     _print_shop(source, schema_name)
     console.rule("8. runs, lag and alarms")
     _print_operations(project)
@@ -284,6 +286,34 @@ def _print_warehouse(project: Project) -> None:
         warehouse.close()
 
 
+# the demo policy's two principals, and what each is shown of the same customers
+_GOVERNED_PRINCIPALS = ("admin", "eu_analyst")
+_GOVERNED_SAMPLE = (
+    "select customer_id, full_name, left(email, 12) as email, phone, region,"
+    " count(*) over () as visible from dim_customer where is_current_record"
+    " order by customer_id limit 3"
+)
+
+
+def _print_governed(project: Project) -> None:
+    """The same query as admin and as the EU analyst: governance filters rows and masks PII."""
+    from riverbed.serve.queries import query_as
+
+    principals = project.config.governance.principals
+    if not all(name in principals for name in _GOVERNED_PRINCIPALS):
+        return  # a policy of the user's own: nothing to compare
+    for name in _GOVERNED_PRINCIPALS:
+        batches = list(query_as(project, name, _GOVERNED_SAMPLE))
+        rows = [row for batch in batches for row in batch.to_pylist()]
+        if not rows:
+            continue
+        shown = Table(*[c for c in rows[0] if c != "visible"], title=f"--as {name}")
+        for row in rows:
+            shown.add_row(*[escape(str(v)) for c, v in row.items() if c != "visible"])
+        console.print(shown)
+        say_wrapped(f"{name} sees {rows[0]['visible']:,} current customers")
+
+
 def _print_shop(source: Any, schema_name: str) -> None:
     """The shape of the shop's data, which the dashboards will show."""
     from riverbed.shop.summary import summarize
@@ -359,6 +389,13 @@ def _next_steps(project: Project, source: Any) -> None:
         "riverbed runs                   -- run history (`runs show RUN_ID`: a timeline)",
         "riverbed status                 -- lag, lake, quality results, runs, alarms",
         'riverbed query --as admin "select * from dim_customer where customer_id = 42"',
+        *(
+            [  # the demo policy: the same rows, as governance shows them to an EU analyst
+                'riverbed query --as eu_analyst "select * from dim_customer"  -- governed'
+            ]
+            if "eu_analyst" in project.config.governance.principals
+            else []
+        ),
         "riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)",
         "riverbed capture --follow       -- stream changes into the lake until Ctrl-C",
         "riverbed run --every 10         -- the pipeline every 10 s until Ctrl-C",

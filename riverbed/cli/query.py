@@ -91,12 +91,12 @@ def query(
     """
     check_choice("--format", output, get_args(OutputFormat))
     project = open_project(config)
-    principals = project.config.governance.principals
-    if principal != "admin" or (principals and principal not in principals):
-        raise UsageError(
-            f"--as {principal}: only the admin principal can query for now "
-            "(roles, row filters and masks arrive with governance)"
-        )
+    from riverbed.govern.policy import GovernError, Policy
+
+    try:
+        Policy.from_config(project.config).principal(principal)
+    except GovernError as exc:
+        raise UsageError(f"--as {principal}: {exc}") from None
     if timeout is None:
         timeout, key = (
             project.config.warehouse.query.timeout_seconds,
@@ -104,17 +104,24 @@ def query(
         )
     else:
         key = "--timeout"
-    run_query(project, sql, output, limit, timeout, key)
+    run_query(project, principal, sql, output, limit, timeout, key)
 
 
 def run_query(
-    project: Project, sql: str, output: str, limit: int | None, timeout: float, timeout_key: str
+    project: Project,
+    principal: str,
+    sql: str,
+    output: str,
+    limit: int | None,
+    timeout: float,
+    timeout_key: str,
 ) -> None:
-    """Run ``sql`` read-only on the project's warehouse and print its rows in ``output``
-    format (table, csv or json) as they come: at most ``limit`` rows (a table: TABLE_ROWS
+    """Run ``sql`` as ``principal``, through the governance gateway, read-only on the
+    project's warehouse and print its rows in ``output`` format (table, csv or json) as they come: at most ``limit`` rows (a table: TABLE_ROWS
     unless given), stopped after ``timeout`` seconds (``timeout_key`` names where that limit
     was set, for the message)."""
     from riverbed.load.warehouse import QueryStopped, open_warehouse
+    from riverbed.serve.queries import governed_rows
 
     shown = limit if limit is not None else (TABLE_ROWS if output == "table" else None)
     with Watchdog(timeout) as watch, ExitStack() as stack:
@@ -123,7 +130,7 @@ def run_query(
             stack.callback(warehouse.close)
             watch.warehouse = warehouse
             watch.check()
-            rows = stack.enter_context(warehouse.stream(sql))
+            rows = stack.enter_context(governed_rows(project, warehouse, principal, sql))
             # a table reads one row more than it shows, to know whether there are more
             wanted = shown + 1 if output == "table" and shown is not None else shown
             batches = watch.fetching(rows.batches, wanted)

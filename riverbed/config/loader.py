@@ -19,7 +19,15 @@ from riverbed.config.models import RiverbedConfig, cross_reference_problems
 from riverbed.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "riverbed.yaml"
-SENSITIVE_KEYS = {"dsn", "password", "headers", "access_key_id", "secret_access_key", "pii_key"}
+SENSITIVE_KEYS = {
+    "dsn",
+    "password",
+    "headers",
+    "access_key_id",
+    "secret_access_key",
+    "pii_key",
+    "token",
+}
 
 
 def demo_config_text() -> str:

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from riverbed.config.alarms import AlarmConfig, NotifierConfig
 from riverbed.config.fields import IDENTIFIER, Model, SecretRef
-from riverbed.config.governance import GovernanceConfig
+from riverbed.config.governance import GovernanceConfig, governance_problems
 from riverbed.config.logs import LogsConfig
 from riverbed.config.metric_names import METRIC_NAMES
 from riverbed.config.orchestration import (
@@ -69,13 +69,7 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
     if config.orchestration.machine is not None:
         problems += _machine_problems(config, config.orchestration.machine, "orchestration.machine")
     problems += _alarm_problems(config)
-    for name, principal in config.governance.principals.items():
-        for role in principal.roles:
-            if role not in config.governance.roles:
-                problems.append(
-                    f"governance.principals.{name}.roles: '{role}' is not a role; "
-                    f"defined: {', '.join(config.governance.roles) or 'none'}"
-                )
+    problems += governance_problems(config.governance)
     targets: dict[str, str] = {}
     for name, table in config.tables.items():
         for i, rule in enumerate(table.quality):

@@ -228,11 +228,12 @@ alarms:
     treat_missing_data: not_breaching
     notify: [console]
 
-# Who may read what (`riverbed query --as NAME`): add row filters and masks for PII here.
+# Who may read what (`riverbed query --as NAME`), default deny: add row filters and masks
+# here (README, Governance).
 governance:
   roles:
-    admin: {tables: ["*"]}
-    analyst: {tables: ["*"]}
+    admin: {grants: [{tables: ["*"]}], unmasked: ["*"]}
+    analyst: {grants: [{tables: ["*"]}]}
   principals:
     admin: {roles: [admin]}
     analyst: {roles: [analyst]}"""
