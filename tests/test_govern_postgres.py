@@ -17,8 +17,8 @@ from psycopg.conninfo import make_conninfo
 
 from conftest import Database, run_cli, write_config
 from riverbed.config.loader import load_project
-from riverbed.govern.postgres import enter_principal_role
-from riverbed.load.warehouse import open_warehouse
+from riverbed.govern.postgres import principal_role
+from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
 from riverbed.serve.queries import decide
 
 KEY = "a-test-pii-key"
@@ -90,6 +90,10 @@ def denied(conn: psycopg.Connection[Any], sql: str) -> str:
     return str(refused.value)
 
 
+def current_user(warehouse: Warehouse) -> str:
+    return str(warehouse.query("select current_user as u").to_pylist()[0]["u"])
+
+
 def apply(config: Path) -> str:
     result = run_cli("govern", "apply", "-c", str(config), env=ENV)
     assert result.code == 0, result.text
@@ -155,19 +159,25 @@ def test_the_gateway_runs_as_the_principals_least_privileged_role(project: Path)
     loaded = load_project(project)
     warehouse = open_warehouse(loaded.config.warehouse, loaded.root, read_only=True)
     try:
-        assert not enter_principal_role(warehouse, "gp_eva")  # not applied: nothing changes
+        with principal_role(warehouse, "gp_eva") as entered:
+            assert not entered  # not applied: the DSN's role, as before
         apply(project)
         governed = decide(loaded, warehouse, "gp_eva", "select id, region from dim_customer")
-        assert enter_principal_role(warehouse, "gp_eva")
-        assert warehouse.query("select current_user as u").to_pylist() == [{"u": "gp_eva_views"}]
-        rows = warehouse.query(governed.sql).to_pylist()
-        assert sorted(r["id"] for r in rows) == [1, 3]
-        # the row policy holds even for SQL the gateway would never let through
-        assert len(warehouse.query("select id from public.dim_customer").to_pylist()) == 2
-        for sql in ("select score from public.dim_customer", "select * from payroll",
-                    "select pg_read_file('/etc/passwd')"):  # fmt: skip
-            with pytest.raises(Exception, match="permission denied"):
-                warehouse.query(sql)
+        with principal_role(warehouse, "gp_eva") as entered:
+            assert entered
+            assert current_user(warehouse) == "gp_eva_views"
+            rows = warehouse.query(governed.sql).to_pylist()
+            assert sorted(r["id"] for r in rows) == [1, 3]
+            # the row policy holds even for SQL the gateway would never let through
+            assert len(warehouse.query("select id from public.dim_customer").to_pylist()) == 2
+            for sql in ("select score from public.dim_customer", "select * from payroll",
+                        "select pg_read_file('/etc/passwd')",
+                        "copy (select 1) to '/tmp/gp_gateway_out'"):  # fmt: skip
+                with pytest.raises(WarehouseError, match="permission denied"):
+                    warehouse.query(sql)
+        assert current_user(warehouse) == "postgres"  # the role does not outlive the block
+        with principal_role(warehouse, "gp_boss"):
+            assert len(warehouse.query("select * from payroll").to_pylist()) == 1
     finally:
         warehouse.close()
 

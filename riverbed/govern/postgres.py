@@ -50,6 +50,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,7 @@ from riverbed.config.fields import SecretRef
 from riverbed.govern.gateway import Catalog
 from riverbed.govern.masks import key_statements, mask_expression
 from riverbed.govern.policy import GovernError, Policy, TableAccess, bind_attributes
+from riverbed.load.warehouse import WarehouseError
 
 if TYPE_CHECKING:
     from riverbed.load.warehouse import Warehouse
@@ -138,6 +140,7 @@ class State:
     """What the warehouse holds that apply manages or must respect."""
 
     base_tables: dict[str, str]  # the warehouse schema's tables (not views): their owner
+    # ('' not known: the statements say CURRENT_USER)
     roles: dict[str, str]  # every role of the cluster: its comment ('' for none)
     schemas: dict[str, str]  # every schema of the database: its comment
     policies: list[tuple[str, str]]  # (table, policy) of the riverbed_* policies
@@ -145,7 +148,7 @@ class State:
 
     @classmethod
     def empty(cls, catalog: Catalog) -> State:
-        return cls({t: "<owner>" for t in catalog.tables}, {}, {}, [], frozenset())
+        return cls({t: "" for t in catalog.tables}, {}, {}, [], frozenset())
 
 
 def plan(policy: Policy, catalog: Catalog) -> list[PrincipalPlan]:
@@ -244,7 +247,8 @@ def statements(
         out += [
             f"ALTER TABLE {target} ENABLE ROW LEVEL SECURITY",
             f"ALTER TABLE {target} FORCE ROW LEVEL SECURITY",
-            f"CREATE POLICY {_OWNER_POLICY} ON {target} FOR ALL TO {ident(owner)}"
+            f"CREATE POLICY {_OWNER_POLICY} ON {target} FOR ALL"
+            f" TO {ident(owner) if owner else 'CURRENT_USER'}"
             " USING (true) WITH CHECK (true)",
         ]
     for principal in plans:
@@ -383,23 +387,32 @@ def read_state(warehouse: Warehouse, catalog: Catalog) -> State:
     )
 
 
-def enter_principal_role(warehouse: Warehouse, principal: str) -> bool:
-    """On a PostgreSQL warehouse where apply has run for ``principal``, ``SET ROLE`` to its
-    views role, so the gateway's query runs with the policy's privileges only, never the
-    DSN's (a superuser's ``COPY ... TO`` file or ``pg_read_file`` refused by the server too).
-    False, changing nothing, where apply has not run (the gateway alone governs then).
-    Call it after the gateway read the catalog and set the mask key, before the query."""
+@contextmanager
+def principal_role(warehouse: Warehouse, principal: str) -> Iterator[bool]:
+    """Inside the block, on a PostgreSQL warehouse where apply has run for ``principal``, the
+    session is its views role (``SET ROLE``): the gateway's query runs with the policy's
+    privileges only, never the DSN's (whose superuser's ``COPY ... TO`` file or
+    ``pg_read_file`` a READ ONLY transaction does not stop). Yields False, as the DSN's role,
+    where apply has not run (the gateway alone governs then). ``RESET ROLE`` before and after,
+    so a connection serving one principal after another never carries a role over. Enter it
+    after the gateway read the catalog and set the mask key; stream the query inside it."""
     role = views_role(principal)
+    warehouse.execute("RESET ROLE")
     found = warehouse.query(
         "SELECT count(*) AS n FROM pg_roles r JOIN pg_namespace n ON n.nspname ="
         f" {literal(principal)} WHERE r.rolname = {literal(role)} AND"
         f" shobj_description(r.oid, 'pg_authid') LIKE {literal(MARKER + '%')} AND"
-        f" obj_description(n.oid, 'pg_namespace') LIKE {literal(MARKER + '%')}"
+        f" obj_description(n.oid, 'pg_namespace') = {literal(_VIEWS + principal)}"
     ).to_pylist()
     if not found or not found[0]["n"]:
-        return False
+        yield False
+        return
     warehouse.execute(f"SET ROLE {ident(role)}")
-    return True
+    try:
+        yield True
+    finally:
+        with suppress(WarehouseError):  # a lost connection took the role with it
+            warehouse.execute("RESET ROLE")
 
 
 def shown(statement: Statement) -> str:
