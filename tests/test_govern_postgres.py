@@ -223,3 +223,60 @@ def test_show_prints_the_policy_and_the_sql_at_80_columns(project: Path) -> None
     assert not any(secret in result.out for secret in (*PASSWORDS.values(), KEY))
     one = run_cli("govern", "show", "--principal", "gp_boss", "-c", str(project), env=ENV)
     assert one.code == 0 and "gp_eva" not in one.out and "payroll: id, salary" in one.out
+
+
+def test_the_pipelines_role_still_reads_and_writes_every_row(
+    project: Path, warehouse_database: Database
+) -> None:
+    # FORCE ROW LEVEL SECURITY holds a table's owner to the policies too: a warehouse owned by
+    # a role that is no superuser keeps loading through riverbed_owner
+    with psycopg.connect(warehouse_database.dsn, autocommit=True) as conn:
+        conn.execute("drop role if exists gp_loader")
+        conn.execute("create role gp_loader nologin")
+        for table in ("dim_customer", "orders", "payroll"):
+            conn.execute(f"alter table {table} owner to gp_loader")
+    try:
+        apply(project)
+        with psycopg.connect(warehouse_database.dsn, autocommit=True) as conn:
+            conn.execute("set role gp_loader")
+            conn.execute("insert into dim_customer (id, region) values (4, 'APAC')")
+            conn.execute("update orders set amount = amount + 1")
+            assert fetch(conn, "select count(*) from dim_customer") == [(4,)]
+            forced = fetch(
+                conn,
+                "select relname from pg_class where relforcerowsecurity"
+                " and relname in ('dim_customer', 'orders', 'payroll') order by 1",
+            )
+            assert forced == [("dim_customer",), ("orders",), ("payroll",)]
+        with login(warehouse_database, "gp_eva") as eva:  # the new row is not the EU's
+            assert [r[0] for r in fetch(eva, "select id from dim_customer")] == [1, 3]
+    finally:
+        with psycopg.connect(warehouse_database.dsn, autocommit=True) as conn:
+            for table in ("dim_customer", "orders", "payroll"):
+                conn.execute(f"alter table {table} owner to postgres")
+            conn.execute("drop owned by gp_loader")
+            conn.execute("drop role gp_loader")
+
+
+def test_a_role_riverbed_did_not_create_is_never_taken_over(
+    project: Path, warehouse_database: Database
+) -> None:
+    with psycopg.connect(warehouse_database.dsn, autocommit=True) as conn:
+        conn.execute("drop role if exists gp_eva_views")
+        conn.execute("create role gp_eva_views superuser")
+    try:
+        result = run_cli("govern", "apply", "-c", str(project), env=ENV)
+        assert result.code == 1
+        assert "role gp_eva_views exists and is not Riverbed's" in result.err
+        with psycopg.connect(warehouse_database.dsn, autocommit=True) as conn:  # unchanged
+            assert fetch(conn, "select 1 from pg_namespace where nspname = 'gp_eva'") == []
+    finally:
+        with psycopg.connect(warehouse_database.dsn, autocommit=True) as conn:
+            conn.execute("drop role gp_eva_views")
+
+
+def test_apply_needs_a_postgresql_warehouse(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "warehouse:\n  engine: duckdb\n  path: wh.duckdb\n" + POLICY)
+    result = run_cli("govern", "apply", "-c", str(config), env=ENV)
+    assert result.code == 2
+    assert "warehouse.engine is duckdb, where the gateway alone governs" in result.err
