@@ -94,6 +94,26 @@ def current_user(warehouse: Warehouse) -> str:
     return str(warehouse.query("select current_user as u").to_pylist()[0]["u"])
 
 
+def granted(database: Database) -> list[Any]:
+    """Every privilege, row policy and view apply manages, as the catalog has them."""
+    with psycopg.connect(database.dsn, autocommit=True) as conn:
+        return [
+            fetch(conn, sql)
+            for sql in (
+                "select grantee, table_schema, table_name, column_name, privilege_type"
+                " from information_schema.column_privileges where grantee like 'gp_%'"
+                " order by 1, 2, 3, 4, 5",
+                "select tablename, policyname, roles::text, cmd, qual from pg_policies"
+                " order by 1, 2",
+                "select schemaname, viewname, viewowner, definition from pg_views"
+                " where schemaname like 'gp_%' order by 1, 2",
+                "select rolname, rolcanlogin, rolsuper, rolconfig from pg_roles"
+                " join pg_db_role_setting on setrole = pg_roles.oid"
+                " where rolname like 'gp_%' order by 1",
+            )
+        ]
+
+
 def apply(config: Path) -> str:
     result = run_cli("govern", "apply", "-c", str(config), env=ENV)
     assert result.code == 0, result.text
@@ -104,7 +124,9 @@ def test_apply_twice_then_each_role_sees_what_the_gateway_shows(
     project: Path, warehouse_database: Database
 ) -> None:
     apply(project)
-    out = apply(project)  # idempotent: a rerun succeeds and gives the same
+    first = granted(warehouse_database)
+    out = apply(project)  # idempotent: a rerun succeeds and leaves the same
+    assert granted(warehouse_database) == first
     assert "gp_eva: role gp_eva, schema gp_eva, 2 views" in out
     digest = hmac.new(KEY.encode(), b"Ann Eu", hashlib.sha256).hexdigest()
     with login(warehouse_database, "gp_eva") as eva:
@@ -204,7 +226,7 @@ def test_a_policy_change_converges(project: Path, warehouse_database: Database) 
     audit = run_cli("audit", "--json", "-c", str(project), env=ENV)
     assert audit.code == 0, audit.text
     assert audit.out.count('"action": "apply"') == 2
-    assert not any(secret in audit.out for secret in PASSWORDS.values())
+    assert not any(secret in audit.out for secret in (*PASSWORDS.values(), KEY))
 
 
 def test_show_prints_the_policy_and_the_sql_at_80_columns(project: Path) -> None:
