@@ -297,8 +297,19 @@ def test_a_role_riverbed_did_not_create_is_never_taken_over(
             conn.execute("drop role gp_eva_views")
 
 
-def test_apply_needs_a_postgresql_warehouse(tmp_path: Path) -> None:
+def test_on_duckdb_show_prints_the_policy_and_apply_refuses(tmp_path: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as db:
+        for statement in SCHEMA:
+            db.execute(statement)
     config = write_config(tmp_path, "warehouse:\n  engine: duckdb\n  path: wh.duckdb\n" + POLICY)
     result = run_cli("govern", "apply", "-c", str(config), env=ENV)
     assert result.code == 2
     assert "warehouse.engine is duckdb, where the gateway alone governs" in result.err
+    # show needs neither the PII key nor a password: it prints where they come from
+    shown = run_cli("govern", "show", "--dialect", "postgres", "-c", str(config))
+    assert shown.code == 0, shown.text
+    assert "rows: region = 'EU'" in shown.out and 'CREATE ROLE "gp_eva"' in shown.out
+    assert "TO CURRENT_USER" in shown.out
+    assert not (tmp_path / ".riverbed" / "pii.key").exists()

@@ -60,7 +60,7 @@ def govern_apply(config: ConfigOption = None) -> None:
         raise UsageError("governance.principals is empty: there is no principal to apply")
     warehouse = _open(project, read_only=False)
     try:
-        plans, todo = _planned(project, warehouse)
+        plans, todo = _planned(project, warehouse, key=True)
         with warehouse.transaction():
             for statement in todo:
                 warehouse.execute(runnable(statement))
@@ -107,7 +107,7 @@ def govern_show(
     project = open_project(config)
     warehouse = _open(project, read_only=True)
     try:
-        plans, todo = _planned(project, warehouse, read=dialect is not None)
+        plans, todo = _planned(project, warehouse, sql=dialect is not None)
     finally:
         warehouse.close()
     policy = Policy.from_config(project.config)
@@ -127,10 +127,11 @@ def _open(project: Project, *, read_only: bool) -> Warehouse:
 
 
 def _planned(
-    project: Project, warehouse: Warehouse, *, read: bool = True
+    project: Project, warehouse: Warehouse, *, sql: bool = True, key: bool = False
 ) -> tuple[list[PrincipalPlan], list[Statement]]:
-    """The principals' plans, and the statements bringing the warehouse to them (from the
-    warehouse as it is, when it is PostgreSQL and ``read``; else from nothing)."""
+    """The principals' plans, and (``sql``) the statements bringing the warehouse to them
+    from the warehouse as it is (from nothing when it is not PostgreSQL). ``key``: with the
+    PII key in them, for apply to run; show never reads it."""
     from riverbed.govern.policy import Policy
     from riverbed.govern.postgres import State, plan, read_state, statements
     from riverbed.serve.queries import read_catalog
@@ -138,12 +139,12 @@ def _planned(
 
     catalog = read_catalog(warehouse)
     plans = plan(Policy.from_config(project.config), catalog)
-    if not read:
+    if not sql:
         return plans, []
     state = (
         read_state(warehouse, catalog) if warehouse.dialect == "postgres" else State.empty(catalog)
     )
-    return plans, statements(plans, catalog, state, pii_key(project))
+    return plans, statements(plans, catalog, state, pii_key(project) if key else b"")
 
 
 def _print_principal(plan: PrincipalPlan, roles: tuple[str, ...]) -> None:

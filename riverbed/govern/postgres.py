@@ -48,6 +48,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -70,6 +71,7 @@ _VIEWS = f"{MARKER}: the views of principal "  # the comment on a principal's sc
 KEY_SCHEMA = "riverbed_govern"
 _OWNER_POLICY = "riverbed_owner"
 _RESERVED = frozenset({"public", "information_schema", KEY_SCHEMA})
+_HEX = re.compile(r"'([0-9a-f]+)'")
 _SCRAM_ITERATIONS = 4096  # PostgreSQL's scram_iterations default
 
 
@@ -112,7 +114,8 @@ class MaskKey:
         return f"INSERT INTO {KEY_SCHEMA}.mask_key VALUES ('<pii key pads>', '<pii key pads>')"
 
     def run(self) -> str:
-        pads = [s.split("'")[1] for s in key_statements(self.key, "postgres")]
+        # the pads as the gateway's session gets them: one derivation of the key
+        pads = [_HEX.findall(s)[-1] for s in key_statements(self.key, "postgres")]
         return f"INSERT INTO {KEY_SCHEMA}.mask_key VALUES ({literal(pads[0])}, {literal(pads[1])})"
 
 
