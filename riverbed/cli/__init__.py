@@ -30,6 +30,7 @@ from riverbed.cli import runs as runs
 from riverbed.cli import ddl as ddl
 from riverbed.cli import query as query
 from riverbed.cli import audit as audit
+from riverbed.cli import govern as govern
 from riverbed.cli import status as status
 from riverbed.cli import serve as serve
 from riverbed.cli import demo as demo
