@@ -36,6 +36,13 @@ class Database:
         return psycopg.connect(self.dsn, autocommit=autocommit)
 
 
+def superuser_password(server: EmbeddedServer) -> str:
+    """The embedded server's generated superuser password, for a test that must type it."""
+    from riverbed.source.secret import read_or_create
+
+    return read_or_create(server.password_file, "postgres")
+
+
 def _embedded_server(folder: Path) -> Iterator[EmbeddedServer]:
     server = EmbeddedServer(folder / "pg", EmbeddedSourceConfig(port=free_port()))
     server.up()

@@ -104,6 +104,9 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         assert "dirty rows quarantined" in out and "dim_customer" in out
         assert "fact_order_items" in out and "runs:" in out and "succeeded" in out
         assert "capture_lag_high" in out  # the alarms table
+        # a healthy demo trips none of its own alarms (issue 15: quality_failures_high did)
+        states = dict(re.findall(r"^alarm\s+(\w+): (\w+)", out, re.MULTILINE))
+        assert len(states) >= 4 and set(states.values()) == {"OK"}, states
         # query's note under a table of its first 50 rows fits 80 columns too
         shown = run_cli(
             "query",
@@ -185,3 +188,28 @@ def test_runtime_errors_exit_1(tmp_path: Path) -> None:
         result = run_cli(*args, "-c", str(config))
         assert result.code == 1, result.text
         assert "Traceback" not in result.text and result.err.strip()
+
+
+def test_status_tables_too_wide_for_80_columns_keep_every_name_and_figure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long table name or a batch of millions of rows made status's tables wider than 80
+    columns, and rich fitted them by cutting cells ("customer_addre…", "2,487,6…")."""
+    from riverbed.cli import status
+    from riverbed.cli.common import console
+
+    monkeypatch.setattr(console, "width", 80)
+    rule = {"rule": "not_null(zip)", "status": "warn", "failed": 12_345, "checked": 2_500_000}
+    batch = {"status": "staged", "rows_in": 2_500_000, "rows_out": 2_487_655}
+    lake = {"files": 1_234, "rows": 123_456_789, "schema_version": 3, "landed_at": None}
+    for name in ("customer_addresses", "orders"):
+        with console.capture() as captured:
+            status._print_lake({name: lake})
+            status._print_quality(
+                [{**batch, "table": name, "rows_quarantined": 12_345, "rules": [rule]}]
+            )
+        out = captured.get()
+        assert "…" not in out and not [line for line in out.splitlines() if len(line) > 80]
+        words = " ".join(out.split())
+        for whole in (name, "1,234", "123,456,789", "2,500,000", "2,487,655", "12,345"):
+            assert whole in words, out

@@ -234,6 +234,28 @@ MISTAKES = [
         "tables:\n  t: {kind: dimension, target: x, keys: [id], tracked: [a], current_view: v}\n",
         "tables.t: current_view applies to facts only",
     ),
+    (
+        "tables:\n  t: {kind: dimension, target: x, keys: [id], tracked: [a], event_time: ts}\n",
+        "tables.t: event_time applies to facts only",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], effective_from: ts}\n",
+        "tables.t: effective_from applies to dimensions only",
+    ),
+    (
+        "tables:\n  t: {kind: fact, target: x, keys: [id], event_time: 'ts + 1'}\n",
+        "tables.t: event_time must name one column (letters, digits, _), not 'ts + 1'",
+    ),
+    (
+        "tables:\n  t: {kind: dimension, target: x, keys: [id], tracked: [a], "
+        "effective_from: 'coalesce(a, b)'}\n",
+        "tables.t: effective_from must name one column (letters, digits, _), not 'coalesce(a, b)'",
+    ),
+    (
+        "tables:\n  t: {kind: dimension, target: x, keys: [id], tracked: [a], "
+        "effective_from: [a, b]}\n",
+        "tables.t.effective_from: Input should be a valid string",
+    ),
 ]
 
 
@@ -533,3 +555,28 @@ def test_a_dimension_versions_per_transaction_unless_set_per_change() -> None:
     )
     model = warehouse_model(config)
     assert [d.versions for d in model.dimensions] == ["per_transaction", "per_change"]
+
+
+def test_business_time_columns_reach_the_warehouse_model() -> None:
+    """event_time dates a fact's events, effective_from a dimension's versions; absent, both
+    are None (the commit time)."""
+    from riverbed.load.model import warehouse_model
+
+    config = parse_config(
+        "tables:\n"
+        "  items: {kind: dimension, target: dim_item, keys: [item_id], tracked: [x],"
+        " effective_from: updated_at}\n"
+        "  plain: {kind: dimension, target: dim_plain, keys: [plain_id], tracked: [x]}\n"
+        "  events: {kind: fact, target: fact_events, keys: [id], event_time: happened_at}\n"
+        "  other: {kind: fact, target: fact_other, keys: [id]}\n",
+        "riverbed.yaml",
+    )
+    model = warehouse_model(config)
+    assert [(d.source, d.effective_from) for d in model.dimensions] == [
+        ("items", "updated_at"),
+        ("plain", None),
+    ]
+    assert [(f.source, f.event_time) for f in model.facts] == [
+        ("events", "happened_at"),
+        ("other", None),
+    ]

@@ -74,8 +74,8 @@ def load_facts(wh: Warehouse, events: list[tuple[int | None, dt.datetime]]) -> l
 
 def valid_at(reference: Reference, item: int | None, at: dt.datetime) -> int | None:
     """The surrogate key of the one version of ``item`` valid at ``at``; for an instant
-    before every version of the item, its first version (the earliest of non-zero length);
-    else (a gap after a delete, no row at all) none."""
+    before every version of the item (zero-length ones too), its first version of non-zero
+    length; else (a gap after a delete, no row at all) none."""
     versions = [r for r in reference.rows if r["item_id"] == item]
     found = [r["item_key"] for r in versions if r["effective_date"] <= at < r["expiry_date"]]
     assert len(found) <= 1, f"item {item}: versions overlap at {at}"
@@ -83,7 +83,7 @@ def valid_at(reference: Reference, item: int | None, at: dt.datetime) -> int | N
         return found[0]
     lasting = [r for r in versions if r["effective_date"] < r["expiry_date"]]
     first = min(lasting, key=lambda r: r["effective_date"], default=None)
-    if first is not None and at < first["effective_date"]:
+    if first is not None and all(at < r["effective_date"] for r in versions):
         return int(first["item_key"])
     return None
 

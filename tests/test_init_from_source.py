@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Database, free_port, run_cli
+from conftest import Database, free_port, run_cli, superuser_password
 from riverbed.config import load_project, parse_config
 from riverbed.config.proposal import propose
 from riverbed.config.writer import config_text
 from riverbed.source.catalog import Bound, Catalog, Check, Column, ForeignKey, Table
+from riverbed.source.embedded import EmbeddedServer
 
 LIBRARY = """
 create schema library;
@@ -71,16 +72,20 @@ def init(folder: Path, dsn: str, *args: str) -> tuple[int, str]:
     return result.code, result.text
 
 
-def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path: Path) -> None:
+def test_the_inferred_config_loads_chooses_and_runs(
+    library: Database, pg_server: EmbeddedServer, tmp_path: Path
+) -> None:
     folder = tmp_path / "proj"
-    # the embedded server trusts local connections, so any password connects
-    code, out = init(folder, library.dsn + " password=s3cret", "--schema", "library")
+    # a DSN with the password in it, as a user may paste one: it never reaches the file
+    password = superuser_password(pg_server)
+    dsn = library.dsn.split(" passfile=")[0] + f" password={password}"
+    code, out = init(folder, dsn, "--schema", "library")
     assert code == 0, out
     assert "left out visits" in out and "PGPASSWORD" in out
     text = (folder / "riverbed.yaml").read_text()
     # the comments as one text: they wrap at 100 columns
     prose = " ".join(line.strip().lstrip("#").strip() for line in text.splitlines())
-    assert "s3cret" not in text and "password: {env: PGPASSWORD}" in text
+    assert password not in text and "password: {env: PGPASSWORD}" in text
     assert "alter table library.visits replica identity full;" in text
     config = load_project(folder / "riverbed.yaml").config
     assert config.source.schema_name == "library" and config.source.password is not None
@@ -157,7 +162,7 @@ def test_the_inferred_config_loads_chooses_and_runs(library: Database, tmp_path:
     assert "a table that is both is a dimension" in prose
     assert "keyed into dim_book by book_id, dim_member by member_id" in prose  # fines
 
-    env = {"PGPASSWORD": "s3cret"}
+    env = {"PGPASSWORD": password}
     config_path = str(folder / "riverbed.yaml")
     for args in (("capture", "--once"), ("run", "--once")):
         result = run_cli(*args, "-c", config_path, env=env)
@@ -275,6 +280,8 @@ def test_the_written_file_reads_back_every_value_as_it_was() -> None:
     assert "Weird Name" not in config.tables
     assert 'alter table app."Weird Name" rename to weird_name;' in text
     assert max(len(line) for line in text.splitlines()) <= 100
+    # the log file, where a user looks for it, and where to change it
+    assert str(config.logs.path) == ".riverbed/logs/riverbed.jsonl" and "\nlogs:\n" in text
 
 
 def test_each_table_gets_the_column_that_dates_its_rows() -> None:

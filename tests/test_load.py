@@ -15,9 +15,10 @@ import psycopg
 import pytest
 
 from conftest import Database, run_cli
-from riverbed.config import load_project
+from riverbed.config import load_project, parse_config
 from riverbed.load import facts as load_facts
 from riverbed.load import runner as load_runner
+from riverbed.load.model import warehouse_model
 from riverbed.load.postgres_warehouse import PostgresWarehouse
 from riverbed.load.runner import run_load
 from riverbed.load.warehouse import WarehouseError, open_warehouse
@@ -226,6 +227,29 @@ def test_a_new_source_column_evolves_the_warehouse_tables(
         project, "select tier, city from dim_customer where customer_id = 4 and is_current_record"
     )
     assert current == [{"tier": "gold", "city": "Zug"}]
+
+
+def test_a_dimension_added_to_the_config_later_keys_the_facts_loaded_before(
+    database: Database, project: Path
+) -> None:
+    text = project.read_text()
+    customers = text[text.index("  customers:") : text.index("  orders:")]
+    project.write_text(text.replace(customers, ""))  # orders alone, at first
+    sql(database, "insert into w.customers values (5, 'Eve', 'Rome', null)")
+    sql(database, "insert into w.orders values (50, 5, 1.00, 'placed')")
+    pipeline(project)
+    assert "customer_key" not in rows(project, "select * from fact_orders")[0]
+    project.write_text(text)  # then customers as a dimension: fact_orders gains customer_key
+    sql(database, "insert into w.orders values (51, 5, 2.00, 'placed')")
+    pipeline(project)
+    keys = rows(
+        project,
+        "select f.order_id, c.customer_id from fact_orders f"
+        " left join dim_customer c using (customer_key) order by f.order_id",
+    )
+    # the order loaded before the dimension existed is keyed too: to Eve's first version,
+    # the dimension knowing nothing of her before it
+    assert keys == [{"order_id": 50, "customer_id": 5}, {"order_id": 51, "customer_id": 5}]
 
 
 def test_a_widened_source_column_widens_the_warehouse_tables(
@@ -768,3 +792,18 @@ def test_the_current_view_sums_like_the_source(database: Database, project: Path
     assert rows(
         project, "select order_id, amount_cents, customer_key is not null as k from orders_now"
     ) == [{"order_id": 5, "amount_cents": 50, "k": True}]
+
+
+def test_a_dimension_key_inside_a_composite_fact_key_still_keys_into_it() -> None:
+    """feedings keyed by (animal_id, fed_on) refer to animals: they get animal_key. A fact
+    keyed by the dimension's key alone is that row itself, not an event about it: none."""
+    config = parse_config(
+        "tables:\n"
+        "  animals: {kind: dimension, target: dim_animal, keys: [animal_id], tracked: [name]}\n"
+        "  feedings: {kind: fact, target: fact_feedings, keys: [animal_id, fed_on]}\n"
+        "  profiles: {kind: fact, target: fact_profiles, keys: [animal_id]}\n",
+        "<test>",
+    )
+    facts = {f.source: f for f in warehouse_model(config).facts}
+    assert [dim.name for _, dim in facts["feedings"].dimensions] == ["dim_animal"]
+    assert facts["profiles"].dimensions == ()

@@ -4,6 +4,8 @@ The reference model below applies events one at a time in plain Python, followin
 the issue states (by default first collapsing each transaction's changes of a key to the state
 it left); the property test checks that the set-based SQL ends in exactly the same
 dimension (surrogate keys included) for random event histories split into random batches.
+With ``business`` the model dates versions by the staged ``updated`` column (a dimension's
+``effective_from``) as BUSINESS_TIME.md says; test_scd2_business_time runs it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
 
 DIM = DimensionModel("items", "dim_item", ("item_id",), ("name", "price"), ("note",))
 PER_CHANGE = replace(DIM, versions="per_change")  # the same tables, every change a version
+# the same dimension with versions valid from the staged ``updated`` column (an other column)
+BUSINESS = replace(DIM, effective_from="updated")
+BUSINESS_PER_CHANGE = replace(BUSINESS, versions="per_change")
 COLUMNS = {
     "item_id": exp.DataType.build("BIGINT"),
     "name": exp.DataType.build("TEXT"),  # tracked
@@ -47,6 +52,7 @@ COLUMNS = {
     "descr": exp.DataType.build("TEXT"),  # other
 }
 VALUES = ("name", "price", "note", "stock", "descr")
+UPDATED = "updated"  # BUSINESS's effective_from, a TIMESTAMPTZ (fixed width: never TOASTed)
 TOASTABLE = ("name", "note", "descr")
 FACTS = "stg_item_facts"
 BASE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -54,8 +60,16 @@ FAR_FUTURE = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 INFERRED_SINCE = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
 
 
-def schema(toast: str = "text") -> pa.Schema:
+def columns(dim: DimensionModel) -> dict[str, exp.DataType]:
+    """The staged columns of ``dim``: with an effective_from, also its ``updated``."""
+    if dim.effective_from is None:
+        return COLUMNS
+    return {**COLUMNS, UPDATED: exp.DataType.build("TIMESTAMPTZ")}
+
+
+def schema(toast: str = "text", business: bool = False) -> pa.Schema:
     toast_type = pa.list_(pa.string()) if toast == "list" else pa.string()
+    updated = [(UPDATED, pa.timestamp("us", tz="UTC"))] if business else []
     return pa.schema(
         [
             ("item_id", pa.int64()),
@@ -64,6 +78,7 @@ def schema(toast: str = "text") -> pa.Schema:
             ("note", pa.string()),
             ("stock", pa.int32()),
             ("descr", pa.string()),
+            *updated,
             ("_op", pa.string()),
             ("_commit_ts", pa.timestamp("us", tz="UTC")),
             ("_lsn", pa.int64()),
@@ -82,6 +97,11 @@ class Event:
     seq: int
     values: dict[str, Any] = field(default_factory=dict)  # none for a delete
     toast: tuple[str, ...] = ()  # columns not sent (their value here is ignored)
+    business: int | None = None  # the staged ``updated``, seconds after BASE; None: NULL
+
+    @property
+    def updated(self) -> dt.datetime | None:
+        return None if self.business is None else BASE + dt.timedelta(seconds=self.business)
 
     def row(self, toast: str = "text") -> dict[str, Any]:
         """The staged row; ``toast`` is how the unchanged marks are written: ``text``
@@ -95,6 +115,7 @@ class Event:
         return {
             "item_id": self.key,
             **values,
+            UPDATED: self.updated,  # staged only where the schema has it
             "_op": self.op,
             "_commit_ts": BASE + dt.timedelta(seconds=self.second),
             "_lsn": self.lsn,
@@ -110,12 +131,19 @@ Change = tuple[Event, dict[str, Any]]  # an event and its values, TOAST resolved
 
 
 class Reference:
-    """The dimension as the rules define it, one event at a time."""
+    """The dimension as the rules define it, one event at a time.
 
-    def __init__(self, versions: str = "per_transaction") -> None:
+    ``business``: versions are valid from the events' ``updated`` (BUSINESS_TIME.md): an
+    event's time T is its ``updated`` (NULL: its commit time; a delete: always its commit
+    time), and a version starts, or a delete ends one, at T but never before the key's last
+    boundary (its current version's start, or the end of its deleted last version)."""
+
+    def __init__(self, versions: str = "per_transaction", business: bool = False) -> None:
         self.rows: list[dict[str, Any]] = []
         self.hwm: tuple[int, int] | None = None
         self.versions = versions
+        self.business = business
+        self.values = (*VALUES, UPDATED) if business else VALUES  # the non-key columns
 
     def _next_key(self) -> int:
         return max((r["item_key"] for r in self.rows), default=0) + 1
@@ -132,7 +160,7 @@ class Reference:
                     {
                         "item_key": self._next_key(),
                         "item_id": key,
-                        **dict.fromkeys(VALUES),
+                        **dict.fromkeys(self.values),
                         "effective_date": INFERRED_SINCE,
                         "expiry_date": FAR_FUTURE,
                         "is_current_record": True,
@@ -177,12 +205,32 @@ class Reference:
                 for c in VALUES:
                     values[c] = sent[e.key].get(c) if c in e.toast else e.values[c]
                     sent[e.key][c] = values[c]
+                if self.business:
+                    values[UPDATED] = e.updated
             changes.append((e, values))
         return changes
 
+    def _time(self, e: Event) -> dt.datetime:
+        """T(e): the commit time, or with ``business`` the event's ``updated`` if it has one
+        and is no delete (a delete carries no business time of its own)."""
+        if self.business and e.op != "D" and e.updated is not None:
+            return e.updated
+        return BASE + dt.timedelta(seconds=e.second)
+
+    def _placed(self, key: int, at: dt.datetime) -> dt.datetime:
+        """Where a boundary at ``at`` lands: with ``business``, never before the key's last
+        boundary (its last version's start if current, else its end), so a version that
+        comes later in source order never starts before the one it follows."""
+        versions = [r for r in self.rows if r["item_id"] == key]
+        if not self.business or not versions:
+            return at
+        last = max(versions, key=lambda r: r["item_key"])
+        boundary = last["effective_date"] if last["is_current_record"] else last["expiry_date"]
+        return max(at, boundary)
+
     def _apply(self, e: Event, values: dict[str, Any]) -> None:
-        at = BASE + dt.timedelta(seconds=e.second)
         assert e.key is not None
+        at = self._placed(e.key, self._time(e))
         current = self._current(e.key)
         if e.op == "D":
             if current is not None:
@@ -248,12 +296,13 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
     wh.close()
 
 
-def reset(wh: Warehouse) -> None:
+def reset(wh: Warehouse, dim: DimensionModel = DIM) -> None:
+    """Empty tables for ``dim`` (DIM's, with ``updated`` if ``dim`` has an effective_from)."""
     for table in (DIM.name, DIM.staging, POSITIONS, FACTS):
         wh.execute(f"DROP TABLE IF EXISTS {table}")
     for statement in [
-        staging_ddl(DIM, COLUMNS, wh.dialect),
-        *dimension_ddl(DIM, COLUMNS, wh.dialect, indexes=wh.has_indexes),
+        staging_ddl(DIM, columns(dim), wh.dialect),
+        *dimension_ddl(DIM, columns(dim), wh.dialect, indexes=wh.has_indexes),
     ]:
         wh.execute(statement)
     wh.execute(f"CREATE TABLE {FACTS} (item_id BIGINT, amount BIGINT)")
@@ -265,7 +314,8 @@ def apply(
     """What the loader does: truncate-and-load the staging table, merge in one transaction."""
     wh.execute(exp.delete(DIM.staging))
     rows = [e.row(toast) for e in batch]
-    wh.load_arrow(DIM.staging, pa.Table.from_pylist(rows, schema=schema(toast)))
+    business = dim.effective_from is not None
+    wh.load_arrow(DIM.staging, pa.Table.from_pylist(rows, schema=schema(toast, business)))
     with wh.transaction():
         for statement in merge_sql(wh.dialect, dim):
             wh.execute(statement)
@@ -274,7 +324,7 @@ def apply(
 @functools.cache
 def merge_sql(dialect: str, dim: DimensionModel) -> tuple[str, ...]:
     """The merge, generated once per dialect (as a loader would per dimension and run)."""
-    return tuple(s.sql(dialect=dialect) for s in scd2_statements(dim, COLUMNS, dialect))
+    return tuple(s.sql(dialect=dialect) for s in scd2_statements(dim, columns(dim), dialect))
 
 
 def infer(wh: Warehouse, keys: list[int]) -> None:
@@ -288,8 +338,9 @@ def infer(wh: Warehouse, keys: list[int]) -> None:
 def dimension(wh: Warehouse) -> list[dict[str, Any]]:
     rows = wh.query(f"SELECT * FROM {DIM.name}").to_pylist()
     for row in rows:  # one time zone object for both engines
-        for name in ("effective_date", "expiry_date"):
-            row[name] = row[name].astimezone(dt.UTC)
+        for name in ("effective_date", "expiry_date", UPDATED):
+            if row.get(name) is not None:
+                row[name] = row[name].astimezone(dt.UTC)
     return sorted(rows, key=_order)
 
 

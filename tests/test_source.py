@@ -22,6 +22,12 @@ def project(tmp_path: Path, port: int, extra: str = "") -> Path:
     return write_config(tmp_path, f"source:\n  embedded:\n    port: {port}\n{extra}")
 
 
+def superuser_dsn(folder: Path, port: int) -> str:
+    """The project's embedded server as its superuser, the password read from its pgpass file."""
+    passfile = folder / ".riverbed" / "pg.pgpass"
+    return f"host=127.0.0.1 port={port} user=postgres dbname=postgres passfile={passfile}"
+
+
 def status_json(config: Path) -> tuple[int, dict]:
     result = run_cli("source", "status", "--json", "-c", str(config))
     return result.code, json.loads(result.out)
@@ -36,6 +42,10 @@ def test_up_down_status_are_idempotent(tmp_path: Path) -> None:
         assert "initialised" in first.out and "started" in first.out
         assert f"postgresql://postgres@127.0.0.1:{port}/postgres" in first.out
         assert (tmp_path / ".riverbed" / "pg" / "PG_VERSION").exists()
+        # where the password is, never what it is
+        passfile = tmp_path / ".riverbed" / "pg.pgpass"
+        assert f"its password: in {passfile}" in first.out
+        assert passfile.read_text().split(":")[-1].strip() not in first.text
 
         second = run_cli("source", "up", "-c", str(config))
         assert second.code == 0 and "already running" in second.out
@@ -47,9 +57,7 @@ def test_up_down_status_are_idempotent(tmp_path: Path) -> None:
         assert status["slots"] == []
 
         # a slot shows up with the WAL it retains
-        with psycopg.connect(
-            f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True
-        ) as conn:
+        with psycopg.connect(superuser_dsn(tmp_path, port), autocommit=True) as conn:
             conn.execute("select pg_create_logical_replication_slot('probe', 'pgoutput')")
             conn.execute(
                 "create table filler as select g, repeat('x', 200) as pad from generate_series(1, 20000) g"
@@ -69,7 +77,7 @@ def test_up_down_status_are_idempotent(tmp_path: Path) -> None:
 
         # data survives a restart
         assert run_cli("source", "up", "-c", str(config)).code == 0
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres") as conn:
+        with psycopg.connect(superuser_dsn(tmp_path, port)) as conn:
             assert conn.execute("select count(*) from filler").fetchone() == (20000,)
             conn.execute("select pg_drop_replication_slot('probe')")
     finally:
@@ -84,7 +92,7 @@ def test_a_setting_that_needs_a_restart_restarts_once(tmp_path: Path) -> None:
         project(tmp_path, port, "    max_replication_slots: 17\n")
         changed = run_cli("source", "up", "-c", str(config))
         assert changed.code == 0 and "restarted" in changed.out
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres") as conn:
+        with psycopg.connect(superuser_dsn(tmp_path, port)) as conn:
             assert conn.execute("show max_replication_slots").fetchone() == ("17",)
         settled = run_cli("source", "up", "-c", str(config))
         assert "already running" in settled.out and "restarted" not in settled.out
@@ -187,3 +195,34 @@ def _grant_traverse(targets: list[Path]) -> list[tuple[Path, int]]:
                 changed.append((folder, stat.S_IMODE(mode)))
                 folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
     return changed
+
+
+def test_a_cluster_that_trusted_local_connections_gets_a_password_and_a_lost_file_is_named(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = project(tmp_path, port)
+    home = tmp_path / ".riverbed"
+    try:
+        assert run_cli("source", "up", "-c", str(config)).code == 0
+        assert run_cli("source", "down", "-c", str(config)).code == 0
+        # as an earlier release left it: pg_hba trusts every local connection, no password file
+        (home / "pg" / "pg_hba.conf").write_text(
+            "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
+        )
+        (home / "pg.pgpass").unlink()
+        up = run_cli("source", "up", "-c", str(config))
+        assert up.code == 0, up.text
+        assert "set a password on a cluster that trusted local connections" in up.out
+        assert stat.S_IMODE((home / "pg.pgpass").stat().st_mode) == 0o600
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres")
+        with psycopg.connect(superuser_dsn(tmp_path, port)) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+
+        (home / "pg.pgpass").unlink()
+        lost = run_cli("source", "up", "-c", str(config))
+        assert lost.code == 1 and "Traceback" not in lost.text
+        assert f"{home / 'pg.pgpass'}, is missing" in lost.err
+    finally:
+        run_cli("source", "down", "-c", str(config))

@@ -403,6 +403,50 @@ def test_a_kill_while_setting_a_bad_file_aside_leaves_the_next_run_whole(
     assert staged_rows == sum(1 for _ in raw(project, "orders"))
 
 
+def test_finishing_a_set_aside_keeps_a_raw_file_landed_again_under_its_name(
+    tmp_path: Path,
+) -> None:
+    """A raw file set aside (copy in bad/, move recorded) and a new one landed since under the
+    same path and listed in the manifest: finishing set-asides took the new file for the
+    original a kill left behind, and deleted it unread."""
+    from riverbed.lake.layout import bad_path, raw_file_path
+    from riverbed.lake.local import LocalStorage
+    from riverbed.state import LakeFile
+    from riverbed.transform.write import finish_set_asides
+
+    storage = LocalStorage(tmp_path / "lake")
+    store = SQLiteStore(tmp_path / "state.db")
+    try:
+        path = raw_file_path("orders", 1_764_237_600 * 1_000_000, 100, 109, 1, 0)
+        file = LakeFile(
+            path=path,
+            stage="raw",
+            table="orders",
+            rows=10,
+            bytes=100,
+            min_lsn=100,
+            max_lsn=109,
+            schema_version=1,
+        )
+        storage.write_atomic(path, b"not parquet")
+        store.lake.add([file])
+        storage.write_atomic(bad_path(path), b"not parquet")
+        store.transform.set_aside(file, bad_path(path), "not a parquet file")
+        storage.delete(path)
+        storage.write_atomic(path, b"PAR1 the new file")  # landed again, and listed
+        store.lake.add([file])
+
+        finish_set_asides(storage, store, bookmarks_module.Bookmarks(store), "orders")
+        assert storage.read(path) == b"PAR1 the new file"
+        assert storage.exists(bad_path(path))
+        # an original left behind by a kill after the move was recorded is still deleted
+        store.lake.remove([path])
+        finish_set_asides(storage, store, bookmarks_module.Bookmarks(store), "orders")
+        assert not storage.exists(path)
+    finally:
+        store.close()
+
+
 def test_transient_failures_are_retried_terminal_ones_fail_at_once(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

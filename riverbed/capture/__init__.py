@@ -7,6 +7,8 @@ the slot into the lake, exactly once), ``batch`` (the stream's batch not in the 
 writing it as raw files), ``pgoutput`` and ``tuples``
 (decoding the protocol), ``changes``
 (decoded changes buffered into Arrow tables), ``lag`` (how far the lake is behind, measured
-from the source), ``reconnect`` (a follower outliving its connection). Positions and files are
+from the source), ``reconnect`` (a follower outliving its connection), ``privileges`` (what
+the capture role lacks, asked before the setup) and ``grants`` (the SQL that gives a capture
+role the least it needs, for `riverbed source grants`). Positions and files are
 recorded in the state store (``store.capture``, ``store.lake``).
 """

@@ -19,6 +19,7 @@ import psycopg2.extras
 
 from riverbed.capture.changes import TableSchema
 from riverbed.capture.plan import StartFacts, StartPlan, plan_start, refusal
+from riverbed.capture.privileges import check_privileges
 from riverbed.capture.slot import (
     CaptureSetupError,
     check_schema,
@@ -149,6 +150,7 @@ def _prepare(
     if not tables:
         raise CaptureSetupError(f"schema {run.schema} has no tables to capture")
     check_source(conn, run.schema, tables, listed=bool(run.project.config.tables))
+    check_privileges(conn, run.schema, tables, run.publication)
     facts = _facts(run, conn, tables, resnapshot=resnapshot, force=force)
     plan = plan_start(facts)
     if plan.refuse is not None:

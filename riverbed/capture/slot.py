@@ -172,7 +172,7 @@ def ensure_publication(
             )
         )
         return list(tables)
-    if not _has_options(conn, publication, options):
+    if not has_options(conn, publication, options):
         _refuse_if_shared(conn, publication, schema, tables, options)
         conn.execute(
             sql.SQL("alter publication {} set ({})").format(
@@ -198,7 +198,7 @@ def check_publication_filters(
     row filter: the stream would lack the other columns (NULL in the lake) and every change
     outside the filter, and nothing would say so. Such a publication is another consumer's
     (capture never creates one), so it is refused, not altered."""
-    if _server_version(conn) < 150000:
+    if server_version(conn) < 150000:
         return  # PostgreSQL 14 has neither column lists nor row filters
     found = conn.execute(
         "select c.relname, r.prattrs is not null, r.prqual is not null"
@@ -231,8 +231,13 @@ _OPTION_COLUMNS = {
 
 def _publication_options(conn: psycopg.Connection[Any]) -> dict[str, str]:
     """The publication options capture needs on this server."""
+    return publication_options(server_version(conn))
+
+
+def publication_options(version: int) -> dict[str, str]:
+    """The publication options capture needs on a server of ``version`` (170004 ...)."""
     options = {"publish_via_partition_root": "true"}
-    if _server_version(conn) >= 180000:
+    if version >= 180000:
         # Stored generated columns are sent only when asked (PostgreSQL 18+). Older servers
         # have no such option and never send them: there a generated column is NULL in
         # streamed rows (the snapshot has its value) and the first streamed change of such a
@@ -241,7 +246,7 @@ def _publication_options(conn: psycopg.Connection[Any]) -> dict[str, str]:
     return options
 
 
-def _server_version(conn: psycopg.Connection[Any]) -> int:
+def server_version(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("select current_setting('server_version_num')::int").fetchone()
     return int(row[0]) if row else 0
 
@@ -268,7 +273,7 @@ def _refuse_if_shared(
         " join pg_namespace n on n.oid = c.relnamespace"
         f" where p.pubname = %(publication)s and not {captured}"
     )
-    if _server_version(conn) >= 150000:  # FOR TABLES IN SCHEMA is PostgreSQL 15+
+    if server_version(conn) >= 150000:  # FOR TABLES IN SCHEMA is PostgreSQL 15+
         query += (
             " union all select n.nspname || '.' || c.relname, n.nspname = %(schema)s"
             " from pg_publication p"
@@ -298,7 +303,7 @@ def _refuse_if_shared(
     )
 
 
-def _has_options(conn: psycopg.Connection[Any], publication: str, options: dict[str, str]) -> bool:
+def has_options(conn: psycopg.Connection[Any], publication: str, options: dict[str, str]) -> bool:
     """Whether the publication already has ``options`` (so no ALTER is needed)."""
     checks = [
         sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(value))

@@ -4,7 +4,7 @@ Each command loads the config once, at the edge, and hands typed objects to the 
 the work. User errors (RiverbedError) become one red line and a non-zero exit, never a traceback.
 
 One module per command or group of commands (``init``, ``source``, ``shop``, ``capture``,
-``run``, ``runs``, ``ddl``, ``query``, ``status``, ``serve``, ``demo``); each registers its
+``run``, ``runs``, ``ddl``, ``query``, ``audit``, ``status``, ``serve``, ``demo``); each registers its
 commands on the shared apps of ``riverbed.cli.common``. The order of the imports below is the
 order of `riverbed --help`'s list. Nothing imports the command line but ``riverbed.__main__``.
 """
@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from riverbed.cli.common import app, err_console
 from riverbed.errors import RiverbedError
+from riverbed.private import restrict_umask
 
 # isort: off
 from riverbed.cli import init as init
@@ -28,6 +29,7 @@ from riverbed.cli import run as run
 from riverbed.cli import runs as runs
 from riverbed.cli import ddl as ddl
 from riverbed.cli import query as query
+from riverbed.cli import audit as audit
 from riverbed.cli import status as status
 from riverbed.cli import serve as serve
 from riverbed.cli import demo as demo
@@ -42,6 +44,9 @@ def main() -> None:
     Typer's standalone mode handles usage errors (exit 2) and --help; everything of ours that a
     user can act on is a RiverbedError.
     """
+    # everything the command writes, and what the engines and child processes it starts write,
+    # is for the user alone (riverbed.private)
+    restrict_umask()
     try:
         app()
     except RiverbedError as exc:

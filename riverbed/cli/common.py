@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from riverbed.config import Project, load_project
@@ -142,3 +143,18 @@ def labelled(label: str, markup: str) -> None:
     """``label`` in a column of its own and ``markup`` beside it, wrapped to the console's
     width under itself (a pipe gets 80 columns): nothing cut, no line too wide."""
     print_wrapped(Text.from_markup(markup), indent=11, first=label)
+
+
+def print_table(table: Table, lines: list[tuple[str, str]]) -> None:
+    """``table`` when it fits the console's width as it is, else ``lines`` (label, markup),
+    each wrapped under its label (labelled). A table too wide is fitted by rich narrowing its
+    widest columns whatever their words, so a long table name or a big figure came out cut
+    ("1,234,5…"): a line per row keeps every id and figure whole."""
+    # measured unbounded: measured at the console's width, rich reports what it would cut
+    if console.measure(table, options=console.options.update_width(10_000)).maximum <= (
+        console.width
+    ):
+        console.print(table)
+    else:
+        for label, markup in lines:
+            labelled(label, markup)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -347,11 +348,14 @@ def _print_operations(project: Project) -> None:
 
 def _next_steps(project: Project, source: Any) -> None:
     schema_name = project.config.source.schema_name
-    psql = source.embedded.psql if source.embedded is not None else "psql"
+    psql, uri = "psql", source.display
+    if source.embedded is not None:  # psql reads the generated password from its file too
+        psql = str(source.embedded.psql)
+        uri += f"?passfile={quote(str(source.embedded.password_file))}"
     logs = project.path(project.config.logs.path)
     lines = [
         f"browse schema {schema_name}:",
-        f"{psql} '{source.display}'",
+        f"{psql} '{uri}'",
         "riverbed runs                   -- run history (`runs show RUN_ID`: a timeline)",
         "riverbed status                 -- lag, lake, quality results, runs, alarms",
         'riverbed query --as admin "select * from dim_customer where customer_id = 42"',

@@ -18,6 +18,7 @@ from riverbed.cli.common import (
     console,
     err_console,
     open_project,
+    plural,
     say_wrapped,
     start_logging,
     stop_signals,
@@ -297,9 +298,9 @@ def print_report(
             return
         say_wrapped(
             f"run {report.run_id} succeeded in {report.seconds:.1f} s: "
-            f"{int(v.get('rows_in', 0)):,} changes transformed, "
+            f"{plural(int(v.get('rows_in', 0)), 'change')} transformed, "
             f"{int(v.get('rows_quarantined', 0)):,} quarantined, "
-            f"{report.loaded_rows:,} rows loaded into the warehouse",
+            f"{plural(report.loaded_rows, 'row')} loaded into the warehouse",
             highlight=False,
         )
         return

@@ -1,9 +1,10 @@
-"""`riverbed source up|down|status`: the embedded source PostgreSQL."""
+"""`riverbed source up|down|status|grants`: the embedded source PostgreSQL, and the SQL for a
+least-privilege capture role on any source."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -16,6 +17,10 @@ from riverbed.cli.common import (
     open_project,
     source_app,
 )
+from riverbed.config import Project
+
+if TYPE_CHECKING:
+    from riverbed.capture.grants import CaptureGrants
 
 
 @source_app.command("up", short_help="Start the embedded PostgreSQL and print its DSN.")
@@ -38,6 +43,11 @@ def source_up(config: ConfigOption = None) -> None:
         done = source.embedded.up()
     status = inspect(source)
     console.print(f"PostgreSQL {status.version} {', '.join(done)}: {status.dsn}")
+    console.print(
+        f"its password: in {source.embedded.password_file} (0600; libpq and psql read it "
+        "with PGPASSFILE or passfile=)",
+        highlight=False,
+    )
     _warn_wal_level(status.wal_level)
 
 
@@ -109,3 +119,74 @@ def source_status(
         retained = "-" if slot.retained_wal_bytes is None else format_bytes(slot.retained_wal_bytes)
         table.add_row(slot.name, slot.plugin or "-", "yes" if slot.active else "no", retained)
     console.print(table)
+
+
+@source_app.command(
+    "grants", short_help="The SQL for a capture role with the least it needs (psql script)."
+)
+def source_grants(
+    config: ConfigOption = None,
+    role: Annotated[
+        str, typer.Option(metavar="NAME", help="The capture role to create.")
+    ] = "riverbed_capture",
+    password_env: Annotated[
+        str,
+        typer.Option(
+            metavar="VARIABLE", help="Environment variable psql reads the role's password from."
+        ),
+    ] = "RIVERBED_CAPTURE_PASSWORD",
+) -> None:
+    """Print the SQL that creates a capture role with the least privilege capture needs:
+    LOGIN REPLICATION (its password read by psql from an environment variable, never
+    printed), SELECT on the captured tables for the snapshot, and the publication, which the
+    tables' owner makes (PostgreSQL lets only a table's owner publish it). Then point
+    source.dsn at that role (user=NAME) and source.password at the variable.
+
+    Example: `riverbed.capture.grants > grants.sql`
+    """
+    from riverbed.capture.grants import grants_script
+    from riverbed.config.fields import IDENTIFIER
+    from riverbed.errors import UsageError
+
+    if not IDENTIFIER.match(role):
+        raise UsageError(f"--role {role!r}: must be a plain identifier (letters, digits, _)")
+    if not IDENTIFIER.match(password_env):
+        raise UsageError(f"--password-env {password_env!r}: must be an environment variable name")
+    grants = _capture_grants(open_project(config), role, password_env)
+    print(grants_script(grants), end="")
+    err_console.print(
+        f"run it with: {password_env}=... psql -v ON_ERROR_STOP=1 -d {grants.database} -f "
+        f"FILE; then set source.dsn's user={role} and source.password: {{env: {password_env}}}",
+        highlight=False,
+    )
+
+
+def _capture_grants(project: Project, role: str, password_env: str) -> CaptureGrants:
+    """What the grants are for: the database, schema and tables capture reads (the source is
+    asked for the tables only when riverbed.yaml lists none), and the publication's name."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from riverbed.capture.grants import CaptureGrants
+    from riverbed.capture.runner import captured_tables
+    from riverbed.source.connection import source_for
+    from riverbed.state import open_state
+
+    source = source_for(project)
+    tables = list(project.config.tables)
+    if not tables:
+        with source.connect(autocommit=True) as conn:
+            tables = captured_tables(project, conn)
+    manifest = open_state(project)
+    try:
+        _, publication = manifest.capture.names(project.config.source, create=True)
+    finally:
+        manifest.close()
+    assert publication is not None
+    return CaptureGrants(
+        role=role,
+        password_variable=password_env,
+        database=str(conninfo_to_dict(source.dsn).get("dbname") or project.config.source.database),
+        schema=project.config.source.schema_name,
+        tables=tables,
+        publication=publication,
+    )

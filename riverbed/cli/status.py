@@ -17,6 +17,7 @@ from riverbed.cli.common import (
     labelled,
     open_project,
     plural,
+    print_table,
 )
 
 
@@ -57,16 +58,7 @@ def status(
             + f", {cap['files']:,} raw files, {cap['rows']:,} rows",
         )
     if report["lake"]:
-        table = Table("table", "raw files", "rows", "schema", "last landed")
-        for name, info in report["lake"].items():
-            table.add_row(
-                name,
-                f"{info['files']:,}",
-                f"{info['rows']:,}",
-                str(info["schema_version"]),
-                info["landed_at"] or "-",
-            )
-        console.print(table)
+        _print_lake(report["lake"])
     if report["quality"]:
         _print_quality(report["quality"])
     for bad in report["bad_files"]:
@@ -84,10 +76,31 @@ def status(
         )
 
 
+def _print_lake(lake: dict[str, dict[str, Any]]) -> None:
+    table = Table("table", "raw files", "rows", "schema", "last landed")
+    lines = []
+    for name, info in lake.items():
+        landed = info["landed_at"] or "-"
+        table.add_row(
+            name, f"{info['files']:,}", f"{info['rows']:,}", str(info["schema_version"]), landed
+        )
+        lines.append(
+            (
+                "lake",
+                escape(
+                    f"{name}: {plural(info['files'], 'raw file')}, {plural(info['rows'], 'row')}"
+                    f", schema {info['schema_version']}, last landed {landed}"
+                ),
+            )
+        )
+    print_table(table, lines)
+
+
 def _print_quality(batches: list[dict[str, Any]]) -> None:
     # the rules that did not pass go below the table, one line each: in a cell they
     # wrapped to a column a few characters wide
     quality = Table("table", "last batch", "rows in", "staged", "quarantined", "rules")
+    lines = []
     flagged: list[str] = []
     for batch in batches:
         failing = [r for r in batch["rules"] if r["status"] != "pass"]
@@ -95,19 +108,25 @@ def _print_quality(batches: list[dict[str, Any]]) -> None:
             f"{batch['table']} {r['rule']}: {r['status']} {r['failed']:,} of {r['checked']:,} rows"
             for r in failing
         ]
-        quality.add_row(
-            batch["table"],
-            batch["status"],
-            f"{batch['rows_in']:,}",
-            f"{batch['rows_out']:,}",
-            f"{batch['rows_quarantined']:,}",
+        rules = (
             f"{len(failing)} of {len(batch['rules'])} flagged"
             if failing
             else f"all {len(batch['rules'])} pass"
             if batch["rules"]
-            else "none",
+            else "none"
         )
-    console.print(quality)
+        counts = [f"{batch[k]:,}" for k in ("rows_in", "rows_out", "rows_quarantined")]
+        quality.add_row(batch["table"], batch["status"], *counts, rules)
+        lines.append(
+            (
+                "quality",
+                escape(
+                    f"{batch['table']}: last batch {batch['status']}, {counts[0]} rows in, "
+                    f"{counts[1]} staged, {counts[2]} quarantined; rules: {rules}"
+                ),
+            )
+        )
+    print_table(quality, lines)
     for line in flagged:
         labelled("flagged", escape(line))
 

@@ -204,6 +204,12 @@ orchestration:
 notifiers:
   console: {type: log}
 
+# The JSON-lines log (relative to this file's folder) and the least level it records:
+# debug | info | warning | error. The console shows warnings whatever the file keeps.
+logs:
+  path: .riverbed/logs/riverbed.jsonl
+  level: info
+
 # Alarms with CloudWatch semantics (see the demo config, `riverbed init`, for more).
 alarms:
   capture_lag_high:

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import pyarrow.fs as pafs
 
 from riverbed.lake.storage import check_path, check_prefix, is_hidden, temp_path, translating
+from riverbed.private import FOLDER_MODE, open_private
 
 
 class LocalStorage:
@@ -37,7 +38,7 @@ class LocalStorage:
         with translating(self.url, path, "writing"):
             _make_folders(target.parent)
             temp = self.root / temp_path(path)
-            sink = open(temp, "xb")  # noqa: SIM115 - closed below, on both paths
+            sink = open_private(temp, "xb")
         try:
             with translating(self.url, path, "writing"):  # the caller's writes: a full disk
                 yield sink
@@ -110,9 +111,10 @@ def _make_folders(folder: Path) -> None:
         return
     _make_folders(folder.parent)
     try:
-        folder.mkdir()
+        folder.mkdir(mode=FOLDER_MODE)
     except FileExistsError:  # another writer created it first
         return
+    folder.chmod(FOLDER_MODE)  # mkdir's mode passes through the umask
     _fsync_folder(folder.parent)
 
 

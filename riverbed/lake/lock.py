@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from riverbed.errors import RiverbedError
+from riverbed.private import open_private, private_folders
 
 
 class ProcessLock:
@@ -19,8 +20,8 @@ class ProcessLock:
 
     def __init__(self, path: Path, what: str, refusal: Callable[[str], str] | None = None):
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(path, "a+")  # noqa: SIM115 - held until release()
+            private_folders(path.parent)
+            self.handle = open_private(path, "a+")  # held until release()
         except OSError as exc:  # a project folder the user cannot write, a full disk
             raise RiverbedError(
                 f"cannot write the lock file {path} ({exc.strerror or exc}); make its folder "

@@ -34,6 +34,7 @@ from riverbed.load.warehouse import (
     sql_text,
     statement_head,
 )
+from riverbed.private import FILE_MODE, private_folders
 
 _COLUMNS = (
     "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?"
@@ -72,8 +73,12 @@ class DuckDBWarehouse:
             )
         try:
             if not read_only:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                private_folders(path.parent)
             self._db = _connect(path, read_only)
+            if not read_only:
+                # DuckDB refuses an empty file made for it: tighten the one it made, before
+                # anything is written into it (its .wal: riverbed.private)
+                path.chmod(FILE_MODE)
             self._db.execute("SET TimeZone = 'UTC'")
             self._db.execute("SET enable_progress_bar = false")  # stdout belongs to --json
             if memory_limit is not None:  # a size checked by the config model

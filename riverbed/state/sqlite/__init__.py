@@ -6,8 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from riverbed.state.sqlite import alarms, capture, lake_files, loads, metrics, runs, transform
+from riverbed.state.sqlite import (
+    alarms,
+    audit,
+    capture,
+    lake_files,
+    loads,
+    metrics,
+    runs,
+    transform,
+)
 from riverbed.state.sqlite.alarms import SQLiteAlarmState
+from riverbed.state.sqlite.audit import SQLiteAuditLog
 from riverbed.state.sqlite.capture import SQLiteCaptureState
 from riverbed.state.sqlite.db import Database
 from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
@@ -18,7 +28,8 @@ from riverbed.state.sqlite.transform import SQLiteTransformState
 
 # every repository's tables, created when the store is opened
 SCHEMA = "".join(
-    module.SCHEMA for module in (lake_files, capture, metrics, transform, loads, runs, alarms)
+    module.SCHEMA
+    for module in (lake_files, capture, metrics, transform, loads, runs, alarms, audit)
 )
 
 
@@ -37,6 +48,7 @@ class SQLiteStore:
         self.loads = SQLiteLoadState(self._db)
         self.runs = SQLiteRunState(self._db)
         self.alarms = SQLiteAlarmState(self._db)
+        self.audit = SQLiteAuditLog(self._db)
 
     def close(self) -> None:
         self._db.close()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from riverbed.errors import ErrorClass, RiverbedError, first_line
+from riverbed.private import private_file
 
 
 class StateStoreFull(RiverbedError):
@@ -35,7 +36,7 @@ class Database:
     """The connection, its lock, and the depth of the transaction the lock's owner has open."""
 
     def __init__(self, path: Path, schema: str):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # SQLite gives its -wal and -shm the database file's mode
         self.path = path
         self._conn = sqlite3.connect(
             path, timeout=30, isolation_level=None, check_same_thread=False
@@ -55,6 +56,21 @@ class Database:
         """The connection, for reads, while no other thread is inside a transaction."""
         with self._lock:
             yield self._conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for several reads that see the file as of one moment (a read
+        transaction: another process's commits in between stay out), under the lock. Inside
+        this thread's write transaction, that transaction is the moment."""
+        with self._lock:
+            if self._depth:
+                yield self._conn
+                return
+            self._conn.execute("begin")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("commit")
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         """Every row ``query`` reads, under the lock (read)."""
