@@ -11,7 +11,10 @@ Per batch, in this order (each step sees the previous one's output):
 4. run the quality rules on the transformed rows; ``fail`` stops the batch before anything is
    written, ``quarantine`` moves the failing rows aside with the rule and reason, ``warn`` only
    records;
-5. apply the PII hook (keyed HMAC) to both outputs;
+5. apply the PII hook (keyed HMAC) to both outputs, and null the personal columns of every
+   key `riverbed forget` erased (its tombstones): a change captured after the erasure must
+   not bring the values back. After the rules, so a scrubbed change is judged on what the
+   source sent (a not_null rule on an erased email does not quarantine it);
 6. write the staged and quarantined Parquet, then commit them with the bookmarks and results
    (bookmarks.py explains why that makes a batch exactly once).
 
@@ -40,11 +43,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riverbed.config.loader import Project
+from riverbed.config.personal import Scrub, scrubs_of
 from riverbed.config.tables import TableConfig
 from riverbed.errors import ConfigError, ErrorClass, RiverbedError
 from riverbed.lake.declared import Declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.reader import concat_versions
+from riverbed.lake.scrub import scrub
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.state import LakeFile, StateStore, open_state
@@ -189,6 +194,8 @@ class TransformRun:
         self._key: bytes | None = None
         self._current = CurrentRows(storage, manifest, self.config.tables)
         self._probe: DuckDBEngine | None = None  # see _type_probe
+        # per table: the scrubs of its rows with the keys erased (see _erase)
+        self._erasures: dict[str, list[tuple[Scrub, set[str]]]] = {}
 
     # --- the run --------------------------------------------------------------------------
 
@@ -365,8 +372,8 @@ class TransformRun:
             results.append(untyped_result(cfg, rows_in, untyped))
             bad = concat_versions([bad, untyped]) if bad.num_rows else untyped
         key = self._pii_key() if cfg.pii else b""
-        good = protect(good, dict(cfg.pii), key)
-        bad = protect(bad, dict(cfg.pii), key)
+        good = self._erase(batch.table, protect(good, dict(cfg.pii), key))
+        bad = self._erase(batch.table, protect(bad, dict(cfg.pii), key))
         return Checked(batch, started, rows_in, good, bad, results)
 
     def _check_columns_exist(self, batch: Batch, cfg: TableConfig, declared: Declared) -> None:
@@ -459,6 +466,19 @@ class TransformRun:
             tables=list(self.config.tables),
         )
         return compile_checks("transformed", cfg.quality, ctx), ctx
+
+    def _erase(self, table: str, rows: pa.Table) -> pa.Table:
+        """``rows`` with the personal values of erased keys nulled. The tombstones are read
+        once per table and run: `riverbed forget` holds the transform's lock while it works."""
+        if table not in self._erasures:
+            self._erasures[table] = [
+                (found, keys)
+                for erased, found in scrubs_of(self.config, table)
+                if (keys := {t.key for t in self.manifest.erasure.tombstones(erased)})
+            ]
+        for found, keys in self._erasures[table]:
+            rows, _ = scrub(rows, found.columns, found.match, keys)
+        return rows
 
     def _pii_key(self) -> bytes:
         if self._key is None:

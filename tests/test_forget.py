@@ -1,0 +1,335 @@
+"""Erasure (issue 18 item 6): `riverbed forget customers 42` takes a data subject's email,
+name and phone out of every file Riverbed owns (lake, warehouse, state store, logs), bytes
+included, keeps their history rows, leaves the other customers alone, scrubs the changes
+captured later, and finishes after a kill -9 at any step."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import Database, run_cli
+from riverbed.config import parse_config
+from riverbed.config.personal import personal_columns, scrubs, scrubs_of
+from riverbed.lake.scrub import scrub
+from riverbed.state.store import StateStore
+
+EMAIL = "zelda.quux@forgetme.test"
+NAME = "Zelda Quuxington"
+PHONE = "+47 9988 7766"
+SECRETS = (EMAIL, NAME, PHONE)
+OTHER = ("otto.other@keepme.test", "Otto Other", "+1 555 0101")
+
+TABLES = """
+tables:
+  customers:
+    kind: dimension
+    target: dim_customer
+    keys: [customer_id]
+    tracked: [email, full_name, phone, city]
+    pii: {email: hash}
+    quality:
+      - {type: accepted_values, column: city, values: [Oslo, Bergen, Rome], action: quarantine}
+  orders:
+    kind: fact
+    target: fact_orders
+    keys: [order_id]
+governance:
+  tags: {dim_customer.full_name: [pii], dim_customer.phone: [pii], fact_orders.ship_to: [pii]}
+"""
+
+
+@pytest.fixture
+def project(database: Database, tmp_path: Path) -> Path:
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create schema w;"
+            "create table w.customers (customer_id int primary key, email text, full_name text,"
+            " phone text, city text);"
+            "create table w.orders (order_id int primary key, customer_id int, ship_to text,"
+            " amount numeric(10,2))"
+        )
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        f'source:\n  dsn: "{database.dsn}"\n  schema: w\n  slot: f_{uuid.uuid4().hex[:8]}\n'
+        "lake:\n  path: .riverbed/lake\nstate:\n  path: .riverbed/state.db\n"
+        "warehouse:\n  engine: duckdb\n  path: .riverbed/warehouse.duckdb\n"
+        f"logs:\n  path: .riverbed/logs/riverbed.jsonl\n  level: debug\n{TABLES}"
+    )
+    return config
+
+
+def sql(database: Database, *statements: str) -> None:
+    with database.connect(autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def pipeline(config: Path) -> None:
+    captured = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert captured.code == 0, captured.text
+    ran = run_cli("run", "--once", "-q", "-c", str(config))
+    assert ran.code == 0, ran.text
+
+
+def history(database: Database, config: Path) -> None:
+    """Zelda and Otto, their orders, and Zelda's changes: versions, a quarantined change."""
+    email, name, phone = OTHER
+    sql(
+        database,
+        f"insert into w.customers values (1, '{email}', '{name}', '{phone}', 'Rome')",
+        f"insert into w.customers values (42, '{EMAIL}', '{NAME}', '+47 1111 2222', 'Oslo')",
+        f"insert into w.orders values (100, 42, '{NAME}', 12.50)",
+        f"insert into w.orders values (101, 1, '{name}', 3.00)",
+    )
+    pipeline(config)
+    sql(
+        database,
+        f"update w.customers set phone = '{PHONE}' where customer_id = 42",
+        "update w.customers set city = 'Bergen' where customer_id = 42",
+        "update w.customers set city = 'Atlantis' where customer_id = 42",  # quarantined
+        f"insert into w.orders values (102, 42, '{NAME}', 7.00)",
+    )
+    pipeline(config)
+
+
+def files_holding(home: Path, values: tuple[str, ...]) -> dict[str, list[str]]:
+    """Every file under ``home`` whose bytes hold one of ``values``, or whose Parquet cells
+    do (Parquet pages are compressed: their bytes alone would hide them)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(p for p in home.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        hits = [v for v in values if v.encode() in data]
+        if path.suffix == ".parquet":
+            cells = json.dumps(pq.read_table(path).to_pylist(), default=str)
+            hits += [v for v in values if v in cells and v not in hits]
+        if hits:
+            found[str(path.relative_to(home))] = hits
+    return found
+
+
+def warehouse_tables(config: Path) -> dict[str, list[dict[str, Any]]]:
+    with duckdb.connect(
+        str(config.parent / ".riverbed" / "warehouse.duckdb"), read_only=True
+    ) as db:
+        names = [r[0] for r in db.sql("select table_name from duckdb_tables()").fetchall()]
+        return {
+            name: db.sql(f"select * from {name}").to_arrow_table().to_pylist() for name in names
+        }
+
+
+def holding(tables: dict[str, list[dict[str, Any]]], values: tuple[str, ...]) -> list[str]:
+    return [
+        f"{name}: {row}"
+        for name, rows in tables.items()
+        for row in rows
+        if any(v in str(cell) for cell in row.values() for v in values)
+    ]
+
+
+def versions(config: Path, key: int) -> list[dict[str, Any]]:
+    rows = warehouse_tables(config)["dim_customer"]
+    return sorted((r for r in rows if r["customer_id"] == key), key=lambda r: r["effective_date"])
+
+
+def test_forget_erases_a_customer_everywhere_and_keeps_the_history(
+    database: Database, project: Path
+) -> None:
+    history(database, project)
+    home = project.parent / ".riverbed"
+    # the search finds them before: in the lake's raw, staged and quarantined rows, the warehouse
+    before = files_holding(home, SECRETS)
+    assert any(p.startswith("lake/raw/") for p in before), before
+    assert any(p.startswith("lake/quarantine/") for p in before), before
+    assert holding(warehouse_tables(project), SECRETS)
+    kept = versions(project, 42)
+    assert [v["city"] for v in kept] == ["Oslo", "Oslo", "Bergen"]  # Atlantis quarantined
+    other = versions(project, 1)
+
+    forgot = run_cli("forget", "customers", "42", "-c", str(project))
+    assert forgot.code == 0, forgot.text
+    assert "customers: 1 key erased (42)" in forgot.out
+
+    assert files_holding(home, SECRETS) == {}
+    assert holding(warehouse_tables(project), SECRETS) == []
+    erased = versions(project, 42)
+    assert len(erased) == len(kept)  # history stays ...
+    assert [v["city"] for v in erased] == ["Oslo", "Oslo", "Bergen"]
+    assert [v["effective_date"] for v in erased] == [v["effective_date"] for v in kept]
+    for version in erased:  # ... without its personal values (the hashed email's digest too)
+        assert (version["email"], version["full_name"], version["phone"]) == (None,) * 3
+    assert versions(project, 1) == other  # Otto keeps everything
+    assert files_holding(home, OTHER[1:])  # and so does the lake
+    facts = {r["order_id"]: r for r in warehouse_tables(project)["fact_orders"]}
+    assert facts[100]["ship_to"] is None and facts[102]["ship_to"] is None
+    assert facts[101]["ship_to"] == OTHER[1]
+
+    audit = json.loads(run_cli("audit", "--json", "-c", str(project)).out)
+    change = next(r for r in audit if r["action"] == "forget")
+    assert change["detail"]["table"] == "customers" and change["detail"]["keys"] == ["42"]
+    assert not any(v in json.dumps(audit) for v in SECRETS)
+
+    # idempotent: again, nothing left to rewrite, still clean
+    again = run_cli("forget", "customers", "42", "--json", "-c", str(project))
+    assert again.code == 0, again.text
+    assert json.loads(again.out)["customers"]["files"] == 0
+    assert files_holding(home, SECRETS) == {}
+
+    # a later change of the key, captured from the source that still holds the values
+    sql(database, "update w.customers set city = 'Rome' where customer_id = 42")
+    pipeline(project)
+    latest = versions(project, 42)
+    assert [v["city"] for v in latest] == ["Oslo", "Oslo", "Bergen", "Rome"]
+    assert (latest[-1]["email"], latest[-1]["full_name"], latest[-1]["phone"]) == (None,) * 3
+    assert latest[-1]["is_current_record"]
+    assert holding(warehouse_tables(project), SECRETS) == []
+    # staged and quarantined rows stay clean; raw holds what the source sent since
+    assert [p for p in files_holding(home, SECRETS) if not p.startswith("lake/raw/")] == []
+
+
+# `riverbed forget ...` that dies like kill -9 right after one of its steps: "lake" (the
+# first lake file rewritten), "warehouse" (the warehouse's UPDATEs committed, before the
+# compaction), "compacted" (the warehouse file replaced), "vacuumed" (the state store
+# compacted, the erasure not yet marked done)
+KILLED_AT = """
+import os, sys
+from riverbed.govern import erasure
+from riverbed.load.duckdb_warehouse import DuckDBWarehouse
+from riverbed.state.sqlite.erasure import SQLiteErasureLog
+
+def die_after(owner, name, before=False):
+    original = getattr(owner, name)
+    def step(*args, **kwargs):
+        if before:
+            os._exit(137)
+        done = original(*args, **kwargs)
+        os._exit(137)
+    setattr(owner, name, step)
+
+point = sys.argv.pop(1)
+if point == "lake":
+    die_after(erasure, "write_table")
+elif point == "warehouse":
+    die_after(DuckDBWarehouse, "compact", before=True)
+elif point == "compacted":
+    die_after(DuckDBWarehouse, "compact")
+else:
+    die_after(SQLiteErasureLog, "compact")
+from riverbed.cli import main
+sys.argv[0] = "riverbed"
+main()
+"""
+
+
+def killed_forget(project: Path, point: str) -> None:
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT, point, "forget", "customers", "42", "-c", str(project)],
+        env={**os.environ, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == 137, killed.stderr
+
+
+def test_a_forget_killed_at_each_step_is_completed_by_the_next(
+    database: Database, project: Path
+) -> None:
+    history(database, project)
+    home = project.parent / ".riverbed"
+    killed_forget(project, "lake")
+    # half-way: a lake file rewritten, the warehouse untouched, the erasure under way
+    assert holding(warehouse_tables(project), SECRETS)
+    assert files_holding(home, SECRETS)
+    audit = json.loads(run_cli("audit", "--json", "-c", str(project)).out)
+    assert not any(r["action"] == "forget" for r in audit)
+    for point in ("warehouse", "compacted", "vacuumed"):
+        killed_forget(project, point)
+    audit = json.loads(run_cli("audit", "--json", "-c", str(project)).out)
+    assert not any(r["action"] == "forget" for r in audit)
+
+    finished = run_cli("forget", "customers", "42", "-c", str(project))
+    assert finished.code == 0, finished.text
+    assert files_holding(home, SECRETS) == {}
+    assert holding(warehouse_tables(project), SECRETS) == []
+    assert [v["city"] for v in versions(project, 42)] == ["Oslo", "Oslo", "Bergen"]
+    assert not list(home.glob("*.compact*"))  # no stray copy of the warehouse
+    audit = json.loads(run_cli("audit", "--json", "-c", str(project)).out)
+    assert [r["detail"]["keys"] for r in audit if r["action"] == "forget"] == [["42"]]
+
+
+def test_forget_refuses_a_table_without_personal_columns_and_a_wrong_key(project: Path) -> None:
+    bare = project.parent / "bare"
+    bare.mkdir()
+    text = (
+        project.read_text()
+        .replace(
+            "governance:\n  tags: {dim_customer.full_name: [pii], dim_customer.phone: [pii], "
+            "fact_orders.ship_to: [pii]}\n",
+            "",
+        )
+        .replace("    pii: {email: hash}\n", "")
+    )
+    (bare / "riverbed.yaml").write_text(text)
+    none = run_cli("forget", "customers", "42", "-c", str(bare / "riverbed.yaml"))
+    assert none.code == 2
+    assert none.err.strip().splitlines() == [
+        "error: customers has no personal columns to erase; tag them in riverbed.yaml, e.g. "
+        "governance.tags: {dim_customer.email: [pii]}, or list them under tables.customers.pii"
+    ]
+    unknown = run_cli("forget", "clients", "42", "-c", str(project))
+    assert unknown.code == 2 and "not a table in config" in unknown.err
+
+
+def test_personal_columns_come_from_pii_and_tags() -> None:
+    config = parse_config(TABLES, "test")
+    assert personal_columns(config, "customers") == ["email", "full_name", "phone"]
+    assert personal_columns(config, "orders") == ["ship_to"]
+    found = scrubs(config, "customers")
+    assert [(s.table, s.columns, s.match) for s in found] == [
+        ("customers", ("email", "full_name", "phone"), ("customer_id",)),
+        ("orders", ("ship_to",), ("customer_id",)),
+    ]
+    assert [erased for erased, _ in scrubs_of(config, "orders")] == ["customers", "orders"]
+
+
+def test_scrub_nulls_the_personal_columns_of_the_erased_keys_only() -> None:
+    rows = pa.table(
+        {"id": [1, 42, 3, 42], "email": ["a", "b", None, None], "age": [30, 40, 50, None]}
+    )
+    scrubbed, count = scrub(rows, ["email", "age"], ["id"], {"42"})
+    assert count == 1  # the last row of 42 held nothing to erase
+    assert scrubbed.column("email").to_pylist() == ["a", None, None, None]
+    assert scrubbed.column("age").to_pylist() == [30, None, 50, None]
+    assert scrubbed.schema == rows.schema
+    assert scrub(scrubbed, ["email", "age"], ["id"], {"42"}) == (scrubbed, 0)
+    pair = pa.table({"a": [1, 1], "b": ["x", "y"], "email": ["p", "q"]})
+    assert scrub(pair, ["email"], ["a", "b"], {"1,y"})[0].column("email").to_pylist() == [
+        "p",
+        None,
+    ]
+
+
+def test_erasure_requests_are_tombstones_and_reopen_on_a_rerun(state_store: StateStore) -> None:
+    state_store.erasure.request("customers", ["42", "7"])
+    assert [(t.key, t.done) for t in state_store.erasure.tombstones("customers")] == [
+        ("42", False),
+        ("7", False),
+    ]
+    state_store.erasure.complete("customers", ["42"])
+    assert {t.key: t.done for t in state_store.erasure.tombstones()} == {"42": True, "7": False}
+    state_store.erasure.request("customers", ["42"])  # a rerun: under way again
+    assert not any(t.done for t in state_store.erasure.tombstones("customers"))
+    assert state_store.erasure.tombstones("orders") == []
+    state_store.erasure.compact()
+    assert len(state_store.erasure.tombstones()) == 2
