@@ -194,8 +194,8 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_history(
     assert (latest[-1]["email"], latest[-1]["full_name"], latest[-1]["phone"]) == (None,) * 3
     assert latest[-1]["is_current_record"]
     assert holding(warehouse_tables(project), SECRETS) == []
-    # staged and quarantined rows stay clean; raw holds what the source sent since
-    assert [p for p in files_holding(home, SECRETS) if not p.startswith("lake/raw/")] == []
+    # the raw file that brought the values back is scrubbed once its batch is staged
+    assert files_holding(home, SECRETS) == {}
 
 
 # `riverbed forget ...` that dies like kill -9 right after one of its steps: "lake" (the
@@ -204,7 +204,7 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_history(
 # compacted, the erasure not yet marked done)
 KILLED_AT = """
 import os, sys
-from riverbed.govern import erasure
+from riverbed.lake import scrub
 from riverbed.load.duckdb_warehouse import DuckDBWarehouse
 from riverbed.state.sqlite.erasure import SQLiteErasureLog
 
@@ -219,7 +219,7 @@ def die_after(owner, name, before=False):
 
 point = sys.argv.pop(1)
 if point == "lake":
-    die_after(erasure, "write_table")
+    die_after(scrub, "write_table")
 elif point == "warehouse":
     die_after(DuckDBWarehouse, "compact", before=True)
 elif point == "compacted":

@@ -34,18 +34,16 @@ from __future__ import annotations
 
 import getpass
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from riverbed.config.models import RiverbedConfig
-from riverbed.config.personal import Scrub, no_personal_columns, scrubs
+from riverbed.config.personal import no_personal_columns, scrubs
 from riverbed.errors import UsageError
 from riverbed.govern.audit import record_change
-from riverbed.lake.parquet import write_table
-from riverbed.lake.scrub import holds, key_text, scrub
+from riverbed.lake.scrub import scrub_file
 from riverbed.lake.storage import LakeStorage
 from riverbed.observe.logs import log_event
 from riverbed.state.store import StateStore
@@ -99,7 +97,7 @@ def erase_lake(
     for found in scrubs(config, table):
         for stage in LAKE_STAGES:
             for file in store.lake.files(stage, found.table):
-                rows = _rewrite(storage, file.path, found, keys)
+                rows = scrub_file(storage, file.path, found.columns, found.match, keys)
                 if rows is None:
                     continue
                 size, count = rows
@@ -111,7 +109,7 @@ def erase_lake(
             if bad.table != found.table or not storage.exists(bad.moved_to):
                 continue
             try:
-                rows = _rewrite(storage, bad.moved_to, found, keys)
+                rows = scrub_file(storage, bad.moved_to, found.columns, found.match, keys)
             except (pa.ArrowException, OSError):
                 done.unreadable.append(bad.moved_to)
                 continue
@@ -119,27 +117,6 @@ def erase_lake(
                 done.files += 1
                 done.rows += rows[1]
     return done
-
-
-def _rewrite(
-    storage: LakeStorage, path: str, found: Scrub, keys: Collection[str]
-) -> tuple[int, int] | None:
-    """Scrub one Parquet file in place: its size and the rows scrubbed, or None when it does
-    not hold the key (its key columns are read first, the whole file only when it does)."""
-    data = storage.read(path)
-    parquet = pq.ParquetFile(pa.BufferReader(data))
-    if not all(name in parquet.schema_arrow.names for name in found.match):
-        return None
-    matched = key_text(parquet.read(columns=list(found.match)), found.match)
-    if not any(value in keys for value in matched.unique().to_pylist()):
-        return None
-    rows = parquet.read()
-    if not holds(rows, found.match):
-        return None
-    scrubbed, count = scrub(rows, found.columns, found.match, keys)
-    if not count:
-        return len(data), 0  # scrubbed before: a kill may have come before its size was recorded
-    return write_table(storage, path, scrubbed), count
 
 
 def finish(

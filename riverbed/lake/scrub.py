@@ -1,5 +1,6 @@
-"""Erasing a data subject's personal values from Arrow rows: the one function the transform
-(an erased key's later changes) and `riverbed forget` (the lake's files) both apply.
+"""Erasing a data subject's personal values from Arrow rows (``scrub``) and from a lake
+file (``scrub_file``): what `riverbed forget` applies to the lake's files, and the transform
+to an erased key's later changes and the raw files that brought them.
 
 An erased value becomes NULL, whatever its type: a redaction text would not fit a number or
 a date, and would read as a value. A key is matched by its text (``42``; several key columns
@@ -13,6 +14,10 @@ from functools import reduce
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from riverbed.lake.parquet import write_table
+from riverbed.lake.storage import LakeStorage
 
 
 def key_text(rows: pa.Table, match: Sequence[str]) -> pa.ChunkedArray:
@@ -48,3 +53,28 @@ def scrub(
         nulls = pa.nulls(rows.num_rows, column.type)
         rows = rows.set_column(index, rows.field(index), pc.if_else(erased, nulls, column))
     return rows, int(count)
+
+
+def scrub_file(
+    storage: LakeStorage,
+    path: str,
+    columns: Sequence[str],
+    match: Sequence[str],
+    keys: Collection[str],
+) -> tuple[int, int] | None:
+    """Scrub one Parquet file of the lake in place: the scrubbed rows are written beside it
+    and renamed over it (one PUT on S3), so a reader sees the old file or the new one, whole.
+    Its size and the rows scrubbed, or None when it holds none of ``keys`` (its key columns
+    are read first, the whole file only when it does). A file scrubbed before is not written
+    again: (its size, 0)."""
+    data = storage.read(path)
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    if not all(name in parquet.schema_arrow.names for name in match):
+        return None
+    found = key_text(parquet.read(columns=list(match)), match)
+    if not any(value in keys for value in found.unique().to_pylist()):
+        return None
+    scrubbed, count = scrub(parquet.read(), columns, match, keys)
+    if not count:
+        return len(data), 0
+    return write_table(storage, path, scrubbed), count
