@@ -19,18 +19,14 @@ from riverbed.cli.common import ConfigOption, app, console, open_project, plural
 
 @app.command(short_help="Erase data subjects' personal data everywhere (e.g. forget customers 42).")
 def forget(
-    table: Annotated[str, typer.Argument(help="The config table the subject is a row of.")],
-    keys: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="KEY...", help="The subject's key; several columns' values joined by ','."
-        ),
-    ],
+    table: Annotated[str, typer.Argument(metavar="TABLE", hidden=True)],
+    keys: Annotated[list[str], typer.Argument(metavar="KEY", hidden=True)],
     as_json: Annotated[bool, typer.Option("--json", help="Print what was erased as JSON.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Erase the personal columns (tables.<t>.pii, and the target's columns tagged pii in
-    governance.tags) of the rows with these keys: from every lake file (raw, staged,
+    """Erase the data subjects of config table TABLE with these KEYs (a key of several
+    columns: their values joined by ','): their personal columns (tables.<t>.pii, and the
+    target's columns tagged pii in governance.tags), from every lake file (raw, staged,
     quarantine), every version in the warehouse (history rows stay, the values become NULL),
     the staging tables and any fact carrying them; the files are compacted so the bytes go
     too. A tombstone keeps later changes of the keys from bringing the values back. Safe to
