@@ -22,6 +22,8 @@ from conftest import Database, run_cli
 from riverbed.config import parse_config
 from riverbed.config.personal import personal_columns, scrubs, scrubs_of
 from riverbed.lake.scrub import scrub
+from riverbed.load.erase import erase_rows
+from riverbed.load.postgres_warehouse import PostgresWarehouse
 from riverbed.state.store import StateStore
 
 EMAIL = "zelda.quux@forgetme.test"
@@ -290,6 +292,49 @@ def test_forget_refuses_a_table_without_personal_columns_and_a_wrong_key(project
     ]
     unknown = run_cli("forget", "clients", "42", "-c", str(project))
     assert unknown.code == 2 and "not a table in config" in unknown.err
+
+
+def test_a_postgres_warehouse_nulls_every_version_and_vacuums_the_old_tuples_away(
+    warehouse_database: Database,
+) -> None:
+    """On PostgreSQL the UPDATE leaves dead tuples holding the values: VACUUM FULL writes
+    each changed table anew. The versions stay, their personal columns NULL."""
+    with warehouse_database.connect(autocommit=True) as conn:
+        conn.execute(
+            "create table dim_customer (customer_key int, customer_id int, email text,"
+            " full_name text, phone text, city text);"
+            f"insert into dim_customer values (1, 42, 'h1', '{NAME}', '{PHONE}', 'Oslo'),"
+            f" (2, 42, 'h1', '{NAME}', '{PHONE}', 'Bergen'), (3, 1, 'h2', 'Otto', '1', 'Rome');"
+            "create table fact_orders (order_id int, customer_id int, ship_to text);"
+            f"insert into fact_orders values (100, 42, '{NAME}'), (101, 1, 'Otto')"
+        )
+        before = conn.execute("select pg_relation_filepath('dim_customer')").fetchone()
+    config = parse_config(TABLES, "test")
+    warehouse = PostgresWarehouse(warehouse_database.dsn)
+    try:
+        changed = erase_rows(warehouse, config, "customers", ["42"])
+        assert changed == {"dim_customer": 2, "fact_orders": 1}
+        assert erase_rows(warehouse, config, "customers", ["42"]) == {
+            "dim_customer": 0,
+            "fact_orders": 0,
+        }
+    finally:
+        warehouse.close()
+    with warehouse_database.connect() as conn:
+        rows = conn.execute(
+            "select customer_id, email, full_name, phone, city from dim_customer order by 1, 5"
+        ).fetchall()
+        assert rows == [
+            (1, "h2", "Otto", "1", "Rome"),
+            (42, None, None, None, "Bergen"),
+            (42, None, None, None, "Oslo"),
+        ]
+        assert conn.execute("select ship_to from fact_orders order by order_id").fetchall() == [
+            (None,),
+            ("Otto",),
+        ]
+        # VACUUM FULL gave the table a new file: the old one, dead tuples and all, is gone
+        assert conn.execute("select pg_relation_filepath('dim_customer')").fetchone() != before
 
 
 def test_personal_columns_come_from_pii_and_tags() -> None:
