@@ -10,7 +10,8 @@
    aggregate counting distinct masked cards per day; against the same query run ungoverned (a)
    with the same filter and mask written by hand into it, over the same table: what the
    gateway's rewrite costs; (b) on a table holding just those rows, stored masked: what
-   filtering and masking at query time cost against pre-computing them. Best of five each.
+   filtering and masking at query time cost against pre-computing them. Best of nine
+   interleaved rounds.
    Target: within 1.2x.
 
 Run:
@@ -54,6 +55,7 @@ QUERIES = [
     "select * from dim_customer c where exists (select 1 from fact_sales f"
     " where f.customer_id = c.customer_id and f.amount > 100)",
 ]
+ROUNDS = 9  # of the aggregate, each query once per round
 # the governed table as one would write it by hand: the same filter and mask, no gateway
 BY_HAND = (
     "(SELECT id, customer_id, region, amount, '***' || right(card, 4) AS card, day"
@@ -160,9 +162,16 @@ def governed_aggregate(rows: int) -> None:
 
         answer = sorted(map(str, governed()))
         assert answer == sorted(map(str, stored())) == sorted(map(str, by_hand()))
-        stored_s, by_hand_s = best_of(5, stored), best_of(5, by_hand)
-        governed_s = best_of(5, governed)
-        print(f"aggregate {rows:,} fact rows on DuckDB, EU rows (1 in 4), card masked; best of 5:")
+        # interleaved rounds: a neighbour's burst on the shared cores hits all three alike
+        best = {"governed": float("inf"), "by_hand": float("inf"), "stored": float("inf")}
+        for _ in range(ROUNDS):
+            for label, action in (("governed", governed), ("by_hand", by_hand), ("stored", stored)):
+                best[label] = min(best[label], best_of(1, action))
+        governed_s, by_hand_s, stored_s = best["governed"], best["by_hand"], best["stored"]
+        print(
+            f"aggregate {rows:,} fact rows on DuckDB, EU rows (1 in 4), card masked; "
+            f"best of {ROUNDS} interleaved rounds:"
+        )
         for label, seconds in (
             ("ungoverned, filtered and masked by hand in the query", by_hand_s),
             ("ungoverned, on a table of the EU rows stored masked", stored_s),

@@ -29,6 +29,9 @@ Every error meant for the user is a RiverbedError (exit 1 unless said otherwise)
     ├── NotifyError                riverbed.observe.notify: a notification was not delivered
     ├── InjectedFault              riverbed.orchestrate.executor: fault_injection (its class)
     ├── QueryInterrupted           riverbed.cli.query: Ctrl-C stopped `riverbed query` (exit 130)
+    ├── GovernError                riverbed.govern.policy: a principal or policy cannot govern
+    │   │                          a query (no such principal, a missing attribute)
+    │   └── Refused                riverbed.govern.gateway: the gateway refused a query
     └── AlreadySeeded              riverbed.shop.seed: the demo schema already holds data
 
 Errors from libraries below (psycopg, duckdb, pyarrow, subprocess, yaml) are translated into

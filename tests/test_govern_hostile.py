@@ -19,6 +19,7 @@ import pytest
 
 from conftest import Database, run_cli, write_config
 from riverbed.config.loader import Project, load_project
+from riverbed.govern.masks import key_statements
 from riverbed.govern.policy import GovernError
 from riverbed.load.warehouse import QueryStopped, WarehouseError, open_warehouse
 from riverbed.serve.queries import query_as
@@ -201,6 +202,12 @@ def test_withheld_columns_are_missing_for_the_engine(project: Project) -> None:
         assert any(s in message for s in ("not found", "does not exist", "not have a column"))
         assert "region = " not in message and "split_part" not in message  # not the rewrite
     assert rows(project, "admin", "select score from dim_customer where id = 2") == [{"score": 9}]
+    # an error over a hashed column quotes neither the hash's SQL nor the key it reads
+    with pytest.raises(WarehouseError) as failed:
+        rows(project, "eva", "select cast(full_name as integer) as n from dim_customer")
+    pads = "".join(key_statements(KEY.encode(), project.config.warehouse.engine))
+    for secret in (KEY, "mask_inner", "mask_outer", "sha256", pads[pads.index("'") + 1 :][:32]):
+        assert secret.lower() not in str(failed.value).lower(), secret
 
 
 def hmac_hex(value: str) -> str:

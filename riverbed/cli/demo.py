@@ -359,6 +359,14 @@ def _next_steps(project: Project, source: Any) -> None:
         "riverbed runs                   -- run history (`runs show RUN_ID`: a timeline)",
         "riverbed status                 -- lag, lake, quality results, runs, alarms",
         'riverbed query --as admin "select * from dim_customer where customer_id = 42"',
+        *(
+            [  # the demo policy: the same rows, as governance shows them to an EU analyst
+                'riverbed query --as eu_analyst "select customer_id, full_name, email, region'
+                ' from dim_customer limit 5"  -- Europe only, PII masked'
+            ]
+            if "eu_analyst" in project.config.governance.principals
+            else []
+        ),
         "riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)",
         "riverbed capture --follow       -- stream changes into the lake until Ctrl-C",
         "riverbed run --every 10         -- the pipeline every 10 s until Ctrl-C",

@@ -26,9 +26,9 @@ with the other cross references once the file has loaded.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import field_validator, model_validator
+from pydantic import BeforeValidator, ValidationError, field_validator, model_validator
 
 from riverbed.config.fields import Model, Secret
 
@@ -52,7 +52,25 @@ class CustomMask(Model):
         return sql
 
 
-Mask = MaskName | CustomMask
+_MASK_NAMES: tuple[str, ...] = get_args(MaskName)
+
+
+def _one_mask(value: Any) -> Any:
+    """A mask's name, or a custom mask made here: one line for a wrong one, not one per
+    member of the union."""
+    if isinstance(value, dict):
+        try:
+            return CustomMask(**value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    if value not in _MASK_NAMES:
+        raise ValueError(
+            f'not a mask; masks: {", ".join(_MASK_NAMES)}, or {{sql: "... {{column}} ..."}}'
+        )
+    return value
+
+
+Mask = Annotated[MaskName | CustomMask, BeforeValidator(_one_mask)]
 
 
 class ColumnsConfig(Model):
@@ -123,7 +141,13 @@ def _legacy_grants(tables: list[str], row_filter: dict[str, str]) -> list[GrantC
     return grants
 
 
-Attribute = str | int | float | bool
+def _scalar(value: Any) -> Any:
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError("an attribute is one string, number or boolean, e.g. region: EU")
+    return value
+
+
+Attribute = Annotated[str | int | float | bool, BeforeValidator(_scalar)]
 
 
 class PrincipalConfig(Model):

@@ -79,6 +79,7 @@ _NOT_READING: dict[type[exp.Expr], str] = {
     exp.Uncache: "UNCACHE",
 }
 _NOT_READING_KINDS = tuple(_NOT_READING)
+_CHANGE_HINT = "the warehouse changes through the pipeline (`riverbed run`) only"
 # functions sqlglot knows by class that read outside the governed tables
 _DENIED_CLASSES: tuple[type[exp.Expr], ...] = (
     exp.ReadCSV,
@@ -196,7 +197,8 @@ def _one_query(sql: str, dialect: str) -> exp.Expr:
         tokens = Dialect.get_or_raise(dialect).tokenize(sql)  # it parsed: it tokenizes
         kind = tokens[0].text.upper() if tokens else root.key.upper()
         raise Refused(
-            f"only a query may run (SELECT, WITH, UNION / INTERSECT / EXCEPT), not {kind}"
+            f"only a query may run (SELECT, WITH, UNION / INTERSECT / EXCEPT), not {kind}; "
+            f"{_CHANGE_HINT}"
         )
     return statements[0]
 
@@ -218,7 +220,7 @@ def _check_nodes(root: exp.Expr) -> None:
     for node in root.walk():
         if isinstance(node, _NOT_READING_KINDS):
             what = next(w for kind, w in _NOT_READING.items() if isinstance(node, kind))
-            raise Refused(f"a query may not {what}; only reading is allowed")
+            raise Refused(f"a query may not {what}; only reading is allowed: {_CHANGE_HINT}")
         if isinstance(node, (exp.Cast, exp.TryCast)) and node.to.sql().lower().startswith("reg"):
             raise Refused(f"casts to {node.to.sql()} read the system catalog; {_SYSTEM_HINT}")
         if isinstance(node, exp.Func):

@@ -105,10 +105,6 @@ class Policy:
             tags.setdefault(key.lower(), set()).update(names)
         return cls(governance, pii, tags)
 
-    @property
-    def principal_names(self) -> list[str]:
-        return list(self._principals)
-
     def principal(self, name: str) -> Principal:
         """The principal ``name``, with every role it holds; GovernError if there is none."""
         config = self._principals.get(name)
@@ -125,9 +121,6 @@ class Policy:
                 roles.append(role)
                 pending += self._roles[role].inherits
         return Principal(name, tuple(roles), dict(config.attributes))
-
-    def principal_config(self, name: str) -> PrincipalConfig | None:
-        return self._principals.get(name)
 
     def access(self, principal: Principal, table: str, columns: list[str]) -> TableAccess | None:
         """What ``principal`` reads of ``table`` (whose columns are ``columns``, in order);

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import pyarrow as pa
 
 from riverbed.config import Project
-from riverbed.govern.gateway import Catalog, Governed, govern
+from riverbed.govern.gateway import Catalog, Governed, Refused, govern
 from riverbed.govern.masks import key_statements
 from riverbed.govern.policy import GovernError, Policy
 from riverbed.load.warehouse import (
@@ -63,10 +63,17 @@ def governed_rows(
     """Stream ``sql`` as ``principal`` sees it; GovernError when the gateway refuses it."""
     governed = decide(project, warehouse, principal, sql)
     if not governed.allowed:
-        raise GovernError(f"query refused for {principal}: {governed.reason}")
+        raise Refused(f"query refused for {principal}: {governed.reason}")
     if governed.hashes:
-        for statement in key_statements(pii_key(project), warehouse.dialect):
-            warehouse.execute(statement)
+        try:
+            for statement in key_statements(pii_key(project), warehouse.dialect):
+                warehouse.execute(statement)
+        except WarehouseError:
+            # its message would quote the statement, which holds the key
+            raise GovernError(
+                f"warehouse: cannot give the session the PII key the hash mask needs "
+                f"(principal {principal}); check the warehouse is reachable"
+            ) from None
     with _quoting(sql, governed.sql), warehouse.stream(governed.sql) as rows:
         yield Rows(rows.names, _quoted(rows.batches, sql, governed.sql))
 
