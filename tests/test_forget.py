@@ -17,11 +17,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_lake_storage import Lake, lake, s3_endpoint  # noqa: F401 - fixtures
 
 from conftest import Database, run_cli
 from riverbed.config import parse_config
 from riverbed.config.personal import personal_columns, scrubs, scrubs_of
-from riverbed.lake.scrub import scrub
+from riverbed.lake.parquet import write_table
+from riverbed.lake.scrub import scrub, scrub_file
+from riverbed.lake.storage import open_storage
 from riverbed.load.erase import erase_rows
 from riverbed.load.postgres_warehouse import PostgresWarehouse
 from riverbed.state.store import StateStore
@@ -364,6 +367,25 @@ def test_scrub_nulls_the_personal_columns_of_the_erased_keys_only() -> None:
         "p",
         None,
     ]
+
+
+def test_a_lake_file_is_scrubbed_in_place_on_either_storage(lake: Lake) -> None:  # noqa: F811
+    """Local or S3: the file keeps its path and schema, the key's values go, the rest stays;
+    a file without the key, or without its columns, is not written."""
+    storage = open_storage(lake.config, lake.root)
+    path = "raw/customers/date=2026-12-06/hour=10/0_1_v1_0000.parquet"
+    rows = pa.table({"customer_id": [1, 42], "email": [OTHER[0], EMAIL], "_lsn": [5, 6]})
+    rows = rows.replace_schema_metadata({"riverbed": "kept"})
+    write_table(storage, path, rows)
+    size, count = scrub_file(storage, path, ["email"], ["customer_id"], {"42"}) or (0, 0)
+    assert count == 1
+    back = pq.read_table(pa.BufferReader(storage.read(path)))
+    assert back.column("email").to_pylist() == [OTHER[0], None]
+    assert back.schema.metadata == rows.schema.metadata and size == len(storage.read(path))
+    assert scrub_file(storage, path, ["email"], ["customer_id"], {"42"}) == (size, 0)
+    assert scrub_file(storage, path, ["email"], ["customer_id"], {"7"}) is None
+    assert scrub_file(storage, path, ["email"], ["order_id"], {"42"}) is None
+    assert [p for p in storage.list("raw/") if p != path] == []  # no temp file left
 
 
 def test_erasure_requests_are_tombstones_and_reopen_on_a_rerun(state_store: StateStore) -> None:
