@@ -54,7 +54,7 @@ def forget(
         store = open_state(project)
         try:
             storage = open_storage(cfg.lake, project.root)
-            for name, pending in begin(store, table, wanted).items():
+            for name, pending in begin(store, cfg, table, wanted).items():
                 lake = erase_lake(storage, store, cfg, name, pending)
                 warehouse = open_warehouse(cfg.warehouse, project.root)
                 try:
@@ -84,4 +84,8 @@ def forget(
             highlight=False,
         )
         for path in lake.unreadable:
-            console.print(f"  could not read {path} (set aside as unreadable): check it by hand")
+            console.print(
+                f"  could not read {path}, so could not search it: an unreadable raw file is "
+                "set aside by `riverbed run`; check or delete it by hand",
+                highlight=False,
+            )

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from riverbed.config.models import RiverbedConfig
-from riverbed.config.personal import no_personal_columns, scrubs
+from riverbed.config.personal import Scrub, no_personal_columns, scrubs
 from riverbed.errors import UsageError
 from riverbed.govern.audit import record_change
 from riverbed.lake.scrub import scrub_file
@@ -78,13 +78,15 @@ def check_keys(config: RiverbedConfig, table: str, keys: Sequence[str]) -> list[
     return list(dict.fromkeys(keys))
 
 
-def begin(store: StateStore, table: str, keys: Sequence[str]) -> dict[str, list[str]]:
+def begin(
+    store: StateStore, config: RiverbedConfig, table: str, keys: Sequence[str]
+) -> dict[str, list[str]]:
     """Record the erasure of ``keys`` of ``table``; every erasure under way (these, and any a
-    kill interrupted before), by table."""
+    kill interrupted before) of a table still in config, by table."""
     store.erasure.request(table, keys)
     pending: dict[str, list[str]] = {}
     for tombstone in store.erasure.tombstones():
-        if not tombstone.done:
+        if not tombstone.done and tombstone.table in config.tables:
             pending.setdefault(tombstone.table, []).append(tombstone.key)
     return pending
 
@@ -97,26 +99,31 @@ def erase_lake(
     for found in scrubs(config, table):
         for stage in LAKE_STAGES:
             for file in store.lake.files(stage, found.table):
-                rows = scrub_file(storage, file.path, found.columns, found.match, keys)
-                if rows is None:
-                    continue
-                size, count = rows
-                if size != file.bytes:
+                size = _scrub(storage, file.path, found, keys, done)
+                if size is not None and size != file.bytes:
                     store.lake.resized(file.path, size)
-                done.files += 1 if count else 0
-                done.rows += count
-        for bad in store.transform.bad_files():
-            if bad.table != found.table or not storage.exists(bad.moved_to):
-                continue
-            try:
-                rows = scrub_file(storage, bad.moved_to, found.columns, found.match, keys)
-            except (pa.ArrowException, OSError):
-                done.unreadable.append(bad.moved_to)
-                continue
-            if rows is not None and rows[1]:
-                done.files += 1
-                done.rows += rows[1]
+        for bad in store.transform.bad_files():  # set aside, so in no manifest record
+            if bad.table == found.table and storage.exists(bad.moved_to):
+                _scrub(storage, bad.moved_to, found, keys, done)
     return done
+
+
+def _scrub(
+    storage: LakeStorage, path: str, found: Scrub, keys: list[str], done: LakeErased
+) -> int | None:
+    """Scrub one file, counted in ``done``: its size, or None when it does not hold the key
+    or cannot be read (a raw file the transform has yet to set aside: listed as unreadable)."""
+    try:
+        scrubbed = scrub_file(storage, path, found.columns, found.match, keys)
+    except pa.ArrowException:
+        done.unreadable.append(path)
+        return None
+    if scrubbed is None:
+        return None
+    size, rows = scrubbed
+    done.files += 1 if rows else 0
+    done.rows += rows
+    return size
 
 
 def finish(
