@@ -5,6 +5,7 @@ captured later, and finishes after a kill -9 at any step."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,6 +28,7 @@ from riverbed.lake.scrub import scrub, scrub_file
 from riverbed.lake.storage import open_storage
 from riverbed.load.erase import erase_rows
 from riverbed.load.postgres_warehouse import PostgresWarehouse
+from riverbed.state import LakeFile
 from riverbed.state.store import StateStore
 
 EMAIL = "zelda.quux@forgetme.test"
@@ -401,3 +403,21 @@ def test_erasure_requests_are_tombstones_and_reopen_on_a_rerun(state_store: Stat
     assert state_store.erasure.tombstones("orders") == []
     state_store.erasure.compact()
     assert len(state_store.erasure.tombstones()) == 2
+
+
+def test_a_file_rewritten_in_place_keeps_its_record_but_its_size(state_store: StateStore) -> None:
+    file = LakeFile(
+        path="raw/customers/a.parquet",
+        stage="raw",
+        table="customers",
+        rows=5,
+        bytes=100,
+        min_lsn=10,
+        max_lsn=20,
+        schema_version=1,
+    )
+    state_store.capture.commit("s", [file], 20)
+    state_store.lake.resized(file.path, 90)
+    (back,) = state_store.lake.files("raw", "customers")
+    assert back == dataclasses.replace(file, bytes=90)
+    assert state_store.capture.position("s") == 20
