@@ -181,6 +181,19 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_history(
     facts = {r["order_id"]: r for r in warehouse_tables(project)["fact_orders"]}
     assert facts[100]["ship_to"] is None and facts[102]["ship_to"] is None
     assert facts[101]["ship_to"] == OTHER[1]
+    # the compacted warehouse kept its views
+    current = run_cli(
+        "query",
+        "--as",
+        "admin",
+        "--format",
+        "json",
+        "select order_id from fact_orders_current",
+        "-c",
+        str(project),
+    )
+    assert current.code == 0, current.text
+    assert sorted(r["order_id"] for r in json.loads(current.out)) == [100, 101, 102]
 
     audit = json.loads(run_cli("audit", "--json", "-c", str(project)).out)
     change = next(r for r in audit if r["action"] == "forget")
