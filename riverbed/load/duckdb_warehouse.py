@@ -9,9 +9,10 @@ statement can undo, and runs exactly one statement, as counted by DuckDB's own p
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,33 @@ class DuckDBWarehouse:
         assert not self._in_transaction, "analyze runs once the load's transaction committed"
         with suppress(duckdb.TransactionException):  # another connection's open transaction
             self._db.execute("CHECKPOINT")
+
+    def compact(self, tables: Sequence[str]) -> None:
+        """DuckDB keeps freed blocks with their old bytes (CHECKPOINT and VACUUM reuse them,
+        never wipe them: measured, an updated value stays in the file), so the whole
+        database is copied into a fresh file (COPY FROM DATABASE: tables, views, and only
+        the live rows) that replaces the old one by a rename. A kill leaves the old file or
+        the new one, whole, and at most a stray copy the next compaction removes."""
+        del tables  # the file is one: every table is copied
+        assert not self._read_only and not self._in_transaction
+        fresh = self.path.with_name(self.path.name + ".compact")
+        for stray in (fresh, fresh.with_name(fresh.name + ".wal")):
+            stray.unlink(missing_ok=True)
+        with self._translating("COPY FROM DATABASE"):
+            self._db.execute("CHECKPOINT")
+            (current,) = self._db.execute("SELECT current_database()").fetchone() or ("",)
+            quoted = str(fresh).replace("'", "''")
+            self._db.execute(f"ATTACH '{quoted}' AS riverbed_compact")
+            try:
+                self._db.execute(f'COPY FROM DATABASE "{current}" TO riverbed_compact')
+            finally:
+                self._db.execute("DETACH riverbed_compact")
+        self._db.close()
+        fresh.chmod(FILE_MODE)
+        os.replace(fresh, self.path)
+        self._db = _connect(self.path, read_only=False)
+        self._db.execute("SET TimeZone = 'UTC'")
+        self._db.execute("SET enable_progress_bar = false")
 
     def close(self) -> None:
         self._db.close()

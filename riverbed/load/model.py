@@ -64,7 +64,12 @@ class DimensionModel:
 
     @property
     def staging(self) -> str:
-        return f"stg_{self.source}"
+        return staging_table(self.source)
+
+
+def staging_table(source: str) -> str:
+    """The staging table of config table ``source``."""
+    return f"stg_{source}"
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class FactModel:
 
     @property
     def staging(self) -> str:
-        return f"stg_{self.source}"
+        return staging_table(self.source)
 
     @property
     def view(self) -> str:

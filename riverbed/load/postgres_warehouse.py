@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any, cast
 
@@ -138,6 +138,13 @@ class PostgresWarehouse:
         with self._translating(text), self._conn.cursor() as cur:
             cur.execute(text.encode())  # bytes: no client-side placeholder parsing
             return cur.rowcount
+
+    def compact(self, tables: Sequence[str]) -> None:
+        # VACUUM FULL writes each table anew and drops the old file with its dead tuples;
+        # the connection is in autocommit, as VACUUM requires
+        for table in tables:
+            # (sqlglot has no VACUUM expression: the table's name is its quoted identifier)
+            self.execute(f"VACUUM FULL {exp.to_identifier(table).sql(self.dialect)}")
 
     def query(self, statement: exp.Expr | str) -> pa.Table:
         text = sql_text(statement, self.dialect)

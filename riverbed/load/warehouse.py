@@ -19,7 +19,7 @@ Errors from the drivers are translated once, in the implementation, into::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +161,13 @@ class Warehouse(Protocol):
         others; then only when they are enough to mislead the planner (a tenth of the table
         as it last counted it, PostgreSQL's autovacuum's rule), so a small load costs
         nothing."""
+        ...
+
+    def compact(self, tables: Sequence[str]) -> None:
+        """Rewrite the storage of ``tables`` so that values updated or deleted in them are
+        gone from the warehouse's files, not only from its rows (an erasure's last step):
+        DuckDB copies the whole database into a fresh file and renames it over the old one,
+        PostgreSQL runs VACUUM FULL on each table. Outside a transaction."""
         ...
 
     def close(self) -> None: ...

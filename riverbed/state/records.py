@@ -344,3 +344,18 @@ class AuditCheck:
     @property
     def intact(self) -> bool:
         return self.problem is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tombstone:
+    """A data subject erased by `riverbed forget`: the table and the key (its values joined by
+    ','), never the values erased. ``completed_at`` is None while the erasure is under way."""
+
+    table: str
+    key: str
+    requested_at: float
+    completed_at: float | None
+
+    @property
+    def done(self) -> bool:
+        return self.completed_at is not None

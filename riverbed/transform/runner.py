@@ -11,7 +11,11 @@ Per batch, in this order (each step sees the previous one's output):
 4. run the quality rules on the transformed rows; ``fail`` stops the batch before anything is
    written, ``quarantine`` moves the failing rows aside with the rule and reason, ``warn`` only
    records;
-5. apply the PII hook (keyed HMAC) to both outputs;
+5. apply the PII hook (keyed HMAC) to both outputs, and null the personal columns of every
+   key `riverbed forget` erased (its tombstones): a change captured after the erasure must
+   not bring the values back. After the rules, so a scrubbed change is judged on what the
+   source sent (a not_null rule on an erased email does not quarantine it); once the batch
+   is committed, its raw files that held such values are scrubbed in place too;
 6. write the staged and quarantined Parquet, then commit them with the bookmarks and results
    (bookmarks.py explains why that makes a batch exactly once).
 
@@ -40,11 +44,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riverbed.config.loader import Project
+from riverbed.config.personal import Scrub, scrubs_of
 from riverbed.config.tables import TableConfig
 from riverbed.errors import ConfigError, ErrorClass, RiverbedError
 from riverbed.lake.declared import Declared, declared_columns
 from riverbed.lake.lock import ProcessLock
 from riverbed.lake.reader import concat_versions
+from riverbed.lake.scrub import scrub, scrub_file
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.state import LakeFile, StateStore, open_state
@@ -189,6 +195,8 @@ class TransformRun:
         self._key: bytes | None = None
         self._current = CurrentRows(storage, manifest, self.config.tables)
         self._probe: DuckDBEngine | None = None  # see _type_probe
+        # per table: the scrubs of its rows with the keys erased (see _erase)
+        self._erasures: dict[str, list[tuple[Scrub, set[str]]]] = {}
 
     # --- the run --------------------------------------------------------------------------
 
@@ -284,6 +292,8 @@ class TransformRun:
         )
         self.bookmarks.commit(outcome)
         self._current.forget(checked.batch.table)  # its current rows just changed
+        if checked.erased:
+            self._erase_inputs(checked.batch)
         run.batches.append(
             StagedBatch(
                 batch_id=checked.batch.batch_id,
@@ -365,9 +375,9 @@ class TransformRun:
             results.append(untyped_result(cfg, rows_in, untyped))
             bad = concat_versions([bad, untyped]) if bad.num_rows else untyped
         key = self._pii_key() if cfg.pii else b""
-        good = protect(good, dict(cfg.pii), key)
-        bad = protect(bad, dict(cfg.pii), key)
-        return Checked(batch, started, rows_in, good, bad, results)
+        good, erased = self._erase(batch.table, protect(good, dict(cfg.pii), key))
+        bad, erased_bad = self._erase(batch.table, protect(bad, dict(cfg.pii), key))
+        return Checked(batch, started, rows_in, good, bad, results, erased + erased_bad)
 
     def _check_columns_exist(self, batch: Batch, cfg: TableConfig, declared: Declared) -> None:
         """Config keys and reference columns must be columns of their table: only the
@@ -459,6 +469,46 @@ class TransformRun:
             tables=list(self.config.tables),
         )
         return compile_checks("transformed", cfg.quality, ctx), ctx
+
+    def _erasures_of(self, table: str) -> list[tuple[Scrub, set[str]]]:
+        """The scrubs that reach ``table``'s rows, each with its erased keys. Read once per
+        table and run: `riverbed forget` holds the transform's lock while it works."""
+        if table not in self._erasures:
+            self._erasures[table] = [
+                (found, keys)
+                for erased, found in scrubs_of(self.config, table)
+                if (keys := {t.key for t in self.manifest.erasure.tombstones(erased)})
+            ]
+        return self._erasures[table]
+
+    def _erase(self, table: str, rows: pa.Table) -> tuple[pa.Table, int]:
+        """``rows`` with the personal values of erased keys nulled, and how many held some."""
+        count = 0
+        for found, keys in self._erasures_of(table):
+            rows, scrubbed = scrub(rows, found.columns, found.match, keys)
+            count += scrubbed
+        return rows, count
+
+    def _erase_inputs(self, batch: Batch) -> None:
+        """Scrub the raw files of a committed batch that brought an erased key's values back
+        from the source (which keeps them until the application erases them there), in place
+        as `riverbed forget` does. A kill before this leaves them as captured: `riverbed
+        forget` on the key again scrubs them."""
+        scrubbed = 0
+        for file in batch.files:
+            for found, keys in self._erasures_of(batch.table):
+                done = scrub_file(self.storage, file.path, found.columns, found.match, keys)
+                if done is not None and done[1]:
+                    self.manifest.lake.resized(file.path, done[0])
+                    scrubbed += 1
+        with log_context(table=batch.table):
+            log_event(
+                log,
+                "raw_files_erased",
+                f"{batch.table}: {scrubbed} raw file(s) scrubbed of erased keys' changes",
+                batch_id=batch.batch_id,
+                files=scrubbed,
+            )
 
     def _pii_key(self) -> bytes:
         if self._key is None:

@@ -35,6 +35,9 @@ class Checked:
     good: pa.Table
     bad: pa.Table
     results: list[QualityResult]
+    # rows of erased keys whose personal values were scrubbed (riverbed.govern.erasure): the
+    # batch's raw files hold them too, and are scrubbed once the batch is committed
+    erased: int = 0
 
 
 def write_outputs(storage: LakeStorage, checked: Checked) -> list[LakeFile]:

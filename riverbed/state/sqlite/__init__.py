@@ -10,6 +10,7 @@ from riverbed.state.sqlite import (
     alarms,
     audit,
     capture,
+    erasure,
     lake_files,
     loads,
     metrics,
@@ -20,6 +21,7 @@ from riverbed.state.sqlite.alarms import SQLiteAlarmState
 from riverbed.state.sqlite.audit import SQLiteAuditLog
 from riverbed.state.sqlite.capture import SQLiteCaptureState
 from riverbed.state.sqlite.db import Database
+from riverbed.state.sqlite.erasure import SQLiteErasureLog
 from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
 from riverbed.state.sqlite.loads import SQLiteLoadState
 from riverbed.state.sqlite.metrics import SQLiteMetrics
@@ -29,7 +31,7 @@ from riverbed.state.sqlite.transform import SQLiteTransformState
 # every repository's tables, created when the store is opened
 SCHEMA = "".join(
     module.SCHEMA
-    for module in (lake_files, capture, metrics, transform, loads, runs, alarms, audit)
+    for module in (lake_files, capture, metrics, transform, loads, runs, alarms, audit, erasure)
 )
 
 
@@ -49,6 +51,7 @@ class SQLiteStore:
         self.runs = SQLiteRunState(self._db)
         self.alarms = SQLiteAlarmState(self._db)
         self.audit = SQLiteAuditLog(self._db)
+        self.erasure = SQLiteErasureLog(self._db)
 
     def close(self) -> None:
         self._db.close()

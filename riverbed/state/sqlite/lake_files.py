@@ -93,6 +93,12 @@ class SQLiteLakeFiles:
         with self._db.write() as db:
             db.executemany("delete from lake_files where path = ?", [(p,) for p in paths])
 
+    def resized(self, path: str, size: int) -> None:
+        """``path`` was rewritten in place (an erasure scrubbed it): its new size in bytes.
+        Nothing else of its record changes: the same rows at the same positions."""
+        with self._db.write() as db:
+            db.execute("update lake_files set bytes = ? where path = ?", (size, path))
+
     def files(self, stage: str, table: str | None = None) -> list[LakeFile]:
         """Visible files of a stage (optionally one table), in LSN order."""
         query = f"select {_FILE_COLUMNS} from lake_files where stage = ?"

@@ -1,0 +1,91 @@
+"""`riverbed forget TABLE KEY [KEY...]`: erase data subjects' personal values everywhere
+Riverbed keeps them (riverbed.govern.erasure tells the steps and why they are safe to kill).
+
+The command holds every lock a run holds, so no transform or load reads a file while it is
+rewritten, and none stages an erased key's change before its tombstone is recorded. A rerun
+finishes any erasure a kill interrupted, whichever keys it names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from riverbed.cli.common import ConfigOption, app, console, open_project, plural, start_logging
+
+
+@app.command(short_help="Erase data subjects' personal data everywhere (e.g. forget customers 42).")
+def forget(
+    table: Annotated[str, typer.Argument(metavar="TABLE", hidden=True)],
+    keys: Annotated[list[str], typer.Argument(metavar="KEY", hidden=True)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was erased as JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Erase the data subjects of config table TABLE with these KEYs (a key of several
+    columns: their values joined by ','): their personal columns (tables.<t>.pii, and the
+    target's columns tagged pii in governance.tags), from every lake file (raw, staged,
+    quarantine), every version in the warehouse (history rows stay, the values become NULL),
+    the staging tables and any fact carrying them; the files are compacted so the bytes go
+    too. A tombstone keeps later changes of the keys from bringing the values back. Safe to
+    rerun; audited.
+
+    Example: `riverbed forget customers 42`
+    """
+    project = open_project(config)
+    from riverbed.govern.erasure import LakeErased, begin, check_keys, erase_lake, finish
+    from riverbed.lake.lock import ProcessLock
+    from riverbed.lake.storage import open_storage
+    from riverbed.load.erase import erase_rows
+    from riverbed.load.warehouse import open_warehouse
+    from riverbed.state import open_state
+
+    cfg = project.config
+    wanted = check_keys(cfg, table, keys)
+    start_logging(project, quiet=as_json)
+    done: list[tuple[str, list[str], LakeErased, dict[str, int]]] = []
+    with (
+        ProcessLock(project.home / "run.lock", "riverbed run"),
+        ProcessLock(project.home / "transform.lock", "riverbed run"),
+        ProcessLock(project.home / "load.lock", "riverbed run (load)"),
+    ):
+        store = open_state(project)
+        try:
+            storage = open_storage(cfg.lake, project.root)
+            for name, pending in begin(store, cfg, table, wanted).items():
+                lake = erase_lake(storage, store, cfg, name, pending)
+                warehouse = open_warehouse(cfg.warehouse, project.root)
+                try:
+                    rows = erase_rows(warehouse, cfg, name, pending)
+                finally:
+                    warehouse.close()
+                finish(store, name, pending, lake, sum(rows.values()))
+                done.append((name, pending, lake, rows))
+        finally:
+            store.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    name: {"keys": erased, **asdict(lake), "warehouse_rows": rows}
+                    for name, erased, lake, rows in done
+                }
+            )
+        )
+        return
+    for name, erased, lake, rows in done:
+        console.print(
+            f"{name}: {plural(len(erased), 'key')} erased ({', '.join(erased)}): "
+            f"{plural(lake.files, 'lake file')} rewritten, "
+            f"{plural(sum(rows.values()), 'warehouse row')} scrubbed; later changes of "
+            f"{'these keys' if len(erased) > 1 else 'this key'} are scrubbed as they arrive",
+            highlight=False,
+        )
+        for path in lake.unreadable:
+            console.print(
+                f"  could not read {path}, so could not search it: an unreadable raw file is "
+                "set aside by `riverbed run`; check or delete it by hand",
+                highlight=False,
+            )
