@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from riverbed.govern.masks import key_statements
 from riverbed.govern.policy import GovernError
 from riverbed.load.warehouse import QueryStopped, WarehouseError, open_warehouse
 from riverbed.serve.queries import query_as
+from riverbed.state import open_state
 
 KEY = "a-test-pii-key"
 SCHEMA = [
@@ -170,12 +172,18 @@ def snapshot(project: Project) -> tuple[Any, ...]:
         ).column(0)
     finally:
         warehouse.close()
-    files = sorted(str(p.relative_to(project.root.parent)) for p in project.root.parent.rglob("*"))
+    # the state store (.riverbed/) is where the audit trail records each attempt
+    files = sorted(
+        str(p.relative_to(project.root.parent))
+        for p in project.root.parent.rglob("*")
+        if ".riverbed" not in p.parts
+    )
     return tables, listed.to_pylist(), [f for f in files if not f.endswith(".wal")]
 
 
 def test_hostile_queries_are_refused_and_change_nothing(project: Project) -> None:
     before = snapshot(project)
+    attempts = []
     for sql, says in REFUSED:
         for principal in ("eva", "admin"):
             if principal == "admin" and ("does not exist" in says or says == "payroll"):
@@ -186,7 +194,18 @@ def test_hostile_queries_are_refused_and_change_nothing(project: Project) -> Non
             assert any(s in message for s in says.split("|")), (sql, message)
             assert message.startswith(f"query refused for {principal}: "), message
             assert "\n" not in message and "salary" not in message
+            attempts.append((principal, sql, message.split(": ", 1)[1]))
     assert snapshot(project) == before
+    # and each attempt is in the audit trail, denied, with the reason the principal was given
+    store = open_state(project)
+    try:
+        denied = store.audit.records(denied=True)
+        assert store.audit.verify().problem is None
+    finally:
+        store.close()
+    recorded = sorted((r.principal, r.sql, r.reason) for r in denied)
+    assert recorded == sorted(attempts)
+    assert all(r.path == "api" and not r.allowed and r.rows is None for r in denied)
 
 
 def test_withheld_columns_are_missing_for_the_engine(project: Project) -> None:
@@ -330,3 +349,9 @@ def test_the_command_line_queries_as_any_principal(project: Project) -> None:
     ]
     nobody = run_cli("query", "--as", "mallory", "select 1", "-c", config, env=ENV)
     assert nobody.code == 2 and "no principal named mallory" in nobody.err, nobody.text
+    # the audit trail holds eva's two, newest first: by which way, allowed, rows (mallory's
+    # is a usage error the command line gives before any query reaches the gateway)
+    audit = run_cli("audit", "--json", "-c", config, env=ENV)
+    assert audit.code == 0, audit.text
+    seen = [(r["principal"], r["path"], r["allowed"], r["rows"]) for r in json.loads(audit.out)]
+    assert seen == [("eva", "cli", False, None), ("eva", "cli", True, 2)]

@@ -17,9 +17,9 @@ from psycopg.conninfo import make_conninfo
 
 from conftest import Database, run_cli, write_config
 from riverbed.config.loader import load_project
-from riverbed.govern.postgres import principal_role
 from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
 from riverbed.serve.queries import decide
+from riverbed.serve.roles import principal_role
 
 KEY = "a-test-pii-key"
 PASSWORDS = {"gp_eva": "eva-secret-1", "gp_boss": "boss-secret-2"}

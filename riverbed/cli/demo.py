@@ -303,7 +303,7 @@ def _print_governed(project: Project) -> None:
     if not all(name in principals for name in _GOVERNED_PRINCIPALS):
         return  # a policy of the user's own: nothing to compare
     for name in _GOVERNED_PRINCIPALS:
-        batches = list(query_as(project, name, _GOVERNED_SAMPLE))
+        batches = list(query_as(project, name, _GOVERNED_SAMPLE, path="cli"))
         rows = [row for batch in batches for row in batch.to_pylist()]
         if not rows:
             continue

@@ -133,8 +133,9 @@ def _planned(
     from the warehouse as it is (from nothing when it is not PostgreSQL). ``key``: with the
     PII key in them, for apply to run; show never reads it."""
     from riverbed.govern.policy import Policy
-    from riverbed.govern.postgres import State, plan, read_state, statements
+    from riverbed.govern.postgres import State, plan, statements
     from riverbed.serve.queries import read_catalog
+    from riverbed.serve.roles import read_state
     from riverbed.transform.pii import pii_key
 
     catalog = read_catalog(warehouse)

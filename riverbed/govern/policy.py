@@ -105,6 +105,14 @@ class Policy:
             tags.setdefault(key.lower(), set()).update(names)
         return cls(governance, pii, tags)
 
+    @property
+    def principal_names(self) -> list[str]:
+        return list(self._principals)
+
+    def principal_config(self, name: str) -> PrincipalConfig | None:
+        """The principal's own config (its credentials: govern apply sets its password)."""
+        return self._principals.get(name)
+
     def principal(self, name: str) -> Principal:
         """The principal ``name``, with every role it holds; GovernError if there is none."""
         config = self._principals.get(name)

@@ -12,12 +12,15 @@ the rewritten one (which holds row filters and mask expressions).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 import pyarrow as pa
 
 from riverbed.config import Project
+from riverbed.errors import first_line
+from riverbed.govern.audit import record_decision
 from riverbed.govern.gateway import Catalog, Governed, Refused, govern
 from riverbed.govern.masks import key_statements
 from riverbed.govern.policy import GovernError, Policy
@@ -29,6 +32,9 @@ from riverbed.load.warehouse import (
     open_warehouse,
     statement_head,
 )
+from riverbed.serve.roles import principal_role
+from riverbed.state import open_state
+from riverbed.state.records import AuditPath
 from riverbed.transform.pii import pii_key
 
 # every table and column of the schema queries run in: information_schema reads the same on
@@ -58,24 +64,102 @@ def decide(project: Project, warehouse: Warehouse, principal: str, sql: str) -> 
 
 @contextmanager
 def governed_rows(
-    project: Project, warehouse: Warehouse, principal: str, sql: str
+    project: Project, warehouse: Warehouse, principal: str, sql: str, *, path: AuditPath = "cli"
 ) -> Iterator[Rows]:
-    """Stream ``sql`` as ``principal`` sees it; GovernError when the gateway refuses it."""
-    governed = decide(project, warehouse, principal, sql)
+    """Stream ``sql`` as ``principal`` sees it; GovernError when the gateway refuses it.
+    Every decision is recorded in the audit trail (riverbed.govern.audit) with ``path``, the
+    way the query came in: a refusal before it is raised, a query once its rows are read
+    (how many, and its error if it failed). A query whose record cannot be written fails:
+    nothing is read unrecorded. On PostgreSQL, where ``riverbed govern apply`` has run, the
+    query runs as the principal's own role (riverbed.serve.roles.principal_role)."""
+    audit = _Audit(project, principal, path, sql)
+    try:
+        governed = decide(project, warehouse, principal, sql)
+    except GovernError as exc:  # no such principal, a policy it cannot hold
+        audit.record((), allowed=False, reason=first_line(exc), rows=None)
+        raise
     if not governed.allowed:
+        audit.record(governed.tables, allowed=False, reason=governed.reason, rows=None)
         raise Refused(f"query refused for {principal}: {governed.reason}")
-    if governed.hashes:
+    read = [0]
+    failed: str | None = None
+    try:
+        if governed.hashes:
+            _give_key(project, warehouse, principal)
+        role = (
+            principal_role(warehouse, principal)
+            if warehouse.dialect == "postgres"
+            else nullcontext(False)
+        )
+        with role, _quoting(sql, governed.sql), warehouse.stream(governed.sql) as rows:
+            yield Rows(rows.names, _counted(_quoted(rows.batches, sql, governed.sql), read))
+    except GeneratorExit:  # the reader stopped reading (a limit reached): not a failure
+        raise
+    except BaseException as exc:
+        failed = first_line(exc) or type(exc).__name__
+        raise
+    finally:
+        audit.record(governed.tables, allowed=True, reason=failed, rows=read[0], quiet=failed)
+
+
+def _give_key(project: Project, warehouse: Warehouse, principal: str) -> None:
+    try:
+        for statement in key_statements(pii_key(project), warehouse.dialect):
+            warehouse.execute(statement)
+    except WarehouseError:
+        # its message would quote the statement, which holds the key
+        raise GovernError(
+            f"warehouse: cannot give the session the PII key the hash mask needs "
+            f"(principal {principal}); check the warehouse is reachable"
+        ) from None
+
+
+class _Audit:
+    """The audit record of one query, timed from when it was asked."""
+
+    def __init__(self, project: Project, principal: str, path: AuditPath, sql: str):
+        self.project, self.principal, self.path, self.sql = project, principal, path, sql
+        self.started = time.monotonic()
+
+    def record(
+        self,
+        tables: Sequence[str],
+        *,
+        allowed: bool,
+        reason: str | None,
+        rows: int | None,
+        quiet: str | None = None,
+    ) -> None:
+        """Append the record; GovernError if it cannot be, unless ``quiet`` (the query's own
+        error, which a failed record must not hide)."""
         try:
-            for statement in key_statements(pii_key(project), warehouse.dialect):
-                warehouse.execute(statement)
-        except WarehouseError:
-            # its message would quote the statement, which holds the key
-            raise GovernError(
-                f"warehouse: cannot give the session the PII key the hash mask needs "
-                f"(principal {principal}); check the warehouse is reachable"
-            ) from None
-    with _quoting(sql, governed.sql), warehouse.stream(governed.sql) as rows:
-        yield Rows(rows.names, _quoted(rows.batches, sql, governed.sql))
+            store = open_state(self.project)
+            try:
+                record_decision(
+                    store,
+                    principal=self.principal,
+                    path=self.path,
+                    sql=self.sql,
+                    tables=tables,
+                    allowed=allowed,
+                    reason=reason or None,
+                    rows=rows,
+                    seconds=time.monotonic() - self.started,
+                )
+            finally:
+                store.close()
+        except Exception as exc:
+            if quiet is None:
+                raise GovernError(
+                    f"the audit trail could not record this query ({first_line(exc)}); "
+                    "nothing is read unrecorded: check the state store (state.path)"
+                ) from exc
+
+
+def _counted(batches: Iterator[pa.RecordBatch], read: list[int]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        read[0] += batch.num_rows
+        yield batch
 
 
 def query_as(
@@ -85,6 +169,7 @@ def query_as(
     *,
     timeout: float | None = None,
     limit: int | None = None,
+    path: AuditPath = "api",
 ) -> Iterator[pa.RecordBatch]:
     """``sql`` run as ``principal`` on the project's warehouse, opened read-only for it: its
     rows as Arrow record batches, as they stream, at most ``limit`` rows (the query stops
@@ -96,7 +181,7 @@ def query_as(
     try:
         if timer is not None:
             timer.start()
-        with governed_rows(project, warehouse, principal, sql) as rows:
+        with governed_rows(project, warehouse, principal, sql, path=path) as rows:
             left = limit
             for batch in rows.batches:
                 if left is not None:
