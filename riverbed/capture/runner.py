@@ -45,7 +45,7 @@ from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamSettin
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
-from riverbed.lake.lock import ProcessLock
+from riverbed.lake.lock import ProcessLock, every_run_lock
 from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn, parse_lsn
 from riverbed.lake.storage import LakeStorage, open_storage
@@ -514,16 +514,11 @@ def _withdraw_facts(project: Project, manifest: StateStore) -> None:
     TABLE --from 0/0` does, so the next load takes the old lake's events out of the warehouse
     before it loads the new snapshot's (which hold the same rows again). Dimensions keep their
     versions: the merge makes none for a row it already holds."""
-    from riverbed.lake.lock import ProcessLock
 
     facts = [name for name, table in project.config.tables.items() if table.kind == "fact"]
     if not facts:
         return
     # as --reprocess: no run may be between its transform and its load meanwhile
-    with (
-        ProcessLock(project.home / "run.lock", "riverbed run"),
-        ProcessLock(project.home / "transform.lock", "riverbed run"),
-        ProcessLock(project.home / "load.lock", "riverbed run (load)"),
-    ):
+    with every_run_lock(project.home):
         for name in facts:
             manifest.transform.withdraw(name, 0)

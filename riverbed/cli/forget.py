@@ -36,7 +36,7 @@ def forget(
     """
     project = open_project(config)
     from riverbed.govern.erasure import LakeErased, begin, check_keys, erase_lake, finish
-    from riverbed.lake.lock import ProcessLock
+    from riverbed.lake.lock import every_run_lock
     from riverbed.lake.storage import open_storage
     from riverbed.load.erase import erase_rows
     from riverbed.load.warehouse import open_warehouse
@@ -46,11 +46,7 @@ def forget(
     wanted = check_keys(cfg, table, keys)
     start_logging(project, quiet=as_json)
     done: list[tuple[str, list[str], LakeErased, dict[str, int]]] = []
-    with (
-        ProcessLock(project.home / "run.lock", "riverbed run"),
-        ProcessLock(project.home / "transform.lock", "riverbed run"),
-        ProcessLock(project.home / "load.lock", "riverbed run (load)"),
-    ):
+    with every_run_lock(project.home):
         store = open_state(project)
         try:
             storage = open_storage(cfg.lake, project.root)

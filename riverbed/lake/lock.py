@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from riverbed.errors import RiverbedError
@@ -52,3 +53,16 @@ class ProcessLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextmanager
+def every_run_lock(home: Path) -> Iterator[None]:
+    """Every lock a run or one of its stages holds (run, transform, load), for work that must
+    not fall between a run's transform and its load: withdrawn or rewritten there, batches
+    would be missing from that load, which then publishes without them."""
+    with (
+        ProcessLock(home / "run.lock", "riverbed run"),
+        ProcessLock(home / "transform.lock", "riverbed run"),
+        ProcessLock(home / "load.lock", "riverbed run (load)"),
+    ):
+        yield

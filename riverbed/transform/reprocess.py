@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from riverbed.config.loader import Project
 from riverbed.errors import UsageError
-from riverbed.lake.lock import ProcessLock
+from riverbed.lake.lock import every_run_lock
 from riverbed.lake.positions import parse_lsn
 from riverbed.state import StateStore, open_state
 from riverbed.state.records import WithdrawnBatch
@@ -30,11 +30,7 @@ def reprocess(project: Project, table: str, start: str) -> list[WithdrawnBatch]:
         )
     # every lock a run or a single stage holds: withdrawn between a run's transform and its
     # load, the batches would be missing from that load, which then publishes without them
-    with (
-        ProcessLock(project.home / "run.lock", "riverbed run"),
-        ProcessLock(project.home / "transform.lock", "riverbed run"),
-        ProcessLock(project.home / "load.lock", "riverbed run (load)"),
-    ):
+    with every_run_lock(project.home):
         manifest = open_state(project)
         try:
             lsn = _start_lsn(manifest, table, start)
