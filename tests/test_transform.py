@@ -171,7 +171,11 @@ def dirty_positions(config: Path) -> dict[str, set[tuple[int, int]]]:
             r["email"] is None or (r["country"] or "").strip().upper() not in countries
         ),
         "orders": lambda r: r["ordered_at"] is not None and r["ordered_at"] > now,
-        "order_items": lambda r: r["quantity"] is not None and r["quantity"] < 1,
+        # a negative quantity, or the item of an order dated in the future (created with it)
+        "order_items": lambda r: (
+            (r["quantity"] is not None and r["quantity"] < 1)
+            or (r["created_at"] is not None and r["created_at"] > now)
+        ),
         "returns": lambda r: (
             r["refund_amount"] is not None
             and r["order_item_id"] in items
@@ -209,7 +213,7 @@ def test_quarantine_holds_exactly_the_dirty_rows_with_their_reasons(
             assert all(bad.column("_rule").to_pylist()) and all(bad.column("_reason").to_pylist())
     assert report["tables"]["returns"]["rows_quarantined"] == injected.get("refund_above_price", 0)
     reasons = staged(project, "order_items", "quarantine").column("_reason").to_pylist()
-    assert all("quantity" in r for r in reasons)
+    assert all("quantity" in r or "created_at" in r for r in reasons)
     # the transforms ran: derived amount, normalised country, hashed email
     items = staged(project, "order_items").slice(0, 50).to_pylist()
     assert all(i["amount"] == i["quantity"] * i["unit_price"] for i in items if i["_op"] != "D")
