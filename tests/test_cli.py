@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,23 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         assert admin_sees and analyst_sees, out
         assert 0 < int(analyst_sees[1].replace(",", "")) < int(admin_sees[1].replace(",", ""))
         assert "--as eu_analyst" in out and "***" in out
+        # right to be forgotten: one customer erased, their versions kept without PII
+        erased = re.search(r"riverbed forget customers (\d+)", " ".join(out.split()))
+        assert erased, out
+        subject = run_cli(
+            "query",
+            "--as",
+            "admin",
+            "--format",
+            "json",
+            "select count(*) as versions, count(email) as emails, count(full_name) as names"
+            f" from dim_customer where customer_id = {erased[1]}",
+            "-c",
+            str(config),
+        )
+        assert subject.code == 0, subject.text
+        counts = json.loads(subject.out)[0]
+        assert counts["versions"] >= 1 and counts["emails"] == counts["names"] == 0, counts
         # query's note under a table of its first 50 rows fits 80 columns too
         shown = run_cli(
             "query",

@@ -3,7 +3,7 @@
 1. source up  2. history (seeded once)  3. capture: the snapshot  4. live traffic, with
 `capture --follow` and pipeline runs every few seconds beside it  5. the last changes drained
 and one more run  6. what landed and what the quality rules caught  7. the warehouse (and the
-same customers as admin and as an EU analyst: governance)  8. the
+same customers as admin and as an EU analyst, and a customer erased: governance)  8. the
 runs, lag and alarms  9. where to look next. Safe to run twice: an existing shop is kept.
 """
 
@@ -118,6 +118,7 @@ def run_demo(
     console.rule("7. the warehouse: SCD2 dimensions and event facts")
     _print_warehouse(project)
     _print_governed(project)
+    _print_erasure(project)
     _print_shop(source, schema_name)
     console.rule("8. runs, lag and alarms")
     _print_operations(project)
@@ -312,6 +313,50 @@ def _print_governed(project: Project) -> None:
             shown.add_row(*[escape(str(v)) for c, v in row.items() if c != "visible"])
         console.print(shown)
         say_wrapped(f"{name} sees {rows[0]['visible']:,} current customers")
+
+
+# the demo's data subject: the first current customer whose personal data is still there
+_SUBJECT = (
+    "select customer_id from dim_customer where is_current_record and email is not null"
+    " order by customer_id limit 1"
+)
+_SUBJECT_VERSIONS = (
+    "select customer_id, full_name, email, phone, city, effective_date"
+    " from dim_customer where customer_id = {key} order by effective_date"
+)
+
+
+def _print_erasure(project: Project) -> None:
+    """Right to be forgotten: one customer erased everywhere, their history kept."""
+    from riverbed.cli.forget import erase_subjects
+    from riverbed.serve.queries import query_as
+
+    if "admin" not in project.config.governance.principals or (
+        "customers" not in project.config.tables
+    ):
+        return  # a config of the user's own: nothing to show
+    found = [r for b in query_as(project, "admin", _SUBJECT, path="cli") for r in b.to_pylist()]
+    if not found:
+        return
+    key = int(found[0]["customer_id"])
+    say_wrapped(
+        f"right to be forgotten: `riverbed forget customers {key}` erases that customer's "
+        "personal columns from every lake file and every version in the warehouse; the "
+        "history stays",
+        highlight=False,
+    )
+    for name, erased, lake, scrubbed in erase_subjects(project, "customers", [str(key)]):
+        say_wrapped(
+            f"{name} {', '.join(erased)}: {lake.files:,} lake files rewritten, "
+            f"{sum(scrubbed.values()):,} warehouse rows scrubbed",
+            highlight=False,
+        )
+    sql = _SUBJECT_VERSIONS.format(key=key)
+    versions = [r for b in query_as(project, "admin", sql, path="cli") for r in b.to_pylist()]
+    shown = Table(*(versions[0] if versions else ["customer_id"]), title=f"customer {key}, erased")
+    for row in versions:
+        shown.add_row(*[escape(str(v))[:19] for v in row.values()])
+    console.print(shown)
 
 
 def _print_shop(source: Any, schema_name: str) -> None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from riverbed.cli.common import ConfigOption, app, console, open_project, plural, start_logging
+from riverbed.config import Project
+
+if TYPE_CHECKING:
+    from riverbed.govern.erasure import LakeErased
 
 
 @app.command(short_help="Erase data subjects' personal data everywhere (e.g. forget customers 42).")
@@ -35,32 +39,11 @@ def forget(
     Example: `riverbed forget customers 42`
     """
     project = open_project(config)
-    from riverbed.govern.erasure import LakeErased, begin, check_keys, erase_lake, finish
-    from riverbed.lake.lock import every_run_lock
-    from riverbed.lake.storage import open_storage
-    from riverbed.load.erase import erase_rows
-    from riverbed.load.warehouse import open_warehouse
-    from riverbed.state import open_state
+    from riverbed.govern.erasure import check_keys
 
-    cfg = project.config
-    wanted = check_keys(cfg, table, keys)
+    wanted = check_keys(project.config, table, keys)
     start_logging(project, quiet=as_json)
-    done: list[tuple[str, list[str], LakeErased, dict[str, int]]] = []
-    with every_run_lock(project.home):
-        store = open_state(project)
-        try:
-            storage = open_storage(cfg.lake, project.root)
-            for name, pending in begin(store, cfg, table, wanted).items():
-                lake = erase_lake(storage, store, cfg, name, pending)
-                warehouse = open_warehouse(cfg.warehouse, project.root)
-                try:
-                    rows = erase_rows(warehouse, cfg, name, pending)
-                finally:
-                    warehouse.close()
-                finish(store, name, pending, lake, sum(rows.values()))
-                done.append((name, pending, lake, rows))
-        finally:
-            store.close()
+    done = erase_subjects(project, table, wanted)
     if as_json:
         print(
             json.dumps(
@@ -85,3 +68,37 @@ def forget(
                 "set aside by `riverbed run`; check or delete it by hand",
                 highlight=False,
             )
+
+
+Erased = tuple[str, list[str], "LakeErased", dict[str, int]]
+
+
+def erase_subjects(project: Project, table: str, wanted: list[str]) -> list[Erased]:
+    """Erase the checked keys ``wanted`` of ``table`` (and finish any erasure a kill
+    interrupted): per table, the keys erased, what the lake scrub did and the warehouse rows
+    scrubbed by table. `riverbed forget` and the demo both erase through here."""
+    from riverbed.govern.erasure import begin, erase_lake, finish
+    from riverbed.lake.lock import every_run_lock
+    from riverbed.lake.storage import open_storage
+    from riverbed.load.erase import erase_rows
+    from riverbed.load.warehouse import open_warehouse
+    from riverbed.state import open_state
+
+    cfg = project.config
+    done: list[Erased] = []
+    with every_run_lock(project.home):
+        store = open_state(project)
+        try:
+            storage = open_storage(cfg.lake, project.root)
+            for name, pending in begin(store, cfg, table, wanted).items():
+                lake = erase_lake(storage, store, cfg, name, pending)
+                warehouse = open_warehouse(cfg.warehouse, project.root)
+                try:
+                    rows = erase_rows(warehouse, cfg, name, pending)
+                finally:
+                    warehouse.close()
+                finish(store, name, pending, lake, sum(rows.values()))
+                done.append((name, pending, lake, rows))
+        finally:
+            store.close()
+    return done
