@@ -296,3 +296,12 @@ def test_serve_binds_127_0_0_1_by_default() -> None:
 
     defaults = inspect.signature(serve).parameters
     assert defaults["host"].default == "127.0.0.1" and defaults["port"].default == 8000
+
+
+def test_what_a_user_typed_comes_back_escaped(web: TestClient) -> None:
+    token = log_in(web, "eu_analyst")
+    script = "<script>alert(1)</script>"
+    page = web.post("/query", data={"sql": f"select '{script}' as x", "csrf_token": token})
+    assert page.status_code == 200 and script not in page.text
+    assert "&lt;script&gt;" in page.text
+    assert script not in web.get("/login", params={"next": f'"><{script}'}).text
