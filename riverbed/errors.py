@@ -25,7 +25,8 @@ Every error meant for the user is a RiverbedError (exit 1 unless said otherwise)
     ├── QualityFailure             riverbed.transform.runner: a rule with action fail (QUALITY)
     ├── WarehouseError             riverbed.load.warehouse: a statement, load or connection;
     │   │                          per error
-    │   └── QueryStopped           a query ended early by Warehouse.interrupt (timeout, Ctrl-C)
+    │   ├── QueryStopped           a query ended early by Warehouse.interrupt (timeout, Ctrl-C)
+    │   └── WarehouseBusy          another process holds the DuckDB file past the wait (TRANSIENT)
     ├── NotifyError                riverbed.observe.notify: a notification was not delivered
     ├── InjectedFault              riverbed.orchestrate.executor: fault_injection (its class)
     ├── QueryInterrupted           riverbed.cli.query: Ctrl-C stopped `riverbed query` (exit 130)

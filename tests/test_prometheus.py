@@ -1,17 +1,18 @@
 """The /metrics endpoint: the state store's counters (sums of their increments) and gauges
-(newest samples) in Prometheus' text format."""
+(newest samples) in Prometheus' text format, as the web app's route answers them."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from riverbed.observe.prometheus import MetricsServer, metrics_text, serve_metrics
+from riverbed.observe.prometheus import metrics_text
+from riverbed.serve.metrics import metrics_router
 from riverbed.state import SQLiteStore
 
 
@@ -21,12 +22,11 @@ def state(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(state: Path) -> Iterator[MetricsServer]:
-    server = serve_metrics(state, "127.0.0.1", 0)
-    try:
-        yield server
-    finally:
-        server.shutdown()
+def server(state: Path) -> Iterator[TestClient]:
+    app = FastAPI()
+    app.include_router(metrics_router(state))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
 
 
 def record(state: Path, values: dict[str, float], labels: dict[str, str], ts: float) -> None:
@@ -37,19 +37,14 @@ def record(state: Path, values: dict[str, float], labels: dict[str, str], ts: fl
         manifest.close()
 
 
-def url(server: MetricsServer, path: str = "/metrics") -> str:
-    host, port = server.server_address[:2]
-    return f"http://{host!s}:{port}{path}"
-
-
 def scrape(
-    server: MetricsServer,
+    server: TestClient,
 ) -> dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]:
     """name -> (type, {sorted labels: value})"""
-    with urllib.request.urlopen(url(server), timeout=10) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = response.read().decode()
+    response = server.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = response.text
     return {
         family.name: (
             family.type,
@@ -60,7 +55,7 @@ def scrape(
 
 
 def test_counters_sum_their_increments_and_gauges_show_the_newest(
-    state: Path, server: MetricsServer
+    state: Path, server: TestClient
 ) -> None:
     record(state, {"rows_total": 120, "lag_seconds": 2.5}, {"table": "orders"}, ts=1000)
     record(state, {"rows_total": 7}, {"table": "customers"}, ts=1000)
@@ -89,12 +84,10 @@ def test_counters_sum_their_increments_and_gauges_show_the_newest(
         "riverbed_lag_seconds",
         "riverbed_runs_failed",
     }
-    with urllib.request.urlopen(url(server), timeout=10) as response:
-        text = response.read().decode()
-    assert "\nriverbed_runs_failed_total 2.0\n" in text
+    assert "\nriverbed_runs_failed_total 2.0\n" in server.get("/metrics").text
 
 
-def test_a_counter_survives_pruning(state: Path, server: MetricsServer) -> None:
+def test_a_counter_survives_pruning(state: Path, server: TestClient) -> None:
     for ts in (100.0, 200.0, 300.0):
         record(state, {"runs_succeeded": 1}, {}, ts=ts)
     before = scrape(server)["riverbed_runs_succeeded"]
@@ -106,7 +99,7 @@ def test_a_counter_survives_pruning(state: Path, server: MetricsServer) -> None:
     assert scrape(server)["riverbed_runs_succeeded"] == before == ("counter", {(): 3.0})
 
 
-def test_newest_sample_wins_whatever_the_insert_order(state: Path, server: MetricsServer) -> None:
+def test_newest_sample_wins_whatever_the_insert_order(state: Path, server: TestClient) -> None:
     labels = {"table": "orders"}
     record(state, {"lag_seconds": 1.0}, labels, ts=100)
     record(state, {"lag_seconds": 2.0}, labels, ts=300)
@@ -147,43 +140,30 @@ def test_stored_up_metric_does_not_duplicate_ours(state: Path) -> None:
     assert [s.value for s in up.samples] == [1.0]
 
 
-def test_missing_store_gives_only_up(state: Path, server: MetricsServer) -> None:
+def test_missing_store_gives_only_up(state: Path, server: TestClient) -> None:
     assert scrape(server) == {"riverbed_up": ("gauge", {(): 1.0})}
     assert not state.exists()  # a scrape does not create the store
 
 
-def test_empty_store_gives_only_up(state: Path, server: MetricsServer) -> None:
+def test_empty_store_gives_only_up(state: Path, server: TestClient) -> None:
     SQLiteStore(state).close()
     assert scrape(server) == {"riverbed_up": ("gauge", {(): 1.0})}
 
 
-def test_other_paths_are_404(server: MetricsServer) -> None:
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(url(server, "/"), timeout=10)
-    assert error.value.code == 404
-    # a query string does not change the path
-    with urllib.request.urlopen(url(server, "/metrics?x=1"), timeout=10) as response:
-        assert response.status == 200
+def test_a_query_string_does_not_change_the_path(server: TestClient) -> None:
+    assert server.get("/metrics?x=1").status_code == 200
 
 
-def test_unreadable_store_fails_the_scrape(state: Path, server: MetricsServer) -> None:
+def test_unreadable_store_fails_the_scrape(state: Path, server: TestClient) -> None:
     state.parent.mkdir(parents=True)
     state.write_bytes(b"this is not a sqlite database" * 100)
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(url(server), timeout=10)
-    assert error.value.code == 500
-
-
-def test_shutdown_frees_the_port(state: Path) -> None:
-    server = serve_metrics(state, "127.0.0.1", 0)
-    address = url(server)
-    server.shutdown()
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(address, timeout=10)
+    response = server.get("/metrics")
+    assert response.status_code == 500
+    assert response.text == "metrics unavailable; see the riverbed log\n"  # no details
 
 
 def test_a_lag_measured_before_the_source_went_down_is_left_out(
-    state: Path, server: MetricsServer
+    state: Path, server: TestClient
 ) -> None:
     """A lag of 0 stored when the source answered, then source_up 0: the 0 is no longer
     current, so the scrape leaves the lag out (absent() alerts) and says the source is down."""

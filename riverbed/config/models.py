@@ -6,7 +6,7 @@ later stage consumes are modelled as far as they can be checked today (names, en
 references). Each section lives in a module of its own: ``fields`` (the base model, secrets,
 DSNs), ``source`` (source, capture), ``stores`` (lake, warehouse, state), ``tables`` (transform,
 tables and their quality rules), ``orchestration``, ``alarms`` (notifiers, alarms),
-``governance`` and ``logs``. A section checks itself; what it names in another section (a notifier, a
+``governance``, ``logs`` and ``serve``. A section checks itself; what it names in another section (a notifier, a
 table, a role, a metric) is checked here, by ``cross_reference_problems``, once the whole file
 has loaded. ``secret_refs`` finds every secret in the file, so the logs can mask their values.
 """
@@ -28,6 +28,7 @@ from riverbed.config.orchestration import (
     ParallelState,
     TaskState,
 )
+from riverbed.config.serve import ServeConfig
 from riverbed.config.source import CaptureConfig, SourceConfig
 from riverbed.config.stores import LakeConfig, StateConfig, WarehouseConfig
 from riverbed.config.tables import QualityRule, TableConfig, TransformConfig
@@ -48,6 +49,7 @@ class RiverbedConfig(Model):
     alarms: dict[str, AlarmConfig] = {}
     governance: GovernanceConfig = GovernanceConfig()
     logs: LogsConfig = LogsConfig()
+    serve: ServeConfig = ServeConfig()
 
     def require_table(self, name: str, option: str) -> None:
         """Refuse ``name``, given to the command-line ``option``, unless ``tables:`` has it."""

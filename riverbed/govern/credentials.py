@@ -76,6 +76,18 @@ class Credentials:
         """Whether ``token`` is ``principal``'s."""
         return _check(self._tokens.get(principal), token)
 
+    def token_owner(self, token: str) -> str | None:
+        """The principal whose token ``token`` is, or None. Every token is checked, a match
+        or not (at least one check when there are none), so the time taken does not tell
+        which principal holds it, or whether any does."""
+        owner = None
+        for principal, stored in self._tokens.items():
+            if stored.matches(token) and owner is None:
+                owner = principal
+        if not self._tokens:
+            _DECOY.matches(token)
+        return owner
+
 
 def _check(stored: Hashed | None, attempt: str) -> bool:
     if stored is None:

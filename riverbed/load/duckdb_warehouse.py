@@ -28,6 +28,7 @@ from riverbed.load.warehouse import (
     STREAM_BATCH_ROWS,
     QueryStopped,
     Rows,
+    WarehouseBusy,
     WarehouseError,
     load_columns,
     loadable_chunks,
@@ -45,17 +46,24 @@ _COLUMNS = (
 LOCK_WAIT_SECONDS = 15.0  # how long an open waits for another process to let go of the file
 
 
-def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the file, waiting while another process has it open: DuckDB lets one process
-    write a file and none read it meanwhile, so a `riverbed query` and a run's load step each
-    wait for the other's short hold instead of failing."""
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+def _connect(path: Path, read_only: bool, lock_wait: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting up to ``lock_wait`` seconds while another process has it open:
+    DuckDB lets one process write a file and none read it meanwhile, so a `riverbed query` and
+    a run's load step each wait for the other's short hold instead of failing. Past the wait,
+    WarehouseBusy."""
+    deadline = time.monotonic() + lock_wait
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            if "lock" not in str(exc).lower():
                 raise
+            if time.monotonic() > deadline:
+                raise WarehouseBusy(
+                    f"warehouse {path}: another process holds the file (a load, most likely); "
+                    "try again in a few seconds",
+                    transient=True,
+                ) from exc
             time.sleep(0.1)
 
 
@@ -64,7 +72,14 @@ class DuckDBWarehouse:
     dialect = "duckdb"
     has_indexes = DIALECTS[dialect].has_indexes  # False: scans use zone maps
 
-    def __init__(self, path: Path, *, read_only: bool = False, memory_limit: str | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        read_only: bool = False,
+        memory_limit: str | None = None,
+        lock_wait: float = LOCK_WAIT_SECONDS,
+    ):
         self.path = path
         self._read_only = read_only
         if read_only and not path.exists():
@@ -75,7 +90,7 @@ class DuckDBWarehouse:
         try:
             if not read_only:
                 private_folders(path.parent)
-            self._db = _connect(path, read_only)
+            self._db = _connect(path, read_only, lock_wait)
             if not read_only:
                 # DuckDB refuses an empty file made for it: tighten the one it made, before
                 # anything is written into it (its .wal: riverbed.private)
@@ -275,7 +290,7 @@ class DuckDBWarehouse:
         self._db.close()
         fresh.chmod(FILE_MODE)
         os.replace(fresh, self.path)
-        self._db = _connect(self.path, read_only=False)
+        self._db = _connect(self.path, False, LOCK_WAIT_SECONDS)
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute("SET enable_progress_bar = false")
 

@@ -91,6 +91,11 @@ class QueryStopped(WarehouseError):
     """A query ended early, by ``Warehouse.interrupt``."""
 
 
+class WarehouseBusy(WarehouseError):
+    """The warehouse could not be opened in time: another process holds it (DuckDB's file
+    lock, held by a load while it writes). Worth retrying in a few seconds."""
+
+
 @dataclass(frozen=True)
 class Rows:
     """A query's result as it streams: its column names, known before any row, and its rows
@@ -179,6 +184,7 @@ def open_warehouse(
     password: str | None = None,
     *,
     read_only: bool = False,
+    lock_wait: float | None = None,
 ) -> Warehouse:
     """The warehouse ``config`` names: a DuckDB file (a relative ``path`` is resolved against
     ``root``, the project folder) or PostgreSQL by ``dsn``. ``password`` overrides
@@ -187,7 +193,8 @@ def open_warehouse(
     nothing a query does is kept (nor, on DuckDB, any file outside the warehouse written or
     attached), and DuckDB's memory is limited to ``warehouse.query.memory_limit``. A DuckDB
     file is open to one process at a time (one writer, or readers): an open waits a few
-    seconds for another process to let go (see duckdb_warehouse.LOCK_WAIT_SECONDS)."""
+    seconds for another process to let go (see duckdb_warehouse.LOCK_WAIT_SECONDS; ``lock_wait``
+    seconds if given), then raises WarehouseBusy."""
     if config.engine == "postgres":
         from riverbed.load.postgres_warehouse import PostgresWarehouse
 
@@ -198,13 +205,14 @@ def open_warehouse(
             except ValueError as exc:
                 raise WarehouseError(f"warehouse.password: {exc}") from None
         return PostgresWarehouse(config.dsn, password, read_only=read_only)
-    from riverbed.load.duckdb_warehouse import DuckDBWarehouse
+    from riverbed.load.duckdb_warehouse import LOCK_WAIT_SECONDS, DuckDBWarehouse
 
     path = config.path.expanduser()
     return DuckDBWarehouse(
         path if path.is_absolute() else root / path,
         read_only=read_only,
         memory_limit=config.query.memory_limit if read_only else None,
+        lock_wait=LOCK_WAIT_SECONDS if lock_wait is None else lock_wait,
     )
 
 

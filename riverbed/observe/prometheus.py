@@ -9,21 +9,17 @@ is computed at scrape time from the run history, not read from a stored sample, 
 a second later. Sample timestamps are not exposed: Prometheus rejects samples far in the past,
 and a value that has not changed for hours is still the current one.
 
-``StateStoreCollector`` is a plain ``prometheus_client`` collector, so the same one can be
-registered in any registry (the small server here, or a web app's /metrics route).
+``StateStoreCollector`` is a plain ``prometheus_client`` collector; ``metrics_text`` renders
+it, and is what the web app's /metrics route (riverbed.serve.metrics) answers with.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -39,6 +35,7 @@ log = logging.getLogger(__name__)
 PREFIX = "riverbed_"
 UP = "riverbed_up"
 METRICS_PATH = "/metrics"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # Prometheus text format 0.0.4
 
 
 def metric_name(name: str) -> str:
@@ -168,76 +165,10 @@ def _labels(sample: Sample) -> tuple[tuple[str, str], ...]:
     return tuple(sorted({label_name(k): str(v) for k, v in sample.labels.items()}.items()))
 
 
-def metrics_text(state_path: Path) -> bytes:
-    """The exposition (text format 0.0.4) of the state store at ``state_path``."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateStoreCollector(state_path))
-    return generate_latest(registry)
-
-
-class MetricsServer(ThreadingHTTPServer):
-    """Serves GET /metrics from a daemon thread; ``shutdown`` also frees the port."""
-
-    daemon_threads = True  # a hanging scraper never keeps the process alive
-
-    def __init__(self, address: tuple[str, int], registry: CollectorRegistry):
-        self.registry = registry
-        super().__init__(address, _Handler)
-        self._thread = threading.Thread(
-            target=self.serve_forever,
-            kwargs={"poll_interval": 0.1},  # how long shutdown() may wait
-            name="riverbed-metrics",
-            daemon=True,
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        """Stop serving and close the listening socket."""
-        if self._thread.is_alive():
-            super().shutdown()
-            self._thread.join()
-        self.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: MetricsServer
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if urlsplit(self.path).path != METRICS_PATH:
-            self._reply(404, b"not found; metrics are at /metrics\n", "text/plain")
-            return
-        try:
-            body = generate_latest(self.server.registry)
-        except Exception:
-            # the scrape fails visibly (Prometheus sets up=0 for the target); the details
-            # go to our log, not to whoever scrapes
-            log.exception("metrics scrape failed")
-            self._reply(500, b"metrics unavailable; see the riverbed log\n", "text/plain")
-            return
-        self._reply(200, body, CONTENT_TYPE_PLAIN_0_0_4)
-
-    def _reply(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
-        # one line per scrape on stderr would drown the console; keep it at debug level
-        log.debug("metrics http: " + format, *args)
-
-
-def serve_metrics(
-    state_path: Path, host: str, port: int, refresh: Callable[[], None] | None = None
-) -> MetricsServer:
-    """Serve the state store's metrics at ``http://host:port/metrics`` (port 0: any free
-    port, see ``.server_address``) until ``.shutdown()``; ``refresh`` runs before each scrape
-    reads the store (see StateStoreCollector)."""
+def metrics_text(state_path: Path, refresh: Callable[[], None] | None = None) -> bytes:
+    """The exposition (text format 0.0.4, CONTENT_TYPE) of the state store at ``state_path``,
+    ``refresh`` run first (see StateStoreCollector): what /metrics answers
+    (riverbed.serve.metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateStoreCollector(state_path, refresh))
-    server = MetricsServer((host, port), registry)
-    server.start()
-    return server
+    return generate_latest(registry)

@@ -170,26 +170,37 @@ def query_as(
     timeout: float | None = None,
     limit: int | None = None,
     path: AuditPath = "api",
+    lock_wait: float | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """``sql`` run as ``principal`` on the project's warehouse, opened read-only for it: its
     rows as Arrow record batches, as they stream, at most ``limit`` rows (the query stops
-    there). Raises GovernError (refused), WarehouseError (failed) or QueryStopped (past
-    ``timeout`` seconds). Closing the iterator early stops the query. For the web app, the
-    API and exports."""
-    warehouse = open_warehouse(project.config.warehouse, project.root, read_only=True)
+    there); at least one batch, empty when there are no rows, for the column names. Raises
+    GovernError (refused), WarehouseError (failed), QueryStopped (past ``timeout`` seconds)
+    or WarehouseBusy (a DuckDB file another process held past ``lock_wait`` seconds, default
+    open_warehouse's). Closing the iterator early stops the query. For the web app, the API
+    and exports."""
+    warehouse = open_warehouse(
+        project.config.warehouse, project.root, read_only=True, lock_wait=lock_wait
+    )
     timer = threading.Timer(timeout, warehouse.interrupt) if timeout is not None else None
     try:
         if timer is not None:
             timer.start()
         with governed_rows(project, warehouse, principal, sql, path=path) as rows:
             left = limit
+            empty = True
             for batch in rows.batches:
                 if left is not None:
                     batch = batch.slice(0, left)
                     left -= batch.num_rows
+                empty = False
                 yield batch
                 if left == 0:
                     return
+            if empty:  # no rows: one empty batch still names the columns
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([], pa.null()) for _ in rows.names], names=rows.names
+                )
     finally:
         if timer is not None:
             timer.cancel()
