@@ -442,3 +442,24 @@ def test_a_postgresql_warehouse_gives_the_same_numbers(
     assert got == revenue_by(shop["items"], "month", "category")
     for name in ("seller_performance", "cohort_retention", "category_growth"):
         assert chart_data(pg, "eu_analyst", name).rows == chart_data(duck, "eu_analyst", name).rows
+
+
+def test_pipeline_health_comes_from_the_state_store(duck: Project) -> None:
+    from riverbed.serve.semantic import health
+
+    runs = health.recent_runs(duck)
+    assert len(runs) >= 2 and {r["status"] for r in runs} == {"succeeded"}
+    assert runs[0]["started_at"] >= runs[-1]["started_at"]  # newest first
+    timeline = health.run_timeline(duck, runs[0]["run_id"][-8:])
+    assert timeline["run"]["run_id"] == runs[0]["run_id"]
+    assert {"transform", "facts"} <= {e["state"] for e in timeline["events"]}
+    quality = health.quality_over_time(duck, "customers")
+    assert quality and {"not_null(email)"} <= {q["rule"] for q in quality}
+    assert all(q["checked"] >= q["failed"] >= 0 and "rows_quarantined" in q for q in quality)
+    assert [q["at"] for q in quality] == sorted(q["at"] for q in quality)
+    fresh = health.freshness(duck)
+    assert fresh["last_success_at"] and 0 <= fresh["seconds_ago"] < 3600
+    status = health.pipeline_status(duck)
+    assert status["capture"]["slot"] and status["capture"]["lag_bytes"] is not None
+    assert {a["alarm"] for a in health.alarm_states(duck)} >= {"run_failed"}
+    assert isinstance(health.capture_lag_series(duck), list)

@@ -71,16 +71,19 @@ class Relation:
     from_sql: str
     day_key: str  # the business day (dim_date's key) of a row
     day: str  # that day's dim_date row, aliased
+    # alias -> a join added only when a chosen measure reads that alias (the returns summed
+    # per item cost a pass over every return; revenue does not need it)
+    optional: tuple[tuple[str, str], ...] = ()
 
 
 ITEMS = Relation(
     "items",
     "fact_order_items_current AS i"
     + _ITEM_JOINS
-    + " JOIN dim_date AS d ON d.date_key = i.date_key"
-    + f" LEFT JOIN {_ITEM_RETURNS} ON ir.order_item_id = i.order_item_id",
+    + " JOIN dim_date AS d ON d.date_key = i.date_key",
     "i.date_key",
     "d",
+    (("ir", f" LEFT JOIN {_ITEM_RETURNS} ON ir.order_item_id = i.order_item_id"),),
 )
 RETURNS = Relation(
     "returns",
@@ -257,7 +260,9 @@ def build(
         name, measure, when = (item, item, None) if isinstance(item, str) else item
         columns.append(exp.alias_(aggregate(MEASURES[measure], when), name))
     columns += extra
-    select = sqlglot.parse_one(f"SELECT 1 FROM {relation.from_sql}", read="duckdb")
+    read = {c.table for column in columns for c in column.find_all(exp.Column)}
+    joins = "".join(join for alias, join in relation.optional if alias in read)
+    select = sqlglot.parse_one(f"SELECT 1 FROM {relation.from_sql}{joins}", read="duckdb")
     assert isinstance(select, exp.Select)
     select.set("expressions", columns)
     if where:
