@@ -12,6 +12,7 @@ time (created_at, in UTC), categories and regions as the source has them now.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +29,7 @@ from riverbed.config.loader import load_project
 from riverbed.serve.semantic import CHARTS, ChartError, FilterError, chart_data
 from riverbed.serve.semantic.filters import fair_windows
 from riverbed.source.embedded import EmbeddedServer
+from riverbed.state import open_state
 
 # changes the facts must count once, with their latest values, or not at all
 OWN_CHANGES = (
@@ -401,6 +403,16 @@ def test_the_eu_analyst_sees_eu_customers_only_and_no_personal_value_in_clear(
         if c["region"] == "Europe" and c[k]
     ]
     assert personal and not [v for v in personal if v in shown]
+    # each chart's queries were audited as the reader, by the way they came in
+    before = time.time()
+    chart_data(duck, "eu_analyst", "seller_performance", path="web")
+    store = open_state(duck)
+    try:
+        records = store.audit.records(principal="eu_analyst", since=before)
+    finally:
+        store.close()
+    assert records and {(r.path, r.allowed) for r in records} == {("web", True)}
+    assert "fact_order_items_current" in records[-1].tables
 
 
 def test_bad_filters_and_unknown_charts_are_clear_errors_and_values_stay_literals(
