@@ -475,3 +475,49 @@ def test_pipeline_health_comes_from_the_state_store(duck: Project) -> None:
     assert status["capture"]["slot"] and status["capture"]["lag_bytes"] is not None
     assert {a["alarm"] for a in health.alarm_states(duck)} >= {"run_failed"}
     assert isinstance(health.capture_lag_series(duck), list)
+
+
+@pytest.mark.parametrize(
+    "as_of,current,previous",
+    [
+        ("2026-03-15", ("2026-03-01", "2026-03-15"), ("2026-02-01", "2026-02-15")),
+        ("2026-03-31", ("2026-03-01", "2026-03-31"), ("2026-02-01", "2026-02-28")),
+        ("2024-03-30", ("2024-03-01", "2024-03-30"), ("2024-02-01", "2024-02-29")),
+        ("2026-01-10", ("2026-01-01", "2026-01-10"), ("2025-12-01", "2025-12-10")),
+    ],
+)
+def test_fair_windows_take_the_same_days_cut_to_the_shorter_month(
+    as_of: str, current: tuple[str, str], previous: tuple[str, str]
+) -> None:
+    now, before = fair_windows(date.fromisoformat(as_of))
+    assert (now.as_dict(), before.as_dict()) == (
+        {"from": current[0], "to": current[1]},
+        {"from": previous[0], "to": previous[1]},
+    )
+
+
+def test_seller_buckets_by_thresholds_or_quantiles() -> None:
+    from riverbed.config.dashboards import SellerBucketsConfig
+    from riverbed.serve.semantic.sellers import bucket_of, cut_points
+
+    rates = [0.01, 0.02, 0.03, 0.08, 0.09, 0.3]
+    fixed = cut_points(rates, SellerBucketsConfig())
+    assert [bucket_of(r, fixed) for r in (0.3, 0.15, 0.08, 0.05, 0.01)] == [
+        "high",
+        "high",
+        "medium",
+        "medium",
+        "low",
+    ]
+    by_rank = cut_points(rates, SellerBucketsConfig(method="quantiles", high=0.8, medium=0.5))
+    # the 80th percentile is 0.09 (rank 4 of 0..5), the median 0.055
+    assert by_rank == pytest.approx((0.09, 0.055))
+    assert [bucket_of(r, by_rank) for r in rates] == ["low"] * 3 + ["medium"] + ["high"] * 2
+    assert bucket_of(None, fixed) is None
+
+
+def test_a_measure_is_counted_over_its_own_grain_only() -> None:
+    from riverbed.serve.semantic.measures import ITEMS, build
+
+    with pytest.raises(ValueError, match="measure return_requests counts returns, not items"):
+        build(ITEMS, ["month"], ["return_requests"])

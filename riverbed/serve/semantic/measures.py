@@ -258,6 +258,10 @@ def build(
     columns: list[exp.Expr] = [exp.alias_(_expr(DIMENSIONS[d]), d) for d in dimensions]
     for item in measures:
         name, measure, when = (item, item, None) if isinstance(item, str) else item
+        if MEASURES[measure].relation != relation.name:
+            raise ValueError(
+                f"measure {measure} counts {MEASURES[measure].relation}, not {relation.name}"
+            )
         columns.append(exp.alias_(aggregate(MEASURES[measure], when), name))
     columns += extra
     read = {c.table for column in columns for c in column.find_all(exp.Column)}
