@@ -222,6 +222,22 @@ MISTAKES = [
     ("logs: {path: logs/}\n", "logs.path = 'logs/': must name a file, not a folder"),
     ("logs: {file: x.jsonl}\n", "logs.file: unknown key; allowed here: path, level"),
     (
+        "dashboards: {seller_buckets: {high: 0.05, medium: 0.15}}\n",
+        "dashboards.seller_buckets: medium (0.15) must not be above high (0.05)",
+    ),
+    (
+        "dashboards: {seller_buckets: {high: 1.5}}\n",
+        "dashboards.seller_buckets: high = 1.5: must be between 0 and 1",
+    ),
+    (
+        "dashboards: {seller_buckets: {method: median}}\n",
+        "dashboards.seller_buckets.method = 'median': Input should be 'thresholds' or 'quantiles'",
+    ),
+    (
+        "dashboards: {spending_buckets: [100, 50]}\n",
+        "dashboards.spending_buckets: [100.0, 50.0]: edges must be positive and strictly",
+    ),
+    (
         "tables:\n  t: {kind: fact, target: x, keys: [id], current_view: 'x now'}\n",
         "tables.t.current_view: 'x now' must be a plain identifier",
     ),
@@ -580,3 +596,20 @@ def test_business_time_columns_reach_the_warehouse_model() -> None:
         ("events", "happened_at"),
         ("other", None),
     ]
+
+
+def test_the_dashboards_section_loads_with_the_seed_tiers_as_its_default() -> None:
+    default = parse_config("version: 1\n", "riverbed.yaml").dashboards.seller_buckets
+    assert (default.measure, default.method, default.high, default.medium) == (
+        "return_rate",
+        "thresholds",
+        0.15,
+        0.05,
+    )
+    config = parse_config(
+        "dashboards:\n  seller_buckets: {measure: refund_rate, method: quantiles, high: 0.8,"
+        " medium: 0.4}\n  spending_buckets: [10, 20]\n",
+        "riverbed.yaml",
+    ).dashboards
+    assert (config.seller_buckets.method, config.seller_buckets.high) == ("quantiles", 0.8)
+    assert config.spending_buckets == [10, 20]

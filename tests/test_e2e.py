@@ -189,11 +189,19 @@ def text(value: Any) -> str | None:
 
 @pytest.fixture(params=["duckdb", "postgres"])
 def project(database: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Path:
-    """The demo config from `riverbed init`, pointed at the test database, with its own slot and
-    publication, the lake and state under tmp_path/.riverbed (the defaults), the warehouse the
-    DuckDB default or a PostgreSQL database of its own on the same server, and raw files
-    closed every 2 s instead of 60 so that runs find work while traffic flows."""
-    folder = tmp_path / "proj"
+    """demo_project on the test database: the DuckDB default warehouse, or a PostgreSQL
+    database of its own on the same server."""
+    warehouse: Database | None = None
+    if request.param == "postgres":
+        warehouse = request.getfixturevalue("warehouse_database")
+    return demo_project(tmp_path / "proj", database, warehouse)
+
+
+def demo_project(folder: Path, database: Database, warehouse: Database | None = None) -> Path:
+    """The demo config from `riverbed init` in ``folder``, pointed at ``database``, with its
+    own slot and publication, the lake and state under folder/.riverbed (the defaults), the
+    warehouse the DuckDB default or ``warehouse`` (PostgreSQL), and raw files closed every 2 s
+    instead of 60 so that runs find work while traffic flows."""
     assert run_cli("init", str(folder)).code == 0
     path = folder / "riverbed.yaml"
     config = yaml.safe_load(path.read_text())
@@ -202,8 +210,7 @@ def project(database: Database, tmp_path: Path, request: pytest.FixtureRequest) 
     config["source"]["slot"] = f"e2e_{suffix}"
     config["source"]["publication"] = f"e2e_{suffix}"
     config["lake"]["max_seconds"] = 2
-    if request.param == "postgres":
-        warehouse: Database = request.getfixturevalue("warehouse_database")
+    if warehouse is not None:
         config["warehouse"] = {"engine": "postgres", "dsn": warehouse.dsn}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

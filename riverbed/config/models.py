@@ -7,6 +7,7 @@ references). Each section lives in a module of its own: ``fields`` (the base mod
 DSNs), ``source`` (source, capture), ``stores`` (lake, warehouse, state), ``tables`` (transform,
 tables and their quality rules), ``orchestration``, ``alarms`` (notifiers, alarms),
 ``governance``, ``logs`` and ``serve``. A section checks itself; what it names in another section (a notifier, a
+``governance``, ``logs`` and ``dashboards``. A section checks itself; what it names in another section (a notifier, a
 table, a role, a metric) is checked here, by ``cross_reference_problems``, once the whole file
 has loaded. ``secret_refs`` finds every secret in the file, so the logs can mask their values.
 """
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from riverbed.config.alarms import AlarmConfig, NotifierConfig
+from riverbed.config.dashboards import DashboardsConfig
 from riverbed.config.fields import IDENTIFIER, Model, SecretRef
 from riverbed.config.governance import GovernanceConfig, governance_problems
 from riverbed.config.logs import LogsConfig
@@ -50,6 +52,7 @@ class RiverbedConfig(Model):
     governance: GovernanceConfig = GovernanceConfig()
     logs: LogsConfig = LogsConfig()
     serve: ServeConfig = ServeConfig()
+    dashboards: DashboardsConfig = DashboardsConfig()
 
     def require_table(self, name: str, option: str) -> None:
         """Refuse ``name``, given to the command-line ``option``, unless ``tables:`` has it."""

@@ -1,0 +1,130 @@
+"""What a chart is and what it hands back: ``Chart`` (a name, its page, a title and the function
+that computes it), ``Context`` (the reader, the validated filters, the as-of date, and the one
+way a chart reads the warehouse: ``Context.rows``, through the governance gateway) and
+``ChartData``, the result every page, API response and export is made of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+from sqlglot import exp
+
+from riverbed.config import Project
+from riverbed.errors import UsageError
+from riverbed.serve.queries import query_as
+from riverbed.serve.semantic.filters import Filters
+from riverbed.serve.semantic.measures import (
+    MEASURES,
+    RATES,
+    RegionOf,
+    Relation,
+    build,
+    conditions,
+    month_label,
+    number,
+    ratio,
+)
+from riverbed.state.records import AuditPath
+
+Page = Literal["products", "sellers", "consumers"]
+
+
+class ChartError(UsageError):
+    """No chart by that name, or a chart asked for without what it needs."""
+
+
+@dataclass(frozen=True)
+class ChartData:
+    """A chart's rows (dicts keyed by ``columns``) and what they mean: ``meta`` holds the
+    filters applied, the as-of date and, for comparisons, the windows compared."""
+
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "columns": self.columns,
+            "rows": self.rows,
+            "meta": self.meta,
+        }
+
+
+@dataclass
+class Context:
+    """One chart request: who asks, narrowed how, as of when."""
+
+    project: Project
+    principal: str
+    filters: Filters
+    as_of: date
+    path: AuditPath = "api"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> str:
+        return self.project.config.warehouse.engine
+
+    def rows(self, select: exp.Expr) -> list[dict[str, Any]]:
+        """``select``'s rows, run as the principal through the gateway (governed, audited)."""
+        sql = select.sql(dialect=self.dialect)
+        return [
+            row
+            for batch in query_as(self.project, self.principal, sql, path=self.path)
+            for row in batch.to_pylist()
+        ]
+
+    def table(
+        self,
+        relation: Relation,
+        dimensions: Sequence[str],
+        measures: Sequence[str],
+        *,
+        region_of: RegionOf = "customer",
+        filters: Filters | None = None,
+        where: Sequence[exp.Expr] = (),
+    ) -> list[dict[str, Any]]:
+        """``measures`` (and any of RATES) by ``dimensions`` over ``relation`` under the
+        request's filters, ordered by the dimensions: months as 'YYYY-MM', counts as ints,
+        money as Decimal, rates as floats (None over no items)."""
+        rates = [m for m in measures if m in RATES]
+        needed = [m for m in measures if m in MEASURES]
+        needed += [part for r in rates for part in RATES[r] if part not in needed]
+        select = build(
+            relation,
+            dimensions,
+            needed,
+            [*conditions(relation, filters or self.filters, region_of), *where],
+            order=[str(i + 1) for i in range(len(dimensions))],
+        )
+        out = []
+        for row in self.rows(select):
+            shaped = {d: month_label(row[d]) if d == "month" else row[d] for d in dimensions}
+            values = {m: number(row[m], m) for m in needed}
+            shaped |= {m: values[m] for m in measures if m in values}
+            shaped |= {r: ratio(values[RATES[r][0]], values[RATES[r][1]]) for r in rates}
+            out.append(shaped)
+        return out
+
+
+Compute = Callable[[Context], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A named chart of a page: ``compute`` returns its rows, with ``columns`` in order."""
+
+    name: str
+    page: Page
+    title: str
+    columns: tuple[str, ...]
+    compute: Compute
+    needs: tuple[str, ...] = ()  # filters it cannot do without (a drill's seller)
