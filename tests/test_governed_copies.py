@@ -22,8 +22,8 @@ from test_govern_property import FILTERS, ROWS, TYPES, policies, queries
 
 from conftest import write_config
 from riverbed.config import load_project, parse_config
-from riverbed.errors import ConfigError
 from riverbed.config.loader import Project
+from riverbed.errors import ConfigError
 from riverbed.govern.policy import GovernError, Policy
 from riverbed.load.versions import bump, ensure_versions
 from riverbed.load.warehouse import open_warehouse
