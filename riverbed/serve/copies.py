@@ -126,9 +126,10 @@ def refresh_copies(project: Project, warehouse: Warehouse, catalog: Catalog) -> 
         return done  # nothing asked, nothing to drop: the warehouse stays as it is
     policy = Policy.from_config(project.config)
     wanted = contexts(policy, catalog, tables)
-    for statement in _DDL:
-        warehouse.execute(statement)
-    ensure_versions(warehouse)
+    if not registry_there:
+        for statement in _DDL:
+            warehouse.execute(statement)
+        ensure_versions(warehouse)
     check = ""
     if any(d.hashes for d in wanted.values()):
         for statement in key_statements(pii_key(project), warehouse.dialect):
