@@ -174,8 +174,20 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_history(
     assert "warehouse.duckdb" in before  # its bytes hold them: the search reaches the file
     assert holding(warehouse_tables(project), SECRETS)
     # and so do the governed copies of the principal who sees them in clear, some rows only
-    copies = {n: r for n, r in warehouse_tables(project).items() if "riverbed_governed." in n}
+    tables = warehouse_tables(project)
+    copies = {n: r for n, r in tables.items() if "riverbed_governed." in n}
     assert len(copies) == 3 and holding(copies, SECRETS), copies.keys()
+    # each at its table's version: the second run's publish caught them up
+    current = {r["table_name"]: r["version"] for r in tables['riverbed_load."riverbed_versions"']}
+    recorded = tables['riverbed_governed."riverbed_copies"']
+    assert {r["table_name"]: r["version"] for r in recorded} == {
+        "dim_customer": current["dim_customer"],
+        "fact_orders": current["fact_orders"],
+    }
+    versions_of = {r["table_name"]: r for r in tables['riverbed_load."riverbed_versions"']}
+    assert versions_of["fact_orders"]["rewritten"] == 0  # appends only: caught up, not rebuilt
+    (orders,) = [r for n, r in copies.items() if "fact_orders__" in n]
+    assert sorted(r["order_id"] for r in orders) == [100, 101, 102]
     kept = versions(project, 42)
     assert [v["city"] for v in kept] == ["Oslo", "Oslo", "Bergen"]  # Atlantis quarantined
     other = versions(project, 1)

@@ -23,7 +23,7 @@ from test_govern_property import FILTERS, ROWS, TYPES, policies, queries
 from conftest import write_config
 from riverbed.config import load_project, parse_config
 from riverbed.config.loader import Project
-from riverbed.errors import ConfigError
+from riverbed.errors import ConfigError, RiverbedError
 from riverbed.govern.policy import GovernError, Policy
 from riverbed.load.versions import bump, ensure_versions
 from riverbed.load.warehouse import open_warehouse
@@ -290,3 +290,35 @@ def test_copies_name_warehouse_tables() -> None:
         .endswith("governance.copies: 'fact_*' is not a warehouse table; tables: t")
     )
     assert parse_config(TABLES + "governance:\n  copies: ['*']\n", "test").governance.copies
+
+
+def test_a_failed_refresh_fails_publish_with_one_line_and_queries_answer_live(
+    tmp_path: Path,
+) -> None:
+    from riverbed.observe.notify import Dispatcher
+    from riverbed.orchestrate.tasks import Tasks
+    from riverbed.state import open_state
+
+    warehouse_file(tmp_path)
+    # q's mask fails on every name: its copy cannot be built (its live queries fail too)
+    broken = EU_ONLY.replace(
+        "    q: {roles: [eu], attributes: {region: US}}\n",
+        "    q: {roles: [bad], attributes: {region: US}}\n",
+    ).replace(
+        "  principals:",
+        "    bad: {grants: [{tables: [t], masks: {name: {sql: 'CAST({column} AS INTEGER)'}}}]}\n"
+        "  principals:",
+    )
+    project = project_with(tmp_path, broken)
+    store = open_state(project)
+    try:
+        tasks = Tasks(project, store, "run-1", Dispatcher({}))
+        with pytest.raises(RiverbedError) as failed:
+            tasks._refresh_copies()
+    finally:
+        store.close()
+    message = str(failed.value)
+    assert message.startswith("governed copies not refreshed: ") and "\n" not in message
+    assert "answer from the tables themselves until the next publish" in message
+    for sql in QUERIES:
+        assert answer(project, "p", sql) == answer(live(project), "p", sql)
