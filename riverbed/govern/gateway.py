@@ -30,6 +30,12 @@ UNION / INTERSECT / EXCEPT) that:
 
 A masked column holds masked values only, inside the query: WHERE, GROUP BY, ORDER BY and
 joins compare masked values, so a query cannot filter on a clear value it cannot read.
+
+``derived_table`` gives a principal's derived table of one table and its security context (a
+digest of its SQL); ``govern(..., copies)`` reads, in place of a derived table, a SELECT the
+caller vouches gives the same rows: riverbed.serve.copies's governed copy of that context,
+exactly fresh. The copies live outside the warehouse's own schema, so ``_resolve`` refuses a
+query naming them like any table that does not exist.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ transform   quality rules + SQL transforms of every table (or ``table``) into st
 stage       prepares the warehouse and truncate-and-loads staging tables (riverbed.load.runner)
 dimension   the SCD2 merge of one dimension (``table``) from its staging table
 facts       the append of every fact (or ``table``) from its staging table
-publish     records what the run made visible (freshness) and prunes old metrics
+publish     records what the run made visible (freshness), refreshes the governed copies
+            (riverbed.serve.copies) and prunes old metrics
 notify      tells orchestration.notify that the run failed (the default Catch handler)
 =========== ==================================================================================
 
