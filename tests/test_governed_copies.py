@@ -183,6 +183,9 @@ def test_a_load_makes_the_copy_stale_until_the_next_refresh(tmp_path: Path) -> N
     same_answers(project)
     # the refresh appends just the new batch's rows, and the copies are used again
     assert refresh(project).as_dict() == {"built": 0, "appended": 2, "fresh": 0, "dropped": 0}
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
+        # every copy has batch b2: its record is forgotten
+        assert db.sql("SELECT count(*) FROM riverbed_load.riverbed_appended").fetchall() == [(0,)]
     assert copies_used(project, "p")
     same_answers(project)
     assert "'id': 100" in str(answer(project, "p", "SELECT id FROM t"))

@@ -11,7 +11,8 @@ shows (the gateway reads the warehouse's own schema only):
   erasure): a copy at version ``c`` with ``rewritten <= c`` catches up by appending;
 - ``riverbed_appended(table_name, version, batch_id)``: the batches each append added to a
   fact, so a copy appends exactly the rows of the batches after its version. A rewrite clears
-  the table's entries (no copy older than it can use them).
+  the table's entries (no copy older than it can use them); the copies' refresh forgets those
+  every copy has (in a project without copies they stay: a row per appended batch).
 
 A table with no row is at version 0. ``bump`` is written as INSERT-from-SELECT then DELETE of
 the older row, plain SQL that DuckDB and PostgreSQL run alike, no upsert (DuckDB's unique
@@ -100,12 +101,4 @@ def appended_since(table: str, version: int) -> str:
     return (
         f"SELECT batch_id FROM {APPENDED} WHERE table_name = {_literal(table)}"
         f" AND version > {int(version)}"
-    )
-
-
-def prune_appended(table: str, version: int) -> str:
-    """The statement forgetting the batches of ``table`` appended at or before ``version``
-    (every copy of it is at least there)."""
-    return (
-        f"DELETE FROM {APPENDED} WHERE table_name = {_literal(table)} AND version <= {int(version)}"
     )

@@ -45,11 +45,11 @@ from riverbed.govern.gateway import Catalog, Derived, derived_table
 from riverbed.govern.masks import key_statements
 from riverbed.govern.policy import GovernError, Policy, Principal
 from riverbed.load.versions import (
+    APPENDED,
     VERSIONS,
     appended_since,
     ensure_versions,
     exists,
-    prune_appended,
     version_query,
 )
 from riverbed.load.warehouse import Warehouse, WarehouseError
@@ -126,6 +126,8 @@ def refresh_copies(project: Project, warehouse: Warehouse, catalog: Catalog) -> 
         return done  # nothing asked, nothing to drop: the warehouse stays as it is
     policy = Policy.from_config(project.config)
     wanted = contexts(policy, catalog, tables)
+    if not wanted and not registry_there:
+        return done  # every principal reads these tables plain: no copy to keep
     if not registry_there:
         for statement in _DDL:
             warehouse.execute(statement)
@@ -144,11 +146,12 @@ def refresh_copies(project: Project, warehouse: Warehouse, catalog: Catalog) -> 
             warehouse.execute(f"DROP TABLE IF EXISTS {copy_table(table, context)}")
             warehouse.execute(_delete_record(table, context))
         done.dropped += 1
-    # appended batches every copy has: no refresh needs them any more
-    for table in tables:
-        versions = [r["version"] for r in _records(warehouse) if r["table_name"] == table]
-        if versions:
-            warehouse.execute(prune_appended(table, min(versions)))
+    # the appended batches every copy of their table has, and those of tables without
+    # copies: no refresh needs them any more (a copy built later is built whole)
+    warehouse.execute(
+        f"DELETE FROM {APPENDED} WHERE version <= COALESCE((SELECT MIN(r.version) FROM"
+        f" {REGISTRY} r WHERE r.table_name = {APPENDED}.table_name), version)"
+    )
     return done
 
 
