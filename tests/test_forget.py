@@ -53,6 +53,14 @@ tables:
     keys: [order_id]
 governance:
   tags: {dim_customer.full_name: [pii], dim_customer.phone: [pii], fact_orders.ship_to: [pii]}
+  # governed copies holding personal values in clear: the erasure must reach them too
+  copies: [dim_customer, fact_orders]
+  roles:
+    admin: {grants: [{tables: ["*"]}], unmasked: ["*"]}
+    oslo:
+      grants: [{tables: ["*"], row_filter: "customer_id > 0"}]
+      unmasked: ["*"]
+  principals: {admin: {roles: [admin]}, oslo: {roles: [oslo]}}
 """
 
 
@@ -129,7 +137,12 @@ def warehouse_tables(config: Path) -> dict[str, list[dict[str, Any]]]:
     with duckdb.connect(
         str(config.parent / ".riverbed" / "warehouse.duckdb"), read_only=True
     ) as db:
-        names = [r[0] for r in db.sql("select table_name from duckdb_tables()").fetchall()]
+        names = [
+            name if schema == "main" else f'{schema}."{name}"'
+            for schema, name in db.sql(
+                "select schema_name, table_name from duckdb_tables()"
+            ).fetchall()
+        ]
         return {
             name: db.sql(f"select * from {name}").to_arrow_table().to_pylist() for name in names
         }
@@ -160,6 +173,21 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_history(
     assert any(p.startswith("lake/quarantine/") for p in before), before
     assert "warehouse.duckdb" in before  # its bytes hold them: the search reaches the file
     assert holding(warehouse_tables(project), SECRETS)
+    # and so do the governed copies of the principal who sees them in clear, some rows only
+    tables = warehouse_tables(project)
+    copies = {n: r for n, r in tables.items() if "riverbed_governed." in n}
+    assert len(copies) == 3 and holding(copies, SECRETS), copies.keys()
+    # each at its table's version: the second run's publish caught them up
+    current = {r["table_name"]: r["version"] for r in tables['riverbed_load."riverbed_versions"']}
+    recorded = tables['riverbed_governed."riverbed_copies"']
+    assert {r["table_name"]: r["version"] for r in recorded} == {
+        "dim_customer": current["dim_customer"],
+        "fact_orders": current["fact_orders"],
+    }
+    versions_of = {r["table_name"]: r for r in tables['riverbed_load."riverbed_versions"']}
+    assert versions_of["fact_orders"]["rewritten"] == 0  # appends only: caught up, not rebuilt
+    (orders,) = [r for n, r in copies.items() if "fact_orders__" in n]
+    assert sorted(r["order_id"] for r in orders) == [100, 101, 102]
     kept = versions(project, 42)
     assert [v["city"] for v in kept] == ["Oslo", "Oslo", "Bergen"]  # Atlantis quarantined
     other = versions(project, 1)
@@ -168,6 +196,7 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_history(
     assert forgot.code == 0, forgot.text
     assert "customers: 1 key erased (42)" in forgot.out
 
+    assert holding(warehouse_tables(project), SECRETS) == []
     assert files_holding(home, SECRETS) == {}
     assert holding(warehouse_tables(project), SECRETS) == []
     erased = versions(project, 42)
@@ -295,7 +324,7 @@ def test_forget_refuses_a_table_without_personal_columns_and_a_wrong_key(project
     text = (
         project.read_text()
         .replace(
-            "governance:\n  tags: {dim_customer.full_name: [pii], dim_customer.phone: [pii], "
+            "  tags: {dim_customer.full_name: [pii], dim_customer.phone: [pii], "
             "fact_orders.ship_to: [pii]}\n",
             "",
         )

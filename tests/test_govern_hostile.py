@@ -6,6 +6,7 @@ values only -- in WHERE, GROUP BY and ORDER BY too."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -21,7 +22,7 @@ import pytest
 from conftest import Database, run_cli, write_config
 from riverbed.config.loader import Project, load_project
 from riverbed.govern.masks import key_statements
-from riverbed.govern.policy import GovernError
+from riverbed.govern.policy import GovernError, Policy
 from riverbed.load.warehouse import QueryStopped, WarehouseError, open_warehouse
 from riverbed.serve.queries import query_as
 from riverbed.state import open_state
@@ -254,6 +255,59 @@ def test_granted_columns_filtered_rows_and_masked_values(project: Project) -> No
     listing = rows(project, "eva", "select * from riverbed_tables order by 1, 2")
     assert {row["table_name"] for row in listing} == {"dim_customer", "orders"}
     assert ("dim_customer", "score") not in {(r["table_name"], r["column_name"]) for r in listing}
+
+
+COPIED = [
+    "select * from dim_customer order by id",
+    "select c.full_name, c.email, sum(o.amount) as total from dim_customer c"
+    " join orders o on o.customer_id = c.id group by 1, 2 order by 1",
+    "select city, count(*) as n from dim_customer where email like '%eu%' group by city",
+]
+
+
+def test_governed_copies_answer_alike_and_stay_out_of_reach(project: Project) -> None:
+    """With governed copies of dim_customer (riverbed.serve.copies) each principal gets the
+    live answer; the copies' schema and the load's version tables are neither listed nor
+    readable, and a copy's own name is an unknown table."""
+    from riverbed.serve.copies import fresh_copies, refresh_copies
+    from riverbed.serve.queries import read_catalog
+
+    def outcome(project: Project, principal: str, sql: str) -> Any:
+        try:
+            return rows(project, principal, sql)
+        except (GovernError, WarehouseError) as refused:  # ed: no orders, no email
+            return str(refused)
+
+    before = {(p, sql): outcome(project, p, sql) for p in ("eva", "ed", "admin") for sql in COPIED}
+    governance = project.config.governance.model_copy(update={"copies": ["dim_*"]})
+    copied = dataclasses.replace(
+        project, config=project.config.model_copy(update={"governance": governance})
+    )
+    warehouse = open_warehouse(project.config.warehouse, project.root)
+    try:
+        catalog = read_catalog(warehouse)
+        assert refresh_copies(copied, warehouse, catalog).built == 2  # eva's and ed's
+        policy = Policy.from_config(copied.config)
+        used = fresh_copies(
+            copied, warehouse, policy, policy.principal("eva"), catalog, ("dim_customer",)
+        )
+    finally:
+        warehouse.close()
+    assert list(used) == ["dim_customer"]
+    for (principal, sql), expected in before.items():
+        assert outcome(copied, principal, sql) == expected, (principal, sql)
+    listing = rows(copied, "admin", "select distinct table_name from riverbed_tables")
+    assert not any("riverbed" in row["table_name"] for row in listing)
+    context = used["dim_customer"].split('"')[1]
+    for sql in (
+        "select * from riverbed_governed.riverbed_copies",
+        f'select * from riverbed_governed."{context}"',
+        f'select * from "{context}"',
+        "select * from riverbed_load.riverbed_versions",
+    ):
+        for principal in ("eva", "admin"):
+            with pytest.raises(GovernError, match="does not exist"):
+                rows(copied, principal, sql)
 
 
 def test_joins_and_masked_predicates_reach_no_withheld_row_or_value(project: Project) -> None:

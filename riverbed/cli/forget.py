@@ -19,6 +19,7 @@ from riverbed.config import Project
 
 if TYPE_CHECKING:
     from riverbed.govern.erasure import LakeErased
+    from riverbed.load.warehouse import Warehouse
 
 
 @app.command(short_help="Erase data subjects' personal data everywhere (e.g. forget customers 42).")
@@ -80,7 +81,6 @@ def erase_subjects(project: Project, table: str, wanted: list[str]) -> list[Eras
     from riverbed.govern.erasure import begin, erase_lake, finish
     from riverbed.lake.lock import every_run_lock
     from riverbed.lake.storage import open_storage
-    from riverbed.load.erase import erase_rows
     from riverbed.load.warehouse import open_warehouse
     from riverbed.state import open_state
 
@@ -94,7 +94,7 @@ def erase_subjects(project: Project, table: str, wanted: list[str]) -> list[Eras
                 lake = erase_lake(storage, store, cfg, name, pending)
                 warehouse = open_warehouse(cfg.warehouse, project.root)
                 try:
-                    rows = erase_rows(warehouse, cfg, name, pending)
+                    rows = _erase_warehouse(project, warehouse, name, pending)
                 finally:
                     warehouse.close()
                 finish(store, name, pending, lake, sum(rows.values()))
@@ -102,3 +102,22 @@ def erase_subjects(project: Project, table: str, wanted: list[str]) -> list[Eras
         finally:
             store.close()
     return done
+
+
+def _erase_warehouse(
+    project: Project, warehouse: Warehouse, table: str, keys: list[str]
+) -> dict[str, int]:
+    """The warehouse's part of an erasure: the governed copies of every table the values
+    reach are dropped first (their bytes then go with the compaction erase_rows ends with),
+    the rows erased, and the copies built again from the erased tables."""
+    from riverbed.config.personal import scrubs
+    from riverbed.load.erase import erase_rows
+    from riverbed.serve.copies import drop_copies, refresh_copies
+    from riverbed.serve.queries import read_catalog
+
+    cfg = project.config
+    drop_copies(warehouse, [found.target for found in scrubs(cfg, table)])
+    rows = erase_rows(warehouse, cfg, table, keys)
+    if cfg.governance.copies:
+        refresh_copies(project, warehouse, read_catalog(warehouse))
+    return rows

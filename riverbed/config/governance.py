@@ -25,6 +25,7 @@ with the other cross references once the file has loaded.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Annotated, Any, Literal, get_args
 
@@ -162,6 +163,9 @@ class GovernanceConfig(Model):
     roles: dict[str, RoleConfig] = {}
     principals: dict[str, PrincipalConfig] = {}
     pii_key: Secret | None = None  # HMAC key for hashing/tokenising PII
+    # warehouse tables (names or globs) kept as governed copies, one per security context
+    # (riverbed.serve.copies); none by default
+    copies: list[str] = []
 
     @field_validator("tags")
     @classmethod
@@ -172,6 +176,18 @@ class GovernanceConfig(Model):
                 f"'{wrong[0]}' is not table.column; tag columns as {{dim_customer.email: [pii]}}"
             )
         return tags
+
+
+def copies_problems(governance: GovernanceConfig, tables: list[str]) -> list[str]:
+    """``governance.copies`` entries that name no warehouse table of ``tables`` (the
+    dimensions' and facts' targets), one line each."""
+    known = [t.lower() for t in tables]
+    return [
+        f"governance.copies: '{entry}' is not a warehouse table; "
+        f"tables: {', '.join(tables) or 'none'}"
+        for entry in governance.copies
+        if not fnmatch.filter(known, entry.lower())
+    ]
 
 
 def governance_problems(governance: GovernanceConfig) -> list[str]:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from riverbed.config.alarms import AlarmConfig, NotifierConfig
 from riverbed.config.dashboards import DashboardsConfig
 from riverbed.config.fields import IDENTIFIER, Model, SecretRef
-from riverbed.config.governance import GovernanceConfig, governance_problems
+from riverbed.config.governance import GovernanceConfig, copies_problems, governance_problems
 from riverbed.config.logs import LogsConfig
 from riverbed.config.metric_names import METRIC_NAMES
 from riverbed.config.orchestration import (
@@ -75,6 +75,7 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
         problems += _machine_problems(config, config.orchestration.machine, "orchestration.machine")
     problems += _alarm_problems(config)
     problems += governance_problems(config.governance)
+    problems += copies_problems(config.governance, [t.target for t in config.tables.values()])
     targets: dict[str, str] = {}
     for name, table in config.tables.items():
         for i, rule in enumerate(table.quality):

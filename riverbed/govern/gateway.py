@@ -30,13 +30,20 @@ UNION / INTERSECT / EXCEPT) that:
 
 A masked column holds masked values only, inside the query: WHERE, GROUP BY, ORDER BY and
 joins compare masked values, so a query cannot filter on a clear value it cannot read.
+
+``derived_table`` gives a principal's derived table of one table and its security context (a
+digest of its SQL); ``govern(..., copies)`` reads, in place of a derived table, a SELECT the
+caller vouches gives the same rows: riverbed.serve.copies's governed copy of that context,
+exactly fresh. The copies live outside the warehouse's own schema, so ``_resolve`` refuses a
+query naming them like any table that does not exist.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -164,12 +171,57 @@ class Refused(GovernError):
     """A query the gateway does not let through."""
 
 
-def govern(policy: Policy, principal: Principal, sql: str, catalog: Catalog) -> Governed:
-    """Check ``sql`` for ``principal`` and rewrite it to read governed tables only."""
+@dataclass(frozen=True)
+class Derived:
+    """The governed derived table of one table for one principal: its SELECT's ``sql`` (the
+    granted columns, the masks, the row filter with the principal's attributes bound),
+    whether it ``hashes`` (its session needs the PII key) and whether it is ``plain`` (every
+    column in clear, every row: the table itself). Principals whose derived tables are the
+    same SQL share a security ``context``: a short digest of that SQL, which holds no key
+    (the hash mask reads it from the session)."""
+
+    table: str
+    sql: str
+    hashes: bool
+    plain: bool
+
+    @property
+    def context(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:12]
+
+
+def derived_table(
+    policy: Policy, principal: Principal, table: str, catalog: Catalog
+) -> Derived | None:
+    """The derived table ``govern`` puts in place of ``table`` for ``principal``; None when
+    the table is not granted."""
+    found = _Rewriter(policy, principal, catalog)._derived(table)
+    if found is None:
+        return None
+    access = policy.access(principal, table, list(catalog.tables[table]))
+    assert access is not None  # granted: _derived found it
+    plain = (
+        access.row_filter is None
+        and not access.masks
+        and list(access.columns) == list(catalog.tables[table])
+    )
+    return Derived(table, found[0], found[1], plain)
+
+
+def govern(
+    policy: Policy,
+    principal: Principal,
+    sql: str,
+    catalog: Catalog,
+    copies: Mapping[str, str] | None = None,
+) -> Governed:
+    """Check ``sql`` for ``principal`` and rewrite it to read governed tables only.
+    ``copies``: table -> a SELECT to read in place of the table's derived table, one that
+    gives the same rows (riverbed.serve.copies: the principal's governed copy, fresh)."""
     try:
         root = _one_query(sql, catalog.dialect)
         _check_nodes(root)
-        rewriter = _Rewriter(policy, principal, catalog)
+        rewriter = _Rewriter(policy, principal, catalog, copies or {})
         rewritten = rewriter.rewrite(root)
         return Governed(
             True, rewritten.sql(dialect=catalog.dialect), tuple(rewriter.read), "", rewriter.hashes
@@ -248,8 +300,15 @@ def _check_function(node: exp.Func) -> None:
 class _Rewriter:
     """Replaces each table reference of one query by its governed derived table."""
 
-    def __init__(self, policy: Policy, principal: Principal, catalog: Catalog):
+    def __init__(
+        self,
+        policy: Policy,
+        principal: Principal,
+        catalog: Catalog,
+        copies: Mapping[str, str] | None = None,
+    ):
         self.policy = policy
+        self.copies = copies or {}
         self.principal = principal
         self.catalog = catalog
         self.dialect = catalog.dialect
@@ -297,14 +356,24 @@ class _Rewriter:
         if name not in self.read:
             self.read.append(name)
         # the derived table's SQL, generated from its tree once per principal and table
+        derived_sql = self.copies.get(name, derived_sql)
         derived = exp.Subquery(this=exp.Var(this=derived_sql), alias=alias)
         if table.args.get("pivots"):
             derived.set("pivots", table.args["pivots"])
         return derived
 
     def _derived_sql(self, name: str) -> str | None:
-        """The governed SELECT of table ``name`` as SQL text; None when not granted. Kept per
-        policy (a server holds one policy for many queries), keyed by all it depends on."""
+        """The governed SELECT of table ``name`` as SQL text; None when not granted."""
+        found = self._derived(name)
+        if found is None:
+            return None
+        self.hashes = self.hashes or found[1]
+        return found[0]
+
+    def _derived(self, name: str) -> tuple[str, bool] | None:
+        """The governed SELECT of table ``name`` as SQL text and whether it hashes; None when
+        not granted. Kept per policy (a server holds one policy for many queries), keyed by
+        all it depends on."""
         types = self.catalog.tables[name]
         key = (
             self.principal.name,
@@ -321,11 +390,7 @@ class _Rewriter:
                 known[key] = None
             else:
                 known[key] = (self._select(access).sql(dialect=self.dialect), _hashes(access))
-        found = known[key]
-        if found is None:
-            return None
-        self.hashes = self.hashes or found[1]
-        return found[0]
+        return known[key]
 
     def _resolve(self, table: exp.Table, written: str) -> str | None:
         """The catalog's name of the table ``table`` refers to; None for the listing."""

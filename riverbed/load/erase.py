@@ -18,6 +18,7 @@ from sqlglot import exp
 from riverbed.config.models import RiverbedConfig
 from riverbed.config.personal import scrubs
 from riverbed.load.model import staging_table
+from riverbed.load.versions import bump, ensure_versions
 from riverbed.load.warehouse import Warehouse
 
 
@@ -36,9 +37,13 @@ def erase_rows(
             if personal:
                 statements[name] = _update(name, personal, found.match, keys)
     changed: dict[str, int] = {}
+    ensure_versions(warehouse)
     with warehouse.transaction():
         for name, statement in statements.items():
             changed[name] = warehouse.execute(statement)
+            # every table, changed or not: a copy of it built before a killed erasure's
+            # UPDATE committed may hold the values still, and must go stale
+            bump(warehouse, name)
     # compacted every time, changed or not: a rerun after a kill between the UPDATE's commit
     # and the compaction finds nothing to change, and the old values still in the file
     warehouse.compact(list(statements))

@@ -75,6 +75,7 @@ from riverbed.load.scd2 import (
     scd2_sql,
     staging_ddl,
 )
+from riverbed.load.versions import bump, ensure_versions
 from riverbed.load.warehouse import Warehouse, WarehouseError, open_warehouse
 from riverbed.observe.logs import log_event
 from riverbed.state import LakeFile, LoadBatch, Staging, StateStore, open_state
@@ -147,6 +148,7 @@ class Loader:
             self.warehouse.execute(positions_ddl())
         if self.model.facts:
             self._ensure_dim_date()
+        ensure_versions(self.warehouse)  # before the branches bump in parallel
 
     def stage_round(self, tables: set[str]) -> dict[str, int]:
         """Stage every chosen dimension with pending batches, and the facts too unless a
@@ -224,9 +226,11 @@ class Loader:
         self._ensure(dim.name, ddl, columns)
         started = time.monotonic()
         since = self._position(dim) if dim.effective_from else None
+        ensure_versions(self.warehouse)
         with self.warehouse.transaction():
             for statement in scd2_sql(dim, columns, dialect):
                 self.warehouse.execute(statement)
+            bump(self.warehouse, dim.name)
         if dim.effective_from:
             self._say_late_versions(dim, since)
         loaded = self._loaded(dim.source, dim.name, batches, started)
@@ -365,6 +369,7 @@ class Loader:
         if not withdrawn:
             return
         if isinstance(fact, FactModel) and self.warehouse.columns(fact.name) is not None:
+            ensure_versions(self.warehouse)
             with self.warehouse.transaction():
                 self.warehouse.execute(
                     exp.delete(
@@ -374,6 +379,7 @@ class Loader:
                         ),
                     )
                 )
+                bump(self.warehouse, fact.name)
         with self.manifest.transaction():
             self.manifest.loads.forget_loaded(fact.source, withdrawn)
             self.manifest.transform.forget_withdrawn(fact.source, withdrawn)

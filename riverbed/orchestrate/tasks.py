@@ -6,7 +6,8 @@ transform   quality rules + SQL transforms of every table (or ``table``) into st
 stage       prepares the warehouse and truncate-and-loads staging tables (riverbed.load.runner)
 dimension   the SCD2 merge of one dimension (``table``) from its staging table
 facts       the append of every fact (or ``table``) from its staging table
-publish     records what the run made visible (freshness) and prunes old metrics
+publish     records what the run made visible (freshness), refreshes the governed copies
+            (riverbed.serve.copies) and prunes old metrics
 notify      tells orchestration.notify that the run failed (the default Catch handler)
 =========== ==================================================================================
 
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from riverbed.config.loader import Project
 from riverbed.config.orchestration import TaskResource, TaskState
-from riverbed.errors import ErrorClass, RiverbedError
+from riverbed.errors import ErrorClass, RiverbedError, first_line
 from riverbed.observe.notify import Dispatcher
 from riverbed.orchestrate.executor import StateError
 from riverbed.orchestrate.machine import matches
@@ -201,7 +202,30 @@ class Tasks:
         if loaded_at is not None:
             values["warehouse_loaded_at"] = loaded_at
         self.manifest.metrics.record(values)
-        return {"published": 1}
+        return {"published": 1, **self._refresh_copies()}
+
+    def _refresh_copies(self) -> dict[str, int]:
+        """Bring the governed copies (governance.copies) to what the run loaded. The run's
+        data is committed already: a failure here fails the publish state with one line,
+        and queries answer live, as without copies, until a publish refreshes them."""
+        from riverbed.load.warehouse import open_warehouse
+        from riverbed.serve.copies import refresh_copies
+        from riverbed.serve.queries import read_catalog
+
+        cfg = self.project.config
+        if not cfg.governance.copies:  # copies left from an earlier config are never read
+            return {}
+        warehouse = open_warehouse(cfg.warehouse, self.project.root)
+        try:
+            done = refresh_copies(self.project, warehouse, read_catalog(warehouse))
+        except RiverbedError as exc:
+            raise RiverbedError(
+                f"governed copies not refreshed: {first_line(exc)}; governed queries answer "
+                "from the tables themselves until the next publish refreshes them"
+            ) from exc
+        finally:
+            warehouse.close()
+        return {f"copies_{k}": v for k, v in done.as_dict().items()}
 
     def _notify(self, err: StateError | None) -> dict[str, Any]:
         """Tell orchestration.notify that the run failed with ``err``, the StateError the

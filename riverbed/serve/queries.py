@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import pyarrow as pa
@@ -32,6 +32,7 @@ from riverbed.load.warehouse import (
     open_warehouse,
     statement_head,
 )
+from riverbed.serve.copies import fresh_copies
 from riverbed.serve.roles import principal_role
 from riverbed.state import open_state
 from riverbed.state.records import AuditPath
@@ -58,8 +59,26 @@ def read_catalog(warehouse: Warehouse) -> Catalog:
 
 def decide(project: Project, warehouse: Warehouse, principal: str, sql: str) -> Governed:
     """The gateway's decision on ``sql`` for ``principal`` on ``warehouse``."""
+    return _decide(project, warehouse, principal, sql)[0]
+
+
+def _decide(
+    project: Project, warehouse: Warehouse, principal: str, sql: str
+) -> tuple[Governed, Callable[[], Governed]]:
+    """The gateway's decision, and how to make it again reading the principal's fresh
+    governed copies (riverbed.serve.copies) where there are any: the same rows, sooner."""
     policy = Policy.from_config(project.config)
-    return govern(policy, policy.principal(principal), sql, read_catalog(warehouse))
+    who = policy.principal(principal)
+    catalog = read_catalog(warehouse)
+    governed = govern(policy, who, sql, catalog)
+
+    def with_copies() -> Governed:
+        if not governed.allowed or not project.config.governance.copies:
+            return governed
+        copies = fresh_copies(project, warehouse, policy, who, catalog, governed.tables)
+        return govern(policy, who, sql, catalog, copies) if copies else governed
+
+    return governed, with_copies
 
 
 @contextmanager
@@ -74,7 +93,7 @@ def governed_rows(
     query runs as the principal's own role (riverbed.serve.roles.principal_role)."""
     audit = _Audit(project, principal, path, sql)
     try:
-        governed = decide(project, warehouse, principal, sql)
+        governed, with_copies = _decide(project, warehouse, principal, sql)
     except GovernError as exc:  # no such principal, a policy it cannot hold
         audit.record((), allowed=False, reason=first_line(exc), rows=None)
         raise
@@ -91,8 +110,11 @@ def governed_rows(
             if warehouse.dialect == "postgres"
             else nullcontext(False)
         )
-        with role, _quoting(sql, governed.sql), warehouse.stream(governed.sql) as rows:
-            yield Rows(rows.names, _counted(_quoted(rows.batches, sql, governed.sql), read))
+        with role as switched:
+            # a principal's own role (govern apply) is granted no copy: it reads live
+            run = governed if switched else with_copies()
+            with _quoting(sql, run.sql), warehouse.stream(run.sql) as rows:
+                yield Rows(rows.names, _counted(_quoted(rows.batches, sql, run.sql), read))
     except GeneratorExit:  # the reader stopped reading (a limit reached): not a failure
         raise
     except BaseException as exc:
