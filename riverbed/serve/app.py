@@ -45,6 +45,9 @@ SECRET_FILE = "serve.secret"  # under the project's .riverbed
 def create_app(project: Project, refresh_metrics: Callable[[], None] | None = None) -> FastAPI:
     """The app serving ``project``; ``refresh_metrics`` runs before each /metrics scrape.
     Reads every principal's password and token now (GovernError if one cannot be)."""
+    from riverbed.govern.logins import ensure_logins
+
+    ensure_logins(project)  # the demo's logins, for a library user who never ran the CLI
     settings = project.config.serve
     context = Served(
         project=project,
