@@ -444,7 +444,7 @@ def _next_steps(project: Project, source: Any) -> None:
         "riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)",
         "riverbed capture --follow       -- stream changes into the lake until Ctrl-C",
         "riverbed run --every 10         -- the pipeline every 10 s until Ctrl-C",
-        "riverbed serve                  -- the web app at http://127.0.0.1:8000, /metrics",
+        "riverbed serve                  -- dashboards, API, /metrics (logins below)",
         "riverbed ddl --dialect redshift -- the same model as Redshift DDL",
         "riverbed source status          -- replication slots and retained WAL",
         "logs (JSON lines):",

@@ -81,6 +81,20 @@ def create_app(project: Project, refresh_metrics: Callable[[], None] | None = No
     return app
 
 
+def mint_session(app: FastAPI, principal: str) -> str:
+    """A session of ``principal`` in ``app``, without a password: its id, for the cookie.
+    A Python call only, for a local command that already runs as the machine's user
+    (`riverbed report`); no route calls it, so over HTTP a session still takes a login.
+    GovernError for a principal the policy does not name."""
+    from riverbed.govern.policy import GovernError
+
+    context: Served = app.state.served
+    if principal not in context.project.config.governance.principals:
+        raise GovernError(f"no principal {principal!r} in governance.principals")
+    session_id, _ = context.sessions.start(principal)
+    return session_id
+
+
 def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
