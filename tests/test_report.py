@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import subprocess
 import sys
 import time
@@ -235,3 +236,29 @@ def test_a_busy_warehouse_is_waited_for_then_one_line(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_reports_are_off_by_default_and_checked_at_load() -> None:
+    from riverbed.config import demo_config_text, parse_config
+    from riverbed.errors import ConfigError
+    from riverbed.orchestrate.machine import default_machine
+
+    plain = parse_config(demo_config_text(), "demo")
+    assert plain.orchestration.reports == []
+    assert "report" not in default_machine(plain).states
+    text = demo_config_text().replace(
+        "  notify: [console]\n\n",
+        "  notify: [console]\n  reports: [{as: eu_analyst, out: r}]\n\n",
+        1,
+    )
+    configured = parse_config(text, "demo")
+    machine = default_machine(configured)
+    assert machine.states["publish"].next == "report"  # type: ignore[union-attr]
+    for wrong, says in (
+        ("{as: mallory, out: r}", "orchestration.reports[0].as: 'mallory' is not a principal"),
+        ("{as: admin, out: r, pages: [nowhere]}", "orchestration.reports.0.pages.0"),
+        ("{as: admin, out: r, formats: [pdf]}", "orchestration.reports.0.formats.0"),
+    ):
+        bad = text.replace("{as: eu_analyst, out: r}", wrong)
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            parse_config(bad, "demo")
