@@ -262,3 +262,18 @@ def test_reports_are_off_by_default_and_checked_at_load() -> None:
         bad = text.replace("{as: eu_analyst, out: r}", wrong)
         with pytest.raises(ConfigError, match=re.escape(says)):
             parse_config(bad, "demo")
+
+
+def test_without_chromium_the_report_is_html_and_one_line_saying_so(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from riverbed.serve import report, screenshots
+
+    monkeypatch.setattr(screenshots, "chromium", lambda: None)
+    lines: list[str] = []
+    request = report.Request("eu_analyst", tmp_path / "r", ("seller-behaviour",))
+    report.make_report(load_project(project), request, lines.append)
+    assert lines[0] == report.NO_CHROMIUM and "apt install chromium" in lines[0]
+    assert [line for line in lines if line.startswith("seller-behaviour: ")]
+    assert not list((tmp_path / "r").glob("*.png"))
+    assert (tmp_path / "r" / "seller-behaviour.html").is_file()
