@@ -144,6 +144,7 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         assert shown.code == 0, shown.text
         assert "showing the first 50 rows" in " ".join(shown.out.split())
         assert not [line for line in shown.out.splitlines() if len(line) > 80], shown.out
+        _the_printed_logins_work(out, config)
 
         second = run_cli("demo", "--duration", "2", "-c", str(config), timeout=600)
         assert second.code == 0, second.text
@@ -151,6 +152,34 @@ def test_demo_runs_end_to_end_and_is_safe_to_run_twice(tmp_path: Path) -> None:
         assert "capture resumed" in second.out
     finally:
         run_cli("source", "down", "-c", str(config))
+
+
+def _the_printed_logins_work(out: str, config: Path) -> None:
+    """The demo ends with the dashboards' address and a login for admin and an EU analyst;
+    each logs in to the web app, and no password is in the JSON logs."""
+    from fastapi.testclient import TestClient
+
+    from riverbed.config import load_project
+    from riverbed.serve.app import create_app
+
+    tail = out[out.index("9. where to look next") :]
+    assert "http://127.0.0.1:8000" in tail and "riverbed serve" in tail
+    logins = dict(re.findall(r"^  (admin|eu_analyst) / (\S+)$", tail, re.MULTILINE))
+    assert set(logins) == {"admin", "eu_analyst"}, tail
+    logs = (config.parent / ".riverbed" / "logs").glob("*.jsonl*")
+    text = "".join(path.read_text() for path in logs)
+    assert text and not [p for p in logins.values() if p in text]
+    client = TestClient(create_app(load_project(config)))
+    for principal, password in logins.items():
+        form = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        assert form
+        answer = client.post(
+            "/login",
+            data={"principal": principal, "password": password, "csrf_token": form[1]},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303, (principal, answer.text)
+        client.cookies.clear()
 
 
 PYTHON_TYPES = ("<bool>", "<str>", "<int>", "<float", "<path>", "list[")

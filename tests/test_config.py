@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import run_cli, write_config
-from riverbed.config import load_project, parse_config
+from riverbed.config import demo_config_text, load_project, parse_config
 from riverbed.config.fields import SecretRef
 from riverbed.errors import ConfigError
 
@@ -396,6 +397,71 @@ def test_secret_references_resolve_from_env_and_file(
         parse_config("source: {password: {env: A, file: b}}\n", "f")
 
 
+def test_a_relative_secret_file_is_the_project_folders_not_the_current_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "proj"
+    path = write_config(folder, "source: {password: {file: secrets/pw}}\n")
+    (folder / "secrets").mkdir()
+    (folder / "secrets" / "pw").write_text("from-the-project\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    password = load_project(path).config.source.password
+    assert password is not None and password.reveal() == "from-the-project"
+
+
+def test_the_demo_logins_are_made_once_private_and_only_in_the_logins_folder(
+    tmp_path: Path,
+) -> None:
+    from riverbed.govern.logins import demo_logins, ensure_logins
+
+    own = tmp_path / "own.password"  # a user's own secret file: a missing one stays missing
+    path = write_config(tmp_path / "p", demo_config_text())
+    text = path.read_text().replace(
+        "eu_analyst:\n      roles:",
+        f"reader: {{roles: [admin], password: {{file: {own}}}}}\n    eu_analyst:\n      roles:",
+    )
+    path.write_text(text)
+    project = load_project(path)
+    written = ensure_logins(project)
+    logins = tmp_path / "p" / ".riverbed" / "logins"
+    assert sorted(p.name for p in written) == ["admin.password", "eu_analyst.password"]
+    assert not own.exists()
+    assert logins.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in logins.iterdir()} == {0o600}
+    passwords = demo_logins(project)
+    assert set(passwords) == {"admin", "eu_analyst"}
+    assert passwords["admin"] != passwords["eu_analyst"]
+    assert all(len(p) == 19 and p.count("-") == 3 for p in passwords.values())
+    # the next command keeps them (a password chosen by hand too)
+    (logins / "admin.password").write_text("chosen\n")
+    assert ensure_logins(project) == []
+    assert demo_logins(project)["admin"] == "chosen"
+    # and the web app logs in with them
+    from fastapi.testclient import TestClient
+
+    from riverbed.serve.app import create_app
+
+    (logins / "admin.password").unlink()
+    own.write_text("x\n")
+    client = TestClient(create_app(project))
+    assert (logins / "admin.password").exists()
+    page = client.get("/login").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    answer = client.post(
+        "/login",
+        data={
+            "principal": "eu_analyst",
+            "password": demo_logins(project)["eu_analyst"],
+            "csrf_token": token[1],
+        },
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+
+
 def test_init_writes_the_demo_config_which_is_also_the_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -419,7 +485,9 @@ def test_init_writes_the_demo_config_which_is_also_the_default(
     monkeypatch.chdir(tmp_path)
     defaults = load_project(None)
     assert defaults.config_path is None
-    assert defaults.config == project.config
+    # (their relative secret files relative to where they run, as the file's to its folder)
+    assert defaults.config == parse_config(text, "init", tmp_path)
+    assert project.config == parse_config(text, "init", tmp_path / "proj")
     # a second init does not clobber the user's edits
     again = run_cli("init", str(tmp_path / "proj"))
     assert again.code == 1 and "already exists" in again.err

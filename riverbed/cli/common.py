@@ -56,7 +56,13 @@ app.add_typer(shop_app, name="shop")
 
 
 def open_project(config: Path | None) -> Project:
-    return load_project(config)
+    """The project, its missing demo logins written (riverbed.govern.logins) before any
+    logging starts, so the logs' redaction knows them."""
+    from riverbed.govern.logins import ensure_logins
+
+    project = load_project(config)
+    ensure_logins(project)
+    return project
 
 
 def check_choice(option: str, value: str, allowed: tuple[str, ...]) -> None:

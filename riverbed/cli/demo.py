@@ -4,7 +4,7 @@
 `capture --follow` and pipeline runs every few seconds beside it  5. the last changes drained
 and one more run  6. what landed and what the quality rules caught  7. the warehouse (and the
 same customers as admin and as an EU analyst, and a customer erased: governance)  8. the
-runs, lag and alarms  9. where to look next. Safe to run twice: an existing shop is kept.
+runs, lag and alarms  9. where to look next, and the dashboards' logins. Safe to run twice: an existing shop is kept.
 """
 
 from __future__ import annotations
@@ -444,7 +444,7 @@ def _next_steps(project: Project, source: Any) -> None:
         "riverbed shop run --rate 5000   -- more live traffic (Ctrl-C stops)",
         "riverbed capture --follow       -- stream changes into the lake until Ctrl-C",
         "riverbed run --every 10         -- the pipeline every 10 s until Ctrl-C",
-        "riverbed serve                  -- the web app at http://127.0.0.1:8000, /metrics",
+        "riverbed serve                  -- dashboards, API, /metrics (logins below)",
         "riverbed ddl --dialect redshift -- the same model as Redshift DDL",
         "riverbed source status          -- replication slots and retained WAL",
         "logs (JSON lines):",
@@ -453,3 +453,18 @@ def _next_steps(project: Project, source: Any) -> None:
     ]
     for line in lines:
         console.print(line, highlight=False)
+    _dashboard_logins(project)
+
+
+def _dashboard_logins(project: Project) -> None:
+    """The dashboards' address and the demo's logins: on this terminal only (the passwords
+    are redacted from the logs, riverbed.govern.logins)."""
+    from riverbed.govern.logins import demo_logins
+
+    logins = demo_logins(project)
+    console.rule("the dashboards")
+    console.print("riverbed serve, then open http://127.0.0.1:8000 and log in as", highlight=False)
+    for name, password in logins.items():
+        console.print(f"  {name} / {password}", highlight=False)
+    if not logins:
+        console.print("  a principal of governance.principals with a password", highlight=False)

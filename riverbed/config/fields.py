@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -37,6 +44,18 @@ class SecretRef(Model):
 
     env: str | None = None
     file: Path | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _against_project(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """A relative file is the project folder's (``root`` in the validation context, which
+        riverbed.config.loader gives), never the current directory's: a command run from
+        elsewhere with -c reads the same secret."""
+        root = (info.context or {}).get("root") if isinstance(info.context, dict) else None
+        if value is None or root is None:
+            return value
+        value = value.expanduser()
+        return value if value.is_absolute() else Path(root) / value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:

@@ -62,7 +62,8 @@ def load_project(config_path: Path | None = None) -> Project:
     if config_path is None:
         candidate = Path.cwd() / DEFAULT_CONFIG_NAME
         if not candidate.exists():
-            return Project(parse_config(demo_config_text(), "<demo defaults>"), Path.cwd(), None)
+            root = Path.cwd()
+            return Project(parse_config(demo_config_text(), "<demo defaults>", root), root, None)
         config_path = candidate
     if not config_path.exists():
         raise ConfigError(
@@ -72,8 +73,8 @@ def load_project(config_path: Path | None = None) -> Project:
         text = config_path.read_text()
     except OSError as exc:
         raise ConfigError([f"{config_path}: cannot be read ({exc.strerror})"]) from exc
-    config = parse_config(text, str(config_path))
-    return Project(config, config_path.resolve().parent, config_path.resolve())
+    root = config_path.resolve().parent
+    return Project(parse_config(text, str(config_path), root), root, config_path.resolve())
 
 
 class _DuplicateKeyError(yaml.MarkedYAMLError):
@@ -107,8 +108,9 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_config(text: str, origin: str) -> RiverbedConfig:
-    """Validate YAML text; raise ConfigError with one line per problem."""
+def parse_config(text: str, origin: str, root: Path | None = None) -> RiverbedConfig:
+    """Validate YAML text; raise ConfigError with one line per problem. ``root``, the project
+    folder, is what a relative ``{file: PATH}`` secret is relative to (kept relative without)."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -128,7 +130,7 @@ def parse_config(text: str, origin: str) -> RiverbedConfig:
             [f"{origin}: the top level must be a mapping of sections (source:, lake:, ...)"]
         )
     try:
-        config = RiverbedConfig.model_validate(data)
+        config = RiverbedConfig.model_validate(data, context={"root": root} if root else None)
     except ValidationError as exc:
         raise ConfigError([f"{origin}: {line}" for line in _describe(exc)]) from None
     problems = cross_reference_problems(config)

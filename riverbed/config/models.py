@@ -73,6 +73,12 @@ def cross_reference_problems(config: RiverbedConfig) -> list[str]:
             )
     if config.orchestration.machine is not None:
         problems += _machine_problems(config, config.orchestration.machine, "orchestration.machine")
+    for i, report in enumerate(config.orchestration.reports):
+        if report.principal not in config.governance.principals:
+            problems.append(
+                f"orchestration.reports[{i}].as: '{report.principal}' is not a principal; "
+                f"defined: {', '.join(config.governance.principals) or 'none'}"
+            )
     problems += _alarm_problems(config)
     problems += governance_problems(config.governance)
     problems += copies_problems(config.governance, [t.target for t in config.tables.values()])

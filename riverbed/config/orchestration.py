@@ -1,6 +1,7 @@
 """riverbed.yaml's ``orchestration:`` section: the state machine a run follows (in Step
 Functions' shape: task, parallel, choice, succeed and fail states, with Retry and Catch), its
-schedule (every N seconds or a cron expression) and test-only fault injection.
+schedule (every N seconds or a cron expression), the reports a run writes after publish
+(``reports``) and test-only fault injection.
 
 A machine is checked whole at load: every ``next``/``default``/catch target is a state, and no
 state can loop for ever (a cycle through tasks alone, or a state no path leads out of to an end).
@@ -8,6 +9,7 @@ state can loop for ever (a cycle through tasks alone, or a state no path leads o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -15,7 +17,11 @@ from pydantic import Field, field_validator, model_validator
 from riverbed.config.fields import Model
 
 ErrorClass = Literal["transient", "terminal", "quality", "all"]
-TaskResource = Literal["check", "transform", "stage", "dimension", "facts", "publish", "notify"]
+TaskResource = Literal[
+    "check", "transform", "stage", "dimension", "facts", "publish", "report", "notify"
+]
+# the dashboards' pages, as `riverbed report --page` names them (riverbed.serve.pages)
+ReportPage = Literal["product-trends", "seller-behaviour", "consumer-statistics", "pipeline-health"]
 
 
 class RetryRule(Model):
@@ -188,6 +194,15 @@ class FaultConfig(Model):
     times: int = Field(1, ge=1)
 
 
+class ReportConfig(Model):
+    """A report the run writes after publish: `riverbed report --as <as> --out <out>`."""
+
+    principal: str = Field(alias="as")  # whose rows and masks
+    out: Path  # relative to the project folder
+    pages: list[ReportPage] | None = None  # None: every page
+    formats: list[Literal["html", "png"]] = Field(["html", "png"], min_length=1)
+
+
 class OrchestrationConfig(Model):
     retry: list[RetryRule] = [RetryRule()]  # every task state's Retry unless it sets its own
     max_concurrency: int = Field(2, ge=1, le=64)  # the default machine's Parallel states
@@ -195,6 +210,8 @@ class OrchestrationConfig(Model):
     notify: list[str] = []  # notifiers told when a run fails (the Catch handler)
     every_seconds: float | None = Field(None, gt=0)  # `riverbed run --every` without a value
     cron: str | None = None
+    # dashboard snapshots each run writes after publish (the default machine's report state)
+    reports: list[ReportConfig] = []
     # test-only fault injection, off by default: task state name -> failures to raise
     fault_injection: dict[str, FaultConfig] = {}
 

@@ -10,7 +10,7 @@ The default machine (``orchestration.machine`` replaces it)::
                     └────────────── more_to_load? ◄──────────────────────────────┘
                                          │no
                                          ▼
-                                      publish
+                                      publish ──► report (only with orchestration.reports)
     any task, after its retries ──Catch──► notify_failure ──► failed (Fail)
 
 ``check`` counts raw files not transformed yet and staged batches not loaded yet, so a run with
@@ -18,7 +18,9 @@ nothing to do touches neither the transform engine nor the warehouse. A quality 
 action ``fail`` makes ``transform`` fail with the error class ``quality``: it is not retried,
 and the Catch leads away before anything is staged into the warehouse. ``more_to_load`` loops
 when staging could not take every pending batch in one round (a batch with a new column set
-waits for the next round, see riverbed.load.runner).
+waits for the next round, see riverbed.load.runner). ``report`` writes the dashboard snapshots of
+``orchestration.reports`` once the run's data is published: a report that fails fails the run
+in that state (its one line in the history), the load it follows stays committed.
 """
 
 from __future__ import annotations
@@ -66,11 +68,20 @@ def default_machine(config: RiverbedConfig) -> MachineConfig:
             default="publish",
         ),
         "publish": TaskState(type="task", resource="publish", end=True, catch=catch),
+        **(
+            {  # not retried: a report waits for a busy warehouse itself (riverbed.serve.report)
+                "report": TaskState(type="task", resource="report", end=True, retry=[], catch=catch)
+            }
+            if config.orchestration.reports
+            else {}
+        ),
         # the handler records nothing itself: the executor already wrote the error to the
         # run's history; it tells people, then the run ends failed
         "notify_failure": TaskState(type="task", resource="notify", next="failed", retry=[]),
         "failed": FailState(type="fail", error="run_failed", cause="a state failed"),
     }
+    if config.orchestration.reports:
+        states["publish"] = TaskState(type="task", resource="publish", next="report", catch=catch)
     if dims:
         branches = [
             MachineConfig(

@@ -8,6 +8,7 @@ dimension   the SCD2 merge of one dimension (``table``) from its staging table
 facts       the append of every fact (or ``table``) from its staging table
 publish     records what the run made visible (freshness), refreshes the governed copies
             (riverbed.serve.copies) and prunes old metrics
+report      writes orchestration.reports' dashboard snapshots (riverbed.serve.report)
 notify      tells orchestration.notify that the run failed (the default Catch handler)
 =========== ==================================================================================
 
@@ -73,6 +74,7 @@ class Tasks:
             "dimension": self._dimension,
             "facts": self._facts,
             "publish": self._publish,
+            "report": self._report,
         }
 
     def __call__(
@@ -226,6 +228,23 @@ class Tasks:
         finally:
             warehouse.close()
         return {f"copies_{k}": v for k, v in done.as_dict().items()}
+
+    def _report(self, _state: TaskState) -> dict[str, Any]:
+        """Each report of orchestration.reports, as its principal; a failure is one line
+        naming the report (RiverbedError, terminal: the run's load stays committed)."""
+        from riverbed.serve.report import PAGES, Request, make_report
+
+        files = 0
+        for report in self.project.config.orchestration.reports:
+            out = self.project.path(report.out)
+            request = Request(
+                report.principal, out, tuple(report.pages or PAGES), tuple(report.formats)
+            )
+            try:
+                files += len(make_report(self.project, request))
+            except RiverbedError as exc:
+                raise RiverbedError(f"report as {report.principal} into {out}: {exc}") from None
+        return {"reports": len(self.project.config.orchestration.reports), "report_files": files}
 
     def _notify(self, err: StateError | None) -> dict[str, Any]:
         """Tell orchestration.notify that the run failed with ``err``, the StateError the

@@ -45,6 +45,9 @@ SECRET_FILE = "serve.secret"  # under the project's .riverbed
 def create_app(project: Project, refresh_metrics: Callable[[], None] | None = None) -> FastAPI:
     """The app serving ``project``; ``refresh_metrics`` runs before each /metrics scrape.
     Reads every principal's password and token now (GovernError if one cannot be)."""
+    from riverbed.govern.logins import ensure_logins
+
+    ensure_logins(project)  # the demo's logins, for a library user who never ran the CLI
     settings = project.config.serve
     context = Served(
         project=project,
@@ -76,6 +79,20 @@ def create_app(project: Project, refresh_metrics: Callable[[], None] | None = No
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # the outermost
     return app
+
+
+def mint_session(app: FastAPI, principal: str) -> str:
+    """A session of ``principal`` in ``app``, without a password: its id, for the cookie.
+    A Python call only, for a local command that already runs as the machine's user
+    (`riverbed report`); no route calls it, so over HTTP a session still takes a login.
+    GovernError for a principal the policy does not name."""
+    from riverbed.govern.policy import GovernError
+
+    context: Served = app.state.served
+    if principal not in context.project.config.governance.principals:
+        raise GovernError(f"no principal {principal!r} in governance.principals")
+    session_id, _ = context.sessions.start(principal)
+    return session_id
 
 
 def _wants_json(request: Request) -> bool:
