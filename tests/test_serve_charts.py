@@ -175,3 +175,30 @@ def test_the_openapi_schema_and_docs_list_the_chart_and_health_endpoints(
     names = {p["name"] for p in paths["/api/charts/{name}"]["get"]["parameters"]}
     assert {"date_from", "date_to", "category", "region", "seller", "product"} <= names
     assert "/api/charts/{name}.csv" in admin.get("/docs").text
+
+
+def test_pages_carry_filters_freshness_the_fair_comparison_and_their_charts(
+    admin: TestClient,
+) -> None:
+    page = admin.get("/product-trends", params={"date_to": "2026-12-06", "category": "toys"})
+    assert page.status_code == 200
+    html = page.text
+    assert "Data as of the last successful run, " in html and " s ago" in html
+    assert "1–6 Dec 2026 vs 1–6 Nov 2026" in html
+    assert 'data-query="date_to=2026-12-06&amp;category=toys"' in html
+    assert 'data-chart="revenue_by_product"' in html and 'value="toys"' in html
+    assert 'href="/api/charts/revenue_by_category.csv?date_to=2026-12-06&amp;category=toys"' in (
+        html
+    )
+    assert "<script>" not in html and "<figcaption" in html and '<label for="f-region">' in html
+    assert 'data-chart="revenue_by_product"' not in admin.get("/product-trends").text
+    seller = admin.get("/seller-behaviour", params={"seller": "3"}).text
+    assert 'data-chart="seller_returns_by_reason"' in seller
+    assert '<input type="hidden" name="seller" value="3">' in seller
+    consumers = admin.get("/consumer-statistics").text
+    assert all(f'data-chart="{c}"' in consumers for c in ("cohort_retention", "customer_refunds"))
+    assert 'data-health="timeline"' in admin.get("/pipeline-health").text
+    bad = admin.get("/seller-behaviour", params={"date_from": "soon"})
+    assert bad.status_code == 400 and "not a date" in bad.text and "data-chart" not in bad.text
+    script = admin.get("/static/dashboards.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
