@@ -58,6 +58,29 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServ
     yield from _embedded_server(tmp_path_factory.mktemp("pg"))
 
 
+@pytest.fixture(scope="session")
+def shop_source(pg_server: EmbeddedServer) -> Iterator[Database]:
+    """The demo shop's source database of shop_history."""
+    yield from _fresh_database(pg_server)
+
+
+@pytest.fixture(scope="session")
+def shop_warehouse(pg_server: EmbeddedServer) -> Iterator[Database]:
+    """shop_history's PostgreSQL warehouse."""
+    yield from _fresh_database(pg_server)
+
+
+@pytest.fixture(scope="session")
+def shop_history(
+    shop_source: Database, shop_warehouse: Database, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The demo shop with a history and live changes, loaded into a DuckDB and a PostgreSQL
+    warehouse (tests/shop_support.py), by engine: once for every test that reads charts."""
+    from shop_support import shop_projects
+
+    return shop_projects(tmp_path_factory.mktemp("shop"), shop_source, shop_warehouse)
+
+
 @pytest.fixture
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """A PostgreSQL of the test's own, for tests that stop and restart the source: the session

@@ -2,9 +2,8 @@
 current truth.
 
 One shop is seeded, captured by two projects (a DuckDB and a PostgreSQL warehouse), then given
-live traffic (orders, status changes, returns requested, approved and refunded) and changes of
-our own that the facts must not double count (order items updated and deleted, returns
-refunded), captured and run again. Every chart number is then compared with a computation over
+live traffic and changes of our own that the facts must not double count, captured and run
+again (tests/shop_support.py, built once per session: conftest's shop_history). Every chart number is then compared with a computation over
 the SOURCE tables (schema shop), never over Riverbed's facts: revenue by the item's business
 time (created_at, in UTC), categories and regions as the source has them now.
 """
@@ -14,36 +13,19 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from psycopg.rows import dict_row
-from test_e2e import SEED, cli, demo_project
 
-from conftest import Database, _fresh_database
+from conftest import Database
 from riverbed.config import Project
-from riverbed.config.loader import load_project
 from riverbed.serve.semantic import CHARTS, ChartError, FilterError, chart_data
 from riverbed.serve.semantic.filters import fair_windows
-from riverbed.source.embedded import EmbeddedServer
 from riverbed.state import open_state
 
-# changes the facts must count once, with their latest values, or not at all
-OWN_CHANGES = (
-    "update shop.order_items set quantity = quantity + 3 where order_item_id in"
-    " (select order_item_id from shop.order_items order by order_item_id limit 7)",
-    "update shop.order_items set unit_price = unit_price + 1.25 where order_item_id in"
-    " (select order_item_id from shop.order_items order by order_item_id desc limit 7)",
-    "delete from shop.order_items where order_item_id in (select i.order_item_id"
-    " from shop.order_items i where not exists (select 1 from shop.returns r"
-    " where r.order_item_id = i.order_item_id) order by i.order_item_id limit 9 offset 20)",
-    "update shop.returns set status = 'refunded', refund_amount = 1.00 where return_id in"
-    " (select return_id from shop.returns where status in ('requested', 'approved')"
-    " order by return_id limit 5)",
-)
 # the source's live order items with what the charts group them by, as the source says now
 ITEMS = """
 select i.order_item_id, i.order_id, i.quantity, i.unit_price, i.quantity * i.unit_price as amount,
@@ -62,37 +44,13 @@ from shop.returns r
 
 
 @pytest.fixture(scope="module")
-def source(pg_server: EmbeddedServer) -> Iterator[Database]:
-    yield from _fresh_database(pg_server)
+def source(shop_source: Database) -> Database:
+    return shop_source
 
 
 @pytest.fixture(scope="module")
-def warehouse_db(pg_server: EmbeddedServer) -> Iterator[Database]:
-    yield from _fresh_database(pg_server)
-
-
-@pytest.fixture(scope="module")
-def projects(
-    source: Database, warehouse_db: Database, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Project]:
-    home = tmp_path_factory.mktemp("semantic")
-    both = {
-        "duckdb": demo_project(home / "duck", source),
-        "postgres": demo_project(home / "pg", source, warehouse_db),
-    }
-    cli(both["duckdb"], "shop", "seed", *SEED, "--months", "3", "--seed", "7", "-q")
-    for config in both.values():
-        cli(config, "capture", "--once", "-q")
-        cli(config, "run", "--once", "-q")
-    workload = ("--rate", "400", "--duration", "6", "--dirty-ratio", "0", "--large-every", "1000")
-    cli(both["duckdb"], "shop", "run", *workload, "--seed", "3", "--json", "-q")
-    with source.connect(autocommit=True) as conn:
-        for statement in OWN_CHANGES:
-            conn.execute(statement)
-    for config in both.values():
-        cli(config, "capture", "--once", "-q")
-        cli(config, "run", "--once", "-q")
-    return {name: load_project(config) for name, config in both.items()}
+def projects(shop_history: dict[str, Project]) -> dict[str, Project]:
+    return shop_history
 
 
 @pytest.fixture(scope="module")

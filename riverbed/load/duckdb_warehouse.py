@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,7 @@ _COLUMNS = (
     " ORDER BY column_index"
 )
 LOCK_WAIT_SECONDS = 15.0  # how long an open waits for another process to let go of the file
+_CONFIGURING = threading.Lock()  # one open at a time configures (and locks) a shared instance
 
 
 def _connect(path: Path, read_only: bool, lock_wait: float) -> duckdb.DuckDBPyConnection:
@@ -90,18 +92,14 @@ class DuckDBWarehouse:
         try:
             if not read_only:
                 private_folders(path.parent)
-            self._db = _connect(path, read_only, lock_wait)
-            if not read_only:
-                # DuckDB refuses an empty file made for it: tighten the one it made, before
-                # anything is written into it (its .wal: riverbed.private)
-                path.chmod(FILE_MODE)
-            self._db.execute("SET TimeZone = 'UTC'")
-            self._db.execute("SET enable_progress_bar = false")  # stdout belongs to --json
-            if memory_limit is not None:  # a size checked by the config model
-                self._db.execute(f"SET memory_limit = '{memory_limit}'")
-            if read_only:
-                self._db.execute("SET enable_external_access = false")
-                self._db.execute("SET lock_configuration = true")  # last: no SET after it
+            with _CONFIGURING:
+                self._db = _connect(path, read_only, lock_wait)
+                if not read_only:
+                    # DuckDB refuses an empty file made for it: tighten the one it made, before
+                    # anything is written into it (its .wal: riverbed.private)
+                    path.chmod(FILE_MODE)
+                if not self._locked():
+                    self._configure(read_only, memory_limit)
         except OSError as exc:
             raise WarehouseError(
                 f"warehouse {path}: cannot create its folder ({exc.strerror}); "
@@ -111,6 +109,20 @@ class DuckDBWarehouse:
             raise self._translate(exc, "opening the file") from exc
         self._in_transaction = False
         self._interrupted = False
+
+    def _locked(self) -> bool:
+        """An earlier read-only open in this process configured and locked the instance."""
+        rows = self._db.execute("SELECT current_setting('lock_configuration')").fetchall()
+        return bool(rows and rows[0][0])
+
+    def _configure(self, read_only: bool, memory_limit: str | None) -> None:
+        self._db.execute("SET GLOBAL TimeZone = 'UTC'")  # every later connection's too
+        self._db.execute("SET enable_progress_bar = false")  # stdout belongs to --json
+        if memory_limit is not None:  # a size checked by the config model
+            self._db.execute(f"SET memory_limit = '{memory_limit}'")
+        if read_only:
+            self._db.execute("SET enable_external_access = false")
+            self._db.execute("SET lock_configuration = true")  # last: no SET after it
 
     def execute(self, statement: exp.Expr | str) -> int:
         text = sql_text(statement, self.dialect)

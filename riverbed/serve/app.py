@@ -3,7 +3,8 @@
 What each part holds (each its own module):
 
 - ``pages``: login, logout, the dashboards' pages, the governed query page (HTML, Jinja2).
-- ``api``: the JSON API and CSV export; ``docs``: its reference at /docs, /openapi.json.
+- ``api``: the JSON API and CSV export of ad-hoc queries; ``charts_api``: every dashboard
+  chart's data as JSON and CSV, and the pipeline's health; ``docs``: their reference at /docs.
 - ``metrics``: /metrics for Prometheus, without a login, as before the app existed.
 - ``static``: the CSS and plotly.js, by name only.
 - ``sessions``, ``auth``, ``csrf``: who is logged in, how they logged in, forged requests.
@@ -29,7 +30,7 @@ from fastapi.templating import Jinja2Templates
 
 from riverbed.config import Project
 from riverbed.govern.credentials import Credentials
-from riverbed.serve import api, docs, pages
+from riverbed.serve import api, charts_api, docs, pages
 from riverbed.serve.auth import Authenticator, Lockout
 from riverbed.serve.context import TEMPLATES, CsrfRefused, NotLoggedIn, Served
 from riverbed.serve.csrf import LoginForms, secret_key
@@ -70,6 +71,8 @@ def create_app(project: Project, refresh_metrics: Callable[[], None] | None = No
     for router in (
         pages.router,
         api.router,
+        charts_api.router,
+        charts_api.health_router,
         docs.router,
         static_router(),
         metrics_router(project.path(project.config.state.path), refresh_metrics),

@@ -5,7 +5,9 @@ Every page but /login needs a session (else a redirect to /login, which comes ba
 every form posts its CSRF token (riverbed.serve.csrf). The query page runs the principal's SQL
 through the gateway audited as ``web``, shows at most ``serve.max_rows`` rows and says when
 there were more, and offers the same query as a CSV download (/api/query.csv, audited as
-``export``). The dashboards (``DASHBOARDS``) are rendered from ``<slug>.html`` templates.
+``export``). The dashboards (``DASHBOARDS``) are rendered from ``<slug>.html`` templates with
+their filters, freshness line and fair comparison (riverbed.serve.dashboards); their charts are
+drawn in the browser from the JSON API.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from riverbed.serve import csrf
 from riverbed.serve.auth import Refused
 from riverbed.serve.context import Caller, caller, checked_csrf, client_address, served
+from riverbed.serve.dashboards import page_view
 from riverbed.serve.results import QueryFailed, fetch
 from riverbed.serve.sessions import COOKIE
 
@@ -147,7 +150,16 @@ def query_run(
 
 def _dashboard(slug: str, title: str) -> None:
     def page(request: Request, who: Who) -> HTMLResponse:
-        return render(request, f"{slug}.html", who=who, active=slug, title=title)
+        view = page_view(served(request).project, request.query_params)
+        return render(
+            request,
+            f"{slug}.html",
+            400 if view.error else 200,
+            who=who,
+            active=slug,
+            title=title,
+            **view.template_values(),
+        )
 
     router.add_api_route(f"/{slug}", page, methods=["GET"], name=slug)
 

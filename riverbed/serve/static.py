@@ -1,4 +1,5 @@
-"""The web app's static files: its own (riverbed/serve/static/) and plotly.js, the copy the
+"""The web app's static files: its own (riverbed/serve/static/: the CSS, and dashboards.js,
+which draws the dashboards' charts) and plotly.js, the copy the
 installed ``plotly`` package ships (``plotly/package_data/plotly.min.js``), so charts work with
 no internet.
 
