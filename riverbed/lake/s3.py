@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
@@ -36,12 +36,17 @@ from riverbed.lake.storage import (
     translating,
 )
 
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
+
 # pyarrow sends a delayed-open stream of less than 10 MiB as one PutObject; stay well below.
 SINGLE_PUT_MAX = 8 * 1024 * 1024
 
 
 class S3Storage:
     """A lake under ``s3://bucket/prefix``."""
+
+    crypto: LakeCrypto | None = None  # set by open_storage
 
     def __init__(self, filesystem: Any, url: str):
         self.fs = filesystem
