@@ -54,6 +54,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 from py4j.protocol import Py4JError, Py4JJavaError, Py4JNetworkError
 from pyspark.errors import AnalysisException, PySparkException
 from pyspark.errors.exceptions.captured import CapturedException
@@ -63,6 +64,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from sqlglot import ErrorLevel, exp
 from sqlglot.errors import UnsupportedError
 
+from riverbed.lake.crypto import LakeCrypto
 from riverbed.transform.engine import TransformEngineError
 
 SPARK_DIALECT = "spark"
@@ -145,9 +147,18 @@ class SparkEngine:
             raise _engine_error(exc, f"cannot register {name!r}") from exc
         self._views.add(name)
 
-    def register_files(self, name: str, paths: list[str], schema: pa.Schema) -> None:
+    def register_files(
+        self, name: str, paths: list[str], schema: pa.Schema, crypto: LakeCrypto | None = None
+    ) -> None:
         if not paths:
             self.register(name, schema.empty_table())
+            return
+        if crypto is not None:
+            # Spark decrypts Parquet only through a KMS class of its own on the JVM: pyarrow
+            # reads the files here, on the driver, and Spark takes the rows as Arrow (bounded
+            # by the driver's memory, spark.driver.memory)
+            files = ds.dataset(paths, schema=schema, format=crypto.dataset_format())
+            self.register(name, files.to_table())
             return
         spark = self._session()
         try:
