@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet.encryption as pe
 
 from riverbed.config.stores import LakeEncryptionConfig
@@ -107,8 +106,10 @@ class LakeCrypto:
         config = pe.DecryptionConfiguration(cache_lifetime=self._lifetime)
         return self._factory.file_decryption_properties(self._kms, config)
 
-    def dataset_format(self) -> ds.ParquetFileFormat:
-        """A Parquet format for ``pyarrow.dataset`` that decrypts as it scans."""
+    def dataset_format(self) -> Any:
+        """A ``pyarrow.dataset.ParquetFileFormat`` that decrypts as it scans."""
+        import pyarrow.dataset as ds  # only the engines need it
+
         config = ds.ParquetDecryptionConfig(
             self._factory, self._kms, pe.DecryptionConfiguration(cache_lifetime=self._lifetime)
         )

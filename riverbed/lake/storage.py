@@ -98,10 +98,11 @@ def open_storage(lake: LakeConfig, root: Path) -> LakeStorage:
     """The storage ``lake.path`` names: ``s3://bucket/prefix``, or a local folder (a relative
     one is resolved against ``root``, the project folder). Nothing is written until first use;
     a local path that is a file is refused here, where the message can name ``lake.path``."""
-    from riverbed.lake.crypto import crypto_for
-
     storage = _storage(lake, root)
-    storage.crypto = crypto_for(lake.encryption, root)
+    if lake.encryption.enabled:  # pyarrow's encryption module alone takes a quarter second
+        from riverbed.lake.crypto import crypto_for
+
+        storage.crypto = crypto_for(lake.encryption, root)
     return storage
 
 

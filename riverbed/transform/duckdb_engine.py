@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 from sqlglot import exp
 
-from riverbed.lake.crypto import LakeCrypto
 from riverbed.transform.engine import DIALECT, TransformEngineError
+
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
 
 
 class DuckDBEngine:

@@ -12,13 +12,15 @@ runner; ``name`` is only a label (results, logs).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 from sqlglot import exp
 
 from riverbed.errors import RiverbedError
-from riverbed.lake.crypto import LakeCrypto
+
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
 
 DIALECT = "duckdb"  # the dialect of SQL in riverbed.yaml
 

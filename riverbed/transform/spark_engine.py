@@ -51,7 +51,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -64,8 +64,10 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from sqlglot import ErrorLevel, exp
 from sqlglot.errors import UnsupportedError
 
-from riverbed.lake.crypto import LakeCrypto
 from riverbed.transform.engine import TransformEngineError
+
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
 
 SPARK_DIALECT = "spark"
 
