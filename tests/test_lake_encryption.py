@@ -2,8 +2,8 @@
 and quarantined file is Parquet-encrypted (unreadable without the keyring, no personal value in
 its bytes), the pipeline's result is the one it gives unencrypted, `riverbed keys rotate`
 re-wraps the keys without rewriting a file (also after a kill -9 halfway), a missing or wrong
-keyring is one line naming lake.encryption, `forget` still erases, the engines read encrypted
-files, and an s3:// lake asks the object store for server-side encryption."""
+keyring is one line naming lake.encryption, `forget` still erases, DuckDB reads encrypted files
+(Spark: tests/test_spark_engine.py), and an s3:// lake asks the object store for server-side encryption."""
 
 from __future__ import annotations
 
@@ -289,7 +289,8 @@ def test_a_rotation_killed_halfway_completes_on_rerun(tmp_path: Path) -> None:
     assert read_table(lake_of(config), "raw/customers/a.parquet").equals(table)
 
 
-def test_the_engines_read_encrypted_files(tmp_path: Path) -> None:
+def test_duckdb_reads_encrypted_files(tmp_path: Path) -> None:
+    """(Spark: tests/test_spark_engine.py, on its session's engine.)"""
     from riverbed.transform.duckdb_engine import DuckDBEngine
 
     config = tmp_path / "riverbed.yaml"
@@ -305,25 +306,6 @@ def test_the_engines_read_encrypted_files(tmp_path: Path) -> None:
     got = engine.query(parse("SELECT count(*) AS n, max(email) AS e FROM c WHERE customer_id < 3"))
     assert got.to_pylist() == [{"n": 3, "e": "a@x"}]
     engine.close()
-
-
-def test_spark_reads_encrypted_files(tmp_path: Path) -> None:
-    pytest.importorskip("pyspark")
-    from riverbed.transform.spark_engine import SparkEngine
-
-    config = tmp_path / "riverbed.yaml"
-    config.write_text("lake:\n  encryption: {enabled: true}\n" + TABLES)
-    storage = lake_of(config)
-    table = pa.table({"customer_id": pa.array([1, 2], pa.int64()), "email": [EMAIL, None]})
-    write_table(storage, "raw/customers/a.parquet", table)
-    path = str(tmp_path / ".riverbed" / "lake" / "raw/customers/a.parquet")
-    engine = SparkEngine()
-    try:
-        engine.register_files("c", [path], table.schema, storage.crypto)
-        got = engine.query(parse("SELECT customer_id, email FROM c ORDER BY customer_id"))
-    finally:
-        engine.close()
-    assert got.column("email").to_pylist() == [EMAIL, None]
 
 
 def test_an_s3_lake_asks_for_server_side_encryption(
