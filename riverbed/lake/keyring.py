@@ -100,7 +100,7 @@ class Keyring:
             data = data if data is not None else self._load()
             entry = data["keks"].get(ref)
             if entry is None or str(entry["version"]) not in _versions(data, entry["master"]):
-                continue
+                continue  # not there, or wrapped under a version rotated away since: reload
             if entry["master"] != master:
                 raise KeyringError(
                     f"lake.encryption: {ref} in {self.path} is wrapped by master key "
@@ -108,8 +108,9 @@ class Keyring:
                 )
             return self._open_kek(data, ref, entry)
         raise KeyringError(
-            f"lake.encryption: the keyring {self.path} has no key {ref}, which a lake file "
-            "needs; restore the keyring the lake was written with (lake.encryption.keyring)"
+            f"lake.encryption: the keyring {self.path} cannot unwrap {ref} (master key "
+            f"{master}), which a lake file needs; restore the keyring the lake was written with "
+            "(lake.encryption.keyring)"
         )
 
     # --- rotation ------------------------------------------------------------------------------
@@ -133,11 +134,6 @@ class Keyring:
                 data["masters"][name] = {"current": version, "versions": {str(version): _b64(key)}}
             self._write(data)
             return Rotation({n: v for n, (v, _) in fresh.items()}, len(data["keks"]))
-
-    def master_ids(self) -> dict[str, int]:
-        """Each master key id and its current version."""
-        data = self._load()
-        return {name: int(entry["current"]) for name, entry in data["masters"].items()}
 
     # --- the file ------------------------------------------------------------------------------
 
@@ -163,7 +159,9 @@ class Keyring:
         version = int(entry["current"])
         return version, self._key_of(data, master, version)
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self, cache: bool = True) -> dict[str, Any]:
+        """The keyring as on disk (empty when there is none yet); kept as the copy in memory
+        unless ``cache`` is False (a read-modify-write keeps it only once written)."""
         try:
             text = self.path.read_text()
         except FileNotFoundError:
@@ -175,8 +173,9 @@ class Keyring:
             ) from None
         else:
             data = _parse(text, self.path)
-        with self._mutex:
-            self._data = data
+        if cache:
+            with self._mutex:
+                self._data = data
         return data
 
     @contextmanager
@@ -187,7 +186,7 @@ class Keyring:
             descriptor = create_private(self._lock_path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
-            yield self._load()
+            yield self._load(cache=False)
         finally:
             os.close(descriptor)  # releases the lock
 
