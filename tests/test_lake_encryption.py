@@ -360,3 +360,33 @@ def test_a_keyring_that_is_not_one_is_refused(tmp_path: Path) -> None:
     path.write_text("not json")
     with pytest.raises(KeyringError, match="is not a Riverbed keyring"):
         keyring_at(path).unwrap("kek-x", "footer")
+
+
+def test_a_master_key_from_the_environment_seals_the_keyring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        "lake:\n  encryption: {enabled: true, master_key: {env: RB_TEST_LAKE_KEY}}\n" + TABLES
+    )
+    monkeypatch.setenv("RB_TEST_LAKE_KEY", "correct horse battery staple")
+    table = pa.table({"customer_id": [7], "email": [EMAIL]})
+    write_table(lake_of(config), "raw/customers/a.parquet", table)
+    keyring = tmp_path / ".riverbed" / "keyring"
+    stored = json.loads(keyring.read_text())
+    assert stored["masters"] == {} and "sealed" in stored  # the file alone holds no master key
+
+    rotated = run_cli("keys", "rotate", "-c", str(config))
+    assert rotated.code == 0, rotated.text
+    for env, says in (
+        ({"RB_TEST_LAKE_KEY": "wrong"}, "does not open the keyring"),
+        ({}, "environment variable RB_TEST_LAKE_KEY is not set"),
+    ):
+        monkeypatch.delenv("RB_TEST_LAKE_KEY")
+        failed = run_cli("keys", "rotate", "-c", str(config), env=env)
+        monkeypatch.setenv("RB_TEST_LAKE_KEY", "correct horse battery staple")
+        lines = [line for line in failed.err.splitlines() if line.strip()]
+        assert failed.code == 1 and len(lines) == 1, failed.text
+        assert lines[0].startswith("error: lake.encryption.master_key") and says in lines[0], lines
+        assert "wrong" not in lines[0] and "correct horse" not in lines[0]
+    assert read_table(lake_of(config), "raw/customers/a.parquet").equals(table)

@@ -25,12 +25,15 @@ class LakeEncryptionConfig(Model):
     The footer (schema, statistics) and every column are encrypted with keys wrapped by master
     key ``footer_key``; personal columns (``pii:`` columns and columns tagged ``pii`` in
     governance.tags, as riverbed.config.personal names them) with keys wrapped by ``pii_key``.
-    Both are ids of master keys in ``keyring``, a 0600 file made on first use."""
+    Both are ids of master keys in ``keyring``, a 0600 file made on first use; with
+    ``master_key`` ({env:} or {file:}) the master keys in that file are sealed by it."""
 
     enabled: bool = False
     keyring: Path = Path(".riverbed/keyring")
     footer_key: str = "footer"
     pii_key: str = "pii"
+    # seals the master keys inside the keyring file, so that the file alone opens nothing
+    master_key: Secret | None = None
     # how long a process reuses a key-encryption key before making a new one
     key_cache_seconds: float = Field(600.0, gt=0)
     # the personal column names of every table, set from the whole config by RiverbedConfig

@@ -35,7 +35,7 @@ def rotate_keys(project: Project, store: StateStore) -> Rotated:
             "lake.encryption: {enabled: true}"
         )
     path = project.path(encryption.keyring)
-    rotation = keyring_at(path).rotate([encryption.footer_key, encryption.pii_key])
+    rotation = keyring_at(path, encryption).rotate([encryption.footer_key, encryption.pii_key])
     record_change(
         store,
         principal=getpass.getuser(),

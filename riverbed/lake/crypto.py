@@ -129,7 +129,7 @@ class LakeCrypto:
             raise  # not the keys' doing: a damaged file stays what it is (set aside, ...)
 
 
-_keyrings: dict[Path, Keyring] = {}
+_keyrings: dict[tuple[Path, str | None], Keyring] = {}
 _made: dict[tuple[Any, ...], LakeCrypto] = {}
 _made_lock = threading.RLock()
 
@@ -142,20 +142,28 @@ def crypto_for(config: LakeEncryptionConfig, root: Path) -> LakeCrypto | None:
         return None
     path = config.keyring.expanduser()
     path = path if path.is_absolute() else root / path
-    key = (
-        path.resolve(),
-        config.footer_key,
-        config.pii_key,
-        config.key_cache_seconds,
-        config.personal,
-    )
+    keyring = keyring_at(path, config)
+    key = (keyring, config.footer_key, config.pii_key, config.key_cache_seconds, config.personal)
     with _made_lock:
         if key not in _made:
-            _made[key] = LakeCrypto(keyring_at(path), config, config.personal)
+            _made[key] = LakeCrypto(keyring, config, config.personal)
         return _made[key]
 
 
-def keyring_at(path: Path) -> Keyring:
-    """The one Keyring of ``path`` in this process (its copy in memory is shared)."""
+def keyring_at(path: Path, config: LakeEncryptionConfig | None = None) -> Keyring:
+    """The one Keyring of ``path`` in this process (its copy in memory is shared), its master
+    keys sealed by ``config.master_key`` when set."""
+    passphrase = None
+    if config is not None and config.master_key is not None:
+        try:
+            passphrase = config.master_key.reveal()
+        except ValueError as exc:  # names the variable or file, never the value
+            raise KeyringError(
+                f"lake.encryption.master_key: {exc}; set it, or fix lake.encryption.master_key "
+                "in riverbed.yaml"
+            ) from None
     with _made_lock:
-        return _keyrings.setdefault(path.resolve(), Keyring(path))
+        key = (path.resolve(), passphrase)
+        if key not in _keyrings:
+            _keyrings[key] = Keyring(path, passphrase)
+        return _keyrings[key]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -70,8 +71,9 @@ class Rotation:
 class Keyring:
     """Master keys and wrapped KEKs in one 0600 file; safe to share between processes."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, passphrase: str | None = None):
         self.path = path
+        self._sealing = Sealing(passphrase, path) if passphrase is not None else None
         self._lock_path = path.with_name(path.name + ".lock")
         self._mutex = threading.Lock()  # one process's threads; the file lock is per process
         self._data: dict[str, Any] | None = None
@@ -173,6 +175,13 @@ class Keyring:
             ) from None
         else:
             data = _parse(text, self.path)
+            if "sealed" in data:
+                if self._sealing is None:
+                    raise KeyringError(
+                        f"lake.encryption: the keyring {self.path} is sealed by a master key; "
+                        "set lake.encryption.master_key ({env: NAME} or {file: PATH}) to it"
+                    )
+                data["masters"] = self._sealing.open(data.pop("sealed"))
         if cache:
             with self._mutex:
                 self._data = data
@@ -197,7 +206,10 @@ class Keyring:
         temp = folder / f".{self.path.name}.{uuid.uuid4().hex[:16]}.tmp"
         descriptor = create_private(temp)
         try:
-            os.write(descriptor, json.dumps(data, indent=1, sort_keys=True).encode())
+            stored = data
+            if self._sealing is not None:  # the master keys only sealed, the KEKs as they are
+                stored = {**data, "masters": {}, "sealed": self._sealing.seal(data["masters"])}
+            os.write(descriptor, json.dumps(stored, indent=1, sort_keys=True).encode())
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
@@ -212,6 +224,45 @@ class Keyring:
             log.info("lake.encryption: created keyring %s (0600); back it up", self.path)
         with self._mutex:
             self._data = data
+
+
+class Sealing:
+    """The keyring's master keys sealed (AES-256-GCM) under a key derived (scrypt) from
+    ``lake.encryption.master_key``, a secret kept apart from the file ({env:} or {file:}): the
+    keyring file alone then opens nothing."""
+
+    AAD = b"riverbed keyring master keys"
+
+    def __init__(self, passphrase: str, path: Path):
+        self._passphrase = passphrase.encode()
+        self._path = path
+        self._keys: dict[bytes, bytes] = {}  # salt -> derived key (scrypt is slow on purpose)
+
+    def seal(self, masters: dict[str, Any]) -> dict[str, str]:
+        salt = os.urandom(16)
+        clear = json.dumps(masters, sort_keys=True).encode()
+        return {"salt": _b64(salt), "masters": _seal(self._key(salt), clear, self.AAD)}
+
+    def open(self, sealed: dict[str, str]) -> dict[str, Any]:
+        salt, wrapped = _unb64(sealed["salt"]), _unb64(sealed["masters"])
+        try:
+            clear = AESGCM(self._key(salt)).decrypt(
+                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], self.AAD
+            )
+        except InvalidTag:
+            raise KeyringError(
+                f"lake.encryption.master_key does not open the keyring {self._path}: it was "
+                "sealed by another key; set lake.encryption.master_key to the key it was sealed by"
+            ) from None
+        masters: dict[str, Any] = json.loads(clear)
+        return masters
+
+    def _key(self, salt: bytes) -> bytes:
+        if salt not in self._keys:
+            self._keys[salt] = hashlib.scrypt(
+                self._passphrase, salt=salt, n=2**14, r=8, p=1, dklen=MASTER_KEY_BYTES
+            )
+        return self._keys[salt]
 
 
 def _parse(text: str, path: Path) -> dict[str, Any]:
