@@ -11,13 +11,15 @@ What is measured, on a fresh embedded PostgreSQL in a throwaway folder under /tm
    both sides alike. Each project:
    - snapshot: ``riverbed capture --once`` copies the seeded tables (Parquet written through
      the encrypting writer, one process per project, one after the other);
-   - stream: after the shop workload's M row changes (default 50,000; dirty ratio 0.02), a
+   - stream: after the shop workload's M row changes (default 200,000; dirty ratio 0.02), a
      second ``capture --once`` per project drains the same changes from its own slot;
    - transform: ``riverbed run --once --stage transform --json`` (DuckDB) over every raw
      file: reads (decrypting), rules, staged and quarantine files (encrypting).
-3. per measure and side, the faster of the two runs (as bench/transform.py: a single run moves
-   by a fifth on a shared machine); the overhead is encrypted seconds / plain seconds - 1,
-   against the target of 15%.
+3. per measure and side, the lower of the two runs (as bench/transform.py: a single run moves
+   by a fifth on a shared machine); the overhead is encrypted / plain - 1, against the target of
+   15%, in wall seconds and in CPU seconds (user + system of the riverbed process). The verdict
+   is on CPU: encryption's cost is CPU in that process, and on a shared machine the wall time of
+   one run moves by more than the target (the "other CPU" column shows how busy it was).
 
 Every measured run is its own process (``python -m riverbed ...``), timed with its rusage by
 bench/capture.py's launcher; the times include the interpreter's start (the same on both sides).
@@ -57,6 +59,7 @@ class Side:
     encrypted: bool
     config: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # user + system of the process
     rows: dict[str, int] = field(default_factory=dict)
 
 
@@ -82,19 +85,23 @@ def run_all(sides: list[Side], measure: str, postmaster: Postmaster, work: Path)
             rows = int(payload["rows"])
         else:
             rows = sum(int(t["rows_in"]) for t in payload["tables"].values())
-        side.seconds[measure], side.rows[measure] = m.seconds, rows
-        print(f"{measure:<9} {side.name:<12} {rows:>10,} rows {m.seconds:>8.2f} s")
+        side.seconds[measure], side.cpu[measure], side.rows[measure] = m.seconds, m.cpu, rows
+        print(
+            f"{measure:<9} {side.name:<12} {rows:>10,} rows {m.seconds:>8.2f} s, "
+            f"CPU {m.cpu:>6.2f} s, other CPU {m.other_cpu:>6.1f} s"
+        )
 
 
-def best(sides: list[Side], encrypted: bool, measure: str) -> Side:
-    return min((s for s in sides if s.encrypted == encrypted), key=lambda s: s.seconds[measure])
+def best(sides: list[Side], encrypted: bool, measure: str, figure: str) -> float:
+    """The lower of the two runs' ``figure`` (seconds or cpu) on one side."""
+    return min(getattr(s, figure)[measure] for s in sides if s.encrypted == encrypted)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the seeded shop")
     parser.add_argument(
-        "--changes", type=int, default=50_000, help="row changes captured after the snapshot"
+        "--changes", type=int, default=200_000, help="row changes captured after the snapshot"
     )
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--keep", action="store_true", help="leave the server and its folder")
@@ -133,22 +140,25 @@ def main() -> int:
         run_all(sides, "transform", postmaster, work)
 
     print()
-    print(f"{'':<10} {'rows':>10} {'off s':>8} {'on s':>8} {'off rows/s':>11} {'on rows/s':>10} "
-          f"{'overhead':>9}  target <= {TARGET:.0%}")  # fmt: skip
+    print(f"{'':<10} {'rows':>10} {'':>5} {'off s':>8} {'on s':>8} {'off rows/s':>11} "
+          f"{'on rows/s':>10} {'overhead':>9}  target <= {TARGET:.0%}")  # fmt: skip
     verdicts = []
     for measure in MEASURES:
-        plain, encrypted = best(sides, False, measure), best(sides, True, measure)
-        off, on = plain.seconds[measure], encrypted.seconds[measure]
-        rows = plain.rows[measure]
-        overhead = on / off - 1
-        verdicts.append(overhead <= TARGET)
-        print(
-            f"{measure:<10} {rows:>10,} {off:>8.2f} {on:>8.2f} {rows / off:>11,.0f} "
-            f"{rows / on:>10,.0f} {overhead:>+9.1%}  {'met' if verdicts[-1] else 'MISSED'}"
-        )
+        rows = sides[0].rows[measure]
+        for figure, label in (("seconds", "wall"), ("cpu", "CPU")):
+            off, on = best(sides, False, measure, figure), best(sides, True, measure, figure)
+            overhead = on / off - 1
+            met = overhead <= TARGET
+            if figure == "cpu":
+                verdicts.append(met)
+            print(
+                f"{measure:<10} {rows:>10,} {label:>5} {off:>8.2f} {on:>8.2f} {rows / off:>11,.0f} "
+                f"{rows / on:>10,.0f} {overhead:>+9.1%}  {'met' if met else 'MISSED'}"
+            )
     print(
-        "(the faster of two runs per side; seconds include the interpreter's start, the same on "
-        "both sides)"
+        "(the lower of two runs per side. wall: seconds, the interpreter's start included, moved "
+        "by whatever else the machine runs; CPU: the process's user + system seconds, what "
+        "encryption adds, the verdict)"
     )
     return 0 if all(verdicts) else 1
 

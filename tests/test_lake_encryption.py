@@ -30,7 +30,7 @@ from riverbed.config.stores import LakeConfig
 from riverbed.lake.crypto import keyring_at
 from riverbed.lake.keyring import KeyringError
 from riverbed.lake.parquet import read_table, write_table
-from riverbed.lake.storage import LakeStorage, open_storage
+from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 
 EMAIL = "wilma.secret@encrypted.test"
 NAME = "Wilma Cipherfield"
@@ -301,6 +301,9 @@ def test_duckdb_reads_encrypted_files(tmp_path: Path) -> None:
     write_table(storage, "raw/customers/b.parquet", table.slice(0, 1))
     root = tmp_path / ".riverbed" / "lake"
     paths = [str(root / "raw/customers/a.parquet"), str(root / "raw/customers/b.parquet")]
+    plain = LakeConfig.model_validate({"path": str(root)})  # encryption off: refused, one line
+    with pytest.raises(LakeError, match="is encrypted; turn lake.encryption on"):
+        read_table(open_storage(plain, tmp_path), "raw/customers/a.parquet")
     engine = DuckDBEngine()
     engine.register_files("c", paths, table.schema, storage.crypto)
     got = engine.query(parse("SELECT count(*) AS n, max(email) AS e FROM c WHERE customer_id < 3"))

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from riverbed.lake.storage import LakeError, LakeStorage
+
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
 
 COMPRESSION = "zstd"
 ROW_GROUP_ROWS = 128 * 1024
@@ -36,7 +39,7 @@ def writer_options(schema: pa.Schema, storage: LakeStorage | None = None) -> dic
     """
     strings = [f.name for f in schema if pa.types.is_string(f.type)]
     options: dict[str, Any] = {"compression": COMPRESSION, "use_dictionary": strings}
-    crypto = getattr(storage, "crypto", None)
+    crypto = crypto_of(storage)
     if crypto is not None:
         options["encryption_properties"] = crypto.encryption(schema)
     return options
@@ -60,7 +63,7 @@ def write_table(storage: LakeStorage, path: str, table: pa.Table) -> int:
 def open_file(storage: LakeStorage, path: str, source: Any = None) -> pq.ParquetFile:
     """The lake file at ``path`` opened for reading (its footer read, decrypted when the lake
     is encrypted); ``source``: its bytes or a file already open, instead of opening ``path``."""
-    crypto = storage.crypto
+    crypto = crypto_of(storage)
     source = storage.open_input(path) if source is None else source
     if isinstance(source, bytes):
         source = pa.BufferReader(source)
@@ -82,19 +85,23 @@ def read_schema(storage: LakeStorage, path: str) -> pa.Schema:
     return open_file(storage, path).schema_arrow
 
 
-def dataset(storage: LakeStorage, paths: list[str]) -> Any:
-    """A ``pyarrow.dataset`` over lake files (paths relative to the lake root), decrypting as
-    it scans: what an engine that cannot decrypt the files itself (DuckDB, Spark) is given."""
+def dataset(paths: list[str], schema: pa.Schema, crypto: LakeCrypto | None) -> Any:
+    """A ``pyarrow.dataset`` over local lake files, decrypting as it scans when ``crypto`` (the
+    storage's) is given: what an engine that cannot decrypt the files itself is handed."""
     import pyarrow.dataset as ds
 
-    filesystem, base = storage.arrow_filesystem()
-    fmt = storage.crypto.dataset_format() if storage.crypto is not None else "parquet"
-    return ds.dataset([f"{base}/{p}" for p in paths], format=fmt, filesystem=filesystem)
+    fmt = crypto.dataset_format() if crypto is not None else "parquet"
+    return ds.dataset(paths, schema=schema, format=fmt)
+
+
+def crypto_of(storage: LakeStorage | None) -> LakeCrypto | None:
+    """How ``storage``'s files are encrypted (a storage made without open_storage: not)."""
+    return getattr(storage, "crypto", None)
 
 
 def _reading(storage: LakeStorage, path: str) -> Any:
     """Turn a decryption failure into the one line that names lake.encryption and the fix."""
-    crypto = storage.crypto
+    crypto = crypto_of(storage)
     if crypto is not None:
         return crypto.reading()
     return _plain_reading(storage, path)

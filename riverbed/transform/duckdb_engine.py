@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
 from sqlglot import exp
 
+from riverbed.lake.parquet import dataset
 from riverbed.transform.engine import DIALECT, TransformEngineError
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class DuckDBEngine:
             self._db.execute(f"set threads = {int(threads)}")
         if memory_limit:
             self._db.execute("set memory_limit = ?", [memory_limit])
-        self._tables: dict[str, pa.Table | ds.Dataset] = {}
+        self._tables: dict[str, Any] = {}  # tables and datasets
 
     def register(self, name: str, table: pa.Table) -> None:
         self._tables[name] = table  # keep it alive: DuckDB scans it in place
@@ -43,7 +43,7 @@ class DuckDBEngine:
         if crypto is not None:
             # DuckDB cannot open files whose keys come from a KMS: pyarrow decrypts, and DuckDB
             # scans the dataset lazily (projections and filters pushed down into the scan)
-            files = ds.dataset(paths, schema=schema, format=crypto.dataset_format())
+            files = dataset(paths, schema, crypto)
             self._tables[name] = files  # kept alive, as in register
             self._db.register(name, files)
             return

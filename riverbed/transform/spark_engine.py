@@ -54,7 +54,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 from py4j.protocol import Py4JError, Py4JJavaError, Py4JNetworkError
 from pyspark.errors import AnalysisException, PySparkException
 from pyspark.errors.exceptions.captured import CapturedException
@@ -64,6 +63,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from sqlglot import ErrorLevel, exp
 from sqlglot.errors import UnsupportedError
 
+from riverbed.lake.parquet import dataset
 from riverbed.transform.engine import TransformEngineError
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class SparkEngine:
             # Spark decrypts Parquet only through a KMS class of its own on the JVM: pyarrow
             # reads the files here, on the driver, and Spark takes the rows as Arrow (bounded
             # by the driver's memory, spark.driver.memory)
-            files = ds.dataset(paths, schema=schema, format=crypto.dataset_format())
+            files = dataset(paths, schema, crypto)
             self.register(name, files.to_table())
             return
         spark = self._session()
