@@ -4,10 +4,11 @@ is sent with ``x-amz-server-side-encryption`` (``AES256``: SSE-S3; ``aws:kms``: 
 
 pyarrow's S3 client (26) sends no SSE header on PutObject, multipart uploads or CopyObject (its
 output-stream metadata knows ACL and the Content-* headers only), so with ``s3_sse`` set the
-writes go through boto3, an optional dependency (``pip install boto3``) asked for only then;
-reads and listings stay on pyarrow. A file is written to a local 0600 spool first and uploaded
-whole (one PutObject, or a multipart upload that S3 makes visible only on completion), so it is
-still visible complete or not at all, and no unencrypted temp object is ever stored.
+writes go through boto3, an optional dependency (``pip install "riverbed[s3-sse]"``) asked for
+only then; reads and listings stay on pyarrow. A file is written to a local spool first (in
+memory, past 8 MiB a 0600 temp file) and uploaded whole (one PutObject, or a multipart upload
+that S3 makes visible only on completion), so it is still visible complete or not at all, and
+no unencrypted temp object is ever stored.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class SseWriter:
         except ImportError:
             raise LakeError(
                 f"lake.s3_sse: {lake.s3_sse} needs boto3 (pyarrow cannot ask S3 for server-side "
-                "encryption); install it with `pip install boto3`, or remove lake.s3_sse"
+                'encryption); install it (`pip install "riverbed[s3-sse]"`), or remove lake.s3_sse'
             ) from None
         self.client: Any = boto3.client(
             "s3",
