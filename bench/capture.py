@@ -66,13 +66,14 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import pyarrow.parquet as pq
 import yaml
 from _server import command_line, machine, throwaway_server
 
 from riverbed.capture.snapshot import SESSION_SETTINGS
-from riverbed.config.loader import demo_config_text
+from riverbed.config.loader import demo_config_text, load_project
+from riverbed.lake.parquet import read_table
 from riverbed.lake.positions import format_lsn, parse_lsn
+from riverbed.lake.storage import LakeStorage, open_storage
 from riverbed.shop import schema
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed
@@ -317,19 +318,34 @@ def measured(command: list[str], postmaster: Postmaster, work: Path) -> Measured
     )
 
 
-def write_config(folder: Path, dsn: str, max_seconds: float | None = None) -> Path:
-    """The demo riverbed.yaml, source = the bench server, lake and state inside ``folder``."""
+def write_config(
+    folder: Path,
+    dsn: str,
+    max_seconds: float | None = None,
+    encrypted: bool | None = None,
+    slot: str = "riverbed",
+) -> Path:
+    """The demo riverbed.yaml, source = the bench server, lake and state inside ``folder``;
+    ``encrypted``: lake.encryption on or off (None: as the demo config says, on)."""
     config = yaml.safe_load(demo_config_text())
     config["source"].pop("embedded", None)
     config["source"]["dsn"] = dsn
-    config["source"]["slot"] = config["source"]["publication"] = "riverbed"  # the bench's queries
+    config["source"]["slot"] = config["source"]["publication"] = slot  # the bench's queries
     config["lake"]["path"] = "lake"
     config["state"]["path"] = "state.db"
     if max_seconds is not None:
         config["lake"]["max_seconds"] = max_seconds
+    if encrypted is not None:
+        config["lake"]["encryption"]["enabled"] = encrypted
     path = folder / "riverbed.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def lake_of(project: Path) -> LakeStorage:
+    """The lake of the project in ``project`` (write_config's), to read its files as Riverbed
+    does: decrypted with its keyring when lake.encryption is on."""
+    return open_storage(load_project(project / "riverbed.yaml").config.lake, project)
 
 
 def capture_command(config: Path, mode: str = "--once") -> list[str]:
@@ -441,8 +457,9 @@ def measure_latency(
     committed: dict[int, float] = {}  # commit LSN -> source commit time
     rows = 0
     oldest, newest = [], []  # per file: age of its oldest / newest commit when it became visible
+    lake = lake_of(project)
     for path, created_at in files:
-        table = pq.read_table(project / "lake" / path, columns=["_lsn", "_commit_ts"])
+        table = read_table(lake, path, columns=["_lsn", "_commit_ts"])
         lsns = table.column("_lsn").to_numpy()
         ts = table.column("_commit_ts").cast("int64").to_numpy() / 1e6
         rows += len(lsns)

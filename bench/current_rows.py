@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from _server import command_line, machine
 
 from riverbed.lake.local import LocalStorage
-from riverbed.lake.parquet import write_table
+from riverbed.lake.parquet import open_file, write_table
 from riverbed.lake.reader import RowGroupFilter
 
 COLUMNS = ["order_item_id", "quantity", "unit_price", "_op", "_lsn", "_seq"]
@@ -58,7 +57,7 @@ def read(storage: LocalStorage, paths: list[str], values: pa.Array, prune: bool)
     pruning = RowGroupFilter([("order_item_id", values)]) if prune else None
     found = 0
     for path in paths:
-        parquet = pq.ParquetFile(storage.open_input(path))
+        parquet = open_file(storage, path)
         if pruning is None:
             part = parquet.read(columns=COLUMNS)
         else:

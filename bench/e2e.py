@@ -73,12 +73,12 @@ from typing import IO, Any
 import duckdb
 import numpy as np
 import psycopg
-import pyarrow.parquet as pq
 from _server import command_line, machine, throwaway_server
-from capture import group_rss_mb, launch, write_config
+from capture import group_rss_mb, lake_of, launch, write_config
 
 from riverbed.config.loader import load_project
 from riverbed.lake.layout import batch_of
+from riverbed.lake.parquet import read_table
 from riverbed.orchestrate.runner import run_pipeline
 from riverbed.shop import schema
 from riverbed.shop.history import HistorySpec
@@ -484,8 +484,9 @@ def stage_times(project: Path, probes: list[Probe], since: float) -> dict[int, d
         " 'order_items' and full_load = 0 and created_at >= ?",
         (since,),
     )
+    lake = lake_of(project)
     for path, created_at in raw:
-        ids = pq.read_table(project / "lake" / path, columns=["order_item_id"]).column(0)
+        ids = read_table(lake, path, columns=["order_item_id"]).column(0)
         for item in set(ids.to_pylist()) & wanted:
             at = found.setdefault(item, {})
             at["raw"] = min(at.get("raw", float("inf")), float(created_at))

@@ -27,7 +27,9 @@ from sqlglot import exp
 
 pytest.importorskip("pyspark", reason="PySpark is not installed: pip install 'pyspark>=4.0'")
 
-from riverbed.lake.parquet import writer_options  # noqa: E402
+from riverbed.config.stores import LakeConfig  # noqa: E402
+from riverbed.lake.parquet import write_table, writer_options  # noqa: E402
+from riverbed.lake.storage import open_storage  # noqa: E402
 from riverbed.transform.duckdb_engine import DuckDBEngine  # noqa: E402
 from riverbed.transform.engine import DIALECT, TransformEngineError  # noqa: E402
 from riverbed.transform.spark_engine import (  # noqa: E402
@@ -601,6 +603,23 @@ def test_register_files_reads_what_pyarrow_wrote(
     assert spark.equals(duck), f"duckdb: {duck.to_pylist()}\nspark:  {spark.to_pylist()}"
     assert spark.column("at").to_pylist() == table.column("at").to_pylist()
     assert spark.column("day").to_pylist() == table.column("day").to_pylist()
+
+
+def test_register_files_reads_encrypted_files(
+    engines: tuple[DuckDBEngine, SparkEngine], tmp_path: Path
+) -> None:
+    """With lake.encryption on, both engines read the files through pyarrow's decryption."""
+    lake = LakeConfig.model_validate({"path": "lake", "encryption": {"enabled": True}})
+    storage = open_storage(lake, tmp_path)
+    table = pa.table({"id": pa.array([1, 2], pa.int64()), "email": ["a@b.test", None]})
+    write_table(storage, "raw/c/a.parquet", table)
+    path = str(tmp_path / "lake" / "raw/c/a.parquet")
+    with pytest.raises(OSError, match="encrypted"):
+        pq.read_table(path)
+    for engine in engines:
+        engine.register_files("secret", [path], table.schema, storage.crypto)
+        got = engine.query(sql("SELECT id, email FROM secret"))
+        assert rows_sorted(got).to_pylist() == table.to_pylist(), engine.name
 
 
 def test_register_replaces_and_reads_arrow_types(spark_engine: SparkEngine) -> None:

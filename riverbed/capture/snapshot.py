@@ -374,7 +374,9 @@ def _write_files(
         with storage.open_atomic(path) as sink:
             counter = CountingSink(sink)
             typed = _typed(batch, layout, point, op, seq)
-            with pq.ParquetWriter(counter, typed.schema, **writer_options(typed.schema)) as writer:
+            with pq.ParquetWriter(
+                counter, typed.schema, **writer_options(typed.schema, storage)
+            ) as writer:
                 while True:
                     writer.write_table(typed, row_group_size=ROW_GROUP_ROWS)
                     rows += typed.num_rows

@@ -4,7 +4,8 @@ Each command loads the config once, at the edge, and hands typed objects to the 
 the work. User errors (RiverbedError) become one red line and a non-zero exit, never a traceback.
 
 One module per command or group of commands (``init``, ``source``, ``shop``, ``capture``,
-``run``, ``runs``, ``ddl``, ``query``, ``audit``, ``forget``, ``status``, ``serve``, ``report``, ``demo``); each registers its
+``run``, ``runs``, ``ddl``, ``query``, ``audit``, ``forget``, ``keys``, ``status``, ``serve``,
+``report``, ``demo``); each registers its
 commands on the shared apps of ``riverbed.cli.common``. The order of the imports below is the
 order of `riverbed --help`'s list. Nothing imports the command line but ``riverbed.__main__``.
 """
@@ -32,6 +33,7 @@ from riverbed.cli import query as query
 from riverbed.cli import audit as audit
 from riverbed.cli import govern as govern
 from riverbed.cli import forget as forget
+from riverbed.cli import keys as keys
 from riverbed.cli import status as status
 from riverbed.cli import serve as serve
 from riverbed.cli import report as report

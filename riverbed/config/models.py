@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from riverbed.config.alarms import AlarmConfig, NotifierConfig
 from riverbed.config.dashboards import DashboardsConfig
@@ -53,6 +53,16 @@ class RiverbedConfig(Model):
     logs: LogsConfig = LogsConfig()
     serve: ServeConfig = ServeConfig()
     dashboards: DashboardsConfig = DashboardsConfig()
+
+    @model_validator(mode="after")
+    def _personal_columns_for_the_lake(self) -> RiverbedConfig:
+        """Tell lake.encryption which columns are personal (their own key), from the tables
+        and governance sections it cannot see."""
+        from riverbed.config.personal import personal_columns
+
+        names = {c for table in self.tables for c in personal_columns(self, table)}
+        self.lake.encryption._personal = frozenset(names)
+        return self
 
     def require_table(self, name: str, option: str) -> None:
         """Refuse ``name``, given to the command-line ``option``, unless ``tables:`` has it."""

@@ -10,11 +10,47 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from riverbed.config.fields import Dsn, Model, Secret
 
 # --- lake, warehouse, state ---------------------------------------------------------------
+
+KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class LakeEncryptionConfig(Model):
+    """``lake.encryption``: Parquet modular encryption of every lake file (riverbed.lake.crypto).
+
+    The footer (schema, statistics) and every column are encrypted with keys wrapped by master
+    key ``footer_key``; personal columns (``pii:`` columns and columns tagged ``pii`` in
+    governance.tags, as riverbed.config.personal names them) with keys wrapped by ``pii_key``.
+    Both are ids of master keys in ``keyring``, a 0600 file made on first use; with
+    ``master_key`` ({env:} or {file:}) the master keys in that file are sealed by it."""
+
+    enabled: bool = False
+    keyring: Path = Path(".riverbed/keyring")
+    footer_key: str = "footer"
+    pii_key: str = "pii"
+    # seals the master keys inside the keyring file, so that the file alone opens nothing
+    master_key: Secret | None = None
+    # how long a process reuses a key-encryption key before making a new one
+    key_cache_seconds: float = Field(600.0, gt=0)
+    # the personal column names of every table, set from the whole config by RiverbedConfig
+    _personal: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("footer_key", "pii_key")
+    @classmethod
+    def _key_id(cls, value: str) -> str:
+        if not KEY_ID.match(value):
+            raise ValueError(
+                "a master key id is 1 to 64 letters, digits, '_', '.' or '-', e.g. footer"
+            )
+        return value
+
+    @property
+    def personal(self) -> frozenset[str]:
+        return self._personal
 
 
 class LakeConfig(Model):
@@ -25,12 +61,20 @@ class LakeConfig(Model):
     secret_access_key: Secret | None = None
     max_rows: int = Field(100_000, ge=1)
     max_seconds: float = Field(60.0, gt=0)
+    encryption: LakeEncryptionConfig = LakeEncryptionConfig()
+    # server-side encryption requested on every object written to an s3:// lake
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    s3_sse_kms_key_id: str | None = None
 
     @model_validator(mode="after")
     def _s3_settings_need_s3(self) -> LakeConfig:
         is_s3 = self.path.startswith("s3://")
         if not is_s3 and self.endpoint_url is not None:
             raise ValueError("endpoint_url is only used when path is s3://bucket/prefix")
+        if not is_s3 and self.s3_sse is not None:
+            raise ValueError("s3_sse is only used when path is s3://bucket/prefix")
+        if self.s3_sse_kms_key_id is not None and self.s3_sse != "aws:kms":
+            raise ValueError("s3_sse_kms_key_id needs s3_sse: aws:kms")
         if is_s3 and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", self.path):
             raise ValueError("path must look like s3://bucket/prefix with a valid bucket name")
         return self

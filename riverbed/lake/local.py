@@ -13,16 +13,21 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow.fs as pafs
 
 from riverbed.lake.storage import check_path, check_prefix, is_hidden, temp_path, translating
 from riverbed.private import FOLDER_MODE, open_private
 
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
+
 
 class LocalStorage:
     """A lake rooted at a local folder (created on first write)."""
+
+    crypto: LakeCrypto | None = None  # set by open_storage
 
     def __init__(self, root: Path):
         self.root = root.absolute()

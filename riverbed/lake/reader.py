@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from riverbed.lake.parquet import read_table
 from riverbed.lake.schema import POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage
 from riverbed.state import StateStore
@@ -31,7 +32,7 @@ def read_changes(
 ) -> pa.Table:
     """All visible changes of ``table`` in source order (empty table when there are none)."""
     files = manifest.lake.files("raw", table)
-    parts = [pq.read_table(storage.open_input(f.path)) for f in files]
+    parts = [read_table(storage, f.path) for f in files]
     if not parts:
         return pa.table({})
     combined = concat_versions(parts)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
@@ -36,6 +36,10 @@ from riverbed.lake.storage import (
     translating,
 )
 
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
+    from riverbed.lake.s3_sse import SseWriter
+
 # pyarrow sends a delayed-open stream of less than 10 MiB as one PutObject; stay well below.
 SINGLE_PUT_MAX = 8 * 1024 * 1024
 
@@ -43,11 +47,14 @@ SINGLE_PUT_MAX = 8 * 1024 * 1024
 class S3Storage:
     """A lake under ``s3://bucket/prefix``."""
 
-    def __init__(self, filesystem: Any, url: str):
+    crypto: LakeCrypto | None = None  # set by open_storage
+
+    def __init__(self, filesystem: Any, url: str, sse: SseWriter | None = None):
         self.fs = filesystem
         self.url = url.rstrip("/")
         self.base = self.url.removeprefix("s3://")  # "bucket/prefix", as pyarrow paths go
         self.bucket = bucket_of(self.url)
+        self.sse = sse  # lake.s3_sse: writes go through it, with server-side encryption
 
     @classmethod
     def from_config(cls, lake: LakeConfig) -> S3Storage:
@@ -70,9 +77,18 @@ class S3Storage:
                 f"{lake.path}: cannot set up the S3 client ({exc}); "
                 "check lake.endpoint_url and lake.region"
             ) from exc
-        return cls(filesystem, lake.path)
+        sse = None
+        if lake.s3_sse is not None:
+            from riverbed.lake.s3_sse import SseWriter
+
+            sse = SseWriter(lake, (access_key, secret_key))
+        return cls(filesystem, lake.path, sse)
 
     def write_atomic(self, path: str, data: bytes) -> None:
+        if self.sse is not None:
+            with translating(self.url, path, "writing"), _boto_errors(self.url, path):
+                self.sse.put(self.bucket, self._object(path), data)
+            return
         if len(data) > SINGLE_PUT_MAX:
             with self.open_atomic(path) as sink:
                 sink.write(data)
@@ -84,6 +100,14 @@ class S3Storage:
 
     @contextmanager
     def open_atomic(self, path: str) -> Iterator[BinaryIO]:
+        if self.sse is not None:
+            with (
+                translating(self.url, path, "writing"),
+                _boto_errors(self.url, path),
+                self.sse.open(self.bucket, self._object(path)) as spool,
+            ):
+                yield spool
+            return
         target = self._key(path)
         temp = f"{self.base}/{temp_path(path)}"
         with translating(self.url, path, "writing"):
@@ -147,13 +171,22 @@ class S3Storage:
     def rename(self, src: str, dst: str) -> None:
         # CopyObject then DeleteObject: dst appears whole; a crash in between leaves both.
         with translating(self.url, src, f"moving to {dst}"):
-            self.fs.move(self._key(src), self._key(dst))
+            if self.sse is None:
+                self.fs.move(self._key(src), self._key(dst))
+                return
+            with _boto_errors(self.url, src):
+                self.sse.copy(self.bucket, self._object(src), self._object(dst))
+            self.fs.delete_file(self._key(src))
 
     def arrow_filesystem(self) -> tuple[Any, str]:
         return self.fs, self.base
 
     def _key(self, path: str) -> str:
         return f"{self.base}/{check_path(path)}"
+
+    def _object(self, path: str) -> str:
+        """The object key of ``path`` in the bucket (boto3 names bucket and key apart)."""
+        return self._key(path).removeprefix(f"{self.bucket}/")
 
     @contextmanager
     def _missing_bucket_check(self) -> Iterator[None]:
@@ -167,6 +200,24 @@ class S3Storage:
                     f"{self.url}: bucket '{self.bucket}' does not exist; create it or fix lake.path"
                 ) from exc
             raise
+
+
+@contextmanager
+def _boto_errors(url: str, path: str) -> Iterator[None]:
+    """boto3's errors as LakeErrors (its ClientError is no OSError)."""
+    try:
+        yield
+    except LakeError:
+        raise
+    except OSError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in ("botocore", "boto3", "s3transfer"):
+            raise
+        transient = "EndpointConnectionError" in type(exc).__name__
+        raise LakeError(
+            f"{url}: writing {path}: {type(exc).__name__}: {exc}", transient=transient
+        ) from exc
 
 
 def _credentials(lake: LakeConfig) -> tuple[str | None, str | None]:

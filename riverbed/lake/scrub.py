@@ -14,9 +14,8 @@ from functools import reduce
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from riverbed.lake.parquet import write_table
+from riverbed.lake.parquet import open_file, write_table
 from riverbed.lake.storage import LakeStorage
 
 
@@ -68,7 +67,7 @@ def scrub_file(
     are read first, the whole file only when it does). A file scrubbed before is not written
     again: (its size, 0)."""
     data = storage.read(path)
-    parquet = pq.ParquetFile(pa.BufferReader(data))
+    parquet = open_file(storage, path, data)
     if not all(name in parquet.schema_arrow.names for name in match):
         return None
     found = key_text(parquet.read(columns=list(match)), match)

@@ -25,10 +25,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from riverbed.config.stores import LakeConfig
 from riverbed.errors import RiverbedError
+
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
 
 
 class LakeError(RiverbedError):
@@ -44,6 +47,9 @@ class LakeStorage(Protocol):
     """A folder of files addressed by '/'-separated paths relative to the lake root."""
 
     url: str  # the lake root as the user wrote it, for messages
+    # how its Parquet files are encrypted (lake.encryption), None when they are not; only
+    # riverbed.lake.parquet uses it
+    crypto: LakeCrypto | None
 
     def write_atomic(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path``, replacing any file there; visible complete or not at all."""
@@ -92,6 +98,15 @@ def open_storage(lake: LakeConfig, root: Path) -> LakeStorage:
     """The storage ``lake.path`` names: ``s3://bucket/prefix``, or a local folder (a relative
     one is resolved against ``root``, the project folder). Nothing is written until first use;
     a local path that is a file is refused here, where the message can name ``lake.path``."""
+    storage = _storage(lake, root)
+    if lake.encryption.enabled:  # pyarrow's encryption module alone takes a quarter second
+        from riverbed.lake.crypto import crypto_for
+
+        storage.crypto = crypto_for(lake.encryption, root)
+    return storage
+
+
+def _storage(lake: LakeConfig, root: Path) -> LakeStorage:
     if lake.path.startswith("s3://"):
         from riverbed.lake.s3 import S3Storage
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import psycopg
-import pyarrow.parquet as pq
 from sqlglot import exp
 
 from riverbed.config.loader import Project
 from riverbed.config.tables import TableConfig
 from riverbed.errors import ConfigError, RiverbedError, SourceError, UsageError, first_line
+from riverbed.lake.parquet import read_schema
 from riverbed.lake.pgtypes import PgColumn, arrow_type  # how the lake is typed
 from riverbed.lake.schema import CDC_COLUMNS
 from riverbed.lake.storage import LakeStorage
@@ -114,7 +114,7 @@ def lake_columns(storage: LakeStorage, manifest: StateStore, table: str) -> Colu
     newest schema version (captured, but empty so far); None if it was never captured."""
     files = manifest.lake.files("staged", table) or manifest.lake.files("raw", table)
     if files:
-        schema = pq.read_schema(storage.open_input(files[-1].path))
+        schema = read_schema(storage, files[-1].path)
         return {f.name: sql_type(f.type) for f in schema if f.name not in CDC_COLUMNS}
     versions = manifest.lake.schema_versions(table)
     if not versions:

@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
 from riverbed.lake.lock import ProcessLock
+from riverbed.lake.parquet import read_schema, read_table
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.schema import CDC_COLUMNS, OP
 from riverbed.lake.storage import LakeStorage, open_storage
@@ -436,10 +436,10 @@ class Loader:
             self.warehouse.load_arrow("dim_date", table)
 
     def _schema(self, batch: StagedBatch) -> pa.Schema:
-        return pq.read_schema(self.storage.open_input(batch.files[0].path))
+        return read_schema(self.storage, batch.files[0].path)
 
     def _read(self, batch: StagedBatch) -> pa.Table:
-        parts = [pq.read_table(self.storage.open_input(f.path)) for f in batch.files]
+        parts = [read_table(self.storage, f.path) for f in batch.files]
         return concat_versions(parts)
 
     def _ensure(

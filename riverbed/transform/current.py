@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from riverbed.config.tables import TableConfig
+from riverbed.lake.parquet import open_file, read_schema
 from riverbed.lake.reader import RowGroupFilter, concat_versions
 from riverbed.lake.schema import OP, POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage
@@ -62,7 +62,7 @@ class CurrentRows:
         pruning = RowGroupFilter(restrict) if restrict else None
 
         def read(file: LakeFile) -> pa.Table:
-            parquet = pq.ParquetFile(self.storage.open_input(file.path))  # one open per file
+            parquet = open_file(self.storage, file.path)  # one open per file
             wanted = None
             if columns is not None:
                 wanted = [
@@ -95,7 +95,7 @@ class CurrentRows:
         read it still bind."""
         raw = self.manifest.lake.files("raw", table)
         if raw:
-            return pq.read_schema(self.storage.open_input(raw[-1].path)).empty_table()
+            return read_schema(self.storage, raw[-1].path).empty_table()
         keys = self.tables[table].keys if table in self.tables else []
         return pa.table(
             {**{k: pa.array([], pa.string()) for k in keys}, "_op": pa.array([], pa.string())}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
+from riverbed.lake.parquet import dataset
 from riverbed.transform.engine import DIALECT, TransformEngineError
+
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
 
 
 class DuckDBEngine:
@@ -22,15 +28,24 @@ class DuckDBEngine:
             self._db.execute(f"set threads = {int(threads)}")
         if memory_limit:
             self._db.execute("set memory_limit = ?", [memory_limit])
-        self._tables: dict[str, pa.Table] = {}
+        self._tables: dict[str, Any] = {}  # tables and datasets
 
     def register(self, name: str, table: pa.Table) -> None:
         self._tables[name] = table  # keep it alive: DuckDB scans it in place
         self._db.register(name, table)
 
-    def register_files(self, name: str, paths: list[str], schema: pa.Schema) -> None:
+    def register_files(
+        self, name: str, paths: list[str], schema: pa.Schema, crypto: LakeCrypto | None = None
+    ) -> None:
         if not paths:
             self.register(name, schema.empty_table())
+            return
+        if crypto is not None:
+            # DuckDB cannot open files whose keys come from a KMS: pyarrow decrypts, and DuckDB
+            # scans the dataset lazily (projections and filters pushed down into the scan)
+            files = dataset(paths, schema, crypto)
+            self._tables[name] = files  # kept alive, as in register
+            self._db.register(name, files)
             return
         relation = self._db.read_parquet(paths)
         relation.create_view(name, replace=True)

@@ -12,12 +12,15 @@ runner; ``name`` is only a label (results, logs).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 from sqlglot import exp
 
 from riverbed.errors import RiverbedError
+
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
 
 DIALECT = "duckdb"  # the dialect of SQL in riverbed.yaml
 
@@ -41,9 +44,12 @@ class TransformEngine(Protocol):
         """Make ``table`` queryable as relation ``name`` (replacing any previous one)."""
         ...
 
-    def register_files(self, name: str, paths: list[str], schema: pa.Schema) -> None:
+    def register_files(
+        self, name: str, paths: list[str], schema: pa.Schema, crypto: LakeCrypto | None = None
+    ) -> None:
         """Make local Parquet ``paths`` queryable as relation ``name``. Every file must already
-        have exactly ``schema`` (the caller unifies schema versions first)."""
+        have exactly ``schema`` (the caller unifies schema versions first). ``crypto``: the
+        lake's encryption (storage.crypto), when the files are encrypted."""
         ...
 
     def register_view(self, name: str, statement: exp.Expression) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from riverbed.lake.declared import Declared, as_declared
+from riverbed.lake.parquet import open_file, read_table
 from riverbed.lake.reader import concat_versions, resolve_unchanged_toast
 from riverbed.lake.schema import OP, POSITION_COLUMNS, TOAST_UNCHANGED
 from riverbed.lake.storage import LakeError, LakeStorage
@@ -38,7 +38,7 @@ def read_batch(storage: LakeStorage, batch: Batch, declared: Declared) -> pa.Tab
     parts = []
     for file in batch.files:
         try:
-            part = pq.read_table(storage.open_input(file.path))
+            part = read_table(storage, file.path)
         except LakeError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
@@ -99,7 +99,7 @@ def _history(
     for file in manifest.lake.files("raw", batch.table):
         if file.max_lsn > batch.min_lsn or file in batch.files:
             continue
-        parquet = pq.ParquetFile(storage.open_input(file.path))
+        parquet = open_file(storage, file.path)
         present = [c for c in dict.fromkeys(columns) if c in parquet.schema_arrow.names]
         part = parquet.read(columns=present)
         # join on the keys alone (Arrow joins cannot carry list columns), then take

@@ -51,7 +51,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from py4j.protocol import Py4JError, Py4JJavaError, Py4JNetworkError
@@ -63,7 +63,11 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from sqlglot import ErrorLevel, exp
 from sqlglot.errors import UnsupportedError
 
+from riverbed.lake.parquet import dataset
 from riverbed.transform.engine import TransformEngineError
+
+if TYPE_CHECKING:
+    from riverbed.lake.crypto import LakeCrypto
 
 SPARK_DIALECT = "spark"
 
@@ -145,9 +149,18 @@ class SparkEngine:
             raise _engine_error(exc, f"cannot register {name!r}") from exc
         self._views.add(name)
 
-    def register_files(self, name: str, paths: list[str], schema: pa.Schema) -> None:
+    def register_files(
+        self, name: str, paths: list[str], schema: pa.Schema, crypto: LakeCrypto | None = None
+    ) -> None:
         if not paths:
             self.register(name, schema.empty_table())
+            return
+        if crypto is not None:
+            # Spark decrypts Parquet only through a KMS class of its own on the JVM: pyarrow
+            # reads the files here, on the driver, and Spark takes the rows as Arrow (bounded
+            # by the driver's memory, spark.driver.memory)
+            files = dataset(paths, schema, crypto)
+            self.register(name, files.to_table())
             return
         spark = self._session()
         try:
