@@ -102,7 +102,9 @@ def warehouse(config: Path) -> dict[str, list[tuple[Any, ...]]]:
     """The star schema's rows, without the columns that say when a load ran."""
     path = config.parent / ".riverbed" / "warehouse.duckdb"
     with duckdb.connect(str(path), read_only=True) as db:
-        names = [r[0] for r in db.sql("select table_name from duckdb_tables()").fetchall()]
+        # the star schema (main): not the load's bookkeeping (riverbed_load) or the copies
+        tables = "select table_name from duckdb_tables() where schema_name = 'main'"
+        names = [r[0] for r in db.sql(tables).fetchall()]
         found = {}
         for name in sorted(names):
             columns = [
