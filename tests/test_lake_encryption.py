@@ -244,6 +244,10 @@ def test_a_missing_or_wrong_keyring_is_one_line_and_sets_nothing_aside(
     assert ran.code == 1
     assert "lake.encryption" in ran.err and "Traceback" not in ran.err, ran.err
     assert "restore the keyring" in ran.err
+    # nor does capture make a new keyring for new files beside the ones it cannot read
+    again = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert again.code == 1 and "restore the keyring" in again.err, again.text
+    assert not keyring.exists()
 
     # another keyring (made on first use by this command): its keys open no file
     keyring.unlink(missing_ok=True)

@@ -103,7 +103,38 @@ def open_storage(lake: LakeConfig, root: Path) -> LakeStorage:
         from riverbed.lake.crypto import crypto_for
 
         storage.crypto = crypto_for(lake.encryption, root)
+        keyring = getattr(storage.crypto.keys, "path", None)
+        if isinstance(keyring, Path) and not keyring.exists():
+            _refuse_orphaned_files(storage, keyring)
     return storage
+
+
+# the last bytes of a Parquet file whose footer is encrypted ("PAR1" when it is not)
+_ENCRYPTED_MAGIC = b"PARE"
+_CHECKED_FILES = 200  # the newest, by name (their paths begin with their date and hour)
+
+
+def _refuse_orphaned_files(storage: LakeStorage, keyring: Path) -> None:
+    """Refuse to make a new keyring for a lake that holds files encrypted with a lost one: new
+    files would land under new keys while the old ones could never be read (or erased) again.
+    A lake written unencrypted so far, or an empty one, gets its keyring on first write."""
+    parquet = sorted(p for p in storage.list("") if p.endswith(".parquet"))[-_CHECKED_FILES:]
+    for path in reversed(parquet):
+        try:
+            with storage.open_input(path) as file:
+                size = file.size()
+                if size < 4:
+                    continue
+                file.seek(size - 4)
+                tail = file.read(4)
+        except (OSError, LakeError):
+            continue  # unreadable for other reasons: the reader says so where it matters
+        if tail == _ENCRYPTED_MAGIC:
+            raise LakeError(
+                f"lake.encryption: the keyring {keyring} is missing, and the lake holds files "
+                f"encrypted with it (e.g. {path}): restore the keyring from its backup, or "
+                "point lake.encryption.keyring at it; nothing was written"
+            )
 
 
 def _storage(lake: LakeConfig, root: Path) -> LakeStorage:
