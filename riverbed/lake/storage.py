@@ -102,8 +102,8 @@ def open_storage(lake: LakeConfig, root: Path) -> LakeStorage:
     if lake.encryption.enabled:  # pyarrow's encryption module alone takes a quarter second
         from riverbed.lake.crypto import crypto_for
 
-        storage.crypto = crypto_for(lake.encryption, root)
-        keyring = getattr(storage.crypto.keys, "path", None)
+        storage.crypto = crypto = crypto_for(lake.encryption, root)
+        keyring = getattr(crypto.keys, "path", None) if crypto is not None else None
         if isinstance(keyring, Path) and not keyring.exists():
             _refuse_orphaned_files(storage, keyring)
     return storage
