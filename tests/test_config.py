@@ -19,6 +19,10 @@ TABLE = "tables:\n  t: {kind: fact, target: fact_t, keys: [id]}\n"
 # (config text, a fragment the single error line must contain)
 MISTAKES = [
     ("lake:\n  pathh: x\n", "lake.pathh: unknown key; allowed here: path, endpoint_url"),
+    (  # a key misplaced inside a list of models: the keys of that list's items
+        "governance:\n  roles:\n    r: {grants: [{tables: [t]}, {tables: [t], exclude_tags: [pii]}]}\n",
+        "governance.roles.r.grants.1.exclude_tags: unknown key; allowed here: tables, columns,",
+    ),
     (
         "warehouse: {engine: redshift}\n",
         "warehouse.engine = 'redshift': Input should be 'duckdb' or 'postgres'",

@@ -195,7 +195,7 @@ def _field_named(model: type[BaseModel], key: str) -> Any:
 
 
 class _DictOf:
-    """Marks a mapping of models, whose next path part is a free key."""
+    """Marks a mapping (or list) of models, whose next path part is a free key (an index)."""
 
     def __init__(self, value: Any):
         self.value = value
@@ -205,8 +205,8 @@ def _inner_model(annotation: Any) -> Any:
     """The model inside an annotation such as ``X | None`` or ``dict[str, X]``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if get_origin(annotation) is dict:
-        inner = _inner_model(get_args(annotation)[1])
+    if get_origin(annotation) in (dict, list):  # the next part: a free key, or an index
+        inner = _inner_model(get_args(annotation)[-1])
         return None if inner is None else _DictOf(inner)
     for arg in get_args(annotation):
         found = _inner_model(arg)
