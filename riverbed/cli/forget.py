@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from riverbed.cli.common import ConfigOption, app, console, open_project, plural, start_logging
+from riverbed.cli.common import (
+    ConfigOption,
+    app,
+    open_project,
+    plural,
+    say_wrapped,
+    start_logging,
+)
 from riverbed.config import Project
 
 if TYPE_CHECKING:
@@ -56,7 +63,7 @@ def forget(
         )
         return
     for name, erased, lake, rows in done:
-        console.print(
+        say_wrapped(
             f"{name}: {plural(len(erased), 'key')} erased ({', '.join(erased)}): "
             f"{plural(lake.files, 'lake file')} rewritten, "
             f"{plural(sum(rows.values()), 'warehouse row')} scrubbed; later changes of "
@@ -64,7 +71,7 @@ def forget(
             highlight=False,
         )
         for path in lake.unreadable:
-            console.print(
+            say_wrapped(
                 f"  could not read {path}, so could not search it: an unreadable raw file is "
                 "set aside by `riverbed run`; check or delete it by hand",
                 highlight=False,

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import typer
 
-from riverbed.cli.common import ConfigOption, app, console, open_project, plural, start_logging
+from riverbed.cli.common import (
+    ConfigOption,
+    app,
+    open_project,
+    plural,
+    say_wrapped,
+    start_logging,
+)
 
 keys_app = typer.Typer(
     help="The lake's encryption keys (lake.encryption).",
@@ -35,7 +42,7 @@ def keys_rotate(config: ConfigOption = None) -> None:
     finally:
         store.close()
     versions = ", ".join(f"{name} v{version}" for name, version in sorted(done.versions.items()))
-    console.print(
+    say_wrapped(
         f"rotated the master keys of {done.keyring} (now {versions}); "
         f"{plural(done.rewrapped, 'key-encryption key')} re-wrapped, no lake file rewritten",
         highlight=False,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from riverbed.cli.common import ConfigOption, app, console, open_project, start_logging
+from riverbed.cli.common import ConfigOption, app, open_project, say_wrapped, start_logging
 
 
 @app.command(short_help="A dashboard snapshot (HTML, PNG) as a principal sees it.")
@@ -48,6 +48,6 @@ def report(
     pages = tuple(page or PAGES)
     checked(project, principal, pages, kinds)
     start_logging(project, quiet=quiet)
-    say = (lambda _line: None) if quiet else (lambda line: console.print(line, highlight=False))
+    say = (lambda _line: None) if quiet else (lambda line: say_wrapped(line, highlight=False))
     written = make_report(project, Request(principal, out, pages, kinds), say)
     say(f"report as {principal}: {len(written)} files in {out}")

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from riverbed.cli.common import ConfigOption, app, console, open_project, start_logging
+from riverbed.cli.common import ConfigOption, app, console, open_project, say_wrapped, start_logging
 from riverbed.errors import RiverbedError
 
 DEFAULT_PORT = 8000
@@ -51,7 +51,7 @@ def serve(
     listening = _bind(host, port)
     bound_host, bound_port = listening.getsockname()[:2]
     url = f"http://{_url_host(str(bound_host))}:{bound_port}"
-    console.print(f"serving {url} (metrics at {url}/metrics; Ctrl-C stops)")
+    say_wrapped(f"serving {url} (metrics at {url}/metrics; Ctrl-C stops)", highlight=False)
     server = uvicorn.Server(
         uvicorn.Config(web, log_config=None, log_level="warning", access_log=False)
     )
