@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 from psycopg.rows import dict_row
-from test_e2e import SEED, cli, demo_project
+from semantic_support import seed_and_change
+from test_e2e import demo_project
 
 from conftest import Database, _fresh_database
 from riverbed.config import Project
@@ -31,19 +32,6 @@ from riverbed.serve.semantic.filters import fair_windows
 from riverbed.source.embedded import EmbeddedServer
 from riverbed.state import open_state
 
-# changes the facts must count once, with their latest values, or not at all
-OWN_CHANGES = (
-    "update shop.order_items set quantity = quantity + 3 where order_item_id in"
-    " (select order_item_id from shop.order_items order by order_item_id limit 7)",
-    "update shop.order_items set unit_price = unit_price + 1.25 where order_item_id in"
-    " (select order_item_id from shop.order_items order by order_item_id desc limit 7)",
-    "delete from shop.order_items where order_item_id in (select i.order_item_id"
-    " from shop.order_items i where not exists (select 1 from shop.returns r"
-    " where r.order_item_id = i.order_item_id) order by i.order_item_id limit 9 offset 20)",
-    "update shop.returns set status = 'refunded', refund_amount = 1.00 where return_id in"
-    " (select return_id from shop.returns where status in ('requested', 'approved')"
-    " order by return_id limit 5)",
-)
 # the source's live order items with what the charts group them by, as the source says now
 ITEMS = """
 select i.order_item_id, i.order_id, i.quantity, i.unit_price, i.quantity * i.unit_price as amount,
@@ -80,18 +68,7 @@ def projects(
         "duckdb": demo_project(home / "duck", source),
         "postgres": demo_project(home / "pg", source, warehouse_db),
     }
-    cli(both["duckdb"], "shop", "seed", *SEED, "--months", "3", "--seed", "7", "-q")
-    for config in both.values():
-        cli(config, "capture", "--once", "-q")
-        cli(config, "run", "--once", "-q")
-    workload = ("--rate", "400", "--duration", "6", "--dirty-ratio", "0", "--large-every", "1000")
-    cli(both["duckdb"], "shop", "run", *workload, "--seed", "3", "--json", "-q")
-    with source.connect(autocommit=True) as conn:
-        for statement in OWN_CHANGES:
-            conn.execute(statement)
-    for config in both.values():
-        cli(config, "capture", "--once", "-q")
-        cli(config, "run", "--once", "-q")
+    seed_and_change(source, both)
     return {name: load_project(config) for name, config in both.items()}
 
 
