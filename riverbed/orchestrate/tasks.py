@@ -6,7 +6,8 @@ transform   quality rules + SQL transforms of every table (or ``table``) into st
 stage       prepares the warehouse and truncate-and-loads staging tables (riverbed.load.runner)
 dimension   the SCD2 merge of one dimension (``table``) from its staging table
 facts       the append of every fact (or ``table``) from its staging table
-publish     records what the run made visible (freshness) and prunes old metrics
+publish     records what the run made visible (freshness), refreshes the extract
+            (riverbed.serve.extracts) and prunes old metrics
 notify      tells orchestration.notify that the run failed (the default Catch handler)
 =========== ==================================================================================
 
@@ -16,6 +17,7 @@ Every task returns its counts; numbers become the run's variables (Choice states
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from riverbed.config.loader import Project
 from riverbed.config.orchestration import TaskResource, TaskState
-from riverbed.errors import ErrorClass, RiverbedError
+from riverbed.errors import ErrorClass, RiverbedError, first_line
 from riverbed.observe.notify import Dispatcher
 from riverbed.orchestrate.executor import StateError
 from riverbed.orchestrate.machine import matches
@@ -33,6 +35,8 @@ from riverbed.state import StateStore, open_state
 
 if TYPE_CHECKING:
     from riverbed.transform.runner import StagedBatch, TransformResult
+
+log = logging.getLogger("riverbed.run")
 
 
 def _empty_summary() -> dict[str, Any]:
@@ -200,8 +204,35 @@ class Tasks:
         loaded_at = self.manifest.loads.last_loaded_at()
         if loaded_at is not None:
             values["warehouse_loaded_at"] = loaded_at
+        refreshed = self._refresh_extract()
+        values |= refreshed
         self.manifest.metrics.record(values)
-        return {"published": 1}
+        return {"published": 1, "extract_refreshed": int("extract_refreshed_at" in refreshed)}
+
+    def _refresh_extract(self) -> dict[str, float]:
+        """Refresh the extract; its metrics. A failure is one error line and a metric, never
+        the run's: the load stays, and readers keep the previous generation."""
+        from riverbed.serve.extracts.refresh import refresh
+
+        try:
+            done = refresh(self.project, self.manifest, self.run_id)
+        except Exception as exc:
+            log.error(
+                "publish: the extract could not be refreshed, readers keep the previous one: %s",
+                first_line(exc) or type(exc).__name__,
+            )
+            return {"extract_refresh_failures": 1.0}
+        if done is None:  # no semantic layer in this warehouse: nothing to extract
+            return {}
+        generation = done.generation
+        values = {
+            "extract_refreshed_at": generation.refreshed_at,
+            "extract_refresh_seconds": done.seconds,
+            "extract_cells_refreshed": float(done.cells),
+        }
+        if generation.loaded_at is not None:
+            values["extract_loaded_at"] = generation.loaded_at
+        return values
 
     def _notify(self, err: StateError | None) -> dict[str, Any]:
         """Tell orchestration.notify that the run failed with ``err``, the StateError the
