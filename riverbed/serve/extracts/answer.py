@@ -47,6 +47,9 @@ def answer(
         extract.close()
 
 
+Mapped = tuple[Policy, tuple[Dataset, ...]]  # a principal's policy on the datasets, and those
+
+
 class _Opened:
     """A generation open read-only in this process, with what every query on it reads
     first: its sources (the policy's mapping is per principal, kept once made) and catalog.
@@ -60,7 +63,8 @@ class _Opened:
         ).fetchall():
             self.sources.setdefault(table, []).append(column)
         self.catalog = _catalog(connection)
-        self.policies: dict[tuple[int, str], tuple[Policy, tuple[Dataset, ...]] | None] = {}
+        # (id of the config, principal) -> (that config, its mapped policy and datasets)
+        self.policies: dict[tuple[int, str], tuple[object, Mapped | None]] = {}
 
 
 _OPEN: dict[Path, _Opened] = {}
@@ -111,14 +115,13 @@ def _answer(
     return result
 
 
-def _mapped(
-    project: Project, principal: str, opened: _Opened
-) -> tuple[Policy, tuple[Dataset, ...]] | None:
+def _mapped(project: Project, principal: str, opened: _Opened) -> Mapped | None:
     """The policy mapped onto the datasets for ``principal`` and the datasets it may read;
     None when it may read none (or is no principal: the live path refuses it)."""
     key = (id(project.config), principal)
-    if key in opened.policies:
-        return opened.policies[key]
+    cached = opened.policies.get(key)
+    if cached is not None and cached[0] is project.config:  # not another config at that id
+        return cached[1]
     policy = Policy.from_config(project.config)
     try:
         who = policy.principal(principal)
@@ -131,7 +134,7 @@ def _mapped(
         reader = mapped.principal(principal)
         readable = tuple(d for d in DATASETS if mapped.access(reader, d.name, list(d.column_names)))
         found = (mapped, readable)
-    opened.policies[key] = found
+    opened.policies[key] = (project.config, found)
     return found
 
 
