@@ -3,6 +3,7 @@ measures.RETURNS), each a table of the extract file keyed by the business day an
 dimensions the charts group and filter by, holding the sums of the additive measures.
 
 =================== =========================================================================
+extract_sales_monthly  extract_sales summed per month (charts with no day-level condition)
 extract_sales       item measures per day × product × seller × customer region
 extract_customers   item measures per day × customer × category (the consumer charts)
 extract_returns     return measures per request day × reason × product × seller × regions
@@ -71,10 +72,24 @@ class Dataset:
     relation: Relation
     columns: tuple[tuple[str, tuple[str, ...]], ...]
     measures: tuple[str, ...]
+    # a coarser rollup of another dataset: its cells are that dataset's summed in the extract
+    # (no pass over the warehouse), each of its columns one of that dataset's
+    rollup_of: Dataset | None = None
 
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
+
+    def derive(self, months: Sequence[int] | None = None) -> str:
+        """A rollup's cells from its base's (DuckDB SQL on the extract), all or those of
+        ``months`` (YYYYMM)."""
+        assert self.rollup_of is not None
+        names = ", ".join(self.column_names)
+        sums = ", ".join(f"SUM({m}) AS {m}" for m in self.measures)
+        where = ""
+        if months is not None:
+            where = f" WHERE year * 100 + month IN ({', '.join(str(int(m)) for m in months)})"
+        return f"SELECT {names}, {sums} FROM {self.rollup_of.name}{where} GROUP BY ALL"
 
     def mapping(self) -> dict[tuple[str, str], str]:
         """(alias, column) of the relation -> this dataset's column."""
@@ -120,6 +135,8 @@ def _aggregate(dataset: Dataset, days: tuple[int, ...] | None) -> exp.Select:
 
 @cache
 def _sources(dataset: Dataset) -> dict[str, set[str]]:
+    if dataset.rollup_of is not None:
+        return _sources(dataset.rollup_of)
     found: dict[str, set[str]] = {}
     for column in dataset.aggregate().find_all(exp.Column):
         table = _table_of(column)
@@ -205,8 +222,16 @@ RETURNED = Dataset(
     ("return_requests", "return_refunds", "return_refund_amount"),
 )
 
+SALES_MONTHLY = Dataset(
+    "extract_sales_monthly",
+    ITEMS,
+    (*_DATE[1:3], *_PRODUCT, *_SELLER, ("customer_region", ("c.region",))),
+    _ITEM_MEASURES,
+    rollup_of=SALES,
+)
+
 # in the order a query tries them: the smallest that can answer it first
-DATASETS: tuple[Dataset, ...] = (SALES, RETURNED, CUSTOMERS)
+DATASETS: tuple[Dataset, ...] = (SALES_MONTHLY, SALES, RETURNED, CUSTOMERS)
 FORMAT = 1  # bumped when the extract's own layout changes: a full rebuild follows
 
 
@@ -214,7 +239,10 @@ FORMAT = 1  # bumped when the extract's own layout changes: a full rebuild follo
 def fingerprint() -> str:
     """What the datasets are, as a digest: a refresh of an extract made under other
     definitions (a measure changed, a column added) rebuilds it whole."""
-    text = "\n".join(f"{FORMAT}:{d.name}:{d.aggregate().sql(dialect='duckdb')}" for d in DATASETS)
+    text = "\n".join(
+        f"{FORMAT}:{d.name}:{d.derive() if d.rollup_of else d.aggregate().sql(dialect='duckdb')}"
+        for d in DATASETS
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -10,8 +10,8 @@ warehouse's current-state views, limited to those days. Cost follows what was lo
 history. Whole when there is no previous generation, the datasets' definitions changed
 (datasets.fingerprint), or a fact was truncated.
 
-The warehouse is opened read-only; nothing here writes it, so a failed refresh never undoes a
-load. ``RIVERBED_EXTRACT_FAULT`` (tests only): ``fail`` raises, ``kill`` kills the process
+Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
+not a reader's), so a failed refresh never undoes a load. ``RIVERBED_EXTRACT_FAULT`` (tests only): ``fail`` raises, ``kill`` kills the process
 with SIGKILL, each after the new generation is written and before it is published.
 """
 
@@ -70,7 +70,8 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
             "personal column, so `riverbed forget` never has to scrub one: untag the column "
             "or leave it out of the datasets"
         )
-    warehouse = open_warehouse(project.config.warehouse, project.root, read_only=True)
+    # opened as the load states open it (a query's memory limit is for readers); never written
+    warehouse = open_warehouse(project.config.warehouse, project.root)
     try:
         from riverbed.serve.queries import read_catalog
 
@@ -128,7 +129,13 @@ def _write(
     try:
         snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
         if full:
-            cells = sum(_replace(extract, d.name, warehouse.query(d.aggregate())) for d in DATASETS)
+            cells = sum(
+                _replace(extract, d.name, warehouse.query(d.aggregate()))
+                for d in DATASETS
+                if d.rollup_of is None
+            )
+            for rollup in (d for d in DATASETS if d.rollup_of is not None):
+                extract.execute(f"CREATE OR REPLACE TABLE {rollup.name} AS {rollup.derive()}")
             days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
             day_count = int(days[0][0])
         else:
@@ -158,9 +165,18 @@ def _recompute(
     cells = 0
     for dataset in DATASETS:
         days = return_days if dataset.relation.name == "returns" else item_days
-        if days:
+        if days and dataset.rollup_of is None:
             rows = warehouse.query(partial.aggregate_days(dataset, days, facts, catalog))
             cells += _redo_days(extract, dataset, days, rows)
+    months = sorted({d // 100 for d in item_days})
+    for rollup in (d for d in DATASETS if d.rollup_of is not None and months):
+        extract.execute("BEGIN")
+        extract.execute(
+            f"DELETE FROM {rollup.name} WHERE year * 100 + month IN (SELECT UNNEST(?::INTEGER[]))",
+            [months],
+        )
+        extract.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.derive(months)}")
+        extract.execute("COMMIT")
     return cells, len(set(item_days) | set(return_days))
 
 
