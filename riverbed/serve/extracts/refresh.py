@@ -129,13 +129,17 @@ def _write(
     try:
         snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
         if full:
+            # stored in day order: a refresh's days are the newest, so its deletes and the
+            # checkpoint after them touch the last row groups only, not every one
             cells = sum(
-                _replace(extract, d.name, warehouse.query(d.aggregate()))
+                _replace(extract, d.name, warehouse.query(d.aggregate()), order="date_key")
                 for d in DATASETS
                 if d.rollup_of is None
             )
             for rollup in (d for d in DATASETS if d.rollup_of is not None):
-                extract.execute(f"CREATE OR REPLACE TABLE {rollup.name} AS {rollup.derive()}")
+                extract.execute(
+                    f"CREATE OR REPLACE TABLE {rollup.name} AS {rollup.derive()} ORDER BY year, month"
+                )
             days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
             day_count = int(days[0][0])
         else:
@@ -209,10 +213,13 @@ def _changed_keys(extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Tab
     return sorted(int(row[0]) for row in found if row[0] is not None)
 
 
-def _replace(extract: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+def _replace(
+    extract: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, order: str | None = None
+) -> int:
     extract.register("incoming", rows)
     try:
-        extract.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")
+        ordered = f" ORDER BY {order}" if order else ""
+        extract.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming{ordered}")
     finally:
         extract.unregister("incoming")
     return rows.num_rows
