@@ -167,11 +167,11 @@ def _recompute(
         return 0, 0
     item_days, return_days = changes.affected_days(warehouse, changed)
     cells = 0
-    for dataset in DATASETS:
-        days = return_days if dataset.relation.name == "returns" else item_days
-        if days and dataset.rollup_of is None:
-            rows = warehouse.query(partial.aggregate_days(dataset, days, facts, catalog))
-            cells += _redo_days(extract, dataset, days, rows)
+    for relation, days in (("items", item_days), ("returns", return_days)):
+        datasets = [d for d in DATASETS if d.relation.name == relation and d.rollup_of is None]
+        if days and datasets:
+            rows = warehouse.query(partial.grain_rows(datasets, days, facts, catalog))
+            cells += sum(_redo_days(extract, d, days, rows) for d in datasets)
     months = sorted({d // 100 for d in item_days})
     for rollup in (d for d in DATASETS if d.rollup_of is not None and months):
         extract.execute("BEGIN")
@@ -187,15 +187,20 @@ def _recompute(
 def _redo_days(
     extract: duckdb.DuckDBPyConnection, dataset: Dataset, days: list[int], rows: pa.Table
 ) -> int:
+    """Replace ``dataset``'s cells of ``days`` with those summed from the grain ``rows``."""
     extract.execute("BEGIN")
     extract.execute(
         f"DELETE FROM {dataset.name} WHERE date_key IN (SELECT UNNEST(?::INTEGER[]))", [days]
     )
-    extract.register("incoming", rows)
-    extract.execute(f"INSERT INTO {dataset.name} BY NAME SELECT * FROM incoming")
-    extract.unregister("incoming")
+    extract.register("grain_rows", rows)
+    try:
+        inserted = extract.execute(
+            f"INSERT INTO {dataset.name} BY NAME {partial.local_cells(dataset, 'grain_rows')}"
+        ).fetchall()
+    finally:
+        extract.unregister("grain_rows")
     extract.execute("COMMIT")
-    return rows.num_rows
+    return int(inserted[0][0])
 
 
 def _changed_keys(extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Table) -> list[int]:
