@@ -61,16 +61,23 @@ def shop_projects(
     both = {"duckdb": with_logins(demo_project(home / "duck", source))}
     if warehouse_db is not None:
         both["postgres"] = with_logins(demo_project(home / "pg", source, warehouse_db))
-    cli(both["duckdb"], "shop", "seed", *SEED, "--months", "3", "--seed", "7", "-q")
-    for config in both.values():
+    seed_and_change(source, both)
+    return {name: load_project(config) for name, config in both.items()}
+
+
+def seed_and_change(source: Database, configs: dict[str, Path]) -> None:
+    """Seed the shop in ``source`` (once), run each project of ``configs`` on it, then give it
+    live traffic and OWN_CHANGES and run each again."""
+    first = next(iter(configs.values()))
+    cli(first, "shop", "seed", *SEED, "--months", "3", "--seed", "7", "-q")
+    for config in configs.values():
         cli(config, "capture", "--once", "-q")
         cli(config, "run", "--once", "-q")
     workload = ("--rate", "400", "--duration", "6", "--dirty-ratio", "0", "--large-every", "1000")
-    cli(both["duckdb"], "shop", "run", *workload, "--seed", "3", "--json", "-q")
+    cli(first, "shop", "run", *workload, "--seed", "3", "--json", "-q")
     with source.connect(autocommit=True) as conn:
         for statement in OWN_CHANGES:
             conn.execute(statement)
-    for config in both.values():
+    for config in configs.values():
         cli(config, "capture", "--once", "-q")
         cli(config, "run", "--once", "-q")
-    return {name: load_project(config) for name, config in both.items()}

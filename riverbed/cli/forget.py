@@ -89,6 +89,7 @@ def erase_subjects(project: Project, table: str, wanted: list[str]) -> list[Eras
     from riverbed.lake.lock import every_run_lock
     from riverbed.lake.storage import open_storage
     from riverbed.load.warehouse import open_warehouse
+    from riverbed.serve.extracts.store import prune as prune_extracts
     from riverbed.state import open_state
 
     cfg = project.config
@@ -108,6 +109,9 @@ def erase_subjects(project: Project, table: str, wanted: list[str]) -> list[Eras
                 done.append((name, pending, lake, rows))
         finally:
             store.close()
+        # extracts hold no personal column (a refresh refuses one); older generations go now
+        # rather than after their grace, so no file from before the erasure outlives it
+        prune_extracts(project, grace=0)
     return done
 
 

@@ -26,6 +26,7 @@ COUNTERS = frozenset(
         "runs_succeeded",
         "runs_failed",
         "published_runs",
+        "extract_refresh_failures",  # publish could not refresh the extract (serve.extracts)
         "notifications_given_up",
         "capture_rows_total",
         "capture_files_total",
@@ -45,6 +46,10 @@ GAUGES = frozenset(
         "run_duration_seconds",
         "run_peak_rss_bytes",
         "warehouse_loaded_at",
+        "extract_loaded_at",  # when the warehouse data the current extract reflects was loaded
+        "extract_refreshed_at",  # when the current extract was published
+        "extract_refresh_seconds",
+        "extract_cells_refreshed",
         SINCE_LAST_SUCCESS,
     }
 )

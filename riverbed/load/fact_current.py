@@ -80,11 +80,16 @@ def drop_current_view(fact: FactModel) -> exp.Drop:
 
 
 def current_rows(
-    fact: FactModel, names: Sequence[str], *, keys_in: str | None = None
+    fact: FactModel,
+    names: Sequence[str],
+    *,
+    keys_in: str | None = None,
+    keys_from: str | None = None,
 ) -> exp.Select:
     """The latest row of each live key of ``fact``, its columns ``names``; with ``keys_in``,
     only the keys that table (staging) names, which the planner can look up by key rather than
-    rank the whole table."""
+    rank the whole table; with ``keys_from`` (a SELECT of the key columns, DuckDB's dialect),
+    only the keys it returns (an extract's refresh of a few days ranks those days' keys)."""
     keys = ", ".join(f"f.{_q(k)}" for k in fact.keys)
     order = ", ".join(f"f.{_q(c)} DESC" for c in POSITION_COLUMNS)
     lsn, seq = (_q(c) for c in POSITION_COLUMNS)
@@ -99,6 +104,8 @@ def current_rows(
     if keys_in is not None:
         same = " AND ".join(f"k.{_q(c)} = f.{_q(c)}" for c in fact.keys)
         only_keys = f" WHERE EXISTS (SELECT 1 FROM {_q(keys_in)} AS k WHERE {same})"
+    elif keys_from is not None:
+        only_keys = f" WHERE ({keys}) IN ({keys_from})"
     inner = ", ".join(f"f.{_q(c)}" for c in dict.fromkeys([*names, OP, *POSITION_COLUMNS]))
     text = (
         f"SELECT {', '.join(f'latest.{_q(c)}' for c in names)} FROM ("

@@ -6,8 +6,9 @@ transform   quality rules + SQL transforms of every table (or ``table``) into st
 stage       prepares the warehouse and truncate-and-loads staging tables (riverbed.load.runner)
 dimension   the SCD2 merge of one dimension (``table``) from its staging table
 facts       the append of every fact (or ``table``) from its staging table
-publish     records what the run made visible (freshness), refreshes the governed copies
-            (riverbed.serve.copies) and prunes old metrics
+publish     records what the run made visible (freshness), refreshes the extract
+            (riverbed.serve.extracts) and the governed copies (riverbed.serve.copies) and
+            prunes old metrics
 report      writes orchestration.reports' dashboard snapshots (riverbed.serve.report)
 notify      tells orchestration.notify that the run failed (the default Catch handler)
 =========== ==================================================================================
@@ -18,6 +19,7 @@ Every task returns its counts; numbers become the run's variables (Choice states
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +37,8 @@ from riverbed.state import StateStore, open_state
 
 if TYPE_CHECKING:
     from riverbed.transform.runner import StagedBatch, TransformResult
+
+log = logging.getLogger("riverbed.run")
 
 
 def _empty_summary() -> dict[str, Any]:
@@ -203,8 +207,14 @@ class Tasks:
         loaded_at = self.manifest.loads.last_loaded_at()
         if loaded_at is not None:
             values["warehouse_loaded_at"] = loaded_at
+        refreshed = self._refresh_extract()
+        values |= refreshed
         self.manifest.metrics.record(values)
-        return {"published": 1, **self._refresh_copies()}
+        return {
+            "published": 1,
+            "extract_refreshed": int("extract_refreshed_at" in refreshed),
+            **self._refresh_copies(),
+        }
 
     def _refresh_copies(self) -> dict[str, int]:
         """Bring the governed copies (governance.copies) to what the run loaded. The run's
@@ -245,6 +255,31 @@ class Tasks:
             except RiverbedError as exc:
                 raise RiverbedError(f"report as {report.principal} into {out}: {exc}") from None
         return {"reports": len(self.project.config.orchestration.reports), "report_files": files}
+
+    def _refresh_extract(self) -> dict[str, float]:
+        """Refresh the extract; its metrics. A failure is one error line and a metric, never
+        the run's: the load stays, and readers keep the previous generation."""
+        from riverbed.serve.extracts.refresh import refresh
+
+        try:
+            done = refresh(self.project, self.manifest, self.run_id)
+        except Exception as exc:
+            log.error(
+                "publish: the extract could not be refreshed, readers keep the previous one: %s",
+                first_line(exc) or type(exc).__name__,
+            )
+            return {"extract_refresh_failures": 1.0}
+        if done is None:  # no semantic layer in this warehouse: nothing to extract
+            return {}
+        generation = done.generation
+        values = {
+            "extract_refreshed_at": generation.refreshed_at,
+            "extract_refresh_seconds": done.seconds,
+            "extract_cells_refreshed": float(done.cells),
+        }
+        if generation.loaded_at is not None:
+            values["extract_loaded_at"] = generation.loaded_at
+        return values
 
     def _notify(self, err: StateError | None) -> dict[str, Any]:
         """Tell orchestration.notify that the run failed with ``err``, the StateError the

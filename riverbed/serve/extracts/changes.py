@@ -1,0 +1,136 @@
+"""What a refresh must recompute: the business days whose cells the loads since the last
+extract may have changed, found from the warehouse's history, not its whole current state.
+
+Facts are event facts (one row per source change, ``batch_id`` naming the load), and the
+datasets count the current truth, so a cell changes when any row it counts changes:
+
+* an order item inserted, updated or deleted: the days of every version of that item (an
+  update that moved its day empties the old day's cell and fills the new one);
+* a return: the days of its item (the item measures sum the item's returns) and the request
+  days of every version of the return;
+* an order's status row (its customer): the days of the order's items and of their returns;
+* a dimension attribute the datasets show (a product's name or category, a seller's name or
+  region, a customer's region), found by comparing the dimensions' current rows with the
+  copy the extract keeps of them (``snapshot_*``): the days of every item of the changed keys
+  and of their returns. A new key counts as changed: items that arrived before their
+  dimension row (inferred members) are recounted once it lands.
+
+A TRUNCATE in a fact (a T row, which names no key) changes every cell: a full rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+
+from riverbed.load.warehouse import Warehouse
+
+ITEM_FACT, STATUS_FACT, RETURN_FACT = "fact_order_items", "fact_order_status", "fact_returns"
+FACTS = (ITEM_FACT, STATUS_FACT, RETURN_FACT)
+# the dimension attributes the datasets show: snapshot table -> (dimension, key, attributes)
+SNAPSHOTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "snapshot_product": ("dim_product", "product_id", ("name", "category")),
+    "snapshot_seller": ("dim_seller", "seller_id", ("name", "region")),
+    "snapshot_customer": ("dim_customer", "customer_id", ("region",)),
+}
+
+
+@dataclass
+class Changed:
+    """What changed since the extract: new batches per fact, dimension keys per snapshot."""
+
+    batches: dict[str, list[str]] = field(default_factory=dict)
+    keys: dict[str, list[int]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return any(self.batches.values()) or any(self.keys.values())
+
+
+def snapshot_query(snapshot: str) -> exp.Select:
+    dimension, key, attributes = SNAPSHOTS[snapshot]
+    return _select(
+        f"SELECT {', '.join((key, *attributes))} FROM {dimension} WHERE is_current_record"
+    )
+
+
+def truncated(warehouse: Warehouse, changed: Changed) -> bool:
+    """Whether a new batch holds a TRUNCATE."""
+    for fact, batches in changed.batches.items():
+        if batches:
+            found = warehouse.query(
+                _select(f"SELECT 1 AS t FROM {fact} WHERE {_in('batch_id', batches)} AND _op = 'T'")
+            )
+            if found.num_rows:
+                return True
+    return False
+
+
+def affected_days(warehouse: Warehouse, changed: Changed) -> tuple[list[int], list[int]]:
+    """(the item days, the return request days) whose cells ``changed`` touches."""
+    items = _changed_items(changed)
+    if not items:
+        return [], []
+    item_set = " UNION ".join(items)
+    item_days = _days(warehouse, f"SELECT DISTINCT date_key FROM {ITEM_FACT} WHERE order_item_id"
+                      f" IN ({item_set})")  # fmt: skip
+    returns = [f"order_item_id IN ({item_set})"]
+    if batches := changed.batches.get(RETURN_FACT):
+        returns.append(
+            f"return_id IN (SELECT return_id FROM {RETURN_FACT} WHERE {_in('batch_id', batches)})"
+        )
+    return_days = _days(
+        warehouse, f"SELECT DISTINCT date_key FROM {RETURN_FACT} WHERE {' OR '.join(returns)}"
+    )
+    return item_days, return_days
+
+
+def _changed_items(changed: Changed) -> list[str]:
+    """SELECTs of the order item ids whose cells may have changed."""
+    found = []
+    if batches := changed.batches.get(ITEM_FACT):
+        found.append(f"SELECT order_item_id FROM {ITEM_FACT} WHERE {_in('batch_id', batches)}")
+    if batches := changed.batches.get(RETURN_FACT):
+        found.append(f"SELECT order_item_id FROM {RETURN_FACT} WHERE {_in('batch_id', batches)}")
+    orders = []
+    if batches := changed.batches.get(STATUS_FACT):
+        orders.append(_in("batch_id", batches))
+    if customers := changed.keys.get("snapshot_customer"):
+        orders.append(_in("customer_id", customers))
+    if orders:
+        found.append(
+            f"SELECT order_item_id FROM {ITEM_FACT} WHERE order_id IN"
+            f" (SELECT order_id FROM {STATUS_FACT} WHERE {' OR '.join(orders)})"
+        )
+    keyed = [
+        _in(column, keys)
+        for snapshot, column in (
+            ("snapshot_product", "product_id"),
+            ("snapshot_seller", "seller_id"),
+        )
+        if (keys := changed.keys.get(snapshot))
+    ]
+    if keyed:
+        found.append(f"SELECT order_item_id FROM {ITEM_FACT} WHERE {' OR '.join(keyed)}")
+    return found
+
+
+def _days(warehouse: Warehouse, sql: str) -> list[int]:
+    return sorted(int(d) for d in warehouse.query(_select(sql)).column(0).to_pylist() if d)
+
+
+def _in(column: str, values: Sequence[str] | Sequence[int] | Iterable[object]) -> str:
+    """``column IN (...)`` with ``values`` as SQL literals (batch ids and keys are ours, and
+    still never pasted raw: each goes through sqlglot's literal)."""
+    literals = [
+        exp.Literal.number(v) if isinstance(v, int) else exp.Literal.string(str(v)) for v in values
+    ]
+    return exp.In(this=exp.column(column), expressions=literals).sql(dialect="duckdb")
+
+
+def _select(sql: str) -> exp.Select:
+    parsed = sqlglot.parse_one(sql, read="duckdb")
+    assert isinstance(parsed, exp.Select)
+    return parsed

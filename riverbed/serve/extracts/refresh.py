@@ -1,0 +1,259 @@
+"""The refresh the pipeline's ``publish`` state runs: a new generation of the extract, made from
+the previous one and what was loaded since, published atomically (store.py).
+
+Incremental when it can be: the new generation starts as a copy of the previous file; the loads
+the state store recorded since the previous generation's watermark (``loaded_at`` of the newest
+load it holds, so loads of a run whose refresh failed or was killed are taken by the next one)
+and the dimension attributes changed since (changes.py) give the business days whose cells may
+have changed; those days' rows are deleted from each dataset and aggregated again from the
+warehouse's current-state views, limited to those days. Cost follows what was loaded, not the
+history. Whole when there is no previous generation, the datasets' definitions changed
+(datasets.fingerprint), or a fact was truncated.
+
+Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
+not a reader's), so a failed refresh never undoes a load. ``RIVERBED_EXTRACT_FAULT`` (tests only): ``fail`` raises, ``kill`` kills the process
+with SIGKILL, each after the new generation is written and before it is published.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from riverbed.config import Project
+from riverbed.errors import RiverbedError
+from riverbed.load.model import FactModel, warehouse_model
+from riverbed.load.warehouse import Warehouse, open_warehouse
+from riverbed.private import FILE_MODE
+from riverbed.serve.extracts import changes, partial, store
+from riverbed.serve.extracts.datasets import (
+    ALIASES,
+    DATASETS,
+    Dataset,
+    fingerprint,
+    personal_held,
+)
+from riverbed.state import StateStore
+
+FAULT = "RIVERBED_EXTRACT_FAULT"
+SOURCES = "extract_sources"  # the source tables' columns, for the policy (policy.py)
+
+
+class RefreshError(RiverbedError):
+    """The extract could not be refreshed; the previous generation stays current."""
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    generation: store.Generation
+    cells: int  # rows written into the datasets
+    days: int  # business days recomputed (all of them on a full build)
+    seconds: float
+
+
+def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refreshed | None:
+    """Refresh the extract; None when the warehouse has no semantic layer to extract (no
+    ``fact_order_items_current`` and the rest), which is no error."""
+    started = time.monotonic()
+    held = personal_held(project.config)
+    if held:
+        raise RefreshError(
+            f"the extract would hold personal data ({', '.join(held)}); an extract keeps no "
+            "personal column, so `riverbed forget` never has to scrub one: untag the column "
+            "or leave it out of the datasets"
+        )
+    # opened as the load states open it (a query's memory limit is for readers); never written
+    warehouse = open_warehouse(project.config.warehouse, project.root)
+    try:
+        from riverbed.serve.queries import read_catalog
+
+        catalog = read_catalog(warehouse).tables
+        if not set(ALIASES.values()) <= set(catalog):
+            return None
+        loads = [b for b in manifest.loads.loaded() if b.target in changes.FACTS]
+        watermark = max((b.loaded_at for b in loads), default=0.0)
+        previous = store.current(project)
+        name = store.new_name()
+        path = store.prepare(project, name)
+        try:
+            full, cells, days = _write(warehouse, catalog, path, previous, project, loads)
+        except BaseException:
+            _remove(path)
+            raise
+    finally:
+        warehouse.close()
+    _fault()
+    generation = store.Generation(
+        name=name,
+        fingerprint=fingerprint(),
+        watermark=watermark,
+        run_id=run_id,
+        loaded_at=manifest.loads.last_loaded_at(),
+        refreshed_at=time.time(),
+        full=full,
+    )
+    store.publish(project, generation)
+    store.prune(project)
+    return Refreshed(generation, cells, days, time.monotonic() - started)
+
+
+def _write(
+    warehouse: Warehouse,
+    catalog: dict[str, dict[str, str]],
+    path: Path,
+    previous: store.Generation | None,
+    project: Project,
+    loads: list,  # type: ignore[type-arg]
+) -> tuple[bool, int, int]:
+    """Write the new generation at ``path``: (built whole, cells written, days recomputed)."""
+    full = previous is None or previous.fingerprint != fingerprint()
+    changed = changes.Changed()
+    if previous is not None and not full:
+        for batch in loads:
+            if batch.loaded_at > previous.watermark:  # runs take turns: none loads meanwhile
+                changed.batches.setdefault(batch.target, []).append(batch.batch_id)
+        full = changes.truncated(warehouse, changed)
+    if not full:
+        assert previous is not None
+        shutil.copyfile(store.path_of(project, previous.name), path)
+    extract = duckdb.connect(str(path))
+    path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
+    try:
+        snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
+        if full:
+            # stored in day order: a refresh's days are the newest, so its deletes and the
+            # checkpoint after them touch the last row groups only, not every one
+            cells = sum(
+                _replace(extract, d.name, warehouse.query(d.aggregate()), order="date_key")
+                for d in DATASETS
+                if d.rollup_of is None
+            )
+            for rollup in (d for d in DATASETS if d.rollup_of is not None):
+                extract.execute(
+                    f"CREATE OR REPLACE TABLE {rollup.name} AS {rollup.derive()} ORDER BY year, month"
+                )
+            days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
+            day_count = int(days[0][0])
+        else:
+            changed.keys = {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
+            facts = warehouse_model(project.config).facts
+            cells, day_count = _recompute(extract, warehouse, changed, facts, catalog)
+        for snapshot, rows in snapshots.items():
+            _replace(extract, snapshot, rows)
+        _replace(extract, SOURCES, _sources(catalog))
+        extract.execute("CHECKPOINT")
+    finally:
+        extract.close()
+    return full, cells, day_count
+
+
+def _recompute(
+    extract: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    changed: changes.Changed,
+    facts: Sequence[FactModel],
+    catalog: dict[str, dict[str, str]],
+) -> tuple[int, int]:
+    """Aggregate again the cells of the days ``changed`` touches: (cells written, days)."""
+    if not changed:
+        return 0, 0
+    item_days, return_days = changes.affected_days(warehouse, changed)
+    cells = 0
+    for relation, days in (("items", item_days), ("returns", return_days)):
+        datasets = [d for d in DATASETS if d.relation.name == relation and d.rollup_of is None]
+        if days and datasets:
+            rows = warehouse.query(partial.grain_rows(datasets, days, facts, catalog))
+            cells += sum(_redo_days(extract, d, days, rows) for d in datasets)
+    months = sorted({d // 100 for d in item_days})
+    for rollup in (d for d in DATASETS if d.rollup_of is not None and months):
+        extract.execute("BEGIN")
+        extract.execute(
+            f"DELETE FROM {rollup.name} WHERE year * 100 + month IN (SELECT UNNEST(?::INTEGER[]))",
+            [months],
+        )
+        extract.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.derive(months)}")
+        extract.execute("COMMIT")
+    return cells, len(set(item_days) | set(return_days))
+
+
+def _redo_days(
+    extract: duckdb.DuckDBPyConnection, dataset: Dataset, days: list[int], rows: pa.Table
+) -> int:
+    """Replace ``dataset``'s cells of ``days`` with those summed from the grain ``rows``."""
+    extract.execute("BEGIN")
+    extract.execute(
+        f"DELETE FROM {dataset.name} WHERE date_key IN (SELECT UNNEST(?::INTEGER[]))", [days]
+    )
+    extract.register("grain_rows", rows)
+    try:
+        inserted = extract.execute(
+            f"INSERT INTO {dataset.name} BY NAME {partial.local_cells(dataset, 'grain_rows')}"
+        ).fetchall()
+    finally:
+        extract.unregister("grain_rows")
+    extract.execute("COMMIT")
+    return int(inserted[0][0])
+
+
+def _changed_keys(extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Table) -> list[int]:
+    """Keys whose shown attributes differ between the extract's snapshot and ``now`` (new and
+    gone keys included)."""
+    key = changes.SNAPSHOTS[snapshot][1]
+    extract.register("now_rows", now)
+    try:
+        found = extract.execute(
+            f"SELECT DISTINCT {key} FROM ((SELECT * FROM now_rows EXCEPT SELECT * FROM {snapshot})"
+            f" UNION ALL (SELECT * FROM {snapshot} EXCEPT SELECT * FROM now_rows))"
+        ).fetchall()
+    finally:
+        extract.unregister("now_rows")
+    return sorted(int(row[0]) for row in found if row[0] is not None)
+
+
+def _replace(
+    extract: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, order: str | None = None
+) -> int:
+    extract.register("incoming", rows)
+    try:
+        ordered = f" ORDER BY {order}" if order else ""
+        extract.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming{ordered}")
+    finally:
+        extract.unregister("incoming")
+    return rows.num_rows
+
+
+def _sources(catalog: dict[str, dict[str, str]]) -> pa.Table:
+    tables = sorted(set(ALIASES.values()))
+    rows = [
+        (table, column, position)
+        for table in tables
+        for position, column in enumerate(catalog.get(table, {}))
+    ]
+    return pa.table(
+        {
+            "table_name": [r[0] for r in rows],
+            "column_name": [r[1] for r in rows],
+            "position": [r[2] for r in rows],
+        }
+    )
+
+
+def _fault() -> None:
+    fault = os.environ.get(FAULT)
+    if fault == "fail":
+        raise RefreshError("injected fault (RIVERBED_EXTRACT_FAULT=fail)")
+    if fault == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)

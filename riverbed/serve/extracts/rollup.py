@@ -1,0 +1,112 @@
+"""Whether a dataset can answer a chart's query, and the query rewritten onto it (Rill's rollup
+rules): every SELECT of the query that reads a grain of the semantic layer (``FROM
+fact_order_items_current AS i`` ..., as measures.build writes it) is replaced by the same
+SELECT over a dataset, when
+
+* every column it names (group-bys, filters, a comparison window's condition, MIN/MAX of a
+  dimension) is a column of the dataset (datasets.Dataset.mapping), and
+* every SUM and COUNT in it is one of the dataset's measures, whole or under a condition
+  (``SUM(CASE WHEN <window> THEN <measure> END)``): it becomes the SUM of the measure's
+  column, under the same condition. A COUNT(DISTINCT ...) is not additive: not answerable.
+
+Anything else (another aggregate, a subquery inside the grain's SELECT, a column the dataset
+lacks) and the whole query is answered live. What reads the grain's result (the consumer
+charts' outer queries, CTEs) is left as it is: it reads the same rows either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import sqlglot
+from sqlglot import exp
+
+from riverbed.serve.extracts.datasets import Dataset
+from riverbed.serve.semantic.measures import ITEMS, MEASURES, RETURNS, Relation
+
+ALIAS = "x"  # the dataset's alias in a rewritten query
+_BASES = {(ITEMS.from_sql.split()[0], "i"): ITEMS, (RETURNS.from_sql.split()[0], "r"): RETURNS}
+
+
+def rollup(select: exp.Expr, datasets: Sequence[Dataset]) -> tuple[exp.Expr, list[str]] | None:
+    """``select`` over datasets (and the datasets read), or None when they cannot answer it."""
+    tree = select.copy()
+    bases = [(s, relation) for s in tree.find_all(exp.Select) if (relation := _relation(s))]
+    if not bases:
+        return None
+    used = []
+    for base, relation in bases:
+        for dataset in datasets:
+            if dataset.relation is not relation:
+                continue
+            onto = _onto(base, dataset)
+            if onto is not None:
+                if base is tree:
+                    tree = onto
+                else:
+                    base.replace(onto)
+                used.append(dataset.name)
+                break
+        else:
+            return None
+    return tree, used
+
+
+def _relation(select: exp.Select) -> Relation | None:
+    source = select.args.get("from_")
+    table = source.this if source is not None else None
+    if not isinstance(table, exp.Table):
+        return None
+    return _BASES.get((table.name, table.alias))
+
+
+def _onto(base: exp.Select, dataset: Dataset) -> exp.Select | None:
+    """``base`` over ``dataset``, or None when the dataset cannot answer it."""
+    new = base.copy()
+    new.set("joins", None)
+    new.set("from_", exp.From(this=exp.to_table(dataset.name).as_(ALIAS)))
+    if any(node is not new for node in new.find_all(exp.Select)) or new.find(exp.Star):
+        return None
+    for node in list(new.find_all(exp.AggFunc)):
+        if isinstance(node, (exp.Min, exp.Max)):
+            continue
+        replacement = _measure(node, dataset)
+        if replacement is None:
+            return None
+        node.replace(replacement)
+    mapping = dataset.mapping()
+    for column in list(new.find_all(exp.Column)):
+        if column.table == ALIAS:
+            continue
+        name = mapping.get((column.table, column.name))
+        if name is None:
+            return None
+        column.replace(exp.column(name, ALIAS))
+    return new
+
+
+def _measure(node: exp.Expr, dataset: Dataset) -> exp.Expr | None:
+    """The SUM over ``dataset`` that stands for the aggregate ``node``, or None."""
+    if not isinstance(node, (exp.Sum, exp.Count)) or isinstance(node.this, exp.Distinct):
+        return None
+    agg = "sum" if isinstance(node, exp.Sum) else "count"
+    inner = node.this
+    candidates: list[tuple[exp.Expr | None, exp.Expr]] = [(None, inner)]
+    ifs = inner.args.get("ifs") if isinstance(inner, exp.Case) else None
+    if ifs and len(ifs) == 1 and inner.args.get("default") is None:
+        candidates.append((ifs[0].this, ifs[0].args["true"]))
+    for when, value in candidates:
+        for name in dataset.measures:
+            measure = MEASURES[name]
+            if measure.agg == agg and _parsed(measure.expr) == value:
+                column: exp.Expr = exp.column(name, ALIAS)
+                if when is not None:
+                    column = exp.Case(ifs=[exp.If(this=when.copy(), true=column)])
+                return exp.Sum(this=column)
+    return None
+
+
+@cache
+def _parsed(text: str) -> exp.Expr:  # compared, never changed: one parse each
+    return sqlglot.parse_one(text, read="duckdb")

@@ -1,0 +1,119 @@
+"""Where extracts live: ``.riverbed/extracts/<generation>.duckdb`` files, never the warehouse,
+and ``current``, a small JSON file naming the generation readers open.
+
+A generation is written whole by one refresh under a name no reader knows, closed, and only
+then published by replacing ``current`` atomically (a temp file, fsync, os.replace): a reader
+sees the previous complete generation or the new complete one, never a half. Nobody writes a
+published generation again, so readers open it read-only, any number of processes at once:
+DuckDB's single-writer lock is never taken on a file a page reads, and a load, which writes the
+warehouse, never waits on a page. A refresh that fails or is killed leaves ``current`` as it
+was; its file is an orphan the next refresh deletes.
+
+Superseded generations are deleted after ``GRACE_SECONDS``: a reader that opened one just
+before the switch finishes its query on it (on Linux an open file outlives its name anyway).
+Every file is 0600 in a 0700 folder (riverbed.private).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from riverbed.config import Project
+from riverbed.private import create_private, private_folders
+
+GRACE_SECONDS = 300.0
+POINTER = "current"
+SUFFIX = ".duckdb"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A published extract: its file's name and what it reflects."""
+
+    name: str
+    fingerprint: str  # the datasets' definitions it was built under (datasets.fingerprint)
+    watermark: float  # loaded_at of the newest load it holds (state store loads)
+    run_id: str | None  # the run whose publish state made it
+    loaded_at: float | None  # when the warehouse data it reflects was loaded
+    refreshed_at: float  # when it was published
+    full: bool  # built whole (else from the previous generation and the new loads)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def folder(project: Project) -> Path:
+    return project.home / "extracts"
+
+
+def current(project: Project) -> Generation | None:
+    """The published generation, or None when there is none (or its file is gone)."""
+    try:
+        data = json.loads((folder(project) / POINTER).read_text())
+        found = Generation(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    return found if path_of(project, found.name).exists() else None
+
+
+def path_of(project: Project, name: str) -> Path:
+    return folder(project) / f"{name}{SUFFIX}"
+
+
+def new_name() -> str:
+    """A generation's name: sorts by when it was made, unique across processes."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+
+
+def prepare(project: Project, name: str) -> Path:
+    """The path a new generation is written at: the folder made private, the file created
+    empty and 0600 (DuckDB refuses an empty file: removed again, its mode proven)."""
+    private_folders(folder(project))
+    return path_of(project, name)
+
+
+def publish(project: Project, generation: Generation) -> None:
+    """Make ``generation`` the one readers open: one atomic rename of the pointer."""
+    here = folder(project)
+    temp = here / f".{POINTER}.{uuid.uuid4().hex[:8]}"
+    descriptor = create_private(temp)
+    try:
+        os.write(descriptor, json.dumps(generation.as_dict()).encode())
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temp, here / POINTER)
+    with contextlib.suppress(OSError):  # the rename itself made durable where it can be
+        directory = os.open(here, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def prune(project: Project, grace: float = GRACE_SECONDS) -> list[str]:
+    """Delete every generation file but the current one last changed more than ``grace``
+    seconds ago (superseded ones, and orphans of failed or killed refreshes), with their
+    DuckDB side files and stale pointer temps; the names deleted."""
+    here = folder(project)
+    if not here.is_dir():
+        return []
+    keep = current(project)
+    cutoff = time.time() - grace
+    deleted = []
+    for path in here.iterdir():
+        if keep is not None and path.name.startswith(keep.name):
+            continue
+        if not (SUFFIX in path.name or path.name.startswith(f".{POINTER}.")):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime <= cutoff:
+                path.unlink()
+                deleted.append(path.name)
+    return deleted

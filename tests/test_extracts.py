@@ -1,0 +1,309 @@
+"""Issue 19 item 4: extracts. The shop of test_semantic.py (seeded, run, then traffic with
+updates, deletes and refunds, run again) on a DuckDB warehouse: the second run's publish
+refreshed the extract incrementally. Every chart read from the extract equals the same chart
+computed live, for the admin and the EU analyst; the incremental extract equals a full
+rebuild; a refresh killed before it publishes leaves the previous generation current and the
+next run catches up; readers are never blocked by a load's lock nor by a refresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+from shop_support import seed_and_change
+from test_e2e import cli, demo_project
+
+from conftest import Database, _fresh_database, run_cli
+from riverbed.config import Project
+from riverbed.config.loader import demo_config_text, load_project, parse_config
+from riverbed.serve.extracts import as_of, store
+from riverbed.serve.extracts.datasets import DATASETS, personal_held
+from riverbed.serve.extracts.refresh import FAULT, refresh
+from riverbed.serve.semantic import CHARTS, chart_data
+from riverbed.source.embedded import EmbeddedServer
+from riverbed.state import open_state
+
+# charts that need a count distinct (orders) or personal columns: never from the extract
+LIVE_ONLY = {"seller_performance", "transaction_counts", "customer_refunds"}
+# a principal whose row filter names a column no dataset has
+BY_COUNTRY = {
+    "roles": {
+        "by_country": {
+            "grants": [
+                {"tables": ["*"]},
+                {"tables": ["dim_customer"], "row_filter": "country = principal.country"},
+            ]
+        }
+    },
+    "principals": {"by_country": {"roles": ["by_country"], "attributes": {"country": "DE"}}},
+}
+
+
+@pytest.fixture(scope="module")
+def source(pg_server: EmbeddedServer) -> Iterator[Database]:
+    yield from _fresh_database(pg_server)
+
+
+@pytest.fixture(scope="module")
+def config(source: Database, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = demo_project(tmp_path_factory.mktemp("extracts") / "duck", source)
+    text = yaml.safe_load(path.read_text())
+    for key, more in BY_COUNTRY.items():
+        text["governance"][key] |= more
+    path.write_text(yaml.safe_dump(text))
+    seed_and_change(source, {"duckdb": path})
+    return path
+
+
+@pytest.fixture(scope="module")
+def project(config: Path) -> Project:
+    return load_project(config)
+
+
+def _filters(project: Project) -> list[dict[str, Any]]:
+    seller = chart_data(project, "admin", "seller_performance", extracts=False).rows[0]
+    category = chart_data(project, "admin", "revenue_by_category", extracts=False).rows[0]
+    return [
+        {},
+        {"seller": seller["seller_id"]},
+        {"category": category["category"], "region": "Europe"},
+        {"date_from": f"{category['month']}-03", "date_to": f"{category['month']}-20"},
+    ]
+
+
+def _expected(name: str, filters: dict[str, Any]) -> str:
+    """Where a chart should be answered from: the consumer charts' dataset has no seller."""
+    if name in LIVE_ONLY or (CHARTS[name].page == "consumers" and "seller" in filters):
+        return "live"
+    return "extract"
+
+
+def _both(project: Project, principal: str, name: str, filters: dict[str, Any]) -> tuple:
+    extract = chart_data(project, principal, name, filters)
+    live = chart_data(project, principal, name, filters, extracts=False)
+    return extract, live
+
+
+@pytest.mark.parametrize("principal", ["admin", "eu_analyst"])
+def test_every_chart_from_the_extract_equals_the_live_answer(
+    project: Project, principal: str
+) -> None:
+    assert as_of(project) is not None
+    counted = 0
+    for filters in _filters(project):
+        for name in CHARTS:
+            given = {"seller": 1} | filters if CHARTS[name].needs else filters
+            extract, live = _both(project, principal, name, given)
+            assert extract.rows == live.rows, (name, given)
+            assert live.meta["answered_from"] == "live"
+            assert extract.meta["answered_from"] == _expected(name, given), (name, given)
+            counted += len(extract.rows)
+    assert counted > 100
+
+
+def test_the_eu_analyst_reads_eu_rows_only_and_an_inexpressible_filter_goes_live(
+    project: Project,
+) -> None:
+    americas = chart_data(project, "admin", "revenue_by_category", {"region": "North America"})
+    assert americas.rows and americas.meta["answered_from"] == "extract"
+    for region in ("North America", "Asia Pacific"):
+        other = chart_data(project, "eu_analyst", "revenue_by_category", {"region": region})
+        assert other.meta["answered_from"] == "extract" and other.rows == []
+    eu = chart_data(project, "eu_analyst", "revenue_by_category")
+    europe = chart_data(project, "admin", "revenue_by_category", {"region": "Europe"})
+    assert eu.meta["answered_from"] == "extract" and eu.rows == europe.rows
+    # the audit trail names the extract's dataset as the table read
+    store_ = open_state(project)
+    try:
+        records = store_.audit.records(principal="eu_analyst")
+    finally:
+        store_.close()
+    assert any(t.startswith("extract_sales") for r in records for t in r.tables)
+    for name in CHARTS:
+        filters = {"seller": 1} if CHARTS[name].needs else {}
+        extract, live = _both(project, "by_country", name, filters)
+        assert extract.meta["answered_from"] == "live" and extract.rows == live.rows, name
+
+
+def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with duckdb.connect(str(path), read_only=True) as extract:
+        return {
+            d.name: sorted(extract.execute(f"SELECT * FROM {d.name}").fetchall(), key=repr)
+            for d in DATASETS
+        }
+
+
+def _change(source: Database, config: Path, *statements: str, **env: str) -> Any:
+    with source.connect(autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    cli(config, "capture", "--once", "-q")
+    return run_cli("run", "--once", "-q", "-c", str(config), env=env)
+
+
+def test_the_incremental_refresh_equals_a_full_rebuild(project: Project) -> None:
+    incremental = store.current(project)
+    assert incremental is not None and not incremental.full  # the second run's refresh
+    before = _tables(store.path_of(project, incremental.name))
+    (store.folder(project) / store.POINTER).unlink()
+    manifest = open_state(project)
+    try:
+        rebuilt = refresh(project, manifest, None)
+    finally:
+        manifest.close()
+    assert rebuilt is not None and rebuilt.generation.full
+    assert _tables(store.path_of(project, rebuilt.generation.name)) == before
+
+
+def test_a_killed_refresh_keeps_the_previous_generation_and_the_next_run_catches_up(
+    project: Project, config: Path, source: Database
+) -> None:
+    previous = store.current(project)
+    assert previous is not None
+    before = chart_data(project, "admin", "revenue_by_category").rows
+    killed = _change(
+        source,
+        config,
+        "update shop.order_items set quantity = quantity + 5 where order_item_id in"
+        " (select order_item_id from shop.order_items order by order_item_id limit 3)",
+        **{FAULT: "kill"},
+    )
+    assert killed.code == -9, killed
+    assert store.current(project) == previous  # the pointer never moved
+    stale = chart_data(project, "admin", "revenue_by_category")
+    assert stale.meta["answered_from"] == "extract" and stale.rows == before
+    assert stale.rows != chart_data(project, "admin", "revenue_by_category", extracts=False).rows
+    failed = _change(
+        source,
+        config,
+        "delete from shop.order_items where order_item_id in (select i.order_item_id"
+        " from shop.order_items i where not exists (select 1 from shop.returns r"
+        " where r.order_item_id = i.order_item_id) order by i.order_item_id desc limit 2)",
+        **{FAULT: "fail"},
+    )
+    assert failed.code == 0, failed  # the load stands
+    assert "the extract could not be refreshed" in failed.err
+    assert store.current(project) == previous
+    # dimension attributes the datasets show change too: the cells of those keys' days move
+    caught_up = _change(
+        source,
+        config,
+        "update shop.products set category = 'Moved' where product_id in"
+        " (select product_id from shop.products order by product_id limit 2)",
+        "update shop.customers set region = 'Europe' where customer_id in (select customer_id"
+        " from shop.customers where region <> 'Europe' order by customer_id limit 3)",
+    )
+    assert caught_up.code == 0, caught_up
+    now = store.current(project)
+    assert now is not None and now != previous and not now.full
+    for principal in ("admin", "eu_analyst"):
+        for name in CHARTS:
+            filters = {"seller": 1} if CHARTS[name].needs else {}
+            extract, live = _both(project, principal, name, filters)
+            assert extract.rows == live.rows, (principal, name)
+    moved = chart_data(project, "admin", "revenue_by_category", {"category": "Moved"})
+    assert moved.rows and moved.meta["answered_from"] == "extract"
+    manifest = open_state(project)
+    try:
+        failures = manifest.metrics.series("extract_refresh_failures", 0)
+        loaded = manifest.metrics.newest("extract_loaded_at")["extract_loaded_at"][0]
+    finally:
+        manifest.close()
+    assert sum(v for _, v in failures) >= 1 and loaded == now.loaded_at
+
+
+def test_a_reader_of_the_old_generation_keeps_complete_data_while_a_refresh_publishes(
+    project: Project,
+) -> None:
+    old = store.current(project)
+    assert old is not None
+    reader = duckdb.connect(str(store.path_of(project, old.name)), read_only=True)
+    try:
+        counted = reader.execute("SELECT COUNT(*), SUM(revenue) FROM extract_sales").fetchall()
+        manifest = open_state(project)
+        try:
+            refresh(project, manifest, None)
+        finally:
+            manifest.close()
+        store.prune(project, grace=0)
+        assert not store.path_of(project, old.name).exists()
+        again = reader.execute("SELECT COUNT(*), SUM(revenue) FROM extract_sales").fetchall()
+        assert again == counted
+    finally:
+        reader.close()
+    assert store.current(project) != old
+
+
+def test_charts_answer_while_another_process_holds_the_warehouse_write_lock(
+    project: Project, config: Path
+) -> None:
+    warehouse = config.parent / ".riverbed" / "warehouse.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]);"
+            " c.execute('BEGIN'); print('held', flush=True); time.sleep(60)",
+            str(warehouse),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        for name in CHARTS:
+            if name in LIVE_ONLY:
+                continue
+            filters = {"seller": 1} if CHARTS[name].needs else {}
+            data = chart_data(project, "eu_analyst", name, filters, path="web")
+            assert data.meta["answered_from"] == "extract", name
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_extract_files_are_private_and_the_pointer_is_json(project: Project) -> None:
+    here = store.folder(project)
+    assert here.stat().st_mode & 0o777 == 0o700
+    for path in here.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    pointer = json.loads((here / store.POINTER).read_text())
+    assert pointer["name"] == store.current(project).name  # type: ignore[union-attr]
+    assert os.path.exists(store.path_of(project, pointer["name"]))
+
+
+def test_no_extract_holds_a_personal_value(project: Project) -> None:
+    """The datasets key customers by id only: no email, name or phone in any generation."""
+    with duckdb.connect(str(project.home / "warehouse.duckdb"), read_only=True) as warehouse:
+        people = warehouse.execute("SELECT email, full_name, phone FROM dim_customer").fetchall()
+    values = {v for row in people for v in row if v}
+    assert len(values) > 100
+    for path in store.folder(project).glob(f"*{store.SUFFIX}"):
+        with duckdb.connect(str(path), read_only=True) as extract:
+            tables = [r[0] for r in extract.execute("SHOW TABLES").fetchall()]
+            for table in tables:
+                cells = extract.execute(f"SELECT * FROM {table}").fetchall()
+                assert not {c for row in cells for c in row if isinstance(c, str)} & values
+
+
+def test_a_refresh_refuses_a_dataset_column_tagged_personal() -> None:
+    text = yaml.safe_load(demo_config_text())
+    text["governance"]["tags"]["dim_seller.name"] = ["pii"]
+    config = parse_config(yaml.safe_dump(text), "test")
+    assert personal_held(config) == [
+        "extract_sales_monthly.seller (dim_seller.name)",
+        "extract_sales.seller (dim_seller.name)",
+        "extract_returns.seller (dim_seller.name)",
+    ]
