@@ -110,3 +110,12 @@ def test_a_gate_a_dead_writer_held_is_open(warehouse: Path) -> None:
         writer.kill()  # as kill -9: its flock dies with it
         writer.wait()
     assert _one_reader(warehouse) == "opened"
+
+
+def test_a_process_shares_its_turn_among_its_own_opens(warehouse: Path) -> None:
+    first = DuckDBWarehouse(warehouse, lock_wait=1)
+    second = DuckDBWarehouse(warehouse, lock_wait=1)  # not kept out by the first's turn
+    first.close()
+    assert _one_reader(warehouse) == "busy"  # the second still holds the turn
+    second.close()
+    assert _one_reader(warehouse) == "opened"

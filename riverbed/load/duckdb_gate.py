@@ -38,26 +38,32 @@ def gate_of(path: Path) -> Path:
 
 def enter(path: Path, wait: float) -> bool:
     """Take the writer's turn at ``path`` within ``wait`` seconds; False when readers kept
-    it (then DuckDB's own lock would refuse the writer too)."""
+    it (then DuckDB's own lock would refuse the writer too). The process-wide lock is held per
+    try, not across the wait: the process's readers and writers go on meanwhile."""
     key = path.resolve()
-    with _LOCK:
-        held = _HELD.get(key)
-        if held is not None:
-            _HELD[key] = (held[0], held[1] + 1)
-            return True
-        descriptor = os.open(gate_of(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        deadline = time.monotonic() + wait
+    deadline = time.monotonic() + wait
+    descriptor = os.open(gate_of(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
         while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(descriptor)
-                    return False
-                time.sleep(POLL_SECONDS)
-        _HELD[key] = (descriptor, 1)
-        return True
+            with _LOCK:
+                held = _HELD.get(key)
+                if held is not None:  # another writer of this process has it: share its turn
+                    _HELD[key] = (held[0], held[1] + 1)
+                    return True
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass
+                else:
+                    _HELD[key] = (descriptor, 1)
+                    descriptor = -1  # kept open: its flock is the turn
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
 
 
 def leave(path: Path) -> None:
