@@ -23,6 +23,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from riverbed.errors import first_line
+from riverbed.load import duckdb_gate
 from riverbed.load.warehouse import (
     DIALECTS,
     READ_ONLY_HINT,
@@ -51,22 +52,29 @@ _CONFIGURING = threading.Lock()  # one open at a time configures (and locks) a s
 def _connect(path: Path, read_only: bool, lock_wait: float) -> duckdb.DuckDBPyConnection:
     """Open the file, waiting up to ``lock_wait`` seconds while another process has it open:
     DuckDB lets one process write a file and none read it meanwhile, so a `riverbed query` and
-    a run's load step each wait for the other's short hold instead of failing. Past the wait,
-    WarehouseBusy."""
+    a run's load step each wait for the other's short hold instead of failing. A reader also
+    waits while a writer has taken its turn (duckdb_gate; the writer's open takes it first).
+    Past the wait, WarehouseBusy."""
     deadline = time.monotonic() + lock_wait
     while True:
         try:
+            if read_only and not duckdb_gate.open_to_readers(path):
+                raise duckdb.IOException("lock: a writer is waiting for the file (duckdb_gate)")
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
             if time.monotonic() > deadline:
-                raise WarehouseBusy(
-                    f"warehouse {path}: another process holds the file (a load, most likely); "
-                    "try again in a few seconds",
-                    transient=True,
-                ) from exc
+                raise _busy(path) from exc
             time.sleep(0.1)
+
+
+def _busy(path: Path) -> WarehouseBusy:
+    return WarehouseBusy(
+        f"warehouse {path}: another process holds the file (a load, most likely); "
+        "try again in a few seconds",
+        transient=True,
+    )
 
 
 class DuckDBWarehouse:
@@ -89,9 +97,15 @@ class DuckDBWarehouse:
                 f"warehouse {path} does not exist yet; load something first (`riverbed run`) "
                 "or fix warehouse.path"
             )
+        self._gated = False  # this open holds the writer's turn (duckdb_gate)
         try:
             if not read_only:
                 private_folders(path.parent)
+                started = time.monotonic()
+                self._gated = duckdb_gate.enter(path, lock_wait)
+                if not self._gated:
+                    raise _busy(path)
+                lock_wait = max(0.0, lock_wait - (time.monotonic() - started))
             with _CONFIGURING:
                 self._db = _connect(path, read_only, lock_wait)
                 if not read_only:
@@ -101,12 +115,17 @@ class DuckDBWarehouse:
                 if not self._locked():
                     self._configure(read_only, memory_limit)
         except OSError as exc:
+            self._leave_gate()
             raise WarehouseError(
                 f"warehouse {path}: cannot create its folder ({exc.strerror}); "
                 "fix warehouse.path or the folder's permissions"
             ) from exc
         except duckdb.Error as exc:
+            self._leave_gate()
             raise self._translate(exc, "opening the file") from exc
+        except BaseException:
+            self._leave_gate()
+            raise
         self._in_transaction = False
         self._interrupted = False
 
@@ -307,7 +326,15 @@ class DuckDBWarehouse:
         self._db.execute("SET enable_progress_bar = false")
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        finally:
+            self._leave_gate()
+
+    def _leave_gate(self) -> None:
+        if self._gated:
+            self._gated = False
+            duckdb_gate.leave(self.path)
 
     def _one_statement(self, text: str) -> None:
         """Refuse SQL of more than one statement: the Python API runs them all, not just the
