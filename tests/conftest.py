@@ -36,6 +36,13 @@ class Database:
         return psycopg.connect(self.dsn, autocommit=autocommit)
 
 
+def run_sql(database: Database, *statements: str) -> None:
+    """Each statement in its own transaction (its own commit time)."""
+    with database.connect(autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
 def superuser_password(server: EmbeddedServer) -> str:
     """The embedded server's generated superuser password, for a test that must type it."""
     from riverbed.source.secret import read_or_create
@@ -226,3 +233,14 @@ def state_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]
         yield store
     finally:
         store.close()
+
+
+def capture_and_run(config: Path) -> dict[str, Any]:
+    """`capture --once` then `run --once` on ``config``, both succeeding: the run's report."""
+    import json
+
+    captured = run_cli("capture", "--once", "-q", "-c", str(config))
+    assert captured.code == 0, captured.text
+    ran = run_cli("run", "--once", "--json", "-c", str(config))
+    assert ran.code == 0, ran.text
+    return json.loads(ran.out)  # type: ignore[no-any-return]

@@ -21,6 +21,8 @@ import pytest
 from test_lake_storage import Lake, lake, s3_endpoint  # noqa: F401 - fixtures
 
 from conftest import Database, run_cli
+from conftest import capture_and_run as pipeline
+from conftest import run_sql as sql
 from riverbed.config import parse_config
 from riverbed.config.personal import personal_columns, scrubs, scrubs_of
 from riverbed.lake.parquet import write_table
@@ -82,19 +84,6 @@ def project(database: Database, tmp_path: Path) -> Path:
         f"logs:\n  path: .riverbed/logs/riverbed.jsonl\n  level: debug\n{TABLES}"
     )
     return config
-
-
-def sql(database: Database, *statements: str) -> None:
-    with database.connect(autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
-def pipeline(config: Path) -> None:
-    captured = run_cli("capture", "--once", "-q", "-c", str(config))
-    assert captured.code == 0, captured.text
-    ran = run_cli("run", "--once", "-q", "-c", str(config))
-    assert ran.code == 0, ran.text
 
 
 def history(database: Database, config: Path) -> None:

@@ -25,6 +25,8 @@ from pydantic import ValidationError
 from test_lake_storage import KEY_VAR, SECRET, SECRET_VAR, s3_config, s3_endpoint  # noqa: F401
 
 from conftest import Database, run_cli
+from conftest import capture_and_run as pipeline
+from conftest import run_sql as sql
 from riverbed.config import parse_config
 from riverbed.config.stores import LakeConfig
 from riverbed.lake.crypto import keyring_at
@@ -65,19 +67,6 @@ def project(database: Database, folder: Path, encrypted: bool) -> Path:
         "logs:\n  path: .riverbed/logs/riverbed.jsonl\n  level: debug\n" + TABLES
     )
     return config
-
-
-def sql(database: Database, *statements: str) -> None:
-    with database.connect(autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
-def pipeline(config: Path) -> None:
-    captured = run_cli("capture", "--once", "-q", "-c", str(config))
-    assert captured.code == 0, captured.text
-    ran = run_cli("run", "--once", "-q", "-c", str(config))
-    assert ran.code == 0, ran.text
 
 
 def lake_of(config: Path) -> LakeStorage:

@@ -15,6 +15,8 @@ import psycopg
 import pytest
 
 from conftest import Database, run_cli
+from conftest import capture_and_run as pipeline
+from conftest import run_sql as sql
 from riverbed.config import load_project, parse_config
 from riverbed.load import facts as load_facts
 from riverbed.load import runner as load_runner
@@ -71,21 +73,6 @@ def project(database: Database, tmp_path: Path, warehouse_section: str) -> Path:
         f"lake:\n  path: lake\nstate:\n  path: state.db\n{warehouse_section}{TABLES}"
     )
     return config
-
-
-def sql(database: Database, *statements: str) -> None:
-    """Each statement in its own transaction (its own commit time)."""
-    with database.connect(autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
-def pipeline(config: Path) -> dict[str, Any]:
-    captured = run_cli("capture", "--once", "-q", "-c", str(config))
-    assert captured.code == 0, captured.text
-    ran = run_cli("run", "--once", "--json", "-c", str(config))
-    assert ran.code == 0, ran.text
-    return json.loads(ran.out)  # type: ignore[no-any-return]
 
 
 def rows(config: Path, query: str) -> list[dict[str, Any]]:
