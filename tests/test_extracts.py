@@ -135,6 +135,24 @@ def test_the_eu_analyst_reads_eu_rows_only_and_an_inexpressible_filter_goes_live
         assert extract.meta["answered_from"] == "live" and extract.rows == live.rows, name
 
 
+@pytest.mark.parametrize("filters", [{}, {"region": "Europe"}])
+def test_the_consumer_charts_read_each_customers_months_not_their_days(
+    project: Project, filters: dict[str, Any]
+) -> None:
+    """With no category nor day-level date condition, a customer's first month, months
+    active and spending come from the per-customer-month rollup, a few rows per customer."""
+    for name in ("new_vs_returning", "cohort_retention", "spending_distribution"):
+        since = time.time()
+        data = chart_data(project, "admin", name, filters)
+        assert data.rows and data.meta["answered_from"] == "extract"
+        store_ = open_state(project)
+        try:
+            records = store_.audit.records(principal="admin", since=since)
+        finally:
+            store_.close()
+        assert {t for r in records for t in r.tables} == {"extract_customers_monthly"}, name
+
+
 def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with duckdb.connect(str(path), read_only=True) as extract:
         return {
