@@ -302,6 +302,20 @@ def test_extract_files_are_private_and_the_pointer_is_json(project: Project) -> 
     assert os.path.exists(store.path_of(project, pointer["name"]))
 
 
+def test_a_generation_starts_as_a_clone_the_previous_one_never_sees_written(
+    tmp_path: Path,
+) -> None:
+    previous, new = tmp_path / "previous.duckdb", tmp_path / "new.duckdb"
+    with duckdb.connect(str(previous)) as extract:
+        extract.execute("CREATE TABLE t AS SELECT range AS x FROM range(100000)")
+    reflinked = store.clone(previous, new)
+    assert isinstance(reflinked, bool) and new.read_bytes() == previous.read_bytes()
+    with duckdb.connect(str(new)) as extract:
+        extract.execute("DELETE FROM t WHERE x >= 10; CHECKPOINT")
+    with duckdb.connect(str(previous), read_only=True) as extract:
+        assert extract.execute("SELECT COUNT(*) FROM t").fetchone() == (100000,)
+
+
 def test_no_extract_holds_a_personal_value(project: Project) -> None:
     """The datasets key customers by id only: no email, name or phone in any generation."""
     with duckdb.connect(str(project.home / "warehouse.duckdb"), read_only=True) as warehouse:
