@@ -96,7 +96,13 @@ class Context:
         if not batches:  # no batch, no schema: the query's columns with no row
             names = select.named_selects if isinstance(select, exp.Query) else []
             return pa.table({name: pa.array([]) for name in names})
-        return pa.Table.from_batches(batches)
+        # a PostgreSQL warehouse's batches are typed each by its own values (a batch of NULLs
+        # has type null): their types unified, else the rows taken as values
+        tables = [pa.Table.from_batches([batch]) for batch in batches]
+        try:
+            return pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return pa.Table.from_pylist([row for table in tables for row in table.to_pylist()])
 
     def table(
         self,
