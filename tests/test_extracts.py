@@ -135,6 +135,24 @@ def test_the_eu_analyst_reads_eu_rows_only_and_an_inexpressible_filter_goes_live
         assert extract.meta["answered_from"] == "live" and extract.rows == live.rows, name
 
 
+@pytest.mark.parametrize("filters", [{}, {"region": "Europe"}])
+def test_the_consumer_charts_read_each_customers_months_not_their_days(
+    project: Project, filters: dict[str, Any]
+) -> None:
+    """With no category nor day-level date condition, a customer's first month, months
+    active and spending come from the per-customer-month rollup, a few rows per customer."""
+    for name in ("new_vs_returning", "cohort_retention", "spending_distribution"):
+        since = time.time()
+        data = chart_data(project, "admin", name, filters)
+        assert data.rows and data.meta["answered_from"] == "extract"
+        store_ = open_state(project)
+        try:
+            records = store_.audit.records(principal="admin", since=since)
+        finally:
+            store_.close()
+        assert {t for r in records for t in r.tables} == {"extract_customers_monthly"}, name
+
+
 def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with duckdb.connect(str(path), read_only=True) as extract:
         return {
@@ -282,6 +300,20 @@ def test_extract_files_are_private_and_the_pointer_is_json(project: Project) -> 
     pointer = json.loads((here / store.POINTER).read_text())
     assert pointer["name"] == store.current(project).name  # type: ignore[union-attr]
     assert os.path.exists(store.path_of(project, pointer["name"]))
+
+
+def test_a_generation_starts_as_a_clone_the_previous_one_never_sees_written(
+    tmp_path: Path,
+) -> None:
+    previous, new = tmp_path / "previous.duckdb", tmp_path / "new.duckdb"
+    with duckdb.connect(str(previous)) as extract:
+        extract.execute("CREATE TABLE t AS SELECT range AS x FROM range(100000)")
+    reflinked = store.clone(previous, new)
+    assert isinstance(reflinked, bool) and new.read_bytes() == previous.read_bytes()
+    with duckdb.connect(str(new)) as extract:
+        extract.execute("DELETE FROM t WHERE x >= 10; CHECKPOINT")
+    with duckdb.connect(str(previous), read_only=True) as extract:
+        assert extract.execute("SELECT COUNT(*) FROM t").fetchone() == (100000,)
 
 
 def test_no_extract_holds_a_personal_value(project: Project) -> None:

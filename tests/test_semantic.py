@@ -483,3 +483,35 @@ def test_a_measure_is_counted_over_its_own_grain_only() -> None:
 
     with pytest.raises(ValueError, match="measure return_requests counts returns, not items"):
         build(ITEMS, ["month"], ["return_requests"])
+
+
+def test_a_table_shapes_live_batches_typed_each_by_its_own_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PostgreSQL warehouse types each batch by its values (a batch of NULLs is of type
+    null): the chart's table still comes out whole, money as Decimal, counts as int."""
+    import pyarrow as pa
+    from sqlglot import exp
+
+    from riverbed.serve.semantic import chart
+    from riverbed.serve.semantic.filters import Filters
+    from riverbed.serve.semantic.measures import ITEMS
+
+    batches = [
+        pa.RecordBatch.from_pydict({"month": [202401], "revenue": [None], "units": [None]}),
+        pa.RecordBatch.from_pydict(
+            {"month": [202402], "revenue": [Decimal("2.50")], "units": [Decimal(3)]}
+        ),
+    ]
+    monkeypatch.setattr(chart, "query_as", lambda *_, **__: iter(batches))
+    warehouse = type("W", (), {"engine": "postgres"})
+    project: Any = type("P", (), {"config": type("C", (), {"warehouse": warehouse})})()
+    ctx = chart.Context(project, "admin", Filters(), date(2024, 3, 1), extracts=False)
+    monkeypatch.setattr(chart, "build", lambda *_, **__: exp.select("1"))
+    monkeypatch.setattr(chart, "conditions", lambda *_, **__: [])
+    rows = ctx.table(ITEMS, ["month"], ["revenue", "units"])
+    assert rows == [
+        {"month": "2024-01", "revenue": Decimal(0), "units": 0},
+        {"month": "2024-02", "revenue": Decimal("2.50"), "units": 3},
+    ]
+    assert [type(r["units"]) for r in rows] == [int, int]

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import duckdb
+import pyarrow as pa
 from sqlglot import exp
 
 from riverbed.config import Project
@@ -30,9 +30,7 @@ from riverbed.serve.extracts.rollup import rollup
 from riverbed.state.records import AuditPath
 
 
-def answer(
-    project: Project, principal: str, select: exp.Expr, path: AuditPath
-) -> list[dict[str, Any]] | None:
+def answer(project: Project, principal: str, select: exp.Expr, path: AuditPath) -> pa.Table | None:
     """``select``'s rows for ``principal`` from the extract, or None (answer it live)."""
     generation = store.current(project)
     if generation is None or generation.fingerprint != fingerprint():
@@ -95,7 +93,7 @@ def _answer(
     path: AuditPath,
     extract: duckdb.DuckDBPyConnection,
     opened: _Opened,
-) -> list[dict[str, Any]] | None:
+) -> pa.Table | None:
     mapped = _mapped(project, principal, opened)
     if mapped is None:
         return None
@@ -110,8 +108,8 @@ def _answer(
     from riverbed.serve.queries import _Audit  # the live path's record, kept the same
 
     audit = _Audit(project, principal, path, sql)
-    result = extract.sql(governed.sql).to_arrow_table().to_pylist()
-    audit.record(governed.tables, allowed=True, reason=None, rows=len(result))
+    result = extract.sql(governed.sql).to_arrow_table()
+    audit.record(governed.tables, allowed=True, reason=None, rows=result.num_rows)
     return result
 
 

@@ -6,6 +6,8 @@ dimensions the charts group and filter by, holding the sums of the additive meas
 extract_sales_monthly  extract_sales summed per month (charts with no day-level condition)
 extract_sales       item measures per day × product × seller × customer region
 extract_customers   item measures per day × customer × category (the consumer charts)
+extract_customers_monthly  extract_customers summed per month × customer (the consumer
+                    charts with no day or category condition: O(customers × months))
 extract_returns     return measures per request day × reason × product × seller × regions
 =================== =========================================================================
 
@@ -184,6 +186,11 @@ _SELLER = (
     ("seller_region", ("s.region",)),
 )
 
+_CUSTOMER = (
+    ("customer_id", ("c.customer_id", "o.customer_id")),
+    ("customer_region", ("c.region",)),
+)
+
 SALES = Dataset(
     "extract_sales",
     ITEMS,
@@ -202,8 +209,7 @@ CUSTOMERS = Dataset(
     (
         ("date_key", ("i.date_key", "d.date_key")),
         *_DATE[1:],
-        ("customer_id", ("c.customer_id", "o.customer_id")),
-        ("customer_region", ("c.region",)),
+        *_CUSTOMER,
         ("category", ("p.category",)),
     ),
     _ITEM_MEASURES,
@@ -230,8 +236,25 @@ SALES_MONTHLY = Dataset(
     rollup_of=SALES,
 )
 
+# each customer's months: what the consumer charts read (first month, months active, what
+# they spent) without a category or a day-level date condition, a few rows per customer
+# instead of one per day and category ordered
+CUSTOMERS_MONTHLY = Dataset(
+    "extract_customers_monthly",
+    ITEMS,
+    (*_DATE[1:3], *_CUSTOMER),
+    _ITEM_MEASURES,
+    rollup_of=CUSTOMERS,
+)
+
 # in the order a query tries them: the smallest that can answer it first
-DATASETS: tuple[Dataset, ...] = (SALES_MONTHLY, SALES, RETURNED, CUSTOMERS)
+DATASETS: tuple[Dataset, ...] = (
+    SALES_MONTHLY,
+    SALES,
+    RETURNED,
+    CUSTOMERS_MONTHLY,
+    CUSTOMERS,
+)
 FORMAT = 1  # bumped when the extract's own layout changes: a full rebuild follows
 
 

@@ -1,7 +1,8 @@
 """The refresh the pipeline's ``publish`` state runs: a new generation of the extract, made from
 the previous one and what was loaded since, published atomically (store.py).
 
-Incremental when it can be: the new generation starts as a copy of the previous file; the loads
+Incremental when it can be: the new generation starts as a copy of the previous file (a
+reflink where the filesystem has them, store.clone); the loads
 the state store recorded since the previous generation's watermark (``loaded_at`` of the newest
 load it holds, so loads of a run whose refresh failed or was killed are taken by the next one)
 and the dimension attributes changed since (changes.py) give the business days whose cells may
@@ -18,7 +19,6 @@ with SIGKILL, each after the new generation is written and before it is publishe
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -123,7 +123,7 @@ def _write(
         full = changes.truncated(warehouse, changed)
     if not full:
         assert previous is not None
-        shutil.copyfile(store.path_of(project, previous.name), path)
+        store.clone(store.path_of(project, previous.name), path)
     extract = duckdb.connect(str(path))
     path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
     try:

@@ -17,8 +17,10 @@ Every file is 0600 in a 0700 folder (riverbed.private).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -28,6 +30,7 @@ from riverbed.config import Project
 from riverbed.private import create_private, private_folders
 
 GRACE_SECONDS = 300.0
+FICLONE = 0x40049409  # linux/fs.h: share the source's blocks, copy-on-write
 POINTER = "current"
 SUFFIX = ".duckdb"
 
@@ -76,6 +79,21 @@ def prepare(project: Project, name: str) -> Path:
     empty and 0600 (DuckDB refuses an empty file: removed again, its mode proven)."""
     private_folders(folder(project))
     return path_of(project, name)
+
+
+def clone(source: Path, target: Path) -> bool:
+    """``target`` made a copy of ``source``: a reflink where the filesystem has them (btrfs,
+    XFS: no data copied, a refresh's first step costs the same for any size of extract, and
+    the new generation's writes land in blocks of its own, so the previous one stays as it
+    was), else a byte copy; True when it was a reflink."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return True
+        except OSError:  # ext4, tmpfs, another device: copied (by the kernel, sendfile)
+            pass
+    shutil.copyfile(source, target)
+    return False
 
 
 def publish(project: Project, generation: Generation) -> None:

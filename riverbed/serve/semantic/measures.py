@@ -43,6 +43,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
+import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
@@ -304,6 +305,21 @@ def number(value: Any, measure: str) -> Any:
     if kind == "money":
         return value if isinstance(value, Decimal) else Decimal(str(value))
     return int(value)
+
+
+def numbers(column: pa.ChunkedArray, measure: str) -> list[Any]:
+    """``number`` of each value of ``column``, made column-wise where the type allows: Arrow
+    makes a Decimal from a decimal several times slower than Python makes one from its text,
+    and a whole count (a DuckDB SUM is a decimal of scale 0) is an int64 cast."""
+    kind = MEASURES[measure].kind if measure in MEASURES else "count"
+    if column.null_count == 0 and pa.types.is_decimal(column.type):
+        if kind == "money":
+            return list(map(Decimal, column.cast(pa.string()).to_pylist()))
+        if column.type.scale == 0:
+            return column.cast(pa.int64()).to_pylist()
+    if column.null_count == 0 and kind != "money" and pa.types.is_integer(column.type):
+        return column.to_pylist()
+    return [number(value, measure) for value in column.to_pylist()]
 
 
 def dimension(name: str) -> exp.Expr:
