@@ -24,6 +24,7 @@ from riverbed.cli.common import (
     format_bytes,
     labelled,
     open_project,
+    plural,
     say_wrapped,
     start_logging,
 )
@@ -347,8 +348,8 @@ def _print_erasure(project: Project) -> None:
     )
     for name, erased, lake, scrubbed in erase_subjects(project, "customers", [str(key)]):
         say_wrapped(
-            f"{name} {', '.join(erased)}: {lake.files:,} lake files rewritten, "
-            f"{sum(scrubbed.values()):,} warehouse rows scrubbed",
+            f"{name} {', '.join(erased)}: {plural(lake.files, 'lake file')} rewritten, "
+            f"{plural(sum(scrubbed.values()), 'warehouse row')} scrubbed",
             highlight=False,
         )
     sql = _SUBJECT_VERSIONS.format(key=key)
