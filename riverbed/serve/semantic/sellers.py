@@ -60,22 +60,27 @@ def _bucketed(ctx: Context, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r | {"bucket": bucket_of(r[config.measure], cuts)} for r in rows]
 
 
+# the seller table's rows and measures: what it asks for is what the chart lists
+_PERFORMANCE_BY = ("seller_id", "seller", "seller_region")
+_PERFORMANCE_MEASURES = (
+    "orders",
+    "items",
+    "revenue",
+    "returned_items",
+    "refunds",
+    "refund_amount",
+    "return_rate",
+    "refund_rate",
+)
+
+
 def seller_performance(ctx: Context) -> list[dict[str, Any]]:
     config = _config(ctx)
     ctx.meta["buckets"] = config.model_dump()
     rows = ctx.table(
         ITEMS,
-        ["seller_id", "seller", "seller_region"],
-        [
-            "orders",
-            "items",
-            "revenue",
-            "returned_items",
-            "refunds",
-            "refund_amount",
-            "return_rate",
-            "refund_rate",
-        ],
+        list(_PERFORMANCE_BY),
+        list(_PERFORMANCE_MEASURES),
         region_of="seller",
     )
     return _bucketed(ctx, rows)
@@ -116,20 +121,7 @@ CHARTS = (
         "seller_performance",
         "sellers",
         "Sellers: orders, returns and refunds",
-        (
-            "seller_id",
-            "seller",
-            "seller_region",
-            "orders",
-            "items",
-            "revenue",
-            "returned_items",
-            "refunds",
-            "refund_amount",
-            "return_rate",
-            "refund_rate",
-            "bucket",
-        ),
+        (*_PERFORMANCE_BY, *_PERFORMANCE_MEASURES, "bucket"),
         seller_performance,
     ),
     Chart(
