@@ -102,11 +102,10 @@ _CANCELED = "57014"  # query_canceled: by a cancel request (interrupt) or statem
 # rows fetched per network round trip when streaming: libpq 17's chunked rows mode, else one
 _CHUNK_ROWS = STREAM_BATCH_ROWS if psycopg.pq.version() >= 170000 else 1
 # memory for each sort and hash of the loader's statements (the server's default is 4MB). At
-# 4MB the SCD2 plan's window sorts of a 100,000-change batch spill to disk, and the fact
-# append's key join hashes the staged rows rather than the dimension, so it emits them in
-# the dimension's order and every B-tree of the fact takes its rows at random places (measured
-# on 1M facts: the append 1.7x a plain insert of the same rows, with the rows in load order
-# about 1.2x). Only a loading (writable) session sets it; each statement runs alone.
+# 4MB the SCD2 plan's window sorts of a 100,000-change batch spill to disk (EXPLAIN ANALYZE:
+# external merges of 25-30MB each, a dozen of them) and the fact append's key join splits
+# into 16 batches, hashing the staged rows rather than the dimension. Only a loading
+# (writable) session sets it; a read-only one (riverbed query) keeps the server's.
 LOAD_WORK_MEM = "256MB"
 # bytes a hash table spends per row beyond the row's width (PostgreSQL's tuple header, its
 # alignment, the bucket): an estimate, to tell whether a join's hash fits in one batch
@@ -239,9 +238,9 @@ class PostgresWarehouse:
         return nullcontext()  # inserts run on one backend either way
 
     def keeps_order(self, insert: exp.Expr | str, table: str) -> bool:
-        # a B-tree takes rows in key order at its right edge, page after page; in another
-        # order each row lands on a page of its own (measured: 1M facts in the dimension's
-        # order took 2x as long to index as in load order, which follows the sort key)
+        # the rows land in load order, as on DuckDB (the fact's B-tree on the sort key then
+        # takes them at its right edge): a plan that does not stream staging in order (a
+        # hash of the staged rows, a join split into batches) is sorted by ctid
         text = f"EXPLAIN (FORMAT JSON) {sql_text(insert, self.dialect)}"
         try:
             with self._translating(text), self._conn.cursor() as cur:
