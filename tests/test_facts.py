@@ -27,7 +27,7 @@ from riverbed.load.facts import (
 )
 from riverbed.load.model import FactModel
 from riverbed.load.scd2 import staging_ddl
-from riverbed.load.warehouse import Warehouse
+from riverbed.load.warehouse import Warehouse, capabilities
 
 __all__ = ["warehouse"]  # the fixture, both engines
 
@@ -250,11 +250,10 @@ def test_a_truncated_and_reloaded_table_is_planned_by_its_new_rows(warehouse: Wa
 
 
 def test_a_batch_far_smaller_than_its_dimension_lands_in_load_order(warehouse: Warehouse) -> None:
-    """DuckDB hashes the smaller side of the key join: for a batch far smaller than its
+    """Both engines hash the smaller side of the key join: for a batch far smaller than its
     dimension, the staged rows, which a join emits in the dimension's order. The rows still
-    land in load order (what keeps the sort key's zone maps tight), with the same keys."""
-    if warehouse.has_indexes:
-        pytest.skip("PostgreSQL: order within a load serves none of the loader's indexes")
+    land in load order (what keeps DuckDB's zone maps on the sort key tight, and what lets
+    PostgreSQL's B-trees take them at their right edge), with the same keys."""
     reset(warehouse)
     reset_facts(warehouse)
     warehouse.execute(
@@ -262,12 +261,18 @@ def test_a_batch_far_smaller_than_its_dimension_lands_in_load_order(warehouse: W
         " is_current_record, is_deleted, is_inferred, _lsn, _seq)"
         " SELECT i + 1, i, TIMESTAMPTZ '2000-01-01 00:00:00+00',"
         " TIMESTAMPTZ '9999-12-31 00:00:00+00', true, false, false, i, 0"
-        " FROM range(200000) AS r(i)"
+        f" FROM {'range(200000)' if warehouse.name == 'duckdb' else 'generate_series(0, 199999)'}"
+        " AS r(i)"
     )
+    warehouse.analyze(DIM.name)
+    if warehouse.name == "postgres":
+        # too little memory for either side's hash in one batch: a plan that keeps no order
+        warehouse.execute("SET work_mem TO '64kB'")
     items = random.Random(5).choices(range(200_000), k=3_000)
     rows = load_facts(warehouse, [(item, BASE + dt.timedelta(seconds=1)) for item in items])
     assert [r["item_key"] for r in rows] == [item + 1 for item in items]
-    stored = warehouse.query(f"SELECT event_id FROM {FACT.name} ORDER BY rowid").column(0)
+    position = capabilities(warehouse.dialect).row_position
+    stored = warehouse.query(f"SELECT event_id FROM {FACT.name} ORDER BY {position}").column(0)
     assert stored.to_pylist() == list(range(len(items)))
 
 

@@ -193,8 +193,9 @@ def append(
     ):
         # staging is in load order, but the engine would emit it in a dimension's order (it
         # hashes a batch far smaller than the dimension): sort by staging's row position,
-        # one integer, which costs little beside the join (measured: 151 ms against 147)
-        insert.expression.order_by(exp.column("rowid", table="s", quoted=True), copy=False)
+        # which costs little beside the join (DuckDB's rowid, measured: 151 ms against 147)
+        position = capabilities(dialect).row_position or "rowid"
+        insert.expression.order_by(exp.column(position, table="s", quoted=True), copy=False)
         statements[1] = sql_text(insert, dialect)
     ensure_versions(warehouse)
     with warehouse.transaction(), warehouse.unordered():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any, cast
@@ -100,6 +101,18 @@ _REFUSED_STATES = {"25006", "25001"}
 _CANCELED = "57014"  # query_canceled: by a cancel request (interrupt) or statement_timeout
 # rows fetched per network round trip when streaming: libpq 17's chunked rows mode, else one
 _CHUNK_ROWS = STREAM_BATCH_ROWS if psycopg.pq.version() >= 170000 else 1
+# memory for each sort and hash of the loader's statements (the server's default is 4MB). At
+# 4MB the SCD2 plan's window sorts of a 100,000-change batch spill to disk (EXPLAIN ANALYZE:
+# external merges of 25-30MB each, a dozen of them) and the fact append's key join splits
+# into 16 batches, hashing the staged rows rather than the dimension. Only a loading
+# (writable) session sets it; a read-only one (riverbed query) keeps the server's.
+LOAD_WORK_MEM = "256MB"
+# bytes a hash table spends per row beyond the row's width (PostgreSQL's tuple header, its
+# alignment, the bucket): an estimate, to tell whether a join's hash fits in one batch
+_HASH_ROW_OVERHEAD = 64
+# plan nodes that emit their first (outer) child's rows in the order it emits them; a hash
+# join only while its hash table fits in memory (more batches spill the outer rows too)
+_STREAMING = {"ModifyTable", "Result", "Subquery Scan", "Nested Loop", "Hash Join"}
 
 
 class PostgresWarehouse:
@@ -119,6 +132,8 @@ class PostgresWarehouse:
                 make_conninfo(dsn, **extra), autocommit=True, connect_timeout=10
             )
             self._conn.execute("SET TimeZone TO 'UTC'")
+            if not read_only:
+                self._conn.execute(f"SET work_mem TO '{LOAD_WORK_MEM}'")
         except psycopg.OperationalError as exc:
             database = missing_database(exc)
             if database is not None:  # the server is up and answered: say what is missing
@@ -222,10 +237,28 @@ class PostgresWarehouse:
     def unordered(self) -> AbstractContextManager[None]:
         return nullcontext()  # inserts run on one backend either way
 
-    def keeps_order(self, _insert: exp.Expr | str, _table: str) -> bool:
-        # the order of rows within one load serves none of the loader's indexes: the B-trees
-        # sort for themselves, and the BRIN on batch_id needs only the batches in order
-        return True
+    def keeps_order(self, insert: exp.Expr | str, table: str) -> bool:
+        # the rows land in load order, as on DuckDB (the fact's B-tree on the sort key then
+        # takes them at its right edge): a plan that does not stream staging in order (a
+        # hash of the staged rows, a join split into batches) is sorted by ctid
+        text = f"EXPLAIN (FORMAT JSON) {sql_text(insert, self.dialect)}"
+        try:
+            with self._translating(text), self._conn.cursor() as cur:
+                cur.execute(text.encode())
+                found = cur.fetchone()
+                cur.execute(
+                    "SELECT pg_size_bytes(current_setting('work_mem'))"
+                    " * current_setting('hash_mem_multiplier')::float8"
+                )
+                memory = cur.fetchone()
+            if found is None:
+                return False
+            shown = found[0]
+            plan = (json.loads(shown) if isinstance(shown, str) else shown)[0]["Plan"]
+        except (WarehouseError, LookupError, TypeError, ValueError):
+            return False  # a plan this server renders otherwise: sorting is right either way
+        hash_memory = float(memory[0]) if memory else 0.0
+        return _streams(plan, table, hash_memory) is True
 
     def load_arrow(self, table: str, rows: pa.Table) -> int:
         existing = self.columns(table)
@@ -329,6 +362,36 @@ class PostgresWarehouse:
                 f"(running {statement_head(statement)}){hint}",
                 transient=transient,
             ) from exc
+
+
+def _streams(node: dict[str, Any], table: str, hash_memory: float) -> bool | None:
+    """In a PostgreSQL JSON plan: None if ``node`` does not read ``table``; True if it emits
+    ``table``'s rows in the order it reads them (a plain scan of it, or _STREAMING nodes
+    over one that take it as their outer child, a hash join's hash expected to fit in
+    ``hash_memory`` bytes); False otherwise."""
+    if node.get("Relation Name") == table:
+        return node.get("Node Type") == "Seq Scan"
+    children = node.get("Plans", [])
+    found = [
+        (child, result)
+        for child in children
+        if (result := _streams(child, table, hash_memory)) is not None
+    ]
+    if not found:
+        return None
+    child, result = found[0]
+    if not result or node.get("Node Type") not in _STREAMING:
+        return False
+    if child.get("Parent Relationship") not in (None, "Outer", "Member"):
+        return False
+    if node.get("Node Type") == "Hash Join":
+        inner = [c for c in children if c.get("Parent Relationship") == "Inner"]
+        needed = sum(
+            float(c.get("Plan Rows", 0)) * (float(c.get("Plan Width", 0)) + _HASH_ROW_OVERHEAD)
+            for c in inner
+        )
+        return needed <= hash_memory
+    return True
 
 
 def _statements(tokens: list[Any]) -> list[list[Any]]:

@@ -58,15 +58,26 @@ class Capabilities:
     # the SCD2 merge runs on it: its MERGE semantics are checked there (riverbed.load.scd2);
     # DDL alone generates for any dialect
     scd2_merge: bool
+    # the pseudo-column holding a row's position in its table (DuckDB's rowid, PostgreSQL's
+    # ctid): what an insert sorts staged rows by to keep their load order (keeps_order)
+    row_position: str | None = None
 
 
 # the dialects statements are generated in (`riverbed ddl --dialect`), in the order offered
 DIALECTS: dict[str, Capabilities] = {
     "duckdb": Capabilities(
-        has_indexes=False, epoch_functions=True, physical_design=False, scd2_merge=True
+        has_indexes=False,
+        epoch_functions=True,
+        physical_design=False,
+        scd2_merge=True,
+        row_position="rowid",
     ),
     "postgres": Capabilities(
-        has_indexes=True, epoch_functions=False, physical_design=False, scd2_merge=True
+        has_indexes=True,
+        epoch_functions=False,
+        physical_design=False,
+        scd2_merge=True,
+        row_position="ctid",
     ),
     "redshift": Capabilities(
         has_indexes=False, epoch_functions=False, physical_design=True, scd2_merge=False
@@ -142,8 +153,8 @@ class Warehouse(Protocol):
     def keeps_order(self, insert: exp.Expr | str, table: str) -> bool:
         """Whether the engine's plan for ``insert`` (an INSERT ... SELECT without ORDER BY)
         reads ``table`` as the stream it emits, the probe side of every join, so the rows
-        land in ``table``'s order. Always where order within a load serves no index; an
-        engine that can answer no has ``rowid``, a table's row position, to sort by."""
+        land in ``table``'s order. An engine that can answer no has a row position
+        (``Capabilities.row_position``) to sort by."""
         ...
 
     def load_arrow(self, table: str, rows: pa.Table) -> int:
