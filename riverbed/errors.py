@@ -17,7 +17,7 @@ Every error meant for the user is a RiverbedError (exit 1 unless said otherwise)
     │                              equivalent (also a ValueError)
     ├── LakeError                  riverbed.lake.storage: a lake read or write; per error
     │   └── LakeFileMissing        the file does not exist (also a FileNotFoundError)
-    ├── StateStoreFull             riverbed.state.sqlite.db: the state store's disk is full
+    ├── StateStoreFull             riverbed.state.sql.database: the state store's disk is full
     │                              (TRANSIENT: a follower waits for room)
     ├── TransformEngineError       riverbed.transform.engine: a statement failed; per error
     ├── RuleError                  riverbed.transform.rules.context: a quality rule cannot

@@ -18,8 +18,9 @@ from riverbed.state.records import (
     Staging,
     TableSummary,
 )
+from riverbed.state.sql.database import StateStoreFull
 from riverbed.state.sqlite import SQLiteStore
-from riverbed.state.sqlite.db import StateStoreFull, disk_full
+from riverbed.state.sqlite.db import disk_full
 from riverbed.state.store import StateStore
 
 __all__ = [

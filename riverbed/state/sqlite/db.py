@@ -22,14 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from riverbed.errors import ErrorClass, RiverbedError, first_line
+from riverbed.errors import RiverbedError, first_line
 from riverbed.private import private_file
-
-
-class StateStoreFull(RiverbedError):
-    """The state store's disk is full: transient, a follower waits for room."""
-
-    error_class = ErrorClass.TRANSIENT
+from riverbed.state.sql.database import StateStoreFull
 
 
 class Database:
@@ -117,6 +112,15 @@ class Database:
             except sqlite3.OperationalError:
                 if column not in self._columns(table):
                     raise
+
+    def json_number(self, column: str, *path: str) -> str:
+        return f"json_extract({column}, '$.{'.'.join(path)}')"
+
+    def compact(self) -> None:
+        """Rewrite the file without its free pages (VACUUM), and empty its WAL."""
+        with self.read() as db:
+            db.execute("vacuum")
+            db.execute("pragma wal_checkpoint(truncate)")
 
     def _columns(self, table: str) -> set[str]:
         return {r[1] for r in self._conn.execute(f"pragma table_info({table})")}

@@ -12,7 +12,7 @@ import time
 
 from riverbed.config.metric_names import COUNTERS, is_counter
 from riverbed.state.records import Sample
-from riverbed.state.sqlite.db import Database
+from riverbed.state.sql.database import Database
 
 SCHEMA = """
 create table if not exists metrics (
@@ -26,7 +26,7 @@ create index if not exists metrics_by_ts on metrics (ts);
 """
 
 
-class SQLiteMetrics:
+class SQLMetrics:
     def __init__(self, db: Database):
         self._db = db
 
