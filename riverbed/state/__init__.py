@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from riverbed.config.loader import Project
+from riverbed.config.stores import StateConfig
 from riverbed.errors import RiverbedError, first_line
 from riverbed.state.records import (
     LakeFile,
@@ -34,21 +35,26 @@ __all__ = [
     "StateStore",
     "StateStoreFull",
     "TableSummary",
+    "existing_state",
     "open_state",
     "open_store",
 ]
 
 
 def open_store(path: Path) -> StateStore:
-    """The state store at ``path`` (one that exists: what the metrics endpoint reads)."""
+    """The SQLite state store at ``path`` (one that exists: what the metrics endpoint reads)."""
     return SQLiteStore(path)
 
 
 def open_state(project: Project) -> StateStore:
-    """The project's state store (state.engine at state.path)."""
+    """The project's state store: the SQLite file at state.path, or the PostgreSQL schema
+    state.schema of state.dsn."""
     state = project.config.state
-    if state.engine != "sqlite":
-        raise RiverbedError("state.engine postgres is not supported yet; use state.engine: sqlite")
+    if state.engine == "postgres":
+        # psycopg only for the projects that use it
+        from riverbed.state.postgres import PostgresStore
+
+        return PostgresStore(state_conninfo(state), state.schema_name)
     path = project.path(state.path)
     try:
         return SQLiteStore(path)
@@ -63,3 +69,28 @@ def open_state(project: Project) -> StateStore:
             f"{path.parent} must exist (or be creatable) and be writable: fix state.path in "
             "riverbed.yaml"
         ) from exc
+
+
+def existing_state(project: Project) -> StateStore | None:
+    """The project's state store, or None before anything made it (a SQLite file not there
+    yet: opening it would create it). A PostgreSQL store is on its server and opened (its
+    tables created at worst)."""
+    state = project.config.state
+    if state.engine == "sqlite" and not project.path(state.path).exists():
+        return None
+    return open_state(project)
+
+
+def state_conninfo(state: StateConfig) -> str:
+    """The libpq connection string of a PostgreSQL state store: state.dsn with
+    state.password, read now."""
+    from psycopg.conninfo import make_conninfo
+
+    assert state.dsn is not None  # the config model requires it for engine postgres
+    if state.password is None:
+        return state.dsn
+    try:
+        password = state.password.reveal()
+    except ValueError as exc:
+        raise RiverbedError(f"state.password: {exc}") from None
+    return make_conninfo(state.dsn, password=password)
