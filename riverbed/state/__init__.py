@@ -5,7 +5,9 @@ and every other stage reads (riverbed.state.store is the contract)."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from riverbed.config.loader import Project
 from riverbed.config.stores import StateConfig
@@ -35,6 +37,7 @@ __all__ = [
     "StateStore",
     "StateStoreFull",
     "TableSummary",
+    "advisory_lock",
     "existing_state",
     "open_state",
     "open_store",
@@ -79,6 +82,15 @@ def existing_state(project: Project) -> StateStore | None:
     if state.engine == "sqlite" and not project.path(state.path).exists():
         return None
     return open_state(project)
+
+
+def advisory_lock(state: StateConfig, name: str, refusal: Callable[[str], str]) -> Any:
+    """The PostgreSQL state store's lock ``name``, held until ``release()``: one process at a
+    time on any host (riverbed.state.postgres.lock); RiverbedError(``refusal(holder)``) when
+    another holds it."""
+    from riverbed.state.postgres.lock import AdvisoryLock
+
+    return AdvisoryLock(state_conninfo(state), state.schema_name, name, refusal)
 
 
 def state_conninfo(state: StateConfig) -> str:
