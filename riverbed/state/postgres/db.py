@@ -21,8 +21,7 @@ The repositories' ``?`` and ``:name`` placeholders become psycopg's ``%s`` and `
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from functools import lru_cache
@@ -34,7 +33,7 @@ from psycopg.adapt import Loader
 
 from riverbed.errors import RiverbedError, dsn_display, first_line, transient_connect
 from riverbed.state.postgres.schema import advisory_key, ddl, pg_types
-from riverbed.state.sql.database import StateStoreFull
+from riverbed.state.sql.database import SharedConnection, StateStoreFull
 
 # a ``?``, a ``:name`` (not a ``::`` cast) or a literal ``%``
 _PLACEHOLDER = re.compile(r"\?|(?<![:\w]):([A-Za-z_]\w*)|%")
@@ -81,18 +80,18 @@ class _Translating:
         return cursor
 
 
-class Database:
+class Database(SharedConnection):
     """The connection to ``conninfo`` (password included), its lock, and the depth of the
-    transaction the lock's owner has open; the store's tables in ``schema``, created on
-    first use from the repositories' SQLite ``schema_sql``."""
+    transaction the lock's owner has open (riverbed.state.sql.database.SharedConnection); the
+    store's tables in ``schema``, created on first use from the repositories' SQLite
+    ``schema_sql``."""
 
     def __init__(self, conninfo: str, schema: str, schema_sql: str):
+        super().__init__()
         self.conninfo = conninfo
         self.schema = schema
         self.display = dsn_display(conninfo, "state.dsn")
         self._writer = advisory_key(schema, WRITER_LOCK)
-        self._lock = threading.RLock()
-        self._depth = 0  # of the open transaction; only the lock's owner reads or writes it
         self._conn = self._connect()
         self._create(ddl(schema_sql))
 
@@ -130,55 +129,23 @@ class Database:
         with self._lock:
             self._conn.close()
 
-    @contextmanager
-    def read(self) -> Iterator[_Translating]:
-        """The connection, for reads, while no other thread is inside a transaction."""
-        with self._lock, self._translating():
-            self._reconnect()
-            yield _Translating(self._conn)
+    def _connection(self) -> _Translating:
+        """The connection, a fresh one in place of one that broke (only between
+        transactions: inside one, the error goes to the writer)."""
+        if not self._depth and (self._conn.closed or self._conn.broken):
+            self._conn = self._connect()
+        return _Translating(self._conn)
 
     @contextmanager
-    def snapshot(self) -> Iterator[_Translating]:
-        """The connection, for several reads that see the store as of one moment (REPEATABLE
-        READ), under the lock. Inside this thread's write transaction, that transaction is the
-        moment."""
-        with self._lock, self._translating():
-            if self._depth:
-                yield _Translating(self._conn)
-                return
-            self._reconnect()
-            with self._conn.transaction():
+    def _transaction(self, write: bool) -> Iterator[_Translating]:
+        """A write transaction holds the writer lock; a read one reads as of one moment."""
+        conn = self._connection()
+        with self._conn.transaction():
+            if write:
+                self._conn.execute("select pg_advisory_xact_lock(%s)", (self._writer,))
+            else:
                 self._conn.execute("set transaction isolation level repeatable read read only")
-                yield _Translating(self._conn)
-
-    def rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self.read() as db:
-            return db.execute(query, params).fetchall()
-
-    def row(self, query: str, params: Sequence[Any] = ()) -> Any:
-        with self.read() as db:
-            return db.execute(query, params).fetchone()
-
-    @contextmanager
-    def write(self) -> Iterator[_Translating]:
-        """One write transaction, holding the writer lock, or the one this thread has open:
-        what it writes becomes durable with the outermost one, or not at all."""
-        with self._lock, self._translating():
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield _Translating(self._conn)
-                finally:
-                    self._depth -= 1
-                return
-            self._reconnect()
-            self._depth = 1
-            try:
-                with self._conn.transaction():
-                    self._conn.execute("select pg_advisory_xact_lock(%s)", (self._writer,))
-                    yield _Translating(self._conn)
-            finally:
-                self._depth = 0
+            yield conn
 
     def add_columns(self, table: str, columns: dict[str, str]) -> None:
         """Give a table created by an earlier release the ``columns`` it lacks."""
@@ -194,8 +161,8 @@ class Database:
     def compact(self) -> None:
         """Rewrite every table of the store (VACUUM FULL, outside a transaction) so deleted
         values leave no dead tuples behind."""
-        with self._lock, self._translating():
-            self._reconnect()
+        with self._lock, self._errors():
+            self._connection()
             tables = self._conn.execute(
                 "select tablename from pg_tables where schemaname = %s", (self.schema,)
             ).fetchall()
@@ -203,13 +170,8 @@ class Database:
                 name = sql.Identifier(self.schema, table)
                 self._conn.execute(sql.SQL("vacuum full {}").format(name))
 
-    def _reconnect(self) -> None:
-        """A fresh connection in place of one that broke (only between transactions)."""
-        if self._conn.closed or self._conn.broken:
-            self._conn = self._connect()
-
     @contextmanager
-    def _translating(self) -> Iterator[None]:
+    def _errors(self) -> Iterator[None]:
         """A statement that failed because the server's disk is full, or the connection was
         lost, as one RiverbedError naming state.dsn (transient: a follower retries)."""
         try:
