@@ -68,3 +68,50 @@ def test_a_server_that_cannot_be_reached_is_one_line_naming_the_keys() -> None:
     assert "cannot connect to the state store postgresql://riverbed@127.0.0.1:1/nowhere" in text
     assert "state.dsn and state.password" in text
     assert failed.value.error_class == ErrorClass.TRANSIENT
+
+
+def test_a_store_from_before_commit_times_opens_and_keeps_its_files(
+    state_database: Database, pg_state: tuple[str, str]
+) -> None:
+    dsn, schema = pg_state
+    with state_database.connect(autocommit=True) as conn:
+        conn.execute(f"create schema {schema}")
+        conn.execute(
+            f"create table {schema}.lake_files (path text primary key, stage text not null,"
+            " table_name text not null, rows bigint not null, bytes bigint not null, min_lsn"
+            " bigint not null, max_lsn bigint not null, schema_version bigint not null,"
+            " full_load bigint not null default 0, slot text, created_at double precision"
+            " not null)"
+        )
+        conn.execute(
+            f"insert into {schema}.lake_files values"
+            " ('raw/orders/old.parquet', 'raw', 'orders', 1, 1, 100, 100, 1, 0, 's', 0)"
+        )
+    store = PostgresStore(dsn, schema)
+    try:
+        (old,) = store.lake.files("raw", "orders")
+        assert (old.path, old.min_commit_ts, old.max_commit_ts) == (
+            "raw/orders/old.parquet",
+            None,
+            None,
+        )
+        store.lake.add([FILE])
+        assert [f.path for f in store.lake.files("raw")] == [FILE.path, old.path]
+    finally:
+        store.close()
+
+
+def test_opening_a_made_store_waits_for_no_writer(pg_state: tuple[str, str]) -> None:
+    """A store made once is opened without its writer lock: a scrape or a status while a long
+    write transaction is open does not wait for it."""
+    dsn, schema = pg_state
+    PostgresStore(dsn, schema).close()
+    writer = PostgresStore(dsn, schema)
+    try:
+        with writer.transaction():
+            writer.capture.commit("s", [FILE], 20)
+            reader = PostgresStore(dsn + " options='-c lock_timeout=2000'", schema)
+            assert reader.capture.position("s") is None  # not committed yet
+            reader.close()
+    finally:
+        writer.close()

@@ -20,6 +20,7 @@ The repositories' ``?`` and ``:name`` placeholders become psycopg's ``%s`` and `
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -110,13 +111,26 @@ class Database(SharedConnection):
 
     def _create(self, statements: list[str]) -> None:
         """The schema and its tables, where missing, under the writer lock (two hosts opening a
-        new store at once would otherwise both create them, and one would fail)."""
+        new store at once would otherwise both create them, and one would fail). Done once per
+        release's tables: their digest, recorded with them, is all a later open reads, so
+        opening a store (each /metrics scrape does) takes no lock."""
+        digest = hashlib.sha256("\n".join(statements).encode()).hexdigest()
+        try:
+            if self.row("select 1 from schema_digests where digest = ?", (digest,)):
+                return
+        except errors.UndefinedTable:  # a new store: not even its schema
+            pass
         create = sql.SQL("create schema if not exists {}").format(sql.Identifier(self.schema))
         try:
             with self.write() as db:
                 db.execute(create.as_string(self._conn))
                 for statement in statements:
                     db.execute(statement)
+                db.execute("create table if not exists schema_digests (digest text primary key)")
+                db.execute(
+                    "insert into schema_digests (digest) values (?) on conflict do nothing",
+                    (digest,),
+                )
         except errors.InsufficientPrivilege as exc:
             raise RiverbedError(
                 f"state.schema {self.schema}: cannot create the state store's tables in "
@@ -148,9 +162,21 @@ class Database(SharedConnection):
             yield conn
 
     def add_columns(self, table: str, columns: dict[str, str]) -> None:
-        """Give a table created by an earlier release the ``columns`` it lacks."""
+        """Give a table created by an earlier release the ``columns`` it lacks (looked up
+        first: ALTER TABLE locks the table even when it changes nothing)."""
+        present = {
+            r[0]
+            for r in self.rows(
+                "select column_name from information_schema.columns"
+                " where table_schema = ? and table_name = ?",
+                (self.schema, table),
+            )
+        }
+        missing = {c: kind for c, kind in columns.items() if c not in present}
+        if not missing:
+            return
         with self.write() as db:
-            for column, kind in columns.items():
+            for column, kind in missing.items():
                 db.execute(
                     f"alter table {table} add column if not exists {column} {pg_types(kind)}"
                 )
