@@ -1,6 +1,8 @@
 """The state store: the lake's manifest, capture's positions, the transform's bookmarks, the
 load's batches, the run history, metrics, alarms and the audit trail: everything a stage records about its work
-and every other stage reads (riverbed.state.store is the contract)."""
+and every other stage reads (riverbed.state.store is the contract): one SQLite file
+(state.engine: sqlite, the default) or a PostgreSQL schema several hosts share (state.engine:
+postgres), with the project's locks on that server (``advisory_lock``)."""
 
 from __future__ import annotations
 
