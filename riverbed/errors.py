@@ -17,7 +17,7 @@ Every error meant for the user is a RiverbedError (exit 1 unless said otherwise)
     │                              equivalent (also a ValueError)
     ├── LakeError                  riverbed.lake.storage: a lake read or write; per error
     │   └── LakeFileMissing        the file does not exist (also a FileNotFoundError)
-    ├── StateStoreFull             riverbed.state.sqlite.db: the state store's disk is full
+    ├── StateStoreFull             riverbed.state.sql.database: the state store's disk is full
     │                              (TRANSIENT: a follower waits for room)
     ├── TransformEngineError       riverbed.transform.engine: a statement failed; per error
     ├── RuleError                  riverbed.transform.rules.context: a quality rule cannot
@@ -146,3 +146,31 @@ def missing_database(exc: BaseException) -> str | None:
     another, not to start anything. (libpq gives connection failures no SQLSTATE.)"""
     match = _MISSING_DATABASE.search(str(exc))
     return match.group(1) if match else None
+
+
+# a server that answered a connection with FATAL refused it for good (a wrong password, no
+# such role or database, no pg_hba.conf entry: retrying changes nothing) unless it says why
+# later would do (psycopg gives connection failures no SQLSTATE, so their text it is)
+_TRANSIENT_FATAL = ("starting up", "shutting down", "in recovery", "too many", "not yet accepting")
+
+
+def transient_connect(exc: BaseException) -> bool:
+    """Whether a failed PostgreSQL connection may succeed when retried: no answer (the server
+    down, unreachable, too slow), or a refusal that names a passing state."""
+    text = str(exc)
+    return "FATAL:" not in text or any(reason in text for reason in _TRANSIENT_FATAL)
+
+
+def dsn_display(dsn: str, key: str) -> str:
+    """The libpq ``dsn`` (riverbed.yaml's ``key``) as a URI without secrets, for messages."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return f"(invalid {key})"
+    user = parts.get("user", "")
+    host = parts.get("host", "localhost")
+    port = parts.get("port", "5432")
+    return f"postgresql://{user}{'@' if user else ''}{host}:{port}/{parts.get('dbname', '')}"

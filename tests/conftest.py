@@ -219,20 +219,63 @@ def run_cli(
 
 
 # every implementation of the state store runs the contract tests (tests/test_state_contract*.py)
-STATE_STORES = ["sqlite"]
+STATE_STORES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def state_database(pg_server: EmbeddedServer) -> Iterator[Database]:
+    """The database the PostgreSQL state stores of the session live in, a schema each."""
+    yield from _fresh_database(pg_server)
+
+
+@pytest.fixture
+def pg_state(state_database: Database) -> Iterator[tuple[str, str]]:
+    """A PostgreSQL state store's place of the test's own: (conninfo, a fresh schema), the
+    schema dropped afterwards."""
+    schema = f"state_{uuid.uuid4().hex[:12]}"
+    yield state_database.dsn, schema
+    with state_database.connect(autocommit=True) as conn:
+        conn.execute(f"drop schema if exists {schema} cascade")
 
 
 @pytest.fixture(params=STATE_STORES)
 def state_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh, empty state store of each implementation (riverbed.state.store.StateStore)."""
     from riverbed.state import SQLiteStore
+    from riverbed.state.postgres import PostgresStore
 
-    assert request.param == "sqlite"
-    store = SQLiteStore(tmp_path / "state.db")
+    store: Any
+    if request.param == "postgres":
+        store = PostgresStore(*request.getfixturevalue("pg_state"))
+    else:
+        store = SQLiteStore(tmp_path / "state.db")
     try:
         yield store
     finally:
         store.close()
+
+
+def store_place(store: Any) -> tuple[str, ...]:
+    """Where a state store of the contract tests is: ("sqlite", path) or ("postgres",
+    conninfo, schema), the arguments of ``open_place`` (in another process, say)."""
+    from riverbed.state import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        return ("sqlite", str(store.path))
+    return ("postgres", store.conninfo, store.schema)
+
+
+def open_place(engine: str, *where: str) -> Any:
+    """The state store at a ``store_place``."""
+    from riverbed.state import SQLiteStore
+    from riverbed.state.postgres import PostgresStore
+
+    return SQLiteStore(Path(where[0])) if engine == "sqlite" else PostgresStore(*where)
+
+
+def reopen_store(store: Any) -> Any:
+    """A second store on the same file or schema, as another process would open it."""
+    return open_place(*store_place(store))
 
 
 def capture_and_run(config: Path) -> dict[str, Any]:

@@ -129,9 +129,19 @@ MISTAKES = [
         "orchestration: {cron: '*/5 * * * *', every_seconds: 60}\n",
         "orchestration: every_seconds and cron are both set",
     ),
+    ("state: {engine: postgres}\n", "state: engine postgres needs dsn"),
     (
-        "state: {engine: postgres, dsn: 'host=db dbname=state'}\n",
-        "state.engine = 'postgres': only sqlite is supported today",
+        "state: {dsn: 'host=db dbname=state'}\n",
+        "state: dsn is for engine postgres; set engine: postgres, or remove dsn",
+    ),
+    (
+        "state: {engine: postgres, dsn: 'host=db dbname=state', path: s.db}\n",
+        "state: path is for engine sqlite (a local file); engine postgres keeps the state in "
+        "schema",
+    ),
+    (
+        "state: {engine: postgres, dsn: 'host=db dbname=state', schema: Riverbed-State}\n",
+        "state.schema = 'Riverbed-State': must be a PostgreSQL schema name in lower case",
     ),
     (
         "tables:\n  t: {kind: fact, target: x, keys: [id], quality: "
@@ -630,6 +640,27 @@ def test_value_and_expression_rules_and_the_logs_section_load() -> None:
     assert str(config.logs.path) == "../shared/logs/pipeline.jsonl"
     defaults = parse_config("version: 1\n", "riverbed.yaml").logs
     assert (str(defaults.path), defaults.level) == (".riverbed/logs/riverbed.jsonl", "info")
+
+
+def test_a_postgres_state_store_names_its_server_password_and_schema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from riverbed.state import state_conninfo
+
+    monkeypatch.setenv("STATE_PW", "s3cret")
+    state = parse_config(
+        "state:\n  engine: postgres\n  dsn: 'host=db dbname=ops user=riverbed'\n"
+        "  password: {env: STATE_PW}\n",
+        "riverbed.yaml",
+    ).state
+    assert (state.engine, state.schema_name) == ("postgres", "riverbed_state")
+    assert "password=s3cret" in state_conninfo(state)
+    assert "s3cret" not in repr(state)
+    named = parse_config(
+        "state: {engine: postgres, dsn: 'host=db dbname=ops', schema: pipeline_state}\n",
+        "riverbed.yaml",
+    )
+    assert named.state.schema_name == "pipeline_state"
 
 
 def test_a_dimension_versions_per_transaction_unless_set_per_change() -> None:

@@ -244,7 +244,7 @@ KILLED_AT = """
 import os, sys
 from riverbed.lake import scrub
 from riverbed.load.duckdb_warehouse import DuckDBWarehouse
-from riverbed.state.sqlite.erasure import SQLiteErasureLog
+from riverbed.state.sql.erasure import SQLErasureLog
 
 def die_after(owner, name, before=False):
     original = getattr(owner, name)
@@ -263,7 +263,7 @@ elif point == "warehouse":
 elif point == "compacted":
     die_after(DuckDBWarehouse, "compact")
 else:
-    die_after(SQLiteErasureLog, "compact")
+    die_after(SQLErasureLog, "compact")
 from riverbed.cli import main
 sys.argv[0] = "riverbed"
 main()

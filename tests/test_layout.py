@@ -23,7 +23,7 @@ SHARED = {"lake", "state", "config", "source", "errors", "shop"}
 CONDUCTORS = {"orchestrate", "serve"}
 LEAVES = {"lake", "state", "config"}
 # the state store's implementations: the stages see only its protocol (riverbed.state.store)
-STATE_IMPL = "riverbed.state.sqlite"
+STATE_IMPL = ("riverbed.state.sql", "riverbed.state.postgres")  # and .sqlite
 
 # imports that break the rules today, each to be removed by the work named beside it; the test
 # fails on any violation not listed here, and on one listed here that is gone

@@ -4,11 +4,16 @@ implementation runs the same tests (conftest.STATE_STORES)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import reopen_store, store_place
 from riverbed.config.source import SourceConfig
 from riverbed.state import LakeFile, SchemaVersion, SnapshotDone
 
@@ -162,3 +167,56 @@ def test_another_thread_never_reads_rows_that_are_not_committed(state_store: Any
         raise RuntimeError("rolled back")
     thread.join(10)
     assert seen == [[]]
+
+
+# a process that opens the store at argv[2:] and commits a capture flush, killed (SIGKILL, as
+# kill -9) at argv[1]: after the manifest rows are written inside the transaction, before the
+# position is; or once the commit returned
+KILLED_IN_COMMIT = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from conftest import open_place
+from riverbed.state import LakeFile
+from riverbed.state.sql.lake_files import SQLLakeFiles
+
+point, place = sys.argv[2], sys.argv[3:]
+if point == "rows":
+    add = SQLLakeFiles.add
+    def add_then_die(self, files, slot=None):
+        add(self, files, slot)
+        os.kill(os.getpid(), signal.SIGKILL)
+    SQLLakeFiles.add = add_then_die
+store = open_place(*place)
+file = LakeFile(
+    path="raw/orders/a.parquet", stage="raw", table="orders", rows=5, bytes=100, min_lsn=10,
+    max_lsn=20, schema_version=1,
+)
+store.capture.commit("s", [file], 20)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("point", ["rows", "committed"])
+def test_a_kill_in_a_capture_commit_leaves_its_files_and_position_both_or_neither(
+    state_store: Any, point: str
+) -> None:
+    """kill -9 of the process that commits a flush: the manifest rows and the position it
+    wrote are both visible to the next process, or neither is."""
+    tests = str(Path(__file__).parent)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_COMMIT, tests, point, *store_place(state_store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    after = reopen_store(state_store)
+    try:
+        files = [f.path for f in after.lake.files("raw")]
+        position = after.capture.position("s")
+        # the next commit of the same flush is not held back by a lock the dead one took
+        after.capture.commit("s", [], 30)
+    finally:
+        after.close()
+    expected = (["raw/orders/a.parquet"], 20) if point == "committed" else ([], None)
+    assert (files, position) == expected

@@ -1,7 +1,8 @@
 """The state store's contract for the audit trail (riverbed.state.store.AuditLog): records
 read back as appended, filtered, and hash-chained so that a record edited, deleted or inserted
 behind the store's back is found and named. Every implementation runs these through the
-protocol; the tampering goes around it, with sqlite3 on the SQLite store's file."""
+protocol; the tampering goes around it, with a connection of its own to the store's file or
+schema."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from conftest import reopen_store, store_place
 from riverbed.state.audit_chain import GENESIS, digest
+from riverbed.state.postgres.db import translated
 from riverbed.state.records import AuditEntry, AuditRecord
 from riverbed.state.store import StateStore
 
@@ -41,17 +45,22 @@ def fill(store: StateStore, count: int) -> list[AuditRecord]:
 
 
 def tamper(store: StateStore, *statements: tuple[str, tuple[Any, ...]]) -> None:
-    """Run ``statements`` on the store's file with a connection of its own: an editor that
-    goes around the store."""
+    """Run ``statements`` on the store's file (SQLite) or schema (PostgreSQL) with a connection
+    of its own: an editor that goes around the store."""
     path = getattr(store, "path", None)
-    if not isinstance(path, Path):
-        pytest.skip("tampering needs the SQLite store's file")
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
+    if isinstance(path, Path):
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            for sql, params in statements:
+                conn.execute(sql, params)
+        finally:
+            conn.close()
+        return
+    conninfo, schema = store_place(store)[1:]
+    with psycopg.connect(conninfo, autocommit=True) as pg:
+        pg.execute(f"set search_path to {schema}")
         for sql, params in statements:
-            conn.execute(sql, params)
-    finally:
-        conn.close()
+            pg.execute(translated(sql), params)
 
 
 def problem(store: StateStore) -> tuple[str | None, int | None]:
@@ -255,12 +264,7 @@ def test_a_record_added_after_the_newest_is_named(state_store: StateStore) -> No
 def test_concurrent_appends_keep_one_chain(state_store: StateStore) -> None:
     """Threads sharing the store, and a second store on the same file (as another process
     would open it), append at once: one chain, every record in it once."""
-    others: list[Any] = []
-    path = getattr(state_store, "path", None)
-    if isinstance(path, Path):
-        from riverbed.state import SQLiteStore
-
-        others = [SQLiteStore(path)]
+    others: list[Any] = [reopen_store(state_store)]
     stores = [state_store, state_store, state_store, *others]
     errors: list[BaseException] = []
 

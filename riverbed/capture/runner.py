@@ -45,7 +45,7 @@ from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamSettin
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
-from riverbed.lake.lock import ProcessLock, every_run_lock
+from riverbed.lake.lock import every_run_lock, project_lock
 from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn, parse_lsn
 from riverbed.lake.storage import LakeStorage, open_storage
@@ -100,7 +100,7 @@ def run_capture(
     slot, publication = manifest.capture.names(cfg.source, create=True)
     assert slot is not None and publication is not None  # create: the project's own, if unset
     try:
-        lock = ProcessLock(project.home / f"capture-{slot}.lock", "riverbed capture")
+        lock = project_lock(project, f"capture-{slot}", "riverbed capture")
     except BaseException:
         manifest.close()
         raise
@@ -519,6 +519,6 @@ def _withdraw_facts(project: Project, manifest: StateStore) -> None:
     if not facts:
         return
     # as --reprocess: no run may be between its transform and its load meanwhile
-    with every_run_lock(project.home):
+    with every_run_lock(project):
         for name in facts:
             manifest.transform.withdraw(name, 0)

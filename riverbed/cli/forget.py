@@ -94,7 +94,7 @@ def erase_subjects(project: Project, table: str, wanted: list[str]) -> list[Eras
 
     cfg = project.config
     done: list[Erased] = []
-    with every_run_lock(project.home):
+    with every_run_lock(project):
         store = open_state(project)
         try:
             storage = open_storage(cfg.lake, project.root)

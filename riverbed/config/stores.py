@@ -118,17 +118,42 @@ class WarehouseConfig(_PostgresCapable):
     query: QueryConfig = QueryConfig()
 
 
+# a schema name used unquoted: lower case, as PostgreSQL folds it, and no longer than its 63
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
 class StateConfig(_PostgresCapable):
+    """The state store (riverbed.state): a SQLite file at ``path`` (one machine), or the
+    tables of ``schema`` in the PostgreSQL database of ``dsn`` (capture, pipeline and web app
+    on different hosts sharing it; its locks are that server's advisory locks)."""
+
     engine: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Path(".riverbed/state.db")  # engine sqlite
+    schema_name: str = Field("riverbed_state", alias="schema")  # engine postgres
 
-    @field_validator("engine")
+    @field_validator("schema_name")
     @classmethod
-    def _implemented(cls, value: str) -> str:
-        # postgres is in the schema (the design's scale-out option) but no store implements
-        # it yet: refusing it here beats `status` silently reading SQLite while `run` fails
-        if value != "sqlite":
+    def _schema_name(cls, value: str) -> str:
+        if not _SCHEMA.match(value):
             raise ValueError(
-                "only sqlite is supported today; set state.engine: sqlite (or leave it out)"
+                "must be a PostgreSQL schema name in lower case: letters, digits and '_', "
+                "starting with a letter or '_', at most 63, e.g. riverbed_state"
             )
         return value
+
+    @model_validator(mode="after")
+    def _keys_of_the_engine(self) -> StateConfig:
+        given = self.model_fields_set
+        if self.engine == "sqlite":
+            wrong = [key for key in ("dsn", "password", "schema_name") if key in given]
+            if wrong:
+                keys = ", ".join(key.removesuffix("_name") for key in wrong)
+                raise ValueError(
+                    f"{keys} is for engine postgres; set engine: postgres, or remove {keys}"
+                )
+        elif "path" in given:
+            raise ValueError(
+                "path is for engine sqlite (a local file); engine postgres keeps the state in "
+                "schema (default riverbed_state) of the database of dsn: remove path"
+            )
+        return self

@@ -103,7 +103,8 @@ warehouse:
   engine: duckdb
   path: .riverbed/warehouse.duckdb
 
-# Manifest, bookmarks, run history, metrics: sqlite, one file.
+# Manifest, bookmarks, run history, metrics: sqlite, one file; or postgres (engine: postgres,
+# dsn: "...", password: {env: ...}) for capture, runs and the web app on several hosts.
 state:
   engine: sqlite
   path: .riverbed/state.db"""

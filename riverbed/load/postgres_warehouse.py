@@ -34,7 +34,7 @@ from sqlglot.errors import SqlglotError
 # defined in sqlglot.tokenizer_core since sqlglot 30, and imported by tokens for older callers
 from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
-from riverbed.errors import first_line, missing_database
+from riverbed.errors import dsn_display, first_line, missing_database, transient_connect
 from riverbed.load.warehouse import (
     DIALECTS,
     READ_ONLY_HINT,
@@ -87,10 +87,6 @@ _ARROW_TYPES: dict[int, pa.DataType] = {
     1184: pa.timestamp("us", tz="UTC"),
 }
 _TEXT_TYPES = {"text", "character varying", "character"}
-# a server that answered a connection with FATAL refused it for good (a wrong password, no
-# such role or database, no pg_hba.conf entry: retrying changes nothing) unless it says why
-# later would do (psycopg gives connection failures no SQLSTATE, so their text it is)
-_TRANSIENT_FATAL = ("starting up", "shutting down", "in recovery", "too many", "not yet accepting")
 # SQLSTATE classes worth a retry: connection exceptions, insufficient resources, operator
 # intervention (e.g. admin shutdown); plus serialization failure and deadlock.
 _TRANSIENT_CLASSES = ("08", "53", "57")
@@ -121,7 +117,7 @@ class PostgresWarehouse:
     has_indexes = DIALECTS[dialect].has_indexes  # True
 
     def __init__(self, dsn: str, password: str | None = None, *, read_only: bool = False):
-        self.display = _display(dsn)
+        self.display = dsn_display(dsn, "warehouse.dsn")
         self._read_only = read_only
         extra: dict[str, str] = {"password": password} if password is not None else {}
         if read_only:
@@ -145,7 +141,7 @@ class PostgresWarehouse:
             raise WarehouseError(
                 f"cannot connect to the warehouse {self.display}: {first_line(exc)}; "
                 "check warehouse.dsn and warehouse.password, and that the server is up",
-                transient=_transient_connect(exc),
+                transient=transient_connect(exc),
             ) from exc
 
     def execute(self, statement: exp.Expr | str) -> int:
@@ -426,22 +422,3 @@ def _options(dsn: str) -> str:
         return str(conninfo_to_dict(dsn).get("options") or "")
     except psycopg.ProgrammingError:
         return ""
-
-
-def _display(dsn: str) -> str:
-    """The DSN as a URI without secrets, for messages."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "(invalid warehouse.dsn)"
-    user = parts.get("user", "")
-    host = parts.get("host", "localhost")
-    port = parts.get("port", "5432")
-    return f"postgresql://{user}{'@' if user else ''}{host}:{port}/{parts.get('dbname', '')}"
-
-
-def _transient_connect(exc: psycopg.OperationalError) -> bool:
-    """Whether a failed connection may succeed when retried: no answer (the server down,
-    unreachable, too slow), or a refusal that names a passing state."""
-    text = str(exc)
-    return "FATAL:" not in text or any(reason in text for reason in _TRANSIENT_FATAL)

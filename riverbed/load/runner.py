@@ -37,7 +37,7 @@ from sqlglot.errors import ParseError
 
 from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
-from riverbed.lake.lock import ProcessLock
+from riverbed.lake.lock import project_lock
 from riverbed.lake.parquet import read_schema, read_table
 from riverbed.lake.reader import as_pg_text, concat_versions
 from riverbed.lake.schema import CDC_COLUMNS, OP
@@ -602,7 +602,7 @@ def run_load(project: Project, *, tables: Sequence[str] | None = None) -> LoadRe
     """Load every staged batch not loaded yet into the warehouse."""
     cfg = project.config
     storage = open_storage(cfg.lake, project.root)
-    with ProcessLock(project.home / "load.lock", "riverbed run (load)"):
+    with project_lock(project, "load", "riverbed run (load)"):
         manifest = open_state(project)
         warehouse = open_warehouse(cfg.warehouse, project.root)
         try:

@@ -1,7 +1,7 @@
 """Prometheus exposition of the state store's metrics.
 
 The numbers are not kept in this process: every stage writes samples to the state store
-(SQLite, written by other processes), and each scrape reads them from there. A counter
+(written by other processes), and each scrape reads them from there. A counter
 (``riverbed.observe.metrics.is_counter``) is exposed as a counter, ``riverbed_<name>_total``:
 the sum of its stored increments, which never goes down (pruning folds old increments, it does
 not drop them). Every other metric is a gauge: its newest sample. ``seconds_since_last_success``
@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from riverbed.config.metric_names import SINCE_LAST_SUCCESS, is_counter
 from riverbed.observe.metrics import since_last_success
-from riverbed.state import Sample, open_store
+from riverbed.state import Sample, StateStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,18 @@ def label_name(name: str) -> str:
     return cleaned
 
 
+# the state store to read: the SQLite file at a path, or what opens the project's store (None
+# while there is none yet)
+StateSource = Path | Callable[[], StateStore | None]
+
+
 class StateStoreCollector(Collector):
-    """One family per metric name in the state store at ``state_path`` (a counter or a gauge),
-    one sample per label set, plus ``riverbed_up 1``. ``refresh``, if given, runs before each
+    """One family per metric name in the state store ``state`` (a counter or a gauge), one
+    sample per label set, plus ``riverbed_up 1``. ``refresh``, if given, runs before each
     read: it records what must be measured at scrape time (the capture lag, from the source)."""
 
-    def __init__(self, state_path: Path, refresh: Callable[[], None] | None = None):
-        self.state_path = state_path
+    def __init__(self, state: StateSource, refresh: Callable[[], None] | None = None):
+        self.state = state
         self.refresh = refresh
 
     def describe(self) -> Iterable[Metric]:
@@ -77,7 +82,7 @@ class StateStoreCollector(Collector):
         """(counters, gauges) of the store, as of now."""
         # a missing store is a pipeline that has not run yet, not an error; opening the
         # StateStore would create it, so look first
-        if not self.state_path.exists():
+        if isinstance(self.state, Path) and not self.state.exists():
             return [], []
         if self.refresh is not None:
             try:
@@ -86,7 +91,9 @@ class StateStoreCollector(Collector):
                 log.warning("metrics not refreshed before the scrape: %s", exc)
         # opened per scrape: other processes write the store, and a connection held open
         # across scrapes would pin the WAL and outlive a store that was replaced
-        manifest = open_store(self.state_path)
+        manifest = open_store(self.state) if isinstance(self.state, Path) else self.state()
+        if manifest is None:
+            return [], []
         try:
             metrics = manifest.metrics
             now = time.time()
@@ -165,10 +172,10 @@ def _labels(sample: Sample) -> tuple[tuple[str, str], ...]:
     return tuple(sorted({label_name(k): str(v) for k, v in sample.labels.items()}.items()))
 
 
-def metrics_text(state_path: Path, refresh: Callable[[], None] | None = None) -> bytes:
-    """The exposition (text format 0.0.4, CONTENT_TYPE) of the state store at ``state_path``,
+def metrics_text(state: StateSource, refresh: Callable[[], None] | None = None) -> bytes:
+    """The exposition (text format 0.0.4, CONTENT_TYPE) of the state store ``state``,
     ``refresh`` run first (see StateStoreCollector): what /metrics answers
     (riverbed.serve.metrics)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateStoreCollector(state_path, refresh))
+    registry.register(StateStoreCollector(state, refresh))
     return generate_latest(registry)

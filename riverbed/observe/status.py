@@ -12,7 +12,7 @@ from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError, SlotReplaced
 from riverbed.lake.positions import format_lsn
 from riverbed.source.connection import source_for
-from riverbed.state import StateStore, TableSummary, open_state
+from riverbed.state import StateStore, TableSummary, existing_state
 from riverbed.state.records import BatchQuality, Lag
 
 
@@ -43,8 +43,7 @@ def gather(
         "alarms": [],
         "last_hour": {},
     }
-    state_path = project.path(cfg.state.path)
-    manifest = open_state(project) if state_path.exists() else None
+    manifest = existing_state(project)
     if manifest is not None:
         slot = manifest.capture.names(cfg.source)[0]
     position = manifest.capture.position(slot) if manifest and slot else None

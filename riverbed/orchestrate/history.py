@@ -20,11 +20,11 @@ import socket
 import time
 import uuid
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
+from riverbed.config.loader import Project
 from riverbed.errors import RiverbedError
-from riverbed.lake.lock import ProcessLock
+from riverbed.lake.lock import project_lock
 from riverbed.state import StateStore
 from riverbed.state.records import RunRecord
 
@@ -135,7 +135,7 @@ class RunHistory:
 class RunLock:
     """One `riverbed run` at a time per project (see the module docstring)."""
 
-    def __init__(self, path: Path, history: RunHistory):
+    def __init__(self, project: Project, history: RunHistory):
         def refusal(pid: str) -> str:
             active = history.runs.running()
             named = (
@@ -149,7 +149,7 @@ class RunLock:
                 "`riverbed runs`, or stop it (Ctrl-C or SIGTERM) before starting another"
             )
 
-        self.lock = ProcessLock(path, "riverbed run", refusal)
+        self.lock = project_lock(project, "run", "riverbed run", refusal)
         # the lock is ours: any run still 'running' belonged to a process that died
         self.taken_over = history.runs.running()
         for stale in self.taken_over:

@@ -101,7 +101,7 @@ def run_pipeline(
     manifest = open_state(project)
     try:
         history = RunHistory(manifest)
-        lock = RunLock(project.home / "run.lock", history)
+        lock = RunLock(project, history)
         try:
             return _execute(
                 project,

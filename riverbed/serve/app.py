@@ -39,6 +39,7 @@ from riverbed.serve.results import QueryFailed
 from riverbed.serve.security import BodyLimit, SecurityHeaders
 from riverbed.serve.sessions import Sessions
 from riverbed.serve.static import static_router
+from riverbed.state import existing_state
 
 SECRET_FILE = "serve.secret"  # under the project's .riverbed
 
@@ -75,7 +76,7 @@ def create_app(project: Project, refresh_metrics: Callable[[], None] | None = No
         charts_api.health_router,
         docs.router,
         static_router(),
-        metrics_router(project.path(project.config.state.path), refresh_metrics),
+        metrics_router(lambda: existing_state(project), refresh_metrics),
     ):
         app.include_router(router)
     _answer_errors(app)

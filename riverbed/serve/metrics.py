@@ -7,25 +7,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
-from riverbed.observe.prometheus import CONTENT_TYPE, METRICS_PATH, metrics_text
+from riverbed.observe.prometheus import CONTENT_TYPE, METRICS_PATH, StateSource, metrics_text
 
 log = logging.getLogger(__name__)
 
 
-def metrics_router(state_path: Path, refresh: Callable[[], None] | None = None) -> APIRouter:
-    """The /metrics route on the state store at ``state_path``; ``refresh`` runs before each
-    scrape reads it (StateStoreCollector)."""
+def metrics_router(state: StateSource, refresh: Callable[[], None] | None = None) -> APIRouter:
+    """The /metrics route on the state store ``state``; ``refresh`` runs before each scrape
+    reads it (StateStoreCollector)."""
     router = APIRouter(include_in_schema=False)
 
     @router.get(METRICS_PATH)
     def metrics() -> Response:
         try:
-            body = metrics_text(state_path, refresh)
+            body = metrics_text(state, refresh)
         except Exception:
             # the scrape fails visibly (Prometheus sets up=0 for the target); the details go
             # to our log, not to whoever scrapes

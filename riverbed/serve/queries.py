@@ -174,7 +174,7 @@ class _Audit:
             if quiet is None:
                 raise GovernError(
                     f"the audit trail could not record this query ({first_line(exc)}); "
-                    "nothing is read unrecorded: check the state store (state.path)"
+                    "nothing is read unrecorded: check the state store (state.path, or state.dsn)"
                 ) from exc
 
 

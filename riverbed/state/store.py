@@ -1,8 +1,9 @@
 """The state store's contract: what the stages record about their work and read about each
 other's, and nothing else passes between them but the lake's files.
 
-One protocol per repository, grouped by ``StateStore``; SQLite implements it today
-(riverbed.state.sqlite), and a second implementation runs the same contract tests
+One protocol per repository, grouped by ``StateStore``; the repositories of riverbed.state.sql
+implement it over SQLite (riverbed.state.sqlite, one file: the default) or PostgreSQL
+(riverbed.state.postgres, a schema several hosts share), and both run the same contract tests
 (tests/test_state_contract*.py). Repositories take and return the records of
 riverbed.state.records; no SQL leaves the implementation.
 

@@ -1,5 +1,5 @@
 """Bookmarks: which raw files each table's transform has consumed, kept in the state store
-(store.transform, riverbed.state.sqlite.transform).
+(store.transform, riverbed.state.sql.transform).
 
 A batch's staged and quarantined files, its bookmarks (the raw files it consumed) and its quality
 results are committed in ONE state-store transaction, after every output file is written. So a

@@ -30,7 +30,7 @@ def reprocess(project: Project, table: str, start: str) -> list[WithdrawnBatch]:
         )
     # every lock a run or a single stage holds: withdrawn between a run's transform and its
     # load, the batches would be missing from that load, which then publishes without them
-    with every_run_lock(project.home):
+    with every_run_lock(project):
         manifest = open_state(project)
         try:
             lsn = _start_lsn(manifest, table, start)

@@ -48,7 +48,7 @@ from riverbed.config.personal import Scrub, scrubs_of
 from riverbed.config.tables import TableConfig
 from riverbed.errors import ConfigError, ErrorClass, RiverbedError
 from riverbed.lake.declared import Declared, declared_columns
-from riverbed.lake.lock import ProcessLock
+from riverbed.lake.lock import project_lock
 from riverbed.lake.reader import concat_versions
 from riverbed.lake.scrub import scrub, scrub_file
 from riverbed.lake.storage import LakeError, LakeStorage, open_storage
@@ -540,7 +540,7 @@ def run_transform(
             f"unknown table {', '.join(unknown)}; tables in config: {', '.join(cfg.tables)}"
         )
     storage = open_storage(cfg.lake, project.root)
-    with ProcessLock(project.home / "transform.lock", "riverbed run"):
+    with project_lock(project, "transform", "riverbed run"):
         manifest = open_state(project)
         chosen = open_engine(
             engine or cfg.transform.engine, cfg.transform.spark_master, cfg.transform.spark_conf

@@ -16,14 +16,12 @@ from typing import Any
 
 from riverbed.config import Project
 from riverbed.observe.metrics import since_last_success
-from riverbed.state import StateStore, open_state
+from riverbed.state import StateStore, existing_state
 
 
 def _store(project: Project) -> StateStore | None:
     """The project's state store, or None before anything ran (nothing to show yet)."""
-    if not project.path(project.config.state.path).exists():
-        return None
-    return open_state(project)
+    return existing_state(project)
 
 
 def pipeline_status(project: Project) -> dict[str, Any]:

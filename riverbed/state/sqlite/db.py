@@ -16,26 +16,21 @@ import contextlib
 import errno
 import shutil
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
-from riverbed.errors import ErrorClass, RiverbedError, first_line
+from riverbed.errors import RiverbedError, first_line
 from riverbed.private import private_file
+from riverbed.state.sql.database import SharedConnection, StateStoreFull
 
 
-class StateStoreFull(RiverbedError):
-    """The state store's disk is full: transient, a follower waits for room."""
-
-    error_class = ErrorClass.TRANSIENT
-
-
-class Database:
-    """The connection, its lock, and the depth of the transaction the lock's owner has open."""
+class Database(SharedConnection):
+    """The connection to the file at ``path``, its lock, and the depth of the transaction the
+    lock's owner has open (riverbed.state.sql.database.SharedConnection)."""
 
     def __init__(self, path: Path, schema: str):
+        super().__init__()
         private_file(path)  # SQLite gives its -wal and -shm the database file's mode
         self.path = path
         self._conn = sqlite3.connect(
@@ -44,67 +39,34 @@ class Database:
         self._conn.execute("pragma journal_mode = wal")
         self._conn.execute("pragma synchronous = full")
         self._conn.executescript(schema)
-        self._lock = threading.RLock()
-        self._depth = 0  # of the open transaction; only the lock's owner reads or writes it
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """The connection, for reads, while no other thread is inside a transaction."""
-        with self._lock:
-            yield self._conn
+    def _connection(self) -> sqlite3.Connection:
+        return self._conn
 
     @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """The connection, for several reads that see the file as of one moment (a read
-        transaction: another process's commits in between stay out), under the lock. Inside
-        this thread's write transaction, that transaction is the moment."""
-        with self._lock:
-            if self._depth:
-                yield self._conn
-                return
+    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+        if not write:
             self._conn.execute("begin")
             try:
                 yield self._conn
             finally:
                 self._conn.execute("commit")
+            return
+        self._conn.execute("begin immediate")
+        try:
+            yield self._conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # a failed commit rolled back already
+                self._conn.execute("rollback")
+            raise
+        self._conn.execute("commit")
 
-    def rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Every row ``query`` reads, under the lock (read)."""
-        with self.read() as db:
-            return db.execute(query, params).fetchall()
-
-    def row(self, query: str, params: Sequence[Any] = ()) -> Any:
-        """The first row ``query`` reads (None when there is none), under the lock (read)."""
-        with self.read() as db:
-            return db.execute(query, params).fetchone()
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, or the one this thread has open: what it writes becomes
-        durable with the outermost one, or not at all."""
-        with self._lock, _translating(self.path):
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self._conn
-                finally:
-                    self._depth -= 1
-                return
-            self._conn.execute("begin immediate")
-            self._depth = 1
-            try:
-                yield self._conn
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):  # a failed commit rolled back already
-                    self._conn.execute("rollback")
-                raise
-            finally:
-                self._depth = 0
-            self._conn.execute("commit")
+    def _errors(self) -> AbstractContextManager[None]:
+        return _translating(self.path)
 
     def add_columns(self, table: str, columns: dict[str, str]) -> None:
         """Give a table created by an earlier release the ``columns`` (name -> type) it lacks;
@@ -117,6 +79,15 @@ class Database:
             except sqlite3.OperationalError:
                 if column not in self._columns(table):
                     raise
+
+    def json_number(self, column: str, *path: str) -> str:
+        return f"json_extract({column}, '$.{'.'.join(path)}')"
+
+    def compact(self) -> None:
+        """Rewrite the file without its free pages (VACUUM), and empty its WAL."""
+        with self.read() as db:
+            db.execute("vacuum")
+            db.execute("pragma wal_checkpoint(truncate)")
 
     def _columns(self, table: str) -> set[str]:
         return {r[1] for r in self._conn.execute(f"pragma table_info({table})")}

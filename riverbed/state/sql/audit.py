@@ -16,7 +16,7 @@ from typing import Any
 
 from riverbed.state.audit_chain import GENESIS, digest, normalised, walk
 from riverbed.state.records import AuditCheck, AuditEntry, AuditRecord
-from riverbed.state.sqlite.db import Database
+from riverbed.state.sql.database import Database
 
 SCHEMA = """
 create table if not exists audit_log (
@@ -50,7 +50,7 @@ _COLUMNS = (
 )
 
 
-class SQLiteAuditLog:
+class SQLAuditLog:
     def __init__(self, db: Database):
         self._db = db
 
@@ -97,15 +97,15 @@ class SQLiteAuditLog:
             where.append("principal = ?")
             params.append(principal)
         if denied:
-            where.append("not allowed")
+            where.append("allowed = 0")
         if since is not None:
             where.append("ts >= ?")
             params.append(since)
-        rows = self._db.rows(
-            f"select {_COLUMNS} from audit_log where {' and '.join(where)}"
-            " order by id desc limit ?",
-            (*params, -1 if limit is None else limit),
-        )
+        query = f"select {_COLUMNS} from audit_log where {' and '.join(where)} order by id desc"
+        if limit is not None:
+            query += " limit ?"
+            params.append(limit)
+        rows = self._db.rows(query, params)
         return [_record(r) for r in rows]
 
     def verify(self) -> AuditCheck:

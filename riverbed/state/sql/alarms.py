@@ -4,7 +4,7 @@ decides them; this keeps them)."""
 from __future__ import annotations
 
 from riverbed.state.records import AlarmStatus, AlarmTransition
-from riverbed.state.sqlite.db import Database
+from riverbed.state.sql.database import Database
 
 SCHEMA = """
 create table if not exists alarm_state (
@@ -26,7 +26,7 @@ create index if not exists alarm_history_by_alarm on alarm_history (alarm, ts);
 """
 
 
-class SQLiteAlarmState:
+class SQLAlarmState:
     def __init__(self, db: Database):
         self._db = db
 

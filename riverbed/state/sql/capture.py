@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 from riverbed.config.source import SourceConfig
 from riverbed.state.records import LakeFile, SchemaVersion, SnapshotDone
-from riverbed.state.sqlite.db import Database
-from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
+from riverbed.state.sql.database import Database, upsert
+from riverbed.state.sql.lake_files import SQLLakeFiles
 
 SCHEMA = """
 create table if not exists capture_position (
@@ -54,8 +54,14 @@ create table if not exists project_settings (
 LEGACY_CAPTURE_NAME = "riverbed"
 
 
-class SQLiteCaptureState:
-    def __init__(self, db: Database, lake: SQLiteLakeFiles):
+def _higher(table: str) -> str:
+    """The LSN of an upsert into ``table`` that never goes back (SQLite's max(a, b) is
+    PostgreSQL's greatest(a, b))."""
+    return f"case when excluded.lsn > {table}.lsn then excluded.lsn else {table}.lsn end"
+
+
+class SQLCaptureState:
+    def __init__(self, db: Database, lake: SQLLakeFiles):
         self._db = db
         self._lake = lake
 
@@ -74,15 +80,18 @@ class SQLiteCaptureState:
             self._lake.add_schemas(schemas)
             self._lake.add(files, slot)
             db.executemany(
-                "insert or replace into capture_snapshot (slot, table_name, consistent_lsn,"
-                " rows, done_at) values (?, ?, ?, ?, ?)",
+                upsert(
+                    "capture_snapshot",
+                    ("slot", "table_name", "consistent_lsn", "rows", "done_at"),
+                    ("slot", "table_name"),
+                ),
                 [(slot, s.table, s.consistent_lsn, s.rows, now) for s in snapshots],
             )
             if position is not None:
                 db.execute(
                     "insert into capture_position (slot, lsn, updated_at) values (?, ?, ?)"
                     " on conflict (slot) do update"
-                    " set lsn = max(lsn, excluded.lsn), updated_at = excluded.updated_at",
+                    f" set lsn = {_higher('capture_position')}, updated_at = excluded.updated_at",
                     (slot, position, now),
                 )
 
@@ -106,7 +115,7 @@ class SQLiteCaptureState:
         """
         with self._db.write() as db:
             db.execute(
-                "insert or replace into capture_slot_created (slot, created_at) values (?, ?)",
+                upsert("capture_slot_created", ("slot", "created_at"), ("slot",)),
                 (slot, time.time()),
             )
 
@@ -123,14 +132,14 @@ class SQLiteCaptureState:
         """
         with self._db.write() as db:
             db.execute(
-                "insert or replace into capture_slot_identity (slot, consistent_lsn, created_at)"
-                " values (?, ?, ?)",
+                upsert(
+                    "capture_slot_identity", ("slot", "consistent_lsn", "created_at"), ("slot",)
+                ),
                 (slot, consistent_lsn, time.time()),
             )
             # nothing confirmed it further yet
             db.execute(
-                "insert or replace into capture_ceiling (slot, lsn) values (?, ?)",
-                (slot, consistent_lsn),
+                upsert("capture_ceiling", ("slot", "lsn"), ("slot",)), (slot, consistent_lsn)
             )
 
     def slot_identity(self, slot: str) -> int | None:
@@ -151,7 +160,7 @@ class SQLiteCaptureState:
         with self._db.write() as db:
             db.execute(
                 "insert into capture_ceiling (slot, lsn) values (?, ?) on conflict (slot)"
-                " do update set lsn = max(lsn, excluded.lsn)",
+                f" do update set lsn = {_higher('capture_ceiling')}",
                 (slot, lsn),
             )
 
@@ -195,7 +204,8 @@ class SQLiteCaptureState:
             return legacy
         with self._db.write() as db:
             db.execute(
-                "insert or ignore into project_settings (name, value) values ('capture_name', ?)",
+                "insert into project_settings (name, value) values ('capture_name', ?)"
+                " on conflict do nothing",
                 (legacy or f"riverbed_{uuid.uuid4().hex[:8]}",),
             )
             row = db.execute(query).fetchone()

@@ -26,8 +26,8 @@ from riverbed.state.records import (
     RuleTotals,
     WithdrawnBatch,
 )
-from riverbed.state.sqlite.db import Database
-from riverbed.state.sqlite.lake_files import SQLiteLakeFiles
+from riverbed.state.sql.database import Database, upsert
+from riverbed.state.sql.lake_files import SQLLakeFiles
 
 SCHEMA = """
 create table if not exists transform_batches (
@@ -82,8 +82,25 @@ create table if not exists bad_files (
 """
 
 
-class SQLiteTransformState:
-    def __init__(self, db: Database, lake: SQLiteLakeFiles):
+_BATCH_COLUMNS = (
+    "batch_id",
+    "table_name",
+    "engine",
+    "status",
+    "input_files",
+    "rows_in",
+    "rows_out",
+    "rows_quarantined",
+    "min_lsn",
+    "max_lsn",
+    "seconds",
+    "error",
+    "created_at",
+)
+
+
+class SQLTransformState:
+    def __init__(self, db: Database, lake: SQLLakeFiles):
         self._db = db
         self._lake = lake
 
@@ -124,8 +141,7 @@ class SQLiteTransformState:
         with self._db.write() as db:
             self._lake.add(outputs)
             db.executemany(
-                "insert or replace into transform_inputs (path, table_name, batch_id)"
-                " values (?, ?, ?)",
+                upsert("transform_inputs", ("path", "table_name", "batch_id"), ("path",)),
                 [(path, batch.table, batch.batch_id) for path in inputs],
             )
             self.record(batch, results)
@@ -136,11 +152,12 @@ class SQLiteTransformState:
         now = time.time()
         with self._db.write() as db:
             db.execute(
-                "insert or replace into transform_batches (batch_id, table_name, engine, status,"
-                " input_files, rows_in, rows_out, rows_quarantined, min_lsn, max_lsn, seconds,"
-                " error, created_at) values (:batch_id, :table, :engine, :status, :input_files,"
-                " :rows_in, :rows_out, :rows_quarantined, :min_lsn, :max_lsn, :seconds, :error,"
-                " :created_at)",
+                upsert(
+                    "transform_batches",
+                    _BATCH_COLUMNS,
+                    ("batch_id",),
+                    ", ".join(f":{c}" for c in _BATCH_COLUMNS).replace(":table_name", ":table"),
+                ),
                 {**dataclasses.asdict(batch), "created_at": now},
             )
             db.execute("delete from quality_results where batch_id = ?", (batch.batch_id,))
@@ -169,8 +186,11 @@ class SQLiteTransformState:
             self._lake.remove([file.path])
             self._lake.add([dataclasses.replace(file, path=moved_to, stage="bad")])
             db.execute(
-                "insert or replace into bad_files (path, table_name, moved_to, reason,"
-                " created_at) values (?, ?, ?, ?, ?)",
+                upsert(
+                    "bad_files",
+                    ("path", "table_name", "moved_to", "reason", "created_at"),
+                    ("path",),
+                ),
                 (file.path, file.table, moved_to, reason, time.time()),
             )
 
@@ -215,8 +235,11 @@ class SQLiteTransformState:
                 # the load takes the batch's rows out of the warehouse before it loads what
                 # replaces them (possibly under the same id)
                 db.execute(
-                    "insert or replace into transform_withdrawals (batch_id, table_name,"
-                    " created_at) values (?, ?, ?)",
+                    upsert(
+                        "transform_withdrawals",
+                        ("batch_id", "table_name", "created_at"),
+                        ("table_name", "batch_id"),
+                    ),
                     (batch.batch_id, table, time.time()),
                 )
                 db.execute("delete from transform_inputs where batch_id = ?", (batch.batch_id,))

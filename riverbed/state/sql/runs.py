@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from riverbed.state.records import RunEvent, RunRecord
-from riverbed.state.sqlite.db import Database
+from riverbed.state.sql.database import Database
 
 SCHEMA = """
 create table if not exists runs (
@@ -39,22 +39,28 @@ create table if not exists run_events (
 create index if not exists runs_by_start on runs (started_at);
 """
 
-# A run is idle when it succeeded having found nothing to do: the last ``new_data`` a task
-# reported (the default machine's ``check``) was 0. `run --every` makes one per interval.
-_IDLE = (
-    "(status = 'succeeded' and coalesce((select json_extract(e.detail, '$.output.new_data') "
-    "from run_events e where e.run_id = runs.run_id and e.event in ('succeeded', 'skipped') "
-    "and json_extract(e.detail, '$.output.new_data') is not null order by e.seq desc limit 1), "
-    "1) = 0)"
-)
+
+def _idle(db: Database) -> str:
+    """A run is idle when it succeeded having found nothing to do: the last ``new_data`` a
+    task reported (the default machine's ``check``) was 0. `run --every` makes one per
+    interval."""
+    new_data = db.json_number("e.detail", "output", "new_data")
+    return (
+        f"(status = 'succeeded' and coalesce((select {new_data} from run_events e"
+        " where e.run_id = runs.run_id and e.event in ('succeeded', 'skipped')"
+        f" and {new_data} is not null order by e.seq desc limit 1), 1) = 0)"
+    )
+
+
 _RUN_COLUMNS = (
     "run_id, status, trigger, started_at, ended_at, failed_state, error, redrives, pid, host"
 )
 
 
-class SQLiteRunState:
+class SQLRunState:
     def __init__(self, db: Database):
         self._db = db
+        self._idle = _idle(db)
 
     def start(self, run_id: str, trigger: str, *, started_at: float, pid: int, host: str) -> None:
         """A new run, running in process ``pid`` on ``host``."""
@@ -140,13 +146,13 @@ class SQLiteRunState:
 
     def latest(self, limit: int = 20, idle: bool = True) -> list[RunRecord]:
         """The latest runs, newest first; without the idle ones when ``idle`` is False."""
-        where = "" if idle else f"where not {_IDLE} "
+        where = "" if idle else f"where not {self._idle} "
         return self._runs(where + "order by started_at desc limit ?", (limit,))
 
     def idle_count(self, since: float | None = None) -> int:
         """How many idle runs started at or after ``since`` (all of them without it)."""
         (count,) = self._db.row(
-            f"select count(*) from runs where {_IDLE} and started_at >= ?",
+            f"select count(*) from runs where {self._idle} and started_at >= ?",
             (since if since is not None else float("-inf"),),
         )
         return int(count)
@@ -186,7 +192,7 @@ class SQLiteRunState:
         ]
 
     def _runs(self, where: str, params: tuple[Any, ...]) -> list[RunRecord]:
-        rows = self._db.rows(f"select {_RUN_COLUMNS}, {_IDLE} from runs {where}", params)
+        rows = self._db.rows(f"select {_RUN_COLUMNS}, {self._idle} from runs {where}", params)
         return [
             RunRecord(
                 run_id=r[0],

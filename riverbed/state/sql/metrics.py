@@ -12,7 +12,7 @@ import time
 
 from riverbed.config.metric_names import COUNTERS, is_counter
 from riverbed.state.records import Sample
-from riverbed.state.sqlite.db import Database
+from riverbed.state.sql.database import Database
 
 SCHEMA = """
 create table if not exists metrics (
@@ -26,7 +26,7 @@ create index if not exists metrics_by_ts on metrics (ts);
 """
 
 
-class SQLiteMetrics:
+class SQLMetrics:
     def __init__(self, db: Database):
         self._db = db
 
@@ -69,20 +69,15 @@ class SQLiteMetrics:
     def latest(self, prefix: str = "") -> list[Sample]:
         """The newest sample of every (name, labels) whose name starts with ``prefix``."""
         rows = self._db.rows(
-            "select name, labels, value, max(ts) from metrics where name like ? escape '\\'"
-            " group by name, labels order by name, labels",
-            (_like_prefix(prefix),),
+            _newest("name, labels") + " order by name, labels", (_like_prefix(prefix),)
         )
         return [Sample(name, value, ts, json.loads(labels)) for name, labels, value, ts in rows]
 
     def newest(self, prefix: str = "") -> dict[str, tuple[float, float]]:
         """The newest value of each metric whose name starts with ``prefix``, whatever its
         labels: name -> (value, ts)."""
-        rows = self._db.rows(
-            "select name, value, max(ts) from metrics where name like ? escape '\\' group by name",
-            (_like_prefix(prefix),),
-        )
-        return {r[0]: (r[1], r[2]) for r in rows}
+        rows = self._db.rows(_newest("name"), (_like_prefix(prefix),))
+        return {r[0]: (r[2], r[3]) for r in rows}
 
     def totals(self) -> list[Sample]:
         """Every counter's value by (name, labels): the sum of its increments, stamped with
@@ -134,6 +129,17 @@ class SQLiteMetrics:
                 (cutoff, *sorted(COUNTERS)),
             )
             return deleted + cursor.rowcount
+
+
+def _newest(series: str) -> str:
+    """The newest sample (name, labels, value, ts) of each ``series`` (the columns that tell
+    one from another) among the metrics whose name is like a parameter. (SQLite would take a
+    bare ``value`` beside ``max(ts)`` from the newest row; PostgreSQL takes no bare column.)"""
+    return (
+        "select name, labels, value, ts from (select name, labels, value, ts, row_number()"
+        f" over (partition by {series} order by ts desc) as newest from metrics"
+        " where name like ? escape '\\') as samples where newest = 1"
+    )
 
 
 def _like_prefix(prefix: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from riverbed.state.records import LakeFile, SchemaVersion, TableSummary
-from riverbed.state.sqlite.db import Database
+from riverbed.state.sql.database import Database, upsert
 
 SCHEMA = """
 create table if not exists lake_files (
@@ -49,12 +49,12 @@ create table if not exists table_schemas (
 ADDED_COLUMNS = {"lake_files": {"min_commit_ts": "integer", "max_commit_ts": "integer"}}
 
 _FILE_COLUMNS = (
-    "path, stage, table_name, rows, bytes, min_lsn, max_lsn, schema_version, full_load,"
-    " min_commit_ts, max_commit_ts"
+    "path, stage, table_name, rows, bytes, min_lsn, max_lsn, schema_version, full_load, "
+    "min_commit_ts, max_commit_ts"
 )
 
 
-class SQLiteLakeFiles:
+class SQLLakeFiles:
     def __init__(self, db: Database):
         self._db = db
 
@@ -63,11 +63,14 @@ class SQLiteLakeFiles:
         now = time.time()
         with self._db.write() as db:
             db.executemany(
-                "insert or replace into lake_files (path, stage, table_name, rows, bytes,"
-                " min_lsn, max_lsn, schema_version, full_load, slot, created_at,"
-                " min_commit_ts, max_commit_ts) values (:path, :stage, :table, :rows, :bytes,"
-                " :min_lsn, :max_lsn, :schema_version, :full_load, :slot, :created_at,"
-                " :min_commit_ts, :max_commit_ts)",
+                upsert(
+                    "lake_files",
+                    (*_FILE_COLUMNS.split(", "), "slot", "created_at"),
+                    ("path",),
+                    ":path, :stage, :table, :rows, :bytes, :min_lsn, :max_lsn,"
+                    " :schema_version, :full_load, :min_commit_ts, :max_commit_ts, :slot,"
+                    " :created_at",
+                ),
                 [
                     {
                         "path": f.path,
@@ -121,7 +124,7 @@ class SQLiteLakeFiles:
         """Per table: files, rows, newest schema version, when its newest file landed."""
         rows = self._db.rows(
             "select table_name, count(*), sum(rows), max(schema_version), max(created_at),"
-            " coalesce(sum(case when full_load then rows end), 0)"
+            " coalesce(sum(case when full_load <> 0 then rows end), 0)"
             " from lake_files where stage = ? group by 1 order by 1",
             (stage,),
         )
@@ -137,8 +140,8 @@ class SQLiteLakeFiles:
         now = time.time()
         with self._db.write() as db:
             db.executemany(
-                "insert or ignore into table_schemas (table_name, version, columns, first_lsn,"
-                " created_at) values (?, ?, ?, ?, ?)",
+                "insert into table_schemas (table_name, version, columns, first_lsn,"
+                " created_at) values (?, ?, ?, ?, ?) on conflict do nothing",
                 [(s.table, s.version, json.dumps(s.columns), s.first_lsn, now) for s in schemas],
             )
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 
 from riverbed.state.records import Tombstone
-from riverbed.state.sqlite.db import Database
+from riverbed.state.sql.database import Database
 
 SCHEMA = """
 create table if not exists erasures (
@@ -26,7 +26,7 @@ create table if not exists erasures (
 """
 
 
-class SQLiteErasureLog:
+class SQLErasureLog:
     def __init__(self, db: Database):
         self._db = db
 
@@ -60,8 +60,6 @@ class SQLiteErasureLog:
         return [Tombstone(table=r[0], key=r[1], requested_at=r[2], completed_at=r[3]) for r in rows]
 
     def compact(self) -> None:
-        """Rewrite the store's file without its free pages (VACUUM), and empty its WAL, so
-        values deleted from the store no longer sit in freed blocks."""
-        with self._db.read() as db:
-            db.execute("vacuum")
-            db.execute("pragma wal_checkpoint(truncate)")
+        """Rewrite the store without its free space (riverbed.state.sql.database), so values
+        deleted from the store no longer sit in freed blocks."""
+        self._db.compact()

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from riverbed.state.records import LoadBatch, Staging
-from riverbed.state.sqlite.db import Database
+from riverbed.state.sql.database import Database, upsert
 
 SCHEMA = """
 create table if not exists load_batches (
@@ -45,7 +45,7 @@ create table if not exists load_plans (
 """
 
 
-class SQLiteLoadState:
+class SQLLoadState:
     def __init__(self, db: Database):
         self._db = db
 
@@ -54,14 +54,14 @@ class SQLiteLoadState:
         batch_ids = _encode(staging.batch_ids)
         with self._db.write() as db:
             db.execute(
-                "insert or replace into load_staged (table_name, batch_ids, rows, staged_at)"
-                " values (?, ?, ?, ?)",
+                upsert(
+                    "load_staged", ("table_name", "batch_ids", "rows", "staged_at"), ("table_name",)
+                ),
                 (staging.table, batch_ids, staging.rows, staging.staged_at),
             )
             if staging.plan is not None:
                 db.execute(
-                    "insert or replace into load_plans (table_name, batch_ids, plan)"
-                    " values (?, ?, ?)",
+                    upsert("load_plans", ("table_name", "batch_ids", "plan"), ("table_name",)),
                     (staging.table, batch_ids, staging.plan),
                 )
 
@@ -94,9 +94,12 @@ class SQLiteLoadState:
         rows = [_row(b) for b in batches]
         with self._db.write() as db:
             db.executemany(
-                "insert or replace into load_batches (batch_id, table_name, target, rows,"
-                " seconds, loaded_at) values (:batch_id, :table, :target, :rows, :seconds,"
-                " :loaded_at)",
+                upsert(
+                    "load_batches",
+                    ("batch_id", "table_name", "target", "rows", "seconds", "loaded_at"),
+                    ("table_name", "batch_id"),
+                    ":batch_id, :table, :target, :rows, :seconds, :loaded_at",
+                ),
                 rows,
             )
             db.executemany(
