@@ -87,6 +87,40 @@ def affected_days(warehouse: Warehouse, changed: Changed) -> tuple[list[int], li
     return item_days, return_days
 
 
+def changed_keys(changed: Changed) -> dict[str, str]:
+    """fact table -> a SELECT of the keys whose rows the grains may read differently now:
+    every item a change reaches (as affected_days, and the items of every version of a
+    changed return: a return moved to another item changes both items' sums), the returns of
+    those items and the changed returns, and the orders of those items. Each grain row of a
+    changed cell is one of these keys' (delta.py)."""
+    items = _changed_items(changed)
+    if batches := changed.batches.get(RETURN_FACT):
+        items.append(
+            f"SELECT order_item_id FROM {RETURN_FACT} WHERE return_id IN"
+            f" (SELECT return_id FROM {RETURN_FACT} WHERE {_in('batch_id', batches)})"
+        )
+    item_set = " UNION ".join(items) or f"SELECT order_item_id FROM {ITEM_FACT} WHERE FALSE"
+    returns = f"SELECT return_id FROM {RETURN_FACT} WHERE order_item_id IN ({item_set})"
+    if batches := changed.batches.get(RETURN_FACT):
+        returns += f" OR {_in('batch_id', batches)}"
+    return {
+        ITEM_FACT: item_set,
+        STATUS_FACT: f"SELECT order_id FROM {ITEM_FACT} WHERE order_item_id IN ({item_set})",
+        RETURN_FACT: returns,
+    }
+
+
+def fact_rows(warehouse: Warehouse, changed: Changed) -> dict[str, tuple[int, int]]:
+    """fact table -> (its rows, those of the batches ``changed`` names)."""
+    found = {}
+    for fact in FACTS:
+        batches = changed.batches.get(fact)
+        new = f"COUNT(*) FILTER (WHERE {_in('batch_id', batches)})" if batches else "0"
+        row = warehouse.query(_select(f"SELECT COUNT(*) AS n, {new} AS new FROM {fact}"))
+        found[fact] = (int(row.column(0)[0].as_py()), int(row.column(1)[0].as_py() or 0))
+    return found
+
+
 def _changed_items(changed: Changed) -> list[str]:
     """SELECTs of the order item ids whose cells may have changed."""
     found = []
