@@ -51,6 +51,7 @@ class Refreshed:
     cells: int  # rows written into the datasets
     days: int  # business days recomputed (all of them on a full build)
     seconds: float
+    way: str = "whole"  # whole, days (the touched days summed again) or deltas (delta.py)
 
 
 def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refreshed | None:
@@ -78,7 +79,7 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
         name = store.new_name()
         path = store.prepare(project, name)
         try:
-            full, cells, days = _write(warehouse, catalog, path, previous, project, loads)
+            way, cells, days = _write(warehouse, catalog, path, previous, project, loads)
         except BaseException:
             _remove(path)
             raise
@@ -92,11 +93,11 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
         run_id=run_id,
         loaded_at=manifest.loads.last_loaded_at(),
         refreshed_at=time.time(),
-        full=full,
+        full=way == "whole",
     )
     store.publish(project, generation)
     store.prune(project)
-    return Refreshed(generation, cells, days, time.monotonic() - started)
+    return Refreshed(generation, cells, days, time.monotonic() - started, way)
 
 
 def _write(
@@ -106,8 +107,8 @@ def _write(
     previous: store.Generation | None,
     project: Project,
     loads: list,  # type: ignore[type-arg]
-) -> tuple[bool, int, int]:
-    """Write the new generation at ``path``: (built whole, cells written, days recomputed)."""
+) -> tuple[str, int, int]:
+    """Write the new generation at ``path``: (how, as Refreshed.way; cells written, days)."""
     full = previous is None or previous.fingerprint != fingerprint()
     changed = changes.Changed()
     if previous is not None and not full:
@@ -123,22 +124,24 @@ def _write(
     try:
         snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
         counts = changes.fact_rows(warehouse, changed)
+        way = "whole"
         if full:
             cells, day_count = _build(extract, warehouse)
         else:
             changed.keys = {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
             facts = warehouse_model(project.config).facts
-            cells, day_count = _recompute(
+            way, cells, day_count = _recompute(
                 extract, warehouse, changed, facts, catalog, snapshots, counts
             )
         delta.record(extract, counts)
         for snapshot, rows in snapshots.items():
-            _replace(extract, snapshot, rows)
+            if full or changed.keys.get(snapshot):  # else the copy is still the same
+                _replace(extract, snapshot, rows)
         _replace(extract, SOURCES, _sources(catalog))
         extract.execute("CHECKPOINT")
     finally:
         extract.close()
-    return full, cells, day_count
+    return way, cells, day_count
 
 
 def _build(extract: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> tuple[int, int]:
@@ -168,15 +171,16 @@ def _recompute(
     catalog: dict[str, dict[str, str]],
     snapshots: dict[str, pa.Table],
     counts: dict[str, tuple[int, int]],
-) -> tuple[int, int]:
-    """Bring the cells ``changed`` touches up to date: (cells changed, days they fall on).
+) -> tuple[str, int, int]:
+    """Bring the cells ``changed`` touches up to date: (how, cells changed, days they fall on).
     By deltas of the changed keys where delta.py can; else the touched days are summed again
     (their cells' change kept as the delta the rollups take)."""
     if not changed:
-        return 0, 0
+        return "deltas", 0, 0
     bases = [d for d in DATASETS if d.rollup_of is None]
     cells = 0
-    if delta.applies(bases, facts) and delta.consistent(extract, counts):
+    way = "deltas" if delta.applies(bases, facts) and delta.consistent(extract, counts) else "days"
+    if way == "deltas":
         delta.by_keys(extract, warehouse, changed, bases, facts, catalog, snapshots)
         extract.execute("BEGIN")
         cells += sum(delta.merge(extract, d) for d in bases)
@@ -196,7 +200,7 @@ def _recompute(
         delta.roll_up(extract, rollup)
         delta.merge(extract, rollup)
     extract.execute("COMMIT")
-    return cells, day_count
+    return way, cells, day_count
 
 
 def _redo_days(
