@@ -37,6 +37,7 @@ from dataclasses import replace
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
@@ -105,17 +106,25 @@ def by_keys(
     """``delta_<dataset>`` temporary tables of the base ``datasets``: each cell's change, the
     changed keys' grain rows now minus before. ``now``: the snapshots' rows just read."""
     keys = changes.changed_keys(warehouse, changed)
-    ranked = [f for f in facts if f.name in keys]
+    # the items first: their orders' range bounds the orders' scan
+    ranked = sorted((f for f in facts if f.name in keys), key=lambda f: f.name != changes.ITEM_FACT)
+    fetched: dict[str, pa.Table] = {}
     for fact in ranked:
         columns = ", ".join(catalog[fact.name])
+        where = keys[fact.name]
+        if fact.name == changes.STATUS_FACT:
+            orders = pc.min_max(fetched[changes.ITEM_FACT].column("order_id"))
+            lo, hi = orders["min"].as_py(), orders["max"].as_py()
+            where = f"{changes.between('order_id', lo, hi)} AND {where}"
         # the truncates too: the ranking finds the last one among the rows it is given
         versions = warehouse.query(
             sqlglot.parse_one(
-                f"SELECT {columns} FROM {fact.name} WHERE {keys[fact.name]}"
+                f"SELECT {columns} FROM {fact.name} WHERE {where}"
                 f" UNION ALL SELECT {columns} FROM {fact.name} WHERE {OP} = 'T'",
                 read="duckdb",
             )
         )
+        fetched[fact.name] = versions
         extract.register(f"versions_{fact.name}", versions)
         new = exp.column("batch_id").isin(
             *(exp.Literal.string(b) for b in changed.batches.get(fact.name, []))
