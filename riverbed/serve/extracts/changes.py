@@ -1,5 +1,8 @@
-"""What a refresh must recompute: the business days whose cells the loads since the last
-extract may have changed, found from the warehouse's history, not its whole current state.
+"""What a refresh must bring up to date: the keys whose grain rows the loads since the last
+extract may have changed (changed_keys, for deltas), or the business days they fall on
+(affected_days, when the days are summed again), found from the warehouse's history, not its
+whole current state. A key set's range is spelled out beside its semi-join (``_among``): keys
+grow with time, so the scan's zone maps skip the history's row groups.
 
 Facts are event facts (one row per source change, ``batch_id`` naming the load), and the
 datasets count the current truth, so a cell changes when any row it counts changes:

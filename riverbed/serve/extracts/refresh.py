@@ -2,14 +2,17 @@
 the previous one and what was loaded since, published atomically (store.py).
 
 Incremental when it can be: the new generation starts as a copy of the previous file (a
-reflink where the filesystem has them, store.clone); the loads
-the state store recorded since the previous generation's watermark (``loaded_at`` of the newest
-load it holds, so loads of a run whose refresh failed or was killed are taken by the next one)
-and the dimension attributes changed since (changes.py) give the business days whose cells may
-have changed; those days' rows are deleted from each dataset and aggregated again from the
-warehouse's current-state views, limited to those days. Cost follows what was loaded, not the
-history. Whole when there is no previous generation, the datasets' definitions changed
-(datasets.fingerprint), or a fact was truncated.
+reflink where the filesystem has them, store.clone); the loads the state store recorded since
+the previous generation's watermark (``loaded_at`` of the newest load it holds, so loads of a
+run whose refresh failed or was killed are taken by the next one) and the dimension attributes
+changed since (changes.py) give the keys whose grain rows may have changed, and each cell they
+touch takes its delta (delta.py: those keys' rows now minus before), the rollups their base's
+delta summed. Cost follows the changes, not the history nor the days they fall on. When deltas
+cannot apply (a withdrawn batch, a measure that is not additive), the business days those keys
+fall on are deleted from each dataset and aggregated again from the warehouse's current-state
+views limited to those days, and their change is the rollups' delta. Whole when there is no
+previous generation, the datasets' definitions changed (datasets.fingerprint), or a fact was
+truncated.
 
 Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
 not a reader's), so a failed refresh never undoes a load. ``RIVERBED_EXTRACT_FAULT`` (tests only): ``fail`` raises, ``kill`` kills the process
