@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cache
 
 import duckdb
 import pyarrow as pa
@@ -60,11 +61,15 @@ _KEPT = {
 
 def applies(datasets: Sequence[Dataset], facts: Sequence[FactModel]) -> bool:
     """Whether ``datasets`` (the extract's base ones) can be maintained by deltas."""
+    return _applies(tuple(datasets), frozenset(f.view for f in facts if f.name in changes.FACTS))
+
+
+@cache
+def _applies(datasets: tuple[Dataset, ...], views: frozenset[str]) -> bool:
     if any(MEASURES[m].agg not in ("sum", "count") for d in datasets for m in d.measures):
         return False
-    views = {f.view for f in facts if f.name in changes.FACTS}
     for relation in {d.relation.name for d in datasets}:
-        select = partial.grain_select([d for d in datasets if d.relation.name == relation])
+        select = partial.grain_select(tuple(d for d in datasets if d.relation.name == relation))
         aliases = {}
         for table in select.find_all(exp.Table):
             if table.name not in views and table.name not in _KEPT and table.name != DATE:
@@ -143,7 +148,7 @@ def by_keys(
         for fact in ranked:
             source = f"versions_{fact.name}" if state == "now" else f"before_{fact.name}"
             names = [c for c in catalog[fact.name] if c != OP]
-            view = current_rows(replace(fact, name=source), names).sql(dialect="duckdb")
+            view = _ranked(replace(fact, name=source), tuple(names))
             extract.execute(f'CREATE OR REPLACE TEMP VIEW "{fact.view}" AS {view}')
         for snapshot, (dimension, _, _) in changes.SNAPSHOTS.items():
             rows = snapshot
@@ -155,7 +160,7 @@ def by_keys(
                 f" SELECT *, TRUE AS is_current_record FROM {rows}"
             )
         for relation, grouped in relations.items():
-            grain = partial.grain_select(grouped).sql(dialect="duckdb")
+            grain = partial.grain_sql(tuple(grouped))
             extract.execute(f"CREATE OR REPLACE TEMP TABLE grain_{state}_{relation} AS {grain}")
     for relation, grouped in relations.items():
         for dataset in grouped:
@@ -238,6 +243,11 @@ def days_of(extract: duckdb.DuckDBPyConnection, datasets: Sequence[Dataset]) -> 
         rows = extract.execute(f"SELECT DISTINCT date_key FROM delta_{d.name}").fetchall()
         found |= {int(r[0]) for r in rows if r[0] is not None}
     return found
+
+
+@cache
+def _ranked(fact: FactModel, names: tuple[str, ...]) -> str:
+    return current_rows(fact, names).sql(dialect="duckdb")
 
 
 def _negated(dataset: Dataset, rows: str) -> str:

@@ -21,6 +21,7 @@ NULL, not 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import sqlglot
 from sqlglot import exp
@@ -72,6 +73,17 @@ def grain_select(datasets: Sequence[Dataset]) -> exp.Select:
     """The rows of the grain ``datasets`` share (one pass for all of them), over the
     semantic layer's tables, with every column they hold, each measure's value per row (a
     counted one as 0 or 1) and the hidden counts' (1, or 0 where the value is NULL)."""
+    return _grain(tuple(datasets)).copy()
+
+
+@cache
+def grain_sql(datasets: tuple[Dataset, ...]) -> str:
+    """grain_select as DuckDB SQL (a refresh by deltas runs it in the extract)."""
+    return _grain(datasets).sql(dialect="duckdb")
+
+
+@cache  # parsed once per process: a refresh asks for each grain several times
+def _grain(datasets: tuple[Dataset, ...]) -> exp.Select:
     relation = datasets[0].relation
     shown = {name: sources[0] for d in datasets for name, sources in d.columns}
     values: list[exp.Expr] = [exp.alias_(_expr(text), name) for name, text in shown.items()]
