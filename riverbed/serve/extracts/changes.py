@@ -174,7 +174,7 @@ def between(column: str, lo: object, hi: object) -> str:
     """``column BETWEEN lo AND hi``, or FALSE when there are no values (``lo`` None)."""
     if lo is None:
         return "FALSE"
-    return exp.column(column).between(_literal(lo), _literal(hi)).sql(dialect="duckdb")
+    return exp.to_column(column).between(_literal(lo), _literal(hi)).sql(dialect="duckdb")
 
 
 def _days(warehouse: Warehouse, sql: str) -> list[int]:
