@@ -4,8 +4,11 @@ of the warehouse, so a page never waits on a load and a load never waits on a pa
 =============== ================================================================================
 datasets.py     what is extracted: per-day cells of the measures by the charts' dimensions
 store.py        the generation files and the ``current`` pointer, swapped atomically; pruning
-changes.py      which business days a refresh recomputes: the loads since, changed dimensions
-refresh.py      the publish state's refresh: a copy of the previous generation, those days redone
+changes.py      what a refresh must bring up to date: the keys and days the loads since and the
+                changed dimensions reach
+delta.py        cells maintained by deltas: the changed keys' grain rows now minus before
+partial.py      the grains' rows limited to some keys or days, summed per dataset
+refresh.py      the publish state's refresh: a copy of the previous generation, deltas merged in
 rollup.py       Rill's rules: may a dataset answer a query, and the query rewritten onto it
 policy.py       the warehouse policy mapped onto the datasets (row filters, grants, masks)
 answer.py       a chart's query from the extract through the gateway, audited; None: go live
