@@ -137,9 +137,7 @@ def _write(
                 if d.rollup_of is None
             )
             for rollup in (d for d in DATASETS if d.rollup_of is not None):
-                extract.execute(
-                    f"CREATE OR REPLACE TABLE {rollup.name} AS {rollup.derive()} ORDER BY year, month"
-                )
+                _derive(extract, rollup, None)
             days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
             day_count = int(days[0][0])
         else:
@@ -174,14 +172,25 @@ def _recompute(
             cells += sum(_redo_days(extract, d, days, rows) for d in datasets)
     months = sorted({d // 100 for d in item_days})
     for rollup in (d for d in DATASETS if d.rollup_of is not None and months):
-        extract.execute("BEGIN")
-        extract.execute(
-            f"DELETE FROM {rollup.name} WHERE year * 100 + month IN (SELECT UNNEST(?::INTEGER[]))",
-            [months],
-        )
-        extract.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.derive(months)}")
-        extract.execute("COMMIT")
+        _derive(extract, rollup, months)
     return cells, len(set(item_days) | set(return_days))
+
+
+def _derive(extract: duckdb.DuckDBPyConnection, rollup: Dataset, months: list[int] | None) -> None:
+    """Derive ``rollup``'s cells of ``months`` (YYYYMM) again from its base's, or all of them
+    (None, or a rollup derived whole)."""
+    if months is None or rollup.derivation is not None:
+        extract.execute(
+            f"CREATE OR REPLACE TABLE {rollup.name} AS {rollup.derive()} ORDER BY {rollup.order}"
+        )
+        return
+    extract.execute("BEGIN")
+    extract.execute(
+        f"DELETE FROM {rollup.name} WHERE year * 100 + month IN (SELECT UNNEST(?::INTEGER[]))",
+        [months],
+    )
+    extract.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.derive(months)}")
+    extract.execute("COMMIT")
 
 
 def _redo_days(
