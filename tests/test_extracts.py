@@ -149,13 +149,13 @@ def test_the_eu_analyst_reads_eu_rows_only_and_an_inexpressible_filter_goes_live
 def test_the_consumer_charts_read_each_customers_months_not_their_days(
     project: Project, filters: dict[str, Any]
 ) -> None:
-    """With no category nor day-level date condition, what a customer spent comes from the
-    per-customer-month rollup, a few rows per customer, and the cohort charts from the
-    customers counted per first month and month active."""
+    """With no category nor date condition, what a customer spent comes from the
+    per-customer totals, a row per customer, and the cohort charts from the customers
+    counted per first month and month active."""
     for name, dataset in (
         ("new_vs_returning", "extract_cohorts"),
         ("cohort_retention", "extract_cohorts"),
-        ("spending_distribution", "extract_customers_monthly"),
+        ("spending_distribution", "extract_customer_totals"),
     ):
         assert _read(project, name, filters) == {dataset}, name
 
@@ -424,3 +424,25 @@ def test_a_refresh_refuses_a_dataset_column_tagged_personal() -> None:
         "extract_sales.seller (dim_seller.name)",
         "extract_returns.seller (dim_seller.name)",
     ]
+
+
+def test_a_superseded_generation_is_closed_once_its_last_reader_ends(project: Project) -> None:
+    from riverbed.serve.extracts import answer
+
+    chart_data(project, "admin", "revenue_by_category")
+    current = store.current(project)
+    assert current is not None
+    first = answer._OPEN[store.path_of(project, current.name)]
+    first.users += 1  # a reader still on it
+    for _ in range(2):  # two newer generations, each read: the first is superseded
+        manifest = open_state(project)
+        try:
+            refresh(project, manifest, None)
+        finally:
+            manifest.close()
+        chart_data(project, "admin", "revenue_by_category")
+    assert first.superseded and first not in answer._OPEN.values()
+    assert first.connection.execute("SELECT 1").fetchall() == [(1,)]  # its reader reads on
+    answer._release(first)
+    with pytest.raises(duckdb.Error):
+        first.connection.execute("SELECT 1")

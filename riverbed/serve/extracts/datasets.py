@@ -8,6 +8,7 @@ extract_sales       item measures per day × product × seller × customer regio
 extract_customers   item measures per day × customer × category (the consumer charts)
 extract_customers_monthly  extract_customers summed per month × customer (the consumer
                     charts with no day or category condition: O(customers × months))
+extract_customer_totals  extract_customers_monthly summed over the months (per customer)
 extract_returns     return measures per request day × reason × product × seller × regions
 extract_cohorts     customers per customer region × first month × month active (the cohort
                     charts with no category or day-level date condition: a few hundred cells)
@@ -255,6 +256,18 @@ CUSTOMERS_MONTHLY = Dataset(
     rollup_of=CUSTOMERS,
 )
 
+# what each customer spent, returned and was refunded over all months: the spending
+# distribution with no date or category condition, a row per customer (derive.py keeps it by
+# the touched months' difference)
+CUSTOMER_TOTALS = Dataset(
+    "extract_customer_totals",
+    ITEMS,
+    _CUSTOMER,
+    _ITEM_MEASURES,
+    rollup_of=CUSTOMERS_MONTHLY,
+    order="customer_region, customer_id",
+)
+
 # how many customers of each first month (under no category) ordered in each month: what the
 # cohort charts count (extracts/cohorts.py answers them from it). A customer's first month
 # depends on every month of theirs, so its cells are derived whole from the per-customer
@@ -276,11 +289,12 @@ COHORTS = Dataset(
 
 # in the order a query tries them: the smallest that can answer it first (extract_cohorts
 # last: only the cohort rule reads it, each other query is answered by one before it; it is
-# derived after the per-customer months it is made of)
+# derived after the per-customer months it is made of: derive.py orders bases first)
 DATASETS: tuple[Dataset, ...] = (
     SALES_MONTHLY,
     SALES,
     RETURNED,
+    CUSTOMER_TOTALS,
     CUSTOMERS_MONTHLY,
     CUSTOMERS,
     COHORTS,

@@ -33,7 +33,7 @@ from riverbed.errors import RiverbedError
 from riverbed.load.model import FactModel, warehouse_model
 from riverbed.load.warehouse import Warehouse, open_warehouse
 from riverbed.private import FILE_MODE
-from riverbed.serve.extracts import changes, partial, store
+from riverbed.serve.extracts import changes, derive, partial, store
 from riverbed.serve.extracts.datasets import (
     ALIASES,
     DATASETS,
@@ -136,8 +136,7 @@ def _write(
                 for d in DATASETS
                 if d.rollup_of is None
             )
-            for rollup in (d for d in DATASETS if d.rollup_of is not None):
-                _derive(extract, rollup, None)
+            derive.rollups(extract, None)
             days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
             day_count = int(days[0][0])
         else:
@@ -171,26 +170,8 @@ def _recompute(
             rows = warehouse.query(partial.grain_rows(datasets, days, facts, catalog))
             cells += sum(_redo_days(extract, d, days, rows) for d in datasets)
     months = sorted({d // 100 for d in item_days})
-    for rollup in (d for d in DATASETS if d.rollup_of is not None and months):
-        _derive(extract, rollup, months)
+    derive.rollups(extract, months)
     return cells, len(set(item_days) | set(return_days))
-
-
-def _derive(extract: duckdb.DuckDBPyConnection, rollup: Dataset, months: list[int] | None) -> None:
-    """Derive ``rollup``'s cells of ``months`` (YYYYMM) again from its base's, or all of them
-    (None, or a rollup derived whole)."""
-    if months is None or rollup.derivation is not None:
-        extract.execute(
-            f"CREATE OR REPLACE TABLE {rollup.name} AS {rollup.derive()} ORDER BY {rollup.order}"
-        )
-        return
-    extract.execute("BEGIN")
-    extract.execute(
-        f"DELETE FROM {rollup.name} WHERE year * 100 + month IN (SELECT UNNEST(?::INTEGER[]))",
-        [months],
-    )
-    extract.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.derive(months)}")
-    extract.execute("COMMIT")
 
 
 def _redo_days(
