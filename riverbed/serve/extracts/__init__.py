@@ -6,7 +6,10 @@ datasets.py     what is extracted: per-day cells of the measures by the charts' 
 store.py        the generation files and the ``current`` pointer, swapped atomically; pruning
 changes.py      which business days a refresh recomputes: the loads since, changed dimensions
 refresh.py      the publish state's refresh: a copy of the previous generation, those days redone
+derive.py       the rollups derived again from their bases inside the extract, touched months only
 rollup.py       Rill's rules: may a dataset answer a query, and the query rewritten onto it
+split.py        a day range cutting months: whole months from a monthly dataset, edge days daily
+cohorts.py      the cohort charts' query onto the customers counted per first and active month
 policy.py       the warehouse policy mapped onto the datasets (row filters, grants, masks)
 answer.py       a chart's query from the extract through the gateway, audited; None: go live
 =============== ================================================================================
