@@ -74,9 +74,11 @@ def _filters(activity: exp.Expr) -> Filters | None:
     """The region and dates ``activity``'s WHERE names (the rest is checked by comparing)."""
     found: dict[str, object] = {}
     where = activity.args.get("where")
-    found_where = where.this if where is not None else None
-    conjuncts = found_where.flatten() if isinstance(found_where, exp.And) else [found_where]
-    for condition in conjuncts if found_where is not None else ():
+    condition = where.this if where is not None else None
+    conjuncts = [] if condition is None else [condition]
+    if isinstance(condition, exp.And):
+        conjuncts = list(condition.flatten())
+    for condition in conjuncts:
         if not isinstance(condition, (exp.EQ, exp.GTE, exp.LTE)):
             return None
         column, value = condition.this, condition.expression
