@@ -33,11 +33,11 @@ FACTS = {
     "fact_order_status": ("orders", ("order_id",)),
     "fact_returns": ("returns", ("return_id",)),
 }
-DAY = 20260301  # the first of the warehouse's 20 days
+DAY = 20260301  # the first of the facts' 20 days (dim_date begins a month before)
 BUILD = f"""
 CREATE TABLE dim_date AS SELECT CAST(strftime(d, '%Y%m%d') AS INTEGER) AS date_key,
   CAST(d AS DATE) AS date, year(d) AS year, month(d) AS month
-FROM range(DATE '2026-03-01', DATE '2026-03-21', INTERVAL 1 DAY) t(d);
+FROM range(DATE '2026-02-01', DATE '2026-03-21', INTERVAL 1 DAY) t(d);
 CREATE TABLE dim_product AS SELECT i AS product_id, 'product ' || i AS name,
   'category ' || (i % 3) AS category, TRUE AS is_current_record FROM range(1, 7) t(i);
 CREATE TABLE dim_seller AS SELECT i AS seller_id, 'seller ' || i AS name,
@@ -87,6 +87,13 @@ CHANGES = {
     "item before its product": "INSERT INTO fact_order_items VALUES (501, 3, 99, 2, 1, 3.00,"
     " {day}, 'I', {lsn}, 0, '{b}', now())",
     "its product lands": "INSERT INTO dim_product VALUES (99, 'late', 'category 9', TRUE)",
+    # a customer's first month moves (extract_cohorts: their cells taken away and added again)
+    "an order a month earlier": "INSERT INTO fact_order_status VALUES (41, 2, 'delivered',"
+    " 20260210, 'I', {lsn}, 0, '{b}', now()); INSERT INTO fact_order_items VALUES (502, 41, 1,"
+    " 1, 1, 2.00, 20260210, 'I', {lsn}, 0, '{b}', now())",
+    "the earlier order's item deleted": "INSERT INTO fact_order_items SELECT order_item_id,"
+    " order_id, product_id, seller_id, quantity, unit_price, date_key, 'D', {lsn}, 0, '{b}',"
+    " now() FROM fact_order_items WHERE order_item_id = 502",
 }
 
 

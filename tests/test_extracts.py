@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import time
+from calendar import monthrange
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,10 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
+from psycopg.rows import dict_row
 from shop_support import seed_and_change
 from test_e2e import cli, demo_project
+from test_semantic import ITEMS as SOURCE_ITEMS
 
 from conftest import Database, _fresh_database, run_cli
 from riverbed.config import Project
@@ -78,7 +82,13 @@ def _filters(project: Project) -> list[dict[str, Any]]:
         {"seller": seller["seller_id"]},
         {"category": category["category"], "region": "Europe"},
         {"date_from": f"{category['month']}-03", "date_to": f"{category['month']}-20"},
+        _whole_month(category["month"]),
     ]
+
+
+def _whole_month(month: str) -> dict[str, str]:
+    year, number = (int(part) for part in month.split("-"))
+    return {"date_from": f"{month}-01", "date_to": f"{month}-{monthrange(year, number)[1]}"}
 
 
 def _expected(name: str, filters: dict[str, Any]) -> str:
@@ -139,18 +149,93 @@ def test_the_eu_analyst_reads_eu_rows_only_and_an_inexpressible_filter_goes_live
 def test_the_consumer_charts_read_each_customers_months_not_their_days(
     project: Project, filters: dict[str, Any]
 ) -> None:
-    """With no category nor day-level date condition, a customer's first month, months
-    active and spending come from the per-customer-month rollup, a few rows per customer."""
-    for name in ("new_vs_returning", "cohort_retention", "spending_distribution"):
-        since = time.time()
-        data = chart_data(project, "admin", name, filters)
-        assert data.rows and data.meta["answered_from"] == "extract"
-        store_ = open_state(project)
-        try:
-            records = store_.audit.records(principal="admin", since=since)
-        finally:
-            store_.close()
-        assert {t for r in records for t in r.tables} == {"extract_customers_monthly"}, name
+    """With no category nor date condition, what a customer spent comes from the
+    per-customer totals, a row per customer, and the cohort charts from the customers
+    counted per first month and month active."""
+    for name, dataset in (
+        ("new_vs_returning", "extract_cohorts"),
+        ("cohort_retention", "extract_cohorts"),
+        ("spending_distribution", "extract_customer_totals"),
+    ):
+        assert _read(project, name, filters) == {dataset}, name
+
+
+def _read(project: Project, name: str, filters: dict[str, Any], principal: str = "admin") -> set:
+    """The tables the chart ``name`` read (the audit trail's record of its queries)."""
+    since = time.time()
+    data = chart_data(project, principal, name, filters)
+    assert data.rows and data.meta["answered_from"] == "extract"
+    store_ = open_state(project)
+    try:
+        records = store_.audit.records(principal=principal, since=since)
+    finally:
+        store_.close()
+    return {t for r in records for t in r.tables}
+
+
+@pytest.mark.parametrize("principal", ["admin", "eu_analyst"])
+def test_the_cohort_charts_count_the_sources_customers_under_every_filter(
+    project: Project, source: Database, principal: str
+) -> None:
+    """New and returning customers and cohort retention from the extract equal the live
+    answer and a count over the source: whole months and a region from the cohort counts,
+    a range cutting a month and a category from the per-day dataset."""
+    with source.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        items = cur.execute(SOURCE_ITEMS).fetchall()
+    if principal == "eu_analyst":
+        items = [i for i in items if i["customer_region"] == "Europe"]
+    months = sorted({(i["day"].year, i["day"].month) for i in items})
+    middle = f"{months[len(months) // 2][0]:04d}-{months[len(months) // 2][1]:02d}"
+    category = items[0]["category"]
+    for filters, dataset in (
+        ({}, "extract_cohorts"),
+        ({"region": "Europe"}, "extract_cohorts"),
+        ({"date_from": f"{middle}-01"}, "extract_cohorts"),
+        (_whole_month(middle), "extract_cohorts"),
+        ({"date_from": f"{middle}-10", "date_to": _whole_month(middle)["date_to"]}, None),
+        ({"category": category}, None),
+    ):
+        expected = _source_cohorts(items, filters)
+        for name in ("new_vs_returning", "cohort_retention"):
+            extract, live = _both(project, principal, name, filters)
+            assert extract.rows == live.rows, (name, filters)
+            assert _shown(name, extract.rows) == expected[name], (name, filters)
+            read = _read(project, name, filters, principal)
+            assert read == {dataset} if dataset else "extract_cohorts" not in read, read
+
+
+def _source_cohorts(items: list[dict[str, Any]], filters: dict[str, Any]) -> dict[str, Any]:
+    """The two charts' numbers over the source's items: a first month under the category
+    and region, not the dates; months active under every filter."""
+    kept = [
+        i
+        for i in items
+        if i["category"] == filters.get("category", i["category"])
+        and i["customer_region"] == filters.get("region", i["customer_region"])
+    ]
+    index = lambda day: day.year * 12 + day.month - 1  # noqa: E731
+    firsts: dict[int, int] = {}
+    for i in kept:
+        firsts[i["customer_id"]] = min(firsts.get(i["customer_id"], 10**6), index(i["day"]))
+    low, high = filters.get("date_from", "0000-00-00"), filters.get("date_to", "9999-99-99")
+    active = {(i["customer_id"], index(i["day"])) for i in kept if low <= str(i["day"]) <= high}
+    new, returning = Counter[int](), Counter[int]()
+    cohorts, sizes = Counter[tuple[int, int]](), Counter(firsts.values())
+    for customer, month in active:
+        first = firsts[customer]
+        (new if month == first else returning)[month] += 1
+        cohorts[first, month - first] += 1
+    label = lambda i: f"{i // 12:04d}-{i % 12 + 1:02d}"  # noqa: E731
+    return {
+        "new_vs_returning": {label(m): (new[m], returning[m]) for m in {*new, *returning}},
+        "cohort_retention": {(label(f), k): (n, sizes[f]) for (f, k), n in cohorts.items()},
+    }
+
+
+def _shown(name: str, rows: list[dict[str, Any]]) -> dict[Any, Any]:
+    if name == "new_vs_returning":
+        return {r["month"]: (r["new_customers"], r["returning_customers"]) for r in rows}
+    return {(r["cohort"], r["months_since"]): (r["customers"], r["cohort_size"]) for r in rows}
 
 
 def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -339,3 +424,25 @@ def test_a_refresh_refuses_a_dataset_column_tagged_personal() -> None:
         "extract_sales.seller (dim_seller.name)",
         "extract_returns.seller (dim_seller.name)",
     ]
+
+
+def test_a_superseded_generation_is_closed_once_its_last_reader_ends(project: Project) -> None:
+    from riverbed.serve.extracts import answer
+
+    chart_data(project, "admin", "revenue_by_category")
+    current = store.current(project)
+    assert current is not None
+    first = answer._OPEN[store.path_of(project, current.name)]
+    first.users += 1  # a reader still on it
+    for _ in range(2):  # two newer generations, each read: the first is superseded
+        manifest = open_state(project)
+        try:
+            refresh(project, manifest, None)
+        finally:
+            manifest.close()
+        chart_data(project, "admin", "revenue_by_category")
+    assert first.superseded and first not in answer._OPEN.values()
+    assert first.connection.execute("SELECT 1").fetchall() == [(1,)]  # its reader reads on
+    answer._release(first)
+    with pytest.raises(duckdb.Error):
+        first.connection.execute("SELECT 1")

@@ -9,7 +9,10 @@ changes.py      what a refresh must bring up to date: the keys and days the load
 delta.py        cells maintained by deltas: the changed keys' grain rows now minus before
 partial.py      the grains' rows limited to some keys or days, summed per dataset
 refresh.py      the publish state's refresh: a copy of the previous generation, deltas merged in
+derive.py       the rollups made from their bases' cells in the extract, kept by their deltas
 rollup.py       Rill's rules: may a dataset answer a query, and the query rewritten onto it
+split.py        a day range cutting months: whole months from a monthly dataset, edge days daily
+cohorts.py      the cohort charts' query onto the customers counted per first and active month
 policy.py       the warehouse policy mapped onto the datasets (row filters, grants, masks)
 answer.py       a chart's query from the extract through the gateway, audited; None: go live
 =============== ================================================================================

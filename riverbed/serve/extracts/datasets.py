@@ -8,7 +8,10 @@ extract_sales       item measures per day × product × seller × customer regio
 extract_customers   item measures per day × customer × category (the consumer charts)
 extract_customers_monthly  extract_customers summed per month × customer (the consumer
                     charts with no day or category condition: O(customers × months))
+extract_customer_totals  extract_customers_monthly summed over the months (per customer)
 extract_returns     return measures per request day × reason × product × seller × regions
+extract_cohorts     customers per customer region × first month × month active (the cohort
+                    charts with no category or day-level date condition: a few hundred cells)
 =================== =========================================================================
 
 A dataset names, per column, the expressions of the semantic layer it stands for (``i.product_id``
@@ -77,21 +80,27 @@ class Dataset:
     # a coarser rollup of another dataset: its cells are that dataset's summed in the extract
     # (no pass over the warehouse), each of its columns one of that dataset's
     rollup_of: Dataset | None = None
+    # a rollup whose cells are not its base's sums: ``derivation``, SQL over ``{rows}`` (its
+    # base's cells), where each value of column ``per`` of the base has cells of its own
+    # (derive.py keeps it by the changed keys' contributions); stored in ``order``
+    derivation: str | None = None
+    per: str | None = None
+    order: str = "year, month"
 
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
-    def derive(self, months: Sequence[int] | None = None) -> str:
-        """A rollup's cells from its base's (DuckDB SQL on the extract), all or those of
-        ``months`` (YYYYMM)."""
+    def derive(self, rows: str | None = None) -> str:
+        """A rollup's cells from its base's (DuckDB SQL on the extract), or from ``rows`` (a
+        table or subquery of its base's cells): without the hidden counts (partial.hidden)."""
         assert self.rollup_of is not None
+        rows = rows or self.rollup_of.name
+        if self.derivation is not None:
+            return self.derivation.format(rows=rows)
         names = ", ".join(self.column_names)
         sums = ", ".join(f"SUM({m}) AS {m}" for m in self.measures)
-        where = ""
-        if months is not None:
-            where = f" WHERE year * 100 + month IN ({', '.join(str(int(m)) for m in months)})"
-        return f"SELECT {names}, {sums} FROM {self.rollup_of.name}{where} GROUP BY ALL"
+        return f"SELECT {names}, {sums} FROM {rows} GROUP BY ALL"
 
     def mapping(self) -> dict[tuple[str, str], str]:
         """(alias, column) of the relation -> this dataset's column."""
@@ -247,13 +256,49 @@ CUSTOMERS_MONTHLY = Dataset(
     rollup_of=CUSTOMERS,
 )
 
-# in the order a query tries them: the smallest that can answer it first
+# what each customer spent, returned and was refunded over all months: the spending
+# distribution with no date or category condition, a row per customer (derive.py keeps it by
+# its base's delta, as every additive rollup)
+CUSTOMER_TOTALS = Dataset(
+    "extract_customer_totals",
+    ITEMS,
+    _CUSTOMER,
+    _ITEM_MEASURES,
+    rollup_of=CUSTOMERS_MONTHLY,
+    order="customer_region, customer_id",
+)
+
+# how many customers of each first month (under no category) ordered in each month: what the
+# cohort charts count (extracts/cohorts.py answers them from it). A customer's first month
+# depends on every month of theirs, so its cells are derived from the per-customer months,
+# the changed customers' contributions taken away and added again at a refresh (derive.py)
+COHORTS = Dataset(
+    "extract_cohorts",
+    ITEMS,
+    (("customer_region", ("c.region",)), ("first_index", ()), ("month_index", ())),
+    ("customers",),
+    rollup_of=CUSTOMERS_MONTHLY,
+    derivation=(
+        "SELECT customer_region, first_index, month_index, COUNT(*) AS customers,"
+        " COUNT(*) AS _rows FROM (SELECT customer_region, year * 12 + month - 1 AS month_index,"
+        " MIN(year * 12 + month - 1) OVER (PARTITION BY customer_id) AS first_index"
+        " FROM {rows}) GROUP BY ALL"
+    ),
+    per="customer_id",
+    order="customer_region, first_index, month_index",
+)
+
+# in the order a query tries them: the smallest that can answer it first (extract_cohorts
+# last: only the cohort rule reads it, each other query is answered by one before it; it is
+# derived after the per-customer months it is made of: derive.py orders bases first)
 DATASETS: tuple[Dataset, ...] = (
     SALES_MONTHLY,
     SALES,
     RETURNED,
+    CUSTOMER_TOTALS,
     CUSTOMERS_MONTHLY,
     CUSTOMERS,
+    COHORTS,
 )
 FORMAT = 2  # bumped when the extract's own layout changes: a full rebuild follows
 

@@ -166,11 +166,11 @@ def by_keys(
         for dataset in grouped:
             rows = (
                 f"(SELECT * FROM grain_now_{relation} UNION ALL BY NAME"
-                f" {_negated(dataset, f'grain_before_{relation}')}) AS changed_rows"
+                f" {negated(dataset, f'grain_before_{relation}')}) AS changed_rows"
             )
             extract.execute(
                 f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
-                f" ({partial.local_cells(dataset, rows)}) AS d WHERE NOT ({_no_change(dataset)})"
+                f" ({partial.local_cells(dataset, rows)}) AS d WHERE NOT ({no_change(dataset)})"
             )
     _drop_views(extract, ranked)
 
@@ -180,7 +180,7 @@ def before_days(extract: duckdb.DuckDBPyConnection, dataset: Dataset, days: list
     again (refresh.py's days path adds the new ones)."""
     extract.execute(
         f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS"
-        f" {_negated(dataset, dataset.name)} WHERE date_key IN (SELECT UNNEST(?::INTEGER[]))",
+        f" {negated(dataset, dataset.name)} WHERE date_key IN (SELECT UNNEST(?::INTEGER[]))",
         [days],
     )
 
@@ -191,7 +191,7 @@ def roll_up(extract: duckdb.DuckDBPyConnection, rollup: Dataset) -> None:
     cells = partial.local_cells(rollup, f"delta_{rollup.rollup_of.name}")
     extract.execute(
         f"CREATE OR REPLACE TEMP TABLE delta_{rollup.name} AS SELECT * FROM ({cells}) AS d"
-        f" WHERE NOT ({_no_change(rollup)})"
+        f" WHERE NOT ({no_change(rollup)})"
     )
 
 
@@ -257,13 +257,13 @@ def _ranked(fact: FactModel, names: tuple[str, ...]) -> str:
     return current_rows(fact, names).sql(dialect="duckdb")
 
 
-def _negated(dataset: Dataset, rows: str) -> str:
+def negated(dataset: Dataset, rows: str) -> str:
     """``dataset``'s columns and measures of ``rows``, each summed value negated."""
     values = [f"-{m} AS {m}" for m in (*dataset.measures, *partial.hidden(dataset))]
     return f"SELECT {', '.join((*dataset.column_names, *values))} FROM {rows}"
 
 
-def _no_change(dataset: Dataset) -> str:
+def no_change(dataset: Dataset) -> str:
     """A delta cell that changes nothing (an item changed in columns no dataset shows)."""
     counts = [f"{h} = 0" for h in partial.hidden(dataset)]
     return " AND ".join([*counts, *(f"COALESCE({m}, 0) = 0" for m in dataset.measures)])

@@ -6,13 +6,13 @@ reflink where the filesystem has them, store.clone); the loads the state store r
 the previous generation's watermark (``loaded_at`` of the newest load it holds, so loads of a
 run whose refresh failed or was killed are taken by the next one) and the dimension attributes
 changed since (changes.py) give the keys whose grain rows may have changed, and each cell they
-touch takes its delta (delta.py: those keys' rows now minus before), the rollups their base's
-delta summed. Cost follows the changes, not the history nor the days they fall on. When deltas
-cannot apply (a withdrawn batch, a measure that is not additive), the business days those keys
-fall on are deleted from each dataset and aggregated again from the warehouse's current-state
-views limited to those days, and their change is the rollups' delta. Whole when there is no
-previous generation, the datasets' definitions changed (datasets.fingerprint), or a fact was
-truncated.
+touch takes its delta (delta.py: those keys' rows now minus before), the rollups follow
+their base's delta (derive.py). Cost follows the changes, not the history nor the days they
+fall on. When deltas cannot apply (a withdrawn batch, a measure that is not additive), the
+business days those keys fall on are deleted from each dataset and aggregated again from the
+warehouse's current-state views limited to those days, and their change is the rollups'
+delta. Whole when there is no previous generation, the datasets' definitions changed
+(datasets.fingerprint), or a fact was truncated.
 
 Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
 not a reader's), so a failed refresh never undoes a load. ``RIVERBED_EXTRACT_FAULT`` (tests only): ``fail`` raises, ``kill`` kills the process
@@ -36,7 +36,7 @@ from riverbed.errors import RiverbedError
 from riverbed.load.model import FactModel, warehouse_model
 from riverbed.load.warehouse import Warehouse, open_warehouse
 from riverbed.private import FILE_MODE
-from riverbed.serve.extracts import changes, delta, partial, store
+from riverbed.serve.extracts import changes, delta, derive, partial, store
 from riverbed.serve.extracts.datasets import ALIASES, DATASETS, Dataset, fingerprint, personal_held
 from riverbed.state import StateStore
 
@@ -156,12 +156,7 @@ def _build(extract: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> tuple[in
         for d in DATASETS
         if d.rollup_of is None
     )
-    for rollup in (d for d in DATASETS if d.rollup_of is not None):
-        assert rollup.rollup_of is not None
-        extract.execute(
-            f"CREATE OR REPLACE TABLE {rollup.name} AS"
-            f" {partial.local_cells(rollup, rollup.rollup_of.name)} ORDER BY year, month"
-        )
+    derive.build(extract)
     days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
     return cells, int(days[0][0])
 
@@ -199,9 +194,7 @@ def _recompute(
                 rows = warehouse.query(partial.grain_rows(datasets, days, facts, catalog))
                 cells += sum(_redo_days(extract, d, days, rows) for d in datasets)
         day_count = len(set(item_days) | set(return_days))
-    for rollup in (d for d in DATASETS if d.rollup_of is not None):
-        delta.roll_up(extract, rollup)
-        delta.merge(extract, rollup)
+    derive.refresh(extract)
     extract.execute("COMMIT")
     return way, cells, day_count
 

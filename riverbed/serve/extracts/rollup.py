@@ -9,6 +9,10 @@ SELECT over a dataset, when
   (``SUM(CASE WHEN <window> THEN <measure> END)``): it becomes the SUM of the measure's
   column, under the same condition. A COUNT(DISTINCT ...) is not additive: not answerable.
 
+When the first dataset that answers a SELECT is a per-day one and its day range cuts months
+while covering some whole, the range is split: whole months from a monthly dataset, the cut
+months' days from the per-day one (split.py).
+
 Anything else (another aggregate, a subquery inside the grain's SELECT, a column the dataset
 lacks) and the whole query is answered live. What reads the grain's result (the consumer
 charts' outer queries, CTEs) is left as it is: it reads the same rows either way.
@@ -23,6 +27,7 @@ import sqlglot
 from sqlglot import exp
 
 from riverbed.serve.extracts.datasets import Dataset
+from riverbed.serve.extracts.split import split
 from riverbed.serve.semantic.measures import ITEMS, MEASURES, RETURNS, Relation
 
 ALIAS = "x"  # the dataset's alias in a rewritten query
@@ -35,22 +40,53 @@ def rollup(select: exp.Expr, datasets: Sequence[Dataset]) -> tuple[exp.Expr, lis
     bases = [(s, relation) for s in tree.find_all(exp.Select) if (relation := _relation(s))]
     if not bases:
         return None
-    used = []
+    used: list[str] = []
     for base, relation in bases:
-        for dataset in datasets:
-            if dataset.relation is not relation:
-                continue
+        found = _answered(base, relation, datasets)
+        if found is None:
+            return None
+        onto, names = found
+        if base is tree:
+            tree = onto
+        else:
+            base.replace(onto)
+        used += names
+    return tree, used
+
+
+def _answered(
+    base: exp.Select, relation: Relation, datasets: Sequence[Dataset]
+) -> tuple[exp.Select, list[str]] | None:
+    """``base`` onto the first dataset that answers it; when that is a per-day one, its day
+    range split into whole months from a monthly dataset and the cut months' days if one
+    answers those (split.py)."""
+    direct = _first(base, relation, datasets)
+    if direct is None or "date_key" not in direct[1].column_names:
+        return None if direct is None else (direct[0], [direct[1].name])
+    read: list[Dataset] = []
+
+    def answer(part: exp.Select) -> exp.Select | None:
+        found = _first(part, relation, datasets)
+        if found is None:
+            return None
+        read.append(found[1])
+        return found[0]
+
+    parts = split(base, relation, answer)
+    if parts is None or "date_key" in read[0].column_names:  # the months not from a monthly
+        return direct[0], [direct[1].name]
+    return parts, list(dict.fromkeys(d.name for d in read))
+
+
+def _first(
+    base: exp.Select, relation: Relation, datasets: Sequence[Dataset]
+) -> tuple[exp.Select, Dataset] | None:
+    for dataset in datasets:
+        if dataset.relation is relation:
             onto = _onto(base, dataset)
             if onto is not None:
-                if base is tree:
-                    tree = onto
-                else:
-                    base.replace(onto)
-                used.append(dataset.name)
-                break
-        else:
-            return None
-    return tree, used
+                return onto, dataset
+    return None
 
 
 def _relation(select: exp.Select) -> Relation | None:

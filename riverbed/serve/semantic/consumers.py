@@ -16,9 +16,11 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
+import sqlglot
 from sqlglot import exp
 
 from riverbed.serve.semantic.chart import Chart, Context
+from riverbed.serve.semantic.filters import Filters
 from riverbed.serve.semantic.measures import (
     ITEMS,
     build,
@@ -97,56 +99,67 @@ def customer_refunds(ctx: Context) -> list[dict[str, Any]]:
     return rows
 
 
-def _activity(ctx: Context) -> tuple[exp.Select, exp.Select]:
-    """(each customer's months with an order under every filter, each customer's first
-    month under the filters but the dates) as month indexes."""
-    activity = build(ITEMS, ["customer_id", "month_index"], [], conditions(ITEMS, ctx.filters))
-    undated = dataclasses.replace(ctx.filters, date_from=None, date_to=None)
+# how many customers of each first month were active in each month, and each first month's
+# customers: what both cohort charts count, over ``activity`` and ``firsts``
+# (cohort_ctes); the extract answers these two from its own counts (extracts/cohorts.py)
+COUNTS = (
+    "SELECT f.first_index, a.month_index, COUNT(*) AS customers"
+    " FROM activity AS a JOIN firsts AS f ON f.customer_id = a.customer_id GROUP BY 1, 2"
+)
+SIZES = "SELECT first_index, COUNT(*) AS cohort_size FROM firsts GROUP BY 1"
+
+
+def cohort_ctes(filters: Filters) -> list[tuple[str, exp.Select]]:
+    """The cohort charts' CTEs: ``activity`` (each customer's months with an order under
+    every filter), ``firsts`` (each customer's first month under the filters but the dates),
+    as month indexes, and ``counts`` and ``sizes`` over them."""
+    activity = build(ITEMS, ["customer_id", "month_index"], [], conditions(ITEMS, filters))
+    undated = dataclasses.replace(filters, date_from=None, date_to=None)
     first = exp.alias_(exp.Min(this=dimension("month_index")), "first_index")
     firsts = build(ITEMS, ["customer_id"], [], conditions(ITEMS, undated), extra=[first])
-    return activity, firsts
+    return [
+        ("activity", activity),
+        ("firsts", firsts),
+        ("counts", _parsed(COUNTS)),
+        ("sizes", _parsed(SIZES)),
+    ]
+
+
+def _with_cohorts(select: exp.Select, ctx: Context) -> exp.Select:
+    for name, cte in cohort_ctes(ctx.filters):
+        select = select.with_(name, as_=cte, copy=False)
+    return select
+
+
+def _parsed(sql: str) -> exp.Select:
+    select = sqlglot.parse_one(sql, read="duckdb")
+    assert isinstance(select, exp.Select)
+    return select
 
 
 def new_vs_returning(ctx: Context) -> list[dict[str, Any]]:
-    activity, firsts = _activity(ctx)
-    select = (
-        exp.select(
-            "a.month_index",
-            "SUM(CASE WHEN a.month_index = f.first_index THEN 1 ELSE 0 END) AS new_customers",
-            "SUM(CASE WHEN a.month_index > f.first_index THEN 1 ELSE 0 END) AS returning_customers",
-        )
-        .from_("activity AS a")
-        .join("firsts AS f", on="f.customer_id = a.customer_id")
+    select = _parsed(
+        "SELECT month_index,"
+        " SUM(CASE WHEN month_index = first_index THEN customers ELSE 0 END) AS new_customers,"
+        " SUM(CASE WHEN month_index > first_index THEN customers ELSE 0 END)"
+        " AS returning_customers FROM counts GROUP BY 1 ORDER BY 1"
     )
-    select = select.group_by("1").order_by("1").with_("activity", as_=activity)
-    select = select.with_("firsts", as_=firsts)
     return [
         {
             "month": index_label(r["month_index"]),
             "new_customers": number(r["new_customers"], "customers"),
             "returning_customers": number(r["returning_customers"], "customers"),
         }
-        for r in ctx.rows(select)
+        for r in ctx.rows(_with_cohorts(select, ctx))
     ]
 
 
 def cohort_retention(ctx: Context) -> list[dict[str, Any]]:
-    activity, firsts = _activity(ctx)
-    select = (
-        exp.select(
-            "f.first_index AS cohort",
-            "a.month_index - f.first_index AS months_since",
-            "COUNT(*) AS customers",
-            "MAX(sizes.cohort_size) AS cohort_size",
-        )
-        .from_("activity AS a")
-        .join("firsts AS f", on="f.customer_id = a.customer_id")
-        .join("sizes", on="sizes.first_index = f.first_index")
-        .group_by("1", "2")
-        .order_by("1", "2")
-        .with_("activity", as_=activity)
-        .with_("firsts", as_=firsts)
-        .with_("sizes", as_="SELECT first_index, COUNT(*) AS cohort_size FROM firsts GROUP BY 1")
+    select = _parsed(
+        "SELECT c.first_index AS cohort, c.month_index - c.first_index AS months_since,"
+        " SUM(c.customers) AS customers, MAX(s.cohort_size) AS cohort_size"
+        " FROM counts AS c JOIN sizes AS s ON s.first_index = c.first_index"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
     )
     return [
         {
@@ -156,7 +169,7 @@ def cohort_retention(ctx: Context) -> list[dict[str, Any]]:
             "cohort_size": int(r["cohort_size"]),
             "retention": ratio(r["customers"], r["cohort_size"]),
         }
-        for r in ctx.rows(select)
+        for r in ctx.rows(_with_cohorts(select, ctx))
     ]
 
 
