@@ -21,9 +21,9 @@ import pytest
 from riverbed.config import Project
 from riverbed.config.loader import demo_config_text, load_project
 from riverbed.load.fact_current import current_view_ddl
-from riverbed.load.model import FactModel
-from riverbed.serve.extracts import store
-from riverbed.serve.extracts.datasets import DATASETS
+from riverbed.load.model import FactModel, warehouse_model
+from riverbed.serve.extracts import delta, store
+from riverbed.serve.extracts.datasets import CUSTOMERS, DATASETS, RETURNED, SALES, Dataset
 from riverbed.serve.extracts.refresh import Refreshed, refresh
 from riverbed.state import open_state
 from riverbed.state.records import LoadBatch
@@ -143,6 +143,14 @@ def test_a_withdrawn_batch_has_the_touched_days_summed_again(project: Project) -
     refreshed = _refresh(project)
     assert refreshed.way == "days" and refreshed.days > 0
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+
+
+def test_a_dataset_holding_a_distinct_count_is_left_to_its_days(project: Project) -> None:
+    """A count distinct is not additive (an order counted in a cell and again in its delta):
+    that dataset takes the days path, the others of its grain keep their deltas."""
+    distinct = Dataset("extract_distinct", CUSTOMERS.relation, CUSTOMERS.columns, ("customers",))
+    facts = warehouse_model(project.config).facts
+    assert delta.maintained([SALES, distinct, RETURNED], facts) == [SALES, RETURNED]
 
 
 _positions = itertools.count(10_000, 10)

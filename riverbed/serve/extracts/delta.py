@@ -23,11 +23,13 @@ see merge for how the cells are written);
 the rollups take the sum of their base's delta per coarser cell, so a month's cells are never
 summed again from its days.
 
-It applies when every measure is additive (a count distinct is not), every table the grains
-read is a fact, a snapshotted dimension (only its kept attributes) or dim_date, and the facts
-hold what the previous generation counted plus the new batches and nothing else
-(``extract_fact_rows``: a withdrawn batch, ``run --reprocess``, deleted rows the state before
-cannot be read from). Otherwise the refresh recomputes the touched days (refresh.py).
+It maintains a dataset whose every measure is additive (``Measure.additive``: a count
+distinct is not, the same order may count in the cell before and in the delta) and whose
+grain reads only facts, snapshotted dimensions (their kept attributes) and dim_date
+(``maintained``), while the facts hold what the previous generation counted plus the new
+batches and nothing else (``extract_fact_rows``: a withdrawn batch, ``run --reprocess``,
+deleted rows the state before cannot be read from). The other datasets have the touched days
+summed again (refresh.py), in the same refresh.
 """
 
 from __future__ import annotations
@@ -59,26 +61,32 @@ _KEPT = {
 }
 
 
-def applies(datasets: Sequence[Dataset], facts: Sequence[FactModel]) -> bool:
-    """Whether ``datasets`` (the extract's base ones) can be maintained by deltas."""
-    return _applies(tuple(datasets), frozenset(f.view for f in facts if f.name in changes.FACTS))
+def maintained(datasets: Sequence[Dataset], facts: Sequence[FactModel]) -> list[Dataset]:
+    """Those of ``datasets`` (the extract's base ones) deltas can maintain; the others' touched
+    days are summed again (refresh.py)."""
+    views = frozenset(f.view for f in facts if f.name in changes.FACTS)
+    additive = tuple(d for d in datasets if all(MEASURES[m].additive for m in d.measures))
+    return [d for d in additive if _readable(_of_relation(additive, d.relation.name), views)]
+
+
+def _of_relation(datasets: tuple[Dataset, ...], relation: str) -> tuple[Dataset, ...]:
+    return tuple(d for d in datasets if d.relation.name == relation)
 
 
 @cache
-def _applies(datasets: tuple[Dataset, ...], views: frozenset[str]) -> bool:
-    if any(MEASURES[m].agg not in ("sum", "count") for d in datasets for m in d.measures):
-        return False
-    for relation in {d.relation.name for d in datasets}:
-        select = partial.grain_select(tuple(d for d in datasets if d.relation.name == relation))
-        aliases = {}
-        for table in select.find_all(exp.Table):
-            if table.name not in views and table.name not in _KEPT and table.name != DATE:
-                return False
-            aliases[table.alias_or_name] = table.name
-        for column in select.find_all(exp.Column):
-            kept = _KEPT.get(aliases.get(column.table, ""))
-            if kept and column.name not in (*kept[1], "is_current_record"):
-                return False
+def _readable(datasets: tuple[Dataset, ...], views: frozenset[str]) -> bool:
+    """Whether every table the grain of ``datasets`` (one relation's) reads can be read as it
+    was before the loads since: a fact, dim_date, a snapshotted dimension's kept columns."""
+    select = partial.grain_select(datasets)
+    aliases = {}
+    for table in select.find_all(exp.Table):
+        if table.name not in views and table.name not in _KEPT and table.name != DATE:
+            return False
+        aliases[table.alias_or_name] = table.name
+    for column in select.find_all(exp.Column):
+        kept = _KEPT.get(aliases.get(column.table, ""))
+        if kept and column.name not in (*kept[1], "is_current_record"):
+            return False
     return True
 
 

@@ -171,32 +171,46 @@ def _recompute(
     counts: dict[str, tuple[int, int]],
 ) -> tuple[str, int, int]:
     """Bring the cells ``changed`` touches up to date: (how, cells changed, days they fall on).
-    By deltas of the changed keys where delta.py can; else the touched days are summed again
-    (their cells' change kept as the delta the rollups take)."""
+    By deltas of the changed keys for the datasets delta.py maintains (``deltas``); the
+    others' touched days summed again, their cells' change kept as the delta the rollups take
+    (every dataset: ``days``)."""
     if not changed:
         return "deltas", 0, 0
     bases = [d for d in DATASETS if d.rollup_of is None]
-    cells = 0
-    way = "deltas" if delta.applies(bases, facts) and delta.consistent(extract, counts) else "days"
-    if way == "deltas":
-        delta.by_keys(extract, warehouse, changed, bases, facts, catalog, snapshots)
-        extract.execute("BEGIN")
-        cells += sum(delta.merge(extract, d) for d in bases)
-        day_count = len(delta.days_of(extract, bases))
-    else:
-        item_days, return_days = changes.affected_days(warehouse, changed)
-        extract.execute("BEGIN")
-        for relation, days in (("items", item_days), ("returns", return_days)):
-            datasets = [d for d in bases if d.relation.name == relation]
-            for dataset in datasets:
-                delta.before_days(extract, dataset, days)
-            if days and datasets:
-                rows = warehouse.query(partial.grain_rows(datasets, days, facts, catalog))
-                cells += sum(_redo_days(extract, d, days, rows) for d in datasets)
-        day_count = len(set(item_days) | set(return_days))
+    by_deltas = delta.maintained(bases, facts) if delta.consistent(extract, counts) else []
+    by_days = [d for d in bases if d not in by_deltas]
+    if by_deltas:
+        delta.by_keys(extract, warehouse, changed, by_deltas, facts, catalog, snapshots)
+    extract.execute("BEGIN")
+    cells = sum(delta.merge(extract, d) for d in by_deltas)
+    days = delta.days_of(extract, by_deltas)
+    if by_days:
+        redone, redone_days = _redo_touched(extract, warehouse, changed, by_days, facts, catalog)
+        cells, days = cells + redone, days | redone_days
     derive.refresh(extract)
     extract.execute("COMMIT")
-    return way, cells, day_count
+    return "deltas" if by_deltas else "days", cells, len(days)
+
+
+def _redo_touched(
+    extract: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    changed: changes.Changed,
+    bases: list[Dataset],
+    facts: Sequence[FactModel],
+    catalog: dict[str, dict[str, str]],
+) -> tuple[int, set[int]]:
+    """Sum again the days ``changed`` touches of ``bases``: (cells written, the days)."""
+    item_days, return_days = changes.affected_days(warehouse, changed)
+    cells = 0
+    for relation, days in (("items", item_days), ("returns", return_days)):
+        datasets = [d for d in bases if d.relation.name == relation]
+        for dataset in datasets:
+            delta.before_days(extract, dataset, days)
+        if days and datasets:
+            rows = warehouse.query(partial.grain_rows(datasets, days, facts, catalog))
+            cells += sum(_redo_days(extract, d, days, rows) for d in datasets)
+    return cells, set(item_days) | set(return_days)
 
 
 def _redo_days(

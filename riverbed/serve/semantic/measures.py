@@ -109,6 +109,12 @@ class Measure:
     relation: str = "items"
     kind: Literal["money", "count"] = "count"
 
+    @property
+    def additive(self) -> bool:
+        """Whether a sum of its values over parts is its value over the whole (a SUM, a
+        COUNT): a count distinct is not, an entity may stand in two parts."""
+        return self.agg != "count_distinct"
+
 
 MEASURES: dict[str, Measure] = {
     m.name: m
