@@ -9,7 +9,8 @@ The keys taken are a superset of what the days need (every key with any version 
 days, the orders of those items, the returns of those items): a key whose current version
 lies outside the days is ranked and then left out by the grain's own day condition, so the
 cells come out exactly as the full views give them. A measure counted (COUNT of a column) is
-1 or 0 per row, so its sum is the count.
+1 or 0 per row, so its sum is the count; a count distinct (``orders``) is the value counted
+(the order id), counted distinct per cell.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ def grain_rows(
 
 def local_cells(dataset: Dataset, rows: str) -> str:
     """``dataset``'s cells summed from the grain rows in table ``rows`` (DuckDB SQL)."""
-    sums = ", ".join(f"SUM({m}) AS {m}" for m in dataset.measures)
+    sums = ", ".join(
+        f"COUNT(DISTINCT {m}) AS {m}" if MEASURES[m].agg == "count_distinct" else f"SUM({m}) AS {m}"
+        for m in dataset.measures
+    )
     return f"SELECT {', '.join(dataset.column_names)}, {sums} FROM {rows} GROUP BY ALL"
 
 

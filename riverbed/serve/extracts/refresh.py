@@ -8,7 +8,8 @@ load it holds, so loads of a run whose refresh failed or was killed are taken by
 and the dimension attributes changed since (changes.py) give the business days whose cells may
 have changed; those days' rows are deleted from each dataset and aggregated again from the
 warehouse's current-state views, limited to those days. Cost follows what was loaded, not the
-history. Whole when there is no previous generation, the datasets' definitions changed
+history. The orders whose items span two days are kept beside the datasets (split_orders.py).
+Whole when there is no previous generation, the datasets' definitions changed
 (datasets.fingerprint), or a fact was truncated.
 
 Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
@@ -33,7 +34,7 @@ from riverbed.errors import RiverbedError
 from riverbed.load.model import FactModel, warehouse_model
 from riverbed.load.warehouse import Warehouse, open_warehouse
 from riverbed.private import FILE_MODE
-from riverbed.serve.extracts import changes, partial, store
+from riverbed.serve.extracts import changes, partial, split_orders, store
 from riverbed.serve.extracts.datasets import (
     ALIASES,
     DATASETS,
@@ -142,10 +143,12 @@ def _write(
                 )
             days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
             day_count = int(days[0][0])
+            split_orders.build(extract, warehouse)
         else:
             changed.keys = {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
             facts = warehouse_model(project.config).facts
             cells, day_count = _recompute(extract, warehouse, changed, facts, catalog)
+            split_orders.update(extract, warehouse, changed, facts)
         for snapshot, rows in snapshots.items():
             _replace(extract, snapshot, rows)
         _replace(extract, SOURCES, _sources(catalog))
@@ -221,13 +224,26 @@ def _changed_keys(extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Tab
 def _replace(
     extract: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, order: str | None = None
 ) -> int:
-    extract.register("incoming", rows)
+    extract.register("incoming", _widened(rows))
     try:
         ordered = f" ORDER BY {order}" if order else ""
         extract.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming{ordered}")
     finally:
         extract.unregister("incoming")
     return rows.num_rows
+
+
+def _widened(rows: pa.Table) -> pa.Table:
+    """``rows`` with every decimal as wide as a decimal goes, its scale kept: a PostgreSQL
+    batch is typed by its own values (a sum of small counts: DECIMAL(1,0)), and a later
+    refresh's cells must fit the column the full build made."""
+    schema = pa.schema(
+        field.with_type(pa.decimal128(38, field.type.scale))
+        if pa.types.is_decimal(field.type)
+        else field
+        for field in rows.schema
+    )
+    return rows if schema == rows.schema else rows.cast(schema)
 
 
 def _sources(catalog: dict[str, dict[str, str]]) -> pa.Table:
