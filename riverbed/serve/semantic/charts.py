@@ -11,9 +11,9 @@ The as-of date (the day a partial current month ends; see filters.fair_windows) 
 the ``as_of`` argument, the ``date_to`` filter, today in UTC.
 
 A ``limit`` (1 .. MAX_LIMIT) keeps a chart's first rows only, and ``meta`` states it with
-the rows there are (``limit``, ``rows_total``). A chart that ranks many rows takes its top
-rows in its query (customer_refunds: the most refunded customers, their personal columns
-read for those alone); any other is cut after it is computed. A page asks for a chart's
+the rows there are (``limit``, ``rows_total``). A chart that ranks many rows cuts them
+before it reads anything more (customer_refunds: the most refunded customers, their personal
+columns read for those alone); any other is cut after it is computed. A page asks for a chart's
 ``page_limit`` rows; an export and a call without ``limit`` get every row.
 """
 

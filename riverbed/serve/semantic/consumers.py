@@ -19,6 +19,8 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from riverbed.serve.semantic.chart import Chart, Context
@@ -98,7 +100,7 @@ _LOOKUP_IDS = 1_000  # customers looked up by id; more: every current row read i
 def customer_refunds(ctx: Context) -> list[dict[str, Any]]:
     """Per customer: orders, spending, returns and refunds, most refunded first, the top
     ``ctx.limit`` only when limited. Counted by customer id and region (from the extract
-    where it can), ranked and cut in the query; then the personal columns of the customers
+    where it can), ranked and cut (``_ranked``); then the personal columns of the customers
     shown are read from dim_customer's current rows through the gateway, masked and
     filtered for the reader as any query is (an extract holds none)."""
     per_customer = build(
@@ -107,18 +109,11 @@ def customer_refunds(ctx: Context) -> list[dict[str, Any]]:
         list(_REFUND_MEASURES),
         conditions(ITEMS, ctx.filters),
     )
-    ranked = (
-        exp.select("*", "COUNT(*) OVER () AS rows_total")
-        .from_(per_customer.subquery("per_customer"))
-        .order_by("COALESCE(refund_amount, 0) DESC", "COALESCE(refunds, 0) DESC", "customer_id")
-    )
+    counted = ctx.arrow(per_customer)
+    table = _ranked(counted).slice(0, ctx.limit)
     if ctx.limit is not None:
-        ranked = ranked.limit(ctx.limit)
-    table = ctx.arrow(ranked)
+        ctx.meta |= {"limit": ctx.limit, "rows_total": counted.num_rows}
     ids = table.column("customer_id").to_pylist()
-    if ctx.limit is not None:
-        total = table.column("rows_total")[0].as_py() if ids else 0
-        ctx.meta |= {"limit": ctx.limit, "rows_total": int(total)}
     people = _personal(ctx, ids)
     values = {m: numbers(table.column(m), m) for m in _REFUND_MEASURES}
     regions = table.column("customer_region").to_pylist()
@@ -132,6 +127,28 @@ def customer_refunds(ctx: Context) -> list[dict[str, Any]]:
             | {m: values[m][i] for m in _REFUND_MEASURES}
         )
     return rows
+
+
+def _ranked(table: pa.Table) -> pa.Table:
+    """Customers most refunded first (amount, then refunds; none counts as 0), by id among
+    equals. Ranked here, not in the query: a window or ORDER BY over the live grain's
+    aggregate took DuckDB past the reader's memory limit at 10M items, and from the extract
+    the ~100,000 rows sort in a few milliseconds."""
+    if not table.num_rows:
+        return table
+    keys = {
+        name: pc.coalesce(table.column(name), pa.scalar(0).cast(table.column(name).type))
+        for name in ("refund_amount", "refunds")
+    }
+    order = pc.sort_indices(
+        pa.table({**keys, "customer_id": table.column("customer_id")}),
+        sort_keys=[
+            ("refund_amount", "descending"),
+            ("refunds", "descending"),
+            ("customer_id", "ascending"),
+        ],
+    )
+    return table.take(order)
 
 
 def _personal(ctx: Context, ids: list[int]) -> dict[int, dict[str, Any]]:
