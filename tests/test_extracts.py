@@ -362,6 +362,10 @@ def test_customer_refunds_counts_from_the_extract_and_shows_personal_columns_as_
     assert top.meta["answered_from"] == "extract" and top.meta["limit"] == 5
     assert top.meta["rows_total"] == len(every.rows) > 5 and "limit" not in every.meta
     assert top.rows == every.rows[:5]
+    ranked = sorted(
+        every.rows, key=lambda r: (-r["refund_amount"], -r["refunds"], r["customer_id"])
+    )
+    assert every.rows == ranked and every.rows[0]["refund_amount"] > 0
     assert chart_data(project, "eu_analyst", "customer_refunds", extracts=False, limit=5).rows == (
         top.rows
     )
