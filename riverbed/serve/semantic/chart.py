@@ -85,7 +85,8 @@ class Context:
         from the extract when it can answer them, else live from the warehouse; ``meta``'s
         ``answered_from`` says which (``live`` when any query of the chart was). ``lookup``:
         attributes of rows already counted (a customer's personal columns), always live,
-        which ``answered_from`` does not count: it says where the numbers came from."""
+        which ``answered_from`` does not count (it says where the numbers came from):
+        ``lookup_from`` says it, for a reader that must know the chart may wait on a load."""
         if self.extracts and not lookup:
             from riverbed.serve.extracts.answer import answer  # it imports this package
 
@@ -93,8 +94,7 @@ class Context:
             if answered is not None:
                 self.meta.setdefault("answered_from", "extract")
                 return answered
-        if not lookup:
-            self.meta["answered_from"] = "live"
+        self.meta["lookup_from" if lookup else "answered_from"] = "live"
         sql = select.sql(dialect=self.dialect)
         batches = list(query_as(self.project, self.principal, sql, path=self.path))
         if not batches:  # no batch, no schema: the query's columns with no row
