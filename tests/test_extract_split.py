@@ -11,7 +11,13 @@ import duckdb
 import pytest
 from sqlglot import exp
 
-from riverbed.serve.extracts.datasets import DATASETS, SALES, SALES_MONTHLY
+from riverbed.serve.extracts.datasets import (
+    DATASETS,
+    SALES,
+    SALES_MONTHLY,
+    SELLER_ORDERS,
+    SELLER_ORDERS_MONTHLY,
+)
 from riverbed.serve.extracts.rollup import rollup
 from riverbed.serve.semantic.filters import Filters, Window
 from riverbed.serve.semantic.measures import ITEMS, build, conditions, in_window, up_to
@@ -33,10 +39,10 @@ def _read(select: exp.Expr) -> set[str]:
 def test_a_range_cutting_months_reads_whole_months_monthly_and_the_edge_days_daily() -> None:
     cut = Filters(date_from=date(2025, 1, 10), date_to=date(2025, 5, 20))
     assert _read(_query(cut)) == {SALES_MONTHLY.name, SALES.name}
-    # as of a day: every month before it whole
+    # as of a day: every month before it whole (no category: the smaller seller datasets)
     assert _read(build(ITEMS, ["month"], ["revenue"], [up_to(ITEMS, date(2025, 5, 7))])) == {
-        SALES_MONTHLY.name,
-        SALES.name,
+        SELLER_ORDERS_MONTHLY.name,
+        SELLER_ORDERS.name,
     }
     whole = Filters(date_from=date(2025, 1, 1), date_to=date(2025, 5, 31))
     assert _read(_query(whole)) == {SALES.name}  # whole months: one dataset answers

@@ -3,7 +3,8 @@
 From the extract only when all of these hold, else live, with the same numbers either way:
 a generation is published under the current datasets' definitions; the principal may read
 the datasets the query needs (policy.py: grants, clear columns, row filters it can express);
-the datasets can answer the query (rollup.py). The rewritten query then goes through the
+the datasets can answer the query (rollup.py; distinct orders summed only while the
+generation's split_orders is empty). The rewritten query then goes through the
 gateway (riverbed.govern.gateway.govern) with a Catalog of the datasets and the mapped policy,
 so the row filters hold as they would on the tables, and it is audited with the reader's
 ``path`` and the datasets as the tables read (``extract_*``: the record says it came from the
@@ -22,7 +23,7 @@ from sqlglot import exp
 from riverbed.config import Project
 from riverbed.govern.gateway import Catalog, govern
 from riverbed.govern.policy import GovernError, Policy
-from riverbed.serve.extracts import cohorts, store
+from riverbed.serve.extracts import cohorts, split_orders, store
 from riverbed.serve.extracts.datasets import DATASETS, Dataset, fingerprint
 from riverbed.serve.extracts.policy import mapped_policy
 from riverbed.serve.extracts.refresh import SOURCES
@@ -66,6 +67,8 @@ class _Opened:
         ).fetchall():
             self.sources.setdefault(table, []).append(column)
         self.catalog = _catalog(connection)
+        # no live order over two days: distinct orders summed over days are exact
+        self.sum_orders = split_orders.count(connection) == 0
         # (id of the config, principal) -> (that config, its mapped policy and datasets)
         self.policies: dict[tuple[int, str], tuple[object, Mapped | None]] = {}
         # (id of the config, principal, the chart's query) -> (that config, its plan)
@@ -153,7 +156,9 @@ def _planned(project: Project, principal: str, select: exp.Expr, opened: _Opened
     if mapped is None:
         return None
     policy, readable = mapped
-    rewritten = cohorts.rewrite(select, readable) or rollup(select, readable)
+    rewritten = cohorts.rewrite(select, readable) or rollup(
+        select, readable, sum_orders=opened.sum_orders
+    )
     if rewritten is None:
         return None
     sql = rewritten[0].sql(dialect="duckdb")

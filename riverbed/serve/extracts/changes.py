@@ -73,7 +73,7 @@ def truncated(warehouse: Warehouse, changed: Changed) -> bool:
 
 def affected_days(warehouse: Warehouse, changed: Changed) -> tuple[list[int], list[int]]:
     """(the item days, the return request days) whose cells ``changed`` touches."""
-    items = _changed_items(warehouse, changed)
+    items = _reached_items(warehouse, changed)
     if not items:
         return [], []
     item_set = " UNION ".join(items)
@@ -97,13 +97,9 @@ def changed_keys(warehouse: Warehouse, changed: Changed) -> dict[str, str]:
     version of a changed return: a return moved to another item changes both items' sums),
     the returns of those items and the changed returns, and the orders of those items. Each
     grain row of a changed cell is one of these keys' (delta.py)."""
-    items = _changed_items(warehouse, changed)
+    items = _reached_items(warehouse, changed)
     returned = ""
     if batches := changed.batches.get(RETURN_FACT):
-        items.append(
-            f"SELECT order_item_id FROM {RETURN_FACT} WHERE return_id IN"
-            f" (SELECT return_id FROM {RETURN_FACT} WHERE {_in('batch_id', batches)})"
-        )
         returned = f" OR {_in('batch_id', batches)}"
     item_set = " UNION ".join(items) or f"SELECT order_item_id FROM {ITEM_FACT} WHERE FALSE"
     of_items = _among(warehouse, "order_item_id", item_set)
@@ -126,6 +122,19 @@ def fact_rows(warehouse: Warehouse, changed: Changed) -> dict[str, tuple[int, in
         row = warehouse.query(_select(f"SELECT (SELECT COUNT(*) FROM {fact}) AS n, {new} AS new"))
         found[fact] = (int(row.column(0)[0].as_py()), int(row.column(1)[0].as_py() or 0))
     return found
+
+
+def _reached_items(warehouse: Warehouse, changed: Changed) -> list[str]:
+    """SELECTs of the order item ids whose cells may have changed: those _changed_items
+    names and the items of every version of a changed return (a return moved to another item
+    changes both items' sums, on both items' days)."""
+    items = _changed_items(warehouse, changed)
+    if batches := changed.batches.get(RETURN_FACT):
+        items.append(
+            f"SELECT order_item_id FROM {RETURN_FACT} WHERE return_id IN"
+            f" (SELECT return_id FROM {RETURN_FACT} WHERE {_in('batch_id', batches)})"
+        )
+    return items
 
 
 def _changed_items(warehouse: Warehouse, changed: Changed) -> list[str]:

@@ -10,6 +10,11 @@ extract_customers_monthly  extract_customers summed per month × customer (the c
                     charts with no day or category condition: O(customers × months))
 extract_customer_totals  extract_customers_monthly summed over the months (per customer)
 extract_returns     return measures per request day × reason × product × seller × regions
+extract_seller_orders(_monthly)  item measures and distinct orders per day (month) × seller ×
+                    customer region: the seller table (seller_performance)
+extract_seller_category_orders(_monthly)  the same × category (the seller table of a category)
+extract_customer_orders(_monthly)  item measures and distinct orders per day (month) ×
+                    customer (transaction_counts, customer_refunds)
 extract_cohorts     customers per customer region × first month × month active (the cohort
                     charts with no category or day-level date condition: a few hundred cells)
 =================== =========================================================================
@@ -21,9 +26,16 @@ else is not answerable from it. No dataset holds a personal column: customers ap
 only, so an erasure (``riverbed forget``) has nothing to scrub in an extract.
 
 Every measure a dataset holds is additive (SUM or COUNT over the grain's rows, stored as the
-cell's sum): a count distinct (``orders``, ``customers``) is not, and a chart that needs one
-is answered live. A cell exists only where the grain has a row, so MIN/MAX of a dimension and
-"which groups exist" read the same from a dataset as from the grain.
+cell's sum) but ``orders``, a count distinct, held as each cell's own count. Distinct orders
+still add up where no order can fall in two of the cells summed: the order-level columns
+(``ORDER_LEVEL``: its customer and their region, and its day while no live order's items span
+two days, which split_orders.py keeps watch of) never split an order, the item-level ones
+(product, category, seller) can. So rollup.py sums ``orders`` only over cells that differ in
+order-level columns alone (every item-level column grouped by or pinned), and a rollup
+(``rollup_of``) holding ``orders`` may drop order-level columns only (checked when defined).
+A count distinct of a column a dataset holds (``customers``: ``customer_id``) is the same
+count over its cells. A cell exists only where the grain has a row, so MIN/MAX of a
+dimension and "which groups exist" read the same from a dataset as from the grain.
 """
 
 from __future__ import annotations
@@ -68,6 +80,20 @@ _ITEM_MEASURES = (
 )
 
 
+# a column read from these never splits an order: one order, one customer (and region), one
+# status row; its day too while split_orders.py finds no live order over two days
+_ORDER_ALIASES = ("o", "c", "d")
+ORDER_LEVEL = frozenset({"i.order_id", "i.date_key"})
+# the key of each dimension whose current row the relations join: its other columns follow it
+DIMENSION_KEYS = {"p": "product_id", "s": "seller_id", "c": "customer_id"}
+
+
+def order_level(source: str) -> bool:
+    """Whether the relation's column ``source`` (``alias.column``) is the same for every item
+    of an order."""
+    return source in ORDER_LEVEL or source.split(".")[0] in _ORDER_ALIASES
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A table of the extract: ``columns`` (name, the relation's expressions it stands for:
@@ -87,9 +113,29 @@ class Dataset:
     per: str | None = None
     order: str = "year, month"
 
+    def __post_init__(self) -> None:
+        base = self.rollup_of
+        distinct = [m for m in self.measures if not MEASURES[m].additive]
+        if base is not None and distinct and self.derivation is None:
+            dropped = set(base.splits_orders) - set(self.splits_orders)
+            if dropped:  # summing them would count an order once per value of those
+                raise ValueError(f"{self.name} sums {distinct} over {sorted(dropped)}")
+
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
+
+    @property
+    def splits_orders(self) -> tuple[str, ...]:
+        """Its item-level columns: those whose value may differ between items of an order."""
+        return tuple(name for name, sources in self.columns if not any(map(order_level, sources)))
+
+    def key_of(self, name: str) -> str | None:
+        """The column holding the key of the dimension row column ``name`` is read from
+        (``seller`` -> ``seller_id``): one value of it is one value of ``name``."""
+        alias = dict(self.columns)[name][0].split(".")[0]
+        key = DIMENSION_KEYS.get(alias)
+        return None if key is None else self.mapping().get((alias, key))
 
     def derive(self, rows: str | None = None) -> str:
         """A rollup's cells from its base's (DuckDB SQL on the extract), or from ``rows`` (a
@@ -221,7 +267,7 @@ CUSTOMERS = Dataset(
         *_CUSTOMER,
         ("category", ("p.category",)),
     ),
-    _ITEM_MEASURES,
+    (*_ITEM_MEASURES, "orders"),  # a customer's orders in one category: category pinned
 )
 RETURNED = Dataset(
     "extract_returns",
@@ -255,6 +301,38 @@ CUSTOMERS_MONTHLY = Dataset(
     _ITEM_MEASURES,
     rollup_of=CUSTOMERS,
 )
+
+# distinct orders (and the item measures beside them) at the grains the seller table and the
+# per-customer charts count them at: a seller's orders are summed over days and customer
+# regions only, a category's over those and nothing else, a customer's over days
+_DAY = (("date_key", ("i.date_key", "d.date_key")), *_DATE[1:])
+_WITH_ORDERS = (*_ITEM_MEASURES, "orders")
+SELLER_ORDERS = Dataset(
+    "extract_seller_orders",
+    ITEMS,
+    (*_DAY, *_SELLER, ("customer_region", ("c.region",))),
+    _WITH_ORDERS,
+)
+SELLER_CATEGORY_ORDERS = Dataset(
+    "extract_seller_category_orders",
+    ITEMS,
+    (*_DAY, *_SELLER, ("category", ("p.category",)), ("customer_region", ("c.region",))),
+    _WITH_ORDERS,
+)
+CUSTOMER_ORDERS = Dataset("extract_customer_orders", ITEMS, (*_DAY, *_CUSTOMER), _WITH_ORDERS)
+
+
+def _monthly(base: Dataset) -> Dataset:
+    """``base`` summed per month: its columns but the day's."""
+    columns = tuple(c for c in base.columns if c[0] not in ("date_key", "day"))
+    return Dataset(f"{base.name}_monthly", ITEMS, columns, base.measures, rollup_of=base)
+
+
+SELLER_ORDERS_MONTHLY = _monthly(SELLER_ORDERS)
+SELLER_CATEGORY_ORDERS_MONTHLY = _monthly(SELLER_CATEGORY_ORDERS)
+CUSTOMER_ORDERS_MONTHLY = _monthly(CUSTOMER_ORDERS)
+
+# in the order a query tries them: the smallest that can answer it first
 
 # what each customer spent, returned and was refunded over all months: the spending
 # distribution with no date or category condition, a row per customer (derive.py keeps it by
@@ -292,15 +370,21 @@ COHORTS = Dataset(
 # last: only the cohort rule reads it, each other query is answered by one before it; it is
 # derived after the per-customer months it is made of: derive.py orders bases first)
 DATASETS: tuple[Dataset, ...] = (
+    SELLER_ORDERS_MONTHLY,
     SALES_MONTHLY,
+    SELLER_CATEGORY_ORDERS_MONTHLY,
+    SELLER_ORDERS,
     SALES,
+    SELLER_CATEGORY_ORDERS,
     RETURNED,
     CUSTOMER_TOTALS,
     CUSTOMERS_MONTHLY,
+    CUSTOMER_ORDERS_MONTHLY,
+    CUSTOMER_ORDERS,
     CUSTOMERS,
     COHORTS,
 )
-FORMAT = 2  # bumped when the extract's own layout changes: a full rebuild follows
+FORMAT = 3  # bumped when the extract's own layout changes: a full rebuild follows
 
 
 @cache

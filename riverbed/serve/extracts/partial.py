@@ -9,7 +9,10 @@ The keys taken are a superset of what the days need (every key with any version 
 days, the orders of those items, the returns of those items): a key whose current version
 lies outside the days is ranked and then left out by the grain's own day condition, so the
 cells come out exactly as the full views give them. A measure counted (COUNT of a column) is
-1 or 0 per row, so its sum is the count.
+1 or 0 per row, so its sum is the count; a count distinct (``orders``) is the value counted
+(the order id), counted distinct per cell from the grain rows (``local_cells(grain=True)``)
+and summed as any measure when a coarser cell is made of finer ones (the rollups, whose
+definitions and rollup.py see that no order is in two cells summed).
 
 Beside its sums a cell keeps counts (``hidden``): its grain rows (``_rows``) and, per SUM
 measure, the rows where the value is not NULL (``_n_<measure>``). They let a refresh maintain
@@ -130,10 +133,15 @@ def grain_rows(
     return select
 
 
-def local_cells(dataset: Dataset, rows: str) -> str:
-    """``dataset``'s cells, with their hidden counts, summed from the rows in table ``rows``
-    (grain rows, or a finer dataset's cells or deltas; DuckDB SQL)."""
-    sums = ", ".join(f"SUM({m}) AS {m}" for m in (*dataset.measures, *hidden(dataset)))
+def local_cells(dataset: Dataset, rows: str, *, grain: bool = False) -> str:
+    """``dataset``'s cells, with their hidden counts, summed from the rows in table ``rows``:
+    a finer dataset's cells or deltas, or (``grain``) grain rows, whose count distinct values
+    are counted distinct (DuckDB SQL)."""
+    sums = ", ".join(
+        f"COUNT(DISTINCT {m}) AS {m}" if grain and not MEASURES[m].additive else f"SUM({m}) AS {m}"
+        for m in dataset.measures
+    )
+    sums += "".join(f", SUM({h}) AS {h}" for h in hidden(dataset))
     return f"SELECT {', '.join(dataset.column_names)}, {sums} FROM {rows} GROUP BY ALL"
 
 

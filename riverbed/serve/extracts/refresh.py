@@ -8,10 +8,12 @@ run whose refresh failed or was killed are taken by the next one) and the dimens
 changed since (changes.py) give the keys whose grain rows may have changed, and each cell they
 touch takes its delta (delta.py: those keys' rows now minus before), the rollups follow
 their base's delta (derive.py). Cost follows the changes, not the history nor the days they
-fall on. When deltas cannot apply (a withdrawn batch, a measure that is not additive), the
-business days those keys fall on are deleted from each dataset and aggregated again from the
-warehouse's current-state views limited to those days, and their change is the rollups'
-delta. Whole when there is no previous generation, the datasets' definitions changed
+fall on. A dataset deltas cannot maintain (one holding a count distinct: distinct orders; or
+every dataset, after a withdrawn batch) has the business days those keys fall on deleted and
+aggregated again from the warehouse's current-state views limited to those days, and their
+change is its rollups' delta. The orders whose items span two days are kept beside the
+datasets either way (split_orders.py: the guard on summing distinct orders over days).
+Whole when there is no previous generation, the datasets' definitions changed
 (datasets.fingerprint), or a fact was truncated.
 
 Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
@@ -36,7 +38,7 @@ from riverbed.errors import RiverbedError
 from riverbed.load.model import FactModel, warehouse_model
 from riverbed.load.warehouse import Warehouse, open_warehouse
 from riverbed.private import FILE_MODE
-from riverbed.serve.extracts import changes, delta, derive, partial, store
+from riverbed.serve.extracts import changes, delta, derive, partial, split_orders, store
 from riverbed.serve.extracts.datasets import ALIASES, DATASETS, Dataset, fingerprint, personal_held
 from riverbed.state import StateStore
 
@@ -130,12 +132,14 @@ def _write(
         way = "whole"
         if full:
             cells, day_count = _build(extract, warehouse)
+            split_orders.build(extract, warehouse)
         else:
             changed.keys = {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
             facts = warehouse_model(project.config).facts
             way, cells, day_count = _recompute(
                 extract, warehouse, changed, facts, catalog, snapshots, counts
             )
+            split_orders.update(extract, warehouse, changed, facts)
         delta.record(extract, counts)
         for snapshot, rows in snapshots.items():
             if full or changed.keys.get(snapshot):  # else the copy is still the same
@@ -224,7 +228,7 @@ def _redo_days(
     )
     extract.register("grain_rows", rows)
     try:
-        cells = partial.local_cells(dataset, "grain_rows")
+        cells = partial.local_cells(dataset, "grain_rows", grain=True)
         inserted = extract.execute(f"INSERT INTO {dataset.name} BY NAME {cells}").fetchall()
         extract.execute(f"INSERT INTO delta_{dataset.name} BY NAME {cells}")
     finally:
@@ -250,13 +254,26 @@ def _changed_keys(extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Tab
 def _replace(
     extract: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, order: str | None = None
 ) -> int:
-    extract.register("incoming", rows)
+    extract.register("incoming", _widened(rows))
     try:
         ordered = f" ORDER BY {order}" if order else ""
         extract.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming{ordered}")
     finally:
         extract.unregister("incoming")
     return rows.num_rows
+
+
+def _widened(rows: pa.Table) -> pa.Table:
+    """``rows`` with every decimal as wide as a decimal goes, its scale kept: a PostgreSQL
+    batch is typed by its own values (a sum of small counts: DECIMAL(1,0)), and a later
+    refresh's cells must fit the column the full build made."""
+    schema = pa.schema(
+        field.with_type(pa.decimal128(38, field.type.scale))
+        if pa.types.is_decimal(field.type)
+        else field
+        for field in rows.schema
+    )
+    return rows if schema == rows.schema else rows.cast(schema)
 
 
 def _sources(catalog: dict[str, dict[str, str]]) -> pa.Table:
