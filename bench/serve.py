@@ -11,7 +11,8 @@
    refunded returns and order status changes of the last three weeks' orders (as a shop's
    traffic changes recent orders), appended as one batch per fact as the facts state appends
    them, then the publish state's refresh, which merges the changed keys' deltas into the cells
-   they touch (``way``: deltas; days when it sums the touched days again). Target: < 1 s. The
+   they touch (``way``: deltas, the datasets holding distinct orders by their touched days;
+   days when it sums every dataset's touched days again). Target: < 1 s. The
    full build it starts from is printed too.
 3. a page load in a real browser (chromium): each dashboard page ``--page-repeat`` times, from
    navigation until every chart has its data, p50 and p95. Target: p95 < 1 s.
