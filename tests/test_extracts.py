@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import time
+from calendar import monthrange
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,10 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
+from psycopg.rows import dict_row
 from shop_support import seed_and_change
 from test_e2e import cli, demo_project
+from test_semantic import ITEMS as SOURCE_ITEMS
 
 from conftest import Database, _fresh_database, run_cli
 from riverbed.config import Project
@@ -33,8 +37,8 @@ from riverbed.serve.semantic import CHARTS, chart_data
 from riverbed.source.embedded import EmbeddedServer
 from riverbed.state import open_state
 
-# charts that need a count distinct (orders) or personal columns: never from the extract
-LIVE_ONLY = {"seller_performance", "transaction_counts", "customer_refunds"}
+# its numbers come from the extract, its customers' personal columns from the warehouse
+LOOKS_UP_LIVE = {"customer_refunds"}
 # a principal whose row filter names a column no dataset has
 BY_COUNTRY = {
     "roles": {
@@ -78,12 +82,18 @@ def _filters(project: Project) -> list[dict[str, Any]]:
         {"seller": seller["seller_id"]},
         {"category": category["category"], "region": "Europe"},
         {"date_from": f"{category['month']}-03", "date_to": f"{category['month']}-20"},
+        _whole_month(category["month"]),
     ]
+
+
+def _whole_month(month: str) -> dict[str, str]:
+    year, number = (int(part) for part in month.split("-"))
+    return {"date_from": f"{month}-01", "date_to": f"{month}-{monthrange(year, number)[1]}"}
 
 
 def _expected(name: str, filters: dict[str, Any]) -> str:
     """Where a chart should be answered from: the consumer charts' dataset has no seller."""
-    if name in LIVE_ONLY or (CHARTS[name].page == "consumers" and "seller" in filters):
+    if CHARTS[name].page == "consumers" and "seller" in filters:
         return "live"
     return "extract"
 
@@ -139,18 +149,93 @@ def test_the_eu_analyst_reads_eu_rows_only_and_an_inexpressible_filter_goes_live
 def test_the_consumer_charts_read_each_customers_months_not_their_days(
     project: Project, filters: dict[str, Any]
 ) -> None:
-    """With no category nor day-level date condition, a customer's first month, months
-    active and spending come from the per-customer-month rollup, a few rows per customer."""
-    for name in ("new_vs_returning", "cohort_retention", "spending_distribution"):
-        since = time.time()
-        data = chart_data(project, "admin", name, filters)
-        assert data.rows and data.meta["answered_from"] == "extract"
-        store_ = open_state(project)
-        try:
-            records = store_.audit.records(principal="admin", since=since)
-        finally:
-            store_.close()
-        assert {t for r in records for t in r.tables} == {"extract_customers_monthly"}, name
+    """With no category nor date condition, what a customer spent comes from the
+    per-customer totals, a row per customer, and the cohort charts from the customers
+    counted per first month and month active."""
+    for name, dataset in (
+        ("new_vs_returning", "extract_cohorts"),
+        ("cohort_retention", "extract_cohorts"),
+        ("spending_distribution", "extract_customer_totals"),
+    ):
+        assert _read(project, name, filters) == {dataset}, name
+
+
+def _read(project: Project, name: str, filters: dict[str, Any], principal: str = "admin") -> set:
+    """The tables the chart ``name`` read (the audit trail's record of its queries)."""
+    since = time.time()
+    data = chart_data(project, principal, name, filters)
+    assert data.rows and data.meta["answered_from"] == "extract"
+    store_ = open_state(project)
+    try:
+        records = store_.audit.records(principal=principal, since=since)
+    finally:
+        store_.close()
+    return {t for r in records for t in r.tables}
+
+
+@pytest.mark.parametrize("principal", ["admin", "eu_analyst"])
+def test_the_cohort_charts_count_the_sources_customers_under_every_filter(
+    project: Project, source: Database, principal: str
+) -> None:
+    """New and returning customers and cohort retention from the extract equal the live
+    answer and a count over the source: whole months and a region from the cohort counts,
+    a range cutting a month and a category from the per-day dataset."""
+    with source.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        items = cur.execute(SOURCE_ITEMS).fetchall()
+    if principal == "eu_analyst":
+        items = [i for i in items if i["customer_region"] == "Europe"]
+    months = sorted({(i["day"].year, i["day"].month) for i in items})
+    middle = f"{months[len(months) // 2][0]:04d}-{months[len(months) // 2][1]:02d}"
+    category = items[0]["category"]
+    for filters, dataset in (
+        ({}, "extract_cohorts"),
+        ({"region": "Europe"}, "extract_cohorts"),
+        ({"date_from": f"{middle}-01"}, "extract_cohorts"),
+        (_whole_month(middle), "extract_cohorts"),
+        ({"date_from": f"{middle}-10", "date_to": _whole_month(middle)["date_to"]}, None),
+        ({"category": category}, None),
+    ):
+        expected = _source_cohorts(items, filters)
+        for name in ("new_vs_returning", "cohort_retention"):
+            extract, live = _both(project, principal, name, filters)
+            assert extract.rows == live.rows, (name, filters)
+            assert _shown(name, extract.rows) == expected[name], (name, filters)
+            read = _read(project, name, filters, principal)
+            assert read == {dataset} if dataset else "extract_cohorts" not in read, read
+
+
+def _source_cohorts(items: list[dict[str, Any]], filters: dict[str, Any]) -> dict[str, Any]:
+    """The two charts' numbers over the source's items: a first month under the category
+    and region, not the dates; months active under every filter."""
+    kept = [
+        i
+        for i in items
+        if i["category"] == filters.get("category", i["category"])
+        and i["customer_region"] == filters.get("region", i["customer_region"])
+    ]
+    index = lambda day: day.year * 12 + day.month - 1  # noqa: E731
+    firsts: dict[int, int] = {}
+    for i in kept:
+        firsts[i["customer_id"]] = min(firsts.get(i["customer_id"], 10**6), index(i["day"]))
+    low, high = filters.get("date_from", "0000-00-00"), filters.get("date_to", "9999-99-99")
+    active = {(i["customer_id"], index(i["day"])) for i in kept if low <= str(i["day"]) <= high}
+    new, returning = Counter[int](), Counter[int]()
+    cohorts, sizes = Counter[tuple[int, int]](), Counter(firsts.values())
+    for customer, month in active:
+        first = firsts[customer]
+        (new if month == first else returning)[month] += 1
+        cohorts[first, month - first] += 1
+    label = lambda i: f"{i // 12:04d}-{i % 12 + 1:02d}"  # noqa: E731
+    return {
+        "new_vs_returning": {label(m): (new[m], returning[m]) for m in {*new, *returning}},
+        "cohort_retention": {(label(f), k): (n, sizes[f]) for (f, k), n in cohorts.items()},
+    }
+
+
+def _shown(name: str, rows: list[dict[str, Any]]) -> dict[Any, Any]:
+    if name == "new_vs_returning":
+        return {r["month"]: (r["new_customers"], r["returning_customers"]) for r in rows}
+    return {(r["cohort"], r["months_since"]): (r["customers"], r["cohort_size"]) for r in rows}
 
 
 def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -281,7 +366,7 @@ def test_charts_answer_while_another_process_holds_the_warehouse_write_lock(
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         for name in CHARTS:
-            if name in LIVE_ONLY:
+            if name in LOOKS_UP_LIVE:
                 continue
             filters = {"seller": 1} if CHARTS[name].needs else {}
             data = chart_data(project, "eu_analyst", name, filters, path="web")
@@ -335,7 +420,133 @@ def test_a_refresh_refuses_a_dataset_column_tagged_personal() -> None:
     text["governance"]["tags"]["dim_seller.name"] = ["pii"]
     config = parse_config(yaml.safe_dump(text), "test")
     assert personal_held(config) == [
+        "extract_seller_orders_monthly.seller (dim_seller.name)",
         "extract_sales_monthly.seller (dim_seller.name)",
+        "extract_seller_category_orders_monthly.seller (dim_seller.name)",
+        "extract_seller_orders.seller (dim_seller.name)",
         "extract_sales.seller (dim_seller.name)",
+        "extract_seller_category_orders.seller (dim_seller.name)",
         "extract_returns.seller (dim_seller.name)",
     ]
+
+
+def test_a_superseded_generation_is_closed_once_its_last_reader_ends(project: Project) -> None:
+    from riverbed.serve.extracts import answer
+
+    chart_data(project, "admin", "revenue_by_category")
+    current = store.current(project)
+    assert current is not None
+    first = answer._OPEN[store.path_of(project, current.name)]
+    first.users += 1  # a reader still on it
+    for _ in range(2):  # two newer generations, each read: the first is superseded
+        manifest = open_state(project)
+        try:
+            refresh(project, manifest, None)
+        finally:
+            manifest.close()
+        chart_data(project, "admin", "revenue_by_category")
+    assert first.superseded and first not in answer._OPEN.values()
+    assert first.connection.execute("SELECT 1").fetchall() == [(1,)]  # its reader reads on
+    answer._release(first)
+    with pytest.raises(duckdb.Error):
+        first.connection.execute("SELECT 1")
+
+
+def test_customer_refunds_counts_from_the_extract_and_shows_personal_columns_as_masked(
+    project: Project, source: Database
+) -> None:
+    """The top customers' numbers from the extract, their personal columns read for them
+    alone through the gateway: the EU analyst's masks and row filter hold, both reads are
+    audited as the analyst's."""
+    with source.connect() as conn:
+        people = conn.execute(
+            "select customer_id, email, full_name, phone from shop.customers"
+        ).fetchall()
+    personal = [v for row in people for v in row[1:] if v]
+    since = time.time()
+    top = chart_data(project, "eu_analyst", "customer_refunds", limit=5)
+    every = chart_data(project, "eu_analyst", "customer_refunds", extracts=False)
+    assert top.meta["answered_from"] == "extract" and top.meta["limit"] == 5
+    assert top.meta["rows_total"] == len(every.rows) > 5 and "limit" not in every.meta
+    assert top.rows == every.rows[:5]
+    ranked = sorted(
+        every.rows, key=lambda r: (-r["refund_amount"], -r["refunds"], r["customer_id"])
+    )
+    assert every.rows == ranked and every.rows[0]["refund_amount"] > 0
+    assert chart_data(project, "eu_analyst", "customer_refunds", extracts=False, limit=5).rows == (
+        top.rows
+    )
+    shown = json.dumps([top.as_dict(), every.as_dict()], default=str).encode()
+    assert not [v for v in personal if v.encode() in shown]
+    assert {r["customer_region"] for r in every.rows} == {"Europe"}
+    assert all(r["email"] and "@" not in r["email"] for r in top.rows)  # masked, not missing
+    store_ = open_state(project)
+    try:
+        records = store_.audit.records(since=since)
+    finally:
+        store_.close()
+    assert {r.principal for r in records} == {"eu_analyst"}
+    read = {tuple(r.tables) for r in records}  # the counting, then the personal columns
+    assert {("extract_customer_orders_monthly",), ("dim_customer",)} <= read
+    # the admin (unmasked) reads what the warehouse holds, the analyst's mask is not on it
+    clear = chart_data(project, "admin", "customer_refunds", limit=3)
+    assert clear.rows == chart_data(project, "admin", "customer_refunds", extracts=False).rows[:3]
+    assert not {r["email"] for r in clear.rows} & {r["email"] for r in top.rows}
+
+
+def test_an_order_whose_items_span_two_days_is_counted_live_and_exactly(
+    project: Project, config: Path, source: Database
+) -> None:
+    """Distinct orders summed over days would count such an order once per day: while the
+    extract knows one (split_orders), those charts are answered live; undone, the extract
+    answers again."""
+    with source.connect() as conn:
+        found = conn.execute(
+            "select min(order_item_id) from shop.order_items where order_id = (select order_id"
+            " from shop.order_items group by order_id having count(*) > 1 order by order_id"
+            " limit 1)"
+        ).fetchone()
+    assert found is not None
+    item = int(found[0])
+    for shift, split in (("+", 1), ("-", 0)):
+        moved = _change(
+            source,
+            config,
+            f"update shop.order_items set created_at = created_at {shift} interval '1 day'"
+            f" where order_item_id = {item}",
+        )
+        assert moved.code == 0, moved
+        generation = store.current(project)
+        assert generation is not None and not generation.full
+        with duckdb.connect(str(store.path_of(project, generation.name)), read_only=True) as db:
+            assert db.execute("SELECT COUNT(*) FROM split_orders").fetchone() == (split,)
+        for name in ("transaction_counts", "customer_refunds", "seller_performance"):
+            extract, live = _both(project, "admin", name, {})
+            assert extract.rows == live.rows, name
+            assert extract.meta["answered_from"] == ("live" if split else "extract"), name
+        assert chart_data(project, "admin", "revenue_by_category").meta["answered_from"] == (
+            "extract"
+        )
+        _orders_equal_the_source(project, source)
+
+
+def _orders_equal_the_source(project: Project, source: Database) -> None:
+    """Each seller's and each customer's distinct orders as the source counts them."""
+    joins = (
+        " from shop.order_items i join shop.orders o on o.order_id = i.order_id"
+        " join shop.customers c on c.customer_id = o.customer_id"
+        " join shop.products p on p.product_id = i.product_id"
+        " join shop.sellers s on s.seller_id = i.seller_id"
+    )
+    with source.connect() as conn:
+        sellers = conn.execute(f"select i.seller_id, count(distinct i.order_id){joins} group by 1")
+        by_seller = dict(sellers.fetchall())
+        customers = conn.execute(
+            f"select n, count(*) from (select o.customer_id, count(distinct i.order_id) as n"
+            f"{joins} group by 1) t group by 1"
+        )
+        by_count = dict(customers.fetchall())
+    rows = chart_data(project, "admin", "seller_performance").rows
+    assert {r["seller_id"]: r["orders"] for r in rows} == by_seller
+    counts = chart_data(project, "admin", "transaction_counts").rows
+    assert {r["orders"]: r["customers"] for r in counts} == by_count

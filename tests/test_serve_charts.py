@@ -1,7 +1,8 @@
 """Issue 19 items 2 and 5: every dashboard chart as JSON (/api/charts/<name>) and CSV
-(/api/charts/<name>.csv), the pipeline's health (/api/health/...), and the four pages that
-draw them (server-rendered filters, freshness and the fair comparison; the charts themselves
-are drawn in a real browser by tests/test_serve_browser.py).
+(/api/charts/<name>.csv), a chart's ``limit`` (the top rows its page asks for), the
+pipeline's health (/api/health/...), and the four pages that draw them (server-rendered
+filters, freshness and the fair comparison; the charts themselves are drawn in a real
+browser by tests/test_serve_browser.py).
 
 On the shop with a history of conftest's shop_history: the API's numbers are chart_data's
 (which tests/test_semantic.py checks against the source's own tables), as the caller, audited
@@ -202,3 +203,53 @@ def test_pages_carry_filters_freshness_the_fair_comparison_and_their_charts(
     assert bad.status_code == 400 and "not a date" in bad.text and "data-chart" not in bad.text
     script = admin.get("/static/dashboards.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+
+
+def test_a_limit_keeps_the_top_rows_states_itself_and_the_csv_keeps_every_row(
+    admin: TestClient,
+) -> None:
+    listed = {c["name"]: c["page_limit"] for c in admin.get("/api/charts").json()}
+    assert listed["customer_refunds"] == 100 and listed["revenue_by_category"] is None
+    every = admin.get("/api/charts/customer_refunds").json()
+    assert "limit" not in every["meta"] and len(every["rows"]) > 3
+    top = admin.get("/api/charts/customer_refunds", params={"limit": "3"}).json()
+    assert top["rows"] == every["rows"][:3]
+    assert top["meta"]["limit"] == 3 and top["meta"]["rows_total"] == len(every["rows"])
+    assert top["meta"]["answered_from"] == "extract"
+    # a chart that does not rank in its query is cut after it is computed, stated alike
+    months = admin.get("/api/charts/revenue_by_category").json()["rows"]
+    first = admin.get("/api/charts/revenue_by_category", params={"limit": 1}).json()
+    assert first["rows"] == months[:1] and first["meta"]["rows_total"] == len(months)
+    exported = admin.get("/api/charts/customer_refunds.csv")
+    assert len(list(csv.reader(io.StringIO(exported.text)))) == len(every["rows"]) + 1
+    limited = admin.get("/api/charts/customer_refunds.csv", params={"limit": 2})
+    assert len(list(csv.reader(io.StringIO(limited.text)))) == 3
+    for bad, message in [
+        ("0", "limit = 0: use 1 .. 100000 rows"),
+        ("lots", "limit = 'lots': not a whole number of rows"),
+        ("100001", "limit = 100001: use 1 .. 100000 rows"),
+    ]:
+        for path in ("/api/charts/customer_refunds", "/api/charts/customer_refunds.csv"):
+            answer = admin.get(path, params={"limit": bad})
+            assert answer.status_code == 400 and message in answer.json()["detail"], answer.text
+    # the page asks for its chart's page_limit; its CSV link for every row
+    page = admin.get("/consumer-statistics").text
+    assert 'data-chart="customer_refunds" data-kind="table" data-limit="100"' in page
+    assert 'href="/api/charts/customer_refunds.csv"' in page
+    assert 'data-chart="transaction_counts" data-kind="bars" data-measure="" role="img"' in page
+
+
+def test_the_eu_analysts_top_customers_come_masked_from_the_extract(
+    duck: Project, shop_source: Any
+) -> None:
+    web = TestClient(create_app(duck))
+    with shop_source.connect() as conn:
+        people = conn.execute("select email, full_name, phone from shop.customers")
+        personal = [v for row in people.fetchall() for v in row if v]
+    answer = web.get("/api/charts/customer_refunds", params={"limit": 100}, headers=EU)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["meta"]["answered_from"] == "extract" and body["rows"]
+    assert {r["customer_region"] for r in body["rows"]} == {"Europe"}
+    assert not [v for v in personal if v.encode() in answer.content]
+    assert all(r["email"] and "@" not in r["email"] for r in body["rows"])

@@ -7,7 +7,9 @@ draw from too, run as the caller (session or bearer token) through the governanc
 the JSON is audited as ``api``, the CSV as ``export``, and both hold the same row filters and
 masks, because they are the same call. The filters are the query string (``date_from``,
 ``date_to``, ``category``, ``region``, ``seller``, ``product``, ``customer``): an unknown one or
-a bad value is 400 with the FilterError's one line; an unknown chart is 404.
+a bad value is 400 with the FilterError's one line; an unknown chart is 404. ``limit`` keeps
+the chart's first rows only (1 .. 100,000; ``meta`` states it and the rows there are): a page
+asks for its chart's ``page_limit`` (/api/charts lists it); without it every row comes.
 
 Values are written as every other output writes them (riverbed.serve.values.plain): integers
 and floats (counts, rates, growth in percent) as JSON numbers, decimals (money) as strings
@@ -52,6 +54,9 @@ class ChartInfo(BaseModel):
     title: str
     page: str = Field(description="The dashboard that shows it (its path).")
     needs: list[str] = Field(description="Filters it cannot do without (a drill's seller).")
+    page_limit: int | None = Field(
+        None, description="The rows its page asks for (limit); null: all of them."
+    )
 
 
 class ChartRows(BaseModel):
@@ -93,21 +98,33 @@ def chart_filters(
         "customer": customer,
     }
     given = {k: v for k, v in declared.items() if v is not None}
-    return given | {k: v for k, v in request.query_params.items() if k not in declared}
+    others = {k: v for k, v in request.query_params.items() if k not in declared}
+    return given | {k: v for k, v in others.items() if k != "limit"}  # not a filter: Limit
 
 
 Filtered = Annotated[dict[str, str], Depends(chart_filters)]
+# validated by chart_data (400 with its line, as a filter's), so taken here as text
+Limit = Annotated[
+    str | None, Query(description="The first rows only (1 .. 100000): the top of a ranking")
+]
 
 
 def governed_chart(
-    request: Request, who: Caller, name: str, given: dict[str, str], path: AuditPath
+    request: Request,
+    who: Caller,
+    name: str,
+    given: dict[str, str],
+    path: AuditPath,
+    limit: str | None = None,
 ) -> ChartData:
     """Chart ``name`` as ``who`` sees it; 404, 400 or the query's QueryFailed status."""
     if name not in CHARTS:
         raise HTTPException(404, f"no chart {name!r}; GET /api/charts lists them")
     try:
         with answering():
-            return chart_data(served(request).project, who.principal, name, given, path=path)
+            return chart_data(
+                served(request).project, who.principal, name, given, path=path, limit=limit
+            )
     except (FilterError, ChartError) as exc:
         raise HTTPException(400, first_line(exc)) from None
 
@@ -120,7 +137,13 @@ def governed_chart(
 )
 def charts() -> list[ChartInfo]:
     return [
-        ChartInfo(name=c.name, title=c.title, page=PAGES[c.page], needs=list(c.needs))
+        ChartInfo(
+            name=c.name,
+            title=c.title,
+            page=PAGES[c.page],
+            needs=list(c.needs),
+            page_limit=c.page_limit,
+        )
         for c in CHARTS.values()
     ]
 
@@ -132,10 +155,12 @@ def charts() -> list[ChartInfo]:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}, 400: {}, 404: {}},
 )
-def chart_csv(request: Request, who: Who, name: str, filters: Filtered) -> StreamingResponse:
+def chart_csv(
+    request: Request, who: Who, name: str, filters: Filtered, limit: Limit = None
+) -> StreamingResponse:
     """The rows of ``GET /api/charts/{name}`` under the same filters and masks, audited as
-    ``export``."""
-    data = governed_chart(request, who, name, filters, "export")
+    ``export``: every row unless ``limit`` is given."""
+    data = governed_chart(request, who, name, filters, "export", limit)
     return StreamingResponse(
         _csv(data),
         media_type="text/csv; charset=utf-8",
@@ -155,8 +180,10 @@ def _csv(data: ChartData) -> Iterator[str]:
     summary="A chart's data, governed",
     responses={400: {}, 404: {}},
 )
-def chart(request: Request, who: Who, name: str, filters: Filtered) -> ChartRows:
-    data = governed_chart(request, who, name, filters, "api")
+def chart(
+    request: Request, who: Who, name: str, filters: Filtered, limit: Limit = None
+) -> ChartRows:
+    data = governed_chart(request, who, name, filters, "api", limit)
     return ChartRows(
         name=data.name,
         title=data.title,

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from riverbed.config import Project
-from riverbed.serve.semantic import FilterError, Filters
+from riverbed.serve.semantic import CHARTS, FilterError, Filters
 from riverbed.serve.semantic.filters import NAMES, Window, fair_windows, today_utc
 from riverbed.serve.semantic.health import freshness
 
@@ -47,6 +47,8 @@ class PageView:
             "comparison": self.comparison,
             # each filter's "back" link: the same view without it
             "without": {name: self.query_without(name) for name in self.filters},
+            # the rows a chart's figure asks for (its table shows the top of a ranking)
+            "page_limits": {c.name: c.page_limit for c in CHARTS.values() if c.page_limit},
         }
 
     def query_without(self, name: str) -> str:

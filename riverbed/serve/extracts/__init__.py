@@ -4,9 +4,17 @@ of the warehouse, so a page never waits on a load and a load never waits on a pa
 =============== ================================================================================
 datasets.py     what is extracted: per-day cells of the measures by the charts' dimensions
 store.py        the generation files and the ``current`` pointer, swapped atomically; pruning
-changes.py      which business days a refresh recomputes: the loads since, changed dimensions
-refresh.py      the publish state's refresh: a copy of the previous generation, those days redone
+changes.py      what a refresh must bring up to date: the keys and days the loads since and the
+                changed dimensions reach
+delta.py        cells maintained by deltas: the changed keys' grain rows now minus before (the
+                datasets of additive measures; those holding distinct orders: their days)
+partial.py      the grains' rows limited to some keys or days, summed per dataset
+refresh.py      the publish state's refresh: a copy of the previous generation, deltas merged in
+derive.py       the rollups made from their bases' cells in the extract, kept by their deltas
+split_orders.py the live orders whose items span two days: the guard on summing distinct orders
 rollup.py       Rill's rules: may a dataset answer a query, and the query rewritten onto it
+split.py        a day range cutting months: whole months from a monthly dataset, edge days daily
+cohorts.py      the cohort charts' query onto the customers counted per first and active month
 policy.py       the warehouse policy mapped onto the datasets (row filters, grants, masks)
 answer.py       a chart's query from the extract through the gateway, audited; None: go live
 =============== ================================================================================

@@ -1,5 +1,8 @@
-"""What a refresh must recompute: the business days whose cells the loads since the last
-extract may have changed, found from the warehouse's history, not its whole current state.
+"""What a refresh must bring up to date: the keys whose grain rows the loads since the last
+extract may have changed (changed_keys, for deltas), or the business days they fall on
+(affected_days, when the days are summed again), found from the warehouse's history, not its
+whole current state. A key set's range is spelled out beside its semi-join (``_among``): keys
+grow with time, so the scan's zone maps skip the history's row groups.
 
 Facts are event facts (one row per source change, ``batch_id`` naming the load), and the
 datasets count the current truth, so a cell changes when any row it counts changes:
@@ -70,12 +73,13 @@ def truncated(warehouse: Warehouse, changed: Changed) -> bool:
 
 def affected_days(warehouse: Warehouse, changed: Changed) -> tuple[list[int], list[int]]:
     """(the item days, the return request days) whose cells ``changed`` touches."""
-    items = _changed_items(changed)
+    items = _reached_items(warehouse, changed)
     if not items:
         return [], []
     item_set = " UNION ".join(items)
-    item_days = _days(warehouse, f"SELECT DISTINCT date_key FROM {ITEM_FACT} WHERE order_item_id"
-                      f" IN ({item_set})")  # fmt: skip
+    item_days = _days(
+        warehouse, f"SELECT DISTINCT date_key FROM {ITEM_FACT} WHERE order_item_id IN ({item_set})"
+    )
     returns = [f"order_item_id IN ({item_set})"]
     if batches := changed.batches.get(RETURN_FACT):
         returns.append(
@@ -87,7 +91,53 @@ def affected_days(warehouse: Warehouse, changed: Changed) -> tuple[list[int], li
     return item_days, return_days
 
 
-def _changed_items(changed: Changed) -> list[str]:
+def changed_keys(warehouse: Warehouse, changed: Changed) -> dict[str, str]:
+    """fact table -> a condition on its rows: those of the keys the grains may read
+    differently now. Every item a change reaches (as affected_days, and the items of every
+    version of a changed return: a return moved to another item changes both items' sums),
+    the returns of those items and the changed returns, and the orders of those items. Each
+    grain row of a changed cell is one of these keys' (delta.py)."""
+    items = _reached_items(warehouse, changed)
+    returned = ""
+    if batches := changed.batches.get(RETURN_FACT):
+        returned = f" OR {_in('batch_id', batches)}"
+    item_set = " UNION ".join(items) or f"SELECT order_item_id FROM {ITEM_FACT} WHERE FALSE"
+    of_items = _among(warehouse, "order_item_id", item_set)
+    # unbounded: the caller reads the items first and bounds it by their orders (between)
+    return {
+        ITEM_FACT: of_items,
+        STATUS_FACT: f"order_id IN (SELECT order_id FROM {ITEM_FACT} WHERE {of_items})",
+        RETURN_FACT: f"return_id IN (SELECT return_id FROM {RETURN_FACT} WHERE {of_items}{returned})",
+    }
+
+
+def fact_rows(warehouse: Warehouse, changed: Changed) -> dict[str, tuple[int, int]]:
+    """fact table -> (its rows, those of the batches ``changed`` names)."""
+    found = {}
+    for fact in FACTS:
+        batches = changed.batches.get(fact)
+        # two scans: the count of the new batches' rows is a filter the zone maps narrow
+        # to the appended row groups, which a FILTER inside the whole count is not
+        new = f"(SELECT COUNT(*) FROM {fact} WHERE {_in('batch_id', batches)})" if batches else "0"
+        row = warehouse.query(_select(f"SELECT (SELECT COUNT(*) FROM {fact}) AS n, {new} AS new"))
+        found[fact] = (int(row.column(0)[0].as_py()), int(row.column(1)[0].as_py() or 0))
+    return found
+
+
+def _reached_items(warehouse: Warehouse, changed: Changed) -> list[str]:
+    """SELECTs of the order item ids whose cells may have changed: those _changed_items
+    names and the items of every version of a changed return (a return moved to another item
+    changes both items' sums, on both items' days)."""
+    items = _changed_items(warehouse, changed)
+    if batches := changed.batches.get(RETURN_FACT):
+        items.append(
+            f"SELECT order_item_id FROM {RETURN_FACT} WHERE return_id IN"
+            f" (SELECT return_id FROM {RETURN_FACT} WHERE {_in('batch_id', batches)})"
+        )
+    return items
+
+
+def _changed_items(warehouse: Warehouse, changed: Changed) -> list[str]:
     """SELECTs of the order item ids whose cells may have changed."""
     found = []
     if batches := changed.batches.get(ITEM_FACT):
@@ -100,9 +150,10 @@ def _changed_items(changed: Changed) -> list[str]:
     if customers := changed.keys.get("snapshot_customer"):
         orders.append(_in("customer_id", customers))
     if orders:
+        changed_orders = f"SELECT order_id FROM {STATUS_FACT} WHERE {' OR '.join(orders)}"
         found.append(
-            f"SELECT order_item_id FROM {ITEM_FACT} WHERE order_id IN"
-            f" (SELECT order_id FROM {STATUS_FACT} WHERE {' OR '.join(orders)})"
+            f"SELECT order_item_id FROM {ITEM_FACT} WHERE"
+            f" {_among(warehouse, 'order_id', changed_orders)}"
         )
     keyed = [
         _in(column, keys)
@@ -117,6 +168,24 @@ def _changed_items(changed: Changed) -> list[str]:
     return found
 
 
+def _among(warehouse: Warehouse, column: str, select: str) -> str:
+    """``column IN (select)``, with the range of the values ``select`` returns spelled out:
+    a scan's zone maps then skip the row groups outside it (keys grow with time, so a
+    change's keys are the recent row groups'), which a semi-join alone does not."""
+    bounds = warehouse.query(
+        _select(f"SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM ({select}) AS k")
+    )
+    lo, hi = bounds.column(0)[0].as_py(), bounds.column(1)[0].as_py()
+    return f"{between(column, lo, hi)} AND {column} IN ({select})"
+
+
+def between(column: str, lo: object, hi: object) -> str:
+    """``column BETWEEN lo AND hi``, or FALSE when there are no values (``lo`` None)."""
+    if lo is None:
+        return "FALSE"
+    return exp.to_column(column).between(_literal(lo), _literal(hi)).sql(dialect="duckdb")
+
+
 def _days(warehouse: Warehouse, sql: str) -> list[int]:
     return sorted(int(d) for d in warehouse.query(_select(sql)).column(0).to_pylist() if d)
 
@@ -124,10 +193,12 @@ def _days(warehouse: Warehouse, sql: str) -> list[int]:
 def _in(column: str, values: Sequence[str] | Sequence[int] | Iterable[object]) -> str:
     """``column IN (...)`` with ``values`` as SQL literals (batch ids and keys are ours, and
     still never pasted raw: each goes through sqlglot's literal)."""
-    literals = [
-        exp.Literal.number(v) if isinstance(v, int) else exp.Literal.string(str(v)) for v in values
-    ]
+    literals = [_literal(v) for v in values]
     return exp.In(this=exp.column(column), expressions=literals).sql(dialect="duckdb")
+
+
+def _literal(value: object) -> exp.Expr:
+    return exp.Literal.number(value) if isinstance(value, int) else exp.Literal.string(str(value))
 
 
 def _select(sql: str) -> exp.Select:

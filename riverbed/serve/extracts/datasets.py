@@ -8,7 +8,15 @@ extract_sales       item measures per day × product × seller × customer regio
 extract_customers   item measures per day × customer × category (the consumer charts)
 extract_customers_monthly  extract_customers summed per month × customer (the consumer
                     charts with no day or category condition: O(customers × months))
+extract_customer_totals  extract_customers_monthly summed over the months (per customer)
 extract_returns     return measures per request day × reason × product × seller × regions
+extract_seller_orders(_monthly)  item measures and distinct orders per day (month) × seller ×
+                    customer region: the seller table (seller_performance)
+extract_seller_category_orders(_monthly)  the same × category (the seller table of a category)
+extract_customer_orders(_monthly)  item measures and distinct orders per day (month) ×
+                    customer (transaction_counts, customer_refunds)
+extract_cohorts     customers per customer region × first month × month active (the cohort
+                    charts with no category or day-level date condition: a few hundred cells)
 =================== =========================================================================
 
 A dataset names, per column, the expressions of the semantic layer it stands for (``i.product_id``
@@ -18,9 +26,16 @@ else is not answerable from it. No dataset holds a personal column: customers ap
 only, so an erasure (``riverbed forget``) has nothing to scrub in an extract.
 
 Every measure a dataset holds is additive (SUM or COUNT over the grain's rows, stored as the
-cell's sum): a count distinct (``orders``, ``customers``) is not, and a chart that needs one
-is answered live. A cell exists only where the grain has a row, so MIN/MAX of a dimension and
-"which groups exist" read the same from a dataset as from the grain.
+cell's sum) but ``orders``, a count distinct, held as each cell's own count. Distinct orders
+still add up where no order can fall in two of the cells summed: the order-level columns
+(``ORDER_LEVEL``: its customer and their region, and its day while no live order's items span
+two days, which split_orders.py keeps watch of) never split an order, the item-level ones
+(product, category, seller) can. So rollup.py sums ``orders`` only over cells that differ in
+order-level columns alone (every item-level column grouped by or pinned), and a rollup
+(``rollup_of``) holding ``orders`` may drop order-level columns only (checked when defined).
+A count distinct of a column a dataset holds (``customers``: ``customer_id``) is the same
+count over its cells. A cell exists only where the grain has a row, so MIN/MAX of a
+dimension and "which groups exist" read the same from a dataset as from the grain.
 """
 
 from __future__ import annotations
@@ -65,6 +80,20 @@ _ITEM_MEASURES = (
 )
 
 
+# a column read from these never splits an order: one order, one customer (and region), one
+# status row; its day too while split_orders.py finds no live order over two days
+_ORDER_ALIASES = ("o", "c", "d")
+ORDER_LEVEL = frozenset({"i.order_id", "i.date_key"})
+# the key of each dimension whose current row the relations join: its other columns follow it
+DIMENSION_KEYS = {"p": "product_id", "s": "seller_id", "c": "customer_id"}
+
+
+def order_level(source: str) -> bool:
+    """Whether the relation's column ``source`` (``alias.column``) is the same for every item
+    of an order."""
+    return source in ORDER_LEVEL or source.split(".")[0] in _ORDER_ALIASES
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A table of the extract: ``columns`` (name, the relation's expressions it stands for:
@@ -77,21 +106,47 @@ class Dataset:
     # a coarser rollup of another dataset: its cells are that dataset's summed in the extract
     # (no pass over the warehouse), each of its columns one of that dataset's
     rollup_of: Dataset | None = None
+    # a rollup whose cells are not its base's sums: ``derivation``, SQL over ``{rows}`` (its
+    # base's cells), where each value of column ``per`` of the base has cells of its own
+    # (derive.py keeps it by the changed keys' contributions); stored in ``order``
+    derivation: str | None = None
+    per: str | None = None
+    order: str = "year, month"
+
+    def __post_init__(self) -> None:
+        base = self.rollup_of
+        distinct = [m for m in self.measures if not MEASURES[m].additive]
+        if base is not None and distinct and self.derivation is None:
+            dropped = set(base.splits_orders) - set(self.splits_orders)
+            if dropped:  # summing them would count an order once per value of those
+                raise ValueError(f"{self.name} sums {distinct} over {sorted(dropped)}")
 
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
-    def derive(self, months: Sequence[int] | None = None) -> str:
-        """A rollup's cells from its base's (DuckDB SQL on the extract), all or those of
-        ``months`` (YYYYMM)."""
+    @property
+    def splits_orders(self) -> tuple[str, ...]:
+        """Its item-level columns: those whose value may differ between items of an order."""
+        return tuple(name for name, sources in self.columns if not any(map(order_level, sources)))
+
+    def key_of(self, name: str) -> str | None:
+        """The column holding the key of the dimension row column ``name`` is read from
+        (``seller`` -> ``seller_id``): one value of it is one value of ``name``."""
+        alias = dict(self.columns)[name][0].split(".")[0]
+        key = DIMENSION_KEYS.get(alias)
+        return None if key is None else self.mapping().get((alias, key))
+
+    def derive(self, rows: str | None = None) -> str:
+        """A rollup's cells from its base's (DuckDB SQL on the extract), or from ``rows`` (a
+        table or subquery of its base's cells): without the hidden counts (partial.hidden)."""
         assert self.rollup_of is not None
+        rows = rows or self.rollup_of.name
+        if self.derivation is not None:
+            return self.derivation.format(rows=rows)
         names = ", ".join(self.column_names)
         sums = ", ".join(f"SUM({m}) AS {m}" for m in self.measures)
-        where = ""
-        if months is not None:
-            where = f" WHERE year * 100 + month IN ({', '.join(str(int(m)) for m in months)})"
-        return f"SELECT {names}, {sums} FROM {self.rollup_of.name}{where} GROUP BY ALL"
+        return f"SELECT {names}, {sums} FROM {rows} GROUP BY ALL"
 
     def mapping(self) -> dict[tuple[str, str], str]:
         """(alias, column) of the relation -> this dataset's column."""
@@ -212,7 +267,7 @@ CUSTOMERS = Dataset(
         *_CUSTOMER,
         ("category", ("p.category",)),
     ),
-    _ITEM_MEASURES,
+    (*_ITEM_MEASURES, "orders"),  # a customer's orders in one category: category pinned
 )
 RETURNED = Dataset(
     "extract_returns",
@@ -247,15 +302,89 @@ CUSTOMERS_MONTHLY = Dataset(
     rollup_of=CUSTOMERS,
 )
 
-# in the order a query tries them: the smallest that can answer it first
-DATASETS: tuple[Dataset, ...] = (
-    SALES_MONTHLY,
-    SALES,
-    RETURNED,
-    CUSTOMERS_MONTHLY,
-    CUSTOMERS,
+# distinct orders (and the item measures beside them) at the grains the seller table and the
+# per-customer charts count them at: a seller's orders are summed over days and customer
+# regions only, a category's over those and nothing else, a customer's over days
+_DAY = (("date_key", ("i.date_key", "d.date_key")), *_DATE[1:])
+_WITH_ORDERS = (*_ITEM_MEASURES, "orders")
+SELLER_ORDERS = Dataset(
+    "extract_seller_orders",
+    ITEMS,
+    (*_DAY, *_SELLER, ("customer_region", ("c.region",))),
+    _WITH_ORDERS,
 )
-FORMAT = 1  # bumped when the extract's own layout changes: a full rebuild follows
+SELLER_CATEGORY_ORDERS = Dataset(
+    "extract_seller_category_orders",
+    ITEMS,
+    (*_DAY, *_SELLER, ("category", ("p.category",)), ("customer_region", ("c.region",))),
+    _WITH_ORDERS,
+)
+CUSTOMER_ORDERS = Dataset("extract_customer_orders", ITEMS, (*_DAY, *_CUSTOMER), _WITH_ORDERS)
+
+
+def _monthly(base: Dataset) -> Dataset:
+    """``base`` summed per month: its columns but the day's."""
+    columns = tuple(c for c in base.columns if c[0] not in ("date_key", "day"))
+    return Dataset(f"{base.name}_monthly", ITEMS, columns, base.measures, rollup_of=base)
+
+
+SELLER_ORDERS_MONTHLY = _monthly(SELLER_ORDERS)
+SELLER_CATEGORY_ORDERS_MONTHLY = _monthly(SELLER_CATEGORY_ORDERS)
+CUSTOMER_ORDERS_MONTHLY = _monthly(CUSTOMER_ORDERS)
+
+# in the order a query tries them: the smallest that can answer it first
+
+# what each customer spent, returned and was refunded over all months: the spending
+# distribution with no date or category condition, a row per customer (derive.py keeps it by
+# its base's delta, as every additive rollup)
+CUSTOMER_TOTALS = Dataset(
+    "extract_customer_totals",
+    ITEMS,
+    _CUSTOMER,
+    _ITEM_MEASURES,
+    rollup_of=CUSTOMERS_MONTHLY,
+    order="customer_region, customer_id",
+)
+
+# how many customers of each first month (under no category) ordered in each month: what the
+# cohort charts count (extracts/cohorts.py answers them from it). A customer's first month
+# depends on every month of theirs, so its cells are derived from the per-customer months,
+# the changed customers' contributions taken away and added again at a refresh (derive.py)
+COHORTS = Dataset(
+    "extract_cohorts",
+    ITEMS,
+    (("customer_region", ("c.region",)), ("first_index", ()), ("month_index", ())),
+    ("customers",),
+    rollup_of=CUSTOMERS_MONTHLY,
+    derivation=(
+        "SELECT customer_region, first_index, month_index, COUNT(*) AS customers,"
+        " COUNT(*) AS _rows FROM (SELECT customer_region, year * 12 + month - 1 AS month_index,"
+        " MIN(year * 12 + month - 1) OVER (PARTITION BY customer_id) AS first_index"
+        " FROM {rows}) GROUP BY ALL"
+    ),
+    per="customer_id",
+    order="customer_region, first_index, month_index",
+)
+
+# in the order a query tries them: the smallest that can answer it first (extract_cohorts
+# last: only the cohort rule reads it, each other query is answered by one before it; it is
+# derived after the per-customer months it is made of: derive.py orders bases first)
+DATASETS: tuple[Dataset, ...] = (
+    SELLER_ORDERS_MONTHLY,
+    SALES_MONTHLY,
+    SELLER_CATEGORY_ORDERS_MONTHLY,
+    SELLER_ORDERS,
+    SALES,
+    SELLER_CATEGORY_ORDERS,
+    RETURNED,
+    CUSTOMER_TOTALS,
+    CUSTOMERS_MONTHLY,
+    CUSTOMER_ORDERS_MONTHLY,
+    CUSTOMER_ORDERS,
+    CUSTOMERS,
+    COHORTS,
+)
+FORMAT = 3  # bumped when the extract's own layout changes: a full rebuild follows
 
 
 @cache

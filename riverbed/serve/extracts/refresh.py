@@ -2,13 +2,18 @@
 the previous one and what was loaded since, published atomically (store.py).
 
 Incremental when it can be: the new generation starts as a copy of the previous file (a
-reflink where the filesystem has them, store.clone); the loads
-the state store recorded since the previous generation's watermark (``loaded_at`` of the newest
-load it holds, so loads of a run whose refresh failed or was killed are taken by the next one)
-and the dimension attributes changed since (changes.py) give the business days whose cells may
-have changed; those days' rows are deleted from each dataset and aggregated again from the
-warehouse's current-state views, limited to those days. Cost follows what was loaded, not the
-history. Whole when there is no previous generation, the datasets' definitions changed
+reflink where the filesystem has them, store.clone); the loads the state store recorded since
+the previous generation's watermark (``loaded_at`` of the newest load it holds, so loads of a
+run whose refresh failed or was killed are taken by the next one) and the dimension attributes
+changed since (changes.py) give the keys whose grain rows may have changed, and each cell they
+touch takes its delta (delta.py: those keys' rows now minus before), the rollups follow
+their base's delta (derive.py). Cost follows the changes, not the history nor the days they
+fall on. A dataset deltas cannot maintain (one holding a count distinct: distinct orders; or
+every dataset, after a withdrawn batch) has the business days those keys fall on deleted and
+aggregated again from the warehouse's current-state views limited to those days, and their
+change is its rollups' delta. The orders whose items span two days are kept beside the
+datasets either way (split_orders.py: the guard on summing distinct orders over days).
+Whole when there is no previous generation, the datasets' definitions changed
 (datasets.fingerprint), or a fact was truncated.
 
 Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
@@ -33,14 +38,8 @@ from riverbed.errors import RiverbedError
 from riverbed.load.model import FactModel, warehouse_model
 from riverbed.load.warehouse import Warehouse, open_warehouse
 from riverbed.private import FILE_MODE
-from riverbed.serve.extracts import changes, partial, store
-from riverbed.serve.extracts.datasets import (
-    ALIASES,
-    DATASETS,
-    Dataset,
-    fingerprint,
-    personal_held,
-)
+from riverbed.serve.extracts import changes, delta, derive, partial, split_orders, store
+from riverbed.serve.extracts.datasets import ALIASES, DATASETS, Dataset, fingerprint, personal_held
 from riverbed.state import StateStore
 
 FAULT = "RIVERBED_EXTRACT_FAULT"
@@ -57,6 +56,7 @@ class Refreshed:
     cells: int  # rows written into the datasets
     days: int  # business days recomputed (all of them on a full build)
     seconds: float
+    way: str = "whole"  # whole, days (the touched days summed again) or deltas (delta.py)
 
 
 def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refreshed | None:
@@ -84,7 +84,7 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
         name = store.new_name()
         path = store.prepare(project, name)
         try:
-            full, cells, days = _write(warehouse, catalog, path, previous, project, loads)
+            way, cells, days = _write(warehouse, catalog, path, previous, project, loads)
         except BaseException:
             _remove(path)
             raise
@@ -98,11 +98,11 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
         run_id=run_id,
         loaded_at=manifest.loads.last_loaded_at(),
         refreshed_at=time.time(),
-        full=full,
+        full=way == "whole",
     )
     store.publish(project, generation)
     store.prune(project)
-    return Refreshed(generation, cells, days, time.monotonic() - started)
+    return Refreshed(generation, cells, days, time.monotonic() - started, way)
 
 
 def _write(
@@ -112,8 +112,8 @@ def _write(
     previous: store.Generation | None,
     project: Project,
     loads: list,  # type: ignore[type-arg]
-) -> tuple[bool, int, int]:
-    """Write the new generation at ``path``: (built whole, cells written, days recomputed)."""
+) -> tuple[str, int, int]:
+    """Write the new generation at ``path``: (how, as Refreshed.way; cells written, days)."""
     full = previous is None or previous.fingerprint != fingerprint()
     changed = changes.Changed()
     if previous is not None and not full:
@@ -128,31 +128,41 @@ def _write(
     path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
     try:
         snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
+        counts = changes.fact_rows(warehouse, changed)
+        way = "whole"
         if full:
-            # stored in day order: a refresh's days are the newest, so its deletes and the
-            # checkpoint after them touch the last row groups only, not every one
-            cells = sum(
-                _replace(extract, d.name, warehouse.query(d.aggregate()), order="date_key")
-                for d in DATASETS
-                if d.rollup_of is None
-            )
-            for rollup in (d for d in DATASETS if d.rollup_of is not None):
-                extract.execute(
-                    f"CREATE OR REPLACE TABLE {rollup.name} AS {rollup.derive()} ORDER BY year, month"
-                )
-            days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
-            day_count = int(days[0][0])
+            cells, day_count = _build(extract, warehouse)
+            split_orders.build(extract, warehouse)
         else:
             changed.keys = {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
             facts = warehouse_model(project.config).facts
-            cells, day_count = _recompute(extract, warehouse, changed, facts, catalog)
+            way, cells, day_count = _recompute(
+                extract, warehouse, changed, facts, catalog, snapshots, counts
+            )
+            split_orders.update(extract, warehouse, changed, facts)
+        delta.record(extract, counts)
         for snapshot, rows in snapshots.items():
-            _replace(extract, snapshot, rows)
+            if full or changed.keys.get(snapshot):  # else the copy is still the same
+                _replace(extract, snapshot, rows)
         _replace(extract, SOURCES, _sources(catalog))
         extract.execute("CHECKPOINT")
     finally:
         extract.close()
-    return full, cells, day_count
+    return way, cells, day_count
+
+
+def _build(extract: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> tuple[int, int]:
+    """Every dataset whole: (cells written, days)."""
+    # stored in day order: a refresh's days are the newest, so its deletes and the
+    # checkpoint after them touch the last row groups only, not every one
+    cells = sum(
+        _replace(extract, d.name, warehouse.query(partial.counted(d)), order="date_key")
+        for d in DATASETS
+        if d.rollup_of is None
+    )
+    derive.build(extract)
+    days = extract.execute("SELECT COUNT(DISTINCT date_key) FROM extract_sales").fetchall()
+    return cells, int(days[0][0])
 
 
 def _recompute(
@@ -161,45 +171,68 @@ def _recompute(
     changed: changes.Changed,
     facts: Sequence[FactModel],
     catalog: dict[str, dict[str, str]],
-) -> tuple[int, int]:
-    """Aggregate again the cells of the days ``changed`` touches: (cells written, days)."""
+    snapshots: dict[str, pa.Table],
+    counts: dict[str, tuple[int, int]],
+) -> tuple[str, int, int]:
+    """Bring the cells ``changed`` touches up to date: (how, cells changed, days they fall on).
+    By deltas of the changed keys for the datasets delta.py maintains (``deltas``); the
+    others' touched days summed again, their cells' change kept as the delta the rollups take
+    (every dataset: ``days``)."""
     if not changed:
-        return 0, 0
+        return "deltas", 0, 0
+    bases = [d for d in DATASETS if d.rollup_of is None]
+    by_deltas = delta.maintained(bases, facts) if delta.consistent(extract, counts) else []
+    by_days = [d for d in bases if d not in by_deltas]
+    if by_deltas:
+        delta.by_keys(extract, warehouse, changed, by_deltas, facts, catalog, snapshots)
+    extract.execute("BEGIN")
+    cells = sum(delta.merge(extract, d) for d in by_deltas)
+    days = delta.days_of(extract, by_deltas)
+    if by_days:
+        redone, redone_days = _redo_touched(extract, warehouse, changed, by_days, facts, catalog)
+        cells, days = cells + redone, days | redone_days
+    derive.refresh(extract)
+    extract.execute("COMMIT")
+    return "deltas" if by_deltas else "days", cells, len(days)
+
+
+def _redo_touched(
+    extract: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    changed: changes.Changed,
+    bases: list[Dataset],
+    facts: Sequence[FactModel],
+    catalog: dict[str, dict[str, str]],
+) -> tuple[int, set[int]]:
+    """Sum again the days ``changed`` touches of ``bases``: (cells written, the days)."""
     item_days, return_days = changes.affected_days(warehouse, changed)
     cells = 0
     for relation, days in (("items", item_days), ("returns", return_days)):
-        datasets = [d for d in DATASETS if d.relation.name == relation and d.rollup_of is None]
+        datasets = [d for d in bases if d.relation.name == relation]
+        for dataset in datasets:
+            delta.before_days(extract, dataset, days)
         if days and datasets:
             rows = warehouse.query(partial.grain_rows(datasets, days, facts, catalog))
             cells += sum(_redo_days(extract, d, days, rows) for d in datasets)
-    months = sorted({d // 100 for d in item_days})
-    for rollup in (d for d in DATASETS if d.rollup_of is not None and months):
-        extract.execute("BEGIN")
-        extract.execute(
-            f"DELETE FROM {rollup.name} WHERE year * 100 + month IN (SELECT UNNEST(?::INTEGER[]))",
-            [months],
-        )
-        extract.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.derive(months)}")
-        extract.execute("COMMIT")
-    return cells, len(set(item_days) | set(return_days))
+    return cells, set(item_days) | set(return_days)
 
 
 def _redo_days(
     extract: duckdb.DuckDBPyConnection, dataset: Dataset, days: list[int], rows: pa.Table
 ) -> int:
-    """Replace ``dataset``'s cells of ``days`` with those summed from the grain ``rows``."""
-    extract.execute("BEGIN")
+    """Replace ``dataset``'s cells of ``days`` with those summed from the grain ``rows``, the
+    change kept in ``delta_<dataset>`` (delta.before_days took the old cells away: the new
+    ones are added)."""
     extract.execute(
         f"DELETE FROM {dataset.name} WHERE date_key IN (SELECT UNNEST(?::INTEGER[]))", [days]
     )
     extract.register("grain_rows", rows)
     try:
-        inserted = extract.execute(
-            f"INSERT INTO {dataset.name} BY NAME {partial.local_cells(dataset, 'grain_rows')}"
-        ).fetchall()
+        cells = partial.local_cells(dataset, "grain_rows", grain=True)
+        inserted = extract.execute(f"INSERT INTO {dataset.name} BY NAME {cells}").fetchall()
+        extract.execute(f"INSERT INTO delta_{dataset.name} BY NAME {cells}")
     finally:
         extract.unregister("grain_rows")
-    extract.execute("COMMIT")
     return int(inserted[0][0])
 
 
@@ -221,13 +254,26 @@ def _changed_keys(extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Tab
 def _replace(
     extract: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, order: str | None = None
 ) -> int:
-    extract.register("incoming", rows)
+    extract.register("incoming", _widened(rows))
     try:
         ordered = f" ORDER BY {order}" if order else ""
         extract.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming{ordered}")
     finally:
         extract.unregister("incoming")
     return rows.num_rows
+
+
+def _widened(rows: pa.Table) -> pa.Table:
+    """``rows`` with every decimal as wide as a decimal goes, its scale kept: a PostgreSQL
+    batch is typed by its own values (a sum of small counts: DECIMAL(1,0)), and a later
+    refresh's cells must fit the column the full build made."""
+    schema = pa.schema(
+        field.with_type(pa.decimal128(38, field.type.scale))
+        if pa.types.is_decimal(field.type)
+        else field
+        for field in rows.schema
+    )
+    return rows if schema == rows.schema else rows.cast(schema)
 
 
 def _sources(catalog: dict[str, dict[str, str]]) -> pa.Table:

@@ -9,6 +9,12 @@ records each one with ``path`` (``api``, ``web``, ``export``).
 
 The as-of date (the day a partial current month ends; see filters.fair_windows) is, in order:
 the ``as_of`` argument, the ``date_to`` filter, today in UTC.
+
+A ``limit`` (1 .. MAX_LIMIT) keeps a chart's first rows only, and ``meta`` states it with
+the rows there are (``limit``, ``rows_total``). A chart that ranks many rows cuts them
+before it reads anything more (customer_refunds: the most refunded customers, their personal
+columns read for those alone); any other is cut after it is computed. A page asks for a chart's
+``page_limit`` rows; an export and a call without ``limit`` get every row.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from riverbed.serve.semantic import consumers, products, sellers
 from riverbed.serve.semantic.chart import Chart, ChartData, ChartError, Context
 from riverbed.serve.semantic.filters import Filters, today_utc
 from riverbed.state.records import AuditPath
+
+MAX_LIMIT = 100_000
 
 CHARTS: dict[str, Chart] = {
     chart.name: chart for chart in (*products.CHARTS, *sellers.CHARTS, *consumers.CHARTS)
@@ -37,21 +45,39 @@ def chart_data(
     path: AuditPath = "api",
     as_of: date | None = None,
     extracts: bool = True,
+    limit: int | str | None = None,
 ) -> ChartData:
     """Chart ``name``'s data as ``principal`` may see it, under ``filters`` (see Filters);
-    from the extract where it can answer (``extracts=False``: always live)."""
+    from the extract where it can answer (``extracts=False``: always live); its first
+    ``limit`` rows only when given (a whole number 1 .. MAX_LIMIT, else ChartError)."""
     chart = CHARTS.get(name)
     if chart is None:
         raise ChartError(f"no chart {name!r}; charts: {', '.join(CHARTS)}")
     parsed = Filters.parse(filters)
+    most = parse_limit(limit)
     missing = [f for f in chart.needs if getattr(parsed, f) is None]
     if missing:
         raise ChartError(f"chart {name} needs the filter {', '.join(missing)}")
     day = as_of or parsed.date_to or today_utc()
-    context = Context(project, principal, parsed, day, path, extracts=extracts)
+    context = Context(project, principal, parsed, day, path, extracts=extracts, limit=most)
     rows = chart.compute(context)
+    if most is not None and "limit" not in context.meta:  # not ranked in its query: cut here
+        context.meta |= {"limit": most, "rows_total": len(rows)}
+        rows = rows[:most]
     meta = {"filters": parsed.as_dict(), "as_of": day.isoformat(), **context.meta}
     return ChartData(name, chart.title, list(chart.columns), rows, meta)
+
+
+def parse_limit(value: int | str | None) -> int | None:
+    """A row limit as given (an API's text, a caller's int), checked; None: no limit."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or len(text) > 7:
+        raise ChartError(f"limit = {text[:40]!r}: not a whole number of rows; use 1 .. {MAX_LIMIT}")
+    if not 1 <= int(text) <= MAX_LIMIT:
+        raise ChartError(f"limit = {int(text)}: use 1 .. {MAX_LIMIT} rows")
+    return int(text)
 
 
 def page_charts(page: str) -> list[Chart]:

@@ -1,8 +1,11 @@
 """Consumer statistics: the spending distribution, transaction counts, refunds per customer,
 new versus returning customers per month, and cohort retention. Regions are the customers'.
 
-Personal columns (email, full name, phone) are selected like any other: the gateway masks them
-as the reader's policy says, so a reader sees them only as far as the masks allow.
+Personal columns (email, full name, phone) are read through the gateway like any other
+column: it masks them as the reader's policy says, so a reader sees them only as far as the
+masks allow. customer_refunds counts by customer id and then reads those columns for the
+customers it shows only (its page asks for the 100 most refunded), so its numbers can come
+from the extract, which holds no personal column, and the personal ones never do.
 
 A customer is new in the month of their first order ever (under the category and region
 filters, not the date filters: a first order before the range shown is still a first order),
@@ -16,9 +19,13 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
 from sqlglot import exp
 
 from riverbed.serve.semantic.chart import Chart, Context
+from riverbed.serve.semantic.filters import Filters
 from riverbed.serve.semantic.measures import (
     ITEMS,
     build,
@@ -26,6 +33,7 @@ from riverbed.serve.semantic.measures import (
     dimension,
     index_label,
     number,
+    numbers,
     ratio,
 )
 
@@ -86,67 +94,141 @@ def transaction_counts(ctx: Context) -> list[dict[str, Any]]:
     ]
 
 
+_REFUND_MEASURES = ("orders", "revenue", "returns", "refunds", "refund_amount")
+_PERSONAL = ("full_name", "email", "phone")
+_LOOKUP_IDS = 1_000  # customers looked up by id; more: every current row read instead
+
+
 def customer_refunds(ctx: Context) -> list[dict[str, Any]]:
-    """Per customer: orders, spending, returns and refunds, most refunded first."""
-    rows = ctx.table(
+    """Per customer: orders, spending, returns and refunds, most refunded first, the top
+    ``ctx.limit`` only when limited. Counted by customer id and region (from the extract
+    where it can), ranked and cut (``_ranked``); then the personal columns of the customers
+    shown are read from dim_customer's current rows through the gateway, masked and
+    filtered for the reader as any query is (an extract holds none)."""
+    per_customer = build(
         ITEMS,
-        ["customer_id", "full_name", "email", "phone", "customer_region"],
-        ["orders", "revenue", "returns", "refunds", "refund_amount"],
+        ["customer_id", "customer_region"],
+        list(_REFUND_MEASURES),
+        conditions(ITEMS, ctx.filters),
     )
-    rows.sort(key=lambda r: (-r["refund_amount"], -r["refunds"], r["customer_id"]))
+    counted = ctx.arrow(per_customer)
+    table = _ranked(counted).slice(0, ctx.limit)
+    if ctx.limit is not None:
+        ctx.meta |= {"limit": ctx.limit, "rows_total": counted.num_rows}
+    ids = table.column("customer_id").to_pylist()
+    people = _personal(ctx, ids)
+    values = {m: numbers(table.column(m), m) for m in _REFUND_MEASURES}
+    regions = table.column("customer_region").to_pylist()
+    rows = []
+    for i, customer in enumerate(ids):
+        person = people.get(customer, {})
+        rows.append(
+            {"customer_id": customer}
+            | {c: person.get(c) for c in _PERSONAL}
+            | {"customer_region": regions[i]}
+            | {m: values[m][i] for m in _REFUND_MEASURES}
+        )
     return rows
 
 
-def _activity(ctx: Context) -> tuple[exp.Select, exp.Select]:
-    """(each customer's months with an order under every filter, each customer's first
-    month under the filters but the dates) as month indexes."""
-    activity = build(ITEMS, ["customer_id", "month_index"], [], conditions(ITEMS, ctx.filters))
-    undated = dataclasses.replace(ctx.filters, date_from=None, date_to=None)
+def _ranked(table: pa.Table) -> pa.Table:
+    """Customers most refunded first (amount, then refunds; none counts as 0), by id among
+    equals. Ranked here, not in the query: a window or ORDER BY over the live grain's
+    aggregate took DuckDB past the reader's memory limit at 10M items, and from the extract
+    the ~100,000 rows sort in a few milliseconds."""
+    if not table.num_rows:
+        return table
+    # compared as doubles: a decimal sort is several times slower, and money in cents below
+    # 2^53 orders the same (refunds are whole numbers)
+    keys = {
+        name: pc.coalesce(table.column(name).cast(pa.float64()), 0.0)
+        for name in ("refund_amount", "refunds")
+    }
+    order = pc.sort_indices(
+        pa.table({**keys, "customer_id": table.column("customer_id")}),
+        sort_keys=[
+            ("refund_amount", "descending"),
+            ("refunds", "descending"),
+            ("customer_id", "ascending"),
+        ],
+    )
+    return table.take(order)
+
+
+def _personal(ctx: Context, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The personal columns of customers ``ids`` as the reader may see them, by id."""
+    if not ids:
+        return {}
+    columns = [exp.alias_(dimension(d), d) for d in ("customer_id", *_PERSONAL)]
+    select = exp.select(*columns).from_("dim_customer AS c").where("c.is_current_record")
+    if len(ids) <= _LOOKUP_IDS:
+        listed = [exp.Literal.number(int(i)) for i in ids]
+        select = select.where(exp.In(this=dimension("customer_id"), expressions=listed))
+    found = ctx.arrow(select, lookup=True).to_pylist()
+    return {row["customer_id"]: row for row in found}
+
+
+# how many customers of each first month were active in each month, and each first month's
+# customers: what both cohort charts count, over ``activity`` and ``firsts``
+# (cohort_ctes); the extract answers these two from its own counts (extracts/cohorts.py)
+COUNTS = (
+    "SELECT f.first_index, a.month_index, COUNT(*) AS customers"
+    " FROM activity AS a JOIN firsts AS f ON f.customer_id = a.customer_id GROUP BY 1, 2"
+)
+SIZES = "SELECT first_index, COUNT(*) AS cohort_size FROM firsts GROUP BY 1"
+
+
+def cohort_ctes(filters: Filters) -> list[tuple[str, exp.Select]]:
+    """The cohort charts' CTEs: ``activity`` (each customer's months with an order under
+    every filter), ``firsts`` (each customer's first month under the filters but the dates),
+    as month indexes, and ``counts`` and ``sizes`` over them."""
+    activity = build(ITEMS, ["customer_id", "month_index"], [], conditions(ITEMS, filters))
+    undated = dataclasses.replace(filters, date_from=None, date_to=None)
     first = exp.alias_(exp.Min(this=dimension("month_index")), "first_index")
     firsts = build(ITEMS, ["customer_id"], [], conditions(ITEMS, undated), extra=[first])
-    return activity, firsts
+    return [
+        ("activity", activity),
+        ("firsts", firsts),
+        ("counts", _parsed(COUNTS)),
+        ("sizes", _parsed(SIZES)),
+    ]
+
+
+def _with_cohorts(select: exp.Select, ctx: Context) -> exp.Select:
+    for name, cte in cohort_ctes(ctx.filters):
+        select = select.with_(name, as_=cte, copy=False)
+    return select
+
+
+def _parsed(sql: str) -> exp.Select:
+    select = sqlglot.parse_one(sql, read="duckdb")
+    assert isinstance(select, exp.Select)
+    return select
 
 
 def new_vs_returning(ctx: Context) -> list[dict[str, Any]]:
-    activity, firsts = _activity(ctx)
-    select = (
-        exp.select(
-            "a.month_index",
-            "SUM(CASE WHEN a.month_index = f.first_index THEN 1 ELSE 0 END) AS new_customers",
-            "SUM(CASE WHEN a.month_index > f.first_index THEN 1 ELSE 0 END) AS returning_customers",
-        )
-        .from_("activity AS a")
-        .join("firsts AS f", on="f.customer_id = a.customer_id")
+    select = _parsed(
+        "SELECT month_index,"
+        " SUM(CASE WHEN month_index = first_index THEN customers ELSE 0 END) AS new_customers,"
+        " SUM(CASE WHEN month_index > first_index THEN customers ELSE 0 END)"
+        " AS returning_customers FROM counts GROUP BY 1 ORDER BY 1"
     )
-    select = select.group_by("1").order_by("1").with_("activity", as_=activity)
-    select = select.with_("firsts", as_=firsts)
     return [
         {
             "month": index_label(r["month_index"]),
             "new_customers": number(r["new_customers"], "customers"),
             "returning_customers": number(r["returning_customers"], "customers"),
         }
-        for r in ctx.rows(select)
+        for r in ctx.rows(_with_cohorts(select, ctx))
     ]
 
 
 def cohort_retention(ctx: Context) -> list[dict[str, Any]]:
-    activity, firsts = _activity(ctx)
-    select = (
-        exp.select(
-            "f.first_index AS cohort",
-            "a.month_index - f.first_index AS months_since",
-            "COUNT(*) AS customers",
-            "MAX(sizes.cohort_size) AS cohort_size",
-        )
-        .from_("activity AS a")
-        .join("firsts AS f", on="f.customer_id = a.customer_id")
-        .join("sizes", on="sizes.first_index = f.first_index")
-        .group_by("1", "2")
-        .order_by("1", "2")
-        .with_("activity", as_=activity)
-        .with_("firsts", as_=firsts)
-        .with_("sizes", as_="SELECT first_index, COUNT(*) AS cohort_size FROM firsts GROUP BY 1")
+    select = _parsed(
+        "SELECT c.first_index AS cohort, c.month_index - c.first_index AS months_since,"
+        " SUM(c.customers) AS customers, MAX(s.cohort_size) AS cohort_size"
+        " FROM counts AS c JOIN sizes AS s ON s.first_index = c.first_index"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
     )
     return [
         {
@@ -156,7 +238,7 @@ def cohort_retention(ctx: Context) -> list[dict[str, Any]]:
             "cohort_size": int(r["cohort_size"]),
             "retention": ratio(r["customers"], r["cohort_size"]),
         }
-        for r in ctx.rows(select)
+        for r in ctx.rows(_with_cohorts(select, ctx))
     ]
 
 
@@ -192,6 +274,7 @@ CHARTS = (
             "refund_amount",
         ),
         customer_refunds,
+        page_limit=100,
     ),
     Chart(
         "new_vs_returning",

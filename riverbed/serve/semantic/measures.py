@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from functools import cache
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -107,6 +108,12 @@ class Measure:
     doc: str
     relation: str = "items"
     kind: Literal["money", "count"] = "count"
+
+    @property
+    def additive(self) -> bool:
+        """Whether a sum of its values over parts is its value over the whole (a SUM, a
+        COUNT): a count distinct is not, an entity may stand in two parts."""
+        return self.agg != "count_distinct"
 
 
 MEASURES: dict[str, Measure] = {
@@ -267,15 +274,17 @@ def build(
     columns += extra
     read = {c.table for column in columns for c in column.find_all(exp.Column)}
     joins = "".join(join for alias, join in relation.optional if alias in read)
-    select = sqlglot.parse_one(f"SELECT 1 FROM {relation.from_sql}{joins}", read="duckdb")
+    select = _expr(f"SELECT 1 FROM {relation.from_sql}{joins}")
     assert isinstance(select, exp.Select)
     select.set("expressions", columns)
+    # the tree is this call's own: built in place, not copied at each step
     if where:
-        select = select.where(exp.and_(*where))
+        select = select.where(exp.and_(*where), copy=False)
     if dimensions:
-        select = select.group_by(*(exp.Literal.number(i + 1) for i in range(len(dimensions))))
+        numbers = (exp.Literal.number(i + 1) for i in range(len(dimensions)))
+        select = select.group_by(*numbers, copy=False)
     if order:
-        select = select.order_by(*order)
+        select = select.order_by(*order, copy=False)
     return select
 
 
@@ -328,4 +337,12 @@ def dimension(name: str) -> exp.Expr:
 
 
 def _expr(text: str) -> exp.Expr:
+    """``text`` parsed, a tree of its own: a copy of the one parse kept per text (a chart's
+    query is built from the same few fragments each call, and a parse costs more than a
+    copy)."""
+    return _parsed(text).copy()
+
+
+@cache
+def _parsed(text: str) -> exp.Expr:
     return sqlglot.parse_one(text, read="duckdb")

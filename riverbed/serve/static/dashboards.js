@@ -2,7 +2,8 @@
  *
  * The page (server-rendered, riverbed/serve/templates/_dashboard.html) names its charts in
  * data- attributes: data-chart="<name>" (a chart of /api/charts/<name>, fetched with the page's
- * filters, <main data-query>) or data-health="<name>" (the pipeline's health, /api/health/...),
+ * filters, <main data-query>, and its data-limit: the top rows of a ranking) or
+ * data-health="<name>" (the pipeline's health, /api/health/...),
  * data-kind and data-measure. Nothing here is inline in the page: the Content-Security-Policy
  * allows scripts from this server's files only. Each chart also gets a table of its rows (the
  * accessible fallback) and a status line; a drill is a link (or a click on a bar or line) to
@@ -287,10 +288,11 @@
     },
     customer_refunds: function (node, data, fig) {
       fillList("regions", data.rows.map(function (r) { return r.customer_region; }));
-      table(node, data.columns, data.rows, null, 50);
-      if (data.rows.length > 50) {
+      table(node, data.columns, data.rows);
+      var total = data.meta.rows_total || data.rows.length;
+      if (total > data.rows.length) {
         fig.querySelector(".chart-extra").appendChild(
-          el("p", { class: "note" }, "The first 50 of " + data.rows.length + " customers; the CSV has them all."));
+          el("p", { class: "note" }, "The " + data.rows.length + " most refunded of " + total + " customers; the CSV has them all."));
       }
     },
   };
@@ -385,7 +387,10 @@
   function drawChart(node) {
     var fig = node.closest("figure");
     var name = node.getAttribute("data-chart");
-    return getJSON("/api/charts/" + encodeURIComponent(name) + (query ? "?" + query : ""))
+    var params = new URLSearchParams(query);
+    if (node.getAttribute("data-limit")) params.set("limit", node.getAttribute("data-limit"));
+    var asked = params.toString();
+    return getJSON("/api/charts/" + encodeURIComponent(name) + (asked ? "?" + asked : ""))
       .then(function (data) {
         if (node.getAttribute("data-kind") !== "table") fillTable(fig, data.columns, data.rows);
         var drawn = data.rows.length ? CHARTS[name](node, data, fig) : null;

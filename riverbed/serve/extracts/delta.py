@@ -1,0 +1,292 @@
+"""Cells maintained by deltas: a refresh's cost follows the rows that changed, not the days
+they fall on nor the history.
+
+A cell is a sum over grain rows (partial.py), so the new cell is the old one plus the grain
+rows of the changed keys as they are now, minus the same keys' rows as they were when the
+previous generation was made. The keys are those every change reaches (changes.changed_keys:
+the items a change touches, their returns and orders); each fact's versions of them are read
+from the warehouse once (a semi-join on the keys, which the scan's zone maps narrow to the
+recent row groups), and the extract ranks them twice into the current-state views' rows
+(riverbed.load.fact_current.current_rows):
+
+* now: every version;
+* before: every version but those of the batches loaded since (the facts are event facts:
+  a load only appends, so the rows before those batches are the state the previous
+  generation counted).
+
+The dimensions' rows are the ``snapshot_*`` copies the previous generation kept (before) and
+the ones just read (now), dim_date the warehouse's (its days only grow). The grain query runs
+in the extract over temporary views of those names, so it is the same query that counts a
+rebuild. Each dataset's delta is summed per cell and merged (a cell changed, created, or
+deleted when its rows count reaches 0; a SUM whose non-NULL count reaches 0 is NULL again;
+see merge for how the cells are written);
+the rollups take the sum of their base's delta per coarser cell, so a month's cells are never
+summed again from its days.
+
+It maintains a dataset whose every measure is additive (``Measure.additive``: a count
+distinct is not, the same order may count in the cell before and in the delta) and whose
+grain reads only facts, snapshotted dimensions (their kept attributes) and dim_date
+(``maintained``), while the facts hold what the previous generation counted plus the new
+batches and nothing else (``extract_fact_rows``: a withdrawn batch, ``run --reprocess``,
+deleted rows the state before cannot be read from). The other datasets have the touched days
+summed again (refresh.py), in the same refresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import cache
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+
+from riverbed.lake.schema import OP
+from riverbed.load.fact_current import current_rows
+from riverbed.load.model import FactModel
+from riverbed.load.warehouse import Warehouse
+from riverbed.serve.extracts import changes, partial
+from riverbed.serve.extracts.datasets import Dataset
+from riverbed.serve.semantic.measures import MEASURES
+
+FACT_ROWS = "extract_fact_rows"  # each fact's rows when the generation was made
+DATE = "dim_date"
+IN_PLACE = 50  # a delta of at least 1/IN_PLACE of a dataset's cells is merged in place
+# dimension -> its snapshot, the columns it keeps
+_KEPT = {
+    dim: (snapshot, {key, *attrs}) for snapshot, (dim, key, attrs) in changes.SNAPSHOTS.items()
+}
+
+
+def maintained(datasets: Sequence[Dataset], facts: Sequence[FactModel]) -> list[Dataset]:
+    """Those of ``datasets`` (the extract's base ones) deltas can maintain; the others' touched
+    days are summed again (refresh.py)."""
+    views = frozenset(f.view for f in facts if f.name in changes.FACTS)
+    additive = tuple(d for d in datasets if all(MEASURES[m].additive for m in d.measures))
+    return [d for d in additive if _readable(_of_relation(additive, d.relation.name), views)]
+
+
+def _of_relation(datasets: tuple[Dataset, ...], relation: str) -> tuple[Dataset, ...]:
+    return tuple(d for d in datasets if d.relation.name == relation)
+
+
+@cache
+def _readable(datasets: tuple[Dataset, ...], views: frozenset[str]) -> bool:
+    """Whether every table the grain of ``datasets`` (one relation's) reads can be read as it
+    was before the loads since: a fact, dim_date, a snapshotted dimension's kept columns."""
+    select = partial.grain_select(datasets)
+    aliases = {}
+    for table in select.find_all(exp.Table):
+        if table.name not in views and table.name not in _KEPT and table.name != DATE:
+            return False
+        aliases[table.alias_or_name] = table.name
+    for column in select.find_all(exp.Column):
+        kept = _KEPT.get(aliases.get(column.table, ""))
+        if kept and column.name not in (*kept[1], "is_current_record"):
+            return False
+    return True
+
+
+def consistent(extract: duckdb.DuckDBPyConnection, counts: dict[str, tuple[int, int]]) -> bool:
+    """Whether each fact holds the rows the previous generation counted plus the new ones."""
+    if not extract.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [FACT_ROWS]
+    ).fetchall():
+        return False
+    recorded = dict(extract.execute(f"SELECT fact, n FROM {FACT_ROWS}").fetchall())
+    return all(recorded.get(fact) == n - new for fact, (n, new) in counts.items())
+
+
+def record(extract: duckdb.DuckDBPyConnection, counts: dict[str, tuple[int, int]]) -> None:
+    extract.execute(f"CREATE OR REPLACE TABLE {FACT_ROWS} (fact VARCHAR, n BIGINT)")
+    extract.executemany(
+        f"INSERT INTO {FACT_ROWS} VALUES (?, ?)", [(f, n) for f, (n, _) in counts.items()]
+    )
+
+
+def by_keys(
+    extract: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    changed: changes.Changed,
+    datasets: Sequence[Dataset],
+    facts: Sequence[FactModel],
+    catalog: dict[str, dict[str, str]],
+    now: dict[str, pa.Table],
+) -> None:
+    """``delta_<dataset>`` temporary tables of the base ``datasets``: each cell's change, the
+    changed keys' grain rows now minus before. ``now``: the snapshots' rows just read."""
+    keys = changes.changed_keys(warehouse, changed)
+    # the items first: their orders' range bounds the orders' scan
+    ranked = sorted((f for f in facts if f.name in keys), key=lambda f: f.name != changes.ITEM_FACT)
+    fetched: dict[str, pa.Table] = {}
+    for fact in ranked:
+        columns = ", ".join(catalog[fact.name])
+        where = keys[fact.name]
+        if fact.name == changes.STATUS_FACT:
+            orders = pc.min_max(fetched[changes.ITEM_FACT].column("order_id"))
+            lo, hi = orders["min"].as_py(), orders["max"].as_py()
+            where = f"{changes.between('order_id', lo, hi)} AND {where}"
+        # the truncates too: the ranking finds the last one among the rows it is given
+        versions = warehouse.query(
+            sqlglot.parse_one(
+                f"SELECT {columns} FROM {fact.name} WHERE {where}"
+                f" UNION ALL SELECT {columns} FROM {fact.name} WHERE {OP} = 'T'",
+                read="duckdb",
+            )
+        )
+        fetched[fact.name] = versions
+        extract.register(f"versions_{fact.name}", versions)
+        new = exp.column("batch_id").isin(
+            *(exp.Literal.string(b) for b in changed.batches.get(fact.name, []))
+        )
+        loaded_since = new.sql(dialect="duckdb") if new.expressions else "FALSE"
+        extract.execute(
+            f"CREATE OR REPLACE TEMP VIEW before_{fact.name} AS SELECT * FROM versions_{fact.name}"
+            f" WHERE NOT COALESCE({loaded_since}, FALSE)"
+        )
+    extract.register("dates_now", warehouse.query(exp.select("*").from_(DATE)))
+    extract.execute(f"CREATE OR REPLACE TEMP VIEW {DATE} AS SELECT * FROM dates_now")
+    relations = {
+        d.relation.name: [e for e in datasets if e.relation is d.relation] for d in datasets
+    }
+    for state in ("now", "before"):
+        for fact in ranked:
+            source = f"versions_{fact.name}" if state == "now" else f"before_{fact.name}"
+            names = [c for c in catalog[fact.name] if c != OP]
+            view = _ranked(replace(fact, name=source), tuple(names))
+            extract.execute(f'CREATE OR REPLACE TEMP VIEW "{fact.view}" AS {view}')
+        for snapshot, (dimension, _, _) in changes.SNAPSHOTS.items():
+            rows = snapshot
+            if state == "now":
+                rows = f"{snapshot}_now"
+                extract.register(rows, now[snapshot])
+            extract.execute(
+                f"CREATE OR REPLACE TEMP VIEW {dimension} AS"
+                f" SELECT *, TRUE AS is_current_record FROM {rows}"
+            )
+        for relation, grouped in relations.items():
+            grain = partial.grain_sql(tuple(grouped))
+            extract.execute(f"CREATE OR REPLACE TEMP TABLE grain_{state}_{relation} AS {grain}")
+    for relation, grouped in relations.items():
+        for dataset in grouped:
+            rows = (
+                f"(SELECT * FROM grain_now_{relation} UNION ALL BY NAME"
+                f" {negated(dataset, f'grain_before_{relation}')}) AS changed_rows"
+            )
+            extract.execute(
+                f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
+                f" ({partial.local_cells(dataset, rows)}) AS d WHERE NOT ({no_change(dataset)})"
+            )
+    _drop_views(extract, ranked)
+
+
+def before_days(extract: duckdb.DuckDBPyConnection, dataset: Dataset, days: list[int]) -> None:
+    """``delta_<dataset>`` begun as the cells of ``days`` taken away, before they are summed
+    again (refresh.py's days path adds the new ones)."""
+    extract.execute(
+        f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS"
+        f" {negated(dataset, dataset.name)} WHERE date_key IN (SELECT UNNEST(?::INTEGER[]))",
+        [days],
+    )
+
+
+def roll_up(extract: duckdb.DuckDBPyConnection, rollup: Dataset) -> None:
+    """``delta_<rollup>``: its base's delta summed per coarser cell."""
+    assert rollup.rollup_of is not None
+    cells = partial.local_cells(rollup, f"delta_{rollup.rollup_of.name}")
+    extract.execute(
+        f"CREATE OR REPLACE TEMP TABLE delta_{rollup.name} AS SELECT * FROM ({cells}) AS d"
+        f" WHERE NOT ({no_change(rollup)})"
+    )
+
+
+def merge(extract: duckdb.DuckDBPyConnection, dataset: Dataset) -> int:
+    """Apply ``delta_<dataset>`` to the dataset's cells: (cells changed).
+
+    A few changed cells among many are deleted and written again: DuckDB's checkpoint marks
+    a delete and appends an insert, where an update has it rewrite each updated column of the
+    touched row groups. When they are a large share of the table (a month's cells of a
+    rollup), deleting them would have the checkpoint vacuum, merging and rewriting whole row
+    groups, text columns and all; those are updated in place (measured at 10M fact rows:
+    each way costs the other table several times as much)."""
+    name = dataset.name
+    same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM d.{c}" for c in dataset.column_names)
+    totals = []
+    for m in dataset.measures:
+        total = f"COALESCE(t.{m}, 0) + COALESCE(d.{m}, 0)"
+        if MEASURES[m].agg == "sum":  # NULL again when no row has a value
+            total = f"CASE WHEN COALESCE(t._n_{m}, 0) + d._n_{m} = 0 THEN NULL ELSE {total} END"
+        totals.append((m, total))
+    totals += [(h, f"COALESCE(t.{h}, 0) + d.{h}") for h in partial.hidden(dataset)]
+    first = dataset.column_names[0]  # the day (a rollup's year): the cells' stored order
+    changed, cells, lo, hi = extract.execute(
+        f"SELECT COUNT(*), (SELECT COUNT(*) FROM {name}), MIN({first}), MAX({first})"
+        f" FROM delta_{name}"
+    ).fetchall()[0]
+    if not changed:
+        return 0
+    # spelled out, the delta's range lets the scans of the cells skip the other row groups
+    same += f" AND {changes.between(f't.{first}', lo, hi)}"
+    if changed * IN_PLACE >= cells:
+        extract.execute(
+            f"MERGE INTO {name} AS t USING delta_{name} AS d ON {same}"
+            f" WHEN MATCHED AND t.{partial.ROWS} + d.{partial.ROWS} = 0 THEN DELETE"
+            f" WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = {v}' for c, v in totals)}"
+            f" WHEN NOT MATCHED AND d.{partial.ROWS} > 0 THEN INSERT BY NAME"
+        )
+        return int(changed)
+    values = [f"d.{c}" for c in dataset.column_names] + [f"{v} AS {c}" for c, v in totals]
+    extract.execute(
+        f"CREATE OR REPLACE TEMP TABLE merged_{name} AS SELECT {', '.join(values)}"
+        f" FROM delta_{name} AS d LEFT JOIN (SELECT * FROM {name}"
+        f" WHERE {changes.between(first, lo, hi)}) AS t ON {same}"
+    )
+    extract.execute(f"DELETE FROM {name} AS t USING delta_{name} AS d WHERE {same}")
+    extract.execute(
+        f"INSERT INTO {name} BY NAME SELECT * FROM merged_{name} WHERE {partial.ROWS} > 0"
+    )
+    extract.execute(f"DROP TABLE merged_{name}")
+    return int(changed)
+
+
+def days_of(extract: duckdb.DuckDBPyConnection, datasets: Sequence[Dataset]) -> set[int]:
+    found: set[int] = set()
+    for d in datasets:
+        rows = extract.execute(f"SELECT DISTINCT date_key FROM delta_{d.name}").fetchall()
+        found |= {int(r[0]) for r in rows if r[0] is not None}
+    return found
+
+
+@cache
+def _ranked(fact: FactModel, names: tuple[str, ...]) -> str:
+    return current_rows(fact, names).sql(dialect="duckdb")
+
+
+def negated(dataset: Dataset, rows: str) -> str:
+    """``dataset``'s columns and measures of ``rows``, each summed value negated."""
+    values = [f"-{m} AS {m}" for m in (*dataset.measures, *partial.hidden(dataset))]
+    return f"SELECT {', '.join((*dataset.column_names, *values))} FROM {rows}"
+
+
+def no_change(dataset: Dataset) -> str:
+    """A delta cell that changes nothing (an item changed in columns no dataset shows)."""
+    counts = [f"{h} = 0" for h in partial.hidden(dataset)]
+    return " AND ".join([*counts, *(f"COALESCE({m}, 0) = 0" for m in dataset.measures)])
+
+
+def _drop_views(extract: duckdb.DuckDBPyConnection, facts: Sequence[FactModel]) -> None:
+    """The temporary views are the connection's own; dropped so nothing later reads them in
+    place of a table of the same name."""
+    for fact in facts:
+        extract.execute(f'DROP VIEW IF EXISTS "{fact.view}"')
+        extract.execute(f"DROP VIEW IF EXISTS before_{fact.name}")
+        extract.unregister(f"versions_{fact.name}")
+    for _, (dimension, _, _) in changes.SNAPSHOTS.items():
+        extract.execute(f"DROP VIEW IF EXISTS {dimension}")
+    for snapshot in changes.SNAPSHOTS:
+        extract.unregister(f"{snapshot}_now")
+    extract.execute(f"DROP VIEW IF EXISTS {DATE}")
+    extract.unregister("dates_now")
