@@ -214,7 +214,9 @@ def test_a_publication_for_all_tables_is_refused_in_one_line(
     assert "riverbed" in line and "FOR ALL TABLES" in line and "source.publication" in line
     with oracle(database) as conn:
         assert conn.execute("select puballtables from pg_publication").fetchall() == [(True,)]
-        assert not conn.execute("select 1 from pg_replication_slots").fetchone()
+        assert not conn.execute(
+            "select 1 from pg_replication_slots where database = current_database()"
+        ).fetchone()
     assert not list((tmp_path / "lake").rglob("*.parquet"))
 
 
@@ -284,7 +286,9 @@ def test_a_publication_with_a_column_list_or_row_filter_on_a_captured_table_is_r
             ("pubk", True, False, False),
             ("pubr", False, True, False),
         ]
-        assert not conn.execute("select 1 from pg_replication_slots").fetchone()
+        assert not conn.execute(
+            "select 1 from pg_replication_slots where database = current_database()"
+        ).fetchone()
     assert not list((tmp_path / "lake").rglob("*.parquet"))
 
     # FOR TABLES IN SCHEMA has neither: every column and every row arrives
@@ -337,7 +341,9 @@ def test_a_shared_publication_without_the_options_capture_needs_is_refused_uncha
         ] + [("pubz", False, "n")]
         assert published(conn, "pubz") == {"public.other", "lab.ev_old"}
         assert published(conn, "pubn") == {"lab.acct", "lab.ev_new", "lab.ev_old"}
-        assert not conn.execute("select 1 from pg_replication_slots").fetchone()
+        assert not conn.execute(
+            "select 1 from pg_replication_slots where database = current_database()"
+        ).fetchone()
     assert not list((tmp_path / "lake").rglob("*.parquet"))
 
     # every table it publishes is captured (the partitions through their root): capture's
@@ -437,17 +443,17 @@ def test_a_slot_this_project_did_not_create_is_left_alone(
     line = refused(config)
     assert "'riverbed'" in line and "source.slot" in line and "--resnapshot" in line
     with oracle(database) as conn:
-        assert conn.execute("select slot_name from pg_replication_slots").fetchall() == [
-            ("riverbed",)
-        ]
+        assert conn.execute(
+            "select slot_name from pg_replication_slots where database = current_database()"
+        ).fetchall() == [("riverbed",)]
         assert not conn.execute("select 1 from pg_publication").fetchone()
     # --resnapshot alone leaves it alone too: it may be another project's
     line = refused(config, "--resnapshot")
     assert "'riverbed'" in line and "source.slot" in line and "--force" in line
     with oracle(database) as conn:
-        assert conn.execute("select slot_name from pg_replication_slots").fetchall() == [
-            ("riverbed",)
-        ]
+        assert conn.execute(
+            "select slot_name from pg_replication_slots where database = current_database()"
+        ).fetchall() == [("riverbed",)]
     assert "--resnapshot" in refused(config, "--force")  # --force alone drops nothing
     # dropping it is the user's explicit choice
     assert capture(config, "--resnapshot", "--force")["snapshot_rows"] == {"t": 2}
