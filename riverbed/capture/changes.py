@@ -19,6 +19,7 @@ import pyarrow as pa
 from riverbed.capture.pgoutput import ProtocolError
 from riverbed.capture.tuples import decode_columns
 from riverbed.lake.layout import HOUR_US
+from riverbed.lake.pgbinary import MalformedBinary, binary_to_arrow
 from riverbed.lake.pgtypes import PgColumn, UnrepresentableValue, to_arrow
 from riverbed.lake.schema import CDC_FIELDS
 
@@ -89,11 +90,16 @@ class TableBuffer:
         fields: list[pa.Field] = []
         marks: dict[int, list[str]] = {}
         for column, raw in zip(self.schema.columns, decoded, strict=True):
+            convert = binary_to_arrow if raw.binary else to_arrow
             try:
-                array = to_arrow(column, raw.values)
+                array = convert(column, raw.values)
             except UnrepresentableValue:
                 # e.g. numeric 'NaN' in a decimal column: keep the exact text rather than lose it
-                array = to_arrow(column, raw.values, as_string=True)
+                array = convert(column, raw.values, as_string=True)
+            except MalformedBinary as exc:
+                raise ProtocolError(
+                    f"column {column.name} of table {self.schema.table}: {exc}"
+                ) from exc
             arrays.append(array)
             fields.append(pa.field(column.name, array.type))
             if raw.unchanged is not None:

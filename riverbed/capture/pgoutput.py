@@ -1,4 +1,5 @@
-"""Decoding PostgreSQL's pgoutput logical replication protocol (version 1).
+"""Decoding PostgreSQL's pgoutput logical replication protocol (version 1, with or without the
+``binary`` option).
 
 Message layouts follow "Logical Replication Message Formats" in the PostgreSQL manual. The row
 messages (Insert, Update, Delete) are the hot path: the capture loop dispatches on the first byte
@@ -12,7 +13,10 @@ A column value arrives as one of:
        not send it. Reported to the caller as UNCHANGED so the lake can mark it (never a NULL,
        which would be a wrong value).
   't'  text representation
-  'b'  binary representation (only with the 'binary' option, which Riverbed does not request)
+  'b'  binary representation: with the 'binary' option (PostgreSQL 14+), for every column whose
+       type has a binary send function (the server decides per type, and sends the others as
+       text); converted by ``pgbinary.binary_to_arrow``. The few rows the capture derives
+       itself (:func:`encode_tuple`) keep each value's form: a :class:`BinaryValue` stays 'b'.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ class _Unchanged:
 
 
 UNCHANGED = _Unchanged()
+
+
+class BinaryValue(bytes):
+    """A column value that arrived in binary form ('b'), as :func:`parse_tuple` returns it."""
+
+    __slots__ = ()
 
 
 class ProtocolError(RiverbedError, ValueError):
@@ -186,7 +196,8 @@ def parse_origin(buf: bytes) -> Origin:
 def parse_tuple(buf: bytes, pos: int) -> tuple[list[bytes | _Unchanged | None], int]:
     """Parse TupleData at ``pos``; returns (values, position after the tuple).
 
-    Values are raw text bytes, None for NULL, or UNCHANGED for an unchanged TOASTed value.
+    Values are raw text bytes (a :class:`BinaryValue` when sent in binary), None for NULL, or
+    UNCHANGED for an unchanged TOASTed value.
     """
     count = (buf[pos] << 8) | buf[pos + 1]
     pos += 2
@@ -196,7 +207,8 @@ def parse_tuple(buf: bytes, pos: int) -> tuple[list[bytes | _Unchanged | None], 
         if kind == 116 or kind == 98:  # 't' text, 'b' binary
             length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
             pos += 5
-            values[i] = buf[pos : pos + length]
+            value = buf[pos : pos + length]
+            values[i] = BinaryValue(value) if kind == 98 else value
             pos += length
         elif kind == 110:  # 'n' NULL
             pos += 1
@@ -219,7 +231,8 @@ def encode_tuple(values: list[bytes | _Unchanged | None]) -> bytes:
             parts.append(b"u")
         else:
             assert isinstance(value, bytes | bytearray | memoryview)
-            parts.append(b"t" + len(value).to_bytes(4, "big") + bytes(value))
+            kind = b"b" if isinstance(value, BinaryValue) else b"t"
+            parts.append(kind + len(value).to_bytes(4, "big") + bytes(value))
     return b"".join(parts)
 
 

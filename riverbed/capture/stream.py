@@ -28,7 +28,7 @@ import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import psycopg2
@@ -38,6 +38,7 @@ import psycopg2.extras
 
 from riverbed.capture import pgoutput
 from riverbed.capture.batch import Batch, write_batch
+from riverbed.capture.binary_mode import TextModeNeeded, check_relation
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo
 from riverbed.errors import first_line
 from riverbed.lake.pgtypes import PgColumn
@@ -72,6 +73,21 @@ class StreamStats:
     pending_commit_ts_us: int | None = None
     caught_up: bool = False
 
+    def after(self, earlier: StreamStats) -> StreamStats:
+        """These stats, of a stream that took over from one stopped early (binary_mode), with
+        what that one made durable added."""
+        by_table = dict(earlier.rows_by_table)
+        for table, rows in self.rows_by_table.items():
+            by_table[table] = by_table.get(table, 0) + rows
+        return replace(
+            self,
+            rows=self.rows + earlier.rows,
+            files=self.files + earlier.files,
+            bytes=self.bytes + earlier.bytes,
+            flushes=self.flushes + earlier.flushes,
+            rows_by_table=by_table,
+        )
+
 
 def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolError:
     """The ProtocolError for a message the decoder could not read (cut short, or not in the
@@ -94,6 +110,7 @@ class StreamSettings:
     max_seconds: float  # lake.max_seconds: ... or once the oldest buffered commit is this old
     status_interval: float  # seconds between feedbacks to the slot (and lag samples)
     heartbeat_seconds: float  # silence after which a heartbeat message is emitted
+    binary: bool = False  # ask for values in binary form (capture.binary_mode decides)
 
 
 class SourceProbe(Protocol):
@@ -126,6 +143,11 @@ class SourceProbe(Protocol):
         """Asked when the slot is busy at the start: whether whoever held it (a lag
         measurement peeking at it) has let go, after waiting for that; False when a capture
         holds it."""
+        ...
+
+    def text_form_types(self, oids: list[int]) -> set[int]:
+        """Those of ``oids`` that a binary stream carries in their text form
+        (binary_mode.text_form_types)."""
         ...
 
 
@@ -177,6 +199,7 @@ class ChangeStream:
         self.stats = StreamStats(position=self.position)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
         self.type_names: dict[int, str] = {}
+        self._text_form: dict[int, bool] = {}  # type OID -> arrives as text in binary mode
         self.pending_schemas: list[SchemaVersion] = []
         self.batch = Batch()
         self.tx: TxInfo | None = None
@@ -207,6 +230,10 @@ class ChangeStream:
         self.probe.check_slot(self.position)
         try:
             return self._run(should_stop, until_lsn)
+        except TextModeNeeded:
+            # the batch being written holds complete transactions: durable, and counted
+            self._collect(wait=True)
+            raise
         except BaseException:
             # the server may have asked for a reply on its way out (a shutdown), which psycopg2
             # sent at once with the WAL end it had just read
@@ -218,17 +245,20 @@ class ChangeStream:
         """Start streaming from the slot. A lag measurement (riverbed.capture.lag) peeking at
         the slot holds it for a moment; the runner waits for that before it opens the stream,
         but a measurement may begin in between, so a slot busy here is waited for again."""
+        options = {
+            "proto_version": "1",
+            "publication_names": self.settings.publication,
+            "messages": "true",
+        }
+        if self.settings.binary:
+            options["binary"] = "true"
         for attempt in range(_START_ATTEMPTS):
             try:
                 self.cursor.start_replication(
                     slot_name=self.slot,
                     decode=False,
                     start_lsn=0,  # resume at the slot's confirmed position
-                    options={
-                        "proto_version": "1",
-                        "publication_names": self.settings.publication,
-                        "messages": "true",
-                    },
+                    options=options,
                     # psycopg2 never sends feedback by itself (it would carry positions the manifest
                     # never saw, see _send): _confirm sends it every status_interval
                     status_interval=_NEVER,
@@ -398,6 +428,8 @@ class ChangeStream:
             return
         self.ignored.discard(relation.relid)
         table = relation.name
+        if self.settings.binary:  # before any of its rows is read
+            check_relation(relation, self._text_form, self.probe.text_form_types)
         keys = set(self.probe.primary_keys(relation.relid)) or {
             c.name for c in relation.columns if c.is_key
         }
