@@ -1,5 +1,5 @@
-"""Decoding PostgreSQL's pgoutput logical replication protocol (version 1, with or without the
-``binary`` option).
+"""Decoding PostgreSQL's pgoutput logical replication protocol (version 1, or 2 with the
+``streaming`` option: ``capture.streamed``; with or without the ``binary`` option).
 
 Message layouts follow "Logical Replication Message Formats" in the PostgreSQL manual. The row
 messages (Insert, Update, Delete) are the hot path: the capture loop dispatches on the first byte
@@ -35,6 +35,9 @@ _I64 = Struct(">q")
 _BEGIN = Struct(">QqI")  # final_lsn, commit timestamp, xid
 _COMMIT = Struct(">bQQq")  # flags, commit_lsn, end_lsn, commit timestamp
 _MESSAGE_HEAD = Struct(">bQ")  # flags, lsn
+_STREAM_START = Struct(">Ib")  # xid, first segment
+_STREAM_COMMIT = Struct(">IbQQq")  # xid, flags, commit_lsn, end_lsn, commit timestamp
+_STREAM_ABORT = Struct(">II")  # xid, subtransaction xid
 
 
 class _Unchanged:
@@ -65,7 +68,7 @@ class ProtocolError(RiverbedError, ValueError):
         self.detail = detail
         super().__init__(
             f"the replication stream is malformed: {detail}; Riverbed reads pgoutput protocol "
-            "version 1, so check the source server's version and report this if it is one "
+            "versions 1 and 2, so check the source server's version and report this if it is one "
             "Riverbed supports (the lake is intact: capture resumes where it stopped)"
         )
 
@@ -146,6 +149,25 @@ def parse_begin(buf: bytes) -> Begin:
 def parse_commit(buf: bytes) -> Commit:
     _flags, commit_lsn, end_lsn, ts = _COMMIT.unpack_from(buf, 1)
     return Commit(commit_lsn, end_lsn, ts + PG_EPOCH_US)
+
+
+def parse_stream_start(buf: bytes) -> tuple[int, bool]:
+    """Stream Start (protocol 2+): (xid, whether this is the transaction's first block)."""
+    xid, first = _STREAM_START.unpack_from(buf, 1)
+    return xid, first == 1
+
+
+def parse_stream_commit(buf: bytes) -> tuple[int, Commit]:
+    """Stream Commit: (xid, the commit as a Commit message would carry it)."""
+    xid, _flags, commit_lsn, end_lsn, ts = _STREAM_COMMIT.unpack_from(buf, 1)
+    return xid, Commit(commit_lsn, end_lsn, ts + PG_EPOCH_US)
+
+
+def parse_stream_abort(buf: bytes) -> tuple[int, int]:
+    """Stream Abort: (xid, subtransaction xid), the two equal when the whole transaction
+    aborted. (Protocol 4's parallel mode adds the abort's LSN and time, never asked for.)"""
+    xid, subxid = _STREAM_ABORT.unpack_from(buf, 1)
+    return xid, subxid
 
 
 def parse_relation(buf: bytes) -> Relation:

@@ -42,7 +42,9 @@ from riverbed.capture.snapshot import (
     copy_tables,
     truncate_file,
 )
-from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamSettings, StreamStats
+from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream
+from riverbed.capture.stream_terms import StreamSettings, StreamStats
+from riverbed.capture.streamed import streaming_capable
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
@@ -242,13 +244,15 @@ def _stream(
     started again in text mode."""
     heartbeat_conn = run.source.connect(autocommit=True)
     try:
-        binary = run.project.config.capture.binary and binary_capable(
-            heartbeat_conn, run.schema, tables
-        )
+        capture = run.project.config.capture
+        binary = capture.binary and binary_capable(heartbeat_conn, run.schema, tables)
+        streaming = capture.streaming and streaming_capable(heartbeat_conn)
         earlier: StreamStats | None = None
         while True:
             try:
-                stats = _stream_once(run, tables, heartbeat_conn, should_stop, until_lsn, binary)
+                stats = _stream_once(
+                    run, tables, heartbeat_conn, should_stop, until_lsn, (binary, streaming)
+                )
             except TextModeNeeded as exc:
                 run.say(str(exc))
                 earlier, binary = exc.stats, False
@@ -264,7 +268,7 @@ def _stream_once(
     heartbeat_conn: Any,
     should_stop: Callable[[], bool],
     until_lsn: int | None,
-    binary: bool,
+    modes: tuple[bool, bool],  # binary, streaming
 ) -> StreamStats:
     cfg, manifest = run.project.config, run.manifest
     settings = StreamSettings(
@@ -275,7 +279,8 @@ def _stream_once(
         max_seconds=cfg.lake.max_seconds,
         status_interval=cfg.capture.status_interval_seconds,
         heartbeat_seconds=cfg.capture.heartbeat_seconds,
-        binary=binary,
+        binary=modes[0],
+        streaming=modes[1],
     )
     record = _Recorder(manifest, heartbeat_conn, run.slot)
     stream = ChangeStream(

@@ -12,7 +12,11 @@ is lost.
 
 A transaction larger than ``max_rows`` is spilled to files as it streams in (bounded memory);
 those files are named after the transaction's commit LSN (known from its Begin message) and
-become visible together with the rest of the flush after its Commit.
+become visible together with the rest of the flush after its Commit. With protocol 2's
+``streaming`` (PostgreSQL 14+), the server sends a transaction past its
+``logical_decoding_work_mem`` while it still runs, before its commit LSN is known: those rows
+are kept apart until its Stream Commit (riverbed.capture.streamed). Values arrive in binary form
+where every captured column's type allows it (riverbed.capture.binary_mode).
 
 When the captured tables are idle the loop still confirms the server's WAL end (nothing is
 pending, so everything before it is in the lake or was not ours), and after
@@ -28,8 +32,8 @@ import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -37,9 +41,11 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from riverbed.capture import pgoutput
-from riverbed.capture.batch import Batch, write_batch
+from riverbed.capture.batch import Batch, write_batch, write_staged
 from riverbed.capture.binary_mode import TextModeNeeded, check_relation
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo
+from riverbed.capture.stream_terms import SourceProbe, StreamSettings, StreamStats
+from riverbed.capture.streamed import StreamedTx, StreamedTxs
 from riverbed.errors import first_line
 from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.positions import format_lsn
@@ -51,42 +57,7 @@ HEARTBEAT_PREFIX = "riverbed"
 _NEVER = 10.0**7  # seconds: a status interval psycopg2 never reaches
 _START_ATTEMPTS = 5  # a slot found busy at the start, waited for (slot_released) this often
 _OPS = {73: "I", 68: "D", 85: "U"}
-
-
-@dataclass
-class StreamStats:
-    """What a stream did, kept by its loop's thread (ChangeStream), handed to ``on_flush``
-    there."""
-
-    transactions: int = 0
-    rows: int = 0
-    files: int = 0
-    bytes: int = 0
-    skipped_transactions: int = 0
-    flushes: int = 0
-    last_commit_ts_us: int | None = None
-    position: int = 0
-    server_wal_end: int = 0
-    rows_by_table: dict[str, int] = field(default_factory=dict)
-    # for the lag (runner._Recorder): the commit time of the oldest transaction received but
-    # not in the lake yet, and whether everything the server sent is in the lake
-    pending_commit_ts_us: int | None = None
-    caught_up: bool = False
-
-    def after(self, earlier: StreamStats) -> StreamStats:
-        """These stats, of a stream that took over from one stopped early (binary_mode), with
-        what that one made durable added."""
-        by_table = dict(earlier.rows_by_table)
-        for table, rows in self.rows_by_table.items():
-            by_table[table] = by_table.get(table, 0) + rows
-        return replace(
-            self,
-            rows=self.rows + earlier.rows,
-            files=self.files + earlier.files,
-            bytes=self.bytes + earlier.bytes,
-            flushes=self.flushes + earlier.flushes,
-            rows_by_table=by_table,
-        )
+_STREAMED_KINDS = frozenset(b"IUDRYTM")  # inside a streamed block, these carry an xid first
 
 
 def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolError:
@@ -95,60 +66,6 @@ def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolErr
     detail = exc.detail if isinstance(exc, pgoutput.ProtocolError) else f"cut short ({exc})"
     kind = chr(payload[0]) if payload else "empty"
     return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {format_lsn(lsn)}")
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """The names and numbers a stream runs by."""
-
-    slot: str
-    publication: str
-    # "schema.table" of the captured tables: the publication may hold others (another
-    # consumer's, or tables no longer captured), whose changes are skipped
-    captured: frozenset[str]
-    max_rows: int  # lake.max_rows: a flush once this many rows are buffered
-    max_seconds: float  # lake.max_seconds: ... or once the oldest buffered commit is this old
-    status_interval: float  # seconds between feedbacks to the slot (and lag samples)
-    heartbeat_seconds: float  # silence after which a heartbeat message is emitted
-    binary: bool = False  # ask for values in binary form (capture.binary_mode decides)
-
-
-class SourceProbe(Protocol):
-    """What the stream asks of the source besides the replication stream: the runner answers
-    over an ordinary connection beside it (runner._HeartbeatProbe)."""
-
-    def primary_keys(self, relid: int) -> list[str]:
-        """The primary key columns of a table (empty when it has none)."""
-        ...
-
-    def heartbeat(self) -> None:
-        """Emit a logical message: a WAL record of ours, so the slot can move while idle."""
-        ...
-
-    def server_lsn(self) -> int:
-        """The server's current WAL position."""
-        ...
-
-    def published(self) -> bool:
-        """Whether every captured table is still published (asked while idle, following: one
-        dropped and created again is not, and the stream would never see its rows)."""
-        ...
-
-    def check_slot(self, position: int) -> None:
-        """Raise unless the slot, once held, is the one the lake's ``position`` was confirmed
-        to."""
-        ...
-
-    def slot_released(self) -> bool:
-        """Asked when the slot is busy at the start: whether whoever held it (a lag
-        measurement peeking at it) has let go, after waiting for that; False when a capture
-        holds it."""
-        ...
-
-    def text_form_types(self, oids: list[int]) -> set[int]:
-        """Those of ``oids`` that a binary stream carries in their text form
-        (binary_mode.text_form_types)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -196,13 +113,15 @@ class ChangeStream:
         self.on_flush = on_flush
         self.unpublished = False  # the stream ended because a captured table left the publication
         self.position = manifest.capture.position(self.slot) or 0
-        self.stats = StreamStats(position=self.position)
+        self.stats = StreamStats(position=self.position, binary=settings.binary)
         self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
         self.type_names: dict[int, str] = {}
         self._text_form: dict[int, bool] = {}  # type OID -> arrives as text in binary mode
         self.pending_schemas: list[SchemaVersion] = []
         self.batch = Batch()
         self.tx: TxInfo | None = None
+        self.streamed = StreamedTxs()  # transactions streamed before their commit
+        self.streaming: StreamedTx | None = None  # the one whose block is being read
         self.seq = 0
         self.skipping = False
         # the replication connection and its cursor: opened by run()
@@ -246,10 +165,12 @@ class ChangeStream:
         the slot holds it for a moment; the runner waits for that before it opens the stream,
         but a measurement may begin in between, so a slot busy here is waited for again."""
         options = {
-            "proto_version": "1",
+            "proto_version": "2" if self.settings.streaming else "1",
             "publication_names": self.settings.publication,
             "messages": "true",
         }
+        if self.settings.streaming:
+            options["streaming"] = "on"
         if self.settings.binary:
             options["binary"] = "true"
         for attempt in range(_START_ATTEMPTS):
@@ -354,6 +275,7 @@ class ChangeStream:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        self.streamed.close()  # open streamed transactions: streamed again next time
         if self.conn is not None:
             with contextlib.suppress(psycopg2.Error):
                 self.conn.close()
@@ -363,6 +285,7 @@ class ChangeStream:
         return (
             self.batch.rows >= self.settings.max_rows
             or bool(self.batch.spilled)  # a big transaction just committed: publish it now
+            or bool(self.batch.staged)
             or (started is not None and now - started >= self.settings.max_seconds)
         )
 
@@ -387,8 +310,10 @@ class ChangeStream:
 
     def _handle(self, buf: bytes) -> None:
         kind = buf[0]
+        if self.streaming is not None:  # inside Stream Start ... Stream Stop
+            self._handle_streamed(kind, buf)
         # the hot path: Insert, Delete and Update without an old tuple are stored undecoded
-        if kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'
+        elif kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'
             if not self.skipping:
                 self._store(int.from_bytes(buf[1:5], "big"), _OPS[kind], buf)
         elif kind == 66:  # B
@@ -399,7 +324,39 @@ class ChangeStream:
             self.skipping = begin.final_lsn < self.position
         elif kind == 67:  # C
             self._commit(pgoutput.parse_commit(buf))
-        elif kind == 85:  # U with the old key or old row
+        elif kind == 83:  # S: Stream Start
+            self.streaming = self.streamed.start(*pgoutput.parse_stream_start(buf))
+        elif kind == 99:  # c: Stream Commit
+            self._stream_commit(*pgoutput.parse_stream_commit(buf))
+        elif kind == 65:  # A: Stream Abort
+            self.streamed.abort(*pgoutput.parse_stream_abort(buf))
+        elif kind == 79:  # O
+            pgoutput.parse_origin(buf)
+        else:
+            self._change(kind, buf)
+
+    def _handle_streamed(self, kind: int, buf: bytes) -> None:
+        """A message of a streamed transaction's block: the row and schema messages carry
+        the id of the (sub)transaction first, which is taken off (streamed)."""
+        streaming = self.streaming
+        assert streaming is not None
+        if kind == 69:  # E: Stream Stop
+            self.streaming = None
+        elif kind == 79:  # O, without an xid
+            pgoutput.parse_origin(buf)
+        elif kind in _STREAMED_KINDS:
+            streaming.subxid = int.from_bytes(buf[1:5], "big")
+            buf = buf[:1] + buf[5:]
+            if kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'
+                self._store(int.from_bytes(buf[1:5], "big"), _OPS[kind], buf)
+            else:
+                self._change(kind, buf)
+        else:
+            raise pgoutput.ProtocolError(f"a {chr(kind)!r} message inside a streamed block")
+
+    def _change(self, kind: int, buf: bytes) -> None:
+        """The messages besides rows without an old tuple and transaction boundaries."""
+        if kind == 85:  # U with the old key or old row
             if not self.skipping:
                 self._update(*pgoutput.parse_update(buf))
         elif kind == 82:  # R
@@ -417,8 +374,6 @@ class ChangeStream:
                     self._store(relid, "T", pgoutput.row_message(b"I", relid, empty))
         elif kind == 77:  # M
             pgoutput.parse_message(buf)  # heartbeats and foreign messages carry no rows
-        elif kind == 79:  # O
-            pgoutput.parse_origin(buf)
         else:
             raise pgoutput.ProtocolError(f"unknown pgoutput message {chr(kind)!r}")
 
@@ -464,16 +419,27 @@ class ChangeStream:
         if relid in self.ignored:
             return
         _, schema, snapshot_lsn = self.relations[relid]
-        if self.tx.commit_lsn < snapshot_lsn:  # type: ignore[union-attr]
-            return  # already in that table's snapshot
+        streaming = self.streaming
+        if streaming is None:
+            if self.tx.commit_lsn < snapshot_lsn:  # type: ignore[union-attr]
+                return  # already in that table's snapshot
+            batch, tx, seq = self.batch, len(self.batch.txs), self.seq
+            self.seq += 1
+        else:  # a streamed transaction's: its snapshot check waits for its commit LSN
+            batch, tx, seq = streaming.batch, 0, streaming.seq
+            streaming.seq += 1
         key = (schema.table, schema.version)
-        buffer = self.batch.buffers.get(key)
+        buffer = batch.buffers.get(key)
         if buffer is None:
-            buffer = self.batch.buffers[key] = TableBuffer(schema)
-        buffer.add(op, payload, self.seq, len(self.batch.txs))
-        self.seq += 1
-        self.batch.rows += 1
-        if self.batch.rows >= self.settings.max_rows:
+            buffer = batch.buffers[key] = TableBuffer(schema)
+        buffer.add(op, payload, seq, tx)
+        batch.rows += 1
+        if streaming is not None:
+            buffer.subxids.append(streaming.subxid)
+            if batch.rows >= self.settings.max_rows:
+                self.streamed.stage(streaming)  # out of memory, invisible until its commit
+                self._confirm()
+        elif batch.rows >= self.settings.max_rows:
             # the buffer is full in the middle of a transaction: write what is buffered now
             # (bounded memory whatever the transaction's size); it becomes visible at commit
             self._spill()
@@ -504,14 +470,30 @@ class ChangeStream:
             self.stats.skipped_transactions += 1
             return
         assert tx is not None
-        if self.seq:  # transactions without rows of ours (e.g. only other tables) leave nothing
+        # transactions without rows of ours (e.g. only other tables) leave nothing
+        self._committed(tx if self.seq else None, commit.end_lsn)
+
+    def _stream_commit(self, xid: int, commit: pgoutput.Commit) -> None:
+        if commit.commit_lsn < self.position:  # in the lake already: resent after a crash
+            self.streamed.discard(xid)
+            self.stats.skipped_transactions += 1
+            return
+        tx = TxInfo(commit.commit_lsn, commit.commit_ts_us, xid)
+        # tables whose snapshot was taken after this commit hold its rows already
+        skip = {t for t, lsn in self.snapshot_lsns.items() if commit.commit_lsn < lsn}
+        handed = self.streamed.commit(xid, tx, self.batch, skip)
+        self._committed(tx if handed else None, commit.end_lsn)
+
+    def _committed(self, tx: TxInfo | None, end_lsn: int) -> None:
+        """A transaction is complete: ``tx`` joins the batch (None: it brought no rows)."""
+        if tx is not None:
             self.batch.txs.append(tx)
             self.stats.caught_up = False
             self.stats.transactions += 1
             self.stats.last_commit_ts_us = tx.commit_ts_us
             if self.batch.first_commit_at is None:
                 self.batch.first_commit_at = time.monotonic()
-        self.batch.end_lsn = commit.end_lsn
+        self.batch.end_lsn = end_lsn
         now = time.monotonic()
         if self._due(now):
             self.flush()
@@ -620,7 +602,8 @@ class ChangeStream:
         makes it visible at ``position`` in one manifest commit. It touches nothing else of
         the stream's but the storage and the state store (both safe across threads); the loop
         takes what it returns over (_collect)."""
-        files = batch.spilled + write_batch(self.storage, batch, open_tx=None)
+        files = batch.spilled + write_staged(self.storage, batch)
+        files += write_batch(self.storage, batch, open_tx=None)
         self.manifest.capture.commit(self.slot, files, position, schemas)
         return _Durable(files, position)
 

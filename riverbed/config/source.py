@@ -49,3 +49,6 @@ class CaptureConfig(Model):
     # stream values in binary form where the source (PostgreSQL 14+) and every captured
     # column's type allow it (capture.binary_mode); false keeps the stream in text
     binary: bool = True
+    # have the source (PostgreSQL 14+) send large transactions while they run, not all at
+    # their commit (capture.streamed): the lake has them soon after the commit
+    streaming: bool = True

@@ -1,0 +1,140 @@
+"""Transactions the server streams before they commit (pgoutput protocol 2's ``streaming``,
+PostgreSQL 14+).
+
+Without it the server holds a transaction until its commit (spilling it to its own disk past
+``logical_decoding_work_mem``) and only then sends it whole: a 1,000,000-row transaction
+reaches the lake many seconds after its commit, however fast capture reads. With it, a
+transaction past ``logical_decoding_work_mem`` is sent in blocks while it is still running
+(Stream Start ... Stream Stop, between which every row message carries the id of the
+(sub)transaction that wrote it), interleaved with other transactions, then Stream Commit or
+Stream Abort. At its commit only the last block is left to read.
+
+Exactly-once holds because nothing of a streamed transaction is visible before its commit:
+
+* its rows are buffered apart from the stream's batch (:class:`StreamedTx`); past
+  ``lake.max_rows`` they are decoded and staged as Arrow IPC files in a local folder (bounded
+  memory), without the columns only the commit gives (``_lsn``, ``_commit_ts``, ``_xid``);
+* Stream Commit hands the transaction to the batch like any other transaction: its buffered
+  rows join the batch's, its staged files are turned into lake files by the writer thread with
+  the commit's columns added (``batch.staged_rows``), and the batch's one manifest commit makes
+  all of them visible at once;
+* Stream Abort of the transaction drops it and its staged files; of a subtransaction (ROLLBACK
+  TO SAVEPOINT), that subtransaction's rows are left out at the commit;
+* a capture that stops with streamed transactions open loses nothing: they commit past the
+  lake's position, and the server streams them again from their first block.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from riverbed.capture.batch import Batch, StagedChunk, StagedCommit
+from riverbed.capture.changes import TableBuffer, TxInfo
+from riverbed.capture.pgoutput import ProtocolError
+
+STREAMING_MIN_SERVER = 140_000  # server_version_num of the first PostgreSQL that streams
+
+
+def streaming_capable(conn: Any) -> bool:
+    """Whether the source server streams transactions before they commit."""
+    return bool(conn.info.server_version >= STREAMING_MIN_SERVER)
+
+
+@dataclass
+class StreamedTx:
+    """One streamed transaction, open: its rows, tx index 0 of its own batch."""
+
+    xid: int
+    batch: Batch = field(default_factory=Batch)
+    seq: int = 0
+    subxid: int = 0  # the (sub)transaction of the row message being handled
+    aborted: set[int] = field(default_factory=set)
+    staged: list[StagedChunk] = field(default_factory=list)
+
+
+class StreamedTxs:
+    """The open streamed transactions of one stream, and the folder their rows are staged in."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, StreamedTx] = {}
+        self._folder: Path | None = None
+        self._files = 0
+
+    def start(self, xid: int, first: bool) -> StreamedTx:
+        """A Stream Start: the transaction's first block opens it (again, after a restart)."""
+        if first:
+            self.discard(xid)
+            self.open[xid] = StreamedTx(xid)
+        elif xid not in self.open:
+            raise ProtocolError(f"a streamed block of transaction {xid} without its first one")
+        return self.open[xid]
+
+    def abort(self, xid: int, subxid: int) -> None:
+        if xid == subxid:
+            self.discard(xid)
+        elif xid in self.open:
+            self.open[xid].aborted.add(subxid)
+
+    def discard(self, xid: int) -> None:
+        tx = self.open.pop(xid, None)
+        if tx is not None:
+            for chunk in tx.staged:
+                chunk.path.unlink(missing_ok=True)
+
+    def stage(self, tx: StreamedTx) -> None:
+        """Decode the rows ``tx`` buffers and stage them on disk, out of memory."""
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="riverbed-streamed-"))
+        for (table, version), buffer in tx.batch.buffers.items():
+            if not len(buffer):
+                continue
+            rows = buffer.staged()
+            path = self._folder / f"{tx.xid}-{self._files}.arrow"
+            self._files += 1
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, rows.schema) as out:
+                out.write_table(rows)
+            tx.staged.append(StagedChunk(path, table, version, rows.num_rows))
+        tx.batch.buffers.clear()
+        tx.batch.rows = 0
+
+    def commit(self, xid: int, info: TxInfo, batch: Batch, skip: set[str]) -> bool:
+        """Move the transaction's rows into ``batch``, as the transaction ``batch.txs`` is
+        about to end with (``info``), leaving out the rows of ``skip`` (tables whose snapshot
+        holds them already); False when it brought no rows."""
+        tx = self.open.pop(xid, None)
+        if tx is None:
+            return False
+        index = len(batch.txs)
+        moved = 0
+        for key, buffer in tx.batch.buffers.items():
+            if key[0] in skip or not len(buffer):
+                continue
+            if tx.aborted:
+                buffer.drop(tx.aborted)
+            target = batch.buffers.get(key)
+            if target is None:
+                target = batch.buffers[key] = TableBuffer(buffer.schema)
+            target.take(buffer, index)
+            batch.rows += len(buffer)
+            moved += len(buffer)
+        aborted = frozenset(tx.aborted)
+        for chunk in tx.staged:
+            if chunk.table in skip:
+                chunk.path.unlink(missing_ok=True)
+            else:
+                batch.staged.append(StagedCommit(chunk, info, aborted))
+                moved += chunk.rows
+        return moved > 0
+
+    def close(self) -> None:
+        """Drop every open transaction (the server streams them again) and the folder."""
+        self.open.clear()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None

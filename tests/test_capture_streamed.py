@@ -1,0 +1,126 @@
+"""Large transactions streamed before their commit (pgoutput protocol 2, ``streaming``) land
+exactly as when the server holds them to their commit: a project with ``capture.streaming:
+false`` reads the same WAL through a slot of its own, and the two lakes must agree change for
+change; both must agree with the source. Nothing of a streamed transaction lands before its
+commit, an aborted one never lands, nor do the rows of a subtransaction rolled back to its
+savepoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from capture_support import lake_changes, replay
+
+from conftest import Database, write_config
+from riverbed.capture import streamed
+from riverbed.capture.runner import run_capture
+from riverbed.config import load_project
+
+DDL = """
+create schema big;
+create table big.t (id int8 primary key, n int4 not null, note text, price numeric(12,2));
+create table big.small (id int8 primary key, v text);
+"""
+
+
+def _project(folder: Path, database: Database, name: str, streaming: bool) -> Path:
+    text = (
+        f'source:\n  dsn: "{database.dsn}"\n  schema: big\n  slot: {name}\n'
+        f"  publication: {name}\n"
+        "lake:\n  path: lake\n  max_rows: 3000\n  max_seconds: 1\nstate:\n  path: state.db\n"
+        "capture:\n  heartbeat_seconds: 1\n  status_interval_seconds: 1\n"
+        f"  streaming: {'true' if streaming else 'false'}\n"
+        "tables:\n"
+        "  t:\n    kind: fact\n    target: fact_t\n    keys: [id]\n"
+        "  small:\n    kind: fact\n    target: fact_small\n    keys: [id]\n"
+    )
+    return write_config(folder, text)
+
+
+class _Blocks:
+    """Counts the first blocks of streamed transactions, and the times their rows were
+    staged on disk (the capture runs in this process)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.first = self.staged = 0
+        start, stage = streamed.StreamedTxs.start, streamed.StreamedTxs.stage
+
+        def staging(txs: streamed.StreamedTxs, tx: streamed.StreamedTx) -> None:
+            self.staged += 1
+            stage(txs, tx)
+
+        monkeypatch.setattr(streamed.StreamedTxs, "stage", staging)
+
+        def counting(txs: streamed.StreamedTxs, xid: int, first: bool) -> Any:
+            self.first += first
+            return start(txs, xid, first)
+
+        monkeypatch.setattr(streamed.StreamedTxs, "start", counting)
+
+
+def _capture(config: Path) -> Any:
+    return run_capture(load_project(config), follow=False).stream
+
+
+def _without_seq(change: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in change.items() if k != "_seq"}
+
+
+def _insert(conn: psycopg.Connection, low: int, high: int) -> None:
+    conn.execute(
+        "insert into big.t select g, g % 7, repeat('n', 40) || g, g / 100.0"
+        f" from generate_series({low}, {high}) g"
+    )
+
+
+def test_streamed_transactions_land_at_their_commit_exactly(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = _Blocks(monkeypatch)
+    with psycopg.connect(database.dsn, autocommit=True) as conn:
+        conn.execute(DDL)
+        # the server streams a transaction once its changes pass this much memory
+        conn.execute(f"alter database {database.name} set logical_decoding_work_mem = '64kB'")
+    held = _project(tmp_path / "held", database, "rb_held", False)
+    live = _project(tmp_path / "live", database, "rb_live", True)
+    _capture(held)
+    _capture(live)
+
+    with (
+        psycopg.connect(database.dsn) as writer,
+        psycopg.connect(database.dsn, autocommit=True) as other,
+    ):
+        _insert(writer, 1, 10_000)  # open: streamed while it runs
+        writer.execute("savepoint s")
+        _insert(writer, 10_001, 12_000)
+        writer.execute("update big.t set n = -1 where id <= 500")
+        writer.execute("rollback to savepoint s")  # its rows must never land
+        writer.execute("update big.t set note = 'touched' where id % 10 = 0")
+        other.execute("insert into big.small values (1, 'committed meanwhile')")
+        stats = _capture(live)  # the open transaction was streamed, and must not land
+        assert blocks.first > 0
+        assert stats.rows == 1 and not [c for c in lake_changes(live, "t")]
+        writer.execute("delete from big.t where id > 9_900")
+        writer.commit()
+        _insert(writer, 20_000, 26_000)
+        writer.rollback()  # streamed, then aborted: never lands
+        other.execute("insert into big.small values (2, 'after')")
+
+    first_blocks = blocks.first
+    assert _capture(live).rows == 10_000 + 1_000 + 100 + 1
+    assert blocks.first > first_blocks  # streamed again from its first block, then committed
+    assert blocks.staged >= 3  # past max_rows: staged on disk until the commit
+    _capture(held)
+    for table in ("t", "small"):
+        # the same changes in the same order; _seq may skip the numbers of the rows a
+        # rolled-back savepoint had streamed
+        got, want = lake_changes(live, table), lake_changes(held, table)
+        assert [_without_seq(c) for c in got] == [_without_seq(c) for c in want], table
+    lake = replay(lake_changes(live, "t"), ["id"])
+    assert len(lake) == 9_900
+    assert {row["n"] for row in lake.values()} == set(range(7))
+    assert sum(row["note"] == "touched" for row in lake.values()) == 990
+    assert min(k[0] for k in lake) == 1 and max(k[0] for k in lake) == 9_900
