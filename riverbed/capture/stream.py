@@ -32,7 +32,6 @@ import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -44,36 +43,25 @@ from riverbed.capture import pgoutput
 from riverbed.capture.batch import Batch, write_batch, write_staged
 from riverbed.capture.binary_mode import TextModeNeeded, check_relation
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo
-from riverbed.capture.stream_terms import SourceProbe, StreamSettings, StreamStats
+from riverbed.capture.stream_terms import (
+    Durable,
+    SourceProbe,
+    StreamSettings,
+    StreamStats,
+    malformed,
+)
 from riverbed.capture.streamed import StreamedTx, StreamedTxs
 from riverbed.errors import first_line
 from riverbed.lake.pgtypes import PgColumn
-from riverbed.lake.positions import format_lsn
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
-from riverbed.state import LakeFile, SchemaVersion, StateStore
+from riverbed.state import SchemaVersion, StateStore
 
 HEARTBEAT_PREFIX = "riverbed"
 _NEVER = 10.0**7  # seconds: a status interval psycopg2 never reaches
 _START_ATTEMPTS = 5  # a slot found busy at the start, waited for (slot_released) this often
 _OPS = {73: "I", 68: "D", 85: "U"}
 _STREAMED_KINDS = frozenset(b"IUDRYTM")  # inside a streamed block, these carry an xid first
-
-
-def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolError:
-    """The ProtocolError for a message the decoder could not read (cut short, or not in the
-    pgoutput format), naming the message's kind and where in the WAL it is."""
-    detail = exc.detail if isinstance(exc, pgoutput.ProtocolError) else f"cut short ({exc})"
-    kind = chr(payload[0]) if payload else "empty"
-    return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {format_lsn(lsn)}")
-
-
-@dataclass(frozen=True)
-class _Durable:
-    """What the writer thread made durable, handed back to the loop's thread."""
-
-    files: list[LakeFile]
-    position: int  # the end LSN every change before which is in the lake now
 
 
 class ChangeStream:
@@ -85,7 +73,7 @@ class ChangeStream:
     Two threads. The loop's (the caller of :meth:`run`) owns everything here: the replication
     connection, the batch filling, ``position`` (what the slot is confirmed to), ``stats``,
     and it alone calls ``on_flush``. The lake-writer thread is handed one batch at a time
-    (:meth:`flush`) and hands back what it made durable (``_Durable``), which the loop takes
+    (:meth:`flush`) and hands back what it made durable (``Durable``), which the loop takes
     over (``_collect``) before it moves ``position`` and ``stats``: a value the loop reads is
     never half written, and a position it confirms was committed to the state store first."""
 
@@ -119,6 +107,11 @@ class ChangeStream:
         self._text_form: dict[int, bool] = {}  # type OID -> arrives as text in binary mode
         self.pending_schemas: list[SchemaVersion] = []
         self.batch = Batch()
+        # the open transaction's buffers by relid as sent, for the hot path (_handle): filled
+        # by _store, emptied whenever a buffer could change or a transaction ends (Begin,
+        # Commit, Stream Start, Relation, spill, flush)
+        self._buffers: dict[bytes, TableBuffer] = {}
+        self._tx_index = 0  # the open transaction's index in the batch's txs
         self.tx: TxInfo | None = None
         self.streamed = StreamedTxs()  # transactions streamed before their commit
         self.streaming: StreamedTx | None = None  # the one whose block is being read
@@ -128,7 +121,7 @@ class ChangeStream:
         self.conn: Any = None
         self.cursor: Any = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
-        self._inflight: Future[_Durable] | None = None
+        self._inflight: Future[Durable] | None = None
         self._writing: Batch | None = None  # the batch the writer has, until it is durable
         self._last_sample = time.monotonic()
         self._last_feedback = 0.0  # monotonic time of the last feedback sent
@@ -164,15 +157,7 @@ class ChangeStream:
         """Start streaming from the slot. A lag measurement (riverbed.capture.lag) peeking at
         the slot holds it for a moment; the runner waits for that before it opens the stream,
         but a measurement may begin in between, so a slot busy here is waited for again."""
-        options = {
-            "proto_version": "2" if self.settings.streaming else "1",
-            "publication_names": self.settings.publication,
-            "messages": "true",
-        }
-        if self.settings.streaming:
-            options["streaming"] = "on"
-        if self.settings.binary:
-            options["binary"] = "true"
+        options = self.settings.plugin_options()
         for attempt in range(_START_ATTEMPTS):
             try:
                 self.cursor.start_replication(
@@ -202,7 +187,7 @@ class ChangeStream:
                 try:
                     handle(message.payload)
                 except (pgoutput.ProtocolError, struct.error, IndexError) as exc:
-                    raise _malformed(message.payload, message.data_start, exc) from exc
+                    raise malformed(message.payload, message.data_start, exc) from exc
                 busy = True
                 if once and self.tx is not None and self.tx.commit_lsn >= until_lsn:  # type: ignore[operator]
                     # a transaction committed after --once started: left whole for the next run,
@@ -310,21 +295,37 @@ class ChangeStream:
 
     def _handle(self, buf: bytes) -> None:
         kind = buf[0]
+        # the hot path: Insert, Delete and Update without an old tuple are stored undecoded;
+        # the first of a table in a transaction finds its buffer (_store), the rest append
+        if kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'
+            buffer = self._buffers.get(buf[1:5])
+            if buffer is not None:
+                buffer.payloads.append(buf)
+                buffer.ops.append(_OPS[kind])
+                buffer.seqs.append(self.seq)
+                buffer.txs.append(self._tx_index)
+                self.seq += 1
+                self.batch.rows += 1
+                if self.batch.rows >= self.settings.max_rows:
+                    self._spill()
+                return
         if self.streaming is not None:  # inside Stream Start ... Stream Stop
             self._handle_streamed(kind, buf)
-        # the hot path: Insert, Delete and Update without an old tuple are stored undecoded
-        elif kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'
+        elif kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):
             if not self.skipping:
-                self._store(int.from_bytes(buf[1:5], "big"), _OPS[kind], buf)
+                self._store(int.from_bytes(buf[1:5], "big"), _OPS[kind], buf, buf[1:5])
         elif kind == 66:  # B
             begin = pgoutput.parse_begin(buf)
             self.tx = TxInfo(begin.final_lsn, begin.commit_ts_us, begin.xid)
             self.seq = 0
+            self._tx_index = len(self.batch.txs)
+            self._buffers.clear()
             # the slot can resend what the manifest already has (feedback lost in a crash)
             self.skipping = begin.final_lsn < self.position
         elif kind == 67:  # C
             self._commit(pgoutput.parse_commit(buf))
         elif kind == 83:  # S: Stream Start
+            self._buffers.clear()  # its row messages carry an xid where the relid was
             self.streaming = self.streamed.start(*pgoutput.parse_stream_start(buf))
         elif kind == 99:  # c: Stream Commit
             self._stream_commit(*pgoutput.parse_stream_commit(buf))
@@ -378,6 +379,7 @@ class ChangeStream:
             raise pgoutput.ProtocolError(f"unknown pgoutput message {chr(kind)!r}")
 
     def _relation(self, relation: pgoutput.Relation) -> None:
+        self._buffers.clear()
         if relation.qualified not in self.settings.captured:
             self.ignored.add(relation.relid)
             return
@@ -415,7 +417,9 @@ class ChangeStream:
             self.snapshot_lsns.get(table, 0),
         )
 
-    def _store(self, relid: int, op: str, payload: bytes) -> None:
+    def _store(self, relid: int, op: str, payload: bytes, relid_bytes: bytes = b"") -> None:
+        """Buffer a row message; with ``relid_bytes`` (the relid as sent), the buffer is
+        remembered for the table's next rows in the transaction (_handle)."""
         if relid in self.ignored:
             return
         _, schema, snapshot_lsn = self.relations[relid]
@@ -443,6 +447,8 @@ class ChangeStream:
             # the buffer is full in the middle of a transaction: write what is buffered now
             # (bounded memory whatever the transaction's size); it becomes visible at commit
             self._spill()
+        elif relid_bytes:
+            self._buffers[relid_bytes] = buffer
 
     def _update(
         self, relid: int, old_kind: str | None, old: list[Any] | None, new: list[Any]
@@ -465,6 +471,7 @@ class ChangeStream:
     def _commit(self, commit: pgoutput.Commit) -> None:
         tx = self.tx
         self.tx = None
+        self._buffers.clear()
         if self.skipping:
             self.skipping = False
             self.stats.skipped_transactions += 1
@@ -510,6 +517,7 @@ class ChangeStream:
         """Write what is buffered, invisible until the open transaction commits."""
         self.batch.spilled.extend(write_batch(self.storage, self.batch, open_tx=self.tx))
         self.batch.buffers.clear()
+        self._buffers.clear()
         self.batch.rows = 0
         self._confirm()  # when due: a transaction this big may stream for a while
         # txs stay: later rows of the open transaction still index it
@@ -524,6 +532,7 @@ class ChangeStream:
         self.wait_for_writer()
         batch, schemas = self.batch, self.pending_schemas
         self.batch, self.pending_schemas = Batch(), []
+        self._buffers.clear()
         # handed over, not read by the writer: the position is the loop's (end_lsn is None
         # only when no transaction completed in the batch)
         position = batch.end_lsn if batch.end_lsn is not None else self.position
@@ -597,7 +606,7 @@ class ChangeStream:
 
     def _write_and_commit(
         self, batch: Batch, schemas: list[SchemaVersion], position: int
-    ) -> _Durable:
+    ) -> Durable:
         """The writer thread: writes ``batch`` (handed over by flush, the loop's no more) and
         makes it visible at ``position`` in one manifest commit. It touches nothing else of
         the stream's but the storage and the state store (both safe across threads); the loop
@@ -605,7 +614,7 @@ class ChangeStream:
         files = batch.spilled + write_staged(self.storage, batch)
         files += write_batch(self.storage, batch, open_tx=None)
         self.manifest.capture.commit(self.slot, files, position, schemas)
-        return _Durable(files, position)
+        return Durable(files, position)
 
     def _oldest_pending(self) -> int | None:
         """Commit time of the oldest transaction received but not in the lake yet: the first

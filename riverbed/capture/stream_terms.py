@@ -7,6 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from riverbed.capture import pgoutput
+from riverbed.lake.positions import format_lsn
+from riverbed.state import LakeFile
+
 
 @dataclass(frozen=True)
 class StreamSettings:
@@ -23,6 +27,19 @@ class StreamSettings:
     heartbeat_seconds: float  # silence after which a heartbeat message is emitted
     binary: bool = False  # ask for values in binary form (capture.binary_mode decides)
     streaming: bool = False  # protocol 2: large transactions sent before they commit (streamed)
+
+    def plugin_options(self) -> dict[str, str]:
+        """pgoutput's options for START_REPLICATION."""
+        options = {
+            "proto_version": "2" if self.streaming else "1",
+            "publication_names": self.publication,
+            "messages": "true",
+        }
+        if self.streaming:
+            options["streaming"] = "on"
+        if self.binary:
+            options["binary"] = "true"
+        return options
 
 
 class SourceProbe(Protocol):
@@ -98,3 +115,19 @@ class StreamStats:
             flushes=self.flushes + earlier.flushes,
             rows_by_table=by_table,
         )
+
+
+def malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolError:
+    """The ProtocolError for a message the decoder could not read (cut short, or not in the
+    pgoutput format), naming the message's kind and where in the WAL it is."""
+    detail = exc.detail if isinstance(exc, pgoutput.ProtocolError) else f"cut short ({exc})"
+    kind = chr(payload[0]) if payload else "empty"
+    return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {format_lsn(lsn)}")
+
+
+@dataclass(frozen=True)
+class Durable:
+    """What the writer thread made durable, handed back to the loop's thread."""
+
+    files: list[LakeFile]
+    position: int  # the end LSN every change before which is in the lake now
