@@ -46,7 +46,8 @@ client), read from the postmaster's children times; "other CPU" is what the rest
 used meanwhile (other jobs: figures taken on a busy machine are low). Peak RSS targets apply to
 every capture run. A run past --timeout or --rss-limit is killed and the bench stops, saying so.
 
-Run:   python bench/capture.py                 (about 3 minutes on 2 cores)
+Run:   python bench/capture.py                 (about 5 minutes on 2 cores)
+       python bench/capture.py --text-mode     (capture.binary and capture.streaming off)
        python bench/capture.py --changes 200000 --big-tx 200000 --skip-latency --keep
        python bench/capture.py --snapshot-rows 50000    (N changes streamed, a smaller snapshot)
 """
@@ -86,6 +87,8 @@ from riverbed.shop.workload import Workload, WorkloadSpec
 
 STREAM_TARGET = 100_000  # changes/s
 STREAM_RATIO_TARGET = 1.6  # capture's rate / pg_recvlogical's (text mode), same WAL, same run
+# --text-mode: capture as before binary values and streamed transactions, for comparison
+CAPTURE_MODE: dict[str, Any] = {}
 BIG_LAG_TARGET = 2.0  # seconds from a 1,000,000-row transaction's commit to visible in the lake
 SNAPSHOT_TARGET = 0.50  # of the 2-worker COPY rate
 RSS_TARGET_MB = 500
@@ -186,9 +189,9 @@ end $$;
 
 BIG_INSERT = """
 insert into shop.order_items (order_id, product_id, seller_id, quantity, unit_price, created_at)
-select 1 + (g * 7919) % o.n, p.product_id, p.seller_id, 1 + g % 5, p.price, now()
+select o.ids[1 + (g * 7919) % o.n], p.product_id, p.seller_id, 1 + g % 5, p.price, now()
 from generate_series(1::bigint, {rows}) g
-cross join (select max(order_id) as n from shop.orders) o
+cross join (select array_agg(order_id) as ids, count(*) as n from shop.orders) o
 join shop.products p on p.product_id = 1 + g % (select max(product_id) from shop.products)
 """
 
@@ -344,6 +347,7 @@ def write_config(
         config["lake"]["max_seconds"] = max_seconds
     if encrypted is not None:
         config["lake"]["encryption"]["enabled"] = encrypted
+    config["capture"].update(CAPTURE_MODE)
     path = folder / "riverbed.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -553,6 +557,11 @@ def main() -> int:
     )
     parser.add_argument("--skip-latency", action="store_true", help="skip the latency run")
     parser.add_argument(
+        "--text-mode",
+        action="store_true",
+        help="capture.binary and capture.streaming off: capture as text-mode replication does",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=900.0, help="kill a measured run after this many seconds"
     )
     parser.add_argument(
@@ -564,6 +573,8 @@ def main() -> int:
     args = parser.parse_args()
     command = command_line()
     GUARD.seconds, GUARD.rss_mb = args.timeout, args.rss_limit
+    if args.text_mode:
+        CAPTURE_MODE.update(binary=False, streaming=False)
     n = args.changes
     orders = max(1_000, round((args.snapshot_rows or n) / ROWS_PER_ORDER))
     spec = HistorySpec(
