@@ -124,3 +124,13 @@ def test_streamed_transactions_land_at_their_commit_exactly(
     assert {row["n"] for row in lake.values()} == set(range(7))
     assert sum(row["note"] == "touched" for row in lake.values()) == 990
     assert min(k[0] for k in lake) == 1 and max(k[0] for k in lake) == 9_900
+
+
+def test_the_stream_lowers_the_decoding_memory_and_never_raises_it(database: Database) -> None:
+    """A big transaction is streamed in blocks of at most 8MB, so little is left to send at
+    its commit; a server (or role, or database) set lower keeps its setting."""
+    with psycopg.connect(database.dsn, autocommit=True) as conn:
+        assert streamed.work_mem_option(conn) == "-c logical_decoding_work_mem=8192kB"
+        conn.execute(f"alter database {database.name} set logical_decoding_work_mem = '1MB'")
+    with psycopg.connect(database.dsn, autocommit=True) as conn:
+        assert streamed.work_mem_option(conn) == "-c logical_decoding_work_mem=1024kB"

@@ -44,7 +44,7 @@ from riverbed.capture.snapshot import (
 )
 from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream
 from riverbed.capture.stream_terms import StreamSettings, StreamStats
-from riverbed.capture.streamed import streaming_capable
+from riverbed.capture.streamed import streaming_capable, work_mem_option
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
@@ -247,11 +247,19 @@ def _stream(
         capture = run.project.config.capture
         binary = capture.binary and binary_capable(heartbeat_conn, run.schema, tables)
         streaming = capture.streaming and streaming_capable(heartbeat_conn)
+        options = SESSION_SETTINGS
+        if streaming:
+            options += " " + work_mem_option(heartbeat_conn)
         earlier: StreamStats | None = None
         while True:
             try:
                 stats = _stream_once(
-                    run, tables, heartbeat_conn, should_stop, until_lsn, (binary, streaming)
+                    run,
+                    tables,
+                    heartbeat_conn,
+                    should_stop,
+                    until_lsn,
+                    (binary, streaming, options),
                 )
             except TextModeNeeded as exc:
                 run.say(str(exc))
@@ -268,7 +276,7 @@ def _stream_once(
     heartbeat_conn: Any,
     should_stop: Callable[[], bool],
     until_lsn: int | None,
-    modes: tuple[bool, bool],  # binary, streaming
+    modes: tuple[bool, bool, str],  # binary, streaming, the replication session's options
 ) -> StreamStats:
     cfg, manifest = run.project.config, run.manifest
     settings = StreamSettings(
@@ -286,7 +294,7 @@ def _stream_once(
     stream = ChangeStream(
         settings,
         _HeartbeatProbe(heartbeat_conn, run, tables),
-        dsn=run.source.conninfo(options=SESSION_SETTINGS),
+        dsn=run.source.conninfo(options=modes[2]),
         storage=run.storage,
         manifest=manifest,
         schemas=_current_schemas(manifest, tables),

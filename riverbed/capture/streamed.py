@@ -41,9 +41,25 @@ from riverbed.capture.pgoutput import ProtocolError
 STREAMING_MIN_SERVER = 140_000  # server_version_num of the first PostgreSQL that streams
 
 
+# The stream's logical_decoding_work_mem, at most: a transaction past it is streamed in blocks
+# of about this much, so at its commit no more than this is left to send (PostgreSQL's default,
+# 64MB, is some 250,000 rows: seconds of lag after a big commit).
+STREAMING_WORK_MEM_KB = 8192
+
+
 def streaming_capable(conn: Any) -> bool:
     """Whether the source server streams transactions before they commit."""
     return bool(conn.info.server_version >= STREAMING_MIN_SERVER)
+
+
+def work_mem_option(conn: Any) -> str:
+    """The session option for the stream's walsender that lowers its logical_decoding_work_mem
+    to STREAMING_WORK_MEM_KB (never raises it: ``conn`` has the role's and database's
+    settings, as the walsender will)."""
+    row = conn.execute(
+        "select setting::int from pg_settings where name = 'logical_decoding_work_mem'"
+    ).fetchone()
+    return f"-c logical_decoding_work_mem={min(int(row[0]), STREAMING_WORK_MEM_KB)}kB"
 
 
 @dataclass
