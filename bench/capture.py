@@ -450,7 +450,10 @@ def follow_during(
             raise SystemExit(
                 f"capture --follow failed ({follower.returncode}):\n{err.read().decode()}"
             )
-    usage = json.loads(result.read_text())
+        out.seek(0)
+        usage = json.loads(result.read_text())
+        usage["report"] = out.read().decode().strip().splitlines()[-1:]  # capture's --json
+        usage["stderr"] = err.read().decode()
     if drained_at is None:
         raise SystemExit("capture --follow did not reach the last commit within 120 s")
     return acted, usage, start_lsn
@@ -530,11 +533,13 @@ def measure_big_lag(
             return int(conn.execute(BIG_INSERT.format(rows=rows).encode()).rowcount)
 
     inserted, usage, start_lsn = follow_during(conn, project, dsn, big_insert)
-    return {
-        "rows": inserted,
-        **commit_latencies(project, start_lsn),
-        "rss_mb": usage["maxrss_kib"] / 1024,
-    }
+    latencies = commit_latencies(project, start_lsn)
+    if latencies["rows"] != inserted:
+        raise SystemExit(
+            f"the lake got {latencies['rows']:,} rows of the {inserted:,} the big transaction"
+            f" inserted; capture --follow said {usage['report']} {usage['stderr'][-3000:]}"
+        )
+    return {**latencies, "rss_mb": usage["maxrss_kib"] / 1024}
 
 
 def main() -> int:
