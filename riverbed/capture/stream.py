@@ -19,7 +19,8 @@ are kept apart until its Stream Commit (riverbed.capture.streamed). Values arriv
 where every captured column's type allows it (riverbed.capture.binary_mode).
 
 When the captured tables are idle the loop still confirms the server's WAL end (nothing is
-pending, so everything before it is in the lake or was not ours), and after
+pending, so everything before it is in the lake or was not ours; not while a streamed
+transaction is open, whose earlier changes are ours and not in the lake), and after
 ``capture.heartbeat_seconds`` of silence it emits a logical message so that the slot advances
 even when other databases on the server are the busy ones. The slot never pins WAL without bound.
 """
@@ -125,6 +126,13 @@ class ChangeStream:
         self._writing: Batch | None = None  # the batch the writer has, until it is durable
         self._last_sample = time.monotonic()
         self._last_feedback = 0.0  # monotonic time of the last feedback sent
+        # psycopg2's keepalive advance (_send): the flush position last sent, the data_start of
+        # the last message read, the end LSN of the last commit read with rows, and the commit
+        # end that must be durable before the next feedback (psycopg2 may have moved past it)
+        self._sent = 0
+        self._last_start = 0
+        self._read_end = 0
+        self._hold = 0
         # how far the slot may be confirmed, recorded before each feedback (_send)
         self._ceiling = manifest.capture.ceiling(self.slot) or 0
 
@@ -180,14 +188,11 @@ class ChangeStream:
         busy = False
         cursor = self.cursor
         read = cursor.read_message
-        handle = self._handle
+        take = self._take
         while True:
             message = read()
             if message is not None:
-                try:
-                    handle(message.payload)
-                except (pgoutput.ProtocolError, struct.error, IndexError) as exc:
-                    raise malformed(message.payload, message.data_start, exc) from exc
+                take(message)
                 busy = True
                 if once and self.tx is not None and self.tx.commit_lsn >= until_lsn:  # type: ignore[operator]
                     # a transaction committed after --once started: left whole for the next run,
@@ -234,6 +239,16 @@ class ChangeStream:
         self.close()
         return self.stats
 
+    def _take(self, message: Any) -> None:
+        """Handle one message read; note where it starts (psycopg2's keepalive advance, _send)."""
+        try:
+            self._handle(message.payload)
+        except (pgoutput.ProtocolError, struct.error, IndexError) as exc:
+            raise malformed(message.payload, message.data_start, exc) from exc
+        self._last_start = start = message.data_start
+        if start <= self._sent:
+            self._exposed()
+
     def lost(self, exc: psycopg2.Error) -> str | None:
         """Why an error from the replication connection means the server went away (stopped,
         restarted, the network dropped), or None when it is something else, which must surface
@@ -268,7 +283,8 @@ class ChangeStream:
     def _due(self, now: float) -> bool:
         started = self.batch.first_commit_at
         return (
-            self.batch.rows >= self.settings.max_rows
+            self._hold > self.position  # feedback waits for it (_send)
+            or self.batch.rows >= self.settings.max_rows
             or bool(self.batch.spilled)  # a big transaction just committed: publish it now
             or bool(self.batch.staged)
             or (started is not None and now - started >= self.settings.max_seconds)
@@ -283,7 +299,9 @@ class ChangeStream:
         self.stats.server_wal_end = max(self.stats.server_wal_end, wal_end)
         self.stats.pending_commit_ts_us = None
         self.stats.caught_up = True
-        if wal_end > self.position:
+        # an open streamed transaction has changes before the WAL end that are not in the lake:
+        # the position stays (the server streams it again from its start after a restart)
+        if wal_end > self.position and not self.streamed.open:
             self.manifest.capture.commit(self.slot, [], wal_end)
             self.position = wal_end
             self.stats.position = wal_end
@@ -495,6 +513,7 @@ class ChangeStream:
         """A transaction is complete: ``tx`` joins the batch (None: it brought no rows)."""
         if tx is not None:
             self.batch.txs.append(tx)
+            self._read_end = end_lsn
             self.stats.caught_up = False
             self.stats.transactions += 1
             self.stats.last_commit_ts_us = tx.commit_ts_us
@@ -588,7 +607,17 @@ class ChangeStream:
         (nothing of ours before it is missing) but never seen by the manifest. So the server's
         WAL position, past any keepalive read so far, is first recorded as the slot's ceiling:
         a slot past it at the next start is not this project's (runner, check_slot_is_ours).
+
+        psycopg2 takes "everything read was confirmed" to mean that the last message read
+        starts at or before the flush position sent. Messages do not arrive in LSN order, though:
+        a streamed transaction's block (or a long transaction's first rows) carries changes
+        older than commits read before it. A keepalive read then would let psycopg2 confirm past
+        those commits while their batch is still being written, and a crash would lose them
+        (the server would not send them again). So while that can be (_exposed), no feedback
+        is sent until they are durable; the batch holding them is due at once (_due).
         """
+        if self._hold > self.position:
+            return
         self._raise_ceiling(self.probe.server_lsn())
         self.cursor.send_feedback(
             write_lsn=self.position,
@@ -597,7 +626,16 @@ class ChangeStream:
             reply=reply,
             force=not reply,
         )
+        self._sent = max(self._sent, self.position)
         self._last_feedback = time.monotonic()
+        if self._last_start <= self._sent:
+            self._exposed()
+
+    def _exposed(self) -> None:
+        """psycopg2 confirms a keepalive's WAL end from now until the next message (_send):
+        the commits read so far must be durable before any feedback carries it."""
+        if self._read_end > self.position:
+            self._hold = max(self._hold, self._read_end)
 
     def _raise_ceiling(self, lsn: int) -> None:
         if lsn > self._ceiling:
