@@ -7,6 +7,11 @@ savepoint."""
 
 from __future__ import annotations
 
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,7 @@ import psycopg
 import pytest
 from capture_support import lake_changes, replay
 
-from conftest import Database, write_config
+from conftest import Database, start_cli, write_config
 from riverbed.capture import streamed
 from riverbed.capture.runner import run_capture
 from riverbed.config import load_project
@@ -134,3 +139,65 @@ def test_the_stream_lowers_the_decoding_memory_and_never_raises_it(database: Dat
         conn.execute(f"alter database {database.name} set logical_decoding_work_mem = '1MB'")
     with psycopg.connect(database.dsn, autocommit=True) as conn:
         assert streamed.work_mem_option(conn) == "-c logical_decoding_work_mem=1024kB"
+
+
+def _lake_position(config: Path, slot: str) -> int:
+    with sqlite3.connect(config.parent / "state.db") as db:
+        row = db.execute("select lsn from capture_position where slot = ?", (slot,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait(condition: Callable[[], bool], what: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        assert proc.poll() is None, f"capture exited waiting for {what}: {proc.stderr.read()}"  # type: ignore[union-attr]
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_streamed_transaction_open_through_idle_time_and_a_kill_lands_once(
+    database: Database, tmp_path: Path
+) -> None:
+    """A big transaction streamed while other transactions commit, then idle seconds (the
+        idle step, heartbeats), then ``kill -9`` of ``capture --follow``: the lake's position never
+        passes the last transaction it holds while the big one is open (nothing before the
+        server's WAL end is all in the lake then), and after its commit every one of its rows is
+        in the lake exactly once (the server streams it again from its first block), and the rows
+    the killed capture staged on disk are deleted, never loaded."""
+    with psycopg.connect(database.dsn, autocommit=True) as conn:
+        conn.execute(DDL)
+        conn.execute(f"alter database {database.name} set logical_decoding_work_mem = '64kB'")
+    live = _project(tmp_path / "live", database, "rb_kill", True)
+    staging = tmp_path / "live" / ".riverbed" / "streamed" / "rb_kill"
+    _capture(live)
+    proc = start_cli("capture", "--follow", "-c", str(live))
+    try:
+        with (
+            psycopg.connect(database.dsn) as writer,
+            psycopg.connect(database.dsn, autocommit=True) as other,
+        ):
+            _insert(writer, 1, 10_000)  # open: streamed while it runs, staged past max_rows
+            for i in range(3):  # commit before it, landing meanwhile
+                other.execute("insert into big.small values (%s, 'meanwhile')", (i,))
+            _wait(lambda: len(lake_changes(live, "small")) == 3, "the small ones", proc)
+            landed = _lake_position(live, "rb_kill")
+            time.sleep(4)  # idle steps, heartbeats (WAL of their own) with the big one open
+            assert _lake_position(live, "rb_kill") == landed
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert list(staging.glob("*.arrow"))  # what it staged, left by the kill
+            writer.execute("update big.t set note = 'late' where id <= 100")
+            writer.commit()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    stats = _capture(live)
+    assert stats.rows == 10_000 + 100
+    assert not list(staging.glob("*.arrow"))  # deleted, never loaded: streamed again
+    changes = lake_changes(live, "t")
+    assert sorted(c["id"] for c in changes if c["_op"] == "I") == list(range(1, 10_001))
+    lake = replay(changes, ["id"])
+    assert len(lake) == 10_000 and sum(r["note"] == "late" for r in lake.values()) == 100
+    assert len(lake_changes(live, "small")) == 3

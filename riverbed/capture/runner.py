@@ -299,6 +299,7 @@ def _stream_once(
         manifest=manifest,
         schemas=_current_schemas(manifest, tables),
         on_flush=record,
+        staging=run.project.home / "streamed" / run.slot,
     )
     try:
         stats = stream.run(should_stop, until_lsn=until_lsn)

@@ -33,6 +33,7 @@ import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -88,6 +89,7 @@ class ChangeStream:
         manifest: StateStore,
         schemas: dict[str, TableSchema],
         on_flush: Callable[[StreamStats], None] | None = None,
+        staging: Path | None = None,
     ):
         self.settings = settings
         self.slot = settings.slot
@@ -114,7 +116,7 @@ class ChangeStream:
         self._buffers: dict[bytes, TableBuffer] = {}
         self._tx_index = 0  # the open transaction's index in the batch's txs
         self.tx: TxInfo | None = None
-        self.streamed = StreamedTxs()  # transactions streamed before their commit
+        self.streamed = StreamedTxs(staging)  # transactions streamed before their commit
         self.streaming: StreamedTx | None = None  # the one whose block is being read
         self.seq = 0
         self.skipping = False
@@ -148,6 +150,7 @@ class ChangeStream:
         self._start_replication()
         # the slot is ours alone from here on: nothing has been read or confirmed yet
         self.probe.check_slot(self.position)
+        self.streamed.clear_leftovers()  # a killed capture's, whose transactions come again
         try:
             return self._run(should_stop, until_lsn)
         except TextModeNeeded:

@@ -75,12 +75,22 @@ class StreamedTx:
 
 
 class StreamedTxs:
-    """The open streamed transactions of one stream, and the folder their rows are staged in."""
+    """The open streamed transactions of one stream, and the folder their rows are staged in:
+    ``folder``, the slot's own (a temporary one without), so that what a killed capture staged
+    is deleted by the next one (:meth:`clear_leftovers`) rather than left for ever."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         self.open: dict[int, StreamedTx] = {}
+        self._root = folder
         self._folder: Path | None = None
         self._files = 0
+
+    def clear_leftovers(self) -> None:
+        """Delete the files a capture killed before its cleanup staged (call once the slot is
+        held: no other capture stages there then). They are never loaded: the server streams
+        those transactions again from their first block."""
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
 
     def start(self, xid: int, first: bool) -> StreamedTx:
         """A Stream Start: the transaction's first block opens it (again, after a restart)."""
@@ -105,7 +115,10 @@ class StreamedTxs:
 
     def stage(self, tx: StreamedTx) -> None:
         """Decode the rows ``tx`` buffers and stage them on disk, out of memory."""
-        if self._folder is None:
+        if self._folder is None and self._root is not None:
+            self._root.mkdir(parents=True, exist_ok=True)
+            self._folder = self._root
+        elif self._folder is None:
             self._folder = Path(tempfile.mkdtemp(prefix="riverbed-streamed-"))
         for (table, version), buffer in tx.batch.buffers.items():
             if not len(buffer):
