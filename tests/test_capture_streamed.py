@@ -187,7 +187,9 @@ def test_a_streamed_transaction_open_through_idle_time_and_a_kill_lands_once(
             assert _lake_position(live, "rb_kill") == landed
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-            assert list(staging.glob("*.arrow"))  # what it staged, left by the kill
+            left = list(staging.glob("*.arrow"))  # what it staged, left by the kill
+            assert left and {p.stat().st_mode & 0o777 for p in left} == {0o600}
+            assert staging.stat().st_mode & 0o777 == 0o700  # rows of the source: private
             writer.execute("update big.t set note = 'late' where id <= 100")
             writer.commit()
     finally:

@@ -21,11 +21,13 @@ Exactly-once holds because nothing of a streamed transaction is visible before i
 * Stream Abort of the transaction drops it and its staged files; of a subtransaction (ROLLBACK
   TO SAVEPOINT), that subtransaction's rows are left out at the commit;
 * a capture that stops with streamed transactions open loses nothing: they commit past the
-  lake's position, and the server streams them again from their first block.
+  lake's position, and the server streams them again from their first block; what a killed
+  capture staged (in the slot's own folder, private) is deleted by the next one, never loaded.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ import pyarrow as pa
 from riverbed.capture.batch import Batch, StagedChunk, StagedCommit
 from riverbed.capture.changes import TableBuffer, TxInfo
 from riverbed.capture.pgoutput import ProtocolError
+from riverbed.private import create_private, private_folders
 
 STREAMING_MIN_SERVER = 140_000  # server_version_num of the first PostgreSQL that streams
 
@@ -116,7 +119,7 @@ class StreamedTxs:
     def stage(self, tx: StreamedTx) -> None:
         """Decode the rows ``tx`` buffers and stage them on disk, out of memory."""
         if self._folder is None and self._root is not None:
-            self._root.mkdir(parents=True, exist_ok=True)
+            private_folders(self._root)  # rows of the source: its owner's alone
             self._folder = self._root
         elif self._folder is None:
             self._folder = Path(tempfile.mkdtemp(prefix="riverbed-streamed-"))
@@ -126,6 +129,7 @@ class StreamedTxs:
             rows = buffer.staged()
             path = self._folder / f"{tx.xid}-{self._files}.arrow"
             self._files += 1
+            os.close(create_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))  # 0600, then rows
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, rows.schema) as out:
                 out.write_table(rows)
             tx.staged.append(StagedChunk(path, table, version, rows.num_rows))
