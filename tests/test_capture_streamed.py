@@ -23,6 +23,7 @@ from conftest import Database, start_cli, write_config
 from riverbed.capture import streamed
 from riverbed.capture.runner import run_capture
 from riverbed.config import load_project
+from riverbed.state import SchemaVersion, SQLiteStore
 
 DDL = """
 create schema big;
@@ -203,3 +204,71 @@ def test_a_streamed_transaction_open_through_idle_time_and_a_kill_lands_once(
     lake = replay(changes, ["id"])
     assert len(lake) == 10_000 and sum(r["note"] == "late" for r in lake.values()) == 100
     assert len(lake_changes(live, "small")) == 3
+
+
+def _versions(config: Path, table: str) -> list[SchemaVersion]:
+    manifest = SQLiteStore(config.parent / "state.db")
+    try:
+        return manifest.lake.schema_versions(table)
+    finally:
+        manifest.close()
+
+
+def _altering_transaction(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    """A streamed transaction inserts rows, ALTERs big.t ADD COLUMN and inserts more, while
+    another session commits rows of big.t (before the ALTER: it waits for the lock after)
+    and of big.small (after); then it commits, and the other session inserts into big.t
+    again (a capture cannot run while the ALTER's lock is held: it reads the table). Returns the streaming project and
+    one whose server holds every transaction to its commit (the reference), both caught up."""
+    with psycopg.connect(database.dsn, autocommit=True) as conn:
+        conn.execute(DDL)
+        conn.execute(f"alter database {database.name} set logical_decoding_work_mem = '64kB'")
+    held = _project(tmp_path / "held", database, "rb_held", False)
+    live = _project(tmp_path / "live", database, "rb_live", True)
+    _capture(held)
+    _capture(live)
+    with (
+        psycopg.connect(database.dsn) as writer,
+        psycopg.connect(database.dsn, autocommit=True) as other,
+    ):
+        _insert(writer, 1, 2_000)  # streamed with big.t's first shape
+        _insert(other, 100_001, 100_010)  # committed while it is open, before its ALTER
+        writer.execute("alter table big.t add column extra text")
+        writer.execute(
+            "insert into big.t select g, g % 7, 'n' || g, g / 100.0, 'e' || g"
+            " from generate_series(2_001, 5_000) g"
+        )
+        other.execute("insert into big.small values (1, 'committed meanwhile')")
+        writer.commit()
+        other.execute(
+            "insert into big.t (id, n) select g, 1 from generate_series(200_001, 200_010) g"
+        )
+    blocks = _Blocks(monkeypatch)
+    _capture(live)
+    assert blocks.first > 0  # streamed before its commit
+    _capture(held)
+    return live, held
+
+
+def test_a_streamed_transactions_new_column_is_the_streams_from_its_commit(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live, held = _altering_transaction(database, tmp_path, monkeypatch)
+    changes = lake_changes(live, "t")
+    ids = [c["id"] for c in changes]
+    assert sorted(ids) == [*range(1, 5_001), *range(100_001, 100_011), *range(200_001, 200_011)]
+    by_id = {c["id"]: c for c in changes}
+    assert all(by_id[i]["extra"] is None for i in [*range(1, 2_001), *range(100_001, 100_011)])
+    assert all(by_id[i]["extra"] == f"e{i}" for i in range(2_001, 5_001))
+    assert all(by_id[i]["extra"] is None and by_id[i]["n"] == 1 for i in range(200_001, 200_011))
+    # the new version from its commit, as when the server holds it to its commit (the
+    # first is each slot's own, from its start)
+    versions = _versions(live, "t")
+    assert [v.version for v in versions] == [1, 2]
+    assert [c["name"] for c in versions[1].columns] == ["id", "n", "note", "price", "extra"]
+    assert versions[1:] == _versions(held, "t")[1:]
+    for table in ("t", "small"):
+        got, want = lake_changes(live, table), lake_changes(held, table)
+        assert [_without_seq(c) for c in got] == [_without_seq(c) for c in want], table

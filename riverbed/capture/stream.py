@@ -15,7 +15,8 @@ those files are named after the transaction's commit LSN (known from its Begin m
 become visible together with the rest of the flush after its Commit. With protocol 2's
 ``streaming`` (PostgreSQL 14+), the server sends a transaction past its
 ``logical_decoding_work_mem`` while it still runs, before its commit LSN is known: those rows
-are kept apart until its Stream Commit (riverbed.capture.streamed). Values arrive in binary form
+are kept apart until its Stream Commit (riverbed.capture.streamed), and so are the Relation
+messages sent in its blocks (riverbed.capture.relations). Values arrive in binary form
 where every captured column's type allows it (riverbed.capture.binary_mode).
 
 When the captured tables are idle the loop still confirms the server's WAL end (nothing is
@@ -45,6 +46,7 @@ from riverbed.capture import pgoutput
 from riverbed.capture.batch import Batch, write_batch, write_staged
 from riverbed.capture.binary_mode import TextModeNeeded, check_relation
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo
+from riverbed.capture.relations import Entry, table_schema
 from riverbed.capture.stream_terms import (
     Durable,
     SourceProbe,
@@ -54,7 +56,6 @@ from riverbed.capture.stream_terms import (
 )
 from riverbed.capture.streamed import StreamedTx, StreamedTxs
 from riverbed.errors import first_line
-from riverbed.lake.pgtypes import PgColumn
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
 from riverbed.state import SchemaVersion, StateStore
@@ -105,7 +106,7 @@ class ChangeStream:
         self.unpublished = False  # the stream ended because a captured table left the publication
         self.position = manifest.capture.position(self.slot) or 0
         self.stats = StreamStats(position=self.position, binary=settings.binary)
-        self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
+        self.relations: dict[int, Entry] = {}  # outside streamed blocks (relations)
         self.type_names: dict[int, str] = {}
         self._text_form: dict[int, bool] = {}  # type OID -> arrives as text in binary mode
         self.pending_schemas: list[SchemaVersion] = []
@@ -389,9 +390,10 @@ class ChangeStream:
         elif kind == 84:  # T
             if not self.skipping:
                 for relid in pgoutput.parse_truncate(buf).relids:
-                    if relid in self.ignored:
+                    entry = self._entry(relid)
+                    if entry is None:
                         continue
-                    relation = self.relations[relid][0]
+                    relation = entry[0]
                     empty: list[Any] = [None] * len(relation.columns)
                     self._store(relid, "T", pgoutput.row_message(b"I", relid, empty))
         elif kind == 77:  # M
@@ -400,56 +402,64 @@ class ChangeStream:
             raise pgoutput.ProtocolError(f"unknown pgoutput message {chr(kind)!r}")
 
     def _relation(self, relation: pgoutput.Relation) -> None:
+        """A table's shape: the stream's, or inside a streamed block that transaction's own
+        until its commit (riverbed.capture.relations)."""
         self._buffers.clear()
+        overlay = self.streaming.relations if self.streaming is not None else None
+        relid, table = relation.relid, relation.name
         if relation.qualified not in self.settings.captured:
-            self.ignored.add(relation.relid)
+            if overlay is None:
+                self.ignored.add(relid)
+            else:
+                overlay.entries[relid] = None
             return
-        self.ignored.discard(relation.relid)
-        table = relation.name
         if self.settings.binary:  # before any of its rows is read
-            check_relation(relation, self._text_form, self.probe.text_form_types)
-        keys = set(self.probe.primary_keys(relation.relid)) or {
-            c.name for c in relation.columns if c.is_key
-        }
-        columns = tuple(
-            PgColumn(c.name, c.type_oid, c.type_modifier, self.type_names.get(c.type_oid))
-            for c in relation.columns
-        )
-        current = self.schemas.get(table)
-        candidate = TableSchema(
-            table,
-            current.version if current else 1,
-            columns,
-            tuple(i for i, c in enumerate(columns) if c.name in keys),
-        )
-        if current is None or not candidate.same_columns(current):
-            if current is not None:
-                candidate = TableSchema(
-                    table, current.version + 1, candidate.columns, candidate.keys
+            try:
+                check_relation(relation, self._text_form, self.probe.text_form_types)
+            except TextModeNeeded as exc:
+                if overlay is None:
+                    raise
+                overlay.text_needed = overlay.text_needed or exc  # raised at its commit
+        keys = self.probe.primary_keys(relid)
+        if overlay is None:
+            self.ignored.discard(relid)
+            schema, new = table_schema(relation, self.schemas.get(table), keys, self.type_names)
+            if new:
+                self.schemas[table] = schema
+                first = self.tx.commit_lsn if self.tx else self.position
+                self.pending_schemas.append(
+                    SchemaVersion(table, schema.version, schema.describe(), first)
                 )
-            self.schemas[table] = candidate
-            first = self.tx.commit_lsn if self.tx else self.position
-            self.pending_schemas.append(
-                SchemaVersion(table, candidate.version, candidate.describe(), first)
-            )
-        self.relations[relation.relid] = (
-            relation,
-            self.schemas[table],
-            self.snapshot_lsns.get(table, 0),
-        )
+            self.relations[relid] = (relation, schema, self.snapshot_lsns.get(table, 0))
+            return
+        current = overlay.schemas.get(table) or self.schemas.get(table)
+        schema, new = table_schema(relation, current, keys, self.type_names)
+        if new:  # recorded at its commit (_stream_commit)
+            overlay.schemas[table] = schema
+            overlay.versions.append(schema)
+        overlay.entries[relid] = (relation, schema, self.snapshot_lsns.get(table, 0))
+
+    def _entry(self, relid: int) -> Entry | None:
+        """What ``relid``'s rows are decoded with (None: a table not captured)."""
+        if self.streaming is not None:
+            return self.streaming.relations.lookup(relid, self.relations, self.ignored)
+        return None if relid in self.ignored else self.relations[relid]
 
     def _store(self, relid: int, op: str, payload: bytes, relid_bytes: bytes = b"") -> None:
         """Buffer a row message; with ``relid_bytes`` (the relid as sent), the buffer is
         remembered for the table's next rows in the transaction (_handle)."""
-        if relid in self.ignored:
+        entry = self._entry(relid)
+        if entry is None:
             return
-        _, schema, snapshot_lsn = self.relations[relid]
+        _, schema, snapshot_lsn = entry
         streaming = self.streaming
         if streaming is None:
             if self.tx.commit_lsn < snapshot_lsn:  # type: ignore[union-attr]
                 return  # already in that table's snapshot
             batch, tx, seq = self.batch, len(self.batch.txs), self.seq
             self.seq += 1
+        elif streaming.relations.text_needed is not None:
+            return  # streamed again in text mode should it commit (_stream_commit)
         else:  # a streamed transaction's: its snapshot check waits for its commit LSN
             batch, tx, seq = streaming.batch, 0, streaming.seq
             streaming.seq += 1
@@ -476,9 +486,10 @@ class ChangeStream:
     ) -> None:
         """An update carrying the old key (the key changed) or the old row (REPLICA IDENTITY FULL)."""
         assert old is not None
-        if relid in self.ignored:
+        entry = self._entry(relid)
+        if entry is None:
             return
-        schema = self.relations[relid][1]
+        schema = entry[1]
         if old_kind == "O":
             # the old row is complete, so unchanged TOAST values are known: fill them in
             new = [old[i] if v is pgoutput.UNCHANGED else v for i, v in enumerate(new)]
@@ -502,6 +513,12 @@ class ChangeStream:
         self._committed(tx if self.seq else None, commit.end_lsn)
 
     def _stream_commit(self, xid: int, commit: pgoutput.Commit) -> None:
+        open_tx = self.streamed.open.get(xid)
+        if open_tx is not None:  # its Relation messages are the stream's now, as the server's
+            self._buffers.clear()
+            self.pending_schemas += open_tx.relations.promote(
+                self.relations, self.ignored, self.schemas, commit.commit_lsn
+            )
         if commit.commit_lsn < self.position:  # in the lake already: resent after a crash
             self.streamed.discard(xid)
             self.stats.skipped_transactions += 1

@@ -18,6 +18,9 @@ Exactly-once holds because nothing of a streamed transaction is visible before i
   rows join the batch's, its staged files are turned into lake files by the writer thread with
   the commit's columns added (``batch.staged_rows``), and the batch's one manifest commit makes
   all of them visible at once;
+* the Relation messages in its blocks are its own (``StreamedTx.relations``): its rows are
+  decoded with them, and they become the stream's, their new schema versions recorded, at its
+  Stream Commit only (riverbed.capture.relations);
 * Stream Abort of the transaction drops it and its staged files; of a subtransaction (ROLLBACK
   TO SAVEPOINT), that subtransaction's rows are left out at the commit;
 * a capture that stops with streamed transactions open loses nothing: they commit past the
@@ -39,6 +42,7 @@ import pyarrow as pa
 from riverbed.capture.batch import Batch, StagedChunk, StagedCommit
 from riverbed.capture.changes import TableBuffer, TxInfo
 from riverbed.capture.pgoutput import ProtocolError
+from riverbed.capture.relations import RelationOverlay
 from riverbed.private import create_private, private_folders
 
 STREAMING_MIN_SERVER = 140_000  # server_version_num of the first PostgreSQL that streams
@@ -75,6 +79,7 @@ class StreamedTx:
     subxid: int = 0  # the (sub)transaction of the row message being handled
     aborted: set[int] = field(default_factory=set)
     staged: list[StagedChunk] = field(default_factory=list)
+    relations: RelationOverlay = field(default_factory=RelationOverlay)  # its Relation messages
 
 
 class StreamedTxs:
