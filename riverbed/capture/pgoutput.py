@@ -1,4 +1,5 @@
-"""Decoding PostgreSQL's pgoutput logical replication protocol (version 1).
+"""Decoding PostgreSQL's pgoutput logical replication protocol (version 1, or 2 with the
+``streaming`` option: ``capture.streamed``; with or without the ``binary`` option).
 
 Message layouts follow "Logical Replication Message Formats" in the PostgreSQL manual. The row
 messages (Insert, Update, Delete) are the hot path: the capture loop dispatches on the first byte
@@ -12,7 +13,10 @@ A column value arrives as one of:
        not send it. Reported to the caller as UNCHANGED so the lake can mark it (never a NULL,
        which would be a wrong value).
   't'  text representation
-  'b'  binary representation (only with the 'binary' option, which Riverbed does not request)
+  'b'  binary representation: with the 'binary' option (PostgreSQL 14+), for every column whose
+       type has a binary send function (the server decides per type, and sends the others as
+       text); converted by ``pgbinary.binary_to_arrow``. The few rows the capture derives
+       itself (:func:`encode_tuple`) keep each value's form: a :class:`BinaryValue` stays 'b'.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ _I64 = Struct(">q")
 _BEGIN = Struct(">QqI")  # final_lsn, commit timestamp, xid
 _COMMIT = Struct(">bQQq")  # flags, commit_lsn, end_lsn, commit timestamp
 _MESSAGE_HEAD = Struct(">bQ")  # flags, lsn
+_STREAM_START = Struct(">Ib")  # xid, first segment
+_STREAM_COMMIT = Struct(">IbQQq")  # xid, flags, commit_lsn, end_lsn, commit timestamp
+_STREAM_ABORT = Struct(">II")  # xid, subtransaction xid
 
 
 class _Unchanged:
@@ -45,6 +52,12 @@ class _Unchanged:
 UNCHANGED = _Unchanged()
 
 
+class BinaryValue(bytes):
+    """A column value that arrived in binary form ('b'), as :func:`parse_tuple` returns it."""
+
+    __slots__ = ()
+
+
 class ProtocolError(RiverbedError, ValueError):
     """A message that does not follow the pgoutput format (a bug or an incompatible server).
 
@@ -55,7 +68,7 @@ class ProtocolError(RiverbedError, ValueError):
         self.detail = detail
         super().__init__(
             f"the replication stream is malformed: {detail}; Riverbed reads pgoutput protocol "
-            "version 1, so check the source server's version and report this if it is one "
+            "versions 1 and 2, so check the source server's version and report this if it is one "
             "Riverbed supports (the lake is intact: capture resumes where it stopped)"
         )
 
@@ -138,6 +151,25 @@ def parse_commit(buf: bytes) -> Commit:
     return Commit(commit_lsn, end_lsn, ts + PG_EPOCH_US)
 
 
+def parse_stream_start(buf: bytes) -> tuple[int, bool]:
+    """Stream Start (protocol 2+): (xid, whether this is the transaction's first block)."""
+    xid, first = _STREAM_START.unpack_from(buf, 1)
+    return xid, first == 1
+
+
+def parse_stream_commit(buf: bytes) -> tuple[int, Commit]:
+    """Stream Commit: (xid, the commit as a Commit message would carry it)."""
+    xid, _flags, commit_lsn, end_lsn, ts = _STREAM_COMMIT.unpack_from(buf, 1)
+    return xid, Commit(commit_lsn, end_lsn, ts + PG_EPOCH_US)
+
+
+def parse_stream_abort(buf: bytes) -> tuple[int, int]:
+    """Stream Abort: (xid, subtransaction xid), the two equal when the whole transaction
+    aborted. (Protocol 4's parallel mode adds the abort's LSN and time, never asked for.)"""
+    xid, subxid = _STREAM_ABORT.unpack_from(buf, 1)
+    return xid, subxid
+
+
 def parse_relation(buf: bytes) -> Relation:
     relid = _U32.unpack_from(buf, 1)[0]
     namespace, pos = _cstring(buf, 5)
@@ -186,7 +218,8 @@ def parse_origin(buf: bytes) -> Origin:
 def parse_tuple(buf: bytes, pos: int) -> tuple[list[bytes | _Unchanged | None], int]:
     """Parse TupleData at ``pos``; returns (values, position after the tuple).
 
-    Values are raw text bytes, None for NULL, or UNCHANGED for an unchanged TOASTed value.
+    Values are raw text bytes (a :class:`BinaryValue` when sent in binary), None for NULL, or
+    UNCHANGED for an unchanged TOASTed value.
     """
     count = (buf[pos] << 8) | buf[pos + 1]
     pos += 2
@@ -196,7 +229,8 @@ def parse_tuple(buf: bytes, pos: int) -> tuple[list[bytes | _Unchanged | None], 
         if kind == 116 or kind == 98:  # 't' text, 'b' binary
             length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
             pos += 5
-            values[i] = buf[pos : pos + length]
+            value = buf[pos : pos + length]
+            values[i] = BinaryValue(value) if kind == 98 else value
             pos += length
         elif kind == 110:  # 'n' NULL
             pos += 1
@@ -219,7 +253,8 @@ def encode_tuple(values: list[bytes | _Unchanged | None]) -> bytes:
             parts.append(b"u")
         else:
             assert isinstance(value, bytes | bytearray | memoryview)
-            parts.append(b"t" + len(value).to_bytes(4, "big") + bytes(value))
+            kind = b"b" if isinstance(value, BinaryValue) else b"t"
+            parts.append(kind + len(value).to_bytes(4, "big") + bytes(value))
     return b"".join(parts)
 
 

@@ -17,6 +17,7 @@ import psycopg
 import psycopg2
 import psycopg2.extras
 
+from riverbed.capture.binary_mode import TextModeNeeded, binary_capable, text_form_types
 from riverbed.capture.changes import TableSchema
 from riverbed.capture.plan import StartFacts, StartPlan, plan_start, refusal
 from riverbed.capture.privileges import check_privileges
@@ -41,7 +42,9 @@ from riverbed.capture.snapshot import (
     copy_tables,
     truncate_file,
 )
-from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream, StreamSettings, StreamStats
+from riverbed.capture.stream import HEARTBEAT_PREFIX, ChangeStream
+from riverbed.capture.stream_terms import StreamSettings, StreamStats
+from riverbed.capture.streamed import streaming_capable, work_mem_option
 from riverbed.config.loader import Project
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import raw_prefix
@@ -236,7 +239,45 @@ def _stream(
     run: _Run, tables: list[str], should_stop: Callable[[], bool], until_lsn: int | None
 ) -> StreamStats:
     """Stream from the slot into the lake until ``should_stop()`` or, with ``until_lsn``,
-    until everything committed before it is in the lake."""
+    until everything committed before it is in the lake. In binary mode when the source and
+    the tables allow it (capture.binary_mode); a stream stopped for a table that does not is
+    started again in text mode."""
+    heartbeat_conn = run.source.connect(autocommit=True)
+    try:
+        capture = run.project.config.capture
+        binary = capture.binary and binary_capable(heartbeat_conn, run.schema, tables)
+        streaming = capture.streaming and streaming_capable(heartbeat_conn)
+        options = SESSION_SETTINGS
+        if streaming:
+            options += " " + work_mem_option(heartbeat_conn)
+        earlier: StreamStats | None = None
+        while True:
+            try:
+                stats = _stream_once(
+                    run,
+                    tables,
+                    heartbeat_conn,
+                    should_stop,
+                    until_lsn,
+                    (binary, streaming, options),
+                )
+            except TextModeNeeded as exc:
+                run.say(str(exc))
+                earlier, binary = exc.stats, False
+                continue
+            return stats if earlier is None else stats.after(earlier)
+    finally:
+        heartbeat_conn.close()
+
+
+def _stream_once(
+    run: _Run,
+    tables: list[str],
+    heartbeat_conn: Any,
+    should_stop: Callable[[], bool],
+    until_lsn: int | None,
+    modes: tuple[bool, bool, str],  # binary, streaming, the replication session's options
+) -> StreamStats:
     cfg, manifest = run.project.config, run.manifest
     settings = StreamSettings(
         slot=run.slot,
@@ -246,33 +287,35 @@ def _stream(
         max_seconds=cfg.lake.max_seconds,
         status_interval=cfg.capture.status_interval_seconds,
         heartbeat_seconds=cfg.capture.heartbeat_seconds,
+        binary=modes[0],
+        streaming=modes[1],
     )
-    heartbeat_conn = run.source.connect(autocommit=True)
+    record = _Recorder(manifest, heartbeat_conn, run.slot)
+    stream = ChangeStream(
+        settings,
+        _HeartbeatProbe(heartbeat_conn, run, tables),
+        dsn=run.source.conninfo(options=modes[2]),
+        storage=run.storage,
+        manifest=manifest,
+        schemas=_current_schemas(manifest, tables),
+        on_flush=record,
+        staging=run.project.home / "streamed" / run.slot,
+    )
     try:
-        record = _Recorder(manifest, heartbeat_conn, run.slot)
-        stream = ChangeStream(
-            settings,
-            _HeartbeatProbe(heartbeat_conn, run, tables),
-            dsn=run.source.conninfo(options=SESSION_SETTINGS),
-            storage=run.storage,
-            manifest=manifest,
-            schemas=_current_schemas(manifest, tables),
-            on_flush=record,
-        )
-        try:
-            stats = stream.run(should_stop, until_lsn=until_lsn)
-            record(stats)
-        except psycopg2.Error as exc:
-            reason = stream.lost(exc)  # asked before close(), which closes what it looks at
-            if reason is None:
-                if not slot_state(heartbeat_conn, run.slot).exists:  # dropped since the check
-                    raise slot_gone(run.slot, stream.position) from exc
-                raise
-            raise _lost(run.source, reason) from exc
-        finally:
-            stream.close()
+        stats = stream.run(should_stop, until_lsn=until_lsn)
+        record(stats)
+    except TextModeNeeded as exc:
+        exc.stats = stream.stats  # what it made durable
+        raise
+    except psycopg2.Error as exc:
+        reason = stream.lost(exc)  # asked before close(), which closes what it looks at
+        if reason is None:
+            if not slot_state(heartbeat_conn, run.slot).exists:  # dropped since the check
+                raise slot_gone(run.slot, stream.position) from exc
+            raise
+        raise _lost(run.source, reason) from exc
     finally:
-        heartbeat_conn.close()
+        stream.close()
     if stream.unpublished:
         # a transient failure: --follow starts over at once, and copies them anew
         raise SourceError(
@@ -316,6 +359,9 @@ class _HeartbeatProbe:
 
     def slot_released(self) -> bool:
         return _released(self.conn, self.run.slot)
+
+    def text_form_types(self, oids: list[int]) -> set[int]:
+        return text_form_types(self.conn, oids)
 
 
 def _released(conn: psycopg.Connection[Any], slot: str) -> bool:

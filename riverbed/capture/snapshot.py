@@ -34,6 +34,7 @@ from riverbed.capture.changes import TableSchema
 from riverbed.errors import SourceError, first_line
 from riverbed.lake.layout import snapshot_file_path, truncate_file_path
 from riverbed.lake.parquet import ROW_GROUP_ROWS, CountingSink, write_table, writer_options
+from riverbed.lake.pgbinary import unscaled_to_decimal
 from riverbed.lake.pgtypes import PgColumn, PgOid, UnrepresentableValue, arrow_type, to_arrow
 from riverbed.lake.schema import CDC_FIELDS
 from riverbed.lake.storage import LakeStorage
@@ -451,20 +452,6 @@ def _checked(column: PgColumn, values: pa.Array) -> pa.Array:
     return values
 
 
-def _unscaled_to_decimal(values: pa.Array, target: pa.DataType) -> pa.Array:
-    """int64 unscaled values -> decimal128 of the same digits: the 16-byte little-endian integer
-    is the int64 and its sign extension."""
-    if values.offset:
-        values = pa.concat_arrays([values])
-    low = np.frombuffer(values.buffers()[1], dtype=np.int64, count=len(values))
-    wide = np.empty((len(values), 2), dtype=np.int64)
-    wide[:, 0] = low
-    wide[:, 1] = low >> 63
-    return pa.Array.from_buffers(
-        target, len(values), [values.buffers()[0], pa.py_buffer(wide)], values.null_count
-    )
-
-
 def _next(reader: Any) -> pa.RecordBatch | None:
     try:
         return reader.read_next_batch()
@@ -482,7 +469,7 @@ def _typed(
         if values.type == target:
             array = _checked(column, values)
         elif values.type == pa.int64() and pa.types.is_decimal128(target):
-            array = _unscaled_to_decimal(values, target)
+            array = unscaled_to_decimal(values, target)
         else:
             try:
                 array = to_arrow(column, values)

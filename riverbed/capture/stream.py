@@ -12,10 +12,16 @@ is lost.
 
 A transaction larger than ``max_rows`` is spilled to files as it streams in (bounded memory);
 those files are named after the transaction's commit LSN (known from its Begin message) and
-become visible together with the rest of the flush after its Commit.
+become visible together with the rest of the flush after its Commit. With protocol 2's
+``streaming`` (PostgreSQL 14+), the server sends a transaction past its
+``logical_decoding_work_mem`` while it still runs, before its commit LSN is known: those rows
+are kept apart until its Stream Commit (riverbed.capture.streamed), and so are the Relation
+messages sent in its blocks (riverbed.capture.relations). Values arrive in binary form
+where every captured column's type allows it (riverbed.capture.binary_mode).
 
 When the captured tables are idle the loop still confirms the server's WAL end (nothing is
-pending, so everything before it is in the lake or was not ours), and after
+pending, so everything before it is in the lake or was not ours; not while a streamed
+transaction is open, whose earlier changes are ours and not in the lake), and after
 ``capture.heartbeat_seconds`` of silence it emits a logical message so that the slot advances
 even when other databases on the server are the busy ones. The slot never pins WAL without bound.
 """
@@ -28,8 +34,8 @@ import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -37,104 +43,28 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from riverbed.capture import pgoutput
-from riverbed.capture.batch import Batch, write_batch
+from riverbed.capture.batch import Batch, write_batch, write_staged
+from riverbed.capture.binary_mode import TextModeNeeded, check_relation
 from riverbed.capture.changes import TableBuffer, TableSchema, TxInfo
+from riverbed.capture.relations import Entry, table_schema
+from riverbed.capture.stream_terms import (
+    Durable,
+    SourceProbe,
+    StreamSettings,
+    StreamStats,
+    malformed,
+)
+from riverbed.capture.streamed import StreamedTx, StreamedTxs
 from riverbed.errors import first_line
-from riverbed.lake.pgtypes import PgColumn
-from riverbed.lake.positions import format_lsn
 from riverbed.lake.storage import LakeStorage
 from riverbed.source.connection import session_ended
-from riverbed.state import LakeFile, SchemaVersion, StateStore
+from riverbed.state import SchemaVersion, StateStore
 
 HEARTBEAT_PREFIX = "riverbed"
 _NEVER = 10.0**7  # seconds: a status interval psycopg2 never reaches
 _START_ATTEMPTS = 5  # a slot found busy at the start, waited for (slot_released) this often
 _OPS = {73: "I", 68: "D", 85: "U"}
-
-
-@dataclass
-class StreamStats:
-    """What a stream did, kept by its loop's thread (ChangeStream), handed to ``on_flush``
-    there."""
-
-    transactions: int = 0
-    rows: int = 0
-    files: int = 0
-    bytes: int = 0
-    skipped_transactions: int = 0
-    flushes: int = 0
-    last_commit_ts_us: int | None = None
-    position: int = 0
-    server_wal_end: int = 0
-    rows_by_table: dict[str, int] = field(default_factory=dict)
-    # for the lag (runner._Recorder): the commit time of the oldest transaction received but
-    # not in the lake yet, and whether everything the server sent is in the lake
-    pending_commit_ts_us: int | None = None
-    caught_up: bool = False
-
-
-def _malformed(payload: bytes, lsn: int, exc: Exception) -> pgoutput.ProtocolError:
-    """The ProtocolError for a message the decoder could not read (cut short, or not in the
-    pgoutput format), naming the message's kind and where in the WAL it is."""
-    detail = exc.detail if isinstance(exc, pgoutput.ProtocolError) else f"cut short ({exc})"
-    kind = chr(payload[0]) if payload else "empty"
-    return pgoutput.ProtocolError(f"{detail} in a {kind!r} message at {format_lsn(lsn)}")
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """The names and numbers a stream runs by."""
-
-    slot: str
-    publication: str
-    # "schema.table" of the captured tables: the publication may hold others (another
-    # consumer's, or tables no longer captured), whose changes are skipped
-    captured: frozenset[str]
-    max_rows: int  # lake.max_rows: a flush once this many rows are buffered
-    max_seconds: float  # lake.max_seconds: ... or once the oldest buffered commit is this old
-    status_interval: float  # seconds between feedbacks to the slot (and lag samples)
-    heartbeat_seconds: float  # silence after which a heartbeat message is emitted
-
-
-class SourceProbe(Protocol):
-    """What the stream asks of the source besides the replication stream: the runner answers
-    over an ordinary connection beside it (runner._HeartbeatProbe)."""
-
-    def primary_keys(self, relid: int) -> list[str]:
-        """The primary key columns of a table (empty when it has none)."""
-        ...
-
-    def heartbeat(self) -> None:
-        """Emit a logical message: a WAL record of ours, so the slot can move while idle."""
-        ...
-
-    def server_lsn(self) -> int:
-        """The server's current WAL position."""
-        ...
-
-    def published(self) -> bool:
-        """Whether every captured table is still published (asked while idle, following: one
-        dropped and created again is not, and the stream would never see its rows)."""
-        ...
-
-    def check_slot(self, position: int) -> None:
-        """Raise unless the slot, once held, is the one the lake's ``position`` was confirmed
-        to."""
-        ...
-
-    def slot_released(self) -> bool:
-        """Asked when the slot is busy at the start: whether whoever held it (a lag
-        measurement peeking at it) has let go, after waiting for that; False when a capture
-        holds it."""
-        ...
-
-
-@dataclass(frozen=True)
-class _Durable:
-    """What the writer thread made durable, handed back to the loop's thread."""
-
-    files: list[LakeFile]
-    position: int  # the end LSN every change before which is in the lake now
+_STREAMED_KINDS = frozenset(b"IUDRYTM")  # inside a streamed block, these carry an xid first
 
 
 class ChangeStream:
@@ -146,7 +76,7 @@ class ChangeStream:
     Two threads. The loop's (the caller of :meth:`run`) owns everything here: the replication
     connection, the batch filling, ``position`` (what the slot is confirmed to), ``stats``,
     and it alone calls ``on_flush``. The lake-writer thread is handed one batch at a time
-    (:meth:`flush`) and hands back what it made durable (``_Durable``), which the loop takes
+    (:meth:`flush`) and hands back what it made durable (``Durable``), which the loop takes
     over (``_collect``) before it moves ``position`` and ``stats``: a value the loop reads is
     never half written, and a position it confirms was committed to the state store first."""
 
@@ -160,6 +90,7 @@ class ChangeStream:
         manifest: StateStore,
         schemas: dict[str, TableSchema],
         on_flush: Callable[[StreamStats], None] | None = None,
+        staging: Path | None = None,
     ):
         self.settings = settings
         self.slot = settings.slot
@@ -174,22 +105,37 @@ class ChangeStream:
         self.on_flush = on_flush
         self.unpublished = False  # the stream ended because a captured table left the publication
         self.position = manifest.capture.position(self.slot) or 0
-        self.stats = StreamStats(position=self.position)
-        self.relations: dict[int, tuple[pgoutput.Relation, TableSchema, int]] = {}
+        self.stats = StreamStats(position=self.position, binary=settings.binary)
+        self.relations: dict[int, Entry] = {}  # outside streamed blocks (relations)
         self.type_names: dict[int, str] = {}
+        self._text_form: dict[int, bool] = {}  # type OID -> arrives as text in binary mode
         self.pending_schemas: list[SchemaVersion] = []
         self.batch = Batch()
+        # the open transaction's buffers by relid as sent, for the hot path (_handle): filled
+        # by _store, emptied whenever a buffer could change or a transaction ends (Begin,
+        # Commit, Stream Start, Relation, spill, flush)
+        self._buffers: dict[bytes, TableBuffer] = {}
+        self._tx_index = 0  # the open transaction's index in the batch's txs
         self.tx: TxInfo | None = None
+        self.streamed = StreamedTxs(staging)  # transactions streamed before their commit
+        self.streaming: StreamedTx | None = None  # the one whose block is being read
         self.seq = 0
         self.skipping = False
         # the replication connection and its cursor: opened by run()
         self.conn: Any = None
         self.cursor: Any = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
-        self._inflight: Future[_Durable] | None = None
+        self._inflight: Future[Durable] | None = None
         self._writing: Batch | None = None  # the batch the writer has, until it is durable
         self._last_sample = time.monotonic()
         self._last_feedback = 0.0  # monotonic time of the last feedback sent
+        # psycopg2's keepalive advance (_send): the flush position last sent, the data_start of
+        # the last message read, the end LSN of the last commit read with rows, and the commit
+        # end that must be durable before the next feedback (psycopg2 may have moved past it)
+        self._sent = 0
+        self._last_start = 0
+        self._read_end = 0
+        self._hold = 0
         # how far the slot may be confirmed, recorded before each feedback (_send)
         self._ceiling = manifest.capture.ceiling(self.slot) or 0
 
@@ -205,8 +151,13 @@ class ChangeStream:
         self._start_replication()
         # the slot is ours alone from here on: nothing has been read or confirmed yet
         self.probe.check_slot(self.position)
+        self.streamed.clear_leftovers()  # a killed capture's, whose transactions come again
         try:
             return self._run(should_stop, until_lsn)
+        except TextModeNeeded:
+            # the batch being written holds complete transactions: durable, and counted
+            self._collect(wait=True)
+            raise
         except BaseException:
             # the server may have asked for a reply on its way out (a shutdown), which psycopg2
             # sent at once with the WAL end it had just read
@@ -218,17 +169,14 @@ class ChangeStream:
         """Start streaming from the slot. A lag measurement (riverbed.capture.lag) peeking at
         the slot holds it for a moment; the runner waits for that before it opens the stream,
         but a measurement may begin in between, so a slot busy here is waited for again."""
+        options = self.settings.plugin_options()
         for attempt in range(_START_ATTEMPTS):
             try:
                 self.cursor.start_replication(
                     slot_name=self.slot,
                     decode=False,
                     start_lsn=0,  # resume at the slot's confirmed position
-                    options={
-                        "proto_version": "1",
-                        "publication_names": self.settings.publication,
-                        "messages": "true",
-                    },
+                    options=options,
                     # psycopg2 never sends feedback by itself (it would carry positions the manifest
                     # never saw, see _send): _confirm sends it every status_interval
                     status_interval=_NEVER,
@@ -244,14 +192,11 @@ class ChangeStream:
         busy = False
         cursor = self.cursor
         read = cursor.read_message
-        handle = self._handle
+        take = self._take
         while True:
             message = read()
             if message is not None:
-                try:
-                    handle(message.payload)
-                except (pgoutput.ProtocolError, struct.error, IndexError) as exc:
-                    raise _malformed(message.payload, message.data_start, exc) from exc
+                take(message)
                 busy = True
                 if once and self.tx is not None and self.tx.commit_lsn >= until_lsn:  # type: ignore[operator]
                     # a transaction committed after --once started: left whole for the next run,
@@ -298,6 +243,16 @@ class ChangeStream:
         self.close()
         return self.stats
 
+    def _take(self, message: Any) -> None:
+        """Handle one message read; note where it starts (psycopg2's keepalive advance, _send)."""
+        try:
+            self._handle(message.payload)
+        except (pgoutput.ProtocolError, struct.error, IndexError) as exc:
+            raise malformed(message.payload, message.data_start, exc) from exc
+        self._last_start = start = message.data_start
+        if start <= self._sent:
+            self._exposed()
+
     def lost(self, exc: psycopg2.Error) -> str | None:
         """Why an error from the replication connection means the server went away (stopped,
         restarted, the network dropped), or None when it is something else, which must surface
@@ -324,6 +279,7 @@ class ChangeStream:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        self.streamed.close()  # open streamed transactions: streamed again next time
         if self.conn is not None:
             with contextlib.suppress(psycopg2.Error):
                 self.conn.close()
@@ -331,8 +287,10 @@ class ChangeStream:
     def _due(self, now: float) -> bool:
         started = self.batch.first_commit_at
         return (
-            self.batch.rows >= self.settings.max_rows
+            self._hold > self.position  # feedback waits for it (_send)
+            or self.batch.rows >= self.settings.max_rows
             or bool(self.batch.spilled)  # a big transaction just committed: publish it now
+            or bool(self.batch.staged)
             or (started is not None and now - started >= self.settings.max_seconds)
         )
 
@@ -345,7 +303,9 @@ class ChangeStream:
         self.stats.server_wal_end = max(self.stats.server_wal_end, wal_end)
         self.stats.pending_commit_ts_us = None
         self.stats.caught_up = True
-        if wal_end > self.position:
+        # an open streamed transaction has changes before the WAL end that are not in the lake:
+        # the position stays (the server streams it again from its start after a restart)
+        if wal_end > self.position and not self.streamed.open:
             self.manifest.capture.commit(self.slot, [], wal_end)
             self.position = wal_end
             self.stats.position = wal_end
@@ -357,19 +317,69 @@ class ChangeStream:
 
     def _handle(self, buf: bytes) -> None:
         kind = buf[0]
-        # the hot path: Insert, Delete and Update without an old tuple are stored undecoded
+        # the hot path: Insert, Delete and Update without an old tuple are stored undecoded;
+        # the first of a table in a transaction finds its buffer (_store), the rest append
         if kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'
+            buffer = self._buffers.get(buf[1:5])
+            if buffer is not None:
+                buffer.payloads.append(buf)
+                buffer.ops.append(_OPS[kind])
+                buffer.seqs.append(self.seq)
+                buffer.txs.append(self._tx_index)
+                self.seq += 1
+                self.batch.rows += 1
+                if self.batch.rows >= self.settings.max_rows:
+                    self._spill()
+                return
+        if self.streaming is not None:  # inside Stream Start ... Stream Stop
+            self._handle_streamed(kind, buf)
+        elif kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):
             if not self.skipping:
-                self._store(int.from_bytes(buf[1:5], "big"), _OPS[kind], buf)
+                self._store(int.from_bytes(buf[1:5], "big"), _OPS[kind], buf, buf[1:5])
         elif kind == 66:  # B
             begin = pgoutput.parse_begin(buf)
             self.tx = TxInfo(begin.final_lsn, begin.commit_ts_us, begin.xid)
             self.seq = 0
+            self._tx_index = len(self.batch.txs)
+            self._buffers.clear()
             # the slot can resend what the manifest already has (feedback lost in a crash)
             self.skipping = begin.final_lsn < self.position
         elif kind == 67:  # C
             self._commit(pgoutput.parse_commit(buf))
-        elif kind == 85:  # U with the old key or old row
+        elif kind == 83:  # S: Stream Start
+            self._buffers.clear()  # its row messages carry an xid where the relid was
+            self.streaming = self.streamed.start(*pgoutput.parse_stream_start(buf))
+        elif kind == 99:  # c: Stream Commit
+            self._stream_commit(*pgoutput.parse_stream_commit(buf))
+        elif kind == 65:  # A: Stream Abort
+            self.streamed.abort(*pgoutput.parse_stream_abort(buf))
+        elif kind == 79:  # O
+            pgoutput.parse_origin(buf)
+        else:
+            self._change(kind, buf)
+
+    def _handle_streamed(self, kind: int, buf: bytes) -> None:
+        """A message of a streamed transaction's block: the row and schema messages carry
+        the id of the (sub)transaction first, which is taken off (streamed)."""
+        streaming = self.streaming
+        assert streaming is not None
+        if kind == 69:  # E: Stream Stop
+            self.streaming = None
+        elif kind == 79:  # O, without an xid
+            pgoutput.parse_origin(buf)
+        elif kind in _STREAMED_KINDS:
+            streaming.subxid = int.from_bytes(buf[1:5], "big")
+            buf = buf[:1] + buf[5:]
+            if kind == 73 or kind == 68 or (kind == 85 and buf[5] == 78):  # I, D, U ... 'N'
+                self._store(int.from_bytes(buf[1:5], "big"), _OPS[kind], buf)
+            else:
+                self._change(kind, buf)
+        else:
+            raise pgoutput.ProtocolError(f"a {chr(kind)!r} message inside a streamed block")
+
+    def _change(self, kind: int, buf: bytes) -> None:
+        """The messages besides rows without an old tuple and transaction boundaries."""
+        if kind == 85:  # U with the old key or old row
             if not self.skipping:
                 self._update(*pgoutput.parse_update(buf))
         elif kind == 82:  # R
@@ -380,80 +390,106 @@ class ChangeStream:
         elif kind == 84:  # T
             if not self.skipping:
                 for relid in pgoutput.parse_truncate(buf).relids:
-                    if relid in self.ignored:
+                    entry = self._entry(relid)
+                    if entry is None:
                         continue
-                    relation = self.relations[relid][0]
+                    relation = entry[0]
                     empty: list[Any] = [None] * len(relation.columns)
                     self._store(relid, "T", pgoutput.row_message(b"I", relid, empty))
         elif kind == 77:  # M
             pgoutput.parse_message(buf)  # heartbeats and foreign messages carry no rows
-        elif kind == 79:  # O
-            pgoutput.parse_origin(buf)
         else:
             raise pgoutput.ProtocolError(f"unknown pgoutput message {chr(kind)!r}")
 
     def _relation(self, relation: pgoutput.Relation) -> None:
+        """A table's shape: the stream's, or inside a streamed block that transaction's own
+        until its commit (riverbed.capture.relations)."""
+        self._buffers.clear()
+        overlay = self.streaming.relations if self.streaming is not None else None
+        relid, table = relation.relid, relation.name
         if relation.qualified not in self.settings.captured:
-            self.ignored.add(relation.relid)
+            if overlay is None:
+                self.ignored.add(relid)
+            else:
+                overlay.entries[relid] = None
             return
-        self.ignored.discard(relation.relid)
-        table = relation.name
-        keys = set(self.probe.primary_keys(relation.relid)) or {
-            c.name for c in relation.columns if c.is_key
-        }
-        columns = tuple(
-            PgColumn(c.name, c.type_oid, c.type_modifier, self.type_names.get(c.type_oid))
-            for c in relation.columns
-        )
-        current = self.schemas.get(table)
-        candidate = TableSchema(
-            table,
-            current.version if current else 1,
-            columns,
-            tuple(i for i, c in enumerate(columns) if c.name in keys),
-        )
-        if current is None or not candidate.same_columns(current):
-            if current is not None:
-                candidate = TableSchema(
-                    table, current.version + 1, candidate.columns, candidate.keys
+        if self.settings.binary:  # before any of its rows is read
+            try:
+                check_relation(relation, self._text_form, self.probe.text_form_types)
+            except TextModeNeeded as exc:
+                if overlay is None:
+                    raise
+                overlay.text_needed = overlay.text_needed or exc  # raised at its commit
+        keys = self.probe.primary_keys(relid)
+        if overlay is None:
+            self.ignored.discard(relid)
+            schema, new = table_schema(relation, self.schemas.get(table), keys, self.type_names)
+            if new:
+                self.schemas[table] = schema
+                first = self.tx.commit_lsn if self.tx else self.position
+                self.pending_schemas.append(
+                    SchemaVersion(table, schema.version, schema.describe(), first)
                 )
-            self.schemas[table] = candidate
-            first = self.tx.commit_lsn if self.tx else self.position
-            self.pending_schemas.append(
-                SchemaVersion(table, candidate.version, candidate.describe(), first)
-            )
-        self.relations[relation.relid] = (
-            relation,
-            self.schemas[table],
-            self.snapshot_lsns.get(table, 0),
-        )
-
-    def _store(self, relid: int, op: str, payload: bytes) -> None:
-        if relid in self.ignored:
+            self.relations[relid] = (relation, schema, self.snapshot_lsns.get(table, 0))
             return
-        _, schema, snapshot_lsn = self.relations[relid]
-        if self.tx.commit_lsn < snapshot_lsn:  # type: ignore[union-attr]
-            return  # already in that table's snapshot
+        current = overlay.schemas.get(table) or self.schemas.get(table)
+        schema, new = table_schema(relation, current, keys, self.type_names)
+        if new:  # recorded at its commit (_stream_commit)
+            overlay.schemas[table] = schema
+            overlay.versions.append(schema)
+        overlay.entries[relid] = (relation, schema, self.snapshot_lsns.get(table, 0))
+
+    def _entry(self, relid: int) -> Entry | None:
+        """What ``relid``'s rows are decoded with (None: a table not captured)."""
+        if self.streaming is not None:
+            return self.streaming.relations.lookup(relid, self.relations, self.ignored)
+        return None if relid in self.ignored else self.relations[relid]
+
+    def _store(self, relid: int, op: str, payload: bytes, relid_bytes: bytes = b"") -> None:
+        """Buffer a row message; with ``relid_bytes`` (the relid as sent), the buffer is
+        remembered for the table's next rows in the transaction (_handle)."""
+        entry = self._entry(relid)
+        if entry is None:
+            return
+        _, schema, snapshot_lsn = entry
+        streaming = self.streaming
+        if streaming is None:
+            if self.tx.commit_lsn < snapshot_lsn:  # type: ignore[union-attr]
+                return  # already in that table's snapshot
+            batch, tx, seq = self.batch, len(self.batch.txs), self.seq
+            self.seq += 1
+        elif streaming.relations.text_needed is not None:
+            return  # streamed again in text mode should it commit (_stream_commit)
+        else:  # a streamed transaction's: its snapshot check waits for its commit LSN
+            batch, tx, seq = streaming.batch, 0, streaming.seq
+            streaming.seq += 1
         key = (schema.table, schema.version)
-        buffer = self.batch.buffers.get(key)
+        buffer = batch.buffers.get(key)
         if buffer is None:
-            buffer = self.batch.buffers[key] = TableBuffer(schema)
-        buffer.add(op, payload, self.seq, len(self.batch.txs))
-        self.seq += 1
-        self.batch.rows += 1
-        if self.batch.rows >= self.settings.max_rows:
+            buffer = batch.buffers[key] = TableBuffer(schema)
+        buffer.add(op, payload, seq, tx)
+        batch.rows += 1
+        if streaming is not None:
+            buffer.subxids.append(streaming.subxid)
+            if batch.rows >= self.settings.max_rows:
+                self.streamed.stage(streaming)  # out of memory, invisible until its commit
+                self._confirm()
+        elif batch.rows >= self.settings.max_rows:
             # the buffer is full in the middle of a transaction: write what is buffered now
             # (bounded memory whatever the transaction's size); it becomes visible at commit
             self._spill()
+        elif relid_bytes:
+            self._buffers[relid_bytes] = buffer
 
     def _update(
         self, relid: int, old_kind: str | None, old: list[Any] | None, new: list[Any]
     ) -> None:
         """An update carrying the old key (the key changed) or the old row (REPLICA IDENTITY FULL)."""
         assert old is not None
-        if relid in self.ignored:
+        entry = self._entry(relid)
+        if entry is None:
             return
-        schema = self.relations[relid][1]
+        schema = entry[1]
         if old_kind == "O":
             # the old row is complete, so unchanged TOAST values are known: fill them in
             new = [old[i] if v is pgoutput.UNCHANGED else v for i, v in enumerate(new)]
@@ -467,19 +503,43 @@ class ChangeStream:
     def _commit(self, commit: pgoutput.Commit) -> None:
         tx = self.tx
         self.tx = None
+        self._buffers.clear()
         if self.skipping:
             self.skipping = False
             self.stats.skipped_transactions += 1
             return
         assert tx is not None
-        if self.seq:  # transactions without rows of ours (e.g. only other tables) leave nothing
+        # transactions without rows of ours (e.g. only other tables) leave nothing
+        self._committed(tx if self.seq else None, commit.end_lsn)
+
+    def _stream_commit(self, xid: int, commit: pgoutput.Commit) -> None:
+        open_tx = self.streamed.open.get(xid)
+        if open_tx is not None:  # its Relation messages are the stream's now, as the server's
+            self._buffers.clear()
+            self.pending_schemas += open_tx.relations.promote(
+                self.relations, self.ignored, self.schemas, commit.commit_lsn
+            )
+        if commit.commit_lsn < self.position:  # in the lake already: resent after a crash
+            self.streamed.discard(xid)
+            self.stats.skipped_transactions += 1
+            return
+        tx = TxInfo(commit.commit_lsn, commit.commit_ts_us, xid)
+        # tables whose snapshot was taken after this commit hold its rows already
+        skip = {t for t, lsn in self.snapshot_lsns.items() if commit.commit_lsn < lsn}
+        handed = self.streamed.commit(xid, tx, self.batch, skip)
+        self._committed(tx if handed else None, commit.end_lsn)
+
+    def _committed(self, tx: TxInfo | None, end_lsn: int) -> None:
+        """A transaction is complete: ``tx`` joins the batch (None: it brought no rows)."""
+        if tx is not None:
             self.batch.txs.append(tx)
+            self._read_end = end_lsn
             self.stats.caught_up = False
             self.stats.transactions += 1
             self.stats.last_commit_ts_us = tx.commit_ts_us
             if self.batch.first_commit_at is None:
                 self.batch.first_commit_at = time.monotonic()
-        self.batch.end_lsn = commit.end_lsn
+        self.batch.end_lsn = end_lsn
         now = time.monotonic()
         if self._due(now):
             self.flush()
@@ -496,6 +556,7 @@ class ChangeStream:
         """Write what is buffered, invisible until the open transaction commits."""
         self.batch.spilled.extend(write_batch(self.storage, self.batch, open_tx=self.tx))
         self.batch.buffers.clear()
+        self._buffers.clear()
         self.batch.rows = 0
         self._confirm()  # when due: a transaction this big may stream for a while
         # txs stay: later rows of the open transaction still index it
@@ -510,6 +571,7 @@ class ChangeStream:
         self.wait_for_writer()
         batch, schemas = self.batch, self.pending_schemas
         self.batch, self.pending_schemas = Batch(), []
+        self._buffers.clear()
         # handed over, not read by the writer: the position is the loop's (end_lsn is None
         # only when no transaction completed in the batch)
         position = batch.end_lsn if batch.end_lsn is not None else self.position
@@ -565,7 +627,17 @@ class ChangeStream:
         (nothing of ours before it is missing) but never seen by the manifest. So the server's
         WAL position, past any keepalive read so far, is first recorded as the slot's ceiling:
         a slot past it at the next start is not this project's (runner, check_slot_is_ours).
+
+        psycopg2 takes "everything read was confirmed" to mean that the last message read
+        starts at or before the flush position sent. Messages do not arrive in LSN order, though:
+        a streamed transaction's block (or a long transaction's first rows) carries changes
+        older than commits read before it. A keepalive read then would let psycopg2 confirm past
+        those commits while their batch is still being written, and a crash would lose them
+        (the server would not send them again). So while that can be (_exposed), no feedback
+        is sent until they are durable; the batch holding them is due at once (_due).
         """
+        if self._hold > self.position:
+            return
         self._raise_ceiling(self.probe.server_lsn())
         self.cursor.send_feedback(
             write_lsn=self.position,
@@ -574,7 +646,16 @@ class ChangeStream:
             reply=reply,
             force=not reply,
         )
+        self._sent = max(self._sent, self.position)
         self._last_feedback = time.monotonic()
+        if self._last_start <= self._sent:
+            self._exposed()
+
+    def _exposed(self) -> None:
+        """psycopg2 confirms a keepalive's WAL end from now until the next message (_send):
+        the commits read so far must be durable before any feedback carries it."""
+        if self._read_end > self.position:
+            self._hold = max(self._hold, self._read_end)
 
     def _raise_ceiling(self, lsn: int) -> None:
         if lsn > self._ceiling:
@@ -583,14 +664,15 @@ class ChangeStream:
 
     def _write_and_commit(
         self, batch: Batch, schemas: list[SchemaVersion], position: int
-    ) -> _Durable:
+    ) -> Durable:
         """The writer thread: writes ``batch`` (handed over by flush, the loop's no more) and
         makes it visible at ``position`` in one manifest commit. It touches nothing else of
         the stream's but the storage and the state store (both safe across threads); the loop
         takes what it returns over (_collect)."""
-        files = batch.spilled + write_batch(self.storage, batch, open_tx=None)
+        files = batch.spilled + write_staged(self.storage, batch)
+        files += write_batch(self.storage, batch, open_tx=None)
         self.manifest.capture.commit(self.slot, files, position, schemas)
-        return _Durable(files, position)
+        return Durable(files, position)
 
     def _oldest_pending(self) -> int | None:
         """Commit time of the oldest transaction received but not in the lake yet: the first

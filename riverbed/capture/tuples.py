@@ -5,7 +5,8 @@ Delete payload as received and, at flush time, decodes all rows of one table ver
 TupleData is a sequence of (kind byte [, int32 length, bytes]) per column; since every row of a
 table version has the same column count, the position of column c in every row can be advanced
 for all rows at once with numpy, and each column's values gathered into one Arrow binary array
-(which ``pgtypes.to_arrow`` then casts in one go). Python work per row is one list append.
+(which ``pgtypes.to_arrow``, or ``pgbinary.binary_to_arrow`` for values in binary form, then
+converts in one go). Python work per row is one list append.
 
 Layout reminders: a stored payload has its TupleData at offset 6 (kind byte, relid, 'N'/'K'/'O').
 """
@@ -25,8 +26,9 @@ _TEXT, _BINARY, _NULL, _UNCHANGED = 116, 98, 110, 117
 
 @dataclass(frozen=True)
 class DecodedColumn:
-    values: pa.BinaryArray  # raw text representations, null for NULL and for unchanged TOAST
+    values: pa.BinaryArray  # raw values as sent, null for NULL and for unchanged TOAST
     unchanged: np.ndarray | None  # bool per row: value not sent (unchanged TOAST), or None if none
+    binary: bool = False  # the values are in the type's binary send format, not its text
 
 
 def decode_columns(payloads: list[bytes], column_count: int) -> list[DecodedColumn]:
@@ -48,10 +50,15 @@ def decode_columns(payloads: list[bytes], column_count: int) -> list[DecodedColu
     columns = []
     for _ in range(column_count):
         kind = data[pos]
-        has_value = (kind == _TEXT) | (kind == _BINARY)
+        binary = kind == _BINARY
+        has_value = (kind == _TEXT) | binary
         bad = ~(has_value | (kind == _NULL) | (kind == _UNCHANGED))
         if bad.any():
             raise ProtocolError(f"unknown tuple column kind {int(kind[bad][0])!r}")
+        # the server picks a column's form by its type, so one column never mixes the two
+        is_binary = bool(binary.any())
+        if is_binary and (kind == _TEXT).any():
+            raise ProtocolError("a column carries both text and binary values")
         lens = np.zeros(n, dtype=np.int64)
         at = pos[has_value]
         lens[has_value] = (
@@ -60,7 +67,7 @@ def decode_columns(payloads: list[bytes], column_count: int) -> list[DecodedColu
             | (data[at + 3].astype(np.int64) << 8)
             | data[at + 4]
         )
-        columns.append(_gather(data, pos + 5, lens, has_value, kind == _UNCHANGED))
+        columns.append(_gather(data, pos + 5, lens, has_value, kind == _UNCHANGED, is_binary))
         pos = pos + 1 + np.where(has_value, 4 + lens, 0)
     return columns
 
@@ -71,6 +78,7 @@ def _gather(
     lens: np.ndarray,
     present: np.ndarray,
     unchanged: np.ndarray,
+    binary: bool,
 ) -> DecodedColumn:
     offsets = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
@@ -92,4 +100,4 @@ def _gather(
             len(lens),
             [validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(values)],
         )
-    return DecodedColumn(array, unchanged if unchanged.any() else None)
+    return DecodedColumn(array, unchanged if unchanged.any() else None, binary)

@@ -116,5 +116,6 @@ def _payload(result: Any) -> dict[str, Any]:
         "rows_by_table": stats.rows_by_table if stats else {},
         "position": format_lsn(stats.position) if stats else None,
         "skipped_transactions": stats.skipped_transactions if stats else 0,
+        "binary": stats.binary if stats else False,  # values streamed in binary form
         "orphans_removed": result.orphans_removed,
     }

@@ -46,3 +46,9 @@ class CaptureConfig(Model):
     heartbeat_seconds: float = Field(10.0, gt=0)  # idle this long: emit a WAL message, advance
     # standby feedback / metrics cadence; psycopg2 refuses under a second
     status_interval_seconds: float = Field(5.0, ge=1)
+    # stream values in binary form where the source (PostgreSQL 14+) and every captured
+    # column's type allow it (capture.binary_mode); false keeps the stream in text
+    binary: bool = True
+    # have the source (PostgreSQL 14+) send large transactions while they run, not all at
+    # their commit (capture.streamed): the lake has them soon after the commit
+    streaming: bool = True

@@ -405,10 +405,11 @@ def _unrepresentable(
         else:
             low = middle
     value = str(text[low].as_py())
-    return UnrepresentableValue(col.name, value, target, _reason(value, target))
+    return UnrepresentableValue(col.name, value, target, unrepresentable_reason(value, target))
 
 
-def _reason(value: str, target: pa.DataType) -> str:
+def unrepresentable_reason(value: str, target: pa.DataType) -> str:
+    """Why ``value`` (PostgreSQL's text) has no ``target`` equivalent, in a few words."""
     lowered = value.lower()
     if lowered in ("nan", "infinity", "-infinity"):
         return f"{value} has no {target} equivalent"
