@@ -88,7 +88,7 @@ from riverbed.shop.workload import Workload, WorkloadSpec
 STREAM_TARGET = 100_000  # changes/s
 STREAM_RATIO_TARGET = 1.6  # capture's rate / pg_recvlogical's (text mode), same WAL, same run
 # --text-mode: capture as before binary values and streamed transactions, for comparison
-CAPTURE_MODE: dict[str, Any] = {}
+CAPTURE_MODE: dict[str, Any] = {"streaming": True}  # streaming is opt-in (README)
 BIG_LAG_TARGET = 2.0  # seconds from a 1,000,000-row transaction's commit to visible in the lake
 SNAPSHOT_TARGET = 0.50  # of the 2-worker COPY rate
 RSS_TARGET_MB = 500

@@ -50,5 +50,6 @@ class CaptureConfig(Model):
     # column's type allow it (capture.binary_mode); false keeps the stream in text
     binary: bool = True
     # have the source (PostgreSQL 14+) send large transactions while they run, not all at
-    # their commit (capture.streamed): the lake has them soon after the commit
-    streaming: bool = True
+    # their commit (capture.streamed): the lake has them soon after the commit. Opt-in until
+    # the abort of a streamed transaction that changed a table's shape is tested end to end
+    streaming: bool = False
