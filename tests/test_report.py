@@ -285,3 +285,18 @@ def test_without_chromium_the_report_is_html_and_one_line_saying_so(
     assert [line for line in lines if line.startswith("seller-behaviour: ")]
     assert not list((tmp_path / "r").glob("*.png"))
     assert (tmp_path / "r" / "seller-behaviour.html").is_file()
+
+
+def test_without_playwright_the_line_names_the_package_not_chromium(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a pip install without the test extra has no Playwright, whatever apt installed
+    from riverbed.serve import report
+
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # import fails
+    lines: list[str] = []
+    request = report.Request("eu_analyst", tmp_path / "r", ("seller-behaviour",))
+    report.make_report(load_project(project), request, lines.append)
+    assert lines[0].startswith("PNG skipped: Playwright is not installed"), lines[0]
+    assert "pip install" in lines[0] and "apt install chromium" not in lines[0]
+    assert (tmp_path / "r" / "seller-behaviour.html").is_file()

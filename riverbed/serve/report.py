@@ -105,7 +105,7 @@ def make_report(
 
 
 def _make(project: Project, request: Request, say: Callable[[str], None]) -> list[Path]:
-    from riverbed.serve.screenshots import chromium
+    from riverbed.serve.screenshots import chromium, unavailable
 
     private_folders(request.out)
     written: list[Path] = []
@@ -113,7 +113,7 @@ def _make(project: Project, request: Request, say: Callable[[str], None]) -> lis
     if "png" in request.formats:
         executable = chromium()
         if executable is None:
-            say(NO_CHROMIUM)
+            say(f"PNG skipped: {unavailable()}")
         else:
             pngs = _screenshots(project, request, executable, say)
             written += pngs.values()

@@ -49,6 +49,19 @@ def chromium() -> Path | None:
     return Path(found) if found else None
 
 
+def unavailable() -> str:
+    """Why there is no browser to drive, as the fix: Playwright (a Python package) is not
+    installed, else no Chromium executable was found."""
+    try:
+        import playwright.sync_api  # noqa: F401 - only whether it is installed
+    except ImportError:
+        return (
+            "Playwright is not installed (pip install 'playwright>=1.44' into Riverbed's "
+            "environment, then run the report again)"
+        )
+    return "no Chromium here (apt install chromium, then run the report again)"
+
+
 @dataclass(frozen=True)
 class LocalApp:
     base_url: str
