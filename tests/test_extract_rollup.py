@@ -98,6 +98,14 @@ def test_a_customers_orders_and_refunds_over_all_time_are_a_row_per_customer() -
         return answered[1]
 
     assert read(Filters()) == read(Filters(region="Europe")) == ["extract_customer_totals"]
+    # grouped by every column of the totals: a group is a cell, read as it is
+    every = build(ITEMS, ["customer_id", "customer_region"], measures)
+    answered = rollup(every, DATASETS)
+    assert answered is not None
+    sql = answered[0].sql("duckdb")
+    assert "GROUP BY" not in sql and "SUM(" not in sql and "x.refund_amount AS" in sql, sql
+    answered = rollup(build(ITEMS, ["customer_id"], measures), DATASETS)
+    assert answered is not None and "SUM(x.orders)" in answered[0].sql("duckdb")
     for dated in (Filters(date_from=date(2026, 1, 3)), Filters(date_to=date(2026, 4, 30))):
         assert read(dated) == ["extract_customer_orders"]
     assert read(Filters(category="toys")) == ["extract_customers"]
