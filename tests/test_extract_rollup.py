@@ -13,6 +13,8 @@ from sqlglot import exp
 
 from riverbed.serve.extracts.datasets import (
     CUSTOMER_ORDERS,
+    CUSTOMER_ORDERS_MONTHLY,
+    CUSTOMER_TOTALS,
     DATASETS,
     SELLER_CATEGORY_ORDERS,
     SELLER_ORDERS,
@@ -70,7 +72,7 @@ def test_an_item_level_column_neither_grouped_nor_pinned_refuses_the_sum() -> No
 def test_orders_split_over_days_refuse_every_sum_of_orders_not_the_other_measures() -> None:
     assert _read(_seller_table(Filters()), sum_orders=False) == "live"
     per_customer = build(ITEMS, ["customer_id"], ["orders"])
-    assert _read(per_customer) == "extract_customer_orders_monthly"
+    assert _read(per_customer) == "extract_customer_totals"
     assert _read(per_customer, sum_orders=False) == "live"
     revenue = build(ITEMS, ["seller_id"], ["revenue", "items"])
     assert _read(revenue, sum_orders=False) == "extract_seller_orders_monthly"
@@ -79,6 +81,37 @@ def test_orders_split_over_days_refuse_every_sum_of_orders_not_the_other_measure
     answered = rollup(customers, DATASETS, sum_orders=False)
     assert answered is not None and answered[1] == ["extract_customers"]
     assert "COUNT(DISTINCT x.customer_id)" in answered[0].sql("duckdb")
+
+
+def test_a_customers_orders_and_refunds_over_all_time_are_a_row_per_customer() -> None:
+    """customer_refunds' counting: with no date or category condition from the totals (a
+    row per customer, distinct orders summed over a customer's months); a date range from
+    the day x customer cells; a category from the per-category cells, the category pinned."""
+    measures = ["orders", "revenue", "returns", "refunds", "refund_amount"]
+
+    def read(filters: Filters) -> list[str]:
+        select = build(
+            ITEMS, ["customer_id", "customer_region"], measures, conditions(ITEMS, filters)
+        )
+        answered = rollup(select, DATASETS)
+        assert answered is not None, filters
+        return answered[1]
+
+    assert read(Filters()) == read(Filters(region="Europe")) == ["extract_customer_totals"]
+    # grouped by every column of the totals: a group is a cell, read as it is
+    every = build(ITEMS, ["customer_id", "customer_region"], measures)
+    answered = rollup(every, DATASETS)
+    assert answered is not None
+    sql = answered[0].sql("duckdb")
+    assert "GROUP BY" not in sql and "SUM(" not in sql and "x.refund_amount AS" in sql, sql
+    answered = rollup(build(ITEMS, ["customer_id"], measures), DATASETS)
+    assert answered is not None and "SUM(x.orders)" in answered[0].sql("duckdb")
+    for dated in (Filters(date_from=date(2026, 1, 3)), Filters(date_to=date(2026, 4, 30))):
+        assert read(dated) == ["extract_customer_orders"]
+    assert read(Filters(category="toys")) == ["extract_customers"]
+    # an order has one customer: the totals may drop the months from the orders they sum
+    assert CUSTOMER_TOTALS.rollup_of is CUSTOMER_ORDERS_MONTHLY
+    assert "orders" in CUSTOMER_TOTALS.measures and CUSTOMER_TOTALS.splits_orders == ()
 
 
 def test_distinct_orders_in_a_comparison_window_are_summed_under_the_window() -> None:

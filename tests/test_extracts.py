@@ -149,13 +149,14 @@ def test_the_eu_analyst_reads_eu_rows_only_and_an_inexpressible_filter_goes_live
 def test_the_consumer_charts_read_each_customers_months_not_their_days(
     project: Project, filters: dict[str, Any]
 ) -> None:
-    """With no category nor date condition, what a customer spent comes from the
-    per-customer totals, a row per customer, and the cohort charts from the customers
-    counted per first month and month active."""
+    """With no category nor date condition, what a customer spent and how many orders they
+    placed come from the per-customer totals, a row per customer, and the cohort charts from
+    the customers counted per first month and month active."""
     for name, dataset in (
         ("new_vs_returning", "extract_cohorts"),
         ("cohort_retention", "extract_cohorts"),
         ("spending_distribution", "extract_customer_totals"),
+        ("transaction_counts", "extract_customer_totals"),
     ):
         assert _read(project, name, filters) == {dataset}, name
 
@@ -487,7 +488,7 @@ def test_customer_refunds_counts_from_the_extract_and_shows_personal_columns_as_
         store_.close()
     assert {r.principal for r in records} == {"eu_analyst"}
     read = {tuple(r.tables) for r in records}  # the counting, then the personal columns
-    assert {("extract_customer_orders_monthly",), ("dim_customer",)} <= read
+    assert {("extract_customer_totals",), ("dim_customer",)} <= read
     # the admin (unmasked) reads what the warehouse holds, the analyst's mask is not on it
     clear = chart_data(project, "admin", "customer_refunds", limit=3)
     assert clear.rows == chart_data(project, "admin", "customer_refunds", extracts=False).rows[:3]

@@ -220,8 +220,10 @@ def test_the_eu_analyst_sees_europe_only_and_personal_values_masked(
     tab.all_drawn()
     customers = tab.table("customer_refunds")
     assert customers and {c["customer_region"] for c in customers} == {"Europe"}
+    assert _listed(tab, "regions") == ["Europe"]  # the regions the analyst may see
     with shop_source.connect() as conn:
         emails = {r[0] for r in conn.execute("select email from shop.customers").fetchall()}
+        every = sorted(r[0] for r in conn.execute("select distinct region from shop.customers"))
     assert not {c["email"] for c in customers} & emails
     # every chart's data, fetched by the page's own session: Europe only
     regions = tab.page.evaluate(
@@ -242,6 +244,17 @@ def test_the_eu_analyst_sees_europe_only_and_personal_values_masked(
     admin = Tab(browser, server, "admin")
     admin.open("/product-trends?region=Europe")
     assert admin.plot("revenue_by_category", "revenue")["total"] == pytest.approx(mine)
+    # the region filter offers every customer region, not those of the top customers shown
+    admin.open("/consumer-statistics?region=Europe")
+    assert _listed(admin, "regions") == every
     assert tab.problems == [] and admin.problems == []
     tab.context.close()
     admin.context.close()
+
+
+def _listed(tab: Tab, datalist: str) -> list[str]:
+    """The values a filter's datalist offers."""
+    found: list[str] = tab.page.eval_on_selector_all(
+        f"#{datalist} option", "options => options.map(o => o.value)"
+    )
+    return found

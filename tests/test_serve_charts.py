@@ -253,3 +253,35 @@ def test_the_eu_analysts_top_customers_come_masked_from_the_extract(
     assert {r["customer_region"] for r in body["rows"]} == {"Europe"}
     assert not [v for v in personal if v.encode() in answer.content]
     assert all(r["email"] and "@" not in r["email"] for r in body["rows"])
+
+
+def test_the_consumer_pages_regions_are_every_region_the_reader_may_see(
+    duck: Project, shop_source: Any, admin: TestClient
+) -> None:
+    """The region filter's list comes from the customers' dimension through the gateway,
+    not from the customer_refunds rows the page shows (the top 100, or fewer regions)."""
+    with shop_source.connect() as conn:
+        regions = sorted(r[0] for r in conn.execute("select distinct region from shop.customers"))
+    assert len(regions) > 1
+    top = admin.get("/api/charts/customer_refunds", params={"limit": 1}).json()["rows"]
+    assert len({r["customer_region"] for r in top}) < len(regions)
+    listed = admin.get("/api/choices/customer_region")
+    assert listed.status_code == 200 and listed.json() == {
+        "name": "customer_region",
+        "values": regions,
+    }
+    web = TestClient(create_app(duck))
+    assert web.get("/api/choices/customer_region").status_code == 401
+    before = time.time()
+    europe = web.get("/api/choices/customer_region", headers=EU)
+    assert europe.status_code == 200 and europe.json()["values"] == ["Europe"]
+    store = open_state(duck)
+    try:
+        records = store.audit.records(principal="eu_analyst", since=before)
+    finally:
+        store.close()
+    assert [(r.path, r.tables) for r in records] == [("api", ("dim_customer",))]
+    assert admin.get("/api/choices/customer_email").status_code == 404
+    page = admin.get("/consumer-statistics").text
+    assert '<datalist id="regions" data-choices="/api/choices/customer_region">' in page
+    assert "data-choices" not in admin.get("/seller-behaviour").text

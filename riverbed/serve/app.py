@@ -9,6 +9,8 @@ What each part holds (each its own module):
 - ``static``: the CSS and plotly.js, by name only.
 - ``sessions``, ``auth``, ``csrf``: who is logged in, how they logged in, forged requests.
 - ``results``: every data request, through the gateway as the caller (``query_as``).
+- ``audit_store``: the state store their audit records go to, one per process, closed when
+  the app shuts down.
 - ``security``: the headers on every response and the request size cap.
 
 Errors become answers here: no login is 401 (JSON, with ``WWW-Authenticate: Bearer``) for the
@@ -21,7 +23,8 @@ query waiting on the warehouse never blocks the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -31,6 +34,7 @@ from fastapi.templating import Jinja2Templates
 from riverbed.config import Project
 from riverbed.govern.credentials import Credentials
 from riverbed.serve import api, charts_api, docs, pages
+from riverbed.serve.audit_store import close as close_audit_store
 from riverbed.serve.auth import Authenticator, Lockout
 from riverbed.serve.context import TEMPLATES, CsrfRefused, NotLoggedIn, Served
 from riverbed.serve.csrf import LoginForms, secret_key
@@ -62,7 +66,14 @@ def create_app(project: Project, refresh_metrics: Callable[[], None] | None = No
         login_forms=LoginForms(secret_key(project.home / SECRET_FILE)),
         templates=Jinja2Templates(directory=str(TEMPLATES)),
     )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        close_audit_store(project)  # the audit records' store, shared by the request threads
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Riverbed",
         summary="Governed queries on the warehouse: every row through the gateway, audited.",
         docs_url=None,  # its Swagger UI loads from a CDN; docs.router serves one offline

@@ -1,6 +1,7 @@
 """The dashboards' data as JSON and CSV: ``/api/charts`` (every chart: name, title, page),
 ``/api/charts/{name}`` (one chart's data), ``/api/charts/{name}.csv`` (the same rows as a CSV
-download) and ``/api/health/...`` (the pipeline's health, for its page).
+download), ``/api/choices/{name}`` (the values a page's filter offers, semantic.choices) and
+``/api/health/...`` (the pipeline's health, for its page).
 
 Every chart comes from ``chart_data`` (riverbed.serve.semantic), the one function the pages
 draw from too, run as the caller (session or bearer token) through the governance gateway:
@@ -34,6 +35,7 @@ from riverbed.errors import RiverbedError, first_line
 from riverbed.serve.context import Caller, caller, served
 from riverbed.serve.results import answering
 from riverbed.serve.semantic import CHARTS, ChartData, ChartError, FilterError, chart_data, health
+from riverbed.serve.semantic.choices import CHOICES, choices
 from riverbed.serve.values import csv_cell, plain
 from riverbed.state.records import AuditPath
 
@@ -191,6 +193,21 @@ def chart(
         rows=[{k: plain(v) for k, v in row.items()} for row in data.rows],
         meta=plain(data.meta),
     )
+
+
+@router.get(
+    "/choices/{name}",
+    summary="The values a dashboard filter offers, as the caller may see them",
+    responses={404: {}},
+)
+def filter_choices(request: Request, who: Who, name: str) -> dict[str, Any]:
+    """Every value of the dimension ``name`` (customer_region) the caller may see, from its
+    current rows through the gateway, audited as ``api``: what the page's filter lists."""
+    if name not in CHOICES:
+        raise HTTPException(404, f"no choices {name!r}; choices: {', '.join(CHOICES)}")
+    with answering():
+        values = choices(served(request).project, who.principal, name, "api")
+    return {"name": name, "values": values}
 
 
 @health_router.get("/freshness", summary="When the last successful run ended, how long ago")

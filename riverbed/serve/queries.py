@@ -32,9 +32,9 @@ from riverbed.load.warehouse import (
     open_warehouse,
     statement_head,
 )
+from riverbed.serve.audit_store import audit_store, discard
 from riverbed.serve.copies import fresh_copies
 from riverbed.serve.roles import principal_role
-from riverbed.state import open_state
 from riverbed.state.records import AuditPath
 from riverbed.transform.pii import pii_key
 
@@ -155,7 +155,7 @@ class _Audit:
         """Append the record; GovernError if it cannot be, unless ``quiet`` (the query's own
         error, which a failed record must not hide)."""
         try:
-            store = open_state(self.project)
+            store = audit_store(self.project)  # the process's, shared by its threads
             try:
                 record_decision(
                     store,
@@ -168,8 +168,9 @@ class _Audit:
                     rows=rows,
                     seconds=time.monotonic() - self.started,
                 )
-            finally:
-                store.close()
+            except Exception:
+                discard(self.project, store)  # the next record opens the store anew
+                raise
         except Exception as exc:
             if quiet is None:
                 raise GovernError(

@@ -8,7 +8,10 @@ extract_sales       item measures per day × product × seller × customer regio
 extract_customers   item measures per day × customer × category (the consumer charts)
 extract_customers_monthly  extract_customers summed per month × customer (the consumer
                     charts with no day or category condition: O(customers × months))
-extract_customer_totals  extract_customers_monthly summed over the months (per customer)
+extract_customer_totals  extract_customer_orders_monthly summed over the months (per
+                    customer, distinct orders included: an order has one day and one
+                    customer): customer_refunds and the spending distribution with no date or
+                    category condition, a row per customer
 extract_returns     return measures per request day × reason × product × seller × regions
 extract_seller_orders(_monthly)  item measures and distinct orders per day (month) × seller ×
                     customer region: the seller table (seller_performance)
@@ -332,17 +335,18 @@ SELLER_ORDERS_MONTHLY = _monthly(SELLER_ORDERS)
 SELLER_CATEGORY_ORDERS_MONTHLY = _monthly(SELLER_CATEGORY_ORDERS)
 CUSTOMER_ORDERS_MONTHLY = _monthly(CUSTOMER_ORDERS)
 
-# in the order a query tries them: the smallest that can answer it first
-
-# what each customer spent, returned and was refunded over all months: the spending
-# distribution with no date or category condition, a row per customer (derive.py keeps it by
-# its base's delta, as every additive rollup)
+# what each customer ordered, spent, returned and was refunded over all months: the spending
+# distribution and customer_refunds with no date or category condition, a row per customer
+# instead of one per month (derive.py keeps it by its base's delta, as every rollup of sums).
+# Of the per-customer months that hold distinct orders, not of the per-category ones, which
+# cannot: a customer's orders are the sum of their months' (no order has two customers, nor
+# two days while split_orders is empty, which rollup.py asks before it reads a sum of them)
 CUSTOMER_TOTALS = Dataset(
     "extract_customer_totals",
     ITEMS,
     _CUSTOMER,
-    _ITEM_MEASURES,
-    rollup_of=CUSTOMERS_MONTHLY,
+    _WITH_ORDERS,
+    rollup_of=CUSTOMER_ORDERS_MONTHLY,
     order="customer_region, customer_id",
 )
 
@@ -384,7 +388,7 @@ DATASETS: tuple[Dataset, ...] = (
     CUSTOMERS,
     COHORTS,
 )
-FORMAT = 3  # bumped when the extract's own layout changes: a full rebuild follows
+FORMAT = 4  # bumped when the extract's own layout changes: a full rebuild follows
 
 
 @cache

@@ -1,7 +1,7 @@
 """The rollups: datasets whose cells are made from another dataset's (``rollup_of``) inside
 the extract, with no pass over the warehouse. A base is always made before the rollups made
 of it (``_in_order``), so a rollup of a rollup (``extract_customer_totals``, over the months
-of ``extract_customers_monthly``) reads its base as it is now.
+of ``extract_customer_orders_monthly``) reads its base as it is now.
 
 On a full build each is made whole from its base's cells (``build``). On a refresh the base
 datasets' change is in ``delta_<dataset>`` (delta.py, or the touched days' cells new minus

@@ -111,10 +111,9 @@ def customer_refunds(ctx: Context) -> list[dict[str, Any]]:
         list(_REFUND_MEASURES),
         conditions(ITEMS, ctx.filters),
     )
-    counted = ctx.arrow(per_customer)
-    table = _ranked(counted).slice(0, ctx.limit)
+    table, total = _top(ctx, per_customer)
     if ctx.limit is not None:
-        ctx.meta |= {"limit": ctx.limit, "rows_total": counted.num_rows}
+        ctx.meta |= {"limit": ctx.limit, "rows_total": total}
     ids = table.column("customer_id").to_pylist()
     people = _personal(ctx, ids)
     values = {m: numbers(table.column(m), m) for m in _REFUND_MEASURES}
@@ -129,6 +128,36 @@ def customer_refunds(ctx: Context) -> list[dict[str, Any]]:
             | {m: values[m][i] for m in _REFUND_MEASURES}
         )
     return rows
+
+
+_TOTAL = "rows_total"  # the customers counted, beside the ranked rows of the extract's answer
+
+
+def _top(ctx: Context, per_customer: exp.Select) -> tuple[pa.Table, int]:
+    """The customers most refunded first (the first ``ctx.limit`` when limited) and how many
+    there are. From the extract ranked and cut in its query: there it is a top-N over a row
+    per customer (extract_customer_totals, with no date or category condition) and a hundred
+    rows come back, where handing every customer over and ranking them here cost most of the
+    chart's time. Live, counted and then ranked here (``_ranked``)."""
+    ranking = [
+        exp.Ordered(this=exp.func("COALESCE", exp.column(m), exp.Literal.number(0)), desc=True)
+        for m in ("refund_amount", "refunds")
+    ]
+    # the count a scalar over the same CTE: a window over every customer cost more than the
+    # top-N; built in place (copy=False): each copy of the grain's query cost a millisecond
+    counted = exp.select(exp.Count(this=exp.Star())).from_("per_customer")
+    ranked = exp.select(*per_customer.named_selects, exp.alias_(counted.subquery(), _TOTAL))
+    ranked = ranked.from_("per_customer", copy=False)
+    ranked = ranked.with_("per_customer", as_=per_customer, copy=False)
+    ranked = ranked.order_by(*ranking, exp.Ordered(this=exp.column("customer_id")), copy=False)
+    if ctx.limit is not None:
+        ranked = ranked.limit(ctx.limit, copy=False)
+    top = ctx.from_extract(ranked)
+    if top is not None:
+        total = top.column(_TOTAL)[0].as_py() if top.num_rows else 0
+        return top.drop_columns([_TOTAL]), int(total)
+    counted = ctx.arrow(per_customer)
+    return _ranked(counted).slice(0, ctx.limit), counted.num_rows
 
 
 def _ranked(table: pa.Table) -> pa.Table:

@@ -4,7 +4,8 @@
  * data- attributes: data-chart="<name>" (a chart of /api/charts/<name>, fetched with the page's
  * filters, <main data-query>, and its data-limit: the top rows of a ranking) or
  * data-health="<name>" (the pipeline's health, /api/health/...),
- * data-kind and data-measure. Nothing here is inline in the page: the Content-Security-Policy
+ * data-kind and data-measure; a filter's datalist may name its values' source,
+ * data-choices="/api/choices/<name>". Nothing here is inline in the page: the Content-Security-Policy
  * allows scripts from this server's files only. Each chart also gets a table of its rows (the
  * accessible fallback) and a status line; a drill is a link (or a click on a bar or line) to
  * the same page with one more filter, so every view is a URL.
@@ -287,7 +288,6 @@
           yaxis: { type: "category", autorange: "reversed" } });
     },
     customer_refunds: function (node, data, fig) {
-      fillList("regions", data.rows.map(function (r) { return r.customer_region; }));
       table(node, data.columns, data.rows);
       var total = data.meta.rows_total || data.rows.length;
       if (total > data.rows.length) {
@@ -399,6 +399,15 @@
       .catch(function (error) { failed(fig, error); });
   }
 
+  /* a filter's list from /api/choices (data-choices): every value the reader may see, where
+   * a chart's rows hold only those it shows */
+  function fillChoices(list) {
+    return getJSON(list.getAttribute("data-choices")).then(function (body) {
+      list.replaceChildren();
+      fillList(list.id, body.values);
+    }, function () { /* no list: the filter still takes typed text */ });
+  }
+
   function drawHealth(node) {
     var fig = node.closest("figure");
     var part = HEALTH[node.getAttribute("data-health")];
@@ -416,6 +425,7 @@
     var all = [];
     document.querySelectorAll("[data-chart]").forEach(function (node) { all.push(drawChart(node)); });
     document.querySelectorAll("[data-health]").forEach(function (node) { all.push(drawHealth(node)); });
+    document.querySelectorAll("datalist[data-choices]").forEach(function (list) { all.push(fillChoices(list)); });
     Promise.all(all).then(function () { main.setAttribute("data-ready", "true"); });
   }
 
