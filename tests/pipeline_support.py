@@ -140,7 +140,12 @@ def source_rows(database: Database) -> dict[str, list[dict[str, Any]]]:
         return {t: cur.execute(f"select * from shop.{t}").fetchall() for t in tables}
 
 
-def check_dimensions(project: Path, rows: dict[str, list[dict[str, Any]]], pii_key: bytes) -> None:
+Ask = Callable[[Path, str], list[dict[str, Any]]]  # SQL as admin on a project's warehouse
+
+
+def check_dimensions(
+    project: Path, rows: dict[str, list[dict[str, Any]]], pii_key: bytes, ask: Ask = query
+) -> None:
     """Each dimension's current, live rows are the source table's rows, key by key, with the
     config's transforms applied: same keys, same values, one current row per key."""
 
@@ -172,9 +177,7 @@ def check_dimensions(project: Path, rows: dict[str, list[dict[str, Any]]], pii_k
     }
     for target, (table, natural, compared, transform) in dimensions.items():
         listed = ", ".join([natural, *compared])
-        current = query(
-            project, f"select {listed}, is_deleted from {target} where is_current_record"
-        )
+        current = ask(project, f"select {listed}, is_deleted from {target} where is_current_record")
         per_key = Counter(r[natural] for r in current)
         doubled = sorted(k for k, n in per_key.items() if n > 1)
         assert not doubled, f"{target}: keys with more than one current row: {doubled[:20]}"
@@ -199,7 +202,7 @@ def check_dimensions(project: Path, rows: dict[str, list[dict[str, Any]]], pii_k
         )
 
 
-def check_facts(project: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
+def check_facts(project: Path, rows: dict[str, list[dict[str, Any]]], ask: Ask = query) -> None:
     """No source position twice in any fact; each source row's insert (or snapshot) event
     exactly once; a delete event for every row gone from the source and none for a live one;
     and the latest event of each live key (by source position) carries the source's values."""
@@ -214,12 +217,12 @@ def check_facts(project: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
         "fact_order_status": ("orders", "order_id", ["customer_id", "status"]),
     }
     for target, (table, natural, compared) in facts.items():
-        twice = query(
+        twice = ask(
             project,
             f"select _lsn, _seq, count(*) as n from {target} group by _lsn, _seq having count(*) > 1",
         )
         assert not twice, f"{target}: source positions loaded twice: {twice[:5]}"
-        events = query(
+        events = ask(
             project,
             f"select {natural}, {', '.join(compared)}, _op, _lsn, _seq from {target}"
             " order by _lsn, _seq",

@@ -32,6 +32,7 @@ COUNTERS = frozenset(
         "capture_files_total",
         "capture_bytes_total",
         "capture_transactions_total",
+        "capture_interruptions_total",  # a capture --follow retrying a transient failure
     }
 )
 
