@@ -194,6 +194,13 @@ class Chaos:
 
         self.add("workload", workload)
 
+    def end_workload(self) -> None:
+        """The traffic stops (Ctrl-C: the transaction in flight commits first)."""
+        self.workload_until = 0.0
+        workload = self.service("workload")
+        workload.done = True  # stopped: its exit (130) is not a fault
+        workload.current.interrupt()
+
     def add(self, name: str, args: Callable[[], list[str] | None]) -> Service:
         with self.supervisor.lock:
             service = Service(name, args, self.logs, self.config.parent)
@@ -245,11 +252,12 @@ class Chaos:
     def flowing(self, timeout: float = 120) -> None:
         """Changes stream into the lake and a run loads them."""
         since = time.time()
-        self.wait(
-            "streamed raw files",
-            lambda: self.read(lambda m: sum(1 for f in m.lake.files("raw") if not f.full_load)),
-            timeout,
-        )
+
+        def streamed() -> int:
+            return int(self.read(lambda m: sum(1 for f in m.lake.files("raw") if not f.full_load)))
+
+        before = streamed()
+        self.wait("new streamed raw files", lambda: streamed() > before, timeout)
         self.wait("a run since the stream began", lambda: self.runs_succeeded_since(since), timeout)
 
     def catch_up(self, timeout: float = 180) -> None:

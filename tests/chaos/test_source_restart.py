@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
-
 from chaos.conftest import MakeChaos
 from chaos.frame import alarm_fired, assert_exact, fault_reported
 from conftest import Database
@@ -23,29 +21,25 @@ from riverbed.source.embedded import EmbeddedServer
 OUTAGE_SECONDS = float(os.environ.get("RIVERBED_CHAOS_OUTAGE", "10"))
 
 
-@pytest.mark.parametrize(
-    ("mode", "down_seconds"),
-    [("fast", 0.0), ("immediate", 0.0), ("fast", OUTAGE_SECONDS)],
-    ids=["fast-restart", "immediate-restart", "stopped"],
-)
-def test_the_source_restarting_mid_stream(
-    own_server: EmbeddedServer,
-    own_database: Database,
-    make_chaos: MakeChaos,
-    mode: str,
-    down_seconds: float,
+def test_the_source_restarting_and_stopping_mid_stream(
+    own_server: EmbeddedServer, own_database: Database, make_chaos: MakeChaos
 ) -> None:
+    # one pipeline takes the three faults in turn, each in the middle of live traffic that
+    # streams and loads again before the next: a pipeline of its own each would triple the
+    # seeding, snapshot and checks
     chaos = make_chaos(own_database)
-    chaos.start(workload_seconds=10 + down_seconds)
+    chaos.start(workload_seconds=600)
+    for mode, down_seconds in (("fast", 0.0), ("immediate", 0.0), ("fast", OUTAGE_SECONDS)):
+        chaos.flowing()
+        own_server._pg_ctl(["stop", "-w", "-m", mode, "-t", "60"])
+        time.sleep(down_seconds)
+        own_server.up()
     chaos.flowing()
-
-    own_server._pg_ctl(["stop", "-w", "-m", mode, "-t", "60"])
-    time.sleep(down_seconds)
-    own_server.up()
+    chaos.end_workload()
 
     chaos.catch_up()
     fault_reported(chaos.service("capture"), r"capture interrupted: .*source")
-    fault_reported(chaos.service("workload"), r"the source went away|could not connect|source")
+    fault_reported(chaos.service("workload"), r"the source went away|cannot connect")
     alarm_fired(chaos, "capture_interrupted")
     chaos.stop()
     chaos.no_manual_step()
