@@ -28,6 +28,13 @@ from conftest import CliResult, Database, run_cli
 CHILD_ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
 
 
+# `python -m riverbed ARGS` with Python's own SIGINT handler, whatever the parent ignored
+SIGINT_LAUNCHER = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('riverbed', run_name='__main__', alter_sys=True)"
+)
+
+
 def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -36,23 +43,26 @@ class Child:
     """One long-running `riverbed ...` process, its output in files (a pipe nobody reads
     would fill and block it), in a process group of its own so nothing it starts outlives it."""
 
-    def __init__(self, name: str, args: list[str], logs: Path, cwd: Path):
+    def __init__(self, name: str, args: list[str], logs: Path, cwd: Path, threads: bool = False):
+        """``threads``: started from a thread other than the main one (a supervisor's), where
+        a preexec_fn can deadlock the child before exec: SIGINT is reset by a launcher."""
         self.name = name
         self.out = logs / f"{name}.out"
         self.err = logs / f"{name}.err"
+        # Ctrl-C must reach it as a terminal's would, even when this test itself runs in a
+        # background job, which starts with SIGINT ignored: `run --every` relies on Python's
+        # default handler and would inherit the ignore
+        command = [sys.executable, "-c", SIGINT_LAUNCHER] if threads else ["-m", "riverbed"]
         with self.out.open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "riverbed", *args],
+                [*command, *args] if threads else [sys.executable, *command, *args],
                 cwd=cwd,
                 env=CHILD_ENV,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                # Ctrl-C must reach it as a terminal's would, even when this test itself runs in
-                # a background job, which starts with SIGINT ignored: `run --every` relies on
-                # Python's default handler and would inherit the ignore
-                preexec_fn=default_sigint,
+                preexec_fn=None if threads else default_sigint,
             )
 
     @property

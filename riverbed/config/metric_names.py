@@ -25,6 +25,7 @@ COUNTERS = frozenset(
         "state_failures",
         "runs_succeeded",
         "runs_failed",
+        "runs_taken_over",  # runs whose process died, aborted by the next run's lock
         "published_runs",
         "extract_refresh_failures",  # publish could not refresh the extract (serve.extracts)
         "notifications_given_up",

@@ -97,7 +97,8 @@ class Service:
         if args is None:
             self.done = True
             return
-        self.lives.append(Child(f"{self.name}-{len(self.lives) + 1}", args, self.logs, self.cwd))
+        name = f"{self.name}-{len(self.lives) + 1}"
+        self.lives.append(Child(name, args, self.logs, self.cwd, threads=True))
         self._exited_at = None
 
     def tend(self) -> None:
