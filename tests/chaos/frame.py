@@ -177,7 +177,7 @@ class Chaos:
     def service(self, name: str) -> Service:
         return self.supervisor.services[name]
 
-    def start(self, workload_seconds: float, rate: int = RATE) -> None:
+    def start(self, workload_seconds: float = 600, rate: int = RATE) -> None:
         """capture --follow, the continuous run and the workload, as services."""
         self.add("capture", lambda: ["capture", "--follow", "-c", str(self.config)])
         self.add("run", lambda: [*CONTINUOUS_RUN, "-c", str(self.config)])
