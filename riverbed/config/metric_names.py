@@ -33,7 +33,8 @@ COUNTERS = frozenset(
         "capture_files_total",
         "capture_bytes_total",
         "capture_transactions_total",
-        "capture_interruptions_total",  # a capture --follow retrying a transient failure
+        "capture_interruptions_total",
+        "capture_slot_invalidated_total",  # a capture refused: the server invalidated its slot  # a capture --follow retrying a transient failure
     }
 )
 

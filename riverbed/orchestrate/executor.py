@@ -243,16 +243,6 @@ class Executor:
                 raise StateError(origin, error_class, message)
             used[index] += 1
             delay = retry_delay(retriers[index], used[index])
-            # a retry that then succeeds leaves the run green: this line (and state_retries)
-            # is all that tells of the fault it rode out
-            log_event(
-                log,
-                "state_retry",
-                f"state {name} failed (attempt {attempt}, {error_class}): {message}; "
-                f"retrying in {delay:.1f} s",
-                level=logging.WARNING,
-                attempt=attempt,
-            )
             self._record(
                 name,
                 "retry_scheduled",
