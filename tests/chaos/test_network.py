@@ -71,4 +71,11 @@ def test_the_network_to_the_source_and_the_warehouse_cut_and_restored(
     alarm_fired(chaos, "capture_interrupted")
     chaos.stop()
     chaos.no_manual_step()
+    # every process stopped: no session of theirs may be left behind the proxy, holding locks
+    with warehouse_database.connect(autocommit=True) as conn:
+        left = conn.execute(
+            "select pid, state, wait_event, left(query, 120) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchall()
+    assert not left, f"sessions left on the warehouse: {left}"
     assert_exact(chaos.config, database)
