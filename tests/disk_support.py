@@ -1,6 +1,8 @@
-"""Disks that fill up, for the tests of full disks (test_disk_errors, tests/chaos): a small
-tmpfs mounted for the test (root only: skipped elsewhere, or where mounting is not allowed),
-a file that takes all the room left on it, and a remount to resize it."""
+"""Disks that fill up or refuse, for the tests of disk faults (test_disk_errors, tests/chaos):
+a small tmpfs mounted for the test (root only: skipped elsewhere, or where mounting is not
+allowed), a file that takes all the room left on it, a remount to resize it; folders made
+read-only, and the command prefix that makes root obey that (without CAP_DAC_OVERRIDE root
+ignores file permissions)."""
 
 from __future__ import annotations
 
@@ -44,3 +46,14 @@ def fill(disk: Path, leave: int = 0) -> Path:
             sink.write(b"\0" * 4096)
     os.truncate(filler, max(0, filler.stat().st_size - leave))
     return filler
+
+
+def writable(folder: Path, yes: bool) -> None:
+    """``folder`` and every folder under it writable again, or read-only."""
+    for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        path.chmod(0o755 if yes else 0o555)
+
+
+_CAPS = "-dac_override,-dac_read_search"
+# a process run under this is bound by file permissions, as a user other than root would be
+UNPRIVILEGED = ("setpriv", f"--bounding-set={_CAPS}", f"--inh-caps={_CAPS}")

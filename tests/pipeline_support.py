@@ -43,9 +43,18 @@ class Child:
     """One long-running `riverbed ...` process, its output in files (a pipe nobody reads
     would fill and block it), in a process group of its own so nothing it starts outlives it."""
 
-    def __init__(self, name: str, args: list[str], logs: Path, cwd: Path, threads: bool = False):
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        logs: Path,
+        cwd: Path,
+        threads: bool = False,
+        prefix: tuple[str, ...] = (),
+    ):
         """``threads``: started from a thread other than the main one (a supervisor's), where
-        a preexec_fn can deadlock the child before exec: SIGINT is reset by a launcher."""
+        a preexec_fn can deadlock the child before exec: SIGINT is reset by a launcher.
+        ``prefix``: a command the process runs under (setpriv, say)."""
         self.name = name
         self.out = logs / f"{name}.out"
         self.err = logs / f"{name}.err"
@@ -55,7 +64,9 @@ class Child:
         command = [sys.executable, "-c", SIGINT_LAUNCHER] if threads else ["-m", "riverbed"]
         with self.out.open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen(
-                [*command, *args] if threads else [sys.executable, *command, *args],
+                [*prefix, *command, *args]
+                if threads
+                else [*prefix, sys.executable, *command, *args],
                 cwd=cwd,
                 env=CHILD_ENV,
                 stdin=subprocess.DEVNULL,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from capture_support import lake_changes
-from disk_support import fill, remount, small_tmpfs
+from disk_support import UNPRIVILEGED, fill, remount, small_tmpfs, writable
 
 from conftest import Database, run_cli, start_cli
 
@@ -41,20 +41,14 @@ def disk(tmp_path: Path) -> Iterator[Path]:
         yield folder
 
 
-def writable(folder: Path, yes: bool) -> None:
-    for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
-        path.chmod(0o755 if yes else 0o555)
-
-
 def capture(
     config: Path, *, unprivileged: bool = False, command: str = "capture"
 ) -> subprocess.CompletedProcess[str]:
     """`riverbed capture --once` (or another ``command`` with --once); ``unprivileged``: as a
     user whom file permissions bind (root without CAP_DAC_OVERRIDE)."""
-    prefix = []
+    prefix: tuple[str, ...] = ()
     if unprivileged and os.geteuid() == 0:
-        caps = "-dac_override,-dac_read_search"
-        prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+        prefix = UNPRIVILEGED
     return subprocess.run(
         [*prefix, sys.executable, "-m", "riverbed", command, "--once", "-q", "-c", str(config)],
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},

@@ -79,8 +79,15 @@ class Service:
     Restart=always would. ``args`` is called at each start (the workload asks for the time
     left of its window); None from it means the unit is done and stays down."""
 
-    def __init__(self, name: str, args: Callable[[], list[str] | None], logs: Path, cwd: Path):
-        self.name, self.args, self.logs, self.cwd = name, args, logs, cwd
+    def __init__(
+        self,
+        name: str,
+        args: Callable[[], list[str] | None],
+        logs: Path,
+        cwd: Path,
+        prefix: tuple[str, ...] = (),
+    ):
+        self.name, self.args, self.logs, self.cwd, self.prefix = name, args, logs, cwd, prefix
         self.lives: list[Child] = []
         self.exits: list[Exit] = []
         self.expected_kills = 0  # SIGKILLs the scenario dealt: exits that need no clear line
@@ -99,7 +106,7 @@ class Service:
             self.done = True
             return
         name = f"{self.name}-{len(self.lives) + 1}"
-        self.lives.append(Child(name, args, self.logs, self.cwd, threads=True))
+        self.lives.append(Child(name, args, self.logs, self.cwd, threads=True, prefix=self.prefix))
         self._exited_at = None
 
     def tend(self) -> None:
@@ -172,6 +179,7 @@ class Chaos:
     logs: Path
     supervisor: Supervisor = field(default_factory=Supervisor)
     workload_until: float = 0.0
+    prefix: tuple[str, ...] = ()  # what every service runs under (UNPRIVILEGED, say)
 
     # --- the services ------------------------------------------------------------------------
 
@@ -205,7 +213,7 @@ class Chaos:
 
     def add(self, name: str, args: Callable[[], list[str] | None]) -> Service:
         with self.supervisor.lock:
-            service = Service(name, args, self.logs, self.config.parent)
+            service = Service(name, args, self.logs, self.config.parent, self.prefix)
         return self.supervisor.add(service)
 
     @contextmanager
