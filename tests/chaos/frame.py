@@ -207,8 +207,9 @@ class Chaos:
     def end_workload(self) -> None:
         """The traffic stops (Ctrl-C: the transaction in flight commits first)."""
         self.workload_until = 0.0
-        workload = self.service("workload")
-        workload.done = True  # stopped: its exit (130) is not a fault
+        with self.supervisor.lock:  # not while the supervisor restarts it
+            workload = self.service("workload")
+            workload.done = True  # stopped: its exit (130) is not a fault
         workload.current.interrupt()
 
     def add(self, name: str, args: Callable[[], list[str] | None]) -> Service:
@@ -290,7 +291,9 @@ class Chaos:
     def stop(self) -> None:
         """Ctrl-C each follower: each ends cleanly (exit 0)."""
         for name in ("run", "capture"):
-            service = self.service(name)
+            with self.supervisor.lock:  # not while the supervisor restarts it
+                service = self.service(name)
+                service.done = True
             code = service.stop()
             assert code == 0, f"{name} exited {code} on Ctrl-C\n{service.output()}"
 
