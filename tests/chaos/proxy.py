@@ -87,7 +87,7 @@ class TcpProxy:
                 if not data:
                     break
                 sink.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the other direction closed it (fd -1)
             pass
         for sock in (source, sink):
             _reset(sock)
