@@ -27,9 +27,10 @@ def facts(
     ceiling: int | None = None,
     created: bool = False,
     identity: int | None = None,
+    invalidated: str | None = None,
     **rest: Any,
 ) -> StartFacts:
-    state = SlotState(exists, active, confirmed, "pgoutput" if exists else None)
+    state = SlotState(exists, active, confirmed, "pgoutput" if exists else None, invalidated)
     if not exists:
         assert active is None and confirmed is None
     return StartFacts(
@@ -108,6 +109,9 @@ ROWS: list[tuple[str, dict[str, Any], StartPlan | Refusal]] = [
     ("resume, --force alone", {**OURS, "force": True}, RESUME),
     ("resume, --resnapshot", {**OURS, "resnapshot": True}, START_OVER),
     ("replaced", REPLACED, Refusal.REPLACED),
+    ("invalidated", {**OURS, "invalidated": "wal_removed"}, Refusal.INVALIDATED),
+    ("invalidated, --resnapshot", {**OURS, "invalidated": "wal_removed", "resnapshot": True},
+     START_OVER),
     ("replaced, --force alone", {**REPLACED, "force": True}, Refusal.REPLACED),
     ("replaced, --resnapshot", {**REPLACED, "resnapshot": True}, Refusal.NOT_OURS_TO_DROP),
     ("replaced, --resnapshot --force", {**REPLACED, "resnapshot": True, "force": True},
@@ -195,8 +199,11 @@ def test_a_snapshot_through_a_new_slot_copies_every_table_and_forgets_no_single_
                     format_lsn(POSITION), "--resnapshot"]),
         ({"confirmed": IDENTITY}, ["this project did not create it", "--resnapshot --force"]),
         ({**REPLACED, "resnapshot": True}, ["--resnapshot leaves it alone", "--force"]),
+        ({**OURS, "invalidated": "wal_removed"},
+         ["invalidated", "wal_removed", "max_slot_wal_keep_size", format_lsn(POSITION),
+          "--resnapshot"]),
     ],
-    ids=["in use", "gone", "replaced", "foreign", "not ours to drop"],
+    ids=["in use", "gone", "replaced", "foreign", "not ours to drop", "invalidated"],
 )  # fmt: skip
 def test_a_refusal_names_the_slot_and_the_fix(given: dict[str, Any], words: list[str]) -> None:
     start = facts(**given)

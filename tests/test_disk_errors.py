@@ -9,9 +9,7 @@ runs the failing capture without CAP_DAC_OVERRIDE (setpriv)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from capture_support import lake_changes
+from disk_support import UNPRIVILEGED, fill, remount, small_tmpfs, writable
 
 from conftest import Database, run_cli, start_cli
 
@@ -36,30 +35,10 @@ INSERT = (
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MB tmpfs, unmounted afterwards (room for the state store with every stage's tables
-    and its write-ahead log, not much more)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    """A 1 MB tmpfs (room for the state store with every stage's tables and its write-ahead
+    log, not much more)."""
+    with small_tmpfs(tmp_path / "disk", "1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def remount(disk: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
-
-
-def writable(folder: Path, yes: bool) -> None:
-    for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
-        path.chmod(0o755 if yes else 0o555)
 
 
 def capture(
@@ -67,10 +46,9 @@ def capture(
 ) -> subprocess.CompletedProcess[str]:
     """`riverbed capture --once` (or another ``command`` with --once); ``unprivileged``: as a
     user whom file permissions bind (root without CAP_DAC_OVERRIDE)."""
-    prefix = []
+    prefix: tuple[str, ...] = ()
     if unprivileged and os.geteuid() == 0:
-        caps = "-dac_override,-dac_read_search"
-        prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+        prefix = UNPRIVILEGED
     return subprocess.run(
         [*prefix, sys.executable, "-m", "riverbed", command, "--once", "-q", "-c", str(config)],
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
@@ -190,16 +168,6 @@ def test_a_broken_state_store_disk_is_one_line_and_the_next_capture_takes_every_
     again = run_cli("capture", "--once", "-q", "-c", str(config))
     assert again.code == 0, again.text
     assert captured_ids(config) == list(range(1, ROWS + 1))
-
-
-def fill(disk: Path, leave: int = 0) -> Path:
-    """A file taking all the room left on ``disk`` but ``leave`` bytes."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as sink, contextlib.suppress(OSError):
-        while True:
-            sink.write(b"\0" * 4096)
-    os.truncate(filler, max(0, filler.stat().st_size - leave))
-    return filler
 
 
 @pytest.mark.parametrize("where", ["lake", "state"])

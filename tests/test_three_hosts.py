@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pipeline_support
 import pytest
-import test_e2e
 import yaml
-from test_e2e import Child, check_dimensions, check_facts, cli, source_rows, wait_for
+from pipeline_support import Child, check_dimensions, check_facts, cli, source_rows, wait_for
 
 from conftest import Database, run_cli, s3_bucket
 from riverbed.state.postgres import PostgresStore
@@ -88,7 +88,7 @@ def test_capture_pipeline_and_status_on_three_hosts_survive_kill_9(
 ) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-        monkeypatch.setitem(test_e2e.CHILD_ENV, name, value)
+        monkeypatch.setitem(pipeline_support.CHILD_ENV, name, value)
     s3_bucket(s3_server, BUCKET, SECRETS["RB_S3_KEY"], SECRETS["RB_S3_SECRET"])
     configs = host_configs(tmp_path, database, warehouse_database, pg_state, s3_server)
     capture_cfg, pipeline_cfg, status_cfg = (configs[h] for h in HOSTS)

@@ -16,6 +16,8 @@ The rules:
 * no slot and no position: a fresh start, the first snapshot through a new slot; whatever the
   lake holds already (a first snapshot cut short whose slot was dropped since, or files of an
   earlier slot: source.slot changed) is forgotten first, as the snapshot replaces it;
+* a slot the server invalidated (``max_slot_wal_keep_size`` let it remove WAL the slot still
+  needed) with a position: refused like a slot gone, naming ``--resnapshot``, which drops it;
 * no slot but a position: the slot was dropped by someone, and the changes since the position
   are unrecoverable from the source: refused, naming how to start over;
 * a slot but no position: a first snapshot cut short (killed mid-copy; its exported snapshot
@@ -40,6 +42,7 @@ from riverbed.capture.slot import (
     SlotState,
     slot_gone,
     slot_in_use,
+    slot_invalidated,
     slot_is_past,
     slot_replaced,
 )
@@ -51,6 +54,7 @@ class Refusal(enum.Enum):
     FOREIGN = "a slot this project did not create"
     REPLACED = "a slot confirmed past the lake"
     GONE = "the slot the lake was captured through is gone"
+    INVALIDATED = "the server invalidated the slot (WAL it needed removed)"
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ def plan_start(facts: StartFacts) -> StartPlan:
         # a first snapshot cut short whose slot is gone since, or files of an earlier slot
         # (source.slot changed): the new snapshot replaces them, or its rows would be doubled
         return StartPlan(forget_lake=bool(facts.in_lake or facts.snapshotted), copy=facts.tables)
+    if state.invalidated and position is not None:
+        return StartPlan(refuse=Refusal.INVALIDATED)
     if position is None:
         if foreign:
             return StartPlan(refuse=Refusal.FOREIGN)
@@ -146,6 +152,9 @@ def refusal(plan: StartPlan, facts: StartFacts) -> CaptureSetupError:
     if plan.refuse is Refusal.GONE:
         assert position is not None
         return slot_gone(slot, position)
+    if plan.refuse is Refusal.INVALIDATED:
+        assert position is not None and state.invalidated is not None
+        return slot_invalidated(slot, position, state.invalidated)
     if plan.refuse is Refusal.REPLACED:
         assert position is not None and state.confirmed_lsn is not None
         return slot_replaced(slot, position, state.confirmed_lsn)

@@ -1,6 +1,11 @@
 """`capture --follow` outlives its connection: a transient failure (the source restarting, a
 dropped connection, a slot busy for longer than a start waits) is retried with backoff until
-stopped, resuming exactly from the lake's committed position (riverbed.capture.stream)."""
+stopped, resuming exactly from the lake's committed position (riverbed.capture.stream).
+
+Each interruption is one warning line and one sample of the counter
+``capture_interruptions_total``, so an alarm can tell someone that capture is riding out a
+fault (the lag alarm alone fires only once the fault has lasted minutes). The sample is best
+effort: the state store may be the very thing that failed."""
 
 from __future__ import annotations
 
@@ -50,11 +55,23 @@ def capture_reconnecting(
             log.warning(
                 "capture interrupted: %s; reconnecting in %.0f s (Ctrl-C stops)", exc, delay
             )
+            _count_interruption(project)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and not should_stop():
                 time.sleep(0.2)
             if should_stop():
                 return CaptureResult()  # stopped while waiting: everything captured is kept
+
+
+def _count_interruption(project: Project) -> None:
+    try:
+        manifest = open_state(project)
+        try:
+            manifest.metrics.record({"capture_interruptions_total": 1.0}, {})
+        finally:
+            manifest.close()
+    except Exception:  # noqa: BLE001 - a metric must never stop the reconnecting
+        log.debug("could not record capture_interruptions_total", exc_info=True)
 
 
 def _under_way(project: Project) -> bool:

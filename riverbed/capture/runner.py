@@ -19,7 +19,7 @@ import psycopg2.extras
 
 from riverbed.capture.binary_mode import TextModeNeeded, binary_capable, text_form_types
 from riverbed.capture.changes import TableSchema
-from riverbed.capture.plan import StartFacts, StartPlan, plan_start, refusal
+from riverbed.capture.plan import Refusal, StartFacts, StartPlan, plan_start, refusal
 from riverbed.capture.privileges import check_privileges
 from riverbed.capture.slot import (
     CaptureSetupError,
@@ -157,6 +157,8 @@ def _prepare(
     facts = _facts(run, conn, tables, resnapshot=resnapshot, force=force)
     plan = plan_start(facts)
     if plan.refuse is not None:
+        if plan.refuse is Refusal.INVALIDATED:  # data lost: an alarm must be able to say so
+            run.manifest.metrics.record({"capture_slot_invalidated_total": 1.0}, {})
         raise refusal(plan, facts)
     if plan.forget_unpublished:
         run.manifest.capture.forget_snapshots(run.slot, plan.forget_unpublished)

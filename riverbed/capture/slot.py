@@ -23,6 +23,9 @@ class SlotState:
     active_pid: int | None
     confirmed_lsn: int | None
     plugin: str | None
+    # why the server invalidated it (wal_status 'lost': max_slot_wal_keep_size let it remove
+    # WAL the slot still needed), None while it can stream
+    invalidated: str | None = None
 
 
 def check_schema(conn: psycopg.Connection[Any], schema: str) -> None:
@@ -327,8 +330,9 @@ def _with(options: dict[str, str]) -> sql.Composable:
 
 def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState:
     row = conn.execute(
-        "select active_pid, confirmed_flush_lsn::text, plugin, database = current_database()"
-        " from pg_replication_slots where slot_name = %s",
+        "select active_pid, confirmed_flush_lsn::text, plugin, database = current_database(),"
+        " wal_status, to_jsonb(s) ->> 'invalidation_reason'"
+        " from pg_replication_slots s where slot_name = %s",
         (slot,),
     ).fetchone()
     if row is None:
@@ -342,7 +346,9 @@ def slot_state(conn: psycopg.Connection[Any], slot: str) -> SlotState:
             f"replication slot {slot!r} uses plugin {row[2]}, not pgoutput; drop it or set "
             "source.slot to another name"
         )
-    return SlotState(True, row[0], parse_lsn(row[1]) if row[1] else None, row[2])
+    # invalidation_reason is PostgreSQL 17's (to_jsonb: absent before); wal_status 13's
+    invalidated = row[5] or ("wal_removed" if row[4] == "lost" else None)
+    return SlotState(True, row[0], parse_lsn(row[1]) if row[1] else None, row[2], invalidated)
 
 
 def wait_while_peeked(
@@ -416,6 +422,16 @@ def slot_gone(slot: str, position: int) -> CaptureSetupError:
         f"replication slot {slot!r} no longer exists, but the lake holds changes up to "
         f"{format_lsn(position)} captured through it; changes since then cannot be "
         "recovered from the source. Start over with `riverbed capture --once --resnapshot`"
+    )
+
+
+def slot_invalidated(slot: str, position: int, reason: str) -> CaptureSetupError:
+    return CaptureSetupError(
+        f"replication slot {slot!r} was invalidated by the source ({reason}: the server "
+        "removed WAL the slot still needed, past max_slot_wal_keep_size, while capture was "
+        f"down or behind); the lake holds changes up to {format_lsn(position)}, and changes "
+        "since then cannot be recovered from the source. Start over with `riverbed capture "
+        "--once --resnapshot`"
     )
 
 

@@ -25,6 +25,7 @@ COUNTERS = frozenset(
         "state_failures",
         "runs_succeeded",
         "runs_failed",
+        "runs_taken_over",  # runs whose process died, aborted by the next run's lock
         "published_runs",
         "extract_refresh_failures",  # publish could not refresh the extract (serve.extracts)
         "notifications_given_up",
@@ -32,6 +33,8 @@ COUNTERS = frozenset(
         "capture_files_total",
         "capture_bytes_total",
         "capture_transactions_total",
+        "capture_interruptions_total",
+        "capture_slot_invalidated_total",  # a capture refused: the server invalidated its slot  # a capture --follow retrying a transient failure
     }
 )
 

@@ -188,10 +188,15 @@ class MachineConfig(Model):
 
 
 class FaultConfig(Model):
-    """Test-only: make a task state fail ``times`` times with this error class."""
+    """Test-only: make a task state fail ``times`` times with this error class; or, with
+    ``error: kill``, kill the whole process with SIGKILL (a crash: no handler runs) ``at`` the
+    state's start or at its end (its work done and committed, its success not yet recorded:
+    the moment a crash most tempts a rerun to do the work twice). A kill fires in every
+    process started with it: the chaos tests remove it from the config before the restart."""
 
-    error: Literal["transient", "terminal"] = "transient"
+    error: Literal["transient", "terminal", "kill"] = "transient"
     times: int = Field(1, ge=1)
+    at: Literal["start", "end"] = "start"
 
 
 class ReportConfig(Model):

@@ -32,7 +32,9 @@ States run by a Catch handler are not replayed: they run again if the redriven r
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -199,11 +201,12 @@ class Executor:
             started = time.monotonic()
             try:
                 with log_context(state=name, table=getattr(state, "table", None)):
-                    self._inject(name)
+                    self._inject(name, "start")
                     if isinstance(state, ParallelState):
                         output = self._parallel(name, state, variables, caught)
                     else:
                         output = self.tasks(name, state, dict(variables), caught)
+                    self._inject(name, "end")
             except StateError as err:  # a Parallel's branch: already classified
                 error_class, message, origin = err.error_class, err.message, err.state
             except Exception as exc:
@@ -293,10 +296,12 @@ class Executor:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _inject(self, name: str) -> None:
+    def _inject(self, name: str, at: str) -> None:
         fault = self.faults.get(name)
-        if fault is None:
+        if fault is None or fault.at != at:
             return
+        if fault.error == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         with self._lock:
             done = self._injected.get(name, 0)
             if done >= fault.times:

@@ -102,6 +102,7 @@ def run_pipeline(
     try:
         history = RunHistory(manifest)
         lock = RunLock(project, history)
+        _report_taken_over(manifest, lock)
         try:
             return _execute(
                 project,
@@ -119,6 +120,22 @@ def run_pipeline(
             lock.release()
     finally:
         manifest.close()
+
+
+def _report_taken_over(manifest: StateStore, lock: RunLock) -> None:
+    """A run whose process died (kill -9, a crash, a lost host) is one warning line and one
+    sample of ``runs_taken_over``, so an alarm can say so: the run itself never can."""
+    for stale in lock.taken_over:
+        log_event(
+            log,
+            "run_taken_over",
+            f"run {stale.run_id} died with its process {stale.pid} on {stale.host}: aborted, "
+            "its lock taken over (this run does its work again)",
+            level=logging.WARNING,
+            dead_run=stale.run_id,
+        )
+    if lock.taken_over:
+        manifest.metrics.record({"runs_taken_over": float(len(lock.taken_over))}, {})
 
 
 def _execute(
