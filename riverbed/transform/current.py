@@ -1,6 +1,7 @@
 """The current rows of a table (the latest staged version of every live key: what the
 dimension will hold once loaded), which rules read for "unique" and "exists in" checks:
-read from its staged files, kept for the rest of the run until the table stages a batch."""
+read from its compacted current rows and the staged files they do not cover yet
+(compacted.py), kept for the rest of the run until the table stages a batch."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from riverbed.lake.parquet import open_file, read_schema
 from riverbed.lake.reader import RowGroupFilter, concat_versions
 from riverbed.lake.schema import OP, POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage
-from riverbed.state import LakeFile, StateStore
+from riverbed.state import StateStore
+from riverbed.transform import compacted
 from riverbed.transform.read import in_source_order
 
 
@@ -54,15 +56,15 @@ class CurrentRows:
         cached = self._cache.get(cache_key) if restrict is None else None
         if cached is not None:
             return cached
-        files = self.manifest.lake.files("staged", table)
+        files = compacted.sources(self.storage, self.manifest, table).paths
         if not files:
             return like.empty_table() if like is not None else self._empty_like(table)
         keys = list(self.tables[table].keys)
         wanted_tests = tests(restrict or [])
         pruning = RowGroupFilter(restrict) if restrict else None
 
-        def read(file: LakeFile) -> pa.Table:
-            parquet = open_file(self.storage, file.path)  # one open per file
+        def read(path: str) -> pa.Table:
+            parquet = open_file(self.storage, path)  # one open per file
             wanted = None
             if columns is not None:
                 wanted = [
@@ -80,11 +82,7 @@ class CurrentRows:
         # files in parallel: reading and filtering release the GIL
         with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 2)) as pool:
             rows = concat_versions(list(pool.map(read, files)))
-        rows = in_source_order(rows)
-        rows = rows.append_column("__i", pa.array(np.arange(rows.num_rows)))
-        last = rows.select([*keys, "__i"]).group_by(keys).aggregate([("__i", "max")])
-        newest = last.column("__i_max")
-        latest = rows.take(newest.take(pc.sort_indices(newest))).drop_columns(["__i"])
+        latest = compacted.latest(in_source_order(rows), keys)
         latest = latest.filter(pc.not_equal(latest.column("_op"), "D"))
         if restrict is None:
             self._cache[cache_key] = latest
