@@ -49,12 +49,10 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from _server import command_line, machine, throwaway_server
@@ -181,8 +179,10 @@ def measured_run(config: Path, project: Path) -> tuple[float, float, dict[str, f
 
 
 def measure(factor: int, args: argparse.Namespace) -> Figures:
-    print(f"\n{factor}x history: {args.orders * factor:,} orders, {factor} version(s) per product"
-          " and customer")  # fmt: skip
+    print(
+        f"\n{factor}x history: {args.orders * factor:,} orders over {args.months * factor} "
+        f"month(s), {args.customers * factor:,} customers, {factor} version(s) per product"
+    )
     with throwaway_server() as (server, work):
         dsn = server.dsn("postgres")
         project = work / "project"
@@ -249,14 +249,20 @@ def rss_mode(args: argparse.Namespace) -> bool:
             f"\nrss: 1x history ({args.orders:,} orders), then {minutes:g} minutes of run --every 5"
         )
         config = build(dsn, project, 1, args)
-        rss = follow(config, project, dsn, minutes * 60)
+        since = time.time()
+        rss = follow(config, project, minutes * 60)
+        states = states_by_minute(project, since)
     first = [mb for t, mb in rss if minutes * 60 / 6 <= t <= minutes * 60 / 2]
     last = [mb for t, mb in rss if t >= minutes * 60 * 2 / 3]
     for minute in range(int(minutes) + 1):
         inside = [mb for t, mb in rss if minute * 60 <= t < (minute + 1) * 60]
         if inside:
             print(
-                f"  minute {minute:>3}: median {statistics.median(inside):,.0f} MB, max {max(inside):,.0f} MB"
+                f"  minute {minute:>3}: RSS median {statistics.median(inside):,.0f} MB, max "
+                f"{max(inside):,.0f} MB; state medians (s) "
+                + ", ".join(
+                    f"{k} {statistics.median(v):.2f}" for k, v in states.get(minute, {}).items()
+                )
             )
     if not first or not last:
         print("rss target: too few samples: FAIL")
@@ -272,7 +278,24 @@ def rss_mode(args: argparse.Namespace) -> bool:
     return ok
 
 
-def follow(config: Path, project: Path, dsn: str, seconds: float) -> list[tuple[float, float]]:
+def states_by_minute(project: Path, since: float) -> dict[int, dict[str, list[float]]]:
+    """Minute of the run's start -> state -> seconds, over the runs that brought new data."""
+    found: dict[int, dict[str, list[float]]] = {}
+    for started, state, seconds in state_rows(
+        project,
+        "select r.started_at, e.state, json_extract(e.detail, '$.seconds') from runs r"
+        " join run_events e using (run_id) where r.started_at >= ? and e.event = 'succeeded'"
+        " and exists (select 1 from run_events t where t.run_id = r.run_id and"
+        " t.state = 'transform' and t.event = 'succeeded') order by r.started_at, e.seq",
+        (since,),
+    ):
+        if seconds is not None:
+            minute = int((started - since) // 60)
+            found.setdefault(minute, {}).setdefault(state, []).append(float(seconds))
+    return found
+
+
+def follow(config: Path, project: Path, seconds: float) -> list[tuple[float, float]]:
     """capture --follow, run --every 5 and shop run --rate 1000 side by side for ``seconds``;
     run --every's RSS sampled every second: [(seconds in, MB)]."""
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=project))
@@ -293,10 +316,13 @@ def follow(config: Path, project: Path, dsn: str, seconds: float) -> list[tuple[
     try:
         while shop.poll() is None:
             rss.append((time.monotonic() - begin, group_rss_mb(runner.pid)))
-            for name, process in (("capture --follow", follower), ("run --every", runner)):
+            for name, process, err in (
+                ("capture --follow", follower, errs["capture"]),
+                ("run --every", runner, errs["run"]),
+            ):
                 if process.poll() is not None:
-                    errs["run" if "run" in name else "capture"].seek(0)
-                    raise SystemExit(f"{name} ended early:\n{errs['run'].read().decode()[-3000:]}")
+                    err.seek(0)
+                    raise SystemExit(f"{name} ended early:\n{err.read().decode()[-3000:]}")
             time.sleep(1.0)
         stop(runner, signal.SIGINT)
         stop(follower, signal.SIGTERM)
