@@ -233,6 +233,11 @@ def report(all_figures: list[Figures]) -> bool:
     )
     rss_ratio = max(top.rss_mb) / max(base.rss_mb)
     print(f"  peak RSS at {top.factor}x / at {base.factor}x   {rss_ratio:.2f} (shown, no target)")
+    for state in states:
+        if state in base.states and state in top.states:
+            low, high = statistics.median(base.states[state]), statistics.median(top.states[state])
+            if low > 0.05:
+                print(f"  {state:<22} {high / low:5.2f}x ({low:.2f} s -> {high:.2f} s)")
     return ok
 
 

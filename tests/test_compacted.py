@@ -255,3 +255,18 @@ def test_the_compacted_history_never_covers_a_raw_file_left_pending(lake: Lake) 
     found = compacted.sources(lake.storage, lake.manifest, TABLE, compacted.TOAST)
     assert [c.covers for c in found.compacted] == [frozenset(f.path for f in files[:8])]
     assert {f.path for f in found.uncovered} == left
+
+
+def test_a_big_merged_file_skips_the_tiers_of_small_ones(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compacted, "TIER_ROWS", 4)
+    lake.commit(list(range(40)))  # a snapshot: 40 rows, beyond 4 x 8 (tier 2): tier 3
+    for n in range(compacted.FAN_IN - 1):
+        lake.commit([n])
+    assert [c.tier for c in compacted.sources(lake.storage, lake.manifest, TABLE).compacted] == [3]
+    for n in range(compacted.FAN_IN):
+        lake.commit([100 + n])
+    tiers = sorted(c.tier for c in compacted.sources(lake.storage, lake.manifest, TABLE).compacted)
+    assert tiers == [2, 3]  # eight one-row batches: 8 rows, tier 2; the big one not merged again
+    assert lake.current() == lake.expected()

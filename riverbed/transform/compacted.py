@@ -6,8 +6,10 @@ Every staged batch holds versions; the current rows are the latest version of ea
 (deletes included, as tombstones, so a batch staged later with older positions, a reprocessed
 one, still loses to them). Files of current rows are kept in tiers under
 ``current/<table>/``: once FAN_IN staged files are not covered by any, they are merged into one
-file of tier 1; once FAN_IN files of tier k exist, they are merged into one of tier k + 1. A
-row is rewritten once per tier it climbs, so a batch's cost stays the rows it brings (times
+file of tier 1; once FAN_IN files of tier k exist, they are merged into one of tier k + 1.
+A merged file goes at least to the tier its rows belong to (TIER_ROWS x FAN_IN^(k-1) rows and
+more: tier k), so a big one, a snapshot's, is not merged again with small ones at every tier.
+A row is rewritten once per tier it climbs, so a batch's cost stays the rows it brings (times
 the few tiers), and a read opens at most FAN_IN - 1 files per tier plus the uncovered staged
 files: O(log batches), sorted by key so a read by key takes a row group or two of each.
 
@@ -53,6 +55,7 @@ from riverbed.lake.storage import LakeFileMissing, LakeStorage
 from riverbed.state import LakeFile, StateStore
 
 FAN_IN = 8  # files merged at once, and the most one tier holds before it is merged
+TIER_ROWS = 8192  # a file of more rows than this times FAN_IN^(k-1) belongs to tier k + 1
 _COVERS = b"riverbed.covers"  # Parquet metadata: JSON list of the staged paths a file covers
 _TIER = b"riverbed.tier"
 log = logging.getLogger("riverbed.transform")
@@ -199,6 +202,7 @@ def _merge(
     rows = in_source_order(concat_versions([read_table(storage, p) for p in inputs]))
     merged = kind.reduce(rows, keys)
     merged = merged.take(pc.sort_indices(merged, sort_keys=[(k, "ascending") for k in keys]))
+    tier = max(tier, _tier_of(merged.num_rows))
     metadata = dict(merged.schema.metadata or {})
     metadata[_COVERS] = json.dumps(sorted(covers)).encode()
     metadata[_TIER] = str(tier).encode()
@@ -208,6 +212,13 @@ def _merge(
         _delete(storage, old.path)
     log.debug("%s: %d current rows of %d files compacted into %s", table, merged.num_rows,
               len(inputs), path)  # fmt: skip
+
+
+def _tier_of(rows: int) -> int:
+    tier, size = 1, TIER_ROWS
+    while rows > size:
+        tier, size = tier + 1, size * FAN_IN
+    return tier
 
 
 def _describe(storage: LakeStorage, path: str) -> Compacted | None:
