@@ -270,3 +270,17 @@ def test_a_big_merged_file_skips_the_tiers_of_small_ones(
     tiers = sorted(c.tier for c in compacted.sources(lake.storage, lake.manifest, TABLE).compacted)
     assert tiers == [2, 3]  # eight one-row batches: 8 rows, tier 2; the big one not merged again
     assert lake.current() == lake.expected()
+
+
+def test_keys_holding_a_value_are_those_whose_current_version_holds_it(lake: Lake) -> None:
+    for n in range(compacted.FAN_IN):
+        lake.commit([n, 10 + n])  # emails "<id>@batch<n + 1>"
+    lake.commit([3])  # key 3 gives up 3@batch4 in a staged file not yet compacted
+    lake.commit([20])
+    asked = ["3@batch4", "12@batch3", "20@batch10", "20@batch1", "nobody"]
+    rows = CurrentRows(lake.storage, lake.manifest, TABLES).rows(
+        TABLE, {"email"}, holding_values=[("email", pa.array(asked))]
+    )
+    found = dict(zip(rows.column("id").to_pylist(), rows.column("email").to_pylist(), strict=True))
+    assert found == {k: v for k, v in lake.expected().items() if v in asked}
+    assert found == {12: "12@batch3", 20: "20@batch10"}

@@ -57,7 +57,7 @@ from riverbed.state import LakeFile, StateStore, open_state
 from riverbed.state.records import QualityResult
 from riverbed.transform import compacted
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks
-from riverbed.transform.current import CurrentRows, holding, tests
+from riverbed.transform.current import CurrentRows
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import TransformEngine, TransformEngineError, open_engine
 from riverbed.transform.flag import (
@@ -483,9 +483,9 @@ class TransformRun:
                     # by key: every version of a wanted key passes, file by file
                     rows = self._current.rows(batch.table, columns, shape, restrict=restrict)
                 else:
-                    # by another column, only once each key's current version is known: an
-                    # older version may hold a value the key no longer does
-                    rows = holding(self._current.rows(batch.table, columns, shape), tests(restrict))
+                    # by another column: the keys whose current version holds a value (an
+                    # older version may hold a value the key no longer does)
+                    rows = self._current.rows(batch.table, columns, shape, holding_values=restrict)
             self.engine.register(current, rows)
         ctx = RuleContext(
             table=batch.table,
