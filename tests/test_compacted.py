@@ -17,6 +17,7 @@ from riverbed.config.tables import TableConfig
 from riverbed.lake.layout import batch_file_path
 from riverbed.lake.local import LocalStorage
 from riverbed.lake.parquet import read_table, write_table
+from riverbed.lake.scrub import drop_compacted
 from riverbed.state import LakeFile, SQLiteStore
 from riverbed.transform import compacted
 from riverbed.transform.bookmarks import Batch
@@ -169,10 +170,13 @@ def test_a_withdrawn_batch_makes_the_file_covering_it_stale(lake: Lake) -> None:
     assert 2 not in lake.current()
 
 
-def test_forget_deletes_the_compacted_files_and_a_read_rebuilds_nothing_stale(lake: Lake) -> None:
+def test_an_erasure_drops_the_compacted_files_and_reads_go_to_the_scrubbed_ones(lake: Lake) -> None:
     for n in range(compacted.FAN_IN):
         lake.commit([n])
-    assert compacted.forget(lake.storage, TABLE) == 1
+    for n in range(compacted.FAN_IN):
+        raw_file(lake, n, [1], "body", 10 + n)
+    compacted.compact(lake.storage, lake.manifest, TABLE, ["id"], compacted.TOAST)
+    assert drop_compacted(lake.storage, TABLE) == 2  # current rows and TOAST history
     assert lake.read_paths() == [f.path for f in lake.manifest.lake.files("staged", TABLE)]
     assert lake.current() == lake.expected()
 

@@ -45,11 +45,10 @@ from riverbed.config.models import RiverbedConfig
 from riverbed.config.personal import Scrub, no_personal_columns, scrubs
 from riverbed.errors import UsageError
 from riverbed.govern.audit import record_change
-from riverbed.lake.scrub import scrub_file
+from riverbed.lake.scrub import drop_compacted, scrub_file
 from riverbed.lake.storage import LakeStorage
 from riverbed.observe.logs import log_event
 from riverbed.state.store import StateStore
-from riverbed.transform import compacted
 
 log = logging.getLogger("riverbed.govern")
 LAKE_STAGES = ("raw", "staged", "quarantine")
@@ -108,9 +107,7 @@ def erase_lake(
         for bad in store.transform.bad_files():  # set aside, so in no manifest record
             if bad.table == found.table and storage.exists(bad.moved_to):
                 _scrub(storage, bad.moved_to, found, keys, done)
-        # the compacted current rows (riverbed.transform.compacted) are derived: rebuilt
-        # from the scrubbed staged files rather than scrubbed themselves
-        compacted.forget(storage, found.table, (compacted.CURRENT, compacted.TOAST))
+        drop_compacted(storage, found.table)
     return done
 
 

@@ -20,8 +20,8 @@ deleting the files it merged leaves files whose staged files it covers too: a re
 covering file and deletes the covered ones. A compacted file naming a staged file the manifest
 no longer lists (a batch withdrawn by ``run --reprocess``, a lake captured again) is stale: it
 is deleted and its still-listed staged files are read directly until the next merge.
-``riverbed forget`` deletes a table's compacted files with the rest of its erasure (see
-``forget``), so erased values never outlive it here.
+``riverbed forget`` deletes a table's compacted files with the rest of its erasure
+(riverbed.lake.scrub.drop_compacted), so erased values never outlive it here.
 
 The same tiers keep, under ``toast/<table>/``, what resolving unchanged-TOAST marks reads of
 a table's raw files (``TOAST``: per key its last row and the last one holding each value, as
@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from riverbed.lake import layout
 from riverbed.lake.parquet import open_file, read_table, write_table
 from riverbed.lake.reader import concat_versions
 from riverbed.lake.schema import CDC_COLUMNS
@@ -93,9 +94,9 @@ def toast_history(rows: pa.Table, keys: Sequence[str]) -> pa.Table:
 
 
 # a table's current rows, from its staged batches (rules read them: current.py)
-CURRENT = Kind("current", "staged", latest)
+CURRENT = Kind(layout.CURRENT, layout.STAGED, latest)
 # the raw versions that fill unchanged-TOAST marks, from the raw files batches consumed
-TOAST = Kind("toast", "raw", toast_history)
+TOAST = Kind(layout.TOAST, layout.RAW, toast_history)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class Sources:
 
 
 def folder(table: str, kind: Kind = CURRENT) -> str:
-    return f"{kind.prefix}/{table}"
+    return layout.compacted_prefix(kind.prefix, table)
 
 
 def sources(
@@ -178,15 +179,6 @@ def compact(
     return written
 
 
-def forget(storage: LakeStorage, table: str, kinds: Sequence[Kind] = (CURRENT,)) -> int:
-    """Delete ``table``'s compacted files of ``kinds`` (an erasure: they are rebuilt from
-    the scrubbed files); how many there were."""
-    paths = [p for kind in kinds for p in storage.list(folder(table, kind))]
-    for path in paths:
-        _delete(storage, path)
-    return len(paths)
-
-
 def _merge(
     storage: LakeStorage,
     table: str,
@@ -206,7 +198,7 @@ def _merge(
     metadata = dict(merged.schema.metadata or {})
     metadata[_COVERS] = json.dumps(sorted(covers)).encode()
     metadata[_TIER] = str(tier).encode()
-    path = f"{folder(table, kind)}/tier{tier}-{uuid.uuid4().hex[:12]}.parquet"
+    path = layout.compacted_file_path(kind.prefix, table, tier, uuid.uuid4().hex[:12])
     write_table(storage, path, merged.replace_schema_metadata(metadata))
     for old in replaced:  # a kill before this: the next read drops them (covered)
         _delete(storage, old.path)
