@@ -13,8 +13,9 @@ throwaway folder under /tmp, with the demo config pointed at it, as bench/e2e.py
    not grow but whose versions do: --long of them get a TOAST-sized description (so a price
    change leaves an unchanged-TOAST mark, as the live workload's repricing does); then
    ``capture`` (the snapshot) and ``run`` (the initial load), in process; then F - 1 rounds of
-   one UPDATE of every product's price, each captured and run: dim_product holds F versions
-   per key, the lake F staged batches of products.
+   one UPDATE of every product's price and --round-changes (default 1,000) changes of the live
+   workload, each round captured and run: dim_product holds F versions per key, the lake F
+   staged batches of every table, as change capture grows it.
 2. the run: --changes (default 10,000) changes of the shop's live workload
    (``riverbed.shop.workload.Workload``, as fast as it goes, no bulk import, no dirty rows,
    the same seed at every factor), ``capture --once`` in process, then ``python -m riverbed
@@ -132,11 +133,14 @@ def build(dsn: str, project: Path, factor: int, args: argparse.Namespace) -> Pat
         with psycopg.connect(dsn, autocommit=True) as conn:
             delta = 0.01 if round_ % 2 else -0.01  # alternating: prices stay where they were
             conn.execute(f"update {S}.products set price = price + %s", (delta,))
+        # and some live changes: every table's lake grows by a batch a round, as CDC grows it
+        changes(dsn, args.round_changes, 1000 + round_)
         in_process(config)
     if factor > 1:
         print(
-            f"  versions {factor - 1} rounds of every product and customer changed, captured and "
-            f"run: {time.perf_counter() - started:.1f} s ({load()})"
+            f"  versions {factor - 1} rounds of every product's price changed and "
+            f"{args.round_changes:,} live changes, each captured and run: "
+            f"{time.perf_counter() - started:.1f} s ({load()})"
         )
     return config
 
@@ -355,6 +359,9 @@ def main() -> int:
     parser.add_argument("--products", type=int, default=None, help="products (5,000)")
     parser.add_argument("--long", type=int, default=200, help="products with TOASTed descriptions")
     parser.add_argument("--changes", type=int, default=10_000, help="changes of the measured run")
+    parser.add_argument(
+        "--round-changes", type=int, default=1_000, help="live changes in each history round"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="measured runs per factor")
     parser.add_argument("--rss-minutes", type=float, default=None, help="the RSS mode instead")
     args = parser.parse_args()

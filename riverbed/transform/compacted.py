@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 from riverbed.lake import layout
 from riverbed.lake.parquet import open_file, read_table, write_table
 from riverbed.lake.reader import concat_versions
-from riverbed.lake.schema import CDC_COLUMNS
+from riverbed.lake.schema import CDC_COLUMNS, TOAST_UNCHANGED
 from riverbed.lake.storage import LakeFileMissing, LakeStorage
 from riverbed.state import LakeFile, StateStore
 
@@ -89,6 +89,8 @@ def toast_history(rows: pa.Table, keys: Sequence[str]) -> pa.Table:
     (read.latest_values): per key its last row and the last one holding each value."""
     from riverbed.transform.read import latest_values
 
+    if TOAST_UNCHANGED not in rows.column_names:  # no mark can follow: the last rows do
+        return latest(rows, keys)
     values = [n for n in rows.column_names if n not in keys and n not in CDC_COLUMNS]
     return latest_values(rows, list(keys), values)
 
