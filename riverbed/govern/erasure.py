@@ -14,7 +14,9 @@ The order, each step safe to be killed after, a rerun completing what a kill lef
    name: a raw file's path is its identity in the transform's bookmarks and batch records,
    and a renamed one would be taken for new. A reader sees the old file or the new one,
    whole; a kill leaves either, and the rerun finds the old one still holding the key. A
-   file already scrubbed is not written again.
+   file already scrubbed is not written again. The table's compacted current rows and TOAST
+   history (riverbed.transform.compacted), derived from its staged and raw files, are
+   deleted: the transform builds them again from the scrubbed files.
 3. the warehouse (riverbed.load.erase): every version of the key in the dimension keeps its
    row (history stays: effective dates, keys, the other columns) with its personal columns
    NULL, as do the staging tables and any fact carrying personal columns and the key; then
@@ -43,7 +45,7 @@ from riverbed.config.models import RiverbedConfig
 from riverbed.config.personal import Scrub, no_personal_columns, scrubs
 from riverbed.errors import UsageError
 from riverbed.govern.audit import record_change
-from riverbed.lake.scrub import scrub_file
+from riverbed.lake.scrub import drop_compacted, scrub_file
 from riverbed.lake.storage import LakeStorage
 from riverbed.observe.logs import log_event
 from riverbed.state.store import StateStore
@@ -105,6 +107,7 @@ def erase_lake(
         for bad in store.transform.bad_files():  # set aside, so in no manifest record
             if bad.table == found.table and storage.exists(bad.moved_to):
                 _scrub(storage, bad.moved_to, found, keys, done)
+        drop_compacted(storage, found.table)
     return done
 
 

@@ -6,6 +6,8 @@
   staged/<table>/batch=<id>/part-<n>.parquet
   quarantine/<table>/batch=<id>/part-<n>.parquet
   bad/<raw path>
+  current/<table>/tier<k>-<token>.parquet       (derived: riverbed.transform.compacted)
+  toast/<table>/tier<k>-<token>.parquet
 
 Raw files are partitioned by the commit time (UTC) of their changes, a snapshot's by the
 snapshot's time; LSNs in names are 16 hexadecimal digits, so names sort in source order. Staged
@@ -26,6 +28,10 @@ RAW = "raw"
 STAGED = "staged"
 QUARANTINE = "quarantine"
 BAD = "bad"
+# derived files, rebuildable from the staged (current rows) and raw (TOAST history) files
+CURRENT = "current"
+TOAST = "toast"
+COMPACTED = (CURRENT, TOAST)
 
 HOUR_US = 3_600_000_000  # the width of a raw partition, in microseconds
 
@@ -157,3 +163,16 @@ def bad_prefix(table: str) -> str:
 def set_aside_from(path: str) -> str:
     """The raw path a file under bad/ was set aside from."""
     return path.removeprefix(f"{BAD}/")
+
+
+# --- compacted current rows and TOAST history -------------------------------------------------
+
+
+def compacted_prefix(kind: str, table: str) -> str:
+    """The folder of ``table``'s compacted files of ``kind`` (CURRENT or TOAST)."""
+    return f"{kind}/{table}"
+
+
+def compacted_file_path(kind: str, table: str, tier: int, token: str) -> str:
+    """A compacted file of ``kind`` in ``tier``; ``token`` makes each merge's name its own."""
+    return f"{compacted_prefix(kind, table)}/tier{tier}-{token}.parquet"

@@ -15,6 +15,7 @@ from functools import reduce
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from riverbed.lake.layout import COMPACTED, compacted_prefix
 from riverbed.lake.parquet import open_file, write_table
 from riverbed.lake.storage import LakeStorage
 
@@ -77,3 +78,13 @@ def scrub_file(
     if not count:
         return len(data), 0
     return write_table(storage, path, scrubbed), count
+
+
+def drop_compacted(storage: LakeStorage, table: str) -> int:
+    """Delete ``table``'s compacted current rows and TOAST history (riverbed.transform.
+    compacted): derived from its staged and raw files, they are rebuilt from the scrubbed
+    ones rather than scrubbed themselves. How many files there were."""
+    paths = [p for kind in COMPACTED for p in storage.list(compacted_prefix(kind, table))]
+    for path in paths:
+        storage.delete(path)
+    return len(paths)

@@ -1,6 +1,7 @@
 """The current rows of a table (the latest staged version of every live key: what the
 dimension will hold once loaded), which rules read for "unique" and "exists in" checks:
-read from its staged files, kept for the rest of the run until the table stages a batch."""
+read from its compacted current rows and the staged files they do not cover yet
+(compacted.py), kept for the rest of the run until the table stages a batch."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from riverbed.lake.parquet import open_file, read_schema
 from riverbed.lake.reader import RowGroupFilter, concat_versions
 from riverbed.lake.schema import OP, POSITION_COLUMNS
 from riverbed.lake.storage import LakeStorage
-from riverbed.state import LakeFile, StateStore
+from riverbed.state import StateStore
+from riverbed.transform import compacted
 from riverbed.transform.read import in_source_order
 
 
@@ -43,26 +45,43 @@ class CurrentRows:
         like: pa.Schema | None = None,
         *,
         restrict: list[tuple[str, pa.Array]] | None = None,
+        holding_values: list[tuple[str, pa.Array]] | None = None,
     ) -> pa.Table:
         """The latest staged version of every live key of ``table`` (what the dimension will
-        hold once loaded), with ``columns`` (None: all) besides its keys.
+        hold once loaded), with ``columns`` (None: all) besides its keys. ``restrict``: only
+        the keys whose key columns hold these values; ``holding_values``: only the keys whose
+        current version holds one of these values (any column).
 
         Kept for the rest of the run and dropped when ``table`` stages a batch, so a table
         referenced by every batch of another is read once per run, not once per batch.
         """
         cache_key = (table, frozenset(columns) if columns is not None else None)
-        cached = self._cache.get(cache_key) if restrict is None else None
+        cached = self._cache.get(cache_key) if not (restrict or holding_values) else None
         if cached is not None:
             return cached
-        files = self.manifest.lake.files("staged", table)
+        found = compacted.sources(self.storage, self.manifest, table)
+        files = found.paths
         if not files:
             return like.empty_table() if like is not None else self._empty_like(table)
         keys = list(self.tables[table].keys)
-        wanted_tests = tests(restrict or [])
+        value_tests = tests(holding_values or [])
+        # a compacted file holds current versions only: one that holds none of the values
+        # cannot make its key hold one. Versions in staged files are all read: a later one may
+        # have given up a value an older one held.
+        merged = {c.path for c in found.compacted}
+        restrict = (restrict or []) + (holding_values or [])
+        wanted_tests = tests(restrict)
         pruning = RowGroupFilter(restrict) if restrict else None
 
-        def read(file: LakeFile) -> pa.Table:
-            parquet = open_file(self.storage, file.path)  # one open per file
+        def read(path: str) -> pa.Table:
+            if holding_values and path not in merged:
+                return read_file(path, None, [])
+            return read_file(path, pruning, wanted_tests)
+
+        def read_file(
+            path: str, pruning: RowGroupFilter | None, wanted_tests: list[_Test]
+        ) -> pa.Table:
+            parquet = open_file(self.storage, path)  # one open per file
             wanted = None
             if columns is not None:
                 wanted = [
@@ -80,15 +99,11 @@ class CurrentRows:
         # files in parallel: reading and filtering release the GIL
         with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 2)) as pool:
             rows = concat_versions(list(pool.map(read, files)))
-        rows = in_source_order(rows)
-        rows = rows.append_column("__i", pa.array(np.arange(rows.num_rows)))
-        last = rows.select([*keys, "__i"]).group_by(keys).aggregate([("__i", "max")])
-        newest = last.column("__i_max")
-        latest = rows.take(newest.take(pc.sort_indices(newest))).drop_columns(["__i"])
+        latest = compacted.latest(in_source_order(rows), keys)
         latest = latest.filter(pc.not_equal(latest.column("_op"), "D"))
-        if restrict is None:
+        if not restrict:
             self._cache[cache_key] = latest
-        return latest
+        return holding(latest, value_tests)
 
     def _empty_like(self, table: str) -> pa.Table:
         """No staged rows yet: an empty relation with the table's raw columns, so rules that

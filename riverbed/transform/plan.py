@@ -49,6 +49,17 @@ class RulePlan:
         )
 
 
+def read_current(tables: dict[str, TableConfig]) -> set[str]:
+    """The tables whose current rows some table's rules read (its own, or another's)."""
+    found: set[str] = set()
+    for name in tables:
+        plan = RulePlan.of(name, tables)
+        found.update(other for other, _ in plan.references)
+        if plan.reads_own_rows:
+            found.add(name)
+    return found
+
+
 def table_order(tables: dict[str, TableConfig]) -> list[str]:
     """Config order, except that a table comes after every table its rules refer to."""
     needs = {name: referenced_tables(name, cfg, tables) for name, cfg in tables.items()}

@@ -1,6 +1,7 @@
 """Reading one batch: its raw files in source order, each column in its declared type, and
 unchanged-TOAST marks resolved against earlier versions of the same key (in the batch, else
-in the raw files before it)."""
+in the raw files before it: their compacted TOAST history, compacted.py, and the few raw
+files it does not cover yet)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pyarrow.compute as pc
 
 from riverbed.lake.declared import Declared, as_declared
 from riverbed.lake.parquet import open_file, read_table
-from riverbed.lake.reader import concat_versions, resolve_unchanged_toast
+from riverbed.lake.reader import RowGroupFilter, concat_versions, resolve_unchanged_toast
 from riverbed.lake.schema import OP, POSITION_COLUMNS, TOAST_UNCHANGED
 from riverbed.lake.storage import LakeError, LakeStorage
 from riverbed.state import LakeFile, StateStore
+from riverbed.transform import compacted
 from riverbed.transform.bookmarks import Batch
 
 LOST = "__lost"  # why a raw row lost a value to its declared type (riverbed.lake.declared)
@@ -50,13 +52,19 @@ def read_batch(storage: LakeStorage, batch: Batch, declared: Declared) -> pa.Tab
     return in_source_order(concat_versions(parts))
 
 
+def has_marks(raw: pa.Table) -> bool:
+    """Whether some row of ``raw`` carries an unchanged-TOAST mark."""
+    if TOAST_UNCHANGED not in raw.column_names:
+        return False
+    return bool(raw.column(TOAST_UNCHANGED).null_count < raw.num_rows)
+
+
 def resolve_toast(
     storage: LakeStorage, manifest: StateStore, batch: Batch, keys: list[str], raw: pa.Table
 ) -> pa.Table:
     """Fill unchanged-TOAST values from the previous version of each key: in this batch,
     else in the raw files before it. Marks that nothing can fill stay on the row."""
-    marked = raw.column("_toast_unchanged") if "_toast_unchanged" in raw.column_names else None
-    if marked is None or marked.null_count == raw.num_rows:
+    if not has_marks(raw):
         return raw
     resolved = resolve_unchanged_toast(raw, keys)
     marks = resolved.column("_toast_unchanged")
@@ -96,12 +104,23 @@ def _history(
     parts = []
     key_set = wanted.group_by(keys).aggregate([])
     columns = [*keys, *needed, OP, *POSITION_COLUMNS, TOAST_UNCHANGED]
-    for file in manifest.lake.files("raw", batch.table):
-        if file.max_lsn > batch.min_lsn or file in batch.files:
-            continue
-        parquet = open_file(storage, file.path)
+    found = compacted.sources(storage, manifest, batch.table, compacted.TOAST)
+    # compacted files are sorted by key: their statistics skip the groups of other keys
+    pruning = RowGroupFilter([(keys[0], key_set.column(0))]) if len(keys) == 1 else None
+    inputs = [(c.path, True) for c in found.compacted] + [
+        (file.path, False)
+        for file in found.uncovered
+        if file.max_lsn <= batch.min_lsn and file not in batch.files
+    ]
+    for path, merged in inputs:
+        parquet = open_file(storage, path)
         present = [c for c in dict.fromkeys(columns) if c in parquet.schema_arrow.names]
-        part = parquet.read(columns=present)
+        if merged and pruning is not None:
+            part = parquet.read_row_groups(pruning.groups(parquet), columns=present)
+        else:
+            part = parquet.read(columns=present)
+        if merged:  # only what came before the batch, as the raw files read are
+            part = part.filter(pc.less_equal(part.column("_lsn"), batch.min_lsn))
         # join on the keys alone (Arrow joins cannot carry list columns), then take
         index = part.select(keys).append_column("__r", pa.array(np.arange(part.num_rows)))
         part = part.take(index.join(key_set, keys, join_type="left semi").column("__r"))

@@ -55,8 +55,9 @@ from riverbed.lake.storage import LakeError, LakeStorage, open_storage
 from riverbed.observe.logs import log_context, log_event
 from riverbed.state import LakeFile, StateStore, open_state
 from riverbed.state.records import QualityResult
+from riverbed.transform import compacted
 from riverbed.transform.bookmarks import Batch, BatchOutcome, Bookmarks
-from riverbed.transform.current import CurrentRows, holding, tests
+from riverbed.transform.current import CurrentRows
 from riverbed.transform.duckdb_engine import DuckDBEngine
 from riverbed.transform.engine import TransformEngine, TransformEngineError, open_engine
 from riverbed.transform.flag import (
@@ -68,9 +69,10 @@ from riverbed.transform.flag import (
     untyped_result,
 )
 from riverbed.transform.pii import pii_key, protect
-from riverbed.transform.plan import RulePlan, table_order
+from riverbed.transform.plan import RulePlan, read_current, table_order
 from riverbed.transform.read import (
     BadFile,
+    has_marks,
     read_batch,
     resolve_toast,
     split_untyped,
@@ -194,6 +196,8 @@ class TransformRun:
         self.now = now
         self._key: bytes | None = None
         self._current = CurrentRows(storage, manifest, self.config.tables)
+        self._compacting = read_current(self.config.tables)  # see _compact
+        self._marked: set[str] = set()  # tables whose batches carried TOAST marks (_compact)
         self._probe: DuckDBEngine | None = None  # see _type_probe
         # per table: the scrubs of its rows with the keys erased (see _erase)
         self._erasures: dict[str, list[tuple[Scrub, set[str]]]] = {}
@@ -292,6 +296,7 @@ class TransformRun:
         )
         self.bookmarks.commit(outcome)
         self._current.forget(checked.batch.table)  # its current rows just changed
+        self._compact(checked.batch.table)
         if checked.erased:
             self._erase_inputs(checked.batch)
         run.batches.append(
@@ -316,6 +321,29 @@ class TransformRun:
                 rows_quarantined=outcome.rows_quarantined,
                 seconds=round(outcome.seconds, 3),
             )
+
+    def _compact(self, table: str) -> None:
+        """Keep compacted (compacted.py) the current rows of a table some rule reads, and the
+        TOAST history of a table whose batches carry marks, so the next read opens a few
+        files, not every batch the table staged or consumed. After the commit: the files are
+        derived, so a failure here costs the next read its speed, never a row."""
+        keys = self.config.tables[table].keys
+        try:
+            if table in self._compacting:
+                compacted.compact(self.storage, self.manifest, table, keys)
+            if table in self._marked:
+                pending = {f.path for f in self.manifest.transform.pending(table)}
+                compacted.compact(
+                    self.storage, self.manifest, table, keys, compacted.TOAST, leave=pending
+                )
+        except (LakeError, OSError, pa.ArrowException) as exc:
+            with log_context(table=table):
+                log_event(
+                    log,
+                    "compaction_failed",
+                    f"{table}: current rows not compacted ({exc}); read from the staged files",
+                    logging.WARNING,
+                )
 
     def _with_retries(self, work: Callable[[], _T]) -> _T:
         """``work`` (one batch's check, or the writing of its output), again after a
@@ -348,6 +376,8 @@ class TransformRun:
         self._check_columns_exist(batch, cfg, declared)
         raw = read_batch(self.storage, batch, declared)
         rows_in = raw.num_rows
+        if has_marks(raw):
+            self._marked.add(batch.table)
         raw = resolve_toast(self.storage, self.manifest, batch, cfg.keys, raw)
         raw, untyped = split_untyped(raw)
         self.engine.register("batch", raw)
@@ -453,9 +483,9 @@ class TransformRun:
                     # by key: every version of a wanted key passes, file by file
                     rows = self._current.rows(batch.table, columns, shape, restrict=restrict)
                 else:
-                    # by another column, only once each key's current version is known: an
-                    # older version may hold a value the key no longer does
-                    rows = holding(self._current.rows(batch.table, columns, shape), tests(restrict))
+                    # by another column: the keys whose current version holds a value (an
+                    # older version may hold a value the key no longer does)
+                    rows = self._current.rows(batch.table, columns, shape, holding_values=restrict)
             self.engine.register(current, rows)
         ctx = RuleContext(
             table=batch.table,
