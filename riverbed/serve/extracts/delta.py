@@ -52,6 +52,8 @@ from riverbed.serve.extracts import changes, partial
 from riverbed.serve.extracts.datasets import Dataset
 from riverbed.serve.semantic.measures import MEASURES
 
+# a count distinct deltas keep: of the order, which every item of the order shares
+WHOLE_ORDER = frozenset({"i.order_id"})
 FACT_ROWS = "extract_fact_rows"  # each fact's rows when the generation was made
 DATE = "dim_date"
 IN_PLACE = 50  # a delta of at least 1/IN_PLACE of a dataset's cells is merged in place
@@ -65,8 +67,18 @@ def maintained(datasets: Sequence[Dataset], facts: Sequence[FactModel]) -> list[
     """Those of ``datasets`` (the extract's base ones) deltas can maintain; the others' touched
     days are summed again (refresh.py)."""
     views = frozenset(f.view for f in facts if f.name in changes.FACTS)
-    additive = tuple(d for d in datasets if all(MEASURES[m].additive for m in d.measures))
-    return [d for d in additive if _readable(_of_relation(additive, d.relation.name), views)]
+    summable = tuple(d for d in datasets if all(map(_kept_by_deltas, d.measures)))
+    return [d for d in summable if _readable(_of_relation(summable, d.relation.name), views)]
+
+
+def _kept_by_deltas(measure: str) -> bool:
+    """An additive measure, or a count distinct of the order (the keys taken whole orders)."""
+    return MEASURES[measure].additive or MEASURES[measure].expr in WHOLE_ORDER
+
+
+def counts_orders(datasets: Sequence[Dataset]) -> bool:
+    """Whether one of ``datasets`` holds a count distinct (of orders: ``maintained``)."""
+    return any(not MEASURES[m].additive for d in datasets for m in d.measures)
 
 
 def _of_relation(datasets: tuple[Dataset, ...], relation: str) -> tuple[Dataset, ...]:
@@ -118,7 +130,7 @@ def by_keys(
 ) -> None:
     """``delta_<dataset>`` temporary tables of the base ``datasets``: each cell's change, the
     changed keys' grain rows now minus before. ``now``: the snapshots' rows just read."""
-    keys = changes.changed_keys(warehouse, changed)
+    keys = changes.changed_keys(warehouse, changed, whole_orders=counts_orders(datasets))
     # the items first: their orders' range bounds the orders' scan
     ranked = sorted((f for f in facts if f.name in keys), key=lambda f: f.name != changes.ITEM_FACT)
     fetched: dict[str, pa.Table] = {}
@@ -172,15 +184,23 @@ def by_keys(
             extract.execute(f"CREATE OR REPLACE TEMP TABLE grain_{state}_{relation} AS {grain}")
     for relation, grouped in relations.items():
         for dataset in grouped:
-            rows = (
-                f"(SELECT * FROM grain_now_{relation} UNION ALL BY NAME"
-                f" {negated(dataset, f'grain_before_{relation}')}) AS changed_rows"
-            )
-            extract.execute(
-                f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
-                f" ({partial.local_cells(dataset, rows)}) AS d WHERE NOT ({no_change(dataset)})"
-            )
+            _subtract(extract, dataset, relation)
     _drop_views(extract, ranked)
+
+
+def _subtract(extract: duckdb.DuckDBPyConnection, dataset: Dataset, relation: str) -> None:
+    """``delta_<dataset>``: its cells of the grain rows now minus those of the rows before,
+    each side summed per cell first: a count distinct of orders is counted on each side (its
+    keys are whole orders: an order's items all on one side), then subtracted."""
+    after, before = (
+        partial.local_cells(dataset, f"grain_{state}_{relation}", grain=True)
+        for state in ("now", "before")
+    )
+    rows = f"(({after}) UNION ALL BY NAME {negated(dataset, f'({before}) AS b')}) AS changed"
+    extract.execute(
+        f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
+        f" ({partial.local_cells(dataset, rows)}) AS d WHERE NOT ({no_change(dataset)})"
+    )
 
 
 def before_days(extract: duckdb.DuckDBPyConnection, dataset: Dataset, days: list[int]) -> None:
