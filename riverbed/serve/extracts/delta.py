@@ -190,16 +190,26 @@ def by_keys(
 
 def _subtract(extract: duckdb.DuckDBPyConnection, dataset: Dataset, relation: str) -> None:
     """``delta_<dataset>``: its cells of the grain rows now minus those of the rows before,
-    each side summed per cell first: a count distinct of orders is counted on each side (its
-    keys are whole orders: an order's items all on one side), then subtracted."""
-    after, before = (
-        partial.local_cells(dataset, f"grain_{state}_{relation}", grain=True)
-        for state in ("now", "before")
+    in one pass over both sides (the sums' values negated before). A count distinct of orders
+    is counted on each side (``_side``) and subtracted: its keys are whole orders, so an
+    order's items in a cell are all among them or none is, and the orders left out count the
+    same on both sides of the cell."""
+    distinct = [m for m in dataset.measures if not MEASURES[m].additive]
+    summed = [m for m in (*dataset.measures, *partial.hidden(dataset)) if m not in distinct]
+    kept = ", ".join((*dataset.column_names, *distinct))
+    negatives = ", ".join(f"-{m} AS {m}" for m in summed)
+    rows = (
+        f"(SELECT {kept}, {', '.join(summed)}, 1 AS _side FROM grain_now_{relation}"
+        f" UNION ALL SELECT {kept}, {negatives}, -1 FROM grain_before_{relation}) AS changed"
     )
-    rows = f"(({after}) UNION ALL BY NAME {negated(dataset, f'({before}) AS b')}) AS changed"
+    counts = "COUNT(DISTINCT {m}) FILTER (WHERE _side = {s})"
+    values = [f"SUM({m}) AS {m}" for m in summed] + [
+        f"{counts.format(m=m, s=1)} - {counts.format(m=m, s=-1)} AS {m}" for m in distinct
+    ]
     extract.execute(
         f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
-        f" ({partial.local_cells(dataset, rows)}) AS d WHERE NOT ({no_change(dataset)})"
+        f" (SELECT {', '.join((*dataset.column_names, *values))} FROM {rows} GROUP BY ALL) AS d"
+        f" WHERE NOT ({no_change(dataset)})"
     )
 
 
