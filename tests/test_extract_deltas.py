@@ -163,6 +163,26 @@ def test_several_changes_in_one_run_by_deltas_equal_a_rebuild(project: Project) 
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 
+def test_distinct_orders_kept_by_deltas_while_an_order_spans_two_days(project: Project) -> None:
+    """The months' distinct orders are their days' summed, as a full build stores them, even
+    while an order spans two days (split_orders holds it and no summed orders are read):
+    deltas keep that sum, equal to a rebuild's, through the order's split and its mending."""
+    _change(project, 1, CHANGES["item moved to another day"])  # order 2 over two days
+    refreshed = _refresh(project)
+    assert (refreshed.way, refreshed.by_days, _split(project, refreshed)) == ("deltas", (), [2])
+    assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+    _change(
+        project,
+        2,
+        "INSERT INTO fact_order_items SELECT order_item_id, order_id, product_id, seller_id,"
+        " quantity, unit_price, date_key + 5, 'U', {lsn}, 0, '{b}', now() FROM fact_order_items"
+        " WHERE order_item_id = 6",
+    )  # its third item joins the other two: one day again
+    refreshed = _refresh(project)
+    assert (refreshed.way, refreshed.by_days, _split(project, refreshed)) == ("deltas", (), [])
+    assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+
+
 def test_a_withdrawn_batch_has_the_touched_days_summed_again(project: Project) -> None:
     """Deltas read the state before a run from the facts less its batches: a batch deleted
     from a fact (``run --reprocess`` withdraws one and loads its replacement) leaves that

@@ -4,7 +4,8 @@ they fall on nor the history.
 A cell is a sum over grain rows (partial.py), so the new cell is the old one plus the grain
 rows of the changed keys as they are now, minus the same keys' rows as they were when the
 previous generation was made. The keys are those every change reaches (changes.changed_keys:
-the items a change touches, their returns and orders); each fact's versions of them are read
+the items a change touches, their returns and orders; with every item of those orders when a
+dataset counts distinct orders, below); each fact's versions of them are read
 from the warehouse once (a semi-join on the keys, which the scan's zone maps narrow to the
 recent row groups), and the extract ranks them twice into the current-state views' rows
 (riverbed.load.fact_current.current_rows):
@@ -23,13 +24,30 @@ see merge for how the cells are written);
 the rollups take the sum of their base's delta per coarser cell, so a month's cells are never
 summed again from its days.
 
-It maintains a dataset whose every measure is additive (``Measure.additive``: a count
-distinct is not, the same order may count in the cell before and in the delta) and whose
-grain reads only facts, snapshotted dimensions (their kept attributes) and dim_date
-(``maintained``), while the facts hold what the previous generation counted plus the new
-batches and nothing else (``extract_fact_rows``: a withdrawn batch, ``run --reprocess``,
-deleted rows the state before cannot be read from). The other datasets have the touched days
-summed again (refresh.py), in the same refresh.
+A cell's distinct orders (``orders``, COUNT(DISTINCT i.order_id)) is no sum, but it is the
+number of orders with at least one item counted in the cell, and an order's contribution to a
+cell depends only on its own items. So the keys are widened to whole orders (every item of
+each order an item or a return changed in, or whose customer or status changed), each side's
+orders are counted distinct per cell and the counts subtracted (``_subtract``): the orders
+left out have the same items on both sides, so they count the same before and now, and the
+difference is exact. The sums of the same cells come out right too (the unchanged items of a
+widened order cancel). An order found on one side only (new, or all its items deleted) is
+counted on that side alone.
+
+The rollups' distinct orders (``extract_*_orders_monthly``) are their base's days' summed,
+as a full build makes them (derive.py), whether or not an order spans two days: a month's
+cell holds the sum of its days' cells, so its delta is the sum of its days' deltas, as for
+any sum. While split_orders.py holds an order those sums are not the months' distinct
+orders, and rollup.py then reads no summed orders (the charts counting them are answered
+live); once it holds none again, each month's sum is its count again, with no refresh of it.
+
+It maintains a dataset whose every measure is additive or counts distinct orders
+(``maintained``: another count distinct, of customers say, would need whole customers) and
+whose grain reads only facts, snapshotted dimensions (their kept attributes) and dim_date,
+while the facts hold what the previous generation counted plus the new batches and nothing
+else (``extract_fact_rows``: a withdrawn batch, ``run --reprocess``, deleted rows the state
+before cannot be read from). The other datasets have the touched days summed again
+(refresh.py), in the same refresh.
 """
 
 from __future__ import annotations

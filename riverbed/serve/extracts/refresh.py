@@ -8,11 +8,13 @@ run whose refresh failed or was killed are taken by the next one) and the dimens
 changed since (changes.py) give the keys whose grain rows may have changed, and each cell they
 touch takes its delta (delta.py: those keys' rows now minus before), the rollups follow
 their base's delta (derive.py). Cost follows the changes, not the history nor the days they
-fall on. A dataset deltas cannot maintain (one holding a count distinct: distinct orders; or
-every dataset, after a withdrawn batch) has the business days those keys fall on deleted and
-aggregated again from the warehouse's current-state views limited to those days, and their
-change is its rollups' delta. The orders whose items span two days are kept beside the
-datasets either way (split_orders.py: the guard on summing distinct orders over days).
+fall on. A dataset deltas cannot maintain (delta.maintained: every dataset of the extract
+can, distinct orders included; every dataset after a withdrawn batch cannot) has the business
+days those keys fall on deleted and aggregated again from the warehouse's current-state views
+limited to those days, and their change is its rollups' delta (``Refreshed.by_days`` names
+them). The orders whose items span two days are kept beside the datasets either way
+(split_orders.py: the guard on summing distinct orders over days), made whole again after a
+withdrawn batch, whose items' orders no new batch names.
 Whole when there is no previous generation, the datasets' definitions changed
 (datasets.fingerprint), or a fact was truncated.
 

@@ -11,7 +11,9 @@ additive measures still come from the extract.
 
 Built whole on a full build (one pass over the items' current view); a refresh redoes only
 the orders of the items its new batches touch: an order's days change only when one of its
-items is inserted, updated or deleted. The items read are the current view's, a superset of
+items is inserted, updated or deleted. A batch withdrawn from the facts (``run
+--reprocess``; the refresh finds the facts' rows fewer than it recorded, delta.consistent)
+took its rows away unseen: its orders are in no new batch, so the table is built whole again. The items read are the current view's, a superset of
 the grain's (an item whose product is unknown counts here): the guard errs towards live.
 """
 
