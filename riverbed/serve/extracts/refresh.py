@@ -59,7 +59,7 @@ class Refreshed:
     days: int  # business days recomputed (all of them on a full build)
     seconds: float
     way: str = "whole"  # whole, days (the touched days summed again) or deltas (delta.py)
-    by_days: tuple[str, ...] = ()  # base datasets of a refresh by deltas whose days were redone
+    by_days: tuple[str, ...] = ()  # the base datasets whose touched days were summed again
 
 
 def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refreshed | None:
