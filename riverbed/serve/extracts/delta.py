@@ -208,22 +208,24 @@ def by_keys(
 
 def _subtract(extract: duckdb.DuckDBPyConnection, dataset: Dataset, relation: str) -> None:
     """``delta_<dataset>``: its cells of the grain rows now minus those of the rows before,
-    in one pass over both sides (the sums' values negated before). A count distinct of orders
-    is counted on each side (``_side``) and subtracted: its keys are whole orders, so an
-    order's items in a cell are all among them or none is, and the orders left out count the
-    same on both sides of the cell."""
+    in one pass over both sides (the sums' values negated before). Distinct orders are
+    counted per side (``_side``: 1 now, -1 before) and subtracted: the keys are whole orders,
+    so an order's items in a cell are all among them or none is, and the orders left out
+    count the same on both sides of the cell. Counted as one row per cell, order and side
+    first, each adding its side, which costs DuckDB less than two COUNT(DISTINCT) FILTERs."""
     distinct = [m for m in dataset.measures if not MEASURES[m].additive]
+    assert len(distinct) <= 1, f"{dataset.name}: one count distinct (of orders, maintained)"
     summed = [m for m in (*dataset.measures, *partial.hidden(dataset)) if m not in distinct]
     kept = ", ".join((*dataset.column_names, *distinct))
     negatives = ", ".join(f"-{m} AS {m}" for m in summed)
+    sums = [f"SUM({m}) AS {m}" for m in summed]
     rows = (
         f"(SELECT {kept}, {', '.join(summed)}, 1 AS _side FROM grain_now_{relation}"
         f" UNION ALL SELECT {kept}, {negatives}, -1 FROM grain_before_{relation}) AS changed"
     )
-    counts = "COUNT(DISTINCT {m}) FILTER (WHERE _side = {s})"
-    values = [f"SUM({m}) AS {m}" for m in summed] + [
-        f"{counts.format(m=m, s=1)} - {counts.format(m=m, s=-1)} AS {m}" for m in distinct
-    ]
+    if distinct:
+        rows = f"(SELECT {kept}, _side, {', '.join(sums)} FROM {rows} GROUP BY ALL) AS orders"
+    values = sums + [f"SUM(CASE WHEN {m} IS NULL THEN 0 ELSE _side END) AS {m}" for m in distinct]
     extract.execute(
         f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
         f" (SELECT {', '.join((*dataset.column_names, *values))} FROM {rows} GROUP BY ALL) AS d"
