@@ -66,7 +66,7 @@ from riverbed.lake.schema import OP
 from riverbed.load.fact_current import current_rows
 from riverbed.load.model import FactModel
 from riverbed.load.warehouse import Warehouse
-from riverbed.serve.extracts import changes, partial
+from riverbed.serve.extracts import changes, partial, split_orders
 from riverbed.serve.extracts.datasets import Dataset
 from riverbed.serve.semantic.measures import MEASURES
 
@@ -92,11 +92,6 @@ def maintained(datasets: Sequence[Dataset], facts: Sequence[FactModel]) -> list[
 def _kept_by_deltas(measure: str) -> bool:
     """An additive measure, or a count distinct of the order (the keys taken whole orders)."""
     return MEASURES[measure].additive or MEASURES[measure].expr in WHOLE_ORDER
-
-
-def counts_orders(datasets: Sequence[Dataset]) -> bool:
-    """Whether one of ``datasets`` holds a count distinct (of orders: ``maintained``)."""
-    return any(not MEASURES[m].additive for d in datasets for m in d.measures)
 
 
 def _of_relation(datasets: tuple[Dataset, ...], relation: str) -> tuple[Dataset, ...]:
@@ -147,8 +142,9 @@ def by_keys(
     now: dict[str, pa.Table],
 ) -> None:
     """``delta_<dataset>`` temporary tables of the base ``datasets``: each cell's change, the
-    changed keys' grain rows now minus before. ``now``: the snapshots' rows just read."""
-    keys = changes.changed_keys(warehouse, changed, whole_orders=counts_orders(datasets))
+    changed keys' grain rows now minus before; and split_orders redone for the orders of the
+    keys (whole orders: each with all its items). ``now``: the snapshots' rows just read."""
+    keys = changes.changed_keys(warehouse, changed)
     # the items first: their orders' range bounds the orders' scan
     ranked = sorted((f for f in facts if f.name in keys), key=lambda f: f.name != changes.ITEM_FACT)
     fetched: dict[str, pa.Table] = {}
@@ -188,6 +184,8 @@ def by_keys(
             names = [c for c in catalog[fact.name] if c != OP]
             view = _ranked(replace(fact, name=source), tuple(names))
             extract.execute(f'CREATE OR REPLACE TEMP VIEW "{fact.view}" AS {view}')
+            if state == "now" and fact.name == changes.ITEM_FACT:
+                split_orders.redo(extract, f"versions_{fact.name}", fact.view)
         for snapshot, (dimension, _, _) in changes.SNAPSHOTS.items():
             rows = snapshot
             if state == "now":

@@ -145,10 +145,10 @@ def _write(
             way, cells, day_count, by_days = _recompute(
                 extract, warehouse, changed, facts, catalog, snapshots, readable
             )
-            if readable:
-                split_orders.update(extract, warehouse, changed, facts)
-            else:  # a withdrawn batch's items are gone from the facts: no telling its orders
+            if not readable:  # a withdrawn batch's items are gone from the facts: its orders too
                 split_orders.build(extract, warehouse)
+            elif way == "days":  # else redone for the orders delta.by_keys read
+                split_orders.update(extract, warehouse, changed, facts)
         delta.record(extract, counts)
         for snapshot, rows in snapshots.items():
             if full or changed.keys.get(snapshot):  # else the copy is still the same
