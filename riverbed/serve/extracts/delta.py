@@ -4,8 +4,8 @@ they fall on nor the history.
 A cell is a sum over grain rows (partial.py), so the new cell is the old one plus the grain
 rows of the changed keys as they are now, minus the same keys' rows as they were when the
 previous generation was made. The keys are those every change reaches (changes.changed_keys:
-the items a change touches, their returns and orders; with every item of those orders when a
-dataset counts distinct orders, below); each fact's versions of them are read
+the items a change touches, their returns and orders, and every item of those orders: see
+distinct orders below); each fact's versions of them are read
 from the warehouse once (a semi-join on the keys, which the scan's zone maps narrow to the
 recent row groups), and the extract ranks them twice into the current-state views' rows
 (riverbed.load.fact_current.current_rows):

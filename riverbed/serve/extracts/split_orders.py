@@ -14,10 +14,11 @@ the orders of the items its new batches touch: an order's days change only when 
 items is inserted, updated or deleted. A refresh by deltas has read every version of every
 item of those orders already (delta.by_keys: whole orders, a superset), so it redoes them
 from those, in the extract (``redo``); one by days reads them from the warehouse
-(``update``). A batch withdrawn from the facts (``run
---reprocess``; the refresh finds the facts' rows fewer than it recorded, delta.consistent)
-took its rows away unseen: its orders are in no new batch, so the table is built whole again. The items read are the current view's, a superset of
-the grain's (an item whose product is unknown counts here): the guard errs towards live.
+(``update``). A batch withdrawn from the facts (``run --reprocess``; the refresh finds the
+facts' rows fewer than it recorded, delta.consistent) took its rows away unseen: its orders
+are in no new batch, so the table is built whole again. The items read are the current
+view's, a superset of the grain's (an item whose product is unknown counts here): the guard
+errs towards live.
 """
 
 from __future__ import annotations
