@@ -2,8 +2,8 @@
 after each kind of change a cell can see: an item updated onto another day, deleted, added,
 a return refunded or moved to another item, an order moved to another customer, a product's
 category and a customer's region changed, an item whose product arrives after it (inferred
-member), an order gaining an item in a cell it was not in and losing its last item in one
-(the distinct orders, kept by deltas too); and a withdrawn batch, which deltas cannot read
+member), an order gaining an item in a cell it was not in and losing its last item in one,
+an item moved to another order (the distinct orders, kept by deltas too); and a withdrawn batch, which deltas cannot read
 the state before from, has the refresh sum the touched days again, equal too, its
 split_orders as well. On a small DuckDB warehouse written directly in the warehouse's schema
 (as bench/serve.py writes its 10M rows), no source database.
@@ -121,6 +121,10 @@ CHANGES = {
     "an order's last item in a cell moved to another seller": "INSERT INTO fact_order_items"
     " SELECT order_item_id, order_id, product_id, 3, quantity, unit_price, date_key, 'U',"
     " {lsn}, 0, '{b}', now() FROM fact_order_items WHERE order_item_id = 10",
+    # item 7 leaves order 3 for order 5 (on another day: order 5 now spans two)
+    "an item moved to another order": "INSERT INTO fact_order_items SELECT order_item_id, 5,"
+    " product_id, seller_id, quantity, unit_price, date_key, 'U', {lsn}, 0, '{b}', now()"
+    " FROM fact_order_items WHERE order_item_id = 7",
     # order 26 joins order 6 (moved to customer 5 above) on their day: customer 2's cell of
     # that day loses its last order
     "an order moved to a customer with orders that day": "INSERT INTO fact_order_status"
