@@ -2,9 +2,11 @@
 after each kind of change a cell can see: an item updated onto another day, deleted, added,
 a return refunded or moved to another item, an order moved to another customer, a product's
 category and a customer's region changed, an item whose product arrives after it (inferred
-member); and a withdrawn batch, which deltas cannot read the state before from, has the
-refresh sum the touched days again, equal too. On a small DuckDB warehouse written directly
-in the warehouse's schema (as bench/serve.py writes its 10M rows), no source database.
+member), an order gaining an item in a cell it was not in and losing its last item in one,
+an item moved to another order (the distinct orders, kept by deltas too); and a withdrawn batch, which deltas cannot read
+the state before from, has the refresh sum the touched days again, equal too, its
+split_orders as well. On a small DuckDB warehouse written directly in the warehouse's schema
+(as bench/serve.py writes its 10M rows), no source database.
 """
 
 from __future__ import annotations
@@ -22,8 +24,16 @@ from riverbed.config import Project
 from riverbed.config.loader import demo_config_text, load_project
 from riverbed.load.fact_current import current_view_ddl
 from riverbed.load.model import FactModel, warehouse_model
-from riverbed.serve.extracts import delta, store
-from riverbed.serve.extracts.datasets import CUSTOMERS, DATASETS, RETURNED, SALES, Dataset
+from riverbed.serve.extracts import delta, split_orders, store
+from riverbed.serve.extracts.datasets import (
+    CUSTOMER_ORDERS,
+    CUSTOMERS,
+    DATASETS,
+    RETURNED,
+    SALES,
+    SELLER_ORDERS,
+    Dataset,
+)
 from riverbed.serve.extracts.refresh import Refreshed, refresh
 from riverbed.state import open_state
 from riverbed.state.records import LoadBatch
@@ -94,6 +104,32 @@ CHANGES = {
     "the earlier order's item deleted": "INSERT INTO fact_order_items SELECT order_item_id,"
     " order_id, product_id, seller_id, quantity, unit_price, date_key, 'D', {lsn}, 0, '{b}',"
     " now() FROM fact_order_items WHERE order_item_id = 502",
+    # distinct orders: order 42 joins the cells of day 2 where orders 2 and 22 (customer 3,
+    # Europe) are, seller 1's, then seller 2's (one more order there), then a second item in
+    # seller 2's (the same orders, one more item)
+    "a new order of one seller": "INSERT INTO fact_order_status VALUES (42, 3, 'delivered',"
+    f" {DAY + 1}, 'I', {{lsn}}, 0, '{{b}}', now()); INSERT INTO fact_order_items VALUES (503,"
+    f" 42, 1, 1, 1, 2.00, {DAY + 1}, 'I', {{lsn}}, 0, '{{b}}', now())",
+    "the order gains an item in another seller's cell": "INSERT INTO fact_order_items VALUES"
+    f" (504, 42, 2, 2, 1, 3.00, {DAY + 1}, 'I', {{lsn}}, 0, '{{b}}', now())",
+    "the order gains a second item in that cell": "INSERT INTO fact_order_items VALUES"
+    f" (505, 42, 5, 2, 2, 1.50, {DAY + 1}, 'I', {{lsn}}, 0, '{{b}}', now())",
+    "the order's first item in a cell deleted": "INSERT INTO fact_order_items SELECT"
+    " order_item_id, order_id, product_id, seller_id, quantity, unit_price, date_key, 'D',"
+    " {lsn}, 0, '{b}', now() FROM fact_order_items WHERE order_item_id = 504",
+    # order 4's only item of seller 2: the order leaves that cell, seller 3's has it twice
+    "an order's last item in a cell moved to another seller": "INSERT INTO fact_order_items"
+    " SELECT order_item_id, order_id, product_id, 3, quantity, unit_price, date_key, 'U',"
+    " {lsn}, 0, '{b}', now() FROM fact_order_items WHERE order_item_id = 10",
+    # item 7 leaves order 3 for order 5 (on another day: order 5 now spans two)
+    "an item moved to another order": "INSERT INTO fact_order_items SELECT order_item_id, 5,"
+    " product_id, seller_id, quantity, unit_price, date_key, 'U', {lsn}, 0, '{b}', now()"
+    " FROM fact_order_items WHERE order_item_id = 7",
+    # order 26 joins order 6 (moved to customer 5 above) on their day: customer 2's cell of
+    # that day loses its last order
+    "an order moved to a customer with orders that day": "INSERT INTO fact_order_status"
+    " SELECT order_id, 5, status, date_key, 'U', {lsn}, 0, '{b}', now() FROM fact_order_status"
+    " WHERE order_id = 26",
 }
 
 
@@ -118,7 +154,7 @@ def test_each_change_refreshed_by_deltas_equals_a_rebuild(project: Project) -> N
     for number, (change, sql) in enumerate(CHANGES.items(), start=1):
         _change(project, number, sql)
         refreshed = _refresh(project)
-        assert refreshed.way == "deltas", change
+        assert (refreshed.way, refreshed.by_days) == ("deltas", ()), change
         assert _tables(project, refreshed) == _tables(project, _rebuilt(project)), change
 
 
@@ -127,7 +163,27 @@ def test_several_changes_in_one_run_by_deltas_equal_a_rebuild(project: Project) 
         _change(project, 1, sql, record=False)
     _loaded(project, "b1")
     refreshed = _refresh(project)
-    assert refreshed.way == "deltas" and refreshed.cells > 0
+    assert (refreshed.way, refreshed.by_days) == ("deltas", ()) and refreshed.cells > 0
+    assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+
+
+def test_distinct_orders_kept_by_deltas_while_an_order_spans_two_days(project: Project) -> None:
+    """The months' distinct orders are their days' summed, as a full build stores them, even
+    while an order spans two days (split_orders holds it and no summed orders are read):
+    deltas keep that sum, equal to a rebuild's, through the order's split and its mending."""
+    _change(project, 1, CHANGES["item moved to another day"])  # order 2 over two days
+    refreshed = _refresh(project)
+    assert (refreshed.way, refreshed.by_days, _split(project, refreshed)) == ("deltas", (), [2])
+    assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+    _change(
+        project,
+        2,
+        "INSERT INTO fact_order_items SELECT order_item_id, order_id, product_id, seller_id,"
+        " quantity, unit_price, date_key + 5, 'U', {lsn}, 0, '{b}', now() FROM fact_order_items"
+        " WHERE order_item_id = 6",
+    )  # its third item joins the other two: one day again
+    refreshed = _refresh(project)
+    assert (refreshed.way, refreshed.by_days, _split(project, refreshed)) == ("deltas", (), [])
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 
@@ -145,12 +201,37 @@ def test_a_withdrawn_batch_has_the_touched_days_summed_again(project: Project) -
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 
+def test_a_withdrawn_batch_has_split_orders_made_again(project: Project) -> None:
+    """split_orders is redone for the orders of a refresh's new items: the orders of a
+    withdrawn batch's items, gone from the facts, are found by no new batch."""
+    _change(project, 1, CHANGES["item moved to another day"])  # order 2 now over two days
+    assert _split(project, _refresh(project)) == [2]
+    with duckdb.connect(str(_warehouse(project.root))) as con:
+        con.execute("DELETE FROM fact_order_items WHERE batch_id = 'b1'")
+    # other orders of the same two days: the days summed again are those b1 touched too
+    _change(
+        project,
+        2,
+        "INSERT INTO fact_order_items SELECT order_item_id, order_id, product_id, seller_id,"
+        " quantity + 1, unit_price, date_key, 'U', {lsn}, 0, '{b}', now() FROM fact_order_items"
+        " WHERE order_item_id IN (64, 79)",
+    )
+    refreshed = _refresh(project)
+    assert refreshed.way == "days" and _split(project, refreshed) == []
+    assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+
+
 def test_a_dataset_holding_a_distinct_count_is_left_to_its_days(project: Project) -> None:
     """A count distinct is not additive (an order counted in a cell and again in its delta):
-    that dataset takes the days path, the others of its grain keep their deltas."""
+    that dataset takes the days path, the others of its grain keep their deltas. Distinct
+    orders are kept by deltas (the keys taken whole orders), as is every dataset of the
+    extract."""
     distinct = Dataset("extract_distinct", CUSTOMERS.relation, CUSTOMERS.columns, ("customers",))
     facts = warehouse_model(project.config).facts
-    assert delta.maintained([SALES, distinct, RETURNED], facts) == [SALES, RETURNED]
+    datasets = [SALES, distinct, SELLER_ORDERS, CUSTOMER_ORDERS, RETURNED]
+    assert delta.maintained(datasets, facts) == [SALES, SELLER_ORDERS, CUSTOMER_ORDERS, RETURNED]
+    bases = [d for d in DATASETS if d.rollup_of is None]
+    assert delta.maintained(bases, facts) == bases
 
 
 _positions = itertools.count(10_000, 10)
@@ -198,9 +279,16 @@ def _tables(project: Project, refreshed: Refreshed) -> dict[str, list[tuple[Any,
     path = store.path_of(project, refreshed.generation.name)
     with duckdb.connect(str(path), read_only=True) as extract:
         return {
-            d.name: sorted(extract.execute(f"SELECT * FROM {d.name}").fetchall(), key=repr)
-            for d in DATASETS
+            name: sorted(extract.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+            for name in (*(d.name for d in DATASETS), split_orders.TABLE)
         }
+
+
+def _split(project: Project, refreshed: Refreshed) -> list[int]:
+    path = store.path_of(project, refreshed.generation.name)
+    with duckdb.connect(str(path), read_only=True) as extract:
+        rows = extract.execute(f"SELECT order_id FROM {split_orders.TABLE} ORDER BY 1")
+        return [int(r[0]) for r in rows.fetchall()]
 
 
 def _warehouse(root: Path) -> Path:

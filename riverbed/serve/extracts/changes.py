@@ -96,13 +96,25 @@ def changed_keys(warehouse: Warehouse, changed: Changed) -> dict[str, str]:
     differently now. Every item a change reaches (as affected_days, and the items of every
     version of a changed return: a return moved to another item changes both items' sums),
     the returns of those items and the changed returns, and the orders of those items. Each
-    grain row of a changed cell is one of these keys' (delta.py)."""
+    grain row of a changed cell is one of these keys' (delta.py).
+
+    Whole orders: the items are widened to every item of those orders (any version's order:
+    an item that moved between orders brings both), so each order the keys hold is held with
+    all its items, before and now, as a distinct count of orders needs (delta.py), and
+    split_orders too (an order's days are all its items')."""
     items = _reached_items(warehouse, changed)
     returned = ""
     if batches := changed.batches.get(RETURN_FACT):
         returned = f" OR {_in('batch_id', batches)}"
     item_set = " UNION ".join(items) or f"SELECT order_item_id FROM {ITEM_FACT} WHERE FALSE"
-    of_items = _among(warehouse, "order_item_id", item_set)
+    orders = (
+        f"SELECT order_id FROM {ITEM_FACT} WHERE {_among(warehouse, 'order_item_id', item_set)}"
+    )
+    # every version of their items: a delete's row may not name its order
+    in_orders = (
+        f"SELECT order_item_id FROM {ITEM_FACT} WHERE {_among(warehouse, 'order_id', orders)}"
+    )
+    of_items = _among(warehouse, "order_item_id", in_orders)
     # unbounded: the caller reads the items first and bounds it by their orders (between)
     return {
         ITEM_FACT: of_items,

@@ -4,7 +4,8 @@ they fall on nor the history.
 A cell is a sum over grain rows (partial.py), so the new cell is the old one plus the grain
 rows of the changed keys as they are now, minus the same keys' rows as they were when the
 previous generation was made. The keys are those every change reaches (changes.changed_keys:
-the items a change touches, their returns and orders); each fact's versions of them are read
+the items a change touches, their returns and orders, and every item of those orders: see
+distinct orders below); each fact's versions of them are read
 from the warehouse once (a semi-join on the keys, which the scan's zone maps narrow to the
 recent row groups), and the extract ranks them twice into the current-state views' rows
 (riverbed.load.fact_current.current_rows):
@@ -23,13 +24,30 @@ see merge for how the cells are written);
 the rollups take the sum of their base's delta per coarser cell, so a month's cells are never
 summed again from its days.
 
-It maintains a dataset whose every measure is additive (``Measure.additive``: a count
-distinct is not, the same order may count in the cell before and in the delta) and whose
-grain reads only facts, snapshotted dimensions (their kept attributes) and dim_date
-(``maintained``), while the facts hold what the previous generation counted plus the new
-batches and nothing else (``extract_fact_rows``: a withdrawn batch, ``run --reprocess``,
-deleted rows the state before cannot be read from). The other datasets have the touched days
-summed again (refresh.py), in the same refresh.
+A cell's distinct orders (``orders``, COUNT(DISTINCT i.order_id)) is no sum, but it is the
+number of orders with at least one item counted in the cell, and an order's contribution to a
+cell depends only on its own items. So the keys are widened to whole orders (every item of
+each order an item or a return changed in, or whose customer or status changed), each side's
+orders are counted distinct per cell and the counts subtracted (``_subtract``): the orders
+left out have the same items on both sides, so they count the same before and now, and the
+difference is exact. The sums of the same cells come out right too (the unchanged items of a
+widened order cancel). An order found on one side only (new, or all its items deleted) is
+counted on that side alone.
+
+The rollups' distinct orders (``extract_*_orders_monthly``) are their base's days' summed,
+as a full build makes them (derive.py), whether or not an order spans two days: a month's
+cell holds the sum of its days' cells, so its delta is the sum of its days' deltas, as for
+any sum. While split_orders.py holds an order those sums are not the months' distinct
+orders, and rollup.py then reads no summed orders (the charts counting them are answered
+live); once it holds none again, each month's sum is its count again, with no refresh of it.
+
+It maintains a dataset whose every measure is additive or counts distinct orders
+(``maintained``: another count distinct, of customers say, would need whole customers) and
+whose grain reads only facts, snapshotted dimensions (their kept attributes) and dim_date,
+while the facts hold what the previous generation counted plus the new batches and nothing
+else (``extract_fact_rows``: a withdrawn batch, ``run --reprocess``, deleted rows the state
+before cannot be read from). The other datasets have the touched days summed again
+(refresh.py), in the same refresh.
 """
 
 from __future__ import annotations
@@ -48,10 +66,12 @@ from riverbed.lake.schema import OP
 from riverbed.load.fact_current import current_rows
 from riverbed.load.model import FactModel
 from riverbed.load.warehouse import Warehouse
-from riverbed.serve.extracts import changes, partial
+from riverbed.serve.extracts import changes, partial, split_orders
 from riverbed.serve.extracts.datasets import Dataset
 from riverbed.serve.semantic.measures import MEASURES
 
+# a count distinct deltas keep: of the order, which every item of the order shares
+WHOLE_ORDER = frozenset({"i.order_id"})
 FACT_ROWS = "extract_fact_rows"  # each fact's rows when the generation was made
 DATE = "dim_date"
 IN_PLACE = 50  # a delta of at least 1/IN_PLACE of a dataset's cells is merged in place
@@ -65,8 +85,13 @@ def maintained(datasets: Sequence[Dataset], facts: Sequence[FactModel]) -> list[
     """Those of ``datasets`` (the extract's base ones) deltas can maintain; the others' touched
     days are summed again (refresh.py)."""
     views = frozenset(f.view for f in facts if f.name in changes.FACTS)
-    additive = tuple(d for d in datasets if all(MEASURES[m].additive for m in d.measures))
-    return [d for d in additive if _readable(_of_relation(additive, d.relation.name), views)]
+    summable = tuple(d for d in datasets if all(map(_kept_by_deltas, d.measures)))
+    return [d for d in summable if _readable(_of_relation(summable, d.relation.name), views)]
+
+
+def _kept_by_deltas(measure: str) -> bool:
+    """An additive measure, or a count distinct of the order (the keys taken whole orders)."""
+    return MEASURES[measure].additive or MEASURES[measure].expr in WHOLE_ORDER
 
 
 def _of_relation(datasets: tuple[Dataset, ...], relation: str) -> tuple[Dataset, ...]:
@@ -117,7 +142,8 @@ def by_keys(
     now: dict[str, pa.Table],
 ) -> None:
     """``delta_<dataset>`` temporary tables of the base ``datasets``: each cell's change, the
-    changed keys' grain rows now minus before. ``now``: the snapshots' rows just read."""
+    changed keys' grain rows now minus before; and split_orders redone for the orders of the
+    keys (whole orders: each with all its items). ``now``: the snapshots' rows just read."""
     keys = changes.changed_keys(warehouse, changed)
     # the items first: their orders' range bounds the orders' scan
     ranked = sorted((f for f in facts if f.name in keys), key=lambda f: f.name != changes.ITEM_FACT)
@@ -158,6 +184,8 @@ def by_keys(
             names = [c for c in catalog[fact.name] if c != OP]
             view = _ranked(replace(fact, name=source), tuple(names))
             extract.execute(f'CREATE OR REPLACE TEMP VIEW "{fact.view}" AS {view}')
+            if state == "now" and fact.name == changes.ITEM_FACT:
+                split_orders.redo(extract, f"versions_{fact.name}", fact.view)
         for snapshot, (dimension, _, _) in changes.SNAPSHOTS.items():
             rows = snapshot
             if state == "now":
@@ -172,15 +200,35 @@ def by_keys(
             extract.execute(f"CREATE OR REPLACE TEMP TABLE grain_{state}_{relation} AS {grain}")
     for relation, grouped in relations.items():
         for dataset in grouped:
-            rows = (
-                f"(SELECT * FROM grain_now_{relation} UNION ALL BY NAME"
-                f" {negated(dataset, f'grain_before_{relation}')}) AS changed_rows"
-            )
-            extract.execute(
-                f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
-                f" ({partial.local_cells(dataset, rows)}) AS d WHERE NOT ({no_change(dataset)})"
-            )
+            _subtract(extract, dataset, relation)
     _drop_views(extract, ranked)
+
+
+def _subtract(extract: duckdb.DuckDBPyConnection, dataset: Dataset, relation: str) -> None:
+    """``delta_<dataset>``: its cells of the grain rows now minus those of the rows before,
+    in one pass over both sides (the sums' values negated before). Distinct orders are
+    counted per side (``_side``: 1 now, -1 before) and subtracted: the keys are whole orders,
+    so an order's items in a cell are all among them or none is, and the orders left out
+    count the same on both sides of the cell. Counted as one row per cell, order and side
+    first, each adding its side, which costs DuckDB less than two COUNT(DISTINCT) FILTERs."""
+    distinct = [m for m in dataset.measures if not MEASURES[m].additive]
+    assert len(distinct) <= 1, f"{dataset.name}: one count distinct (of orders, maintained)"
+    summed = [m for m in (*dataset.measures, *partial.hidden(dataset)) if m not in distinct]
+    kept = ", ".join((*dataset.column_names, *distinct))
+    negatives = ", ".join(f"-{m} AS {m}" for m in summed)
+    sums = [f"SUM({m}) AS {m}" for m in summed]
+    rows = (
+        f"(SELECT {kept}, {', '.join(summed)}, 1 AS _side FROM grain_now_{relation}"
+        f" UNION ALL SELECT {kept}, {negatives}, -1 FROM grain_before_{relation}) AS changed"
+    )
+    if distinct:
+        rows = f"(SELECT {kept}, _side, {', '.join(sums)} FROM {rows} GROUP BY ALL) AS orders"
+    values = sums + [f"SUM(CASE WHEN {m} IS NULL THEN 0 ELSE _side END) AS {m}" for m in distinct]
+    extract.execute(
+        f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
+        f" (SELECT {', '.join((*dataset.column_names, *values))} FROM {rows} GROUP BY ALL) AS d"
+        f" WHERE NOT ({no_change(dataset)})"
+    )
 
 
 def before_days(extract: duckdb.DuckDBPyConnection, dataset: Dataset, days: list[int]) -> None:

@@ -9,9 +9,11 @@ old, refresh.py) and the rollups follow it (``refresh``) one of two ways:
 
 * sums (``extract_*_monthly``, ``extract_customer_totals``): its base's delta summed per
   coarser cell (delta.roll_up) and merged (delta.merge), as a base's. That holds for the
-  distinct orders of ``extract_*_orders_monthly`` too: their base's delta is its touched
-  days' cells new minus old, and a month's orders are the sum of its days' (a rollup of
-  distinct orders drops order-level columns only, datasets.Dataset);
+  distinct orders of ``extract_*_orders_monthly`` too: their base's delta is its cells'
+  distinct orders new minus old (delta.py, or its touched days' cells new minus old), and
+  a month's orders are stored as the sum of its days' (a rollup of distinct orders drops
+  order-level columns only, datasets.Dataset; while an order spans two days that sum is
+  kept all the same and not read, delta.py);
 * derived (``derivation``: ``extract_cohorts``, whose first month per customer depends on all
   of that customer's months): its cells are sums over the values of ``per`` (a customer),
   each value's contribution depending only on its own rows of the base. So the values in the

@@ -8,11 +8,13 @@ run whose refresh failed or was killed are taken by the next one) and the dimens
 changed since (changes.py) give the keys whose grain rows may have changed, and each cell they
 touch takes its delta (delta.py: those keys' rows now minus before), the rollups follow
 their base's delta (derive.py). Cost follows the changes, not the history nor the days they
-fall on. A dataset deltas cannot maintain (one holding a count distinct: distinct orders; or
-every dataset, after a withdrawn batch) has the business days those keys fall on deleted and
-aggregated again from the warehouse's current-state views limited to those days, and their
-change is its rollups' delta. The orders whose items span two days are kept beside the
-datasets either way (split_orders.py: the guard on summing distinct orders over days).
+fall on. A dataset deltas cannot maintain (delta.maintained: every dataset of the extract
+can, distinct orders included; every dataset after a withdrawn batch cannot) has the business
+days those keys fall on deleted and aggregated again from the warehouse's current-state views
+limited to those days, and their change is its rollups' delta (``Refreshed.by_days`` names
+them). The orders whose items span two days are kept beside the datasets either way
+(split_orders.py: the guard on summing distinct orders over days), made whole again after a
+withdrawn batch, whose items' orders no new batch names.
 Whole when there is no previous generation, the datasets' definitions changed
 (datasets.fingerprint), or a fact was truncated.
 
@@ -57,6 +59,7 @@ class Refreshed:
     days: int  # business days recomputed (all of them on a full build)
     seconds: float
     way: str = "whole"  # whole, days (the touched days summed again) or deltas (delta.py)
+    by_days: tuple[str, ...] = ()  # the base datasets whose touched days were summed again
 
 
 def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refreshed | None:
@@ -84,7 +87,7 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
         name = store.new_name()
         path = store.prepare(project, name)
         try:
-            way, cells, days = _write(warehouse, catalog, path, previous, project, loads)
+            way, cells, days, by_days = _write(warehouse, catalog, path, previous, project, loads)
         except BaseException:
             _remove(path)
             raise
@@ -102,7 +105,7 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
     )
     store.publish(project, generation)
     store.prune(project)
-    return Refreshed(generation, cells, days, time.monotonic() - started, way)
+    return Refreshed(generation, cells, days, time.monotonic() - started, way, by_days)
 
 
 def _write(
@@ -112,8 +115,9 @@ def _write(
     previous: store.Generation | None,
     project: Project,
     loads: list,  # type: ignore[type-arg]
-) -> tuple[str, int, int]:
-    """Write the new generation at ``path``: (how, as Refreshed.way; cells written, days)."""
+) -> tuple[str, int, int, tuple[str, ...]]:
+    """Write the new generation at ``path``: (how, as Refreshed.way; cells written, days; the
+    datasets whose days were summed again)."""
     full = previous is None or previous.fingerprint != fingerprint()
     changed = changes.Changed()
     if previous is not None and not full:
@@ -130,16 +134,21 @@ def _write(
         snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
         counts = changes.fact_rows(warehouse, changed)
         way = "whole"
+        by_days: tuple[str, ...] = ()
         if full:
             cells, day_count = _build(extract, warehouse)
             split_orders.build(extract, warehouse)
         else:
             changed.keys = {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
             facts = warehouse_model(project.config).facts
-            way, cells, day_count = _recompute(
-                extract, warehouse, changed, facts, catalog, snapshots, counts
+            readable = delta.consistent(extract, counts)
+            way, cells, day_count, by_days = _recompute(
+                extract, warehouse, changed, facts, catalog, snapshots, readable
             )
-            split_orders.update(extract, warehouse, changed, facts)
+            if not readable:  # a withdrawn batch's items are gone from the facts: its orders too
+                split_orders.build(extract, warehouse)
+            elif way == "days":  # else redone for the orders delta.by_keys read
+                split_orders.update(extract, warehouse, changed, facts)
         delta.record(extract, counts)
         for snapshot, rows in snapshots.items():
             if full or changed.keys.get(snapshot):  # else the copy is still the same
@@ -148,7 +157,7 @@ def _write(
         extract.execute("CHECKPOINT")
     finally:
         extract.close()
-    return way, cells, day_count
+    return way, cells, day_count, by_days
 
 
 def _build(extract: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> tuple[int, int]:
@@ -172,16 +181,17 @@ def _recompute(
     facts: Sequence[FactModel],
     catalog: dict[str, dict[str, str]],
     snapshots: dict[str, pa.Table],
-    counts: dict[str, tuple[int, int]],
-) -> tuple[str, int, int]:
-    """Bring the cells ``changed`` touches up to date: (how, cells changed, days they fall on).
-    By deltas of the changed keys for the datasets delta.py maintains (``deltas``); the
-    others' touched days summed again, their cells' change kept as the delta the rollups take
-    (every dataset: ``days``)."""
+    readable: bool,
+) -> tuple[str, int, int, tuple[str, ...]]:
+    """Bring the cells ``changed`` touches up to date: (how, cells changed, days they fall on,
+    the datasets whose days were summed again). By deltas of the changed keys for the
+    datasets delta.py maintains (``deltas``); the others' touched days summed again, their
+    cells' change kept as the delta the rollups take (every dataset, when the facts' state
+    before cannot be read, delta.consistent: ``days``)."""
     if not changed:
-        return "deltas", 0, 0
+        return "deltas", 0, 0, ()
     bases = [d for d in DATASETS if d.rollup_of is None]
-    by_deltas = delta.maintained(bases, facts) if delta.consistent(extract, counts) else []
+    by_deltas = delta.maintained(bases, facts) if readable else []
     by_days = [d for d in bases if d not in by_deltas]
     if by_deltas:
         delta.by_keys(extract, warehouse, changed, by_deltas, facts, catalog, snapshots)
@@ -193,7 +203,8 @@ def _recompute(
         cells, days = cells + redone, days | redone_days
     derive.refresh(extract)
     extract.execute("COMMIT")
-    return "deltas" if by_deltas else "days", cells, len(days)
+    way = "deltas" if by_deltas else "days"
+    return way, cells, len(days), tuple(d.name for d in by_days)
 
 
 def _redo_touched(
