@@ -187,17 +187,30 @@ def test_distinct_orders_kept_by_deltas_while_an_order_spans_two_days(project: P
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 
-def test_a_withdrawn_batch_has_the_touched_days_summed_again(project: Project) -> None:
+def test_a_withdrawn_batch_has_the_extract_built_whole(project: Project) -> None:
     """Deltas read the state before a run from the facts less its batches: a batch deleted
     from a fact (``run --reprocess`` withdraws one and loads its replacement) leaves that
-    state unreadable."""
+    state unreadable, and its keys named by no new batch."""
     _change(project, 1, CHANGES["item moved to another day"])
     assert _refresh(project).way == "deltas"
     with duckdb.connect(str(_warehouse(project.root))) as con:
         con.execute("DELETE FROM fact_order_items WHERE batch_id = 'b1'")
     _change(project, 2, CHANGES["item moved to another day"].replace("+ 2", "+ 3"))
     refreshed = _refresh(project)
-    assert refreshed.way == "days" and refreshed.days > 0
+    assert refreshed.way == "whole"
+    assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+
+
+def test_a_withdrawn_batch_with_no_new_one_is_not_kept_counted(project: Project) -> None:
+    """A batch withdrawn and none loaded since: no new batch names its keys, and its rows
+    must leave the extract all the same."""
+    _change(project, 1, CHANGES["item moved to another day"])
+    counted = _tables(project, _refresh(project))
+    with duckdb.connect(str(_warehouse(project.root))) as con:
+        con.execute("DELETE FROM fact_order_items WHERE batch_id = 'b1'")
+    refreshed = _refresh(project)
+    assert refreshed.way == "whole"
+    assert _tables(project, refreshed) != counted
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 
@@ -217,7 +230,7 @@ def test_a_withdrawn_batch_has_split_orders_made_again(project: Project) -> None
         " WHERE order_item_id IN (64, 79)",
     )
     refreshed = _refresh(project)
-    assert refreshed.way == "days" and _split(project, refreshed) == []
+    assert refreshed.way == "whole" and _split(project, refreshed) == []
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 

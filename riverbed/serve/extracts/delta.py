@@ -45,9 +45,9 @@ It maintains a dataset whose every measure is additive or counts distinct orders
 (``maintained``: another count distinct, of customers say, would need whole customers) and
 whose grain reads only facts, snapshotted dimensions (their kept attributes) and dim_date,
 while the facts hold what the previous generation counted plus the new batches and nothing
-else (``extract_fact_rows``: a withdrawn batch, ``run --reprocess``, deleted rows the state
-before cannot be read from). The other datasets have the touched days summed again
-(refresh.py), in the same refresh.
+else (``extract_fact_rows``; after a withdrawn batch, ``run --reprocess``, the state before
+cannot be read and refresh.py builds the extract whole). The other datasets have the touched
+days summed again (refresh.py), in the same refresh.
 """
 
 from __future__ import annotations

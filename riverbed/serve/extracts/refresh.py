@@ -9,14 +9,14 @@ changed since (changes.py) give the keys whose grain rows may have changed, and 
 touch takes its delta (delta.py: those keys' rows now minus before), the rollups follow
 their base's delta (derive.py). Cost follows the changes, not the history nor the days they
 fall on. A dataset deltas cannot maintain (delta.maintained: every dataset of the extract
-can, distinct orders included; every dataset after a withdrawn batch cannot) has the business
-days those keys fall on deleted and aggregated again from the warehouse's current-state views
-limited to those days, and their change is its rollups' delta (``Refreshed.by_days`` names
-them). The orders whose items span two days are kept beside the datasets either way
-(split_orders.py: the guard on summing distinct orders over days), made whole again after a
-withdrawn batch, whose items' orders no new batch names.
+can, distinct orders included; one counting another distinct thing could not) has the
+business days those keys fall on deleted and aggregated again from the warehouse's
+current-state views limited to those days, and their change is its rollups' delta
+(``Refreshed.by_days`` names them). The orders whose items span two days are kept beside the
+datasets either way (split_orders.py: the guard on summing distinct orders over days).
 Whole when there is no previous generation, the datasets' definitions changed
-(datasets.fingerprint), or a fact was truncated.
+(datasets.fingerprint), a fact was truncated, or a batch the previous generation counted
+was withdrawn from a fact (``run --reprocess``; see _continues).
 
 Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
 not a reader's), so a failed refresh never undoes a load. ``RIVERBED_EXTRACT_FAULT`` (tests only): ``fail`` raises, ``kill`` kills the process
@@ -125,6 +125,10 @@ def _write(
             if batch.loaded_at > previous.watermark:  # runs take turns: none loads meanwhile
                 changed.batches.setdefault(batch.target, []).append(batch.batch_id)
         full = changes.truncated(warehouse, changed)
+    counts = changes.fact_rows(warehouse, changed)
+    if not full:
+        assert previous is not None
+        full = not _continues(store.path_of(project, previous.name), counts)
     if not full:
         assert previous is not None
         store.clone(store.path_of(project, previous.name), path)
@@ -132,7 +136,6 @@ def _write(
     path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
     try:
         snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
-        counts = changes.fact_rows(warehouse, changed)
         way = "whole"
         by_days: tuple[str, ...] = ()
         if full:
@@ -141,13 +144,10 @@ def _write(
         else:
             changed.keys = {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
             facts = warehouse_model(project.config).facts
-            readable = delta.consistent(extract, counts)
             way, cells, day_count, by_days = _recompute(
-                extract, warehouse, changed, facts, catalog, snapshots, readable
+                extract, warehouse, changed, facts, catalog, snapshots
             )
-            if not readable:  # a withdrawn batch's items are gone from the facts: its orders too
-                split_orders.build(extract, warehouse)
-            elif way == "days":  # else redone for the orders delta.by_keys read
+            if way == "days":  # else redone for the orders delta.by_keys read
                 split_orders.update(extract, warehouse, changed, facts)
         delta.record(extract, counts)
         for snapshot, rows in snapshots.items():
@@ -158,6 +158,16 @@ def _write(
     finally:
         extract.close()
     return way, cells, day_count, by_days
+
+
+def _continues(previous: Path, counts: dict[str, tuple[int, int]]) -> bool:
+    """Whether the facts hold what the ``previous`` generation counted plus the new batches
+    (delta.consistent). Not after a withdrawn batch (``run --reprocess``, rows deleted from a
+    fact): the state before the run cannot be read from the facts, nor are the withdrawn
+    rows' keys and days named by any new batch (there may be none), so the extract is built
+    whole, the one way that is exact then; a rare path, on a user's command."""
+    with duckdb.connect(str(previous), read_only=True) as extract:
+        return delta.consistent(extract, counts)
 
 
 def _build(extract: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> tuple[int, int]:
@@ -181,17 +191,15 @@ def _recompute(
     facts: Sequence[FactModel],
     catalog: dict[str, dict[str, str]],
     snapshots: dict[str, pa.Table],
-    readable: bool,
 ) -> tuple[str, int, int, tuple[str, ...]]:
     """Bring the cells ``changed`` touches up to date: (how, cells changed, days they fall on,
     the datasets whose days were summed again). By deltas of the changed keys for the
     datasets delta.py maintains (``deltas``); the others' touched days summed again, their
-    cells' change kept as the delta the rollups take (every dataset, when the facts' state
-    before cannot be read, delta.consistent: ``days``)."""
+    cells' change kept as the delta the rollups take (``days`` when no dataset took deltas)."""
     if not changed:
         return "deltas", 0, 0, ()
     bases = [d for d in DATASETS if d.rollup_of is None]
-    by_deltas = delta.maintained(bases, facts) if readable else []
+    by_deltas = delta.maintained(bases, facts)
     by_days = [d for d in bases if d not in by_deltas]
     if by_deltas:
         delta.by_keys(extract, warehouse, changed, by_deltas, facts, catalog, snapshots)

@@ -16,7 +16,7 @@ item of those orders already (delta.by_keys: whole orders, a superset), so it re
 from those, in the extract (``redo``); one by days reads them from the warehouse
 (``update``). A batch withdrawn from the facts (``run --reprocess``; the refresh finds the
 facts' rows fewer than it recorded, delta.consistent) took its rows away unseen: its orders
-are in no new batch, so the table is built whole again. The items read are the current
+are in no new batch, so the table is built whole again, with the whole extract. The items read are the current
 view's, a superset of the grain's (an item whose product is unknown counts here): the guard
 errs towards live.
 """
