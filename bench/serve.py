@@ -227,10 +227,12 @@ def web(
         refresh_run(round_)
 
     with _serve_web.serving(config) as url:
-        _serve_web.page_loads(url, password, args.page_repeat)
-        _serve_web.concurrent_clients(
-            url, token, answered, args.clients, args.seconds, append_and_refresh
-        )
+        if args.page_repeat:  # 0: no page loads timed
+            _serve_web.page_loads(url, password, args.page_repeat)
+        if args.clients:
+            _serve_web.concurrent_clients(
+                url, token, answered, args.clients, args.seconds, append_and_refresh
+            )
 
 
 def main() -> int:
