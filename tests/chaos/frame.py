@@ -51,18 +51,25 @@ CONTINUOUS_RUN = ("run", "--every", "1")
 RESTART_SECONDS = 1.0  # systemd's RestartSec
 SEED = ("--customers", "120", "--sellers", "12", "--products", "60", "--orders", "600")
 RATE = 150  # changes per second of the live workload
+
+
+def count_alarm(metric: str, period_seconds: int = 300) -> dict[str, Any]:
+    """An alarm on any count of ``metric`` within the last ``period_seconds``, to the console."""
+    return {
+        "metric": metric,
+        "statistic": "sum",
+        "period_seconds": period_seconds,
+        "threshold": 0,
+        "comparison": ">",
+        "evaluation_periods": 1,
+        "treat_missing_data": "not_breaching",
+        "notify": ["console"],
+    }
+
+
 # capture's alarm: any interruption in the last five minutes (the lag alarm fires only after
 # minutes of lag); evaluated after each run, and a run may take a while on a busy machine
-CAPTURE_ALARM = {
-    "metric": "capture_interruptions_total",
-    "statistic": "sum",
-    "period_seconds": 300,
-    "threshold": 0,
-    "comparison": ">",
-    "evaluation_periods": 1,
-    "treat_missing_data": "not_breaching",
-    "notify": ["console"],
-}
+CAPTURE_ALARM = count_alarm("capture_interruptions_total")
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -182,6 +189,12 @@ class Chaos:
     prefix: tuple[str, ...] = ()  # what every service runs under (UNPRIVILEGED, say)
 
     # --- the services ------------------------------------------------------------------------
+
+    def alarm(self, name: str, metric: str, period_seconds: int = 300) -> None:
+        """Add alarm ``name`` on any count of ``metric`` (count_alarm) to the config."""
+        data = yaml.safe_load(self.config.read_text())
+        data["alarms"][name] = count_alarm(metric, period_seconds)
+        self.config.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def service(self, name: str) -> Service:
         return self.supervisor.services[name]

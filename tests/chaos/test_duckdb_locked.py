@@ -17,16 +17,6 @@ from conftest import Database
 from riverbed.load.duckdb_warehouse import LOCK_WAIT_SECONDS
 
 HOLD_SECONDS = LOCK_WAIT_SECONDS + 5
-STATE_RETRIED = {
-    "metric": "state_retries",
-    "statistic": "sum",
-    "period_seconds": 120,
-    "threshold": 0,
-    "comparison": ">",
-    "evaluation_periods": 1,
-    "treat_missing_data": "not_breaching",
-    "notify": ["console"],
-}
 # opens the file for writing as soon as no run has it, says so, holds it, and lets go
 HOLDER = """
 import sys, time, duckdb
@@ -46,10 +36,8 @@ def test_the_duckdb_warehouse_locked_longer_than_the_wait(
     database: Database, make_chaos: MakeChaos
 ) -> None:
     chaos = make_chaos(database)
-    data = yaml.safe_load(chaos.config.read_text())
-    data["alarms"]["state_retried"] = STATE_RETRIED
-    chaos.config.write_text(yaml.safe_dump(data, sort_keys=False))
-    warehouse = chaos.config.parent / data["warehouse"]["path"]
+    chaos.alarm("state_retried", "state_retries", 120)
+    warehouse = chaos.config.parent / yaml.safe_load(chaos.config.read_text())["warehouse"]["path"]
     chaos.start()
     chaos.flowing()
 

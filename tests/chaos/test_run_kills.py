@@ -34,16 +34,6 @@ KILLED_IN = (
     "facts",
     "publish",
 )
-RUN_DIED = {
-    "metric": "runs_taken_over",
-    "statistic": "sum",
-    "period_seconds": 60,
-    "threshold": 0,
-    "comparison": ">",
-    "evaluation_periods": 1,
-    "treat_missing_data": "not_breaching",
-    "notify": ["console"],
-}
 
 
 def inject(config: Path, faults: dict[str, Any]) -> None:
@@ -58,9 +48,7 @@ def kills(chaos: Chaos) -> int:
 
 def test_kill_9_of_a_run_in_each_state(database: Database, make_chaos: MakeChaos) -> None:
     chaos = make_chaos(database)
-    data = yaml.safe_load(chaos.config.read_text())
-    data["alarms"]["run_died"] = RUN_DIED
-    chaos.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    chaos.alarm("run_died", "runs_taken_over", 60)
     inject(chaos.config, {KILLED_IN[0]: {"error": "kill", "at": "end"}})
     chaos.start(workload_seconds=600)
     for index, state in enumerate(KILLED_IN):

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pipeline_support import cli
 
 from chaos.conftest import MakeChaos
@@ -20,16 +19,6 @@ from chaos.frame import Chaos, admin_query, alarm_fired, assert_exact, fault_rep
 from conftest import Database
 from riverbed.config import load_project
 
-SLOT_INVALIDATED = {
-    "metric": "capture_slot_invalidated_total",
-    "statistic": "sum",
-    "period_seconds": 300,
-    "threshold": 0,
-    "comparison": ">",
-    "evaluation_periods": 1,
-    "treat_missing_data": "not_breaching",
-    "notify": ["console"],
-}
 REFUSAL = r"replication slot '\S+' was invalidated by the source \(wal_removed"
 
 
@@ -94,9 +83,7 @@ def test_a_slot_invalidated_while_capture_was_down_is_refused_then_resnapshotted
     own_database: Database, make_chaos: MakeChaos
 ) -> None:
     chaos = make_chaos(own_database)
-    data = yaml.safe_load(chaos.config.read_text())
-    data["alarms"]["slot_invalidated"] = SLOT_INVALIDATED
-    chaos.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    chaos.alarm("slot_invalidated", "capture_slot_invalidated_total")
     chaos.start()
     chaos.flowing()
 
