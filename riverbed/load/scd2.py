@@ -123,10 +123,8 @@ from sqlglot.dialects.dialect import Dialect
 from riverbed.errors import ConfigError, first_line
 from riverbed.lake.schema import CDC_COLUMNS, COMMIT_TS, EVENT_COLUMNS, POSITION_COLUMNS
 from riverbed.load.model import BATCH_ID, FAR_FUTURE, STAGING_CDC_TYPES, DimensionModel
-from riverbed.load.scd2_plan import (
+from riverbed.load.scd2_builders import (
     _PREFIX,
-    POSITIONS,
-    PlanInput,
     _col,
     _is_null,
     _max_surrogate,
@@ -137,8 +135,8 @@ from riverbed.load.scd2_plan import (
     _timestamptz,
     _window,
     _zero,
-    plan,
 )
+from riverbed.load.scd2_plan import POSITIONS, PlanInput, plan
 from riverbed.load.warehouse import DIALECTS, capabilities
 
 MERGE_DIALECTS = tuple(name for name, can in DIALECTS.items() if can.scd2_merge)
