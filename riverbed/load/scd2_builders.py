@@ -13,6 +13,8 @@ from sqlglot import exp
 from riverbed.load.model import DimensionModel
 
 _PREFIX = "_scd2_"  # names of the plan's own columns; no source column may start with it
+# event classes (step e); CURRENT is also the _op of the pseudo-event for the current row
+CURRENT, NEW, COMPLETE, TYPE1, CLOSE, NOOP = "current", "new", "complete", "type1", "close", "noop"
 
 
 def _own(name: str) -> str:

@@ -12,8 +12,15 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from riverbed.lake.schema import COMMIT_TS, EVENT_COLUMNS, POSITION_COLUMNS
+from riverbed.load import scd2_single as single
 from riverbed.load.model import FAR_FUTURE, DimensionModel
 from riverbed.load.scd2_builders import (
+    CLOSE,
+    COMPLETE,
+    CURRENT,
+    NEW,
+    NOOP,
+    TYPE1,
     _col,
     _count_if,
     _grp,
@@ -47,9 +54,6 @@ _FIXED_WIDTH = {
     exp.DataType.Type.UUID,
 }
 
-# event classes (step e); CURRENT is also the _op of the pseudo-event for the current row
-CURRENT, NEW, COMPLETE, TYPE1, CLOSE, NOOP = "current", "new", "complete", "type1", "close", "noop"
-
 
 @dataclass(frozen=True)
 class PlanInput:
@@ -78,12 +82,23 @@ class PlanInput:
 
 
 def plan(p: PlanInput) -> exp.Select:
-    """The query of the work table: one row per version the batch creates or changes."""
+    """The query of the work table: one row per version the batch creates or changes.
+
+    The keys with one event take scd2_single's path (joins); the others, all of them with
+    ``effective_from``, the steps below (windows). Both paths' new versions are numbered
+    together, in source order."""
     dim, keys = p.dim, p.keys
-    steps: list[tuple[str, exp.Expr]] = [
-        ("events", events(dim, [*keys, *p.values])),
-        ("stream", stream(dim, [*keys, *p.values])),
-    ]
+    split = dim.effective_from is None
+    steps: list[tuple[str, exp.Expr]] = [("events", events(dim, [*keys, *p.values]))]
+    if split:
+        steps += [
+            ("counts", single.counts(keys)),
+            ("current", single.current(dim)),
+            ("several", single.of_keys(keys, several=True)),
+            ("lone", single.of_keys(keys, several=False)),
+            ("lone_classified", single.lone_classified(dim, p.values)),
+        ]
+    steps.append(("stream", stream(dim, [*keys, *p.values], split=split)))
     if p.toastable:
         steps += [
             ("toast_keys", toast_keys(keys)),
@@ -104,7 +119,11 @@ def plan(p: PlanInput) -> exp.Select:
         ("segmented", segmented(keys, "timed" if dim.effective_from else "classified")),
         ("segments", segments(keys, p.starts, dim.type1)),
     ]
-    query = versions(dim, p.values)
+    every: exp.Query = versions(dim, p.values)
+    for lone in single.lone_versions(dim, p.values) if split else []:
+        every = exp.union(every, lone, distinct=False)
+    steps.append(("versions", every))
+    query = numbered(dim, p.values)
     for name, step in steps:
         query = query.with_(name, as_=step, copy=False)
     return query
@@ -169,10 +188,12 @@ def _event_column(dim: DimensionModel, name: str) -> exp.Expr:
     ).as_(COMMIT_TS, quoted=True)
 
 
-def stream(dim: DimensionModel, names: list[str]) -> exp.Select:
+def stream(dim: DimensionModel, names: list[str], *, split: bool = False) -> exp.Select:
     """Step b, ``stream``: the current row of every key in the batch as the first row of its
-    key, then its events in source order, numbered by ``ord``."""
+    key, then its events in source order, numbered by ``ord``. ``split``: of the keys in
+    ``several`` only (the current rows from ``current``); the others take scd2_single's path."""
     keys = dim.keys
+    source = "several" if split else "events"
     current = (
         exp.select(
             *(_col(name, "c") for name in names),
@@ -183,13 +204,13 @@ def stream(dim: DimensionModel, names: list[str]) -> exp.Select:
             _text(",").as_(_own("toast"), quoted=True),
             _col("is_inferred", "c").as_(_own("inferred"), quoted=True),
         )
-        .from_(_table(dim.name, "c"))
+        .from_(_table("current" if split else dim.name, "c"))
         .where(
             exp.and_(
                 _col("is_current_record", "c"),
                 exp.Exists(
                     this=exp.select(exp.Literal.number(1))
-                    .from_(_table("events", "e"))
+                    .from_(_table(source, "e"))
                     .where(exp.and_(*(_col(k, "e").eq(_col(k, "c")) for k in keys)))
                 ),
             )
@@ -206,9 +227,7 @@ def stream(dim: DimensionModel, names: list[str]) -> exp.Select:
                 _col("_seq"),
             ],
         ).as_(_own("ord"), quoted=True),
-    ).from_(
-        exp.union(exp.select(exp.Star()).from_("events"), current, distinct=False).subquery("u")
-    )
+    ).from_(exp.union(exp.select(exp.Star()).from_(source), current, distinct=False).subquery("u"))
 
 
 # Step c, TOAST, only for the keys with a marked event (usually none, so this costs nothing):
@@ -426,25 +445,14 @@ def segments(keys: Sequence[str], starts: Sequence[str], type1: Sequence[str]) -
 
 def versions(dim: DimensionModel, values: Sequence[str]) -> exp.Select:
     """Step h, the versions: the last event of each segment (the next one starts a version,
-    or there is none), with its expiry, flags and, for a new version, its surrogate key."""
+    or there is none), with its expiry and flags (numbered gives the new ones their keys)."""
     klass, next_class = _col(_own("class")), _col(_own("next_class"))
-    seg = _col(_own("seg"))
-    new_version = exp.GT(this=seg, expression=_zero())
     closes = klass.eq(_text(CLOSE))
-    rank_new = _window(exp.RowNumber(), [new_version.copy()], [_col("_lsn"), _col("_seq")])
     return (
         exp.select(
             *_by_key(dim.keys),
             *(_col(name) for name in values),
-            seg.copy(),
-            exp.Case(
-                ifs=[
-                    exp.If(
-                        this=new_version.copy(),
-                        true=exp.Add(this=_max_surrogate(dim), expression=rank_new),
-                    )
-                ]
-            ).as_(dim.surrogate, quoted=True),
+            _col(_own("seg")),
             _col("_commit_ts").as_("effective_date", quoted=True),
             exp.Case(
                 ifs=[
@@ -464,6 +472,35 @@ def versions(dim: DimensionModel, values: Sequence[str]) -> exp.Select:
         .from_("segments")
         .where(exp.or_(_is_null(next_class.copy()), next_class.copy().eq(_text(NEW))))
     )
+
+
+def numbered(dim: DimensionModel, values: Sequence[str]) -> exp.Select:
+    """The work table's rows: ``versions``' rows, each new version (segment > 0) with its
+    surrogate key, max(existing) + its rank in source order.
+
+    The window sorts every row, not only the new versions: the rows come out with the
+    current rows to update in the order of their positions, the order the dimension's rows
+    were inserted in, and the MERGE updates them in that order. DuckDB's update of the same
+    rows in the order a hash join left them took ten times as long (measured: 5.5 s against
+    0.5 s, 100,000 rows of 1M)."""
+    seg = _col(_own("seg"))
+    new_version = exp.GT(this=seg, expression=_zero())
+    rank_new = _window(exp.RowNumber(), [new_version.copy()], [_col("_lsn"), _col("_seq")])
+    surrogate = exp.Case(
+        ifs=[
+            exp.If(
+                this=new_version.copy(),
+                true=exp.Add(this=_max_surrogate(dim), expression=rank_new),
+            )
+        ]
+    ).as_(dim.surrogate, quoted=True)
+    return exp.select(
+        *_by_key(dim.keys),
+        *(_col(name) for name in values),
+        seg.copy(),
+        surrogate,
+        *(_col(name) for name in single.VERSION_TAIL),
+    ).from_("versions")
 
 
 # --- pieces of the steps -----------------------------------------------------------------
