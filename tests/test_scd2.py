@@ -871,3 +871,15 @@ def test_keys_with_one_event_take_no_window(warehouse: Warehouse) -> None:
     keys = [r["item_key"] for r in dimension(warehouse) if r["effective_date"] == at(20)]
     assert len(keys) == len(set(keys)) == 3  # 1, 9 and the first of 4: numbered together
     check_invariants(dimension(warehouse))
+
+
+def test_postgres_dimension_leaves_room_for_hot_updates(warehouse: Warehouse) -> None:
+    """PostgreSQL: the dimension's pages keep a tenth free, so the merge's update of a current
+    row (no indexed column changes) stays on its page, a HOT update with no index entries."""
+    found = warehouse.query(
+        "SELECT reloptions FROM pg_class WHERE relname = 'dim_item'"
+        if warehouse.dialect == "postgres"
+        else "SELECT NULL AS reloptions"
+    ).to_pylist()
+    expected = ["fillfactor=90"] if warehouse.dialect == "postgres" else None
+    assert found == [{"reloptions": expected}]

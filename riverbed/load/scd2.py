@@ -199,7 +199,12 @@ def dimension_ddl(
         _column_def("_lsn", exp.DataType.build("BIGINT")),  # NULL for an inferred member
         _column_def("_seq", exp.DataType.build("BIGINT")),
     ]
-    statements: list[exp.Expr] = [_create_table(dim.name, defs), positions_ddl()]
+    table = _create_table(dim.name, defs)
+    fillfactor = capabilities(dialect).dimension_fillfactor
+    if fillfactor is not None:  # room on each page for HOT updates (Capabilities)
+        fill = exp.Property(this=exp.var("fillfactor"), value=exp.Literal.number(fillfactor))
+        table.set("properties", exp.Properties(expressions=[fill]))
+    statements: list[exp.Expr] = [table, positions_ddl()]
     if indexes:
         statements += [
             create_index(f"{dim.name}_surrogate", dim.name, [dim.surrogate], unique=True),
