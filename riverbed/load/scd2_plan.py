@@ -98,16 +98,16 @@ def plan(p: PlanInput) -> exp.Select:
             ("lone", single.of_keys(keys, several=False)),
             ("lone_classified", single.lone_classified(dim, p.values)),
         ]
-    steps.append(("stream", stream(dim, [*keys, *p.values], split=split)))
+    collapses = dim.versions == "per_transaction"
+    steps.append(("stream", stream(dim, [*keys, *p.values], split=split, marks=collapses)))
     if p.toastable:
         steps += [
             ("toast_keys", toast_keys(keys)),
             ("toast_groups", toast_groups(keys, p.toastable)),
-            ("resolved", resolved(keys, p.values, p.toastable)),
+            ("resolved", resolved(keys, p.values, p.toastable, collapses)),
         ]
     else:
-        steps.append(("resolved", _as_streamed(keys, p.values).from_("stream")))
-    collapses = dim.versions == "per_transaction"
+        steps.append(("resolved", _as_streamed(keys, p.values, collapses).from_("stream")))
     if collapses:
         steps.append(("collapsed", collapsed(keys, p.values)))
     steps.append(
@@ -188,10 +188,13 @@ def _event_column(dim: DimensionModel, name: str) -> exp.Expr:
     ).as_(COMMIT_TS, quoted=True)
 
 
-def stream(dim: DimensionModel, names: list[str], *, split: bool = False) -> exp.Select:
+def stream(
+    dim: DimensionModel, names: list[str], *, split: bool = False, marks: bool = False
+) -> exp.Select:
     """Step b, ``stream``: the current row of every key in the batch as the first row of its
     key, then its events in source order, numbered by ``ord``. ``split``: of the keys in
-    ``several`` only (the current rows from ``current``); the others take scd2_single's path."""
+    ``several`` only (the current rows from ``current``); the others take scd2_single's path.
+    ``marks``: also ``keep``, the rows step d keeps (see _kept)."""
     keys = dim.keys
     source = "several" if split else "events"
     current = (
@@ -216,18 +219,46 @@ def stream(dim: DimensionModel, names: list[str], *, split: bool = False) -> exp
             )
         )
     )
-    return exp.select(
-        exp.Star(),
-        _window(
-            exp.RowNumber(),
-            _by_key(keys),
-            [  # the current row first, then the events in source order
-                exp.Case(ifs=[exp.If(this=_is_current(), true=_zero())], default=_one()),
-                _col("_lsn"),
-                _col("_seq"),
-            ],
-        ).as_(_own("ord"), quoted=True),
-    ).from_(exp.union(exp.select(exp.Star()).from_(source), current, distinct=False).subquery("u"))
+    order = [  # the current row first, then the events in source order
+        exp.Case(ifs=[exp.If(this=_is_current(), true=_zero())], default=_one()),
+        _col("_lsn"),
+        _col("_seq"),
+    ]
+    numbered = [_window(exp.RowNumber(), _by_key(keys), order).as_(_own("ord"), quoted=True)]
+    if marks:
+        numbered.append(_kept(keys, order).as_(_own("keep"), quoted=True))
+    return exp.select(exp.Star(), *numbered).from_(
+        exp.union(exp.select(exp.Star()).from_(source), current, distinct=False).subquery("u")
+    )
+
+
+def _kept(keys: Sequence[str], order: Sequence[exp.Expr]) -> exp.Expr:
+    """Step d's rows, marked in step b's order: the current row, the last row of each source
+    transaction (the next row of the key is of another ``_lsn``, or there is none), and a
+    delete no later row of its transaction repeats (the next delete of the key, among the
+    rows after it, is of a later ``_lsn``)."""
+    lsn = _col("_lsn")
+    next_lsn = _window(exp.Lead(this=lsn.copy()), _by_key(keys), order)
+    deleted_at = exp.Case(ifs=[exp.If(this=_col("_op").eq(_text("D")), true=lsn.copy())])
+    next_delete = _window(exp.Min(this=deleted_at), _by_key(keys), order)
+    next_delete.set(
+        "spec",
+        exp.WindowSpec(
+            kind="ROWS",
+            start=exp.Literal.number(1),
+            start_side="FOLLOWING",
+            end="UNBOUNDED",
+            end_side="FOLLOWING",
+        ),
+    )
+    return exp.or_(
+        _is_current(),
+        exp.NullSafeNEQ(this=next_lsn, expression=lsn.copy()),
+        exp.and_(
+            _col("_op").eq(_text("D")),
+            exp.NullSafeNEQ(this=next_delete, expression=lsn.copy()),
+        ),
+    )
 
 
 # Step c, TOAST, only for the keys with a marked event (usually none, so this costs nothing):
@@ -265,15 +296,17 @@ def toast_groups(keys: Sequence[str], toastable: Sequence[str]) -> exp.Select:
     )
 
 
-def resolved(keys: Sequence[str], values: Sequence[str], toastable: Sequence[str]) -> exp.Union:
+def resolved(
+    keys: Sequence[str], values: Sequence[str], toastable: Sequence[str], kept: bool = False
+) -> exp.Union:
     """Step c, ``resolved``: the stream with every unsent value resolved (toast_groups), and
     the rows of the keys without a marked event as they are."""
     toast_resolved = exp.select(
         *_by_key(keys),
         *(_resolved(name, keys) if name in toastable else _col(name) for name in values),
-        *_carried(),
+        *_carried(kept),
     ).from_("toast_groups")
-    unmarked = _of_toast_keys(keys, _as_streamed(keys, values), has=False)
+    unmarked = _of_toast_keys(keys, _as_streamed(keys, values, kept), has=False)
     return exp.union(toast_resolved, unmarked, distinct=False)
 
 
@@ -282,25 +315,9 @@ def collapsed(keys: Sequence[str], values: Sequence[str]) -> exp.Select:
     the last, which carries the state the transaction left (TOAST resolved already), and the
     last delete before it, if any, so that a delete then an insert still ends the version
     before and starts a new one; the current row stays. The rows in between were states no
-    reader could see."""
-    by_transaction = [*_by_key(keys), _col("_lsn")]
-
-    def last(condition: exp.Expr | None = None) -> exp.Window:
-        seq = _col("_seq")
-        value = seq if condition is None else exp.Case(ifs=[exp.If(this=condition, true=seq)])
-        return _window(exp.Max(this=value), by_transaction, [])
-
-    marked = exp.select(
-        exp.Star(),
-        last().as_(_own("last_seq"), quoted=True),
-        last(_col("_op").eq(_text("D"))).as_(_own("last_delete"), quoted=True),
-    ).from_("resolved")
-    kept = exp.or_(
-        _is_current(),
-        _col("_seq").eq(_col(_own("last_seq"))),
-        _col("_seq").eq(_col(_own("last_delete"))),
-    )
-    return _as_streamed(keys, values).from_(marked.subquery("m")).where(kept)
+    reader could see. Which rows stay, stream marked (``keep``), in the sort it numbers the
+    rows in: a window of its own over (key, transaction) cost a sort of the batch."""
+    return _as_streamed(keys, values).from_("resolved").where(_col(_own("keep")))
 
 
 def classified(keys: Sequence[str], tracked: Sequence[str], source: str) -> exp.Select:
@@ -514,14 +531,16 @@ def _by_ord() -> list[exp.Column]:
     return [_col(_own("ord"))]
 
 
-def _carried() -> list[exp.Column]:
-    """The columns every row of the stream carries from step b to step g as they are."""
-    return [_col(name) for name in (*EVENT_COLUMNS, _own("inferred"), _own("ord"))]
+def _carried(kept: bool = False) -> list[exp.Column]:
+    """The columns every row of the stream carries from step b to step g as they are (with
+    ``kept``, also stream's ``keep`` mark, up to step d)."""
+    names = (*EVENT_COLUMNS, _own("inferred"), _own("ord"), *([_own("keep")] if kept else []))
+    return [_col(name) for name in names]
 
 
-def _as_streamed(keys: Sequence[str], values: Sequence[str]) -> exp.Select:
+def _as_streamed(keys: Sequence[str], values: Sequence[str], kept: bool = False) -> exp.Select:
     """The columns of ``resolved``, as the stream has them (FROM to add)."""
-    return exp.select(*_by_key(keys), *(_col(name) for name in values), *_carried())
+    return exp.select(*_by_key(keys), *(_col(name) for name in values), *_carried(kept))
 
 
 def _of_toast_keys(keys: Sequence[str], select: exp.Select, *, has: bool) -> exp.Select:
