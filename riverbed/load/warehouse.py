@@ -67,6 +67,9 @@ class Capabilities:
     # update (PostgreSQL): no new entry in any index. Full pages moved every updated row
     # elsewhere and added an entry to each index for it
     dimension_fillfactor: int | None = None
+    # a DATE minus a DATE is a count of days (PostgreSQL): an event's day number by integer
+    # arithmetic in the warehouse's UTC session, where EXTRACT computes a numeric per field
+    date_difference: bool = False
 
 
 # the dialects statements are generated in (`riverbed ddl --dialect`), in the order offered
@@ -85,6 +88,7 @@ DIALECTS: dict[str, Capabilities] = {
         scd2_merge=True,
         row_position="ctid",
         dimension_fillfactor=90,
+        date_difference=True,
     ),
     "redshift": Capabilities(
         has_indexes=False, epoch_functions=False, physical_design=True, scd2_merge=False
