@@ -24,6 +24,11 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
    for the current rows of the keys in the batch. :mod:`riverbed.load.scd2_plan` builds it, one
    function per CTE, named as below.
 
+   Most keys have one event in a batch; without ``effective_from``, those (with no TOAST mark)
+   skip steps b-g: :mod:`riverbed.load.scd2_single` compares each with its current row by a
+   join and gives the rows step h gives (``counts``, ``current``, ``lone``,
+   ``lone_classified``); the steps below see only ``several``, the other keys' events.
+
    a. ``events``: staged rows above the dimension's high-water mark in the position table,
       ``(_lsn, _seq) > (hwm_lsn, hwm_seq)``. What is at or below it was applied by an earlier
       run, so rerunning a batch (or an older one) changes nothing.
@@ -44,7 +49,8 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
       it, so that a delete then an insert still closes the version before and starts a new
       one. So updated then deleted is a close, inserted then deleted a noop, several updates
       one version with the last values. The dropped rows were states no reader could see:
-      every version they made would be zero-length (``[t, t)``).
+      every version they made would be zero-length (``[t, t)``). Which rows stay, ``stream``
+      marks (``keep``) in the order it numbers them by.
    e. ``classified``: every event against the previous row of its key:
 
       ============ ============================================================================
@@ -76,13 +82,15 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
       segment ``seg`` > 0, a version to insert; ``starter`` counts the rows whose values start a
       version's non-type1 columns (``current``, ``new``, ``complete``); ``carrier`` also counts
       ``type1`` events, which set the type1 columns. LEAD gives each event's successor.
-   g. ``segments``: the values in force after every event: FIRST_VALUE over (key, starter) for
-      the non-type1 columns, the version's start and position; over (key, carrier) for the
-      type1 columns.
+   g. ``segments``: the values in force after each segment's last event: those of the row
+      that starts its (key, starter) group for the non-type1 columns, the version's start and
+      position; of the row that starts its (key, carrier) group for the type1 columns (a join
+      with those rows).
    h. the versions: the last event of each segment (its successor is ``new``, or there is
       none). ``expiry_date`` = the close's time if the segment ends with a delete, else
       the next version's effective_date, else FAR_FUTURE; current = neither; deleted = closed.
-      New versions get surrogate keys max(existing) + ROW_NUMBER() in source order.
+      New versions (of both paths) get surrogate keys max(existing) + ROW_NUMBER() in source
+      order (``versions``, then the work table's query).
 
 3. ``MERGE INTO <dim> USING _scd2_<dim> ON natural key AND is_current_record AND seg = 0``:
    ``WHEN MATCHED`` updates the current row from before the batch (expiry, flags, type1 values,

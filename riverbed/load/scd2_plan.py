@@ -439,25 +439,49 @@ def segmented(keys: Sequence[str], source: str = "classified") -> exp.Select:
 
 
 def segments(keys: Sequence[str], starts: Sequence[str], type1: Sequence[str]) -> exp.Select:
-    """Step g, ``segments``: every event with the values in force after it: the non-type1
-    values, start and position of the last starter, the type1 values of the last carrier."""
-    by_key, by_ord = _by_key(keys), _by_ord()
-    by_starter = [*by_key, _col(_own("starter"))]
-    by_carrier = [*by_key, _col(_own("carrier"))]
+    """Step g, ``segments``: the last event of each segment (step h's rows: the next one
+    starts a version, or there is none) with the values in force after it: the non-type1
+    values, start and position of its starter, the type1 values of its carrier.
+
+    Each (key, starter) group of segmented's rows begins with its one starter row, and each
+    (key, carrier) group with its one carrier row (noops are gone; a key's first row is the
+    current row or a ``new`` event): the values are that row's, found by a join of the few
+    rows kept with those rows, where a FIRST_VALUE over each grouping sorted every row."""
+    last = exp.or_(
+        _is_null(_col(_own("next_class"), "l")), _col(_own("next_class"), "l").eq(_text(NEW))
+    )
+
+    def group_row(alias: str, counter: str, classes: Sequence[str]) -> exp.Expr:
+        return exp.and_(
+            *(_col(k, alias).eq(_col(k, "l")) for k in keys),
+            _col(_own(counter), alias).eq(_col(_own(counter), "l")),
+            exp.In(this=_col(_own("class"), alias), expressions=[_text(c) for c in classes]),
+        )
+
     started = [*starts, "_commit_ts", *POSITION_COLUMNS, _own("inferred")]
-    return exp.select(
-        *by_key,
-        *(_col(_own(n)) for n in ("seg", "class", "next_class", "next_ts")),
-        _col("_commit_ts").as_(_own("event_ts"), quoted=True),
-        *(
-            _window(exp.FirstValue(this=_col(name)), by_starter, by_ord).as_(name, quoted=True)
-            for name in started
-        ),
-        *(
-            _window(exp.FirstValue(this=_col(name)), by_carrier, by_ord).as_(name, quoted=True)
-            for name in type1
-        ),
-    ).from_("segmented")
+    query = (
+        exp.select(
+            *(_col(k, "l") for k in keys),
+            *(_col(_own(n), "l") for n in ("seg", "class", "next_class", "next_ts")),
+            _col("_commit_ts", "l").as_(_own("event_ts"), quoted=True),
+            *(_col(name, "s") for name in started),
+            *(_col(name, "t") for name in type1),
+        )
+        .from_(_table("segmented", "l"))
+        .join(
+            _table("segmented", "s"),
+            on=group_row("s", "starter", (CURRENT, NEW, COMPLETE)),
+            join_type="inner",
+        )
+        .where(last)
+    )
+    if type1:
+        query = query.join(
+            _table("segmented", "t"),
+            on=group_row("t", "carrier", (CURRENT, NEW, COMPLETE, TYPE1)),
+            join_type="inner",
+        )
+    return query
 
 
 def versions(dim: DimensionModel, values: Sequence[str]) -> exp.Select:
