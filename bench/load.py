@@ -19,6 +19,12 @@ What is measured (Riverbed's own statements, as `riverbed run` issues them, thro
    ``--scale-keys N`` the merge of 100,000 changed keys is also timed (with its hand-written
    limit) on DuckDB dimensions of --keys and of N keys, built directly: Riverbed's merge
    should cost about the same at both sizes, a full compare grows with the dimension.
+   An external reference beside it: the same change set through a dbt-duckdb snapshot
+   (bench/_dbt_snapshot.py; check strategy on the tracked columns), its node's time from
+   dbt's run_results.json and its process's; target: Riverbed's MERGE at least 2x faster
+   than the node. dbt is a bench-only dependency run as a subprocess (``--dbt``, else dbt on
+   PATH; ``pip install -e .[bench]``, best in an environment of its own); without it the
+   line says how to install it.
 2. facts: F new fact rows (default 1,000,000) keyed to that dimension, staged (their load
    order and window noted on the way in, as the stage state does); timed:
    ``riverbed.load.facts.append``, as the facts state calls it: the preaction +
@@ -42,6 +48,7 @@ machine slows both sides of a ratio, so compare within one run. Run:
     python bench/load.py                        (about 2 minutes on 2 cores)
     python bench/load.py --scale-keys 10000000  (adds the merge at 1M and 10M keys; minutes)
     python bench/load.py --keys 200000 --facts 200000 --skip-postgres
+    python bench/load.py --dbt /path/to/venv/bin/dbt  (dbt-duckdb in a venv of its own)
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import _dbt_snapshot as dbt
 import _hand_merge as hand
 import numpy as np
 import pyarrow as pa
@@ -396,11 +404,43 @@ def merge_at_scale(folder: Path, n_keys: int) -> dict[str, float]:
         wh.close()
 
 
+def dbt_reference(option: str | None, folder: Path, n_keys: int, merged: float) -> list[str]:
+    """The same change set as bench_engine's merge (the same generator, the same seed)
+    through a dbt-duckdb snapshot (bench/_dbt_snapshot.py), beside Riverbed's merge."""
+    found = dbt.find(option)
+    if found is None:
+        return [f"duckdb    {dbt.MISSING}"]
+    initial = dimension_rows(
+        np.arange(n_keys, dtype=np.int64), np.zeros(n_keys, dtype=np.int64), 1, START_US
+    )
+    changes = change_batch(n_keys, np.random.default_rng(7))
+    after = hand.snapshot(initial, changes, "customer_id")
+    names = [n for n in after.column_names if n not in ("_lsn",)]
+    before = initial.select(names)
+    f = dbt.snapshot_run(found, folder, DIM, before, after.select(names))
+    return [
+        f"duckdb    the same changes through a dbt-duckdb snapshot (check strategy; reference): "
+        f"node {f['node']:.2f} s (dbt's run_results.json), process {f['process']:.2f} s, "
+        f"{int(f['closed']):,} versions closed; Riverbed's MERGE {merged:.2f} s",
+        verdict(
+            "dbt snapshot node / SCD2 merge (duckdb)",
+            f"{f['node'] / merged:.2f}x",
+            ">= 2x",
+            f["node"] >= 2 * merged,
+        ),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keys", type=int, default=1_000_000, help="dimension keys")
     parser.add_argument("--facts", type=int, default=1_000_000, help="fact rows appended")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument(
+        "--dbt",
+        help="the dbt executable for the dbt-duckdb snapshot reference (default: dbt on PATH; "
+        "a bench-only dependency: pip install -e .[bench], best in its own environment)",
+    )
     parser.add_argument(
         "--scale-keys",
         type=int,
@@ -420,6 +460,7 @@ def main() -> int:
         finally:
             duck.close()
         lines += report("duckdb", figures, args.facts)
+        lines += dbt_reference(args.dbt, Path(folder), args.keys, figures["merge"])
         if args.scale_keys:
             for n_keys in (args.keys, args.scale_keys):
                 f = merge_at_scale(Path(folder), n_keys)

@@ -20,6 +20,7 @@ from riverbed.load.fact_current import LeftOut, current_view_ddl
 from riverbed.load.facts import (
     PlanOfParts,
     append,
+    append_statements,
     fact_ddl,
     fact_indexes,
     load_plan,
@@ -465,3 +466,14 @@ def test_a_lone_delete_is_counted_and_not_appended(warehouse: Warehouse) -> None
     ops = warehouse.query(f"SELECT _op, order_id FROM {ORDERS.name} ORDER BY _lsn").to_pylist()
     assert ops == [{"_op": "I", "order_id": 1}, {"_op": "D", "order_id": 1}]
     assert current(warehouse) == {}
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+def test_a_batch_of_a_few_months_keys_its_dates_without_calendar_functions(dialect: str) -> None:
+    """The date key of a batch spanning a few months is its UTC day number plus a constant per
+    month: on PostgreSQL a DATE difference, where EXTRACT made a numeric of each field."""
+    window = (BASE, BASE + dt.timedelta(days=70))
+    insert = append_statements(FACT, list(FACT_COLUMNS), ["b"], [], dialect, window)[1]
+    text = insert.sql(dialect=dialect).upper()
+    assert "EXTRACT" not in text
+    assert "DATE_PART" not in text

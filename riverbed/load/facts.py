@@ -531,12 +531,12 @@ def _as_of(
 def _date_key(event: exp.Expr, dialect: str, window: Window | None = None) -> exp.Expr:
     """yyyymmdd of the event's UTC day, as an INT, by arithmetic (a string per row costs more
     than the key join)."""
-    epoch = capabilities(dialect).epoch_functions
-    if epoch and window is not None:
-        by_month = _date_key_by_month(event, window)
+    can = capabilities(dialect)
+    if window is not None and (can.epoch_functions or can.date_difference):
+        by_month = _date_key_by_month(window, _day_number(event, dialect))
         if by_month is not None:
             return by_month
-    if epoch:
+    if can.epoch_functions:
         # EXTRACT on a TIMESTAMPTZ goes through ICU's calendar for every row; the same instant
         # as a plain UTC TIMESTAMP is integer arithmetic (a third of the append's cost, measured),
         # and its DATE a quarter cheaper again
@@ -548,12 +548,24 @@ def _date_key(event: exp.Expr, dialect: str, window: Window | None = None) -> ex
     return exp.cast(part("YEAR") * 10000 + part("MONTH") * 100 + part("DAY"), "INT")
 
 
-def _date_key_by_month(event: exp.Expr, window: Window) -> exp.Expr | None:
-    """The date key of an event in ``window`` (a dialect with epoch_functions) as its day number plus a constant per
-    calendar month the window touches: ``day + (yyyymm01 - first day of the month)``. A
-    division and an addition per row, where three calendar conversions cost three times the
-    rest of the date work (measured on 1M rows). None before 1970 (integer division truncates
-    towards zero there) or when the window spans more than WINDOW_MONTHS months."""
+def _day_number(event: exp.Expr, dialect: str) -> exp.Expr:
+    """The event's UTC day as days since 1970-01-01 (a dialect with epoch_functions or
+    date_difference; the warehouse's session runs in UTC)."""
+    if capabilities(dialect).epoch_functions:
+        return exp.IntDiv(
+            this=exp.func("epoch_us", event.copy()), expression=exp.Literal.number(DAY_US)
+        )
+    epoch = exp.cast(exp.Literal.string(EPOCH.isoformat()), "DATE")
+    return exp.paren(exp.Sub(this=exp.cast(event.copy(), "DATE"), expression=epoch))
+
+
+def _date_key_by_month(window: Window, day: exp.Expr) -> exp.Expr | None:
+    """The date key of an event in ``window`` whose day number (_day_number) is ``day``: the
+    day number plus a constant per calendar month the window touches: ``day + (yyyymm01 -
+    first day of the month)``. A division (or a subtraction) and an addition per row, where
+    three calendar conversions cost three times the rest of the date work (measured on 1M
+    rows). None before 1970 (integer division truncates towards zero there) or when the
+    window spans more than WINDOW_MONTHS months."""
     first, last = (t.astimezone(UTC).date() for t in window)
     if first < EPOCH:
         return None
@@ -564,7 +576,6 @@ def _date_key_by_month(event: exp.Expr, window: Window) -> exp.Expr | None:
         if len(starts) > WINDOW_MONTHS:
             return None
         month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    day = exp.IntDiv(this=exp.func("epoch_us", event), expression=exp.Literal.number(DAY_US))
 
     def offset(start: date) -> exp.Expr:
         key = start.year * 10000 + start.month * 100 + 1

@@ -24,6 +24,11 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
    for the current rows of the keys in the batch. :mod:`riverbed.load.scd2_plan` builds it, one
    function per CTE, named as below.
 
+   Most keys have one event in a batch; without ``effective_from``, those (with no TOAST mark)
+   skip steps b-g: :mod:`riverbed.load.scd2_single` compares each with its current row by a
+   join and gives the rows step h gives (``counts``, ``current``, ``lone``,
+   ``lone_classified``); the steps below see only ``several``, the other keys' events.
+
    a. ``events``: staged rows above the dimension's high-water mark in the position table,
       ``(_lsn, _seq) > (hwm_lsn, hwm_seq)``. What is at or below it was applied by an earlier
       run, so rerunning a batch (or an older one) changes nothing.
@@ -44,7 +49,8 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
       it, so that a delete then an insert still closes the version before and starts a new
       one. So updated then deleted is a close, inserted then deleted a noop, several updates
       one version with the last values. The dropped rows were states no reader could see:
-      every version they made would be zero-length (``[t, t)``).
+      every version they made would be zero-length (``[t, t)``). Which rows stay, ``stream``
+      marks (``keep``) in the order it numbers them by.
    e. ``classified``: every event against the previous row of its key:
 
       ============ ============================================================================
@@ -76,13 +82,15 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
       segment ``seg`` > 0, a version to insert; ``starter`` counts the rows whose values start a
       version's non-type1 columns (``current``, ``new``, ``complete``); ``carrier`` also counts
       ``type1`` events, which set the type1 columns. LEAD gives each event's successor.
-   g. ``segments``: the values in force after every event: FIRST_VALUE over (key, starter) for
-      the non-type1 columns, the version's start and position; over (key, carrier) for the
-      type1 columns.
+   g. ``segments``: the values in force after each segment's last event: those of the row
+      that starts its (key, starter) group for the non-type1 columns, the version's start and
+      position; of the row that starts its (key, carrier) group for the type1 columns (a join
+      with those rows).
    h. the versions: the last event of each segment (its successor is ``new``, or there is
       none). ``expiry_date`` = the close's time if the segment ends with a delete, else
       the next version's effective_date, else FAR_FUTURE; current = neither; deleted = closed.
-      New versions get surrogate keys max(existing) + ROW_NUMBER() in source order.
+      New versions (of both paths) get surrogate keys max(existing) + ROW_NUMBER() in source
+      order (``versions``, then the work table's query).
 
 3. ``MERGE INTO <dim> USING _scd2_<dim> ON natural key AND is_current_record AND seg = 0``:
    ``WHEN MATCHED`` updates the current row from before the batch (expiry, flags, type1 values,
@@ -116,6 +124,7 @@ from INFERRED_SINCE. The key's first real event completes that row in place (``c
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
@@ -123,10 +132,8 @@ from sqlglot.dialects.dialect import Dialect
 from riverbed.errors import ConfigError, first_line
 from riverbed.lake.schema import CDC_COLUMNS, COMMIT_TS, EVENT_COLUMNS, POSITION_COLUMNS
 from riverbed.load.model import BATCH_ID, FAR_FUTURE, STAGING_CDC_TYPES, DimensionModel
-from riverbed.load.scd2_plan import (
+from riverbed.load.scd2_builders import (
     _PREFIX,
-    POSITIONS,
-    PlanInput,
     _col,
     _is_null,
     _max_surrogate,
@@ -137,8 +144,8 @@ from riverbed.load.scd2_plan import (
     _timestamptz,
     _window,
     _zero,
-    plan,
 )
+from riverbed.load.scd2_plan import POSITIONS, PlanInput, plan
 from riverbed.load.warehouse import DIALECTS, capabilities
 
 MERGE_DIALECTS = tuple(name for name, can in DIALECTS.items() if can.scd2_merge)
@@ -154,6 +161,8 @@ VERSION_COLUMNS = (
 SCD_COLUMNS = (*VERSION_COLUMNS, *POSITION_COLUMNS)
 # what the MERGE writes over a current row: a version's start (effective_date) never changes
 _REWRITTEN = tuple(name for name in SCD_COLUMNS if name != "effective_date")
+# what the MERGE writes over a current row the batch only expires or closes
+_ENDED = ("expiry_date", "is_current_record", "is_deleted")
 _MERGE_TEXTS = 256  # scd2_sql's cache: dimensions x column sets x dialects a process keeps
 
 
@@ -201,7 +210,12 @@ def dimension_ddl(
         _column_def("_lsn", exp.DataType.build("BIGINT")),  # NULL for an inferred member
         _column_def("_seq", exp.DataType.build("BIGINT")),
     ]
-    statements: list[exp.Expr] = [_create_table(dim.name, defs), positions_ddl()]
+    table = _create_table(dim.name, defs)
+    fillfactor = capabilities(dialect).dimension_fillfactor
+    if fillfactor is not None:  # room on each page for HOT updates (Capabilities)
+        fill = exp.Property(this=exp.var("fillfactor"), value=exp.Literal.number(fillfactor))
+        table.set("properties", exp.Properties(expressions=[fill]))
+    statements: list[exp.Expr] = [table, positions_ddl()]
     if indexes:
         statements += [
             create_index(f"{dim.name}_surrogate", dim.name, [dim.surrogate], unique=True),
@@ -390,15 +404,22 @@ def _merge_versions(p: PlanInput, work: str) -> exp.Merge:
 
     A current row's values other than type1 change only when the batch completes it, an
     inferred member; every other current row gets its expiry, flags, position and type1
-    values alone. Rewriting unchanged text columns is most of an update's cost (DuckDB,
-    measured: 100 rows of 11 columns 21 ms, of 3 columns 5 ms)."""
+    values alone, and a row the batch only expires or closes (its type1 values, position and
+    inferred flag as they were: most rows) its expiry and flags alone. Rewriting unchanged
+    columns is most of an update's cost (DuckDB, measured: 100 rows of 11 columns 21 ms, of 3
+    columns 5 ms)."""
     dim = p.dim
     updated = [*p.values, *_REWRITTEN]
-    in_place = [*(n for n in p.values if n in dim.type1), *_REWRITTEN]
+    type1 = [n for n in p.values if n in dim.type1]
+    in_place = [*type1, *_REWRITTEN]
     inserted = [dim.surrogate, *dim.keys, "effective_date", *updated]
     seg = _col(_own("seg"), "v")
+    kept = [*type1, *POSITION_COLUMNS, "is_inferred"]
+    ended = exp.and_(
+        *(exp.Not(this=exp.NullSafeNEQ(this=_col(n, "d"), expression=_col(n, "v"))) for n in kept)
+    )
 
-    def update(names: list[str]) -> exp.Update:
+    def update(names: Sequence[str]) -> exp.Update:
         return exp.Update(
             expressions=[exp.EQ(this=_col(n), expression=_col(n, "v")) for n in names]
         )
@@ -414,6 +435,7 @@ def _merge_versions(p: PlanInput, work: str) -> exp.Merge:
         whens=exp.Whens(
             expressions=[
                 exp.When(matched=True, condition=_col("is_inferred", "d"), then=update(updated)),
+                exp.When(matched=True, condition=ended, then=update(_ENDED)),
                 exp.When(matched=True, then=update(in_place)),
                 exp.When(
                     matched=False,

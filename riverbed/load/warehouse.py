@@ -61,6 +61,15 @@ class Capabilities:
     # the pseudo-column holding a row's position in its table (DuckDB's rowid, PostgreSQL's
     # ctid): what an insert sorts staged rows by to keep their load order (keeps_order)
     row_position: str | None = None
+    # the fill factor a dimension's heap is created with: the share of each page inserts fill,
+    # the rest left for updates. A merge's update of a current row (its expiry, flags, type1
+    # values) then finds room on the row's own page and, changing no indexed column, is a HOT
+    # update (PostgreSQL): no new entry in any index. Full pages moved every updated row
+    # elsewhere and added an entry to each index for it
+    dimension_fillfactor: int | None = None
+    # a DATE minus a DATE is a count of days (PostgreSQL): an event's day number by integer
+    # arithmetic in the warehouse's UTC session, where EXTRACT computes a numeric per field
+    date_difference: bool = False
 
 
 # the dialects statements are generated in (`riverbed ddl --dialect`), in the order offered
@@ -78,6 +87,8 @@ DIALECTS: dict[str, Capabilities] = {
         physical_design=False,
         scd2_merge=True,
         row_position="ctid",
+        dimension_fillfactor=90,
+        date_difference=True,
     ),
     "redshift": Capabilities(
         has_indexes=False, epoch_functions=False, physical_design=True, scd2_merge=False
