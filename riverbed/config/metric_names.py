@@ -27,6 +27,7 @@ COUNTERS = frozenset(
         "runs_failed",
         "published_runs",
         "extract_refresh_failures",  # publish could not refresh the extract (serve.extracts)
+        "extract_refresh_deferred",  # `run --follow` left it to a later run (extract_every)
         "notifications_given_up",
         "capture_rows_total",
         "capture_files_total",
