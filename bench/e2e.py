@@ -796,8 +796,10 @@ def main() -> int:
         )
     if fresh.states:
         print(
-            "states    median seconds per run with new data: "
-            + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in fresh.states.items())
+            "states    median (max) seconds per run with new data: "
+            + ", ".join(
+                f"{k} {statistics.median(v):.2f} ({max(v):.2f})" for k, v in fresh.states.items()
+            )
         )
     if fresh.rss:
         first = next((mb for t, mb in fresh.rss if t >= 10), fresh.rss[0][1])

@@ -214,7 +214,7 @@ class FollowConfig(Model):
     idle_run_seconds: float = Field(60.0, gt=0)
     # while raw files keep arriving, publish refreshes the extract at most this often; a run
     # that finds nothing new landed meanwhile refreshes it always (0: every run)
-    extract_every_seconds: float = Field(30.0, ge=0)
+    extract_every_seconds: float = Field(120.0, ge=0)
 
 
 class OrchestrationConfig(Model):

@@ -28,12 +28,18 @@ Why this shape:
   1 s up to FAILED_BACKOFF_MAX whether or not new files came: a broken warehouse must not be
   hit (and notified about) at every flush. A run that cannot start (the lock held by another
   process) raises, as under `--every`.
-* **The extract** (riverbed.serve.extracts) is the costly part of publish (seconds on the
-  demo shop, more than the rest of a small run), and dashboards read it, not the fact
-  tables. While raw files keep arriving the follower lets publish refresh it at most every
-  ``extract_every_seconds`` (30 s); a run after which no new file landed refreshes it always,
-  so when traffic pauses the extract is current. A skipped refresh loses nothing: the next
-  one starts from its own watermark (the loads since its previous generation).
+* **The extract** (riverbed.serve.extracts) is the costly part of publish (4 s on the demo
+  shop on a quiet 2-core machine, 9-12 s on a loaded one: more than the rest of a small
+  run), and dashboards read it, not the fact tables. While raw files keep arriving the
+  follower lets publish refresh it at most every ``extract_every_seconds`` (120 s); a run
+  after which no new file landed refreshes it always, so when traffic pauses the extract is
+  current. A skipped refresh loses nothing: the next one starts from its own watermark (the
+  loads since its previous generation). Why not more often: every refresh delays the rows
+  that land meanwhile by its own length; at 30 s, a third of the probes of bench/e2e.py
+  waited for one (p95 20 s instead of 7 s on a loaded machine); at 120 s a few percent do.
+  Why not beside the runs, on a thread: the refresh reads the loads recorded since its
+  watermark and the warehouse as of its own snapshot; a load committing between the two
+  would be counted twice or not at all.
 * **Stopping** is the caller's ``should_stop`` (SIGINT/SIGTERM, as for `run --every`): it is
   checked between polls (every poll_seconds) and between runs; a run in flight finishes first.
 
