@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,6 +31,10 @@ from test_e2e import (
 )
 
 from conftest import Database, run_cli
+from riverbed.config.loader import load_project
+from riverbed.orchestrate.follow import Follower
+from riverbed.orchestrate.runner import RunReport
+from riverbed.state import LakeFile, open_state
 
 FLUSH_SECONDS = 0.5  # lake.max_seconds: raw files closed at this cadence, as for freshness
 FRESH_WITHIN = 15.0  # seconds from a commit to its fact row, on a loaded 2-core machine
@@ -201,3 +206,91 @@ def test_follow_runs_as_capture_publishes_and_is_exact_after_a_kill(
     pii_key = (project.parent / ".riverbed" / "pii.key").read_text().strip().encode()
     check_dimensions(project, rows, pii_key=pii_key)
     check_facts(project, rows)
+
+
+# --- when the follower starts a run (no server: a project with its SQLite state only) ------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def raw_file(name: str) -> LakeFile:
+    return LakeFile(
+        path=f"raw/orders/{name}.parquet",
+        stage="raw",
+        table="orders",
+        rows=1,
+        bytes=10,
+        min_lsn=1,
+        max_lsn=2,
+        schema_version=1,
+    )
+
+
+@pytest.fixture
+def follower(tmp_path: Path) -> Iterator[tuple[Follower, Any, Clock]]:
+    config = tmp_path / "riverbed.yaml"
+    config.write_text(
+        "lake: {path: lake}\nstate: {path: state.db}\n"
+        "orchestration:\n  follow: {idle_run_seconds: 60, extract_every_seconds: 120}\n"
+    )
+    project = load_project(config)
+    clock = Clock()
+    store = open_state(project)
+    following = Follower(project, clock=clock)
+    try:
+        yield following, store, clock
+    finally:
+        following.close()
+        store.close()
+
+
+def report(status: str) -> RunReport:
+    return RunReport("r", status, 0.1)
+
+
+def test_a_run_starts_when_a_raw_file_lands_and_not_before(follower: Any) -> None:
+    following, store, clock = follower
+    assert following.due()  # the first run: whatever is pending
+    following.starting()
+    assert following.finished(report("succeeded")) == 0
+    clock.now += 5
+    assert not following.due()
+    store.capture.commit("s", [raw_file("a")], 10)
+    assert following.due()
+    following.starting()
+    following.finished(report("succeeded"))
+    assert not following.due()
+    clock.now += 60  # the idle run
+    assert following.due()
+
+
+def test_failed_runs_back_off_and_their_work_is_taken_without_new_files(follower: Any) -> None:
+    following, _store, _clock = follower
+    waits = []
+    for _ in range(8):
+        following.starting()
+        waits.append(following.finished(report("failed")))
+        assert following.due()  # the failed run's work is pending, new files or not
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60]
+    following.starting()
+    assert following.finished(report("succeeded")) == 0
+
+
+def test_the_extract_is_refreshed_when_caught_up_or_when_it_is_due(follower: Any) -> None:
+    following, store, clock = follower
+    following.starting()
+    assert following.extract_due()  # nothing landed during the run: caught up
+    store.capture.commit("s", [raw_file("a")], 10)
+    following.starting()
+    clock.now += 1
+    store.capture.commit("s", [raw_file("b")], 20)  # landed during the run
+    assert not following.extract_due()
+    clock.now += 120
+    assert following.extract_due()
+    assert not following.extract_due()  # refreshed just now, and files keep coming
