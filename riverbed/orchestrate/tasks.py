@@ -373,13 +373,7 @@ class Tasks:
 
 def pending_batches(manifest: StateStore, tables: Sequence[str] | None) -> int:
     """Staged batches not loaded into the warehouse yet."""
-    staged = {
-        (f.table, f.batch_id)
-        for f in manifest.lake.files("staged")
-        if tables is None or f.table in tables
-    }
-    staged -= {(b.table, b.batch_id) for b in manifest.loads.loaded()}
-    return len(staged)
+    return len({(f.table, f.batch_id) for f in manifest.loads.unloaded(tables)})
 
 
 def quality_rows(batches: list[StagedBatch]) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from riverbed.lake.layout import batch_of
 from riverbed.state.records import LakeFile, SchemaVersion, TableSummary
 from riverbed.state.sql.database import Database, upsert
 
@@ -48,9 +49,13 @@ create table if not exists table_schemas (
 );
 """
 # columns a store created by an earlier release lacks
-ADDED_COLUMNS = {"lake_files": {"min_commit_ts": "integer", "max_commit_ts": "integer"}}
+# (batch_id: a staged or quarantined file's transform batch, the ``batch=<id>`` of its path, so
+# that the batches not loaded yet are found by the database, not by reading every staged file)
+ADDED_COLUMNS = {
+    "lake_files": {"min_commit_ts": "integer", "max_commit_ts": "integer", "batch_id": "text"}
+}
 
-_FILE_COLUMNS = (
+FILE_COLUMNS = (
     "path, stage, table_name, rows, bytes, min_lsn, max_lsn, schema_version, full_load, "
     "min_commit_ts, max_commit_ts"
 )
@@ -60,6 +65,25 @@ class SQLLakeFiles:
     def __init__(self, db: Database):
         self._db = db
 
+    def name_batches(self) -> None:
+        """Give the staged files recorded before ``batch_id`` was a column theirs (once: a
+        partial index finds the ones left, none after the first open)."""
+        with self._db.write() as db:
+            db.execute(
+                "create index if not exists lake_files_unbatched on lake_files (stage)"
+                " where batch_id is null"
+            )
+            paths = [
+                r[0]
+                for r in db.execute(
+                    "select path from lake_files where stage = 'staged' and batch_id is null"
+                ).fetchall()
+            ]
+            db.executemany(
+                "update lake_files set batch_id = ? where path = ?",
+                [(batch_of(p), p) for p in paths],
+            )
+
     def add(self, files: Iterable[LakeFile], slot: str | None = None) -> None:
         """Make ``files`` visible (captured through ``slot``, for capture's own files)."""
         now = time.time()
@@ -67,11 +91,11 @@ class SQLLakeFiles:
             db.executemany(
                 upsert(
                     "lake_files",
-                    (*_FILE_COLUMNS.split(", "), "slot", "created_at"),
+                    (*FILE_COLUMNS.split(", "), "slot", "created_at", "batch_id"),
                     ("path",),
                     ":path, :stage, :table, :rows, :bytes, :min_lsn, :max_lsn,"
                     " :schema_version, :full_load, :min_commit_ts, :max_commit_ts, :slot,"
-                    " :created_at",
+                    " :created_at, :batch_id",
                 ),
                 [
                     {
@@ -88,6 +112,7 @@ class SQLLakeFiles:
                         "created_at": now,
                         "min_commit_ts": f.min_commit_ts,
                         "max_commit_ts": f.max_commit_ts,
+                        "batch_id": f.batch_id,
                     }
                     for f in files
                 ],
@@ -106,14 +131,14 @@ class SQLLakeFiles:
 
     def files(self, stage: str, table: str | None = None) -> list[LakeFile]:
         """Visible files of a stage (optionally one table), in LSN order."""
-        query = f"select {_FILE_COLUMNS} from lake_files where stage = ?"
+        query = f"select {FILE_COLUMNS} from lake_files where stage = ?"
         params: tuple[Any, ...] = (stage,)
         if table is not None:
             query += " and table_name = ?"
             params += (table,)
         query += " order by min_lsn, path"
         rows = self._db.rows(query, params)
-        return [_lake_file(r) for r in rows]
+        return [lake_file(r) for r in rows]
 
     def newest(self, stage: str) -> float | None:
         """When the newest visible file of ``stage`` was made visible (its ``created_at``,
@@ -164,7 +189,7 @@ class SQLLakeFiles:
         return [SchemaVersion(table, r[0], json.loads(r[1]), r[2]) for r in rows]
 
 
-def _lake_file(row: Any) -> LakeFile:
+def lake_file(row: Any) -> LakeFile:
     return LakeFile(
         path=row[0],
         stage=row[1],

@@ -14,11 +14,12 @@ is never taken for the current ones.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from riverbed.state.records import LoadBatch, Staging
+from riverbed.state.records import LakeFile, LoadBatch, Staging
 from riverbed.state.sql.database import Database, upsert
+from riverbed.state.sql.lake_files import FILE_COLUMNS, lake_file
 
 SCHEMA = """
 create table if not exists load_batches (
@@ -48,6 +49,23 @@ create table if not exists load_plans (
 class SQLLoadState:
     def __init__(self, db: Database):
         self._db = db
+
+    def unloaded(self, tables: Sequence[str] | None = None) -> list[LakeFile]:
+        """The staged files (of ``tables``, or every table) whose batch is not loaded yet, in
+        LSN order: found by the database, one probe of load_batches' key per staged file, not
+        by reading every file and every loaded batch (runs every second after a day of
+        `run --follow` had read hundreds of thousands of rows each)."""
+        query = (
+            f"select {FILE_COLUMNS} from lake_files f where stage = 'staged' and not exists"
+            " (select 1 from load_batches b where b.table_name = f.table_name"
+            " and b.batch_id = f.batch_id)"
+        )
+        params: tuple[Any, ...] = ()
+        if tables is not None:
+            query += f" and table_name in ({', '.join('?' * len(tables)) or 'null'})"
+            params = tuple(tables)
+        query += " order by min_lsn, path"
+        return [lake_file(r) for r in self._db.rows(query, params)]
 
     def stage(self, staging: Staging) -> None:
         """Record what ``staging.table``'s staging table holds now (and its plan, if any)."""
