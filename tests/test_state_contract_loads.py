@@ -194,7 +194,7 @@ def test_the_unloaded_files_are_the_staged_ones_of_batches_not_loaded(state_stor
 
 def test_staged_files_recorded_before_their_batch_was_a_column_get_it(state_store: Any) -> None:
     """A store written by an earlier release: its staged files' batch ids come from their
-    paths when the store is opened again."""
+    paths when the unloaded ones are asked for (opening a store never writes)."""
     state_store.lake.add([staged("orders", "b1"), staged("orders", "b2")])
     with state_store._db.write() as db:  # as an earlier release left them
         db.execute("update lake_files set batch_id = null")

@@ -44,7 +44,6 @@ class SQLStore:
         for table, columns in lake_files.ADDED_COLUMNS.items():
             self._db.add_columns(table, columns)
         self.lake = SQLLakeFiles(self._db)
-        self.lake.name_batches()
         self.capture = SQLCaptureState(self._db, self.lake)
         self.metrics = SQLMetrics(self._db)
         self.transform = SQLTransformState(self._db, self.lake)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from riverbed.lake.layout import batch_of
 from riverbed.state.records import LakeFile, SchemaVersion, TableSummary
 from riverbed.state.sql.database import Database, upsert
 
@@ -50,7 +49,8 @@ create table if not exists table_schemas (
 """
 # columns a store created by an earlier release lacks
 # (batch_id: a staged or quarantined file's transform batch, the ``batch=<id>`` of its path, so
-# that the batches not loaded yet are found by the database, not by reading every staged file)
+# that the batches not loaded yet are found by the database, not by reading every staged file;
+# null for the files of an earlier release until SQLLoadState.unloaded names them)
 ADDED_COLUMNS = {
     "lake_files": {"min_commit_ts": "integer", "max_commit_ts": "integer", "batch_id": "text"}
 }
@@ -64,25 +64,6 @@ FILE_COLUMNS = (
 class SQLLakeFiles:
     def __init__(self, db: Database):
         self._db = db
-
-    def name_batches(self) -> None:
-        """Give the staged files recorded before ``batch_id`` was a column theirs (once: a
-        partial index finds the ones left, none after the first open)."""
-        with self._db.write() as db:
-            db.execute(
-                "create index if not exists lake_files_unbatched on lake_files (stage)"
-                " where batch_id is null"
-            )
-            paths = [
-                r[0]
-                for r in db.execute(
-                    "select path from lake_files where stage = 'staged' and batch_id is null"
-                ).fetchall()
-            ]
-            db.executemany(
-                "update lake_files set batch_id = ? where path = ?",
-                [(batch_of(p), p) for p in paths],
-            )
 
     def add(self, files: Iterable[LakeFile], slot: str | None = None) -> None:
         """Make ``files`` visible (captured through ``slot``, for capture's own files)."""

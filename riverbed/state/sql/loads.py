@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from riverbed.lake.layout import batch_of
 from riverbed.state.records import LakeFile, LoadBatch, Staging
 from riverbed.state.sql.database import Database, upsert
 from riverbed.state.sql.lake_files import FILE_COLUMNS, lake_file
@@ -54,10 +55,12 @@ class SQLLoadState:
         """The staged files (of ``tables``, or every table) whose batch is not loaded yet, in
         LSN order: found by the database, one probe of load_batches' key per staged file, not
         by reading every file and every loaded batch (runs every second after a day of
-        `run --follow` had read hundreds of thousands of rows each)."""
+        `run --follow` had read hundreds of thousands of rows each). A file recorded by an
+        earlier release, without its batch_id, shows up here (no loaded batch matches null)
+        and is given it from its path, once: opening a store never writes."""
         query = (
-            f"select {FILE_COLUMNS} from lake_files f where stage = 'staged' and not exists"
-            " (select 1 from load_batches b where b.table_name = f.table_name"
+            f"select {FILE_COLUMNS}, batch_id from lake_files f where stage = 'staged'"
+            " and not exists (select 1 from load_batches b where b.table_name = f.table_name"
             " and b.batch_id = f.batch_id)"
         )
         params: tuple[Any, ...] = ()
@@ -65,7 +68,13 @@ class SQLLoadState:
             query += f" and table_name in ({', '.join('?' * len(tables)) or 'null'})"
             params = tuple(tables)
         query += " order by min_lsn, path"
-        return [lake_file(r) for r in self._db.rows(query, params)]
+        rows = self._db.rows(query, params)
+        unnamed = [(batch_of(r[0]), r[0]) for r in rows if r[-1] is None and batch_of(r[0])]
+        if unnamed:
+            with self._db.write() as db:
+                db.executemany("update lake_files set batch_id = ? where path = ?", unnamed)
+            rows = self._db.rows(query, params)
+        return [lake_file(r[:-1]) for r in rows]
 
     def stage(self, staging: Staging) -> None:
         """Record what ``staging.table``'s staging table holds now (and its plan, if any)."""
