@@ -220,3 +220,15 @@ def test_a_kill_in_a_capture_commit_leaves_its_files_and_position_both_or_neithe
         after.close()
     expected = (["raw/orders/a.parquet"], 20) if point == "committed" else ([], None)
     assert (files, position) == expected
+
+
+def test_the_newest_file_of_a_stage_is_its_latest_commit(state_store: Any) -> None:
+    assert state_store.lake.newest("raw") is None
+    state_store.capture.commit("s", [raw("raw/orders/a.parquet")], 20)
+    first = state_store.lake.newest("raw")
+    assert first is not None
+    state_store.capture.commit("s", [], 30)  # a position alone is no new file
+    assert state_store.lake.newest("raw") == first
+    state_store.capture.commit("s", [raw("raw/items/b.parquet", table="items")], 40)
+    assert state_store.lake.newest("raw") >= first
+    assert state_store.lake.newest("staged") is None

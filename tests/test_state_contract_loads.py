@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from riverbed.state import LoadBatch, Staging
+from conftest import reopen_store
+from riverbed.state import LakeFile, LoadBatch, Staging
 
 
 def batch(batch_id: str, table: str = "orders", **fields: Any) -> LoadBatch:
@@ -154,3 +155,52 @@ def test_writes_in_a_transaction_are_kept_together(state_store: Any) -> None:
         loads.stage(staging("orders", "b3"))
     assert [b.batch_id for b in loads.loaded("orders")] == ["b2"]
     assert loads.staging("orders") == staging("orders", "b3")
+
+
+def staged(table: str, batch_id: str, part: int = 0, lsn: int = 10) -> LakeFile:
+    return LakeFile(
+        path=f"staged/{table}/batch={batch_id}/part-{part}.parquet",
+        stage="staged",
+        table=table,
+        rows=3,
+        bytes=100,
+        min_lsn=lsn,
+        max_lsn=lsn + 5,
+        schema_version=1,
+    )
+
+
+def test_the_unloaded_files_are_the_staged_ones_of_batches_not_loaded(state_store: Any) -> None:
+    loads = state_store.loads
+    files = [
+        staged("orders", "b2", lsn=20),
+        staged("orders", "b1", 0),
+        staged("orders", "b1", 1),
+        staged("items", "b1"),
+    ]
+    state_store.lake.add(files)
+    assert [f.path for f in loads.unloaded(["orders"])] == [
+        files[1].path,
+        files[2].path,
+        files[0].path,
+    ]
+    assert loads.unloaded(["orders"])[0] == files[1]  # every field read back
+    loads.record_loaded([batch("b1", "orders")])  # the same id in another table stays pending
+    assert {(f.table, f.batch_id) for f in loads.unloaded()} == {("orders", "b2"), ("items", "b1")}
+    assert loads.unloaded([]) == []
+    loads.forget_loaded("orders", ["b1"])  # a withdrawn load: pending again
+    assert len(loads.unloaded(["orders"])) == 3
+
+
+def test_staged_files_recorded_before_their_batch_was_a_column_get_it(state_store: Any) -> None:
+    """A store written by an earlier release: its staged files' batch ids come from their
+    paths when the unloaded ones are asked for (opening a store never writes)."""
+    state_store.lake.add([staged("orders", "b1"), staged("orders", "b2")])
+    with state_store._db.write() as db:  # as an earlier release left them
+        db.execute("update lake_files set batch_id = null")
+    state_store.loads.record_loaded([batch("b1")])
+    again = reopen_store(state_store)
+    try:
+        assert [f.batch_id for f in again.loads.unloaded(["orders"])] == ["b2"]
+    finally:
+        again.close()

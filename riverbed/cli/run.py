@@ -1,5 +1,5 @@
-"""`riverbed run`: the pipeline once, on a schedule, one stage of it, or a failed run
-redriven; and what a run prints: its report, its progress, the results of one stage."""
+"""`riverbed run`: the pipeline once, on a schedule, following capture, one stage of it, or
+a failed run redriven; and what a run prints: its report, its progress, the results of one stage."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ from riverbed.config import Project
 from riverbed.config.tables import TransformEngine
 from riverbed.errors import RiverbedError, UsageError
 
+INTERRUPTED = (
+    "interrupted: the run in flight is marked aborted; `riverbed runs` shows it and "
+    "`riverbed run --redrive RUN_ID` resumes it"
+)
 Stage = Literal["all", "transform", "load"]  # all: the state machine; else that stage only
 
 
@@ -45,6 +49,14 @@ def run(
             "config schedule without it).",
         ),
     ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Run as soon as capture publishes new raw files, until Ctrl-C "
+            "(orchestration.follow in config).",
+        ),
+    ] = False,
     redrive: Annotated[
         str | None,
         typer.Option(
@@ -91,9 +103,11 @@ def run(
 ) -> None:
     """One pipeline execution: the state machine check -> transform (quality rules, SQL
     transforms) -> stage -> dimensions -> facts -> publish, with retries, run history and
-    alarms; or a schedule of them; or the redrive of a failed run.
+    alarms; or a schedule of them; or one each time capture publishes new raw files
+    (--follow, for freshness in seconds); or the redrive of a failed run.
 
-    Example: `riverbed run --once`, `riverbed run --every 10`, `riverbed run --redrive RUN_ID`,
+    Example: `riverbed run --once`, `riverbed run --every 10`, `riverbed run --follow`,
+    `riverbed run --redrive RUN_ID`,
     `riverbed run --reprocess orders --from 2026-11-27T10:00Z`
     """
     if engine is not None:
@@ -101,10 +115,14 @@ def run(
     check_choice("--stage", stage, get_args(Stage))
     if (reprocess_table is None) != (start is None):
         raise UsageError("--reprocess TABLE and --from TIME|LSN go together")
-    if sum([once, every is not None, redrive is not None]) > 1:
-        raise UsageError("choose one of --once, --every SECONDS and --redrive RUN_ID")
-    if stage != "all" and (every is not None or redrive is not None):
-        raise UsageError("--stage transform|load runs once; it goes without --every/--redrive")
+    if sum([once, every is not None, follow, redrive is not None]) > 1:
+        raise UsageError("choose one of --once, --every SECONDS, --follow and --redrive RUN_ID")
+    if stage != "all" and (every is not None or follow or redrive is not None):
+        raise UsageError(
+            "--stage transform|load runs once; it goes without --every/--follow/--redrive"
+        )
+    if follow and (table or reprocess_table is not None):
+        raise UsageError("--follow runs every table; it goes without --table and --reprocess")
     project = open_project(config)
     for name in table or []:  # a typo would otherwise run nothing and say "nothing new"
         project.config.require_table(name, "--table")
@@ -114,6 +132,9 @@ def run(
         rewound = _reprocess(project, reprocess_table, start, quiet or as_json)
     if stage != "all":
         run_partial(project, stage, engine, table, as_json, quiet, {"reprocessed": rewound})
+        return
+    if follow:
+        _follow(project, engine, as_json, quiet)
         return
     _orchestrate(project, once, every, redrive, engine, table, as_json, quiet, rewound)
 
@@ -191,11 +212,33 @@ def _orchestrate(
             if not quiet and not as_json:
                 console.print("stopped")
         except KeyboardInterrupt:
-            err_console.print(
-                "interrupted: the run in flight is marked aborted; `riverbed runs` shows it and "
-                "`riverbed run --redrive RUN_ID` resumes it"
-            )
+            err_console.print(INTERRUPTED)
             raise typer.Exit(130) from None
+
+
+def _follow(project: Project, engine: str | None, as_json: bool, quiet: bool) -> None:
+    """A run each time capture publishes new raw files (riverbed.orchestrate.follow), until
+    Ctrl-C or SIGTERM: the first lets the run in flight finish, a second aborts it."""
+    from riverbed.orchestrate.follow import run_following
+
+    talk = not quiet and not as_json
+    with stop_signals(interrupt_after=1) as stopping:
+        try:
+            if talk:
+                console.print(
+                    "following capture: a run each time new raw files are published; Ctrl-C stops"
+                )
+            run_following(
+                project,
+                engine=engine,
+                should_stop=lambda: bool(stopping),
+                on_report=lambda r: print_report(r, as_json, quiet),
+            )
+        except KeyboardInterrupt:
+            err_console.print(INTERRUPTED)
+            raise typer.Exit(130) from None
+    if talk:
+        console.print("stopped: no run in flight")
 
 
 def _configured_schedule(every_seconds: float | None, cron: str | None) -> Any:

@@ -28,6 +28,7 @@ COUNTERS = frozenset(
         "runs_taken_over",  # runs whose process died, aborted by the next run's lock
         "published_runs",
         "extract_refresh_failures",  # publish could not refresh the extract (serve.extracts)
+        "extract_refresh_deferred",  # `run --follow` left it to a later run (extract_every)
         "notifications_given_up",
         "capture_rows_total",
         "capture_files_total",

@@ -208,6 +208,20 @@ class ReportConfig(Model):
     formats: list[Literal["html", "png"]] = Field(["html", "png"], min_length=1)
 
 
+class FollowConfig(Model):
+    """`riverbed run --follow`: a run as soon as capture publishes raw files (see
+    riverbed.orchestrate.follow for why each setting exists)."""
+
+    # how often the newest raw file's time is read from the state store (one index probe)
+    poll_seconds: float = Field(0.1, gt=0, le=60)
+    # a run even when nothing arrived: work a failed run left, the time since the last
+    # success, and a raw file committed by a host whose clock is behind are not left waiting
+    idle_run_seconds: float = Field(60.0, gt=0)
+    # while raw files keep arriving, publish refreshes the extract at most this often; a run
+    # that finds nothing new landed meanwhile refreshes it always (0: every run)
+    extract_every_seconds: float = Field(120.0, ge=0)
+
+
 class OrchestrationConfig(Model):
     retry: list[RetryRule] = [RetryRule()]  # every task state's Retry unless it sets its own
     max_concurrency: int = Field(2, ge=1, le=64)  # the default machine's Parallel states
@@ -215,6 +229,7 @@ class OrchestrationConfig(Model):
     notify: list[str] = []  # notifiers told when a run fails (the Catch handler)
     every_seconds: float | None = Field(None, gt=0)  # `riverbed run --every` without a value
     cron: str | None = None
+    follow: FollowConfig = FollowConfig()
     # dashboard snapshots each run writes after publish (the default machine's report state)
     reports: list[ReportConfig] = []
     # test-only fault injection, off by default: task state name -> failures to raise

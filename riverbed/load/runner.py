@@ -386,14 +386,12 @@ class Loader:
 
     def pending(self, table: str) -> list[StagedBatch]:
         """Staged batches of ``table`` not loaded yet, in source order."""
-        loaded = {b.batch_id for b in self.manifest.loads.loaded(table)}
         grouped: dict[str, list[LakeFile]] = defaultdict(list)
-        for file in self.manifest.lake.files("staged", table):
+        for file in self.manifest.loads.unloaded([table]):
             batch_id = file.batch_id
             if batch_id is None:
                 raise RiverbedError(f"staged file {file.path} is not under a batch=<id> folder")
-            if batch_id not in loaded:
-                grouped[batch_id].append(file)
+            grouped[batch_id].append(file)
         batches = [StagedBatch(table, b, tuple(files)) for b, files in grouped.items()]
         return sorted(batches, key=lambda b: (b.max_lsn, b.batch_id))
 

@@ -85,9 +85,11 @@ def run_pipeline(
     engine: str | None = None,
     tables: Sequence[str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    extract_due: Callable[[], bool] | None = None,
 ) -> RunReport:
     """One execution of the machine (or the redrive of a failed run); never raises for a run
-    that fails: the report says how it ended. Raises RiverbedError when it cannot start."""
+    that fails: the report says how it ended. Raises RiverbedError when it cannot start.
+    ``extract_due``: asked by publish whether to refresh the extract (None: always)."""
     config = project.config
     machine = machine_for(config)
     duplicates = duplicate_states(machine)
@@ -115,6 +117,7 @@ def run_pipeline(
                 tables,
                 sleep,
                 started,
+                extract_due,
             )
         finally:
             lock.release()
@@ -149,6 +152,7 @@ def _execute(
     tables: Sequence[str] | None,
     sleep: Callable[[float], None],
     started: float,
+    extract_due: Callable[[], bool] | None = None,
 ) -> RunReport:
     config = project.config
     replay: dict[str, list[dict[str, Any]]] = {}
@@ -168,7 +172,15 @@ def _execute(
         run_id = history.start(trigger)
     metrics = manifest.metrics
     dispatcher = Dispatcher(open_notifiers(config))
-    tasks = Tasks(project, manifest, run_id, dispatcher, engine=engine, tables=tables)
+    tasks = Tasks(
+        project,
+        manifest,
+        run_id,
+        dispatcher,
+        engine=engine,
+        tables=tables,
+        extract_due=extract_due,
+    )
     executor = Executor(
         history=history,
         run_id=run_id,

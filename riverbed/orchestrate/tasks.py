@@ -61,6 +61,9 @@ class Tasks:
     dispatcher: Dispatcher
     engine: str | None = None
     tables: Sequence[str] | None = None
+    # asked by publish whether to refresh the extract now (None: always); `run --follow`
+    # leaves it to a later run while raw files keep arriving (riverbed.orchestrate.follow)
+    extract_due: Callable[[], bool] | None = None
     # what the run did, table by table, in the shapes of TransformResult.as_dict() and
     # LoadResult.as_dict() (`riverbed run --json` prints it)
     summary: dict[str, Any] = field(default_factory=_empty_summary)
@@ -207,7 +210,10 @@ class Tasks:
         loaded_at = self.manifest.loads.last_loaded_at()
         if loaded_at is not None:
             values["warehouse_loaded_at"] = loaded_at
-        refreshed = self._refresh_extract()
+        if self.extract_due is None or self.extract_due():
+            refreshed = self._refresh_extract()
+        else:  # the next refresh takes these loads too: it starts from its own watermark
+            refreshed = {"extract_refresh_deferred": 1.0}
         values |= refreshed
         self.manifest.metrics.record(values)
         return {
@@ -367,13 +373,7 @@ class Tasks:
 
 def pending_batches(manifest: StateStore, tables: Sequence[str] | None) -> int:
     """Staged batches not loaded into the warehouse yet."""
-    staged = {
-        (f.table, f.batch_id)
-        for f in manifest.lake.files("staged")
-        if tables is None or f.table in tables
-    }
-    staged -= {(b.table, b.batch_id) for b in manifest.loads.loaded()}
-    return len(staged)
+    return len({(f.table, f.batch_id) for f in manifest.loads.unloaded(tables)})
 
 
 def quality_rows(batches: list[StagedBatch]) -> tuple[int, int]:

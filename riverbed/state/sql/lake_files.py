@@ -36,6 +36,8 @@ create table if not exists lake_files (
   max_commit_ts  integer
 );
 create index if not exists lake_files_by_table on lake_files (stage, table_name, max_lsn);
+-- `run --follow` asks for the newest file of a stage every ~0.1 s: one index probe
+create index if not exists lake_files_by_created on lake_files (stage, created_at);
 create table if not exists table_schemas (
   table_name  text not null,
   version     integer not null,
@@ -46,9 +48,14 @@ create table if not exists table_schemas (
 );
 """
 # columns a store created by an earlier release lacks
-ADDED_COLUMNS = {"lake_files": {"min_commit_ts": "integer", "max_commit_ts": "integer"}}
+# (batch_id: a staged or quarantined file's transform batch, the ``batch=<id>`` of its path, so
+# that the batches not loaded yet are found by the database, not by reading every staged file;
+# null for the files of an earlier release until SQLLoadState.unloaded names them)
+ADDED_COLUMNS = {
+    "lake_files": {"min_commit_ts": "integer", "max_commit_ts": "integer", "batch_id": "text"}
+}
 
-_FILE_COLUMNS = (
+FILE_COLUMNS = (
     "path, stage, table_name, rows, bytes, min_lsn, max_lsn, schema_version, full_load, "
     "min_commit_ts, max_commit_ts"
 )
@@ -65,11 +72,11 @@ class SQLLakeFiles:
             db.executemany(
                 upsert(
                     "lake_files",
-                    (*_FILE_COLUMNS.split(", "), "slot", "created_at"),
+                    (*FILE_COLUMNS.split(", "), "slot", "created_at", "batch_id"),
                     ("path",),
                     ":path, :stage, :table, :rows, :bytes, :min_lsn, :max_lsn,"
                     " :schema_version, :full_load, :min_commit_ts, :max_commit_ts, :slot,"
-                    " :created_at",
+                    " :created_at, :batch_id",
                 ),
                 [
                     {
@@ -86,6 +93,7 @@ class SQLLakeFiles:
                         "created_at": now,
                         "min_commit_ts": f.min_commit_ts,
                         "max_commit_ts": f.max_commit_ts,
+                        "batch_id": f.batch_id,
                     }
                     for f in files
                 ],
@@ -104,14 +112,21 @@ class SQLLakeFiles:
 
     def files(self, stage: str, table: str | None = None) -> list[LakeFile]:
         """Visible files of a stage (optionally one table), in LSN order."""
-        query = f"select {_FILE_COLUMNS} from lake_files where stage = ?"
+        query = f"select {FILE_COLUMNS} from lake_files where stage = ?"
         params: tuple[Any, ...] = (stage,)
         if table is not None:
             query += " and table_name = ?"
             params += (table,)
         query += " order by min_lsn, path"
         rows = self._db.rows(query, params)
-        return [_lake_file(r) for r in rows]
+        return [lake_file(r) for r in rows]
+
+    def newest(self, stage: str) -> float | None:
+        """When the newest visible file of ``stage`` was made visible (its ``created_at``,
+        the committing host's clock), None when there is none: the high-water mark `run
+        --follow` watches, one index probe however many files there are."""
+        row = self._db.row("select max(created_at) from lake_files where stage = ?", (stage,))
+        return None if row is None or row[0] is None else float(row[0])
 
     def tables(self, stage: str) -> list[str]:
         """The tables with visible files at ``stage``."""
@@ -155,7 +170,7 @@ class SQLLakeFiles:
         return [SchemaVersion(table, r[0], json.loads(r[1]), r[2]) for r in rows]
 
 
-def _lake_file(row: Any) -> LakeFile:
+def lake_file(row: Any) -> LakeFile:
     return LakeFile(
         path=row[0],
         stage=row[1],

@@ -14,11 +14,13 @@ is never taken for the current ones.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from riverbed.state.records import LoadBatch, Staging
+from riverbed.lake.layout import batch_of
+from riverbed.state.records import LakeFile, LoadBatch, Staging
 from riverbed.state.sql.database import Database, upsert
+from riverbed.state.sql.lake_files import FILE_COLUMNS, lake_file
 
 SCHEMA = """
 create table if not exists load_batches (
@@ -48,6 +50,31 @@ create table if not exists load_plans (
 class SQLLoadState:
     def __init__(self, db: Database):
         self._db = db
+
+    def unloaded(self, tables: Sequence[str] | None = None) -> list[LakeFile]:
+        """The staged files (of ``tables``, or every table) whose batch is not loaded yet, in
+        LSN order: found by the database, one probe of load_batches' key per staged file, not
+        by reading every file and every loaded batch (runs every second after a day of
+        `run --follow` had read hundreds of thousands of rows each). A file recorded by an
+        earlier release, without its batch_id, shows up here (no loaded batch matches null)
+        and is given it from its path, once: opening a store never writes."""
+        query = (
+            f"select {FILE_COLUMNS}, batch_id from lake_files f where stage = 'staged'"
+            " and not exists (select 1 from load_batches b where b.table_name = f.table_name"
+            " and b.batch_id = f.batch_id)"
+        )
+        params: tuple[Any, ...] = ()
+        if tables is not None:
+            query += f" and table_name in ({', '.join('?' * len(tables)) or 'null'})"
+            params = tuple(tables)
+        query += " order by min_lsn, path"
+        rows = self._db.rows(query, params)
+        unnamed = [(batch_of(r[0]), r[0]) for r in rows if r[-1] is None and batch_of(r[0])]
+        if unnamed:
+            with self._db.write() as db:
+                db.executemany("update lake_files set batch_id = ? where path = ?", unnamed)
+            rows = self._db.rows(query, params)
+        return [lake_file(r[:-1]) for r in rows]
 
     def stage(self, staging: Staging) -> None:
         """Record what ``staging.table``'s staging table holds now (and its plan, if any)."""

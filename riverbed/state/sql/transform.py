@@ -27,7 +27,7 @@ from riverbed.state.records import (
     WithdrawnBatch,
 )
 from riverbed.state.sql.database import Database, upsert
-from riverbed.state.sql.lake_files import SQLLakeFiles
+from riverbed.state.sql.lake_files import FILE_COLUMNS, SQLLakeFiles, lake_file
 
 SCHEMA = """
 create table if not exists transform_batches (
@@ -105,15 +105,16 @@ class SQLTransformState:
         self._lake = lake
 
     def pending(self, table: str) -> list[LakeFile]:
-        """Raw files of ``table`` no batch has consumed, in source order."""
-        with self._db.read() as db:
-            done = {
-                r[0]
-                for r in db.execute(
-                    "select path from transform_inputs where table_name = ?", (table,)
-                )
-            }
-            return [f for f in self._lake.files("raw", table) if f.path not in done]
+        """Raw files of ``table`` no batch has consumed, in source order: found by the
+        database (one probe of transform_inputs' key per raw file), not by reading every raw
+        file and every consumed path."""
+        rows = self._db.rows(
+            f"select {FILE_COLUMNS} from lake_files f where stage = 'raw' and table_name = ?"
+            " and not exists (select 1 from transform_inputs i where i.path = f.path)"
+            " order by min_lsn, path",
+            (table,),
+        )
+        return [lake_file(r) for r in rows]
 
     def pending_raw_files(self, tables: Sequence[str] | None = None) -> list[str]:
         """Raw files (of ``tables``, or all) not consumed by a batch nor set aside as bad."""
