@@ -114,7 +114,8 @@ def build(path: Path, rows: int) -> None:
 def change(path: Path, rows: int, changes: int, round_: int = 1) -> None:
     """``changes`` changes as batch ``b<round_>``: item updates (a tenth of them deletes), new
     items, returns refunded, orders' status changed; each round's log positions above the
-    last's."""
+    last's, its quantities, new item ids and refunds its own (a round repeating the last
+    one's values would change no cell)."""
     items, returns, orders = changes * 6 // 10, changes // 10, changes // 10
     new = changes - items - returns - orders
     lsn, step, batch = 50 * rows * round_, 10 * rows, f"b{round_}"
@@ -123,16 +124,17 @@ def change(path: Path, rows: int, changes: int, round_: int = 1) -> None:
     con.execute(HASH)
     con.execute(f"""
         INSERT INTO fact_order_items SELECT order_item_id, order_id, product_id, seller_id,
-          quantity + 1, unit_price, date_key,
+          quantity + {round_}, unit_price, date_key,
           CASE WHEN order_item_id % 10 = 0 THEN 'D' ELSE 'U' END, {lsn} + order_item_id, 0,
           '{batch}', now()
         FROM fact_order_items WHERE batch_id = 'b0' AND order_item_id IN
           (SELECT {rows - recent} + h(i) % {recent} FROM range({items}) t(i));
-        INSERT INTO fact_order_items SELECT {rows} + i, {rows // 3} - h(i) % 100, 1 + i % 1000,
+        INSERT INTO fact_order_items SELECT {rows + (round_ - 1) * new} + i,
+          {rows // 3} - h(i) % 100, 1 + i % 1000,
           1 + (1 + i % 1000) % 200, 2, 9.99, CAST(strftime(current_date, '%Y%m%d') AS INTEGER), 'I',
           {lsn + step} + i, 0, '{batch}', now() FROM range(1, {new + 1}) t(i);
         INSERT INTO fact_returns SELECT return_id, order_item_id, reason, 'refunded',
-          refund_amount, date_key, 'U', {lsn + 2 * step} + return_id, 0, '{batch}', now()
+          refund_amount + {round_ - 1}, date_key, 'U', {lsn + 2 * step} + return_id, 0, '{batch}', now()
         FROM fact_returns WHERE batch_id = 'b0' AND return_id IN
           (SELECT {(rows - recent) // 20} + h(i) % {recent // 20} FROM range({returns}) t(i));
         INSERT INTO fact_order_status SELECT order_id, customer_id, 'returned', date_key, 'U',

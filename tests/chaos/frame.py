@@ -14,14 +14,15 @@ pipeline catch up by itself, and then proves the same things:
 "No manual step" means: the processes run as services under a supervisor that does what
 systemd's ``Restart=always`` with ``RestartSec=1`` does and nothing else (:class:`Service`):
 whatever exits, for whatever reason, is started again with the same command line a second
-later. A process may ride a fault out (capture reconnecting) or exit on it (a `run --every`
+later. A process may ride a fault out (capture reconnecting) or exit on it (a `run --follow`
 whose run cannot start); an exit is acceptable only with a clear last line and no traceback,
 or when the scenario killed it (SIGKILL). Nobody redrives a run, resets a slot, deletes a
 lock or drains the pipeline by hand: after the fault is removed the test only waits, and the
 services catch up on their own. The one exception is named by the scenario that needs it
 (the invalidated slot, whose recovery is `capture --resnapshot` by design).
 
-The command of the continuous run is in ONE place, :data:`CONTINUOUS_RUN`.
+The command of the continuous run is in ONE place, :data:`CONTINUOUS_RUN`: `run --follow`,
+a run as soon as capture publishes raw files.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from riverbed.lake.positions import parse_lsn
 from riverbed.state import StateStore, open_state
 
 # the continuous run: `run --follow` replaces it once it lands (issue 20)
-CONTINUOUS_RUN = ("run", "--every", "1")
+CONTINUOUS_RUN = ("run", "--follow")
 RESTART_SECONDS = 1.0  # systemd's RestartSec
 SEED = ("--customers", "120", "--sellers", "12", "--products", "60", "--orders", "600")
 RATE = 150  # changes per second of the live workload
