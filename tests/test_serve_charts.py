@@ -284,4 +284,10 @@ def test_the_consumer_pages_regions_are_every_region_the_reader_may_see(
     assert admin.get("/api/choices/customer_email").status_code == 404
     page = admin.get("/consumer-statistics").text
     assert '<datalist id="regions" data-choices="/api/choices/customer_region">' in page
-    assert "data-choices" not in admin.get("/seller-behaviour").text
+    sellers = admin.get("/seller-behaviour", params={"region": regions[0]}).text
+    assert '<datalist id="regions" data-choices="/api/choices/seller_region">' in sellers
+    with shop_source.connect() as conn:
+        seller_regions = sorted(
+            r[0] for r in conn.execute("select distinct region from shop.sellers")
+        )
+    assert admin.get("/api/choices/seller_region").json()["values"] == seller_regions

@@ -3,8 +3,9 @@ dimension the reader may see, read from the dimension's current rows through the
 any read is (a row filter narrows them, a mask shows masked, the read is audited).
 
 Not from a chart's rows: those are what the chart shows, a ranking's top (customer_refunds'
-hundred most refunded customers) or rows already narrowed by the page's own filters, so a
-region none of them fell in would never be offered.
+hundred most refunded customers) or rows already narrowed by the page's own filters (the seller
+table under a region filter holds that region's sellers only), so a region none of them fell
+in would never be offered.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from riverbed.state.records import AuditPath
 
 # the filters' dimensions that offer their values: the table each is read from, under the
 # alias measures.DIMENSIONS writes it with
-CHOICES: dict[str, tuple[str, str]] = {"customer_region": ("dim_customer", "c")}
+CHOICES: dict[str, tuple[str, str]] = {
+    "customer_region": ("dim_customer", "c"),
+    "seller_region": ("dim_seller", "s"),  # the seller page's region is the seller's
+}
 
 
 def choices(project: Project, principal: str, name: str, path: AuditPath = "api") -> list[str]:

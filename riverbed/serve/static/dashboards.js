@@ -235,6 +235,7 @@
         { margin: { l: 200, r: 16, t: 12, b: 40 }, height: 420, xaxis: { title: { text: "growth %" } } });
     },
     seller_performance: function (node, data) {
+      /* the rows' regions only until /api/choices answers (fillChoices replaces them) */
       fillList("regions", data.rows.map(function (r) { return r.seller_region; }));
       if (node.getAttribute("data-kind") !== "table") return sellerRates(node, data);
       table(node, data.columns, data.rows, {
