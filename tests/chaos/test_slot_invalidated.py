@@ -93,8 +93,11 @@ def test_a_slot_invalidated_while_capture_was_down_is_refused_then_resnapshotted
     chaos.wait("capture to refuse the slot", lambda: "was invalidated" in capture.stderr(), 120)
     alarm_fired(chaos, "slot_invalidated")
 
-    with chaos.held("capture") as capture:
+    # the operator's one step, as the refusal names it; the resnapshot takes the run lock, so
+    # the continuous run is stopped first (its run in flight finishes) and started again after
+    with chaos.held("capture") as capture, chaos.held("run") as run:
         chaos.wait("capture to exit", lambda: not capture.current.alive(), 60)
+        assert run.current.interrupt(timeout=120) == 0
         cli(chaos.config, "capture", "--once", "--resnapshot", "-q")
     chaos.flowing()
     chaos.end_workload()
