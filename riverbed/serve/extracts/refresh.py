@@ -16,7 +16,7 @@ current-state views limited to those days, and their change is its rollups' delt
 datasets either way (split_orders.py: the guard on summing distinct orders over days).
 Whole when there is no previous generation, the datasets' definitions changed
 (datasets.fingerprint), a fact was truncated, or a batch the previous generation counted
-was withdrawn from a fact (``run --reprocess``; see _continues).
+was withdrawn from a fact (``run --reprocess``; see _write).
 
 Nothing here writes the warehouse (it is opened as the load states open it, with their memory,
 not a reader's), so a failed refresh never undoes a load. ``RIVERBED_EXTRACT_FAULT`` (tests only): ``fail`` raises, ``kill`` kills the process
@@ -128,11 +128,17 @@ def _write(
     counts = changes.fact_rows(warehouse, changed)
     if not full:
         assert previous is not None
-        full = not _continues(store.path_of(project, previous.name), counts)
-    if not full:
-        assert previous is not None
         store.clone(store.path_of(project, previous.name), path)
     extract = duckdb.connect(str(path))
+    if not full and not delta.consistent(extract, counts):
+        # a batch the previous generation counted was withdrawn from a fact (`run
+        # --reprocess`): the state before the run cannot be read from the facts, nor are the
+        # withdrawn rows' keys and days named by any new batch (there may be none), so it is
+        # built whole, the one way that is exact then; a rare path, on a user's command
+        extract.close()
+        _remove(path)
+        full = True
+        extract = duckdb.connect(str(path))
     path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
     try:
         snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
@@ -158,16 +164,6 @@ def _write(
     finally:
         extract.close()
     return way, cells, day_count, by_days
-
-
-def _continues(previous: Path, counts: dict[str, tuple[int, int]]) -> bool:
-    """Whether the facts hold what the ``previous`` generation counted plus the new batches
-    (delta.consistent). Not after a withdrawn batch (``run --reprocess``, rows deleted from a
-    fact): the state before the run cannot be read from the facts, nor are the withdrawn
-    rows' keys and days named by any new batch (there may be none), so the extract is built
-    whole, the one way that is exact then; a rare path, on a user's command."""
-    with duckdb.connect(str(previous), read_only=True) as extract:
-        return delta.consistent(extract, counts)
 
 
 def _build(extract: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> tuple[int, int]:
