@@ -178,12 +178,14 @@ def by_keys(
     relations = {
         d.relation.name: [e for e in datasets if e.relation is d.relation] for d in datasets
     }
+    narrowed = _narrowed(tuple(datasets), tuple((f.view, f.name) for f in ranked))
     for state in ("now", "before"):
         for fact in ranked:
             source = f"versions_{fact.name}" if state == "now" else f"before_{fact.name}"
             names = [c for c in catalog[fact.name] if c != OP]
             view = _ranked(replace(fact, name=source), tuple(names))
-            extract.execute(f'CREATE OR REPLACE TEMP VIEW "{fact.view}" AS {view}')
+            # ranked once per side: every grain (and split_orders) reads them
+            extract.execute(f'CREATE OR REPLACE TEMP TABLE "{fact.view}" AS {view}')
             if state == "now" and fact.name == changes.ITEM_FACT:
                 split_orders.redo(extract, f"versions_{fact.name}", fact.view)
         for snapshot, (dimension, _, _) in changes.SNAPSHOTS.items():
@@ -191,9 +193,12 @@ def by_keys(
             if state == "now":
                 rows = f"{snapshot}_now"
                 extract.register(rows, now[snapshot])
+            # only the keys the changed versions name: the grains join the dimension on
+            # them alone (_narrowed), and a hash join over every customer costs the most
+            where = f" WHERE {narrowed[dimension]}" if dimension in narrowed else ""
             extract.execute(
-                f"CREATE OR REPLACE TEMP VIEW {dimension} AS"
-                f" SELECT *, TRUE AS is_current_record FROM {rows}"
+                f"CREATE OR REPLACE TEMP TABLE {dimension} AS"
+                f" SELECT *, TRUE AS is_current_record FROM {rows}{where}"
             )
         for relation, grouped in relations.items():
             grain = partial.grain_sql(tuple(grouped))
@@ -202,6 +207,48 @@ def by_keys(
         for dataset in grouped:
             _subtract(extract, dataset, relation)
     _drop_views(extract, ranked)
+
+
+@cache
+def _narrowed(datasets: tuple[Dataset, ...], views: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Snapshotted dimension -> a condition keeping its rows whose key a fact version names,
+    for those dimensions every grain of ``datasets`` inner-joins on nothing but its key equal
+    to a fact view's column of the same name (``views``: (view, fact)), so that the rows left
+    out join no grain row, now or before."""
+    facts = dict(views)
+    found: dict[str, set[str]] = {}
+    refused: set[str] = set()
+    for relation in {d.relation.name: d for d in datasets}.values():
+        select = partial.grain_select(_of_relation(datasets, relation.relation.name))
+        aliases = {t.alias_or_name: t.name for t in select.find_all(exp.Table)}
+        for join in select.args.get("joins") or []:
+            table = join.this
+            if not isinstance(table, exp.Table) or table.name not in _KEPT:
+                continue
+            key = changes.SNAPSHOTS[_KEPT[table.name][0]][1]
+            named = {
+                facts[aliases[c.table]]
+                for eq in join.find_all(exp.EQ)
+                for c, d in ((eq.left, eq.right), (eq.right, eq.left))
+                if isinstance(c, exp.Column)
+                and isinstance(d, exp.Column)
+                and d.table == table.alias_or_name
+                and d.name == key
+                and c.name == key
+                and aliases.get(c.table) in facts
+            }
+            if join.side or join.kind not in ("", "INNER") or not named:
+                refused.add(table.name)
+            found.setdefault(table.name, set()).update(named)
+    return {
+        dim: f"{changes.SNAPSHOTS[_KEPT[dim][0]][1]} IN ("
+        + " UNION ALL ".join(
+            f"SELECT {changes.SNAPSHOTS[_KEPT[dim][0]][1]} FROM versions_{f}" for f in sorted(fs)
+        )
+        + ")"
+        for dim, fs in found.items()
+        if dim not in refused
+    }
 
 
 def _subtract(extract: duckdb.DuckDBPyConnection, dataset: Dataset, relation: str) -> None:
@@ -326,14 +373,14 @@ def no_change(dataset: Dataset) -> str:
 
 
 def _drop_views(extract: duckdb.DuckDBPyConnection, facts: Sequence[FactModel]) -> None:
-    """The temporary views are the connection's own; dropped so nothing later reads them in
-    place of a table of the same name."""
+    """The temporary views and tables are the connection's own; dropped so nothing later
+    reads them in place of a table of the same name."""
     for fact in facts:
-        extract.execute(f'DROP VIEW IF EXISTS "{fact.view}"')
+        extract.execute(f'DROP TABLE IF EXISTS "{fact.view}"')
         extract.execute(f"DROP VIEW IF EXISTS before_{fact.name}")
         extract.unregister(f"versions_{fact.name}")
     for _, (dimension, _, _) in changes.SNAPSHOTS.items():
-        extract.execute(f"DROP VIEW IF EXISTS {dimension}")
+        extract.execute(f"DROP TABLE IF EXISTS {dimension}")
     for snapshot in changes.SNAPSHOTS:
         extract.unregister(f"{snapshot}_now")
     extract.execute(f"DROP VIEW IF EXISTS {DATE}")

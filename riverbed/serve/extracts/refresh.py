@@ -254,16 +254,18 @@ def _redo_days(
 def _changed_keys(extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Table) -> list[int]:
     """Keys whose shown attributes differ between the extract's snapshot and ``now`` (new and
     gone keys included)."""
-    key = changes.SNAPSHOTS[snapshot][1]
+    _, key, attributes = changes.SNAPSHOTS[snapshot]
+    # one hash join on the key (a key is one row each side: current rows), not two EXCEPTs
+    differ = " OR ".join(f"n.{c} IS DISTINCT FROM s.{c}" for c in (key, *attributes))
     extract.register("now_rows", now)
     try:
         found = extract.execute(
-            f"SELECT DISTINCT {key} FROM ((SELECT * FROM now_rows EXCEPT SELECT * FROM {snapshot})"
-            f" UNION ALL (SELECT * FROM {snapshot} EXCEPT SELECT * FROM now_rows))"
+            f"SELECT COALESCE(n.{key}, s.{key}) FROM now_rows AS n"
+            f" FULL JOIN {snapshot} AS s ON n.{key} = s.{key} WHERE {differ}"
         ).fetchall()
     finally:
         extract.unregister("now_rows")
-    return sorted(int(row[0]) for row in found if row[0] is not None)
+    return sorted({int(row[0]) for row in found if row[0] is not None})
 
 
 def _replace(
