@@ -53,7 +53,7 @@ days summed again (refresh.py), in the same refresh.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 
 import duckdb
@@ -132,18 +132,24 @@ def record(extract: duckdb.DuckDBPyConnection, counts: dict[str, tuple[int, int]
     )
 
 
-def by_keys(
-    extract: duckdb.DuckDBPyConnection,
+@dataclass(frozen=True)
+class Fetched:
+    """What a refresh by deltas reads of the warehouse (``fetch``): each fact's versions of
+    the changed keys, and dim_date."""
+
+    versions: dict[str, pa.Table]
+    dates: pa.Table
+
+
+def fetch(
     warehouse: Warehouse,
     changed: changes.Changed,
-    datasets: Sequence[Dataset],
     facts: Sequence[FactModel],
     catalog: dict[str, dict[str, str]],
-    now: dict[str, pa.Table],
-) -> None:
-    """``delta_<dataset>`` temporary tables of the base ``datasets``: each cell's change, the
-    changed keys' grain rows now minus before; and split_orders redone for the orders of the
-    keys (whole orders: each with all its items). ``now``: the snapshots' rows just read."""
+) -> Fetched:
+    """Every version of the keys every change reaches (changes.changed_keys: whole orders),
+    per fact, truncates included; read before the extract is open (refresh.py reads them
+    while the previous generation is being copied)."""
     keys = changes.changed_keys(warehouse, changed)
     # the items first: their orders' range bounds the orders' scan
     ranked = sorted((f for f in facts if f.name in keys), key=lambda f: f.name != changes.ITEM_FACT)
@@ -156,15 +162,32 @@ def by_keys(
             lo, hi = orders["min"].as_py(), orders["max"].as_py()
             where = f"{changes.between('order_id', lo, hi)} AND {where}"
         # the truncates too: the ranking finds the last one among the rows it is given
-        versions = warehouse.query(
+        fetched[fact.name] = warehouse.query(
             sqlglot.parse_one(
                 f"SELECT {columns} FROM {fact.name} WHERE {where}"
                 f" UNION ALL SELECT {columns} FROM {fact.name} WHERE {OP} = 'T'",
                 read="duckdb",
             )
         )
-        fetched[fact.name] = versions
-        extract.register(f"versions_{fact.name}", versions)
+    return Fetched(fetched, warehouse.query(exp.select("*").from_(DATE)))
+
+
+def by_keys(
+    extract: duckdb.DuckDBPyConnection,
+    fetched: Fetched,
+    changed: changes.Changed,
+    datasets: Sequence[Dataset],
+    facts: Sequence[FactModel],
+    catalog: dict[str, dict[str, str]],
+    now: dict[str, pa.Table],
+) -> None:
+    """``delta_<dataset>`` temporary tables of the base ``datasets``: each cell's change, the
+    changed keys' grain rows now minus before; and split_orders redone for the orders of the
+    keys (whole orders: each with all its items). ``fetched``: the keys' versions (fetch);
+    ``now``: the snapshots' rows just read."""
+    ranked = [f for f in facts if f.name in fetched.versions]
+    for fact in ranked:
+        extract.register(f"versions_{fact.name}", fetched.versions[fact.name])
         new = exp.column("batch_id").isin(
             *(exp.Literal.string(b) for b in changed.batches.get(fact.name, []))
         )
@@ -173,7 +196,7 @@ def by_keys(
             f"CREATE OR REPLACE TEMP VIEW before_{fact.name} AS SELECT * FROM versions_{fact.name}"
             f" WHERE NOT COALESCE({loaded_since}, FALSE)"
         )
-    extract.register("dates_now", warehouse.query(exp.select("*").from_(DATE)))
+    extract.register("dates_now", fetched.dates)
     extract.execute(f"CREATE OR REPLACE TEMP VIEW {DATE} AS SELECT * FROM dates_now")
     relations = {
         d.relation.name: [e for e in datasets if e.relation is d.relation] for d in datasets

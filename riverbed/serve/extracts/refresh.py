@@ -29,6 +29,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,38 +121,39 @@ def _write(
     datasets whose days were summed again)."""
     full = previous is None or previous.fingerprint != fingerprint()
     changed = changes.Changed()
-    if previous is not None and not full:
-        for batch in loads:
-            if batch.loaded_at > previous.watermark:  # runs take turns: none loads meanwhile
-                changed.batches.setdefault(batch.target, []).append(batch.batch_id)
-        full = changes.truncated(warehouse, changed)
-    counts = changes.fact_rows(warehouse, changed)
-    if not full:
-        assert previous is not None
-        store.clone(store.path_of(project, previous.name), path)
-    extract = duckdb.connect(str(path))
-    if not full and not delta.consistent(extract, counts):
-        # a batch the previous generation counted was withdrawn from a fact (`run
-        # --reprocess`): the state before the run cannot be read from the facts, nor are the
-        # withdrawn rows' keys and days named by any new batch (there may be none), so it is
-        # built whole, the one way that is exact then; a rare path, on a user's command
-        extract.close()
+    copy: Future[bool] | None = None
+    facts = warehouse_model(project.config).facts
+    fetched: delta.Fetched | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-copy") as copier:
+        if previous is not None and not full:
+            # the copy (the kernel's, the GIL let go) runs while the warehouse is read
+            before = store.path_of(project, previous.name)
+            copy = copier.submit(store.clone, before, path)
+            for batch in loads:
+                if batch.loaded_at > previous.watermark:  # runs take turns: none loads meanwhile
+                    changed.batches.setdefault(batch.target, []).append(batch.batch_id)
+            full = changes.truncated(warehouse, changed)
+        counts = changes.fact_rows(warehouse, changed)
+        snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
+        if copy is not None and not full:
+            full, changed.keys = _previously(before, counts, snapshots)
+            if not full and changed and delta.maintained(_bases(), facts):
+                fetched = delta.fetch(warehouse, changed, facts, catalog)
+        if copy is not None:
+            copy.result()  # done (or failed) before the file is used or removed
+    if full:
         _remove(path)
-        full = True
-        extract = duckdb.connect(str(path))
+    extract = duckdb.connect(str(path))
     path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
     try:
-        snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
         way = "whole"
         by_days: tuple[str, ...] = ()
         if full:
             cells, day_count = _build(extract, warehouse)
             split_orders.build(extract, warehouse)
         else:
-            changed.keys = {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
-            facts = warehouse_model(project.config).facts
             way, cells, day_count, by_days = _recompute(
-                extract, warehouse, changed, facts, catalog, snapshots
+                extract, warehouse, changed, facts, catalog, snapshots, fetched
             )
             if way == "days":  # else redone for the orders delta.by_keys read
                 split_orders.update(extract, warehouse, changed, facts)
@@ -164,6 +166,26 @@ def _write(
     finally:
         extract.close()
     return way, cells, day_count, by_days
+
+
+def _previously(
+    before: Path, counts: dict[str, tuple[int, int]], snapshots: dict[str, pa.Table]
+) -> tuple[bool, dict[str, list[int]]]:
+    """From the previous generation (read while it is copied): whether it must be built whole
+    instead, and the dimension keys whose shown attributes changed since it was made.
+
+    Whole when a batch the previous generation counted was withdrawn from a fact (`run
+    --reprocess`): the state before the run cannot be read from the facts, nor are the
+    withdrawn rows' keys and days named by any new batch (there may be none), so it is built
+    whole, the one way that is exact then; a rare path, on a user's command."""
+    with duckdb.connect(str(before), read_only=True) as extract:
+        if not delta.consistent(extract, counts):
+            return True, {}
+        return False, {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
+
+
+def _bases() -> list[Dataset]:
+    return [d for d in DATASETS if d.rollup_of is None]
 
 
 def _build(extract: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> tuple[int, int]:
@@ -187,6 +209,7 @@ def _recompute(
     facts: Sequence[FactModel],
     catalog: dict[str, dict[str, str]],
     snapshots: dict[str, pa.Table],
+    fetched: delta.Fetched | None,
 ) -> tuple[str, int, int, tuple[str, ...]]:
     """Bring the cells ``changed`` touches up to date: (how, cells changed, days they fall on,
     the datasets whose days were summed again). By deltas of the changed keys for the
@@ -194,11 +217,12 @@ def _recompute(
     cells' change kept as the delta the rollups take (``days`` when no dataset took deltas)."""
     if not changed:
         return "deltas", 0, 0, ()
-    bases = [d for d in DATASETS if d.rollup_of is None]
+    bases = _bases()
     by_deltas = delta.maintained(bases, facts)
     by_days = [d for d in bases if d not in by_deltas]
     if by_deltas:
-        delta.by_keys(extract, warehouse, changed, by_deltas, facts, catalog, snapshots)
+        assert fetched is not None, "the changed keys' versions are fetched when deltas apply"
+        delta.by_keys(extract, fetched, changed, by_deltas, facts, catalog, snapshots)
     extract.execute("BEGIN")
     cells = sum(delta.merge(extract, d) for d in by_deltas)
     days = delta.days_of(extract, by_deltas)

@@ -17,17 +17,17 @@ Every file is 0600 in a 0700 folder (riverbed.private).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
-import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from riverbed.config import Project
-from riverbed.private import create_private, private_folders
+from riverbed.private import FILE_MODE, create_private, private_folders
 
 GRACE_SECONDS = 300.0
 FICLONE = 0x40049409  # linux/fs.h: share the source's blocks, copy-on-write
@@ -85,15 +85,47 @@ def clone(source: Path, target: Path) -> bool:
     """``target`` made a copy of ``source``: a reflink where the filesystem has them (btrfs,
     XFS: no data copied, a refresh's first step costs the same for any size of extract, and
     the new generation's writes land in blocks of its own, so the previous one stays as it
-    was), else a byte copy; True when it was a reflink."""
-    with open(source, "rb") as src, open(target, "wb") as dst:
+    was), else a byte copy by the kernel; True when it was a reflink.
+
+    ``target`` is created once and never truncated: ext4 flushes a file truncated to zero
+    and written again when it is closed (its auto_da_alloc guard for programs that replace
+    files that way), which added the writeback of the whole extract to every refresh."""
+    src = os.open(source, os.O_RDONLY)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
-            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
-            return True
-        except OSError:  # ext4, tmpfs, another device: copied (by the kernel, sendfile)
-            pass
-    shutil.copyfile(source, target)
+            with contextlib.suppress(OSError):  # ext4, tmpfs, another device: copied
+                fcntl.ioctl(dst, FICLONE, src)
+                return True
+            _copy_range(src, dst, os.fstat(src).st_size)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
     return False
+
+
+def _copy_range(src: int, dst: int, size: int) -> None:
+    """``size`` bytes of ``src`` into ``dst`` in the kernel: copy_file_range, else sendfile
+    (another filesystem on an old kernel)."""
+    copied = 0
+    try:
+        while copied < size:
+            done = os.copy_file_range(src, dst, size - copied, copied, copied)
+            if done == 0:
+                break
+            copied += done
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    os.lseek(dst, copied, os.SEEK_SET)  # copy_file_range's offsets left the position at 0
+    while copied < size:
+        done = os.sendfile(dst, src, copied, size - copied)
+        if done == 0:
+            break
+        copied += done
+    if copied != size:
+        raise OSError(errno.EIO, f"copied {copied} of {size} bytes of the extract")
 
 
 def publish(project: Project, generation: Generation) -> None:
