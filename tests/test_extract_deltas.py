@@ -25,6 +25,7 @@ from riverbed.config.loader import demo_config_text, load_project
 from riverbed.load.fact_current import current_view_ddl
 from riverbed.load.model import FactModel, warehouse_model
 from riverbed.serve.extracts import delta, split_orders, store
+from riverbed.serve.extracts import refresh as refresh_module
 from riverbed.serve.extracts.datasets import (
     CUSTOMER_ORDERS,
     CUSTOMERS,
@@ -164,6 +165,23 @@ def test_several_changes_in_one_run_by_deltas_equal_a_rebuild(project: Project) 
     _loaded(project, "b1")
     refreshed = _refresh(project)
     assert (refreshed.way, refreshed.by_days) == ("deltas", ()) and refreshed.cells > 0
+    assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+
+
+def test_refreshes_that_leave_deleted_cells_and_those_that_reclaim_them_stay_exact(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most refreshes leave the cells they replaced as deleted rows (their checkpoint merges
+    no row groups); every VACUUM_EVERY-th may reclaim them. A chain of both kinds, each
+    generation made from the last, equals a rebuild."""
+    monkeypatch.setattr(refresh_module, "VACUUM_EVERY", 3)
+    since = []
+    for number, sql in enumerate(CHANGES.values(), start=1):
+        _change(project, number, sql)
+        refreshed = _refresh(project)
+        assert refreshed.way == "deltas"
+        since.append(refreshed.generation.unvacuumed)
+    assert since == [(n % 3) for n in range(1, len(CHANGES) + 1)]
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 

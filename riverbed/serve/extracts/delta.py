@@ -74,7 +74,6 @@ from riverbed.serve.semantic.measures import MEASURES
 WHOLE_ORDER = frozenset({"i.order_id"})
 FACT_ROWS = "extract_fact_rows"  # each fact's rows when the generation was made
 DATE = "dim_date"
-IN_PLACE = 50  # a delta of at least 1/IN_PLACE of a dataset's cells is merged in place
 # dimension -> its snapshot, the columns it keeps
 _KEPT = {
     dim: (snapshot, {key, *attrs}) for snapshot, (dim, key, attrs) in changes.SNAPSHOTS.items()
@@ -324,12 +323,12 @@ def roll_up(extract: duckdb.DuckDBPyConnection, rollup: Dataset) -> None:
 def merge(extract: duckdb.DuckDBPyConnection, dataset: Dataset) -> int:
     """Apply ``delta_<dataset>`` to the dataset's cells: (cells changed).
 
-    A few changed cells among many are deleted and written again: DuckDB's checkpoint marks
-    a delete and appends an insert, where an update has it rewrite each updated column of the
-    touched row groups. When they are a large share of the table (a month's cells of a
-    rollup), deleting them would have the checkpoint vacuum, merging and rewriting whole row
-    groups, text columns and all; those are updated in place (measured at 10M fact rows:
-    each way costs the other table several times as much)."""
+    The changed cells are deleted and written again, also when they are a large share of a
+    small table (a month's cells of a rollup): DuckDB's checkpoint then marks the deletes and
+    appends the inserts, where an update has it rewrite each updated column of the touched
+    row groups whole (~0.15 s a month rollup at 10M fact rows); the deleted rows are left to
+    the checkpoints that may vacuum (refresh.VACUUM_EVERY). The old cells are found by one
+    join with the delta (their row ids kept), which the delete then names directly."""
     name = dataset.name
     same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM d.{c}" for c in dataset.column_names)
     totals = []
@@ -340,31 +339,22 @@ def merge(extract: duckdb.DuckDBPyConnection, dataset: Dataset) -> int:
         totals.append((m, total))
     totals += [(h, f"COALESCE(t.{h}, 0) + d.{h}") for h in partial.hidden(dataset)]
     first = dataset.column_names[0]  # the day (a rollup's year): the cells' stored order
-    changed, cells, lo, hi = extract.execute(
-        f"SELECT COUNT(*), (SELECT COUNT(*) FROM {name}), MIN({first}), MAX({first})"
-        f" FROM delta_{name}"
+    changed, lo, hi = extract.execute(
+        f"SELECT COUNT(*), MIN({first}), MAX({first}) FROM delta_{name}"
     ).fetchall()[0]
     if not changed:
         return 0
-    # spelled out, the delta's range lets the scans of the cells skip the other row groups
-    same += f" AND {changes.between(f't.{first}', lo, hi)}"
-    if changed * IN_PLACE >= cells:
-        extract.execute(
-            f"MERGE INTO {name} AS t USING delta_{name} AS d ON {same}"
-            f" WHEN MATCHED AND t.{partial.ROWS} + d.{partial.ROWS} = 0 THEN DELETE"
-            f" WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = {v}' for c, v in totals)}"
-            f" WHEN NOT MATCHED AND d.{partial.ROWS} > 0 THEN INSERT BY NAME"
-        )
-        return int(changed)
     values = [f"d.{c}" for c in dataset.column_names] + [f"{v} AS {c}" for c, v in totals]
+    # spelled out, the delta's range lets the scan of the cells skip the other row groups
     extract.execute(
-        f"CREATE OR REPLACE TEMP TABLE merged_{name} AS SELECT {', '.join(values)}"
-        f" FROM delta_{name} AS d LEFT JOIN (SELECT * FROM {name}"
+        f"CREATE OR REPLACE TEMP TABLE merged_{name} AS SELECT t.rowid AS _old, {', '.join(values)}"
+        f" FROM delta_{name} AS d LEFT JOIN (SELECT rowid, * FROM {name}"
         f" WHERE {changes.between(first, lo, hi)}) AS t ON {same}"
     )
-    extract.execute(f"DELETE FROM {name} AS t USING delta_{name} AS d WHERE {same}")
+    extract.execute(f"DELETE FROM {name} WHERE rowid IN (SELECT _old FROM merged_{name})")
     extract.execute(
-        f"INSERT INTO {name} BY NAME SELECT * FROM merged_{name} WHERE {partial.ROWS} > 0"
+        f"INSERT INTO {name} BY NAME SELECT * EXCLUDE (_old) FROM merged_{name}"
+        f" WHERE {partial.ROWS} > 0"
     )
     extract.execute(f"DROP TABLE merged_{name}")
     return int(changed)

@@ -45,6 +45,12 @@ from riverbed.serve.extracts import changes, delta, derive, partial, split_order
 from riverbed.serve.extracts.datasets import ALIASES, DATASETS, Dataset, fingerprint, personal_held
 from riverbed.state import StateStore
 
+# The cells a refresh changes are deleted and written again (delta.merge); reclaiming the
+# deleted ones has the checkpoint merge and rewrite whole row groups (a month rollup's every
+# cell, ~0.15 s each at 10M fact rows), so most refreshes leave them, as deleted rows, and
+# every VACUUM_EVERY-th lets the checkpoint reclaim them all: readers skip a bounded share
+# of dead rows, and the file stays the size it was (measured over 10 refreshes at 10M).
+VACUUM_EVERY = 16
 FAULT = "RIVERBED_EXTRACT_FAULT"
 SOURCES = "extract_sources"  # the source tables' columns, for the policy (policy.py)
 
@@ -88,7 +94,10 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
         name = store.new_name()
         path = store.prepare(project, name)
         try:
-            way, cells, days, by_days = _write(warehouse, catalog, path, previous, project, loads)
+            vacuum = previous is None or previous.unvacuumed + 1 >= VACUUM_EVERY
+            way, cells, days, by_days = _write(
+                warehouse, catalog, path, previous, project, loads, vacuum
+            )
         except BaseException:
             _remove(path)
             raise
@@ -103,6 +112,7 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
         loaded_at=manifest.loads.last_loaded_at(),
         refreshed_at=time.time(),
         full=way == "whole",
+        unvacuumed=0 if vacuum or way == "whole" or previous is None else previous.unvacuumed + 1,
     )
     store.publish(project, generation)
     store.prune(project)
@@ -116,9 +126,11 @@ def _write(
     previous: store.Generation | None,
     project: Project,
     loads: list,  # type: ignore[type-arg]
+    vacuum: bool,
 ) -> tuple[str, int, int, tuple[str, ...]]:
     """Write the new generation at ``path``: (how, as Refreshed.way; cells written, days; the
-    datasets whose days were summed again)."""
+    datasets whose days were summed again). ``vacuum``: the checkpoint may merge row groups
+    to reclaim deleted cells (VACUUM_EVERY)."""
     full = previous is None or previous.fingerprint != fingerprint()
     changed = changes.Changed()
     copy: Future[bool] | None = None
@@ -145,6 +157,8 @@ def _write(
         _remove(path)
     extract = duckdb.connect(str(path))
     path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
+    if not vacuum:
+        extract.execute("SET max_vacuum_tasks = 0")
     try:
         way = "whole"
         by_days: tuple[str, ...] = ()

@@ -46,6 +46,8 @@ class Generation:
     loaded_at: float | None  # when the warehouse data it reflects was loaded
     refreshed_at: float  # when it was published
     full: bool  # built whole (else from the previous generation and the new loads)
+    # refreshes since its file's deleted cells were last reclaimed (refresh.VACUUM_EVERY)
+    unvacuumed: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
