@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
+from riverbed.lake.schema import OP
 from riverbed.load.warehouse import Warehouse
 
 ITEM_FACT, STATUS_FACT, RETURN_FACT = "fact_order_items", "fact_order_status", "fact_returns"
@@ -57,18 +58,6 @@ def snapshot_query(snapshot: str) -> exp.Select:
     return _select(
         f"SELECT {', '.join((key, *attributes))} FROM {dimension} WHERE is_current_record"
     )
-
-
-def truncated(warehouse: Warehouse, changed: Changed) -> bool:
-    """Whether a new batch holds a TRUNCATE."""
-    for fact, batches in changed.batches.items():
-        if batches:
-            found = warehouse.query(
-                _select(f"SELECT 1 AS t FROM {fact} WHERE {_in('batch_id', batches)} AND _op = 'T'")
-            )
-            if found.num_rows:
-                return True
-    return False
 
 
 def affected_days(warehouse: Warehouse, changed: Changed) -> tuple[list[int], list[int]]:
@@ -123,17 +112,31 @@ def changed_keys(warehouse: Warehouse, changed: Changed) -> dict[str, str]:
     }
 
 
-def fact_rows(warehouse: Warehouse, changed: Changed) -> dict[str, tuple[int, int]]:
-    """fact table -> (its rows, those of the batches ``changed`` names)."""
-    found = {}
+@dataclass(frozen=True)
+class FactRows:
+    """Each fact's rows and those of the new batches (fact -> (rows, new)), and whether a
+    new batch holds a TRUNCATE."""
+
+    counts: dict[str, tuple[int, int]]
+    truncated: bool
+
+
+def fact_rows(warehouse: Warehouse, changed: Changed) -> FactRows:
+    """What ``changed``'s batches add to each fact, in one query: a refresh waits on it."""
+    values = []
     for fact in FACTS:
+        values.append(f"(SELECT COUNT(*) FROM {fact}) AS n_{fact}")
         batches = changed.batches.get(fact)
-        # two scans: the count of the new batches' rows is a filter the zone maps narrow
-        # to the appended row groups, which a FILTER inside the whole count is not
-        new = f"(SELECT COUNT(*) FROM {fact} WHERE {_in('batch_id', batches)})" if batches else "0"
-        row = warehouse.query(_select(f"SELECT (SELECT COUNT(*) FROM {fact}) AS n, {new} AS new"))
-        found[fact] = (int(row.column(0)[0].as_py()), int(row.column(1)[0].as_py() or 0))
-    return found
+        # a scan of its own: the new batches' rows are a filter the zone maps narrow to the
+        # appended row groups, which a FILTER inside the whole count is not
+        new = f"FROM {fact} WHERE {_in('batch_id', batches)}" if batches else None
+        values.append(f"(SELECT COUNT(*) {new}) AS new_{fact}" if new else f"0 AS new_{fact}")
+        values.append(
+            f"(SELECT COUNT(*) {new} AND {OP} = 'T') AS t_{fact}" if new else f"0 AS t_{fact}"
+        )
+    row = warehouse.query(_select(f"SELECT {', '.join(values)}")).to_pylist()[0]
+    counts = {fact: (int(row[f"n_{fact}"]), int(row[f"new_{fact}"] or 0)) for fact in FACTS}
+    return FactRows(counts, any(row[f"t_{fact}"] for fact in FACTS))
 
 
 def _reached_items(warehouse: Warehouse, changed: Changed) -> list[str]:

@@ -117,7 +117,7 @@ def _readable(datasets: tuple[Dataset, ...], views: frozenset[str]) -> bool:
 def consistent(extract: duckdb.DuckDBPyConnection, counts: dict[str, tuple[int, int]]) -> bool:
     """Whether each fact holds the rows the previous generation counted plus the new ones."""
     if not extract.execute(
-        "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [FACT_ROWS]
+        "SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [FACT_ROWS]
     ).fetchall():
         return False
     recorded = dict(extract.execute(f"SELECT fact, n FROM {FACT_ROWS}").fetchall())

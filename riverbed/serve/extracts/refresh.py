@@ -144,8 +144,9 @@ def _write(
             for batch in loads:
                 if batch.loaded_at > previous.watermark:  # runs take turns: none loads meanwhile
                     changed.batches.setdefault(batch.target, []).append(batch.batch_id)
-            full = changes.truncated(warehouse, changed)
-        counts = changes.fact_rows(warehouse, changed)
+        rows = changes.fact_rows(warehouse, changed)
+        full = full or rows.truncated
+        counts = rows.counts
         snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
         if copy is not None and not full:
             full, changed.keys = _previously(before, counts, snapshots)
