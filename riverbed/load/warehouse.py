@@ -70,6 +70,9 @@ class Capabilities:
     # a DATE minus a DATE is a count of days (PostgreSQL): an event's day number by integer
     # arithmetic in the warehouse's UTC session, where EXTRACT computes a numeric per field
     date_difference: bool = False
+    # runs SQL written in DuckDB's dialect (the one Riverbed writes its text SQL in) as it is:
+    # sent without the parse and generation sqlglot needs to write it in another dialect
+    duckdb_sql: bool = False
 
 
 # the dialects statements are generated in (`riverbed ddl --dialect`), in the order offered
@@ -80,6 +83,7 @@ DIALECTS: dict[str, Capabilities] = {
         physical_design=False,
         scd2_merge=True,
         row_position="rowid",
+        duckdb_sql=True,
     ),
     "postgres": Capabilities(
         has_indexes=True,

@@ -26,11 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
 from riverbed.lake.schema import OP
-from riverbed.load.warehouse import Warehouse
+from riverbed.load.warehouse import Warehouse, capabilities
 
 ITEM_FACT, STATUS_FACT, RETURN_FACT = "fact_order_items", "fact_order_status", "fact_returns"
 FACTS = (ITEM_FACT, STATUS_FACT, RETURN_FACT)
@@ -134,7 +135,7 @@ def fact_rows(warehouse: Warehouse, changed: Changed) -> FactRows:
         values.append(
             f"(SELECT COUNT(*) {new} AND {OP} = 'T') AS t_{fact}" if new else f"0 AS t_{fact}"
         )
-    row = warehouse.query(_select(f"SELECT {', '.join(values)}")).to_pylist()[0]
+    row = read(warehouse, f"SELECT {', '.join(values)}").to_pylist()[0]
     counts = {fact: (int(row[f"n_{fact}"]), int(row[f"new_{fact}"] or 0)) for fact in FACTS}
     return FactRows(counts, any(row[f"t_{fact}"] for fact in FACTS))
 
@@ -187,8 +188,8 @@ def _among(warehouse: Warehouse, column: str, select: str) -> str:
     """``column IN (select)``, with the range of the values ``select`` returns spelled out:
     a scan's zone maps then skip the row groups outside it (keys grow with time, so a
     change's keys are the recent row groups'), which a semi-join alone does not."""
-    bounds = warehouse.query(
-        _select(f"SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM ({select}) AS k")
+    bounds = read(
+        warehouse, f"SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM ({select}) AS k"
     )
     lo, hi = bounds.column(0)[0].as_py(), bounds.column(1)[0].as_py()
     return f"{between(column, lo, hi)} AND {column} IN ({select})"
@@ -202,7 +203,7 @@ def between(column: str, lo: object, hi: object) -> str:
 
 
 def _days(warehouse: Warehouse, sql: str) -> list[int]:
-    return sorted(int(d) for d in warehouse.query(_select(sql)).column(0).to_pylist() if d)
+    return sorted(int(d) for d in read(warehouse, sql).column(0).to_pylist() if d)
 
 
 def _in(column: str, values: Sequence[str] | Sequence[int] | Iterable[object]) -> str:
@@ -214,6 +215,13 @@ def _in(column: str, values: Sequence[str] | Sequence[int] | Iterable[object]) -
 
 def _literal(value: object) -> exp.Expr:
     return exp.Literal.number(value) if isinstance(value, int) else exp.Literal.string(str(value))
+
+
+def read(warehouse: Warehouse, sql: str) -> pa.Table:
+    """The rows of ``sql``, written in DuckDB's dialect: sent as written to a DuckDB
+    warehouse (parsing it costs more than running it: these are nested key sets on a
+    refresh's path), else parsed for sqlglot to write it in the warehouse's dialect."""
+    return warehouse.query(sql if capabilities(warehouse.dialect).duckdb_sql else _select(sql))
 
 
 def _select(sql: str) -> exp.Select:

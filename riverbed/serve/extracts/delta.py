@@ -59,7 +59,6 @@ from functools import cache
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import sqlglot
 from sqlglot import exp
 
 from riverbed.lake.schema import OP
@@ -161,12 +160,10 @@ def fetch(
             lo, hi = orders["min"].as_py(), orders["max"].as_py()
             where = f"{changes.between('order_id', lo, hi)} AND {where}"
         # the truncates too: the ranking finds the last one among the rows it is given
-        fetched[fact.name] = warehouse.query(
-            sqlglot.parse_one(
-                f"SELECT {columns} FROM {fact.name} WHERE {where}"
-                f" UNION ALL SELECT {columns} FROM {fact.name} WHERE {OP} = 'T'",
-                read="duckdb",
-            )
+        fetched[fact.name] = changes.read(
+            warehouse,
+            f"SELECT {columns} FROM {fact.name} WHERE {where}"
+            f" UNION ALL SELECT {columns} FROM {fact.name} WHERE {OP} = 'T'",
         )
     return Fetched(fetched, warehouse.query(exp.select("*").from_(DATE)))
 
