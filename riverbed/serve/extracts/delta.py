@@ -335,18 +335,25 @@ def merge(extract: duckdb.DuckDBPyConnection, dataset: Dataset) -> int:
             total = f"CASE WHEN COALESCE(t._n_{m}, 0) + d._n_{m} = 0 THEN NULL ELSE {total} END"
         totals.append((m, total))
     totals += [(h, f"COALESCE(t.{h}, 0) + d.{h}") for h in partial.hidden(dataset)]
-    first = dataset.column_names[0]  # the day (a rollup's year): the cells' stored order
-    changed, lo, hi = extract.execute(
-        f"SELECT COUNT(*), MIN({first}), MAX({first}) FROM delta_{name}"
+    # the cells' stored order: the day, a rollup's year and month
+    first = dataset.column_names[0]
+    second = dataset.column_names[1] if len(dataset.column_names) > 1 else None
+    changed, lo, hi, lo2, hi2 = extract.execute(
+        f"SELECT COUNT(*), MIN({first}), MAX({first}), MIN({second or 0}), MAX({second or 0})"
+        f" FROM delta_{name}"
     ).fetchall()[0]
     if not changed:
         return 0
     values = [f"d.{c}" for c in dataset.column_names] + [f"{v} AS {c}" for c, v in totals]
-    # spelled out, the delta's range lets the scan of the cells skip the other row groups
+    # spelled out, the delta's range lets the scan of the cells skip the other row groups;
+    # within one year, a rollup's months too
+    within = changes.between(first, lo, hi)
+    if second and lo == hi:
+        within += f" AND {changes.between(second, lo2, hi2)}"
     extract.execute(
         f"CREATE OR REPLACE TEMP TABLE merged_{name} AS SELECT t.rowid AS _old, {', '.join(values)}"
-        f" FROM delta_{name} AS d LEFT JOIN (SELECT rowid, * FROM {name}"
-        f" WHERE {changes.between(first, lo, hi)}) AS t ON {same}"
+        f" FROM delta_{name} AS d LEFT JOIN (SELECT rowid, * FROM {name} WHERE {within}) AS t"
+        f" ON {same}"
     )
     extract.execute(f"DELETE FROM {name} WHERE rowid IN (SELECT _old FROM merged_{name})")
     extract.execute(
