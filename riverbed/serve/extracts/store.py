@@ -100,6 +100,9 @@ def clone(source: Path, target: Path) -> bool:
                 fcntl.ioctl(dst, FICLONE, src)
                 return True
             _copy_range(src, dst, os.fstat(src).st_size)
+            # written to disk here, in the copy's own thread (refresh.py): the first
+            # checkpoint's fsync would otherwise wait for the whole copy's writeback
+            os.fdatasync(dst)
         finally:
             os.close(dst)
     finally:
