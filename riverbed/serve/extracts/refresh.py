@@ -14,6 +14,11 @@ business days those keys fall on deleted and aggregated again from the warehouse
 current-state views limited to those days, and their change is its rollups' delta
 (``Refreshed.by_days`` names them). The orders whose items span two days are kept beside the
 datasets either way (split_orders.py: the guard on summing distinct orders over days).
+The copy runs in a thread of its own (the kernel copies, then writes it to disk) while the
+warehouse is read: the new batches' counts, the dimensions' snapshots, the previous
+generation's consistency and changed keys (read-only) and the changed keys' versions; the
+copy is opened once all of that is in hand. The changed cells are deleted and written again;
+most checkpoints leave the deleted rows where they are, every VACUUM_EVERY-th reclaims them.
 Whole when there is no previous generation, the datasets' definitions changed
 (datasets.fingerprint), a fact was truncated, or a batch the previous generation counted
 was withdrawn from a fact (``run --reprocess``; see _write).
