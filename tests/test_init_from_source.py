@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from serve_support import client, log_in
 
 from conftest import Database, free_port, run_cli, superuser_password
 from riverbed.config import load_project, parse_config
@@ -202,6 +203,12 @@ def test_the_inferred_config_loads_chooses_and_runs(
         {"title": "Solaris", "is_current_record": False},
         {"title": "Solaris (new edition)", "is_current_record": True},
     ]
+    # the web app's logins: made on first use, private, and the admin logs in with one
+    made = folder / ".riverbed" / "logins" / "admin.password"
+    assert made.stat().st_mode & 0o777 == 0o600
+    with client(folder / "riverbed.yaml") as web:
+        log_in(web, "admin", made.read_text().strip())
+        assert web.get("/api/me").json()["principal"] == "admin"
 
 
 def test_tables_chooses_and_a_dsn_without_password_writes_none(

@@ -236,8 +236,10 @@ governance:
     admin: {grants: [{tables: ["*"]}], unmasked: ["*"]}
     analyst: {grants: [{tables: ["*"]}]}
   principals:
-    admin: {roles: [admin]}
-    analyst: {roles: [analyst]}"""
+    # the web app's logins (`riverbed serve`): a random password is written to each file on
+    # first use (0600); `cat` it, or write your own there and restart the server
+    admin: {roles: [admin], password: {file: .riverbed/logins/admin.password}}
+    analyst: {roles: [analyst], password: {file: .riverbed/logins/analyst.password}}"""
 
 
 def _key(name: str) -> str:
