@@ -117,6 +117,21 @@ def test_the_admin_reads_everything(web: TestClient) -> None:
     assert answer.json()["rows"] == [[0, EMAILS[0], "EU"], [1, EMAILS[1], "US"]]
 
 
+def test_a_warehouse_of_another_schema_says_the_dashboards_need_the_shops(
+    web: TestClient,
+) -> None:
+    """This warehouse holds dim_customer and payroll, no shop: a chart says which tables it
+    lacks, the same to every reader (404), not the refusal of a table not granted."""
+    for login in (lambda: log_in(web, "admin"), lambda: log_in(web, "eu_analyst")):
+        login()
+        answer = web.get("/api/charts/monthly_growth")
+        assert answer.status_code == 404, answer.text
+        detail = answer.json()["detail"]
+        assert "fact_order_items_current" in detail and "pipeline health" in detail
+        assert "dim_customer" not in detail.split("no ")[1].split(":")[0]  # it exists
+        assert web.get("/api/health/runs").status_code == 200
+
+
 def test_me_lists_the_principals_tables(web: TestClient) -> None:
     answer = web.get("/api/me", headers={"Authorization": f"Bearer {EU_TOKEN}"})
     assert answer.json() == {

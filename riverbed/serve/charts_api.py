@@ -35,6 +35,7 @@ from riverbed.errors import RiverbedError, first_line
 from riverbed.serve.context import Caller, caller, served
 from riverbed.serve.results import answering
 from riverbed.serve.semantic import CHARTS, ChartData, ChartError, FilterError, chart_data, health
+from riverbed.serve.semantic.chart import NoSemanticLayer
 from riverbed.serve.semantic.choices import CHOICES, choices
 from riverbed.serve.values import csv_cell, plain
 from riverbed.state.records import AuditPath
@@ -127,6 +128,8 @@ def governed_chart(
             return chart_data(
                 served(request).project, who.principal, name, given, path=path, limit=limit
             )
+    except NoSemanticLayer as exc:
+        raise HTTPException(404, first_line(exc)) from None
     except (FilterError, ChartError) as exc:
         raise HTTPException(400, first_line(exc)) from None
 

@@ -39,6 +39,10 @@ class ChartError(UsageError):
     """No chart by that name, or a chart asked for without what it needs."""
 
 
+class NoSemanticLayer(ChartError):
+    """The warehouse lacks tables the charts' measures read: a schema other than the shop's."""
+
+
 @dataclass(frozen=True)
 class ChartData:
     """A chart's rows (dicts keyed by ``columns``) and what they mean: ``meta`` holds the
