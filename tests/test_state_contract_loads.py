@@ -76,6 +76,20 @@ def test_the_last_load_time_is_the_newest_batchs(state_store: Any) -> None:
     assert loads.last_loaded_at() == 3000.5
 
 
+def test_the_batches_loaded_since_a_time_are_the_later_ones_oldest_first(
+    state_store: Any,
+) -> None:
+    loads = state_store.loads
+    loads.record_loaded([batch("b1", loaded_at=1000.0), batch("b2", loaded_at=3000.5)])
+    loads.record_loaded([batch("b1", "customers", loaded_at=2000.0)])
+    assert [(b.table, b.batch_id) for b in loads.loaded(since=1000.0)] == [
+        ("customers", "b1"),
+        ("orders", "b2"),
+    ]
+    assert [b.batch_id for b in loads.loaded("orders", since=1000.0)] == ["b2"]
+    assert loads.loaded(since=3000.5) == []
+
+
 def test_a_withdrawn_batch_is_no_longer_loaded(state_store: Any) -> None:
     loads = state_store.loads
     loads.record_loaded([batch("b1"), batch("b2"), batch("b1", "customers")])

@@ -93,9 +93,11 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
         catalog = read_catalog(warehouse).tables
         if not set(ALIASES.values()) <= set(catalog):
             return None
-        loads = [b for b in manifest.loads.loaded() if b.target in changes.FACTS]
-        watermark = max((b.loaded_at for b in loads), default=0.0)
         previous = store.current(project)
+        # the loads since the previous generation's newest: what it holds is not read again
+        since = previous.watermark if previous is not None else None
+        loads = [b for b in manifest.loads.loaded(since=since) if b.target in changes.FACTS]
+        watermark = max((b.loaded_at for b in loads), default=since or 0.0)
         name = store.new_name()
         path = store.prepare(project, name)
         try:

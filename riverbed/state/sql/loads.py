@@ -32,6 +32,7 @@ create table if not exists load_batches (
   loaded_at   real not null,
   primary key (table_name, batch_id)
 );
+create index if not exists load_batches_loaded_at on load_batches (loaded_at);
 create table if not exists load_staged (
   table_name  text primary key,
   batch_ids   text not null,
@@ -134,13 +135,21 @@ class SQLLoadState:
                 [(table,) for table in sorted({r["table"] for r in rows})],
             )
 
-    def loaded(self, table: str | None = None) -> list[LoadBatch]:
-        """The batches loaded (of ``table``, or every table), oldest first."""
+    def loaded(self, table: str | None = None, since: float | None = None) -> list[LoadBatch]:
+        """The batches loaded (of ``table``, or every table; ``since``: those recorded after
+        that time only, found by loaded_at's index: a refresh asks for the few since its last,
+        however long the history), oldest first."""
         query = "select batch_id, table_name, target, rows, seconds, loaded_at from load_batches"
+        found: list[str] = []
         params: tuple[Any, ...] = ()
         if table is not None:
-            query += " where table_name = ?"
-            params = (table,)
+            found.append("table_name = ?")
+            params += (table,)
+        if since is not None:
+            found.append("loaded_at > ?")
+            params += (since,)
+        if found:
+            query += " where " + " and ".join(found)
         query += " order by loaded_at, table_name, batch_id"
         rows = self._db.rows(query, params)
         return [
