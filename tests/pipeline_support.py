@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from key_trace import trace_keys
 from psycopg.rows import dict_row
 
 from conftest import CliResult, Database, run_cli
@@ -211,7 +212,10 @@ def check_dimensions(
         }
         missing = sorted(expected.keys() - warehouse.keys())
         extra = sorted(warehouse.keys() - expected.keys())
-        assert not missing and not extra, f"{target}: missing keys {missing}, extra keys {extra}"
+        assert not missing and not extra, (
+            f"{target}: missing keys {missing}, extra keys {extra}\n"
+            + trace_keys(project, target, table, natural, [*missing, *extra], ask)
+        )
         differ = {
             k: {c: (e, w) for c, e, w in zip(compared, expected[k], warehouse[k]) if e != w}
             for k in expected
@@ -219,7 +223,8 @@ def check_dimensions(
         }
         assert not differ, (
             f"{target}: {len(differ)} keys differ, (source, warehouse) per column: "
-            f"{dict(list(differ.items())[:5])}"
+            f"{dict(list(differ.items())[:5])}\n"
+            + trace_keys(project, target, table, natural, list(differ), ask)
         )
 
 
