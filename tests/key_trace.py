@@ -1,5 +1,6 @@
 """What the warehouse and the lake hold of a few keys: the message of a check that found them
-missing from a dimension, or there when the source has none (pipeline_support.check_dimensions).
+missing from a dimension or a fact, or there when the source has none (pipeline_support's
+check_dimensions and check_facts).
 
 A rare race leaves one key wrong in a run of a chaos test, and the run's folder is gone with the
 CI machine. So the message itself says where the key went astray: every version the dimension
@@ -56,7 +57,8 @@ def _versions(project: Path, target: str, natural: str, keys: list[Any], ask: As
         marks = ask(project, f"select * from _riverbed_scd2_positions where dimension = '{target}'")
     except Exception as exc:  # a check's message must not fail on its diagnosis
         return [f"  warehouse: unreadable ({type(exc).__name__}: {str(exc)[:200]})"]
-    lines = [f"  {target} high-water mark: {_positions(marks)}"]
+    # a dimension's: the merge passes over events at or below it
+    lines = [f"  {target} high-water mark: {_positions(marks)}"] if marks else []
     for key in keys:
         versions = sorted(
             (r for r in rows if r[natural] == key), key=lambda r: str(r.get("effective_date"))
@@ -87,8 +89,6 @@ def _seq(seq: int) -> str:
 
 
 def _positions(marks: list[dict[str, Any]]) -> str:
-    if not marks:
-        return "none"
     mark = marks[0]
     return f"({format_lsn(int(mark['_lsn']))}, {_seq(int(mark['_seq']))})"
 
