@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from key_trace import trace_keys
 from psycopg.rows import dict_row
 
 from conftest import CliResult, Database, run_cli
@@ -211,7 +212,10 @@ def check_dimensions(
         }
         missing = sorted(expected.keys() - warehouse.keys())
         extra = sorted(warehouse.keys() - expected.keys())
-        assert not missing and not extra, f"{target}: missing keys {missing}, extra keys {extra}"
+        assert not missing and not extra, (
+            f"{target}: missing keys {missing}, extra keys {extra}\n"
+            + trace_keys(project, target, table, natural, [*missing, *extra], ask)
+        )
         differ = {
             k: {c: (e, w) for c, e, w in zip(compared, expected[k], warehouse[k]) if e != w}
             for k in expected
@@ -219,7 +223,8 @@ def check_dimensions(
         }
         assert not differ, (
             f"{target}: {len(differ)} keys differ, (source, warehouse) per column: "
-            f"{dict(list(differ.items())[:5])}"
+            f"{dict(list(differ.items())[:5])}\n"
+            + trace_keys(project, target, table, natural, list(differ), ask)
         )
 
 
@@ -257,11 +262,20 @@ def check_facts(project: Path, rows: dict[str, list[dict[str, Any]]], ask: Ask =
         doubled = sorted(k for k, n in inserts.items() if n > 1)
         assert not doubled, f"{target}: keys inserted more than once: {doubled[:20]}"
         not_loaded = sorted(in_source - inserts.keys())
-        assert not not_loaded, f"{target}: source rows without an insert event: {not_loaded[:20]}"
+        assert not not_loaded, (
+            f"{target}: source rows without an insert event: {not_loaded[:20]}\n"
+            + trace_keys(project, target, table, natural, not_loaded, ask)
+        )
         revived = sorted(deletes & in_source)
-        assert not revived, f"{target}: live source rows with a delete event: {revived[:20]}"
+        assert not revived, (
+            f"{target}: live source rows with a delete event: {revived[:20]}\n"
+            + trace_keys(project, target, table, natural, revived, ask)
+        )
         gone = sorted(inserts.keys() - in_source - deletes)
-        assert not gone, f"{target}: rows gone from the source without a delete event: {gone}"
+        assert not gone, (
+            f"{target}: rows gone from the source without a delete event: {gone}\n"
+            + trace_keys(project, target, table, natural, gone, ask)
+        )
         latest = {e[natural]: e for e in events}  # in source order: the last one wins
         stale = {}
         for r in rows[table]:

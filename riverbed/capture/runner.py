@@ -168,7 +168,7 @@ def _prepare(
         drop_slot(conn, run.slot)
     if plan.forget_lake:
         _forget_lake(run)
-    target = _drain_target(conn)
+    target = drain_target(conn)
     if added and plan.resumes:
         run.say(f"added to publication {run.publication}: {', '.join(added)}")
     return tables, plan, target
@@ -381,12 +381,14 @@ def _lost(source: Source, reason: str) -> SourceError:
     return SourceError(f"lost the connection to the source {source.display}: {reason}")
 
 
-def _drain_target(conn: Any) -> int:
-    """Where `--once` stops: a WAL position that is flushed and covers every commit so far.
+def drain_target(conn: Any) -> int:
+    """Where `--once` stops: a WAL position that is flushed and covers every commit so far
+    (capture's position at or past it means the lake holds every one of them).
 
-    pg_current_wal_lsn() is not enough: it can point into WAL not yet flushed (asynchronous
-    commits, page images), which the server does not send until something flushes it. A
-    synchronously committed message flushes everything before it.
+    pg_current_wal_lsn() is not enough: it is where WAL has been written to, which can be
+    before commits made with synchronous_commit off (the shop workload's), and before WAL not
+    yet flushed, which the server does not send until something flushes it. A synchronously
+    committed message flushes everything before it.
     """
     with conn.transaction():
         conn.execute("set local synchronous_commit = on")
