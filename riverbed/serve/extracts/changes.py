@@ -97,14 +97,23 @@ def changed_keys(warehouse: Warehouse, changed: Changed) -> dict[str, str]:
     if batches := changed.batches.get(RETURN_FACT):
         returned = f" OR {_in('batch_id', batches)}"
     item_set = " UNION ".join(items) or f"SELECT order_item_id FROM {ITEM_FACT} WHERE FALSE"
-    orders = (
-        f"SELECT order_id FROM {ITEM_FACT} WHERE {_among(warehouse, 'order_item_id', item_set)}"
+    # each key set kept in a temporary table of this session (the warehouse is not written),
+    # so the next reads it by a semi-join with its range spelled out, and no set is computed
+    # again inside the next (nested, every step evaluated each one before it once more)
+    reached = _kept(warehouse, "refresh_reached_items", "order_item_id", item_set)
+    orders = _kept(
+        warehouse,
+        "refresh_orders",
+        "order_id",
+        f"SELECT DISTINCT order_id FROM {ITEM_FACT} WHERE {reached}",
     )
     # every version of their items: a delete's row may not name its order
-    in_orders = (
-        f"SELECT order_item_id FROM {ITEM_FACT} WHERE {_among(warehouse, 'order_id', orders)}"
+    of_items = _kept(
+        warehouse,
+        "refresh_items",
+        "order_item_id",
+        f"SELECT DISTINCT order_item_id FROM {ITEM_FACT} WHERE {orders}",
     )
-    of_items = _among(warehouse, "order_item_id", in_orders)
     # unbounded: the caller reads the items first and bounds it by their orders (between)
     return {
         ITEM_FACT: of_items,
@@ -193,6 +202,17 @@ def _among(warehouse: Warehouse, column: str, select: str) -> str:
     )
     lo, hi = bounds.column(0)[0].as_py(), bounds.column(1)[0].as_py()
     return f"{between(column, lo, hi)} AND {column} IN ({select})"
+
+
+def _kept(warehouse: Warehouse, table: str, column: str, select: str) -> str:
+    """``column IN`` the values of ``select``, kept in the session's temporary ``table``, with
+    their range spelled out (see _among)."""
+    create = f"CREATE TEMPORARY TABLE {table} AS {select}"
+    duckdb_sql = capabilities(warehouse.dialect).duckdb_sql
+    warehouse.execute(create if duckdb_sql else sqlglot.parse_one(create, read="duckdb"))
+    bounds = read(warehouse, f"SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM {table}")
+    lo, hi = bounds.column(0)[0].as_py(), bounds.column(1)[0].as_py()
+    return f"{between(column, lo, hi)} AND {column} IN (SELECT {column} FROM {table})"
 
 
 def between(column: str, lo: object, hi: object) -> str:
