@@ -241,7 +241,8 @@ def read(warehouse: Warehouse, sql: str) -> pa.Table:
     """The rows of ``sql``, written in DuckDB's dialect: sent as written to a DuckDB
     warehouse (parsing it costs more than running it: these are nested key sets on a
     refresh's path), else parsed for sqlglot to write it in the warehouse's dialect."""
-    return warehouse.query(sql if capabilities(warehouse.dialect).duckdb_sql else _select(sql))
+    duckdb_sql = capabilities(warehouse.dialect).duckdb_sql
+    return warehouse.query(sql if duckdb_sql else sqlglot.parse_one(sql, read="duckdb"))
 
 
 def _select(sql: str) -> exp.Select:
