@@ -41,9 +41,12 @@ class DuckDBEngine:
             self.register(name, schema.empty_table())
             return
         if crypto is not None:
-            # DuckDB cannot open files whose keys come from a KMS: pyarrow decrypts, and DuckDB
-            # scans the dataset lazily (projections and filters pushed down into the scan)
-            files = dataset(paths, schema, crypto)
+            # DuckDB cannot open files whose keys come from a KMS: pyarrow decrypts them, here,
+            # whole. Handed the dataset to scan lazily, DuckDB's threads drove pyarrow's
+            # decryption, whose key callbacks need the GIL, while the query held it waiting
+            # on them: a run could hang (once in a CI run)
+            with crypto.reading():
+                files = dataset(paths, schema, crypto).to_table()
             self._tables[name] = files  # kept alive, as in register
             self._db.register(name, files)
             return
