@@ -197,6 +197,11 @@ def _among(warehouse: Warehouse, column: str, select: str) -> str:
     """``column IN (select)``, with the range of the values ``select`` returns spelled out:
     a scan's zone maps then skip the row groups outside it (keys grow with time, so a
     change's keys are the recent row groups'), which a semi-join alone does not."""
+    return _in_range(warehouse, column, select)
+
+
+def _in_range(warehouse: Warehouse, column: str, select: str) -> str:
+    """``column IN (select)`` beside the range of its values, read once."""
     bounds = read(
         warehouse, f"SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM ({select}) AS k"
     )
@@ -207,12 +212,8 @@ def _among(warehouse: Warehouse, column: str, select: str) -> str:
 def _kept(warehouse: Warehouse, table: str, column: str, select: str) -> str:
     """``column IN`` the values of ``select``, kept in the session's temporary ``table``, with
     their range spelled out (see _among)."""
-    create = f"CREATE TEMPORARY TABLE {table} AS {select}"
-    duckdb_sql = capabilities(warehouse.dialect).duckdb_sql
-    warehouse.execute(create if duckdb_sql else sqlglot.parse_one(create, read="duckdb"))
-    bounds = read(warehouse, f"SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM {table}")
-    lo, hi = bounds.column(0)[0].as_py(), bounds.column(1)[0].as_py()
-    return f"{between(column, lo, hi)} AND {column} IN (SELECT {column} FROM {table})"
+    warehouse.execute(_written(warehouse, f"CREATE TEMPORARY TABLE {table} AS {select}"))
+    return _in_range(warehouse, column, f"SELECT {column} FROM {table}")
 
 
 def between(column: str, lo: object, hi: object) -> str:
@@ -241,8 +242,14 @@ def read(warehouse: Warehouse, sql: str) -> pa.Table:
     """The rows of ``sql``, written in DuckDB's dialect: sent as written to a DuckDB
     warehouse (parsing it costs more than running it: these are nested key sets on a
     refresh's path), else parsed for sqlglot to write it in the warehouse's dialect."""
-    duckdb_sql = capabilities(warehouse.dialect).duckdb_sql
-    return warehouse.query(sql if duckdb_sql else sqlglot.parse_one(sql, read="duckdb"))
+    return warehouse.query(_written(warehouse, sql))
+
+
+def _written(warehouse: Warehouse, sql: str) -> str | exp.Expr:
+    """``sql`` (DuckDB's dialect) as written, or parsed for the warehouse's own dialect."""
+    if capabilities(warehouse.dialect).duckdb_sql:
+        return sql
+    return sqlglot.parse_one(sql, read="duckdb")
 
 
 def _select(sql: str) -> exp.Select:
