@@ -65,7 +65,7 @@ ALIASES: dict[str, str] = {
     "d": "dim_date",
     "r": "fact_returns_current",
 }  # ``ir`` is a derived table: its columns resolve inside it
-_DATE = (
+DATE_COLUMNS = (
     ("date_key", ("d.date_key",)),  # the relation's day key is listed per dataset
     ("year", ("d.year",)),
     ("month", ("d.month",)),
@@ -254,7 +254,7 @@ SALES = Dataset(
     ITEMS,
     (
         ("date_key", ("i.date_key", "d.date_key")),
-        *_DATE[1:],
+        *DATE_COLUMNS[1:],
         *_PRODUCT,
         *_SELLER,
         ("customer_region", ("c.region",)),
@@ -266,7 +266,7 @@ CUSTOMERS = Dataset(
     ITEMS,
     (
         ("date_key", ("i.date_key", "d.date_key")),
-        *_DATE[1:],
+        *DATE_COLUMNS[1:],
         *_CUSTOMER,
         ("category", ("p.category",)),
     ),
@@ -277,7 +277,7 @@ RETURNED = Dataset(
     RETURNS,
     (
         ("date_key", ("r.date_key", "d.date_key")),
-        *_DATE[1:],
+        *DATE_COLUMNS[1:],
         ("reason", ("r.reason",)),
         *_PRODUCT,
         *_SELLER,
@@ -289,7 +289,7 @@ RETURNED = Dataset(
 SALES_MONTHLY = Dataset(
     "extract_sales_monthly",
     ITEMS,
-    (*_DATE[1:3], *_PRODUCT, *_SELLER, ("customer_region", ("c.region",))),
+    (*DATE_COLUMNS[1:3], *_PRODUCT, *_SELLER, ("customer_region", ("c.region",))),
     _ITEM_MEASURES,
     rollup_of=SALES,
 )
@@ -300,7 +300,7 @@ SALES_MONTHLY = Dataset(
 CUSTOMERS_MONTHLY = Dataset(
     "extract_customers_monthly",
     ITEMS,
-    (*_DATE[1:3], *_CUSTOMER),
+    (*DATE_COLUMNS[1:3], *_CUSTOMER),
     _ITEM_MEASURES,
     rollup_of=CUSTOMERS,
 )
@@ -308,7 +308,7 @@ CUSTOMERS_MONTHLY = Dataset(
 # distinct orders (and the item measures beside them) at the grains the seller table and the
 # per-customer charts count them at: a seller's orders are summed over days and customer
 # regions only, a category's over those and nothing else, a customer's over days
-_DAY = (("date_key", ("i.date_key", "d.date_key")), *_DATE[1:])
+_DAY = (("date_key", ("i.date_key", "d.date_key")), *DATE_COLUMNS[1:])
 _WITH_ORDERS = (*_ITEM_MEASURES, "orders")
 SELLER_ORDERS = Dataset(
     "extract_seller_orders",

@@ -28,7 +28,7 @@ A cell's distinct orders (``orders``, COUNT(DISTINCT i.order_id)) is no sum, but
 number of orders with at least one item counted in the cell, and an order's contribution to a
 cell depends only on its own items. So the keys are widened to whole orders (every item of
 each order an item or a return changed in, or whose customer or status changed), each side's
-orders are counted distinct per cell and the counts subtracted (``_subtract``): the orders
+orders are counted distinct per cell and the counts subtracted (``subtract``): the orders
 left out have the same items on both sides, so they count the same before and now, and the
 difference is exact. The sums of the same cells come out right too (the unchanged items of a
 widened order cancel). An order found on one side only (new, or all its items deleted) is
@@ -53,6 +53,7 @@ days summed again (refresh.py), in the same refresh.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -66,13 +67,17 @@ from riverbed.load.fact_current import current_rows
 from riverbed.load.model import FactModel
 from riverbed.load.warehouse import Warehouse
 from riverbed.serve.extracts import changes, partial, split_orders
-from riverbed.serve.extracts.datasets import Dataset
+from riverbed.serve.extracts.datasets import DATE_COLUMNS, Dataset
 from riverbed.serve.semantic.measures import MEASURES
 
 # a count distinct deltas keep: of the order, which every item of the order shares
 WHOLE_ORDER = frozenset({"i.order_id"})
 FACT_ROWS = "extract_fact_rows"  # each fact's rows when the generation was made
 DATE = "dim_date"
+DAY = "date_key"
+# a day's parts (dataset column -> dim_date's), which its date_key gives (_keys)
+DAY_PARTS = {name: sources[0].split(".", 1)[1] for name, sources in DATE_COLUMNS[1:]}
+DATES = "grain_dates"  # dim_date, as the families read it (refresh._merge_family)
 # dimension -> its snapshot, the columns it keeps
 _KEPT = {
     dim: (snapshot, {key, *attrs}) for snapshot, (dim, key, attrs) in changes.SNAPSHOTS.items()
@@ -168,64 +173,90 @@ def fetch(
     return Fetched(fetched, warehouse.query(exp.select("*").from_(DATE)))
 
 
-def by_keys(
+def grains(
     extract: duckdb.DuckDBPyConnection,
     fetched: Fetched,
     changed: changes.Changed,
     datasets: Sequence[Dataset],
     facts: Sequence[FactModel],
-    catalog: dict[str, dict[str, str]],
     now: dict[str, pa.Table],
-) -> None:
-    """``delta_<dataset>`` temporary tables of the base ``datasets``: each cell's change, the
-    changed keys' grain rows now minus before; and split_orders redone for the orders of the
-    keys (whole orders: each with all its items). ``fetched``: the keys' versions (fetch);
-    ``now``: the snapshots' rows just read."""
-    ranked = [f for f in facts if f.name in fetched.versions]
-    for fact in ranked:
-        extract.register(f"versions_{fact.name}", fetched.versions[fact.name])
-        new = exp.column("batch_id").isin(
-            *(exp.Literal.string(b) for b in changed.batches.get(fact.name, []))
-        )
-        loaded_since = new.sql(dialect="duckdb") if new.expressions else "FALSE"
-        extract.execute(
-            f"CREATE OR REPLACE TEMP VIEW before_{fact.name} AS SELECT * FROM versions_{fact.name}"
-            f" WHERE NOT COALESCE({loaded_since}, FALSE)"
-        )
-    extract.register("dates_now", fetched.dates)
-    extract.execute(f"CREATE OR REPLACE TEMP VIEW {DATE} AS SELECT * FROM dates_now")
-    relations = {
-        d.relation.name: [e for e in datasets if e.relation is d.relation] for d in datasets
-    }
+) -> dict[str, pa.Table]:
+    """The grain rows of the changed keys, as they are now and as they were before, per
+        relation of the base ``datasets``: ``grain_<now|before>_<relation>``, and dim_date
+    (``grain_dates``), what subtract reads;
+        and split_orders redone for the orders of the keys (whole orders: each with all its
+        items). ``fetched``: the keys' versions (fetch); ``now``: the snapshots' rows just read.
+        The two sides are made at once, each on a cursor of its own (a DuckDB query of a few
+        thousand rows keeps one core busy; the two sides share nothing but what they read)."""
+    ranked = tuple(f for f in facts if f.name in fetched.versions)
+    relations = tuple(
+        tuple(e for e in datasets if e.relation is d.relation)
+        for d in {d.relation.name: d for d in datasets}.values()
+    )
     narrowed = _narrowed(tuple(datasets), tuple((f.view, f.name) for f in ranked))
-    for state in ("now", "before"):
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract-side") as pool:
+        sides = [
+            pool.submit(_side, extract, state, fetched, changed, ranked, relations, narrowed, now)
+            for state in ("now", "before")
+        ]
+        found = {name: rows for side in sides for name, rows in side.result().items()}
+    return {**found, DATES: fetched.dates}
+
+
+def _side(
+    extract: duckdb.DuckDBPyConnection,
+    state: str,
+    fetched: Fetched,
+    changed: changes.Changed,
+    ranked: tuple[FactModel, ...],
+    relations: tuple[tuple[Dataset, ...], ...],
+    narrowed: dict[str, str],
+    now: dict[str, pa.Table],
+) -> dict[str, pa.Table]:
+    """One side's grain rows (grains): the facts' versions ranked into the current-state
+    views' rows (all of them now; before, all but those of the batches loaded since), the
+    snapshotted dimensions as they are now or were kept, and each relation's grain query
+    over them, in a cursor's temporary tables (the cursor's own: gone when it closes)."""
+    with extract.cursor() as side:
         for fact in ranked:
-            source = f"versions_{fact.name}" if state == "now" else f"before_{fact.name}"
-            names = [c for c in catalog[fact.name] if c != OP]
+            side.register(f"versions_{fact.name}", fetched.versions[fact.name])
+            source = f"versions_{fact.name}"
+            if state == "before":
+                new = exp.column("batch_id").isin(
+                    *(exp.Literal.string(b) for b in changed.batches.get(fact.name, []))
+                )
+                loaded_since = new.sql(dialect="duckdb") if new.expressions else "FALSE"
+                source = f"before_{fact.name}"
+                side.execute(
+                    f"CREATE TEMP VIEW {source} AS SELECT * FROM versions_{fact.name}"
+                    f" WHERE NOT COALESCE({loaded_since}, FALSE)"
+                )
+            names = [c for c in fetched.versions[fact.name].column_names if c != OP]
             view = _ranked(replace(fact, name=source), tuple(names))
             # ranked once per side: every grain (and split_orders) reads them
-            extract.execute(f'CREATE OR REPLACE TEMP TABLE "{fact.view}" AS {view}')
+            side.execute(f'CREATE TEMP TABLE "{fact.view}" AS {view}')
             if state == "now" and fact.name == changes.ITEM_FACT:
-                split_orders.redo(extract, f"versions_{fact.name}", fact.view)
+                split_orders.redo(side, f"versions_{fact.name}", fact.view)
+        side.register("dates_now", fetched.dates)
+        side.execute(f"CREATE TEMP VIEW {DATE} AS SELECT * FROM dates_now")
         for snapshot, (dimension, _, _) in changes.SNAPSHOTS.items():
             rows = snapshot
             if state == "now":
                 rows = f"{snapshot}_now"
-                extract.register(rows, now[snapshot])
+                side.register(rows, now[snapshot])
             # only the keys the changed versions name: the grains join the dimension on
             # them alone (_narrowed), and a hash join over every customer costs the most
             where = f" WHERE {narrowed[dimension]}" if dimension in narrowed else ""
-            extract.execute(
-                f"CREATE OR REPLACE TEMP TABLE {dimension} AS"
+            side.execute(
+                f"CREATE TEMP TABLE {dimension} AS"
                 f" SELECT *, TRUE AS is_current_record FROM {rows}{where}"
             )
-        for relation, grouped in relations.items():
-            grain = partial.grain_sql(tuple(grouped))
-            extract.execute(f"CREATE OR REPLACE TEMP TABLE grain_{state}_{relation} AS {grain}")
-    for relation, grouped in relations.items():
-        for dataset in grouped:
-            _subtract(extract, dataset, relation)
-    _drop_views(extract, ranked)
+        return {
+            f"grain_{state}_{grouped[0].relation.name}": side.sql(
+                partial.grain_sql(grouped)
+            ).to_arrow_table()
+            for grouped in relations
+        }
 
 
 @cache
@@ -270,17 +301,19 @@ def _narrowed(datasets: tuple[Dataset, ...], views: tuple[tuple[str, str], ...])
     }
 
 
-def _subtract(extract: duckdb.DuckDBPyConnection, dataset: Dataset, relation: str) -> None:
+def subtract(extract: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
     """``delta_<dataset>``: its cells of the grain rows now minus those of the rows before,
     in one pass over both sides (the sums' values negated before). Distinct orders are
     counted per side (``_side``: 1 now, -1 before) and subtracted: the keys are whole orders,
     so an order's items in a cell are all among them or none is, and the orders left out
     count the same on both sides of the cell. Counted as one row per cell, order and side
     first, each adding its side, which costs DuckDB less than two COUNT(DISTINCT) FILTERs."""
+    relation = dataset.relation.name
     distinct = [m for m in dataset.measures if not MEASURES[m].additive]
     assert len(distinct) <= 1, f"{dataset.name}: one count distinct (of orders, maintained)"
     summed = [m for m in (*dataset.measures, *partial.hidden(dataset)) if m not in distinct]
-    kept = ", ".join((*dataset.column_names, *distinct))
+    keys = _keys(dataset)
+    kept = ", ".join((*keys, *distinct))
     negatives = ", ".join(f"-{m} AS {m}" for m in summed)
     sums = [f"SUM({m}) AS {m}" for m in summed]
     rows = (
@@ -290,11 +323,27 @@ def _subtract(extract: duckdb.DuckDBPyConnection, dataset: Dataset, relation: st
     if distinct:
         rows = f"(SELECT {kept}, _side, {', '.join(sums)} FROM {rows} GROUP BY ALL) AS orders"
     values = sums + [f"SUM(CASE WHEN {m} IS NULL THEN 0 ELSE _side END) AS {m}" for m in distinct]
+    cells = f"SELECT {', '.join((*keys, *values))} FROM {rows} GROUP BY ALL"
+    parts = [c for c in dataset.column_names if c not in keys]
+    if parts:  # the day's parts, from dim_date after the sums
+        named = ", ".join(f"{DAY_PARTS[c]} AS {c}" for c in parts)
+        cells = (
+            f"SELECT c.*, {', '.join(f'p.{c}' for c in parts)} FROM ({cells}) AS c"
+            f" LEFT JOIN (SELECT date_key, {named} FROM {DATES}) AS p USING (date_key)"
+        )
     extract.execute(
-        f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM"
-        f" (SELECT {', '.join((*dataset.column_names, *values))} FROM {rows} GROUP BY ALL) AS d"
+        f"CREATE OR REPLACE TEMP TABLE delta_{dataset.name} AS SELECT * FROM ({cells}) AS d"
         f" WHERE NOT ({no_change(dataset)})"
     )
+
+
+def _keys(dataset: Dataset) -> tuple[str, ...]:
+    """The columns that tell ``dataset``'s cells apart: all of them but the parts of the day
+    (year, month, date), which its date_key gives, the same on both sides of a delta (dim_date
+    only grows); each key more costs DuckDB's grouping and joins more than a lookup after."""
+    if DAY not in dataset.column_names:
+        return dataset.column_names
+    return tuple(c for c in dataset.column_names if c not in DAY_PARTS)
 
 
 def before_days(extract: duckdb.DuckDBPyConnection, dataset: Dataset, days: list[int]) -> None:
@@ -327,7 +376,7 @@ def merge(extract: duckdb.DuckDBPyConnection, dataset: Dataset) -> int:
     the checkpoints that may vacuum (refresh.VACUUM_EVERY). The old cells are found by one
     join with the delta (their row ids kept), which the delete then names directly."""
     name = dataset.name
-    same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM d.{c}" for c in dataset.column_names)
+    same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM d.{c}" for c in _keys(dataset))
     totals = []
     for m in dataset.measures:
         total = f"COALESCE(t.{m}, 0) + COALESCE(d.{m}, 0)"
@@ -387,18 +436,3 @@ def no_change(dataset: Dataset) -> str:
     """A delta cell that changes nothing (an item changed in columns no dataset shows)."""
     counts = [f"{h} = 0" for h in partial.hidden(dataset)]
     return " AND ".join([*counts, *(f"COALESCE({m}, 0) = 0" for m in dataset.measures)])
-
-
-def _drop_views(extract: duckdb.DuckDBPyConnection, facts: Sequence[FactModel]) -> None:
-    """The temporary views and tables are the connection's own; dropped so nothing later
-    reads them in place of a table of the same name."""
-    for fact in facts:
-        extract.execute(f'DROP TABLE IF EXISTS "{fact.view}"')
-        extract.execute(f"DROP VIEW IF EXISTS before_{fact.name}")
-        extract.unregister(f"versions_{fact.name}")
-    for _, (dimension, _, _) in changes.SNAPSHOTS.items():
-        extract.execute(f"DROP TABLE IF EXISTS {dimension}")
-    for snapshot in changes.SNAPSHOTS:
-        extract.unregister(f"{snapshot}_now")
-    extract.execute(f"DROP VIEW IF EXISTS {DATE}")
-    extract.unregister("dates_now")

@@ -44,10 +44,10 @@ def build(extract: duckdb.DuckDBPyConnection) -> None:
         extract.execute(f"CREATE OR REPLACE TABLE {rollup.name} AS {cells} ORDER BY {rollup.order}")
 
 
-def refresh(extract: duckdb.DuckDBPyConnection) -> None:
-    """Bring every rollup up to date with its base's ``delta_<base>`` (the base datasets'
-    deltas are made and merged; inside the refresh's transaction)."""
-    for rollup in _in_order(d for d in DATASETS if d.rollup_of is not None):
+def refresh(extract: duckdb.DuckDBPyConnection, base: Dataset) -> None:
+    """Bring the rollups made of ``base`` (a base dataset) up to date with its
+    ``delta_<base>`` (made and merged; inside the transaction that merged it)."""
+    for rollup in _in_order(d for d in DATASETS if d.rollup_of is not None and root(d) is base):
         if rollup.derivation is not None:
             assert rollup.rollup_of is not None and rollup.rollup_of.rollup_of is not None, (
                 f"{rollup.name}: a derived rollup follows a rollup's merge"
@@ -61,6 +61,16 @@ def refresh(extract: duckdb.DuckDBPyConnection) -> None:
         for dataset in derived:
             _contributions(extract, dataset, before=False)
             delta.merge(extract, dataset)
+
+
+def root(dataset: Dataset) -> Dataset:
+    """The base dataset ``dataset`` is made of (itself when it is one)."""
+    return dataset if dataset.rollup_of is None else root(dataset.rollup_of)
+
+
+def family(base: Dataset) -> int:
+    """How many datasets ``base`` and the rollups made of it are."""
+    return sum(1 for d in DATASETS if root(d) is base)
 
 
 def _in_order(datasets: Iterable[Dataset]) -> list[Dataset]:

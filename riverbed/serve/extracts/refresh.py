@@ -30,6 +30,7 @@ with SIGKILL, each after the new generation is written and before it is publishe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -140,31 +141,40 @@ def _write(
     to reclaim deleted cells (VACUUM_EVERY)."""
     full = previous is None or previous.fingerprint != fingerprint()
     changed = changes.Changed()
-    copy: Future[bool] | None = None
+    copy: Future[duckdb.DuckDBPyConnection] | None = None
     facts = warehouse_model(project.config).facts
     fetched: delta.Fetched | None = None
+    extract: duckdb.DuckDBPyConnection | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-copy") as copier:
         if previous is not None and not full:
             # the copy (the kernel's, the GIL let go) runs while the warehouse is read
             before = store.path_of(project, previous.name)
-            copy = copier.submit(store.clone, before, path)
+            copy = copier.submit(_copied, before, path)
             for batch in loads:
                 if batch.loaded_at > previous.watermark:  # runs take turns: none loads meanwhile
                     changed.batches.setdefault(batch.target, []).append(batch.batch_id)
-        rows = changes.fact_rows(warehouse, changed)
-        full = full or rows.truncated
-        counts = rows.counts
-        snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
-        if copy is not None and not full:
-            full, changed.keys = _previously(before, counts, snapshots)
-            if not full and changed and delta.maintained(_bases(), facts):
-                fetched = delta.fetch(warehouse, changed, facts, catalog)
+        try:
+            rows = changes.fact_rows(warehouse, changed)
+            full = full or rows.truncated
+            counts = rows.counts
+            snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
+            if copy is not None and not full:
+                full, changed.keys = _previously(before, counts, snapshots)
+                if not full and changed and delta.maintained(_bases(), facts):
+                    fetched = delta.fetch(warehouse, changed, facts, catalog)
+        except BaseException:
+            if copy is not None:  # done (or failed) before the file is removed
+                with contextlib.suppress(Exception):
+                    copy.result().close()
+            raise
         if copy is not None:
-            copy.result()  # done (or failed) before the file is used or removed
+            extract = copy.result()
     if full:
+        if extract is not None:
+            extract.close()
         _remove(path)
-    extract = duckdb.connect(str(path))
-    path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
+        extract = _opened(path)
+    assert extract is not None
     if not vacuum:
         extract.execute("SET max_vacuum_tasks = 0")
     try:
@@ -177,7 +187,7 @@ def _write(
             way, cells, day_count, by_days = _recompute(
                 extract, warehouse, changed, facts, catalog, snapshots, fetched
             )
-            if way == "days":  # else redone for the orders delta.by_keys read
+            if way == "days":  # else redone for the orders delta.grains read
                 split_orders.update(extract, warehouse, changed, facts)
         delta.record(extract, counts)
         for snapshot, rows in snapshots.items():
@@ -188,6 +198,19 @@ def _write(
     finally:
         extract.close()
     return way, cells, day_count, by_days
+
+
+def _copied(before: Path, path: Path) -> duckdb.DuckDBPyConnection:
+    """The previous generation copied to ``path`` and opened (in the copy's thread: the
+    open reads the file's metadata while the warehouse is still read)."""
+    store.clone(before, path)
+    return _opened(path)
+
+
+def _opened(path: Path) -> duckdb.DuckDBPyConnection:
+    extract = duckdb.connect(str(path))
+    path.chmod(FILE_MODE)  # DuckDB refuses an empty file made for it: tightened once open
+    return extract
 
 
 def _previously(
@@ -236,25 +259,62 @@ def _recompute(
     """Bring the cells ``changed`` touches up to date: (how, cells changed, days they fall on,
     the datasets whose days were summed again). By deltas of the changed keys for the
     datasets delta.py maintains (``deltas``); the others' touched days summed again, their
-    cells' change kept as the delta the rollups take (``days`` when no dataset took deltas)."""
+    cells' change kept as the delta the rollups take (``days`` when no dataset took deltas).
+
+    Each base dataset and its rollups (a family: their deltas follow each other's) is merged
+    in a transaction of its own, on a cursor of its own, one a core at once: a merge of a few
+    thousand cells keeps one core busy, and the families write tables apart. The file is
+    published whole or not at all (refresh), so no reader sees one family merged alone."""
     if not changed:
         return "deltas", 0, 0, ()
     bases = _bases()
     by_deltas = delta.maintained(bases, facts)
     by_days = [d for d in bases if d not in by_deltas]
+    cells, days = 0, set[int]()
+    if by_days:
+        extract.execute("BEGIN")
+        cells, days = _redo_touched(extract, warehouse, changed, by_days, facts, catalog)
+        for base in by_days:
+            derive.refresh(extract, base)
+        extract.execute("COMMIT")
     if by_deltas:
         assert fetched is not None, "the changed keys' versions are fetched when deltas apply"
-        delta.by_keys(extract, fetched, changed, by_deltas, facts, catalog, snapshots)
-    extract.execute("BEGIN")
-    cells = sum(delta.merge(extract, d) for d in by_deltas)
-    days = delta.days_of(extract, by_deltas)
-    if by_days:
-        redone, redone_days = _redo_touched(extract, warehouse, changed, by_days, facts, catalog)
-        cells, days = cells + redone, days | redone_days
-    derive.refresh(extract)
-    extract.execute("COMMIT")
+        # the largest families first, the widest grain first among equals: the last to
+        # start is a small one
+        largest_first = sorted(
+            by_deltas, key=lambda d: (derive.family(d), len(d.column_names)), reverse=True
+        )
+        workers = max(1, min(len(largest_first), os.cpu_count() or 1))
+        # one thread a query: DuckDB's threads cost a small query more than they give it,
+        # and the sides (delta.grains), then the families keep the cores busy
+        extract.execute("SET threads = 1")
+        try:
+            grains = delta.grains(extract, fetched, changed, by_deltas, facts, snapshots)
+            with ThreadPoolExecutor(workers, thread_name_prefix="extract-merge") as pool:
+                merged = pool.map(lambda base: _merge_family(extract, grains, base), largest_first)
+                for family_cells, family_days in merged:
+                    cells, days = cells + family_cells, days | family_days
+        finally:
+            extract.execute("RESET threads")
     way = "deltas" if by_deltas else "days"
     return way, cells, len(days), tuple(d.name for d in by_days)
+
+
+def _merge_family(
+    extract: duckdb.DuckDBPyConnection, grains: dict[str, pa.Table], base: Dataset
+) -> tuple[int, set[int]]:
+    """``base``'s delta made from the ``grains`` (delta.grains) and merged, its rollups
+    after it, in one transaction: (the base's cells changed, the days they fall on)."""
+    with extract.cursor() as family:
+        for name, rows in grains.items():
+            family.register(name, rows)
+        family.execute("BEGIN")
+        delta.subtract(family, base)
+        cells = delta.merge(family, base)
+        derive.refresh(family, base)
+        days = delta.days_of(family, [base])
+        family.execute("COMMIT")
+    return cells, days
 
 
 def _redo_touched(

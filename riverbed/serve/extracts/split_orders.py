@@ -12,7 +12,7 @@ additive measures still come from the extract.
 Built whole on a full build (one pass over the items' current view); a refresh redoes only
 the orders of the items its new batches touch: an order's days change only when one of its
 items is inserted, updated or deleted. A refresh by deltas has read every version of every
-item of those orders already (delta.by_keys: whole orders, a superset), so it redoes them
+item of those orders already (delta.grains: whole orders, a superset), so it redoes them
 from those, in the extract (``redo``); one by days reads them from the warehouse
 (``update``). A batch withdrawn from the facts (``run --reprocess``; the refresh finds the
 facts' rows fewer than it recorded, delta.consistent) took its rows away unseen: its orders
@@ -91,7 +91,7 @@ def update(
 def redo(extract: duckdb.DuckDBPyConnection, versions: str, items: str) -> None:
     """``split_orders`` redone for the orders of the item versions in table ``versions``
     (every version of every item of those orders), whose current rows view ``items`` gives
-    (delta.by_keys reads both for its whole orders: no pass over the warehouse here)."""
+    (delta.grains reads both for its whole orders: no pass over the warehouse here)."""
     extract.execute(f"DELETE FROM {TABLE} WHERE order_id IN (SELECT order_id FROM {versions})")
     split = _SPLIT.format(items=f'"{items}"')
     extract.execute(f"INSERT INTO {TABLE} {split}")
