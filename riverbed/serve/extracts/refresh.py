@@ -86,31 +86,43 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
             "personal column, so `riverbed forget` never has to scrub one: untag the column "
             "or leave it out of the datasets"
         )
-    # opened as the load states open it (a query's memory limit is for readers); never written
-    warehouse = open_warehouse(project.config.warehouse, project.root)
-    try:
-        from riverbed.serve.queries import read_catalog
-
-        catalog = read_catalog(warehouse).tables
-        if not set(ALIASES.values()) <= set(catalog):
-            return None
-        previous = store.current(project)
-        # the loads since the previous generation's newest: what it holds is not read again
-        since = previous.watermark if previous is not None else None
-        loads = [b for b in manifest.loads.loaded(since=since) if b.target in changes.FACTS]
-        watermark = max((b.loaded_at for b in loads), default=since or 0.0)
-        name = store.new_name()
-        path = store.prepare(project, name)
+    previous = store.current(project)
+    name = store.new_name()
+    path = store.prepare(project, name)
+    whole = previous is None or previous.fingerprint != fingerprint()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-copy") as copier:
+        # the previous generation copied (the kernel's copy, the GIL let go) while the
+        # warehouse is read; _write opens the copy, or drops it and builds whole
+        copy = None
+        if previous is not None and not whole:
+            copy = copier.submit(_copied, store.path_of(project, previous.name), path)
         try:
-            vacuum = previous is None or previous.unvacuumed + 1 >= VACUUM_EVERY
-            way, cells, days, by_days = _write(
-                warehouse, catalog, path, previous, project, loads, vacuum
-            )
+            # opened as the load states open it (a query's memory limit is for readers);
+            # never written
+            warehouse = open_warehouse(project.config.warehouse, project.root)
+            try:
+                from riverbed.serve.queries import read_catalog
+
+                catalog = read_catalog(warehouse).tables
+                if not set(ALIASES.values()) <= set(catalog):
+                    _closed(copy)
+                    _remove(path)
+                    return None
+                # the loads since the previous generation's newest: what it holds is not
+                # read again
+                since = previous.watermark if previous is not None else None
+                loads = [b for b in manifest.loads.loaded(since=since) if b.target in changes.FACTS]
+                watermark = max((b.loaded_at for b in loads), default=since or 0.0)
+                vacuum = previous is None or previous.unvacuumed + 1 >= VACUUM_EVERY
+                way, cells, days, by_days = _write(
+                    warehouse, catalog, path, previous, copy, project, loads, vacuum
+                )
+            finally:
+                warehouse.close()
         except BaseException:
+            _closed(copy)
             _remove(path)
             raise
-    finally:
-        warehouse.close()
     _fault()
     generation = store.Generation(
         name=name,
@@ -132,43 +144,35 @@ def _write(
     catalog: dict[str, dict[str, str]],
     path: Path,
     previous: store.Generation | None,
+    copy: Future[duckdb.DuckDBPyConnection] | None,
     project: Project,
     loads: list,  # type: ignore[type-arg]
     vacuum: bool,
 ) -> tuple[str, int, int, tuple[str, ...]]:
     """Write the new generation at ``path``: (how, as Refreshed.way; cells written, days; the
-    datasets whose days were summed again). ``vacuum``: the checkpoint may merge row groups
+    datasets whose days were summed again). ``copy``: the previous generation being copied
+    there and opened (None: built whole). ``vacuum``: the checkpoint may merge row groups
     to reclaim deleted cells (VACUUM_EVERY)."""
-    full = previous is None or previous.fingerprint != fingerprint()
+    full = copy is None
     changed = changes.Changed()
-    copy: Future[duckdb.DuckDBPyConnection] | None = None
     facts = warehouse_model(project.config).facts
     fetched: delta.Fetched | None = None
     extract: duckdb.DuckDBPyConnection | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-copy") as copier:
-        if previous is not None and not full:
-            # the copy (the kernel's, the GIL let go) runs while the warehouse is read
-            before = store.path_of(project, previous.name)
-            copy = copier.submit(_copied, before, path)
-            for batch in loads:
-                if batch.loaded_at > previous.watermark:  # runs take turns: none loads meanwhile
-                    changed.batches.setdefault(batch.target, []).append(batch.batch_id)
-        try:
-            rows = changes.fact_rows(warehouse, changed)
-            full = full or rows.truncated
-            counts = rows.counts
-            snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
-            if copy is not None and not full:
-                full, changed.keys = _previously(before, counts, snapshots)
-                if not full and changed and delta.maintained(_bases(), facts):
-                    fetched = delta.fetch(warehouse, changed, facts, catalog)
-        except BaseException:
-            if copy is not None:  # done (or failed) before the file is removed
-                with contextlib.suppress(Exception):
-                    copy.result().close()
-            raise
-        if copy is not None:
-            extract = copy.result()
+    if previous is not None and copy is not None:
+        before = store.path_of(project, previous.name)
+        for batch in loads:
+            if batch.loaded_at > previous.watermark:  # runs take turns: none loads meanwhile
+                changed.batches.setdefault(batch.target, []).append(batch.batch_id)
+    rows = changes.fact_rows(warehouse, changed)
+    full = full or rows.truncated
+    counts = rows.counts
+    snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
+    if copy is not None and not full:
+        full, changed.keys = _previously(before, counts, snapshots)
+        if not full and changed and delta.maintained(_bases(), facts):
+            fetched = delta.fetch(warehouse, changed, facts, catalog)
+    if copy is not None:
+        extract = copy.result()  # done (or failed) before the file is used or removed
     if full:
         if extract is not None:
             extract.close()
@@ -180,6 +184,9 @@ def _write(
     try:
         way = "whole"
         by_days: tuple[str, ...] = ()
+        # first: written with the datasets, not after them (a checkpoint of their own)
+        delta.record(extract, counts)
+        _replace(extract, SOURCES, _sources(catalog))
         if full:
             cells, day_count = _build(extract, warehouse)
             split_orders.build(extract, warehouse)
@@ -189,15 +196,20 @@ def _write(
             )
             if way == "days":  # else redone for the orders delta.grains read
                 split_orders.update(extract, warehouse, changed, facts)
-        delta.record(extract, counts)
-        for snapshot, rows in snapshots.items():
+        for snapshot, rows in snapshots.items():  # after: the deltas read them as before
             if full or changed.keys.get(snapshot):  # else the copy is still the same
                 _replace(extract, snapshot, rows)
-        _replace(extract, SOURCES, _sources(catalog))
         extract.execute("CHECKPOINT")
     finally:
         extract.close()
     return way, cells, day_count, by_days
+
+
+def _closed(copy: Future[duckdb.DuckDBPyConnection] | None) -> None:
+    """The copy done and its connection closed (it may be closed already), whatever befell."""
+    if copy is not None:
+        with contextlib.suppress(Exception):
+            copy.result().close()
 
 
 def _copied(before: Path, path: Path) -> duckdb.DuckDBPyConnection:
