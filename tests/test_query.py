@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -230,3 +231,25 @@ def test_a_table_too_wide_for_the_terminal_says_its_values_are_cut(project: Path
     assert lines[-1] == "1 row"
     narrow = run_cli("query", "--as", "admin", "select 1234567 as n", "-c", str(project))
     assert "1234567" in narrow.out and "cut" not in narrow.out
+
+
+def test_the_default_memory_limit_is_a_quarter_of_the_machine(tmp_path: Path) -> None:
+    # 2GB fixed was too little for a live chart over 10M fact rows (DuckDB cannot spill a
+    # current-state window joined and counted distinct): the default follows the machine
+    from riverbed.config.loader import load_project
+    from riverbed.load.warehouse import open_warehouse
+
+    duckdb.connect(str(tmp_path / "wh.duckdb")).close()
+    config = write_config(tmp_path, "warehouse:\n  engine: duckdb\n  path: wh.duckdb\n")
+    project = load_project(config)
+    assert project.config.warehouse.query.memory_limit == "auto"
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    warehouse = open_warehouse(project.config.warehouse, project.root, read_only=True)
+    try:
+        setting = warehouse.query("select current_setting('memory_limit') as m").to_pylist()
+    finally:
+        warehouse.close()
+    value, unit = setting[0]["m"].split()
+    limit = float(value) * {"MiB": 2**20, "GiB": 2**30}[unit]
+    assert limit >= 2 * 2**30 * 0.99
+    assert abs(limit - max(2 * 2**30, physical // 4)) < 0.02 * limit

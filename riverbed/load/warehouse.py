@@ -237,7 +237,7 @@ def open_warehouse(
     return DuckDBWarehouse(
         path if path.is_absolute() else root / path,
         read_only=read_only,
-        memory_limit=config.query.memory_limit if read_only else None,
+        memory_limit=config.query.memory() if read_only else None,
         lock_wait=LOCK_WAIT_SECONDS if lock_wait is None else lock_wait,
     )
 
