@@ -1036,6 +1036,58 @@ def test_a_resnapshot_replaces_the_facts_instead_of_doubling_them(
     assert warehouse(project, "select count(*) as n from dim_customer") == [{"n": 2}]
 
 
+def test_a_resnapshot_closes_the_dimension_keys_deleted_while_nothing_was_captured(
+    project: Path, database: Database
+) -> None:
+    """Changes made while capture could not see them (a slot invalidated, dropped, replaced)
+    are lost from the WAL, and `capture --resnapshot` copies the tables again: a customer
+    deleted meanwhile must not stay current in the warehouse, one updated meanwhile takes a
+    new version, and the others keep the one they had (no version closed and opened again)."""
+    with database.connect(autocommit=True) as conn:
+        conn.execute("insert into w.customers values (3, 'Cy', 'Oslo')")
+    assert run_cli("capture", "--once", "-q", "-c", str(project)).code == 0
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    before = warehouse(
+        project, "select customer_id, customer_key, effective_date from dim_customer"
+    )
+    assert {r["customer_id"] for r in before} == {1, 2, 3}
+    # not captured: the resnapshot drops the slot with these changes in it
+    with database.connect(autocommit=True) as conn:
+        conn.execute("delete from w.customers where customer_id = 3")
+        conn.execute("update w.customers set city = 'Milan' where customer_id = 2")
+    again = run_cli("capture", "--once", "--resnapshot", "-q", "-c", str(project))
+    assert again.code == 0, again.text
+    code, _, err = run(project, "--once")
+    assert code == 0, err
+    current = warehouse(
+        project,
+        "select customer_id, city, customer_key, effective_date from dim_customer"
+        " where is_current_record order by customer_id",
+    )
+    assert [(r["customer_id"], r["city"]) for r in current] == [(1, "Oslo"), (2, "Milan")]
+    kept = next(r for r in before if r["customer_id"] == 1)
+    assert (current[0]["customer_key"], current[0]["effective_date"]) == (
+        kept["customer_key"],
+        kept["effective_date"],
+    )
+    versions = warehouse(
+        project,
+        "select customer_id, count(*) as n from dim_customer group by customer_id"
+        " order by customer_id",
+    )
+    assert versions == [
+        {"customer_id": 1, "n": 1},
+        {"customer_id": 2, "n": 2},
+        {"customer_id": 3, "n": 1},
+    ]
+    closed = warehouse(
+        project,
+        "select is_current_record, is_deleted from dim_customer where customer_id = 3",
+    )
+    assert closed == [{"is_current_record": False, "is_deleted": True}]
+
+
 def test_counts_of_one_are_singular(project: Path) -> None:
     """One run is "1 run succeeded", and one idle run hidden is "1 idle run ... shows it"."""
     code, _, err = run(project, "--once")

@@ -188,7 +188,7 @@ class Reference:
 
     def _resolved(self, events: list[Event]) -> list[Change]:
         """The events with their TOASTed values filled in, and a TRUNCATE as a delete of every
-        key (a delete of a key not live is nothing)."""
+        key (a delete of a key not live is nothing) but those a later snapshot row copies."""
         keys = {r["item_id"] for r in self.rows} | {e.key for e in events if e.key is not None}
         # what a TOASTed column falls back to: the last value sent in the batch, else the
         # current row's from before the batch
@@ -199,7 +199,10 @@ class Reference:
         changes: list[Change] = []
         for e in events:
             if e.op == "T":
-                changes += [(replace(e, key=k, op="D"), {}) for k in sorted(keys)]
+                # but not of a key a snapshot row after it copies again: that row is compared
+                # with the key's version as any event (a resnapshot keeps unchanged versions)
+                copied = {c.key for c in events if c.op == "L" and (c.lsn, c.seq) > (e.lsn, e.seq)}
+                changes += [(replace(e, key=k, op="D"), {}) for k in sorted(keys - copied)]
                 continue
             assert e.key is not None
             values = {}

@@ -417,9 +417,22 @@ def _snapshot(
     snapshot; its consistent point L is recorded per table, and the stream drops those tables'
     changes committed before L, which the copy already holds. Exactly once either way.
     A ``stale`` table (in the lake already) gets a T row before its copy, in the same manifest
-    commit, and a new schema version.
+    commit, and a new schema version. So does a dimension the warehouse holds already (its
+    loads recorded: a resnapshot, the lake forgotten and copied again): the load then closes
+    the keys the new copy lacks, deleted at the source while their changes could not be
+    captured, and keeps the versions of the rest (riverbed.load.scd2._truncates). Read from
+    the load records, not from what this capture forgot: a capture killed between forgetting
+    the lake and copying it again must still do it. Facts need none: their loads from the old
+    lake are withdrawn (_withdraw_facts).
     """
     cfg = project.config
+    replacing = {
+        table
+        for table in tables
+        if table in cfg.tables
+        and cfg.tables[table].kind == "dimension"
+        and manifest.loads.loaded(table=table)
+    }
     op = "I" if cfg.capture.include_op_for_full_load else "L"
     repl = psycopg2.connect(
         source.conninfo(options=SESSION_SETTINGS),
@@ -452,7 +465,7 @@ def _snapshot(
                 copy.table, copy.schema.version, copy.schema.describe(), point.lsn
             )
             files = copy.files
-            if copy.table in versions:
+            if copy.table in versions or copy.table in replacing:
                 files = [truncate_file(storage, copy.schema, point), *files]
             manifest.capture.commit(
                 slot, files, None, [schema], [SnapshotDone(copy.table, point.lsn, copy.rows)]

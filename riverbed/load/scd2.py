@@ -351,7 +351,14 @@ def _truncates(dim: DimensionModel) -> list[exp.Expr]:
     the dimension: a delete, at its position, of every key live then, which the plan's rules
     close (or pass over, a key an earlier event of the batch deleted). Live then: the current
     rows' keys and the keys of the batch's events before it. Then the T rows go. A T row at
-    or below the high-water mark makes deletes at or below it too, which step a drops."""
+    or below the high-water mark makes deletes at or below it too, which step a drops.
+
+    But not of a key a snapshot row (``_op`` L) after the T copies again: a T before a copy is
+    what capture writes when a snapshot replaces one already loaded (``capture --resnapshot``,
+    a table dropped and created again), and the copied row is then compared with the key's
+    current version like any event: the same values keep the version, others start a new one.
+    Only the keys the new copy lacks are closed (deleted at the source while no change of
+    theirs could be captured), not every key closed and opened again."""
     keys = list(dim.keys)
     t, k = "t", "k"
 
@@ -378,6 +385,24 @@ def _truncates(dim: DimensionModel) -> list[exp.Expr]:
         exp.LT(this=k_lsn.copy(), expression=t_lsn),
         exp.and_(k_lsn.copy().eq(t_lsn.copy()), exp.LT(this=k_seq, expression=t_seq)),
     )
+    c = "c"
+    (c_lsn, c_seq) = position(c)
+    copied = (
+        exp.select(exp.Literal.number(1))
+        .from_(_table(dim.staging, c))
+        .where(
+            exp.and_(
+                _col("_op", c).eq(_text("L")),
+                *(_col(name, c).eq(_col(name, k)) for name in keys),
+                exp.or_(
+                    exp.GT(this=c_lsn, expression=t_lsn.copy()),
+                    exp.and_(
+                        c_lsn.copy().eq(t_lsn.copy()), exp.GT(this=c_seq, expression=t_seq.copy())
+                    ),
+                ),
+            )
+        )
+    )
     deletes = (
         exp.select(
             *(_col(name, k) for name in keys),
@@ -388,6 +413,7 @@ def _truncates(dim: DimensionModel) -> list[exp.Expr]:
         .from_(_table(dim.staging, t))
         .join(exp.union(current, events, distinct=False).subquery(k), on=before, join_type="inner")
         .where(_col("_op", t).eq(_text("T")))
+        .where(exp.not_(exp.Exists(this=copied)))
     )
     target = _target(dim.staging, [*keys, *EVENT_COLUMNS, BATCH_ID])
     return [
