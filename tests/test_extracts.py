@@ -272,7 +272,7 @@ def test_the_incremental_refresh_equals_a_full_rebuild(project: Project) -> None
 def test_a_killed_refresh_keeps_the_previous_generation_and_the_next_run_catches_up(
     project: Project, config: Path, source: Database
 ) -> None:
-    previous = store.current(project)
+    previous = killed_from = store.current(project)
     assert previous is not None
     before = chart_data(project, "admin", "revenue_by_category").rows
     killed = _change(
@@ -287,6 +287,18 @@ def test_a_killed_refresh_keeps_the_previous_generation_and_the_next_run_catches
     stale = chart_data(project, "admin", "revenue_by_category")
     assert stale.meta["answered_from"] == "extract" and stale.rows == before
     assert stale.rows != chart_data(project, "admin", "revenue_by_category", extracts=False).rows
+    # nothing new to load: the next run publishes what the killed one loaded, not "nothing
+    # new" with the dashboards left behind the warehouse until more data comes
+    published = run_cli("run", "--once", "-c", str(config), env={"COLUMNS": "80"})
+    assert published.code == 0, published
+    assert "nothing new to load; published what an earlier run loaded" in published.out
+    previous = store.current(project)
+    assert previous is not None and previous != killed_from
+    extract, live = _both(project, "admin", "revenue_by_category", {})
+    assert extract.meta["answered_from"] == "extract" and extract.rows == live.rows
+    idle = run_cli("run", "--once", "-c", str(config))
+    assert idle.code == 0 and "nothing new (" in idle.out, idle
+    assert store.current(project) == previous  # published once, not at every idle run
     failed = _change(
         source,
         config,

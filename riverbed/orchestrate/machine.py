@@ -3,7 +3,7 @@
 The default machine (``orchestration.machine`` replaces it)::
 
     check ──► anything_new? ──no──► nothing_new (Succeed)
-                   │yes
+                   │yes        └─only loads not published yet──► publish
                    ▼
     transform ──► stage ──► dimensions (Parallel, one branch per dimension) ──► facts
                     ▲                                                            │
@@ -14,7 +14,9 @@ The default machine (``orchestration.machine`` replaces it)::
     any task, after its retries ──Catch──► notify_failure ──► failed (Fail)
 
 ``check`` counts raw files not transformed yet and staged batches not loaded yet, so a run with
-nothing to do touches neither the transform engine nor the warehouse. A quality rule with
+nothing to do touches neither the transform engine nor the warehouse; and whether loads were
+committed after the last publish (``unpublished``: a run killed between its load and its
+publish), which a run with nothing new to load then publishes. A quality rule with
 action ``fail`` makes ``transform`` fail with the error class ``quality``: it is not retried,
 and the Catch leads away before anything is staged into the warehouse. ``more_to_load`` loops
 when staging could not take every pending batch in one round (a batch with a new column set
@@ -51,7 +53,11 @@ def default_machine(config: RiverbedConfig) -> MachineConfig:
         "check": TaskState(type="task", resource="check", next="anything_new", catch=catch),
         "anything_new": ChoiceState(
             type="choice",
-            choices=[ChoiceRule(variable="new_data", comparison=">", value=0, next="transform")],
+            choices=[
+                ChoiceRule(variable="new_data", comparison=">", value=0, next="transform"),
+                # loads an earlier run committed and did not publish (killed in between)
+                ChoiceRule(variable="unpublished", comparison=">", value=0, next="publish"),
+            ],
             default="nothing_new",
         ),
         "nothing_new": SucceedState(type="succeed"),

@@ -97,7 +97,23 @@ class Tasks:
         tables = self._tables(state)
         new_raw = len(self.manifest.transform.pending_raw_files(tables))
         pending = pending_batches(self.manifest, tables)
-        return {"new_raw_files": new_raw, "pending_batches": pending, "new_data": new_raw + pending}
+        return {
+            "new_raw_files": new_raw,
+            "pending_batches": pending,
+            "new_data": new_raw + pending,
+            "unpublished": int(self._unpublished()),
+        }
+
+    def _unpublished(self) -> bool:
+        """Whether loads were committed after the last publish saw the warehouse: a run killed
+        between its load and its publish (or in it) left them, and with nothing new to load
+        the next runs would never publish them: the extract and the governed copies would
+        stay behind the warehouse until more data came."""
+        loaded_at = self.manifest.loads.last_loaded_at()
+        if loaded_at is None:
+            return False
+        published = self.manifest.metrics.newest("warehouse_loaded_at").get("warehouse_loaded_at")
+        return published is None or published[0] < loaded_at
 
     def _transform(self, state: TaskState) -> dict[str, Any]:
         from riverbed.transform.runner import run_transform
