@@ -292,6 +292,10 @@ def test_a_killed_refresh_keeps_the_previous_generation_and_the_next_run_catches
     published = run_cli("run", "--once", "-c", str(config), env={"COLUMNS": "80"})
     assert published.code == 0, published
     assert "nothing new to load; published what an earlier run loaded" in published.out
+    # it did work: listed with the runs, not hidden among the idle ones
+    run_id = published.out.split()[1].rstrip(":")
+    listed = run_cli("runs", "-c", str(config), env={"COLUMNS": "80"})
+    assert listed.code == 0 and run_id[-6:] in listed.out, listed
     previous = store.current(project)
     assert previous is not None and previous != killed_from
     extract, live = _both(project, "admin", "revenue_by_category", {})

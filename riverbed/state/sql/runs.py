@@ -42,11 +42,14 @@ create index if not exists runs_by_start on runs (started_at);
 
 def _idle(db: Database) -> str:
     """A run is idle when it succeeded having found nothing to do: the last ``new_data`` a
-    task reported (the default machine's ``check``) was 0. `run --every` makes one per
-    interval."""
+    task reported (the default machine's ``check``) was 0, and so was the ``unpublished``
+    beside it (loads an earlier run did not publish, which this one did). `run --every`
+    makes one per interval."""
     new_data = db.json_number("e.detail", "output", "new_data")
+    unpublished = db.json_number("e.detail", "output", "unpublished")
     return (
-        f"(status = 'succeeded' and coalesce((select {new_data} from run_events e"
+        f"(status = 'succeeded' and coalesce((select {new_data} + coalesce({unpublished}, 0)"
+        " from run_events e"
         " where e.run_id = runs.run_id and e.event in ('succeeded', 'skipped')"
         f" and {new_data} is not null order by e.seq desc limit 1), 1) = 0)"
     )
