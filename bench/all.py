@@ -70,6 +70,18 @@ class Result:
     targets: list[dict[str, str]] = field(default_factory=list)
     output: str = ""
 
+    @property
+    def finished(self) -> bool:
+        """Whether the bench ran to its end: a bench exits 1 when a target of its own is
+        missed (a finding, in its verdicts), which is no crash; a traceback or another exit
+        status is one."""
+        missed = any(t["verdict"] == "FAIL" for t in self.targets)
+        return self.returncode == 0 or (
+            self.returncode == 1
+            and missed
+            and "Traceback (most recent call last)" not in self.output
+        )
+
 
 def verdicts(output: str) -> list[dict[str, str]]:
     """The lines of ``output`` that hold a target, each with its verdict."""
@@ -130,7 +142,7 @@ def commit() -> str:
 def markdown(header: dict[str, object], results: list[Result]) -> str:
     rows = []
     for result in results:
-        if result.returncode != 0:
+        if not result.finished:
             rows.append(f"| {result.name} | did not finish (exit {result.returncode}) | FAIL |")
         for target in result.targets:
             line = " ".join(target["line"].split()).replace("|", "\\|")
@@ -192,7 +204,7 @@ def main() -> int:
     args.json.write_text(
         json.dumps(header | {"benches": [asdict(r) for r in results]}, indent=2) + "\n"
     )
-    failed = [r.name for r in results if r.returncode != 0]
+    failed = [r.name for r in results if not r.finished]
     missed = sum(t["verdict"] == "FAIL" for r in results for t in r.targets)
     met = sum(t["verdict"] == "PASS" for r in results for t in r.targets)
     print(

@@ -41,6 +41,7 @@ from _server import command_line, machine, throwaway_server
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed
 from riverbed.shop.workload import Workload, WorkloadSpec, WorkloadStats
+from riverbed.source.embedded import EmbeddedServer
 
 HELD = 0.98  # a throttled run "held" the target if it achieved at least this share of it
 WINDOW = 5.0  # seconds, for the slowest-window figure
@@ -98,12 +99,16 @@ def run_workload(conn: psycopg.Connection[Any], spec: WorkloadSpec) -> dict[str,
     }
 
 
-def run_pgbench(port: int, duration: float) -> dict[str, float]:
+def run_pgbench(server: EmbeddedServer, duration: float) -> dict[str, float]:
+    port = server.settings.port
     common = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
-    env = {**os.environ, "PGOPTIONS": "-c synchronous_commit=off"}
-    with psycopg.connect(
-        f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True
-    ) as conn:
+    # the embedded server asks every connection for its superuser's password (its pgpass)
+    env = {
+        **os.environ,
+        "PGOPTIONS": "-c synchronous_commit=off",
+        "PGPASSFILE": str(server.password_file.absolute()),
+    }
+    with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
         conn.execute("create database pgbench")
         conn.execute("checkpoint")
     subprocess.run(
@@ -113,9 +118,7 @@ def run_pgbench(port: int, duration: float) -> dict[str, float]:
         text=True,
         env=env,
     )
-    with psycopg.connect(
-        f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True
-    ) as conn:
+    with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
         conn.execute("checkpoint")
     done = subprocess.run(
         [
@@ -178,7 +181,7 @@ def main() -> int:
                 conn, WorkloadSpec(rate=args.target, duration=args.duration, seed=args.seed + 1)
             )
             print(f"run 2     at {args.target:,.0f}/s: {throttled['stats'].rate:,.0f} changes/s")
-        bench = None if args.no_pgbench else run_pgbench(server.settings.port, args.duration)
+        bench = None if args.no_pgbench else run_pgbench(server, args.duration)
 
     print()
     print(
