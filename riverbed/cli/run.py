@@ -336,14 +336,11 @@ def print_report(
         return
     v = report.variables
     if report.status == "succeeded":
-        if not v.get("new_data", 1) and v.get("published"):
-            console.print(
-                f"run {report.run_id}: nothing new to load; published what an earlier run"
-                f" loaded ({report.seconds:.2f} s)"
-            )
-            return
         if not v.get("new_data", 1):
-            console.print(f"run {report.run_id}: nothing new ({report.seconds:.2f} s)")
+            done = "nothing new"
+            if v.get("published"):  # loads of a run killed before it published them
+                done = "nothing new to load; published what an earlier run loaded"
+            console.print(f"run {report.run_id}: {done} ({report.seconds:.2f} s)")
             return
         say_wrapped(
             f"run {report.run_id} succeeded in {report.seconds:.1f} s: "

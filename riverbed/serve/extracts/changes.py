@@ -197,11 +197,6 @@ def _among(warehouse: Warehouse, column: str, select: str) -> str:
     """``column IN (select)``, with the range of the values ``select`` returns spelled out:
     a scan's zone maps then skip the row groups outside it (keys grow with time, so a
     change's keys are the recent row groups'), which a semi-join alone does not."""
-    return _in_range(warehouse, column, select)
-
-
-def _in_range(warehouse: Warehouse, column: str, select: str) -> str:
-    """``column IN (select)`` beside the range of its values, read once."""
     bounds = read(
         warehouse, f"SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM ({select}) AS k"
     )
@@ -213,7 +208,7 @@ def _kept(warehouse: Warehouse, table: str, column: str, select: str) -> str:
     """``column IN`` the values of ``select``, kept in the session's temporary ``table``, with
     their range spelled out (see _among)."""
     warehouse.execute(_written(warehouse, f"CREATE TEMPORARY TABLE {table} AS {select}"))
-    return _in_range(warehouse, column, f"SELECT {column} FROM {table}")
+    return _among(warehouse, column, f"SELECT {column} FROM {table}")
 
 
 def between(column: str, lo: object, hi: object) -> str:

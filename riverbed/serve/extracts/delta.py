@@ -182,12 +182,12 @@ def grains(
     now: dict[str, pa.Table],
 ) -> dict[str, pa.Table]:
     """The grain rows of the changed keys, as they are now and as they were before, per
-        relation of the base ``datasets``: ``grain_<now|before>_<relation>``, and dim_date
-    (``grain_dates``), what subtract reads;
-        and split_orders redone for the orders of the keys (whole orders: each with all its
-        items). ``fetched``: the keys' versions (fetch); ``now``: the snapshots' rows just read.
-        The two sides are made at once, each on a cursor of its own (a DuckDB query of a few
-        thousand rows keeps one core busy; the two sides share nothing but what they read)."""
+    relation of the base ``datasets``: ``grain_<now|before>_<relation>``, and dim_date
+    (``grain_dates``), what subtract reads; and split_orders redone for the orders of the keys
+    (whole orders: each with all its items). ``fetched``: the keys' versions (fetch); ``now``:
+    the snapshots' rows just read. The two sides are made at once, each on a cursor of its own
+    (a DuckDB query of a few thousand rows keeps one core busy; the two sides share nothing
+    but what they read)."""
     ranked = tuple(f for f in facts if f.name in fetched.versions)
     relations = tuple(
         tuple(e for e in datasets if e.relation is d.relation)
