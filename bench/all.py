@@ -17,6 +17,8 @@ a finding, reported, not a crash), 1 when a bench failed to run. Run:
     python bench/all.py                       (about two hours on 2 cores)
     python bench/all.py --quick               (smaller runs, about 15 minutes)
     python bench/all.py --only load,serve --quick
+    python bench/all.py --only serve --update  (run serve again into the report bench/results.json
+                                              holds, the other benches' figures kept)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any, cast
 
 from _server import machine
 
@@ -159,6 +162,11 @@ def markdown(header: dict[str, object], results: list[Result]) -> str:
         "# Benchmark results",
         "",
         f"Made by `{header['command']}` on {header['finished']} (commit {header['commit']}).",
+        *(
+            f"Then `{u['command']}` on {u['finished']} (commit {u['commit']}) ran"
+            f" {', '.join(u['benches'])} again, in place of the earlier run's."
+            for u in cast(list[dict[str, Any]], header.get("updates", []))
+        ),
         "",
         f"Machine: {header['machine']}. Versions: {versions_text}.",
         "",
@@ -183,13 +191,42 @@ def markdown(header: dict[str, object], results: list[Result]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def updated(
+    earlier: dict[str, object], header: dict[str, object], results: list[Result]
+) -> tuple[dict[str, object], list[Result]]:
+    """The earlier report's header and results, ``results`` in place of their namesakes (in
+    the earlier order; a bench it lacked at the end), this run listed under ``updates``."""
+    again = {r.name: r for r in results}
+    kept = [Result(**r) for r in cast(list[dict[str, Any]], earlier["benches"])]
+    merged = [again.pop(r.name, r) for r in kept] + list(again.values())
+    update = {k: header[k] for k in ("command", "commit", "finished")}
+    update["benches"] = [r.name for r in results]
+    base = {k: v for k, v in earlier.items() if k != "benches"}
+    base["updates"] = [*cast(list[object], base.get("updates", [])), update]
+    return base, merged
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the smaller run of each bench")
     parser.add_argument("--only", help=f"comma-separated, of: {', '.join(BENCHES)}")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --only: put those benches' new runs in place of theirs in the report --json"
+        " holds (a bench that could not run, say), keeping the others' figures",
+    )
     args = parser.parse_args()
+    if args.update and not args.only:
+        parser.error("--update re-runs the benches --only names: name them")
+    earlier: dict[str, object] = {}
+    if args.update:
+        try:
+            earlier = json.loads(args.json.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--update needs the earlier report {args.json}: {exc}")
     names = list(BENCHES)
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -207,6 +244,8 @@ def main() -> int:
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if args.update:
+        header, results = updated(earlier, header, results)
     args.out.write_text(markdown(header, results))
     args.json.write_text(
         json.dumps(header | {"benches": [asdict(r) for r in results]}, indent=2) + "\n"

@@ -1,7 +1,8 @@
 """An extract refreshed by deltas (riverbed.serve.extracts.delta) equals one rebuilt whole,
 after each kind of change a cell can see: an item updated onto another day, deleted, added,
 a return refunded or moved to another item, an order moved to another customer, a product's
-category and a customer's region changed, an item whose product arrives after it (inferred
+category and a customer's region changed (counted again), a seller and a product renamed
+(relabelled in place), an item whose product arrives after it (inferred
 member), an order gaining an item in a cell it was not in and losing its last item in one,
 an item moved to another order (the distinct orders, kept by deltas too); and a withdrawn batch, which deltas cannot read
 the state before from, has the refresh sum the touched days again, equal too, its
@@ -95,6 +96,10 @@ CHANGES = {
     "product category changed": "UPDATE dim_product SET category = 'moved' WHERE product_id = 2",
     "customer region changed": "UPDATE dim_customer SET region = 'Latin America'"
     " WHERE customer_id = 1",
+    # relabelled in place (relabel.py): every dataset showing them holds the key
+    "seller renamed and moved": "UPDATE dim_seller SET name = 'seller two', region = 'Africa'"
+    " WHERE seller_id = 2",
+    "product renamed": "UPDATE dim_product SET name = 'renamed' WHERE product_id = 4",
     "item before its product": "INSERT INTO fact_order_items VALUES (501, 3, 99, 2, 1, 3.00,"
     " {day}, 'I', {lsn}, 0, '{b}', now())",
     "its product lands": "INSERT INTO dim_product VALUES (99, 'late', 'category 9', TRUE)",
@@ -165,6 +170,23 @@ def test_several_changes_in_one_run_by_deltas_equal_a_rebuild(project: Project) 
     _loaded(project, "b1")
     refreshed = _refresh(project)
     assert (refreshed.way, refreshed.by_days) == ("deltas", ()) and refreshed.cells > 0
+    assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
+
+
+def test_a_seller_renamed_is_relabelled_in_place_with_no_day_counted_again(
+    project: Project,
+) -> None:
+    """A refresh after a rename costs the seller's cells, not their history: no day of it is
+    summed again from the warehouse, and the extract equals one rebuilt."""
+    _change(project, 1, CHANGES["seller renamed and moved"], record=False)
+    refreshed = _refresh(project)
+    assert (refreshed.way, refreshed.days) == ("deltas", 0) and refreshed.cells > 0
+    path = store.path_of(project, refreshed.generation.name)
+    with duckdb.connect(str(path), read_only=True) as extract:
+        shown = extract.execute(
+            f"SELECT DISTINCT seller, seller_region FROM {SALES.name} WHERE seller_id = 2"
+        ).fetchall()
+    assert shown == [("seller two", "Africa")]
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 

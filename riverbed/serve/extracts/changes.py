@@ -16,7 +16,10 @@ datasets count the current truth, so a cell changes when any row it counts chang
   region, a customer's region), found by comparing the dimensions' current rows with the
   copy the extract keeps of them (``snapshot_*``): the days of every item of the changed keys
   and of their returns. A new key counts as changed: items that arrived before their
-  dimension row (inferred members) are recounted once it lands.
+  dimension row (inferred members) are recounted once it lands. A key whose changed
+  attributes every dataset shows beside the key (a seller's name and region, a product's
+  name) is no changed key: relabel.py labels its cells anew in place, with no pass over its
+  history.
 
 A TRUNCATE in a fact (a T row, which names no key) changes every cell: a full rebuild.
 """

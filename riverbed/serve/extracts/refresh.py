@@ -5,7 +5,8 @@ Incremental when it can be: the new generation starts as a copy of the previous 
 reflink where the filesystem has them, store.clone); the loads the state store recorded since
 the previous generation's watermark (``loaded_at`` of the newest load it holds, so loads of a
 run whose refresh failed or was killed are taken by the next one) and the dimension attributes
-changed since (changes.py) give the keys whose grain rows may have changed, and each cell they
+changed since (changes.py) give the keys whose grain rows may have changed (a rename the
+datasets show beside the key is relabelled in place instead: relabel.py), and each cell they
 touch takes its delta (delta.py: those keys' rows now minus before), the rollups follow
 their base's delta (derive.py). Cost follows the changes, not the history nor the days they
 fall on. A dataset deltas cannot maintain (delta.maintained: every dataset of the extract
@@ -47,7 +48,7 @@ from riverbed.errors import RiverbedError
 from riverbed.load.model import FactModel, warehouse_model
 from riverbed.load.warehouse import Warehouse, open_warehouse
 from riverbed.private import FILE_MODE
-from riverbed.serve.extracts import changes, delta, derive, partial, split_orders, store
+from riverbed.serve.extracts import changes, delta, derive, partial, relabel, split_orders, store
 from riverbed.serve.extracts.datasets import ALIASES, DATASETS, Dataset, fingerprint, personal_held
 from riverbed.state import StateStore
 
@@ -167,8 +168,9 @@ def _write(
     full = full or rows.truncated
     counts = rows.counts
     snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
+    relabelled: dict[str, list[int]] = {}
     if copy is not None and not full:
-        full, changed.keys = _previously(before, counts, snapshots)
+        full, changed.keys, relabelled = _previously(before, counts, snapshots)
         if not full and changed and delta.maintained(_bases(), facts):
             fetched = delta.fetch(warehouse, changed, facts, catalog)
     if copy is not None:
@@ -191,9 +193,12 @@ def _write(
             cells, day_count = _build(extract, warehouse)
             split_orders.build(extract, warehouse)
         else:
+            # first: the deltas read the relabelled keys' rows before as labelled now
+            relabelled_cells = relabel.apply(extract, snapshots, relabelled)
             way, cells, day_count, by_days = _recompute(
                 extract, warehouse, changed, facts, catalog, snapshots, fetched
             )
+            cells += relabelled_cells
             if way == "days":  # else redone for the orders delta.grains read
                 split_orders.update(extract, warehouse, changed, facts)
         for snapshot, rows in snapshots.items():  # after: the deltas read them as before
@@ -227,9 +232,10 @@ def _opened(path: Path) -> duckdb.DuckDBPyConnection:
 
 def _previously(
     before: Path, counts: dict[str, tuple[int, int]], snapshots: dict[str, pa.Table]
-) -> tuple[bool, dict[str, list[int]]]:
+) -> tuple[bool, dict[str, list[int]], dict[str, list[int]]]:
     """From the previous generation (read while it is copied): whether it must be built whole
-    instead, and the dimension keys whose shown attributes changed since it was made.
+    instead, and the dimension keys whose shown attributes changed since it was made: those
+    whose cells are counted again, and those relabelled in place (relabel.py).
 
     Whole when a batch the previous generation counted was withdrawn from a fact (`run
     --reprocess`): the state before the run cannot be read from the facts, nor are the
@@ -237,8 +243,9 @@ def _previously(
     whole, the one way that is exact then; a rare path, on a user's command."""
     with duckdb.connect(str(before), read_only=True) as extract:
         if not delta.consistent(extract, counts):
-            return True, {}
-        return False, {s: _changed_keys(extract, s, t) for s, t in snapshots.items()}
+            return True, {}, {}
+        found = {s: relabel.split(extract, s, t) for s, t in snapshots.items()}
+    return False, {s: k[0] for s, k in found.items()}, {s: k[1] for s, k in found.items()}
 
 
 def _bases() -> list[Dataset]:
@@ -367,23 +374,6 @@ def _redo_days(
     finally:
         extract.unregister("grain_rows")
     return int(inserted[0][0])
-
-
-def _changed_keys(extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Table) -> list[int]:
-    """Keys whose shown attributes differ between the extract's snapshot and ``now`` (new and
-    gone keys included)."""
-    _, key, attributes = changes.SNAPSHOTS[snapshot]
-    # one hash join on the key (a key is one row each side: current rows), not two EXCEPTs
-    differ = " OR ".join(f"n.{c} IS DISTINCT FROM s.{c}" for c in (key, *attributes))
-    extract.register("now_rows", now)
-    try:
-        found = extract.execute(
-            f"SELECT COALESCE(n.{key}, s.{key}) FROM now_rows AS n"
-            f" FULL JOIN {snapshot} AS s ON n.{key} = s.{key} WHERE {differ}"
-        ).fetchall()
-    finally:
-        extract.unregister("now_rows")
-    return sorted({int(row[0]) for row in found if row[0] is not None})
 
 
 def _replace(
