@@ -104,7 +104,7 @@ def page_loads(url: str, password: str, repeat: int) -> None:
                     page.wait_for_selector("main[data-ready=true]", timeout=120_000)
                     times.append(time.perf_counter() - started)
                 p50, p95 = _percentiles(times)
-                verdict = "ok" if p95 < 1 else "over"
+                verdict = "PASS" if p95 < 1 else "FAIL"
                 print(
                     f"{name:22} {repeat:5} {p50 * 1000:8.1f} {p95 * 1000:8.1f}"
                     f"   target p95 < 1000 ms: {verdict}"
@@ -167,7 +167,7 @@ def concurrent_clients(
         f"clients   {clients} concurrent API clients for {seconds:.0f} s on {len(charts)} extract"
         f" charts while {len(loads)} appends + refreshes ran ({statistics.mean(loads):.2f} s each):"
         f" {len(times):,} requests, {len(errors)} errors, p50 {p50 * 1000:.0f} ms,"
-        f" p95 {p95 * 1000:.0f} ms (target: no error)"
+        f" p95 {p95 * 1000:.0f} ms   target no error: {'FAIL' if errors else 'PASS'}"
     )
     for error in sorted(set(errors))[:5]:
         print(f"          error: {error}")
