@@ -40,14 +40,14 @@ def _alias(snapshot: str) -> str:
 def shown(snapshot: str) -> tuple[tuple[Dataset, str, tuple[tuple[str, str], ...]], ...]:
     """Per dataset showing an attribute of ``snapshot``'s dimension: (the dataset, its column
     holding the key or "" when it holds none, (its column, the attribute) of each one shown)."""
-    _, key, attributes = changes.SNAPSHOTS[snapshot]
+    _, _, attributes = changes.SNAPSHOTS[snapshot]
     alias = _alias(snapshot)
     found = []
     for dataset in DATASETS:
         mapping = dataset.mapping()
         columns = tuple((mapping[(alias, a)], a) for a in attributes if (alias, a) in mapping)
         if columns:
-            found.append((dataset, mapping.get((alias, key), ""), columns))
+            found.append((dataset, dataset.key_of(columns[0][0]) or "", columns))
     return tuple(found)
 
 
