@@ -195,7 +195,10 @@ def _execute(
     with log_context(run_id=run_id):
         log_event(log, "run_started", f"run {run_id} started ({trigger})", trigger=trigger)
         try:
-            executor.execute(machine)
+            try:
+                executor.execute(machine)
+            finally:
+                tasks.release()
         except RunFailed as failed:
             report.status = "failed"
             report.failed_state = failed.failed_state

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from riverbed.transform.runner import StagedBatch, TransformResult
 
 log = logging.getLogger("riverbed.run")
+# the resources that write the warehouse, and publish after them, which reads it for the
+# extract and the governed copies: a run holds a DuckDB warehouse open across them (_hold)
+_HOLDING: frozenset[TaskResource] = frozenset({"stage", "dimension", "facts", "publish"})
 
 
 def _empty_summary() -> dict[str, Any]:
@@ -72,6 +75,8 @@ class Tasks:
     _resources: dict[TaskResource, Callable[[TaskState], dict[str, Any]]] = field(
         init=False, repr=False, compare=False
     )
+    # a DuckDB warehouse held open across the run's load states (see _hold)
+    _held: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._resources = {
@@ -87,9 +92,40 @@ class Tasks:
     def __call__(
         self, _name: str, state: TaskState, _variables: dict[str, float], caught: StateError | None
     ) -> dict[str, Any]:
+        if state.resource in _HOLDING:
+            self._hold()
+        else:
+            self.release()
         if state.resource == "notify":
             return self._notify(caught)
         return dict(self._resources[state.resource](state))
+
+    def _hold(self) -> None:
+        """Keep a DuckDB warehouse open from the first load state on. DuckDB keeps one
+        instance of a file per process, shared by every connection to it: with one held,
+        each state's open is a new connection to it (1 ms) rather than the file opened again
+        (16-20 ms on a 150 MB warehouse, measured, six times a run), its close checkpoints
+        nothing (the last close does, once), and the pages one state read stay in DuckDB's
+        buffer pool for the next. Readers wait for a run's load states either way (each
+        holds the writer's turn, duckdb_gate); they still get in between runs. PostgreSQL
+        has nothing to hold: each state has its own connection."""
+        from riverbed.load.warehouse import open_warehouse
+
+        cfg = self.project.config.warehouse
+        if cfg.engine != "duckdb":
+            return
+        with self._lock:  # a Parallel's branches start together
+            if self._held is None:
+                self._held = open_warehouse(cfg, self.project.root)
+
+    def release(self) -> None:
+        """Close what _hold keeps open: before a state that does not load (a report opens
+        the warehouse read-only, which DuckDB refuses beside a writable instance in the
+        same process) and when the run ends."""
+        with self._lock:
+            held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
     # --- resources ----------------------------------------------------------------------------
 
