@@ -61,8 +61,10 @@ from capture import group_rss_mb, launch, write_config
 from e2e import riverbed, state_rows, stop, usage_of
 
 from riverbed.capture.runner import run_capture
+from riverbed.config import Project
 from riverbed.config.loader import load_project
 from riverbed.orchestrate.runner import run_pipeline
+from riverbed.serve.extracts import store
 from riverbed.shop import schema
 from riverbed.shop.history import HistorySpec
 from riverbed.shop.seed import seed
@@ -86,6 +88,9 @@ class Figures:
     rss_mb: list[float] = field(default_factory=list)
     states: dict[str, list[float]] = field(default_factory=dict)
     loads: list[float] = field(default_factory=list)
+    extract_mb: float = 0.0  # the extract's file after the measured runs
+    copy_seconds: float = 0.0  # store.clone of it, as publish's refresh starts with
+    reflink: bool = False
 
     @property
     def median(self) -> float:
@@ -208,7 +213,28 @@ def measure(factor: int, args: argparse.Namespace) -> Figures:
                 f"  run {i + 1}    {made:,} changes: run --once {seconds:.2f} s, peak RSS "
                 f"{rss:,.0f} MB ({load()}); " + ", ".join(f"{k} {v:.2f}" for k, v in states.items())
             )
+        copy_extract(load_project(config), figures)
     return figures
+
+
+def copy_extract(project: Project, figures: Figures) -> None:
+    """Time the copy a refresh starts from (store.clone of the published generation, into a
+    scratch file beside it): a reflink where the filesystem has one, else every byte of the
+    extract, which grows with the history."""
+    generation = store.current(project)
+    if generation is None:
+        return
+    source = store.path_of(project, generation.name)
+    scratch = source.with_name("bench-copy.duckdb")
+    started = time.perf_counter()
+    figures.reflink = store.clone(source, scratch)
+    figures.copy_seconds = time.perf_counter() - started
+    figures.extract_mb = source.stat().st_size / 2**20
+    scratch.unlink()
+    print(
+        f"  extract  {figures.extract_mb:,.0f} MB; the copy each refresh starts with "
+        f"{figures.copy_seconds:.2f} s ({'a reflink' if figures.reflink else 'no reflink here: every byte'})"
+    )
 
 
 def report(all_figures: list[Figures]) -> bool:
@@ -226,6 +252,8 @@ def report(all_figures: list[Figures]) -> bool:
     print(f"{'peak RSS MB (max)':<24}" + "".join(f"{max(f.rss_mb):>10,.0f}" for f in all_figures))
     print(f"{'load average (max)':<24}" + "".join(f"{max(f.loads):>10.2f}" for f in all_figures))
     print(f"{'orders of history':<24}" + "".join(f"{f.orders:>10,}" for f in all_figures))
+    print(f"{'extract MB':<24}" + "".join(f"{f.extract_mb:>10,.0f}" for f in all_figures))
+    print(f"{'  its copy (s)':<24}" + "".join(f"{f.copy_seconds:>10.2f}" for f in all_figures))
     base, top = all_figures[0], all_figures[-1]
     ratio = top.median / base.median
     ok = ratio <= RATIO_TARGET
@@ -235,6 +263,12 @@ def report(all_figures: list[Figures]) -> bool:
         f"vs {base.median:.2f} s, medians of {len(top.runs)})   target <= {RATIO_TARGET:g}: "
         f"{'PASS' if ok else 'FAIL'}"
     )
+    if top.extract_mb and not top.reflink:
+        print(
+            f"  of it, the extract's copy (no reflink on this filesystem): {top.copy_seconds:.2f} s "
+            f"at {top.factor}x ({top.extract_mb:,.0f} MB), {base.copy_seconds:.2f} s at "
+            f"{base.factor}x: a refresh copies the whole previous generation"
+        )
     rss_ratio = max(top.rss_mb) / max(base.rss_mb)
     print(f"  peak RSS at {top.factor}x / at {base.factor}x   {rss_ratio:.2f} (shown, no target)")
     for state in states:
