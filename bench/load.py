@@ -54,10 +54,11 @@ machine slows both sides of a ratio, so compare within one run. Run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -159,8 +160,69 @@ def timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def merge(wh: Warehouse, rows: pa.Table, columns: dict[str, exp.DataType]) -> tuple[float, float]:
-    """Stage ``rows`` and apply them; (staging seconds, merge seconds)."""
+class Breakdown:
+    """The warehouse, with the seconds each statement took while ``recording``: what a timed
+    load spent where (per statement, by its first words). A thin proxy: every call goes
+    through the ``Warehouse`` protocol as before."""
+
+    def __init__(self, wh: Warehouse):
+        self.wh = wh
+        self.name, self.dialect, self.has_indexes = wh.name, wh.dialect, wh.has_indexes
+        self.recording: list[tuple[str, float]] | None = None
+
+    def __getattr__(self, attribute: str) -> object:
+        return getattr(self.wh, attribute)
+
+    def _timed(self, call: Callable[[], object], statement: object) -> object:
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            if self.recording is not None:
+                self.recording.append((head(statement), time.perf_counter() - started))
+
+    def execute(self, statement: exp.Expr | str) -> int:
+        return int(self._timed(lambda: self.wh.execute(statement), statement))  # type: ignore[call-overload]
+
+    def query(self, statement: exp.Expr | str) -> pa.Table:
+        return self._timed(lambda: self.wh.query(statement), statement)  # type: ignore[return-value]
+
+    def keeps_order(self, insert: exp.Expr | str, table: str) -> bool:
+        return bool(
+            self._timed(lambda: self.wh.keeps_order(insert, table), "keeps_order (EXPLAIN)")
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.wh.transaction():
+            yield
+            started = time.perf_counter()
+        if self.recording is not None:
+            self.recording.append(("COMMIT", time.perf_counter() - started))
+
+    @contextlib.contextmanager
+    def record(self, into: list[tuple[str, float]]) -> Iterator[None]:
+        self.recording = into
+        try:
+            yield
+        finally:
+            self.recording = None
+
+
+def head(statement: object) -> str:
+    text = statement if isinstance(statement, str) else statement.sql()  # type: ignore[attr-defined]
+    words = " ".join(text.split()[:6])
+    return words if len(words) <= 60 else words[:57] + "..."
+
+
+def merge(
+    wh: Warehouse,
+    rows: pa.Table,
+    columns: dict[str, exp.DataType],
+    steps: list[tuple[str, float]] | None = None,
+) -> tuple[float, float]:
+    """Stage ``rows`` and apply them; (staging seconds, merge seconds). ``steps``: where a
+    Breakdown warehouse records the merge's statements."""
 
     def stage() -> None:
         with wh.transaction():
@@ -174,7 +236,8 @@ def merge(wh: Warehouse, rows: pa.Table, columns: dict[str, exp.DataType]) -> tu
 
     staging = timed(stage)
     wh.analyze(DIM.staging)  # untimed, as the stage state does after loading staging
-    merging = timed(apply)
+    with wh.record(steps) if steps is not None else contextlib.nullcontext():  # type: ignore[attr-defined]
+        merging = timed(apply)
     wh.analyze(DIM.name)  # untimed, as the dimension state does after a merge
     return staging, merging
 
@@ -192,7 +255,11 @@ def hand_merge(wh: Warehouse, columns: dict[str, exp.DataType]) -> float:
     return timed(apply)
 
 
-def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
+def bench_engine(
+    wh: Breakdown, n_keys: int, n_facts: int, steps: dict[str, list[tuple[str, float]]]
+) -> dict[str, float]:
+    """The figures of one engine; ``steps``: the statements of the timed merge and of the
+    fastest append, with their seconds."""
     rng = np.random.default_rng(7)
     initial = dimension_rows(
         np.arange(n_keys, dtype=np.int64), np.zeros(n_keys, dtype=np.int64), 1, START_US
@@ -207,7 +274,8 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
     figures["changes"] = changes.num_rows
     if wh.name == "duckdb":  # the limit: the same changes merged by comparing whole tables
         hand.prepare(wh, DIM, columns, hand.snapshot(initial, changes, "customer_id"))
-    figures["stage"], figures["merge"] = merge(wh, changes, columns)
+    steps["merge"] = []
+    figures["stage"], figures["merge"] = merge(wh, changes, columns, steps["merge"])
     if wh.name == "duckdb":
         figures["hand"] = hand_merge(wh, columns)
     figures["dim_rows"] = float(
@@ -258,7 +326,11 @@ def bench_engine(wh: Warehouse, n_keys: int, n_facts: int) -> dict[str, float]:
     figures["append"] = figures["plain"] = figures["lookup"] = float("inf")
     for _ in range(REPEATS):
         empty(wh, "fact_orders")
-        figures["append"] = min(figures["append"], timed(append))
+        recorded: list[tuple[str, float]] = []
+        with wh.record(recorded):
+            seconds = timed(append)
+        if seconds < figures["append"]:
+            figures["append"], steps["append"] = seconds, recorded
         empty(wh, "plain_orders")
         figures["plain"] = min(figures["plain"], timed(plain))
         figures["lookup"] = min(figures["lookup"], timed(lookup))
@@ -362,6 +434,18 @@ def report(engine: str, f: dict[str, float], n_facts: int) -> list[str]:
     return lines
 
 
+def breakdown(engine: str, steps: dict[str, list[tuple[str, float]]]) -> list[str]:
+    """The statements of the timed merge and of the fastest append, with their seconds (the
+    ones under 5 ms of each summed into one line)."""
+    lines = []
+    for part, recorded in steps.items():
+        small = [seconds for _, seconds in recorded if seconds < 0.005]
+        shown = [f"{name} {seconds:.2f}" for name, seconds in recorded if seconds >= 0.005]
+        shown.append(f"{len(small)} others {sum(small):.3f}")
+        lines.append(f"{engine:<9} {part} by statement (s): " + "; ".join(shown))
+    return lines
+
+
 def dimension_table(n_keys: int) -> pa.Table:
     """A dimension of ``n_keys`` keys, one current version each, as the first load leaves it
     (built directly: loading 10M keys through the merge would take minutes, untimed)."""
@@ -436,6 +520,7 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=1_000_000, help="dimension keys")
     parser.add_argument("--facts", type=int, default=1_000_000, help="fact rows appended")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-duckdb", action="store_true")
     parser.add_argument(
         "--dbt",
         help="the dbt executable for the dbt-duckdb snapshot reference (default: dbt on PATH; "
@@ -454,13 +539,16 @@ def main() -> int:
     print(f"load      {load_average()} (other work shares the cores: compare within the run)")
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="riverbed-bench-") as folder:
-        duck = DuckDBWarehouse(Path(folder) / "warehouse.duckdb")
-        try:
-            figures = bench_engine(duck, args.keys, args.facts)
-        finally:
-            duck.close()
-        lines += report("duckdb", figures, args.facts)
-        lines += dbt_reference(args.dbt, Path(folder), args.keys, figures["merge"])
+        if not args.skip_duckdb:
+            duck = DuckDBWarehouse(Path(folder) / "warehouse.duckdb")
+            steps: dict[str, list[tuple[str, float]]] = {}
+            try:
+                figures = bench_engine(Breakdown(duck), args.keys, args.facts, steps)
+            finally:
+                duck.close()
+            lines += report("duckdb", figures, args.facts)
+            lines += breakdown("duckdb", steps)
+            lines += dbt_reference(args.dbt, Path(folder), args.keys, figures["merge"])
         if args.scale_keys:
             for n_keys in (args.keys, args.scale_keys):
                 f = merge_at_scale(Path(folder), n_keys)
@@ -471,11 +559,13 @@ def main() -> int:
     if not args.skip_postgres:
         with throwaway_server() as (server, _):
             pg = PostgresWarehouse(server.dsn("postgres"))
+            steps = {}
             try:
-                figures = bench_engine(pg, args.keys, args.facts)
+                figures = bench_engine(Breakdown(pg), args.keys, args.facts, steps)
             finally:
                 pg.close()
             lines += report("postgres", figures, args.facts)
+            lines += breakdown("postgres", steps)
     print()
     print("\n".join(lines))
     print(f"load      {load_average()}")
