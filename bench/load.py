@@ -226,7 +226,7 @@ def merge(
 
     def stage() -> None:
         with wh.transaction():
-            wh.execute(exp.delete(DIM.staging))
+            wh.execute(exp.TruncateTable(expressions=[exp.to_table(DIM.staging)]))
             wh.load_arrow(DIM.staging, rows)
 
     def apply() -> None:
@@ -355,11 +355,11 @@ def bench_engine(
 
 
 def stage_facts(wh: Warehouse, rows: pa.Table, batch_id: str) -> Plan:
-    """The stage state, untimed: truncate-and-load the fact staging table, the load order and
+    """The stage state (runner.stage), untimed: truncate-and-load the fact staging table, the load order and
     window seen on the way in, the planner's statistics refreshed."""
     plan = PlanOfParts(["order_id"])
     with wh.transaction():
-        wh.execute(exp.delete(FACT.staging))
+        wh.execute(exp.TruncateTable(expressions=[exp.to_table(FACT.staging)]))
         staged = rows.append_column("_batch_id", pa.array([batch_id] * rows.num_rows, pa.string()))
         wh.load_arrow(FACT.staging, staged)
         plan.add(staged)

@@ -193,7 +193,12 @@ class Loader:
         cfg = self.config.tables[table]
         plan = PlanOfParts(cfg.sort_key, cfg.event_time)
         with self.warehouse.transaction():
-            self.warehouse.execute(exp.delete(model.staging))
+            # TRUNCATE, not DELETE: PostgreSQL keeps a deleted row's space until a vacuum, so
+            # each load was appended after the last one's dead rows and every scan of staging
+            # read them all (measured: 17,000 pages for 140,000 rows after a 1,000,000-row
+            # load, the merge's four scans of staging 0.13 s against 0.04 s); DuckDB deletes
+            # the rows either way
+            self.warehouse.execute(exp.TruncateTable(expressions=[exp.to_table(model.staging)]))
             for batch in taken:
                 part = _for_staging(self._read(batch))
                 part = part.append_column(
