@@ -394,8 +394,11 @@ def test_a_batch_window_spans_its_event_times_part_by_part(kind: str) -> None:
     # the delete's business time (2001) is not its time; the NULL falls back to 20
     assert got.window == (business[0], at(30))
     assert got.event_time == "happened"
+    assert got.changes == (0, 1)  # counted on the way in: no update, one delete
     assert got == load_plan(staged, [], "happened")
     assert PlanOfParts.from_json(plan.to_json()) == got
     assert load_plan(staged, []).window == (at(5), at(30))  # without event_time: commit times
     old = '{"order": [], "window": null}'  # a plan recorded before business time
     assert PlanOfParts.from_json(old).event_time is None
+    # nor counted its updates and deletes: the append asks staging for them
+    assert PlanOfParts.from_json(old).changes is None
