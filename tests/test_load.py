@@ -506,13 +506,19 @@ def test_ddl_for_every_dialect(database: Database, project: Path) -> None:
         assert ("INDEX IF NOT EXISTS fact_orders_batch_id_brin" in out.out) == (
             dialect == "postgres"
         )
+        # and one per dimension key of the rows it is missing in, which each append checks
+        assert ("INDEX IF NOT EXISTS fact_orders_customer_key_missing" in out.out) == (
+            dialect == "postgres"
+        )
     if "engine: postgres" in project.read_text():
         indexes = catalog_rows(
             project, "select indexname from pg_indexes where tablename = 'fact_orders'"
         )
-        assert {"fact_orders_batch_id_brin", "fact_orders_order_id_idx"} <= {
-            i["indexname"] for i in indexes
-        }
+        assert {
+            "fact_orders_batch_id_brin",
+            "fact_orders_order_id_idx",
+            "fact_orders_customer_key_missing",
+        } <= {i["indexname"] for i in indexes}
     bad = run_cli("ddl", "--dialect", "oracle", "-c", str(project))
     assert bad.code != 0 and "--dialect" in bad.err
 

@@ -91,14 +91,15 @@ def warehouse_ddl(project: Project, columns: Mapping[str, Columns], dialect: str
     for fact in model.facts:
         cfg = project.config.tables[fact.source]
         own = columns[fact.source]
-        table = fact_ddl(fact.carrying(own), own)
+        carried = fact.carrying(own)
+        table = fact_ddl(carried, own)
         check_layout_keys(fact.source, cfg, [table])
         check_business_time(fact.source, cfg, own)
         names = [c.name for c in table.this.expressions if isinstance(c, exp.ColumnDef)]
         statements = [
             staging_ddl(fact.source, own, dialect),
             table,
-            *(fact_indexes(fact, cfg.sort_key, cfg.dist_key) if indexes else []),
+            *(fact_indexes(carried, cfg.sort_key, cfg.dist_key) if indexes else []),
             current_view_ddl(fact, names),
         ]
         for statement in statements:

@@ -304,7 +304,7 @@ class Loader:
         for column, dim in gained:
             backfill_keys(self.warehouse, usable, column, dim)
         if self.warehouse.has_indexes:  # every time: a table from an older version gets them
-            for index in fact_indexes(fact, cfg.sort_key, cfg.dist_key):
+            for index in fact_indexes(usable, cfg.sort_key, cfg.dist_key):
                 self.warehouse.execute(index)
         started = time.monotonic()
         left = append(self.warehouse, usable, list(columns), batches, self._plan(fact, staging))
