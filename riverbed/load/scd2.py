@@ -258,7 +258,7 @@ def scd2_statements(
     the staged batch's non-CDC columns and their SQL types."""
     _check(dim, columns)
     _check_dialect(dialect)
-    return _statements(PlanInput.of(dim, columns), _rewrites(dialect))
+    return _statements(PlanInput.of(dim, columns), dialect)
 
 
 def scd2_sql(dim: DimensionModel, columns: dict[str, exp.DataType], dialect: str) -> list[str]:
@@ -278,20 +278,22 @@ def scd2_sql(dim: DimensionModel, columns: dict[str, exp.DataType], dialect: str
 # used entry goes (a column set seen long ago: a schema change, not this process's work).
 @functools.lru_cache(maxsize=_MERGE_TEXTS)
 def _merge_text(p: PlanInput, dialect: str) -> tuple[str, ...]:
-    return tuple(statement.sql(dialect=dialect) for statement in _statements(p, _rewrites(dialect)))
+    return tuple(statement.sql(dialect=dialect) for statement in _statements(p, dialect))
 
 
-def _rewrites(dialect: str) -> bool:
-    return capabilities(dialect).wide_update_rewrites_row_group
-
-
-def _statements(p: PlanInput, rewrites: bool = False) -> list[exp.Expr]:
-    """scd2_statements, of checked input. ``rewrites``: the dialect's
-    wide_update_rewrites_row_group, where the current rows whose variable-length type1 values
-    the batch overwrites are deleted and inserted again, changed (step 3b)."""
+def _statements(p: PlanInput, dialect: str) -> list[exp.Expr]:
+    """scd2_statements, of checked input, for ``dialect``: where it has
+    wide_update_rewrites_row_group, the current rows whose variable-length type1 values the
+    batch overwrites are deleted and inserted again, changed (step 3b); where it has
+    split_merge, step 3 is an UPDATE then an INSERT, which update in place."""
+    can = capabilities(dialect)
     work = f"{_PREFIX}{p.dim.name}"
     rewritten = f"{work}_rewritten"
-    wide = rewrites and any(name in p.dim.type1 for name in p.toastable)
+    wide = (
+        can.wide_update_rewrites_row_group
+        and not can.split_merge
+        and any(name in p.dim.type1 for name in p.toastable)
+    )
     around: tuple[list[exp.Expr], list[exp.Expr]] = ([], [])
     if wide:
         around = (
@@ -301,13 +303,18 @@ def _statements(p: PlanInput, rewrites: bool = False) -> list[exp.Expr]:
                 exp.Drop(tables=[exp.to_table(rewritten)], kind="TABLE"),
             ],
         )
+    versions = (
+        _update_and_insert(p, work)
+        if can.split_merge
+        else [_merge_versions(p, work, delete_in_place=wide)]
+    )
     return [
         exp.Drop(tables=[exp.to_table(work)], kind="TABLE", exists=True),
         *([exp.Drop(tables=[exp.to_table(rewritten)], kind="TABLE", exists=True)] if wide else []),
         *_truncates(p.dim),
         _temporary(work, plan(p)),
         *around[0],
-        _merge_versions(p, work, delete_in_place=wide),
+        *versions,
         *around[1],
         _merge_position(p.dim),
         exp.Drop(tables=[exp.to_table(work)], kind="TABLE"),
@@ -554,6 +561,43 @@ def _insert_rewritten(p: PlanInput, rewritten: str) -> exp.Insert:
         ),
         expression=exp.select(*(_col(n) for n in names)).from_(rewritten),
     )
+
+
+def _update_and_insert(p: PlanInput, work: str) -> list[exp.Expr]:
+    """Step 3 as an UPDATE, then an INSERT (Capabilities.split_merge), with _merge_versions'
+    effect: the current rows of the plan's segment 0 take what its three WHEN MATCHED
+    branches give them, a CASE per column here (PostgreSQL writes a whole new row version for
+    any update, so a column set to its own value costs nothing more); then the new versions
+    go in. In this order: the UPDATE would otherwise match the new current rows too."""
+    dim = p.dim
+    kept = [*(n for n in p.values if n in dim.type1), *POSITION_COLUMNS, "is_inferred"]
+    inferred = _col("is_inferred", "d")
+    ended = _ended(p)
+
+    def value(name: str) -> exp.Expr:
+        if name in _ENDED:  # every branch sets them
+            return _col(name, "v")
+        # the inferred branch sets all; the in-place branch type1 and the rest of _REWRITTEN,
+        # the ended branch none (they are equal to the plan's there, but for a numeric's scale)
+        takes = inferred.copy() if name not in kept else exp.or_(inferred.copy(), exp.not_(ended))
+        return exp.Case(ifs=[exp.If(this=takes, true=_col(name, "v"))], default=_col(name, "d"))
+
+    updated = [*p.values, *_REWRITTEN]
+    seg = _col(_own("seg"), "v")
+    update = exp.Update(
+        this=_table(dim.name, "d"),
+        expressions=[exp.EQ(this=_col(n), expression=value(n)) for n in updated],
+        from_=exp.From(this=_table(work, "v")),
+        where=exp.Where(this=_current_of_segment0(dim)),
+    )
+    inserted = [dim.surrogate, *dim.keys, "effective_date", *updated]
+    insert = exp.Insert(
+        this=_target(dim.name, inserted),
+        expression=exp.select(*(_col(n, "v") for n in inserted))
+        .from_(_table(work, "v"))
+        .where(exp.GT(this=seg.copy(), expression=_zero())),
+    )
+    return [update, insert]
 
 
 def _merge_position(dim: DimensionModel) -> exp.Merge:

@@ -67,6 +67,12 @@ class Capabilities:
     # update (PostgreSQL): no new entry in any index. Full pages moved every updated row
     # elsewhere and added an entry to each index for it
     dimension_fillfactor: int | None = None
+    # the SCD2 merge's versions go in as an UPDATE of the current rows, then an INSERT of the
+    # new versions, where one MERGE does both (PostgreSQL): its join probed the dimension for
+    # every row of the plan, the new versions too, and so hashed all of the dimension's current
+    # rows; the UPDATE joins only the rows that change one (measured on 140,000 changes to a
+    # 1,000,000-key dimension: MERGE 1.2-1.4 s, UPDATE + INSERT 0.9-1.1 s)
+    split_merge: bool = False
     # a DATE minus a DATE is a count of days (PostgreSQL): an event's day number by integer
     # arithmetic in the warehouse's UTC session, where EXTRACT computes a numeric per field
     date_difference: bool = False
@@ -99,6 +105,7 @@ DIALECTS: dict[str, Capabilities] = {
         scd2_merge=True,
         row_position="ctid",
         dimension_fillfactor=90,
+        split_merge=True,
         date_difference=True,
     ),
     "redshift": Capabilities(
