@@ -95,7 +95,9 @@ warehouse transaction. They are the same sqlglot expressions on DuckDB and Postg
 3. ``MERGE INTO <dim> USING _scd2_<dim> ON natural key AND is_current_record AND seg = 0``:
    ``WHEN MATCHED`` updates the current row from before the batch (expiry, flags, type1 values,
    the values of a completed inferred member); ``WHEN NOT MATCHED AND seg > 0`` inserts the new
-   versions. One join of the plan with the dimension.
+   versions. One join of the plan with the dimension. Where the dialect splits it
+   (``Capabilities.split_merge``, PostgreSQL): an UPDATE of those current rows, then an INSERT
+   of the new versions, to the same effect (_update_and_insert).
 
    Where an UPDATE of a variable-length column rewrites that column of its whole row group
    (DuckDB: ``wide_update_rewrites_row_group``) and a type1 column is variable-length, the
