@@ -44,7 +44,11 @@ HERE = Path(__file__).resolve().parent
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "capture": ("capture.py", [], ["--changes", "200000", "--big-tx", "200000"]),
     "transform": ("transform.py", [], ["--rows", "1000000", "--skip-spark"]),
-    "load": ("load.py", [], ["--keys", "200000", "--facts", "200000", "--skip-postgres"]),
+    "load": (
+        "load.py",
+        ["--scale-keys", "10000000"],
+        ["--keys", "200000", "--facts", "200000", "--skip-postgres"],
+    ),
     "history": ("history.py", [], ["--keys", "500", "--versions", "4"]),
     "e2e": ("e2e.py", [], ["--duration", "30"]),
     "e2e_follow": ("e2e.py", ["--follow", "--duration", "180"], ["--follow", "--duration", "30"]),
