@@ -9,8 +9,7 @@ the same cells after the change, only labelled anew. Counting them again from th
 with the history (issue 20 §1: 0.6M cells over all 914 days for one 10,000-change run at 30x).
 So a key present before and now whose changed attributes are all *relabelable* (every dataset
 showing them holds the key too) is not a changed key for the deltas: its cells take the new
-values (moved: read with them, deleted and inserted again, see apply), in every dataset and
-rollup showing them, and the previous
+values by an UPDATE on the key, in every dataset and rollup showing them, and the previous
 generation's snapshot row takes them too, so the deltas of the same refresh (other changes
 to the same key's items) read the key's rows before as labelled now and meet the relabelled
 cells. A key new or gone, or with an attribute a dataset shows without the key (a product's
@@ -30,7 +29,6 @@ from riverbed.serve.extracts import changes
 from riverbed.serve.extracts.datasets import ALIASES, DATASETS, Dataset
 
 RELABELLED = "relabelled_rows"  # the new values of the keys relabelled, while it runs
-MOVED = "relabelled_cells"  # a dataset's cells of those keys, labelled anew, while it runs
 
 
 def _alias(snapshot: str) -> str:
@@ -92,13 +90,7 @@ def apply(
 ) -> int:
     """Give the cells of ``keys`` (snapshot -> keys to relabel) their attributes ``now`` in
     every dataset showing them, and the snapshot rows too (see the module docstring): the
-    cells relabelled.
-
-    A dataset's cells are not UPDATEd: they are read with their new labels, deleted and
-    inserted again, as delta.merge writes the cells it changes. An UPDATE of a text column
-    is DuckDB's slow path (measured: one seller's 10,800 cells of 3M, relabelled by UPDATE
-    0.20 s, moved 0.07 s with the checkpoint), and the cells of a key are spread over every
-    day of the history."""
+    cells relabelled."""
     cells = 0
     for snapshot, relabel in keys.items():
         if not relabel:
@@ -110,21 +102,11 @@ def apply(
             for dataset, held, columns in shown(snapshot):
                 if not held:
                     continue
-                labels = ", ".join(f'r.{a} AS "{column}"' for column, a in columns)
-                extract.execute(
-                    f"CREATE TEMPORARY TABLE {MOVED} AS SELECT t.* REPLACE ({labels})"
-                    f' FROM {dataset.name} AS t JOIN {RELABELLED} AS r ON t."{held}" = r.{key}'
-                )
-                try:
-                    extract.execute(
-                        f'DELETE FROM {dataset.name} WHERE "{held}" IN'
-                        f" (SELECT {key} FROM {RELABELLED})"
-                    )
-                    done = extract.execute(
-                        f"INSERT INTO {dataset.name} SELECT * FROM {MOVED}"
-                    ).fetchall()
-                finally:
-                    extract.execute(f"DROP TABLE {MOVED}")
+                sets = ", ".join(f'"{column}" = r.{a}' for column, a in columns)
+                done = extract.execute(
+                    f"UPDATE {dataset.name} AS t SET {sets} FROM {RELABELLED} AS r"
+                    f' WHERE t."{held}" = r.{key}'
+                ).fetchall()
                 cells += int(done[0][0]) if dataset.rollup_of is None else 0
             sets = ", ".join(f"{a} = r.{a}" for a in attributes)
             extract.execute(
