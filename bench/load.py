@@ -561,13 +561,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="riverbed-bench-") as folder:
         if not args.skip_duckdb:
             duck = DuckDBWarehouse(Path(folder) / "warehouse.duckdb")
-            steps: dict[str, list[tuple[str, float]]] = {}
-            try:
-                figures = bench_engine(Breakdown(duck), args.keys, args.facts, steps)
-            finally:
-                duck.close()
-            lines += report("duckdb", figures, args.facts)
-            lines += breakdown("duckdb", steps)
+            figures = engine_lines(duck, args, lines)
             lines += dbt_reference(args.dbt, Path(folder), args.keys, figures["merge"])
         if args.scale_keys:
             at: list[dict[str, float]] = []
@@ -587,19 +581,25 @@ def main() -> int:
             )
     if not args.skip_postgres:
         with throwaway_server() as (server, _):
-            pg = PostgresWarehouse(server.dsn("postgres"))
-            steps = {}
-            try:
-                figures = bench_engine(Breakdown(pg), args.keys, args.facts, steps)
-            finally:
-                pg.close()
-            lines += report("postgres", figures, args.facts)
-            lines += breakdown("postgres", steps)
+            engine_lines(PostgresWarehouse(server.dsn("postgres")), args, lines)
     print()
     print("\n".join(lines))
     print(f"load      {load_average()}")
     print(f"\nreproduce: {command_line()}")
     return 0
+
+
+def engine_lines(wh: Warehouse, args: argparse.Namespace, lines: list[str]) -> dict[str, float]:
+    """bench_engine on ``wh`` (closed after), its report and its statements' times added to
+    ``lines``; its figures."""
+    steps: dict[str, list[tuple[str, float]]] = {}
+    try:
+        figures = bench_engine(Breakdown(wh), args.keys, args.facts, steps)
+    finally:
+        wh.close()
+    lines += report(wh.name, figures, args.facts)
+    lines += breakdown(wh.name, steps)
+    return figures
 
 
 def load_average() -> str:
