@@ -477,7 +477,7 @@ def _merge_versions(p: PlanInput, work: str, *, delete_in_place: bool = False) -
     step 3b inserts them again, changed."""
     dim = p.dim
     updated = [*p.values, *_REWRITTEN]
-    inserted = [dim.surrogate, *dim.keys, "effective_date", *updated]
+    inserted = _version_columns(p)
     seg = _col(_own("seg"), "v")
 
     def update(names: Sequence[str]) -> exp.Update:
@@ -518,18 +518,35 @@ def _current_of_segment0(dim: DimensionModel) -> exp.Expr:
     )
 
 
+def _version_columns(p: PlanInput) -> list[str]:
+    """A version's columns, as a new one is inserted: surrogate key, natural key, start,
+    values, then the rest of the SCD columns."""
+    return [p.dim.surrogate, *p.dim.keys, "effective_date", *p.values, *_REWRITTEN]
+
+
+def _type1(p: PlanInput) -> list[str]:
+    return [n for n in p.values if n in p.dim.type1]
+
+
 def _in_place(p: PlanInput) -> list[str]:
     """What the MERGE sets on a current row that stays current, or ends with type1 values or
     a position of its own: the type1 values, expiry, flags and position."""
-    return [*(n for n in p.values if n in p.dim.type1), *_REWRITTEN]
+    return [*_type1(p), *_REWRITTEN]
+
+
+def _kept(p: PlanInput) -> list[str]:
+    """What a current row the batch only expires or closes keeps as it was (_ended)."""
+    return [*_type1(p), *POSITION_COLUMNS, "is_inferred"]
 
 
 def _ended(p: PlanInput) -> exp.Expr:
     """A matched current row the batch only expires or closes: its type1 values, position
     and inferred flag are the work table's."""
-    kept = [*(n for n in p.values if n in p.dim.type1), *POSITION_COLUMNS, "is_inferred"]
     return exp.and_(
-        *(exp.Not(this=exp.NullSafeNEQ(this=_col(n, "d"), expression=_col(n, "v"))) for n in kept)
+        *(
+            exp.Not(this=exp.NullSafeNEQ(this=_col(n, "d"), expression=_col(n, "v")))
+            for n in _kept(p)
+        )
     )
 
 
@@ -541,12 +558,7 @@ def _rewritten_rows(p: PlanInput, work: str) -> exp.Select:
     dim = p.dim
     set_ = set(_in_place(p))
     return (
-        exp.select(
-            _col(dim.surrogate, "d"),
-            *(_col(k, "d") for k in dim.keys),
-            _col("effective_date", "d"),
-            *(_col(n, "v" if n in set_ else "d") for n in [*p.values, *_REWRITTEN]),
-        )
+        exp.select(*(_col(n, "v" if n in set_ else "d") for n in _version_columns(p)))
         .from_(_table(dim.name, "d"))
         .join(_table(work, "v"), on=_current_of_segment0(dim), join_type="inner")
         .where(exp.and_(exp.Not(this=_col("is_inferred", "d")), exp.Not(this=_ended(p))))
@@ -555,12 +567,9 @@ def _rewritten_rows(p: PlanInput, work: str) -> exp.Select:
 
 def _insert_rewritten(p: PlanInput, rewritten: str) -> exp.Insert:
     """Step 3b: the rows step 3a read, inserted again."""
-    names = [p.dim.surrogate, *p.dim.keys, "effective_date", *p.values, *_REWRITTEN]
+    names = _version_columns(p)
     return exp.Insert(
-        this=exp.Schema(
-            this=exp.to_table(p.dim.name),
-            expressions=[exp.to_identifier(n, quoted=True) for n in names],
-        ),
+        this=_target(p.dim.name, names),
         expression=exp.select(*(_col(n) for n in names)).from_(rewritten),
     )
 
@@ -572,7 +581,7 @@ def _update_and_insert(p: PlanInput, work: str) -> list[exp.Expr]:
     any update, so a column set to its own value costs nothing more); then the new versions
     go in. In this order: the UPDATE would otherwise match the new current rows too."""
     dim = p.dim
-    kept = [*(n for n in p.values if n in dim.type1), *POSITION_COLUMNS, "is_inferred"]
+    kept = _kept(p)
     inferred = _col("is_inferred", "d")
     ended = _ended(p)
 
@@ -592,7 +601,7 @@ def _update_and_insert(p: PlanInput, work: str) -> list[exp.Expr]:
         from_=exp.From(this=_table(work, "v")),
         where=exp.Where(this=_current_of_segment0(dim)),
     )
-    inserted = [dim.surrogate, *dim.keys, "effective_date", *updated]
+    inserted = _version_columns(p)
     insert = exp.Insert(
         this=_target(dim.name, inserted),
         expression=exp.select(*(_col(n, "v") for n in inserted))
