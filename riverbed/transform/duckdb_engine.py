@@ -25,7 +25,7 @@ class DuckDBEngine:
         # a connection of its own (its registered tables and temporary views are its own) to
         # the process's in-memory database of these settings: a new database each run cost
         # 15-30 ms, a run's fixed cost under `run --follow`
-        self._db = _database(threads or None, memory_limit or None).cursor()
+        self._db = shared_database(threads or None, memory_limit or None).cursor()
         self._db.execute("set TimeZone = 'UTC'")
         self._db.execute("set enable_progress_bar = false")  # stdout belongs to --json
         self._tables: dict[str, Any] = {}  # tables and datasets
@@ -77,9 +77,12 @@ _DATABASES: dict[tuple[int | None, str | None], duckdb.DuckDBPyConnection] = {}
 _DATABASES_LOCK = threading.Lock()
 
 
-def _database(threads: int | None, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
-    """The in-memory database the engines of ``threads`` and ``memory_limit`` (settings of the
-    database, not of a connection) share, made on first use."""
+def shared_database(
+    threads: int | None = None, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """The process's in-memory database of ``threads`` and ``memory_limit`` (settings of the
+    database, not of a connection), made on first use: the engines of those settings, and the
+    PII digests (riverbed.transform.pii), each work in a cursor of their own on it."""
     with _DATABASES_LOCK:
         db = _DATABASES.get((threads, memory_limit))
         if db is None:

@@ -16,16 +16,15 @@ import hashlib
 import hmac
 import os
 import secrets
-import threading
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from riverbed.config.loader import Project
 from riverbed.errors import ConfigError
 from riverbed.private import create_private, private_folders
+from riverbed.transform.duckdb_engine import shared_database
 
 TRANSFORM_METHODS = frozenset({"hash", "tokenize"})
 
@@ -77,9 +76,11 @@ def digests(values: pa.Array, method: str, key: bytes) -> pa.Array:
     digest = "sha256($outer || unhex(sha256($inner || encode(v))))"
     if method == "tokenize":
         digest = f"'tok_' || left({digest}, 16)"
-    # record batches of a few thousand values: DuckDB scans them on all threads
+    # record batches of a few thousand values: DuckDB scans them on all threads; a cursor of
+    # the process's database, not a new database a call (15-30 ms, per personal column of
+    # every batch)
     rows = pa.table({"v": values}).to_batches(max_chunksize=_CHUNK)
-    with _hasher().cursor() as db:
+    with shared_database().cursor() as db:
         db.register("digest_input", pa.Table.from_batches(rows, pa.schema([("v", values.type)])))
         result = db.sql(
             f"select {digest} as d from digest_input",
@@ -90,17 +91,6 @@ def digests(values: pa.Array, method: str, key: bytes) -> pa.Array:
 
 _BLOCK = 64  # SHA-256's block size in bytes: HMAC pads (or first hashes) its key to it
 _CHUNK = 8192
-# the in-memory DuckDB digests runs in, one a process, a cursor a call (its own registered
-# input): a new database a call cost 15-30 ms, paid per personal column of every batch
-_HASHER: list[duckdb.DuckDBPyConnection] = []
-_HASHER_LOCK = threading.Lock()
-
-
-def _hasher() -> duckdb.DuckDBPyConnection:
-    with _HASHER_LOCK:
-        if not _HASHER:
-            _HASHER.append(duckdb.connect())
-        return _HASHER[0]
 
 
 def _digest(keyed: hmac.HMAC, value: str, method: str) -> str:
