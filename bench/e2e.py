@@ -49,7 +49,7 @@ keep up, the figures are for that lower rate.
 
 With --follow, ``run --follow`` (a run each time capture publishes raw files,
 riverbed.orchestrate.follow) takes the place of ``run --every``, ``lake.max_seconds`` is
-FOLLOW_MAX_SECONDS (0.5 s) unless --max-seconds sets it, and the targets are those of issue 20
+FOLLOW_MAX_SECONDS (0.25 s) unless --max-seconds sets it, and the targets are those of issue 20
 §3: p95 < 3 s, p50 < 1.5 s. Runs then follow one another with hardly a pause, so the polite
 reader would almost never read; the probe reads as the web app does instead (the gate of
 riverbed.load.duckdb_gate: it gets in between a run's tasks, whenever no writer holds the file,
@@ -97,7 +97,7 @@ from riverbed.shop.seed import seed
 FRESHNESS_TARGET = 15.0  # seconds, p95
 FOLLOW_P95_TARGET = 3.0  # seconds, with --follow (issue 20 §3)
 FOLLOW_P50_TARGET = 1.5
-FOLLOW_MAX_SECONDS = 0.5  # lake.max_seconds with --follow: raw files closed this often
+FOLLOW_MAX_SECONDS = 0.25  # lake.max_seconds with --follow: raw files closed this often
 EMPTY_RUN_TARGET = 0.200  # seconds, median of the in-process run
 PROBE_EVERY = 0.5  # seconds between probe commits
 POLL_EVERY = 0.2  # seconds between warehouse reads
@@ -652,7 +652,7 @@ def main() -> int:
     parser.add_argument(
         "--follow",
         action="store_true",
-        help="riverbed run --follow instead of --every (lake.max_seconds 0.5 by default)",
+        help="riverbed run --follow instead of --every (lake.max_seconds 0.25 by default)",
     )
     parser.add_argument(
         "--max-seconds",

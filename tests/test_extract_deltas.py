@@ -186,7 +186,10 @@ def test_a_seller_renamed_is_relabelled_in_place_with_no_day_counted_again(
         shown = extract.execute(
             f"SELECT DISTINCT seller, seller_region FROM {SALES.name} WHERE seller_id = 2"
         ).fetchall()
+        held = extract.execute(f"SELECT COUNT(*) FROM {SALES.name} WHERE seller_id = 2").fetchall()
     assert shown == [("seller two", "Africa")]
+    # what the rename cost is reported (metrics extract_cells_relabelled and _seconds)
+    assert refreshed.relabelled is not None and refreshed.relabelled.cells >= held[0][0] > 0
     assert _tables(project, refreshed) == _tables(project, _rebuilt(project))
 
 

@@ -54,6 +54,10 @@ GAUGES = frozenset(
         "extract_refreshed_at",  # when the current extract was published
         "extract_refresh_seconds",
         "extract_cells_refreshed",
+        # cells given a renamed dimension member's new label (relabel.py), and the seconds:
+        # each renamed member's cells over all its history
+        "extract_cells_relabelled",
+        "extract_relabel_seconds",
         SINCE_LAST_SUCCESS,
     }
 )

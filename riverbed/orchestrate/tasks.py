@@ -335,6 +335,9 @@ class Tasks:
             "extract_refresh_seconds": done.seconds,
             "extract_cells_refreshed": float(done.cells),
         }
+        if done.relabelled is not None:
+            values["extract_cells_relabelled"] = float(done.relabelled.cells)
+            values["extract_relabel_seconds"] = done.relabelled.seconds
         if generation.loaded_at is not None:
             values["extract_loaded_at"] = generation.loaded_at
         return values

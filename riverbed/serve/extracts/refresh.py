@@ -74,6 +74,17 @@ class Refreshed:
     seconds: float
     way: str = "whole"  # whole, days (the touched days summed again) or deltas (delta.py)
     by_days: tuple[str, ...] = ()  # the base datasets whose touched days were summed again
+    relabelled: Relabelled | None = None  # what relabel.apply did (None: built whole)
+
+
+@dataclass(frozen=True)
+class Relabelled:
+    """The cells a refresh gave renamed dimension members' new labels (relabel.py), and the
+    seconds that took: each renamed member's cells over all its history, where every other
+    change costs what it brings."""
+
+    cells: int
+    seconds: float
 
 
 def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refreshed | None:
@@ -115,7 +126,7 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
                 loads = [b for b in manifest.loads.loaded(since=since) if b.target in changes.FACTS]
                 watermark = max((b.loaded_at for b in loads), default=since or 0.0)
                 vacuum = previous is None or previous.unvacuumed + 1 >= VACUUM_EVERY
-                way, cells, days, by_days = _write(
+                way, cells, days, by_days, relabelled = _write(
                     warehouse, catalog, path, previous, copy, project, loads, vacuum
                 )
             finally:
@@ -137,7 +148,7 @@ def refresh(project: Project, manifest: StateStore, run_id: str | None) -> Refre
     )
     store.publish(project, generation)
     store.prune(project)
-    return Refreshed(generation, cells, days, time.monotonic() - started, way, by_days)
+    return Refreshed(generation, cells, days, time.monotonic() - started, way, by_days, relabelled)
 
 
 def _write(
@@ -149,9 +160,9 @@ def _write(
     project: Project,
     loads: list,  # type: ignore[type-arg]
     vacuum: bool,
-) -> tuple[str, int, int, tuple[str, ...]]:
+) -> tuple[str, int, int, tuple[str, ...], Relabelled | None]:
     """Write the new generation at ``path``: (how, as Refreshed.way; cells written, days; the
-    datasets whose days were summed again). ``copy``: the previous generation being copied
+    datasets whose days were summed again; the relabelling, None when built whole). ``copy``: the previous generation being copied
     there and opened (None: built whole). ``vacuum``: the checkpoint may merge row groups
     to reclaim deleted cells (VACUUM_EVERY)."""
     full = copy is None
@@ -168,9 +179,9 @@ def _write(
     full = full or rows.truncated
     counts = rows.counts
     snapshots = {s: warehouse.query(changes.snapshot_query(s)) for s in changes.SNAPSHOTS}
-    relabelled: dict[str, list[int]] = {}
+    relabelled_keys: dict[str, list[int]] = {}
     if copy is not None and not full:
-        full, changed.keys, relabelled = _previously(before, counts, snapshots)
+        full, changed.keys, relabelled_keys = _previously(before, counts, snapshots)
         if not full and changed and delta.maintained(_bases(), facts):
             fetched = delta.fetch(warehouse, changed, facts, catalog)
     if copy is not None:
@@ -186,6 +197,7 @@ def _write(
     try:
         way = "whole"
         by_days: tuple[str, ...] = ()
+        relabelled = None
         # first: written with the datasets, not after them (a checkpoint of their own)
         delta.record(extract, counts)
         _replace(extract, SOURCES, _sources(catalog))
@@ -194,7 +206,9 @@ def _write(
             split_orders.build(extract, warehouse)
         else:
             # first: the deltas read the relabelled keys' rows before as labelled now
-            relabelled_cells = relabel.apply(extract, snapshots, relabelled)
+            begun = time.monotonic()
+            relabelled_cells = relabel.apply(extract, snapshots, relabelled_keys)
+            relabelled = Relabelled(relabelled_cells, time.monotonic() - begun)
             way, cells, day_count, by_days = _recompute(
                 extract, warehouse, changed, facts, catalog, snapshots, fetched
             )
@@ -207,7 +221,7 @@ def _write(
         extract.execute("CHECKPOINT")
     finally:
         extract.close()
-    return way, cells, day_count, by_days
+    return way, cells, day_count, by_days, relabelled
 
 
 def _closed(copy: Future[duckdb.DuckDBPyConnection] | None) -> None:
