@@ -162,9 +162,9 @@ def _write(
     vacuum: bool,
 ) -> tuple[str, int, int, tuple[str, ...], Relabelled | None]:
     """Write the new generation at ``path``: (how, as Refreshed.way; cells written, days; the
-    datasets whose days were summed again; the relabelling, None when built whole). ``copy``: the previous generation being copied
-    there and opened (None: built whole). ``vacuum``: the checkpoint may merge row groups
-    to reclaim deleted cells (VACUUM_EVERY)."""
+    datasets whose days were summed again; the relabelling, None when built whole).
+    ``copy``: the previous generation being copied there and opened (None: built whole).
+    ``vacuum``: the checkpoint may merge row groups to reclaim deleted cells (VACUUM_EVERY)."""
     full = copy is None
     changed = changes.Changed()
     facts = warehouse_model(project.config).facts
