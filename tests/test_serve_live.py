@@ -14,6 +14,7 @@ documented (exit 0 on SIGTERM or Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -148,7 +149,21 @@ def open_generations(pid: int) -> set[str]:
 
 
 def open_files(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """The process's open files but its state store's: each server worker thread keeps one
+    connection to state.db of its own, up to the thread pool's size (state_files)."""
+    return sum(1 for target in _fd_targets(pid) if ".riverbed/state.db" not in target)
+
+
+def state_files(pid: int) -> int:
+    return sum(1 for target in _fd_targets(pid) if ".riverbed/state.db" in target)
+
+
+def _fd_targets(pid: int) -> list[str]:
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            found.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return found
 
 
 def rss_mib(pid: int) -> float:
@@ -283,6 +298,8 @@ def test_serve_holds_under_concurrent_clients_while_the_pipeline_runs(
         f"{rss_after:.0f} MiB"
     )
     assert files_after <= files_before + 20, (files_before, files_after)
+    threads = len(os.listdir(f"/proc/{server.pid}/task"))
+    assert state_files(server.pid) <= 2 * threads + 2, (state_files(server.pid), threads)
     assert rss_after <= rss_before + 400, (rss_before, rss_after)
     admin.close()
     eu.close()
