@@ -172,17 +172,19 @@ def _changed_items(warehouse: Warehouse, changed: Changed) -> list[str]:
         found.append(f"SELECT order_item_id FROM {ITEM_FACT} WHERE {_in('batch_id', batches)}")
     if batches := changed.batches.get(RETURN_FACT):
         found.append(f"SELECT order_item_id FROM {RETURN_FACT} WHERE {_in('batch_id', batches)}")
+    # one scan per condition, not one of them ORed: the new batches' rows are the appended
+    # row groups (zone maps), and the customers' orders a scan of that column alone
     orders = []
     if batches := changed.batches.get(STATUS_FACT):
-        orders.append(_in("batch_id", batches))
+        orders.append(f"SELECT order_id FROM {STATUS_FACT} WHERE {_in('batch_id', batches)}")
     if customers := changed.keys.get("snapshot_customer"):
-        orders.append(_in("customer_id", customers))
+        orders.append(f"SELECT order_id FROM {STATUS_FACT} WHERE {_in('customer_id', customers)}")
     if orders:
-        changed_orders = f"SELECT order_id FROM {STATUS_FACT} WHERE {' OR '.join(orders)}"
-        found.append(
-            f"SELECT order_item_id FROM {ITEM_FACT} WHERE"
-            f" {_among(warehouse, 'order_id', changed_orders)}"
+        # kept: the items' set and its range read it once each, not each running it again
+        changed_orders = _kept(
+            warehouse, "refresh_changed_orders", "order_id", " UNION ".join(orders)
         )
+        found.append(f"SELECT order_item_id FROM {ITEM_FACT} WHERE {changed_orders}")
     keyed = [
         _in(column, keys)
         for snapshot, column in (
@@ -210,6 +212,8 @@ def _among(warehouse: Warehouse, column: str, select: str) -> str:
 def _kept(warehouse: Warehouse, table: str, column: str, select: str) -> str:
     """``column IN`` the values of ``select``, kept in the session's temporary ``table``, with
     their range spelled out (see _among)."""
+    # a refresh may gather the keys twice in one session (changed_keys, affected_days)
+    warehouse.execute(_written(warehouse, f"DROP TABLE IF EXISTS {table}"))
     warehouse.execute(_written(warehouse, f"CREATE TEMPORARY TABLE {table} AS {select}"))
     return _among(warehouse, column, f"SELECT {column} FROM {table}")
 
