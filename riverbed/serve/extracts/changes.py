@@ -26,6 +26,7 @@ A TRUNCATE in a fact (a T row, which names no key) changes every cell: a full re
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,9 @@ class Changed:
 
     def __bool__(self) -> bool:
         return any(self.batches.values()) or any(self.keys.values())
+
+
+_KEPT_TABLES = itertools.count(1)  # _kept's temporary tables, numbered in a process
 
 
 def snapshot_query(snapshot: str) -> exp.Select:
@@ -212,8 +216,9 @@ def _among(warehouse: Warehouse, column: str, select: str) -> str:
 def _kept(warehouse: Warehouse, table: str, column: str, select: str) -> str:
     """``column IN`` the values of ``select``, kept in the session's temporary ``table``, with
     their range spelled out (see _among)."""
-    # a refresh may gather the keys twice in one session (changed_keys, affected_days)
-    warehouse.execute(_written(warehouse, f"DROP TABLE IF EXISTS {table}"))
+    # numbered: a refresh may gather the keys twice in one session (changed_keys and
+    # affected_days), and a DROP of the name could reach a warehouse table of that name
+    table = f"{table}_{next(_KEPT_TABLES)}"
     warehouse.execute(_written(warehouse, f"CREATE TEMPORARY TABLE {table} AS {select}"))
     return _among(warehouse, column, f"SELECT {column} FROM {table}")
 
