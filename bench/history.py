@@ -25,6 +25,8 @@ Target: the merge + checkpoint on the long history at most 1.5x the short one's 
 
     python bench/history.py                  (about 1 minute; 1.6 GB of scratch under /tmp)
     python bench/history.py --keys 500 --versions 4
+    python bench/history.py --marked         (the repriced rows leave the description unsent:
+                                              the merge's full path, windows, every key)
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ TARGET = 1.5  # merge + checkpoint, long history / short history
 WIDTH = 350  # md5s per description: 11,200 bytes
 
 
-def build(folder: Path, keys: int, versions: int) -> DuckDBWarehouse:
+def build(folder: Path, keys: int, versions: int, marked: bool = False) -> DuckDBWarehouse:
     """A dimension of ``versions`` versions per key (the last one current), staged batch
     loaded, all checkpointed."""
     wh = DuckDBWarehouse(folder / f"history-{versions}.duckdb")
@@ -80,8 +82,10 @@ def build(folder: Path, keys: int, versions: int) -> DuckDBWarehouse:
         f"""insert into stg_products select i,
         case when i < {REWRITTEN} then {last} else {versions} end,
         case when i < {REWRITTEN} then repeat(md5((i + 7)::varchar), {WIDTH})
+             when {marked} then null
              else repeat(md5((i + {last * keys})::varchar), {WIDTH}) end,
-        'U', timestamptz '2025-01-01' + to_microseconds(i), {n} + 1 + i, 0, null, 'bench'
+        'U', timestamptz '2025-01-01' + to_microseconds(i), {n} + 1 + i, 0,
+        case when i >= {REWRITTEN} and {marked} then 'description' end, 'bench'
         from range({REPRICED}) r(i)"""
     )
     wh.execute("checkpoint")
@@ -141,6 +145,11 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=2_000)
     parser.add_argument("--versions", type=int, default=10, help="per key, the short history")
     parser.add_argument("--repeat", type=int, default=5, help="merges per history (median)")
+    parser.add_argument(
+        "--marked",
+        action="store_true",
+        help="repriced rows leave the description unsent (a TOAST mark), as PostgreSQL sends them",
+    )
     args = parser.parse_args()
     print(f"command   {command_line()}")
     print(f"machine   {machine()}")
@@ -148,7 +157,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="riverbed-bench-history-") as scratch:
         folder = Path(scratch)
         for versions in (args.versions, args.versions * LONGER):
-            built = build(folder, args.keys, versions)
+            built = build(folder, args.keys, versions, args.marked)
             built.close()
             figures[versions] = merged_copies(built.path, args.repeat)
             wh = DuckDBWarehouse(built.path)

@@ -25,7 +25,7 @@ from riverbed.config import Project
 from riverbed.config.loader import demo_config_text, load_project
 from riverbed.load.fact_current import current_view_ddl
 from riverbed.load.model import FactModel, warehouse_model
-from riverbed.serve.extracts import delta, split_orders, store
+from riverbed.serve.extracts import changes, delta, split_orders, store
 from riverbed.serve.extracts import refresh as refresh_module
 from riverbed.serve.extracts.datasets import (
     CUSTOMER_ORDERS,
@@ -336,7 +336,8 @@ def _tables(project: Project, refreshed: Refreshed) -> dict[str, list[tuple[Any,
     with duckdb.connect(str(path), read_only=True) as extract:
         return {
             name: sorted(extract.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
-            for name in (*(d.name for d in DATASETS), split_orders.TABLE)
+            # the snapshots too: the next refresh's deltas read them as the state before
+            for name in (*(d.name for d in DATASETS), split_orders.TABLE, *changes.SNAPSHOTS)
         }
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from riverbed.config import Project
 from riverbed.errors import RiverbedError
@@ -216,8 +217,10 @@ def _write(
             if way == "days":  # else redone for the orders delta.grains read
                 split_orders.update(extract, warehouse, changed, facts)
         for snapshot, rows in snapshots.items():  # after: the deltas read them as before
-            if full or changed.keys.get(snapshot):  # else the copy is still the same
+            if full:
                 _replace(extract, snapshot, rows)
+            elif changed.keys.get(snapshot):  # else the copy is still the same
+                _renew(extract, snapshot, rows, changed.keys[snapshot])
         extract.execute("CHECKPOINT")
     finally:
         extract.close()
@@ -400,6 +403,23 @@ def _replace(
     finally:
         extract.unregister("incoming")
     return rows.num_rows
+
+
+def _renew(
+    extract: duckdb.DuckDBPyConnection, snapshot: str, now: pa.Table, keys: list[int]
+) -> None:
+    """``snapshot``'s rows of ``keys`` (those counted again: new, gone or changed) made as
+    ``now`` has them; its relabelled keys took theirs in place (relabel.apply) and the others
+    are the same. Written again whole, a snapshot of every customer cost each refresh a
+    copy of them all (0.07 s at 600,000 customers, issue 20 §1)."""
+    key = changes.SNAPSHOTS[snapshot][1]
+    extract.execute(f"DELETE FROM {snapshot} WHERE {key} IN (SELECT UNNEST(?::BIGINT[]))", [keys])
+    incoming = now.filter(pc.is_in(now.column(key), pa.array(keys, now.schema.field(key).type)))
+    extract.register("incoming", _widened(incoming))
+    try:
+        extract.execute(f"INSERT INTO {snapshot} BY NAME SELECT * FROM incoming")
+    finally:
+        extract.unregister("incoming")
 
 
 def _widened(rows: pa.Table) -> pa.Table:
