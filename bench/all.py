@@ -50,6 +50,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--keys", "200000", "--facts", "200000", "--skip-postgres"],
     ),
     "history": ("history.py", [], ["--keys", "500", "--versions", "4"]),
+    "history_marked": (
+        "history.py",
+        ["--marked"],
+        ["--keys", "500", "--versions", "4", "--marked"],
+    ),
     "e2e": ("e2e.py", [], ["--duration", "30"]),
     "e2e_follow": ("e2e.py", ["--follow", "--duration", "180"], ["--follow", "--duration", "30"]),
     "e2e_follow_5000": (
