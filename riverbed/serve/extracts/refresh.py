@@ -35,7 +35,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,25 +383,19 @@ def _redo_days(
     extract.execute(
         f"DELETE FROM {dataset.name} WHERE date_key IN (SELECT UNNEST(?::INTEGER[]))", [days]
     )
-    extract.register("grain_rows", rows)
-    try:
+    with _registered(extract, "grain_rows", rows):
         cells = partial.local_cells(dataset, "grain_rows", grain=True)
         inserted = extract.execute(f"INSERT INTO {dataset.name} BY NAME {cells}").fetchall()
         extract.execute(f"INSERT INTO delta_{dataset.name} BY NAME {cells}")
-    finally:
-        extract.unregister("grain_rows")
     return int(inserted[0][0])
 
 
 def _replace(
     extract: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, order: str | None = None
 ) -> int:
-    extract.register("incoming", _widened(rows))
-    try:
-        ordered = f" ORDER BY {order}" if order else ""
+    ordered = f" ORDER BY {order}" if order else ""
+    with _registered(extract, "incoming", _widened(rows)):
         extract.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming{ordered}")
-    finally:
-        extract.unregister("incoming")
     return rows.num_rows
 
 
@@ -415,11 +409,18 @@ def _renew(
     key = changes.SNAPSHOTS[snapshot][1]
     extract.execute(f"DELETE FROM {snapshot} WHERE {key} IN (SELECT UNNEST(?::BIGINT[]))", [keys])
     incoming = now.filter(pc.is_in(now.column(key), pa.array(keys, now.schema.field(key).type)))
-    extract.register("incoming", _widened(incoming))
-    try:
+    with _registered(extract, "incoming", _widened(incoming)):
         extract.execute(f"INSERT INTO {snapshot} BY NAME SELECT * FROM incoming")
+
+
+@contextlib.contextmanager
+def _registered(extract: duckdb.DuckDBPyConnection, name: str, rows: pa.Table) -> Iterator[None]:
+    """``rows`` readable as ``name`` in ``extract`` while the block runs."""
+    extract.register(name, rows)
+    try:
+        yield
     finally:
-        extract.unregister("incoming")
+        extract.unregister(name)
 
 
 def _widened(rows: pa.Table) -> pa.Table:
